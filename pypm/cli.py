@@ -1,0 +1,333 @@
+"""The `pypm` command line: parses arguments, calls the workflow modules, prints results.
+
+No workflow logic lives here. Heavy modules are imported inside the handlers that need
+them, so `pypm run` on a synced project never imports the HTTP client, resolver or rich.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import ExitCode, PypmError
+
+__all__ = ["main", "build_parser", "Context"]
+
+EPILOG = """\
+exit codes:
+  0    success
+  1    a check said no (lock --check found the lock stale, outdated found
+       updates, verify found changes) or an unexpected internal error
+  2    bad command line
+  3    invalid pyproject.toml, pypm.lock or configuration
+  4    no set of versions satisfies the requirements
+  5    an index or file could not be fetched
+  6    a hash, size or signature did not match
+  7    the virtual environment could not be built or changed
+  8    the sandbox could not be set up
+  9    a plugin failed or could not be loaded
+  10   a source build failed
+  130  interrupted (Ctrl-C)
+  N    `pypm run`/`pypm shell` return the command's own exit status
+       (128+signal when it was killed by a signal)
+
+environment:
+  PYPM_INDEX_URL   default index (after --index-url and [tool.pypm] index-url)
+  PYPM_CACHE_DIR   cache directory (default: the user cache dir, e.g. ~/.cache/pypm)
+  PYPM_OFFLINE     same as --offline when set to 1
+"""
+
+
+class Context:
+    """What every handler gets besides its arguments: where the project is and how loud to be."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.directory = Path(args.directory).resolve() if args.directory else Path.cwd()
+        self.verbose: int = args.verbose
+        self.quiet: bool = args.quiet
+
+    def project(self):  # -> pypm.project.Project
+        from .project import find_project_root, load_project
+
+        return load_project(find_project_root(self.directory))
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr)
+
+    def debug(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- shared flag groups
+
+def _index_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("index options")
+    g.add_argument("--index-url", metavar="URL", help="the primary package index (PEP 503/691 simple API)")
+    g.add_argument("--extra-index-url", metavar="URL", action="append", default=[],
+                   help="another index to consult as well (repeatable)")
+    g.add_argument("--find-links", "-f", metavar="DIR|URL", action="append", default=[],
+                   help="a flat directory or HTML page of distribution files (repeatable)")
+    g.add_argument("--offline", action="store_true", default=os.environ.get("PYPM_OFFLINE") == "1",
+                   help="use only what is cached; never touch the network")
+
+
+def _selection_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to install")
+    g.add_argument("--extra", metavar="NAME", action="append", default=[],
+                   help="include this optional-dependencies extra (repeatable)")
+    g.add_argument("--all-extras", action="store_true", help="include every extra")
+    g.add_argument("--no-dev", action="store_true", help="leave out the `dev` dependency group")
+    g.add_argument("--group", metavar="NAME", action="append", default=[],
+                   help="include this dependency group as well (repeatable)")
+    g.add_argument("--only-group", metavar="NAME", action="append", default=[],
+                   help="install only this group, not the project's dependencies (repeatable)")
+
+
+def _sync_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("lock and environment")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--locked", action="store_true",
+                   help="fail if pypm.lock does not match pyproject.toml instead of re-locking (for CI)")
+    x.add_argument("--frozen", action="store_true", help="use pypm.lock as it is, without checking it is current")
+    g.add_argument("--python", metavar="VERSION|PATH", help="the interpreter for .venv (default: [tool.pypm] python, "
+                   "else the newest on PATH that satisfies requires-python)")
+    g.add_argument("--no-install-project", action="store_true", help="do not install the project itself")
+    g.add_argument("--link-mode", choices=["hardlink", "reflink", "copy"], default=None,
+                   help="how files get from the cache into .venv (default: hardlink, else reflink, else copy)")
+    g.add_argument("--compile", action="store_true", help="byte-compile installed Python files")
+    g.add_argument("--offline", action="store_true", default=os.environ.get("PYPM_OFFLINE") == "1",
+                   help="use only what is cached; never touch the network")
+
+
+def _sandbox_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sandbox")
+    g.add_argument("--no-sandbox", action="store_true", help="run directly on the host, without the sandbox")
+    g.add_argument("--network", choices=["none", "host"], default=None,
+                   help="`none` (default): loopback only; `host`: share the host's network")
+    g.add_argument("--bind", metavar="SRC[:DST]", action="append", default=[], help="bind SRC read-write")
+    g.add_argument("--ro-bind", metavar="SRC[:DST]", action="append", default=[], help="bind SRC read-only")
+    g.add_argument("--env", metavar="NAME[=VALUE]", action="append", default=[],
+                   help="pass NAME from the host, or set it to VALUE (repeatable)")
+    g.add_argument("--profile", metavar="NAME|PATH", help="seccomp profile: `default`, `strict` or a JSON file")
+    w = g.add_mutually_exclusive_group()
+    w.add_argument("--writable-project", dest="writable_project", action="store_true", default=None,
+                   help="the project directory is writable inside the sandbox (default)")
+    w.add_argument("--read-only-project", dest="writable_project", action="store_false",
+                   help="the project directory is read-only inside the sandbox")
+    g.add_argument("--print-sandbox", action="store_true", help="print the sandbox plan and exit")
+
+
+# --------------------------------------------------------------------------- handlers
+
+def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
+    from .scaffold import init_project
+
+    path = init_project(Path(args.path).resolve() if args.path else ctx.directory, name=args.name)
+    ctx.info(f"created {path}")
+    return ExitCode.OK
+
+
+def cmd_lock(ctx: Context, args: argparse.Namespace) -> int:
+    from .locking import LockOptions, lock_project
+
+    opts = LockOptions.from_args(args)
+    return lock_project(ctx, ctx.project(), opts)
+
+
+def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
+    from .export import export_project
+
+    return export_project(ctx, ctx.project(), args)
+
+
+def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
+    from .sync import SyncOptions, sync_project
+
+    return sync_project(ctx, ctx.project(), SyncOptions.from_args(args))
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from .run import run_command
+
+    return run_command(ctx, args)
+
+
+def cmd_shell(ctx: Context, args: argparse.Namespace) -> int:
+    from .run import run_shell
+
+    return run_shell(ctx, args)
+
+
+def cmd_build(ctx: Context, args: argparse.Namespace) -> int:
+    from .build import build_command
+
+    return build_command(ctx, ctx.project(), args)
+
+
+def cmd_cache(ctx: Context, args: argparse.Namespace) -> int:
+    from .cache import cache_command
+
+    return cache_command(ctx, args)
+
+
+def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
+    from .plugins import list_command
+
+    return list_command(ctx, args)
+
+
+def cmd_include_dir(ctx: Context, args: argparse.Namespace) -> int:
+    from .plugins.native import include_dir
+
+    print(include_dir())
+    return ExitCode.OK
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
+    from .verify import verify_command
+
+    return verify_command(ctx, ctx.project(), args)
+
+
+def cmd_keygen(ctx: Context, args: argparse.Namespace) -> int:
+    from .signing import keygen_command
+
+    return keygen_command(ctx, args)
+
+
+def cmd_outdated(ctx: Context, args: argparse.Namespace) -> int:
+    from .outdated import outdated_command
+
+    return outdated_command(ctx, ctx.project(), args)
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pypm",
+        description="A Python package and project manager: PEP 621 projects, a hash-pinned universal lock, "
+        "a verified wheel cache, and hermetic runs in an unprivileged namespace sandbox.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pypm {__version__}")
+    parser.add_argument("-C", "--directory", metavar="DIR", help="run as if started in DIR")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more output; show tracebacks of errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("init", cmd_init, "create a pyproject.toml (PEP 621) with a [tool.pypm] table")
+    p.add_argument("path", nargs="?", help="the project directory (default: the current one)")
+    p.add_argument("--name", help="the project name (default: the directory's name)")
+
+    p = add("lock", cmd_lock, "resolve the project into a universal, hash-pinned pypm.lock")
+    p.add_argument("--refresh", action="store_true", help="re-fetch metadata and hashes; ignore cached index pages")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if pypm.lock is missing or does not match pyproject.toml; write nothing")
+    u = p.add_mutually_exclusive_group()
+    u.add_argument("--upgrade", "-U", action="store_true", help="allow every package to move to its newest version")
+    u.add_argument("--upgrade-package", "-P", metavar="NAME", action="append", default=[],
+                   help="allow only NAME to move (repeatable)")
+    p.add_argument("--prerelease", choices=["allow", "disallow", "if-necessary", "explicit",
+                                            "if-necessary-or-explicit"], default=None,
+                   help="when pre-releases may be chosen (default: if-necessary-or-explicit, as uv)")
+    p.add_argument("--no-build", action="store_true", help="never use source distributions")
+    p.add_argument("--no-binary", action="store_true", help="never use wheels (lock sdists only)")
+    p.add_argument("--exclude-newer", metavar="DATE", help="ignore files uploaded after DATE (RFC 3339 or YYYY-MM-DD)")
+    p.add_argument("--from", dest="from_pylock", metavar="PYLOCK", help="start from a PEP 751 pylock.toml")
+    p.add_argument("--sign", metavar="KEY", help="sign the lock's root with this Ed25519 private key file")
+    _index_flags(p)
+
+    p = add("export", cmd_export, "write the lock in another format (PEP 751 pylock.toml, requirements.txt)")
+    p.add_argument("--format", choices=["pylock.toml", "requirements.txt"], default="pylock.toml")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    _selection_flags(p)
+    p.add_argument("--no-install-project", action="store_true", help="leave the project itself out")
+
+    p = add("sync", cmd_sync, "make .venv hold exactly the locked set")
+    _selection_flags(p)
+    _sync_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan (install/remove/replace) and change nothing")
+
+    for name, handler, text in (("run", cmd_run, "run a command in the project's environment, sandboxed"),
+                                ("shell", cmd_shell, "an interactive shell in the project's environment, sandboxed")):
+        p = add(name, handler, text)
+        _selection_flags(p)
+        _sync_flags(p)
+        p.add_argument("--no-sync", action="store_true", help="do not sync .venv first")
+        _sandbox_flags(p)
+        if name == "run":
+            p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
+                           help="the command (use -- before it if it starts with -)")
+
+    p = add("build", cmd_build, "build the project's sdist and wheel (PEP 517) inside the sandbox")
+    p.add_argument("--sdist", action="store_true", help="build the sdist")
+    p.add_argument("--wheel", action="store_true", help="build the wheel")
+    p.add_argument("-o", "--out-dir", metavar="DIR", default="dist", help="where to write (default: dist/)")
+
+    p = add("cache", cmd_cache, "inspect and clean the wheel cache")
+    p.add_argument("action", choices=["dir", "clean", "prune"],
+                   help="dir: print its path; clean: remove everything; prune: remove unused and partial entries")
+
+    add("plugins", cmd_plugins, "list plugins found, where from, and which hooks each implements")
+    add("include-dir", cmd_include_dir, "print the directory holding pypm_plugin.h (for native plugins)")
+
+    p = add("verify", cmd_verify, "check installed files and the lock against what they should be")
+    p.add_argument("--venv", action="store_true", help="check every installed file against its wheel's Merkle tree")
+    p.add_argument("--lock", action="store_true", help="check every locked file against what its index serves")
+
+    p = add("keygen", cmd_keygen, "create an Ed25519 key pair for signing locks")
+    p.add_argument("-o", "--output", metavar="PATH", default="pypm-signing-key",
+                   help="private key path (the public key goes to PATH.pub)")
+
+    p = add("outdated", cmd_outdated, "list locked packages with newer versions; exit 1 if any")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    _index_flags(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return ExitCode.USAGE
+    ctx = Context(args)
+    try:
+        return int(args.handler(ctx, args) or 0)
+    except PypmError as e:
+        if ctx.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        return ExitCode.FAILURE
+    except Exception as e:  # a bug in pypm: say so plainly; --verbose shows where
+        if ctx.verbose:
+            raise
+        print(f"internal error: {type(e).__name__}: {e}\n  hint: run again with --verbose for the traceback, "
+              "and report it", file=sys.stderr)
+        return ExitCode.FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Where settings come from: the default index, the cache directory, environment knobs.
+
+The default index is never written in pypm's code: it is read, in order, from
+`--index-url`, `[tool.pypm] index-url`, `PYPM_INDEX_URL`, `PIP_INDEX_URL`, pip's
+configuration files, and finally pip's own built-in default (asked of pip itself).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from pathlib import Path
+
+from .errors import ProjectError
+
+__all__ = ["default_index_url", "pip_config_index_url", "cache_dir"]
+
+
+def _pip_config_files() -> list[Path]:
+    # pip's lookup order (site < user < env), see `pip config debug`.
+    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf")]
+    venv = os.environ.get("VIRTUAL_ENV")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    files += [Path.home() / ".pip" / "pip.conf", Path(xdg) / "pip" / "pip.conf"]
+    if venv:
+        files.append(Path(venv) / "pip.conf")
+    env_file = os.environ.get("PIP_CONFIG_FILE")
+    if env_file and env_file != os.devnull:
+        files.append(Path(env_file))
+    return files
+
+
+def pip_config_index_url() -> str | None:
+    """`index-url` from pip's configuration files ([install] wins over [global]), if any."""
+    found: str | None = None
+    for f in _pip_config_files():
+        if not f.is_file():
+            continue
+        cp = configparser.RawConfigParser()
+        try:
+            cp.read(f, encoding="utf-8")
+        except configparser.Error as e:
+            raise ProjectError(f"{f}: cannot parse pip configuration: {e}") from None
+        for section in ("global", "install"):
+            if cp.has_option(section, "index-url"):
+                found = cp.get(section, "index-url").strip()
+    return found
+
+
+def _pip_builtin_index_url() -> str:
+    try:
+        from pip._internal.models.index import PyPI  # pip's built-in default index
+    except Exception:
+        raise ProjectError(
+            "no package index is configured and pip is not importable to supply its default",
+            hint="pass --index-url URL, set [tool.pypm] index-url, or export PYPM_INDEX_URL",
+        ) from None
+    return str(PyPI.simple_url)
+
+
+def default_index_url(cli: str | None = None, project: str | None = None) -> str:
+    for candidate in (cli, project, os.environ.get("PYPM_INDEX_URL"), os.environ.get("PIP_INDEX_URL")):
+        if candidate:
+            return candidate
+    return pip_config_index_url() or _pip_builtin_index_url()
+
+
+def cache_dir() -> Path:
+    """$PYPM_CACHE_DIR, else the platform's user cache dir (e.g. ~/.cache/pypm)."""
+    env = os.environ.get("PYPM_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "pypm"
+    # platformdirs is the general answer; this is the Linux/macOS answer without the import
+    # (the cache dir is read on the `pypm run` hot path).
+    import sys
+
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "pypm"
+    if sys.platform == "win32":
+        from platformdirs import user_cache_dir
+
+        return Path(user_cache_dir("pypm", appauthor=False))
+    return Path.home() / ".cache" / "pypm"

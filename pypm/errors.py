@@ -1,0 +1,109 @@
+"""The one error hierarchy of pypm: every failure a user can act on is a PypmError."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ExitCode",
+    "PypmError",
+    "UsageError",
+    "ProjectError",
+    "ResolutionError",
+    "IndexError_",
+    "IntegrityError",
+    "LockError",
+    "StaleLockError",
+    "InstallError",
+    "SandboxError",
+    "PluginError",
+    "BuildError",
+    "VerifyError",
+]
+
+
+class ExitCode:
+    """Exit codes of the `pypm` command; documented in `pypm --help` and docs/cli.md."""
+
+    OK = 0
+    FAILURE = 1  # a check said no: `lock --check` stale, `outdated` found updates, `verify` found changes
+    USAGE = 2  # bad command line (argparse uses 2 too)
+    PROJECT = 3  # pyproject.toml / pypm.lock / configuration is invalid
+    RESOLUTION = 4  # no set of versions satisfies the requirements
+    NETWORK = 5  # an index or file could not be fetched
+    INTEGRITY = 6  # a hash, size or signature did not match
+    INSTALL = 7  # the venv could not be built or changed
+    SANDBOX = 8  # the sandbox could not be set up
+    PLUGIN = 9  # a plugin failed or could not be loaded
+    BUILD = 10  # a source build failed
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class PypmError(Exception):
+    """Base class. `str(err)` is the whole message the user sees; `hint` says what to do next."""
+
+    exit_code: int = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class UsageError(PypmError):
+    exit_code = ExitCode.USAGE
+
+
+class ProjectError(PypmError):
+    """pyproject.toml, pypm.lock or a configuration value is invalid."""
+
+    exit_code = ExitCode.PROJECT
+
+
+class LockError(ProjectError):
+    """pypm.lock is malformed or cannot be used as it is."""
+
+
+class StaleLockError(LockError):
+    """pypm.lock does not match pyproject.toml (raised under --locked / --check)."""
+
+    exit_code = ExitCode.FAILURE
+
+
+class ResolutionError(PypmError):
+    exit_code = ExitCode.RESOLUTION
+
+
+class IndexError_(PypmError):
+    """An index, find-links location or file URL could not be read."""
+
+    exit_code = ExitCode.NETWORK
+
+
+class IntegrityError(PypmError):
+    """A hash, size or signature did not match what was expected."""
+
+    exit_code = ExitCode.INTEGRITY
+
+
+class InstallError(PypmError):
+    exit_code = ExitCode.INSTALL
+
+
+class SandboxError(PypmError):
+    exit_code = ExitCode.SANDBOX
+
+
+class PluginError(PypmError):
+    exit_code = ExitCode.PLUGIN
+
+
+class BuildError(PypmError):
+    exit_code = ExitCode.BUILD
+
+
+class VerifyError(PypmError):
+    exit_code = ExitCode.FAILURE

@@ -1,0 +1,385 @@
+"""The pypm.lock model: plain data, a deterministic TOML writer, a validating reader.
+
+Pure: no network, no processes; `write_atomic` is the only function that touches disk.
+The format is specified in docs/lock-format.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import LockError
+
+__all__ = [
+    "LOCK_VERSION",
+    "LOCK_NAME",
+    "FileEntry",
+    "Dependency",
+    "LockedPackage",
+    "Lock",
+    "dumps",
+    "loads",
+    "read",
+    "write_atomic",
+    "canonical_name",
+]
+
+LOCK_VERSION = 1
+LOCK_NAME = "pypm.lock"
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CANON = re.compile(r"[-_.]+")
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation; kept here (not packaging.utils) so reading a lock stays cheap."""
+    return _CANON.sub("-", name).lower()
+
+
+@dataclass(frozen=True, order=True)
+class FileEntry:
+    """One installable file of a release: where it is and what its bytes must hash to."""
+
+    filename: str
+    url: str
+    sha256: str  # 64 lowercase hex digits; anything else is refused by `sync`
+    size: int | None = None
+
+    def has_valid_hash(self) -> bool:
+        return bool(_HEX64.match(self.sha256))
+
+    def to_toml(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"filename": self.filename, "url": self.url, "sha256": self.sha256}
+        if self.size is not None:
+            d["size"] = self.size
+        return d
+
+
+@dataclass(frozen=True, order=True)
+class Dependency:
+    """An edge of the locked graph: `name` at `version`, needed when `marker` holds."""
+
+    name: str
+    version: str
+    marker: str | None = None
+    extras: tuple[str, ...] = ()
+
+    def to_toml(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.extras:
+            d["extras"] = sorted(self.extras)
+        if self.marker:
+            d["marker"] = self.marker
+        return d
+
+
+@dataclass
+class LockedPackage:
+    """One `[[package]]`: a name at one version, its edges and every file of the release."""
+
+    name: str
+    version: str
+    # {"registry": index-url} | {"find-links": dir-or-url} | {"editable": "."} |
+    # {"virtual": "."} | {"path": p} | {"url": u}
+    source: dict[str, str]
+    marker: str | None = None  # when the environment needs this package at all (None: always)
+    main: bool = False  # pulled in by [project] dependencies
+    extras: list[str] = field(default_factory=list)  # project extras that pull it in
+    groups: list[str] = field(default_factory=list)  # PEP 735 groups that pull it in
+    dependencies: list[Dependency] = field(default_factory=list)
+    optional_dependencies: dict[str, list[Dependency]] = field(default_factory=dict)
+    dependency_groups: dict[str, list[Dependency]] = field(default_factory=dict)  # root only
+    sdist: FileEntry | None = None
+    wheels: list[FileEntry] = field(default_factory=list)
+    # Issue 5 (hermetic builds): pinned build-system requirements of a package built from source.
+    build_dependencies: list[Dependency] = field(default_factory=list)
+    build_network: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (canonical_name(self.name), self.version)
+
+    @property
+    def is_root(self) -> bool:
+        return "editable" in self.source or "virtual" in self.source
+
+    def files(self) -> list[FileEntry]:
+        return ([self.sdist] if self.sdist else []) + list(self.wheels)
+
+    def to_toml(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "version": self.version, "source": dict(self.source)}
+        if self.marker:
+            d["marker"] = self.marker
+        if self.main:
+            d["main"] = True
+        if self.extras:
+            d["extras"] = sorted(self.extras)
+        if self.groups:
+            d["groups"] = sorted(self.groups)
+        if self.build_network:
+            d["build-network"] = True
+        if self.dependencies:
+            d["dependencies"] = [x.to_toml() for x in sorted(self.dependencies)]
+        if self.build_dependencies:
+            d["build-dependencies"] = [x.to_toml() for x in sorted(self.build_dependencies)]
+        if self.optional_dependencies:
+            d["optional-dependencies"] = {
+                k: [x.to_toml() for x in sorted(v)] for k, v in sorted(self.optional_dependencies.items())
+            }
+        if self.dependency_groups:
+            d["dependency-groups"] = {
+                k: [x.to_toml() for x in sorted(v)] for k, v in sorted(self.dependency_groups.items())
+            }
+        if self.sdist:
+            d["sdist"] = self.sdist.to_toml()
+        if self.wheels:
+            d["wheels"] = [w.to_toml() for w in sorted(self.wheels)]
+        return d
+
+
+@dataclass
+class Lock:
+    requires_python: str
+    content_hash: str  # "sha256:<hex>" of the canonical resolution inputs (see project.content_hash)
+    packages: list[LockedPackage] = field(default_factory=list)
+    version: int = LOCK_VERSION
+    options: dict[str, Any] = field(default_factory=dict)  # resolution options, recorded for humans
+    resolution_markers: list[str] = field(default_factory=list)  # the forks, when there were any
+    # Issue 7: {"root": hex, "key-id": ..., "signature": base64} — written by `lock --sign`.
+    signature: dict[str, str] = field(default_factory=dict)
+
+    def root(self) -> LockedPackage | None:
+        for p in self.packages:
+            if p.is_root:
+                return p
+        return None
+
+    def by_name(self, name: str) -> list[LockedPackage]:
+        n = canonical_name(name)
+        return [p for p in self.packages if canonical_name(p.name) == n]
+
+    def get(self, name: str, version: str) -> LockedPackage | None:
+        n = canonical_name(name)
+        for p in self.packages:
+            if canonical_name(p.name) == n and p.version == version:
+                return p
+        return None
+
+    def sorted_packages(self) -> list[LockedPackage]:
+        # Root first, then by canonical name and version string: stable on every machine.
+        return sorted(self.packages, key=lambda p: (not p.is_root, canonical_name(p.name), p.version))
+
+
+# --------------------------------------------------------------------------- writing
+# A small hand-written TOML emitter: the lock's byte-for-byte stability is part of the
+# spec (same inputs, same bytes, reviewable diffs), and tomli-w gives no control over
+# which tables are inline. Only the value types a lock holds are supported.
+
+def _s(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def _v(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _s(value)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_k(k)} = {_v(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_v(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} into a lock")
+
+
+_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _k(key: str) -> str:
+    return key if _BARE.match(key) else _s(key)
+
+
+def _array_of_tables(key: str, items: list[dict[str, Any]]) -> str:
+    if not items:
+        return f"{key} = []\n"
+    return f"{key} = [\n" + "".join(f"    {_v(i)},\n" for i in items) + "]\n"
+
+
+def _package_block(d: dict[str, Any]) -> str:
+    out = ["[[package]]\n"]
+    subtables: list[str] = []
+    for k, v in d.items():
+        if k in ("dependencies", "build-dependencies", "wheels"):
+            out.append(_array_of_tables(k, v))
+        elif k in ("optional-dependencies", "dependency-groups"):
+            block = f"\n[package.{k}]\n" + "".join(_array_of_tables(_k(g), deps) for g, deps in v.items())
+            subtables.append(block)
+        else:
+            out.append(f"{_k(k)} = {_v(v)}\n")
+    return "".join(out) + "".join(subtables)
+
+
+def dumps(lock: Lock) -> str:
+    """Serialise deterministically: sorted, no timestamps, one stable layout."""
+    head = [
+        "# This file is generated by `pypm lock`; do not edit it by hand.\n",
+        f"version = {lock.version}\n",
+        f"requires-python = {_s(lock.requires_python)}\n",
+        f"content-hash = {_s(lock.content_hash)}\n",
+    ]
+    if lock.resolution_markers:
+        head.append("resolution-markers = [\n" + "".join(f"    {_s(m)},\n" for m in sorted(lock.resolution_markers)) + "]\n")
+    if lock.options:
+        head.append("\n[options]\n" + "".join(f"{_k(k)} = {_v(v)}\n" for k, v in sorted(lock.options.items())))
+    if lock.signature:
+        head.append("\n[signature]\n" + "".join(f"{_k(k)} = {_v(v)}\n" for k, v in sorted(lock.signature.items())))
+    blocks = [_package_block(p.to_toml()) for p in lock.sorted_packages()]
+    return "".join(head) + "".join("\n" + b for b in blocks)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------- reading
+
+def _need(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...], where: str, path: Path) -> Any:
+    if key not in d:
+        raise LockError(f"{path}: {where} has no `{key}`", hint="re-create the lock with `pypm lock`")
+    v = d[key]
+    if not isinstance(v, typ):
+        raise LockError(f"{path}: {where}.{key} has the wrong type ({type(v).__name__})",
+                        hint="re-create the lock with `pypm lock`")
+    return v
+
+
+def _file(d: Any, where: str, path: Path) -> FileEntry:
+    if not isinstance(d, Mapping):
+        raise LockError(f"{path}: {where} must be a table", hint="re-create the lock with `pypm lock`")
+    sha = d.get("sha256", "")
+    if not isinstance(sha, str):
+        sha = ""
+    if sha.startswith("sha256:"):
+        sha = sha[len("sha256:"):]
+    size = d.get("size")
+    return FileEntry(
+        filename=_need(d, "filename", str, where, path),
+        url=_need(d, "url", str, where, path),
+        sha256=sha,
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+    )
+
+
+def _deps(items: Any, where: str, path: Path) -> list[Dependency]:
+    if not isinstance(items, list):
+        raise LockError(f"{path}: {where} must be an array", hint="re-create the lock with `pypm lock`")
+    out = []
+    for i, d in enumerate(items):
+        w = f"{where}[{i}]"
+        if not isinstance(d, Mapping):
+            raise LockError(f"{path}: {w} must be a table", hint="re-create the lock with `pypm lock`")
+        out.append(Dependency(
+            name=_need(d, "name", str, w, path),
+            version=_need(d, "version", str, w, path),
+            marker=d.get("marker") or None,
+            extras=tuple(d.get("extras", ())),
+        ))
+    return out
+
+
+def loads(text: str, path: Path | str = LOCK_NAME) -> Lock:
+    """Parse and validate a lock; every problem is a LockError naming the file and the key."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LockError(f"{path}: not valid TOML: {e}", hint="re-create it with `pypm lock`") from None
+    version = data.get("version")
+    if version != LOCK_VERSION:
+        raise LockError(
+            f"{path}: lock format version {version!r} is not supported (this pypm reads version {LOCK_VERSION})",
+            hint="re-create it with `pypm lock`, or use the pypm that wrote it",
+        )
+    packages = []
+    for i, p in enumerate(data.get("package", [])):
+        where = f"package[{i}]"
+        name = _need(p, "name", str, where, path)
+        where = f"package {name!r}"
+        pkg = LockedPackage(
+            name=name,
+            version=_need(p, "version", str, where, path),
+            source=dict(_need(p, "source", dict, where, path)),
+            marker=p.get("marker") or None,
+            main=bool(p.get("main", False)),
+            extras=list(p.get("extras", [])),
+            groups=list(p.get("groups", [])),
+            dependencies=_deps(p.get("dependencies", []), f"{where}.dependencies", path),
+            optional_dependencies={
+                k: _deps(v, f"{where}.optional-dependencies.{k}", path)
+                for k, v in p.get("optional-dependencies", {}).items()
+            },
+            dependency_groups={
+                k: _deps(v, f"{where}.dependency-groups.{k}", path)
+                for k, v in p.get("dependency-groups", {}).items()
+            },
+            sdist=_file(p["sdist"], f"{where}.sdist", path) if "sdist" in p else None,
+            wheels=[_file(w, f"{where}.wheels[{j}]", path) for j, w in enumerate(p.get("wheels", []))],
+            build_dependencies=_deps(p.get("build-dependencies", []), f"{where}.build-dependencies", path),
+            build_network=bool(p.get("build-network", False)),
+        )
+        packages.append(pkg)
+    return Lock(
+        version=version,
+        requires_python=str(data.get("requires-python", "")),
+        content_hash=str(data.get("content-hash", "")),
+        packages=packages,
+        options=dict(data.get("options", {})),
+        resolution_markers=list(data.get("resolution-markers", [])),
+        signature=dict(data.get("signature", {})),
+    )
+
+
+def read(path: Path) -> Lock:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LockError(f"{path} does not exist", hint="create it with `pypm lock`") from None
+    return loads(text, path)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def iter_files(lock: Lock) -> Iterable[tuple[LockedPackage, FileEntry]]:
+    for p in lock.sorted_packages():
+        for f in p.files():
+            yield p, f

@@ -1,0 +1,370 @@
+"""The project model: PEP 621 `[project]`, PEP 735 `[dependency-groups]` and `[tool.pypm]`.
+
+Pure: `parse_pyproject` takes the decoded TOML and returns a validated `Project`; only
+`load_project` reads the file. Every problem is a ProjectError that names the file, the
+key and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ProjectError
+
+__all__ = [
+    "PYPROJECT",
+    "SandboxConfig",
+    "ToolConfig",
+    "Project",
+    "parse_pyproject",
+    "load_project",
+    "find_project_root",
+    "content_hash",
+    "toml_error_location",
+]
+
+PYPROJECT = "pyproject.toml"
+_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """`[tool.pypm.sandbox]`; flags on the command line override each field."""
+
+    enabled: bool = True
+    network: str = "none"  # "none" | "host"
+    bind: tuple[str, ...] = ()  # "SRC[:DST]", read-write
+    ro_bind: tuple[str, ...] = ()  # "SRC[:DST]", read-only
+    env: tuple[str, ...] = ()  # "NAME" (pass through from the host) or "NAME=VALUE"
+    profile: str = "default"  # seccomp profile: a name in seccomp/ or a path to a JSON file
+    writable_project: bool = True
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    """`[tool.pypm]`."""
+
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()  # as written; resolve relative ones against the project root
+    python: str | None = None
+    prerelease: str | None = None
+    plugins: tuple[str, ...] = ()
+    plugin_path: tuple[str, ...] = ()
+    trusted_keys: tuple[str, ...] = ()
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    build: Mapping[str, Any] = field(default_factory=dict)  # [tool.pypm.build], issue 5
+    # Per-plugin tables, e.g. [tool.pypm.s3cache] -> plugin_config["s3cache"].
+    plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    name: str
+    version: str | None  # None when listed in `dynamic`
+    dynamic: tuple[str, ...]
+    requires_python: str  # a specifier string; "" means any
+    dependencies: tuple[str, ...]  # PEP 508 strings, validated
+    optional_dependencies: Mapping[str, tuple[str, ...]]  # extra (normalised) -> PEP 508 strings
+    dependency_groups: Mapping[str, tuple[str, ...]]  # group (normalised) -> strings, includes expanded
+    build_system: Mapping[str, Any] | None  # the [build-system] table, None for a virtual project
+    tool: ToolConfig
+    raw_dependency_groups: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def pyproject(self) -> Path:
+        return self.root / PYPROJECT
+
+    @property
+    def normalized_name(self) -> str:
+        return _canon(self.name)
+
+    @property
+    def is_virtual(self) -> bool:
+        return self.build_system is None
+
+    def find_links_paths(self) -> tuple[str, ...]:
+        """find-links entries with relative paths made absolute against the project root."""
+        out = []
+        for fl in self.tool.find_links:
+            if "://" in fl:
+                out.append(fl)
+            else:
+                out.append(str((self.root / fl).resolve()) if not Path(fl).is_absolute() else fl)
+        return tuple(out)
+
+
+def toml_error_location(err: Exception) -> str:
+    """'LINE:COL' from a tomllib error message ('... (at line 3, column 5)'), or ''."""
+    m = re.search(r"at line (\d+), column (\d+)", str(err))
+    return f"{m.group(1)}:{m.group(2)}" if m else ""
+
+
+def _err(path: Path, key: str, msg: str, hint: str | None = None) -> ProjectError:
+    return ProjectError(f"{path}: `{key}` {msg}", hint=hint)
+
+
+def _str_list(value: Any, path: Path, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _err(path, key, "must be an array of strings")
+    return tuple(value)
+
+
+def _requirements(value: Any, path: Path, key: str) -> tuple[str, ...]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    items = _str_list(value, path, key)
+    for s in items:
+        try:
+            Requirement(s)
+        except InvalidRequirement as e:
+            raise ProjectError(
+                f"{path}: `{key}` holds an invalid PEP 508 requirement: {s!r}\n  {e}",
+                hint="write it as NAME[EXTRAS] SPECIFIERS; MARKER, e.g. 'requests>=2.31; python_version >= \"3.9\"'",
+            ) from None
+    return items
+
+
+def _expand_groups(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
+    """PEP 735: resolve `{include-group = "..."}` entries, detecting cycles and unknown names."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _err(path, "dependency-groups", "must be a table of arrays")
+    groups = {_canon(k): v for k, v in raw.items()}
+    if len(groups) != len(raw):
+        raise _err(path, "dependency-groups", "has two groups whose names differ only in case or punctuation")
+    out: dict[str, tuple[str, ...]] = {}
+
+    def expand(name: str, stack: tuple[str, ...]) -> tuple[str, ...]:
+        if name in out:
+            return out[name]
+        if name in stack:
+            cycle = " -> ".join(stack + (name,))
+            raise _err(path, f"dependency-groups.{name}", f"includes itself ({cycle})")
+        items = groups[name]
+        if not isinstance(items, list):
+            raise _err(path, f"dependency-groups.{name}", "must be an array")
+        result: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                result.extend(_requirements([item], path, f"dependency-groups.{name}"))
+            elif isinstance(item, dict) and set(item) == {"include-group"} and isinstance(item["include-group"], str):
+                inc = _canon(item["include-group"])
+                if inc not in groups:
+                    raise _err(path, f"dependency-groups.{name}",
+                               f"includes unknown group {item['include-group']!r}",
+                               hint=f"define [dependency-groups] {item['include-group']} or remove the include")
+                result.extend(expand(inc, stack + (name,)))
+            else:
+                raise _err(path, f"dependency-groups.{name}",
+                           f"holds {item!r}; entries are PEP 508 strings or {{include-group = \"NAME\"}}")
+        out[name] = tuple(result)
+        return out[name]
+
+    for g in groups:
+        expand(g, ())
+    return out
+
+
+_TOOL_KEYS = {
+    "index-url", "extra-index-url", "find-links", "python", "prerelease", "plugins", "plugin-path",
+    "trusted-keys", "sandbox", "build",
+}
+_SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project"}
+PRERELEASE_MODES = ("allow", "disallow", "if-necessary", "explicit", "if-necessary-or-explicit")
+
+
+def _parse_sandbox(raw: Any, path: Path) -> SandboxConfig:
+    if raw is None:
+        return SandboxConfig()
+    if not isinstance(raw, dict):
+        raise _err(path, "tool.pypm.sandbox", "must be a table")
+    unknown = set(raw) - _SANDBOX_KEYS
+    if unknown:
+        raise _err(path, "tool.pypm.sandbox", f"has unknown key(s) {', '.join(sorted(unknown))}",
+                   hint=f"known keys: {', '.join(sorted(_SANDBOX_KEYS))}")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _err(path, "tool.pypm.sandbox.enabled", "must be true or false")
+    network = raw.get("network", "none")
+    if network not in ("none", "host"):
+        raise _err(path, "tool.pypm.sandbox.network", f"is {network!r}; use \"none\" or \"host\"")
+    profile = raw.get("profile", "default")
+    if not isinstance(profile, str) or not profile:
+        raise _err(path, "tool.pypm.sandbox.profile", "must be a profile name or a path to a JSON profile")
+    wp = raw.get("writable-project", True)
+    if not isinstance(wp, bool):
+        raise _err(path, "tool.pypm.sandbox.writable-project", "must be true or false")
+    return SandboxConfig(
+        enabled=enabled,
+        network=network,
+        bind=_str_list(raw.get("bind", []), path, "tool.pypm.sandbox.bind"),
+        ro_bind=_str_list(raw.get("ro-bind", []), path, "tool.pypm.sandbox.ro-bind"),
+        env=_str_list(raw.get("env", []), path, "tool.pypm.sandbox.env"),
+        profile=profile,
+        writable_project=wp,
+    )
+
+
+def _parse_tool(raw: Any, path: Path) -> ToolConfig:
+    if raw is None:
+        return ToolConfig()
+    if not isinstance(raw, dict):
+        raise _err(path, "tool.pypm", "must be a table")
+    plugins = _str_list(raw.get("plugins", []), path, "tool.pypm.plugins")
+    # A sub-table named after an enabled plugin is that plugin's configuration.
+    plugin_tables = {k: v for k, v in raw.items() if k in plugins and isinstance(v, dict)}
+    unknown = set(raw) - _TOOL_KEYS - set(plugin_tables)
+    if unknown:
+        raise _err(path, "tool.pypm", f"has unknown key(s) {', '.join(sorted(unknown))}",
+                   hint=f"known keys: {', '.join(sorted(_TOOL_KEYS))}, or a table named after an enabled plugin")
+    for key in ("index-url", "python", "prerelease"):
+        if key in raw and not isinstance(raw[key], str):
+            raise _err(path, f"tool.pypm.{key}", "must be a string")
+    if raw.get("prerelease") is not None and raw["prerelease"] not in PRERELEASE_MODES:
+        raise _err(path, "tool.pypm.prerelease", f"is {raw['prerelease']!r}",
+                   hint=f"use one of {', '.join(PRERELEASE_MODES)}")
+    extra = raw.get("extra-index-url", [])
+    if isinstance(extra, str):
+        extra = [extra]
+    build = raw.get("build", {})
+    if not isinstance(build, dict):
+        raise _err(path, "tool.pypm.build", "must be a table")
+    return ToolConfig(
+        index_url=raw.get("index-url"),
+        extra_index_urls=_str_list(extra, path, "tool.pypm.extra-index-url"),
+        find_links=_str_list(raw.get("find-links", []), path, "tool.pypm.find-links"),
+        python=raw.get("python"),
+        prerelease=raw.get("prerelease"),
+        plugins=plugins,
+        plugin_path=_str_list(raw.get("plugin-path", []), path, "tool.pypm.plugin-path"),
+        trusted_keys=_str_list(raw.get("trusted-keys", []), path, "tool.pypm.trusted-keys"),
+        sandbox=_parse_sandbox(raw.get("sandbox"), path),
+        build=build,
+        plugin_config=plugin_tables,
+    )
+
+
+def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:
+    """Validate decoded pyproject.toml data into a Project (pure)."""
+    path = root / PYPROJECT
+    proj = data.get("project")
+    if not isinstance(proj, dict):
+        raise ProjectError(f"{path} has no [project] table",
+                           hint="add [project] with at least `name`, or run `pypm init`")
+    name = proj.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _err(path, "project.name", f"is {name!r}; it must be a valid distribution name (letters, digits, -_.)")
+    dynamic = _str_list(proj.get("dynamic", []), path, "project.dynamic")
+    version = proj.get("version")
+    if version is None and "version" not in dynamic:
+        raise _err(path, "project.version", "is missing", hint='set `version = "0.1.0"` or list "version" in `dynamic`')
+    if version is not None:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            Version(str(version))
+        except InvalidVersion:
+            raise _err(path, "project.version", f"is {version!r}, not a PEP 440 version") from None
+    rp = proj.get("requires-python", "")
+    if not isinstance(rp, str):
+        raise _err(path, "project.requires-python", "must be a string such as \">=3.9\"")
+    if rp:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            SpecifierSet(rp)
+        except InvalidSpecifier:
+            raise _err(path, "project.requires-python", f"is {rp!r}, not a valid specifier",
+                       hint='write e.g. ">=3.9"') from None
+    deps = _requirements(proj.get("dependencies", []), path, "project.dependencies")
+    opt_raw = proj.get("optional-dependencies", {})
+    if not isinstance(opt_raw, dict):
+        raise _err(path, "project.optional-dependencies", "must be a table of arrays")
+    optional = {
+        _canon(k): _requirements(v, path, f"project.optional-dependencies.{k}") for k, v in opt_raw.items()
+    }
+    raw_groups = data.get("dependency-groups") or {}
+    groups = _expand_groups(raw_groups, path)
+    bs = data.get("build-system")
+    if bs is not None and not isinstance(bs, dict):
+        raise _err(path, "build-system", "must be a table")
+    if bs is not None:
+        _requirements(bs.get("requires", []), path, "build-system.requires")
+    tool = _parse_tool((data.get("tool") or {}).get("pypm"), path)
+    return Project(
+        root=root,
+        name=name,
+        version=str(version) if version is not None else None,
+        dynamic=dynamic,
+        requires_python=rp,
+        dependencies=deps,
+        optional_dependencies=optional,
+        dependency_groups=groups,
+        build_system=bs,
+        tool=tool,
+        raw_dependency_groups=raw_groups,
+    )
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest directory at or above `start` holding a pyproject.toml."""
+    start = start.resolve()
+    for d in (start, *start.parents):
+        if (d / PYPROJECT).is_file():
+            return d
+    raise ProjectError(f"no {PYPROJECT} found in {start} or any parent directory",
+                       hint="run `pypm init` to create one, or pass -C/--directory DIR")
+
+
+def load_project(root: Path) -> Project:
+    import tomllib
+
+    path = root / PYPROJECT
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProjectError(f"{path} does not exist", hint="run `pypm init` or pass -C/--directory DIR") from None
+    except UnicodeDecodeError as e:
+        raise ProjectError(f"{path} is not UTF-8 text ({e})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        loc = toml_error_location(e)
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        raise ProjectError(f"{path}:{loc}: invalid TOML: {msg}" if loc else f"{path}: invalid TOML: {msg}",
+                           hint="fix the syntax at that position") from None
+    return parse_pyproject(data, root)
+
+
+def content_hash(project: Project, options: Mapping[str, Any], sources: Mapping[str, Any]) -> str:
+    """sha256 of a canonical form of every input that affects resolution.
+
+    `options`: resolution options (prerelease, exclude-newer, no-build, no-binary, ...).
+    `sources`: index-url, extra-index-urls and find-links as resolved for this lock.
+    Anything not passed here does not invalidate the lock; add new inputs here, not elsewhere.
+    """
+    canon = {
+        "name": project.normalized_name,
+        "requires-python": project.requires_python,
+        "dependencies": sorted(project.dependencies),
+        "optional-dependencies": {k: sorted(v) for k, v in sorted(project.optional_dependencies.items())},
+        "dependency-groups": {k: sorted(v) for k, v in sorted(project.dependency_groups.items())},
+        "build-system": (project.build_system or {}).get("requires", None),
+        "build-network": project.tool.build.get("network", None),
+        "sources": {k: sources[k] for k in sorted(sources)},
+        "options": {k: options[k] for k in sorted(options) if options[k] not in (None, False, (), [])},
+    }
+    blob = json.dumps(canon, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()

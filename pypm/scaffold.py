@@ -1,0 +1,55 @@
+"""`pypm init`: write a new PEP 621 pyproject.toml with a [tool.pypm] table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .errors import ProjectError
+from .lockfile import write_atomic
+from .project import PYPROJECT
+
+__all__ = ["init_project", "render_pyproject"]
+
+
+def render_pyproject(name: str, requires_python: str = ">=3.9") -> str:
+    module = re.sub(r"[^A-Za-z0-9_]", "_", name).lower()
+    return f'''[project]
+name = "{name}"
+version = "0.1.0"
+description = ""
+requires-python = "{requires_python}"
+dependencies = []
+
+[dependency-groups]
+dev = []
+
+[tool.pypm]
+# index-url = "https://example.invalid/simple"   # default: PYPM_INDEX_URL, then pip's settings
+# find-links = []
+# plugins = []
+
+[tool.pypm.sandbox]
+# `pypm run` and `pypm shell` run in a namespace sandbox; these are its defaults.
+enabled = true
+network = "none"
+writable-project = true
+
+# Uncomment to make {name} installable (it is a virtual project until then):
+# [build-system]
+# requires = ["setuptools>=68"]
+# build-backend = "setuptools.build_meta"
+# (and put your code in src/{module}/)
+'''
+
+
+def init_project(directory: Path, name: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / PYPROJECT
+    if target.exists():
+        raise ProjectError(f"{target} already exists", hint="edit it, or run `pypm init` in an empty directory")
+    name = name or directory.name
+    if not re.match(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$", name):
+        raise ProjectError(f"{name!r} is not a valid project name", hint="pass --name with letters, digits, - _ or .")
+    write_atomic(target, render_pyproject(name))
+    return target

@@ -1,0 +1,89 @@
+"""Which locked packages a selection (main deps, extras, groups) needs, in one environment or all.
+
+Pure: a walk over the lock's graph. With `env` (a PEP 508 marker environment) edge markers
+are evaluated and the result is what to install there; with `env=None` every edge is
+followed, which is what export and verification want.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .errors import LockError
+from .lockfile import Dependency, Lock, LockedPackage, canonical_name
+
+__all__ = ["Selection", "select_packages"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    main: bool = True  # the project's [project] dependencies
+    extras: frozenset[str] = frozenset()  # of the project; "*" is every extra
+    groups: frozenset[str] = frozenset({"dev"})  # PEP 735 groups
+    include_project: bool = True  # the root package itself (editable), when it is not virtual
+
+    @classmethod
+    def from_flags(cls, *, extras: list[str] = (), all_extras: bool = False, no_dev: bool = False,
+                   groups: list[str] = (), only_groups: list[str] = (), no_install_project: bool = False
+                   ) -> "Selection":
+        g = {canonical_name(x) for x in groups}
+        if only_groups:
+            return cls(main=False, extras=frozenset(), groups=frozenset(canonical_name(x) for x in only_groups),
+                       include_project=False)
+        if not no_dev:
+            g.add("dev")
+        ex = frozenset({"*"}) if all_extras else frozenset(canonical_name(x) for x in extras)
+        return cls(main=True, extras=ex, groups=frozenset(g), include_project=not no_install_project)
+
+
+def _edge_applies(dep: Dependency, env: Mapping[str, str] | None) -> bool:
+    if env is None or not dep.marker:
+        return True
+    from packaging.markers import Marker
+
+    return Marker(dep.marker).evaluate(dict(env, extra=""))
+
+
+def select_packages(lock: Lock, selection: Selection, env: Mapping[str, str] | None = None
+                    ) -> list[LockedPackage]:
+    """The packages to install, root excluded, sorted by name; raises LockError on a dangling edge."""
+    root = lock.root()
+    if root is None:
+        raise LockError("pypm.lock has no root package (source = editable or virtual)",
+                        hint="re-create it with `pypm lock`")
+    index = {p.key: p for p in lock.packages}
+    roots: list[Dependency] = []
+    if selection.main:
+        roots += root.dependencies
+    wanted_extras = set(root.optional_dependencies) if "*" in selection.extras else set(selection.extras)
+    unknown = wanted_extras - set(root.optional_dependencies)
+    if unknown and selection.main:
+        # An extra that has no dependencies is legal and has no table; only name truly unknown ones.
+        pass
+    for e in sorted(wanted_extras):
+        roots += root.optional_dependencies.get(e, [])
+    for g in sorted(selection.groups):
+        roots += root.dependency_groups.get(g, [])
+
+    seen: dict[tuple[str, str], LockedPackage] = {}
+    # (package key, extras requested of it) pairs already expanded, so a package reached
+    # again with a new extra still gets that extra's edges followed.
+    expanded: set[tuple[tuple[str, str], str]] = set()
+    stack: list[Dependency] = [d for d in roots if _edge_applies(d, env)]
+    while stack:
+        dep = stack.pop()
+        key = (canonical_name(dep.name), dep.version)
+        pkg = index.get(key)
+        if pkg is None:
+            raise LockError(f"pypm.lock names {dep.name}=={dep.version} as a dependency but has no such package",
+                            hint="re-create it with `pypm lock`")
+        seen[key] = pkg
+        for extra in ("",) + tuple(dep.extras):
+            if (key, extra) in expanded:
+                continue
+            expanded.add((key, extra))
+            edges = pkg.dependencies if extra == "" else pkg.optional_dependencies.get(canonical_name(extra), [])
+            stack.extend(d for d in edges if _edge_applies(d, env))
+    seen.pop(root.key, None)
+    return sorted(seen.values(), key=lambda p: (canonical_name(p.name), p.version))

@@ -57,10 +57,8 @@ def select_packages(lock: Lock, selection: Selection, env: Mapping[str, str] | N
     if selection.main:
         roots += root.dependencies
     wanted_extras = set(root.optional_dependencies) if "*" in selection.extras else set(selection.extras)
-    unknown = wanted_extras - set(root.optional_dependencies)
-    if unknown and selection.main:
-        # An extra that has no dependencies is legal and has no table; only name truly unknown ones.
-        pass
+    # An unknown extra or group name is the caller's to reject (it knows pyproject.toml); an
+    # extra with no dependencies simply has no table here.
     for e in sorted(wanted_extras):
         roots += root.optional_dependencies.get(e, [])
     for g in sorted(selection.groups):

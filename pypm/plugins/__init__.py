@@ -1,0 +1,62 @@
+"""Plugins: the hook call sites that lock, sync, build and run use (`fire`, `wheel_fetchers`).
+
+This module imports nothing heavy: when `[tool.pypm] plugins` is empty, `fire` returns
+at once, so a project without plugins pays nothing. Discovery and loading live in
+`pypm.plugins.host`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..project import Project
+
+__all__ = ["STAGES", "PackageInfo", "fire", "wheel_fetchers", "list_command"]
+
+# The life-cycle stages, in the order a `pypm run` after a fresh clone meets them.
+STAGES = ("pre-lock", "post-lock", "pre-sync", "post-sync", "pre-build", "post-build", "pre-run", "post-run")
+
+Fetcher = Callable[[str, str, Path], bool]
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """One package of the plan, as every plugin sees it."""
+
+    name: str
+    version: str
+    wheel_path: str | None  # the verified wheel in the cache; None when not (yet) known
+    sha256: str
+
+
+def fire(project: "Project", stage: str, *, venv: str | Path | None = None, lock_path: str | Path | None = None,
+         interpreter: str | Path | None = None, packages: Iterable[PackageInfo] = ()) -> None:
+    """Run every enabled plugin's hook for `stage`; raise PluginError on the first failure."""
+    if not project.tool.plugins:
+        return
+    from .host import fire_stage
+
+    fire_stage(project, stage, venv=venv, lock_path=lock_path, interpreter=interpreter, packages=tuple(packages))
+
+
+def wheel_fetchers(project: "Project") -> list[Fetcher]:
+    """Callables `(sha256, filename, dest) -> bool` that the cache tries before the index.
+
+    A fetcher writes the file to `dest` and returns True, or returns False (nothing
+    written) when it does not have it. The caller verifies what was written.
+    """
+    if not project.tool.plugins:
+        return []
+    from .host import fetchers
+
+    return fetchers(project)
+
+
+def list_command(ctx: Any, args: Any) -> int:
+    """`pypm plugins`: what is enabled, what is found, where from, which hooks each implements."""
+    from .host import list_plugins
+
+    return list_plugins(ctx, args)

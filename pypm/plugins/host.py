@@ -1,0 +1,256 @@
+"""The plugin host: find enabled plugins (plugin-path, then entry points), load them, call hooks."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ExitCode, PluginError
+from . import STAGES, PackageInfo
+from .context import HookContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from importlib.metadata import EntryPoint
+
+    from ..project import Project
+
+__all__ = ["GROUP", "LoadedPlugin", "find_plugin", "enabled_plugins", "fire_stage", "fetchers", "list_plugins"]
+
+GROUP = "pypm.plugins"
+
+
+@dataclass
+class LoadedPlugin:
+    name: str
+    kind: str  # "python" | "native"
+    origin: str  # "entry point NAME = VALUE (dist X Y)" or the .so path
+    hooks: tuple[str, ...]  # the stages it implements, plus "fetch" for a wheel fetcher
+    obj: Any  # the entry point's object, or a native.NativePlugin
+
+
+# ---------------------------------------------------------------- discovery
+
+@functools.cache
+def _entry_points() -> dict[str, "EntryPoint"]:
+    # One scan of installed distributions per process; the first of two same-named wins
+    # (sys.path order), as for console scripts.
+    from importlib.metadata import entry_points
+
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def _search_dirs(project: "Project") -> list[Path]:
+    return [(project.root / d).resolve() for d in project.tool.plugin_path]
+
+
+def _python_hooks(obj: Any) -> tuple[str, ...]:
+    """Stages a Python plugin implements: methods named after them, else `hooks`, else all."""
+    methods = tuple(st for st in STAGES if callable(getattr(obj, st.replace("-", "_"), None)))
+    if methods:
+        hooks = methods
+    elif callable(obj):
+        hooks = tuple(getattr(obj, "hooks", STAGES))
+    else:
+        hooks = ()
+    if callable(getattr(obj, "fetch_wheel", None)):
+        hooks += ("fetch",)
+    return hooks
+
+
+_loaded: dict[tuple[str, str], LoadedPlugin] = {}
+
+
+def _load_entry_point(name: str, ep: "EntryPoint") -> LoadedPlugin:
+    dist = getattr(ep, "dist", None)
+    where = f"entry point `{name} = {ep.value}` in group {GROUP}"
+    if dist is not None:
+        where += f" (from {dist.name} {dist.version})"
+    try:
+        obj = ep.load()
+    except Exception as e:  # an import error in third-party code: name it, do not crash pypm
+        raise PluginError(f"plugin {name} could not be loaded from {where}: {type(e).__name__}: {e}",
+                          hint=f"install the plugin's dependencies, or remove {name!r} from [tool.pypm] plugins") from e
+    hooks = _python_hooks(obj)
+    if not hooks:
+        raise PluginError(f"plugin {name} ({where}) is neither callable nor has hook methods",
+                          hint="an entry point must name a function taking the context, or an object with "
+                               "methods such as post_sync(ctx)")
+    return LoadedPlugin(name, "python", where, hooks, obj)
+
+
+def find_plugin(project: "Project", name: str) -> LoadedPlugin:
+    """Find and load one plugin by name: `pypm_<name>.so` on plugin-path first, then entry points."""
+    dirs = _search_dirs(project)
+    for d in dirs:
+        so = d / f"pypm_{name}.so"
+        if so.is_file():
+            key = ("native", str(so))
+            if key not in _loaded:
+                from . import native
+
+                nat = native.load(name, so)
+                _loaded[key] = LoadedPlugin(name, "native", str(so), nat.stages, nat)
+            return _loaded[key]
+    ep = _entry_points().get(name)
+    if ep is not None:
+        key = ("python", f"{name}={ep.value}")
+        if key not in _loaded:
+            _loaded[key] = _load_entry_point(name, ep)
+        return _loaded[key]
+    looked = ", ".join(str(d / f"pypm_{name}.so") for d in dirs) or "nowhere ([tool.pypm] plugin-path is empty)"
+    known = ", ".join(sorted(_entry_points())) or "none"
+    raise PluginError(
+        f"plugin {name} not found: looked for an entry point named {name!r} in group {GROUP} "
+        f"(installed: {known}) and for a native plugin at {looked}",
+        hint=f"install a distribution that provides it, build pypm_{name}.so into a [tool.pypm] plugin-path "
+             f"directory, or remove {name!r} from [tool.pypm] plugins in {project.pyproject}",
+    )
+
+
+def enabled_plugins(project: "Project") -> list[LoadedPlugin]:
+    return [find_plugin(project, n) for n in project.tool.plugins]
+
+
+# ---------------------------------------------------------------- calling hooks
+
+def _path(p: Any) -> Path | None:
+    return None if p is None else Path(p).absolute()
+
+
+def _context(project: "Project", plugin: LoadedPlugin, stage: str, venv: Any, lock_path: Any, interpreter: Any,
+             packages: tuple[PackageInfo, ...]) -> HookContext:
+    return HookContext(stage=stage, plugin_name=plugin.name, project_root=project.root.absolute(),
+                       venv=_path(venv), lock_path=_path(lock_path), interpreter=_path(interpreter),
+                       packages=packages, config=dict(project.tool.plugin_config.get(plugin.name, {})),
+                       project=project)
+
+
+def _failure(plugin: LoadedPlugin, stage: str, reason: str, project: "Project") -> PluginError:
+    return PluginError(f"plugin {plugin.name} failed at {stage}: {reason}",
+                       hint=f"see the plugin's messages above ({plugin.origin}); to go on without it, remove "
+                            f"{plugin.name!r} from [tool.pypm] plugins in {project.pyproject}")
+
+
+def _call_python(plugin: LoadedPlugin, ctx: HookContext) -> None:
+    fn = getattr(plugin.obj, ctx.stage.replace("-", "_"), None)
+    if not callable(fn):
+        fn = plugin.obj
+    try:
+        rc = fn(ctx)
+    except PluginError as e:  # the plugin's own, deliberate refusal: its message is the reason
+        raise _failure(plugin, ctx.stage, e.message + (f" ({e.hint})" if e.hint else ""), ctx.project) from e
+    except Exception as e:
+        raise _failure(plugin, ctx.stage, f"{type(e).__name__}: {e}", ctx.project) from e
+    # None, 0 (and True) mean "go on"; any other int or False means stop.
+    if rc is None or rc is True or rc == 0:
+        return
+    if isinstance(rc, (int, bool)):
+        reason = ctx.messages[-1] if ctx.messages else f"its hook returned {int(rc)}"
+        raise _failure(plugin, ctx.stage, reason, ctx.project)
+
+
+def fire_stage(project: "Project", stage: str, *, venv: Any, lock_path: Any, interpreter: Any,
+               packages: tuple[PackageInfo, ...]) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"unknown plugin stage {stage!r}")  # a bug at the call site, not user input
+    # All are found and loaded before any runs, so a typo fails before any hook does work.
+    for plugin in enabled_plugins(project):
+        if stage not in plugin.hooks:
+            continue
+        ctx = _context(project, plugin, stage, venv, lock_path, interpreter, packages)
+        if plugin.kind == "python":
+            _call_python(plugin, ctx)
+            continue
+        rc, last = plugin.obj.call(
+            stage, project_root=str(ctx.project_root), venv=_s(ctx.venv), lock_path=_s(ctx.lock_path),
+            interpreter=_s(ctx.interpreter), config=ctx.config, packages=packages, report=ctx.report)
+        if rc != 0:
+            raise _failure(plugin, stage, last or f"pypm_hook returned {rc}", project)
+
+
+def _s(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+def fetchers(project: "Project") -> list[Callable[[str, str, Path], bool]]:
+    out: list[Callable[[str, str, Path], bool]] = []
+    for plugin in enabled_plugins(project):
+        if "fetch" not in plugin.hooks:
+            continue
+        out.append(_make_fetcher(project, plugin))
+    return out
+
+
+def _make_fetcher(project: "Project", plugin: LoadedPlugin) -> Callable[[str, str, Path], bool]:
+    def fetch(sha256: str, filename: str, dest: Path) -> bool:
+        ctx = _context(project, plugin, "fetch", None, None, None, ())
+        try:
+            return bool(plugin.obj.fetch_wheel(ctx, sha256, filename, Path(dest)))
+        except Exception as e:
+            # A cache that is down must not stop a sync the index can serve: say so, fall back.
+            ctx.report(f"could not fetch {filename}: {type(e).__name__}: {e}; using the index")
+            Path(dest).unlink(missing_ok=True)
+            return False
+
+    fetch.__qualname__ = f"fetch_wheel[{plugin.name}]"
+    return fetch
+
+
+# ---------------------------------------------------------------- `pypm plugins`
+
+def list_plugins(ctx: Any, args: Any) -> int:
+    from ..errors import ProjectError
+
+    out = sys.stdout
+    project = None
+    try:
+        project = ctx.project()
+    except ProjectError as e:
+        print(f"(no project: {e.message})", file=out)
+    rc = ExitCode.OK
+    shown: set[str] = set()
+    if project is not None:
+        where = f"{project.pyproject} [tool.pypm] plugins"
+        print(f"enabled ({where}):" if project.tool.plugins else f"enabled: none ({where} is empty)", file=out)
+        for name in project.tool.plugins:
+            shown.add(name)
+            try:
+                p = find_plugin(project, name)
+            except PluginError as e:
+                print(f"  {name}: NOT AVAILABLE: {e.message}", file=out)
+                rc = ExitCode.PLUGIN
+                continue
+            _print_plugin(p, out)
+        dirs = _search_dirs(project)
+        print("plugin-path: " + (", ".join(map(str, dirs)) or "(empty)"), file=out)
+        for d in dirs:
+            for so in sorted(d.glob("pypm_*.so")) if d.is_dir() else ():
+                name = so.name[len("pypm_"):-len(".so")]
+                if name not in shown:
+                    shown.add(name)
+                    print(f"  {name} (not enabled): native, {so}", file=out)
+    print(f"entry points in group {GROUP}:", file=out)
+    for name, ep in sorted(_entry_points().items()):
+        dist = getattr(ep, "dist", None)
+        src = f" (from {dist.name} {dist.version})" if dist is not None else ""
+        tag = "" if name in shown else " (not enabled)"
+        if name in shown:
+            print(f"  {name} = {ep.value}{src}", file=out)
+            continue
+        try:
+            hooks = ", ".join(_load_entry_point(name, ep).hooks)
+        except PluginError as e:
+            hooks = f"cannot load: {e.message}"
+        print(f"  {name}{tag} = {ep.value}{src}; hooks: {hooks}", file=out)
+    return rc
+
+
+def _print_plugin(p: LoadedPlugin, out: Any) -> None:
+    print(f"  {p.name}: {p.kind}, {p.origin}", file=out)
+    print(f"    hooks: {', '.join(p.hooks) or '(none)'}", file=out)

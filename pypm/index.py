@@ -1,0 +1,872 @@
+"""The index client: project file lists (PEP 503/691, find-links) and core metadata (PEP 658)."""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import threading
+import urllib.parse
+import urllib.request
+import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from .errors import BuildError, IndexError_, IntegrityError
+
+__all__ = [
+    "DistFile",
+    "CoreMetadata",
+    "IndexClient",
+    "PackageNotFound",
+    "SdistMetadataUnsupported",
+    "parse_filename",
+    "parse_core_metadata",
+]
+
+T = TypeVar("T")
+
+# PEP 691 content negotiation: JSON preferred, the HTML forms as fallbacks.
+ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+          "text/html;q=0.01")
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+# How much of a wheel's tail to ask for first: the zip end record plus, for almost every
+# wheel, its whole central directory (pip and uv use the same figure).
+TAIL_BYTES = 64 * 1024
+# Minimum size of each further range read: METADATA and its local header in one request.
+RANGE_CHUNK = 128 * 1024
+_HTTP_CACHE_VERSION = 1
+
+
+class PackageNotFound(IndexError_):
+    """No configured index or find-links location knows the project."""
+
+
+class SdistMetadataUnsupported(BuildError):
+    """An sdist's metadata would have to be built (PKG-INFO missing, too old, or dynamic)."""
+
+
+@dataclass(frozen=True)
+class DistFile:
+    name: str  # canonical project name
+    version: str  # as parsed from the filename (str(packaging Version))
+    filename: str
+    url: str  # absolute, without fragment; file:// for local files
+    kind: str  # "wheel" | "sdist"
+    sha256: str | None  # hex, from the index's hashes / URL fragment; None if unknown
+    size: int | None
+    requires_python: str | None
+    yanked: str | None  # None if not yanked, else the reason ("" when none given)
+    metadata_sha256: str | None  # PEP 658/714 core-metadata hash if the index offers the file
+    has_metadata: bool  # PEP 658/714 metadata file available
+    upload_time: str | None
+    source: tuple[str, str]  # ("registry", index_url) | ("find-links", location)
+
+
+@dataclass(frozen=True)
+class CoreMetadata:
+    name: str  # canonical
+    version: str  # normalised
+    requires_dist: tuple[str, ...]
+    requires_python: str | None
+    provides_extra: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def parse_filename(filename: str) -> tuple[str, str, str] | None:
+    """(kind, canonical name, normalised version) of a wheel or sdist name; None for anything else."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, _tags = parse_wheel_filename(filename)
+            return "wheel", str(name), str(version)
+        if filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+            return "sdist", str(name), str(version)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+    return None  # .egg, .exe, .tar.bz2, .msi ...: legacy formats nobody installs any more
+
+
+def parse_core_metadata(data: bytes, where: str) -> tuple[CoreMetadata, str, list[str]]:
+    """(metadata, Metadata-Version, Dynamic fields) from METADATA/PKG-INFO bytes (headers only)."""
+    text = data.decode("utf-8", errors="replace")
+    msg = email.parser.HeaderParser().parsestr(text, headersonly=True)
+    name, version = msg.get("Name"), msg.get("Version")
+    if not name or not version:
+        raise IntegrityError(f"core metadata of {where} has no Name or Version",
+                             hint="the file is broken; report it to the package's maintainers")
+    try:
+        norm_version = str(Version(str(version).strip()))
+    except InvalidVersion:
+        raise IntegrityError(f"core metadata of {where} has an invalid Version {version!r}") from None
+    rp = msg.get("Requires-Python")
+    meta = CoreMetadata(
+        name=str(canonicalize_name(str(name).strip())),
+        version=norm_version,
+        requires_dist=tuple(str(r).strip() for r in msg.get_all("Requires-Dist") or ()),
+        requires_python=str(rp).strip() or None if rp is not None else None,
+        provides_extra=tuple(str(e).strip() for e in msg.get_all("Provides-Extra") or ()),
+    )
+    dynamic = [str(d).strip().lower() for d in msg.get_all("Dynamic") or ()]
+    return meta, str(msg.get("Metadata-Version") or "1.0").strip(), dynamic
+
+
+def _strip_fragment(url: str) -> tuple[str, str]:
+    base, _, frag = url.partition("#")
+    return base, frag
+
+
+def _fragment_sha256(frag: str) -> str | None:
+    for part in frag.split("&"):
+        algo, _, value = part.partition("=")
+        if algo == "sha256" and value:
+            return value.lower()
+    return None
+
+
+def _redact(url: str) -> str:
+    """The URL without a password, for messages."""
+    p = urllib.parse.urlsplit(url)
+    if p.password is None:
+        return url
+    netloc = f"{p.username}:****@{p.hostname}" + (f":{p.port}" if p.port else "")
+    return urllib.parse.urlunsplit(p._replace(netloc=netloc))
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith("file:") or "://" not in url
+
+
+def _local_path(url: str) -> Path:
+    if url.startswith("file:"):
+        return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    return Path(url)
+
+
+def _core_metadata_attr(value: Any) -> tuple[bool, str | None]:
+    """PEP 658/714's core-metadata value (JSON bool/dict, HTML 'true'/'sha256=...') -> (has, sha256)."""
+    if value is None or value is False:
+        return False, None
+    if isinstance(value, dict):
+        sha = value.get("sha256")
+        return True, sha.lower() if isinstance(sha, str) else None
+    if isinstance(value, str):
+        algo, _, digest = value.partition("=")
+        return True, digest.lower() if algo == "sha256" and digest else None
+    return bool(value), None
+
+
+class _LinkParser(HTMLParser):
+    """PEP 503 anchors with their data-* attributes, honouring <base href>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.links: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+        elif tag == "a":
+            d = dict(attrs)
+            if d.get("href"):
+                self.links.append(d)
+
+
+def _page_entries(body: bytes, content_type: str, page_url: str) -> list[dict[str, Any]]:
+    """Raw file entries of a simple-API page (JSON or HTML), in a common shape."""
+    out: list[dict[str, Any]] = []
+    if content_type.startswith(JSON_TYPE) or content_type.startswith("application/json"):
+        try:
+            data = json.loads(body)
+            files = data["files"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise IndexError_(f"{_redact(page_url)}: malformed PEP 691 JSON page ({e})",
+                              hint="the index is broken or not a simple-API index; check --index-url") from None
+        for f in files:
+            if not isinstance(f, dict) or "filename" not in f or "url" not in f:
+                continue
+            url, frag = _strip_fragment(urllib.parse.urljoin(page_url, f["url"]))
+            hashes = f.get("hashes") or {}
+            meta = f.get("core-metadata", f.get("data-dist-info-metadata", f.get("dist-info-metadata")))
+            yanked = f.get("yanked", False)
+            out.append({
+                "filename": f["filename"], "url": url,
+                "sha256": (hashes.get("sha256") or _fragment_sha256(frag) or None),
+                "size": f.get("size") if isinstance(f.get("size"), int) else None,
+                "requires_python": f.get("requires-python") or None,
+                "yanked": None if yanked is False or yanked is None else ("" if yanked is True else str(yanked)),
+                "metadata": _core_metadata_attr(meta),
+                "upload_time": f.get("upload-time"),
+            })
+        return out
+    parser = _LinkParser()
+    parser.feed(body.decode("utf-8", errors="replace"))
+    base = urllib.parse.urljoin(page_url, parser.base) if parser.base else page_url
+    for a in parser.links:
+        href = a["href"] or ""
+        url, frag = _strip_fragment(urllib.parse.urljoin(base, href))
+        filename = urllib.parse.unquote(url.rstrip("/").rsplit("/", 1)[-1])
+        meta = a.get("data-core-metadata", a.get("data-dist-info-metadata"))
+        out.append({
+            "filename": filename, "url": url, "sha256": _fragment_sha256(frag), "size": None,
+            "requires_python": a.get("data-requires-python") or None,
+            "yanked": a.get("data-yanked") if "data-yanked" in a else None,
+            "metadata": _core_metadata_attr(meta),
+            "upload_time": None,
+        })
+    for e in out:
+        if e["yanked"] is not None and not isinstance(e["yanked"], str):
+            e["yanked"] = ""
+    return out
+
+
+def _dist_files(entries: Iterable[dict[str, Any]], source: tuple[str, str],
+                only: str | None) -> list[DistFile]:
+    files = []
+    for e in entries:
+        parsed = parse_filename(e["filename"])
+        if parsed is None:
+            continue
+        kind, name, version = parsed
+        if only is not None and name != only:
+            continue
+        has_meta, meta_sha = e["metadata"]
+        files.append(DistFile(
+            name=name, version=version, filename=e["filename"], url=e["url"], kind=kind,
+            sha256=e["sha256"], size=e["size"], requires_python=e["requires_python"],
+            yanked=e["yanked"], metadata_sha256=meta_sha, has_metadata=has_meta and kind == "wheel",
+            upload_time=e["upload_time"], source=source,
+        ))
+    return files
+
+
+class _Memo:
+    """A thread-safe memo: each key computed once; concurrent callers wait for the first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: dict[Any, Future[Any]] = {}
+
+    def get(self, key: Any, fn: Callable[[], T]) -> T:
+        with self._lock:
+            fut = self._futures.get(key)
+            owner = fut is None
+            if owner:
+                fut = self._futures[key] = Future()
+        assert fut is not None
+        if owner:
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # stored, re-raised to every caller (and below)
+                fut.set_exception(e)
+        return fut.result()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _warn_stderr(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- IO helpers
+
+
+def _cache_key(text: str) -> str:
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return f"{digest[:2]}/{digest}"
+
+
+def _max_age(cache_control: str) -> int:
+    """Seconds a response may be reused without asking again (0 unless the server says so)."""
+    directives = [d.strip().lower() for d in cache_control.split(",")]
+    if "no-cache" in directives or "no-store" in directives:
+        return 0
+    for d in directives:
+        if d.startswith("max-age="):
+            try:
+                return max(0, int(d[8:]))
+            except ValueError:
+                return 0
+    return 0
+
+
+@dataclass
+class _Page:
+    """One cached GET: status (200, or 404/410 for 'not here'), body and its validators."""
+
+    status: int
+    content_type: str
+    body: bytes
+    url: str  # after redirects: relative links are resolved against it
+    etag: str | None = None
+    last_modified: str | None = None
+    expires: float = 0.0
+
+    def store(self, path: Path) -> None:
+        # One file, header line then body, replaced atomically: a reader sees old or new, never half.
+        head = {"v": _HTTP_CACHE_VERSION, "status": self.status, "content_type": self.content_type,
+                "url": self.url, "etag": self.etag, "last_modified": self.last_modified,
+                "expires": self.expires}
+        _write_atomic(path, json.dumps(head).encode() + b"\n" + self.body)
+
+    @classmethod
+    def load(cls, path: Path) -> _Page | None:
+        try:
+            raw = path.read_bytes()
+            line, _, body = raw.partition(b"\n")
+            head = json.loads(line)
+            if head.pop("v") != _HTTP_CACHE_VERSION:
+                return None
+            return cls(body=body, **head)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+
+class _NoRanges(Exception):
+    """The server does not answer Range requests; download the whole file instead."""
+
+
+class _RangeFile(io.RawIOBase):
+    """A read-only, seekable view of a remote file that fetches byte ranges on demand.
+
+    zipfile needs only the end record, the central directory and one member, so reading a
+    wheel's METADATA through this costs two small requests instead of the whole wheel.
+    """
+
+    def __init__(self, size: int, tail_start: int, tail: bytes, fetch: Callable[[int, int], bytes]) -> None:
+        super().__init__()
+        self._size = size
+        self._pos = 0
+        self._chunks: list[tuple[int, bytes]] = [(tail_start, tail)]
+        self._fetch = fetch
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        start, end = self._pos, min(self._size, self._pos + len(b))
+        if start >= end:
+            return 0
+        data = self._read(start, end)
+        b[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def _read(self, start: int, end: int) -> bytes:
+        for cstart, cdata in self._chunks:
+            if cstart <= start and end <= cstart + len(cdata):
+                return cdata[start - cstart : end - cstart]
+        fetch_end = min(self._size, max(end, start + RANGE_CHUNK))
+        data = self._fetch(start, fetch_end)
+        self._chunks.append((start, data))
+        return data[: end - start]
+
+
+class _TempDownload:
+    """Context manager: a remote file downloaded (and hash-checked) into a temporary file."""
+
+    def __init__(self, client: IndexClient, f: DistFile) -> None:
+        self._client, self._f = client, f
+        self._fh: Any = None
+
+    def __enter__(self) -> Any:
+        self._client.cache_dir.mkdir(parents=True, exist_ok=True)
+        fh = tempfile.TemporaryFile(dir=self._client.cache_dir)
+        self._fh = fh
+
+        def reset() -> None:
+            fh.seek(0)
+            fh.truncate()
+
+        self._client._stream_to(self._f, fh.write, reset)
+        fh.seek(0)
+        return fh
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+
+def _wheel_member(zf: zipfile.ZipFile, f: DistFile) -> bytes:
+    """The bytes of the wheel's top-level `<name>-<version>.dist-info/METADATA`."""
+    candidates = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+    mine = [n for n in candidates if canonicalize_name(n.split("/")[0][: -len(".dist-info")].rsplit("-", 1)[0]) == f.name]
+    chosen = mine or candidates
+    if len(chosen) != 1:
+        raise IntegrityError(f"{f.filename} has {'no' if not chosen else 'several'} .dist-info/METADATA",
+                             hint="the wheel is broken; report it to the package's maintainers")
+    return zf.read(chosen[0])
+
+
+def _sdist_pkg_info(path: Path | Any, f: DistFile) -> bytes | None:
+    """The top-level PKG-INFO of an sdist (.tar.gz or .zip), or None when it has none."""
+    try:
+        if f.filename.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/PKG-INFO")]
+                return zf.read(names[0]) if names else None
+        opened = tarfile.open(path, "r:*") if isinstance(path, Path) else tarfile.open(fileobj=path, mode="r:*")
+        with opened as tf:
+            for m in tf:
+                if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"):
+                    fh = tf.extractfile(m)
+                    return fh.read() if fh is not None else None
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+        raise IntegrityError(f"cannot read {f.filename}: {e}", hint="the file is corrupt; retry with --refresh") from e
+    return None
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class IndexClient:
+    """Reads package indexes and find-links locations; all network IO of resolution goes here."""
+
+    def __init__(self, index_urls: list[str], find_links: list[str], *, cache_dir: Path,
+                 offline: bool = False, refresh: bool = False, max_workers: int = 16,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.index_urls = list(index_urls)  # as given: they name the source in DistFile and the lock
+        self._index_bases = [u if u.endswith("/") else u + "/" for u in index_urls]
+        self.find_links = list(find_links)
+        self.cache_dir = Path(cache_dir)
+        self.offline = offline
+        self.refresh = refresh
+        self.max_workers = max_workers
+        self._warn = warn or _warn_stderr
+        self._client_obj: Any = None
+        self._client_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._files = _Memo()
+        self._pages = _Memo()
+        self._listings = _Memo()
+        self._meta = _Memo()
+        self._hashes = _Memo()
+
+    # ------------------------------------------------------------------ public API
+
+    def project_files(self, name: str) -> list[DistFile]:
+        """Every file of `name` from every source, first source winning for a repeated filename."""
+        canon = str(canonicalize_name(name))
+        return list(self._files.get(canon, lambda: self._project_files(canon, name)))
+
+    def metadata(self, f: DistFile) -> CoreMetadata:
+        return self._meta.get(f.url, lambda: self._metadata(f))
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Fetch the pages of many projects at once; errors surface later from project_files."""
+        self._run_all([lambda n=n: self.project_files(n) for n in names])
+
+    def prefetch_metadata(self, files: Iterable[DistFile]) -> None:
+        """Fetch the metadata of many files at once; errors surface later from metadata()."""
+        self._run_all([lambda f=f: self.metadata(f) for f in files])
+
+    def file_hash(self, f: DistFile) -> str:
+        """sha256 (hex) of a file, reading or downloading it when its source gave no hash."""
+        if f.sha256:
+            return f.sha256
+        return self._hashes.get(f.url, lambda: self._file_hash(f))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._client_obj is not None:
+            self._client_obj.close()
+            self._client_obj = None
+
+    def __enter__(self) -> IndexClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _client(self) -> Any:
+        with self._client_lock:
+            if self._client_obj is None:
+                from .http import make_client  # httpx is imported only when the network is used
+
+                self._client_obj = make_client()
+            return self._client_obj
+
+    def _run_all(self, jobs: list[Callable[[], Any]]) -> None:
+        if not jobs:
+            return
+        with self._client_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="pypm-index")
+            pool = self._pool
+        for fut in [pool.submit(j) for j in jobs]:
+            fut.exception()  # wait; the memo keeps the outcome for the real call
+
+    def _sources_text(self) -> str:
+        text = ", ".join(_redact(u) for u in self.index_urls) or "no index"
+        if self.find_links:
+            text += f" (nor in find-links {', '.join(self.find_links)})"
+        return text
+
+    # ------------------------------------------------------------------ project pages
+
+    def _project_files(self, canon: str, asked: str) -> list[DistFile]:
+        found = False
+        seen: set[str] = set()
+        out: list[DistFile] = []
+
+        def add(files: Iterable[DistFile]) -> None:
+            for f in files:
+                if f.filename not in seen:
+                    seen.add(f.filename)
+                    out.append(f)
+
+        for idx, base in zip(self.index_urls, self._index_bases):
+            page = self._project_page(base, canon)
+            if page is None:
+                continue
+            found = True
+            add(_dist_files(_page_entries(page.body, page.content_type, page.url), ("registry", idx), canon))
+        for loc in self.find_links:
+            files = self._listing(loc).get(canon, [])
+            found = found or bool(files)
+            add(files)
+        if not found:
+            raise PackageNotFound(
+                f"Package `{asked}` was not found in {self._sources_text()}",
+                hint="check the name's spelling, or add the index (--index-url / --extra-index-url) "
+                     "or the --find-links location that has it")
+        return out
+
+    def _project_page(self, idx: str, canon: str) -> _Page | None:
+        """The project's page on one index, or None when the index does not know the project."""
+        if not _is_local(idx):
+            page = self._get_page(idx + canon + "/")
+            return None if page.status in (404, 410) else page
+        root = _local_path(idx)
+        if not root.is_dir():
+            raise IndexError_(f"index directory {root} (from {idx}) does not exist",
+                              hint="check --index-url / [tool.pypm] index-url")
+        d = root / canon
+        if not d.is_dir():
+            # PEP 503 says directories are named by the normalised name; tolerate ones that are not.
+            d = next((c for c in root.iterdir() if c.is_dir() and canonicalize_name(c.name) == canon), d)
+        index_html = d / "index.html"
+        if index_html.is_file():
+            return _Page(200, "text/html", index_html.read_bytes(), index_html.as_uri())
+        if d.is_dir():  # a bare directory of files: list it like a find-links dir
+            html = "".join(f'<a href="{urllib.parse.quote(p.name)}">{p.name}</a>' for p in sorted(d.iterdir()))
+            return _Page(200, "text/html", html.encode(), d.as_uri() + "/")
+        return None
+
+    def _listing(self, loc: str) -> dict[str, list[DistFile]]:
+        return self._listings.get(loc, lambda: self._list_find_links(loc))
+
+    def _list_find_links(self, loc: str) -> dict[str, list[DistFile]]:
+        source = ("find-links", loc)
+        files: list[DistFile]
+        if _is_local(loc):
+            p = _local_path(loc)
+            if p.is_dir():
+                paths = sorted(c for c in p.iterdir() if c.is_file())
+            elif p.is_file():
+                paths = [p]
+            else:
+                # pip's behaviour: a missing find-links location is worth a warning, not a failure.
+                self._warn(f"find-links location {loc} does not exist; ignoring it")
+                return {}
+            entries = [{"filename": c.name, "url": c.resolve().as_uri(), "sha256": None,
+                        "size": c.stat().st_size, "requires_python": None, "yanked": None,
+                        "metadata": (False, None), "upload_time": None} for c in paths]
+            files = _dist_files(entries, source, None)
+        else:
+            page = self._get_page(loc)
+            if page.status in (404, 410):
+                self._warn(f"find-links location {_redact(loc)} was not found (HTTP {page.status}); ignoring it")
+                return {}
+            files = _dist_files(_page_entries(page.body, page.content_type, page.url), source, None)
+        by_name: dict[str, list[DistFile]] = {}
+        for f in files:
+            by_name.setdefault(f.name, []).append(f)
+        return by_name
+
+    def _get_page(self, url: str) -> _Page:
+        return self._pages.get(url, lambda: self._fetch_page(url))
+
+    def _fetch_page(self, url: str) -> _Page:
+        """GET a page through the on-disk HTTP cache (conditional requests, 304 reuse, offline)."""
+        import time
+
+        path = self.cache_dir / "http" / _cache_key(url)
+        cached = _Page.load(path)
+        if self.offline:
+            if cached is None:
+                raise IndexError_(f"{_redact(url)} is not in the cache; run without --offline",
+                                  hint="run once with the network so the cache holds it")
+            return cached
+        if cached is not None and not self.refresh and cached.expires > time.time():
+            return cached
+        headers = {"Accept": ACCEPT}
+        if cached is not None and cached.status == 200:
+            if cached.etag:
+                headers["If-None-Match"] = cached.etag
+            if cached.last_modified:
+                headers["If-Modified-Since"] = cached.last_modified
+        if self.refresh:
+            headers["Cache-Control"] = "max-age=0"  # also revalidate in caching proxies
+        r = self._request("GET", url, headers)
+        expires = time.time() + _max_age(r.headers.get("cache-control", ""))
+        if r.status_code == 304 and cached is not None:
+            page = _Page(cached.status, cached.content_type, cached.body, cached.url, cached.etag,
+                         cached.last_modified, expires)
+        elif r.status_code in (404, 410):
+            page = _Page(r.status_code, "", b"", str(r.url), None, None, expires)
+        elif r.status_code == 200:
+            page = _Page(200, r.headers.get("content-type", "text/html"), r.content, str(r.url),
+                         r.headers.get("etag"), r.headers.get("last-modified"), expires)
+        else:
+            raise IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}",
+                              hint="check the index URL and your credentials")
+        page.store(path)
+        return page
+
+    def _request(self, method: str, url: str, headers: dict[str, str]) -> Any:
+        """One request with retries on transient failures; returns the response for any other status."""
+        from .http import RETRY_STATUS, with_retries
+
+        client = self._client()
+
+        def once() -> Any:
+            r = client.request(method, url, headers=headers)
+            if r.status_code in RETRY_STATUS:
+                r.raise_for_status()
+            return r
+
+        return with_retries(_redact(url), once)
+
+    # ------------------------------------------------------------------ metadata
+
+    def _metadata(self, f: DistFile) -> CoreMetadata:
+        path = self.cache_dir / "metadata" / (_cache_key(self._file_key(f)) + ".json")
+        try:
+            return CoreMetadata(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in json.loads(path.read_bytes()).items()})
+        except (OSError, ValueError, TypeError):
+            pass  # not cached (or an unreadable entry, which is simply replaced)
+        if self.offline and not _is_local(f.url):
+            raise IndexError_(f"the metadata of {f.filename} is not in the cache; run without --offline",
+                              hint="run once with the network so the cache holds it")
+        meta = self._wheel_metadata(f) if f.kind == "wheel" else self._sdist_metadata(f)
+        if meta.name != f.name or Version(meta.version) != Version(f.version):
+            raise IntegrityError(
+                f"{f.filename} from {_redact(f.url)} has metadata for {meta.name} {meta.version}, "
+                f"not for {f.name} {f.version}",
+                hint="the file is mislabelled; report it to the package's maintainers")
+        _write_atomic(path, json.dumps(asdict(meta), sort_keys=True).encode())
+        return meta
+
+    def _file_key(self, f: DistFile) -> str:
+        if f.sha256:
+            return f"{f.url}\0{f.sha256}"
+        if _is_local(f.url):
+            try:
+                st = _local_path(f.url).stat()
+                return f"{f.url}\0{st.st_size}\0{st.st_mtime_ns}"
+            except OSError:
+                pass
+        return f.url
+
+    def _wheel_metadata(self, f: DistFile) -> CoreMetadata:
+        if f.has_metadata:
+            data = self._fetch_optional(f.url + ".metadata")
+            if data is not None:
+                if f.metadata_sha256:
+                    actual = hashlib.sha256(data).hexdigest()
+                    if actual != f.metadata_sha256:
+                        raise IntegrityError(
+                            f"the metadata file of {f.filename} ({_redact(f.url)}.metadata) does not match "
+                            f"the index's hash: expected sha256 {f.metadata_sha256}, got {actual}",
+                            hint="the index served a corrupted file; retry later with --refresh, or tell "
+                                 "the index's operators")
+                return parse_core_metadata(data, f.filename)[0]
+        if _is_local(f.url):
+            with zipfile.ZipFile(_local_path(f.url)) as zf:
+                return parse_core_metadata(_wheel_member(zf, f), f.filename)[0]
+        try:
+            return parse_core_metadata(self._remote_wheel_member(f), f.filename)[0]
+        except _NoRanges:
+            pass
+        with self._download(f) as tmp, zipfile.ZipFile(tmp) as zf:
+            return parse_core_metadata(_wheel_member(zf, f), f.filename)[0]
+
+    def _fetch_optional(self, url: str) -> bytes | None:
+        """A small file's bytes, or None when it does not exist."""
+        if _is_local(url):
+            try:
+                return _local_path(url).read_bytes()
+            except FileNotFoundError:
+                return None
+        r = self._request("GET", url, {})
+        if r.status_code in (404, 410):
+            return None
+        if r.status_code != 200:
+            raise IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}")
+        return bytes(r.content)
+
+    def _remote_wheel_member(self, f: DistFile) -> bytes:
+        """METADATA of a remote wheel through Range requests: the zip's tail, then the member."""
+        import httpx
+
+        from .http import RETRY_STATUS, with_retries
+
+        client = self._client()
+
+        def get_range(spec: str) -> tuple[bytes, int]:
+            def once() -> tuple[bytes, int]:
+                r = client.get(f.url, headers={"Range": f"bytes={spec}", "Accept-Encoding": "identity"})
+                if r.status_code in RETRY_STATUS:
+                    r.raise_for_status()
+                if r.status_code != 206:
+                    raise _NoRanges()
+                total = r.headers.get("content-range", "").rpartition("/")[2]
+                if not total.isdigit():
+                    raise _NoRanges()
+                return bytes(r.content), int(total)
+
+            return with_retries(_redact(f.url), once)
+
+        tail, size = get_range(f"-{TAIL_BYTES}")
+        view = _RangeFile(size, size - len(tail), tail,
+                          lambda start, end: get_range(f"{start}-{end - 1}")[0])
+        try:
+            with zipfile.ZipFile(view) as zf:
+                return _wheel_member(zf, f)
+        except (zipfile.BadZipFile, httpx.HTTPError) as e:
+            raise IndexError_(f"cannot read {f.filename} from {_redact(f.url)}: {e}") from e
+
+    def _sdist_metadata(self, f: DistFile) -> CoreMetadata:
+        # A wheel of the same release carries the same metadata and costs one small request.
+        try:
+            wheels = [w for w in self.project_files(f.name) if w.kind == "wheel" and w.version == f.version]
+        except IndexError_:
+            wheels = []
+        if wheels:
+            wheels.sort(key=lambda w: not w.has_metadata)
+            return self.metadata(wheels[0])
+        if _is_local(f.url):
+            data = _sdist_pkg_info(_local_path(f.url), f)
+        else:
+            with self._download(f) as tmp:
+                data = _sdist_pkg_info(tmp, f)
+        if data is None:
+            raise SdistMetadataUnsupported(
+                f"{f.filename} has no PKG-INFO; building metadata from source distributions is not supported yet",
+                hint=f"use a version of {f.name} that publishes wheels, or put a wheel of it in a --find-links dir")
+        meta, mv, dynamic = parse_core_metadata(data, f.filename)
+        try:
+            old = Version(mv) < Version("2.2")
+        except InvalidVersion:
+            old = True
+        if old or "requires-dist" in dynamic or "requires-python" in dynamic or "provides-extra" in dynamic:
+            why = f"Metadata-Version {mv} is older than 2.2" if old else "its dependencies are marked Dynamic"
+            raise SdistMetadataUnsupported(
+                f"cannot read the dependencies of {f.filename} from its PKG-INFO ({why}); building metadata "
+                "from source distributions is not supported yet",
+                hint=f"use a version of {f.name} that publishes wheels, or put a wheel of it in a --find-links dir")
+        return meta
+
+    # ------------------------------------------------------------------ whole files
+
+    def _download(self, f: DistFile) -> _TempDownload:
+        return _TempDownload(self, f)
+
+    def _stream_to(self, f: DistFile, sink: Callable[[bytes], None], reset: Callable[[], None]) -> str:
+        """Stream a remote file into `sink` (retrying from scratch); returns its sha256 hex."""
+        from .http import with_retries
+
+        if self.offline:
+            raise IndexError_(f"{f.filename} is not in the cache; run without --offline",
+                              hint="run once with the network so the cache holds it")
+        client = self._client()
+
+        def once() -> str:
+            reset()
+            h = hashlib.sha256()
+            with client.stream("GET", f.url, headers={"Accept-Encoding": "identity"}) as r:
+                r.raise_for_status()
+                for chunk in r.iter_bytes(1 << 16):
+                    h.update(chunk)
+                    sink(chunk)
+            return h.hexdigest()
+
+        digest = with_retries(_redact(f.url), once)
+        if f.sha256 and digest != f.sha256:
+            raise IntegrityError(f"{f.filename} from {_redact(f.url)} does not match its hash: "
+                                 f"expected sha256 {f.sha256}, got {digest}",
+                                 hint="the download is corrupt or the index changed; retry with --refresh")
+        return digest
+
+    def _file_hash(self, f: DistFile) -> str:
+        if not _is_local(f.url):
+            return self._stream_to(f, lambda _chunk: None, lambda: None)
+        path = _local_path(f.url)
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise IndexError_(f"cannot read {path}: {e.strerror}") from None
+        # Hashing a multi-hundred-MB local wheel on every lock is what this cache avoids.
+        record = self.cache_dir / "hashes" / (_cache_key(f"{f.url}\0{st.st_size}\0{st.st_mtime_ns}") + ".sha256")
+        try:
+            digest = record.read_text().strip()
+            if len(digest) == 64:
+                return digest
+        except OSError:
+            pass
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        digest = h.hexdigest()
+        _write_atomic(record, digest.encode())
+        return digest

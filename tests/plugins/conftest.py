@@ -32,3 +32,58 @@ def native_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cc(d / "pypm_recorder.so", CSRC / "recorder.c")
     cc(d / "pypm_syncer.so", CSRC / "recorder.c", defines=("STAGES=(PYPM_STAGE_PRE_SYNC|PYPM_STAGE_POST_SYNC)",))
     return d
+
+
+def make_entry_point_dist(site: Path, dist: str, module: str, source: str, entry_points: dict[str, str]) -> Path:
+    """Install a tiny distribution into `site` by hand: a module plus a .dist-info whose
+    entry_points.txt declares `entry_points` (name -> "module:attr") in group pypm.plugins."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    di = site / f"{dist}-1.0.dist-info"
+    di.mkdir()
+    (di / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    (di / "entry_points.txt").write_text(f"[pypm.plugins]\n{lines}")
+    return site
+
+
+PY_RECORDER = '''\
+"""A test plugin: records each hook's context as JSON lines in $PYPM_TEST_LOG."""
+import json, os
+from pypm.errors import PluginError
+
+def _log(ctx):
+    path = os.environ.get("PYPM_TEST_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({
+                "stage": ctx.stage, "plugin": ctx.plugin_name, "root": str(ctx.project_root),
+                "venv": ctx.venv and str(ctx.venv), "lock": ctx.lock_path and str(ctx.lock_path),
+                "interpreter": ctx.interpreter and str(ctx.interpreter), "config": dict(ctx.config),
+                "packages": [[p.name, p.version, p.sha256, p.wheel_path] for p in ctx.packages],
+            }) + "\\n")
+
+def recorder(ctx):
+    _log(ctx)
+    how = os.environ.get("PYPM_TEST_FAIL_HOW", "return")
+    if os.environ.get("PYPM_TEST_FAIL_AT") == ctx.stage:
+        if how == "raise":
+            raise RuntimeError("the database is on fire")
+        if how == "plugin-error":
+            raise PluginError("policy says no", hint="ask the admin")
+        ctx.report(f"refusing {ctx.stage}")
+        return 1
+    return None
+
+class OnlySync:
+    def pre_sync(self, ctx):
+        _log(ctx)
+    def post_sync(self, ctx):
+        _log(ctx)
+        ctx.report("synced %d packages" % len(ctx.packages))
+
+only_sync = OnlySync()
+
+def broken_import():
+    pass
+'''

@@ -1,0 +1,393 @@
+"""pypm export (PEP 751 pylock.toml, requirements.txt) and import_pylock, against real installers.
+
+The lock is built by hand from the files a real index on 127.0.0.1 serves (wheels built by
+tests/support/dists.py), so these tests do not depend on the resolver; what they check is
+that installers nobody here wrote (uv, pip --require-hashes) install exactly the locked set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pypm.errors import LockError
+from pypm.export import import_pylock, is_pylock_name, render_pylock, selection_markers
+from pypm.lockfile import Dependency, FileEntry, Lock, LockedPackage, dumps, write_atomic
+from pypm.selection import Selection
+from tests.support.dists import build_sdist, build_wheel
+from tests.support.index_server import IndexServer
+
+HOST_PY = "/usr/bin/python3"  # world-readable, has venv; a different interpreter from pypm's own
+
+# name -> (version, requires_dist, extra wheel tags). Every package has a py3-none-any wheel.
+GRAPH = {
+    "alpha": ("1.0", ["gamma==1.0"], ["cp311-cp311-manylinux_2_17_x86_64"]),
+    "beta": ("2.0", ["delta==1.5; extra == 'fast'"], []),
+    "gamma": ("1.0", [], []),
+    "delta": ("1.5", [], []),
+    "epsilon": ("0.3", [], []),
+    "tomlish": ("2.1", [], []),
+    "winonly": ("1.0", [], []),
+    "zeta": ("9.0", [], []),
+}
+
+
+@pytest.fixture(scope="session")
+def index(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("dists")
+    for name, (ver, reqs, tags) in GRAPH.items():
+        build_wheel(d, name, ver, requires_dist=reqs)
+        for t in tags:
+            build_wheel(d, name, ver, requires_dist=reqs, tag=t)
+    build_sdist(d, "gamma", "1.0")
+    with IndexServer([d]) as idx:
+        yield idx
+
+
+def _files(idx: IndexServer, name: str, version: str) -> tuple[FileEntry | None, list[FileEntry]]:
+    sdist, wheels = None, []
+    for dist in idx.dists:
+        if dist.project != name or f"-{version}" not in dist.filename:
+            continue
+        fe = FileEntry(filename=dist.filename, url=idx.file_url(dist.filename), sha256=dist.sha256, size=dist.size)
+        if dist.filename.endswith(".whl"):
+            wheels.append(fe)
+        else:
+            sdist = fe
+    return sdist, wheels
+
+
+def make_lock(idx: IndexServer, *, virtual: bool = True) -> Lock:
+    """The lock `pypm lock` would write for the project in `write_project`."""
+
+    def pkg(name: str, **kw) -> LockedPackage:
+        ver = GRAPH[name][0]
+        sdist, wheels = _files(idx, name, ver)
+        return LockedPackage(name=name, version=ver, source={"registry": idx.url}, sdist=sdist, wheels=wheels, **kw)
+
+    dep = lambda n, marker=None, extras=(): Dependency(n, GRAPH[n][0], marker, tuple(extras))  # noqa: E731
+    root = LockedPackage(
+        name="app", version="0.1.0", source={"virtual" if virtual else "editable": "."},
+        dependencies=[dep("alpha"), dep("beta", extras=["fast"]),
+                      dep("tomlish", 'python_version < "3.11"'), dep("winonly", 'sys_platform == "win32"')],
+        optional_dependencies={"heavy": [dep("zeta")]},
+        dependency_groups={"dev": [dep("epsilon"), dep("tomlish")]},
+    )
+    return Lock(
+        requires_python=">=3.8",
+        content_hash="sha256:" + "0" * 64,
+        packages=[
+            root,
+            pkg("alpha", main=True, dependencies=[dep("gamma")]),
+            pkg("beta", main=True, optional_dependencies={"fast": [dep("delta")]}),
+            pkg("gamma", main=True),
+            pkg("delta", main=True),
+            pkg("epsilon", groups=["dev"]),
+            pkg("tomlish", main=True, groups=["dev"]),
+            pkg("winonly", main=True, marker='sys_platform == "win32"'),
+            pkg("zeta", extras=["heavy"]),
+        ],
+    )
+
+
+PYPROJECT = """\
+[project]
+name = "app"
+version = "0.1.0"
+requires-python = ">=3.8"
+dependencies = ["alpha==1.0", "beta[fast]==2.0", 'tomlish>=2; python_version < "3.11"',
+                'winonly; sys_platform == "win32"']
+
+[project.optional-dependencies]
+heavy = ["zeta"]
+
+[dependency-groups]
+dev = ["epsilon", "tomlish"]
+"""
+
+
+def write_project(root: Path, lock: Lock, *, virtual: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    text = PYPROJECT
+    if not virtual:
+        text += '\n[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+    (root / "pyproject.toml").write_text(text)
+    write_atomic(root / "pypm.lock", dumps(lock))
+    return root
+
+
+def pypm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)
+    return subprocess.run([sys.executable, "-m", "pypm", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=60)
+
+
+def fresh_venv(path: Path) -> Path:
+    subprocess.run([HOST_PY, "-m", "venv", "--without-pip", str(path)], check=True, timeout=60)
+    return path / "bin" / "python"
+
+
+def installed(py: Path) -> set[str]:
+    code = ("import importlib.metadata as m; "
+            "print('\\n'.join(sorted(f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions())))")
+    out = subprocess.run([str(py), "-I", "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def uv_env(tmp: Path) -> dict[str, str]:
+    return dict(os.environ, UV_NO_CONFIG="1", UV_CACHE_DIR=str(tmp / "uv-cache"), PIP_CONFIG_FILE=os.devnull,
+                UV_PYTHON_DOWNLOADS="never", NO_COLOR="1")
+
+
+def uv_bin() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+DEFAULT_SET = {"alpha==1.0", "beta==2.0", "gamma==1.0", "delta==1.5", "epsilon==0.3", "tomlish==2.1"}
+
+
+# --------------------------------------------------------------------------- other installers accept it
+
+def test_pylock_installs_exactly_the_locked_set_with_uv(index: IndexServer, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "app", make_lock(index))
+    r = pypm("-C", str(proj), "export", "--format", "pylock.toml", "-o", str(proj / "pylock.toml"))
+    assert r.returncode == 0, r.stderr
+    py = fresh_venv(tmp_path / "venv")
+    r = subprocess.run([uv_bin(), "pip", "install", "--python", str(py), "-r", str(proj / "pylock.toml")],
+                       capture_output=True, text=True, env=uv_env(tmp_path), timeout=120)
+    assert r.returncode == 0, r.stderr
+    # Python 3.11: tomlish's main edge (< 3.11) does not apply but the dev group needs it anyway;
+    # winonly (win32) and zeta (extra not asked for) stay out.
+    assert installed(py) == DEFAULT_SET
+
+
+def test_pylock_no_dev_keeps_markers_uv_honours_them(index: IndexServer, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "app", make_lock(index))
+    out = proj / "pylock.prod.toml"
+    r = pypm("-C", str(proj), "export", "--no-dev", "--extra", "heavy", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    data = tomllib.loads(out.read_text())
+    by_name = {p["name"]: p for p in data["packages"]}
+    assert "epsilon" not in by_name
+    assert by_name["tomlish"]["marker"] == 'python_version < "3.11"'
+    assert by_name["winonly"]["marker"] == 'sys_platform == "win32"'
+    assert "zeta" in by_name and "marker" not in by_name["zeta"]
+    py = fresh_venv(tmp_path / "venv")
+    r = subprocess.run([uv_bin(), "pip", "install", "--python", str(py), "-r", str(out)],
+                       capture_output=True, text=True, env=uv_env(tmp_path), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert installed(py) == {"alpha==1.0", "beta==2.0", "gamma==1.0", "delta==1.5", "zeta==9.0"}
+
+
+def test_requirements_txt_installs_with_pip_require_hashes(index: IndexServer, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "app", make_lock(index))
+    req = tmp_path / "requirements.txt"
+    r = pypm("-C", str(proj), "export", "--format", "requirements.txt", "-o", str(req))
+    assert r.returncode == 0, r.stderr
+    text = req.read_text()
+    assert "--hash=sha256:" in text and 'tomlish==2.1 \\' in text
+    py = fresh_venv(tmp_path / "venv")
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-cache-dir",
+                        "--disable-pip-version-check", "--require-hashes", "--index-url", index.url,
+                        "-r", str(req)], capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert installed(py) == DEFAULT_SET
+
+
+def test_requirements_txt_hash_mismatch_is_refused_by_pip(index: IndexServer, tmp_path: Path) -> None:
+    # The hashes are what pip checks: a wrong one makes pip refuse, so the export's hashes matter.
+    lock = make_lock(index)
+    g = lock.get("gamma", "1.0")
+    assert g is not None
+    g.wheels = [FileEntry(w.filename, w.url, "ab" * 32, w.size) for w in g.wheels]
+    g.sdist = None
+    proj = write_project(tmp_path / "app", lock)
+    req = tmp_path / "requirements.txt"
+    assert pypm("-C", str(proj), "export", "--format", "requirements.txt", "--no-dev", "-o", str(req)).returncode == 0
+    py = fresh_venv(tmp_path / "venv")
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-cache-dir",
+                        "--disable-pip-version-check", "--require-hashes", "--index-url", index.url,
+                        "-r", str(req)], capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode != 0
+    assert "HASHES" in (r.stdout + r.stderr).upper()
+    assert "gamma" in r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- content and determinism
+
+def test_pylock_content_and_determinism(index: IndexServer, tmp_path: Path) -> None:
+    lock = make_lock(index)
+    text = render_pylock(lock, Selection())
+    data = tomllib.loads(text)
+    assert data["lock-version"] == "1.0" and data["created-by"] == "pypm"
+    assert data["requires-python"] == ">=3.8"
+    names = [p["name"] for p in data["packages"]]
+    # Universal: winonly is in the file (with its marker); only the zeta extra is left out.
+    assert names == sorted(names) and set(names) == {n.split("==")[0] for n in DEFAULT_SET} | {"winonly"}
+    alpha = next(p for p in data["packages"] if p["name"] == "alpha")
+    assert alpha["index"] == index.url
+    assert len(alpha["wheels"]) == 2
+    for w in alpha["wheels"]:
+        served = index.dist(w["name"])
+        assert w["url"] == index.file_url(w["name"])
+        assert w["size"] == served.size and w["hashes"] == {"sha256": served.sha256}
+    gamma = next(p for p in data["packages"] if p["name"] == "gamma")
+    assert gamma["sdist"]["name"] == "gamma-1.0.tar.gz"
+    # Reached unconditionally through the dev group, tomlish needs no marker in this selection.
+    assert "marker" not in next(p for p in data["packages"] if p["name"] == "tomlish")
+    # Same lock in another order -> same bytes.
+    shuffled = make_lock(index)
+    shuffled.packages.reverse()
+    for p in shuffled.packages:
+        p.wheels.reverse()
+        p.dependencies.reverse()
+    assert render_pylock(shuffled, Selection()) == text
+
+
+def test_non_virtual_project_is_an_editable_directory_entry(index: IndexServer, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "app", make_lock(index, virtual=False), virtual=False)
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "pylock.toml"
+    assert pypm("-C", str(proj), "export", "-o", str(out)).returncode == 0
+    entries = [p for p in tomllib.loads(out.read_text())["packages"] if p["name"] == "app"]
+    assert entries == [{"name": "app", "directory": {"path": "../app", "editable": True}}]
+    assert pypm("-C", str(proj), "export", "--no-install-project", "-o", str(out)).returncode == 0
+    assert all(p["name"] != "app" for p in tomllib.loads(out.read_text())["packages"])
+    req = tmp_path / "requirements.txt"
+    assert pypm("-C", str(proj), "export", "--format", "requirements.txt", "-o", str(req)).returncode == 0
+    assert req.read_text().splitlines()[1] == "-e ./app"
+
+
+def test_selection_markers_combine_paths() -> None:
+    d = Dependency
+    root = LockedPackage("r", "0", {"virtual": "."},
+                         dependencies=[d("a", "1", 'sys_platform == "linux"'), d("b", "1")],
+                         dependency_groups={"dev": [d("c", "1", 'python_version >= "3.12"')]})
+    lock = Lock(">=3.8", "sha256:", [
+        root,
+        LockedPackage("a", "1", {}, dependencies=[d("c", "1", 'python_version < "3.10"')]),
+        LockedPackage("b", "1", {}, dependencies=[d("a", "1", 'os_name == "nt"')]),
+        LockedPackage("c", "1", {}, marker='implementation_name == "cpython"'),
+    ])
+    m = selection_markers(lock, Selection(groups=frozenset()))
+    assert m[("b", "1")] is None
+    assert m[("a", "1")] == 'os_name == "nt" or sys_platform == "linux"'
+    assert m[("c", "1")] == ('(implementation_name == "cpython" and os_name == "nt" and python_version < "3.10") or '
+                             '(implementation_name == "cpython" and python_version < "3.10" and sys_platform == "linux")')
+    m = selection_markers(lock, Selection())
+    assert 'python_version >= "3.12"' in m[("c", "1")]
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_export_errors_are_clear(index: IndexServer, tmp_path: Path) -> None:
+    lock = make_lock(index)
+    proj = write_project(tmp_path / "app", lock)
+    r = pypm("-C", str(proj), "export", "--extra", "nope")
+    assert r.returncode == 2 and "--extra nope" in r.stderr and "heavy" in r.stderr and "Traceback" not in r.stderr
+    r = pypm("-C", str(proj), "export", "--group", "nope")
+    assert r.returncode == 2 and "--group nope" in r.stderr and "dev" in r.stderr
+    r = pypm("-C", str(proj), "export", "-o", str(tmp_path / "lock.toml"))
+    assert r.returncode == 2 and "pylock.toml" in r.stderr
+    r = pypm("-C", str(proj), "export", "-o", str(tmp_path / "missing" / "pylock.toml"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    # A placeholder hash: refused, naming the package, nothing written.
+    g = lock.get("gamma", "1.0")
+    assert g is not None and g.sdist is not None
+    g.sdist = FileEntry(g.sdist.filename, g.sdist.url, "", g.sdist.size)
+    write_atomic(proj / "pypm.lock", dumps(lock))
+    out = proj / "pylock.toml"
+    r = pypm("-C", str(proj), "export", "-o", str(out))
+    assert r.returncode == 3 and "gamma==1.0" in r.stderr and "--refresh" in r.stderr
+    assert not out.exists()
+    (proj / "pypm.lock").unlink()
+    r = pypm("-C", str(proj), "export")
+    assert r.returncode == 3 and "pypm.lock" in r.stderr and "pypm lock" in r.stderr
+
+
+def test_failed_export_keeps_the_old_file(index: IndexServer, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "app", make_lock(index))
+    out = proj / "pylock.toml"
+    out.write_text("old\n")
+    lock = make_lock(index)
+    lock.packages = [p for p in lock.packages if p.name != "gamma"]  # alpha's edge now dangles
+    write_atomic(proj / "pypm.lock", dumps(lock))
+    r = pypm("-C", str(proj), "export", "-o", str(out))
+    assert r.returncode == 3 and "gamma==1.0" in r.stderr
+    assert out.read_text() == "old\n"
+    assert sorted(x.name for x in proj.iterdir()) == ["pylock.toml", "pypm.lock", "pyproject.toml"]
+
+
+# --------------------------------------------------------------------------- import
+
+def test_import_round_trip(index: IndexServer, tmp_path: Path) -> None:
+    lock = make_lock(index)
+    path = tmp_path / "pylock.toml"
+    path.write_text(render_pylock(lock, Selection(extras=frozenset({"*"}))))
+    got = import_pylock(path)
+    assert got.requires_python == ">=3.8" and got.root() is None
+    assert {(p.name, p.version) for p in got.packages} == {
+        (p.name, p.version) for p in lock.packages if not p.is_root}
+    for p in got.packages:
+        orig = lock.get(p.name, p.version)
+        assert orig is not None
+        assert p.source == {"registry": index.url}
+        assert sorted(p.files()) == sorted(orig.files())
+    assert got.get("winonly", "1.0").marker == 'sys_platform == "win32"'
+
+
+def test_import_accepts_path_entries_and_minor_versions(tmp_path: Path) -> None:
+    (tmp_path / "pylock.toml").write_text(
+        'lock-version = "1.3"\ncreated-by = "other"\n\n[[packages]]\nname = "Foo_Bar"\nversion = "1.0"\n'
+        'wheels = [{ path = "w/foo_bar-1.0-py3-none-any.whl", hashes = { sha256 = "' + "A" * 64 + '" } }]\n'
+        '\n[[packages]]\nname = "me"\ndirectory = { path = "." }\n')
+    got = import_pylock(tmp_path / "pylock.toml")
+    (p,) = got.packages
+    assert p.name == "foo-bar" and p.version == "1.0"
+    (w,) = p.wheels
+    assert w.filename == "foo_bar-1.0-py3-none-any.whl" and w.sha256 == "a" * 64
+    assert w.url == (tmp_path / "w" / "foo_bar-1.0-py3-none-any.whl").as_uri()
+
+
+@pytest.mark.parametrize("body, needle", [
+    ('created-by = "x"\n', "`lock-version` is missing"),
+    ('lock-version = "2.0"\n', "lock-version 1.x"),
+    ('lock-version = 1\n', "lock-version"),
+    ('lock-version = "1.0"\npackages = 3\n', "`packages`"),
+    ('lock-version = "1.0"\n[[packages]]\nversion = "1"\n', "packages[0].name"),
+    ('lock-version = "1.0"\n[[packages]]\nname = "a"\nversion = "x y"\nindex = "u"\n', "not a PEP 440 version"),
+    ('lock-version = "1.0"\n[[packages]]\nname = "a"\nversion = "1"\nmarker = "python_version <"\nindex = "u"\n',
+     "packages[0] (a).marker"),
+    ('lock-version = "1.0"\n[[packages]]\nname = "a"\nversion = "1"\nwheels = [{ url = "http://x/a.whl" }]\n',
+     "packages[0] (a).wheels[0].hashes"),
+    ('lock-version = "1.0"\n[[packages]]\nname = "a"\nversion = "1"\nsdist = { hashes = { sha256 = "00" } }\n',
+     "neither `url` nor `path`"),
+    ('lock-version = "1.0"\n[[packages]]\nname = "a"\nversion = "1"\n', "no index, archive, vcs, sdist or wheels"),
+    ('lock-version = "1.0"\n[[packages\n', "not valid TOML"),
+])
+def test_import_errors_name_file_and_key(tmp_path: Path, body: str, needle: str) -> None:
+    path = tmp_path / "pylock.toml"
+    path.write_text(body)
+    with pytest.raises(LockError) as e:
+        import_pylock(path)
+    assert str(path) in str(e.value) and needle in str(e.value)
+    assert e.value.hint
+
+
+def test_import_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(LockError, match="does not exist"):
+        import_pylock(tmp_path / "pylock.toml")
+
+
+def test_pylock_names() -> None:
+    assert is_pylock_name("pylock.toml") and is_pylock_name("pylock.dev.toml")
+    assert not is_pylock_name("pylock.a.b.toml") and not is_pylock_name("lock.toml")

@@ -1,0 +1,225 @@
+"""Shared pytest fixtures: real distributions, a real index on 127.0.0.1, an isolated `pypm` runner."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.support.dists import DistFactory
+from tests.support.fixtures import canary_wheels_dir, fixtures_dir, local_torch_wheel
+from tests.support.index_server import IndexServer
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "my-lib"
+
+# Given to every `pypm` subprocess that does not choose an index itself: a closed port on
+# 127.0.0.1, so a test that forgot `--index-url` fails loudly instead of reaching the internet.
+NO_INDEX_URL = "http://127.0.0.1:9/no-index-configured-in-this-test/simple/"
+
+# Host environment variables that would change what pypm or pip/uv do inside tests.
+_LEAKY_PREFIXES = ("PIP_", "PYPM_", "UV_", "VIRTUAL_ENV", "CONDA_", "PYTHONPATH", "PYTHONHOME", "XDG_")
+
+
+# --- the live marker ------------------------------------------------------------------------
+
+_live_reason: list[str | None] = []  # computed once per session
+
+
+def _default_index_unreachable() -> str | None:
+    """None when the default index answers within 5 s, else the reason to skip."""
+    if _live_reason:
+        return _live_reason[0]
+    try:
+        from pypm.config import default_index_url
+
+        url = default_index_url()
+        req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "pypm-tests"})
+        try:
+            urllib.request.urlopen(req, timeout=5).close()
+            reason = None
+        except urllib.error.HTTPError:
+            reason = None  # it answered; a status code still proves the index is reachable
+    except Exception as e:  # any failure means "cannot reach", with the cause in the reason
+        reason = f"live test: the default index cannot be reached within 5 s ({type(e).__name__}: {e})"
+    _live_reason.append(reason)
+    return reason
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("live") is not None:
+        reason = _default_index_unreachable()
+        if reason:
+            pytest.skip(reason)
+
+
+# --- distributions and index servers --------------------------------------------------------
+
+
+@pytest.fixture
+def dists(tmp_path: Path) -> DistFactory:
+    """Build real wheels/sdists into <tmp>/dists: `dists.wheel("a", "1.0", requires_dist=[...])`."""
+    return DistFactory(tmp_path / "dists")
+
+
+@pytest.fixture
+def index_server(dists: DistFactory) -> Iterator[Callable[..., IndexServer]]:
+    """Start an IndexServer for this test: `idx = index_server([files or dirs], **opts)`.
+
+    With no files, it serves the `dists` directory (files built later are picked up by
+    `idx.add(path)`). Every server started is stopped at the end of the test.
+    """
+    started: list[IndexServer] = []
+
+    def start(files: object = None, **opts: object) -> IndexServer:
+        paths = [dists.dir] if files is None else list(files)  # type: ignore[call-overload]
+        server = IndexServer(paths, **opts).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+# --- running pypm -----------------------------------------------------------------------------
+
+
+class PypmRunner:
+    """Runs `python -m pypm ARGS` in a subprocess with an isolated home, cache and environment."""
+
+    def __init__(self, root: Path, *, live: bool) -> None:
+        self.home = root / "home"
+        self.cache_dir = root / "pypm-cache"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.live = live
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY_PREFIXES)}
+        env.update(
+            HOME=str(self.home),
+            PYPM_CACHE_DIR=str(self.cache_dir),
+            PIP_CONFIG_FILE=os.devnull,  # pip's machine-wide extra indexes/find-links stay out
+            XDG_CACHE_HOME=str(self.home / ".cache"),
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+            COLUMNS="200",  # rich wraps at the terminal width; keep messages on one line
+            PYTHONUNBUFFERED="1",
+        )
+        if not self.live:
+            env["PYPM_INDEX_URL"] = NO_INDEX_URL
+        return env
+
+    def __call__(
+        self,
+        *args: str | os.PathLike[str],
+        cwd: Path | str | None = None,
+        env: Mapping[str, str | None] | None = None,
+        timeout: float = 300,
+        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run pypm; `env` adds variables (None removes one); check=True asserts exit code 0."""
+        full_env = self.env
+        for k, v in (env or {}).items():
+            if v is None:
+                full_env.pop(k, None)
+            else:
+                full_env[k] = v
+        cmd = [sys.executable, "-m", "pypm", *map(str, args)]
+        proc = subprocess.run(
+            cmd,
+            cwd=str(cwd) if cwd is not None else None,
+            env=full_env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"pypm {' '.join(map(str, args))} exited {proc.returncode}\n"
+                f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+    def popen(
+        self, *args: str | os.PathLike[str], cwd: Path | str | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """Start pypm without waiting (for kill -9 / Ctrl-C / concurrency tests)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "pypm", *map(str, args)],
+            cwd=str(cwd) if cwd is not None else None,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+@pytest.fixture
+def pypm(tmp_path: Path, request: pytest.FixtureRequest) -> PypmRunner:
+    """`pypm("lock", "--index-url", idx.url, cwd=project)` -> CompletedProcess (text).
+
+    Isolated: HOME and PYPM_CACHE_DIR under tmp, PIP_CONFIG_FILE=/dev/null, no PIP_*/PYPM_*/UV_*
+    from the host; outside `live` tests PYPM_INDEX_URL points at a closed local port.
+    `pypm.cache_dir`, `pypm.home`, `pypm.env` and `pypm.popen(...)` are there too.
+    """
+    live = request.node.get_closest_marker("live") is not None
+    return PypmRunner(tmp_path / "pypm-runner", live=live)
+
+
+# --- the canary --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def canary_index() -> Iterator[IndexServer]:
+    """One IndexServer for the session over the real canary wheels from scripts/fetch_fixtures.py."""
+    d = canary_wheels_dir()
+    if d is None:
+        pytest.skip(
+            f"canary wheels not fetched (no complete set in {fixtures_dir()}): "
+            "run `python3 scripts/fetch_fixtures.py` once"
+        )
+    with IndexServer([d]) as server:
+        yield server
+
+
+def copy_example(dest: Path, index_url: str | None = None) -> Path:
+    """Copy examples/my-lib to dest (no venv, lock or build output); optionally set its index-url."""
+    shutil.copytree(
+        EXAMPLE,
+        dest,
+        ignore=shutil.ignore_patterns(".venv", "pypm.lock", "pylock.toml", "__pycache__", "*.egg-info", "build", "dist"),
+    )
+    if index_url is not None:
+        pyproject = dest / "pyproject.toml"
+        text = pyproject.read_text()
+        text, n = re.subn(r"(?m)^\[tool\.pypm\]\s*$", f'[tool.pypm]\nindex-url = "{index_url}"', text, count=1)
+        if n != 1:
+            raise AssertionError(f"{EXAMPLE}/pyproject.toml has no [tool.pypm] table")
+        pyproject.write_text(text)
+    return dest
+
+
+@pytest.fixture
+def canary_project(tmp_path: Path, canary_index: IndexServer) -> Path:
+    """A fresh copy of examples/my-lib whose index-url is canary_index (find-links kept)."""
+    return copy_example(tmp_path / "my-lib", canary_index.url)
+
+
+@pytest.fixture(scope="session")
+def torch_wheel() -> Path:
+    """The local CPU torch wheel (skips with the reason when this machine has none)."""
+    w = local_torch_wheel()
+    if w is None:
+        pytest.skip("no CPU torch wheel in /opt/wheels on this machine: the heavy-wheel path cannot run")
+    return w

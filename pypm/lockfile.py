@@ -292,21 +292,48 @@ def _file(d: Any, where: str, path: Path) -> FileEntry:
     )
 
 
+def _bad(path: Path, msg: str) -> LockError:
+    return LockError(f"{path}: {msg}", hint="re-create the lock with `pypm lock`")
+
+
+def _str_list(v: Any, where: str, path: Path) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _bad(path, f"{where} must be an array of strings")
+    return list(v)
+
+
+def _opt_str(d: Mapping[str, Any], key: str, where: str, path: Path) -> str | None:
+    v = d.get(key)
+    if v is not None and not isinstance(v, str):
+        raise _bad(path, f"{where}.{key} must be a string")
+    return v or None
+
+
+def _table(v: Any, where: str, path: Path) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise _bad(path, f"{where} must be a table")
+    return v
+
+
 def _deps(items: Any, where: str, path: Path) -> list[Dependency]:
     if not isinstance(items, list):
-        raise LockError(f"{path}: {where} must be an array", hint="re-create the lock with `pypm lock`")
+        raise _bad(path, f"{where} must be an array")
     out = []
     for i, d in enumerate(items):
         w = f"{where}[{i}]"
         if not isinstance(d, Mapping):
-            raise LockError(f"{path}: {w} must be a table", hint="re-create the lock with `pypm lock`")
+            raise _bad(path, f"{w} must be a table")
         out.append(Dependency(
             name=_need(d, "name", str, w, path),
             version=_need(d, "version", str, w, path),
-            marker=d.get("marker") or None,
-            extras=tuple(d.get("extras", ())),
+            marker=_opt_str(d, "marker", w, path),
+            extras=tuple(_str_list(d.get("extras", []), f"{w}.extras", path)),
         ))
     return out
+
+
+def _dep_tables(v: Any, where: str, path: Path) -> dict[str, list[Dependency]]:
+    return {k: _deps(x, f"{where}.{k}", path) for k, x in _table(v, where, path).items()}
 
 
 def loads(text: str, path: Path | str = LOCK_NAME) -> Lock:
@@ -319,47 +346,54 @@ def loads(text: str, path: Path | str = LOCK_NAME) -> Lock:
     except tomllib.TOMLDecodeError as e:
         raise LockError(f"{path}: not valid TOML: {e}", hint="re-create it with `pypm lock`") from None
     version = data.get("version")
-    if version != LOCK_VERSION:
+    # `isinstance(True, int)` holds and `True == 1`: a boolean is not a format version.
+    if isinstance(version, bool) or version != LOCK_VERSION:
         raise LockError(
             f"{path}: lock format version {version!r} is not supported (this pypm reads version {LOCK_VERSION})",
             hint="re-create it with `pypm lock`, or use the pypm that wrote it",
         )
+    raw_packages = data.get("package", [])
+    if not isinstance(raw_packages, list):
+        raise _bad(path, "`package` must be an array of tables ([[package]])")
     packages = []
-    for i, p in enumerate(data.get("package", [])):
+    for i, p in enumerate(raw_packages):
         where = f"package[{i}]"
+        if not isinstance(p, dict):
+            raise _bad(path, f"{where} must be a table")
         name = _need(p, "name", str, where, path)
         where = f"package {name!r}"
+        wheels = p.get("wheels", [])
+        if not isinstance(wheels, list):
+            raise _bad(path, f"{where}.wheels must be an array")
         pkg = LockedPackage(
             name=name,
             version=_need(p, "version", str, where, path),
             source=dict(_need(p, "source", dict, where, path)),
-            marker=p.get("marker") or None,
+            marker=_opt_str(p, "marker", where, path),
             main=bool(p.get("main", False)),
-            extras=list(p.get("extras", [])),
-            groups=list(p.get("groups", [])),
+            extras=_str_list(p.get("extras", []), f"{where}.extras", path),
+            groups=_str_list(p.get("groups", []), f"{where}.groups", path),
             dependencies=_deps(p.get("dependencies", []), f"{where}.dependencies", path),
-            optional_dependencies={
-                k: _deps(v, f"{where}.optional-dependencies.{k}", path)
-                for k, v in p.get("optional-dependencies", {}).items()
-            },
-            dependency_groups={
-                k: _deps(v, f"{where}.dependency-groups.{k}", path)
-                for k, v in p.get("dependency-groups", {}).items()
-            },
+            optional_dependencies=_dep_tables(p.get("optional-dependencies", {}), f"{where}.optional-dependencies", path),
+            dependency_groups=_dep_tables(p.get("dependency-groups", {}), f"{where}.dependency-groups", path),
             sdist=_file(p["sdist"], f"{where}.sdist", path) if "sdist" in p else None,
-            wheels=[_file(w, f"{where}.wheels[{j}]", path) for j, w in enumerate(p.get("wheels", []))],
+            wheels=[_file(w, f"{where}.wheels[{j}]", path) for j, w in enumerate(wheels)],
             build_dependencies=_deps(p.get("build-dependencies", []), f"{where}.build-dependencies", path),
             build_network=bool(p.get("build-network", False)),
         )
         packages.append(pkg)
+    rp = data.get("requires-python", "")
+    ch = data.get("content-hash", "")
+    if not isinstance(rp, str) or not isinstance(ch, str):
+        raise _bad(path, "`requires-python` and `content-hash` must be strings")
     return Lock(
         version=version,
-        requires_python=str(data.get("requires-python", "")),
-        content_hash=str(data.get("content-hash", "")),
+        requires_python=rp,
+        content_hash=ch,
         packages=packages,
-        options=dict(data.get("options", {})),
-        resolution_markers=list(data.get("resolution-markers", [])),
-        signature=dict(data.get("signature", {})),
+        options=dict(_table(data.get("options", {}), "`options`", path)),
+        resolution_markers=_str_list(data.get("resolution-markers", []), "`resolution-markers`", path),
+        signature=dict(_table(data.get("signature", {}), "`signature`", path)),
     )
 
 

@@ -152,6 +152,12 @@ def audit_dist(site: Path, dist_info: Path, policies: _Policies | None = None) -
     return out
 
 
+def _is_loader(lib: str) -> bool:
+    # The ELF dynamic loader is the system's by definition (auditwheel excludes it the same way):
+    # ld-linux*.so.* on most platforms, ld64.so.1/2 on ppc64le/s390x, ld-musl-* on musl.
+    return lib.startswith(("ld-linux", "ld-musl-")) or lib in ("ld64.so.1", "ld64.so.2")
+
+
 def _check_elf(path: Path, kind: str, ver: tuple[int, int], policy: Any, bundled: set[str]) -> Iterator[str]:
     from auditwheel.elfutils import elf_find_versioned_symbols
     from elftools.common.exceptions import ELFError
@@ -169,7 +175,7 @@ def _check_elf(path: Path, kind: str, ver: tuple[int, int], policy: Any, bundled
         yield f"cannot be read as ELF: {e}"
         return
     for lib in needed:
-        if lib in policy.whitelist or lib in bundled or _LIBPYTHON.match(lib):
+        if lib in policy.whitelist or lib in bundled or _LIBPYTHON.match(lib) or _is_loader(lib):
             continue
         yield f"needs {lib}, which the {kind} policy does not allow and the wheel does not bundle"
     worst: dict[str, str] = {}

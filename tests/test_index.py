@@ -1,0 +1,425 @@
+"""pypm.index against a real index on 127.0.0.1, file:// indexes and find-links directories."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pypm.errors import IndexError_, IntegrityError
+from pypm.index import (
+    CoreMetadata,
+    DistFile,
+    IndexClient,
+    PackageNotFound,
+    SdistMetadataUnsupported,
+    parse_filename,
+)
+from tests.support.dists import DistFactory
+from tests.support.index_server import IndexServer, write_static_index
+
+CLOSED_PORT_URL = "http://127.0.0.1:9/simple/"
+
+
+@pytest.fixture
+def client_factory(tmp_path: Path) -> Iterator:
+    """`make(index_urls, find_links=(), **kw)` -> IndexClient with a per-test cache; all closed at the end."""
+    made: list[IndexClient] = []
+
+    def make(index_urls: list[str], find_links: list[str] = (), **kw: object) -> IndexClient:
+        kw.setdefault("cache_dir", tmp_path / "cache")
+        c = IndexClient(list(index_urls), list(find_links), **kw)  # type: ignore[arg-type]
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _paths(idx: IndexServer, method: str = "GET") -> list[str]:
+    return [p for m, p, _h in idx.requests if m == method]
+
+
+def _file_downloads(idx: IndexServer, filename: str) -> list[dict[str, str]]:
+    """Headers of every GET of the file itself (not its .metadata)."""
+    return [h for m, p, h in idx.requests if m == "GET" and p == f"/files/{filename}"]
+
+
+@pytest.fixture
+def small_index(dists: DistFactory, index_server) -> IndexServer:
+    dists.wheel("alpha", "1.0", requires_dist=["beta>=1", 'gamma; extra == "fast"'], provides_extra=["fast"],
+                requires_python=">=3.8")
+    dists.wheel("alpha", "2.0", requires_dist=["beta>=2"], requires_python=">=3.12,<4")
+    dists.sdist("alpha", "2.0", requires_dist=["beta>=2"])
+    dists.wheel("beta", "1.0")
+    dists.wheel("beta", "2.0")
+    return index_server(yanked={"beta-2.0-py3-none-any.whl": "broken build"},
+                        requires_python={"alpha-2.0-py3-none-any.whl": ">=3.12,<4"})
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_parse_filename_normalises_and_skips_legacy() -> None:
+    assert parse_filename("Foo_Bar-1.0.0-py3-none-any.whl") == ("wheel", "foo-bar", "1.0.0")
+    assert parse_filename("foo-bar-01.2.tar.gz") == ("sdist", "foo-bar", "1.2")
+    assert parse_filename("foo-1.0.zip") == ("sdist", "foo", "1.0")
+    for junk in ("foo-1.0-py3.8.egg", "foo-1.0.win32.exe", "foo-1.0.tar.bz2", "README.txt",
+                 "foo-notaversion.tar.gz", "foo.whl", "foo-1.0-py3-none.whl"):
+        assert parse_filename(junk) is None, junk
+
+
+@pytest.mark.parametrize("json_api", [True, False], ids=["pep691-json", "pep503-html"])
+def test_project_files_records_every_field(small_index: IndexServer, client_factory, json_api: bool) -> None:
+    small_index.options.json = json_api
+    c = client_factory([small_index.url])
+    files = {f.filename: f for f in c.project_files("Alpha")}
+    assert set(files) == {"alpha-1.0-py3-none-any.whl", "alpha-2.0-py3-none-any.whl", "alpha-2.0.tar.gz"}
+    w1 = files["alpha-1.0-py3-none-any.whl"]
+    d1 = small_index.dist(w1.filename)
+    assert (w1.name, w1.version, w1.kind) == ("alpha", "1.0", "wheel")
+    assert w1.url == small_index.file_url(w1.filename)  # no #sha256 fragment
+    assert w1.sha256 == d1.sha256
+    assert w1.requires_python == ">=3.8"
+    assert files["alpha-2.0-py3-none-any.whl"].requires_python == ">=3.12,<4"  # HTML-escaped '<' survives
+    assert w1.yanked is None
+    assert w1.has_metadata and w1.metadata_sha256 == d1.metadata_sha256
+    assert files["alpha-2.0.tar.gz"].kind == "sdist" and not files["alpha-2.0.tar.gz"].has_metadata
+    assert w1.source == ("registry", small_index.url)
+    if json_api:
+        assert w1.size == d1.size and w1.upload_time == d1.upload_time
+    else:
+        assert w1.size is None
+    beta = {f.version: f for f in c.project_files("beta")}
+    assert beta["2.0"].yanked == "broken build" and beta["1.0"].yanked is None
+    accept = small_index.requests_for("/simple/alpha/")[0][2]["Accept"]
+    assert "application/vnd.pypi.simple.v1+json" in accept and "text/html;q=" in accept
+
+
+def test_yanked_without_reason_is_empty_string(dists: DistFactory, index_server, client_factory) -> None:
+    dists.wheel("delta", "1.0")
+    for json_api in (True, False):
+        idx = index_server(yanked={"delta-1.0-py3-none-any.whl": ""}, json=json_api)
+        (f,) = client_factory([idx.url], cache_dir=Path(str(dists.dir) + f"-cache-{json_api}")).project_files("delta")
+        assert f.yanked == ""
+
+
+def test_unknown_project_is_not_found_without_retries(small_index: IndexServer, client_factory, tmp_path) -> None:
+    c = client_factory([small_index.url], [str(tmp_path / "links")], warn=lambda m: None)
+    (tmp_path / "links").mkdir()
+    with pytest.raises(PackageNotFound) as e:
+        c.project_files("no-such-thing")
+    assert "Package `no-such-thing` was not found in" in str(e.value)
+    assert small_index.url in str(e.value) and str(tmp_path / "links") in str(e.value)
+    assert e.value.hint
+    assert len(small_index.requests_for("/simple/no-such-thing/")) == 1  # a 404 is an answer, not retried
+
+
+def test_non_normalised_name_follows_redirect(small_index: IndexServer, client_factory) -> None:
+    c = client_factory([small_index.url])
+    assert {f.name for f in c.project_files("ALPHA")} == {"alpha"}
+    assert c.project_files("alpha") == c.project_files("Alpha")
+
+
+def test_two_indexes_merge_first_wins(dists: DistFactory, index_server, client_factory, tmp_path) -> None:
+    shared = dists.wheel("eps", "1.0")
+    other = DistFactory(tmp_path / "other")
+    other.wheel("eps", "2.0")
+    other_shared = other.dir / shared.name
+    other_shared.write_bytes(shared.read_bytes())
+    first = index_server([shared])
+    second = index_server([other.dir])
+    files = client_factory([first.url, second.url]).project_files("eps")
+    assert [(f.filename, f.source[1]) for f in files] == [
+        ("eps-1.0-py3-none-any.whl", first.url), ("eps-2.0-py3-none-any.whl", second.url)]
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def test_pep658_metadata_used_without_wheel_download(small_index: IndexServer, client_factory) -> None:
+    c = client_factory([small_index.url])
+    w = next(f for f in c.project_files("alpha") if f.filename == "alpha-1.0-py3-none-any.whl")
+    meta = c.metadata(w)
+    assert meta == CoreMetadata(name="alpha", version="1.0", requires_dist=("beta>=1", 'gamma; extra == "fast"'),
+                                requires_python=">=3.8", provides_extra=("fast",))
+    assert "/files/alpha-1.0-py3-none-any.whl.metadata" in _paths(small_index)
+    assert _file_downloads(small_index, w.filename) == []
+
+
+def test_metadata_hash_mismatch_is_integrity_error(small_index: IndexServer, client_factory) -> None:
+    small_index.corrupt_metadata("alpha-1.0-py3-none-any.whl")
+    c = client_factory([small_index.url])
+    w = next(f for f in c.project_files("alpha") if f.version == "1.0")
+    with pytest.raises(IntegrityError) as e:
+        c.metadata(w)
+    msg = str(e.value)
+    assert "alpha-1.0-py3-none-any.whl" in msg and w.metadata_sha256 in msg
+    actual = msg.split("got ")[1].split()[0]
+    assert len(actual) == 64 and actual != w.metadata_sha256
+
+
+def _wheel_with_big_central_directory(dists: DistFactory) -> Path:
+    # ~2500 members: the central directory and RECORD alone exceed the 64 KiB tail, so reading
+    # METADATA needs more than one range request.
+    modules = {f"zeta/sub_module_with_a_rather_long_name_{i:05d}.py": f"X = {i}\n" for i in range(2500)}
+    return dists.wheel("zeta", "1.0", requires_dist=["beta"], modules=modules)
+
+
+def test_range_requests_when_index_has_no_metadata_file(dists: DistFactory, index_server, client_factory) -> None:
+    wheel = _wheel_with_big_central_directory(dists)
+    assert wheel.stat().st_size > 3 * 64 * 1024
+    idx = index_server(pep658=False)
+    c = client_factory([idx.url])
+    (w,) = c.project_files("zeta")
+    assert not w.has_metadata
+    meta = c.metadata(w)
+    assert meta.requires_dist == ("beta",) and meta.version == "1.0"
+    gets = _file_downloads(idx, wheel.name)
+    assert len(gets) >= 2, "the tail, then the part of the zip holding METADATA"
+    assert all("Range" in h for h in gets), "no request may download the whole wheel"
+    assert gets[0]["Range"] == "bytes=-65536"
+    assert "/files/zeta-1.0-py3-none-any.whl.metadata" not in _paths(idx)
+
+
+def test_metadata_file_missing_falls_back_to_wheel(small_index: IndexServer, client_factory) -> None:
+    c = client_factory([small_index.url])
+    w = next(f for f in c.project_files("beta") if f.version == "1.0")
+    small_index.options.pep658 = False  # the page said "has metadata", the file is gone (404)
+    assert c.metadata(w).name == "beta"
+    assert any("Range" in h for h in _file_downloads(small_index, w.filename))
+
+
+def test_sdist_uses_wheel_metadata_of_same_version(small_index: IndexServer, client_factory) -> None:
+    c = client_factory([small_index.url])
+    sd = next(f for f in c.project_files("alpha") if f.kind == "sdist")
+    assert c.metadata(sd).requires_dist == ("beta>=2",)
+    assert _file_downloads(small_index, "alpha-2.0.tar.gz") == []
+
+
+def test_sdist_pkg_info_and_dynamic(dists: DistFactory, index_server, client_factory) -> None:
+    dists.sdist("eta", "1.0", requires_dist=["beta>=1"])
+    dists.sdist("theta", "1.0", extra_files={
+        "PKG-INFO": "Metadata-Version: 2.2\nName: theta\nVersion: 1.0\nDynamic: Requires-Dist\n\n"})
+    dists.sdist("iota", "1.0", extra_files={
+        "PKG-INFO": "Metadata-Version: 2.1\nName: iota\nVersion: 1.0\nRequires-Dist: beta\n\n"})
+    idx = index_server()
+    c = client_factory([idx.url])
+    (eta,) = c.project_files("eta")
+    assert c.metadata(eta).requires_dist == ("beta>=1",)
+    assert len(_file_downloads(idx, eta.filename)) == 1
+    for name, why in (("theta", "Dynamic"), ("iota", "Metadata-Version 2.1")):
+        (sd,) = c.project_files(name)
+        with pytest.raises(SdistMetadataUnsupported) as e:
+            c.metadata(sd)
+        assert sd.filename in str(e.value) and why in str(e.value) and e.value.hint
+
+
+def test_warm_metadata_cache_makes_no_requests(small_index: IndexServer, client_factory, tmp_path) -> None:
+    c = client_factory([small_index.url])
+    files = c.project_files("alpha") + c.project_files("beta")
+    c.prefetch_metadata(files)
+    first = [c.metadata(f) for f in files]
+    small_index.clear_requests()
+    c2 = client_factory([small_index.url])  # same cache dir, fresh process state
+    assert [c2.metadata(f) for f in files] == first
+    assert small_index.requests == []
+
+
+# --------------------------------------------------------------------------- local sources
+
+
+def test_file_index(dists: DistFactory, client_factory, tmp_path) -> None:
+    dists.wheel("kappa", "1.0", requires_dist=["beta"])
+    dists.wheel("lam-bda", "2.0", requires_python=">=3.9")
+    simple = write_static_index(dists.files(), tmp_path / "static", yanked={"kappa-1.0-py3-none-any.whl": "old"})
+    c = client_factory([simple.as_uri()])
+    (k,) = c.project_files("kappa")
+    assert k.url == (tmp_path / "static" / "files" / k.filename).as_uri()
+    assert k.yanked == "old" and k.has_metadata and k.sha256 == hashlib.sha256(Path(k.url[7:]).read_bytes()).hexdigest()
+    assert c.metadata(k).requires_dist == ("beta",)
+    (lam,) = c.project_files("Lam_Bda")
+    assert lam.requires_python == ">=3.9"
+    (lam_bda_meta_file,) = (tmp_path / "static" / "files").glob("lam_bda-2.0*.metadata")
+    lam_bda_meta_file.unlink()  # falls back to reading the wheel itself
+    assert c.metadata(lam).requires_python == ">=3.9"
+    with pytest.raises(PackageNotFound):
+        c.project_files("nope")
+
+
+def test_file_index_missing_directory(client_factory, tmp_path) -> None:
+    c = client_factory([(tmp_path / "nowhere").as_uri()])
+    with pytest.raises(IndexError_) as e:
+        c.project_files("x")
+    assert "nowhere" in str(e.value)
+
+
+def test_find_links_dir(dists: DistFactory, client_factory, tmp_path) -> None:
+    w = dists.wheel("mu", "1.0", requires_dist=["beta"])
+    sd = dists.sdist("mu", "1.0", requires_dist=["beta"])
+    for junk in ("mu-0.9-py3.8.egg", "mu-0.8.win32.exe", "notes.txt", "mu-bad version.tar.gz"):
+        (dists.dir / junk).write_bytes(b"junk")
+    warnings: list[str] = []
+    missing = tmp_path / "does-not-exist"
+    c = client_factory([], [str(missing), str(dists.dir)], warn=warnings.append)
+    files = c.project_files("mu")
+    assert sorted(f.filename for f in files) == sorted([sd.name, w.name])
+    wf = next(f for f in files if f.kind == "wheel")
+    assert wf.sha256 is None and wf.size == w.stat().st_size and wf.source == ("find-links", str(dists.dir))
+    assert wf.url == w.resolve().as_uri()
+    assert warnings == [f"find-links location {missing} does not exist; ignoring it"]
+    assert c.metadata(wf).requires_dist == ("beta",)
+    assert c.file_hash(wf) == hashlib.sha256(w.read_bytes()).hexdigest()
+    # the hash is cached by url+size+mtime: a second client does not read the file again
+    assert list((tmp_path / "cache" / "hashes").rglob("*.sha256"))
+    w.write_bytes(w.read_bytes() + b"\0")  # changed file: new size -> new hash
+    c2 = client_factory([], [str(dists.dir)])
+    wf2 = next(f for f in c2.project_files("mu") if f.kind == "wheel")
+    assert c2.file_hash(wf2) == hashlib.sha256(w.read_bytes()).hexdigest()
+
+
+def test_find_links_over_http_and_index_together(dists: DistFactory, index_server, client_factory, tmp_path) -> None:
+    """An http find-links location is a plain page of links (here: a real directory listing)."""
+    links = DistFactory(tmp_path / "links")
+    lw = links.wheel("nu", "3.0")
+    dists.wheel("nu", "1.0")
+    idx = index_server()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(links.dir))
+    handler.log_message = lambda *a: None  # type: ignore[method-assign]
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        loc = f"http://127.0.0.1:{srv.server_address[1]}/"
+        c = client_factory([idx.url], [loc])
+        files = {f.version: f for f in c.project_files("nu")}
+        assert set(files) == {"1.0", "3.0"}
+        assert files["3.0"].source == ("find-links", loc) and files["3.0"].sha256 is None
+        assert c.metadata(files["3.0"]).name == "nu"
+        assert c.file_hash(files["3.0"]) == hashlib.sha256(lw.read_bytes()).hexdigest()
+        assert c.file_hash(files["1.0"]) == files["1.0"].sha256
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+# --------------------------------------------------------------------------- cache and offline
+
+
+def test_http_cache_revalidates_with_304(small_index: IndexServer, client_factory, dists: DistFactory) -> None:
+    c1 = client_factory([small_index.url])
+    before = c1.project_files("beta")
+    small_index.clear_requests()
+    c2 = client_factory([small_index.url])
+    statuses: list[int] = []
+    c2._client().event_hooks["response"].append(lambda r: statuses.append(r.status_code))
+    assert c2.project_files("beta") == before
+    (req,) = small_index.requests_for("/simple/beta/")
+    assert req[2].get("If-None-Match") and req[2].get("If-Modified-Since")
+    assert statuses == [304]
+    # The page changes: the next client's conditional request gets the new page.
+    small_index.add(dists.wheel("beta", "3.0"))
+    c3 = client_factory([small_index.url])
+    assert {f.version for f in c3.project_files("beta")} == {"1.0", "2.0", "3.0"}
+
+
+def test_offline_hit_and_miss(small_index: IndexServer, client_factory) -> None:
+    online = client_factory([small_index.url])
+    files = online.project_files("alpha")
+    metas = [online.metadata(f) for f in files]
+    url = small_index.url
+    small_index.stop()
+    offline = client_factory([url], offline=True)
+    assert offline.project_files("alpha") == files
+    assert [offline.metadata(f) for f in files] == metas
+    with pytest.raises(IndexError_) as e:
+        offline.project_files("beta")
+    assert "not in the cache; run without --offline" in str(e.value)
+    assert "/simple/beta/" in str(e.value)
+
+
+def test_offline_remembers_not_found(small_index: IndexServer, client_factory) -> None:
+    with pytest.raises(PackageNotFound):
+        client_factory([small_index.url]).project_files("ghost")
+    with pytest.raises(PackageNotFound):
+        client_factory([small_index.url], offline=True).project_files("ghost")
+
+
+def test_refresh_ignores_fresh_cache_entries(small_index: IndexServer, client_factory) -> None:
+    client_factory([small_index.url]).project_files("beta")
+    small_index.clear_requests()
+    client_factory([small_index.url], refresh=True).project_files("beta")
+    (req,) = small_index.requests_for("/simple/beta/")
+    assert req[2].get("Cache-Control") == "max-age=0"
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_retries_on_503_then_success(small_index: IndexServer, client_factory) -> None:
+    small_index.fail("/simple/beta/", 503, times=2)
+    files = client_factory([small_index.url]).project_files("beta")
+    assert {f.version for f in files} == {"1.0", "2.0"}
+    assert len(small_index.requests_for("/simple/beta/")) == 3
+
+
+def test_non_retryable_status_is_index_error(small_index: IndexServer, client_factory) -> None:
+    small_index.fail("/simple/beta/", 403, times=None)
+    with pytest.raises(IndexError_) as e:
+        client_factory([small_index.url]).project_files("beta")
+    assert "HTTP 403" in str(e.value) and "/simple/beta/" in str(e.value)
+    assert len(small_index.requests_for("/simple/beta/")) == 1
+
+
+def test_unreachable_index_names_url_and_cause(client_factory) -> None:
+    with pytest.raises(IndexError_) as e:
+        client_factory([CLOSED_PORT_URL]).project_files("anything")
+    assert not isinstance(e.value, PackageNotFound)
+    assert "http://127.0.0.1:9/simple/anything/" in str(e.value) and "connect" in str(e.value)
+
+
+def test_downloaded_file_hash_mismatch(dists: DistFactory, index_server, client_factory) -> None:
+    dists.sdist("omicron", "1.0", requires_dist=["beta"])
+    idx = index_server()
+    idx.corrupt("omicron-1.0.tar.gz")
+    c = client_factory([idx.url])
+    (sd,) = c.project_files("omicron")
+    with pytest.raises(IntegrityError) as e:
+        c.metadata(sd)
+    assert sd.filename in str(e.value) and sd.sha256 in str(e.value)
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_prefetch_many_projects(dists: DistFactory, index_server, client_factory) -> None:
+    names = [f"pkg{i:02d}" for i in range(20)]
+    for i, n in enumerate(names):
+        dists.wheel(n, "1.0", requires_dist=[f"dep{i}"])
+        dists.wheel(n, "1.1", requires_dist=[f"dep{i}>=1"])
+    idx = index_server()
+    c = client_factory([idx.url], max_workers=8)
+    c.prefetch(names + ["not-there"])
+    c.prefetch_metadata(f for n in names for f in c.project_files(n))
+    n_requests = len(idx.requests)
+    assert n_requests == 21 + 40  # every page once, every metadata file once
+    for i, n in enumerate(names):
+        files = c.project_files(n)
+        assert sorted(f.version for f in files) == ["1.0", "1.1"]
+        assert {c.metadata(f).requires_dist for f in files} == {(f"dep{i}",), (f"dep{i}>=1",)}
+    with pytest.raises(PackageNotFound):
+        c.project_files("not-there")
+    assert len(idx.requests) == n_requests  # everything afterwards came from memory
+
+
+def test_distfile_is_hashable_value() -> None:
+    f = DistFile(name="a", version="1", filename="a-1-py3-none-any.whl", url="file:///a", kind="wheel",
+                 sha256=None, size=None, requires_python=None, yanked=None, metadata_sha256=None,
+                 has_metadata=False, upload_time=None, source=("find-links", "/x"))
+    assert {f: 1}[f] == 1

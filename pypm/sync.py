@@ -1,0 +1,409 @@
+"""The `pypm sync` workflow: make `.venv` hold exactly the locked selection, verified.
+
+Plan first (pure, `pypm.plan`), then fetch everything through the cache (verified), then
+apply removals, replacements and installs in one place, then record `.venv/.pypm/state.json`
+so `pypm run` can tell in two file hashes that nothing needs doing. Module-level imports are
+stdlib only: `pypm run`'s fast path imports this module for `read_state`/`expected_state`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ExitCode, InstallError, UsageError
+from .selection import Selection
+
+__all__ = [
+    "SyncOptions",
+    "sync_project",
+    "ensure_synced",
+    "read_state",
+    "expected_state",
+    "STATE_REL",
+]
+
+STATE_VERSION = 1
+STATE_REL = Path(".pypm") / "state.json"
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    selection: Selection
+    extras: tuple[str, ...] = ()  # as typed, to report unknown names
+    groups: tuple[str, ...] = ()
+    locked: bool = False
+    frozen: bool = False
+    offline: bool = False
+    python: str | None = None
+    link_mode: str | None = None
+    compile: bool = False
+    dry_run: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "SyncOptions":
+        g = lambda name, default=None: getattr(args, name, default)  # noqa: E731 (run and sync share this)
+        sel = Selection.from_flags(extras=g("extra", []) or [], all_extras=bool(g("all_extras", False)),
+                                   no_dev=bool(g("no_dev", False)), groups=g("group", []) or [],
+                                   only_groups=g("only_group", []) or [],
+                                   no_install_project=bool(g("no_install_project", False)))
+        return cls(selection=sel, extras=tuple(g("extra", []) or ()),
+                   groups=tuple(g("group", []) or ()) + tuple(g("only_group", []) or ()),
+                   locked=bool(g("locked", False)), frozen=bool(g("frozen", False)),
+                   offline=bool(g("offline", False)), python=g("python"), link_mode=g("link_mode"),
+                   compile=bool(g("compile", False)), dry_run=bool(g("dry_run", False)))
+
+
+# --------------------------------------------------------------------------- state file
+
+def _sha256_file(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _selection_json(sel: Selection) -> dict[str, Any]:
+    return {"main": sel.main, "extras": sorted(sel.extras), "groups": sorted(sel.groups),
+            "include-project": sel.include_project}
+
+
+def expected_state(root: Path, sel: Selection, *, python_flag: str | None, frozen: bool) -> dict[str, Any] | None:
+    """What state.json must say for a venv to be current; None when there is no lock yet."""
+    lock_sha = _sha256_file(root / "pypm.lock")
+    py_sha = _sha256_file(root / "pyproject.toml")
+    if lock_sha is None or py_sha is None:
+        return None
+    return {"version": STATE_VERSION, "pyproject-sha256": py_sha, "lock-sha256": lock_sha,
+            "selection": _selection_json(sel), "python-flag": python_flag, "frozen": frozen}
+
+
+def read_state(venv: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((venv / STATE_REL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_state(venv: Path, state: dict[str, Any]) -> None:
+    from .lockfile import write_atomic
+
+    (venv / STATE_REL).parent.mkdir(exist_ok=True)
+    write_atomic(venv / STATE_REL, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def _drop_state(venv: Path) -> None:
+    # Before the venv changes: a crash from here on must not leave a state file that
+    # tells `pypm run` the venv is current.
+    try:
+        (venv / STATE_REL).unlink()
+    except FileNotFoundError:
+        pass
+
+
+# --------------------------------------------------------------------------- the venv lock
+
+@contextmanager
+def _venv_lock(ctx: Any, project_root: Path) -> Iterator[None]:
+    """Serialise syncs of one project: an exclusive flock on the project directory itself.
+
+    Locking the directory (not a file in it) leaves nothing behind and survives the venv
+    being deleted and recreated; the kernel drops the lock if the process dies (kill -9).
+    """
+    import fcntl
+
+    fd = os.open(project_root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            ctx.info(f"waiting for another pypm process syncing {project_root} ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
+# --------------------------------------------------------------------------- workflow
+
+def _check_names(project: Any, opts: SyncOptions) -> None:
+    from .lockfile import canonical_name
+
+    unknown_extras = [e for e in opts.extras if canonical_name(e) not in project.optional_dependencies]
+    unknown_groups = [g for g in opts.groups if canonical_name(g) not in project.dependency_groups]
+    msgs = []
+    if unknown_extras:
+        known = ", ".join(sorted(project.optional_dependencies)) or "none"
+        msgs.append(f"unknown extra(s) {', '.join(unknown_extras)} (the project defines: {known})")
+    if unknown_groups:
+        known = ", ".join(sorted(project.dependency_groups)) or "none"
+        msgs.append(f"unknown dependency group(s) {', '.join(unknown_groups)} (the project defines: {known})")
+    if msgs:
+        raise UsageError(f"{project.pyproject}: " + "; ".join(msgs),
+                         hint="check --extra/--group names against [project.optional-dependencies] "
+                         "and [dependency-groups]")
+
+
+def _fire(project: Any, stage: str, **kw: Any) -> None:
+    if not project.tool.plugins:  # no import cost when no plugin is enabled
+        return
+    from . import plugins
+
+    plugins.fire(project, stage, **kw)
+
+
+def _project_token(project: Any) -> str:
+    """Identity of the editable install: its build inputs (pyproject.toml bytes)."""
+    return hashlib.sha256(project.pyproject.read_bytes()).hexdigest()
+
+
+def sync_project(ctx: Any, project: Any, opts: SyncOptions) -> int:
+    """`pypm sync`: returns an exit code; errors are PypmErrors."""
+    ensure_synced(ctx, project, opts)
+    return ExitCode.OK
+
+
+def ensure_synced(ctx: Any, project: Any, opts: SyncOptions) -> Path:
+    """Bring `project.root/.venv` to exactly the locked selection; returns the venv path."""
+    _check_names(project, opts)
+    venv = project.root / ".venv"
+    with _venv_lock(ctx, project.root):
+        return _sync_locked(ctx, project, opts, venv)
+
+
+def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
+    import time
+
+    from .interpreter import find_interpreter
+    from .plan import Wanted, choose_file, format_plan, make_plan, refuse_unhashed
+    from .selection import select_packages
+
+    t0 = time.monotonic()
+    _fire(project, "pre-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"), interpreter=None,
+          packages=[])
+    lock = _lock_for(ctx, project, opts)
+    refuse_unhashed(lock.packages)
+    interp = find_interpreter(opts.python or project.tool.python, project.requires_python)
+    interp_desc = interp.describe()
+
+    packages = select_packages(lock, opts.selection, env=dict(interp.markers))
+    wanted: list[Wanted] = []
+    for p in packages:
+        kind, f = choose_file(p, interp.tags, interp_desc)
+        wanted.append(Wanted(p.key[0], p.version, kind, f, f.sha256, p))
+    root_pkg = lock.root()
+    install_project = opts.selection.include_project and not project.is_virtual and root_pkg is not None
+    if install_project:
+        wanted.append(Wanted(project.normalized_name, root_pkg.version, "editable", None,
+                             _project_token(project), root_pkg))
+
+    if opts.dry_run:
+        installed = _installed(venv) if _venv_matches(venv, interp) else {}
+        ctx.info(format_plan(make_plan(installed, wanted)))
+        return venv
+
+    created = _ensure_venv(ctx, venv, interp)
+    installed = _installed(venv)
+    plan = make_plan(installed, wanted)
+    want_state = expected_state(project.root, opts.selection, python_flag=opts.python, frozen=opts.frozen)
+    assert want_state is not None  # ensure_lock left a pypm.lock behind
+    want_state["interpreter"] = {"executable": str(interp.executable), "version": interp.version_str}
+
+    if plan.is_noop and not created:
+        # Touch no file when nothing changed: the state file is rewritten only if it differs.
+        if read_state(venv) != want_state:
+            _write_state(venv, want_state)
+        ctx.info(f"Checked {len(plan.unchanged)} packages in {time.monotonic() - t0:.2f}s: nothing to do")
+    else:
+        try:
+            _apply(ctx, project, lock, plan, venv, interp, opts)
+        except BaseException:
+            if created:
+                # A venv this run created and could not finish is removed (Ctrl-C, bad download,
+                # failed build): the next run starts clean instead of from a half-filled venv.
+                import shutil
+
+                shutil.rmtree(venv, ignore_errors=True)
+            raise
+        _write_state(venv, want_state)
+        ctx.info(f"Synced {venv}: +{len(plan.install)} ~{len(plan.replace)} -{len(plan.remove)} "
+                 f"({len(plan.unchanged)} unchanged) in {time.monotonic() - t0:.2f}s")
+    if project.tool.plugins:
+        _fire(project, "post-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"),
+              interpreter=str(interp.executable), packages=_package_infos(plan))
+    return venv
+
+
+def _package_infos(plan: Any) -> list[Any]:
+    from . import plugins
+
+    return [plugins.PackageInfo(w.name, w.version, None, w.token)
+            for w in (*plan.install, *(n for _, n in plan.replace), *plan.unchanged)]
+
+
+# --------------------------------------------------------------------------- apply
+
+def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
+    if opts.frozen:
+        # --frozen: the lock as it is; no resolver, no network, no staleness check.
+        from .lockfile import read
+
+        return read(project.root / "pypm.lock")
+    from .locking import ensure_lock
+
+    return ensure_lock(ctx, project, locked=opts.locked, frozen=False, offline=opts.offline)
+
+
+def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any, opts: SyncOptions) -> None:
+    """Fetch, verify, build and unpack everything first (so a bad download changes nothing),
+    then change the venv: removals, replacements, installs."""
+    import tempfile
+
+    from .build import build_wheel
+    from .cache import Cache
+    from .plugins import wheel_fetchers
+
+    with Cache(offline=opts.offline, base_dir=project.root) as cache:
+        fetch = plan.to_fetch()
+        got = cache.fetch_many([(w.name, w.file) for w in fetch], fetchers=wheel_fetchers(project),
+                               on_mismatch=lambda m: ctx.info(
+                                   f"warning: a plugin fetcher delivered {m.filename} of {m.package} with sha256 "
+                                   f"{m.actual}, expected {m.expected}; discarded it and used the index"))
+        unpacked: dict[str, Path] = {}
+        with tempfile.TemporaryDirectory(prefix="pypm-sync-") as tmp:
+            to_unpack = []
+            for w in fetch:
+                if w.kind == "sdist":
+                    src = _unpack_sdist(got[w.file.sha256], Path(tmp) / f"src-{w.name}")
+                    built = build_wheel(src, Path(tmp) / "wheels", editable=False,
+                                        build_packages=_build_packages(lock, w.package), interpreter=interp,
+                                        cache=cache, link_mode=opts.link_mode)
+                    unpacked[w.name] = _store_built(cache, w.name, built)
+                else:
+                    to_unpack.append(w)
+            for w in (*plan.install, *(n for _, n in plan.replace)):
+                if w.kind == "editable":
+                    built = build_wheel(project.root, Path(tmp) / "wheels", editable=True,
+                                        build_packages=_build_packages(lock, w.package), interpreter=interp,
+                                        cache=cache, link_mode=opts.link_mode)
+                    unpacked[w.name] = _store_built(cache, w.name, built)
+            trees = cache.unpack_many([(w.name, w.file) for w in to_unpack],
+                                      {w.file.sha256: got[w.file.sha256] for w in to_unpack})
+            for w in to_unpack:
+                unpacked[w.name] = trees[w.file.sha256]
+
+        _drop_state(venv)
+        for old in plan.remove:
+            ctx.debug(f"removing {old.name}=={old.version}")
+            _uninstall(venv, interp, old.name)
+        for old, new in plan.replace:
+            ctx.debug(f"replacing {old.name}=={old.version} with {new.version}")
+            _uninstall(venv, interp, old.name)
+            _install(unpacked[new.name], new, venv, interp, opts)
+        for new in plan.install:
+            ctx.debug(f"installing {new.name}=={new.version}")
+            _install(unpacked[new.name], new, venv, interp, opts)
+
+
+def _store_built(cache: Any, name: str, wheel: Path) -> Path:
+    """Put a wheel pypm built (from an sdist or the project) into the cache; its unpacked tree."""
+    from .lockfile import FileEntry, file_sha256
+
+    entry = FileEntry(wheel.name, wheel.as_uri(), file_sha256(wheel), wheel.stat().st_size)
+    path = cache.fetch(entry, package=name)
+    return cache.unpack(entry, package=name, wheel=path)
+
+
+def _build_packages(lock: Any, pkg: Any) -> list[Any]:
+    """The locked packages that make up `pkg`'s build environment, with their runtime closure."""
+    from .errors import LockError
+    from .lockfile import canonical_name
+
+    if pkg is None:
+        return []
+    out: dict[tuple[str, str], Any] = {}
+    stack = list(pkg.build_dependencies)
+    while stack:
+        d = stack.pop()
+        key = (canonical_name(d.name), d.version)
+        if key in out:
+            continue
+        p = lock.get(d.name, d.version)
+        if p is None:
+            raise LockError(f"pypm.lock names {d.name}=={d.version} as a build dependency of {pkg.name} "
+                            "but has no such package", hint="re-create it with `pypm lock`")
+        out[key] = p
+        stack.extend(p.dependencies)
+    return sorted(out.values(), key=lambda p: p.key)
+
+
+def _unpack_sdist(path: Path, dest: Path) -> Path:
+    """Extract an sdist safely (tarfile's `data` filter refuses links out and absolute paths)."""
+    import tarfile
+    import zipfile
+
+    dest.mkdir(parents=True)
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            for n in zf.namelist():
+                if n.startswith("/") or ".." in Path(n).parts:
+                    raise InstallError(f"{path.name}: unsafe path {n!r} in the source distribution")
+            zf.extractall(dest)
+    else:
+        with tarfile.open(path) as tf:
+            try:
+                tf.extractall(dest, filter="data")
+            except tarfile.FilterError as e:
+                raise InstallError(f"{path.name}: unsafe member in the source distribution: {e}") from None
+    entries = [p for p in dest.iterdir()]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+# --------------------------------------------------------------------------- the primitives (pypm.venv,
+# pypm.cache, pypm.installer); every call into them is here, so their API meets this module in one place.
+
+def _venv_matches(venv: Path, interp: Any) -> bool:
+    from .venv import venv_matches
+
+    return venv_matches(venv, interp)
+
+
+def _ensure_venv(ctx: Any, venv: Path, interp: Any) -> bool:
+    from .venv import ensure_venv
+
+    _layout, created = ensure_venv(venv, interp)
+    if created:
+        ctx.info(f"Created {venv} ({interp.describe()})")
+    return created
+
+
+def _installed(venv: Path) -> dict[str, Any]:
+    """{canonical name: plan.Installed} for every distribution in the venv, completeness checked."""
+    from .installer import installed_distributions
+    from .plan import Installed
+
+    out: dict[str, Any] = {}
+    for d in installed_distributions(venv):
+        out[d.name] = Installed(d.name, d.version, d.source_sha256, complete=d.is_complete())
+    return out
+
+
+def _install(tree: Path, w: Any, venv: Path, interp: Any, opts: SyncOptions) -> None:
+    from .installer import install
+    from .venv import VenvLayout
+
+    install(tree, VenvLayout.for_interpreter(venv, interp), source_sha256=w.token,
+            link_mode=opts.link_mode, compile=opts.compile)
+
+
+def _uninstall(venv: Path, interp: Any, name: str) -> None:
+    from .installer import uninstall
+
+    uninstall(venv, name)

@@ -1,0 +1,131 @@
+"""End-to-end tests of `pypm run --no-sandbox`: environment, exit status, signals, the fast path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_sync import installed, write_lock, write_project
+
+HOT_PATH_FORBIDDEN = ("httpx", "resolvelib", "rich", "pypm.index", "pypm.resolver", "pypm.http")
+
+
+@pytest.fixture
+def synced(pypm, dists, index_server, tmp_path):
+    """A synced project with one package providing a console script."""
+    w = dists.wheel("greet", "1.0", modules={"greet/__init__.py": "def main():\n    print('hi from greet')\n"},
+                    entry_points={"console_scripts": {"greet": "greet:main"}})
+    server = index_server()
+    project = write_project(tmp_path / "proj", deps=["greet"])
+    write_lock(project, server, [w], main=["greet"])
+    pypm("sync", "--frozen", cwd=project, check=True)
+    return project, server
+
+
+def test_run_uses_the_venv_environment(pypm, synced) -> None:
+    project, _ = synced
+    code = ("import json, os, sys; print(json.dumps({'exe': sys.executable, 've': os.environ.get('VIRTUAL_ENV'),"
+            " 'path0': os.environ['PATH'].split(os.pathsep)[0], 'home': os.environ.get('PYTHONHOME'),"
+            " 'prefix': sys.prefix}))")
+    r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", code, cwd=project, env={"PYTHONHOME": "/nonexistent"})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    venv = project / ".venv"
+    assert out["ve"] == str(venv)
+    assert out["path0"] == str(venv / "bin")
+    assert out["home"] is None
+    assert Path(out["prefix"]) == venv
+    r = pypm("run", "--no-sandbox", "--frozen", "greet", cwd=project)
+    assert r.returncode == 0 and r.stdout.strip() == "hi from greet", r.stderr
+
+
+def test_run_returns_the_exit_status_and_128_plus_signal(pypm, synced) -> None:
+    project, _ = synced
+    r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", "raise SystemExit(7)", cwd=project)
+    assert r.returncode == 7
+    r = pypm("run", "--no-sandbox", "--frozen", "--", "python", "-c", "import os; os.kill(os.getpid(), 9)", cwd=project)
+    assert r.returncode == 128 + 9
+
+
+def test_command_not_found_is_a_clear_error(pypm, synced) -> None:
+    project, _ = synced
+    r = pypm("run", "--no-sandbox", "--frozen", "no-such-command-xyz", cwd=project)
+    assert r.returncode == 127
+    assert "command not found: no-such-command-xyz" in r.stderr and "Traceback" not in r.stderr
+    r = pypm("run", "--no-sandbox", "--frozen", cwd=project)
+    assert r.returncode == 2 and "needs a command" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGINT])
+def test_signals_are_forwarded_to_the_command(pypm, synced, tmp_path, sig) -> None:
+    project, _ = synced
+    flag = tmp_path / "got"
+    ready = tmp_path / "ready"
+    child = (
+        "import signal, sys, time, pathlib\n"
+        f"def h(n, f):\n    pathlib.Path({str(flag)!r}).write_text(str(n)); sys.exit(42)\n"
+        f"signal.signal({int(sig)}, h)\n"
+        f"pathlib.Path({str(ready)!r}).write_text('1')\n"
+        "time.sleep(60)\n"
+    )
+    proc = pypm.popen("run", "--no-sandbox", "--frozen", "python", "-c", child, cwd=project)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert ready.exists(), proc.communicate()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert flag.read_text() == str(int(sig)), err
+    assert proc.returncode == 42, err
+
+
+def test_fast_path_imports_nothing_heavy(pypm, synced) -> None:
+    project, server = synced
+    server.clear_requests()
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", "pass", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "pypm.run" in imported, "importtime output missing"
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("httpx", "resolvelib", "rich")
+                   or m in HOT_PATH_FORBIDDEN or m in ("pypm.sync_apply", "pypm.locking", "pypm.cache"))
+    assert heavy == [], heavy
+    assert server.requests == []
+
+
+def test_fast_path_notices_a_changed_lock(pypm, synced, dists) -> None:
+    project, server = synced
+    w2 = dists.wheel("greet", "2.0", modules={"greet/__init__.py": "def main():\n    print('hi 2')\n"},
+                     entry_points={"console_scripts": {"greet": "greet:main"}})
+    server.add(w2)
+    write_lock(project, server, [w2], main=["greet"])
+    r = pypm("run", "--no-sandbox", "--frozen", "greet", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "hi 2"
+    assert installed(project / ".venv")["greet"] == "2.0"
+
+
+def test_sandboxed_run_without_the_sandbox_module_says_how(pypm, synced) -> None:
+    project, _ = synced
+    try:
+        import pypm.sandboxing  # noqa: F401
+    except ImportError:
+        r = pypm("run", "--frozen", "python", "-c", "pass", cwd=project)
+        assert r.returncode == 8 and "--no-sandbox" in r.stderr, r.stderr
+    else:
+        pytest.skip("pypm.sandboxing exists: sandboxed runs are tested in tests/sandbox/")
+
+
+def test_sandbox_disabled_in_pyproject_runs_directly(pypm, synced) -> None:
+    project, _ = synced
+    text = (project / "pyproject.toml").read_text().replace("[tool.pypm]\n", "[tool.pypm]\nsandbox = { enabled = false }\n")
+    (project / "pyproject.toml").write_text(text)
+    r = pypm("run", "--frozen", "python", "-c", "import sys; print(sys.prefix)", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()) == project / ".venv"

@@ -266,3 +266,16 @@ def test_pypm_runner_is_isolated(pypm, tmp_path: Path) -> None:  # type: ignore[
     r = pypm("--version")
     assert r.returncode == 0, r.stderr
     assert "0.1" in r.stdout + r.stderr
+
+
+def test_canary_index_and_project(canary_index: IndexServer, canary_project: Path) -> None:
+    """The fetched canary set is served, and the project copy points at it (find-links kept)."""
+    import tomllib
+
+    page = httpx.get(canary_index.url + "requests/", headers={"Accept": JSON_TYPE}).json()
+    assert [f["filename"] for f in page["files"]] == ["requests-2.32.3-py3-none-any.whl"]
+    for name in ("urllib3", "idna", "certifi", "charset-normalizer", "tomli", "black", "pytest", "mypy", "setuptools", "sympy", "colorama"):
+        assert httpx.get(canary_index.url + f"{name}/").status_code == 200, name
+    tool = tomllib.loads((canary_project / "pyproject.toml").read_text())["tool"]["pypm"]
+    assert tool["index-url"] == canary_index.url and tool["find-links"] == ["/opt/wheels"]
+    assert not (canary_project / "pypm.lock").exists() and (canary_project / "src" / "my_lib" / "demo.py").is_file()

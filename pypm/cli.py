@@ -253,8 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     _index_flags(p)
 
     p = add("export", cmd_export, "write the lock in another format (PEP 751 pylock.toml, requirements.txt)")
-    p.add_argument("--format", choices=["pylock.toml", "requirements.txt"], default="pylock.toml")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--format", choices=["pylock.toml", "requirements.txt"], default="pylock.toml",
+                   help="PEP 751 pylock.toml (default) or a pip requirements file with --hash for every file")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write here (atomically) instead of standard output; a pylock must be named "
+                   "pylock.toml or pylock.NAME.toml")
     _selection_flags(p)
     p.add_argument("--no-install-project", action="store_true", help="leave the project itself out")
 
@@ -295,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="private key path (the public key goes to PATH.pub)")
 
     p = add("outdated", cmd_outdated, "list locked packages with newer versions; exit 1 if any")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="a table for people (default) or JSON for programs")
     _index_flags(p)
     return parser
 

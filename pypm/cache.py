@@ -1,0 +1,766 @@
+"""The content-addressed wheel cache: verified, resumable downloads and an unpacked store.
+
+Layout under the cache root (DESIGN §4):
+    wheels/<sha[:2]>/<sha>/<filename>        complete, verified wheels
+    wheels/<sha[:2]>/<sha>/<filename>.part   a download in progress (resumed with HTTP Range)
+    unpacked/<sha[:2]>/<sha>/                the wheel's files, extracted and checked against RECORD
+    unpacked/<sha[:2]>/.tmp-*                an extraction in progress (never mistaken for complete)
+    locks/<sha[:2]>/<sha>.lock               one file lock per entry (many processes share a cache)
+A complete entry only ever appears by an atomic rename, so whatever a killed process leaves
+behind is a `.part` file or a `.tmp-*` directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import sys
+import threading
+import time
+import zipfile
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from urllib.parse import unquote, urlparse
+
+from .errors import ExitCode, IndexError_, InstallError, IntegrityError, PypmError
+from .lockfile import FileEntry
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
+
+__all__ = ["Cache", "Fetcher", "FetcherMismatch", "cache_command", "record_hash", "parse_record",
+           "find_dist_info", "extract_verified"]
+
+CHUNK = 1 << 20
+Fetcher = Callable[[str, str, Path], bool]  # (sha256, filename, dest) -> wrote dest?
+
+
+@dataclass(frozen=True)
+class FetcherMismatch:
+    """What a fetcher delivered that did not verify (reported, then discarded)."""
+
+    fetcher: Fetcher
+    package: str
+    filename: str
+    expected: str
+    actual: str
+
+
+def record_hash(digest: bytes) -> str:
+    """RECORD's hash form: 'sha256=' + urlsafe base64 without padding."""
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def parse_record(text: str) -> list[tuple[str, str, str]]:
+    """RECORD rows as (path, hash, size); malformed rows raise ValueError."""
+    rows = []
+    for row in csv.reader(io.StringIO(text)):
+        if not row:
+            continue
+        if len(row) != 3:
+            raise ValueError(f"a RECORD row must have 3 fields, not {len(row)}: {row!r}")
+        rows.append((row[0], row[1], row[2]))
+    return rows
+
+
+def find_dist_info(names: Iterable[str], wheel_filename: str | None = None) -> str:
+    """The `*.dist-info` directory among top-level names (the one matching the wheel's name when several)."""
+    infos = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")})
+    if len(infos) == 1 or (infos and not wheel_filename):
+        return infos[0]
+    if wheel_filename:
+        want = wheel_filename.split("-")[0].lower().replace(".", "_").replace("-", "_")
+        for d in infos:
+            if d.rsplit("-", 1)[0].lower().replace(".", "_").replace("-", "_") == want:
+                return d
+    raise ValueError("no .dist-info directory" if not infos else f"several .dist-info directories: {infos}")
+
+
+class _Cancelled(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- progress
+
+class _Progress:
+    """rich progress bars on a terminal (imported lazily); a no-op otherwise."""
+
+    BIG = 1 << 20  # files under 1 MiB count only toward the overall bar
+
+    def __init__(self, enabled: bool, total_bytes: int, count: int) -> None:
+        self._p = None
+        self._lock = threading.Lock()
+        if not enabled:
+            return
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self._p = Progress(TextColumn("{task.description}", justify="right"), BarColumn(), DownloadColumn(),
+                           TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
+        self._p.start()
+        self._overall = self._p.add_task(f"{count} file(s)", total=total_bytes or None)
+
+    def start(self, name: str, total: int | None) -> Any:
+        if self._p is None or not total or total < self.BIG:
+            return None
+        return self._p.add_task(name, total=total)
+
+    def advance(self, task: Any, n: int) -> None:
+        if self._p is None:
+            return
+        if task is not None:
+            self._p.advance(task, n)
+        self._p.advance(self._overall, n)
+
+    def finish(self, task: Any) -> None:
+        if self._p is not None and task is not None:
+            self._p.remove_task(task)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+# --------------------------------------------------------------------------- the cache
+
+class Cache:
+    """A wheel cache rooted at `root` (default: `pypm.config.cache_dir()`); thread- and process-safe.
+
+    `base_dir` resolves relative local paths in lock URLs; `offline` forbids network access.
+    """
+
+    def __init__(self, root: Path | None = None, *, offline: bool = False, base_dir: Path | None = None,
+                 client: "httpx.Client | None" = None, max_workers: int = 8) -> None:
+        if root is None:
+            from .config import cache_dir
+
+            root = cache_dir()
+        self.root = Path(root)
+        self.offline = offline
+        self.base_dir = Path(base_dir) if base_dir else Path.cwd()
+        self.max_workers = max_workers
+        self._client = client
+        self._own_client = client is None
+        self._client_lock = threading.Lock()
+        self._verified: set[tuple[str, int, int, int]] = set()
+        self._cancel = threading.Event()
+        self.events: list[str] = []  # human-readable notes (discarded corrupt entries, resumes)
+
+    # ---- paths
+    def wheel_path(self, sha256: str, filename: str) -> Path:
+        return self.root / "wheels" / sha256[:2] / sha256 / filename
+
+    def unpacked_path(self, sha256: str) -> Path:
+        return self.root / "unpacked" / sha256[:2] / sha256
+
+    def _lock(self, sha256: str):  # -> filelock.FileLock
+        from filelock import FileLock
+
+        p = self.root / "locks" / sha256[:2] / f"{sha256}.lock"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(p))
+
+    def close(self) -> None:
+        if self._client is not None and self._own_client:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _http(self) -> "httpx.Client":
+        with self._client_lock:
+            if self._client is None:
+                from .http import make_client
+
+                self._client = make_client()
+            return self._client
+
+    def _note(self, msg: str) -> None:
+        self.events.append(msg)
+
+    # ---- verification
+    def _hash_file(self, path: Path) -> tuple[str, int]:
+        h = hashlib.sha256()
+        n = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                n += len(chunk)
+        return h.hexdigest(), n
+
+    def _is_good(self, path: Path, entry: FileEntry) -> bool:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        if key in self._verified:
+            return True
+        if entry.size is not None and st.st_size != entry.size:
+            return False
+        digest, _ = self._hash_file(path)
+        if digest != entry.sha256:
+            return False
+        self._verified.add(key)
+        return True
+
+    @staticmethod
+    def _check_entry(entry: FileEntry, package: str) -> None:
+        if not entry.has_valid_hash():
+            raise IntegrityError(f"{package or entry.filename}: the lock has no valid sha256 for {entry.filename} "
+                                 f"({entry.sha256!r})", hint="run `pypm lock --refresh` to fill in the hashes")
+
+    def cached_wheel(self, entry: FileEntry) -> Path | None:
+        """The verified cached wheel for `entry`, or None (a corrupt one is discarded)."""
+        p = self.wheel_path(entry.sha256, entry.filename)
+        if not p.exists():
+            return None
+        if self._is_good(p, entry):
+            return p
+        self._note(f"discarded corrupt cache entry {p}")
+        p.unlink(missing_ok=True)
+        return None
+
+    # ---- fetch one
+    def fetch(self, entry: FileEntry, *, package: str = "", fetchers: Sequence[Fetcher] = (),
+              on_mismatch: Callable[[FetcherMismatch], None] | None = None,
+              _progress: _Progress | None = None) -> Path:
+        """The path of a verified copy of `entry` in the cache, downloading it if needed.
+
+        Raises IntegrityError (hash/size mismatch: names package, file, expected and actual),
+        IndexError_ (cannot fetch), InstallError (local file missing).
+        """
+        self._check_entry(entry, package)
+        label = f"{package} ({entry.filename})" if package else entry.filename
+        final = self.wheel_path(entry.sha256, entry.filename)
+        if final.exists() and self._is_good(final, entry):
+            _touch(final.parent)
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(entry.sha256):
+            if final.exists():  # another process may have finished it while we waited
+                if self._is_good(final, entry):
+                    _touch(final.parent)
+                    return final
+                self._note(f"discarded corrupt cache entry {final}")
+                final.unlink()
+            for fetcher in fetchers:
+                if self._try_fetcher(fetcher, entry, package, final, on_mismatch):
+                    return final
+            src = _local_path(entry.url, self.base_dir)
+            if src is not None:
+                self._copy_local(src, entry, label, final)
+            else:
+                if self.offline:
+                    raise IndexError_(f"{label} is not in the cache and --offline forbids downloading it",
+                                      hint="run once without --offline to fill the cache")
+                self._download(entry, label, final, _progress)
+            _touch(final.parent)
+            return final
+
+    def _try_fetcher(self, fetcher: Fetcher, entry: FileEntry, package: str, final: Path,
+                     on_mismatch: Callable[[FetcherMismatch], None] | None) -> bool:
+        tmp = final.with_name(f"{entry.filename}.fetcher-{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            if not fetcher(entry.sha256, entry.filename, tmp) or not tmp.is_file():
+                return False
+            digest, size = self._hash_file(tmp)
+            if digest != entry.sha256 or (entry.size is not None and size != entry.size):
+                self._note(f"{getattr(fetcher, '__name__', fetcher)!s} delivered {entry.filename} with sha256 "
+                           f"{digest}, expected {entry.sha256}: discarded")
+                if on_mismatch is not None:
+                    on_mismatch(FetcherMismatch(fetcher, package, entry.filename, entry.sha256, digest))
+                return False
+            os.replace(tmp, final)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _copy_local(self, src: Path, entry: FileEntry, label: str, final: Path) -> None:
+        # Copied, not hard-linked: a later edit of the user's file must not change the cache.
+        part = final.with_name(final.name + ".part")
+        try:
+            shutil.copyfile(src, part)
+        except FileNotFoundError:
+            raise InstallError(f"{label}: the locked file {src} does not exist",
+                               hint="restore the file, or re-lock with `pypm lock --refresh`") from None
+        except OSError as e:
+            raise InstallError(f"{label}: cannot copy {src} into the cache: {e}") from None
+        self._verify_part(part, entry, label, f"{src}")
+        os.replace(part, final)
+
+    def _verify_part(self, part: Path, entry: FileEntry, label: str, origin: str,
+                     digest: str | None = None, size: int | None = None) -> None:
+        if digest is None or size is None:
+            digest, size = self._hash_file(part)
+        if entry.size is not None and size != entry.size:
+            part.unlink(missing_ok=True)
+            raise IntegrityError(f"{label}: size mismatch for {entry.filename} from {origin}: expected {entry.size} "
+                                 f"bytes, got {size}",
+                                 hint="the source changed since the lock was made; if that is expected run "
+                                 "`pypm lock --refresh`, otherwise do not trust this source")
+        if digest != entry.sha256:
+            part.unlink(missing_ok=True)
+            raise IntegrityError(f"{label}: sha256 mismatch for {entry.filename} from {origin}:\n"
+                                 f"    expected {entry.sha256}\n    actual   {digest}",
+                                 hint="the source served different bytes than were locked; if the file was "
+                                 "legitimately replaced run `pypm lock --refresh`, otherwise do not trust this source")
+
+    # ---- HTTP download with resume
+    def _download(self, entry: FileEntry, label: str, final: Path, progress: _Progress | None) -> None:
+        import httpx
+
+        from .http import RETRY_STATUS, describe_error
+
+        part = final.with_name(final.name + ".part")
+        meta = final.with_name(final.name + ".part.json")
+        attempts = 4
+        fresh_retry_done = False
+        last: BaseException | None = None
+        task = progress.start(entry.filename, entry.size) if progress else None
+        try:
+            attempt = 0
+            while attempt < attempts:
+                attempt += 1
+                if self._cancel.is_set():
+                    raise _Cancelled()
+                try:
+                    resumed, digest, size = self._download_once(entry, part, meta, progress, task)
+                except (httpx.TransportError, httpx.DecodingError) as e:
+                    last = e  # the .part keeps what arrived; the next attempt (or run) resumes it
+                    time.sleep(min(0.2 * 2 ** attempt, 2.0))
+                    continue
+                except httpx.HTTPStatusError as e:
+                    last = e
+                    if e.response.status_code in RETRY_STATUS:
+                        time.sleep(min(0.2 * 2 ** attempt, 2.0))
+                        continue
+                    break
+                try:
+                    self._verify_part(part, entry, label, entry.url, digest, size)
+                except IntegrityError:
+                    meta.unlink(missing_ok=True)
+                    if resumed and not fresh_retry_done:
+                        # the prefix we resumed from may be stale: start once more from zero
+                        fresh_retry_done = True
+                        self._note(f"{label}: resumed download did not verify; downloading again from the start")
+                        attempt -= 1
+                        continue
+                    raise
+                meta.unlink(missing_ok=True)
+                os.replace(part, final)
+                return
+        finally:
+            if progress:
+                progress.finish(task)
+        assert last is not None
+        raise IndexError_(f"cannot download {label} from {entry.url}: {describe_error(last)}",
+                          hint="check the connection and run again: the partial download is kept and resumed")
+
+    def _download_once(self, entry: FileEntry, part: Path, meta: Path, progress: _Progress | None,
+                       task: Any) -> tuple[bool, str, int]:
+        """One GET (ranged if a .part exists). Returns (resumed, sha256, size) of the full .part."""
+        have = part.stat().st_size if part.exists() else 0
+        if entry.size is not None and have >= entry.size:
+            have = 0  # a .part as long as the file but not renamed did not verify last time: restart
+        validator = None
+        if have:
+            try:
+                validator = json.loads(meta.read_text()).get("validator")
+            except (OSError, ValueError):
+                validator = None
+        # identity: Range offsets must count the file's bytes, not a compressed encoding of them
+        headers = {"Accept-Encoding": "identity"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+            if validator:
+                headers["If-Range"] = validator  # the server sends the whole file if it changed
+        client = self._http()
+        with client.stream("GET", entry.url, headers=headers) as r:
+            if r.status_code == 416 and have:
+                part.unlink(missing_ok=True)  # our prefix is longer than the file: start over
+                meta.unlink(missing_ok=True)
+                return self._download_once(entry, part, meta, progress, task)
+            r.raise_for_status()
+            h = hashlib.sha256()
+            resumed = False
+            if r.status_code == 206 and have and _range_start(r.headers.get("content-range")) == have:
+                resumed = True
+                self._note(f"resumed {entry.filename} at byte {have}")
+                with open(part, "rb") as f:  # hash the prefix we already have
+                    while chunk := f.read(CHUNK):
+                        h.update(chunk)
+                mode = "ab"
+                size = have
+            else:
+                if r.status_code == 206:
+                    raise _unexpected_range(entry, r)
+                mode = "wb"
+                size = 0
+                v = r.headers.get("etag") or r.headers.get("last-modified")
+                if v and not v.startswith("W/"):  # weak ETags are not valid for If-Range
+                    meta.write_text(json.dumps({"validator": v, "url": entry.url}))
+                else:
+                    meta.unlink(missing_ok=True)
+            if progress and size:
+                progress.advance(task, size)
+            with open(part, mode) as f:
+                for chunk in r.iter_raw(CHUNK):
+                    if self._cancel.is_set():
+                        raise _Cancelled()
+                    f.write(chunk)
+                    h.update(chunk)
+                    size += len(chunk)
+                    if progress:
+                        progress.advance(task, len(chunk))
+        return resumed, h.hexdigest(), size
+
+    # ---- fetch many
+    def fetch_many(self, items: Iterable[tuple[str, FileEntry]], *, fetchers: Sequence[Fetcher] = (),
+                   on_mismatch: Callable[[FetcherMismatch], None] | None = None, progress: bool | None = None,
+                   max_workers: int | None = None) -> dict[str, Path]:
+        """Fetch (package, FileEntry) pairs in parallel; returns {sha256: verified path}.
+
+        The first failure cancels the rest (their .part files stay for the next run) and is raised.
+        `progress`: None = bars only when stderr is a terminal.
+        """
+        todo: dict[str, tuple[str, FileEntry]] = {}
+        out: dict[str, Path] = {}
+        for package, entry in items:
+            self._check_entry(entry, package)
+            todo.setdefault(entry.sha256, (package, entry))
+        need: list[tuple[str, FileEntry]] = []
+        for sha, (package, entry) in todo.items():
+            final = self.wheel_path(sha, entry.filename)
+            if final.exists() and self._is_good(final, entry):
+                _touch(final.parent)
+                out[sha] = final
+            else:
+                need.append((package, entry))
+        if not need:
+            return out
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = _Progress(show, sum(e.size or 0 for _, e in need), len(need))
+        self._cancel.clear()
+        ex = ThreadPoolExecutor(max_workers=min(max_workers or self.max_workers, len(need)),
+                                thread_name_prefix="pypm-fetch")
+        try:
+            futs = {ex.submit(self.fetch, e, package=p, fetchers=fetchers, on_mismatch=on_mismatch,
+                              _progress=bar): e for p, e in need}
+            done, _ = wait(futs, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                self._cancel.set()
+                wait(futs)
+                errs = [f.exception() for f in futs if f.exception() is not None
+                        and not isinstance(f.exception(), _Cancelled)]
+                # an integrity failure says more than a network one
+                errs.sort(key=lambda e: 0 if isinstance(e, IntegrityError) else 1)
+                raise errs[0]  # type: ignore[misc]
+            for f, e in futs.items():
+                out[e.sha256] = f.result()
+            return out
+        except BaseException:
+            self._cancel.set()  # Ctrl-C: stop the workers at their next chunk
+            raise
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+
+    # ---- the unpacked store
+    def unpack(self, entry: FileEntry, *, package: str = "", wheel: Path | None = None,
+               fetchers: Sequence[Fetcher] = ()) -> Path:
+        """The unpacked, RECORD-verified tree of `entry` (fetching the wheel first when needed)."""
+        final = self.unpacked_path(entry.sha256)
+        if final.is_dir():
+            _touch(final)
+            return final
+        if wheel is None:
+            wheel = self.fetch(entry, package=package, fetchers=fetchers)
+        with self._lock(entry.sha256):
+            if final.is_dir():
+                return final
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.parent / f".tmp-{entry.sha256[:16]}-{os.getpid()}-{threading.get_ident()}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            try:
+                extract_verified(wheel, tmp, label=package or entry.filename)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return final
+
+    def unpack_many(self, items: Iterable[tuple[str, FileEntry]], wheels: dict[str, Path] | None = None,
+                    *, max_workers: int | None = None) -> dict[str, Path]:
+        """Unpack several wheels (already fetched: `wheels` maps sha256 -> path) in parallel."""
+        wheels = wheels or {}
+        pairs = {e.sha256: (p, e) for p, e in items}
+        if not pairs:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(max_workers or 4, len(pairs))) as ex:
+            futs = {sha: ex.submit(self.unpack, e, package=p, wheel=wheels.get(sha)) for sha, (p, e) in pairs.items()}
+            return {sha: f.result() for sha, f in futs.items()}
+
+    # ---- maintenance
+    def clean(self) -> None:
+        """Remove everything (wheels, unpacked trees, interpreter and HTTP caches)."""
+        if self.root.exists():
+            for child in self.root.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+    def prune(self, *, max_age_days: float = 30.0, now: float | None = None) -> list[Path]:
+        """Remove partial downloads, abandoned extractions, and entries unused for `max_age_days`.
+
+        "Used" is the entry directory's mtime, touched whenever the entry is fetched or unpacked.
+        An entry some process is working on (its lock is held) is skipped. Returns what was removed.
+        """
+        from filelock import Timeout
+
+        now = time.time() if now is None else now
+        cutoff = now - max_age_days * 86400
+        removed: list[Path] = []
+        for kind in ("wheels", "unpacked"):
+            base = self.root / kind
+            if not base.is_dir():
+                continue
+            for fan in sorted(base.iterdir()):
+                if not fan.is_dir():
+                    continue
+                for d in sorted(fan.iterdir()):
+                    sha = d.name.split("-")[1] if d.name.startswith(".tmp-") else d.name
+                    stale_tmp = d.name.startswith(".tmp-")
+                    try:
+                        lock = self._lock(sha if len(sha) == 64 else d.name)
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        continue
+                    try:
+                        if stale_tmp:
+                            shutil.rmtree(d, ignore_errors=True)
+                            removed.append(d)
+                            continue
+                        if kind == "wheels":
+                            for f in d.iterdir():
+                                if f.name.endswith((".part", ".part.json", ".tmp")):
+                                    f.unlink(missing_ok=True)
+                                    removed.append(f)
+                        if d.stat().st_mtime < cutoff:
+                            shutil.rmtree(d, ignore_errors=True)
+                            removed.append(d)
+                        elif kind == "wheels" and not any(d.iterdir()):
+                            d.rmdir()
+                    finally:
+                        lock.release()
+        return removed
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # a read-only cache still works; only prune's notion of "unused" suffers
+
+
+def _range_start(content_range: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not content_range or not content_range.startswith("bytes "):
+        return None
+    try:
+        return int(content_range[6:].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def _unexpected_range(entry: FileEntry, r: Any) -> PypmError:
+    return IndexError_(f"{entry.url} answered a range request with an unexpected Content-Range "
+                       f"({r.headers.get('content-range')!r})", hint="run again; the partial download was discarded")
+
+
+def _local_path(url: str, base_dir: Path) -> Path | None:
+    """The local file a lock URL names (file:// URL or a path), or None for a network URL."""
+    if url.startswith(("http://", "https://")):
+        return None
+    if url.startswith("file:"):
+        p = urlparse(url)
+        return Path(unquote(p.path))
+    p = Path(url).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+# --------------------------------------------------------------------------- safe extraction
+
+_HASHES = {"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"}
+_UNSIGNED = {"RECORD", "RECORD.jws", "RECORD.p7s"}  # may be listed without a hash
+PARALLEL_MIN_BYTES = 16 << 20  # below this one thread is faster than starting several
+
+
+def _safe_name(name: str) -> bool:
+    if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
+        return False
+    if len(name) > 1 and name[1] == ":":  # a drive letter: absolute on Windows
+        return False
+    return all(part not in ("..",) for part in name.split("/"))
+
+
+def extract_verified(wheel: Path, dest: Path, *, label: str = "") -> None:
+    """Extract `wheel` into the new directory `dest`, refusing anything unsafe or unverified.
+
+    Refused (nothing is written outside `dest`; the caller removes `dest` on error): absolute
+    paths, `..`, symlinks and other non-regular members, duplicate names, members not listed in
+    RECORD or listed without a hash, RECORD entries the archive lacks, and any file whose hash
+    or size differs from RECORD.
+    """
+    name = label or wheel.name
+    try:
+        zf = zipfile.ZipFile(wheel)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise IntegrityError(f"{name}: {wheel} is not a valid wheel (zip) file: {e}",
+                             hint="run `pypm cache clean` and sync again") from None
+    with zf:
+        infos = zf.infolist()
+        seen: set[str] = set()
+        files: list[zipfile.ZipInfo] = []
+        for i in infos:
+            if not _safe_name(i.filename):
+                raise InstallError(f"{name}: unsafe path {i.filename!r} in {wheel.name} (absolute or escaping "
+                                   "the install directory); refusing to install it",
+                                   hint="this wheel is malformed or malicious: do not use it")
+            kind = (i.external_attr >> 16) & 0o170000
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                what = "a symlink" if kind == stat.S_IFLNK else "not a regular file"
+                raise InstallError(f"{name}: {i.filename!r} in {wheel.name} is {what}; refusing to install it",
+                                   hint="this wheel is malformed or malicious: do not use it")
+            if i.filename in seen:
+                raise InstallError(f"{name}: {wheel.name} holds {i.filename!r} twice; refusing to install it",
+                                   hint="this wheel is malformed or malicious: do not use it")
+            seen.add(i.filename)
+            if not i.is_dir():
+                files.append(i)
+        try:
+            info_dir = find_dist_info((i.filename for i in files), wheel.name)
+        except ValueError as e:
+            raise InstallError(f"{name}: {wheel.name} is not a valid wheel: {e}") from None
+        record_name = f"{info_dir}/RECORD"
+        if record_name not in seen:
+            raise IntegrityError(f"{name}: {wheel.name} has no {record_name}",
+                                 hint="this wheel is malformed: do not use it")
+        try:
+            rows = parse_record(zf.read(record_name).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise IntegrityError(f"{name}: {wheel.name}: cannot parse {record_name}: {e}") from None
+        record: dict[str, tuple[str, str]] = {}
+        for path, h, size in rows:
+            if not _safe_name(path):
+                raise InstallError(f"{name}: unsafe path {path!r} in {record_name} of {wheel.name}; refusing it",
+                                   hint="this wheel is malformed or malicious: do not use it")
+            record[path] = (h, size)
+        for i in files:
+            if i.filename.startswith(info_dir + "/") and i.filename[len(info_dir) + 1:] in _UNSIGNED:
+                continue
+            h, _ = record.get(i.filename, ("", ""))
+            if i.filename not in record:
+                raise IntegrityError(f"{name}: {i.filename} in {wheel.name} is not listed in {record_name}",
+                                     hint="this wheel is malformed or tampered with: do not use it")
+            algo = h.partition("=")[0]
+            if algo not in _HASHES:
+                raise IntegrityError(f"{name}: {record_name} of {wheel.name} has no acceptable hash for "
+                                     f"{i.filename} ({h or 'none'})",
+                                     hint="this wheel is malformed or tampered with: do not use it")
+        present = {i.filename for i in files}
+        for path in record:
+            if path not in present and not path.endswith("/"):
+                raise IntegrityError(f"{name}: {record_name} of {wheel.name} lists {path}, which the wheel "
+                                     "does not contain", hint="this wheel is malformed or tampered with: do not use it")
+
+        dest.mkdir(parents=True)
+        dirs = {str(Path(i.filename).parent) for i in files} | {i.filename.rstrip("/") for i in infos if i.is_dir()}
+        for d in sorted(dirs):
+            if d and d != ".":
+                (dest / d).mkdir(parents=True, exist_ok=True)
+        total = sum(i.file_size for i in files)
+        workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES and len(files) > 1 else 1
+        buckets: list[list[zipfile.ZipInfo]] = [[] for _ in range(workers)]
+        loads = [0] * workers
+        for i in sorted(files, key=lambda i: -i.file_size):  # greedy: biggest first to the emptiest bucket
+            k = loads.index(min(loads))
+            buckets[k].append(i)
+            loads[k] += i.file_size
+        if workers == 1:
+            _extract_bucket(zf, buckets[0], dest, record, name, wheel.name)
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pypm-unpack") as ex:
+                # each thread opens its own ZipFile: one shared file position is not thread-safe
+                futs = [ex.submit(_extract_bucket, None, b, dest, record, name, wheel.name, wheel) for b in buckets]
+                for f in futs:
+                    f.result()
+
+
+def _extract_bucket(zf: zipfile.ZipFile | None, members: list[zipfile.ZipInfo], dest: Path,
+                    record: dict[str, tuple[str, str]], name: str, wheel_name: str, path: Path | None = None) -> None:
+    own = zf is None
+    if own:
+        zf = zipfile.ZipFile(path)  # type: ignore[arg-type]
+    assert zf is not None
+    try:
+        for i in members:
+            h_expected, size_expected = record.get(i.filename, ("", ""))
+            algo, _, want = h_expected.partition("=")
+            h = hashlib.new(algo) if algo in _HASHES else None
+            n = 0
+            target = dest / i.filename
+            with zf.open(i) as src, open(target, "xb") as out:
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+                    n += len(chunk)
+                    if h is not None:
+                        h.update(chunk)
+            if h is not None:
+                got = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
+                if got != want:
+                    raise IntegrityError(f"{name}: {i.filename} in {wheel_name} does not match its RECORD hash:\n"
+                                         f"    expected {algo}={want}\n    actual   {algo}={got}",
+                                         hint="this wheel is malformed or tampered with: do not use it")
+                if size_expected and size_expected.isdigit() and int(size_expected) != n:
+                    raise IntegrityError(f"{name}: {i.filename} in {wheel_name} is {n} bytes, RECORD says "
+                                         f"{size_expected}", hint="this wheel is malformed or tampered with")
+            if (i.external_attr >> 16) & 0o111:
+                os.chmod(target, 0o755)
+    finally:
+        if own:
+            zf.close()
+
+
+# --------------------------------------------------------------------------- `pypm cache`
+
+def cache_command(ctx: Any, args: Any) -> int:
+    """`pypm cache dir|clean|prune [--days N]`."""
+    cache = Cache()
+    if args.action == "dir":
+        print(cache.root)
+        return ExitCode.OK
+    if args.action == "clean":
+        cache.clean()
+        ctx.info(f"removed everything under {cache.root}")
+        return ExitCode.OK
+    days = getattr(args, "days", None)
+    removed = cache.prune(max_age_days=30.0 if days is None else float(days))
+    ctx.info(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {cache.root}")
+    return ExitCode.OK

@@ -1,0 +1,510 @@
+"""Install an unpacked wheel into a venv by linking its files, and uninstall one from its RECORD.
+
+Spec: the binary distribution format (PEP 427/491) and the recording of installed projects
+(PEP 376, 610, 627). Files come from the cache's unpacked store, already verified against
+the wheel's RECORD; they are hard-linked (else reflinked, else copied). A file that pypm
+changes (a `#!python` script) is always written fresh, never modified in place, because the
+source may be a hard link into the cache.
+
+Crash safety (kill -9 at any point): before the first file is linked, a journal
+`<venv>/.pypm/journal/<name>.json` lists every path the install will create; the dist's
+`RECORD` is written last (atomically) and the journal removed after it. So a dist whose
+journal exists, or whose dist-info has no RECORD, is incomplete: `installed_distributions`
+reports it with `complete=False` and `uninstall` removes every file either source names.
+Uninstall removes the dist-info directory (with RECORD) last, so an interrupted uninstall
+is finished by the next one.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from .cache import find_dist_info, parse_record, record_hash
+from .errors import InstallError
+from .lockfile import canonical_name
+from .venv import VenvLayout
+
+__all__ = ["InstalledDist", "install_wheel", "uninstall", "installed_distributions", "LinkMode",
+           "SOURCE_FILE", "JOURNAL_DIR"]
+
+LinkMode = Literal["hardlink", "reflink", "copy"]
+SOURCE_FILE = "pypm_source.json"  # in the dist-info: {"filename": ..., "sha256": ...} of the wheel installed
+JOURNAL_DIR = Path(".pypm") / "journal"
+_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+_SCHEMES = ("purelib", "platlib", "scripts", "data", "headers")
+
+
+@dataclass(frozen=True)
+class InstalledDist:
+    name: str  # canonical
+    version: str
+    dist_info: Path | None
+    source_sha256: str | None  # sha256 of the wheel it was installed from (None: not installed by pypm)
+    source_filename: str | None
+    installer: str | None
+    complete: bool  # False: interrupted install; uninstall and install again
+
+    @property
+    def editable(self) -> bool:
+        if self.dist_info is None:
+            return False
+        try:
+            d = json.loads((self.dist_info / "direct_url.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(d.get("dir_info", {}).get("editable"))
+
+
+# --------------------------------------------------------------------------- linking
+
+class _Linker:
+    """Puts a file at dst: hardlink, else reflink (FICLONE), else copy; falls back once and remembers."""
+
+    def __init__(self, mode: LinkMode | None) -> None:
+        self.mode: LinkMode = mode or "hardlink"
+
+    def place(self, src: Path, dst: Path) -> None:
+        _unlink_existing(dst)
+        if self.mode == "hardlink":
+            try:
+                os.link(src, dst)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                    raise
+                self.mode = "reflink"  # another filesystem: every later file would fail the same way
+        if self.mode == "reflink":
+            if _reflink(src, dst):
+                return
+            self.mode = "copy"
+        shutil.copyfile(src, dst)
+        shutil.copymode(src, dst)
+
+
+def _reflink(src: Path, dst: Path) -> bool:
+    try:
+        with open(src, "rb") as s, open(dst, "xb") as d:
+            try:
+                fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+                ok = True
+            except OSError:
+                ok = False
+        if ok:
+            shutil.copymode(src, dst)
+            return True
+        dst.unlink()
+        return False
+    except OSError:
+        dst.unlink(missing_ok=True)
+        return False
+
+
+def _unlink_existing(p: Path) -> None:
+    # Never write into an existing file: it may be a hard link into the cache.
+    try:
+        p.unlink()
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        shutil.rmtree(p)
+
+
+def _write_new(dst: Path, data: bytes, mode: int = 0o644) -> tuple[str, int]:
+    _unlink_existing(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(dst, mode)  # umask must not strip a script's x bit
+    return record_hash(hashlib.sha256(data).digest()), len(data)
+
+
+# --------------------------------------------------------------------------- scripts
+
+def _shebang(python: Path) -> bytes:
+    exe = str(python)
+    # Linux caps a shebang line at 127 bytes and splits it at spaces: fall back to /bin/sh exec
+    if len(exe) + 3 > 127 or " " in exe or "\t" in exe:
+        quoted = exe.replace("'", "'\"'\"'")
+        return f"#!/bin/sh\n'''exec' '{quoted}' \"$0\" \"$@\"\n' '''\n".encode()
+    return f"#!{exe}\n".encode()
+
+
+_ENTRY = re.compile(r"^\s*(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?(\[.*\])?\s*$")
+
+
+def _entry_points(text: str) -> dict[str, dict[str, str]]:
+    """entry_points.txt sections -> {name: value}; parsed by hand (configparser lowercases keys... and is slow)."""
+    out: dict[str, dict[str, str]] = {}
+    section: dict[str, str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = out.setdefault(line[1:-1].strip(), {})
+            continue
+        if section is not None and "=" in line:
+            k, _, v = line.partition("=")
+            section[k.strip()] = v.strip()
+    return out
+
+
+def _script_text(python: Path, value: str) -> bytes:
+    m = _ENTRY.match(value)
+    if not m or not m.group("attr"):
+        raise ValueError(f"bad entry point {value!r}")
+    module, attr = m.group("module"), m.group("attr")
+    head = attr.split(".")[0]
+    return _shebang(python) + (
+        "# -*- coding: utf-8 -*-\n"
+        "import re\n"
+        "import sys\n"
+        f"from {module} import {head}\n"
+        "if __name__ == \"__main__\":\n"
+        "    sys.argv[0] = re.sub(r\"(-script\\.pyw|\\.exe)?$\", \"\", sys.argv[0])\n"
+        f"    sys.exit({attr}())\n"
+    ).encode()
+
+
+# --------------------------------------------------------------------------- install
+
+def _read_wheel_file(info: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        for line in (info / "WHEEL").read_text(encoding="utf-8").splitlines():
+            k, sep, v = line.partition(":")
+            if sep:
+                out[k.strip().lower()] = v.strip()
+    except FileNotFoundError:
+        raise InstallError(f"{info.name} has no WHEEL file; not a valid wheel") from None
+    return out
+
+
+def _metadata_name_version(info: Path) -> tuple[str, str]:
+    name = version = ""
+    try:
+        with open(info / "METADATA", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                if line.startswith("Name:") and not name:
+                    name = line[5:].strip()
+                elif line.startswith("Version:") and not version:
+                    version = line[8:].strip()
+    except FileNotFoundError:
+        pass
+    if not name or not version:  # fall back on the directory name: {name}-{version}.dist-info
+        stem = info.name[: -len(".dist-info")]
+        n, _, v = stem.rpartition("-")
+        name, version = name or n, version or v
+    return name, version
+
+
+def _rel(path: Path, base: Path) -> str:
+    return os.path.relpath(path, base).replace(os.sep, "/")
+
+
+def _journal(layout: VenvLayout, name: str) -> Path:
+    return layout.root / JOURNAL_DIR / f"{canonical_name(name)}.json"
+
+
+def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wheel_sha256: str,
+                  link_mode: LinkMode | None = None, direct_url: dict[str, Any] | None = None,
+                  compile_bytecode: bool = False, requested: bool = True) -> InstalledDist:
+    """Install the unpacked wheel tree `unpacked` (from `Cache.unpack`) into the venv `layout`.
+
+    The caller uninstalls any other version of the same dist first. `direct_url` (PEP 610) is
+    written as direct_url.json for non-index sources. Raises InstallError; on failure the
+    journal stays, so the next sync sees the dist as incomplete and repairs it.
+    """
+    unpacked = Path(unpacked)
+    names = [p.name for p in unpacked.iterdir()]
+    try:
+        info_name = find_dist_info(names, wheel_filename)
+    except ValueError as e:
+        raise InstallError(f"{wheel_filename}: not a valid wheel: {e}") from None
+    src_info = unpacked / info_name
+    wheel_meta = _read_wheel_file(src_info)
+    dist_name, version = _metadata_name_version(src_info)
+    root_is_purelib = wheel_meta.get("root-is-purelib", "true").lower() == "true"
+    root_dest = layout.purelib if root_is_purelib else layout.platlib
+    data_name = info_name[: -len(".dist-info")] + ".data"
+    scheme_dirs = {"purelib": layout.purelib, "platlib": layout.platlib, "scripts": layout.scripts,
+                   "data": layout.data, "headers": layout.headers / dist_name}
+    src_record = {p: (h, s) for p, h, s in parse_record((src_info / "RECORD").read_text(encoding="utf-8"))}
+
+    # 1. plan: (source file or None, destination, kind) — computed before touching the venv
+    plan: list[tuple[Path, Path, str, str]] = []  # (src, dst, record-key-in-wheel, kind)
+    for dirpath, dirnames, filenames in os.walk(unpacked):
+        d = Path(dirpath)
+        rel_dir = d.relative_to(unpacked)
+        top = rel_dir.parts[0] if rel_dir.parts else None
+        if top == data_name:
+            continue
+        for fn in filenames:
+            src = d / fn
+            key = _rel(src, unpacked)
+            plan.append((src, root_dest / key, key, "file"))
+    data_dir = unpacked / data_name
+    if data_dir.is_dir():
+        for scheme_dir in sorted(data_dir.iterdir()):
+            if scheme_dir.name not in _SCHEMES:
+                raise InstallError(f"{wheel_filename}: unknown install scheme {data_name}/{scheme_dir.name}",
+                                   hint=f"a wheel's .data directory may hold only {', '.join(_SCHEMES)}")
+            base = scheme_dirs[scheme_dir.name]
+            for dirpath, _, filenames in os.walk(scheme_dir):
+                for fn in filenames:
+                    src = Path(dirpath) / fn
+                    key = _rel(src, unpacked)
+                    kind = "script" if scheme_dir.name == "scripts" else "file"
+                    plan.append((src, base / src.relative_to(scheme_dir), key, kind))
+    ep_file = src_info / "entry_points.txt"
+    eps = _entry_points(ep_file.read_text(encoding="utf-8")) if ep_file.is_file() else {}
+    generated: list[tuple[Path, str]] = []
+    for group in ("console_scripts", "gui_scripts"):
+        for script, value in sorted(eps.get(group, {}).items()):
+            if "/" in script or "\\" in script or script.startswith(".") or not script:
+                raise InstallError(f"{wheel_filename}: entry point name {script!r} is not a plain file name")
+            generated.append((layout.scripts / script, value))
+    dst_info = root_dest / info_name
+    root = Path(os.path.abspath(layout.root))
+    for _, dst, key, _ in plan:
+        if not _inside(dst, root):
+            raise InstallError(f"{wheel_filename}: {key} would be installed outside the venv ({dst})",
+                               hint="this wheel is malformed or malicious: do not use it")
+
+    # 2. journal: everything this install may create
+    journal = _journal(layout, dist_name)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    planned = [str(dst) for _, dst, _, _ in plan] + [str(p) for p, _ in generated] + [str(dst_info)]
+    _atomic_write(journal, json.dumps({"name": dist_name, "version": version, "wheel": wheel_filename,
+                                       "paths": planned}).encode())
+
+    # 3. place files; dist-info contents wait (RECORD last)
+    linker = _Linker(link_mode)
+    record: list[tuple[str, str, str]] = []
+    rec_base = root_dest  # RECORD paths are relative to the dir holding the dist-info
+    python = layout.python
+    try:
+        made_dirs: set[Path] = set()
+        for src, dst, key, kind in plan:
+            if dst.parent not in made_dirs:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                made_dirs.add(dst.parent)
+            if key == f"{info_name}/RECORD" or key in (f"{info_name}/INSTALLER", f"{info_name}/direct_url.json",
+                                                       f"{info_name}/REQUESTED", f"{info_name}/{SOURCE_FILE}",
+                                                       f"{info_name}/RECORD.jws", f"{info_name}/RECORD.p7s"):
+                continue  # rewritten below (RECORD signatures no longer apply to an installed tree)
+            h, size = src_record.get(key, ("", ""))
+            if kind == "script":
+                data = src.read_bytes()
+                if data.startswith(b"#!python"):
+                    nl = data.find(b"\n")
+                    rest = data[nl + 1:] if nl >= 0 else b""
+                    h, n = _write_new(dst, _shebang(python) + rest, 0o755)
+                    size = str(n)
+                else:
+                    linker.place(src, dst)
+                    if not os.stat(dst).st_mode & 0o100:  # (a hard link shares the mode: harmless)
+                        os.chmod(dst, 0o755)
+            else:
+                linker.place(src, dst)
+            if not h:  # RECORD hashes of the wheel are what we just linked (verified on unpack)
+                h, n = record_hash(hashlib.sha256(dst.read_bytes()).digest()), dst.stat().st_size
+                size = str(n)
+            record.append((_rel(dst, rec_base), h, size))
+        for dst, value in generated:
+            try:
+                text = _script_text(python, value)
+            except ValueError:
+                raise InstallError(f"{wheel_filename}: entry point {dst.name} = {value!r} is malformed") from None
+            h, n = _write_new(dst, text, 0o755)
+            record.append((_rel(dst, rec_base), h, str(n)))
+        dst_info.mkdir(parents=True, exist_ok=True)
+        extra = {"INSTALLER": b"pypm\n",
+                 SOURCE_FILE: json.dumps({"filename": wheel_filename, "sha256": wheel_sha256},
+                                         sort_keys=True).encode() + b"\n"}
+        if requested:
+            extra["REQUESTED"] = b""
+        if direct_url is not None:
+            extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True, separators=(",", ":")).encode()
+        for fn, data in extra.items():
+            h, n = _write_new(dst_info / fn, data)
+            record.append((_rel(dst_info / fn, rec_base), h, str(n)))
+        if compile_bytecode:
+            record += _compile(layout, [Path(rec_base, r[0]) for r in record if r[0].endswith(".py")], rec_base)
+        record.sort()
+        record.append((_rel(dst_info / "RECORD", rec_base), "", ""))
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerows(record)
+        _atomic_write(dst_info / "RECORD", buf.getvalue().encode())
+    except OSError as e:
+        raise InstallError(f"cannot install {wheel_filename} into {layout.root}: {e}",
+                           hint="check free space and permissions, then run `pypm sync` again") from e
+    journal.unlink()
+    return InstalledDist(canonical_name(dist_name), version, dst_info, wheel_sha256, wheel_filename, "pypm", True)
+
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        Path(os.path.abspath(p)).relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _compile(layout: VenvLayout, files: list[Path], rec_base: Path) -> list[tuple[str, str, str]]:
+    """Byte-compile `files` with the venv's own interpreter; RECORD rows (no hash, as PEP 376 allows)."""
+    if not files:
+        return []
+    proc = subprocess.run([str(layout.python), "-I", "-m", "compileall", "-q", "-j0", "-i", "-"],
+                          input="\n".join(map(str, files)), text=True, capture_output=True,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"})
+    if proc.returncode not in (0, 1):  # 1: a file did not compile (e.g. py2-only test data); pip ignores that too
+        raise InstallError(f"byte-compiling failed: {proc.stderr.strip()[-500:]}")
+    rows = []
+    for f in files:
+        pyc = f.parent / "__pycache__" / f"{f.stem}.{layout.cache_tag}.pyc"
+        if pyc.exists():
+            rows.append((_rel(pyc, rec_base), "", ""))
+    return rows
+
+
+# --------------------------------------------------------------------------- query
+
+def _dist_info_dirs(layout: VenvLayout) -> list[Path]:
+    out: list[Path] = []
+    for d in dict.fromkeys([layout.purelib, layout.platlib]):
+        try:
+            out += [p for p in d.iterdir() if p.name.endswith(".dist-info") and p.is_dir()]
+        except FileNotFoundError:
+            pass
+    return sorted(out)
+
+
+def installed_distributions(layout: VenvLayout) -> dict[str, InstalledDist]:
+    """Every dist in the venv by canonical name, including interrupted installs (complete=False)."""
+    out: dict[str, InstalledDist] = {}
+    for info in _dist_info_dirs(layout):
+        name, version = _metadata_name_version(info)
+        src_sha = src_fn = None
+        try:
+            src = json.loads((info / SOURCE_FILE).read_text())
+            src_sha, src_fn = src.get("sha256"), src.get("filename")
+        except (OSError, ValueError):
+            pass
+        try:
+            inst: str | None = (info / "INSTALLER").read_text().strip()
+        except OSError:
+            inst = None
+        key = canonical_name(name)
+        complete = (info / "RECORD").is_file() and not _journal(layout, name).exists()
+        prev = out.get(key)
+        if prev is not None:  # two dist-infos of one name: treat the pair as broken, so it is reinstalled
+            complete = False
+        out[key] = InstalledDist(key, version, info, src_sha, src_fn, inst, complete)
+    jdir = layout.root / JOURNAL_DIR
+    if jdir.is_dir():
+        for j in jdir.glob("*.json"):
+            key = j.stem
+            if key not in out:
+                try:
+                    version = json.loads(j.read_text()).get("version", "")
+                except (OSError, ValueError):
+                    version = ""
+                out[key] = InstalledDist(key, version, None, None, None, None, False)
+            elif out[key].complete:
+                d = out[key]
+                out[key] = InstalledDist(d.name, d.version, d.dist_info, d.source_sha256, d.source_filename,
+                                         d.installer, False)
+    return out
+
+
+# --------------------------------------------------------------------------- uninstall
+
+def uninstall(layout: VenvLayout, name: str) -> list[Path]:
+    """Remove dist `name` (files from its RECORD and any install journal, their __pycache__,
+    directories left empty, then the dist-info). Missing files are fine. Returns what was removed."""
+    key = canonical_name(name)
+    root = Path(os.path.abspath(layout.root))
+    targets: set[Path] = set()
+    infos = [i for i in _dist_info_dirs(layout) if canonical_name(_metadata_name_version(i)[0]) == key]
+    for info in infos:
+        rec = info / "RECORD"
+        if rec.is_file():
+            try:
+                rows = parse_record(rec.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                rows = []
+            for path, _, _ in rows:
+                targets.add(Path(os.path.normpath(info.parent / path)))
+    journal = _journal(layout, key)
+    if journal.is_file():
+        try:
+            targets |= {Path(p) for p in json.loads(journal.read_text()).get("paths", [])}
+        except (OSError, ValueError):
+            pass
+    removed: list[Path] = []
+    parents: set[Path] = set()
+    info_set = set(infos) | {t for t in targets if t.name.endswith(".dist-info")}
+    for t in sorted(targets):
+        if not _inside(t, root) or t == root:
+            continue  # never follow a RECORD outside the venv
+        if any(t == i or i in t.parents for i in info_set):
+            continue  # the dist-info goes last
+        if t.is_dir() and not t.is_symlink():
+            continue
+        try:
+            t.unlink()
+            removed.append(t)
+        except FileNotFoundError:
+            pass
+        parents.add(t.parent)
+        if t.suffix == ".py":
+            cache = t.parent / "__pycache__"
+            for pyc in cache.glob(f"{t.stem}.*.pyc") if cache.is_dir() else ():
+                pyc.unlink(missing_ok=True)
+                removed.append(pyc)
+            parents.add(cache)
+    for info in sorted(info_set):
+        if info.is_dir() and _inside(info, root):
+            shutil.rmtree(info)
+            removed.append(info)
+    _prune_empty_dirs(parents, {layout.root, layout.purelib, layout.platlib, layout.scripts})
+    journal.unlink(missing_ok=True)
+    return removed
+
+
+def _prune_empty_dirs(dirs: Iterable[Path], keep: set[Path]) -> None:
+    keep = {Path(os.path.abspath(k)) for k in keep}
+    for d in sorted(set(dirs), key=lambda p: -len(p.parts)):
+        while d not in keep and len(d.parts) > 1:
+            try:
+                d.rmdir()
+            except OSError:
+                break  # not empty (or gone): stop walking up
+            d = d.parent

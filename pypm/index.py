@@ -226,17 +226,15 @@ def _page_entries(body: bytes, content_type: str, page_url: str) -> list[dict[st
         href = a["href"] or ""
         url, frag = _strip_fragment(urllib.parse.urljoin(base, href))
         filename = urllib.parse.unquote(url.rstrip("/").rsplit("/", 1)[-1])
-        meta = a.get("data-core-metadata", a.get("data-dist-info-metadata"))
+        key = "data-core-metadata" if "data-core-metadata" in a else "data-dist-info-metadata"
+        meta = (a[key] or "true") if key in a else None  # a bare attribute means "true"
         out.append({
             "filename": filename, "url": url, "sha256": _fragment_sha256(frag), "size": None,
             "requires_python": a.get("data-requires-python") or None,
-            "yanked": a.get("data-yanked") if "data-yanked" in a else None,
+            "yanked": (a["data-yanked"] or "") if "data-yanked" in a else None,
             "metadata": _core_metadata_attr(meta),
             "upload_time": None,
         })
-    for e in out:
-        if e["yanked"] is not None and not isinstance(e["yanked"], str):
-            e["yanked"] = ""
     return out
 
 
@@ -430,15 +428,26 @@ class _TempDownload:
         self._fh.close()
 
 
-def _wheel_member(zf: zipfile.ZipFile, f: DistFile) -> bytes:
-    """The bytes of the wheel's top-level `<name>-<version>.dist-info/METADATA`."""
-    candidates = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-    mine = [n for n in candidates if canonicalize_name(n.split("/")[0][: -len(".dist-info")].rsplit("-", 1)[0]) == f.name]
-    chosen = mine or candidates
-    if len(chosen) != 1:
-        raise IntegrityError(f"{f.filename} has {'no' if not chosen else 'several'} .dist-info/METADATA",
-                             hint="the wheel is broken; report it to the package's maintainers")
-    return zf.read(chosen[0])
+def _zip_metadata(source: Path | Any, f: DistFile) -> bytes:
+    """The bytes of a wheel's top-level `<name>-<version>.dist-info/METADATA`."""
+    try:
+        with zipfile.ZipFile(source) as zf:
+            candidates = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            mine = [n for n in candidates
+                    if canonicalize_name(n.split("/")[0][: -len(".dist-info")].rsplit("-", 1)[0]) == f.name]
+            chosen = mine or candidates
+            if len(chosen) != 1:
+                raise IntegrityError(f"{f.filename} has {'no' if not chosen else 'several'} .dist-info/METADATA",
+                                     hint="the wheel is broken; report it to the package's maintainers")
+            return zf.read(chosen[0])
+    except FileNotFoundError:
+        raise IndexError_(f"{f.filename} does not exist at {source}",
+                          hint="the find-links directory or file:// index changed; run again") from None
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError) as e:
+        raise IntegrityError(f"{f.filename} from {_redact(f.url)} is not a readable wheel: {e}",
+                             hint="the file is corrupt; retry with --refresh, or report it") from None
+    except OSError as e:
+        raise IndexError_(f"cannot read {f.filename} from {_redact(f.url)}: {e}") from e
 
 
 def _sdist_pkg_info(path: Path | Any, f: DistFile) -> bytes | None:
@@ -454,6 +463,9 @@ def _sdist_pkg_info(path: Path | Any, f: DistFile) -> bytes | None:
                 if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"):
                     fh = tf.extractfile(m)
                     return fh.read() if fh is not None else None
+    except FileNotFoundError:
+        raise IndexError_(f"{f.filename} does not exist at {path}",
+                          hint="the find-links directory or file:// index changed; run again") from None
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         raise IntegrityError(f"cannot read {f.filename}: {e}", hint="the file is corrupt; retry with --refresh") from e
     return None
@@ -731,14 +743,13 @@ class IndexClient:
                                  "the index's operators")
                 return parse_core_metadata(data, f.filename)[0]
         if _is_local(f.url):
-            with zipfile.ZipFile(_local_path(f.url)) as zf:
-                return parse_core_metadata(_wheel_member(zf, f), f.filename)[0]
+            return parse_core_metadata(_zip_metadata(_local_path(f.url), f), f.filename)[0]
         try:
             return parse_core_metadata(self._remote_wheel_member(f), f.filename)[0]
         except _NoRanges:
-            pass
-        with self._download(f) as tmp, zipfile.ZipFile(tmp) as zf:
-            return parse_core_metadata(_wheel_member(zf, f), f.filename)[0]
+            pass  # the server ignores Range: read the whole wheel
+        with self._download(f) as tmp:
+            return parse_core_metadata(_zip_metadata(tmp, f), f.filename)[0]
 
     def _fetch_optional(self, url: str) -> bytes | None:
         """A small file's bytes, or None when it does not exist."""
@@ -756,34 +767,28 @@ class IndexClient:
 
     def _remote_wheel_member(self, f: DistFile) -> bytes:
         """METADATA of a remote wheel through Range requests: the zip's tail, then the member."""
-        import httpx
-
         from .http import RETRY_STATUS, with_retries
 
         client = self._client()
 
         def get_range(spec: str) -> tuple[bytes, int]:
             def once() -> tuple[bytes, int]:
-                r = client.get(f.url, headers={"Range": f"bytes={spec}", "Accept-Encoding": "identity"})
-                if r.status_code in RETRY_STATUS:
-                    r.raise_for_status()
-                if r.status_code != 206:
-                    raise _NoRanges()
-                total = r.headers.get("content-range", "").rpartition("/")[2]
-                if not total.isdigit():
-                    raise _NoRanges()
-                return bytes(r.content), int(total)
+                # Streamed, so that a server answering 200 (no Range support) costs no body.
+                headers = {"Range": f"bytes={spec}", "Accept-Encoding": "identity"}
+                with client.stream("GET", f.url, headers=headers) as r:
+                    if r.status_code in RETRY_STATUS:
+                        r.raise_for_status()
+                    total = r.headers.get("content-range", "").rpartition("/")[2]
+                    if r.status_code != 206 or not total.isdigit():
+                        raise _NoRanges()
+                    return r.read(), int(total)
 
             return with_retries(_redact(f.url), once)
 
         tail, size = get_range(f"-{TAIL_BYTES}")
         view = _RangeFile(size, size - len(tail), tail,
                           lambda start, end: get_range(f"{start}-{end - 1}")[0])
-        try:
-            with zipfile.ZipFile(view) as zf:
-                return _wheel_member(zf, f)
-        except (zipfile.BadZipFile, httpx.HTTPError) as e:
-            raise IndexError_(f"cannot read {f.filename} from {_redact(f.url)}: {e}") from e
+        return _zip_metadata(view, f)
 
     def _sdist_metadata(self, f: DistFile) -> CoreMetadata:
         # A wheel of the same release carries the same metadata and costs one small request.

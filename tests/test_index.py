@@ -423,3 +423,41 @@ def test_distfile_is_hashable_value() -> None:
                  sha256=None, size=None, requires_python=None, yanked=None, metadata_sha256=None,
                  has_metadata=False, upload_time=None, source=("find-links", "/x"))
     assert {f: 1}[f] == 1
+
+
+def test_hand_written_html_page_quirks(dists: DistFactory, client_factory, tmp_path) -> None:
+    """Bare data-* attributes, <base href>, entity-escaped values, odd links: as pip reads them."""
+    w = dists.wheel("rho", "1.0", requires_dist=["beta"])
+    sd = dists.sdist("rho", "0.9")
+    files = tmp_path / "elsewhere" / "files"
+    files.mkdir(parents=True)
+    for p in (w, sd):
+        (files / p.name).write_bytes(p.read_bytes())
+    (files / (w.name + ".metadata")).write_bytes(zipfile.ZipFile(w).read("rho-1.0.dist-info/METADATA"))
+    page = tmp_path / "simple" / "rho" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(
+        '<html><head><base href="../../elsewhere/files/"></head><body>\n'
+        f'<a href="{w.name}#md5=abc" data-core-metadata data-requires-python="&gt;=3.7,&lt;4">{w.name}</a>\n'
+        f'<a href="{sd.name}#sha256={"0" * 64}" data-yanked>{sd.name}</a>\n'
+        '<a href="rho-0.1-py2.5.egg">egg</a><a href="../">up</a><a>no href</a>\n'
+        '</body></html>\n')
+    c = client_factory([(tmp_path / "simple").as_uri()])
+    got = {f.filename: f for f in c.project_files("rho")}
+    assert set(got) == {w.name, sd.name}
+    fw, fs = got[w.name], got[sd.name]
+    assert fw.url == (files / w.name).as_uri() and fw.sha256 is None  # md5 is not a hash pypm uses
+    assert fw.has_metadata and fw.metadata_sha256 is None and fw.requires_python == ">=3.7,<4"
+    assert fs.yanked == "" and fs.sha256 == "0" * 64 and fw.yanked is None
+    assert c.metadata(fw).requires_dist == ("beta",)
+
+
+def test_broken_wheel_is_integrity_error(client_factory, tmp_path) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "sigma-1.0-py3-none-any.whl").write_bytes(b"this is not a zip file")
+    c = client_factory([], [str(links)])
+    (f,) = c.project_files("sigma")
+    with pytest.raises(IntegrityError) as e:
+        c.metadata(f)
+    assert "sigma-1.0-py3-none-any.whl" in str(e.value) and "not a readable wheel" in str(e.value)

@@ -1,15 +1,244 @@
-"""The `s3cache` plugin: a shared, content-addressed wheel cache in an S3-compatible bucket."""
+"""The `s3cache` plugin: a shared, content-addressed wheel cache in an S3-compatible bucket.
+
+Objects live at `<prefix>/<sha256>/<filename>`. Before the index, sync asks the bucket
+(`fetch_wheel`); every object is hashed on the way down and one that does not match the
+lock's sha256 is reported and ignored (the cache then fetches from the index, and
+post-sync overwrites the bad object). After sync, what the bucket lacked is uploaded.
+
+Configuration, `[tool.pypm.s3cache]`: `bucket`, `prefix` (default "pypm/wheels"),
+`endpoint` (an S3-compatible URL; default: AWS, or $AWS_ENDPOINT_URL), `region`,
+`upload` (default true). `$PYPM_S3CACHE_BUCKET` / `$PYPM_S3CACHE_ENDPOINT` override the
+file (CI points the same project at its own bucket). Credentials come from the standard
+AWS environment/config (boto3's chain). No bucket: a one-line note, nothing else.
+
+The bucket is an optimisation, never a reason to fail: when it is unreachable the plugin
+says so once and sync goes on with the index.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["plugin"]
+from ..errors import PluginError
+
+__all__ = ["plugin", "S3Settings", "object_key"]
+
+_KEYS = {"bucket", "prefix", "endpoint", "region", "upload"}
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str | None
+    prefix: str
+    endpoint: str | None
+    region: str | None
+    upload: bool
+
+    @classmethod
+    def from_context(cls, ctx: Any) -> "S3Settings":
+        cfg = dict(ctx.config)
+        where = f"{ctx.project_root / 'pyproject.toml'}: [tool.pypm.s3cache]"
+        unknown = set(cfg) - _KEYS
+        if unknown:
+            raise PluginError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}",
+                              hint=f"known keys: {', '.join(sorted(_KEYS))}")
+        for key in ("bucket", "prefix", "endpoint", "region"):
+            if key in cfg and not isinstance(cfg[key], str):
+                raise PluginError(f"{where} `{key}` must be a string")
+        if not isinstance(cfg.get("upload", True), bool):
+            raise PluginError(f"{where} `upload` must be true or false")
+        return cls(
+            bucket=os.environ.get("PYPM_S3CACHE_BUCKET") or cfg.get("bucket") or None,
+            prefix=str(cfg.get("prefix", "pypm/wheels")).strip("/"),
+            endpoint=os.environ.get("PYPM_S3CACHE_ENDPOINT") or cfg.get("endpoint") or None,
+            region=cfg.get("region") or None,
+            upload=cfg.get("upload", True),
+        )
+
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else "")
+
+
+def object_key(prefix: str, sha256: str, filename: str) -> str:
+    return f"{prefix}/{sha256}/{filename}" if prefix else f"{sha256}/{filename}"
+
+
+@dataclass
+class _Session:
+    """Per (bucket settings) state for one pypm process: the client and what the bucket told us."""
+
+    settings: S3Settings
+    client: Any = None
+    disabled: str | None = None  # why the bucket is not used any more in this process
+    served: set[str] = field(default_factory=set)  # sha256s fetched from the bucket (so it has them)
+    bad: set[str] = field(default_factory=set)  # sha256s whose object did not verify: overwrite
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def s3(self) -> Any:
+        with self.lock:
+            if self.client is None:
+                import boto3  # only when a bucket is configured and actually used
+                from botocore.config import Config
+
+                self.client = boto3.session.Session().client(
+                    "s3", endpoint_url=self.settings.endpoint, region_name=self.settings.region,
+                    config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
+                                  read_timeout=60, max_pool_connections=16))
+            return self.client
+
+
+def _error_code(e: Exception) -> str:
+    resp = getattr(e, "response", None)
+    if isinstance(resp, dict):
+        return str(resp.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _is_missing(e: Exception) -> bool:
+    return _error_code(e) in ("404", "NoSuchKey", "NotFound")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class S3CachePlugin:
-    def post_sync(self, ctx: Any) -> int:
+    def __init__(self) -> None:
+        self._sessions: dict[S3Settings, _Session] = {}
+        self._noted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _session(self, ctx: Any) -> _Session | None:
+        settings = S3Settings.from_context(ctx)
+        if settings.bucket is None:
+            key = str(ctx.project_root)
+            if key not in self._noted:
+                self._noted.add(key)
+                ctx.report("no bucket configured ([tool.pypm.s3cache] bucket or $PYPM_S3CACHE_BUCKET); "
+                           "the shared wheel cache is off")
+            return None
+        with self._lock:
+            return self._sessions.setdefault(settings, _Session(settings))
+
+    def _disable(self, ctx: Any, sess: _Session, e: Exception) -> None:
+        with sess.lock:
+            if sess.disabled is None:
+                sess.disabled = f"{type(e).__name__}: {e}"
+                ctx.report(f"{sess.settings.where()} is not usable ({sess.disabled}); "
+                           "going on without it for this command")
+
+    # ---- hooks
+    def pre_sync(self, ctx: Any) -> int:
+        self._session(ctx)  # validates the table, notes a missing bucket once
         return 0
+
+    def fetch_wheel(self, ctx: Any, sha256: str, filename: str, dest: Path) -> bool:
+        sess = self._session(ctx)
+        if sess is None or sess.disabled:
+            return False
+        key = object_key(sess.settings.prefix, sha256, filename)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            obj = sess.s3().get_object(Bucket=sess.settings.bucket, Key=key)
+            h = hashlib.sha256()
+            with dest.open("wb") as f:
+                for chunk in obj["Body"].iter_chunks(_CHUNK):
+                    h.update(chunk)
+                    f.write(chunk)
+        except ClientError as e:
+            dest.unlink(missing_ok=True)
+            if _is_missing(e):
+                return False
+            self._disable(ctx, sess, e)
+            return False
+        except (BotoCoreError, OSError) as e:
+            dest.unlink(missing_ok=True)
+            self._disable(ctx, sess, e)
+            return False
+        digest = h.hexdigest()
+        if digest != sha256:
+            # Never hand over bytes that are not what was locked; post-sync replaces the object.
+            dest.unlink(missing_ok=True)
+            sess.bad.add(sha256)
+            ctx.report(f"s3://{sess.settings.bucket}/{key} is corrupt (sha256 {digest}, expected {sha256}): "
+                       "ignored; fetching it from the index")
+            return False
+        sess.served.add(sha256)
+        return True
+
+    def post_sync(self, ctx: Any) -> int:
+        sess = self._session(ctx)
+        if sess is None or sess.disabled or not sess.settings.upload:
+            return 0
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        candidates = []
+        for p in ctx.packages:
+            if p.sha256 in sess.served:
+                continue
+            path = Path(p.wheel_path) if p.wheel_path else _cached_file(p.sha256)
+            if path is not None and path.is_file():
+                candidates.append((p, path))
+
+        def needs_upload(item: tuple[Any, Path]) -> bool:
+            p, path = item
+            if p.sha256 in sess.bad:
+                return True
+            try:
+                sess.s3().head_object(Bucket=sess.settings.bucket,
+                                      Key=object_key(sess.settings.prefix, p.sha256, path.name))
+                return False
+            except ClientError as e:
+                if _is_missing(e):
+                    return True
+                raise
+
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                missing = [c for c, need in zip(candidates, pool.map(needs_upload, candidates)) if need]
+            uploaded = 0
+            for p, path in missing:
+                if _sha256_file(path) != p.sha256:
+                    ctx.report(f"not uploading {path}: its sha256 is not the locked {p.sha256}")
+                    continue
+                sess.s3().upload_file(str(path), sess.settings.bucket,
+                                      object_key(sess.settings.prefix, p.sha256, path.name),
+                                      ExtraArgs={"Metadata": {"sha256": p.sha256}})
+                sess.bad.discard(p.sha256)
+                uploaded += 1
+        except (ClientError, BotoCoreError, OSError) as e:
+            self._disable(ctx, sess, e)
+            return 0
+        if uploaded:
+            ctx.report(f"uploaded {uploaded} file(s) the bucket lacked to {sess.settings.where()}")
+        elif sess.served:
+            ctx.report(f"{len(sess.served)} file(s) came from {sess.settings.where()}")
+        return 0
+
+
+def _cached_file(sha256: str) -> Path | None:
+    """The verified file for `sha256` in pypm's content-addressed cache (layout: cache.py), if any.
+
+    Used when the caller did not pass `wheel_path`."""
+    from ..config import cache_dir
+
+    d = cache_dir() / "wheels" / sha256[:2] / sha256
+    if not d.is_dir():
+        return None
+    files = [p for p in d.iterdir() if p.is_file() and not p.name.endswith((".part", ".json", ".tmp"))]
+    return files[0] if len(files) == 1 else None
 
 
 plugin = S3CachePlugin()

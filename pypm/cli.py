@@ -285,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cache", cmd_cache, "inspect and clean the wheel cache")
     p.add_argument("action", choices=["dir", "clean", "prune"],
                    help="dir: print its path; clean: remove everything; prune: remove unused and partial entries")
+    p.add_argument("--days", type=float, default=30.0, metavar="N",
+                   help="prune: also remove entries not used for N days (default: 30)")
 
     add("plugins", cmd_plugins, "list plugins found, where from, and which hooks each implements")
     add("include-dir", cmd_include_dir, "print the directory holding pypm_plugin.h (for native plugins)")

@@ -34,24 +34,29 @@ _LEAKY_PREFIXES = ("PIP_", "PYPM_", "UV_", "VIRTUAL_ENV", "CONDA_", "PYTHONPATH"
 _live_reason: list[str | None] = []  # computed once per session
 
 
-def _default_index_unreachable() -> str | None:
-    """None when the default index answers within 5 s, else the reason to skip."""
-    if _live_reason:
-        return _live_reason[0]
+def probe_index(url: str, timeout: float = 5) -> str | None:
+    """None when `url` answers (any HTTP status) within `timeout` s, else why it cannot be reached."""
+    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "pypm-tests"})
     try:
-        from pypm.config import default_index_url
+        urllib.request.urlopen(req, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered; a status code still proves the index is reachable
+    except Exception as e:  # any other failure means "cannot reach"; the cause goes in the reason
+        return f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+    return None
 
-        url = default_index_url()
-        req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "pypm-tests"})
+
+def _default_index_unreachable() -> str | None:
+    """None when the default index answers within 5 s, else the reason to skip (once per session)."""
+    if not _live_reason:
         try:
-            urllib.request.urlopen(req, timeout=5).close()
-            reason = None
-        except urllib.error.HTTPError:
-            reason = None  # it answered; a status code still proves the index is reachable
-    except Exception as e:  # any failure means "cannot reach", with the cause in the reason
-        reason = f"live test: the default index cannot be reached within 5 s ({type(e).__name__}: {e})"
-    _live_reason.append(reason)
-    return reason
+            from pypm.config import default_index_url
+
+            cause = probe_index(default_index_url())
+        except Exception as e:  # e.g. no index configured at all
+            cause = f"{type(e).__name__}: {e}"
+        _live_reason.append(f"live test: the default index cannot be reached within 5 s ({cause})" if cause else None)
+    return _live_reason[0]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -80,7 +85,12 @@ def index_server(dists: DistFactory) -> Iterator[Callable[..., IndexServer]]:
     started: list[IndexServer] = []
 
     def start(files: object = None, **opts: object) -> IndexServer:
-        paths = [dists.dir] if files is None else list(files)  # type: ignore[call-overload]
+        if files is None:
+            paths: list[Path | str] = [dists.dir]
+        elif isinstance(files, (str, os.PathLike)):
+            paths = [Path(files)]
+        else:
+            paths = list(files)  # type: ignore[call-overload]
         server = IndexServer(paths, **opts).start()  # type: ignore[arg-type]
         started.append(server)
         return server
@@ -96,7 +106,8 @@ def index_server(dists: DistFactory) -> Iterator[Callable[..., IndexServer]]:
 class PypmRunner:
     """Runs `python -m pypm ARGS` in a subprocess with an isolated home, cache and environment."""
 
-    def __init__(self, root: Path, *, live: bool) -> None:
+    def __init__(self, root: Path, *, live: bool, default_cwd: Path) -> None:
+        self.default_cwd = default_cwd
         self.home = root / "home"
         self.cache_dir = root / "pypm-cache"
         self.home.mkdir(parents=True, exist_ok=True)
@@ -127,7 +138,11 @@ class PypmRunner:
         input: str | None = None,  # noqa: A002 - mirrors subprocess.run
         check: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run pypm; `env` adds variables (None removes one); check=True asserts exit code 0."""
+        """Run pypm; `env` adds variables (None removes one); check=True asserts exit code 0.
+
+        cwd defaults to the test's tmp_path, never the repository (a stray `pypm lock` there
+        would write into pypm's own tree).
+        """
         full_env = self.env
         for k, v in (env or {}).items():
             if v is None:
@@ -137,7 +152,7 @@ class PypmRunner:
         cmd = [sys.executable, "-m", "pypm", *map(str, args)]
         proc = subprocess.run(
             cmd,
-            cwd=str(cwd) if cwd is not None else None,
+            cwd=str(cwd if cwd is not None else self.default_cwd),
             env=full_env,
             input=input,
             capture_output=True,
@@ -155,10 +170,12 @@ class PypmRunner:
         self, *args: str | os.PathLike[str], cwd: Path | str | None = None, env: Mapping[str, str] | None = None
     ) -> subprocess.Popen[str]:
         """Start pypm without waiting (for kill -9 / Ctrl-C / concurrency tests)."""
+        full_env = self.env
+        full_env.update(env or {})
         return subprocess.Popen(
             [sys.executable, "-m", "pypm", *map(str, args)],
-            cwd=str(cwd) if cwd is not None else None,
-            env={**self.env, **(env or {})},
+            cwd=str(cwd if cwd is not None else self.default_cwd),
+            env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -174,7 +191,7 @@ def pypm(tmp_path: Path, request: pytest.FixtureRequest) -> PypmRunner:
     `pypm.cache_dir`, `pypm.home`, `pypm.env` and `pypm.popen(...)` are there too.
     """
     live = request.node.get_closest_marker("live") is not None
-    return PypmRunner(tmp_path / "pypm-runner", live=live)
+    return PypmRunner(tmp_path / "pypm-runner", live=live, default_cwd=tmp_path)
 
 
 # --- the canary --------------------------------------------------------------------------------

@@ -279,3 +279,17 @@ def test_canary_index_and_project(canary_index: IndexServer, canary_project: Pat
     tool = tomllib.loads((canary_project / "pyproject.toml").read_text())["tool"]["pypm"]
     assert tool["index-url"] == canary_index.url and tool["find-links"] == ["/opt/wheels"]
     assert not (canary_project / "pypm.lock").exists() and (canary_project / "src" / "my_lib" / "demo.py").is_file()
+
+
+def test_live_probe(index_server) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import NO_INDEX_URL, probe_index
+
+    assert probe_index(index_server().url) is None
+    reason = probe_index(NO_INDEX_URL, timeout=2)
+    assert reason is not None and "refused" in reason.lower()
+
+
+def test_pypm_runner_defaults_to_tmp_cwd(pypm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    r = pypm("init", "--name", "here")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "pyproject.toml").is_file()

@@ -178,8 +178,7 @@ class IndexServer:
         class Handler(_Handler):
             index = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="pypm-test-index", daemon=True)
         self._thread.start()
         return self
@@ -356,6 +355,13 @@ class IndexServer:
             + "".join(rows)
             + "  </body>\n</html>\n"
         ).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A parallel client opens dozens of connections at once; the default backlog of 5 would
+    # drop SYNs and stall it for a second per retry.
+    request_queue_size = 128
 
 
 def _version_of(filename: str) -> str:

@@ -80,6 +80,15 @@ class Dependency:
         return d
 
 
+def _dep_key(d: "Dependency") -> tuple[str, str, str, tuple[str, ...]]:
+    # Not the dataclass order: a None marker beside a string one would make sorted() raise.
+    return (canonical_name(d.name), d.version, d.marker or "", tuple(sorted(d.extras)))
+
+
+def _file_key(f: "FileEntry") -> tuple[str, str, str, int]:
+    return (f.filename, f.url, f.sha256, -1 if f.size is None else f.size)
+
+
 @dataclass
 class LockedPackage:
     """One `[[package]]`: a name at one version, its edges and every file of the release."""
@@ -126,21 +135,21 @@ class LockedPackage:
         if self.build_network:
             d["build-network"] = True
         if self.dependencies:
-            d["dependencies"] = [x.to_toml() for x in sorted(self.dependencies)]
+            d["dependencies"] = [x.to_toml() for x in sorted(self.dependencies, key=_dep_key)]
         if self.build_dependencies:
-            d["build-dependencies"] = [x.to_toml() for x in sorted(self.build_dependencies)]
+            d["build-dependencies"] = [x.to_toml() for x in sorted(self.build_dependencies, key=_dep_key)]
         if self.optional_dependencies:
             d["optional-dependencies"] = {
-                k: [x.to_toml() for x in sorted(v)] for k, v in sorted(self.optional_dependencies.items())
+                k: [x.to_toml() for x in sorted(v, key=_dep_key)] for k, v in sorted(self.optional_dependencies.items())
             }
         if self.dependency_groups:
             d["dependency-groups"] = {
-                k: [x.to_toml() for x in sorted(v)] for k, v in sorted(self.dependency_groups.items())
+                k: [x.to_toml() for x in sorted(v, key=_dep_key)] for k, v in sorted(self.dependency_groups.items())
             }
         if self.sdist:
             d["sdist"] = self.sdist.to_toml()
         if self.wheels:
-            d["wheels"] = [w.to_toml() for w in sorted(self.wheels)]
+            d["wheels"] = [w.to_toml() for w in sorted(self.wheels, key=_file_key)]
         return d
 
 

@@ -113,6 +113,18 @@ def test_same_lock_in_any_order_gives_the_same_bytes() -> None:
         assert dumps(lock) == expected
 
 
+def test_edges_differing_only_in_marker_or_size_still_sort() -> None:
+    lock = sample_lock()
+    req = lock.get("requests", "2.32.3")
+    req.dependencies += [Dependency("idna", "3.7", 'sys_platform == "win32"'), Dependency("IDNA", "3.7", extras=("x",))]
+    req.wheels.append(FileEntry(req.wheels[0].filename, req.wheels[0].url, req.wheels[0].sha256, None))
+    text = dumps(lock)
+    req.dependencies.reverse()
+    req.wheels.reverse()
+    assert dumps(lock) == text
+    assert text.index('"idna", version = "3.7" }') < text.index('sys_platform == \\"win32\\"')
+
+
 def test_unwritable_values_raise_type_error() -> None:
     lock = sample_lock()
     lock.options["float"] = 1.5

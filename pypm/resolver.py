@@ -1,0 +1,713 @@
+"""Universal resolution: a resolvelib provider over packaging, forking on marker branches.
+
+Pure core: every file and metadata lookup goes through a `Finder` (the index client, or an
+in-memory one in tests). `resolve()` returns a `Resolution` (a merged graph with markers);
+`pypm.locking` turns it into a Lock. See docs/resolution.md for the approach and its limits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from resolvelib import AbstractProvider, BaseReporter, Resolver
+from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
+
+from .errors import ResolutionError
+from .markers import Bits, Universe, strip_extra
+
+__all__ = ["Finder", "ResolveOptions", "RootSpec", "Edge", "Node", "Resolution", "resolve", "PYTHON"]
+
+PYTHON = "#python"  # the virtual identifier whose requirements are Requires-Python checks
+PRERELEASE_DEFAULT = "if-necessary-or-explicit"
+
+
+class Finder(Protocol):
+    """What the resolver needs of an index (pypm.index.IndexClient fits)."""
+
+    def project_files(self, name: str) -> list[Any]: ...  # list[DistFile]
+    def metadata(self, f: Any) -> Any: ...  # CoreMetadata
+    def prefetch(self, names: Iterable[str]) -> None: ...
+    def prefetch_metadata(self, files: Iterable[Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ResolveOptions:
+    prerelease: str = PRERELEASE_DEFAULT
+    exclude_newer: datetime | None = None
+    no_build: bool = False
+    no_binary: bool = False
+    # canonical name -> versions to prefer (the old lock's pins); names to upgrade are left out
+    preferences: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    initial_forks: Sequence[str] = ()  # markers of the old lock's forks, to keep them stable
+    max_forks: int = 64
+    max_rounds: int = 20000
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    """The graph's entry points: the project's own requirement lists."""
+
+    name: str
+    requires_python: str
+    dependencies: Sequence[str] = ()
+    optional_dependencies: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    dependency_groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, order=True)
+class Edge:
+    name: str  # canonical
+    version: str
+    marker: str | None
+    extras: tuple[str, ...] = ()
+
+
+@dataclass
+class Node:
+    name: str  # canonical
+    version: str
+    files: list[Any]  # DistFile: every file of the release the lock may pin
+    marker: str | None = None  # where it is needed at all (None: everywhere)
+    main: bool = False
+    extras: set[str] = field(default_factory=set)  # root extras that pull it in
+    groups: set[str] = field(default_factory=set)
+    dependencies: list[Edge] = field(default_factory=list)
+    optional_dependencies: dict[str, list[Edge]] = field(default_factory=dict)
+    requires_python: str | None = None
+
+
+@dataclass
+class Resolution:
+    root_dependencies: list[Edge]
+    root_optional: dict[str, list[Edge]]
+    root_groups: dict[str, list[Edge]]
+    nodes: dict[tuple[str, str], Node]
+    forks: list[str]  # resolution markers, when the graph forked
+
+
+# ---------------------------------------------------------------------- requirements & candidates
+
+@dataclass(frozen=True)
+class Req:
+    ident: str  # "name", "name[extra]" or PYTHON
+    name: str  # canonical
+    extra: str  # "" or the extra this identifier stands for
+    specifier: SpecifierSet
+    bits: Bits  # where the requirement applies, within the branch
+    text: str  # for messages
+    full_bits: Bits = 0  # where its marker holds, whatever the branch
+    extras: tuple[str, ...] = ()  # the extras the requirement asked for (edges keep them)
+    marker: str | None = None  # the marker without `extra ==` parts
+    exact: bool = True  # marker fully inside the universe
+
+    def is_pin(self) -> bool:
+        return any(s.operator in ("==", "===") and not s.version.endswith(".*") for s in self.specifier)
+
+
+@dataclass(frozen=True)
+class Cand:
+    name: str
+    version: Version
+    extra: str
+    files: tuple[Any, ...] = field(compare=False, hash=False)
+    # Where the requirements that chose it apply: its Requires-Python must hold on all of it.
+    scope: Bits = field(default=0, compare=False, hash=False)
+
+    @property
+    def ident(self) -> str:
+        return f"{self.name}[{self.extra}]" if self.extra else self.name
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class _ForkNeeded(Exception):
+    def __init__(self, regions: list[Bits]) -> None:
+        super().__init__("fork")
+        self.regions = regions
+
+
+def _parse_req(text: str, where: str) -> Requirement:
+    try:
+        return Requirement(text)
+    except InvalidRequirement as e:
+        raise ResolutionError(f"{where} has an invalid requirement {text!r}: {e}",
+                              hint="fix or report that package's metadata") from None
+
+
+def _parse_time(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    try:
+        t = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------------- the shared state
+
+class _State:
+    """What all branches share: the finder, the universe, memoised metadata and file lists."""
+
+    def __init__(self, finder: Finder, universe: Universe, opts: ResolveOptions) -> None:
+        self.finder = finder
+        self.u = universe
+        self.opts = opts
+        self._versions: dict[str, dict[Version, list[Any]]] = {}
+        self._meta: dict[tuple[str, Version], Any] = {}
+
+    def versions(self, name: str) -> dict[Version, list[Any]]:
+        """version -> files usable under the options (yanked kept; callers decide)."""
+        hit = self._versions.get(name)
+        if hit is not None:
+            return hit
+        out: dict[Version, list[Any]] = {}
+        cutoff = self.opts.exclude_newer
+        for f in self.finder.project_files(name):
+            if f.kind == "wheel" and self.opts.no_binary:
+                continue
+            if f.kind == "sdist" and self.opts.no_build:
+                continue
+            if cutoff is not None:
+                t = _parse_time(f.upload_time)
+                if t is not None and t > cutoff:
+                    continue
+            if f.requires_python and not (self.u.python_bits(f.requires_python) & self.u.full):
+                continue  # no Python of the project can install this file
+            try:
+                v = Version(f.version)
+            except InvalidVersion:
+                continue
+            out.setdefault(v, []).append(f)
+        self._versions[name] = out
+        return out
+
+    def metadata_file(self, files: Sequence[Any]) -> Any:
+        # A PEP 658 file is cheapest, then any wheel (range request), then the sdist's PKG-INFO.
+        ranked = sorted(files, key=lambda f: (f.kind != "wheel", not f.has_metadata, f.filename))
+        return ranked[0]
+
+    def metadata(self, c: Cand) -> Any:
+        key = (c.name, c.version)
+        m = self._meta.get(key)
+        if m is None:
+            m = self._meta[key] = self.finder.metadata(self.metadata_file(c.files))
+        return m
+
+    def prefetch_metadata(self, cands: Iterable[Cand]) -> None:
+        files = [self.metadata_file(c.files) for c in cands if (c.name, c.version) not in self._meta and c.files]
+        if files:
+            self.finder.prefetch_metadata(files)
+
+
+# ---------------------------------------------------------------------- the provider
+
+class _Provider(AbstractProvider):  # type: ignore[misc]
+    def __init__(self, state: _State, branch: Bits, root_name: str) -> None:
+        self.s = state
+        self.u = state.u
+        self.branch = branch
+        self.root_name = root_name
+        self.why: dict[str, tuple[Cand | None, Req]] = {}  # ident -> first (parent, requirement) seen
+        self.excluded: dict[str, list[str]] = {}
+
+    # -- requirements out of metadata
+    def make_reqs(self, texts: Iterable[str], extra: str, parent: Cand | None, where: str) -> list[Req]:
+        out = []
+        for text in texts:
+            r = _parse_req(text, where)
+            if r.url:
+                raise ResolutionError(f"{where} requires {text!r}, a direct URL, which pypm cannot lock yet",
+                                      hint="depend on a released version from an index or find-links instead")
+            marker = str(r.marker) if r.marker else None
+            info = self.u.compile(marker, extra)
+            bits = info.bits & self.branch
+            if not bits:
+                continue  # false everywhere this branch (and requires-python) covers
+            if extra:
+                # Only what the extra adds: requirements true without it belong to the base.
+                if (self.u.compile(marker, "").bits & self.branch) == bits:
+                    continue
+            name = canonicalize_name(r.name)
+            common = dict(name=name, specifier=r.specifier, bits=bits, full_bits=info.bits,
+                          marker=strip_extra(marker),
+                          exact=info.exact, extras=tuple(sorted(canonicalize_name(e) for e in r.extras)))
+            if not r.extras:
+                out.append(Req(ident=name, extra="", text=text, **common))
+            for e in sorted(canonicalize_name(x) for x in r.extras):
+                out.append(Req(ident=f"{name}[{e}]", extra=e, text=text, **common))
+        return out
+
+    def check_forks(self, reqs: Sequence[Req]) -> None:
+        """Disjoint markers with different specifiers on one name: resolve each region apart."""
+        by_name: dict[str, list[Req]] = {}
+        for r in reqs:
+            by_name.setdefault(r.name, []).append(r)
+        for name in sorted(by_name):
+            group = by_name[name]
+            if len({str(r.specifier) for r in group}) < 2:
+                continue
+            if not any(a.bits & b.bits == 0 and a.specifier != b.specifier
+                       for i, a in enumerate(group) for b in group[i + 1:]):
+                continue
+            regions = split_regions(self.branch, [r.bits for r in group])
+            if len(regions) > 1:
+                raise _ForkNeeded(regions)
+
+    # -- resolvelib hooks
+    def identify(self, requirement_or_candidate: Req | Cand) -> str:
+        return requirement_or_candidate.ident
+
+    def get_preference(self, identifier: str, resolutions: Mapping[str, Cand], candidates: Any,
+                       information: Mapping[str, Iterator[Any]], backtrack_causes: Sequence[Any]) -> Any:
+        infos = list(information[identifier])
+        pinned = any(i.requirement.is_pin() for i in infos)
+        causes = {c.requirement.name for c in backtrack_causes}
+        direct = any(i.parent is None for i in infos)
+        return (identifier != PYTHON, identifier.split("[")[0] not in causes, not pinned, not direct, identifier)
+
+    def narrow_requirement_selection(self, identifiers: Iterable[str], resolutions: Mapping[str, Cand],
+                                     candidates: Mapping[str, Iterator[Cand]], information: Any,
+                                     backtrack_causes: Sequence[Any]) -> Iterable[str]:
+        # Each round: fetch the metadata of every identifier's best candidate at once.
+        ids = list(identifiers)
+        firsts = []
+        for i in ids:
+            if i == PYTHON:
+                continue
+            c = next(iter(candidates[i]), None)
+            if c is not None:
+                firsts.append(c)
+        self.s.prefetch_metadata(firsts)
+        return ids
+
+    def find_matches(self, identifier: str, requirements: Mapping[str, Iterator[Req]],
+                     incompatibilities: Mapping[str, Iterator[Cand]]) -> list[Cand]:
+        reqs = list(requirements[identifier])
+        if identifier == PYTHON:
+            if all(self.u.admits(str(r.specifier), r.bits) for r in reqs):
+                return [Cand(PYTHON, Version("3"), "", ())]
+            return []
+        name = reqs[0].name
+        extra = reqs[0].extra
+        if extra:
+            reqs += list(requirements.get(name, ()))
+        bad = {c.version for c in incompatibilities[identifier]}
+        # The Python range that matters is the branch narrowed by these requirements' markers.
+        scope = 0
+        for r in reqs:
+            scope |= r.bits
+        scope &= self.branch
+        specs = [r.specifier for r in reqs]
+        pins = {Version(s.version) for r in reqs for s in r.specifier if r.is_pin() and s.operator == "=="}
+        usable: dict[Version, list[Any]] = {}
+        reasons: list[str] = []
+        for v, files in self.s.versions(name).items():
+            files = [f for f in files if f.yanked is None or v in pins]
+            if not files:
+                reasons.append(f"{v} is yanked")
+                continue
+            ok = [f for f in files if self._file_usable(f, scope)]
+            if not ok:
+                rp = sorted({f.requires_python for f in files if f.requires_python})
+                if rp and not any(self.u.admits(x, scope) for x in rp):
+                    reasons.append(f"{v} requires Python {rp[0]}")
+                else:
+                    reasons.append(f"{v} has no file for these platforms")
+                continue
+            usable[v] = files
+        self.excluded[name] = reasons
+        allow_pre = self._allow_prereleases(reqs, usable, specs)
+        matching = [v for v in usable if v not in bad and all(s.contains(v, prereleases=allow_pre) for s in specs)]
+        prefs = {Version(x) for x in self.s.opts.preferences.get(name, ()) if _valid(x)}
+        # The old lock's pins first (re-locking keeps them), then newest first.
+        matching = sorted([v for v in matching if v in prefs], reverse=True) + \
+            sorted([v for v in matching if v not in prefs], reverse=True)
+        return [Cand(name, v, extra, tuple(usable[v]), scope) for v in matching]
+
+    def _file_usable(self, f: Any, scope: Bits) -> bool:
+        if f.requires_python and not self.u.admits(f.requires_python, scope):
+            return False
+        if f.kind == "wheel":
+            return bool(self.u.wheel_bits(f.filename) & scope)
+        return True
+
+    def _allow_prereleases(self, reqs: Sequence[Req], usable: Mapping[Version, Any],
+                           specs: Sequence[SpecifierSet]) -> bool:
+        mode = self.s.opts.prerelease
+        if mode == "allow":
+            return True
+        if mode == "disallow":
+            return False
+        explicit = any(s.prereleases for s in specs) or any(
+            sp.operator in ("==", "===") and _valid(sp.version) and Version(sp.version.rstrip(".*")).is_prerelease
+            for s in specs for sp in s)
+        if mode in ("explicit", "if-necessary-or-explicit") and explicit:
+            return True
+        if mode in ("if-necessary", "if-necessary-or-explicit"):
+            finals = [v for v in usable if all(s.contains(v, prereleases=False) for s in specs)]
+            return not finals
+        return False
+
+    def is_satisfied_by(self, requirement: Req, candidate: Cand) -> bool:
+        if requirement.ident == PYTHON:
+            return self.u.admits(str(requirement.specifier), requirement.bits)
+        return requirement.specifier.contains(candidate.version, prereleases=True)
+
+    def get_dependencies(self, candidate: Cand) -> list[Req]:
+        if candidate.name == PYTHON:
+            return []
+        meta = self.s.metadata(candidate)
+        where = f"{candidate.name} {candidate.version}"
+        reqs: list[Req] = []
+        if candidate.extra:
+            base = Req(ident=candidate.name, name=candidate.name, extra="",
+                       specifier=SpecifierSet(f"=={candidate.version}"), bits=self.branch,
+                       text=f"{candidate.name}=={candidate.version}")
+            reqs.append(base)
+            reqs += self.make_reqs(meta.requires_dist, candidate.extra, candidate, where)
+        else:
+            if meta.requires_python:
+                reqs.append(Req(ident=PYTHON, name=PYTHON, extra="", specifier=_spec(meta.requires_python),
+                                bits=candidate.scope or self.branch, text=f"Python {meta.requires_python}"))
+            reqs += self.make_reqs(meta.requires_dist, "", candidate, where)
+            self.check_forks([r for r in reqs if r.ident != PYTHON])
+        for r in reqs:
+            self.why.setdefault(r.ident, (candidate, r))
+        names = {r.name for r in reqs if r.ident != PYTHON}
+        if names:
+            self.s.finder.prefetch(sorted(names))
+        return reqs
+
+
+def _valid(v: str) -> bool:
+    try:
+        Version(v.rstrip(".*"))
+        return True
+    except InvalidVersion:
+        return False
+
+
+def _spec(text: str) -> SpecifierSet:
+    try:
+        return SpecifierSet(text)
+    except Exception:
+        return SpecifierSet()
+
+
+def split_regions(branch: Bits, parts: Iterable[Bits]) -> list[Bits]:
+    """The partition of `branch` generated by `parts` (non-empty cells only, deterministic order)."""
+    regions = [branch]
+    for b in parts:
+        nxt = []
+        for r in regions:
+            for cell in (r & b, r & ~b):
+                if cell:
+                    nxt.append(cell)
+        regions = nxt
+    return sorted(set(regions), key=lambda r: (-r.bit_length(), r))
+
+
+# ---------------------------------------------------------------------- explaining failures
+
+def _chain(p: _Provider, cand: Cand | None, seen: set[str] | None = None) -> list[str]:
+    if cand is None:
+        return []
+    seen = seen or set()
+    if cand.ident in seen or cand.ident not in p.why:
+        return []
+    seen.add(cand.ident)
+    parent, req = p.why[cand.ident]
+    return _chain(p, parent, seen) + [f"{parent or p.root_name} depends on {req.text}"
+                                      if parent else f"{p.root_name} depends on {req.text}"]
+
+
+def _explain(p: _Provider, e: ResolutionImpossible) -> ResolutionError:
+    causes = list(e.causes)
+    if not causes:
+        return ResolutionError("no set of versions satisfies the requirements")
+    name = causes[0].requirement.name
+    lines: list[str] = []
+    for info in causes:
+        req, parent = info.requirement, info.parent
+        steps = _chain(p, parent)
+        who = str(parent) if parent is not None else p.root_name
+        if req.ident == PYTHON:
+            steps.append(f"{who} requires {req.text}, but it is needed on Python "
+                         f"{p.u.describe_python(req.bits)} (the project's requires-python is "
+                         f"{p.u.requires_python or 'unset'})")
+        else:
+            steps.append(f"{who} depends on {req.text}")
+        line = "; ".join(steps)
+        if line not in lines:
+            lines.append(line)
+    if name == PYTHON:
+        return ResolutionError("cannot satisfy Requires-Python: " + "; ".join(lines),
+                               hint="narrow [project] requires-python, or pin an older release of that package")
+    known = sorted(p.s.versions(name)) if name != PYTHON else []
+    avail = ", ".join(str(v) for v in known[-8:]) or "none"
+    msg = f"cannot resolve {name}: " + "; ".join(lines) + f" (versions of {name} available: {avail}"
+    excluded = p.excluded.get(name)
+    if excluded:
+        msg += "; excluded: " + ", ".join(excluded[:6])
+    msg += ")"
+    return ResolutionError(msg, hint="relax one of these requirements, or pin a version that satisfies them all")
+
+
+# ---------------------------------------------------------------------- resolving
+
+def _root_reqs(p: _Provider, root: RootSpec) -> tuple[list[Req], dict[str, list[Req]]]:
+    """All entry-point requirements (for resolvelib) and per entry point (for the graph)."""
+    rn = canonicalize_name(root.name)
+    entries: dict[str, list[str]] = {"": list(root.dependencies)}
+    for e, reqs in root.optional_dependencies.items():
+        entries[f"extra:{e}"] = list(reqs)
+    for g, reqs in root.dependency_groups.items():
+        entries[f"group:{g}"] = list(reqs)
+    per: dict[str, list[Req]] = {}
+    for key, texts in entries.items():
+        expanded: list[str] = []
+        stack = list(texts)
+        seen_extras: set[str] = set()
+        while stack:  # the project naming itself with extras pulls in those extras
+            t = stack.pop(0)
+            r = _parse_req(t, f"{root.name}'s pyproject.toml")
+            if canonicalize_name(r.name) == rn:
+                for x in r.extras:
+                    x = canonicalize_name(x)
+                    if x not in seen_extras:
+                        seen_extras.add(x)
+                        stack += [s if not r.marker else _and_marker(s, str(r.marker))
+                                  for s in root.optional_dependencies.get(x, ())]
+                continue
+            expanded.append(t)
+        per[key] = p.make_reqs(expanded, "", None, f"{root.name}'s pyproject.toml")
+    flat = [r for k in sorted(per) for r in per[k]]
+    return flat, per
+
+
+def _and_marker(req: str, marker: str) -> str:
+    r = Requirement(req)
+    m = f"({r.marker}) and ({marker})" if r.marker else marker
+    r.marker = None
+    return f"{r}; {m}"
+
+
+def _resolve_branch(state: _State, root: RootSpec, branch: Bits) -> tuple[_Provider, dict[str, Cand], dict[str, list[Req]]]:
+    p = _Provider(state, branch, root.name)
+    flat, per = _root_reqs(p, root)
+    p.check_forks(flat)
+    for r in flat:
+        p.why.setdefault(r.ident, (None, r))
+    state.finder.prefetch(sorted({r.name for r in flat}))
+    resolver = Resolver(p, BaseReporter())
+    try:
+        result = resolver.resolve(flat, max_rounds=state.opts.max_rounds)
+    except ResolutionImpossible as e:
+        raise _Impossible(p, e) from None
+    except ResolutionTooDeep:
+        raise ResolutionError(f"gave up after {state.opts.max_rounds} resolution rounds",
+                              hint="pin some versions to narrow the search") from None
+    return p, dict(result.mapping), per
+
+
+class _Impossible(Exception):
+    def __init__(self, p: _Provider, e: ResolutionImpossible) -> None:
+        super().__init__("impossible")
+        self.p = p
+        self.e = e
+
+
+def resolve(finder: Finder, root: RootSpec, opts: ResolveOptions | None = None) -> Resolution:
+    """Resolve `root` for every environment in its requires-python; fork where markers demand it."""
+    opts = opts or ResolveOptions()
+    u = Universe(root.requires_python)
+    state = _State(finder, u, opts)
+    queue: list[Bits] = []
+    if opts.initial_forks:
+        queue = split_regions(u.full, [u.bits(x) for x in opts.initial_forks])
+    queue = queue or [u.full]
+    done: list[tuple[Bits, _Provider, dict[str, Cand], dict[str, list[Req]]]] = []
+    forks = 0
+    while queue:
+        branch = queue.pop(0)
+        try:
+            p, mapping, per = _resolve_branch(state, root, branch)
+        except _ForkNeeded as f:
+            forks += len(f.regions)
+            if forks > opts.max_forks:
+                raise ResolutionError(f"the resolution forked into more than {opts.max_forks} branches",
+                                      hint="simplify the markers of conflicting requirements") from None
+            queue[0:0] = f.regions
+            continue
+        except _Impossible as imp:
+            regions = _reactive_fork(imp, branch)
+            if regions:
+                forks += len(regions)
+                if forks <= opts.max_forks:
+                    queue[0:0] = regions
+                    continue
+            raise _explain(imp.p, imp.e) from None
+        done.append((branch, p, mapping, per))
+    return _merge(state, root, done)
+
+
+def _reactive_fork(imp: _Impossible, branch: Bits) -> list[Bits]:
+    """A conflict between requirements with disjoint markers: split the branch along them."""
+    reqs = [c.requirement for c in imp.e.causes if c.requirement.ident != PYTHON]
+    for i, a in enumerate(reqs):
+        for b in reqs[i + 1:]:
+            if a.name == b.name and a.bits & b.bits == 0 and a.specifier != b.specifier:
+                regions = split_regions(branch, [a.bits, b.bits])
+                if len(regions) > 1:
+                    return regions
+    return []
+
+
+# ---------------------------------------------------------------------- merging branches into a graph
+
+def _merge(state: _State, root: RootSpec, done: list[tuple[Bits, _Provider, dict[str, Cand], dict[str, list[Req]]]]) -> Resolution:
+    u = state.u
+    # Branches with the same pins are one branch (their regions are joined).
+    grouped: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for i, (_, _, mapping, _) in enumerate(done):
+        sig = tuple(sorted((k, str(c.version)) for k, c in mapping.items() if k != PYTHON))
+        grouped.setdefault(sig, []).append(i)
+    merged = []
+    for sig, idx in sorted(grouped.items(), key=lambda kv: kv[1][0]):
+        bits = 0
+        for i in idx:
+            bits |= done[i][0]
+        first = done[idx[0]]
+        merged.append((bits, first[1], first[2], first[3]))
+
+    # (parent, section, dep name, dep version, dep extras) -> _EdgeAcc
+    edges: dict[tuple[Any, str, str, str, tuple[str, ...]], _EdgeAcc] = {}
+    nodes: dict[tuple[str, str], Node] = {}
+
+    def add_edge(parent: Any, section: str, r: Req, target: Cand) -> None:
+        key = (parent, section, r.name, str(target.version), r.extras)
+        acc = edges.get(key)
+        if acc is None:
+            acc = edges[key] = _EdgeAcc(r.marker, r.exact)
+        acc.bits |= r.bits
+        acc.req_bits |= r.full_bits
+
+    for bbits, p, mapping, _ in merged:
+        p.branch = bbits  # requirements below are cut to the (joined) region of this branch
+        _, per = _root_reqs(p, root)
+        for entry, reqs in per.items():
+            for r in reqs:
+                add_edge(("root", entry), "", r, mapping[r.name])
+        for ident, c in sorted(mapping.items()):
+            if ident == PYTHON or c.extra:
+                continue
+            nk = (c.name, str(c.version))
+            meta = state.metadata(c)
+            if nk not in nodes:
+                nodes[nk] = Node(name=c.name, version=str(c.version), files=list(c.files),
+                                 requires_python=meta.requires_python)
+            extras_here = sorted(x.extra for x in mapping.values() if x.name == c.name and x.extra)
+            for section in [""] + extras_here:
+                for r in p.make_reqs(meta.requires_dist, section, c, str(c)):
+                    if r.name in mapping:
+                        add_edge(nk, section, r, mapping[r.name])
+
+    # Reachability per entry point: bits of (node, extra) states, to a fixpoint.
+    out_edges: dict[Any, list[tuple[tuple[str, str], tuple[str, ...], Bits]]] = {}
+    for (parent, section, name, version, extras), acc in edges.items():
+        out_edges.setdefault((parent, section), []).append(((name, version), extras, acc.bits))
+    entries = sorted({k[0][1] for k in out_edges if k[0][0] == "root"})
+    reach_total: dict[tuple[str, str], Bits] = {}
+    for entry in entries:
+        reach: dict[tuple[Any, str], Bits] = {}
+        work: list[tuple[Any, str]] = []
+
+        def feed(target: tuple[str, str], extras: tuple[str, ...], bits: Bits) -> None:
+            for ex in ("",) + extras:
+                st = (target, ex)
+                old = reach.get(st, 0)
+                if bits & ~old:
+                    reach[st] = old | bits
+                    work.append(st)
+
+        for target, extras, bits in out_edges.get((("root", entry), ""), []):
+            feed(target, extras, bits)
+        while work:
+            st = work.pop()
+            r = reach[st]
+            for target, extras, bits in out_edges.get(st, []):
+                if r & bits:
+                    feed(target, extras, r & bits)
+        for (nk, ex), bits in reach.items():
+            if ex or not bits:
+                continue
+            reach_total[nk] = reach_total.get(nk, 0) | bits
+            node = nodes[nk]
+            if entry == "":
+                node.main = True
+            elif entry.startswith("extra:"):
+                node.extras.add(entry[6:])
+            else:
+                node.groups.add(entry[6:])
+
+    kept = {nk for nk, b in reach_total.items() if b}
+    for nk in list(nodes):
+        if nk not in kept:
+            del nodes[nk]
+        else:
+            nodes[nk].marker = u.to_marker(reach_total[nk])
+
+    def edge_marker(acc: _EdgeAcc, parent_bits: Bits) -> str | None:
+        if (acc.req_bits & parent_bits) == (acc.bits & parent_bits):
+            # No fork cut this edge: its own marker says it best (kept verbatim when inexact).
+            if not acc.exact:
+                return acc.text
+            return u.to_marker(acc.req_bits)
+        m = u.to_marker(acc.bits)
+        return f"({acc.text}) and ({m})" if not acc.exact and acc.text and m else m
+
+    root_deps: list[Edge] = []
+    root_opt: dict[str, list[Edge]] = {}
+    root_groups: dict[str, list[Edge]] = {}
+    for (parent, section, name, version, extras), acc in sorted(edges.items(), key=lambda kv: repr(kv[0])):
+        if (name, version) not in kept or not acc.bits:
+            continue
+        if parent[0] == "root":
+            e = Edge(name, version, edge_marker(acc, u.full), extras)
+            entry = parent[1]
+            if entry == "":
+                root_deps.append(e)
+            elif entry.startswith("extra:"):
+                root_opt.setdefault(entry[6:], []).append(e)
+            else:
+                root_groups.setdefault(entry[6:], []).append(e)
+            continue
+        if parent not in kept:
+            continue
+        e = Edge(name, version, edge_marker(acc, reach_total[parent]), extras)
+        node = nodes[parent]
+        if section:
+            node.optional_dependencies.setdefault(section, []).append(e)
+        else:
+            node.dependencies.append(e)
+    forks = [m for m in (u.to_marker(b) for b, *_ in merged) if m] if len(merged) > 1 else []
+    return Resolution(root_deps, root_opt, root_groups, nodes, sorted(forks))
+
+
+class _EdgeAcc:
+    __slots__ = ("text", "exact", "bits", "req_bits")
+
+    def __init__(self, text: str | None, exact: bool) -> None:
+        self.text = text
+        self.exact = exact
+        self.bits: Bits = 0  # where the edge applies, over every branch that has it
+        self.req_bits: Bits = 0  # where its marker holds

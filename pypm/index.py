@@ -701,11 +701,12 @@ class IndexClient:
 
     def _metadata(self, f: DistFile) -> CoreMetadata:
         path = self.cache_dir / "metadata" / (_cache_key(self._file_key(f)) + ".json")
-        try:
-            return CoreMetadata(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in json.loads(path.read_bytes()).items()})
-        except (OSError, ValueError, TypeError):
-            pass  # not cached (or an unreadable entry, which is simply replaced)
+        if not self.refresh:  # --refresh re-fetches metadata (DESIGN §3)
+            try:
+                return CoreMetadata(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in json.loads(path.read_bytes()).items()})
+            except (OSError, ValueError, TypeError):
+                pass  # not cached (or an unreadable entry, which is simply replaced)
         if self.offline and not _is_local(f.url):
             raise IndexError_(f"the metadata of {f.filename} is not in the cache; run without --offline",
                               hint="run once with the network so the cache holds it")
@@ -864,7 +865,7 @@ class IndexClient:
         record = self.cache_dir / "hashes" / (_cache_key(f"{f.url}\0{st.st_size}\0{st.st_mtime_ns}") + ".sha256")
         try:
             digest = record.read_text().strip()
-            if len(digest) == 64:
+            if len(digest) == 64 and not self.refresh:
                 return digest
         except OSError:
             pass

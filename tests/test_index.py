@@ -231,6 +231,9 @@ def test_warm_metadata_cache_makes_no_requests(small_index: IndexServer, client_
     c2 = client_factory([small_index.url])  # same cache dir, fresh process state
     assert [c2.metadata(f) for f in files] == first
     assert small_index.requests == []
+    c3 = client_factory([small_index.url], refresh=True)  # --refresh re-fetches metadata
+    assert c3.metadata(files[0]) == first[0]
+    assert f"/files/{files[0].filename}.metadata" in _paths(small_index)
 
 
 # --------------------------------------------------------------------------- local sources
@@ -461,3 +464,19 @@ def test_broken_wheel_is_integrity_error(client_factory, tmp_path) -> None:
     with pytest.raises(IntegrityError) as e:
         c.metadata(f)
     assert "sigma-1.0-py3-none-any.whl" in str(e.value) and "not a readable wheel" in str(e.value)
+
+
+@pytest.mark.live
+def test_live_default_index(tmp_path) -> None:
+    """The default index (from configuration, never written here) through the JSON API."""
+    from pypm.config import default_index_url
+
+    with IndexClient([default_index_url()], [], cache_dir=tmp_path / "cache") as c:
+        files = [f for f in c.project_files("idna") if f.version == "3.7"]
+        wheel = next(f for f in files if f.kind == "wheel")
+        assert any(f.kind == "sdist" for f in files)
+        assert wheel.sha256 and len(wheel.sha256) == 64 and wheel.size and wheel.upload_time
+        meta = c.metadata(wheel)
+        assert (meta.name, meta.version) == ("idna", "3.7") and meta.requires_python
+        with pytest.raises(PackageNotFound):
+            c.project_files("this-project-does-not-exist-pypm-test-0b6f1c")

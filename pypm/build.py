@@ -97,7 +97,7 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
     """
     from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
-    from .installer import install_wheel_file
+    from .installer import install_wheel
     from .plan import choose_file
     from .venv import create_venv
 
@@ -115,14 +115,16 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
                              f"{interpreter.describe()}; building build dependencies from source is not supported",
                              hint="pin a version of it that ships wheels in [build-system] requires")
         entries.append((p, f))
-    wheels = cache.fetch_many([(p.name, p.version, f) for p, f in entries]) if entries else []
+    got = cache.fetch_many([(p.name, f) for p, f in entries]) if entries else {}
+    trees = cache.unpack_many([(p.name, f) for p, f in entries], got) if entries else {}
 
     tmp = Path(tempfile.mkdtemp(prefix="pypm-build-"))
     try:
         env_dir = tmp / "env"
-        create_venv(env_dir, interpreter)
-        for w in wheels:
-            install_wheel_file(cache, w, env_dir, interpreter, link_mode=link_mode)
+        layout = create_venv(env_dir, interpreter)
+        for _p, f in entries:
+            install_wheel(layout, trees[f.sha256], wheel_filename=f.filename, wheel_sha256=f.sha256,
+                          link_mode=link_mode)
         log: list[str] = []
         hooks = BuildBackendHookCaller(str(source), backend, backend_path=backend_path,
                                        python_executable=str(env_dir / "bin" / "python"),

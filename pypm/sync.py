@@ -205,12 +205,12 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
                              _project_token(project), root_pkg))
 
     if opts.dry_run:
-        installed = _installed(venv) if _venv_matches(venv, interp) else {}
+        installed = _installed(venv, interp) if _venv_matches(venv, interp) else {}
         ctx.info(format_plan(make_plan(installed, wanted)))
         return venv
 
     created = _ensure_venv(ctx, venv, interp)
-    installed = _installed(venv)
+    installed = _installed(venv, interp)
     plan = make_plan(installed, wanted)
     want_state = expected_state(project.root, opts.selection, python_flag=opts.python, frozen=opts.frozen)
     assert want_state is not None  # ensure_lock left a pypm.lock behind
@@ -276,7 +276,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                                on_mismatch=lambda m: ctx.info(
                                    f"warning: a plugin fetcher delivered {m.filename} of {m.package} with sha256 "
                                    f"{m.actual}, expected {m.expected}; discarded it and used the index"))
-        unpacked: dict[str, Path] = {}
+        unpacked: dict[str, tuple[Path, str]] = {}  # name -> (unpacked tree, wheel filename)
         with tempfile.TemporaryDirectory(prefix="pypm-sync-") as tmp:
             to_unpack = []
             for w in fetch:
@@ -285,7 +285,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     built = build_wheel(src, Path(tmp) / "wheels", editable=False,
                                         build_packages=_build_packages(lock, w.package), interpreter=interp,
                                         cache=cache, link_mode=opts.link_mode)
-                    unpacked[w.name] = _store_built(cache, w.name, built)
+                    unpacked[w.name] = (_store_built(cache, w.name, built), built.name)
                 else:
                     to_unpack.append(w)
             for w in (*plan.install, *(n for _, n in plan.replace)):
@@ -293,11 +293,11 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     built = build_wheel(project.root, Path(tmp) / "wheels", editable=True,
                                         build_packages=_build_packages(lock, w.package), interpreter=interp,
                                         cache=cache, link_mode=opts.link_mode)
-                    unpacked[w.name] = _store_built(cache, w.name, built)
+                    unpacked[w.name] = (_store_built(cache, w.name, built), built.name)
             trees = cache.unpack_many([(w.name, w.file) for w in to_unpack],
                                       {w.file.sha256: got[w.file.sha256] for w in to_unpack})
             for w in to_unpack:
-                unpacked[w.name] = trees[w.file.sha256]
+                unpacked[w.name] = (trees[w.file.sha256], w.file.filename)
 
         _drop_state(venv)
         for old in plan.remove:
@@ -306,10 +306,10 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         for old, new in plan.replace:
             ctx.debug(f"replacing {old.name}=={old.version} with {new.version}")
             _uninstall(venv, interp, old.name)
-            _install(unpacked[new.name], new, venv, interp, opts)
+            _install(*unpacked[new.name], new, project, venv, interp, opts)
         for new in plan.install:
             ctx.debug(f"installing {new.name}=={new.version}")
-            _install(unpacked[new.name], new, venv, interp, opts)
+            _install(*unpacked[new.name], new, project, venv, interp, opts)
 
 
 def _store_built(cache: Any, name: str, wheel: Path) -> Path:
@@ -384,26 +384,58 @@ def _ensure_venv(ctx: Any, venv: Path, interp: Any) -> bool:
     return created
 
 
-def _installed(venv: Path) -> dict[str, Any]:
+def _layout(venv: Path, interp: Any) -> Any:
+    from .venv import VenvLayout
+
+    return VenvLayout.for_interpreter(venv, interp)
+
+
+def _installed(venv: Path, interp: Any) -> dict[str, Any]:
     """{canonical name: plan.Installed} for every distribution in the venv, completeness checked."""
     from .installer import installed_distributions
     from .plan import Installed
 
     out: dict[str, Any] = {}
-    for d in installed_distributions(venv):
-        out[d.name] = Installed(d.name, d.version, d.source_sha256, complete=d.is_complete())
+    for name, d in installed_distributions(_layout(venv, interp)).items():
+        complete = d.complete and d.dist_info is not None and _files_present(d.dist_info)
+        out[name] = Installed(name, d.version, d.source_sha256, complete=complete)
     return out
 
 
-def _install(tree: Path, w: Any, venv: Path, interp: Any, opts: SyncOptions) -> None:
-    from .installer import install
-    from .venv import VenvLayout
+def _files_present(dist_info: Path) -> bool:
+    """Every file in the dist's RECORD exists with its recorded size (one stat each, no hashing):
+    catches what a crash or a stray `rm` left behind without reading file contents."""
+    import csv
 
-    install(tree, VenvLayout.for_interpreter(venv, interp), source_sha256=w.token,
-            link_mode=opts.link_mode, compile=opts.compile)
+    try:
+        with open(dist_info / "RECORD", newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    base = dist_info.parent
+    for row in rows:
+        if not row or not row[0]:
+            continue
+        try:
+            st = os.stat(base / row[0])
+        except OSError:
+            return False
+        if len(row) > 2 and row[2] and row[2].isdigit() and int(row[2]) != st.st_size:
+            return False
+    return True
+
+
+def _install(tree: Path, filename: str, w: Any, project: Any, venv: Path, interp: Any, opts: SyncOptions) -> None:
+    from .installer import install_wheel
+
+    direct_url = None
+    if w.kind == "editable":  # PEP 610/660: record where the editable project lives
+        direct_url = {"url": project.root.as_uri(), "dir_info": {"editable": True}}
+    install_wheel(_layout(venv, interp), tree, wheel_filename=filename, wheel_sha256=w.token,
+                  link_mode=opts.link_mode, direct_url=direct_url, compile_bytecode=opts.compile)
 
 
 def _uninstall(venv: Path, interp: Any, name: str) -> None:
     from .installer import uninstall
 
-    uninstall(venv, name)
+    uninstall(_layout(venv, interp), name)

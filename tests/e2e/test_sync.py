@@ -279,23 +279,24 @@ def test_editable_project_is_installed_through_its_backend(pypm, small) -> None:
     assert "app" not in installed(project / ".venv")
 
 
+def _venv_bytes(venv: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(venv)): p.read_bytes() for p in sorted(venv.rglob("*"))
+            if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts and ".pypm" not in p.parts}
+
+
 def test_two_cache_dirs_give_byte_identical_venvs(pypm, small, tmp_path) -> None:
+    """One lock, two machines (two cache dirs, nothing shared): the same RECORDs and the same bytes."""
     project, server, _ = small
-    other = tmp_path / "other"
-    other.mkdir()
-    for f in ("pyproject.toml", "pypm.lock"):
-        (other / f).write_bytes((project / f).read_bytes())
     pypm("sync", "--frozen", cwd=project, check=True)
-    pypm("sync", "--frozen", cwd=other, env={"PYPM_CACHE_DIR": str(tmp_path / "cache2")}, check=True)
-    for name in ("alpha", "beta", "devtool"):
-        assert record_of(project / ".venv", name) == record_of(other / ".venv", name)
-    # byte-identical files (console scripts name their own venv's python, as every installer does)
-    a, b = site_packages(project / ".venv"), site_packages(other / ".venv")
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    assert files_a == files_b
-    for rel in files_a:
-        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    venv = project / ".venv"
+    first = {n: record_of(venv, n) for n in ("alpha", "beta", "devtool")}
+    first_bytes = _venv_bytes(venv)
+    subprocess.run(["rm", "-rf", str(venv)], check=True)
+    server.clear_requests()
+    pypm("sync", "--frozen", cwd=project, env={"PYPM_CACHE_DIR": str(tmp_path / "cache2")}, check=True)
+    assert server.requests_for("/files/"), "the second machine did not download: the caches were shared"
+    assert {n: record_of(venv, n) for n in ("alpha", "beta", "devtool")} == first
+    assert _venv_bytes(venv) == first_bytes
 
 
 # --------------------------------------------------------------------------- faults
@@ -409,7 +410,10 @@ def test_damaged_install_is_detected_and_reinstalled(pypm, small) -> None:
     pypm("sync", "--frozen", cwd=project, check=True)
     sp = site_packages(project / ".venv")
     (sp / "beta" / "__init__.py").unlink()
-    (sp / "alpha" / "__init__.py").write_text("")  # truncated: size differs from RECORD
+    # replaced by a shorter file (a new inode: writing through the hard link would change the
+    # cache's copy too, which is what hard-link installs share with uv and pip's cache-less peers)
+    (sp / "alpha" / "__init__.py").unlink()
+    (sp / "alpha" / "__init__.py").write_text("")
     r = pypm("sync", "--frozen", cwd=project)
     assert r.returncode == 0, r.stderr
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})

@@ -1,0 +1,178 @@
+"""Plugins through the real `pypm` command: sync and run fire them; a failure aborts cleanly."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.e2e.test_sync import file_gets, installed, small, snapshot, write_lock  # noqa: F401 - `small` is a fixture
+from tests.support.dists import build_wheel
+
+from .conftest import PY_RECORDER, S3_ENV, make_entry_point_dist
+
+
+def _read_c_log(log: Path) -> list[dict[str, object]]:
+    calls, cur = [], {"package": []}  # type: ignore[var-annotated]
+    for line in log.read_text().splitlines():
+        if line == "end":
+            calls.append(cur)
+            cur = {"package": []}
+            continue
+        k, _, v = line.partition("=")
+        if k == "package":
+            cur["package"].append(v)
+        else:
+            cur[k] = v
+    return calls
+
+
+def test_c_plugin_sees_sync_and_run_and_its_failure_aborts_sync(pypm, small, native_dir: Path,
+                                                                tmp_path: Path) -> None:
+    project, server, wheels = small
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(
+        "[tool.pypm]\n", f'[tool.pypm]\nplugins = ["recorder"]\nplugin-path = ["{native_dir}"]\n', 1))
+    log = tmp_path / "c.log"
+    r = pypm("sync", "--frozen", cwd=project, env={"PYPM_TEST_LOG": str(log)})
+    assert r.returncode == 0, r.stderr
+    calls = _read_c_log(log)
+    assert [c["stage"] for c in calls] == ["pre-sync", "post-sync"]
+    post = calls[1]
+    assert post["root"] == str(project) and post["venv"] == str(project / ".venv")
+    assert post["lock"] == str(project / "pypm.lock")
+    assert Path(str(post["interpreter"])).is_file()
+    names = sorted(str(p).split(" ")[0] for p in post["package"])  # type: ignore[union-attr]
+    assert names == ["alpha", "beta", "devtool"]
+    assert "recorder: hello from C" in r.stderr
+
+    r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "import alpha; print(alpha.A)", cwd=project,
+             env={"PYPM_TEST_LOG": str(log)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "alpha beta"
+    assert [c["stage"] for c in _read_c_log(log)][-2:] == ["pre-run", "post-run"]
+
+    # The lock drops devtool, and the plugin refuses pre-sync: exit 9, the message, no venv change.
+    before = snapshot(project / ".venv")
+    write_lock(project, server, list(wheels.values()), main=["alpha"], groups={"dev": []}, edges={"alpha": ["beta"]})
+    r = pypm("sync", "--frozen", cwd=project, env={"PYPM_TEST_FAIL_AT": "pre-sync"})
+    assert r.returncode == 9, r.stderr
+    assert "error: plugin recorder failed at pre-sync: refusing pre-sync of 0 packages" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert snapshot(project / ".venv") == before
+    assert installed(project / ".venv").keys() == {"alpha", "beta", "devtool"}
+
+
+def test_python_entry_point_plugin_sees_sync_and_its_failure_aborts(pypm, small, tmp_path: Path) -> None:
+    project, server, wheels = small
+    site = make_entry_point_dist(tmp_path / "site", "pypm-test-plugins", "pypm_test_plugins", PY_RECORDER,
+                                 {"recorder": "pypm_test_plugins:recorder"})
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.pypm]\n", '[tool.pypm]\nplugins = ["recorder"]\n', 1)
+                         + '\n[tool.pypm.recorder]\nanswer = 42\n')
+    log = tmp_path / "py.log"
+    env = {"PYTHONPATH": str(site), "PYPM_TEST_LOG": str(log)}
+    r = pypm("sync", "--frozen", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c["stage"] for c in calls] == ["pre-sync", "post-sync"]
+    assert calls[1]["config"] == {"answer": 42} and calls[1]["venv"] == str(project / ".venv")
+    assert sorted(p[0] for p in calls[1]["packages"]) == ["alpha", "beta", "devtool"]
+
+    r = pypm("plugins", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "recorder: python, entry point `recorder = pypm_test_plugins:recorder`" in r.stdout
+    assert "from pypm-test-plugins 1.0" in r.stdout
+
+    before = snapshot(project / ".venv")
+    r = pypm("sync", "--frozen", "--no-dev", cwd=project, env={**env, "PYPM_TEST_FAIL_AT": "pre-sync"})
+    assert r.returncode == 9
+    assert "error: plugin recorder failed at pre-sync: refusing pre-sync" in r.stderr
+    assert snapshot(project / ".venv") == before  # devtool is still there: nothing changed
+
+
+def test_unknown_plugin_fails_sync_naming_the_search_path(pypm, small) -> None:
+    project, _, _ = small
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(
+        "[tool.pypm]\n", '[tool.pypm]\nplugins = ["nosuch"]\nplugin-path = ["native"]\n', 1))
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 9
+    assert "plugin nosuch not found" in r.stderr
+    assert "group pypm.plugins" in r.stderr and str(project / "native" / "pypm_nosuch.so") in r.stderr
+    assert not (project / ".venv").exists()
+    r = pypm("plugins", cwd=project)
+    assert r.returncode == 9 and "nosuch: NOT AVAILABLE" in r.stdout
+
+
+# --------------------------------------------------------------------------- s3cache, two machines
+
+def test_s3cache_fills_the_bucket_and_a_second_machine_needs_no_index(pypm, small, moto_endpoint: str,
+                                                                      tmp_path: Path) -> None:
+    project, server, wheels = small
+    bucket = "fleet-e2e"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, **_creds())
+    s3.create_bucket(Bucket=bucket)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.pypm]\n", '[tool.pypm]\nplugins = ["s3cache"]\n', 1)
+                         + f'\n[tool.pypm.s3cache]\nendpoint = "{moto_endpoint}"\nbucket = "{bucket}"\n')
+    env = {**S3_ENV, "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+
+    r = pypm("sync", "--frozen", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "s3cache: uploaded 3 file(s)" in r.stderr
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == sorted(f"pypm/wheels/{_sha(w)}/{w.name}" for w in wheels.values())
+
+    # Machine two: a fresh cache and checkout, and the index is gone.
+    two = tmp_path / "two"
+    two.mkdir()
+    for f in ("pyproject.toml", "pypm.lock"):
+        (two / f).write_bytes((project / f).read_bytes())
+    server.clear_requests()
+    server.stop()
+    r = pypm("sync", "--frozen", cwd=two, env={**env, "PYPM_CACHE_DIR": str(tmp_path / "cache-two")})
+    assert r.returncode == 0, r.stderr
+    assert installed(two / ".venv") == {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"}
+    assert "3 file(s) came from" in r.stderr
+
+
+def test_s3cache_corrupt_object_is_refetched_from_the_index(pypm, small, moto_endpoint: str, tmp_path: Path) -> None:
+    project, server, wheels = small
+    bucket = "fleet-tamper"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, **_creds())
+    s3.create_bucket(Bucket=bucket)
+    beta = wheels["beta"]
+    for w in wheels.values():  # a bucket as the first machine left it ...
+        s3.put_object(Bucket=bucket, Key=f"pypm/wheels/{_sha(w)}/{w.name}", Body=w.read_bytes())
+    evil = build_wheel(tmp_path / "evil", "beta", "2.0", modules={"beta/__init__.py": "B = 'evil'\n"}).read_bytes()
+    assert evil != beta.read_bytes()
+    s3.put_object(Bucket=bucket, Key=f"pypm/wheels/{_sha(beta)}/{beta.name}", Body=evil)  # ... then tampered
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.pypm]\n", '[tool.pypm]\nplugins = ["s3cache"]\n', 1)
+                         + f'\n[tool.pypm.s3cache]\nendpoint = "{moto_endpoint}"\nbucket = "{bucket}"\n')
+    env = {**S3_ENV, "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    server.clear_requests()
+    r = pypm("sync", "--frozen", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"pypm/wheels/{_sha(beta)}/{beta.name} is corrupt" in r.stderr
+    assert len(file_gets(server, beta.name)) == 1  # refetched from the index ...
+    assert file_gets(server, wheels["alpha"].name) == []  # ... and only that one
+    r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "import beta; print(beta.B)", cwd=project, env=env)
+    assert r.stdout.strip() == "beta", r.stderr  # the evil bytes were never installed
+    body = s3.get_object(Bucket=bucket, Key=f"pypm/wheels/{_sha(beta)}/{beta.name}")["Body"].read()
+    assert body == beta.read_bytes()  # post-sync put the right bytes back
+
+
+def _sha(p: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _creds() -> dict[str, str]:
+    return {"aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+            "region_name": S3_ENV["AWS_DEFAULT_REGION"]}

@@ -198,8 +198,7 @@ def pypm(tmp_path: Path, request: pytest.FixtureRequest) -> PypmRunner:
 
 
 @pytest.fixture(scope="session")
-def canary_index() -> Iterator[IndexServer]:
-    """One IndexServer for the session over the real canary wheels from scripts/fetch_fixtures.py."""
+def _canary_server() -> Iterator[IndexServer]:
     d = canary_wheels_dir()
     if d is None:
         pytest.skip(
@@ -208,6 +207,25 @@ def canary_index() -> Iterator[IndexServer]:
         )
     with IndexServer([d]) as server:
         yield server
+
+
+@pytest.fixture
+def canary_index(_canary_server: IndexServer) -> Iterator[IndexServer]:
+    """The session's IndexServer over the real canary wheels from scripts/fetch_fixtures.py.
+
+    Started once per session; each test gets it with no faults, no yanks and an empty request
+    log, and whatever a test changes (faults, yanks, requests) is undone after it.
+    """
+    server = _canary_server
+    server.reset_faults()
+    server.clear_requests()
+    yanked = dict(server.options.yanked)
+    yield server
+    server.reset_faults()
+    server.clear_requests()
+    if server.options.yanked != yanked:
+        server.options.yanked = yanked
+        server._touch()
 
 
 def copy_example(dest: Path, index_url: str | None = None) -> Path:

@@ -293,3 +293,25 @@ def test_pypm_runner_defaults_to_tmp_cwd(pypm, tmp_path: Path) -> None:  # type:
     r = pypm("init", "--name", "here")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "pyproject.toml").is_file()
+
+
+def test_large_file_is_streamed_with_faults(dists: DistFactory, index_server) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    w = dists.wheel("huge", "1.0", modules={"huge/blob.bin": os.urandom(3 << 20)})  # > one 1 MiB chunk
+    data = w.read_bytes()
+    idx = index_server()
+    assert httpx.get(idx.file_url(w.name)).content == data
+    idx.corrupt(w.name, times=1)
+    bad = httpx.get(idx.file_url(w.name)).content
+    assert len(bad) == len(data) and [i for i in range(len(data)) if bad[i] != data[i]] == [len(data) // 2]
+    # A drop in the middle of a ranged request: the client gets exactly nbytes from the offset.
+    idx.drop_after(w.name, 1500)
+    with httpx.Client() as c, pytest.raises(httpx.RemoteProtocolError):
+        with c.stream("GET", idx.file_url(w.name), headers={"Range": "bytes=2000000-"}) as r:
+            got = b""
+            try:
+                for chunk in r.iter_raw():
+                    got += chunk
+            finally:
+                assert r.status_code == 206 and got == data[2000000:2001500]

@@ -87,7 +87,11 @@ def scan_dists(files: Iterable[Path | str]) -> list[Dist]:
         project = _project_of(p.name)
         if project is None:
             continue
-        data = p.read_bytes()
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        size = p.stat().st_size
         if p.name.endswith(".whl"):
             meta: bytes | None = wheel_metadata(p)
             rp = _requires_python(meta)
@@ -103,8 +107,8 @@ def scan_dists(files: Iterable[Path | str]) -> list[Dist]:
                 path=p,
                 project=project,
                 filename=p.name,
-                sha256=hashlib.sha256(data).hexdigest(),
-                size=len(data),
+                sha256=h.hexdigest(),
+                size=size,
                 requires_python=rp,
                 metadata=meta,
                 upload_time=mtime.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -489,9 +493,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, data, "text/plain; charset=utf-8", head=head)
             return
 
-        data = d.path.read_bytes()
-        if idx._take_fault("corrupt", base):
-            data = _altered(data)
+        # Streamed from disk in chunks: a test may serve a file of hundreds of MB.
+        size = d.path.stat().st_size
+        corrupt = idx._take_fault("corrupt", base) is not None
         etag = f'"{d.sha256[:32]}"'
         headers = {
             "ETag": etag,
@@ -499,34 +503,48 @@ class _Handler(BaseHTTPRequestHandler):
             "Accept-Ranges": "bytes",
         }
         ctype = "application/octet-stream"
-        status, start, end = 200, 0, len(data)
+        status, start, end = 200, 0, size
         rng = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
         if rng and (if_range is None or if_range.strip() in (etag, headers["Last-Modified"])):
             m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", rng)
             if not m or (m.group(1) == "" and m.group(2) == ""):
-                self._send(416, b"bad range\n", "text/plain", head=head, headers={"Content-Range": f"bytes */{len(data)}"})
+                self._send(416, b"bad range\n", "text/plain", head=head, headers={"Content-Range": f"bytes */{size}"})
                 return
             if m.group(1) == "":  # suffix range: the last N bytes
-                start, end = max(0, len(data) - int(m.group(2))), len(data)
+                start, end = max(0, size - int(m.group(2))), size
             else:
                 start = int(m.group(1))
-                end = min(len(data), int(m.group(2)) + 1) if m.group(2) else len(data)
-            if start >= len(data) or start >= end:
-                self._send(416, b"range not satisfiable\n", "text/plain", head=head, headers={"Content-Range": f"bytes */{len(data)}"})
+                end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+            if start >= size or start >= end:
+                self._send(416, b"range not satisfiable\n", "text/plain", head=head, headers={"Content-Range": f"bytes */{size}"})
                 return
             status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
-        body = data[start:end]
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         drop = None if head else idx._take_fault("drop", base)
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(end - start))
+        self.end_headers()
+        if head:
+            return
+        limit = end if drop is None else min(end, start + drop.nbytes)
+        flip = size // 2 if corrupt else -1  # the one byte `corrupt` alters (same size, new hash)
+        with open(d.path, "rb") as f:
+            f.seek(start)
+            pos = start
+            while pos < limit:
+                chunk = f.read(min(1 << 20, limit - pos))
+                if not chunk:
+                    break
+                if pos <= flip < pos + len(chunk):
+                    i = flip - pos
+                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
+                self.wfile.write(chunk)
+                pos += len(chunk)
         if drop is not None:
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: drop.nbytes])
             self.wfile.flush()
             # Close abruptly: the client sees a short body on a dead connection.
             self.close_connection = True
@@ -534,8 +552,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            return
-        self._send(status, body, ctype, head=head, headers=headers)
 
     def _send(
         self, status: int, body: bytes, ctype: str, *, head: bool, headers: Mapping[str, str] | None = None

@@ -47,8 +47,9 @@ T = TypeVar("T")
 ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
           "text/html;q=0.01")
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-# How much of a wheel's tail to ask for first: the zip end record plus, for almost every
-# wheel, its whole central directory (pip and uv use the same figure).
+# How much of a wheel's tail to ask for first: the zip end record (the last 22 bytes plus a
+# comment wheels never carry) and, for all but wheels with thousands of files, the whole
+# central directory; METADATA itself then costs one more request.
 TAIL_BYTES = 64 * 1024
 # Minimum size of each further range read: METADATA and its local header in one request.
 RANGE_CHUNK = 128 * 1024
@@ -123,7 +124,7 @@ def parse_core_metadata(data: bytes, where: str) -> tuple[CoreMetadata, str, lis
         name=str(canonicalize_name(str(name).strip())),
         version=norm_version,
         requires_dist=tuple(str(r).strip() for r in msg.get_all("Requires-Dist") or ()),
-        requires_python=str(rp).strip() or None if rp is not None else None,
+        requires_python=(str(rp).strip() or None) if rp is not None else None,
         provides_extra=tuple(str(e).strip() for e in msg.get_all("Provides-Extra") or ()),
     )
     dynamic = [str(d).strip().lower() for d in msg.get_all("Dynamic") or ()]
@@ -195,18 +196,23 @@ class _LinkParser(HTMLParser):
 def _page_entries(body: bytes, content_type: str, page_url: str) -> list[dict[str, Any]]:
     """Raw file entries of a simple-API page (JSON or HTML), in a common shape."""
     out: list[dict[str, Any]] = []
+    content_type = content_type.lower()
     if content_type.startswith(JSON_TYPE) or content_type.startswith("application/json"):
         try:
             data = json.loads(body)
             files = data["files"]
-        except (ValueError, KeyError, TypeError) as e:
+            api_major = str(data.get("meta", {}).get("api-version", "1.0")).split(".")[0]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise IndexError_(f"{_redact(page_url)}: malformed PEP 691 JSON page ({e})",
                               hint="the index is broken or not a simple-API index; check --index-url") from None
+        if api_major != "1":  # PEP 691: a client must refuse a major version it does not know
+            raise IndexError_(f"{_redact(page_url)} speaks simple-API version {api_major}.x; pypm knows 1.x",
+                              hint="upgrade pypm, or use an index that serves the version 1 API")
         for f in files:
             if not isinstance(f, dict) or "filename" not in f or "url" not in f:
                 continue
             url, frag = _strip_fragment(urllib.parse.urljoin(page_url, f["url"]))
-            hashes = f.get("hashes") or {}
+            hashes = f.get("hashes") if isinstance(f.get("hashes"), dict) else {}
             meta = f.get("core-metadata", f.get("data-dist-info-metadata", f.get("dist-info-metadata")))
             yanked = f.get("yanked", False)
             out.append({
@@ -225,7 +231,7 @@ def _page_entries(body: bytes, content_type: str, page_url: str) -> list[dict[st
     for a in parser.links:
         href = a["href"] or ""
         url, frag = _strip_fragment(urllib.parse.urljoin(base, href))
-        filename = urllib.parse.unquote(url.rstrip("/").rsplit("/", 1)[-1])
+        filename = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
         key = "data-core-metadata" if "data-core-metadata" in a else "data-dist-info-metadata"
         meta = (a[key] or "true") if key in a else None  # a bare attribute means "true"
         out.append({

@@ -341,12 +341,12 @@ class Cache:
                     resumed, digest, size = self._download_once(entry, part, meta, progress, task)
                 except (httpx.TransportError, httpx.DecodingError) as e:
                     last = e  # the .part keeps what arrived; the next attempt (or run) resumes it
-                    time.sleep(min(0.2 * 2 ** attempt, 2.0))
+                    time.sleep(min(0.1 * 2 ** attempt, 1.0))
                     continue
                 except httpx.HTTPStatusError as e:
                     last = e
                     if e.response.status_code in RETRY_STATUS:
-                        time.sleep(min(0.2 * 2 ** attempt, 2.0))
+                        time.sleep(min(0.1 * 2 ** attempt, 1.0))
                         continue
                     break
                 try:
@@ -418,7 +418,7 @@ class Cache:
             if progress and size:
                 progress.advance(task, size)
             with open(part, mode) as f:
-                for chunk in r.iter_raw(CHUNK):
+                for chunk in r.iter_raw():  # as it arrives: a dropped connection keeps every byte received
                     if self._cancel.is_set():
                         raise _Cancelled()
                     f.write(chunk)

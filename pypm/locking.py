@@ -1,0 +1,451 @@
+"""The `pypm lock` workflow: inputs -> content-hash fast path -> resolve -> pypm.lock, atomically.
+
+Also `ensure_lock`, which sync/run/export call to get a current lock. The fast path (lock
+fresh, nothing asked to change) imports neither httpx, resolvelib nor pypm.index.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ExitCode, LockError, PypmError, StaleLockError, UsageError
+from .lockfile import LOCK_NAME, Dependency, FileEntry, Lock, LockedPackage, canonical_name
+from .project import PRERELEASE_MODES, Project, content_hash
+
+__all__ = ["LockOptions", "lock_project", "ensure_lock", "lock_inputs_hash"]
+
+DEFAULT_PRERELEASE = "if-necessary-or-explicit"
+PEP517_DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    refresh: bool = False
+    check: bool = False
+    upgrade: bool = False
+    upgrade_package: tuple[str, ...] = ()
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    prerelease: str | None = None
+    no_build: bool = False
+    no_binary: bool = False
+    exclude_newer: str | None = None
+    offline: bool = False
+    from_pylock: str | None = None
+    sign: str | None = None
+
+    @classmethod
+    def from_args(cls, args: Any) -> "LockOptions":
+        g = lambda k, d=None: getattr(args, k, d)  # noqa: E731 - sync/run namespaces lack some flags
+        fl = tuple(x if "://" in x else str(Path(x).expanduser().resolve()) for x in g("find_links", []) or [])
+        opts = cls(
+            refresh=bool(g("refresh", False)), check=bool(g("check", False)), upgrade=bool(g("upgrade", False)),
+            upgrade_package=tuple(canonical_name(x) for x in g("upgrade_package", []) or []),
+            index_url=g("index_url"), extra_index_urls=tuple(g("extra_index_url", []) or []), find_links=fl,
+            prerelease=g("prerelease"), no_build=bool(g("no_build", False)), no_binary=bool(g("no_binary", False)),
+            exclude_newer=g("exclude_newer"), offline=bool(g("offline", False)), from_pylock=g("from_pylock"),
+            sign=g("sign"),
+        )
+        if opts.exclude_newer:
+            _parse_exclude_newer(opts.exclude_newer)  # fail early on a bad date
+        return opts
+
+    @classmethod
+    def from_lock(cls, lock: Lock, *, offline: bool = False) -> "LockOptions":
+        """The options a lock was made with (those given on the command line are recorded in it)."""
+        o = lock.options
+        return cls(
+            index_url=o.get("index-url"), extra_index_urls=tuple(o.get("extra-index-url", ())),
+            find_links=tuple(o.get("find-links", ())), prerelease=o.get("prerelease"),
+            no_build=bool(o.get("no-build", False)), no_binary=bool(o.get("no-binary", False)),
+            exclude_newer=o.get("exclude-newer"), offline=offline,
+        )
+
+    def recorded(self) -> dict[str, Any]:
+        """What goes into the lock's [options] table: what the command line chose."""
+        d: dict[str, Any] = {}
+        if self.index_url:
+            d["index-url"] = self.index_url
+        if self.extra_index_urls:
+            d["extra-index-url"] = list(self.extra_index_urls)
+        if self.find_links:
+            d["find-links"] = list(self.find_links)
+        if self.prerelease:
+            d["prerelease"] = self.prerelease
+        if self.no_build:
+            d["no-build"] = True
+        if self.no_binary:
+            d["no-binary"] = True
+        if self.exclude_newer:
+            d["exclude-newer"] = self.exclude_newer
+        return d
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    index_url: str
+    extra_index_urls: tuple[str, ...]
+    find_links: tuple[str, ...]
+    prerelease: str
+    hash: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _parse_exclude_newer(value: str) -> Any:
+    from datetime import datetime, timezone
+
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--exclude-newer {value!r} is not a date",
+                         hint="use RFC 3339 (2024-05-01T00:00:00Z) or YYYY-MM-DD") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _inputs(project: Project, opts: LockOptions) -> _Inputs:
+    from .config import default_index_url
+
+    index_url = default_index_url(opts.index_url, project.tool.index_url)
+    extra = tuple(dict.fromkeys(opts.extra_index_urls + project.tool.extra_index_urls))
+    find_links = tuple(dict.fromkeys(opts.find_links + project.find_links_paths()))
+    prerelease = opts.prerelease or project.tool.prerelease or DEFAULT_PRERELEASE
+    if prerelease not in PRERELEASE_MODES:
+        raise UsageError(f"--prerelease {prerelease!r} is not one of {', '.join(PRERELEASE_MODES)}")
+    options = {"prerelease": prerelease, "exclude-newer": opts.exclude_newer,
+               "no-build": opts.no_build, "no-binary": opts.no_binary}
+    sources = {"index-url": index_url, "extra-index-urls": list(extra), "find-links": list(find_links)}
+    return _Inputs(index_url, extra, find_links, prerelease, content_hash(project, options, sources), options)
+
+
+def lock_inputs_hash(project: Project, opts: LockOptions | None = None) -> str:
+    """The content-hash a lock of `project` made with `opts` carries."""
+    return _inputs(project, opts or LockOptions()).hash
+
+
+def _read_old(path: Path, ctx: Any) -> Lock | None:
+    if not path.exists():
+        return None
+    from .lockfile import read
+
+    try:
+        return read(path)
+    except LockError as e:
+        ctx.debug(f"ignoring the existing {path.name}: {e.message}")
+        return None
+
+
+# ---------------------------------------------------------------------- the command
+
+def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
+    """`pypm lock`: returns the exit code."""
+    started = time.monotonic()
+    path = project.root / LOCK_NAME
+    inputs = _inputs(project, opts)
+    old = _read_old(path, ctx)
+    asks_change = opts.upgrade or bool(opts.upgrade_package) or opts.refresh or bool(opts.from_pylock)
+    fresh = old is not None and old.content_hash == inputs.hash
+    if opts.check:
+        if old is None:
+            raise StaleLockError(f"{path} does not exist", hint="run `pypm lock` and commit the result")
+        if not fresh:
+            raise StaleLockError(f"{path} is out of date: pyproject.toml or the lock options changed since it was made",
+                                 hint="run `pypm lock` and commit the result")
+        ctx.info(f"{path.name} is up to date ({len(old.packages)} packages)")
+        return ExitCode.OK
+    if fresh and not asks_change and not opts.sign:
+        assert old is not None
+        ctx.info(f"Resolved {_count(old)} packages in {time.monotonic() - started:.2f}s ({path.name} is up to date)")
+        return ExitCode.OK
+    lock = _relock(ctx, project, opts, inputs, old)
+    _write(ctx, project, path, lock, opts)
+    ctx.info(f"Resolved {_count(lock)} packages in {time.monotonic() - started:.2f}s")
+    return ExitCode.OK
+
+
+def _count(lock: Lock) -> int:
+    return sum(1 for p in lock.packages if not p.is_root)
+
+
+def _write(ctx: Any, project: Project, path: Path, lock: Lock, opts: LockOptions) -> None:
+    from .lockfile import dumps, write_atomic
+
+    if opts.sign:
+        try:
+            from .signing import sign_lock  # issue 7
+        except ImportError:
+            raise UsageError("--sign is not available in this build of pypm") from None
+        lock = sign_lock(lock, Path(opts.sign))
+    text = dumps(lock)
+    try:
+        same = path.read_text(encoding="utf-8") == text
+    except OSError:
+        same = False
+    if not same:
+        write_atomic(path, text)
+    from . import plugins
+
+    plugins.fire(project, "post-lock", lock_path=path)
+
+
+def ensure_lock(ctx: Any, project: Project, *, locked: bool, frozen: bool, offline: bool) -> Lock:
+    """The project's current lock for sync/run/export, re-locking when stale (unless told not to)."""
+    path = project.root / LOCK_NAME
+    if frozen:
+        from .lockfile import read
+
+        if not path.exists():
+            raise LockError(f"{path} does not exist and --frozen uses the lock as it is",
+                            hint="run `pypm lock` first, or drop --frozen")
+        return read(path)
+    old = _read_old(path, ctx)
+    opts = LockOptions.from_lock(old, offline=offline) if old is not None else LockOptions(offline=offline)
+    inputs = _inputs(project, opts)
+    if old is not None and old.content_hash == inputs.hash:
+        return old
+    if locked:
+        what = "does not exist" if not path.exists() else "is out of date with pyproject.toml"
+        raise StaleLockError(f"{path} {what}, and --locked forbids updating it",
+                             hint="run `pypm lock` and commit pypm.lock, or drop --locked")
+    started = time.monotonic()
+    lock = _relock(ctx, project, opts, inputs, old)
+    _write(ctx, project, path, lock, opts)
+    ctx.info(f"Resolved {_count(lock)} packages in {time.monotonic() - started:.2f}s")
+    return lock
+
+
+# ---------------------------------------------------------------------- resolving into a Lock
+
+def _preferences(old: Lock | None, imported: Lock | None, opts: LockOptions) -> dict[str, list[str]]:
+    if opts.upgrade:
+        return {}
+    prefs: dict[str, list[str]] = {}
+    for lock in (imported, old):
+        if lock is None:
+            continue
+        for p in lock.packages:
+            if p.is_root:
+                continue
+            n = canonical_name(p.name)
+            if n in opts.upgrade_package:
+                continue
+            prefs.setdefault(n, [])
+            if p.version not in prefs[n]:
+                prefs[n].append(p.version)
+    return prefs
+
+
+def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old: Lock | None) -> Lock:
+    from . import plugins
+    from .config import cache_dir
+    from .index import IndexClient
+    from .resolver import ResolveOptions, RootSpec, resolve
+
+    path = project.root / LOCK_NAME
+    plugins.fire(project, "pre-lock", lock_path=path)
+    imported = None
+    if opts.from_pylock:
+        from .export import import_pylock
+
+        imported = import_pylock(Path(opts.from_pylock))
+    ropts = ResolveOptions(
+        prerelease=inputs.prerelease,
+        exclude_newer=_parse_exclude_newer(opts.exclude_newer) if opts.exclude_newer else None,
+        no_build=opts.no_build, no_binary=opts.no_binary,
+        preferences=_preferences(old, imported, opts),
+        initial_forks=tuple(old.resolution_markers) if old is not None and not opts.upgrade else (),
+    )
+    root = RootSpec(name=project.name, requires_python=project.requires_python,
+                    dependencies=project.dependencies, optional_dependencies=project.optional_dependencies,
+                    dependency_groups=project.dependency_groups)
+    client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
+                         cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
+                         warn=lambda m: ctx.info(f"warning: {m}"))
+    with client:
+        res = resolve(client, root, ropts)
+        old_hashes = {} if (old is None or opts.refresh) else {
+            f.url: f for p in old.packages for f in p.files() if f.has_valid_hash()}
+        packages = _packages(client, res, old_hashes)
+        root_pkg = LockedPackage(
+            name=project.name, version=project.version or "0",
+            source={"virtual": "."} if project.is_virtual else {"editable": "."},
+            dependencies=[_dep(e) for e in res.root_dependencies],
+            optional_dependencies={k: [_dep(e) for e in v] for k, v in res.root_optional.items()},
+            dependency_groups={k: [_dep(e) for e in v] for k, v in res.root_groups.items()},
+        )
+        packages.append(root_pkg)
+        _add_build_dependencies(ctx, client, project, ropts, root_pkg, packages, old_hashes)
+    return Lock(requires_python=project.requires_python, content_hash=inputs.hash, packages=packages,
+                options=opts.recorded(), resolution_markers=list(res.forks))
+
+
+def _dep(e: Any) -> Dependency:
+    return Dependency(name=e.name, version=e.version, marker=e.marker, extras=tuple(e.extras))
+
+
+def _source(files: Iterable[Any]) -> dict[str, str]:
+    srcs = [f.source for f in files]
+    for kind, where in srcs:
+        if kind == "registry":
+            return {"registry": where}
+    return {srcs[0][0]: srcs[0][1]} if srcs else {"registry": ""}
+
+
+def _entries(client: Any, files: list[Any], old_hashes: Mapping[str, FileEntry]) -> list[FileEntry]:
+    """FileEntry for each file, hashing (concurrently) those the index gave no hash for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(f: Any) -> FileEntry:
+        sha = f.sha256
+        size = f.size
+        prev = old_hashes.get(f.url)
+        if not sha and prev is not None and (size is None or prev.size == size):
+            sha, size = prev.sha256, size if size is not None else prev.size
+        if not sha:
+            sha = client.file_hash(f)
+        if size is None and f.url.startswith("file:"):
+            size = _local_size(f.url)
+        return FileEntry(filename=f.filename, url=f.url, sha256=sha, size=size)
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, files))
+
+
+def _local_size(url: str) -> int | None:
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    try:
+        return Path(url2pathname(urlparse(url).path)).stat().st_size
+    except OSError:
+        return None
+
+
+def _packages(client: Any, res: Any, old_hashes: Mapping[str, FileEntry]) -> list[LockedPackage]:
+    all_files = [f for n in res.nodes.values() for f in n.files]
+    entries = dict(zip([id(f) for f in all_files], _entries(client, all_files, old_hashes)))
+    out = []
+    for (name, version), n in sorted(res.nodes.items()):
+        files = [entries[id(f)] for f in n.files]
+        kinds = {id(f): f.kind for f in n.files}
+        sdists = sorted((entries[id(f)] for f in n.files if kinds[id(f)] == "sdist"), key=lambda e: e.filename)
+        out.append(LockedPackage(
+            name=name, version=version, source=_source(n.files), marker=n.marker, main=n.main,
+            extras=sorted(n.extras), groups=sorted(n.groups),
+            dependencies=[_dep(e) for e in n.dependencies],
+            optional_dependencies={k: [_dep(e) for e in v] for k, v in n.optional_dependencies.items()},
+            sdist=sdists[0] if sdists else None,
+            wheels=sorted((e for e in files if e.filename.endswith(".whl")), key=lambda e: e.filename),
+        ))
+    return out
+
+
+# ---------------------------------------------------------------------- build dependencies
+
+def _add_build_dependencies(ctx: Any, client: Any, project: Project, ropts: Any, root_pkg: LockedPackage,
+                            packages: list[LockedPackage], old_hashes: Mapping[str, FileEntry]) -> None:
+    """Lock `build-system.requires` of the project and of every package locked only as an sdist.
+
+    Each set is resolved on its own (a build environment holds only it) and recorded as
+    `build-dependencies` edges to ordinary packages. A set that cannot be resolved is reported
+    and left out: the build then resolves it itself (issue 5 decides whether that is allowed).
+    """
+    from dataclasses import replace
+
+    from .resolver import RootSpec, resolve
+
+    by_key = {p.key: p for p in packages}
+    runtime_prefs = dict(ropts.preferences)
+    for p in packages:
+        runtime_prefs.setdefault(canonical_name(p.name), [p.version])
+    memo: dict[tuple[str, ...], list[Dependency] | None] = {}
+
+    def lock_set(requires: tuple[str, ...], who: str) -> list[Dependency] | None:
+        if requires in memo:
+            return memo[requires]
+        memo[requires] = None
+        spec = RootSpec(name=f"{who} (build)", requires_python=project.requires_python, dependencies=requires)
+        try:
+            res = resolve(client, spec, replace(ropts, preferences=runtime_prefs, initial_forks=()))
+        except PypmError as e:
+            ctx.info(f"warning: the build dependencies of {who} ({', '.join(requires)}) were not locked: "
+                     f"{e.message}")
+            return None
+        for p in _packages(client, res, old_hashes):
+            if p.key not in by_key:
+                # Only the build needs it: no marker, and no main/extras/groups.
+                p.marker, p.main, p.extras, p.groups = None, False, [], []
+                by_key[p.key] = p
+                packages.append(p)
+                queue.append(p)
+        memo[requires] = [_dep(e) for e in res.root_dependencies]
+        return memo[requires]
+
+    queue: list[LockedPackage] = [p for p in packages if not p.is_root]
+    if project.build_system is not None:
+        reqs = tuple(project.build_system.get("requires", ()) or ())
+        if reqs:
+            deps = lock_set(reqs, project.name)
+            if deps:
+                root_pkg.build_dependencies = deps
+    while queue:
+        p = queue.pop(0)
+        if p.wheels or p.sdist is None:
+            continue
+        reqs = _sdist_build_requires(client, p)
+        deps = lock_set(reqs, f"{p.name} {p.version}")
+        if deps:
+            p.build_dependencies = deps
+
+
+def _sdist_build_requires(client: Any, p: LockedPackage) -> tuple[str, ...]:
+    """`build-system.requires` from an sdist's pyproject.toml (PEP 517's default without one)."""
+    import tarfile
+    import tomllib
+    import zipfile
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from .index import DistFile
+
+    assert p.sdist is not None
+    f = p.sdist
+    dist = DistFile(name=canonical_name(p.name), version=p.version, filename=f.filename, url=f.url, kind="sdist",
+                    sha256=f.sha256, size=f.size, requires_python=None, yanked=None, metadata_sha256=None,
+                    has_metadata=False, upload_time=None, source=("registry", ""))
+
+    def from_archive(fh: Any) -> bytes | None:
+        if f.filename.endswith(".zip"):
+            with zipfile.ZipFile(fh) as zf:
+                names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/pyproject.toml")]
+                return zf.read(names[0]) if names else None
+        with tarfile.open(fileobj=fh, mode="r:*") as tf:
+            for m in tf:
+                if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/pyproject.toml"):
+                    x = tf.extractfile(m)
+                    return x.read() if x else None
+        return None
+
+    try:
+        if f.url.startswith("file:"):
+            with open(url2pathname(urlparse(f.url).path), "rb") as fh:
+                data = from_archive(fh)
+        else:
+            # The index client's download checks the file against its pinned sha256.
+            with client._download(dist) as fh:
+                data = from_archive(fh)
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
+        raise LockError(f"cannot read {f.filename} to find its build requirements: {e}",
+                        hint="retry with --refresh; the file may be corrupt") from None
+    if data is None:
+        return PEP517_DEFAULT_BUILD_REQUIRES
+    try:
+        bs = tomllib.loads(data.decode("utf-8")).get("build-system")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return PEP517_DEFAULT_BUILD_REQUIRES
+    if not isinstance(bs, dict) or not isinstance(bs.get("requires"), list):
+        return PEP517_DEFAULT_BUILD_REQUIRES
+    return tuple(str(x) for x in bs["requires"])

@@ -33,7 +33,7 @@ def test_run_uses_the_venv_environment(pypm, synced) -> None:
     code = ("import json, os, sys; print(json.dumps({'exe': sys.executable, 've': os.environ.get('VIRTUAL_ENV'),"
             " 'path0': os.environ['PATH'].split(os.pathsep)[0], 'home': os.environ.get('PYTHONHOME'),"
             " 'prefix': sys.prefix}))")
-    r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", code, cwd=project, env={"PYTHONHOME": "/nonexistent"})
+    r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", code, cwd=project, env={"PYTHONHOME": sys.base_prefix})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     venv = project / ".venv"

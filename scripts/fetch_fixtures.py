@@ -183,9 +183,12 @@ def main() -> int:
         pins = compile_pins(Path(tmp))
     print(f"canary fixtures: {len(pins)} pins -> {target}", flush=True)
     download(pins, staging)
-    for p in sorted(staging.iterdir()):
-        if _valid(p):
-            os.replace(p, target / p.name)
+    fetched = {p.name for p in staging.iterdir() if _valid(p)}
+    for name in sorted(fetched):
+        os.replace(staging / name, target / name)
+    for p in target.iterdir():  # files of an earlier set (--force after new releases)
+        if p.is_file() and not p.name.startswith(".") and p.name not in fetched:
+            p.unlink()
     shutil.rmtree(staging, ignore_errors=True)
     files = sorted(p.name for p in target.iterdir() if p.is_file() and not p.name.startswith("."))
     wanted = {f"{n}=={v}" for n, v in pins}

@@ -251,14 +251,9 @@ def _package_infos(plan: Any) -> list[Any]:
 # --------------------------------------------------------------------------- apply
 
 def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
-    if opts.frozen:
-        # --frozen: the lock as it is; no resolver, no network, no staleness check.
-        from .lockfile import read
-
-        return read(project.root / "pypm.lock")
     from .locking import ensure_lock
 
-    return ensure_lock(ctx, project, locked=opts.locked, frozen=False, offline=opts.offline)
+    return ensure_lock(ctx, project, locked=opts.locked, frozen=opts.frozen, offline=opts.offline)
 
 
 def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any, opts: SyncOptions) -> None:

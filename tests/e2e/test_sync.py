@@ -493,3 +493,27 @@ def test_canary_heavy_extra_torch(pypm, canary_project, torch_wheel) -> None:
              "import torch; print(torch.__version__, torch.ones(2).sum().item())", cwd=canary_project, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("2.13.0") and "2.0" in r.stdout
+
+
+# --------------------------------------------------------------------------- with the real resolver
+
+def test_sync_locks_when_needed_and_locked_refuses_a_stale_lock(pypm, dists, index_server, tmp_path) -> None:
+    dists.wheel("alpha", "1.0", requires_dist=["beta>=2"])
+    dists.wheel("beta", "2.0")
+    dists.wheel("gamma", "1.0")
+    server = index_server()
+    project = write_project(tmp_path / "p", deps=["alpha"], tool=f'index-url = "{server.url}"\n')
+    r = pypm("sync", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert (project / "pypm.lock").is_file()
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0"})
+    # pyproject.toml changes: --locked refuses, plain sync re-locks, run re-syncs first
+    text = (project / "pyproject.toml").read_text().replace('dependencies = ["alpha"]', 'dependencies = ["alpha", "gamma"]')
+    (project / "pyproject.toml").write_text(text)
+    lock_before = (project / "pypm.lock").read_bytes()
+    r = pypm("sync", "--locked", cwd=project)
+    assert r.returncode == 1 and "--locked" in r.stderr, r.stderr
+    assert (project / "pypm.lock").read_bytes() == lock_before
+    r = pypm("run", "--no-sandbox", "python", "-c", "import gamma, alpha; print('ok')", cwd=project)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "gamma": "1.0"})

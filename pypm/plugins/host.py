@@ -21,6 +21,13 @@ __all__ = ["GROUP", "LoadedPlugin", "find_plugin", "enabled_plugins", "fire_stag
 
 GROUP = "pypm.plugins"
 
+# pypm's own plugins. pypm's pyproject.toml declares them as entry points too (so `pypm plugins`
+# and other tools see them), but they are resolved here without scanning the installed
+# distributions: importing importlib.metadata and the scan cost ~15 ms, which every `pypm run`
+# of a project enabling them (the canary) would pay. So a built-in name is never shadowed by
+# another distribution's entry point; a `pypm_<name>.so` on plugin-path still comes first.
+BUILTIN = {"auditwheel": "pypm.plugins.auditwheel:plugin", "s3cache": "pypm.plugins.s3cache:plugin"}
+
 
 @dataclass
 class LoadedPlugin:
@@ -84,6 +91,20 @@ def _load_entry_point(name: str, ep: "EntryPoint") -> LoadedPlugin:
     return LoadedPlugin(name, "python", where, hooks, obj)
 
 
+def _load_builtin(name: str) -> LoadedPlugin:
+    import importlib
+
+    value = BUILTIN[name]
+    module, _, attr = value.partition(":")
+    where = f"entry point `{name} = {value}` in group {GROUP} (built into pypm)"
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except Exception as e:  # e.g. a broken install of pypm itself
+        raise PluginError(f"plugin {name} could not be loaded from {where}: {type(e).__name__}: {e}",
+                          hint="reinstall pypm") from e
+    return LoadedPlugin(name, "python", where, _python_hooks(obj), obj)
+
+
 def find_plugin(project: "Project", name: str) -> LoadedPlugin:
     """Find and load one plugin by name: `pypm_<name>.so` on plugin-path first, then entry points."""
     dirs = _search_dirs(project)
@@ -97,6 +118,11 @@ def find_plugin(project: "Project", name: str) -> LoadedPlugin:
                 nat = native.load(name, so)
                 _loaded[key] = LoadedPlugin(name, "native", str(so), nat.stages, nat)
             return _loaded[key]
+    if name in BUILTIN:
+        key = ("python", f"{name}={BUILTIN[name]}")
+        if key not in _loaded:
+            _loaded[key] = _load_builtin(name)
+        return _loaded[key]
     ep = _entry_points().get(name)
     if ep is not None:
         key = ("python", f"{name}={ep.value}")

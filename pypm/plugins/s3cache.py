@@ -17,16 +17,16 @@ says so once and sync goes on with the index.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError
 
+# Heavy imports (boto3, hashlib, concurrent.futures) live in the functions that use them:
+# this module is imported on `pypm run` of a project that enables the plugin.
 __all__ = ["plugin", "S3Settings", "object_key"]
 
 _KEYS = {"bucket", "prefix", "endpoint", "region", "upload"}
@@ -106,6 +106,8 @@ def _is_missing(e: Exception) -> bool:
 
 
 def _sha256_file(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
@@ -147,6 +149,7 @@ class S3CachePlugin:
         sess = self._session(ctx)
         if sess is None or sess.disabled:
             return False
+        import hashlib
         key = object_key(sess.settings.prefix, sha256, filename)
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -182,6 +185,8 @@ class S3CachePlugin:
         sess = self._session(ctx)
         if sess is None or sess.disabled or not sess.settings.upload:
             return 0
+        from concurrent.futures import ThreadPoolExecutor
+
         from botocore.exceptions import BotoCoreError, ClientError
 
         candidates = []

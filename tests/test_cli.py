@@ -1,0 +1,154 @@
+"""The `pypm` command line: help and exit codes, `init`, error printing, and docs/cli.md coverage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pypm import __version__
+from pypm.cli import build_parser, main
+from pypm.errors import ExitCode
+from pypm.project import load_project
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def exit_codes() -> dict[str, int]:
+    return {k: v for k, v in vars(ExitCode).items() if k.isupper()}
+
+
+def pypm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)
+    return subprocess.run([sys.executable, "-m", "pypm", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=60)
+
+
+# --------------------------------------------------------------------------- help
+
+def test_help_lists_every_command_and_every_exit_code() -> None:
+    r = pypm("--help")
+    assert r.returncode == 0
+    for name in subparsers():
+        assert re.search(rf"^\s+{re.escape(name)}\s", r.stdout, re.M), f"`pypm --help` does not list {name}"
+    for name, code in exit_codes().items():
+        assert re.search(rf"^\s+{code}\s+\S", r.stdout, re.M), f"`pypm --help` does not document exit code {code} ({name})"
+
+
+@pytest.mark.parametrize("command", sorted(subparsers()))
+def test_every_command_has_help_with_exit_codes(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: pypm {command}") and "exit codes:" in out
+    for action in subparsers()[command]._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"`pypm {command} {action.option_strings[0]}` has no help text"
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == ExitCode.USAGE
+    assert "usage: pypm" in capsys.readouterr().out
+
+
+def test_bad_flag_exits_2() -> None:
+    r = pypm("lock", "--no-such-flag")
+    assert r.returncode == ExitCode.USAGE and "unrecognized arguments: --no-such-flag" in r.stderr
+    r = pypm("export", "--format", "poetry.lock")
+    assert r.returncode == ExitCode.USAGE and "invalid choice" in r.stderr
+
+
+def test_version() -> None:
+    r = pypm("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"pypm {__version__}"
+
+
+# --------------------------------------------------------------------------- init
+
+def test_init_creates_a_valid_project_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "my-proj"
+    r = pypm("init", str(target))
+    assert r.returncode == 0, r.stderr
+    assert f"created {target / 'pyproject.toml'}" in r.stderr
+    project = load_project(target)
+    assert project.name == "my-proj" and project.is_virtual and project.dependency_groups == {"dev": ()}
+    before = (target / "pyproject.toml").read_bytes()
+    r = pypm("init", str(target), "--name", "other")
+    assert r.returncode == ExitCode.PROJECT
+    assert "already exists" in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr
+    assert (target / "pyproject.toml").read_bytes() == before
+
+
+def test_init_with_directory_flag_and_name(tmp_path: Path) -> None:
+    r = pypm("-C", str(tmp_path), "init", "--name", "Fancy.Name")
+    assert r.returncode == 0, r.stderr
+    assert load_project(tmp_path).name == "Fancy.Name"
+
+
+def test_init_rejects_a_bad_name_and_writes_nothing(tmp_path: Path) -> None:
+    r = pypm("init", str(tmp_path / "x"), "--name", "bad name!")
+    assert r.returncode == ExitCode.PROJECT and "'bad name!' is not a valid project name" in r.stderr
+    assert not (tmp_path / "x" / "pyproject.toml").exists()
+
+
+def test_quiet_silences_info(tmp_path: Path) -> None:
+    r = pypm("-q", "init", str(tmp_path))
+    assert r.returncode == 0 and r.stderr == ""
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_errors_print_one_paragraph_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\ndependencies = [\n  "ok",\n  bad\n]\n')
+    r = pypm("-C", str(tmp_path), "export")
+    assert r.returncode == ExitCode.PROJECT
+    assert r.stderr.startswith(f"error: {tmp_path / 'pyproject.toml'}:6:") and "invalid TOML" in r.stderr
+    assert "hint:" in r.stderr and "Traceback" not in r.stderr
+    r = pypm("-v", "-C", str(tmp_path), "export")
+    assert r.returncode == ExitCode.PROJECT and "Traceback" in r.stderr
+
+
+def test_invalid_requirement_is_quoted_back(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\ndependencies = ["requests >== 2"]\n')
+    r = pypm("-C", str(tmp_path), "export")
+    assert r.returncode == ExitCode.PROJECT and "'requests >== 2'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_no_project_found(tmp_path: Path) -> None:
+    if any((d / "pyproject.toml").exists() for d in tmp_path.parents):
+        pytest.skip(f"a pyproject.toml exists above {tmp_path}")
+    r = pypm("-C", str(tmp_path), "export")
+    assert r.returncode == ExitCode.PROJECT and "no pyproject.toml found" in r.stderr and "pypm init" in r.stderr
+
+
+# --------------------------------------------------------------------------- docs/cli.md
+
+def test_docs_cli_documents_every_command_option_and_exit_code() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    missing = []
+    for name, sp in subparsers().items():
+        if not re.search(rf"^##+ `pypm {re.escape(name)}", text, re.M):
+            missing.append(f"section for `pypm {name}`")
+        for action in sp._actions:
+            for opt in action.option_strings:
+                if opt.startswith("--") and opt != "--help" and f"`{opt}" not in text:
+                    missing.append(f"pypm {name} {opt}")
+    for opt in ("--directory", "--verbose", "--quiet", "--version"):
+        if f"`{opt}" not in text:
+            missing.append(opt)
+    for code in exit_codes().values():
+        if not re.search(rf"^\|\s*{code}\s*\|", text, re.M):
+            missing.append(f"exit code {code}")
+    assert not missing, "docs/cli.md lacks: " + ", ".join(missing)

@@ -7,12 +7,10 @@ import csv
 import hashlib
 import http.client
 import io
-import json
 import re
 import subprocess
 import sys
 import tarfile
-import urllib.request
 import zipfile
 from pathlib import Path
 

@@ -44,12 +44,13 @@ writable-project = true
 
 
 def init_project(directory: Path, name: str | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / PYPROJECT
     if target.exists():
         raise ProjectError(f"{target} already exists", hint="edit it, or run `pypm init` in an empty directory")
     name = name or directory.name
     if not re.match(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$", name):
         raise ProjectError(f"{name!r} is not a valid project name", hint="pass --name with letters, digits, - _ or .")
+    # Validate first: a refused init leaves no empty directory behind.
+    directory.mkdir(parents=True, exist_ok=True)
     write_atomic(target, render_pyproject(name))
     return target

@@ -1,0 +1,51 @@
+"""pypm.scaffold: the pyproject.toml `pypm init` writes is valid, and init never overwrites."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pypm.errors import ProjectError
+from pypm.project import SandboxConfig, load_project, parse_pyproject
+from pypm.scaffold import init_project, render_pyproject
+
+
+@pytest.mark.parametrize("name", ["demo", "My.Lib", "a", "x_y-z", "pkg9"])
+def test_rendered_pyproject_parses_as_a_virtual_project(name: str, tmp_path: Path) -> None:
+    data = tomllib.loads(render_pyproject(name))
+    p = parse_pyproject(data, tmp_path)
+    assert p.name == name and p.version == "0.1.0" and p.requires_python == ">=3.9"
+    assert p.is_virtual and p.dependencies == () and p.dependency_groups == {"dev": ()}
+    assert p.tool.sandbox == SandboxConfig(enabled=True, network="none", writable_project=True)
+
+
+def test_uncommenting_build_system_makes_it_installable(tmp_path: Path) -> None:
+    text = render_pyproject("My.Lib", requires_python=">=3.11")
+    lines = text.splitlines()
+    start = lines.index("# [build-system]")
+    for i in range(start, start + 3):
+        lines[i] = lines[i][2:]
+    p = parse_pyproject(tomllib.loads("\n".join(lines)), tmp_path)
+    assert not p.is_virtual and p.build_system["build-backend"] == "setuptools.build_meta"
+    assert p.requires_python == ">=3.11"
+    assert "src/my_lib/" in text  # where the comment tells the user to put the code
+
+
+def test_init_project_writes_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = init_project(tmp_path / "new" / "proj")
+    assert target == tmp_path / "new" / "proj" / "pyproject.toml"
+    assert load_project(target.parent).name == "proj"
+    target.write_text("# mine\n")
+    with pytest.raises(ProjectError, match="already exists") as e:
+        init_project(target.parent, name="other")
+    assert e.value.hint and target.read_text() == "# mine\n"
+
+
+@pytest.mark.parametrize("name", ["bad name", "-lead", "trail-", "ü", ""])
+def test_init_rejects_invalid_names_without_writing(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ProjectError) as e:
+        init_project(tmp_path, name=name or None) if name else init_project(tmp_path / "-bad-")
+    assert "not a valid project name" in str(e.value) and "--name" in (e.value.hint or "")
+    assert list(tmp_path.iterdir()) == []  # not even the directory

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, BinaryIO, Callable, ContextManager, Iterable, TypeVar
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -417,7 +417,7 @@ class _TempDownload:
         self._client, self._f = client, f
         self._fh: Any = None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> BinaryIO:
         self._client.cache_dir.mkdir(parents=True, exist_ok=True)
         fh = tempfile.TemporaryFile(dir=self._client.cache_dir)
         self._fh = fh
@@ -526,6 +526,13 @@ class IndexClient:
         if f.sha256:
             return f.sha256
         return self._hashes.get(f.url, lambda: self._file_hash(f))
+
+    def open_dist(self, f: DistFile) -> ContextManager[BinaryIO]:
+        """The file's bytes as a seekable binary file: a local file opened in place, a remote one
+        downloaded into an anonymous temporary file and checked against `f.sha256` when known."""
+        if _is_local(f.url):
+            return _local_path(f.url).open("rb")
+        return _TempDownload(self, f)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -830,7 +837,7 @@ class IndexClient:
 
     # ------------------------------------------------------------------ whole files
 
-    def _download(self, f: DistFile) -> _TempDownload:
+    def _download(self, f: DistFile) -> _TempDownload:  # kept for callers written before open_dist
         return _TempDownload(self, f)
 
     def _stream_to(self, f: DistFile, sink: Callable[[bytes], None], reset: Callable[[], None]) -> str:

@@ -480,3 +480,19 @@ def test_live_default_index(tmp_path) -> None:
         assert (meta.name, meta.version) == ("idna", "3.7") and meta.requires_python
         with pytest.raises(PackageNotFound):
             c.project_files("this-project-does-not-exist-pypm-test-0b6f1c")
+
+
+def test_open_dist_local_and_remote(dists: DistFactory, index_server, client_factory) -> None:
+    sd = dists.sdist("tau", "1.0")
+    idx = index_server()
+    c = client_factory([idx.url], [str(dists.dir)])
+    (remote,) = c.project_files("tau")  # the same filename in both sources: the first one wins
+    (local,) = client_factory([], [str(dists.dir)]).project_files("tau")
+    assert remote.source[0] == "registry" and local.source[0] == "find-links"
+    for f in (remote, local):
+        with c.open_dist(f) as fh:
+            assert fh.read() == sd.read_bytes()
+    idx.corrupt(sd.name)
+    with pytest.raises(IntegrityError):
+        with c.open_dist(remote):
+            pass

@@ -274,12 +274,17 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
                     plan.append((src, base / src.relative_to(scheme_dir), key, kind))
     ep_file = src_info / "entry_points.txt"
     eps = _entry_points(ep_file.read_text(encoding="utf-8")) if ep_file.is_file() else {}
-    generated: list[tuple[Path, str]] = []
+    generated: list[tuple[Path, bytes]] = []
     for group in ("console_scripts", "gui_scripts"):
         for script, value in sorted(eps.get(group, {}).items()):
             if "/" in script or "\\" in script or script.startswith(".") or not script:
                 raise InstallError(f"{wheel_filename}: entry point name {script!r} is not a plain file name")
-            generated.append((layout.scripts / script, value))
+            try:
+                text = _script_text(layout.python, value)
+            except ValueError:  # found while planning: nothing has been written yet
+                raise InstallError(f"{wheel_filename}: entry point {script} = {value!r} is malformed",
+                                   hint="entry points look like `name = module:function`") from None
+            generated.append((layout.scripts / script, text))
     dst_info = root_dest / info_name
     root = Path(os.path.abspath(layout.root))
     for _, dst, key, _ in plan:
@@ -327,11 +332,7 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
                 h, n = record_hash(hashlib.sha256(dst.read_bytes()).digest()), dst.stat().st_size
                 size = str(n)
             record.append((_rel(dst, rec_base), h, size))
-        for dst, value in generated:
-            try:
-                text = _script_text(python, value)
-            except ValueError:
-                raise InstallError(f"{wheel_filename}: entry point {dst.name} = {value!r} is malformed") from None
+        for dst, text in generated:
             h, n = _write_new(dst, text, 0o755)
             record.append((_rel(dst, rec_base), h, str(n)))
         dst_info.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,7 @@ def two_versions(dists: DistFactory) -> DistFactory:
 
 
 def test_json_and_html_pages(index_server, two_versions: DistFactory) -> None:  # type: ignore[no-untyped-def]
-    idx = index_server(yanked={"foo_bar-1.0-py3-none-any.whl": "broken"})
+    idx = index_server(yanked={"foo_bar-1.0-py3-none-any.whl": "broken"}, upload_time={"foo_bar-2.0.tar.gz": "2024-01-02T03:04:05Z"})
     r = httpx.get(idx.url + "foo-bar/", headers={"Accept": f"{JSON_TYPE}, text/html;q=0.1"})
     assert r.headers["content-type"] == JSON_TYPE
     page = r.json()
@@ -132,6 +132,8 @@ def test_json_and_html_pages(index_server, two_versions: DistFactory) -> None:  
     assert w1["yanked"] == "broken" and w1["requires-python"] == ">=3.8"
     assert files["foo_bar-2.0-py3-none-any.whl"]["yanked"] is False
     assert "core-metadata" not in files["foo_bar-2.0.tar.gz"]
+    assert files["foo_bar-2.0.tar.gz"]["upload-time"] == "2024-01-02T03:04:05Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", w1["upload-time"])
     # The advertised hashes are those of the bytes served.
     body = httpx.get(w1["url"]).content
     assert hashlib.sha256(body).hexdigest() == w1["hashes"]["sha256"] and len(body) == w1["size"]

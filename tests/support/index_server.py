@@ -101,7 +101,6 @@ def scan_dists(files: Iterable[Path | str]) -> list[Dist]:
                 rp = _requires_python(sdist_metadata(p))
             except Exception:
                 rp = None
-        mtime = _dt.datetime.fromtimestamp(p.stat().st_mtime, _dt.timezone.utc)
         out.append(
             Dist(
                 path=p,
@@ -111,10 +110,19 @@ def scan_dists(files: Iterable[Path | str]) -> list[Dist]:
                 size=size,
                 requires_python=rp,
                 metadata=meta,
-                upload_time=mtime.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                upload_time=_iso(_dt.datetime.fromtimestamp(p.stat().st_mtime, _dt.timezone.utc)),
             )
         )
     return out
+
+
+def _iso(t: str | _dt.datetime) -> str:
+    """PEP 700's upload-time spelling; strings (e.g. "2024-01-02T03:04:05Z") pass through."""
+    if isinstance(t, str):
+        return t
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _http_date(ts: float) -> str:
@@ -134,6 +142,7 @@ class _Fault:
 class _Options:
     yanked: dict[str, str] = field(default_factory=dict)
     requires_python: dict[str, str | None] = field(default_factory=dict)
+    upload_time: dict[str, str] = field(default_factory=dict)
     pep658: bool = True
     json: bool = True
     relative_urls: bool = False
@@ -141,6 +150,9 @@ class _Options:
 
 class IndexServer:
     """A threaded index server: `with IndexServer([wheel, sdist_dir]) as idx: idx.url`.
+
+    Per-file options (keyed by filename): `yanked` (reason, "" for none), `requires_python`
+    (overrides the file's own), `upload_time` (datetime or ISO string; default: file mtime).
 
     Routes: `/simple/` (project list), `/simple/<name>/` (PEP 691 JSON when the Accept header
     asks for it and json=True, else PEP 503 HTML), `/files/<filename>` (Range, ETag,
@@ -155,6 +167,7 @@ class IndexServer:
         *,
         yanked: Mapping[str, str] | None = None,
         requires_python: Mapping[str, str | None] | None = None,
+        upload_time: Mapping[str, str | _dt.datetime] | None = None,
         pep658: bool = True,
         json: bool = True,
         relative_urls: bool = False,
@@ -162,6 +175,7 @@ class IndexServer:
         self.options = _Options(
             yanked=dict(yanked or {}),
             requires_python=dict(requires_python or {}),
+            upload_time={k: _iso(v) for k, v in (upload_time or {}).items()},
             pep658=pep658,
             json=json,
             relative_urls=relative_urls,
@@ -256,7 +270,8 @@ class IndexServer:
     def _effective(self, d: Dist) -> Dist:
         o = self.options
         rp = o.requires_python[d.filename] if d.filename in o.requires_python else d.requires_python
-        return Dist(**{**d.__dict__, "requires_python": rp, "yanked": o.yanked.get(d.filename)})
+        ut = o.upload_time.get(d.filename, d.upload_time)
+        return Dist(**{**d.__dict__, "requires_python": rp, "yanked": o.yanked.get(d.filename), "upload_time": ut})
 
     def projects(self) -> dict[str, list[Dist]]:
         out: dict[str, list[Dist]] = {}

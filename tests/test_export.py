@@ -45,6 +45,7 @@ def index(tmp_path_factory: pytest.TempPathFactory):
         for t in tags:
             build_wheel(d, name, ver, requires_dist=reqs, tag=t)
     build_sdist(d, "gamma", "1.0")
+    build_wheel(d, "alpha", "0.9", requires_dist=["gamma==1.0"])  # an older release, for `lock --from`
     with IndexServer([d]) as idx:
         yield idx
 
@@ -391,3 +392,70 @@ def test_import_missing_file(tmp_path: Path) -> None:
 def test_pylock_names() -> None:
     assert is_pylock_name("pylock.toml") and is_pylock_name("pylock.dev.toml")
     assert not is_pylock_name("pylock.a.b.toml") and not is_pylock_name("lock.toml")
+
+
+# --------------------------------------------------------------------------- with the real `pypm lock`
+
+REAL_PYPROJECT = """\
+[project]
+name = "real"
+version = "0.1.0"
+requires-python = ">=3.8"
+dependencies = ["alpha", 'tomlish; python_version < "3.11"']
+
+[dependency-groups]
+dev = ["epsilon"]
+
+[tool.pypm]
+index-url = "{url}"
+"""
+
+
+def test_locked_by_pypm_then_exported_installs_with_uv(index: IndexServer, tmp_path: Path, pypm) -> None:
+    proj = tmp_path / "real"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(REAL_PYPROJECT.format(url=index.url))
+    pypm("lock", cwd=proj, check=True)
+    out = proj / "pylock.toml"
+    pypm("export", "-o", out, cwd=proj, check=True)
+    data = tomllib.loads(out.read_text())
+    by_name = {p["name"]: p for p in data["packages"]}
+    assert set(by_name) == {"alpha", "gamma", "epsilon", "tomlish"}
+    assert by_name["alpha"]["version"] == "1.0"
+    assert by_name["tomlish"]["marker"] == 'python_version < "3.11"'
+    py = fresh_venv(tmp_path / "venv")
+    r = subprocess.run([uv_bin(), "pip", "install", "--python", str(py), "-r", str(out)],
+                       capture_output=True, text=True, env=uv_env(tmp_path), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert installed(py) == {"alpha==1.0", "gamma==1.0", "epsilon==0.3"}
+
+
+def test_lock_from_pylock_starts_from_its_pins(index: IndexServer, tmp_path: Path, pypm) -> None:
+    proj = tmp_path / "real"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(REAL_PYPROJECT.format(url=index.url))
+    # A pylock from "another tool" pinning the older alpha.
+    old = index.dist("alpha-0.9-py3-none-any.whl")
+    (tmp_path / "pylock.toml").write_text(
+        'lock-version = "1.0"\ncreated-by = "someone-else"\n\n[[packages]]\nname = "alpha"\nversion = "0.9"\n'
+        f'index = "{index.url}"\n'
+        f'wheels = [{{ url = "{index.file_url(old.filename)}", hashes = {{ sha256 = "{old.sha256}" }} }}]\n')
+    pypm("lock", "--from", tmp_path / "pylock.toml", cwd=proj, check=True)
+    lock = tomllib.loads((proj / "pypm.lock").read_text())
+    assert {p["name"]: p["version"] for p in lock["package"]}["alpha"] == "0.9"
+    # Without --from the existing pin is kept; --upgrade-package moves it.
+    pypm("lock", "--upgrade-package", "alpha", cwd=proj, check=True)
+    lock = tomllib.loads((proj / "pypm.lock").read_text())
+    assert {p["name"]: p["version"] for p in lock["package"]}["alpha"] == "1.0"
+
+
+def test_lock_from_a_bad_pylock_fails_and_writes_nothing(index: IndexServer, tmp_path: Path, pypm) -> None:
+    proj = tmp_path / "real"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(REAL_PYPROJECT.format(url=index.url))
+    bad = tmp_path / "pylock.toml"
+    bad.write_text('lock-version = "2.0"\ncreated-by = "x"\n')
+    r = pypm("lock", "--from", bad, cwd=proj)
+    assert r.returncode == 3, r.stderr
+    assert str(bad) in r.stderr and "lock-version" in r.stderr and "Traceback" not in r.stderr
+    assert not (proj / "pypm.lock").exists()

@@ -536,7 +536,8 @@ class IndexClient:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            # On Ctrl-C the queue may still hold many jobs: drop them, wait only for running ones.
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._client_obj is not None:
             self._client_obj.close()

@@ -1,0 +1,259 @@
+"""End-to-end `pypm lock`: a real index on 127.0.0.1 serving real wheels and sdists, a real subprocess."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pypm.lockfile import LockedPackage, loads
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def write_project(root: Path, deps: list[str], *, groups: dict[str, list[str]] | None = None,
+                  extras: dict[str, list[str]] | None = None, build: bool = True,
+                  requires_python: str = ">=3.9") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    if build:
+        lines += ["[build-system]", 'requires = ["setuptools>=68"]', 'build-backend = "setuptools.build_meta"', ""]
+    lines += ["[project]", 'name = "proj"', 'version = "0.1.0"', f'requires-python = "{requires_python}"',
+              "dependencies = [" + ", ".join(repr(d) for d in deps) + "]", ""]
+    if extras:
+        lines.append("[project.optional-dependencies]")
+        lines += [f"{k} = [" + ", ".join(repr(d) for d in v) + "]" for k, v in extras.items()]
+        lines.append("")
+    if groups:
+        lines.append("[dependency-groups]")
+        lines += [f"{k} = [" + ", ".join(repr(d) for d in v) + "]" for k, v in groups.items()]
+    # repr() of a str with double quotes inside gives single quotes: a TOML literal string.
+    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def pkgs(lock_text: str) -> dict[str, list[LockedPackage]]:
+    out: dict[str, list[LockedPackage]] = {}
+    for p in loads(lock_text).packages:
+        out.setdefault(p.name, []).append(p)
+    return out
+
+
+def one(lock_text: str, name: str) -> LockedPackage:
+    found = pkgs(lock_text)[name]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture
+def world(dists, index_server, tmp_path):
+    """A small universe of real distributions covering markers, extras, groups, yanked, requires-python."""
+    d = dists
+    d.wheel("app", "1.0", requires_dist=["lib>=1", 'tomli>=2; python_version < "3.11"',
+                                         'winonly; sys_platform == "win32"', 'ancient; python_version < "3.8"',
+                                         'speedups; extra == "fast"'], provides_extra=["fast"])
+    d.wheel("lib", "1.0")
+    d.wheel("lib", "1.5")  # yanked below
+    d.wheel("lib", "2.0", requires_python=">=3.12")  # excludes part of the project's Pythons
+    d.wheel("tomli", "2.0.1")
+    d.wheel("winonly", "1.0", tag="cp311-cp311-win_amd64")
+    d.wheel("speedups", "1.0")
+    d.wheel("pin-a", "1.0")
+    d.wheel("pin-a", "2.0", requires_dist=["pin-b<1"])  # pin-b has no such version: backtrack to 1.0
+    d.wheel("pin-b", "1.0")
+    d.sdist("srconly", "1.0", build_requires=("setuptools>=68",))
+    d.wheel("setuptools", "70.0")
+    d.wheel("devtool", "3.0", requires_dist=['colorama; sys_platform == "win32"'])
+    d.wheel("colorama", "0.4.6")
+    server = index_server(yanked={"lib-1.5-py3-none-any.whl": "broken"})
+    project = write_project(tmp_path / "proj", ["app[fast]", "pin-a", "srconly"], groups={"dev": ["devtool"]})
+    return d, server, project
+
+
+def test_lock_is_correct_deterministic_and_upgrades_only_what_is_asked(pypm, world):
+    d, server, project = world
+    r = pypm("lock", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"Resolved \d+ packages in [\d.]+s", r.stderr)
+    text = (project / "pypm.lock").read_text()
+    assert "extra ==" not in text and "127.0.0.1" in text
+    p = pkgs(text)
+    assert {n: [x.version for x in v] for n, v in p.items()} == {
+        "proj": ["0.1.0"], "app": ["1.0"], "lib": ["1.0"], "tomli": ["2.0.1"], "winonly": ["1.0"],
+        "speedups": ["1.0"], "pin-a": ["1.0"], "srconly": ["1.0"], "setuptools": ["70.0"],
+        "devtool": ["3.0"], "colorama": ["0.4.6"]}
+    assert one(text, "tomli").marker == 'python_version < "3.11"'
+    assert one(text, "winonly").marker == 'sys_platform == "win32"'
+    assert one(text, "colorama").marker == 'sys_platform == "win32"' and one(text, "colorama").groups == ["dev"]
+    devtool = one(text, "devtool")
+    assert devtool.groups == ["dev"] and not devtool.main
+    app = one(text, "app")
+    assert app.main and [x.name for x in app.optional_dependencies["fast"]] == ["speedups"]
+    root = one(text, "proj")
+    assert root.source == {"editable": "."}
+    assert [(x.name, x.extras) for x in root.dependencies if x.name == "app"] == [("app", ("fast",))]
+    assert [x.name for x in root.build_dependencies] == ["setuptools"]
+    assert [x.name for x in one(text, "srconly").build_dependencies] == ["setuptools"]
+    for pkg in loads(text).packages:
+        for f in pkg.files():
+            assert HEX64.match(f.sha256) and f.size and f.size > 0, (pkg.name, f)
+    assert one(text, "srconly").sdist is not None
+    # PEP 658 metadata files were used: no wheel was downloaded to read its METADATA.
+    wheel_gets = [path for method, path, _ in server.requests if path.endswith(".whl") and method == "GET"]
+    assert wheel_gets == [], wheel_gets
+
+    # Second run: nothing to do, byte-identical; --refresh re-resolves to the same bytes too.
+    server.clear_requests()
+    r = pypm("lock", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0 and (project / "pypm.lock").read_text() == text
+    assert server.requests == []  # the fast path touched no network
+    r = pypm("lock", "--refresh", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert (project / "pypm.lock").read_text() == text
+    assert pypm("lock", "--check", "--index-url", server.url, cwd=project).returncode == 0
+
+    # New releases appear: a plain lock keeps the pins; --upgrade-package moves only that one.
+    server.add(d.wheel("lib", "1.2"), d.wheel("tomli", "2.0.2"))
+    assert pypm("lock", "--index-url", server.url, cwd=project).returncode == 0
+    assert (project / "pypm.lock").read_text() == text
+    r = pypm("lock", "--upgrade-package", "lib", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0, r.stderr
+    text2 = (project / "pypm.lock").read_text()
+    assert one(text2, "lib").version == "1.2" and one(text2, "tomli").version == "2.0.1"
+    r = pypm("lock", "--upgrade", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert one((project / "pypm.lock").read_text(), "tomli").version == "2.0.2"
+
+    # pyproject.toml changes: --check says stale (exit 1) and writes nothing.
+    before = (project / "pypm.lock").read_bytes()
+    write_project(project, ["app[fast]", "pin-a", "srconly", "colorama"], groups={"dev": ["devtool"]})
+    r = pypm("lock", "--check", "--index-url", server.url, cwd=project)
+    assert r.returncode == 1 and "out of date" in r.stderr and "pypm lock" in r.stderr
+    assert (project / "pypm.lock").read_bytes() == before
+    (project / "pypm.lock").unlink()
+    r = pypm("lock", "--check", "--index-url", server.url, cwd=project)
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    assert not (project / "pypm.lock").exists()
+
+
+def test_fast_path_imports_no_network_or_resolver(pypm, dists, index_server, tmp_path):
+    dists.wheel("lib", "1.0")
+    server = index_server()
+    project = write_project(tmp_path / "p", ["lib"], build=False)
+    assert pypm("lock", "--index-url", server.url, cwd=project).returncode == 0
+    r = pypm("lock", "--index-url", server.url, cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "pypm.locking" in imported
+    assert not imported & {"httpx", "resolvelib", "pypm.index", "pypm.resolver", "rich"}, imported
+    assert one((project / "pypm.lock").read_text(), "proj").source == {"virtual": "."}
+
+
+def test_fork_on_python_version_locks_two_versions(pypm, dists, index_server, tmp_path):
+    dists.wheel("num", "1.26.4", requires_python=">=3.9")
+    dists.wheel("num", "2.1.0", requires_python=">=3.10")
+    server = index_server()
+    project = write_project(tmp_path / "p", ['num<2; python_version < "3.10"', 'num>=2; python_version >= "3.10"'],
+                            build=False)
+    r = pypm("lock", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0, r.stderr
+    text = (project / "pypm.lock").read_text()
+    lock = loads(text)
+    assert lock.resolution_markers == ['python_version < "3.10"', 'python_version >= "3.10"']
+    nums = {p.version: p.marker for p in lock.by_name("num")}
+    assert nums == {"1.26.4": 'python_version < "3.10"', "2.1.0": 'python_version >= "3.10"'}
+    # Sync's walk picks one of them per Python.
+    from pypm.selection import Selection, select_packages
+
+    for py, want in (("3.9", "1.26.4"), ("3.12", "2.1.0")):
+        env = {"python_version": py, "python_full_version": py + ".0", "sys_platform": "linux"}
+        assert [p.version for p in select_packages(lock, Selection(), env)] == [want]
+    assert pypm("lock", "--index-url", server.url, cwd=project).returncode == 0
+    assert (project / "pypm.lock").read_text() == text
+
+
+@pytest.fixture
+def locked_project(pypm, dists, index_server, tmp_path):
+    dists.wheel("a", "1.0", requires_dist=["b<2"])
+    dists.wheel("b", "1.0")
+    dists.wheel("b", "2.0")
+    server = index_server()
+    project = write_project(tmp_path / "p", ["a"], build=False)
+    r = pypm("lock", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0, r.stderr
+    return server, project, (project / "pypm.lock").read_bytes()
+
+
+def _fails(pypm, project, server_url, code, *needles, env=None):
+    r = pypm("lock", "--index-url", server_url, cwd=project, env=env)
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: "), r.stderr
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr)
+    return r.stderr
+
+
+def test_bad_input_gives_one_clear_error_and_leaves_the_lock_alone(pypm, locked_project, tmp_path):
+    server, project, before = locked_project
+    pyproject = project / "pyproject.toml"
+    good = pyproject.read_text()
+    assert "['a']" in good
+
+    pyproject.write_text(good.replace('name = "proj"', 'name = "proj'))
+    err = _fails(pypm, project, server.url, 3, "pyproject.toml:", "invalid TOML")
+    assert re.search(r"pyproject\.toml:\d+:\d+:", err)
+
+    pyproject.write_text(good.replace("['a']", "['a >>> 1']"))
+    _fails(pypm, project, server.url, 3, "'a >>> 1'", "PEP 508")
+
+    pyproject.write_text(good.replace("['a']", "['nosuchpkg']"))
+    _fails(pypm, project, server.url, 5, "nosuchpkg", server.url.rstrip("/"))
+
+    pyproject.write_text(good.replace("['a']", "['a==1.0', 'b>=2']"))
+    _fails(pypm, project, server.url, 4, "proj depends on a==1.0; a 1.0 depends on b<2", "proj depends on b>=2")
+
+    pyproject.write_text(good.replace("['a']", "['a', 'b']"))  # stale, so lock must resolve
+    dead = "http://127.0.0.1:9/simple/"
+    _fails(pypm, project, dead, 5, "127.0.0.1:9", "connect")
+
+    server.corrupt_metadata("b-2.0-py3-none-any.whl")
+    server.corrupt_metadata("b-1.0-py3-none-any.whl")
+    # A cold cache, so the metadata is fetched (a warm one holds the verified copy already).
+    _fails(pypm, project, server.url, 6, "b-", "hash", env={"PYPM_CACHE_DIR": str(tmp_path / "cold-cache")})
+    assert (project / "pypm.lock").read_bytes() == before
+    assert not [p for p in project.iterdir() if p.name.startswith(".pypm.lock.")]  # no temp file left
+
+
+def test_canary_locks_against_the_local_canary_index(pypm, canary_project):
+    r = pypm("lock", cwd=canary_project, timeout=600)
+    assert r.returncode == 0, r.stderr
+    text = (canary_project / "pypm.lock").read_text()
+    _check_canary(text)
+
+
+def _check_canary(text: str) -> None:
+    lock = loads(text)
+    names = {p.name: p for p in lock.packages}
+    for n in ("requests", "urllib3", "idna", "certifi", "charset-normalizer"):
+        assert names[n].main, n
+    assert names["requests"].version == "2.32.3"
+    assert names["tomli"].marker is not None and "python_version" in names["tomli"].marker
+    for n in ("black", "pytest", "mypy"):
+        assert names[n].groups == ["dev"] and not names[n].main, n
+    for p in lock.packages:
+        for f in p.files():
+            assert HEX64.match(f.sha256) and f.size, (p.name, f.filename)
+
+
+@pytest.mark.live
+def test_live_canary_lock(pypm, tmp_path):
+    from tests.conftest import copy_example
+
+    project = copy_example(tmp_path / "my-lib")
+    r = pypm("lock", cwd=project, timeout=900)
+    assert r.returncode == 0, r.stderr
+    _check_canary((project / "pypm.lock").read_text())
+    shutil.rmtree(project)  # a lock against the default index never outlives the test

@@ -406,7 +406,7 @@ def find_interpreter(request: str | None, requires_python: str | None) -> Interp
         # newest wins; among equal versions the first on PATH (dict order) wins
         best = max(ok, key=lambda i: i.version)
         return best
-    what = f"Python {request}" if request else "a Python"
+    what = f"--python {request}" if request else "a Python"
     needs = f" satisfying requires-python `{rp}`" if rp else ""
     listing = "\n    ".join(report) if report else "(no python3 or python3.X on PATH)"
     raise ProjectError(f"no interpreter found for {what}{needs}; found:\n    {listing}",

@@ -1,0 +1,160 @@
+"""pypm.interpreter: real interpreters queried once, tags equal to packaging's, discovery on PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from packaging import markers, tags
+
+from pypm.errors import ProjectError, UsageError
+from pypm.interpreter import compute_tags, find_interpreter, query_interpreter
+
+PYENV = Path("/root/.pyenv/versions")
+
+
+def pyenv(version: str) -> Path:
+    exe = PYENV / version / "bin" / f"python{version.rsplit('.', 1)[0]}"
+    if not os.access(exe, os.X_OK):
+        pytest.skip(f"this test needs the interpreter {exe}, which is not on this machine")
+    return exe
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYPM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_own_interpreter_matches_packaging_exactly():
+    i = query_interpreter(sys.executable)
+    assert i.version == tuple(sys.version_info[:3]) and i.implementation == "cpython"
+    assert list(i.tags) == [str(t) for t in tags.sys_tags()]
+    assert i.markers == markers.default_environment()
+    assert i.cache_tag == sys.implementation.cache_tag
+    assert i.venv_paths["purelib"] == f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+
+
+def test_other_versions_get_their_own_tags_and_markers():
+    i = query_interpreter(pyenv("3.8.18"))
+    assert i.version == (3, 8, 18) and i.markers["python_version"] == "3.8"
+    assert i.tags[0].startswith("cp38-cp38-manylinux_2_")
+    assert "cp38-abi3-manylinux2014_x86_64" in i.tags and "py3-none-any" in i.tags
+    assert not any(t.startswith("cp311") for t in i.tags)
+    j = query_interpreter(pyenv("3.12.1"))
+    assert "cp312-abi3-linux_x86_64" in j.tags and "cp311-abi3-linux_x86_64" in j.tags
+
+
+def test_wheel_rank_orders_by_tag_priority():
+    i = query_interpreter(sys.executable)
+    cp = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    ranks = {fn: i.wheel_rank(fn) for fn in (
+        f"x-1.0-{cp}-{cp}-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        f"x-1.0-{cp}-abi3-manylinux_2_17_x86_64.whl",
+        "x-1.0-py3-none-any.whl",
+        f"x-1.0-{cp}-{cp}-win_amd64.whl",
+        "x-1.0-cp27-cp27mu-manylinux1_x86_64.whl",
+        "not-a-wheel.tar.gz")}
+    order = [r for r in ranks.values()]
+    assert order[0] < order[1] < order[2]
+    assert order[3] is None and order[4] is None and order[5] is None
+
+
+def test_manylinux_and_musllinux_platforms_follow_the_targets_libc():
+    raw = {"version": [3, 11, 0], "implementation": "cpython", "platform": "linux-x86_64", "maxsize_64": True,
+           "glibc": "glibc 2.28", "executable": "/nonexistent"}
+    t = compute_tags(raw)
+    assert t[0] == "cp311-cp311-manylinux_2_28_x86_64"
+    assert "cp311-cp311-manylinux2014_x86_64" in t and "cp311-cp311-manylinux1_x86_64" in t
+    assert "cp311-cp311-manylinux_2_29_x86_64" not in t
+    arm = compute_tags({**raw, "platform": "linux-aarch64", "glibc": "glibc 2.17"})
+    assert arm[0] == "cp311-cp311-manylinux_2_17_aarch64" and "cp311-cp311-manylinux2014_aarch64" in arm
+    assert not any("manylinux2010" in x or "manylinux_2_16" in x for x in arm)
+    free = compute_tags({**raw, "version": [3, 13, 0], "gil_disabled": True})
+    assert free[0] == "cp313-cp313t-manylinux_2_28_x86_64" and not any("-abi3-" in x for x in free)
+
+
+def test_description_is_cached_and_keyed_by_the_executable(tmp_path):
+    link = tmp_path / "bin" / "python3"
+    link.parent.mkdir()
+    link.symlink_to(sys.executable)
+    first = query_interpreter(link)
+    files = list((tmp_path / "cache" / "interpreters").glob("*.json"))
+    assert len(files) == 1
+    # prove the second answer comes from the cache file, not from running the interpreter
+    raw = json.loads(files[0].read_text())
+    raw["markers"]["platform_release"] = "from-the-cache"
+    files[0].write_text(json.dumps(raw))
+    assert query_interpreter(link).markers["platform_release"] == "from-the-cache"
+    # re-pointing the path at another interpreter changes the key: asked afresh
+    other = pyenv("3.12.1")
+    link.unlink()
+    link.symlink_to(other)
+    again = query_interpreter(link)
+    assert again.version[:2] == (3, 12) and again.version != first.version
+    assert len(list((tmp_path / "cache" / "interpreters").glob("*.json"))) == 2
+
+
+def test_a_broken_cache_file_is_ignored(tmp_path):
+    query_interpreter(sys.executable)
+    for f in (tmp_path / "cache" / "interpreters").glob("*.json"):
+        f.write_text("{not json")
+    assert query_interpreter(sys.executable).version == tuple(sys.version_info[:3])
+
+
+@pytest.fixture
+def fake_path(tmp_path, monkeypatch):
+    """A PATH holding python3.8, python3.12 and python3 (-> 3.11) plus a broken python3.13 shim."""
+    d = tmp_path / "pathbin"
+    d.mkdir()
+    (d / "python3.8").symlink_to(pyenv("3.8.18"))
+    (d / "python3.12").symlink_to(pyenv("3.12.1"))
+    (d / "python3").symlink_to(sys.executable)
+    shim = d / "python3.13"
+    shim.write_text("#!/bin/sh\necho 'python3.13: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", str(d))
+    return d
+
+
+def test_default_is_the_newest_on_path_that_satisfies_requires_python(fake_path):
+    assert find_interpreter(None, ">=3.8").version[:2] == (3, 12)
+    assert find_interpreter(None, ">=3.8,<3.12").version[:2] == (3, 11)
+    assert find_interpreter(None, "<3.9").version[:2] == (3, 8)
+    assert find_interpreter(None, None).version[:2] == (3, 12)
+
+
+def test_requests_by_version_specifier_path_and_name(fake_path):
+    assert find_interpreter("3.8", ">=3.8").version[:2] == (3, 8)
+    assert find_interpreter("cpython3.12", None).version[:2] == (3, 12)
+    assert find_interpreter(">=3.9,<3.12", None).version[:2] == (3, 11)
+    assert find_interpreter(str(fake_path / "python3.8"), None).executable == fake_path / "python3.8"
+    assert find_interpreter("python3.12", None).version[:2] == (3, 12)
+
+
+def test_nothing_matching_lists_what_was_found(fake_path):
+    with pytest.raises(ProjectError) as ei:
+        find_interpreter(None, ">=3.14")
+    msg = str(ei.value)
+    assert ">=3.14" in msg and "Python 3.8.18" in msg and "Python 3.12.1" in msg
+    assert "python3.13: exit status 127" in msg and ei.value.hint
+    with pytest.raises(ProjectError, match="does not satisfy requires-python"):
+        find_interpreter(str(fake_path / "python3.8"), ">=3.11")
+    with pytest.raises(ProjectError, match="exit status 127"):
+        find_interpreter(str(fake_path / "python3.13"), None)
+    with pytest.raises(UsageError, match="no such interpreter"):
+        find_interpreter("no-such-python", None)
+    with pytest.raises(UsageError, match="not a valid version specifier"):
+        find_interpreter(">=three", None)
+
+
+def test_wrapper_scripts_are_queried_but_never_cached(fake_path, tmp_path):
+    shim = fake_path / "python3.14"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    shim.chmod(0o755)
+    i = find_interpreter(str(shim), None)
+    assert i.version == tuple(sys.version_info[:3])
+    cached = [json.loads(f.read_text())["executable"] for f in (tmp_path / "cache" / "interpreters").glob("*.json")]
+    assert str(shim) not in cached

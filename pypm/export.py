@@ -256,13 +256,24 @@ def render_requirements(lock: Lock, selection: Selection, *, project_dir: Path |
 def _read_lock(ctx: Any, project: Any) -> Lock:
     import importlib.util
 
-    if importlib.util.find_spec("pypm.locking") is not None:
-        from .locking import ensure_lock
+    if importlib.util.find_spec("pypm.locking") is None:
+        from .lockfile import read
 
-        return ensure_lock(ctx, project, locked=False, frozen=True, offline=True)
-    from .lockfile import read
+        return read(project.root / LOCK_NAME)
+    from .errors import PypmError
+    from .locking import LockOptions, ensure_lock, lock_inputs_hash
 
-    return read(project.root / LOCK_NAME)
+    # Export writes the lock as it is (no network, no resolver); a stale lock is worth a warning.
+    lock = ensure_lock(ctx, project, locked=False, frozen=True, offline=True)
+    try:
+        stale = lock.content_hash != lock_inputs_hash(project, LockOptions.from_lock(lock))
+    except PypmError as e:  # e.g. no index configurable: the check is advisory, the export is not
+        ctx.debug(f"could not tell whether {LOCK_NAME} is current: {e.message}")
+        stale = False
+    if stale:
+        ctx.info(f"warning: {LOCK_NAME} is out of date with pyproject.toml; exporting it as it is "
+                 "(run `pypm lock` first to update it)")
+    return lock
 
 
 def _validate_names(project: Any, args: Any) -> None:

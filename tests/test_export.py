@@ -417,7 +417,8 @@ def test_locked_by_pypm_then_exported_installs_with_uv(index: IndexServer, tmp_p
     (proj / "pyproject.toml").write_text(REAL_PYPROJECT.format(url=index.url))
     pypm("lock", cwd=proj, check=True)
     out = proj / "pylock.toml"
-    pypm("export", "-o", out, cwd=proj, check=True)
+    r = pypm("export", "-o", out, cwd=proj, check=True)
+    assert "out of date" not in r.stderr
     data = tomllib.loads(out.read_text())
     by_name = {p["name"]: p for p in data["packages"]}
     assert set(by_name) == {"alpha", "gamma", "epsilon", "tomlish"}
@@ -428,6 +429,11 @@ def test_locked_by_pypm_then_exported_installs_with_uv(index: IndexServer, tmp_p
                        capture_output=True, text=True, env=uv_env(tmp_path), timeout=120)
     assert r.returncode == 0, r.stderr
     assert installed(py) == {"alpha==1.0", "gamma==1.0", "epsilon==0.3"}
+    # Editing pyproject.toml makes the lock stale: export still writes it, and says so.
+    (proj / "pyproject.toml").write_text(REAL_PYPROJECT.format(url=index.url).replace('"epsilon"', '"zeta"'))
+    r = pypm("export", "-o", out, cwd=proj, check=True)
+    assert "warning: pypm.lock is out of date with pyproject.toml" in r.stderr
+    assert "epsilon" in out.read_text()
 
 
 def test_lock_from_pylock_starts_from_its_pins(index: IndexServer, tmp_path: Path, pypm) -> None:

@@ -173,11 +173,12 @@ def _call_python(plugin: LoadedPlugin, ctx: HookContext) -> None:
         raise _failure(plugin, ctx.stage, e.message + (f" ({e.hint})" if e.hint else ""), ctx.project) from e
     except Exception as e:
         raise _failure(plugin, ctx.stage, f"{type(e).__name__}: {e}", ctx.project) from e
-    # None, 0 (and True) mean "go on"; any other int or False means stop.
-    if rc is None or rc is True or rc == 0:
+    # None, True and 0 mean "go on"; False or any other int means stop. (Checked with `is`
+    # first: False == 0 in Python.) Other return values carry no verdict.
+    if rc is None or rc is True:
         return
-    if isinstance(rc, (int, bool)):
-        reason = ctx.messages[-1] if ctx.messages else f"its hook returned {int(rc)}"
+    if rc is False or (isinstance(rc, int) and rc != 0):
+        reason = ctx.messages[-1] if ctx.messages else f"its hook returned {rc!r}"
         raise _failure(plugin, ctx.stage, reason, ctx.project)
 
 

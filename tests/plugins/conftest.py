@@ -71,6 +71,8 @@ def recorder(ctx):
             raise RuntimeError("the database is on fire")
         if how == "plugin-error":
             raise PluginError("policy says no", hint="ask the admin")
+        if how == "false":
+            return False
         ctx.report(f"refusing {ctx.stage}")
         return 1
     return None

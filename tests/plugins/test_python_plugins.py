@@ -77,6 +77,7 @@ def test_method_hooks_limit_the_stages(site: Path, tmp_path: Path, monkeypatch: 
     ("return", "refusing pre-sync"),
     ("raise", "RuntimeError: the database is on fire"),
     ("plugin-error", "policy says no (ask the admin)"),
+    ("false", "its hook returned False"),
 ])
 def test_failure_is_friendly(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str,
                              reason: str) -> None:

@@ -494,7 +494,7 @@ class Cache:
             if final.is_dir():
                 return final
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.parent / f".tmp-{entry.sha256[:16]}-{os.getpid()}-{threading.get_ident()}"
+            tmp = final.parent / f".tmp-{entry.sha256}-{os.getpid()}-{threading.get_ident()}"
             if tmp.exists():
                 shutil.rmtree(tmp)
             try:
@@ -545,10 +545,12 @@ class Cache:
                 if not fan.is_dir():
                     continue
                 for d in sorted(fan.iterdir()):
-                    sha = d.name.split("-")[1] if d.name.startswith(".tmp-") else d.name
                     stale_tmp = d.name.startswith(".tmp-")
+                    sha = d.name[5:69] if stale_tmp else d.name  # .tmp-<sha>-<pid>-<thread>
+                    if len(sha) != 64:
+                        continue  # not ours
                     try:
-                        lock = self._lock(sha if len(sha) == 64 else d.name)
+                        lock = self._lock(sha)  # held while an extraction or download is under way
                         lock.acquire(timeout=0)
                     except Timeout:
                         continue

@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -373,7 +375,7 @@ def test_prune_removes_partials_tmp_dirs_and_unused_entries(dists, cache):
     part = cache.wheel_path("e" * 64, "x.whl").with_name("x.whl.part")
     part.parent.mkdir(parents=True)
     part.write_bytes(b"partial")
-    tmpdir = cache.root / "unpacked" / "ff" / (".tmp-" + "f" * 16 + "-1-2")
+    tmpdir = cache.root / "unpacked" / "ff" / (".tmp-" + "f" * 64 + "-1-2")
     tmpdir.mkdir(parents=True)
     long_ago = time.time() - 40 * 86400
     os.utime(po, (long_ago, long_ago))
@@ -382,12 +384,26 @@ def test_prune_removes_partials_tmp_dirs_and_unused_entries(dists, cache):
     assert not po.exists() and not wo.exists() and not part.exists() and not tmpdir.exists()
     assert pn.exists() and cache.wheel_path(en.sha256, new_w.name).exists()
     assert part in removed and tmpdir in removed
+    # an extraction under way (its entry lock held by another process) is left alone
+    busy = cache.root / "unpacked" / "ab" / (".tmp-" + "ab" * 32 + "-9-9")
+    busy.mkdir(parents=True)
+    (cache.root / "locks" / "ab").mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]); "
+                               "l.acquire(); print('held', flush=True); time.sleep(30)",
+                               str(cache.root / "locks" / "ab" / ("ab" * 32 + ".lock"))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cache.prune(max_age_days=0)
+        assert busy.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    cache.prune(max_age_days=30)
+    assert not busy.exists()
 
 
 def test_cache_command_dir_clean_prune(tmp_path):
-    import subprocess
-    import sys
-
     env = {**os.environ, "PYPM_CACHE_DIR": str(tmp_path / "c")}
     (tmp_path / "c" / "wheels").mkdir(parents=True)
     run = lambda *a: subprocess.run([sys.executable, "-m", "pypm", "cache", *a], env=env,  # noqa: E731

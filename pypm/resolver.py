@@ -220,7 +220,10 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         self.excluded: dict[str, list[str]] = {}
 
     # -- requirements out of metadata
-    def make_reqs(self, texts: Iterable[str], extra: str, parent: Cand | None, where: str) -> list[Req]:
+    def make_reqs(self, texts: Iterable[str], extra: str, parent: Cand | None, where: str,
+                  scope: Bits | None = None) -> list[Req]:
+        """Requirements from PEP 508 strings, cut to `scope` (default: the branch); dropped when empty there."""
+        scope = self.branch if scope is None else scope & self.branch
         out = []
         for text in texts:
             r = _parse_req(text, where)
@@ -229,12 +232,12 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
                                       hint="depend on a released version from an index or find-links instead")
             marker = str(r.marker) if r.marker else None
             info = self.u.compile(marker, extra)
-            bits = info.bits & self.branch
+            bits = info.bits & scope
             if not bits:
                 continue  # false everywhere this branch (and requires-python) covers
             if extra:
                 # Only what the extra adds: requirements true without it belong to the base.
-                if (self.u.compile(marker, "").bits & self.branch) == bits:
+                if (self.u.compile(marker, "").bits & scope) == bits:
                     continue
             name = canonicalize_name(r.name)
             common = dict(name=name, specifier=r.specifier, bits=bits, full_bits=info.bits,
@@ -360,6 +363,10 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
     def is_satisfied_by(self, requirement: Req, candidate: Cand) -> bool:
         if requirement.ident == PYTHON:
             return self.u.admits(str(requirement.specifier), requirement.bits)
+        # A pin made for a narrower scope does not serve a wider requirement: its dependencies
+        # were gathered for that scope only, so it must be pinned again (resolvelib re-pins it).
+        if requirement.bits & ~candidate.scope:
+            return False
         return requirement.specifier.contains(candidate.version, prereleases=True)
 
     def get_dependencies(self, candidate: Cand) -> list[Req]:
@@ -370,15 +377,15 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         reqs: list[Req] = []
         if candidate.extra:
             base = Req(ident=candidate.name, name=candidate.name, extra="",
-                       specifier=SpecifierSet(f"=={candidate.version}"), bits=self.branch,
+                       specifier=SpecifierSet(f"=={candidate.version}"), bits=candidate.scope,
                        text=f"{candidate.name}=={candidate.version}")
             reqs.append(base)
-            reqs += self.make_reqs(meta.requires_dist, candidate.extra, candidate, where)
+            reqs += self.make_reqs(meta.requires_dist, candidate.extra, candidate, where, candidate.scope)
         else:
             if meta.requires_python:
                 reqs.append(Req(ident=PYTHON, name=PYTHON, extra="", specifier=_spec(meta.requires_python),
-                                bits=candidate.scope or self.branch, text=f"Python {meta.requires_python}"))
-            reqs += self.make_reqs(meta.requires_dist, "", candidate, where)
+                                bits=candidate.scope, text=f"Python {meta.requires_python}"))
+            reqs += self.make_reqs(meta.requires_dist, "", candidate, where, candidate.scope)
             self.check_forks([r for r in reqs if r.ident != PYTHON])
         for r in reqs:
             self.why.setdefault(r.ident, (candidate, r))
@@ -618,8 +625,11 @@ def _merge(state: _State, root: RootSpec, done: list[tuple[Bits, _Provider, dict
             extras_here = sorted(x.extra for x in mapping.values() if x.name == c.name and x.extra)
             for section in [""] + extras_here:
                 for r in p.make_reqs(meta.requires_dist, section, c, str(c)):
-                    if r.name in mapping:
-                        add_edge(nk, section, r, mapping[r.name])
+                    # An edge whose target was not resolved for it lies outside the scope the
+                    # package was needed in: it never applies, so it is left out.
+                    t = mapping.get(r.name)
+                    if t is not None and r.specifier.contains(t.version, prereleases=True):
+                        add_edge(nk, section, r, t)
 
     # Reachability per entry point: bits of (node, extra) states, to a fixpoint.
     out_edges: dict[Any, list[tuple[tuple[str, str], tuple[str, ...], Bits]]] = {}

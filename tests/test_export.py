@@ -122,8 +122,14 @@ def write_project(root: Path, lock: Lock, *, virtual: bool = True) -> Path:
     return root
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The host's environment without settings that would change what pypm, pip or uv do."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYPM_", "UV_", "VIRTUAL_ENV"))}
+    return dict(env, PIP_CONFIG_FILE=os.devnull, **extra)
+
+
 def pypm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)
+    env = clean_env()
     return subprocess.run([sys.executable, "-m", "pypm", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=60)
 
@@ -141,8 +147,7 @@ def installed(py: Path) -> set[str]:
 
 
 def uv_env(tmp: Path) -> dict[str, str]:
-    return dict(os.environ, UV_NO_CONFIG="1", UV_CACHE_DIR=str(tmp / "uv-cache"), PIP_CONFIG_FILE=os.devnull,
-                UV_PYTHON_DOWNLOADS="never", NO_COLOR="1")
+    return clean_env(UV_NO_CONFIG="1", UV_CACHE_DIR=str(tmp / "uv-cache"), UV_PYTHON_DOWNLOADS="never", NO_COLOR="1")
 
 
 def uv_bin() -> str:
@@ -195,7 +200,7 @@ def test_requirements_txt_installs_with_pip_require_hashes(index: IndexServer, t
     text = req.read_text()
     assert "--hash=sha256:" in text and 'tomlish==2.1 \\' in text
     py = fresh_venv(tmp_path / "venv")
-    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)
+    env = clean_env()
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-cache-dir",
                         "--disable-pip-version-check", "--require-hashes", "--index-url", index.url,
                         "-r", str(req)], capture_output=True, text=True, env=env, timeout=180)
@@ -214,7 +219,7 @@ def test_requirements_txt_hash_mismatch_is_refused_by_pip(index: IndexServer, tm
     req = tmp_path / "requirements.txt"
     assert pypm("-C", str(proj), "export", "--format", "requirements.txt", "--no-dev", "-o", str(req)).returncode == 0
     py = fresh_venv(tmp_path / "venv")
-    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)
+    env = clean_env()
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-cache-dir",
                         "--disable-pip-version-check", "--require-hashes", "--index-url", index.url,
                         "-r", str(req)], capture_output=True, text=True, env=env, timeout=180)
@@ -266,6 +271,60 @@ def test_non_virtual_project_is_an_editable_directory_entry(index: IndexServer, 
     req = tmp_path / "requirements.txt"
     assert pypm("-C", str(proj), "export", "--format", "requirements.txt", "-o", str(req)).returncode == 0
     assert req.read_text().splitlines()[1] == "-e ./app"
+
+
+# A PEP 517/660 backend inside the project (backend-path), with no build requirements, so uv
+# can build the editable project without reaching any index.
+IN_TREE_BACKEND = r"""
+import base64, hashlib, os, zipfile
+
+NAME, VERSION = "app", "0.1.0"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _wheel(directory, files):
+    di = f"{NAME}-{VERSION}.dist-info"
+    files = dict(files)
+    files[f"{di}/METADATA"] = f"Metadata-Version: 2.1\nName: {NAME}\nVersion: {VERSION}\n\n"
+    files[f"{di}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    rows = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        rows.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{di}/RECORD"] = "\n".join(rows + [f"{di}/RECORD,,"]) + "\n"
+    name = f"{NAME}-{VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(directory, name), "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return name
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    return _wheel(wheel_directory, {"app_mod.py": open(os.path.join(HERE, "app_mod.py")).read()})
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    return _wheel(wheel_directory, {"_app_editable.pth": HERE + "\n"})
+"""
+
+
+def test_editable_project_entry_is_installed_by_uv(index: IndexServer, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "app", make_lock(index, virtual=False), virtual=False)
+    (proj / "backend.py").write_text(IN_TREE_BACKEND)
+    (proj / "app_mod.py").write_text("WHERE = __file__\n")
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "pylock.toml"
+    r = pypm("-C", str(proj), "export", "--no-dev", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    py = fresh_venv(tmp_path / "venv")
+    r = subprocess.run([uv_bin(), "pip", "install", "--python", str(py), "-r", str(out)],
+                       capture_output=True, text=True, env=uv_env(tmp_path), timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert installed(py) == {"app==0.1.0", "alpha==1.0", "beta==2.0", "gamma==1.0", "delta==1.5"}
+    # Editable: the module is imported from the project directory itself.
+    where = subprocess.run([str(py), "-I", "-c", "import app_mod; print(app_mod.WHERE)"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    assert where == str(proj / "app_mod.py")
 
 
 def test_selection_markers_combine_paths() -> None:

@@ -147,6 +147,7 @@ class Cache:
         self.offline = offline
         self.base_dir = Path(base_dir) if base_dir else Path.cwd()
         self.max_workers = max_workers
+        self.retry_delay = 0.1  # seconds before the first retry of a failed download; doubles each time
         self._client = client
         self._own_client = client is None
         self._client_lock = threading.Lock()
@@ -341,12 +342,12 @@ class Cache:
                     resumed, digest, size = self._download_once(entry, part, meta, progress, task)
                 except (httpx.TransportError, httpx.DecodingError) as e:
                     last = e  # the .part keeps what arrived; the next attempt (or run) resumes it
-                    time.sleep(min(0.1 * 2 ** attempt, 1.0))
+                    time.sleep(min(self.retry_delay * 2 ** attempt, 1.0))
                     continue
                 except httpx.HTTPStatusError as e:
                     last = e
                     if e.response.status_code in RETRY_STATUS:
-                        time.sleep(min(0.1 * 2 ** attempt, 1.0))
+                        time.sleep(min(self.retry_delay * 2 ** attempt, 1.0))
                         continue
                     break
                 try:

@@ -37,6 +37,7 @@ def file_gets(idx, filename: str) -> list[dict[str, str]]:
 @pytest.fixture
 def cache(tmp_path: Path) -> Cache:
     c = Cache(tmp_path / "cache", base_dir=tmp_path)
+    c.retry_delay = 0.01
     yield c
     c.close()
 

@@ -1,14 +1,13 @@
-"""Plugins through the real `pypm` command: sync and run fire them; a failure aborts cleanly."""
+"""Plugins through the real `pypm` command: lock, sync and run fire them; a failure aborts cleanly."""
 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import boto3
-import pytest
 
+from pypm.plugins import STAGES
 from tests.e2e.test_sync import file_gets, installed, small, snapshot, write_lock  # noqa: F401 - `small` is a fixture
 from tests.support.dists import build_wheel
 
@@ -54,6 +53,19 @@ def test_c_plugin_sees_sync_and_run_and_its_failure_aborts_sync(pypm, small, nat
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "alpha beta"
     assert [c["stage"] for c in _read_c_log(log)][-2:] == ["pre-run", "post-run"]
+
+    # pypm lock fires pre-lock and post-lock (a real resolution against the test index).
+    r = pypm("lock", "--index-url", server.url, cwd=project, env={"PYPM_TEST_LOG": str(log)})
+    assert r.returncode == 0, r.stderr
+    lock_calls = _read_c_log(log)[-2:]
+    assert [c["stage"] for c in lock_calls] == ["pre-lock", "post-lock"]
+    assert all(c["lock"] == str(project / "pypm.lock") for c in lock_calls)
+
+    r = pypm("plugins", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert f"recorder: native, {native_dir / 'pypm_recorder.so'}" in r.stdout
+    assert "hooks: " + ", ".join(STAGES) in r.stdout
+    assert f"syncer (not enabled): native, {native_dir / 'pypm_syncer.so'}" in r.stdout
 
     # The lock drops devtool, and the plugin refuses pre-sync: exit 9, the message, no venv change.
     before = snapshot(project / ".venv")

@@ -181,7 +181,6 @@ def ensure_synced(ctx: Any, project: Any, opts: SyncOptions) -> Path:
 def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     import time
 
-    from .interpreter import find_interpreter
     from .plan import Wanted, choose_file, format_plan, make_plan, refuse_unhashed
     from .selection import select_packages
 
@@ -190,7 +189,7 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
           packages=[])
     lock = _lock_for(ctx, project, opts)
     refuse_unhashed(lock.packages)
-    interp = find_interpreter(opts.python or project.tool.python, project.requires_python)
+    interp = _interpreter(project, opts, venv)
     interp_desc = interp.describe()
 
     packages = select_packages(lock, opts.selection, env=dict(interp.markers))
@@ -239,6 +238,33 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
         _fire(project, "post-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"),
               interpreter=str(interp.executable), packages=_package_infos(plan))
     return venv
+
+
+def _interpreter(project: Any, opts: SyncOptions, venv: Path) -> Any:
+    """The target interpreter. With no request, the one the existing venv was made from is kept
+    while it still satisfies requires-python (as uv does): no PATH scan on every sync."""
+    from .errors import PypmError
+    from .interpreter import find_interpreter, query_interpreter
+
+    request = opts.python or project.tool.python
+    if request is None:
+        exe = ((read_state(venv) or {}).get("interpreter") or {}).get("executable")
+        if exe:
+            try:
+                interp = query_interpreter(exe)
+            except PypmError:
+                interp = None
+            if interp is not None and _venv_matches(venv, interp) and _satisfies(interp, project.requires_python):
+                return interp
+    return find_interpreter(request, project.requires_python)
+
+
+def _satisfies(interp: Any, requires_python: str) -> bool:
+    if not requires_python:
+        return True
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(requires_python).contains(interp.version_str, prereleases=True)
 
 
 def _package_infos(plan: Any) -> list[Any]:

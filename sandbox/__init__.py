@@ -1,0 +1,26 @@
+"""pypm's namespace sandbox, usable alone: `python -m sandbox [options] -- CMD`.
+
+    from sandbox import python_policy, run
+    policy = python_policy(uid=..., gid=..., user=..., home=..., host_env=os.environ, venv=..., project=...)
+    exit_code = run(policy, ["python", "-c", "print('hi')"])
+
+The policy (sandbox.policy) is plain data; the runner (sandbox.runner) executes it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .errors import EXIT_SANDBOX, SandboxError
+from .policy import Mount, Policy, filter_env, parse_bind, python_policy, system_mounts
+
+__all__ = ["Policy", "Mount", "SandboxError", "EXIT_SANDBOX", "python_policy", "system_mounts", "parse_bind",
+           "filter_env", "run"]
+
+
+def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None, stdin: int | None = None,
+        stdout: int | None = None, stderr: int | None = None) -> int:
+    """Run `argv` under `policy` and return its exit status (128+N when killed by signal N)."""
+    from .runner import run as _run  # ctypes and the syscall layer load only when running
+
+    return _run(policy, argv, cache_dir=cache_dir, stdin=stdin, stdout=stdout, stderr=stderr)

@@ -1,0 +1,313 @@
+"""The sandbox policy: what to unshare, mount, pass and filter, as plain data (pure)."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterable, Mapping, Sequence
+
+from .errors import SandboxError
+
+__all__ = [
+    "NAMESPACES",
+    "Mount",
+    "Policy",
+    "system_mounts",
+    "python_policy",
+    "parse_bind",
+    "filter_env",
+    "ENV_ALLOWLIST",
+]
+
+# Every namespace the runner knows, in the order unshare() takes them. "net" is left out
+# when the policy shares the host's network.
+NAMESPACES = ("user", "mount", "pid", "net", "ipc", "uts", "cgroup")
+
+MOUNT_KINDS = ("bind", "tmpfs", "proc", "devpts", "dev", "file", "symlink", "dir")
+
+# What an interpreter and ordinary tools read from the host's root, read-only. Missing
+# paths are skipped (the list covers Debian/Ubuntu merged-/usr, Fedora and older layouts).
+# Top-level directories that are symlinks on the host (merged /usr: /lib -> usr/lib) are
+# recreated as the same symlink rather than bound, so paths resolve as they do outside.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_SYSTEM_ETC = (
+    "/etc/alternatives",  # Debian: /usr/bin/awk -> /etc/alternatives/awk -> ...
+    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",  # the dynamic loader
+    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/crypto-policies",  # TLS trust
+    "/etc/localtime", "/etc/timezone", "/etc/os-release", "/etc/mime.types",
+    "/etc/services", "/etc/protocols", "/etc/inputrc", "/etc/terminfo",
+)
+# Only with the host's network: how names are resolved there.
+_NETWORK_ETC = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf", "/etc/nsswitch.conf")
+# CPU topology for os.cpu_count-like probes (torch, BLAS): read-only, nothing else of /sys.
+_SYS_RO = ("/sys/devices/system/cpu", "/sys/devices/system/node")
+
+# Environment variables that describe the terminal, locale and Python's behaviour, never a
+# host path or secret. Everything else must be asked for with --env NAME.
+ENV_ALLOWLIST = (
+    "TERM", "COLORTERM", "COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "CLICOLOR", "CLICOLOR_FORCE",
+    "LANG", "LANGUAGE", "TZ", "CI", "SOURCE_DATE_EPOCH",
+    "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS",
+    "PYTHONFAULTHANDLER", "PYTHONDEVMODE", "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONTRACEMALLOC",
+)
+ENV_ALLOW_PREFIXES = ("LC_",)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One step of building the new root, applied in order (bubblewrap's SetupOp).
+
+    kind: bind (src on the host -> dst), tmpfs, proc, devpts, dev (the minimal /dev),
+    file (src is the content), symlink (src is the target), dir.
+    """
+
+    kind: str
+    dst: str  # absolute path inside the sandbox
+    src: str | None = None
+    writable: bool = False  # bind: read-write (otherwise read-only); every bind is nosuid,nodev
+    optional: bool = False  # bind: skip when src does not exist on the host
+    mirror_symlink: bool = False  # bind: if src is a symlink on the host, make the same symlink
+    mode: int = 0o755  # tmpfs, dir, file
+
+    def describe(self) -> str:
+        if self.kind == "bind":
+            how = "rw" if self.writable else "ro"
+            extra = " (if present)" if self.optional else ""
+            if self.src == self.dst:
+                return f"bind-{how:2} {self.dst}{extra}"
+            return f"bind-{how:2} {self.src} -> {self.dst}{extra}"
+        if self.kind == "file":
+            return f"file     {self.dst} ({len(self.src or '')} bytes, mode {self.mode:o})"
+        if self.kind == "symlink":
+            return f"symlink  {self.dst} -> {self.src}"
+        if self.kind == "tmpfs":
+            return f"tmpfs    {self.dst} (mode {self.mode:o})"
+        return f"{self.kind:8} {self.dst}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything the runner needs to know, and nothing it must look up (except the host's ids)."""
+
+    mounts: tuple[Mount, ...]
+    env: tuple[tuple[str, str], ...]  # the command's whole environment, sorted
+    cwd: str = "/"
+    namespaces: tuple[str, ...] = NAMESPACES
+    network: str = "none"  # "none": a private network namespace with only lo; "host": the host's
+    uid: int | None = None  # the id inside; None = the caller's own (mapped to itself)
+    gid: int | None = None
+    hostname: str = "pypm-sandbox"
+    seccomp: str | None = "default"  # a profile name, or a path to an OCI JSON profile
+    disable_userns: bool = True  # also set user.max_user_namespaces=0 inside (beside seccomp)
+    new_keyring: bool = True  # a fresh session keyring, not the caller's
+    die_with_parent: bool = True
+
+    def __post_init__(self) -> None:
+        if self.network not in ("none", "host"):
+            raise SandboxError(f"network is {self.network!r}", hint='use "none" or "host"')
+        for ns in self.namespaces:
+            if ns not in NAMESPACES:
+                raise SandboxError(f"unknown namespace {ns!r}", hint=f"known: {', '.join(NAMESPACES)}")
+        if "user" not in self.namespaces or "mount" not in self.namespaces or "pid" not in self.namespaces:
+            raise SandboxError("a policy must unshare at least the user, mount and PID namespaces")
+        if (self.network == "none") != ("net" in self.namespaces):
+            raise SandboxError("network = \"none\" needs the net namespace, \"host\" must not unshare it")
+        for m in self.mounts:
+            if m.kind not in MOUNT_KINDS:
+                raise SandboxError(f"unknown mount kind {m.kind!r} for {m.dst}")
+            if not posixpath.isabs(m.dst) or posixpath.normpath(m.dst) != m.dst or m.dst == "/":
+                raise SandboxError(f"mount destination {m.dst!r} must be an absolute, normalised path other than /")
+        if not posixpath.isabs(self.cwd):
+            raise SandboxError(f"working directory {self.cwd!r} must be absolute")
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["env"] = dict(self.env)
+        d["mounts"] = [{k: v for k, v in asdict(m).items() if v not in (None, False) or k == "writable"}
+                       for m in self.mounts]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_text(self) -> str:
+        ids = "the caller's own uid/gid" if self.uid is None else f"uid {self.uid}, gid {self.gid}"
+        lines = [
+            f"namespaces: {' '.join(self.namespaces)}",
+            f"user:       {ids} (setgroups denied; no other id mapped)",
+            f"network:    {'loopback only' if self.network == 'none' else 'the host network'}",
+            f"hostname:   {self.hostname}",
+            f"seccomp:    {self.seccomp or 'none'}",
+            "privileges: no_new_privs, every capability dropped (bounding, ambient, effective),"
+            f" pdeathsig{', user namespaces disabled' if self.disable_userns else ''}"
+            f"{', fresh session keyring' if self.new_keyring else ''}",
+            f"cwd:        {self.cwd}",
+            "root:       tmpfs (read-only once built), then in order:",
+        ]
+        lines += [f"  {m.describe()}" for m in self.mounts]
+        lines.append("environment:")
+        lines += [f"  {k}={v}" for k, v in self.env]
+        return "\n".join(lines)
+
+
+def parse_bind(spec: str, *, what: str) -> tuple[str, str]:
+    """'SRC[:DST]' -> (src, dst); dst defaults to src. Paths are returned as written."""
+    if not spec:
+        raise SandboxError(f"{what}: empty bind", hint="write SRC or SRC:DST")
+    src, sep, dst = spec.partition(":")
+    if not sep:
+        dst = src
+    if not src or not dst:
+        raise SandboxError(f"{what} {spec!r}: empty source or destination", hint="write SRC or SRC:DST")
+    if not posixpath.isabs(dst):
+        raise SandboxError(f"{what} {spec!r}: the destination {dst!r} is not an absolute path",
+                           hint="write SRC:/absolute/path/inside")
+    return src, posixpath.normpath(dst)
+
+
+def filter_env(host_env: Mapping[str, str], passthrough: Iterable[str] = ()) -> dict[str, str]:
+    """The allowlisted part of the host's environment (plus NAME / NAME=VALUE from `passthrough`)."""
+    out = {k: v for k, v in host_env.items() if k in ENV_ALLOWLIST or k.startswith(ENV_ALLOW_PREFIXES)}
+    for item in passthrough:
+        name, sep, value = item.partition("=")
+        if not name or "\0" in item:
+            raise SandboxError(f"--env {item!r}: not NAME or NAME=VALUE")
+        if sep:
+            out[name] = value
+        elif name in host_env:
+            out[name] = host_env[name]
+    return out
+
+
+def system_mounts(*, network: str, hostname: str, user: str, uid: int, gid: int, home: str,
+                  shell: str = "/bin/sh") -> list[Mount]:
+    """The base of every root: system dirs read-only, a minimal /etc, /proc, /dev, /tmp, $HOME."""
+    mounts: list[Mount] = [Mount("bind", d, d, optional=True, mirror_symlink=True) for d in _SYSTEM_DIRS]
+    mounts += [Mount("bind", p, p, optional=True) for p in _SYSTEM_ETC]
+    # Who we are, without the host's user list: just us (and root/nobody, which tools expect).
+    passwd = {0: f"root:x:0:0:root:/root:/bin/sh", 65534: "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"}
+    passwd[uid] = f"{user}:x:{uid}:{gid}::{home}:{shell}"
+    group = {0: "root:x:0:", 65534: "nogroup:x:65534:"}
+    group.setdefault(gid, f"{user}:x:{gid}:")
+    mounts.append(Mount("file", "/etc/passwd", "".join(v + "\n" for _, v in sorted(passwd.items())), mode=0o644))
+    mounts.append(Mount("file", "/etc/group", "".join(v + "\n" for _, v in sorted(group.items())), mode=0o644))
+    mounts.append(Mount("file", "/etc/hostname", hostname + "\n", mode=0o644))
+    if network == "host":
+        mounts += [Mount("bind", p, p, optional=True) for p in _NETWORK_ETC]
+    else:
+        hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        mounts.append(Mount("file", "/etc/hosts", hosts, mode=0o644))
+        mounts.append(Mount("file", "/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n", mode=0o644))
+    mounts += [Mount("bind", p, p, optional=True) for p in _SYS_RO]
+    mounts += [
+        Mount("proc", "/proc"),
+        Mount("dev", "/dev"),
+        Mount("tmpfs", "/tmp", mode=0o1777),
+        Mount("tmpfs", home, mode=0o700),
+    ]
+    return mounts
+
+
+def _depth(path: str) -> int:
+    return 0 if path == "/" else path.count("/")
+
+
+def _order(mounts: Sequence[Mount]) -> tuple[Mount, ...]:
+    """Parents before children (a bind inside $HOME must come after $HOME's tmpfs), otherwise
+    as given; a later mount at the same path replaces an earlier one."""
+    last: dict[str, int] = {}
+    for i, m in enumerate(mounts):
+        last[m.dst] = i
+    kept = [m for i, m in enumerate(mounts) if last[m.dst] == i]
+    return tuple(sorted(kept, key=lambda m: _depth(m.dst)))  # sorted() is stable
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def python_policy(
+    *,
+    uid: int,
+    gid: int,
+    user: str,
+    home: str,
+    host_env: Mapping[str, str],
+    interpreter_prefixes: Sequence[str] = (),
+    venv: str | None = None,
+    project: str | None = None,
+    writable_project: bool = True,
+    cwd: str | None = None,
+    network: str = "none",
+    binds: Sequence[tuple[str, str]] = (),
+    ro_binds: Sequence[tuple[str, str]] = (),
+    env: Sequence[str] = (),
+    profile: str | None = "default",
+    shell: str | None = None,
+    root: bool = False,
+    hostname: str = "pypm-sandbox",
+    extra_mounts: Sequence[Mount] = (),
+) -> Policy:
+    """The policy for "run a command with interpreter X and venv Y in project Z".
+
+    All paths are absolute host paths, already resolved by the caller (this function does
+    no IO). The interpreter prefixes and the venv are read-only, the project read-write
+    unless `writable_project` is false, `binds`/`ro_binds` are (src, dst) pairs.
+    """
+    in_uid, in_gid = (0, 0) if root else (uid, gid)
+    in_home = "/root" if root else home
+    in_user = "root" if root else user
+    sh = shell or "/bin/sh"
+    mounts = system_mounts(network=network, hostname=hostname, user=in_user, uid=in_uid, gid=in_gid,
+                           home=in_home, shell=sh)
+    for prefix in interpreter_prefixes:
+        if not any(_under(prefix, d) for d in ("/usr",)):
+            mounts.append(Mount("bind", prefix, prefix))
+    if project:
+        mounts.append(Mount("bind", project, project, writable=writable_project))
+    if venv:
+        mounts.append(Mount("bind", venv, venv))
+    mounts += [Mount("bind", s, d, writable=True) for s, d in binds]
+    mounts += [Mount("bind", s, d) for s, d in ro_binds]
+    mounts += list(extra_mounts)
+
+    environ = filter_env(host_env, ())
+    path = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    if venv:
+        environ["VIRTUAL_ENV"] = venv
+        path.insert(0, posixpath.join(venv, "bin"))
+    environ.update({
+        "PATH": ":".join(path),
+        "HOME": in_home,
+        "USER": in_user,
+        "LOGNAME": in_user,
+        "SHELL": sh,
+        "TMPDIR": "/tmp",
+        "HOSTNAME": hostname,
+        "PYPM_SANDBOX": "1",
+    })
+    environ.update(filter_env(host_env, env))  # explicit --env wins over everything above
+    environ.pop("PYTHONHOME", None)
+    if cwd is None:
+        cwd = project or in_home
+    return Policy(
+        mounts=_order(mounts),
+        env=tuple(sorted(environ.items())),
+        cwd=cwd,
+        namespaces=tuple(n for n in NAMESPACES if n != "net" or network == "none"),
+        network=network,
+        uid=0 if root else None,
+        gid=0 if root else None,
+        hostname=hostname,
+        seccomp=profile,
+    )
+
+
+def with_changes(policy: Policy, **changes) -> Policy:
+    """A copy of `policy` with some fields replaced (validated again)."""
+    return replace(policy, **changes)

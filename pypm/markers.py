@@ -295,7 +295,11 @@ class Universe:
         minors = sorted({PY_POINTS[i][0] for i in self.allowed_py if (bits >> (i * N_ENV)) & ENV_MASK})
         if not minors:
             return "no Python"
-        return f"3.{minors[0]}" if len(minors) == 1 else f"3.{minors[0]} - 3.{minors[-1]}"
+        if len(minors) == 1:
+            return f"3.{minors[0]}"
+        if minors[-1] == MINORS[-1]:
+            return f"3.{minors[0]} and newer"
+        return f"3.{minors[0]} - 3.{minors[-1]}"
 
 
 # ---------------------------------------------------------------------- tags

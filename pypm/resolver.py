@@ -433,8 +433,15 @@ def _chain(p: _Provider, cand: Cand | None, seen: set[str] | None = None) -> lis
         return []
     seen.add(cand.ident)
     parent, req = p.why[cand.ident]
-    return _chain(p, parent, seen) + [f"{parent or p.root_name} depends on {req.text}"
-                                      if parent else f"{p.root_name} depends on {req.text}"]
+    return _chain(p, parent, seen) + [f"{parent or p.root_name} depends on {_show(req.text)}"]
+
+
+def _show(text: str) -> str:
+    """A requirement for a message: the marker in words, since "; " separates the chain's steps."""
+    if ";" not in text:
+        return text
+    spec, marker = text.split(";", 1)
+    return f"{spec.strip()} (where {marker.strip()})"
 
 
 def _explain(p: _Provider, e: ResolutionImpossible) -> ResolutionError:
@@ -452,7 +459,7 @@ def _explain(p: _Provider, e: ResolutionImpossible) -> ResolutionError:
                          f"{p.u.describe_python(req.bits)} (the project's requires-python is "
                          f"{p.u.requires_python or 'unset'})")
         else:
-            steps.append(f"{who} depends on {req.text}")
+            steps.append(f"{who} depends on {_show(req.text)}")
         line = "; ".join(steps)
         if line not in lines:
             lines.append(line)
@@ -466,6 +473,8 @@ def _explain(p: _Provider, e: ResolutionImpossible) -> ResolutionError:
     if excluded:
         msg += "; excluded: " + ", ".join(excluded[:6])
     msg += ")"
+    if p.branch != p.u.full:
+        msg += f", in the fork where {p.u.to_marker(p.branch)}"
     return ResolutionError(msg, hint="relax one of these requirements, or pin a version that satisfies them all")
 
 

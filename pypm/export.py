@@ -61,10 +61,17 @@ _ALWAYS: frozenset[frozenset[str]] = frozenset({frozenset()})
 _NEVER: frozenset[frozenset[str]] = frozenset()
 
 
-def _atom(marker: str) -> str:
-    from packaging.markers import Marker
+_MAX_TERMS = 64  # past this many alternatives a marker is replaced by the lock's own (a safe superset)
 
-    return str(Marker(marker))
+
+def _atom(marker: str, owner: str) -> str:
+    from packaging.markers import InvalidMarker, Marker
+
+    try:
+        return str(Marker(marker))
+    except InvalidMarker as e:
+        raise LockError(f"{LOCK_NAME}: {owner} has an invalid marker {marker!r} ({e})",
+                        hint="re-create the lock with `pypm lock`") from None
 
 
 def _absorb(dnf: Iterable[frozenset[str]]) -> frozenset[frozenset[str]]:
@@ -111,14 +118,24 @@ def selection_markers(lock: Lock, selection: Selection) -> dict[tuple[str, str],
     # the edges of that extra, reached only through a dependency that asks for it.
     node: dict[tuple[tuple[str, str], str], frozenset[frozenset[str]]] = {}
     work: list[tuple[tuple[str, str], str]] = []
+    collapsed: set[tuple[tuple[str, str], str]] = set()
 
     def feed(dep: Dependency, via: frozenset[frozenset[str]]) -> None:
-        m = _and_atom(via, _atom(dep.marker) if dep.marker else None)
+        m = _and_atom(via, _atom(dep.marker, f"the edge to {dep.name}=={dep.version}") if dep.marker else None)
         key = (canonical_name(dep.name), dep.version)
         for extra in ("",) + tuple(canonical_name(x) for x in dep.extras):
             n = (key, extra)
+            if n in collapsed:
+                continue
             old = node.get(n, _NEVER)
             new = _absorb(old | m)
+            if len(new) > _MAX_TERMS:
+                # Many marker'd paths (diamonds of conditional edges): settle, for good, for the
+                # lock's own marker of this package, true wherever any selection needs it.
+                collapsed.add(n)
+                target = index.get(key)
+                pm = target.marker if target is not None else None
+                new = frozenset({frozenset({_atom(pm, f"{dep.name}=={dep.version}")})}) if pm else _ALWAYS
             if new != old:
                 node[n] = new
                 work.append(n)
@@ -143,7 +160,7 @@ def selection_markers(lock: Lock, selection: Selection) -> dict[tuple[str, str],
         pkg = index[key]
         if pkg.marker:
             # The lock's own marker (e.g. a resolver fork) still bounds the package.
-            dnf = _and_atom(dnf, _atom(pkg.marker))
+            dnf = _and_atom(dnf, _atom(pkg.marker, f"{pkg.name}=={pkg.version}"))
         out[key] = _render(dnf)
     return out
 

@@ -347,6 +347,30 @@ def test_selection_markers_combine_paths() -> None:
     assert 'python_version >= "3.12"' in m[("c", "1")]
 
 
+def test_selection_markers_stay_bounded_on_diamonds() -> None:
+    # 10 layers of two conditional parallel edges: 2**10 paths to `end`. The marker falls back
+    # to the lock's own marker for `end` instead of growing without bound.
+    d = Dependency
+    pkgs = [LockedPackage("r", "0", {"virtual": "."}, dependencies=[d("n0", "1")])]
+    for i in range(10):
+        pkgs.append(LockedPackage(f"n{i}", "1", {}, dependencies=[
+            d(f"a{i}", "1", f'python_version == "3.{i}"'), d(f"b{i}", "1", f'platform_machine == "m{i}"')]))
+        nxt = "end" if i == 9 else f"n{i + 1}"
+        pkgs += [LockedPackage(f"a{i}", "1", {}, dependencies=[d(nxt, "1")]),
+                 LockedPackage(f"b{i}", "1", {}, dependencies=[d(nxt, "1")])]
+    pkgs.append(LockedPackage("end", "1", {}, marker='os_name == "posix"'))
+    m = selection_markers(Lock("", "", pkgs), Selection())
+    assert m[("end", "1")] == 'os_name == "posix"'
+    assert m[("n1", "1")] == 'platform_machine == "m0" or python_version == "3.0"'
+
+
+def test_invalid_marker_in_lock_is_a_lock_error() -> None:
+    lock = Lock("", "", [LockedPackage("r", "0", {"virtual": "."}, dependencies=[Dependency("a", "1", "python_version <")]),
+                         LockedPackage("a", "1", {})])
+    with pytest.raises(LockError, match="the edge to a==1 has an invalid marker"):
+        selection_markers(lock, Selection())
+
+
 # --------------------------------------------------------------------------- errors
 
 def test_export_errors_are_clear(index: IndexServer, tmp_path: Path) -> None:

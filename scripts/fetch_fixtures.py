@@ -69,14 +69,23 @@ def requirement_lines() -> list[str]:
 
 
 def compile_pins(work: Path) -> list[tuple[str, str]]:
-    """(name, version) pins of uv's universal resolutions, deduplicated and sorted."""
+    """(name, version) pins of uv's universal resolutions, deduplicated and sorted.
+
+    Besides the canary's own resolutions, torch's dependencies are also resolved without the
+    heavy extra's marker: the versions a resolver that does not narrow requires-python by
+    markers would look for (networkx, filelock, fsspec releases for 3.9/3.10) are then on the
+    index too, as they would be on a real one.
+    """
     req_in = work / "requirements.in"
     req_in.write_text("\n".join(requirement_lines()) + "\n")
+    torch_in = work / "torch-deps.in"
+    torch_in.write_text("\n".join(TORCH_RUNTIME_REQUIREMENTS) + "\n")
+    runs = [(req_in, floor) for floor in PYTHON_FLOORS] + [(torch_in, PYTHON_FLOORS[0])]
     pins: set[tuple[str, str]] = set()
-    for floor in PYTHON_FLOORS:
+    for req_file, floor in runs:
         out = subprocess.run(
             ["uv", "pip", "compile", "--no-config", "--universal", "--python-version", floor,
-             "--no-header", "--no-annotate", str(req_in)],
+             "--no-header", "--no-annotate", str(req_file)],
             cwd=work, env=_clean_env(), capture_output=True, text=True,
         )
         if out.returncode != 0:

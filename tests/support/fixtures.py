@@ -51,12 +51,14 @@ HEAVY_MARKER = 'python_version == "3.11" and sys_platform == "linux" and platfor
 SDIST_PACKAGES: tuple[str, ...] = ("idna", "tomli")
 
 MARKER_FILE = ".complete"
+# Bump when scripts/fetch_fixtures.py changes which files it fetches: a new directory results.
+FETCH_LOGIC_VERSION = 3
 LOCAL_WHEELS = Path("/opt/wheels")
 
 
 def requirements_hash() -> str:
     """Short hash of everything that decides the fixture set (a change means a new directory)."""
-    blob = json.dumps([CANARY_REQUIREMENTS, TORCH_RUNTIME_REQUIREMENTS, SDIST_PACKAGES, 2])
+    blob = json.dumps([CANARY_REQUIREMENTS, TORCH_RUNTIME_REQUIREMENTS, SDIST_PACKAGES, FETCH_LOGIC_VERSION])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -114,7 +114,8 @@ class NativePlugin:
             report=callback,
         )
         rc = int(self._hook(ctypes.byref(ctx)))
-        del keep, callback
+        # `keep`, `arr` and `callback` were referenced up to here, so ctypes did not free them
+        # while C held pointers into them; after the return the plugin must not keep any.
         return rc, (last[-1] if last else None)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pypm.plugins.native import include_dir
+from tests.e2e.test_sync import small  # noqa: F401 - the synthetic project fixture, shared
 
 CSRC = Path(__file__).parent / "csrc"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import boto3
 
 from pypm.plugins import STAGES
-from tests.e2e.test_sync import file_gets, installed, small, snapshot, write_lock  # noqa: F401 - `small` is a fixture
+from tests.e2e.test_sync import file_gets, installed, snapshot, write_lock
 from tests.support.dists import build_wheel
 
 from .conftest import PY_RECORDER, S3_ENV, make_entry_point_dist

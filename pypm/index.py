@@ -51,8 +51,8 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 # comment wheels never carry) and, for all but wheels with thousands of files, the whole
 # central directory; METADATA itself then costs one more request.
 TAIL_BYTES = 64 * 1024
-# Minimum size of each further range read: METADATA and its local header in one request.
-RANGE_CHUNK = 128 * 1024
+# Minimum size of a range read whose extent is not known in advance.
+RANGE_CHUNK = 16 * 1024
 _HTTP_CACHE_VERSION = 1
 
 
@@ -400,10 +400,23 @@ class _RangeFile(io.RawIOBase):
         self._pos += len(data)
         return len(data)
 
+    def prefetch(self, start: int, end: int) -> None:
+        """Fetch [start, end) now, in one request (used for a member whose extent is known)."""
+        end = min(self._size, end)
+        if start < end and not any(c <= start and end <= c + len(d) for c, d in self._chunks):
+            self._chunks.append((start, self._fetch(start, end)))
+
     def _read(self, start: int, end: int) -> bytes:
         for cstart, cdata in self._chunks:
             if cstart <= start and end <= cstart + len(cdata):
                 return cdata[start - cstart : end - cstart]
+        for cstart, cdata in self._chunks:
+            # The read ends inside a chunk we hold (the central directory reaching into the
+            # tail): fetch only the missing head.
+            if start < cstart < end <= cstart + len(cdata):
+                head = self._fetch(start, cstart)
+                self._chunks.append((start, head))
+                return head + cdata[: end - cstart]
         fetch_end = min(self._size, max(end, start + RANGE_CHUNK))
         data = self._fetch(start, fetch_end)
         self._chunks.append((start, data))
@@ -445,6 +458,13 @@ def _zip_metadata(source: Path | Any, f: DistFile) -> bytes:
             if len(chosen) != 1:
                 raise IntegrityError(f"{f.filename} has {'no' if not chosen else 'several'} .dist-info/METADATA",
                                      hint="the wheel is broken; report it to the package's maintainers")
+            if isinstance(source, _RangeFile):
+                # The member's local header + data in one request; the local header's extra
+                # field may differ from the central one, hence the slack.
+                info = zf.getinfo(chosen[0])
+                start = info.header_offset
+                source.prefetch(start, start + 30 + len(info.orig_filename.encode()) + len(info.extra)
+                                + info.compress_size + 1024)
             return zf.read(chosen[0])
     except FileNotFoundError:
         raise IndexError_(f"{f.filename} does not exist at {source}",

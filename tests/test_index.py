@@ -19,9 +19,11 @@ from pypm.index import (
     IndexClient,
     PackageNotFound,
     SdistMetadataUnsupported,
+    parse_core_metadata,
     parse_filename,
 )
 from tests.support.dists import DistFactory
+from tests.support.fixtures import canary_wheels_dir
 from tests.support.index_server import IndexServer, write_static_index
 
 CLOSED_PORT_URL = "http://127.0.0.1:9/simple/"
@@ -496,3 +498,59 @@ def test_open_dist_local_and_remote(dists: DistFactory, index_server, client_fac
     with pytest.raises(IntegrityError):
         with c.open_dist(remote):
             pass
+
+
+# Real published files of the canary set (scripts/fetch_fixtures.py): patterns, not versions.
+REAL_PATTERNS = ("sympy-*-py3-none-any.whl", "mypy-*-py3-none-any.whl", "requests-*-py3-none-any.whl",
+                 "idna-*-py3-none-any.whl", "idna-*.tar.gz", "tomli-*.tar.gz")
+
+
+@pytest.fixture(scope="module")
+def real_files() -> dict[str, str]:
+    """pattern -> the filename of one real file matching it (skips when the fixtures are not fetched)."""
+    d = canary_wheels_dir()
+    found = {p: sorted(d.glob(p)) if d is not None else [] for p in REAL_PATTERNS}
+    if d is None or not all(found.values()):
+        pytest.skip("the real canary wheels are not fetched: run `python3 scripts/fetch_fixtures.py` once")
+    return {p: files[-1].name for p, files in found.items()}
+
+
+@pytest.fixture(scope="module")
+def real_index(real_files: dict[str, str]) -> Iterator[IndexServer]:
+    """The real files served without PEP 658 files, so metadata comes from the wheels themselves."""
+    d = canary_wheels_dir()
+    assert d is not None
+    with IndexServer([d / n for n in real_files.values()], pep658=False) as server:
+        yield server
+
+
+def _range_length(header: str, size: int) -> int:
+    first, _, last = header.removeprefix("bytes=").partition("-")
+    return int(last) if first == "" else min(size, int(last) + 1) - int(first)
+
+
+@pytest.mark.parametrize("pattern", REAL_PATTERNS[:4])
+def test_real_wheels_metadata_through_ranges(real_index: IndexServer, real_files, client_factory, pattern) -> None:
+    filename = real_files[pattern]
+    real_index.clear_requests()
+    c = client_factory([real_index.url])
+    dist = real_index.dist(filename)
+    (f,) = [x for x in c.project_files(dist.project) if x.filename == filename]
+    assert c.metadata(f) == parse_core_metadata(dist.metadata, filename)[0]
+    gets = _file_downloads(real_index, filename)
+    assert gets and all("Range" in h for h in gets), "never the whole wheel"
+    assert len(gets) <= 3  # the tail, the rest of a big central directory, METADATA
+    fetched = sum(_range_length(h["Range"], dist.size) for h in gets)
+    if dist.size > 1024 * 1024:  # sympy, mypy: a small part of a multi-MB file
+        assert fetched < dist.size / 10, (fetched, dist.size)
+
+
+def test_real_sdists(real_index: IndexServer, real_files, client_factory) -> None:
+    c = client_factory([real_index.url])
+    idna_sdist = next(f for f in c.project_files("idna") if f.kind == "sdist")
+    assert c.metadata(idna_sdist).name == "idna"  # from the wheel of the same version
+    assert _file_downloads(real_index, idna_sdist.filename) == []
+    (tomli_sdist,) = c.project_files("tomli")  # no wheel here: read its PKG-INFO (static, >= 2.2)
+    meta = c.metadata(tomli_sdist)
+    assert (meta.name, meta.version) == ("tomli", tomli_sdist.version) and meta.requires_python
+    assert len(_file_downloads(real_index, tomli_sdist.filename)) == 1

@@ -33,6 +33,12 @@ class MemFinder:
                                     sha256="0" * 64, size=1, requires_python=info.get("file_rp", info.get("rp")),
                                     yanked=info.get("yanked"), metadata_sha256=None, has_metadata=True,
                                     upload_time=info.get("time"), source=("registry", "mem://")))
+            if info.get("sdist"):
+                fn = f"{name}-{v}.tar.gz"
+                out.append(DistFile(name=name, version=v, filename=fn, url=f"mem://{fn}", kind="sdist",
+                                    sha256="1" * 64, size=1, requires_python=info.get("rp"), yanked=None,
+                                    metadata_sha256=None, has_metadata=False, upload_time=None,
+                                    source=("registry", "mem://")))
         return out
 
     def metadata(self, f: DistFile) -> CoreMetadata:
@@ -224,3 +230,31 @@ def test_inexact_marker_is_kept_verbatim_on_the_edge():
     f = MemFinder({"a": {"1.0": {}}})
     res = resolve(f, root(['a; platform_release >= "5"']))
     assert res.root_dependencies[0].marker == 'platform_release >= "5"'
+
+
+def test_no_binary_no_build_and_exclude_newer():
+    from datetime import datetime, timezone
+
+    f = MemFinder({"a": {"1.0": {"sdist": True}, "2.0": {}}, "b": {"1.0": {}, "2.0": {"sdist": True, "tags": []}}})
+    assert pins(resolve(f, root(["a", "b"]), ResolveOptions(no_binary=True))) == {"a": ["1.0"], "b": ["2.0"]}
+    assert pins(resolve(f, root(["a", "b"]), ResolveOptions(no_build=True))) == {"a": ["2.0"], "b": ["1.0"]}
+    res = resolve(f, root(["a"]), ResolveOptions(no_build=True))
+    assert [x.kind for x in res.nodes[("a", "2.0")].files] == ["wheel"]
+
+    f = MemFinder({"a": {"1.0": {"time": "2024-01-01T00:00:00Z"}, "2.0": {"time": "2024-06-01T00:00:00Z"}}})
+    cutoff = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    assert pins(resolve(f, root(["a"]), ResolveOptions(exclude_newer=cutoff))) == {"a": ["1.0"]}
+
+
+def test_metadata_is_prefetched_per_round():
+    f = MemFinder({"a": {"1.0": {"deps": ["b", "c"]}}, "b": {"1.0": {}}, "c": {"1.0": {}}})
+    resolve(f, root(["a"]))
+    assert {"b", "c"} <= set(f.prefetched)  # project pages of a's dependencies, together
+    assert "b-1.0-py3-none-any.whl" in f.prefetched and "c-1.0-py3-none-any.whl" in f.prefetched
+
+
+def test_unknown_package_error_passes_through():
+    from pypm.index import PackageNotFound
+
+    with pytest.raises(PackageNotFound):
+        resolve(MemFinder({}), root(["nope"]))

@@ -257,3 +257,103 @@ def test_live_canary_lock(pypm, tmp_path):
     assert r.returncode == 0, r.stderr
     _check_canary((project / "pypm.lock").read_text())
     shutil.rmtree(project)  # a lock against the default index never outlives the test
+
+
+class _Ctx:
+    quiet, verbose = True, 0
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.said.append(msg)
+
+    debug = info
+
+
+def test_ensure_lock_for_sync_and_run(dists, index_server, tmp_path, monkeypatch):
+    from pypm.errors import LockError, StaleLockError
+    from pypm.locking import ensure_lock
+    from pypm.project import load_project
+
+    dists.wheel("lib", "1.0")
+    server = index_server()
+    monkeypatch.setenv("PYPM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYPM_INDEX_URL", server.url)
+    root = write_project(tmp_path / "p", ["lib"], build=False)
+    project = load_project(root)
+    with pytest.raises(LockError):
+        ensure_lock(_Ctx(), project, locked=False, frozen=True, offline=False)
+    with pytest.raises(StaleLockError) as ei:
+        ensure_lock(_Ctx(), project, locked=True, frozen=False, offline=False)
+    assert "--locked" in str(ei.value) and not (root / "pypm.lock").exists()
+    lock = ensure_lock(_Ctx(), project, locked=False, frozen=False, offline=False)  # creates it
+    assert [p.name for p in lock.packages if not p.is_root] == ["lib"]
+    server.clear_requests()
+    again = ensure_lock(_Ctx(), project, locked=True, frozen=False, offline=True)
+    assert again.content_hash == lock.content_hash and server.requests == []
+    root.joinpath("pyproject.toml").write_text(root.joinpath("pyproject.toml").read_text().replace("['lib']", "[]"))
+    with pytest.raises(StaleLockError):
+        ensure_lock(_Ctx(), load_project(root), locked=True, frozen=False, offline=False)
+    # --frozen uses the lock as it is, stale or not.
+    assert ensure_lock(_Ctx(), load_project(root), locked=False, frozen=True, offline=True).content_hash == \
+        lock.content_hash
+
+
+def test_options_given_on_the_command_line_are_kept_for_sync(pypm, dists, index_server, tmp_path, monkeypatch):
+    from pypm.locking import ensure_lock
+    from pypm.project import load_project
+
+    dists.wheel("lib", "1.0")
+    server = index_server()
+    root = write_project(tmp_path / "p", ["lib"], build=False)
+    assert pypm("lock", "--index-url", server.url, "--prerelease", "allow", cwd=root).returncode == 0
+    before = (root / "pypm.lock").read_bytes()
+    monkeypatch.setenv("PYPM_INDEX_URL", "http://127.0.0.1:9/simple/")  # would fail if used
+    lock = ensure_lock(_Ctx(), load_project(root), locked=True, frozen=False, offline=True)
+    assert lock.options == {"index-url": server.url, "prerelease": "allow"}
+    assert (root / "pypm.lock").read_bytes() == before
+
+
+def test_find_links_files_are_hashed_and_sized(pypm, dists, index_server, tmp_path):
+    import hashlib
+
+    fl = tmp_path / "wheelhouse"
+    fl.mkdir()
+    w = dists.wheel("local-only", "1.0")
+    shutil.move(str(w), fl / w.name)
+    dists.wheel("lib", "1.0")
+    server = index_server()
+    root = write_project(tmp_path / "p", ["lib", "local-only"], build=False)
+    r = pypm("lock", "--index-url", server.url, "--find-links", str(fl), cwd=root)
+    assert r.returncode == 0, r.stderr
+    lo = one((root / "pypm.lock").read_text(), "local-only")
+    data = (fl / w.name).read_bytes()
+    assert lo.source == {"find-links": str(fl)}
+    assert lo.wheels[0].sha256 == hashlib.sha256(data).hexdigest() and lo.wheels[0].size == len(data)
+
+
+def test_sdist_without_pyproject_gets_the_pep517_default(tmp_path):
+    import io
+    import tarfile
+
+    from pypm.lockfile import FileEntry
+    from pypm.locking import _sdist_build_requires
+
+    def sdist(name: str, files: dict[str, bytes]) -> Path:
+        path = tmp_path / f"{name}-1.0.tar.gz"
+        with tarfile.open(path, "w:gz") as tf:
+            for arc, data in files.items():
+                info = tarfile.TarInfo(f"{name}-1.0/{arc}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        return path
+
+    def pkg(path: Path) -> LockedPackage:
+        return LockedPackage(name="x", version="1.0", source={"registry": ""},
+                             sdist=FileEntry(path.name, path.as_uri(), "0" * 64, 1))
+
+    old = sdist("old", {"setup.py": b"from setuptools import setup; setup()"})
+    assert _sdist_build_requires(None, pkg(old)) == ("setuptools>=40.8.0",)
+    new = sdist("new", {"pyproject.toml": b'[build-system]\nrequires = ["flit_core>=3.2"]\n'})
+    assert _sdist_build_requires(None, pkg(new)) == ("flit_core>=3.2",)

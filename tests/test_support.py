@@ -315,3 +315,24 @@ def test_large_file_is_streamed_with_faults(dists: DistFactory, index_server) ->
                     got += chunk
             finally:
                 assert r.status_code == 206 and got == data[2000000:2001500]
+
+
+def test_canary_set_is_complete_for_a_universal_resolution(canary_index: IndexServer, canary_project: Path, tmp_path: Path) -> None:
+    """uv (an implementation nobody here wrote) resolves the canary universally from the local index alone."""
+    import shutil
+
+    from tests.support.fixtures import LOCAL_WHEELS
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed (pip install -e '.[test]'): cannot cross-check the canary set")
+    args = [uv, "pip", "compile", "--no-config", "--universal", "--python-version", "3.9", "--no-header",
+            "--no-annotate", "--index-url", canary_index.url, "--cache-dir", str(tmp_path / "uv-cache"),
+            str(canary_project / "pyproject.toml"), "--group", "dev"]
+    if LOCAL_WHEELS.is_dir():
+        args += ["--extra", "heavy", "--find-links", str(LOCAL_WHEELS)]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "UV_PYTHON_DOWNLOADS": "never", "PIP_CONFIG_FILE": "/dev/null"}
+    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, cwd=canary_project)
+    assert r.returncode == 0, r.stderr
+    assert "requests==2.32.3" in r.stdout and "tomli==" in r.stdout and "mypy==1.10.0" in r.stdout
+    assert all(p.startswith("/simple/") or p.startswith("/files/") for _, p, _ in canary_index.requests)

@@ -339,12 +339,12 @@ class _Page:
     last_modified: str | None = None
     expires: float = 0.0
 
-    def store(self, path: Path) -> None:
+    def dumps(self) -> bytes:
         # One file, header line then body, replaced atomically: a reader sees old or new, never half.
         head = {"v": _HTTP_CACHE_VERSION, "status": self.status, "content_type": self.content_type,
                 "url": self.url, "etag": self.etag, "last_modified": self.last_modified,
                 "expires": self.expires}
-        _write_atomic(path, json.dumps(head).encode() + b"\n" + self.body)
+        return json.dumps(head).encode() + b"\n" + self.body
 
     @classmethod
     def load(cls, path: Path) -> _Page | None:
@@ -431,8 +431,11 @@ class _TempDownload:
         self._fh: Any = None
 
     def __enter__(self) -> BinaryIO:
-        self._client.cache_dir.mkdir(parents=True, exist_ok=True)
-        fh = tempfile.TemporaryFile(dir=self._client.cache_dir)
+        try:  # beside the cache rather than in a possibly small tmpfs /tmp
+            self._client.cache_dir.mkdir(parents=True, exist_ok=True)
+            fh = tempfile.TemporaryFile(dir=self._client.cache_dir)
+        except OSError:
+            fh = tempfile.TemporaryFile()
         self._fh = fh
 
         def reset() -> None:
@@ -514,6 +517,7 @@ class IndexClient:
         self.refresh = refresh
         self.max_workers = max_workers
         self._warn = warn or _warn_stderr
+        self._cache_warned = False
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -588,6 +592,17 @@ class IndexClient:
             pool = self._pool
         for fut in [pool.submit(j) for j in jobs]:
             fut.exception()  # wait; the memo keeps the outcome for the real call
+
+    def _store(self, path: Path, data: bytes) -> None:
+        """Write a cache entry; a cache that cannot be written costs speed, not the command."""
+        try:
+            _write_atomic(path, data)
+        except OSError as e:
+            with self._client_lock:
+                first, self._cache_warned = not self._cache_warned, True
+            if first:
+                self._warn(f"cannot write the cache under {self.cache_dir} ({e.strerror or e}); "
+                           "continuing without caching")
 
     def _sources_text(self) -> str:
         text = ", ".join(_redact(u) for u in self.index_urls) or "no index"
@@ -714,7 +729,7 @@ class IndexClient:
         else:
             raise IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}",
                               hint="check the index URL and your credentials")
-        page.store(path)
+        self._store(path, page.dumps())
         return page
 
     def _request(self, method: str, url: str, headers: dict[str, str]) -> Any:
@@ -750,7 +765,7 @@ class IndexClient:
                 f"{f.filename} from {_redact(f.url)} has metadata for {meta.name} {meta.version}, "
                 f"not for {f.name} {f.version}",
                 hint="the file is mislabelled; report it to the package's maintainers")
-        _write_atomic(path, json.dumps(asdict(meta), sort_keys=True).encode())
+        self._store(path, json.dumps(asdict(meta), sort_keys=True).encode())
         return meta
 
     def _file_key(self, f: DistFile) -> str:
@@ -908,5 +923,5 @@ class IndexClient:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
         digest = h.hexdigest()
-        _write_atomic(record, digest.encode())
+        self._store(record, digest.encode())
         return digest

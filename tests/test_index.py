@@ -554,3 +554,13 @@ def test_real_sdists(real_index: IndexServer, real_files, client_factory) -> Non
     meta = c.metadata(tomli_sdist)
     assert (meta.name, meta.version) == ("tomli", tomli_sdist.version) and meta.requires_python
     assert len(_file_downloads(real_index, tomli_sdist.filename)) == 1
+
+
+def test_unwritable_cache_warns_and_continues(small_index: IndexServer, client_factory, tmp_path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    warnings: list[str] = []
+    c = client_factory([small_index.url], cache_dir=blocker / "cache", warn=warnings.append)
+    files = c.project_files("alpha")
+    assert c.metadata(files[0]).name == "alpha"
+    assert len(warnings) == 1 and "cannot write the cache" in warnings[0]

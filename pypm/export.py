@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from urllib.parse import unquote
 
 from .errors import ExitCode, LockError, ProjectError, UsageError
@@ -28,6 +28,12 @@ from .lockfile import (
     write_atomic,
 )
 from .selection import Selection, select_packages
+
+if TYPE_CHECKING:  # the CLI's Context would be a circular import at run time
+    import argparse
+
+    from .cli import Context
+    from .project import Project
 
 __all__ = [
     "PYLOCK_VERSION",
@@ -270,7 +276,7 @@ def render_requirements(lock: Lock, selection: Selection, *, project_dir: Path |
 
 # --------------------------------------------------------------------------- the command
 
-def _read_lock(ctx: Any, project: Any) -> Lock:
+def _read_lock(ctx: "Context", project: "Project") -> Lock:
     import importlib.util
 
     if importlib.util.find_spec("pypm.locking") is None:
@@ -293,7 +299,7 @@ def _read_lock(ctx: Any, project: Any) -> Lock:
     return lock
 
 
-def _validate_names(project: Any, args: Any) -> None:
+def _validate_names(project: "Project", args: "argparse.Namespace") -> None:
     known_extras = set(project.optional_dependencies)
     known_groups = set(project.dependency_groups)
     for flag, names, known in (("--extra", args.extra, known_extras), ("--group", args.group, known_groups),
@@ -307,7 +313,7 @@ def _validate_names(project: Any, args: Any) -> None:
                 )
 
 
-def export_project(ctx: Any, project: Any, args: Any) -> int:
+def export_project(ctx: "Context", project: "Project", args: "argparse.Namespace") -> int:
     """`pypm export`: write the locked set in another format, to a file (atomically) or stdout."""
     _validate_names(project, args)
     sel = Selection.from_flags(extras=args.extra, all_extras=args.all_extras, no_dev=args.no_dev,

@@ -79,7 +79,9 @@ def write_project(root: Path, *, name: str = "app", deps: Iterable[str] = (),
         (root / "_backend.py").write_text(BACKEND)
         (root / "src" / "app").mkdir(parents=True, exist_ok=True)
         (root / "src" / "app" / "__init__.py").write_text('GREETING = "hello from app"\n')
-    text += "\n[tool.pypm]\nfind-links = []\n" + tool
+    # The interpreter is named (pypm's own) so each test does not scan PATH; discovery itself is
+    # covered by tests/test_interpreter.py and the canary tests.
+    text += f'\n[tool.pypm]\nfind-links = []\npython = "{sys.executable}"\n' + tool
     (root / "pyproject.toml").write_text(text)
     return root
 

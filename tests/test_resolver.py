@@ -258,3 +258,19 @@ def test_unknown_package_error_passes_through():
 
     with pytest.raises(PackageNotFound):
         resolve(MemFinder({}), root(["nope"]))
+
+
+def test_dependencies_inherit_the_scope_of_what_needs_them():
+    # heavy is only needed on 3.11, so its dependency may require Python >= 3.10 (as torch's do).
+    f = MemFinder({"heavy": {"1.0": {"deps": ["dep"]}}, "dep": {"1.0": {"rp": ">=3.10"}}})
+    res = resolve(f, root(['heavy; python_version == "3.11"']))
+    assert res.nodes[("dep", "1.0")].marker == 'python_version == "3.11"'
+
+
+def test_a_package_needed_more_widely_later_is_pinned_again_for_the_wider_scope():
+    f = MemFinder({"a": {"1.0": {"deps": ['foo; python_version < "3.10"']}},
+                   "b": {"1.0": {"deps": ["zzz"]}}, "zzz": {"1.0": {"deps": ["foo"]}},
+                   "foo": {"1.0": {"deps": ['bar; python_version >= "3.12"']}}, "bar": {"1.0": {}}})
+    res = resolve(f, root(["a", "b"]))
+    assert res.nodes[("foo", "1.0")].marker is None
+    assert res.nodes[("bar", "1.0")].marker == 'python_version >= "3.12"'

@@ -548,3 +548,28 @@ def test_lock_from_a_bad_pylock_fails_and_writes_nothing(index: IndexServer, tmp
     assert r.returncode == 3, r.stderr
     assert str(bad) in r.stderr and "lock-version" in r.stderr and "Traceback" not in r.stderr
     assert not (proj / "pypm.lock").exists()
+
+
+def test_lock_from_a_pylock_written_by_uv(index: IndexServer, tmp_path: Path, pypm) -> None:
+    # Interop the other way: a pylock.toml that uv (nobody here wrote it) exported is a valid
+    # starting point. uv pins the old alpha; pypm's lock of the unpinned project keeps that pin.
+    uvproj = tmp_path / "uvproj"
+    uvproj.mkdir()
+    (uvproj / "pyproject.toml").write_text(
+        '[project]\nname = "uvproj"\nversion = "0.1.0"\nrequires-python = ">=3.8"\n'
+        'dependencies = ["alpha==0.9", \'tomlish; python_version < "3.11"\']\n')
+    env = uv_env(tmp_path)
+    for cmd in (["lock"], ["export", "--format", "pylock.toml", "-o", "pylock.toml"]):
+        r = subprocess.run([uv_bin(), *cmd, "--default-index", index.url], cwd=uvproj, capture_output=True,
+                           text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+    imported = import_pylock(uvproj / "pylock.toml")
+    assert {(p.name, p.version) for p in imported.packages} == {("alpha", "0.9"), ("gamma", "1.0"), ("tomlish", "2.1")}
+    assert all(f.has_valid_hash() and f.size for p in imported.packages for f in p.files())
+
+    proj = tmp_path / "real"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(REAL_PYPROJECT.format(url=index.url))
+    pypm("lock", "--from", uvproj / "pylock.toml", cwd=proj, check=True)
+    versions = {p["name"]: p["version"] for p in tomllib.loads((proj / "pypm.lock").read_text())["package"]}
+    assert versions["alpha"] == "0.9" and versions["gamma"] == "1.0"

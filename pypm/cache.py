@@ -13,6 +13,7 @@ behind is a `.part` file or a `.tmp-*` directory.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -27,7 +28,7 @@ import zipfile
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
 from .errors import ExitCode, IndexError_, InstallError, IntegrityError, PypmError
@@ -100,11 +101,13 @@ class _Progress:
         self._lock = threading.Lock()
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
 
         self._p = Progress(TextColumn("{task.description}", justify="right"), BarColumn(), DownloadColumn(),
-                           TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
+                           TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+                           console=Console(stderr=True))  # stdout belongs to the command's real output
         self._p.start()
         self._overall = self._p.add_task(f"{count} file(s)", total=total_bytes or None)
 
@@ -168,6 +171,25 @@ class Cache:
         p = self.root / "locks" / sha256[:2] / f"{sha256}.lock"
         p.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(p))
+
+    @contextlib.contextmanager
+    def _locked(self, sha256: str) -> Iterator[None]:
+        """Hold the entry's lock; waiting for another process stays interruptible by fetch_many's cancel."""
+        from filelock import Timeout
+
+        lock = self._lock(sha256)
+        while True:
+            if self._cancel.is_set():
+                raise _Cancelled()
+            try:
+                lock.acquire(timeout=0.25)
+                break
+            except Timeout:
+                continue
+        try:
+            yield
+        finally:
+            lock.release()
 
     def close(self) -> None:
         if self._client is not None and self._own_client:
@@ -250,7 +272,7 @@ class Cache:
             _touch(final.parent)
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock(entry.sha256):
+        with self._locked(entry.sha256):
             if final.exists():  # another process may have finished it while we waited
                 if self._is_good(final, entry):
                     _touch(final.parent)
@@ -479,6 +501,7 @@ class Cache:
             raise
         finally:
             ex.shutdown(wait=True, cancel_futures=True)
+            self._cancel.clear()  # the cache stays usable after a failed or interrupted batch
             bar.close()
 
     # ---- the unpacked store
@@ -491,7 +514,7 @@ class Cache:
             return final
         if wheel is None:
             wheel = self.fetch(entry, package=package, fetchers=fetchers)
-        with self._lock(entry.sha256):
+        with self._locked(entry.sha256):
             if final.is_dir():
                 return final
             final.parent.mkdir(parents=True, exist_ok=True)

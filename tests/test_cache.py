@@ -244,6 +244,55 @@ def test_eight_processes_fetching_one_wheel_yield_one_good_file(dists, index_ser
     assert not [p for p in (root / "unpacked").rglob(".tmp-*")]
 
 
+_CTRL_C_CHILD = """
+import sys, json
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from pypm.cache import Cache
+from pypm.lockfile import FileEntry
+items = [(n, FileEntry(**e)) for n, e in json.loads(sys.argv[3])]
+print("started", flush=True)
+try:
+    Cache(Path(sys.argv[2])).fetch_many(items, progress=False)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_fetch_many_even_while_waiting_for_another_process(dists, index_server, tmp_path):
+    import json as _json
+
+    a, b = dists.wheel("free", "1.0"), dists.wheel("busy", "1.0")
+    idx = index_server()
+    ea, eb = entry_for(a, idx.file_url(a.name)), entry_for(b, idx.file_url(b.name))
+    root = tmp_path / "c"
+    lockfile = root / "locks" / eb.sha256[:2] / f"{eb.sha256}.lock"
+    lockfile.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]); "
+                               "l.acquire(); print('held', flush=True); time.sleep(60)", str(lockfile)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        items = [[n, {"filename": e.filename, "url": e.url, "sha256": e.sha256, "size": e.size}]
+                 for n, e in (("free", ea), ("busy", eb))]
+        child = subprocess.Popen([sys.executable, "-c", _CTRL_C_CHILD, str(Path(__file__).resolve().parents[1]),
+                                  str(root), _json.dumps(items)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        assert child.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 20
+        while not Cache(root).wheel_path(ea.sha256, a.name).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the free wheel arrives; the busy one waits on the other process's lock
+        time.sleep(0.3)
+        child.send_signal(2)
+        out, err = child.communicate(timeout=10)  # returns promptly although the lock is still held
+        assert child.returncode == 130 and "interrupted" in out, err
+        assert not Cache(root).wheel_path(eb.sha256, b.name).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # --------------------------------------------------------------------------- unpacking
 
 def test_unpack_extracts_a_verified_tree(dists, cache):

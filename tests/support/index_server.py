@@ -197,7 +197,10 @@ class IndexServer:
             index = server
 
         self._httpd = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="pypm-test-index", daemon=True)
+        # A short poll interval: stop() waits up to one interval, and every test stops a server.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="pypm-test-index", daemon=True
+        )
         self._thread.start()
         return self
 

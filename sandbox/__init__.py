@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Sequence
 
 from .errors import EXIT_SANDBOX, SandboxError
-from .policy import Mount, Policy, filter_env, parse_bind, python_policy, system_mounts
+from .policy import Mount, Policy, filter_env, python_policy, system_mounts
 
-__all__ = ["Policy", "Mount", "SandboxError", "EXIT_SANDBOX", "python_policy", "system_mounts", "parse_bind",
-           "filter_env", "run"]
+__all__ = ["Policy", "Mount", "SandboxError", "EXIT_SANDBOX", "python_policy", "system_mounts", "filter_env",
+           "run"]
 
 
 def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None, stdin: int | None = None,

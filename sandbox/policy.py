@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 from .errors import SandboxError
@@ -15,7 +15,7 @@ __all__ = [
     "Policy",
     "system_mounts",
     "python_policy",
-    "parse_bind",
+    "with_changes",
     "filter_env",
     "ENV_ALLOWLIST",
 ]
@@ -155,21 +155,6 @@ class Policy:
         return "\n".join(lines)
 
 
-def parse_bind(spec: str, *, what: str) -> tuple[str, str]:
-    """'SRC[:DST]' -> (src, dst); dst defaults to src. Paths are returned as written."""
-    if not spec:
-        raise SandboxError(f"{what}: empty bind", hint="write SRC or SRC:DST")
-    src, sep, dst = spec.partition(":")
-    if not sep:
-        dst = src
-    if not src or not dst:
-        raise SandboxError(f"{what} {spec!r}: empty source or destination", hint="write SRC or SRC:DST")
-    if not posixpath.isabs(dst):
-        raise SandboxError(f"{what} {spec!r}: the destination {dst!r} is not an absolute path",
-                           hint="write SRC:/absolute/path/inside")
-    return src, posixpath.normpath(dst)
-
-
 def filter_env(host_env: Mapping[str, str], passthrough: Iterable[str] = ()) -> dict[str, str]:
     """The allowlisted part of the host's environment (plus NAME / NAME=VALUE from `passthrough`)."""
     out = {k: v for k, v in host_env.items() if k in ENV_ALLOWLIST or k.startswith(ENV_ALLOW_PREFIXES)}
@@ -272,8 +257,8 @@ def python_policy(
         mounts.append(Mount("bind", project, project, writable=writable_project))
     if venv:
         mounts.append(Mount("bind", venv, venv))
-    mounts += [Mount("bind", s, d, writable=True) for s, d in binds]
-    mounts += [Mount("bind", s, d) for s, d in ro_binds]
+    mounts += [Mount("bind", dst=d, src=s, writable=True) for s, d in binds]
+    mounts += [Mount("bind", dst=d, src=s) for s, d in ro_binds]
     mounts += list(extra_mounts)
 
     environ = filter_env(host_env, ())

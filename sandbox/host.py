@@ -1,0 +1,91 @@
+"""What a policy needs to know about this machine: who runs it, where an interpreter lives (IO)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import SandboxError
+
+__all__ = ["Caller", "caller", "interpreter_prefixes", "resolve_bind"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    uid: int
+    gid: int
+    user: str
+    home: str
+    shell: str
+
+
+def caller(env: dict[str, str] | None = None) -> Caller:
+    """The calling user; $HOME and $SHELL win over the password database, as a login would set them."""
+    import pwd
+
+    env = dict(os.environ) if env is None else env
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        pw = pwd.getpwuid(uid)
+        user, pw_home, pw_shell = pw.pw_name, pw.pw_dir, pw.pw_shell
+    except KeyError:
+        user, pw_home, pw_shell = env.get("USER") or f"u{uid}", "", ""
+    home = os.path.normpath(env.get("HOME") or pw_home or f"/home/{user}")
+    if home == "/" or not os.path.isabs(home):
+        home = f"/home/{user}"  # a tmpfs cannot replace the root itself
+    shell = env.get("SHELL") or pw_shell or "/bin/sh"
+    return Caller(uid, gid, user, home, shell)
+
+
+def _prefix_of(exe: str) -> str:
+    """/opt/py/bin/python3.11 -> /opt/py (the directory holding bin/ and lib/)."""
+    return os.path.dirname(os.path.dirname(os.path.realpath(exe)))
+
+
+def interpreter_prefixes(*, venv: str | None = None, python: str | None = None) -> list[str]:
+    """The installation prefixes a venv's (or a given) interpreter needs, following symlinks
+    (.venv/bin/python -> /root/.pyenv/versions/3.11.7/bin/python3.11) and pyvenv.cfg's home."""
+    out: list[str] = []
+
+    def add(p: str) -> None:
+        if p and p != "/" and p not in out:
+            out.append(p)
+
+    if python:
+        add(_prefix_of(python))
+    if venv:
+        exe = os.path.join(venv, "bin", "python")
+        if os.path.exists(exe):
+            add(_prefix_of(exe))
+        try:
+            with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as f:
+                for line in f:
+                    key, sep, value = line.partition("=")
+                    if sep and key.strip() == "home":
+                        add(os.path.dirname(os.path.realpath(value.strip())))
+        except OSError:
+            pass
+    return out
+
+
+def resolve_bind(spec: str, *, base: str, what: str) -> tuple[str, str]:
+    """'SRC[:DST]' -> (absolute host source with symlinks resolved, destination inside).
+
+    A relative SRC is taken from `base`; DST defaults to SRC's absolute path; SRC must exist.
+    """
+    src, sep, dst = spec.partition(":")
+    if not src or (sep and not dst):
+        raise SandboxError(f"{what} {spec!r}: empty source or destination", hint="write SRC or SRC:DST")
+    full = os.path.realpath(os.path.join(base, os.path.expanduser(src)))
+    if not os.path.exists(full):
+        raise SandboxError(f"{what} {spec}: {src} does not exist ({full})",
+                           hint="bind only paths that exist on the host; create it first or fix the path")
+    if not sep:
+        dst = os.path.abspath(os.path.join(base, os.path.expanduser(src)))
+    if not os.path.isabs(dst):
+        raise SandboxError(f"{what} {spec!r}: the destination {dst!r} is not an absolute path",
+                           hint="write SRC:/absolute/path/inside")
+    dst = os.path.normpath(dst)
+    if dst == "/":
+        raise SandboxError(f"{what} {spec!r}: cannot bind over /", hint="choose a directory inside")
+    return full, dst

@@ -357,3 +357,19 @@ def test_sdist_without_pyproject_gets_the_pep517_default(tmp_path):
     assert _sdist_build_requires(None, pkg(old)) == ("setuptools>=40.8.0",)
     new = sdist("new", {"pyproject.toml": b'[build-system]\nrequires = ["flit_core>=3.2"]\n'})
     assert _sdist_build_requires(None, pkg(new)) == ("flit_core>=3.2",)
+
+
+def test_lock_from_pylock_keeps_its_pins(pypm, dists, index_server, tmp_path):
+    dists.wheel("lib", "1.0")
+    server = index_server()
+    root = write_project(tmp_path / "p", ["lib"], build=False)
+    assert pypm("lock", "--index-url", server.url, cwd=root).returncode == 0
+    r = pypm("export", "--format", "pylock.toml", "-o", "pylock.toml", cwd=root)
+    assert r.returncode == 0, r.stderr
+    (root / "pypm.lock").unlink()
+    server.add(dists.wheel("lib", "2.0"))
+    r = pypm("lock", "--from", "pylock.toml", "--index-url", server.url, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert one((root / "pypm.lock").read_text(), "lib").version == "1.0"
+    r = pypm("lock", "--upgrade", "--index-url", server.url, cwd=root)
+    assert one((root / "pypm.lock").read_text(), "lib").version == "2.0"

@@ -12,19 +12,14 @@ behind is a `.part` file or a `.tmp-*` directory.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import csv
 import hashlib
-import io
 import json
 import os
 import shutil
-import stat
 import sys
 import threading
 import time
-import zipfile
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +32,7 @@ from .lockfile import FileEntry
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
-__all__ = ["Cache", "Fetcher", "FetcherMismatch", "cache_command", "record_hash", "parse_record",
-           "find_dist_info", "extract_verified"]
+__all__ = ["Cache", "Fetcher", "FetcherMismatch", "cache_command"]
 
 CHUNK = 1 << 20
 Fetcher = Callable[[str, str, Path], bool]  # (sha256, filename, dest) -> wrote dest?
@@ -53,36 +47,6 @@ class FetcherMismatch:
     filename: str
     expected: str
     actual: str
-
-
-def record_hash(digest: bytes) -> str:
-    """RECORD's hash form: 'sha256=' + urlsafe base64 without padding."""
-    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def parse_record(text: str) -> list[tuple[str, str, str]]:
-    """RECORD rows as (path, hash, size); malformed rows raise ValueError."""
-    rows = []
-    for row in csv.reader(io.StringIO(text)):
-        if not row:
-            continue
-        if len(row) != 3:
-            raise ValueError(f"a RECORD row must have 3 fields, not {len(row)}: {row!r}")
-        rows.append((row[0], row[1], row[2]))
-    return rows
-
-
-def find_dist_info(names: Iterable[str], wheel_filename: str | None = None) -> str:
-    """The `*.dist-info` directory among top-level names (the one matching the wheel's name when several)."""
-    infos = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")})
-    if len(infos) == 1 or (infos and not wheel_filename):
-        return infos[0]
-    if wheel_filename:
-        want = wheel_filename.split("-")[0].lower().replace(".", "_").replace("-", "_")
-        for d in infos:
-            if d.rsplit("-", 1)[0].lower().replace(".", "_").replace("-", "_") == want:
-                return d
-    raise ValueError("no .dist-info directory" if not infos else f"several .dist-info directories: {infos}")
 
 
 class _Cancelled(Exception):
@@ -522,6 +486,8 @@ class Cache:
             if tmp.exists():
                 shutil.rmtree(tmp)
             try:
+                from .wheelfile import extract_verified
+
                 extract_verified(wheel, tmp, label=package or entry.filename)
                 os.rename(tmp, final)
             except BaseException:
@@ -629,149 +595,6 @@ def _local_path(url: str, base_dir: Path) -> Path | None:
         return Path(unquote(p.path))
     p = Path(url).expanduser()
     return p if p.is_absolute() else base_dir / p
-
-
-# --------------------------------------------------------------------------- safe extraction
-
-_HASHES = {"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"}
-_UNSIGNED = {"RECORD", "RECORD.jws", "RECORD.p7s"}  # may be listed without a hash
-PARALLEL_MIN_BYTES = 16 << 20  # below this one thread is faster than starting several
-
-
-def _safe_name(name: str) -> bool:
-    if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
-        return False
-    if len(name) > 1 and name[1] == ":":  # a drive letter: absolute on Windows
-        return False
-    return all(part not in ("..",) for part in name.split("/"))
-
-
-def extract_verified(wheel: Path, dest: Path, *, label: str = "") -> None:
-    """Extract `wheel` into the new directory `dest`, refusing anything unsafe or unverified.
-
-    Refused (nothing is written outside `dest`; the caller removes `dest` on error): absolute
-    paths, `..`, symlinks and other non-regular members, duplicate names, members not listed in
-    RECORD or listed without a hash, RECORD entries the archive lacks, and any file whose hash
-    or size differs from RECORD.
-    """
-    name = label or wheel.name
-    try:
-        zf = zipfile.ZipFile(wheel)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise IntegrityError(f"{name}: {wheel} is not a valid wheel (zip) file: {e}",
-                             hint="run `pypm cache clean` and sync again") from None
-    with zf:
-        infos = zf.infolist()
-        seen: set[str] = set()
-        files: list[zipfile.ZipInfo] = []
-        for i in infos:
-            if not _safe_name(i.filename):
-                raise InstallError(f"{name}: unsafe path {i.filename!r} in {wheel.name} (absolute or escaping "
-                                   "the install directory); refusing to install it",
-                                   hint="this wheel is malformed or malicious: do not use it")
-            kind = (i.external_attr >> 16) & 0o170000
-            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                what = "a symlink" if kind == stat.S_IFLNK else "not a regular file"
-                raise InstallError(f"{name}: {i.filename!r} in {wheel.name} is {what}; refusing to install it",
-                                   hint="this wheel is malformed or malicious: do not use it")
-            if i.filename in seen:
-                raise InstallError(f"{name}: {wheel.name} holds {i.filename!r} twice; refusing to install it",
-                                   hint="this wheel is malformed or malicious: do not use it")
-            seen.add(i.filename)
-            if not i.is_dir():
-                files.append(i)
-        try:
-            info_dir = find_dist_info((i.filename for i in files), wheel.name)
-        except ValueError as e:
-            raise InstallError(f"{name}: {wheel.name} is not a valid wheel: {e}") from None
-        record_name = f"{info_dir}/RECORD"
-        if record_name not in seen:
-            raise IntegrityError(f"{name}: {wheel.name} has no {record_name}",
-                                 hint="this wheel is malformed: do not use it")
-        try:
-            rows = parse_record(zf.read(record_name).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise IntegrityError(f"{name}: {wheel.name}: cannot parse {record_name}: {e}") from None
-        record: dict[str, tuple[str, str]] = {}
-        for path, h, size in rows:
-            if not _safe_name(path):
-                raise InstallError(f"{name}: unsafe path {path!r} in {record_name} of {wheel.name}; refusing it",
-                                   hint="this wheel is malformed or malicious: do not use it")
-            record[path] = (h, size)
-        for i in files:
-            if i.filename.startswith(info_dir + "/") and i.filename[len(info_dir) + 1:] in _UNSIGNED:
-                continue
-            h, _ = record.get(i.filename, ("", ""))
-            if i.filename not in record:
-                raise IntegrityError(f"{name}: {i.filename} in {wheel.name} is not listed in {record_name}",
-                                     hint="this wheel is malformed or tampered with: do not use it")
-            algo = h.partition("=")[0]
-            if algo not in _HASHES:
-                raise IntegrityError(f"{name}: {record_name} of {wheel.name} has no acceptable hash for "
-                                     f"{i.filename} ({h or 'none'})",
-                                     hint="this wheel is malformed or tampered with: do not use it")
-        present = {i.filename for i in files}
-        for path in record:
-            if path not in present and not path.endswith("/"):
-                raise IntegrityError(f"{name}: {record_name} of {wheel.name} lists {path}, which the wheel "
-                                     "does not contain", hint="this wheel is malformed or tampered with: do not use it")
-
-        dest.mkdir(parents=True)
-        dirs = {str(Path(i.filename).parent) for i in files} | {i.filename.rstrip("/") for i in infos if i.is_dir()}
-        for d in sorted(dirs):
-            if d and d != ".":
-                (dest / d).mkdir(parents=True, exist_ok=True)
-        total = sum(i.file_size for i in files)
-        workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES and len(files) > 1 else 1
-        buckets: list[list[zipfile.ZipInfo]] = [[] for _ in range(workers)]
-        loads = [0] * workers
-        for i in sorted(files, key=lambda i: -i.file_size):  # greedy: biggest first to the emptiest bucket
-            k = loads.index(min(loads))
-            buckets[k].append(i)
-            loads[k] += i.file_size
-        if workers == 1:
-            _extract_bucket(zf, buckets[0], dest, record, name, wheel.name)
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pypm-unpack") as ex:
-                # each thread opens its own ZipFile: one shared file position is not thread-safe
-                futs = [ex.submit(_extract_bucket, None, b, dest, record, name, wheel.name, wheel) for b in buckets]
-                for f in futs:
-                    f.result()
-
-
-def _extract_bucket(zf: zipfile.ZipFile | None, members: list[zipfile.ZipInfo], dest: Path,
-                    record: dict[str, tuple[str, str]], name: str, wheel_name: str, path: Path | None = None) -> None:
-    own = zf is None
-    if own:
-        zf = zipfile.ZipFile(path)  # type: ignore[arg-type]
-    assert zf is not None
-    try:
-        for i in members:
-            h_expected, size_expected = record.get(i.filename, ("", ""))
-            algo, _, want = h_expected.partition("=")
-            h = hashlib.new(algo) if algo in _HASHES else None
-            n = 0
-            target = dest / i.filename
-            with zf.open(i) as src, open(target, "xb") as out:
-                while chunk := src.read(CHUNK):
-                    out.write(chunk)
-                    n += len(chunk)
-                    if h is not None:
-                        h.update(chunk)
-            if h is not None:
-                got = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
-                if got != want:
-                    raise IntegrityError(f"{name}: {i.filename} in {wheel_name} does not match its RECORD hash:\n"
-                                         f"    expected {algo}={want}\n    actual   {algo}={got}",
-                                         hint="this wheel is malformed or tampered with: do not use it")
-                if size_expected and size_expected.isdigit() and int(size_expected) != n:
-                    raise IntegrityError(f"{name}: {i.filename} in {wheel_name} is {n} bytes, RECORD says "
-                                         f"{size_expected}", hint="this wheel is malformed or tampered with")
-            if (i.external_attr >> 16) & 0o111:
-                os.chmod(target, 0o755)
-    finally:
-        if own:
-            zf.close()
 
 
 # --------------------------------------------------------------------------- `pypm cache`

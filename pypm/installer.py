@@ -17,7 +17,6 @@ is finished by the next one.
 
 from __future__ import annotations
 
-import base64
 import csv
 import errno
 import fcntl
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from .cache import find_dist_info, parse_record, record_hash
+from .wheelfile import find_dist_info, parse_record, record_hash
 from .errors import InstallError
 from .lockfile import canonical_name
 from .venv import VenvLayout

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pypm.cache import Cache, FetcherMismatch, extract_verified
+from pypm.cache import Cache, FetcherMismatch
+from pypm.wheelfile import extract_verified
 from pypm.errors import IndexError_, InstallError, IntegrityError
 from pypm.lockfile import FileEntry
-from tests.support.dists import build_wheel, record_hash, sha256_file
+from tests.support.dists import record_hash, sha256_file
 from tests.support.fixtures import local_torch_wheel
 
 
@@ -308,7 +309,7 @@ def test_unpack_extracts_a_verified_tree(dists, cache):
 
 
 def test_parallel_unpack_matches_the_archive(dists, cache, monkeypatch):
-    import pypm.cache as pc
+    import pypm.wheelfile as pc
 
     monkeypatch.setattr(pc, "PARALLEL_MIN_BYTES", 1)  # force several threads on a small wheel
     mods = {f"many/m{i}.py": f"v = {i}\n" * (i + 1) for i in range(200)}
@@ -467,7 +468,7 @@ def test_cache_command_dir_clean_prune(tmp_path):
 
 
 def test_record_parse_rejects_malformed_rows():
-    from pypm.cache import parse_record
+    from pypm.wheelfile import parse_record
 
     assert parse_record("a,sha256=x,1\nb,,\n") == [("a", "sha256=x", "1"), ("b", "", "")]
     with pytest.raises(ValueError):

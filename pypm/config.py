@@ -18,14 +18,16 @@ __all__ = ["default_index_url", "pip_config_index_url", "cache_dir"]
 
 def _pip_config_files() -> list[Path]:
     # pip's lookup order (site < user < env), see `pip config debug`.
+    env_file = os.environ.get("PIP_CONFIG_FILE")
+    if env_file == os.devnull:
+        return []  # pip itself loads no configuration file at all then
     files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf")]
     venv = os.environ.get("VIRTUAL_ENV")
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     files += [Path.home() / ".pip" / "pip.conf", Path(xdg) / "pip" / "pip.conf"]
     if venv:
         files.append(Path(venv) / "pip.conf")
-    env_file = os.environ.get("PIP_CONFIG_FILE")
-    if env_file and env_file != os.devnull:
+    if env_file:
         files.append(Path(env_file))
     return files
 

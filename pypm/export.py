@@ -232,7 +232,7 @@ def render_pylock(lock: Lock, selection: Selection, *, project_dir: Path | None 
         if p.sdist:
             d["sdist"] = _pylock_file(p.sdist)
         if p.wheels:
-            d["wheels"] = [_pylock_file(w) for w in sorted(p.wheels)]
+            d["wheels"] = [_pylock_file(w) for w in sorted(p.wheels, key=lambda f: (f.filename, f.url, f.sha256))]
         if not p.files() and "archive" not in d:
             raise LockError(f"{LOCK_NAME}: {p.name}=={p.version} has no files to install",
                             hint="re-create the lock with `pypm lock --refresh`")
@@ -285,6 +285,11 @@ def _read_lock(ctx: "Context", project: "Project") -> Lock:
         return read(project.root / LOCK_NAME)
     from .errors import PypmError
     from .locking import LockOptions, ensure_lock, lock_inputs_hash
+
+    path = project.root / LOCK_NAME
+    if not path.exists():
+        raise LockError(f"{path} does not exist, so there is nothing to export",
+                        hint="create it with `pypm lock`, then export")
 
     # Export writes the lock as it is (no network, no resolver); a stale lock is worth a warning.
     lock = ensure_lock(ctx, project, locked=False, frozen=True, offline=True)

@@ -494,7 +494,7 @@ def uninstall(layout: VenvLayout, name: str) -> list[Path]:
         if info.is_dir() and _inside(info, root):
             shutil.rmtree(info)
             removed.append(info)
-    _prune_empty_dirs(parents, {layout.root, layout.purelib, layout.platlib, layout.scripts})
+    _prune_empty_dirs(parents, {layout.root, layout.purelib, layout.platlib, layout.scripts, layout.root / "include"})
     journal.unlink(missing_ok=True)
     return removed
 

@@ -162,7 +162,8 @@ def create_venv(root: Path, interp: Interpreter, *, prompt: str | None = None) -
 
 def _populate(layout: VenvLayout, interp: Interpreter, prompt: str) -> None:
     root = layout.root
-    for d in {layout.purelib, layout.platlib, layout.scripts}:
+    # include/ as CPython's venv makes it: some build tools expect it to exist
+    for d in {layout.purelib, layout.platlib, layout.scripts, root / "include"}:
         d.mkdir(parents=True, exist_ok=True)
     # CPython's venv: lib64 -> lib on 64-bit POSIX except macOS (issue 21197)
     if interp.raw.get("maxsize_64", True) and interp.markers.get("sys_platform") != "darwin":

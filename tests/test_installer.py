@@ -74,7 +74,9 @@ def rich_wheel(dists, name="rich-pkg", version="1.0", **kw):
         data={"scripts/rich-tool": b"#!python\nimport rich_pkg\nprint('tool', rich_pkg.VALUE)\n",
               "scripts/plain.sh": b"#!/bin/sh\necho plain\n",
               "data/share/rich-pkg/readme.txt": b"shared data\n",
-              "headers/rich.h": b"#define RICH 1\n"},
+              "headers/rich.h": b"#define RICH 1\n",
+              "purelib/rich_extra.py": b"EXTRA = 'pure'\n",
+              "platlib/rich_native/__init__.py": b"NATIVE = 'plat'\n"},
         **kw)
 
 
@@ -86,6 +88,8 @@ def test_install_places_every_scheme_and_writes_a_true_record(dists, venv, cache
     assert (sp / "rich_pkg" / "__init__.py").read_text() == "VALUE = 42\n"
     assert (venv.root / "share" / "rich-pkg" / "readme.txt").read_bytes() == b"shared data\n"
     assert (venv.headers / "rich-pkg" / "rich.h").is_file()
+    assert (sp / "rich_extra.py").is_file() and (venv.platlib / "rich_native" / "__init__.py").is_file()
+    assert not list(sp.glob("*.data"))  # the .data directory itself is never installed
     info = sp / "rich_pkg-1.0.dist-info"
     assert (info / "INSTALLER").read_text() == "pypm\n"
     assert json.loads((info / "direct_url.json").read_text())["url"] == "file:///src/rich"

@@ -88,12 +88,14 @@ def _missing(requirements: Sequence[str], env_dir: Path, interpreter: Any) -> li
 
 
 def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: Sequence[Any],
-                interpreter: Any, cache: Any, link_mode: str | None = None) -> Path:
+                interpreter: Any, cache: Any, link_mode: str | None = None,
+                fetchers: Sequence[Any] = (), label: str | None = None) -> Path:
     """Build a wheel (PEP 660 editable when `editable`) of the source tree at `source` into `out_dir`.
 
     `build_packages`: the locked packages (`LockedPackage`) that make up the build environment
     (the lock's `build-dependencies` of this project or sdist). Each must have a wheel for
-    `interpreter`. Raises BuildError with the backend's output when the build fails.
+    `interpreter`. `label` names what is built in messages (e.g. "cext==1.0 (cext-1.0.tar.gz)").
+    Raises BuildError with the backend's output when the build fails.
     """
     from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
@@ -105,17 +107,18 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _requires, backend, backend_path = read_build_system(source)
-    what = f"{'editable ' if editable else ''}wheel of {source}"
+    what = f"{'an editable wheel' if editable else 'a wheel'} of {label or source}"
 
     entries = []
     for p in build_packages:
         kind, f = choose_file(p, interpreter.tags, interpreter.describe())
         if kind != "wheel":
-            raise BuildError(f"build dependency {p.name}=={p.version} of {source} has no wheel for "
+            raise BuildError(f"build dependency {p.name}=={p.version} of {label or source} has no wheel for "
                              f"{interpreter.describe()}; building build dependencies from source is not supported",
                              hint="pin a version of it that ships wheels in [build-system] requires")
         entries.append((p, f))
-    got = cache.fetch_many([(p.name, f) for p, f in entries]) if entries else {}
+    # fetchers: plugin wheel fetchers (e.g. s3cache), tried before the index as for the venv's wheels.
+    got = cache.fetch_many([(p.name, f) for p, f in entries], fetchers=fetchers) if entries else {}
     trees = cache.unpack_many([(p.name, f) for p, f in entries], got) if entries else {}
 
     tmp = Path(tempfile.mkdtemp(prefix="pypm-build-"))
@@ -149,9 +152,11 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
                              hint="check [build-system] build-backend and requires") from None
         except Exception as e:  # the backend's own failure (CalledProcessError) with its output
             out = "".join(log).strip()
-            tail = "\n".join(out.splitlines()[-30:])
-            raise BuildError(f"building the {what} failed ({type(e).__name__})\n{tail}",
-                             hint="fix the error above in the project's build configuration") from None
+            tail = "\n".join(out.splitlines()[-40:])
+            how = f"the backend {backend} exited with status {e.returncode}" if hasattr(e, "returncode") else str(e)
+            raise BuildError(f"building {what} failed: {how}; its output ends with:\n{tail}",
+                             hint="fix the error above in the package's build configuration, or pin a version "
+                             "that ships a wheel") from None
         final = out_dir / name
         os.replace(work / name, final)
         return final

@@ -293,7 +293,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
 
     with Cache(offline=opts.offline, base_dir=project.root) as cache:
         fetch = plan.to_fetch()
-        got = cache.fetch_many([(w.name, w.file) for w in fetch], fetchers=wheel_fetchers(project),
+        fetchers = wheel_fetchers(project)
+        got = cache.fetch_many([(w.name, w.file) for w in fetch], fetchers=fetchers,
                                on_mismatch=lambda m: ctx.info(
                                    f"warning: a plugin fetcher delivered {m.filename} of {m.package} with sha256 "
                                    f"{m.actual}, expected {m.expected}; discarded it and used the index"))
@@ -303,17 +304,23 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             for w in fetch:
                 if w.kind == "sdist":
                     src = _unpack_sdist(got[w.file.sha256], Path(tmp) / f"src-{w.name}")
+                    _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
                     built = build_wheel(src, Path(tmp) / "wheels", editable=False,
                                         build_packages=_build_packages(lock, w.package), interpreter=interp,
-                                        cache=cache, link_mode=opts.link_mode)
+                                        cache=cache, link_mode=opts.link_mode, fetchers=fetchers,
+                                        label=f"{w.name}=={w.version} ({w.file.filename})")
+                    _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
                     unpacked[w.name] = (_store_built(cache, w.name, built), built.name)
                 else:
                     to_unpack.append(w)
             for w in (*plan.install, *(n for _, n in plan.replace)):
                 if w.kind == "editable":
+                    _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
                     built = build_wheel(project.root, Path(tmp) / "wheels", editable=True,
                                         build_packages=_build_packages(lock, w.package), interpreter=interp,
-                                        cache=cache, link_mode=opts.link_mode)
+                                        cache=cache, link_mode=opts.link_mode, fetchers=fetchers,
+                                        label=f"the project {project.name} ({project.root})")
+                    _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
                     unpacked[w.name] = (_store_built(cache, w.name, built), built.name)
             trees = cache.unpack_many([(w.name, w.file) for w in to_unpack],
                                       {w.file.sha256: got[w.file.sha256] for w in to_unpack})

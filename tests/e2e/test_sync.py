@@ -87,6 +87,11 @@ def write_project(root: Path, *, name: str = "app", deps: Iterable[str] = (),
 
 
 def _nv(path: Path) -> tuple[str, str]:
+    if path.name.endswith(".tar.gz"):
+        from packaging.utils import parse_sdist_filename
+
+        name, version = parse_sdist_filename(path.name)
+        return str(name), str(version)
     name, version, _, _ = parse_wheel_filename(path.name)
     return str(name), str(version)
 
@@ -98,9 +103,11 @@ def sha256_of(path: Path) -> str:
 def write_lock(root: Path, server, wheels: Iterable[Path], *, main: Iterable[str] = (),
                groups: Mapping[str, Iterable[str]] | None = None, extras: Mapping[str, Iterable[str]] | None = None,
                edges: Mapping[str, Iterable[str]] | None = None, editable: bool = False,
-               sha: Mapping[str, str] | None = None, name: str = "app") -> Path:
-    """pypm.lock for `root` pinning `wheels` (served by `server`); edges/main/groups by package name."""
-    wheels = list(wheels)
+               sha: Mapping[str, str] | None = None, name: str = "app", sdists: Iterable[Path] = (),
+               build_edges: Mapping[str, Iterable[str]] | None = None) -> Path:
+    """pypm.lock for `root` pinning `wheels` and `sdists` (served by `server`); edges/main/groups
+    by package name; `build_edges`: a package's build-dependencies (also pinned in `wheels`)."""
+    wheels = list(wheels) + list(sdists)
     by_name = {canonicalize_name(_nv(w)[0]): w for w in wheels}
 
     def dep(n: str) -> Dependency:
@@ -109,10 +116,13 @@ def write_lock(root: Path, server, wheels: Iterable[Path], *, main: Iterable[str
     pkgs = []
     for w in wheels:
         n, v = _nv(w)
+        entry = FileEntry(w.name, server.file_url(w.name), (sha or {}).get(n, sha256_of(w)), w.stat().st_size)
+        is_sdist = w.name.endswith(".tar.gz")
         pkgs.append(LockedPackage(
             name=n, version=v, source={"registry": server.url},
             dependencies=[dep(d) for d in (edges or {}).get(n, ())],
-            wheels=[FileEntry(w.name, server.file_url(w.name), (sha or {}).get(n, sha256_of(w)), w.stat().st_size)],
+            build_dependencies=[dep(d) for d in (build_edges or {}).get(n, ())],
+            wheels=[] if is_sdist else [entry], sdist=entry if is_sdist else None,
         ))
     pkgs.append(LockedPackage(
         name=name, version="0.1.0", source={"editable": "."} if editable else {"virtual": "."},
@@ -519,3 +529,58 @@ def test_sync_locks_when_needed_and_locked_refuses_a_stale_lock(pypm, dists, ind
     r = pypm("run", "--no-sandbox", "python", "-c", "import gamma, alpha; print('ok')", cwd=project)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "gamma": "1.0"})
+
+
+# --------------------------------------------------------------------------- source distributions
+
+def test_sdist_without_a_wheel_is_built_in_an_isolated_env(pypm, dists, index_server, tmp_path) -> None:
+    sd = dists.sdist("app", "0.1.0", build_requires=(), extra_files={
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n\n'
+                          '[project]\nname = "app"\nversion = "0.1.0"\n',
+        "_backend.py": BACKEND,
+        "src/app/__init__.py": 'GREETING = "built from an sdist"\n',
+    })
+    server = index_server()
+    project = write_project(tmp_path / "p", name="proj", deps=["app"])
+    write_lock(project, server, [], sdists=[sd], main=["app"], name="proj")
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(project / ".venv", {"app": "0.1.0"})
+    out = subprocess.run([str(project / ".venv" / "bin" / "python"), "-c", "import app; print(app.GREETING)"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "built from an sdist", out.stderr
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+
+
+def test_sdist_with_a_c_extension_builds_with_locked_setuptools(pypm, dists, index_server, tmp_path) -> None:
+    from tests.support.fixtures import canary_wheels_dir
+
+    d = canary_wheels_dir()
+    st = sorted(d.glob("setuptools-*-py3-none-any.whl")) if d else []
+    if not st:
+        pytest.skip("no setuptools wheel among the canary fixtures (run scripts/fetch_fixtures.py)")
+    sd = dists.sdist("cext", "1.0", c_extension=True)
+    server = index_server([dists.dir, st[-1]])
+    project = write_project(tmp_path / "p", deps=["cext"])
+    write_lock(project, server, [st[-1]], sdists=[sd], main=["cext"], build_edges={"cext": ["setuptools"]})
+    r = pypm("sync", "--frozen", cwd=project, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(project / ".venv", {"cext": "1.0"})  # setuptools was only in the build env
+    out = subprocess.run([str(project / ".venv" / "bin" / "python"), "-c",
+                          "from cext._speedups import add; print(add(2, 3))"], capture_output=True, text=True)
+    assert out.stdout.strip() == "5", out.stderr
+
+
+def test_failed_build_names_the_package_and_shows_the_backend_output(pypm, dists, index_server, tmp_path) -> None:
+    sd = dists.sdist("broken", "1.0", build_requires=(), extra_files={
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n',
+        "_backend.py": "def build_wheel(d, c=None, m=None):\n    raise RuntimeError('compiler exploded')\n",
+    })
+    server = index_server()
+    project = write_project(tmp_path / "p", deps=["broken"])
+    write_lock(project, server, [], sdists=[sd], main=["broken"])
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 10, r.stderr
+    assert "broken" in r.stderr and "compiler exploded" in r.stderr and "Traceback (most recent call last)" in r.stderr
+    assert not (project / ".venv").exists()

@@ -254,11 +254,52 @@ def dumps(lock: Lock) -> str:
     return "".join(head) + "".join("\n" + b for b in blocks)
 
 
+_STALE_TMP_SECONDS = 15 * 60  # a write takes milliseconds; a temp file this old was abandoned
+
+
+def _umask() -> int:
+    # Linux reports it without changing it; os.umask() can only be read by setting it, which
+    # would race with files other threads (downloads) create meanwhile.
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_abandoned_temps(path: Path) -> None:
+    """Temp files of an earlier write killed before its rename (kill -9, power loss)."""
+    import time
+
+    now = time.time()
+    for old in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if now - old.stat().st_mtime > _STALE_TMP_SECONDS:
+                old.unlink()
+        except FileNotFoundError:  # another process cleaned it first
+            pass
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a mix."""
+    """Write `text` to `path` so that readers see the old file or the new one, never a mix.
+
+    The new file keeps the old one's permissions, or gets the usual 0666 & ~umask (mkstemp
+    alone would leave 0600, making a committed lock or pyproject unreadable to others).
+    """
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    _remove_abandoned_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()

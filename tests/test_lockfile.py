@@ -220,3 +220,36 @@ def test_failure_before_write_touches_nothing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         write_atomic(tmp_path / "missing" / "pypm.lock", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_atomic_gives_normal_permissions_and_keeps_existing_ones(tmp_path: Path) -> None:
+    import os
+
+    old_mask = os.umask(0o022)
+    try:
+        target = tmp_path / "pypm.lock"
+        write_atomic(target, "a\n")
+        assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        target.chmod(0o640)
+        write_atomic(target, "b\n")
+        assert target.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old_mask)
+
+
+def test_abandoned_temp_files_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    import os
+    import time
+
+    target = tmp_path / "pypm.lock"
+    abandoned = tmp_path / ".pypm.lock.k1ll3d.tmp"  # what a write killed by SIGKILL leaves
+    abandoned.write_text("version = 1\n[[pack")
+    hour_ago = time.time() - 3600
+    os.utime(abandoned, (hour_ago, hour_ago))
+    in_flight = tmp_path / ".pypm.lock.b5sy.tmp"  # another process writing right now
+    in_flight.write_text("")
+    other = tmp_path / ".pylock.toml.x.tmp"
+    other.write_text("")
+    os.utime(other, (hour_ago, hour_ago))
+    write_atomic(target, "x\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pylock.toml.x.tmp", ".pypm.lock.b5sy.tmp", "pypm.lock"]

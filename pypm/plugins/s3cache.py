@@ -78,6 +78,8 @@ class _Session:
     client: Any = None
     disabled: str | None = None  # why the bucket is not used any more in this process
     served: set[str] = field(default_factory=set)  # sha256s fetched from the bucket (so it has them)
+    missed: dict[str, str] = field(default_factory=dict)  # sha256 -> filename the bucket did not have
+    uploaded: set[str] = field(default_factory=set)  # sha256s this process put into the bucket
     bad: set[str] = field(default_factory=set)  # sha256s whose object did not verify: overwrite
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -163,6 +165,8 @@ class S3CachePlugin:
         except ClientError as e:
             dest.unlink(missing_ok=True)
             if _is_missing(e):
+                with sess.lock:
+                    sess.missed[sha256] = filename  # the cache now gets it elsewhere; post-sync uploads it
                 return False
             self._disable(ctx, sess, e)
             return False
@@ -189,21 +193,28 @@ class S3CachePlugin:
 
         from botocore.exceptions import BotoCoreError, ClientError
 
-        candidates = []
+        # What to offer the bucket: every file the fetcher was asked for and the bucket lacked
+        # (that includes build dependencies, which are not in the plan), and the plan's
+        # packages that were already in the local cache (the fetcher was not asked: HEAD them).
+        candidates: dict[str, Path] = {}
+        for sha, filename in sess.missed.items():
+            path = _cached_file(sha, filename)
+            if path is not None:
+                candidates[sha] = path
         for p in ctx.packages:
-            if p.sha256 in sess.served:
+            if p.sha256 in sess.served or p.sha256 in sess.uploaded or p.sha256 in candidates:
                 continue
             path = Path(p.wheel_path) if p.wheel_path else _cached_file(p.sha256)
             if path is not None and path.is_file():
-                candidates.append((p, path))
+                candidates[p.sha256] = path
 
-        def needs_upload(item: tuple[Any, Path]) -> bool:
-            p, path = item
-            if p.sha256 in sess.bad:
+        def needs_upload(item: tuple[str, Path]) -> bool:
+            sha, path = item
+            if sha in sess.bad or sha in sess.missed:
                 return True
             try:
                 sess.s3().head_object(Bucket=sess.settings.bucket,
-                                      Key=object_key(sess.settings.prefix, p.sha256, path.name))
+                                      Key=object_key(sess.settings.prefix, sha, path.name))
                 return False
             except ClientError as e:
                 if _is_missing(e):
@@ -211,17 +222,21 @@ class S3CachePlugin:
                 raise
 
         try:
+            items = sorted(candidates.items())
             with ThreadPoolExecutor(max_workers=8) as pool:
-                missing = [c for c, need in zip(candidates, pool.map(needs_upload, candidates)) if need]
+                missing = [c for c, need in zip(items, pool.map(needs_upload, items)) if need]
             uploaded = 0
-            for p, path in missing:
-                if _sha256_file(path) != p.sha256:
-                    ctx.report(f"not uploading {path}: its sha256 is not the locked {p.sha256}")
+            for sha, path in missing:
+                if _sha256_file(path) != sha:  # never poison the bucket with a damaged local file
+                    ctx.report(f"not uploading {path}: its sha256 is not the locked {sha}")
                     continue
                 sess.s3().upload_file(str(path), sess.settings.bucket,
-                                      object_key(sess.settings.prefix, p.sha256, path.name),
-                                      ExtraArgs={"Metadata": {"sha256": p.sha256}})
-                sess.bad.discard(p.sha256)
+                                      object_key(sess.settings.prefix, sha, path.name),
+                                      ExtraArgs={"Metadata": {"sha256": sha}})
+                with sess.lock:
+                    sess.bad.discard(sha)
+                    sess.missed.pop(sha, None)
+                    sess.uploaded.add(sha)
                 uploaded += 1
         except (ClientError, BotoCoreError, OSError) as e:
             self._disable(ctx, sess, e)
@@ -233,13 +248,15 @@ class S3CachePlugin:
         return 0
 
 
-def _cached_file(sha256: str) -> Path | None:
-    """The verified file for `sha256` in pypm's content-addressed cache (layout: cache.py), if any.
+def _cached_file(sha256: str, filename: str | None = None) -> Path | None:
+    """The complete file for `sha256` in pypm's content-addressed cache (layout: cache.py), if any.
 
-    Used when the caller did not pass `wheel_path`."""
+    Used when the caller did not pass `wheel_path`; the upload hashes it again anyway."""
     from ..config import cache_dir
 
     d = cache_dir() / "wheels" / sha256[:2] / sha256
+    if filename is not None:
+        return d / filename if (d / filename).is_file() else None
     if not d.is_dir():
         return None
     files = [p for p in d.iterdir() if p.is_file() and not p.name.endswith((".part", ".json", ".tmp"))]

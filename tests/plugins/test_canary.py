@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.conftest import copy_example
 from tests.e2e.test_sync import installed
@@ -55,7 +56,9 @@ def test_canary_fills_the_bucket_and_a_second_machine_syncs_without_the_index(
     assert "auditwheel: " in r.stderr and "platform wheel(s) match their manylinux/musllinux tags" in r.stderr
     assert "violation" not in r.stderr
     objects = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, MaxKeys=1000)["Contents"]}
-    assert len(objects) == len(first) - 1  # every wheel but the editable project itself
+    names = {canonicalize_name(k.rsplit("/", 1)[1].split("-")[0]) for k in objects}
+    # Every installed wheel (not the editable project itself) and the project's build dependency.
+    assert names == (first.keys() - {"my-lib"}) | {"setuptools"}
     assert f"s3cache: uploaded {len(objects)} file(s)" in r.stderr
 
     # Machine two: one object was tampered with; it is reported, refetched from the index, repaired.

@@ -259,6 +259,16 @@ def test_pylock_content_and_determinism(index: IndexServer, tmp_path: Path) -> N
     assert render_pylock(shuffled, Selection()) == text
 
 
+def test_stdout_and_file_exports_are_identical(index: IndexServer, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "app", make_lock(index, virtual=False), virtual=False)
+    for fmt, name in (("pylock.toml", "pylock.toml"), ("requirements.txt", "requirements.txt")):
+        shown = pypm("export", "--format", fmt, cwd=proj)
+        assert shown.returncode == 0, shown.stderr
+        assert pypm("export", "--format", fmt, "-o", name, cwd=proj).returncode == 0
+        assert (proj / name).read_text() == shown.stdout
+        assert pypm("-q", "export", "--format", fmt, "-o", name, cwd=proj).stderr == ""
+
+
 def test_non_virtual_project_is_an_editable_directory_entry(index: IndexServer, tmp_path: Path) -> None:
     proj = write_project(tmp_path / "app", make_lock(index, virtual=False), virtual=False)
     (tmp_path / "out").mkdir()

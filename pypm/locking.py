@@ -258,7 +258,8 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
         preferences=_preferences(old, imported, opts),
         initial_forks=tuple(old.resolution_markers) if old is not None and not opts.upgrade else (),
     )
-    root = RootSpec(name=project.name, requires_python=project.requires_python,
+    requires_python = _requires_python(ctx, project)
+    root = RootSpec(name=project.name, requires_python=requires_python,
                     dependencies=project.dependencies, optional_dependencies=project.optional_dependencies,
                     dependency_groups=project.dependency_groups)
     client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
@@ -277,9 +278,24 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
             dependency_groups={k: [_dep(e) for e in v] for k, v in res.root_groups.items()},
         )
         packages.append(root_pkg)
-        _add_build_dependencies(ctx, client, project, ropts, root_pkg, packages, old_hashes)
-    return Lock(requires_python=project.requires_python, content_hash=inputs.hash, packages=packages,
+        _add_build_dependencies(ctx, client, project, requires_python, ropts, root_pkg, packages, old_hashes)
+    return Lock(requires_python=requires_python, content_hash=inputs.hash, packages=packages,
                 options=opts.recorded(), resolution_markers=list(res.forks))
+
+
+def _requires_python(ctx: Any, project: Project) -> str:
+    """The project's requires-python; without one, the running Python's minor and newer (as uv).
+
+    A universal lock needs a lower bound: without it every release that dropped Python 3.0
+    would be unusable somewhere in the range.
+    """
+    if project.requires_python:
+        return project.requires_python
+    import sys
+
+    rp = f">={sys.version_info[0]}.{sys.version_info[1]}"
+    ctx.info(f"warning: {project.pyproject} sets no `requires-python`; locking for {rp}")
+    return rp
 
 
 def _dep(e: Any) -> Dependency:
@@ -345,8 +361,9 @@ def _packages(client: Any, res: Any, old_hashes: Mapping[str, FileEntry]) -> lis
 
 # ---------------------------------------------------------------------- build dependencies
 
-def _add_build_dependencies(ctx: Any, client: Any, project: Project, ropts: Any, root_pkg: LockedPackage,
-                            packages: list[LockedPackage], old_hashes: Mapping[str, FileEntry]) -> None:
+def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_python: str, ropts: Any,
+                            root_pkg: LockedPackage, packages: list[LockedPackage],
+                            old_hashes: Mapping[str, FileEntry]) -> None:
     """Lock `build-system.requires` of the project and of every package locked only as an sdist.
 
     Each set is resolved on its own (a build environment holds only it) and recorded as
@@ -367,7 +384,7 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, ropts: Any,
         if requires in memo:
             return memo[requires]
         memo[requires] = None
-        spec = RootSpec(name=f"{who} (build)", requires_python=project.requires_python, dependencies=requires)
+        spec = RootSpec(name=f"{who} (build)", requires_python=requires_python, dependencies=requires)
         try:
             res = resolve(client, spec, replace(ropts, preferences=runtime_prefs, initial_forks=()))
         except PypmError as e:

@@ -84,6 +84,11 @@ def _load_entry_point(name: str, ep: "EntryPoint") -> LoadedPlugin:
         raise PluginError(f"plugin {name} could not be loaded from {where}: {type(e).__name__}: {e}",
                           hint=f"install the plugin's dependencies, or remove {name!r} from [tool.pypm] plugins") from e
     hooks = _python_hooks(obj)
+    declared = getattr(obj, "hooks", None) if callable(obj) else None
+    unknown = sorted(set(declared or ()) - set(STAGES)) if not isinstance(declared, str) else [declared]
+    if unknown:
+        raise PluginError(f"plugin {name} ({where}) declares unknown hook(s) {', '.join(map(repr, unknown))}",
+                          hint=f"`hooks` is a tuple of stage names: {', '.join(STAGES)}")
     if not hooks:
         raise PluginError(f"plugin {name} ({where}) is neither callable nor has hook methods",
                           hint="an entry point must name a function taking the context, or an object with "

@@ -87,8 +87,15 @@ class OnlySync:
 
 only_sync = OnlySync()
 
-def broken_import():
+def late(ctx):
+    _log(ctx)
+
+late.hooks = ("post-sync", "post-run")
+
+def typo(ctx):
     pass
+
+typo.hooks = ("post_sync",)
 '''
 
 

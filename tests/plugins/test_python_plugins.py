@@ -25,6 +25,8 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "recorder": "pypm_test_plugins:recorder",
         "onlysync": "pypm_test_plugins:only_sync",
         "missing": "pypm_test_plugins_nope:x",
+        "late": "pypm_test_plugins:late",
+        "badhooks": "pypm_test_plugins:typo",
     })
     monkeypatch.syspath_prepend(str(site))
     host._entry_points.cache_clear()
@@ -71,6 +73,16 @@ def test_method_hooks_limit_the_stages(site: Path, tmp_path: Path, monkeypatch: 
         plugins.fire(project, stage, packages=PKGS)
     assert [json.loads(line)["stage"] for line in log.read_text().splitlines()] == ["pre-sync", "post-sync"]
     assert "onlysync: synced 1 packages" in capsys.readouterr().err
+
+
+def test_function_hooks_attribute(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "log"
+    monkeypatch.setenv("PYPM_TEST_LOG", str(log))
+    for stage in plugins.STAGES:
+        plugins.fire(load_project(_project(tmp_path / "p", ["late"])), stage)
+    assert [json.loads(line)["stage"] for line in log.read_text().splitlines()] == ["post-sync", "post-run"]
+    with pytest.raises(PluginError, match="declares unknown hook\\(s\\) 'post_sync'"):
+        plugins.fire(load_project(_project(tmp_path / "q", ["badhooks"])), "pre-lock")
 
 
 @pytest.mark.parametrize("how, reason", [

@@ -94,6 +94,14 @@ def test_python_entry_point_plugin_sees_sync_and_its_failure_aborts(pypm, small,
     assert calls[1]["config"] == {"answer": 42} and calls[1]["venv"] == str(project / ".venv")
     assert sorted(p[0] for p in calls[1]["packages"]) == ["alpha", "beta", "devtool"]
 
+    r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "pass", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    r = pypm("lock", "--index-url", server.url, cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c["stage"] for c in calls][2:] == ["pre-run", "post-run", "pre-lock", "post-lock"]
+    assert calls[2]["venv"] == str(project / ".venv") and calls[5]["lock"] == str(project / "pypm.lock")
+
     r = pypm("plugins", cwd=project, env=env)
     assert r.returncode == 0, r.stderr
     assert "recorder: python, entry point `recorder = pypm_test_plugins:recorder`" in r.stdout

@@ -274,3 +274,13 @@ def test_a_package_needed_more_widely_later_is_pinned_again_for_the_wider_scope(
     res = resolve(f, root(["a", "b"]))
     assert res.nodes[("foo", "1.0")].marker is None
     assert res.nodes[("bar", "1.0")].marker == 'python_version >= "3.12"'
+
+
+def test_conflict_between_disjoint_requirements_of_different_packages_forks():
+    f = MemFinder({"a": {"1.0": {"deps": ['c<2; sys_platform == "win32"']}},
+                   "b": {"1.0": {"deps": ['c>=2; sys_platform != "win32"']}}, "c": {"1.0": {}, "2.0": {}}})
+    res = resolve(f, root(["a", "b"]))
+    assert pins(res) == {"a": ["1.0"], "b": ["1.0"], "c": ["1.0", "2.0"]}
+    assert res.nodes[("c", "1.0")].marker == 'sys_platform == "win32"'
+    assert res.nodes[("c", "2.0")].marker == 'sys_platform != "win32"'
+    assert len(res.forks) == 2

@@ -65,6 +65,16 @@ class LockOptions:
             exclude_newer=o.get("exclude-newer"), offline=offline,
         )
 
+    def over(self, base: "LockOptions") -> "LockOptions":
+        """These options, with every resolution option left unset here taken from `base`."""
+        from dataclasses import fields, replace
+
+        names = ("index_url", "extra_index_urls", "find_links", "prerelease", "no_build", "no_binary",
+                 "exclude_newer")
+        unset = {f.name: getattr(base, f.name) for f in fields(self)
+                 if f.name in names and getattr(self, f.name) in (None, (), False)}
+        return replace(self, **unset)
+
     def recorded(self) -> dict[str, Any]:
         """What goes into the lock's [options] table: what the command line chose."""
         d: dict[str, Any] = {}
@@ -144,8 +154,11 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
     """`pypm lock`: returns the exit code."""
     started = time.monotonic()
     path = project.root / LOCK_NAME
-    inputs = _inputs(project, opts)
     old = _read_old(path, ctx)
+    if opts.check and old is not None:
+        # CI runs `pypm lock --check` bare: the options the lock was made with still apply.
+        opts = opts.over(LockOptions.from_lock(old))
+    inputs = _inputs(project, opts)
     asks_change = opts.upgrade or bool(opts.upgrade_package) or opts.refresh or bool(opts.from_pylock)
     fresh = old is not None and old.content_hash == inputs.hash
     if opts.check:

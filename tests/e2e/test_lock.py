@@ -113,6 +113,8 @@ def test_lock_is_correct_deterministic_and_upgrades_only_what_is_asked(pypm, wor
     assert r.returncode == 0, r.stderr
     assert (project / "pypm.lock").read_text() == text
     assert pypm("lock", "--check", "--index-url", server.url, cwd=project).returncode == 0
+    r = pypm("lock", "--check", cwd=project)  # bare, as in CI: the lock's own options apply
+    assert r.returncode == 0 and "up to date" in r.stderr, r.stderr
 
     # New releases appear: a plain lock keeps the pins; --upgrade-package moves only that one.
     server.add(d.wheel("lib", "1.2"), d.wheel("tomli", "2.0.2"))

@@ -7,7 +7,6 @@ in-memory one in tests). `resolve()` returns a `Resolution` (a merged graph with
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
@@ -542,6 +541,9 @@ class _Impossible(Exception):
         self.e = e
 
 
+_Branch = tuple[Bits, "_Provider", dict[str, Cand], dict[str, list[Req]]]  # region, provider, pins, entries
+
+
 def resolve(finder: Finder, root: RootSpec, opts: ResolveOptions | None = None) -> Resolution:
     """Resolve `root` for every environment in its requires-python; fork where markers demand it."""
     opts = opts or ResolveOptions()
@@ -551,7 +553,7 @@ def resolve(finder: Finder, root: RootSpec, opts: ResolveOptions | None = None) 
     if opts.initial_forks:
         queue = split_regions(u.full, [u.bits(x) for x in opts.initial_forks])
     queue = queue or [u.full]
-    done: list[tuple[Bits, _Provider, dict[str, Cand], dict[str, list[Req]]]] = []
+    done: list[_Branch] = []
     forks = 0
     while queue:
         branch = queue.pop(0)
@@ -590,7 +592,8 @@ def _reactive_fork(imp: _Impossible, branch: Bits) -> list[Bits]:
 
 # ---------------------------------------------------------------------- merging branches into a graph
 
-def _merge(state: _State, root: RootSpec, done: list[tuple[Bits, _Provider, dict[str, Cand], dict[str, list[Req]]]]) -> Resolution:
+def _merge(state: _State, root: RootSpec, done: list[_Branch]) -> Resolution:
+    """One graph out of the branches: nodes, edges with markers, and each package's marker."""
     u = state.u
     # Branches with the same pins are one branch (their regions are joined).
     grouped: dict[tuple[tuple[str, str], ...], list[int]] = {}

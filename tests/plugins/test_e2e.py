@@ -8,7 +8,7 @@ from pathlib import Path
 import boto3
 
 from pypm.plugins import STAGES
-from tests.e2e.test_sync import file_gets, installed, snapshot, write_lock
+from tests.e2e.test_sync import file_gets, installed, snapshot, write_lock, write_project
 from tests.support.dists import build_wheel
 
 from .conftest import PY_RECORDER, S3_ENV, make_entry_point_dist
@@ -196,3 +196,26 @@ def _sha(p: Path) -> str:
 def _creds() -> dict[str, str]:
     return {"aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
             "region_name": S3_ENV["AWS_DEFAULT_REGION"]}
+
+
+def test_c_plugin_sees_the_editable_build_of_the_project(pypm, dists, index_server, native_dir: Path,
+                                                         tmp_path: Path) -> None:
+    b = dists.wheel("beta", "2.0", modules={"beta/__init__.py": "B = 'beta'\n"})
+    server = index_server()
+    project = write_project(tmp_path / "proj", deps=["beta"], editable=True,
+                            tool=f'plugins = ["recorder"]\nplugin-path = ["{native_dir}"]\n')
+    write_lock(project, server, [b], main=["beta"], editable=True)
+    log = tmp_path / "c.log"
+    r = pypm("sync", "--frozen", cwd=project, env={"PYPM_TEST_LOG": str(log)})
+    assert r.returncode == 0, r.stderr
+    calls = _read_c_log(log)
+    assert [c["stage"] for c in calls] == ["pre-sync", "pre-build", "post-build", "post-sync"]
+    assert calls[1]["venv"] == str(project / ".venv") and Path(str(calls[1]["interpreter"])).is_file()
+
+    # A refusal at pre-build stops the sync before the venv gains anything.
+    (project / ".venv").rename(tmp_path / "old-venv")
+    r = pypm("sync", "--frozen", cwd=project,  # a fresh cache: the built editable wheel is cached
+             env={"PYPM_TEST_FAIL_AT": "pre-build", "PYPM_CACHE_DIR": str(tmp_path / "cache-2")})
+    assert r.returncode == 9
+    assert "plugin recorder failed at pre-build: refusing pre-build" in r.stderr
+    assert not (project / ".venv").exists()  # the venv this sync began is rolled back

@@ -144,7 +144,7 @@ def _read_old(path: Path, ctx: Any) -> Lock | None:
     try:
         return read(path)
     except LockError as e:
-        ctx.debug(f"ignoring the existing {path.name}: {e.message}")
+        ctx.info(f"warning: ignoring the existing {path.name}: {e.message}")
         return None
 
 
@@ -163,11 +163,12 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
     fresh = old is not None and old.content_hash == inputs.hash
     if opts.check:
         if old is None:
-            raise StaleLockError(f"{path} does not exist", hint="run `pypm lock` and commit the result")
+            what = "cannot be read (see above)" if path.exists() else "does not exist"
+            raise StaleLockError(f"{path} {what}", hint="run `pypm lock` and commit the result")
         if not fresh:
             raise StaleLockError(f"{path} is out of date: pyproject.toml or the lock options changed since it was made",
                                  hint="run `pypm lock` and commit the result")
-        ctx.info(f"{path.name} is up to date ({len(old.packages)} packages)")
+        ctx.info(f"{path.name} is up to date ({_count(old)} packages)")
         return ExitCode.OK
     if fresh and not asks_change and not opts.sign:
         assert old is not None

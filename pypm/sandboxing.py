@@ -1,0 +1,91 @@
+"""Glue between pypm and the sandbox: a Project plus command-line flags become a sandbox Policy.
+
+`[tool.pypm.sandbox]` gives the defaults, flags override them (lists add up). Relative
+paths in pyproject.toml are taken from the project root, relative paths on the command
+line from the current directory. Kept light: `pypm run` imports this on its hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import SandboxError
+
+__all__ = ["build_policy", "run_sandboxed"]
+
+
+def _err(e: Any) -> SandboxError:
+    """sandbox.SandboxError (the sandbox stands alone) -> pypm's SandboxError, same exit code."""
+    err = SandboxError(e.message, hint=e.hint)
+    err.exit_code = e.exit_code
+    return err
+
+
+def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: argparse.Namespace,
+                 *, shell: bool = False):  # -> sandbox.Policy
+    """The policy for running a command of `project` with `venv`, from its config and `args`."""
+    from sandbox.host import caller, interpreter_prefixes, resolve_bind
+    from sandbox.policy import python_policy
+    from sandbox.seccomp import find_profile
+
+    cfg = project.tool.sandbox
+    root = str(project.root)
+    cwd_host = str(ctx.directory)
+    network = getattr(args, "network", None) or cfg.network
+    writable = cfg.writable_project if getattr(args, "writable_project", None) is None else args.writable_project
+    binds = [resolve_bind(b, base=root, what=f"{project.pyproject}: [tool.pypm.sandbox] bind") for b in cfg.bind]
+    binds += [resolve_bind(b, base=cwd_host, what="--bind") for b in getattr(args, "bind", None) or []]
+    ro_binds = [resolve_bind(b, base=root, what=f"{project.pyproject}: [tool.pypm.sandbox] ro-bind")
+                for b in cfg.ro_bind]
+    ro_binds += [resolve_bind(b, base=cwd_host, what="--ro-bind") for b in getattr(args, "ro_bind", None) or []]
+    profile, base = getattr(args, "profile", None), cwd_host
+    if profile is None:
+        profile, base = cfg.profile, root
+    if "/" in profile or profile.endswith(".json"):
+        profile = os.path.join(base, os.path.expanduser(profile))
+    find_profile(profile)  # an unknown name or a missing file fails here, before anything starts
+
+    who = caller(env)
+    real_venv = os.path.realpath(venv)
+    real_root = os.path.realpath(root)
+    # Work where the user is when that is inside the project (or a bind); else at the root.
+    cwd = os.path.realpath(cwd_host)
+    visible = [real_root] + [d for _, d in binds + ro_binds]
+    if not any(cwd == v or cwd.startswith(v.rstrip("/") + "/") for v in visible):
+        cwd = real_root
+    extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
+    if shell and "PS1" not in env:
+        extra_env.append(f"PS1=({project.name}) [sandbox] \\w \\$ ")
+    return python_policy(
+        uid=who.uid, gid=who.gid, user=who.user, home=who.home, shell=who.shell, host_env=env,
+        interpreter_prefixes=interpreter_prefixes(venv=real_venv),
+        venv=real_venv, project=real_root, writable_project=writable, cwd=cwd, network=network,
+        binds=binds, ro_binds=ro_binds, env=extra_env, profile=profile,
+    )
+
+
+def run_sandboxed(ctx: Any, project: Any, venv: Path, argv: Sequence[str], env: dict[str, str],
+                  args: argparse.Namespace) -> int:
+    """Run `argv` in the project's sandbox; returns its exit status (128+N if killed by signal N).
+
+    `env` is the environment the command would get unsandboxed (the venv activated); only
+    its allowlisted part and what `--env`/`[tool.pypm.sandbox] env` ask for go in.
+    """
+    import sandbox
+
+    shell = getattr(args, "command", None) == "shell"
+    try:
+        policy = build_policy(ctx, project, venv, env, args, shell=shell)
+        if getattr(args, "print_sandbox", False):
+            print(policy.to_text())
+            print("command:    " + " ".join(argv))
+            return 0
+        from .config import cache_dir
+
+        ctx.debug(f"sandbox: {' '.join(argv)} (network {policy.network}, seccomp {policy.seccomp})")
+        return sandbox.run(policy, list(argv), cache_dir=str(cache_dir()))
+    except sandbox.SandboxError as e:
+        raise _err(e) from None

@@ -216,11 +216,12 @@ def test_fetch_many_downloads_in_parallel_and_fails_on_first_error(dists, index_
         Cache(cache.root.parent / "other").fetch_many([bad, *fresh], progress=False)
 
 
-def test_progress_bars_do_not_break_fetching(dists, index_server, cache):
+def test_progress_bars_go_to_stderr_and_do_not_break_fetching(dists, index_server, cache, capsys):
     w = big_wheel(dists, "shown", 1 << 20)
     idx = index_server()
     e = entry_for(w, idx.file_url(w.name))
     assert sha256_file(cache.fetch_many([("shown", e)], progress=True)[e.sha256]) == e.sha256
+    assert capsys.readouterr().out == ""  # stdout belongs to the command being run
 
 
 def _fetch_in_child(root: str, e: FileEntry) -> tuple[str, str, str]:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from .errors import BuildError, ExitCode
 
-__all__ = ["build_wheel", "build_command", "read_build_system"]
+__all__ = ["build_wheel", "build_command", "read_build_system", "build_key", "cached_build", "remember_build"]
 
 # PEP 517: a project without [build-system] is built with setuptools' legacy backend.
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
@@ -162,6 +162,51 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the build cache
+# A built wheel is stored in the wheel cache like any other (content-addressed); a small JSON
+# file under `built/` maps the build's inputs to it, so an unchanged sdist or project is not
+# rebuilt on the next sync.
+
+def build_key(kind: str, *parts: str) -> str:
+    """A cache key over everything a build depends on (source hash, target tag, build env files)."""
+    import hashlib
+
+    return hashlib.sha256("\0".join((kind, *parts)).encode()).hexdigest()
+
+
+def _key_file(cache: Any, key: str) -> Path:
+    return Path(cache.root) / "built" / key[:2] / f"{key}.json"
+
+
+def cached_build(cache: Any, key: str) -> Any:
+    """The FileEntry of a wheel built earlier from these inputs and still in the cache, else None."""
+    import json
+
+    from .lockfile import FileEntry
+
+    try:
+        d = json.loads(_key_file(cache, key).read_text(encoding="utf-8"))
+        entry = FileEntry(d["filename"], d["url"], d["sha256"], d["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return entry if cache.cached_wheel(entry) is not None else None
+
+
+def remember_build(cache: Any, key: str, wheel: Path, package: str) -> Any:
+    """Copy a freshly built wheel into the cache and record it under `key`; its FileEntry."""
+    import json
+
+    from .lockfile import FileEntry, file_sha256, write_atomic
+
+    entry = FileEntry(wheel.name, wheel.as_uri(), file_sha256(wheel), wheel.stat().st_size)
+    cache.fetch(entry, package=package)
+    f = _key_file(cache, key)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(f, json.dumps({"filename": entry.filename, "url": entry.url, "sha256": entry.sha256,
+                                "size": entry.size}) + "\n")
+    return entry
 
 
 def build_command(ctx: Any, project: Any, args: Any) -> int:

@@ -160,8 +160,14 @@ def _fire(project: Any, stage: str, **kw: Any) -> None:
 
 
 def _project_token(project: Any) -> str:
-    """Identity of the editable install: its build inputs (pyproject.toml bytes)."""
-    return hashlib.sha256(project.pyproject.read_bytes()).hexdigest()
+    """Identity of the editable install: the files its build reads (a change means reinstall)."""
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "setup.py", "setup.cfg"):
+        try:
+            h.update(name.encode() + b"\0" + (project.root / name).read_bytes() + b"\0")
+        except FileNotFoundError:
+            pass
+    return h.hexdigest()
 
 
 def sync_project(ctx: Any, project: Any, opts: SyncOptions) -> int:
@@ -287,7 +293,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
     then change the venv: removals, replacements, installs."""
     import tempfile
 
-    from .build import build_wheel
+    from .build import build_key, build_wheel, cached_build, remember_build
     from .cache import Cache
     from .plugins import wheel_fetchers
 
@@ -301,52 +307,59 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         unpacked: dict[str, tuple[Path, str]] = {}  # name -> (unpacked tree, wheel filename)
         with tempfile.TemporaryDirectory(prefix="pypm-sync-") as tmp:
             to_unpack = []
+
+            def built(w: Any, source: Any, key: str, editable: bool, label: str) -> tuple[Path, str]:
+                entry = cached_build(cache, key)
+                if entry is None:
+                    src = source() if callable(source) else source
+                    _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
+                    wheel = build_wheel(src, Path(tmp) / "wheels", editable=editable,
+                                        build_packages=_build_packages(lock, w.package), interpreter=interp,
+                                        cache=cache, link_mode=opts.link_mode, fetchers=fetchers, label=label)
+                    _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
+                    entry = remember_build(cache, key, wheel, w.name)
+                else:
+                    ctx.debug(f"using the wheel built earlier for {label}: {entry.filename}")
+                return cache.unpack(entry, package=w.name), entry.filename
+
             for w in fetch:
                 if w.kind == "sdist":
-                    src = _unpack_sdist(got[w.file.sha256], Path(tmp) / f"src-{w.name}")
-                    _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
-                    built = build_wheel(src, Path(tmp) / "wheels", editable=False,
-                                        build_packages=_build_packages(lock, w.package), interpreter=interp,
-                                        cache=cache, link_mode=opts.link_mode, fetchers=fetchers,
-                                        label=f"{w.name}=={w.version} ({w.file.filename})")
-                    _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
-                    unpacked[w.name] = (_store_built(cache, w.name, built), built.name)
+                    deps = _build_packages(lock, w.package)
+                    key = build_key("sdist", w.file.sha256, interp.tags[0], *(f.sha256 for p in deps for f in p.files()))
+                    unpacked[w.name] = built(
+                        w, lambda w=w: _unpack_sdist(got[w.file.sha256], Path(tmp) / f"src-{w.name}"), key, False,
+                        f"{w.name}=={w.version} ({w.file.filename})")
                 else:
                     to_unpack.append(w)
             for w in (*plan.install, *(n for _, n in plan.replace)):
                 if w.kind == "editable":
-                    _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
-                    built = build_wheel(project.root, Path(tmp) / "wheels", editable=True,
-                                        build_packages=_build_packages(lock, w.package), interpreter=interp,
-                                        cache=cache, link_mode=opts.link_mode, fetchers=fetchers,
-                                        label=f"the project {project.name} ({project.root})")
-                    _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
-                    unpacked[w.name] = (_store_built(cache, w.name, built), built.name)
+                    deps = _build_packages(lock, w.package)
+                    key = build_key("editable", str(project.root), w.token, interp.tags[0],
+                                    *(f.sha256 for p in deps for f in p.files()))
+                    unpacked[w.name] = built(w, project.root, key, True, f"the project {project.name} ({project.root})")
             trees = cache.unpack_many([(w.name, w.file) for w in to_unpack],
                                       {w.file.sha256: got[w.file.sha256] for w in to_unpack})
             for w in to_unpack:
                 unpacked[w.name] = (trees[w.file.sha256], w.file.filename)
 
         _drop_state(venv)
-        for old in plan.remove:
+        for old in (*plan.remove, *(o for o, _ in plan.replace)):
             ctx.debug(f"removing {old.name}=={old.version}")
             _uninstall(venv, interp, old.name)
-        for old, new in plan.replace:
-            ctx.debug(f"replacing {old.name}=={old.version} with {new.version}")
-            _uninstall(venv, interp, old.name)
-            _install(*unpacked[new.name], new, project, venv, interp, opts)
-        for new in plan.install:
-            ctx.debug(f"installing {new.name}=={new.version}")
-            _install(*unpacked[new.name], new, project, venv, interp, opts)
+        news = [*(n for _, n in plan.replace), *plan.install]
+        if len(news) <= 1:
+            for new in news:
+                _install(*unpacked[new.name], new, project, venv, interp, opts)
+            return
+        # Installing is linking files: system calls that release the GIL, so a few threads
+        # overlap them. Each dist writes its own files and its own journal entry.
+        from concurrent.futures import ThreadPoolExecutor
 
-
-def _store_built(cache: Any, name: str, wheel: Path) -> Path:
-    """Put a wheel pypm built (from an sdist or the project) into the cache; its unpacked tree."""
-    from .lockfile import FileEntry, file_sha256
-
-    entry = FileEntry(wheel.name, wheel.as_uri(), file_sha256(wheel), wheel.stat().st_size)
-    path = cache.fetch(entry, package=name)
-    return cache.unpack(entry, package=name, wheel=path)
+        with ThreadPoolExecutor(max_workers=min(8, len(news)), thread_name_prefix="pypm-install") as ex:
+            futures = [ex.submit(_install, *unpacked[n.name], n, project, venv, interp, opts) for n in news]
+            errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
 
 
 def _build_packages(lock: Any, pkg: Any) -> list[Any]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
-from .errors import ExitCode, IndexError_, InstallError, IntegrityError, PypmError
+from .errors import ExitCode, IndexError_, InstallError, IntegrityError, LockError, PypmError
 from .lockfile import FileEntry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,6 +205,11 @@ class Cache:
 
     @staticmethod
     def _check_entry(entry: FileEntry, package: str) -> None:
+        fn = entry.filename
+        if not fn or fn in (".", "..") or "/" in fn or "\\" in fn or "\0" in fn:
+            # the filename becomes a path component in the cache: it must not walk out of it
+            raise LockError(f"{package or fn}: the lock names the file {fn!r}, which is not a plain file name",
+                            hint="re-create the lock with `pypm lock --refresh`")
         if not entry.has_valid_hash():
             raise IntegrityError(f"{package or entry.filename}: the lock has no valid sha256 for {entry.filename} "
                                  f"({entry.sha256!r})", hint="run `pypm lock --refresh` to fill in the hashes")

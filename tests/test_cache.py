@@ -146,6 +146,16 @@ def test_missing_or_placeholder_hash_is_refused(cache, bad):
     assert "x" in str(ei.value) and "pypm lock --refresh" in str(ei.value)
 
 
+@pytest.mark.parametrize("name", ["../../escape.whl", "a/b.whl", "..", ""])
+def test_a_lock_filename_that_is_not_a_plain_name_is_refused(cache, name):
+    from pypm.errors import LockError
+
+    e = FileEntry(name, "http://127.0.0.1:9/x.whl", "a" * 64, 1)
+    with pytest.raises(LockError, match="not a plain file name"):
+        cache.fetch(e, package="sneaky")
+    assert not (cache.root / "wheels").exists() or not any((cache.root / "wheels").rglob("*.whl"))
+
+
 def test_http_404_is_an_index_error_naming_the_url(index_server, cache):
     idx = index_server([])
     e = FileEntry("nope-1.0-py3-none-any.whl", idx.file_url("nope-1.0-py3-none-any.whl"), "a" * 64, 3)

@@ -129,3 +129,12 @@ def test_sandbox_disabled_in_pyproject_runs_directly(pypm, synced) -> None:
     r = pypm("run", "--frozen", "python", "-c", "import sys; print(sys.prefix)", cwd=project)
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip()) == project / ".venv"
+
+
+def test_shell_runs_in_the_venv_environment(pypm, synced) -> None:
+    project, _ = synced
+    r = pypm("shell", "--no-sandbox", "--frozen", cwd=project, env={"SHELL": "/bin/sh"},
+             input='echo "VENV=$VIRTUAL_ENV"; command -v greet; exit 3\n')
+    assert r.returncode == 3, r.stderr
+    assert f"VENV={project / '.venv'}" in r.stdout
+    assert str(project / ".venv" / "bin" / "greet") in r.stdout

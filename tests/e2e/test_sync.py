@@ -584,3 +584,33 @@ def test_failed_build_names_the_package_and_shows_the_backend_output(pypm, dists
     assert r.returncode == 10, r.stderr
     assert "broken" in r.stderr and "compiler exploded" in r.stderr and "Traceback (most recent call last)" in r.stderr
     assert not (project / ".venv").exists()
+
+
+def test_editable_build_is_cached_and_redone_when_its_inputs_change(pypm, small) -> None:
+    project, server, wheels = small
+    write_project(project, deps=["alpha"], groups={"dev": ["devtool"]}, editable=True)
+    write_lock(project, server, wheels.values(), main=["alpha"], groups={"dev": ["devtool"]},
+               edges={"alpha": ["beta"]}, editable=True)
+    pypm("sync", "--frozen", cwd=project, check=True)
+    subprocess.run(["rm", "-rf", str(project / ".venv")], check=True)
+    r = pypm("-v", "sync", "--frozen", cwd=project, check=True)
+    assert "using the wheel built earlier" in r.stderr, r.stderr
+    assert installed(project / ".venv")["app"] == "0.1.0"
+    # a change to the build inputs (pyproject.toml) reinstalls the project, and only it
+    with open(project / "pyproject.toml", "a") as f:
+        f.write("# touched\n")
+    r = pypm("sync", "--frozen", "--dry-run", cwd=project, check=True)
+    assert " ~ app==0.1.0 (different file)" in r.stderr and "replace 1" in r.stderr, r.stderr
+    r = pypm("-v", "sync", "--frozen", cwd=project, check=True)
+    assert "using the wheel built earlier" not in r.stderr
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0", "app": "0.1.0"})
+
+
+def test_offline_sync_works_from_a_warm_cache(pypm, small) -> None:
+    project, server, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    subprocess.run(["rm", "-rf", str(project / ".venv")], check=True)
+    server.stop()
+    r = pypm("sync", "--frozen", "--offline", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})

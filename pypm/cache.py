@@ -300,8 +300,9 @@ class Cache:
             digest, size = self._hash_file(part)
         if entry.size is not None and size != entry.size:
             part.unlink(missing_ok=True)
-            raise IntegrityError(f"{label}: size mismatch for {entry.filename} from {origin}: expected {entry.size} "
-                                 f"bytes, got {size}",
+            raise IntegrityError(f"{label}: size mismatch for {entry.filename} from {origin}:\n"
+                                 f"    expected {entry.size} bytes, sha256 {entry.sha256}\n"
+                                 f"    actual   {size} bytes, sha256 {digest}",
                                  hint="the source changed since the lock was made; if that is expected run "
                                  "`pypm lock --refresh`, otherwise do not trust this source")
         if digest != entry.sha256:

@@ -183,6 +183,10 @@ def test_local_files_are_copied_and_verified(dists, cache, tmp_path):
     with pytest.raises(IntegrityError) as ei:
         Cache(tmp_path / "c3").fetch(bad, package="local")
     assert "b" * 64 in str(ei.value) and sha256_file(w) in str(ei.value)
+    short = FileEntry(w.name, w.as_uri(), sha256_file(w), w.stat().st_size + 1)
+    with pytest.raises(IntegrityError) as ei:
+        Cache(tmp_path / "c4").fetch(short, package="local")
+    assert "size mismatch" in str(ei.value) and f"actual   {w.stat().st_size} bytes" in str(ei.value)
     missing = FileEntry("gone-1.0-py3-none-any.whl", str(tmp_path / "gone.whl"), "c" * 64, 1)
     with pytest.raises(InstallError, match="does not exist"):
         cache.fetch(missing, package="gone")

@@ -246,6 +246,9 @@ def _hint(syscall: str, err: int) -> str | None:
     if syscall.startswith("prctl(PR_SET_SECCOMP") or syscall.startswith("seccomp"):
         return ("the kernel refused the seccomp filter (CONFIG_SECCOMP_FILTER missing?); "
                 "try --profile default or run with --no-sandbox")
+    if syscall.startswith("chdir("):
+        return ("the working directory must exist inside the sandbox: run from the project, or bind the "
+                "directory (--bind/--ro-bind)")
     if syscall.startswith("keyctl") and err == E.ENOSYS:
         return "this kernel lacks keyrings (CONFIG_KEYS)"
     return None
@@ -556,8 +559,7 @@ def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask, in_ui
     try:
         os.chdir(policy.cwd)
     except OSError as e:
-        raise _Fail(f"chdir({policy.cwd})", e.errno or 0,
-                    "the working directory is not inside the sandbox (bind it, or run from the project)") from None
+        raise _Fail(f"chdir({policy.cwd})", e.errno or 0, "entering the working directory") from None
     pid = os.fork()
     if pid == 0:
         _guard(wfd, _command, policy, argv, env, programs, wfd, stdio, old_mask, in_uid)

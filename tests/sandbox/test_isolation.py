@@ -114,3 +114,35 @@ def test_no_setuid_or_setgid_file_can_be_made_in_a_writable_bind(result) -> None
 def test_only_fds_0_1_2_reach_the_command(result) -> None:
     assert result["extra_fds"] == []
     assert result["proc_self_fd"] in ([0, 1, 2], [0, 1, 2, 3])  # 3: the directory listdir itself opened
+
+
+_KEYRING = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+NR_KEYCTL, NR_UNSHARE = (250, 272) if os.uname().machine == "x86_64" else (219, 97)
+ring = libc.syscall(ctypes.c_long(NR_KEYCTL), ctypes.c_long(0), ctypes.c_long(-3), ctypes.c_long(0))
+ret = libc.syscall(ctypes.c_long(NR_UNSHARE), ctypes.c_long(0x10000000))
+print(ring, ret, ctypes.get_errno())
+"""
+
+
+def test_fresh_session_keyring_and_no_nested_user_namespace_even_without_seccomp(box, world) -> None:
+    """With a profile that allows everything, the other layers still hold: the session keyring
+    is a new one (not the caller's), and user.max_user_namespaces=0 stops nested namespaces."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    nr = 250 if os.uname().machine == "x86_64" else 219
+    # The caller's session keyring, created if it has none (as the sandboxed side would see it).
+    host_ring = libc.syscall(ctypes.c_long(nr), ctypes.c_long(0), ctypes.c_long(-3), ctypes.c_long(1))
+    assert host_ring > 0
+    allow_all = world.base / "allow-all.json"
+    if not allow_all.exists():
+        allow_all.write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
+        allow_all.chmod(0o644)
+    project = world.user_dir(box.user, "project")
+    r = box.run(["--project", str(project), "--profile", str(allow_all)], ["/usr/bin/python3", "-c", _KEYRING])
+    assert r.returncode == 0, r.stderr
+    ring, ret, err = map(int, r.stdout.split())
+    assert ring > 0 and ring != host_ring
+    assert ret == -1 and err == 28  # ENOSPC: the namespace limit, not seccomp

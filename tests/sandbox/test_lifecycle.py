@@ -1,0 +1,164 @@
+"""The sandbox's life cycle, checked from outside: exit status, signals, Ctrl-C, kill -9, many at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pexpect
+import psutil
+import pytest
+
+from .conftest import SYSTEM_PYTHON, sandbox_dirs, sandbox_mounts
+
+
+def _procs_with(marker: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in a for a in (p.info["cmdline"] or [])):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def _wait_gone(marker: str, timeout: float = 10) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = _procs_with(marker)
+        if not left:
+            return []
+        time.sleep(0.05)
+    return _procs_with(marker)
+
+
+def _mine(pid: int) -> set[str]:
+    return {d for d in sandbox_dirs() if d.startswith(f"pypm-sandbox.{pid}.")}
+
+
+@pytest.mark.parametrize("script, code", [("exit 0", 0), ("exit 7", 7), ("kill -TERM $$", 128 + 15),
+                                          ("kill -KILL $$", 128 + 9)])
+def test_exit_status_and_signal_deaths_propagate(box, script, code) -> None:
+    r = box.run([], ["/bin/sh", "-c", script])
+    assert r.returncode == code, r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGINT])
+def test_signals_sent_to_the_caller_reach_the_command(box, sig) -> None:
+    project = box.world.user_dir(box.user, "project")
+    child = (
+        "import signal, sys, time, pathlib\n"
+        f"def h(n, f):\n    pathlib.Path({str(project)!r}, 'got').write_text(str(n)); sys.exit(42)\n"
+        f"signal.signal({int(sig)}, h)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = box.popen(["--project", str(project)], [SYSTEM_PYTHON, "-c", child])
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 42
+        assert (project / "got").read_text() == str(int(sig))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not _mine(proc.pid)
+
+
+def test_ctrl_c_on_the_terminal_is_delivered_once_and_leaves_nothing(box) -> None:
+    """Ctrl-C goes from the terminal to the whole foreground group, the command included:
+    the sandbox must not forward it a second time. Afterwards: no temp root, mount or process."""
+    marker = f"ctrlc-{uuid.uuid4().hex}"
+    project = box.world.user_dir(box.user, "project")
+    child = (
+        "import signal, sys, time\n"
+        "hits = []\n"
+        "def h(n, f):\n    hits.append(n)\n"
+        "signal.signal(signal.SIGINT, h)\n"
+        "print('ready', flush=True)\n"
+        "while not hits: time.sleep(0.01)\n"
+        "time.sleep(0.5)\n"  # a duplicate would arrive in this window
+        "print('hits', len(hits), flush=True)\n"
+        "sys.exit(len(hits))\n"
+    )
+    argv = box.argv(["--project", str(project)], [SYSTEM_PYTHON, "-c", child, marker])
+    term = pexpect.spawn(argv[0], argv[1:], timeout=20, encoding="utf-8")
+    try:
+        term.expect("ready")
+        pid = term.pid
+        time.sleep(0.1)
+        term.sendintr()  # the terminal's VINTR character: Ctrl-C
+        term.expect(r"hits (\d+)")
+        assert term.match.group(1) == "1"
+        term.expect(pexpect.EOF)
+    finally:
+        term.close(force=True)
+    assert term.exitstatus == 1
+    assert not _wait_gone(marker)
+    assert not _mine(pid)
+    assert sandbox_mounts() == []
+
+
+def test_ctrl_c_kills_a_command_that_does_not_catch_it(box) -> None:
+    marker = f"ctrlc-{uuid.uuid4().hex}"
+    argv = box.argv([], ["/bin/sh", "-c", f"echo ready; sleep 1000; : {marker}"])
+    term = pexpect.spawn(argv[0], argv[1:], timeout=20, encoding="utf-8")
+    try:
+        term.expect("ready")
+        pid = term.pid
+        time.sleep(0.1)
+        term.sendintr()
+        term.expect(pexpect.EOF)
+    finally:
+        term.close(force=True)
+    assert term.exitstatus == 128 + signal.SIGINT or term.signalstatus == signal.SIGINT
+    assert not _wait_gone(marker)
+    assert not _mine(pid)
+
+
+def test_kill_9_of_the_caller_takes_the_sandbox_down(box) -> None:
+    marker = f"{int(uuid.uuid4().int % 10**6)}.{os.getpid()}"  # a unique sleep length
+    proc = box.popen([], ["/bin/sh", "-c", f"sleep {marker} & sleep {marker}; echo never"])
+    try:
+        deadline = time.monotonic() + 20
+        while len(_procs_with(marker)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(_procs_with(marker)) >= 2, "the sandboxed sleeps never started"
+        proc.kill()
+        proc.wait()
+        assert not _wait_gone(marker), "processes of the sandbox outlived its caller"
+    finally:
+        proc.kill()
+        proc.wait()
+    # The killed caller could not remove its temp root; the next run sweeps it.
+    assert box.run([], ["/bin/true"]).returncode == 0
+    assert not _mine(proc.pid)
+
+
+def test_fifty_concurrent_runs_succeed_and_clean_up(box) -> None:
+    procs = [box.popen([], ["/bin/sh", "-c", f"exit {i % 7}"], stdout=subprocess.DEVNULL) for i in range(50)]
+    codes = [p.wait(timeout=120) for p in procs]
+    errors = [p.stderr.read() for p in procs if p.returncode != procs.index(p) % 7]
+    assert codes == [i % 7 for i in range(50)], errors
+    for p in procs:
+        assert not _mine(p.pid)
+    assert sandbox_mounts() == []
+
+
+def test_setup_failures_are_clear_errors_with_exit_8(box) -> None:
+    r = box.run(["--bind", "/no/such/dir"], ["/bin/true"])
+    assert r.returncode == 8
+    assert "/no/such/dir" in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr
+    r = box.run(["--cwd", "/no/such/dir"], ["/bin/true"])
+    assert r.returncode == 8
+    assert "chdir(/no/such/dir)" in r.stderr and "ENOENT" in r.stderr and "hint:" in r.stderr
+    r = box.run(["--profile", "no-such-profile"], ["/bin/true"])
+    assert r.returncode == 8 and "unknown seccomp profile" in r.stderr and "default" in r.stderr
+    r = box.run([], ["no-such-command-xyz"])
+    assert r.returncode == 127 and "no-such-command-xyz: command not found" in r.stderr
+    r = box.run([], [str(box.world.base)])  # a directory: not executable
+    assert r.returncode == 126

@@ -44,6 +44,7 @@ SOURCE_FILE = "pypm_source.json"  # in the dist-info: {"filename": ..., "sha256"
 JOURNAL_DIR = Path(".pypm") / "journal"
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _SCHEMES = ("purelib", "platlib", "scripts", "data", "headers")
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)  # PEP 508
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,9 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
     src_info = unpacked / info_name
     wheel_meta = _read_wheel_file(src_info)
     dist_name, version = _metadata_name_version(src_info)
+    if not _VALID_NAME.match(dist_name):  # it names paths below (headers dir, journal)
+        raise InstallError(f"{wheel_filename}: METADATA names the project {dist_name!r}, which is not a valid name",
+                           hint="this wheel is malformed: do not use it")
     root_is_purelib = wheel_meta.get("root-is-purelib", "true").lower() == "true"
     root_dest = layout.purelib if root_is_purelib else layout.platlib
     data_name = info_name[: -len(".dist-info")] + ".data"

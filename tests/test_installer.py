@@ -268,3 +268,16 @@ def test_two_venvs_from_one_cache_have_identical_records(dists, tmp_path, interp
         return [r for r in text.splitlines() if not r.startswith("../../../bin/")]
 
     assert rows(a) == rows(b)
+
+
+def test_a_project_name_that_is_not_a_name_is_refused(dists, venv, cache):
+    w = dists.wheel("okname", "1.0")
+    u, e = unpacked(cache, w)
+    meta = u / "okname-1.0.dist-info" / "METADATA"
+    text = meta.read_text().replace("Name: okname", "Name: ../../evil")
+    meta.unlink()  # (a fresh file: the cache's copy may be hard-linked elsewhere)
+    meta.write_text(text)
+    before = tree(venv.root)
+    with pytest.raises(InstallError, match="not a valid name"):
+        install_wheel(venv, u, wheel_filename=w.name, wheel_sha256=e.sha256)
+    assert tree(venv.root) == before

@@ -283,8 +283,17 @@ def _package_infos(plan: Any) -> list[Any]:
 # --------------------------------------------------------------------------- apply
 
 def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
+    from .errors import StaleLockError
     from .locking import ensure_lock
 
+    if opts.dry_run and not (opts.locked or opts.frozen):
+        # --dry-run changes nothing, pypm.lock included: plan against the lock as it is.
+        try:
+            return ensure_lock(ctx, project, locked=True, frozen=False, offline=opts.offline)
+        except StaleLockError:
+            ctx.info("pypm.lock is missing or out of date: `pypm sync` would re-lock first; "
+                     "the plan below is for the current pypm.lock")
+            return ensure_lock(ctx, project, locked=False, frozen=True, offline=opts.offline)
     return ensure_lock(ctx, project, locked=opts.locked, frozen=opts.frozen, offline=opts.offline)
 
 

@@ -526,6 +526,9 @@ def test_sync_locks_when_needed_and_locked_refuses_a_stale_lock(pypm, dists, ind
     r = pypm("sync", "--locked", cwd=project)
     assert r.returncode == 1 and "--locked" in r.stderr, r.stderr
     assert (project / "pypm.lock").read_bytes() == lock_before
+    r = pypm("sync", "--dry-run", cwd=project)
+    assert r.returncode == 0 and "would re-lock first" in r.stderr, r.stderr
+    assert (project / "pypm.lock").read_bytes() == lock_before
     r = pypm("run", "--no-sandbox", "python", "-c", "import gamma, alpha; print('ok')", cwd=project)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "gamma": "1.0"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno as E
+from typing import Callable
 
 __all__ = ["diagnose", "USERNS_SYSCALLS"]
 
@@ -12,7 +13,7 @@ __all__ = ["diagnose", "USERNS_SYSCALLS"]
 USERNS_SYSCALLS = ("unshare", "write(/proc/self/", "mount(make-private", "mount(tmpfs")
 
 
-def _read(path: str) -> str | None:
+def _read_file(path: str) -> str | None:
     try:
         with open(path, encoding="ascii") as f:
             return f.read().strip()
@@ -20,7 +21,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _seccomp_mode() -> str | None:
+def _seccomp_mode(_read) -> str | None:
     status = _read("/proc/self/status") or ""
     for line in status.splitlines():
         if line.startswith("Seccomp:"):
@@ -28,8 +29,11 @@ def _seccomp_mode() -> str | None:
     return None
 
 
-def diagnose(err: int) -> str | None:
-    """A hint naming the setting that blocks unprivileged user namespaces, or None."""
+def diagnose(err: int, _read: Callable[[str], str | None] = _read_file) -> str | None:
+    """A hint naming the setting that blocks unprivileged user namespaces, or None.
+
+    `_read(path)` returns a file's stripped text or None (the tests pass other machines' files).
+    """
     max_ns = _read("/proc/sys/user/max_user_namespaces")
     if max_ns == "0":
         return ("user namespaces are disabled: user.max_user_namespaces = 0. Allow them with "
@@ -44,7 +48,7 @@ def diagnose(err: int) -> str | None:
                 "(kernel.apparmor_restrict_unprivileged_userns = 1, Ubuntu 23.10+). Install the AppArmor "
                 "profile from docs/sandbox.md (/etc/apparmor.d/pypm, then `sudo apparmor_parser -r "
                 "/etc/apparmor.d/pypm`), or `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`")
-    if err == E.EPERM and _seccomp_mode() == "2":
+    if err == E.EPERM and _seccomp_mode(_read) == "2":
         return ("pypm itself runs under a seccomp filter that forbids creating namespaces (a container "
                 "with its runtime's default profile, or another sandbox). Start the container with a "
                 "profile that allows unshare/clone with CLONE_NEWUSER (e.g. podman/docker "

@@ -66,6 +66,7 @@ class _Policies:
         key = (kind, arch, ver)
         if key in self._by_kind_arch:
             return self._by_kind_arch[key]
+        _require_auditwheel()
         from auditwheel.architecture import Architecture
         from auditwheel.libc import Libc
         from auditwheel.policy import WheelPolicies
@@ -92,6 +93,15 @@ class _Policies:
                 best, best_ver = p, parsed[1]
         self._by_kind_arch[key] = best
         return best
+
+
+def _require_auditwheel() -> None:
+    try:
+        import auditwheel.policy  # noqa: F401
+        import elftools  # noqa: F401 - pyelftools, auditwheel's ELF reader
+    except ImportError as e:
+        raise PluginError(f"the auditwheel plugin needs the `auditwheel` library ({e})",
+                          hint="install pypm with its plugins extra: pip install 'pypm[plugins]'") from None
 
 
 def _site_packages(venv: Path) -> list[Path]:

@@ -86,6 +86,7 @@ class _Session:
     def s3(self) -> Any:
         with self.lock:
             if self.client is None:
+                _require_boto3()
                 import boto3  # only when a bucket is configured and actually used
                 from botocore.config import Config
 
@@ -94,6 +95,15 @@ class _Session:
                     config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
                                   read_timeout=60, max_pool_connections=16))
             return self.client
+
+
+def _require_boto3() -> None:
+    try:
+        import boto3  # noqa: F401
+    except ImportError as e:
+        raise PluginError(f"the s3cache plugin needs boto3 to use a bucket ({e})",
+                          hint="install pypm with its plugins extra: pip install 'pypm[plugins]', "
+                               "or remove the bucket from [tool.pypm.s3cache]") from None
 
 
 def _error_code(e: Exception) -> str:
@@ -144,7 +154,10 @@ class S3CachePlugin:
 
     # ---- hooks
     def pre_sync(self, ctx: Any) -> int:
-        self._session(ctx)  # validates the table, notes a missing bucket once
+        # Validates the table, notes a missing bucket once, and fails early (before any work)
+        # when a bucket is configured but boto3 is not installed.
+        if self._session(ctx) is not None:
+            _require_boto3()
         return 0
 
     def fetch_wheel(self, ctx: Any, sha256: str, filename: str, dest: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 import textwrap
 import zipfile
 from pathlib import Path
@@ -119,3 +120,13 @@ def test_plugin_warns_or_fails_by_strictness(elves: dict[str, bytes], tmp_path: 
     bad = load_project(_project(tmp_path / "bad", '"yes"'))
     with pytest.raises(PluginError, match="`strict` must be true or false"):
         plugins.fire(bad, "post-sync", venv=venv)
+
+
+def test_missing_auditwheel_library_is_named(elves: dict[str, bytes], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = tmp_path / "venv"
+    _install(venv, _wheel(tmp_path, "fine", f"manylinux_2_17_{ARCH}", {"_ext.so": elves["clean.so"]}))
+    monkeypatch.setitem(sys.modules, "auditwheel.policy", None)  # as if auditwheel were not installed
+    with pytest.raises(PluginError) as e:
+        plugins.fire(load_project(_project(tmp_path / "p", "false")), "post-sync", venv=venv)
+    assert "needs the `auditwheel` library" in e.value.message and "pypm[plugins]" in e.value.message

@@ -52,7 +52,8 @@ def test_c_plugin_sees_sync_and_run_and_its_failure_aborts_sync(pypm, small, nat
              env={"PYPM_TEST_LOG": str(log)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "alpha beta"
-    assert [c["stage"] for c in _read_c_log(log)][-2:] == ["pre-run", "post-run"]
+    # A synced project: run's fast path does not sync again, so only the run stages fire.
+    assert [c["stage"] for c in _read_c_log(log)] == ["pre-sync", "post-sync", "pre-run", "post-run"]
 
     # pypm lock fires pre-lock and post-lock (a real resolution against the test index).
     r = pypm("lock", "--index-url", server.url, cwd=project, env={"PYPM_TEST_LOG": str(log)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import socket
+import sys
 import textwrap
 from pathlib import Path
 
@@ -119,3 +120,14 @@ def test_env_overrides_bucket(bucket: str, moto_endpoint: str, tmp_path: Path, m
     plugins.fire(project, "post-sync", packages=[plugins.PackageInfo("b", "1", str(whl), sha)])
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     assert s3.head_object(Bucket=bucket, Key=f"p/{sha}/{whl.name}")["ContentLength"] == 1
+
+
+def test_bucket_without_boto3_fails_before_work(s3_env: dict[str, str], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if boto3 were not installed
+    s3cache.plugin._sessions.clear()
+    project = load_project(_project(tmp_path / "p", '[tool.pypm.s3cache]\nbucket = "b"\n'))
+    with pytest.raises(PluginError) as e:
+        plugins.fire(project, "pre-sync")
+    assert "plugin s3cache failed at pre-sync: the s3cache plugin needs boto3" in e.value.message
+    assert "pypm[plugins]" in e.value.message

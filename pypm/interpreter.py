@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,8 +267,8 @@ def _run_query(executable: Path) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError) as e:
         raise QueryFailed(f"cannot run: {e}") from None
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise QueryFailed(f"exit status {proc.returncode}: {last}")
+        first = next((ln.strip() for ln in proc.stderr.splitlines() if ln.strip()), "(no output)")
+        raise QueryFailed(f"exit status {proc.returncode}: {first}")
     try:
         raw = json.loads(proc.stdout)
     except ValueError:
@@ -341,6 +340,25 @@ def _path_candidates() -> list[Path]:
     return out
 
 
+def _query_all(paths: list[Path], into: dict[Path, "Interpreter | str"]) -> None:
+    """Query several candidates at once; failures are kept as their message (for the error listing)."""
+    def one(p: Path) -> "Interpreter | str":
+        try:
+            return _query(p)
+        except QueryFailed as e:
+            return str(e)
+
+    if len(paths) <= 1:
+        for p in paths:
+            into[p] = one(p)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(paths))) as ex:
+        for p, r in zip(paths, ex.map(one, paths)):
+            into[p] = r
+
+
 def _satisfies(version: tuple[int, int, int], requires_python: str | None) -> bool:
     if not requires_python:
         return True
@@ -387,25 +405,32 @@ def find_interpreter(request: str | None, requires_python: str | None) -> Interp
                                  hint="use a version such as 3.11, a specifier such as '>=3.10', or a path")
             return find_interpreter(found, rp)
 
-    seen_real: dict[str, Interpreter] = {}
-    report: list[str] = []
-    for cand in _path_candidates():
-        try:
-            interp = _query(cand)
-        except QueryFailed as e:
-            report.append(f"{cand}: {e}")
-            continue
-        real = os.path.realpath(interp.raw.get("executable") or cand)
-        report.append(f"{cand}: Python {interp.version_str}")
-        if real in seen_real:
-            continue
-        seen_real[real] = interp
-    ok = [i for i in seen_real.values()
-          if _satisfies(i.version, rp) and (want is None or want(i.version))]
-    if ok:
-        # newest wins; among equal versions the first on PATH (dict order) wins
-        best = max(ok, key=lambda i: i.version)
+    cands = _path_candidates()
+    order = {c: i for i, c in enumerate(cands)}
+    found: dict[Path, Interpreter | str] = {}
+
+    def best_so_far() -> Interpreter | None:
+        ok = [(i.version, -order[c], i) for c, i in found.items() if isinstance(i, Interpreter)
+              and _satisfies(i.version, rp) and (want is None or want(i.version))]
+        return max(ok, key=lambda t: t[:2])[2] if ok else None  # newest; first on PATH among equals
+
+    # Asking an interpreter costs a process start (~20 ms; ~200 ms for a pyenv shim), so ask in
+    # parallel, and ask python3.X only while X could still beat the best answer so far.
+    _query_all([c for c in cands if c.name == "python3"], found)
+    by_minor: dict[int, list[Path]] = {}
+    for c in cands:
+        if c.name != "python3":
+            by_minor.setdefault(int(c.name.split(".")[1]), []).append(c)
+    for minor in sorted(by_minor, reverse=True):
+        best = best_so_far()
+        if best is not None and (3, minor) < best.version[:2]:
+            break
+        _query_all(by_minor[minor], found)
+    best = best_so_far()
+    if best is not None:
         return best
+    report = [f"{c}: {r}" if isinstance(r, str) else f"{c}: Python {r.version_str}"
+              for c in cands if (r := found.get(c)) is not None]
     what = f"--python {request}" if request else "a Python"
     needs = f" satisfying requires-python `{rp}`" if rp else ""
     listing = "\n    ".join(report) if report else "(no python3 or python3.X on PATH)"

@@ -158,3 +158,9 @@ def test_wrapper_scripts_are_queried_but_never_cached(fake_path, tmp_path):
     assert i.version == tuple(sys.version_info[:3])
     cached = [json.loads(f.read_text())["executable"] for f in (tmp_path / "cache" / "interpreters").glob("*.json")]
     assert str(shim) not in cached
+
+
+def test_older_python3_x_are_not_even_asked_once_a_newer_one_fits(fake_path, tmp_path):
+    assert find_interpreter(None, None).version[:2] == (3, 12)
+    asked = {json.loads(f.read_text())["version"][1] for f in (tmp_path / "cache" / "interpreters").glob("*.json")}
+    assert asked == {sys.version_info[1], 12}  # python3 and python3.12; python3.8 skipped

@@ -126,6 +126,8 @@ def _venv_lock(ctx: Any, project_root: Path) -> Iterator[None]:
         except BlockingIOError:
             ctx.info(f"waiting for another pypm process syncing {project_root} ...")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # e.g. a network file system without flock: say so, and go on unlocked
+            ctx.info(f"warning: cannot lock {project_root} ({e.strerror}); concurrent syncs are not serialised")
         yield
     finally:
         os.close(fd)  # closing the only descriptor releases the flock

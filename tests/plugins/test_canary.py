@@ -61,6 +61,20 @@ def test_canary_fills_the_bucket_and_a_second_machine_syncs_without_the_index(
     assert names == (first.keys() - {"my-lib"}) | {"setuptools"}
     assert f"s3cache: uploaded {len(objects)} file(s)" in r.stderr
 
+    # `pypm plugins` shows both, and `pypm run` on the synced canary imports neither boto3 nor
+    # auditwheel (nor the HTTP client): the hot path stays light with plugins enabled.
+    r = pypm("plugins", cwd=canary_project, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "auditwheel: python, entry point `auditwheel = pypm.plugins.auditwheel:plugin`" in r.stdout
+    assert "hooks: post-sync\n" in r.stdout and "hooks: pre-sync, post-sync, fetch\n" in r.stdout
+    r = pypm("run", "--no-sandbox", "python", "-c", "print('ok')", cwd=canary_project,
+             env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "pypm.plugins.host" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("boto3", "botocore", "auditwheel", "elftools", "httpx",
+                                                             "resolvelib", "rich")}
+
     # Machine two: one object was tampered with; it is reported, refetched from the index, repaired.
     victim = sorted(k for k in objects if "/requests-" in k)[0]
     good = s3.get_object(Bucket=bucket, Key=victim)["Body"].read()

@@ -453,6 +453,26 @@ def test_two_syncs_at_once_are_serialised(pypm, small) -> None:
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
 
 
+def test_a_sync_waits_for_the_project_lock(pypm, small) -> None:
+    """Serialisation made visible: while another holder has the project locked, sync waits."""
+    import fcntl
+
+    project, _, _ = small
+    fd = os.open(project, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = pypm.popen("sync", "--frozen", cwd=project)
+        line = proc.stderr.readline()
+        assert "waiting for another pypm process" in line, line
+        time.sleep(0.3)
+        assert proc.poll() is None and not (project / ".venv").exists()
+    finally:
+        os.close(fd)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+
+
 def test_eight_projects_share_one_cache_at_once(pypm, dists, index_server, tmp_path) -> None:
     shared = [dists.wheel("shared", "1.0", modules={f"shared/m{i}.py": "Y = 1\n" * 50 for i in range(200)}),
               dists.wheel("common", "2.0")]

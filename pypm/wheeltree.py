@@ -1,0 +1,200 @@
+"""Per-wheel Merkle tree files in the cache: computed when a wheel enters the unpacked store.
+
+Layout: `<cache>/wheels/<sha[:2]>/<sha>/merkle.json`, beside the wheel whose sha256 is `<sha>`
+(format: `pypm.merkle.FileTree.to_json`). The tree is computed from bytes that were just
+verified — the wheel against the lock's sha256, each extracted file against the wheel's
+RECORD — and never from the unpacked store later: installed files are hard links into that
+store, so an edit in a venv edits the store too, and a tree taken from it would bless the edit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+from .merkle import FileTree
+
+__all__ = ["TREE_NAME", "tree_path", "tree_of_extracted", "tree_of_wheel", "store", "load", "ensure_tree",
+           "install_record", "read_install_record"]
+
+TREE_NAME = "merkle.json"
+CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def tree_path(cache_root: Path, sha256: str) -> Path:
+    return Path(cache_root) / "wheels" / sha256[:2] / sha256 / TREE_NAME
+
+
+def _is_script(path: str) -> bool:
+    top, _, rest = path.partition("/")
+    return top.endswith(".data") and rest.startswith("scripts/")
+
+
+def _body_digest(data: bytes) -> str | None:
+    """sha256 of what follows a `#!python` first line (what the installer keeps), else None."""
+    if not data.startswith(b"#!python"):
+        return None
+    nl = data.find(b"\n")
+    return hashlib.sha256(data[nl + 1:] if nl >= 0 else b"").hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record_sha256(directory: Path) -> dict[str, str]:
+    """sha256 hex digests RECORD gives (only those: other algorithms are hashed again)."""
+    from .wheelfile import find_dist_info, parse_record
+
+    names = [p.name for p in directory.iterdir()]
+    try:
+        info = find_dist_info(names)
+        rows = parse_record((directory / info / "RECORD").read_text(encoding="utf-8"))
+    except (ValueError, OSError, UnicodeDecodeError):
+        return {}
+    out = {}
+    for path, h, _ in rows:
+        algo, _, b64 = h.partition("=")
+        if algo == "sha256" and b64:
+            try:
+                out[path] = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
+            except ValueError:
+                continue
+    return {k: v for k, v in out.items() if len(v) == 64}
+
+
+def _walk(directory: Path) -> Iterator[tuple[str, Path]]:
+    for dirpath, _, filenames in os.walk(directory):
+        for fn in filenames:
+            p = Path(dirpath) / fn
+            yield p.relative_to(directory).as_posix(), p
+
+
+def tree_of_extracted(directory: Path, *, wheel_filename: str, wheel_sha256: str) -> FileTree:
+    """The tree of a wheel just extracted (and verified) into `directory` by `extract_verified`.
+
+    RECORD's sha256 digests are used as they are: extraction has just checked every file
+    against them; files RECORD lists with another algorithm or none (RECORD itself) are hashed.
+    """
+    known = _record_sha256(directory)
+    files: dict[str, str] = {}
+    bodies: dict[str, str] = {}
+    for rel, p in _walk(directory):
+        files[rel] = known.get(rel) or _sha256_file(p)
+        if _is_script(rel):
+            with open(p, "rb") as f:
+                body = _body_digest(f.read())
+            if body:
+                bodies[rel] = body
+    return FileTree(wheel_filename, wheel_sha256, files, bodies)
+
+
+def tree_of_wheel(wheel: Path, *, wheel_sha256: str) -> FileTree:
+    """The tree of a wheel archive, hashing every member (for caches filled before trees existed,
+    and for `pypm verify` when a tree file is missing or does not match the venv's record)."""
+    files: dict[str, str] = {}
+    bodies: dict[str, str] = {}
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            if _is_script(info.filename):  # small: read whole, for the body digest too
+                data = zf.read(info)
+                files[info.filename] = hashlib.sha256(data).hexdigest()
+                body = _body_digest(data)
+                if body:
+                    bodies[info.filename] = body
+                continue
+            h = hashlib.sha256()
+            with zf.open(info) as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+            files[info.filename] = h.hexdigest()
+    return FileTree(wheel.name, wheel_sha256, files, bodies)
+
+
+def store(cache_root: Path, tree: FileTree) -> Path:
+    """Write the tree file atomically (readers see no file or a whole one)."""
+    dest = tree_path(cache_root, tree.wheel_sha256)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{TREE_NAME}.{os.getpid()}.{id(tree)}.tmp")
+    try:
+        tmp.write_bytes(tree.to_json())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def load(cache_root: Path, sha256: str) -> FileTree | None:
+    """The stored tree of wheel `sha256`, or None when absent, malformed or for another wheel."""
+    try:
+        data = tree_path(cache_root, sha256).read_bytes()
+    except OSError:
+        return None
+    try:
+        tree = FileTree.from_json(data)
+    except ValueError:
+        return None
+    return tree if tree.wheel_sha256 == sha256 else None
+
+
+def _cached_wheel(cache_root: Path, sha256: str) -> Path | None:
+    d = Path(cache_root) / "wheels" / sha256[:2] / sha256
+    try:
+        found = sorted(p for p in d.iterdir() if p.name.endswith(".whl") and p.is_file())
+    except OSError:
+        return None
+    for p in found:
+        if _sha256_file(p) == sha256:
+            return p
+    return None
+
+
+def ensure_tree(cache_root: Path, sha256: str) -> FileTree | None:
+    """The stored tree, else one computed from the cached wheel (checked against `sha256`) and
+    stored; None when neither the tree nor the wheel is in the cache."""
+    tree = load(cache_root, sha256)
+    if tree is not None:
+        return tree
+    wheel = _cached_wheel(cache_root, sha256)
+    if wheel is None:
+        return None
+    tree = tree_of_wheel(wheel, wheel_sha256=sha256)
+    store(cache_root, tree)
+    return tree
+
+
+def install_record(unpacked: Path) -> dict[str, str]:
+    """What the installer records in `pypm_source.json` about the tree of the wheel whose unpacked
+    store is `unpacked` (`<cache>/unpacked/<sha[:2]>/<sha>`): `{"merkle-root", "wheel-sha256"}`,
+    or `{}` when `unpacked` is not a cache entry or no tree can be had."""
+    unpacked = Path(unpacked)
+    sha = unpacked.name
+    if not _HEX64.match(sha) or unpacked.parent.parent.name != "unpacked":
+        return {}
+    tree = ensure_tree(unpacked.parent.parent.parent, sha)
+    if tree is None:
+        return {}
+    return {"merkle-root": tree.root, "wheel-sha256": sha}
+
+
+def read_install_record(dist_info: Path) -> dict[str, str]:
+    """`pypm_source.json` of an installed dist ({} when absent or unreadable)."""
+    try:
+        data = json.loads((Path(dist_info) / "pypm_source.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) \
+        else {}

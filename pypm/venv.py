@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sysconfig
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +126,32 @@ def _remove(root: Path) -> None:
     if not _is_removable(root):
         raise InstallError(f"{root} exists and is not a virtual environment; pypm will not delete it",
                            hint=f"move or remove {root}, or point pypm at another path")
-    shutil.rmtree(root)
+    _discard(root)
+
+
+def _trash_prefix(root: Path) -> str:
+    return (root.name if root.name.startswith(".") else "." + root.name) + ".pypm-old-"  # hidden either way
+
+
+def _trash_name(root: Path) -> Path:
+    return root.parent / f"{_trash_prefix(root)}{os.getpid()}-{time.monotonic_ns()}"
+
+
+def _discard(root: Path) -> None:
+    """Delete a venv so that an interruption cannot leave a half-deleted one at `root`.
+
+    rmtree in place, interrupted, could leave a directory without pyvenv.cfg or the marker,
+    which pypm would then refuse to touch; renaming first is atomic, and the renamed
+    leftovers (`.venv.pypm-old-*`, pypm's own by name) are swept by the next create_venv.
+    """
+    trash = _trash_name(root)
+    os.rename(root, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sweep(root: Path) -> None:
+    for old in root.parent.glob(_trash_prefix(root) + "*"):
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def ensure_venv(root: Path, interp: Interpreter, *, prompt: str | None = None) -> tuple[VenvLayout, bool]:
@@ -145,6 +171,8 @@ def create_venv(root: Path, interp: Interpreter, *, prompt: str | None = None) -
     root = Path(os.path.abspath(root))
     if root.exists() or root.is_symlink():
         _remove(root)
+    if root.parent.is_dir():
+        _sweep(root)
     layout = VenvLayout.for_interpreter(root, interp)
     try:
         root.mkdir(parents=True)
@@ -152,7 +180,8 @@ def create_venv(root: Path, interp: Interpreter, *, prompt: str | None = None) -
         _populate(layout, interp, prompt if prompt is not None else root.name)
         (root / BUILDING_MARKER).unlink()
     except BaseException as e:  # including KeyboardInterrupt: never leave a half-built venv
-        shutil.rmtree(root, ignore_errors=True)
+        if root.exists():
+            _discard(root)
         if isinstance(e, OSError):
             raise InstallError(f"cannot create the virtual environment {root}: {e}",
                                hint="check the directory is writable and has free space") from e

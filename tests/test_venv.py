@@ -169,3 +169,15 @@ def test_kill_9_during_creation_is_cleaned_up_by_the_next_run(tmp_path, interp):
     layout, created = ensure_venv(root, interp)  # ... so the next run does
     assert created and not (root / BUILDING_MARKER).exists()
     assert ask(layout.python, "import sys; print(sys.prefix)") == str(root)
+
+
+def test_old_venvs_are_moved_aside_before_deletion_and_leftovers_swept(tmp_path, interp):
+    root = tmp_path / ".venv"
+    create_venv(root, interp)
+    # what an interrupted deletion leaves: a renamed, half-deleted venv beside the new one
+    leftover = tmp_path / ".venv.pypm-old-1-2"
+    (leftover / "lib").mkdir(parents=True)
+    (tmp_path / "unrelated").mkdir()
+    create_venv(root, interp)  # replaces the existing venv
+    assert not leftover.exists() and (tmp_path / "unrelated").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".venv", "cache", "unrelated"]

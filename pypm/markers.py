@@ -130,6 +130,13 @@ class Universe:
         self.full: Bits = 0
         for i in self.allowed_py:
             self.full |= self._py_masks[i]
+        # One bit at the start of every allowed Python's row: row * column puts a 12-bit env
+        # row on every allowed Python at once (no carries, rows do not overlap).
+        self._column: int = 0
+        for i in self.allowed_py:
+            self._column |= 1 << (i * N_ENV)
+        self._wheel_cache: dict[str, Bits] = {}
+        self._tag_cache: dict[tuple[str, str, str], Bits] = {}
 
     @staticmethod
     def _py_ok(spec: str, minor: int, patch: int) -> bool:
@@ -151,10 +158,7 @@ class Universe:
         row = 0
         for e in envs:
             row |= 1 << e
-        b = 0
-        for i in self.allowed_py:
-            b |= row << (i * N_ENV)
-        return b
+        return row * self._column
 
     def python_bits(self, spec: str | None) -> Bits:
         """Where a requires-python specifier holds (every platform)."""
@@ -248,10 +252,12 @@ class Universe:
 
     # ------------------------------------------------------------------ wheels
     def wheel_bits(self, filename: str) -> Bits:
-        """Where a wheel could be installed, from its compatibility tags."""
-        return self._wheel_bits(filename)
+        """Where a wheel could be installed, from its compatibility tags (memoised: a hot path)."""
+        hit = self._wheel_cache.get(filename)
+        if hit is None:
+            hit = self._wheel_cache[filename] = self._wheel_bits(filename)
+        return hit
 
-    @lru_cache(maxsize=8192)
     def _wheel_bits(self, filename: str) -> Bits:
         from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -261,13 +267,20 @@ class Universe:
             return 0
         out = 0
         for t in tags:
-            pys, impls = _interpreter_points(t.interpreter, t.abi)
-            plats = _platform_points(t.platform)
-            if not pys or not impls or not plats:
-                continue
-            envs = [p * len(IMPLS) + i for p in plats for i in impls]
-            out |= self.env_bits(envs) & self.py_bits(i for i in self.allowed_py if PY_POINTS[i][0] in pys)
+            key = (t.interpreter, t.abi, t.platform)
+            b = self._tag_cache.get(key)
+            if b is None:
+                b = self._tag_cache[key] = self._tag_bits(*key)
+            out |= b
         return out
+
+    def _tag_bits(self, interpreter: str, abi: str, platform: str) -> Bits:
+        pys, impls = _interpreter_points(interpreter, abi)
+        plats = _platform_points(platform)
+        if not pys or not impls or not plats:
+            return 0
+        envs = [p * len(IMPLS) + i for p in plats for i in impls]
+        return self.env_bits(envs) & self.py_bits(i for i in self.allowed_py if PY_POINTS[i][0] in pys)
 
     # ------------------------------------------------------------------ writing back
     def to_marker(self, bits: Bits) -> str | None:

@@ -162,6 +162,7 @@ class _State:
         self.opts = opts
         self._versions: dict[str, dict[Version, list[Any]]] = {}
         self._meta: dict[tuple[str, Version], Any] = {}
+        self._usable: dict[tuple[str, Bits, frozenset[Version]], tuple[dict[Version, list[Any]], list[str]]] = {}
 
     def versions(self, name: str) -> dict[Version, list[Any]]:
         """version -> files usable under the options (yanked kept; callers decide)."""
@@ -188,6 +189,39 @@ class _State:
             out.setdefault(v, []).append(f)
         self._versions[name] = out
         return out
+
+    def usable(self, name: str, scope: Bits, pins: frozenset[Version]) -> tuple[dict[Version, list[Any]], list[str]]:
+        """Versions with a file usable in `scope` (and why the others are not); memoised, a hot path."""
+        key = (name, scope, pins)
+        hit = self._usable.get(key)
+        if hit is not None:
+            return hit
+        usable: dict[Version, list[Any]] = {}
+        reasons: list[str] = []
+        for v, files in self.versions(name).items():
+            files = [f for f in files if f.yanked is None or v in pins]
+            if not files:
+                reasons.append(f"{v} is yanked")
+                continue
+            ok = [f for f in files if self.file_usable(f, scope)]
+            if not ok:
+                rp = sorted({f.requires_python for f in files if f.requires_python})
+                if rp and not any(self.u.admits(x, scope) for x in rp):
+                    reasons.append(f"{v} requires Python {rp[0]}")
+                else:
+                    reasons.append(f"{v} has no file for these platforms")
+                continue
+            usable[v] = files
+        hit = self._usable[key] = (usable, reasons)
+        return hit
+
+    def file_usable(self, f: Any, scope: Bits) -> bool:
+        """Its requires-python holds on all of `scope`, and (a wheel) its tags meet `scope`."""
+        if f.requires_python and not self.u.admits(f.requires_python, scope):
+            return False
+        if f.kind == "wheel":
+            return bool(self.u.wheel_bits(f.filename) & scope)
+        return True
 
     def metadata_file(self, files: Sequence[Any]) -> Any:
         # A PEP 658 file is cheapest, then any wheel (range request), then the sdist's PKG-INFO.
@@ -309,23 +343,8 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
             scope |= r.bits
         scope &= self.branch
         specs = [r.specifier for r in reqs]
-        pins = {Version(s.version) for r in reqs for s in r.specifier if r.is_pin() and s.operator == "=="}
-        usable: dict[Version, list[Any]] = {}
-        reasons: list[str] = []
-        for v, files in self.s.versions(name).items():
-            files = [f for f in files if f.yanked is None or v in pins]
-            if not files:
-                reasons.append(f"{v} is yanked")
-                continue
-            ok = [f for f in files if self._file_usable(f, scope)]
-            if not ok:
-                rp = sorted({f.requires_python for f in files if f.requires_python})
-                if rp and not any(self.u.admits(x, scope) for x in rp):
-                    reasons.append(f"{v} requires Python {rp[0]}")
-                else:
-                    reasons.append(f"{v} has no file for these platforms")
-                continue
-            usable[v] = files
+        pins = frozenset(Version(s.version) for r in reqs for s in r.specifier if r.is_pin() and s.operator == "==")
+        usable, reasons = self.s.usable(name, scope, pins)
         self.excluded[name] = reasons
         allow_pre = self._allow_prereleases(reqs, usable, specs)
         matching = [v for v in usable if v not in bad and all(s.contains(v, prereleases=allow_pre) for s in specs)]
@@ -334,13 +353,6 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         matching = sorted([v for v in matching if v in prefs], reverse=True) + \
             sorted([v for v in matching if v not in prefs], reverse=True)
         return [Cand(name, v, extra, tuple(usable[v]), scope) for v in matching]
-
-    def _file_usable(self, f: Any, scope: Bits) -> bool:
-        if f.requires_python and not self.u.admits(f.requires_python, scope):
-            return False
-        if f.kind == "wheel":
-            return bool(self.u.wheel_bits(f.filename) & scope)
-        return True
 
     def _allow_prereleases(self, reqs: Sequence[Req], usable: Mapping[Version, Any],
                            specs: Sequence[SpecifierSet]) -> bool:

@@ -256,7 +256,7 @@ def test_eight_processes_fetching_one_wheel_yield_one_good_file(dists, index_ser
     assert len({r[2] for r in results}) == 1
     assert len(file_gets(idx, w.name)) == 1  # the entry lock let one process download it
     entry_dir = Path(results[0][0]).parent
-    assert sorted(p.name for p in entry_dir.iterdir()) == [w.name]
+    assert sorted(p.name for p in entry_dir.iterdir()) == sorted([w.name, "merkle.json"])  # + its Merkle tree
     assert not [p for p in (root / "unpacked").rglob(".tmp-*")]
 
 
@@ -307,6 +307,31 @@ def test_ctrl_c_stops_fetch_many_even_while_waiting_for_another_process(dists, i
     finally:
         holder.kill()
         holder.wait()
+
+
+def _sync_like_child(root: str, items: list[tuple[str, FileEntry]]) -> dict[str, str]:
+    c = Cache(Path(root))
+    got = c.fetch_many(items, progress=False)
+    trees = c.unpack_many(items, got)
+    return {sha: str(t) for sha, t in trees.items()}
+
+
+def test_eight_processes_with_overlapping_sets_share_one_cache_without_corruption(dists, index_server, tmp_path):
+    ws = [big_wheel(dists, f"ov{i}", 300_000) for i in range(4)]
+    idx = index_server()
+    es = [(f"ov{i}", entry_for(w, idx.file_url(w.name))) for i, w in enumerate(ws)]
+    sets = [[es[j % 4] for j in range(k, k + 3)] for k in range(8)]  # every process wants 3 of the 4
+    root = tmp_path / "shared"
+    with multiprocessing.get_context("fork").Pool(8) as pool:
+        results = pool.starmap(_sync_like_child, [(str(root), s) for s in sets])
+    for (name, e), w in zip(es, ws):
+        trees = {r[e.sha256] for r in results if e.sha256 in r}
+        assert len(trees) == 1
+        with zipfile.ZipFile(w) as zf:
+            for n in zf.namelist():
+                assert (Path(next(iter(trees))) / n).read_bytes() == zf.read(n)
+        assert len(file_gets(idx, w.name)) == 1, name
+    assert not list(root.rglob("*.part")) and not list(root.rglob(".tmp-*"))
 
 
 # --------------------------------------------------------------------------- unpacking

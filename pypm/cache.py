@@ -495,6 +495,9 @@ class Cache:
                 from .wheelfile import extract_verified
 
                 extract_verified(wheel, tmp, label=package or entry.filename)
+                from .wheeltree import store, tree_of_extracted  # issue 7: the Merkle tree, from verified bytes
+
+                store(self.root, tree_of_extracted(tmp, wheel_filename=entry.filename, wheel_sha256=entry.sha256))
                 os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from .wheelfile import find_dist_info, parse_record, record_hash
+from .wheeltree import install_record
 from .errors import InstallError
 from .lockfile import canonical_name
 from .venv import VenvLayout
@@ -340,7 +341,8 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
             record.append((_rel(dst, rec_base), h, str(n)))
         dst_info.mkdir(parents=True, exist_ok=True)
         extra = {"INSTALLER": b"pypm\n",
-                 SOURCE_FILE: json.dumps({"filename": wheel_filename, "sha256": wheel_sha256},
+                 SOURCE_FILE: json.dumps({"filename": wheel_filename, "sha256": wheel_sha256,
+                                          **install_record(unpacked)},  # issue 7: the wheel's Merkle root
                                          sort_keys=True).encode() + b"\n"}
         if requested:
             extra["REQUESTED"] = b""

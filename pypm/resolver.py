@@ -18,7 +18,7 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
-from .errors import ResolutionError
+from .errors import PypmError, ResolutionError
 from .markers import Bits, Universe, strip_extra
 
 __all__ = ["Finder", "ResolveOptions", "RootSpec", "Edge", "Node", "Resolution", "resolve", "PYTHON"]
@@ -344,7 +344,16 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         scope &= self.branch
         specs = [r.specifier for r in reqs]
         pins = frozenset(Version(s.version) for r in reqs for s in r.specifier if r.is_pin() and s.operator == "==")
-        usable, reasons = self.s.usable(name, scope, pins)
+        try:
+            usable, reasons = self.s.usable(name, scope, pins)
+        except PypmError as e:
+            # "not found" / "cannot fetch" say which index; add which requirement led here.
+            parent, req = self.why.get(identifier, (None, None))
+            if parent is not None and req is not None and not getattr(e, "_pypm_chain", False):
+                steps = _chain(self, parent) + [f"{parent or self.root_name} depends on {_show(req.text)}"]
+                e.message = f"{e.message} (needed because {'; '.join(steps)})"
+                e._pypm_chain = True  # type: ignore[attr-defined]
+            raise
         self.excluded[name] = reasons
         allow_pre = self._allow_prereleases(reqs, usable, specs)
         matching = [v for v in usable if v not in bad and all(s.contains(v, prereleases=allow_pre) for s in specs)]

@@ -284,3 +284,12 @@ def test_conflict_between_disjoint_requirements_of_different_packages_forks():
     assert res.nodes[("c", "1.0")].marker == 'sys_platform == "win32"'
     assert res.nodes[("c", "2.0")].marker == 'sys_platform != "win32"'
     assert len(res.forks) == 2
+
+
+def test_missing_transitive_package_says_which_chain_needs_it():
+    from pypm.index import PackageNotFound
+
+    f = MemFinder({"a": {"1.0": {"deps": ["b"]}}, "b": {"1.0": {"deps": ["ghost>=1"]}}})
+    with pytest.raises(PackageNotFound) as ei:
+        resolve(f, root(["a"]))
+    assert "needed because proj depends on a; a 1.0 depends on b; b 1.0 depends on ghost>=1" in str(ei.value)

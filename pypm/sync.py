@@ -196,6 +196,10 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     _fire(project, "pre-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"), interpreter=None,
           packages=[])
     lock = _lock_for(ctx, project, opts)
+    if project.tool.trusted_keys:  # issue 7: only a lock signed by a trusted key
+        from .signing import require_signed_lock
+
+        require_signed_lock(project.root / "pypm.lock", project.tool.trusted_keys, base_dir=project.root)
     refuse_unhashed(lock.packages)
     interp = _interpreter(project, opts, venv)
     interp_desc = interp.describe()
@@ -277,9 +281,16 @@ def _satisfies(interp: Any, requires_python: str) -> bool:
 
 def _package_infos(plan: Any) -> list[Any]:
     from . import plugins
+    from .cache import Cache
 
-    return [plugins.PackageInfo(w.name, w.version, None, w.token)
-            for w in (*plan.install, *(n for _, n in plan.replace), *plan.unchanged)]
+    # wheel_path: the verified wheel in the cache when it is there (s3cache uploads from it;
+    # a pruned cache or a wheel built from an sdist gives None).
+    cache = Cache()
+    out = []
+    for w in (*plan.install, *(n for _, n in plan.replace), *plan.unchanged):
+        path = cache.wheel_path(w.file.sha256, w.file.filename) if w.kind == "wheel" and w.file else None
+        out.append(plugins.PackageInfo(w.name, w.version, str(path) if path and path.is_file() else None, w.token))
+    return out
 
 
 # --------------------------------------------------------------------------- apply

@@ -44,8 +44,12 @@ def test_c_plugin_sees_sync_and_run_and_its_failure_aborts_sync(pypm, small, nat
     assert post["root"] == str(project) and post["venv"] == str(project / ".venv")
     assert post["lock"] == str(project / "pypm.lock")
     assert Path(str(post["interpreter"])).is_file()
-    names = sorted(str(p).split(" ")[0] for p in post["package"])  # type: ignore[union-attr]
-    assert names == ["alpha", "beta", "devtool"]
+    pkgs = {str(p).split(" ")[0]: str(p).split(" ") for p in post["package"]}  # type: ignore[union-attr]
+    assert sorted(pkgs) == ["alpha", "beta", "devtool"]
+    for name, (_, version, sha, wheel_path) in pkgs.items():
+        assert version == {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"}[name]
+        assert sha == _sha(wheels[name])
+        assert Path(wheel_path).name == wheels[name].name and _sha(Path(wheel_path)) == sha  # the cached wheel
     assert "recorder: hello from C" in r.stderr
 
     r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "import alpha; print(alpha.A)", cwd=project,

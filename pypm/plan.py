@@ -140,7 +140,9 @@ def make_plan(installed: Mapping[str, Installed] | Iterable[Installed], wanted: 
         cur = have.get(n)
         if cur is None:
             install.append(w)
-        elif cur.version != w.version or not cur.complete or cur.token != w.token:
+        elif (cur.version != w.version and w.kind != "editable") or not cur.complete or cur.token != w.token:
+            # (An editable project's version may be computed at build time, e.g. from git:
+            # its token, the hash of its build inputs, says whether it changed.)
             replace.append((cur, w))
         else:
             unchanged.append(w)

@@ -119,3 +119,10 @@ def test_format_plan_lists_every_change() -> None:
     assert "Would install 2, replace 1, remove 1; 0 unchanged." in text
     assert " + s==1 (build from source)" in text and " + my-lib==0.1 (editable)" in text
     assert " ~ idna==3.7 (3.6 -> 3.7)" in text and " - black==24.4.2" in text
+
+
+def test_editable_with_a_build_time_version_is_judged_by_its_token() -> None:
+    cur = Installed("my-lib", "0.1.dev3+g1234", "p" * 64)
+    assert make_plan([cur], [W("my-lib", "0.1.0", token="p" * 64, kind="editable")]).is_noop
+    plan = make_plan([cur], [W("my-lib", "0.1.0", token="q" * 64, kind="editable")])
+    assert [n.name for _, n in plan.replace] == ["my-lib"]

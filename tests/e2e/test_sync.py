@@ -637,3 +637,14 @@ def test_offline_sync_works_from_a_warm_cache(pypm, small) -> None:
     r = pypm("sync", "--frozen", "--offline", cwd=project)
     assert r.returncode == 0, r.stderr
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+
+
+def test_link_mode_copy_and_compile(pypm, small) -> None:
+    project, _, _ = small
+    pypm("sync", "--frozen", "--link-mode", "copy", "--compile", cwd=project, check=True)
+    sp = site_packages(project / ".venv")
+    assert (sp / "beta" / "__init__.py").stat().st_nlink == 1
+    assert list((sp / "beta" / "__pycache__").glob("__init__.*.pyc"))
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+    pypm("sync", "--frozen", "--no-dev", cwd=project, check=True)
+    assert not (sp / "devtool").exists(), "uninstall left the package directory (or its __pycache__) behind"

@@ -178,8 +178,8 @@ def _check_elf(path: Path, kind: str, ver: tuple[int, int], policy: Any, bundled
         with path.open("rb") as f:
             elf = ELFFile(f)
             dyn = elf.get_section_by_name(".dynamic")
-            needed = [t.needed for t in dyn.iter_tags() if t.entry.d_tag == "DT_NEEDED"] \
-                if isinstance(dyn, DynamicSection) else []
+            needed = [t.needed for t in dyn.iter_tags()  # type: ignore[attr-defined]
+                      if t.entry.d_tag == "DT_NEEDED"] if isinstance(dyn, DynamicSection) else []
             versioned = list(elf_find_versioned_symbols(elf))
     except (ELFError, OSError, ValueError) as e:
         yield f"cannot be read as ELF: {e}"

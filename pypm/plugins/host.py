@@ -162,10 +162,10 @@ def _context(project: "Project", plugin: LoadedPlugin, stage: str, venv: Any, lo
                        project=project)
 
 
-def _failure(plugin: LoadedPlugin, stage: str, reason: str, project: "Project") -> PluginError:
+def _failure(plugin: LoadedPlugin, stage: str, reason: str, project_root: Path) -> PluginError:
     return PluginError(f"plugin {plugin.name} failed at {stage}: {reason}",
                        hint=f"see the plugin's messages above ({plugin.origin}); to go on without it, remove "
-                            f"{plugin.name!r} from [tool.pypm] plugins in {project.pyproject}")
+                            f"{plugin.name!r} from [tool.pypm] plugins in {project_root / 'pyproject.toml'}")
 
 
 def _call_python(plugin: LoadedPlugin, ctx: HookContext) -> None:
@@ -175,16 +175,16 @@ def _call_python(plugin: LoadedPlugin, ctx: HookContext) -> None:
     try:
         rc = fn(ctx)
     except PluginError as e:  # the plugin's own, deliberate refusal: its message is the reason
-        raise _failure(plugin, ctx.stage, e.message + (f" ({e.hint})" if e.hint else ""), ctx.project) from e
+        raise _failure(plugin, ctx.stage, e.message + (f" ({e.hint})" if e.hint else ""), ctx.project_root) from e
     except Exception as e:
-        raise _failure(plugin, ctx.stage, f"{type(e).__name__}: {e}", ctx.project) from e
+        raise _failure(plugin, ctx.stage, f"{type(e).__name__}: {e}", ctx.project_root) from e
     # None, True and 0 mean "go on"; False or any other int means stop. (Checked with `is`
     # first: False == 0 in Python.) Other return values carry no verdict.
     if rc is None or rc is True:
         return
     if rc is False or (isinstance(rc, int) and rc != 0):
         reason = ctx.messages[-1] if ctx.messages else f"its hook returned {rc!r}"
-        raise _failure(plugin, ctx.stage, reason, ctx.project)
+        raise _failure(plugin, ctx.stage, reason, ctx.project_root)
 
 
 def fire_stage(project: "Project", stage: str, *, venv: Any, lock_path: Any, interpreter: Any,
@@ -203,7 +203,7 @@ def fire_stage(project: "Project", stage: str, *, venv: Any, lock_path: Any, int
             stage, project_root=str(ctx.project_root), venv=_s(ctx.venv), lock_path=_s(ctx.lock_path),
             interpreter=_s(ctx.interpreter), config=ctx.config, packages=packages, report=ctx.report)
         if rc != 0:
-            raise _failure(plugin, stage, last or f"pypm_hook returned {rc}", project)
+            raise _failure(plugin, stage, last or f"pypm_hook returned {rc}", ctx.project_root)
 
 
 def _s(p: Path | None) -> str | None:

@@ -176,6 +176,9 @@ def _call_python(plugin: LoadedPlugin, ctx: HookContext) -> None:
         rc = fn(ctx)
     except PluginError as e:  # the plugin's own, deliberate refusal: its message is the reason
         raise _failure(plugin, ctx.stage, e.message + (f" ({e.hint})" if e.hint else ""), ctx.project_root) from e
+    except SystemExit as e:  # sys.exit() in a hook means "stop", not "end pypm with my status"
+        raise _failure(plugin, ctx.stage, ctx.messages[-1] if ctx.messages else f"it called sys.exit({e.code!r})",
+                       ctx.project_root) from e
     except Exception as e:
         raise _failure(plugin, ctx.stage, f"{type(e).__name__}: {e}", ctx.project_root) from e
     # None, True and 0 mean "go on"; False or any other int means stop. (Checked with `is`

@@ -74,6 +74,8 @@ def recorder(ctx):
             raise PluginError("policy says no", hint="ask the admin")
         if how == "false":
             return False
+        if how == "exit":
+            raise SystemExit(4)
         ctx.report(f"refusing {ctx.stage}")
         return 1
     return None

@@ -90,6 +90,7 @@ def test_function_hooks_attribute(site: Path, tmp_path: Path, monkeypatch: pytes
     ("raise", "RuntimeError: the database is on fire"),
     ("plugin-error", "policy says no (ask the admin)"),
     ("false", "its hook returned False"),
+    ("exit", "it called sys.exit(4)"),
 ])
 def test_failure_is_friendly(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str,
                              reason: str) -> None:

@@ -7,8 +7,8 @@
 
 What it does, so the numbers can be trusted:
 - The peers are installed by the script into venvs of their own (`<workdir>/tools/<tool>`),
-  with pip, from the default index. pypm is the one importable by the interpreter running
-  this script (the working tree, installed editable).
+  with pip, from the default index; pypm is built from this working tree into one too
+  (`--pypm host` uses the pypm importable by the interpreter running this script instead).
 - Every tool gets the same sterile environment: `PIP_CONFIG_FILE=/dev/null`, no host
   `PIP_*`/`UV_*`/`PDM_*`/`POETRY_*`/`PYPM_*` variables, a private `HOME`/XDG tree and a
   private cache directory per tool (wiped for the cold scenarios), the same index URL
@@ -21,8 +21,9 @@ What it does, so the numbers can be trusted:
 - Order is A B A B: within each scenario every tool runs once per round, in turn.
 - Wall time is measured around the process; peak memory is the larger of the biggest single
   process (`wait4` ru_maxrss) and the polled sum of RSS over the process tree (psutil, 10 ms).
-- `run` is `TOOL run python -c pass`; the table shows its overhead over a bare
-  `python -c pass` (measured in the same rounds); pypm is measured sandboxed and not.
+- `run` is `TOOL run python -c pass`; the table shows its wall time and the overhead over a
+  bare `.venv/bin/python -c pass` (measured in the same rounds); pypm is measured sandboxed
+  and not.
 
 Output: a JSON file with every sample and a markdown table (also printed).
 This script uses the live default index: it is a benchmark, not a test.
@@ -222,12 +223,14 @@ class Tool:
         """Commands that make .venv hold the locked set (several for pip-tools)."""
         b = self.bin
         if self.name == "pip-tools":
-            # pip-tools installs into an existing environment; making it is part of its sync.
+            # pip installs into an existing environment; making it is part of its sync. pip-sync
+            # needs pip inside the target (ensurepip, seconds), so pip runs from its own venv
+            # with --python instead: the fastest way pip offers, hash-checked like the others.
             cmds = []
             if not (root / ".venv").exists():
                 cmds.append([str(self.python), "-m", "venv", "--without-pip", ".venv"])
-            cmds.append([str(b / "pip-sync"), "-q", "--python-executable", ".venv/bin/python",
-                         "requirements.txt"])
+            cmds.append([str(b / "pip"), "--python", ".venv/bin/python", "install", "-q",
+                         "--no-deps", "--require-hashes", "-r", "requirements.txt"])
             return cmds
         return [{
             "pypm": [str(b / "pypm"), "-q", "sync", "--python", str(self.python)],
@@ -287,20 +290,25 @@ def index_url() -> str:
 
 
 def install_peers(workdir: Path, tools: list[str], python: Path, env: dict[str, str],
-                  url: str, upgrade: bool) -> dict[str, Path]:
-    bins: dict[str, Path] = {"pypm": Path(sys.executable).parent}
+                  url: str, upgrade: bool, pypm_from: str) -> dict[str, Path]:
+    """Each tool in a venv of its own; pypm too (from this working tree, rebuilt every run),
+    so nobody pays for the host interpreter's site-packages (.pth files) at start-up."""
+    bins: dict[str, Path] = {}
     for tool in tools:
-        if tool == "pypm":
+        if tool == "pypm" and pypm_from == "host":
+            bins[tool] = Path(sys.executable).parent
             continue
         venv = workdir / "tools" / tool
         stamp = venv / ".bench-installed"
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--index-url", url]
         if not stamp.exists() or upgrade:
             print(f"installing {tool} into {venv} ...", file=sys.stderr)
             if not (venv / "bin" / "python").exists():
                 subprocess.run([str(python), "-m", "venv", str(venv)], check=True, env=env)
-            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-U",
-                            "--index-url", url, *PEERS[tool]], check=True, env=env)
+            subprocess.run([*pip, "-U", *(PEERS.get(tool) or [str(REPO)])], check=True, env=env)
             stamp.write_text("ok\n")
+        elif tool == "pypm":  # dependencies are there; the tree may have changed since
+            subprocess.run([*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True, env=env)
         bins[tool] = venv / "bin"
     return bins
 
@@ -444,7 +452,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     base_env = sterile_env(python)
     url = index_url()
     tools_wanted = args.tools
-    bins = install_peers(workdir, tools_wanted, python, base_env, url, args.upgrade_tools)
+    bins = install_peers(workdir, tools_wanted, python, base_env, url, args.upgrade_tools, args.pypm)
     sets = datasets()
     results: dict = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -493,7 +501,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                           + (f"{s.seconds:7.3f}s {s.peak_mb:6.1f} MB" if s.ok else "FAILED: " + s.error[:300]),
                           file=sys.stderr)
                 if scenario == "run":
-                    bare.append(measure([[str(python), "-c", "pass"]], workdir, base_env))
+                    venv_py = next((r / ".venv/bin/python" for r in roots.values()
+                                    if (r / ".venv/bin/python").exists()), python)
+                    bare.append(measure([[str(venv_py), "-c", "pass"]], workdir, base_env))
             for (name, variant), ss in samples.items():
                 key = scenario if variant == scenario else variant
                 set_res["scenarios"].setdefault(key, {})[name] = {
@@ -506,28 +516,32 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 # --------------------------------------------------------------------------- reporting
 
+def _ratio(x: float) -> str:
+    return f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
+
+
 def markdown(results: dict) -> str:
     out = []
     tools = list(results["tools"])
     out.append("Tools: " + ", ".join(f"{n} {v}" for n, v in results["tools"].items()) + ".  ")
     out.append(f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} CPUs; "
                f"{results['machine']['date']}.")
-    for set_name, sr in results["sets"].items():
+    for sr in results["sets"].values():
         bare = sr["baseline"].get("python -c pass", {})
         out.append("")
-        out.append(f"### {sr['title']} — {sr['rounds']} round(s), median (min–max), ratio to uv, peak RSS")
+        out.append(f"### {sr['title']}: {sr['rounds']} round(s); median (min–max), ratio to uv, peak RSS")
         out.append("")
         if bare.get("ok"):
-            out.append(f"`run` rows: overhead over a bare `python -c pass` ({bare['median'] * 1000:.0f} ms).")
+            out.append(f"`run` rows: wall time of `TOOL run python -c pass`, and in brackets its overhead "
+                       f"over a bare `.venv/bin/python -c pass` ({bare['median'] * 1000:.0f} ms).")
             out.append("")
         out.append("| scenario | " + " | ".join(tools) + " |")
         out.append("|---|" + "---|" * len(tools))
+        uv_run = sr["scenarios"].get("run", {}).get("uv")
         for scenario, per_tool in sr["scenarios"].items():
             is_run = scenario.startswith("run")
-            offset = bare["median"] if is_run and bare.get("ok") else 0.0
-            # pypm's unsandboxed run is compared with uv's (only) run, too.
-            uv = per_tool.get("uv") or (sr["scenarios"].get("run", {}).get("uv") if is_run else None)
-            uv_val = (uv["median"] - offset) if uv and uv.get("ok") else None
+            # pypm's unsandboxed run is compared with uv's (only) run too.
+            uv = uv_run if is_run else per_tool.get("uv")
             cells = []
             for t in tools:
                 r = per_tool.get(t)
@@ -538,14 +552,13 @@ def markdown(results: dict) -> str:
                     cells.append("failed")
                     continue
                 if is_run:
-                    med, lo, hi = ((r[k] - offset) * 1000 for k in ("median", "min", "max"))
-                    cell = f"{med:.0f} ms ({lo:.0f}–{hi:.0f})"
-                    val = med / 1000
+                    cell = f"{r['median'] * 1000:.0f} ms ({r['min'] * 1000:.0f}–{r['max'] * 1000:.0f})"
+                    if bare.get("ok"):
+                        cell += f" [+{(r['median'] - bare['median']) * 1000:.0f}]"
                 else:
-                    cell = f"{r['median']:.3g} s ({r['min']:.3g}–{r['max']:.3g})"
-                    val = r["median"]
-                if uv_val and t != "uv":
-                    cell += f" **{val / uv_val:.2g}×**" if uv_val > 0 else ""
+                    cell = f"{r['median']:.3f} s ({r['min']:.3f}–{r['max']:.3f})"
+                if uv and uv.get("ok") and t != "uv":
+                    cell += f" **{_ratio(r['median'] / uv['median'])}**"
                 cell += f" {r['peak_mb']:.0f} MB"
                 cells.append(cell)
             label = scenario.replace("run_nosandbox", "run (no sandbox)")
@@ -564,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", help="interpreter for every venv (default: the one running this script)")
     p.add_argument("--workdir", default=str(Path.home() / ".cache" / "pypm-bench"),
                    help="tools, caches and projects live here (one filesystem, for hardlinks)")
+    p.add_argument("--pypm", choices=["venv", "host"], default="venv",
+                   help="venv: install this tree into a venv of its own like the peers (default); "
+                   "host: the pypm importable by the interpreter running this script")
     p.add_argument("--upgrade-tools", action="store_true", help="reinstall the peers from the index")
     p.add_argument("-o", "--output", default="bench-results.json", help="JSON results (default %(default)s)")
     p.add_argument("--markdown", default="bench-results.md", help="markdown table (default %(default)s)")

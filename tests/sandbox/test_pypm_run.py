@@ -1,0 +1,236 @@
+"""`pypm run` and `pypm shell` sandboxed by default: flags, [tool.pypm.sandbox], the shell, the canary."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.e2e.test_sync import write_lock, write_project
+
+INSPECT = r"""
+import json, os, socket, sys
+def attempt(fn):
+    try:
+        fn(); return "ok"
+    except OSError as e:
+        return type(e).__name__
+out = {
+    "sandbox": os.environ.get("PYPM_SANDBOX"), "hostname": socket.gethostname(), "prefix": sys.prefix,
+    "venv": os.environ.get("VIRTUAL_ENV"), "cwd": os.getcwd(), "interfaces": [n for _, n in socket.if_nameindex()],
+    "env": dict(os.environ),
+    "write_project": attempt(lambda: open("written-inside", "w").close()),
+}
+import greet
+out["greet"] = greet.__name__
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def app(pypm, dists, index_server, tmp_path):
+    """A synced project with one package (module `greet`, console script `greet`)."""
+    w = dists.wheel("greet", "1.0", modules={"greet/__init__.py": "def main():\n    print('hi from greet')\n"},
+                    entry_points={"console_scripts": {"greet": "greet:main"}})
+    server = index_server()
+
+    def make(tool: str = "") -> Path:
+        project = write_project(tmp_path / "proj", deps=["greet"], tool=tool)
+        write_lock(project, server, [w], main=["greet"])
+        pypm("sync", "--frozen", cwd=project, check=True)
+        return project
+
+    return make
+
+
+def _inspect(pypm, project: Path, *flags: str, env=None) -> dict:
+    r = pypm("run", "--frozen", *flags, "--", "python", "-c", INSPECT, cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_run_is_sandboxed_by_default(pypm, app) -> None:
+    project = app()
+    out = _inspect(pypm, project, env={"AWS_SECRET_ACCESS_KEY": "hunter2", "LC_ALL": "C.UTF-8"})
+    assert out["sandbox"] == "1" and out["hostname"] == "pypm-sandbox"
+    assert out["interfaces"] == ["lo"]
+    assert out["prefix"] == out["venv"] == str(project / ".venv")
+    assert out["cwd"] == str(project) and out["greet"] == "greet"
+    assert out["write_project"] == "ok" and (project / "written-inside").exists()
+    # A clean environment from an allowlist: no host secrets, no host paths.
+    assert "AWS_SECRET_ACCESS_KEY" not in out["env"] and "PYPM_CACHE_DIR" not in out["env"]
+    assert out["env"]["LC_ALL"] == "C.UTF-8"
+    r = pypm("run", "--frozen", "greet", cwd=project)  # a console script of the venv
+    assert r.returncode == 0 and r.stdout == "hi from greet\n", r.stderr
+
+
+def test_exit_status_and_command_not_found(pypm, app) -> None:
+    project = app()
+    assert pypm("run", "--frozen", "python", "-c", "raise SystemExit(7)", cwd=project).returncode == 7
+    r = pypm("run", "--frozen", "--", "python", "-c", "import os; os.kill(os.getpid(), 9)", cwd=project)
+    assert r.returncode == 128 + 9
+    r = pypm("run", "--frozen", "no-such-command-xyz", cwd=project)
+    assert r.returncode == 127 and "no-such-command-xyz: command not found" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_print_sandbox_shows_the_plan_and_runs_nothing(pypm, app) -> None:
+    project = app()
+    r = pypm("run", "--frozen", "--print-sandbox", "--network", "host", "--", "python", "-c",
+             "open('must-not-exist', 'w')", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert f"bind-rw {project}" in r.stdout and f"bind-ro {project / '.venv'}" in r.stdout
+    assert "network:    the host network" in r.stdout and "seccomp:    default" in r.stdout
+    assert "command:    python -c" in r.stdout
+    assert not (project / "must-not-exist").exists()
+
+
+def test_read_only_project_from_flag_or_config(pypm, app) -> None:
+    project = app('\n[tool.pypm.sandbox]\nwritable-project = false\n')
+    assert _inspect(pypm, project)["write_project"] == "OSError"  # EROFS
+    assert _inspect(pypm, project, "--writable-project")["write_project"] == "ok"
+    (project / "written-inside").unlink()
+    assert _inspect(pypm, project, "--read-only-project")["write_project"] == "OSError"
+
+
+def test_network_host_from_flag_or_config(pypm, app, tmp_path) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(4)
+    port = s.getsockname()[1]
+    code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3).close(); print('connected')"
+    try:
+        project = app()
+        r = pypm("run", "--frozen", "python", "-c", code, cwd=project)
+        assert r.returncode == 1 and "ConnectionRefusedError" in r.stderr
+        r = pypm("run", "--frozen", "--network", "host", "python", "-c", code, cwd=project)
+        assert r.returncode == 0 and r.stdout == "connected\n", r.stderr
+        (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text()
+                                                + '\n[tool.pypm.sandbox]\nnetwork = "host"\n')
+        r = pypm("run", "--frozen", "python", "-c", code, cwd=project)
+        assert r.returncode == 0, r.stderr
+        r = pypm("run", "--frozen", "--network", "none", "python", "-c", code, cwd=project)
+        assert r.returncode == 1
+    finally:
+        s.close()
+
+
+def test_binds_env_and_profile_flags(pypm, app, tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("from the host")
+    out = tmp_path / "out"
+    out.mkdir()
+    project = app('\n[tool.pypm.sandbox]\nro-bind = ["../data:/data"]\nenv = ["FROM_CONFIG=yes"]\n')
+    code = ("import os; print(open('/data/in.txt').read()); open(os.path.join(os.environ['OUT'], 'o.txt'), 'w').write('x');"
+            "print(os.environ['FROM_CONFIG'], os.environ['FROM_HOST'], os.environ.get('NOT_PASSED'))\n"
+            "try:\n    open('/data/new', 'w')\nexcept OSError as e:\n    print('ro', e.errno)")
+    r = pypm("run", "--frozen", "--bind", str(out), "--env", f"OUT={out}", "--env", "FROM_HOST",
+             "python", "-c", code, cwd=project, env={"FROM_HOST": "passed", "NOT_PASSED": "secret"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["from the host", "yes passed None", "ro 30"]  # EROFS
+    assert (out / "o.txt").read_text() == "x"
+    # A profile the user brings: deny uname(2).
+    profile = tmp_path / "no-uname.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                                   "syscalls": [{"names": ["uname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
+    r = pypm("run", "--frozen", "--profile", str(profile), "python", "-c",
+             "import ctypes; libc = ctypes.CDLL(None, use_errno=True); buf = ctypes.create_string_buffer(400);"
+             " print(libc.uname(buf), ctypes.get_errno())", cwd=project)
+    assert r.returncode == 0 and r.stdout == "-1 1\n", r.stderr
+    r = pypm("run", "--frozen", "--profile", "strict", "python", "-c",
+             "import subprocess; print(subprocess.check_output(['echo', 'strict ok']).decode().strip())", cwd=project)
+    assert r.returncode == 0 and r.stdout == "strict ok\n", r.stderr
+
+
+def test_bad_sandbox_settings_are_clear_errors(pypm, app) -> None:
+    project = app('\n[tool.pypm.sandbox]\nbind = ["no-such-dir"]\n')
+    r = pypm("run", "--frozen", "true", cwd=project)
+    assert r.returncode == 8 and "pyproject.toml: [tool.pypm.sandbox] bind no-such-dir" in r.stderr
+    assert "hint:" in r.stderr and "Traceback" not in r.stderr
+    project.joinpath("pyproject.toml").write_text(project.joinpath("pyproject.toml").read_text().replace(
+        'bind = ["no-such-dir"]', 'profile = "nope"'))
+    r = pypm("run", "--frozen", "true", cwd=project)
+    assert r.returncode == 8 and "unknown seccomp profile 'nope'" in r.stderr
+    r = pypm("run", "--frozen", "--ro-bind", "/x/y:relative", "true", cwd=project)
+    assert r.returncode == 8 and "--ro-bind" in r.stderr
+
+
+def test_sandbox_can_be_disabled_in_config(pypm, app) -> None:
+    project = app('\n[tool.pypm.sandbox]\nenabled = false\n')
+    r = pypm("run", "--frozen", "python", "-c", "import os; print(os.environ.get('PYPM_SANDBOX'))", cwd=project)
+    assert r.returncode == 0 and r.stdout == "None\n"
+
+
+def test_shell_in_the_sandbox_through_a_pty(pypm, app, tmp_path) -> None:
+    project = app()
+    env = dict(pypm.env, SHELL="/bin/bash", TERM="dumb")
+    term = pexpect.spawn(sys.executable, ["-m", "pypm", "shell", "--frozen"], cwd=str(project), env=env,
+                         timeout=30, encoding="utf-8", dimensions=(24, 250))
+    try:
+        term.expect(r"\(app\) \[sandbox\] \S+ [$#] ")
+        term.sendline("python -c \"import greet, socket; print('imported', greet.__name__, socket.gethostname())\"")
+        term.expect("imported greet pypm-sandbox")
+        # Job control works: a background job, listed, then killed by its job number.
+        term.sendline("sleep 300 &")
+        term.sendline("jobs")
+        term.expect(r"\[1\]\+\s+Running\s+sleep 300 &")
+        term.sendline("kill %1; wait; echo waited")
+        term.expect("waited")
+        term.sendintr()  # Ctrl-C at the prompt: the shell survives it
+        term.sendline("echo still here")
+        term.expect("still here")
+        term.sendline("exit 3")
+        term.expect(pexpect.EOF)
+    finally:
+        term.close(force=True)
+    assert term.exitstatus == 3
+
+
+def _canary_ready(pypm, canary_project: Path) -> None:
+    r = pypm("lock", cwd=canary_project, timeout=600)
+    assert r.returncode == 0, r.stderr
+    r = pypm("sync", cwd=canary_project, timeout=600)
+    assert r.returncode == 0, r.stderr
+
+
+def test_canary_runs_sandboxed(pypm, canary_project) -> None:
+    """The canary's demo and its own test suite pass sandboxed; its network test fails
+    cleanly inside the sandbox and passes with --network host; `import requests` works in
+    `pypm shell`."""
+    _canary_ready(pypm, canary_project)
+    r = pypm("run", "python", "-m", "my_lib.demo", cwd=canary_project)
+    assert r.returncode == 0, r.stderr
+    assert "requests   2.32.3" in r.stdout
+    r = pypm("run", "pytest", "-q", "-p", "no:cacheprovider", cwd=canary_project, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(4)
+    probe = f"PYPM_CANARY_PROBE=127.0.0.1:{s.getsockname()[1]}"
+    try:
+        r = pypm("run", "--env", probe, "pytest", "-q", "-p", "no:cacheprovider", "-k", "network", cwd=canary_project)
+        assert r.returncode == 1 and "1 failed" in r.stdout and "ConnectionRefusedError" in r.stdout, r.stdout
+        r = pypm("run", "--network", "host", "--env", probe, "pytest", "-q", "-p", "no:cacheprovider", "-k", "network",
+                 cwd=canary_project)
+        assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout + r.stderr
+    finally:
+        s.close()
+    env = dict(pypm.env, SHELL="/bin/bash", TERM="dumb")
+    term = pexpect.spawn(sys.executable, ["-m", "pypm", "shell"], cwd=str(canary_project), env=env, timeout=60,
+                         dimensions=(24, 250), encoding="utf-8")
+    try:
+        term.expect(r"\[sandbox\] \S+ [$#] ")
+        term.sendline("python -c \"import requests; print('requests', requests.__version__)\"")
+        term.expect("requests 2.32.3")
+        term.sendline("exit")
+        term.expect(pexpect.EOF)
+    finally:
+        term.close(force=True)
+    assert term.exitstatus == 0
+
+

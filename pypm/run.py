@@ -105,8 +105,9 @@ def spawn_and_wait(argv: Sequence[str], env: dict[str, str], cwd: str | None = N
 
 # --------------------------------------------------------------------------- fast path
 
-def _fast_venv(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path] | None:
-    """(project root, venv) when the venv is known to match the project; None means: sync first."""
+def _fast_venv(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any] | None:
+    """(project root, venv, state's tool knobs) when the venv is known to match the project;
+    None means: sync first."""
     from .selection import Selection
     from .sync import STATE_REL, expected_state, read_state
 
@@ -129,7 +130,7 @@ def _fast_venv(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path] | None:
     if not (venv / "bin" / "python").exists():
         return None
     ctx.debug(f"{venv / STATE_REL} matches pyproject.toml and pypm.lock: not syncing")
-    return root, venv
+    return root, venv, state.get("tool")
 
 
 def _project_root(start: Path) -> Path | None:
@@ -149,43 +150,39 @@ def _state_matches(state: dict[str, Any], want: dict[str, Any], *, frozen: bool)
     return frozen or not state.get("frozen", False)
 
 
-def _raw_tool(root: Path) -> dict[str, Any]:
-    """[tool.pypm] as plain TOML, for the two knobs the fast path needs (no validation cost)."""
-    import tomllib
+def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[str, Any]]:
+    """Sync if needed; returns (project root, venv, Project or None when not loaded, tool knobs)."""
+    from .sync import tool_knobs
 
-    try:
-        data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    tool = (data.get("tool") or {}).get("pypm") or {}
-    return tool if isinstance(tool, dict) else {}
-
-
-def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any]:
-    """Sync if needed; returns (project root, venv, Project or None when it was not loaded)."""
     if not args.no_sync:
         fast = _fast_venv(ctx, args)
         if fast is not None:
-            return fast[0], fast[1], None
+            root, venv, knobs = fast
+            if not isinstance(knobs, dict):  # a state file from before knobs were recorded
+                project = ctx.project()
+                return root, venv, project, tool_knobs(project)
+            return root, venv, None, knobs
     project = ctx.project()
     venv = project.root / ".venv"
     if args.no_sync:
         if not (venv / "bin" / "python").exists():
             raise UsageError(f"{venv} does not exist and --no-sync was given", hint="run `pypm sync` first")
-        return project.root, venv, project
+        return project.root, venv, project, tool_knobs(project)
     from .sync import SyncOptions, ensure_synced
 
     opts = SyncOptions.from_args(args)
     venv = ensure_synced(ctx, project, opts)
-    return project.root, venv, project
+    return project.root, venv, project, tool_knobs(project)
 
 
 def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
-    root, venv, project = _prepare(ctx, args)
-    tool = _raw_tool(root)
-    sandbox_cfg = tool.get("sandbox") if isinstance(tool.get("sandbox"), dict) else {}
-    sandboxed = not args.no_sandbox and sandbox_cfg.get("enabled", True) is not False
-    plugins_on = bool(tool.get("plugins"))
+    root, venv, project, knobs = _prepare(ctx, args)
+    if knobs.get("trusted-keys"):  # issue 7: refuse a lock not signed by a trusted key (nothing to do when unset)
+        from .signing import require_signed_lock
+
+        require_signed_lock(root / "pypm.lock", knobs["trusted-keys"], base_dir=root)
+    sandboxed = not args.no_sandbox and knobs.get("sandbox-enabled", True) is not False
+    plugins_on = bool(knobs.get("plugins"))
     if (sandboxed or plugins_on) and project is None:
         project = ctx.project()
     env = venv_environment(venv)

@@ -27,6 +27,7 @@ __all__ = [
     "read_state",
     "expected_state",
     "STATE_REL",
+    "tool_knobs",
 ]
 
 STATE_VERSION = 1
@@ -82,6 +83,13 @@ def expected_state(root: Path, sel: Selection, *, python_flag: str | None, froze
         return None
     return {"version": STATE_VERSION, "pyproject-sha256": py_sha, "lock-sha256": lock_sha,
             "selection": _selection_json(sel), "python-flag": python_flag, "frozen": frozen}
+
+
+def tool_knobs(project: Any) -> dict[str, Any]:
+    """The [tool.pypm] settings `pypm run` needs, kept in state.json so its fast path does not
+    parse pyproject.toml (state.json is only trusted while pyproject.toml's hash matches)."""
+    return {"sandbox-enabled": project.tool.sandbox.enabled, "plugins": bool(project.tool.plugins),
+            "trusted-keys": list(project.tool.trusted_keys)}
 
 
 def read_state(venv: Path) -> dict[str, Any] | None:
@@ -226,6 +234,7 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     want_state = expected_state(project.root, opts.selection, python_flag=opts.python, frozen=opts.frozen)
     assert want_state is not None  # ensure_lock left a pypm.lock behind
     want_state["interpreter"] = {"executable": str(interp.executable), "version": interp.version_str}
+    want_state["tool"] = tool_knobs(project)
 
     if plan.is_noop and not created:
         # Touch no file when nothing changed: the state file is rewritten only if it differs.

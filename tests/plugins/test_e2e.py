@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import boto3
@@ -11,7 +12,7 @@ from pypm.plugins import STAGES
 from tests.e2e.test_sync import file_gets, installed, snapshot, write_lock, write_project
 from tests.support.dists import build_wheel
 
-from .conftest import PY_RECORDER, S3_ENV, make_entry_point_dist
+from .conftest import PY_RECORDER, S3_ENV, cc, make_entry_point_dist
 
 
 def _read_c_log(log: Path) -> list[dict[str, object]]:
@@ -224,3 +225,21 @@ def test_c_plugin_sees_the_editable_build_of_the_project(pypm, dists, index_serv
     assert r.returncode == 9
     assert "plugin recorder failed at pre-build: refusing pre-build" in r.stderr
     assert not (project / ".venv").exists()  # the venv this sync began is rolled back
+
+
+def test_auditwheel_strict_fails_sync_on_a_too_new_wheel(pypm, dists, index_server, tmp_path: Path) -> None:
+    src = tmp_path / "new.c"
+    src.write_text('#include <dlfcn.h>\nvoid *f(void) { return dlopen("x", RTLD_NOW); }\n')
+    so = cc(tmp_path / "new.so", src)  # needs dlopen@GLIBC_2.34
+    bad = dists.wheel("fastthing", "1.0", tag=f"cp311-cp311-manylinux_2_17_{platform.machine()}",
+                      modules={"fastthing/__init__.py": "", "fastthing/_speedups.so": so.read_bytes()})
+    server = index_server()
+    project = write_project(tmp_path / "proj", deps=["fastthing"],
+                            tool='plugins = ["auditwheel"]\n\n[tool.pypm.auditwheel]\nstrict = true\n')
+    write_lock(project, server, [bad], main=["fastthing"])
+    r = pypm("sync", "--frozen", "--python", "3.11", cwd=project)
+    assert r.returncode == 9, r.stderr
+    assert (f"auditwheel: fastthing 1.0 (manylinux_2_17_{platform.machine()}): fastthing/_speedups.so needs "
+            "GLIBC_2.34, newer than the tag allows") in r.stderr
+    assert "error: plugin auditwheel failed at post-sync: 1 violation(s) of the platform tag policy in 1 wheel(s): " \
+           "fastthing 1.0" in r.stderr

@@ -648,3 +648,19 @@ def test_link_mode_copy_and_compile(pypm, small) -> None:
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
     pypm("sync", "--frozen", "--no-dev", cwd=project, check=True)
     assert not (sp / "devtool").exists(), "uninstall left the package directory (or its __pycache__) behind"
+
+
+def test_another_interpreter_recreates_the_venv(pypm, small) -> None:
+    other = Path("/usr/bin/python3")
+    if not other.exists() or os.path.realpath(other) == os.path.realpath(sys.executable):
+        pytest.skip("needs a second interpreter at /usr/bin/python3, different from the one running the tests")
+    project, _, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    r = pypm("sync", "--frozen", "--python", str(other), cwd=project)
+    assert r.returncode == 0, r.stderr
+    cfg = (project / ".venv" / "pyvenv.cfg").read_text()
+    assert f"executable = {os.path.realpath(other)}" in cfg, cfg
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+    r = pypm("run", "--no-sandbox", "--frozen", "--python", str(other), "python", "-c",
+             "import sys, alpha; print(sys.base_prefix)", cwd=project)
+    assert r.returncode == 0 and r.stdout.strip() == "/usr", r.stderr

@@ -161,6 +161,7 @@ class _State:
         self.u = universe
         self.opts = opts
         self._versions: dict[str, dict[Version, list[Any]]] = {}
+        self.dropped: dict[str, dict[str, str]] = {}
         self._meta: dict[tuple[str, Version], Any] = {}
         self._usable: dict[tuple[str, Bits, frozenset[Version]], tuple[dict[Version, list[Any]], list[str]]] = {}
 
@@ -170,24 +171,28 @@ class _State:
         if hit is not None:
             return hit
         out: dict[Version, list[Any]] = {}
+        dropped: dict[str, set[str]] = {}  # version -> why its files were left out (for messages)
         cutoff = self.opts.exclude_newer
         for f in self.finder.project_files(name):
+            why = None
             if f.kind == "wheel" and self.opts.no_binary:
-                continue
-            if f.kind == "sdist" and self.opts.no_build:
-                continue
-            if cutoff is not None:
-                t = _parse_time(f.upload_time)
-                if t is not None and t > cutoff:
-                    continue
-            if f.requires_python and not (self.u.python_bits(f.requires_python) & self.u.full):
-                continue  # no Python of the project can install this file
+                why = "wheels refused by --no-binary"
+            elif f.kind == "sdist" and self.opts.no_build:
+                why = "sdists refused by --no-build"
+            elif cutoff is not None and (t := _parse_time(f.upload_time)) is not None and t > cutoff:
+                why = "newer than --exclude-newer"
+            elif f.requires_python and not (self.u.python_bits(f.requires_python) & self.u.full):
+                why = f"requires Python {f.requires_python}"  # no Python of the project can install it
             try:
                 v = Version(f.version)
             except InvalidVersion:
                 continue
-            out.setdefault(v, []).append(f)
+            if why:
+                dropped.setdefault(str(v), set()).add(why)
+            else:
+                out.setdefault(v, []).append(f)
         self._versions[name] = out
+        self.dropped[name] = {v: ", ".join(sorted(w)) for v, w in dropped.items() if Version(v) not in out}
         return out
 
     def usable(self, name: str, scope: Bits, pins: frozenset[Version]) -> tuple[dict[Version, list[Any]], list[str]]:
@@ -415,6 +420,13 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         return reqs
 
 
+def _vkey(v: str) -> Version:
+    try:
+        return Version(v)
+    except InvalidVersion:
+        return Version("0")
+
+
 def _valid(v: str) -> bool:
     try:
         Version(v.rstrip(".*"))
@@ -489,9 +501,11 @@ def _explain(p: _Provider, e: ResolutionImpossible) -> ResolutionError:
     known = sorted(p.s.versions(name)) if name != PYTHON else []
     avail = ", ".join(str(v) for v in known[-8:]) or "none"
     msg = f"cannot resolve {name}: " + "; ".join(lines) + f" (versions of {name} available: {avail}"
-    excluded = p.excluded.get(name)
+    excluded = list(p.excluded.get(name, ()))
+    dropped = p.s.dropped.get(name, {})
+    excluded += [f"{v} ({why})" for v, why in sorted(dropped.items(), key=lambda kv: _vkey(kv[0]), reverse=True)]
     if excluded:
-        msg += "; excluded: " + ", ".join(excluded[:6])
+        msg += "; excluded: " + ", ".join(excluded[:6]) + (", ..." if len(excluded) > 6 else "")
     msg += ")"
     if p.branch != p.u.full:
         msg += f", in the fork where {p.u.to_marker(p.branch)}"

@@ -293,3 +293,10 @@ def test_missing_transitive_package_says_which_chain_needs_it():
     with pytest.raises(PackageNotFound) as ei:
         resolve(f, root(["a"]))
     assert "needed because proj depends on a; a 1.0 depends on b; b 1.0 depends on ghost>=1" in str(ei.value)
+
+
+def test_options_that_exclude_every_file_are_named():
+    f = MemFinder({"s": {"1.0": {"sdist": True, "tags": []}}})
+    with pytest.raises(ResolutionError) as ei:
+        resolve(f, root(["s"]), ResolveOptions(no_build=True))
+    assert "1.0 (sdists refused by --no-build)" in str(ei.value)

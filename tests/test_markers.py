@@ -119,3 +119,27 @@ def test_admits_checks_requires_python_over_a_whole_range():
     assert not U39.admits(">=3.10", U39.full)
     assert U39.admits(">=3.10", U39.bits('python_version >= "3.10"'))
     assert U39.describe_python(U39.bits('python_version < "3.11"')) == "3.9 - 3.10"
+
+
+def test_to_marker_round_trips_random_combinations():
+    import random
+
+    rng = random.Random(1234)
+    atoms = ['python_version < "3.10"', 'python_version >= "3.12"', 'python_full_version < "3.11.4"',
+             'python_version == "3.10"', 'sys_platform == "win32"', 'sys_platform == "darwin"',
+             'platform_machine == "aarch64"', 'platform_machine == "arm64"', 'implementation_name == "pypy"',
+             'os_name == "nt"', 'python_full_version >= "3.9.3"']
+    for u in (U39, Universe(">=3.8,<3.14"), Universe(">=3.10.2")):
+        for _ in range(150):
+            bits = 0
+            for _ in range(rng.randint(1, 3)):
+                term = u.full
+                for a in rng.sample(atoms, rng.randint(1, 3)):
+                    b = u.bits(a)
+                    term &= b if rng.random() < 0.7 else (u.full & ~b)
+                bits |= term
+            written = u.to_marker(bits)
+            if bits == u.full:
+                assert written is None
+            elif bits:
+                assert u.bits(written) == bits, written

@@ -79,11 +79,19 @@ struct pypm_context {
 };
 
 /* Declare, in one line, the ABI version built against and the stages implemented. */
-#define PYPM_PLUGIN_DECLARE(stages)                                                   \
-    __attribute__((visibility("default"))) const uint32_t pypm_plugin_abi = PYPM_PLUGIN_ABI_VERSION; \
-    __attribute__((visibility("default"))) const uint32_t pypm_plugin_stages = (stages)
+#define PYPM_PLUGIN_DECLARE(stages)                                   \
+    const uint32_t pypm_plugin_abi = PYPM_PLUGIN_ABI_VERSION;        \
+    const uint32_t pypm_plugin_stages = (stages)
 
-int pypm_hook(const struct pypm_context *ctx);
+/* Exported even under -fvisibility=hidden. */
+#define PYPM_EXPORT __attribute__((visibility("default")))
+
+PYPM_EXPORT int pypm_hook(const struct pypm_context *ctx);
+
+/* Optional exports, defined by PYPM_PLUGIN_DECLARE; declared here so that they have external
+ * linkage in C++ too (a namespace-scope const would otherwise be internal, i.e. not exported). */
+PYPM_EXPORT extern const uint32_t pypm_plugin_abi;
+PYPM_EXPORT extern const uint32_t pypm_plugin_stages;
 
 #ifdef __cplusplus
 }

@@ -14,11 +14,14 @@ from tests.e2e.test_sync import small  # noqa: F401 - the synthetic project fixt
 CSRC = Path(__file__).parent / "csrc"
 
 
-def cc(out: Path, *sources: Path, shared: bool = True, defines: tuple[str, ...] = ()) -> Path:
-    compiler = shutil.which("cc") or shutil.which("gcc")
+def cc(out: Path, *sources: Path, shared: bool = True, defines: tuple[str, ...] = (),
+       cxx: bool = False, flags: tuple[str, ...] = ()) -> Path:
+    names = ("c++", "g++") if cxx else ("cc", "gcc")
+    compiler = shutil.which(names[0]) or shutil.which(names[1])
     if compiler is None:
-        pytest.skip("no C compiler (cc/gcc) on PATH: native plugin tests need one")
-    args = [compiler, "-O1", "-Wall", "-Werror", f"-I{include_dir()}", "-o", str(out), *map(str, sources)]
+        pytest.skip(f"no {' or '.join(names)} on PATH: native plugin tests need one")
+    args = [compiler, *(("-x", "c++") if cxx else ()), "-O1", "-Wall", "-Wextra", "-Werror", *flags,
+            f"-I{include_dir()}", "-o", str(out), *map(str, sources)]
     if shared:
         args[1:1] = ["-shared", "-fPIC"]
     args += [f"-D{d}" for d in defines]

@@ -146,6 +146,20 @@ def test_unknown_plugin_names_where_it_looked(tmp_path: Path) -> None:
     assert str(root / "plugins" / "pypm_nosuch.so") in msg
 
 
+@pytest.mark.parametrize("cxx", [False, True], ids=["c", "c++"])
+def test_header_works_from_c_and_cxx_with_hidden_visibility(tmp_path: Path, cxx: bool) -> None:
+    # -fvisibility=hidden is common in real builds: the header must still export what pypm looks up.
+    d = tmp_path / "plugins"
+    d.mkdir()
+    cc(d / "pypm_rec.so", CSRC / "recorder.c", cxx=cxx, flags=("-fvisibility=hidden",),
+       defines=("STAGES=PYPM_STAGE_POST_RUN",))
+    nat = native.load("rec", d / "pypm_rec.so")
+    assert nat.stages == ("post-run",)
+    rc, last = nat.call("post-run", project_root=str(tmp_path), venv=None, lock_path=None, interpreter=None,
+                        config={}, packages=(), report=lambda m: None)
+    assert (rc, last) == (0, "hello from C")
+
+
 def test_load_errors_are_plugin_errors(tmp_path: Path) -> None:
     d = tmp_path / "plugins"
     d.mkdir()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import ExitCode, LockError, PypmError, StaleLockError, UsageError
+from .errors import ExitCode, IndexError_, LockError, ResolutionError, StaleLockError, UsageError
 from .lockfile import LOCK_NAME, Dependency, FileEntry, Lock, LockedPackage, canonical_name
 from .project import PRERELEASE_MODES, Project, content_hash
 
@@ -401,7 +401,7 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
         spec = RootSpec(name=f"{who} (build)", requires_python=requires_python, dependencies=requires)
         try:
             res = resolve(client, spec, replace(ropts, preferences=runtime_prefs, initial_forks=()))
-        except PypmError as e:
+        except (ResolutionError, IndexError_) as e:  # a hash mismatch is not a "cannot lock": it stops
             ctx.info(f"warning: the build dependencies of {who} ({', '.join(requires)}) were not locked: "
                      f"{e.message}")
             return None

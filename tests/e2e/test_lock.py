@@ -375,3 +375,15 @@ def test_lock_from_pylock_keeps_its_pins(pypm, dists, index_server, tmp_path):
     assert one((root / "pypm.lock").read_text(), "lib").version == "1.0"
     r = pypm("lock", "--upgrade", "--index-url", server.url, cwd=root)
     assert one((root / "pypm.lock").read_text(), "lib").version == "2.0"
+
+
+def test_build_requirements_the_index_lacks_are_a_warning_not_a_failure(pypm, dists, index_server, tmp_path):
+    dists.wheel("lib", "1.0")
+    server = index_server()
+    root = write_project(tmp_path / "p", ["lib"], build=True)  # setuptools>=68: not on this index
+    r = pypm("lock", "--index-url", server.url, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "warning: the build dependencies of proj (setuptools>=68) were not locked" in r.stderr
+    assert "setuptools" in r.stderr and "was not found" in r.stderr
+    lock = loads((root / "pypm.lock").read_text())
+    assert lock.root().build_dependencies == [] and [p.name for p in lock.packages] == ["proj", "lib"]

@@ -387,3 +387,19 @@ def test_build_requirements_the_index_lacks_are_a_warning_not_a_failure(pypm, di
     assert "setuptools" in r.stderr and "was not found" in r.stderr
     lock = loads((root / "pypm.lock").read_text())
     assert lock.root().build_dependencies == [] and [p.name for p in lock.packages] == ["proj", "lib"]
+
+
+def test_html_index_gives_the_same_answers(pypm, dists, index_server, tmp_path):
+    dists.wheel("lib", "1.0")
+    dists.wheel("lib", "1.5")
+    dists.wheel("lib", "2.0", requires_python=">=3.12")
+    server = index_server(json=False, pep658=False, yanked={"lib-1.5-py3-none-any.whl": ""})
+    root = write_project(tmp_path / "p", ["lib"], build=False)
+    r = pypm("lock", "--index-url", server.url, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert one((root / "pypm.lock").read_text(), "lib").version == "1.0"
+    root.joinpath("pyproject.toml").write_text(root.joinpath("pyproject.toml").read_text().replace(
+        "['lib']", "['lib==1.5']"))
+    r = pypm("lock", "--index-url", server.url, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert one((root / "pypm.lock").read_text(), "lib").version == "1.5"  # yanked, but pinned with ==

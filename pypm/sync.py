@@ -255,6 +255,7 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
         _write_state(venv, want_state)
         ctx.info(f"Synced {venv}: +{len(plan.install)} ~{len(plan.replace)} -{len(plan.remove)} "
                  f"({len(plan.unchanged)} unchanged) in {time.monotonic() - t0:.2f}s")
+        ctx.info("\n".join(format_plan(plan).splitlines()[1:]))  # one line per change, as the dry run shows
     if project.tool.plugins:
         _fire(project, "post-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"),
               interpreter=str(interp.executable), packages=_package_infos(plan))

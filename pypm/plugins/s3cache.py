@@ -114,7 +114,9 @@ def _error_code(e: Exception) -> str:
 
 
 def _is_missing(e: Exception) -> bool:
-    return _error_code(e) in ("404", "NoSuchKey", "NotFound")
+    # S3 answers 403, not 404, for a missing key when the caller may not list the bucket
+    # (no s3:ListBucket): treat it as a miss. Wrong credentials then show up at upload time.
+    return _error_code(e) in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied", "Forbidden")
 
 
 def _sha256_file(path: Path) -> str:

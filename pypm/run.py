@@ -109,7 +109,7 @@ def _fast_venv(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any] | N
     """(project root, venv, state's tool knobs) when the venv is known to match the project;
     None means: sync first."""
     from .selection import Selection
-    from .sync import STATE_REL, expected_state, read_state
+    from .venvstate import STATE_REL, expected_state, read_state
 
     root = _project_root(ctx.directory)
     if root is None:
@@ -152,7 +152,7 @@ def _state_matches(state: dict[str, Any], want: dict[str, Any], *, frozen: bool)
 
 def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[str, Any]]:
     """Sync if needed; returns (project root, venv, Project or None when not loaded, tool knobs)."""
-    from .sync import tool_knobs
+    from .venvstate import tool_knobs
 
     if not args.no_sync:
         fast = _fast_venv(ctx, args)

@@ -2,15 +2,13 @@
 
 Plan first (pure, `pypm.plan`), then fetch everything through the cache (verified), then
 apply removals, replacements and installs in one place, then record `.venv/.pypm/state.json`
-so `pypm run` can tell in two file hashes that nothing needs doing. Module-level imports are
-stdlib only: `pypm run`'s fast path imports this module for `read_state`/`expected_state`.
+(`pypm.venvstate`) so `pypm run` can tell in two file hashes that nothing needs doing.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,19 +17,11 @@ from typing import Any, Iterator
 
 from .errors import ExitCode, InstallError, UsageError
 from .selection import Selection
+from .venvstate import drop_state as _drop_state
+from .venvstate import expected_state, read_state, tool_knobs
+from .venvstate import write_state as _write_state
 
-__all__ = [
-    "SyncOptions",
-    "sync_project",
-    "ensure_synced",
-    "read_state",
-    "expected_state",
-    "STATE_REL",
-    "tool_knobs",
-]
-
-STATE_VERSION = 1
-STATE_REL = Path(".pypm") / "state.json"
+__all__ = ["SyncOptions", "sync_project", "ensure_synced"]
 
 
 @dataclass(frozen=True)
@@ -59,61 +49,6 @@ class SyncOptions:
                    locked=bool(g("locked", False)), frozen=bool(g("frozen", False)),
                    offline=bool(g("offline", False)), python=g("python"), link_mode=g("link_mode"),
                    compile=bool(g("compile", False)), dry_run=bool(g("dry_run", False)))
-
-
-# --------------------------------------------------------------------------- state file
-
-def _sha256_file(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-def _selection_json(sel: Selection) -> dict[str, Any]:
-    return {"main": sel.main, "extras": sorted(sel.extras), "groups": sorted(sel.groups),
-            "include-project": sel.include_project}
-
-
-def expected_state(root: Path, sel: Selection, *, python_flag: str | None, frozen: bool) -> dict[str, Any] | None:
-    """What state.json must say for a venv to be current; None when there is no lock yet."""
-    lock_sha = _sha256_file(root / "pypm.lock")
-    py_sha = _sha256_file(root / "pyproject.toml")
-    if lock_sha is None or py_sha is None:
-        return None
-    return {"version": STATE_VERSION, "pyproject-sha256": py_sha, "lock-sha256": lock_sha,
-            "selection": _selection_json(sel), "python-flag": python_flag, "frozen": frozen}
-
-
-def tool_knobs(project: Any) -> dict[str, Any]:
-    """The [tool.pypm] settings `pypm run` needs, kept in state.json so its fast path does not
-    parse pyproject.toml (state.json is only trusted while pyproject.toml's hash matches)."""
-    return {"sandbox-enabled": project.tool.sandbox.enabled, "plugins": bool(project.tool.plugins),
-            "trusted-keys": list(project.tool.trusted_keys)}
-
-
-def read_state(venv: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((venv / STATE_REL).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_state(venv: Path, state: dict[str, Any]) -> None:
-    from .lockfile import write_atomic
-
-    (venv / STATE_REL).parent.mkdir(exist_ok=True)
-    write_atomic(venv / STATE_REL, json.dumps(state, indent=2, sort_keys=True) + "\n")
-
-
-def _drop_state(venv: Path) -> None:
-    # Before the venv changes: a crash from here on must not leave a state file that
-    # tells `pypm run` the venv is current.
-    try:
-        (venv / STATE_REL).unlink()
-    except FileNotFoundError:
-        pass
 
 
 # --------------------------------------------------------------------------- the venv lock

@@ -93,7 +93,8 @@ def test_fast_path_imports_nothing_heavy(pypm, synced) -> None:
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "pypm.run" in imported, "importtime output missing"
     heavy = sorted(m for m in imported if m.split(".")[0] in ("httpx", "resolvelib", "rich")
-                   or m in HOT_PATH_FORBIDDEN or m in ("pypm.sync_apply", "pypm.locking", "pypm.cache"))
+                   or m in HOT_PATH_FORBIDDEN
+                   or m in ("pypm.sync", "pypm.locking", "pypm.cache", "pypm.project", "pypm.interpreter", "tomllib"))
     assert heavy == [], heavy
     assert server.requests == []
 

@@ -150,9 +150,12 @@ def write_project(tool: str, ds: Dataset, root: Path, index_url: str) -> None:
         text += '\n[tool.pypm.sandbox]\nnetwork = "none"\n'
     elif tool == "uv":
         text += "\n[tool.uv]\npackage = false\n"
-        if ds.find_links:
-            text += f"find-links = {_toml_list([str(TORCH_DIR)])}\n"
         text += f'\n[[tool.uv.index]]\nname = "bench"\nurl = {json.dumps(index_url)}\ndefault = true\n'
+        if ds.find_links:
+            # uv's plain find-links lose to the index's torch 2.13.0 (first-index strategy): the
+            # flat index is named as torch's source, which is what uv's docs advise for local builds.
+            text += (f'\n[[tool.uv.index]]\nname = "wheels"\nurl = {json.dumps(str(TORCH_DIR))}\n'
+                     'format = "flat"\nexplicit = true\n\n[tool.uv.sources]\ntorch = { index = "wheels" }\n')
     elif tool == "pdm":
         text += "\n[tool.pdm]\ndistribution = false\n"
         text += f'\n[[tool.pdm.source]]\nname = "pypi"\nurl = {json.dumps(index_url)}\n'

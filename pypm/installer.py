@@ -251,7 +251,7 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
                    "data": layout.data, "headers": layout.headers / dist_name}
     src_record = {p: (h, s) for p, h, s in parse_record((src_info / "RECORD").read_text(encoding="utf-8"))}
 
-    # 1. plan: (source file or None, destination, kind) — computed before touching the venv
+    # 1. plan every destination before touching the venv: a bad wheel is refused with nothing written
     plan: list[tuple[Path, Path, str, str]] = []  # (src, dst, record-key-in-wheel, kind)
     for dirpath, dirnames, filenames in os.walk(unpacked):
         d = Path(dirpath)

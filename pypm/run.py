@@ -66,12 +66,14 @@ def spawn_and_wait(argv: Sequence[str], env: dict[str, str], cwd: str | None = N
                                   hint="install the package that provides it (add it to pyproject.toml and "
                                   "`pypm sync`), or check the spelling")
         exe = found
-    received: list[int] = []
+    pending: list[int] = []  # signals that arrived before the child existed
     proc: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        if proc is None or proc.returncode is not None:
+        if proc is None:
+            pending.append(signum)
+            return
+        if proc.returncode is not None:
             return
         if signum == signal.SIGINT and _terminal_sent_it():
             return
@@ -88,15 +90,9 @@ def spawn_and_wait(argv: Sequence[str], env: dict[str, str], cwd: str | None = N
             raise CommandNotFound(f"cannot execute {exe}: {e.strerror}", hint="check the file's mode (chmod +x)") from None
         except OSError as e:
             raise CommandNotFound(f"cannot execute {exe}: {e.strerror}") from None
-        # A signal that arrived before Popen returned was recorded but not forwarded.
-        for s in received:
+        for s in pending:  # delivered before Popen returned: the child must still see them
             forward(s, None)
-        while True:
-            try:
-                rc = proc.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries wait() for us
-                continue
+        rc = proc.wait()  # PEP 475: retried after each forwarded signal's handler runs
     finally:
         for s, h in old.items():
             signal.signal(s, h)

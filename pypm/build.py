@@ -1,10 +1,11 @@
-"""PEP 517/660 builds in an isolated, throwaway build environment made from locked wheels.
+"""PEP 517/660 builds inside the sandbox, from a build env of locked wheels, and the build cache.
 
-`build_wheel` is the one seam: it creates a venv in a temporary directory, installs the
-pinned build requirements into it from the cache (pypm's own installer, no pip), and
-calls the backend through `pyproject_hooks` in a subprocess running that venv's python.
-This first version runs the backend unsandboxed; the sandboxed-build issue wraps the
-subprocess runner, nothing else.
+`build_wheel` (sync's seam) and `build_command` (`pypm build`) both go through `_build`:
+a venv in a temporary directory holding exactly the locked build packages (hard links into
+the verified cache, pypm's own installer, no pip), then the backend's hooks through
+`pyproject_hooks` with a runner that executes each hook inside the sandbox
+(`pypm.build_sandbox`): no network, only the source tree, the output directory and tmpfs
+writable, a clean environment with SOURCE_DATE_EPOCH.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from typing import Any, Mapping, Sequence
 
 from .errors import BuildError, ExitCode
 
-__all__ = ["build_wheel", "build_command", "read_build_system", "build_key", "cached_build", "remember_build"]
+__all__ = ["build_wheel", "build_command", "read_build_system", "build_key", "cached_build", "remember_build",
+           "sdist_epoch", "project_epoch", "build_environment", "BUILD_FORMAT"]
 
 # PEP 517: a project without [build-system] is built with setuptools' legacy backend.
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
+# Part of every build cache key: bump when the way pypm builds changes what a build produces
+# (v2: builds run in the sandbox at fixed paths with SOURCE_DATE_EPOCH).
+BUILD_FORMAT = "pypm-build-2"
 
 
 def read_build_system(source: Path) -> tuple[list[str], str, list[str] | None]:
@@ -41,25 +46,94 @@ def read_build_system(source: Path) -> tuple[list[str], str, list[str] | None]:
     return requires, backend, backend_path
 
 
-def _runner(env_dir: Path, log: list[str]):
-    """A pyproject_hooks runner: the build env's python, a clean environment, output captured."""
+# --------------------------------------------------------------------------- SOURCE_DATE_EPOCH
+
+def sdist_epoch(sdist: Path) -> int:
+    """SOURCE_DATE_EPOCH for a build of `sdist`: the mtime of its top-level PKG-INFO (the moment
+    the sdist was made), else its newest member's; never before 1980 (ZIP's first date)."""
+    import tarfile
+    import zipfile
+
+    from .build_sandbox import MIN_EPOCH
+
+    best, pkg_info = 0, None
+    try:
+        if sdist.name.endswith(".zip"):
+            with zipfile.ZipFile(sdist) as zf:
+                import calendar
+
+                for i in zf.infolist():
+                    t = calendar.timegm((*i.date_time, 0, 0, 0))
+                    best = max(best, t)
+                    if i.filename.count("/") == 1 and i.filename.endswith("/PKG-INFO"):
+                        pkg_info = t
+        else:
+            with tarfile.open(sdist) as tf:
+                for m in tf:
+                    best = max(best, int(m.mtime))
+                    if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"):
+                        pkg_info = int(m.mtime)
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
+        raise BuildError(f"cannot read the source distribution {sdist.name}: {e}",
+                         hint="clear it from the cache (`pypm cache clean`) and sync again") from None
+    return max(MIN_EPOCH, pkg_info if pkg_info is not None else best)
+
+
+def project_epoch(root: Path) -> int:
+    """SOURCE_DATE_EPOCH for a build of the project: its last git commit's time when it is a
+    git work tree (as `git log -1 --format=%ct`), else 1980-01-01 (ZIP's first date)."""
     import subprocess
 
-    def run(cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV", "__PYVENV"))}
-        env.update(extra_environ or {})
-        env["VIRTUAL_ENV"] = str(env_dir)
-        env["PATH"] = os.pathsep.join([str(env_dir / "bin"), env.get("PATH", os.defpath)])
-        env["PIP_CONFIG_FILE"] = os.devnull  # a backend that shells out to pip must not see extra indexes
-        proc = subprocess.run(list(cmd), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = proc.stdout.decode("utf-8", "replace")
-        log.append(out)
-        if proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd, output=out)
+    from .build_sandbox import MIN_EPOCH
 
-    return run
+    git = shutil.which("git")
+    if git is None:
+        return MIN_EPOCH
+    try:  # core.fsmonitor=false: a repository's config must not make us run its commands
+        out = subprocess.run([git, "-c", "core.fsmonitor=false", "-C", str(root), "log", "-1", "--format=%ct"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return MIN_EPOCH
+    text = out.stdout.strip()
+    return max(MIN_EPOCH, int(text)) if out.returncode == 0 and text.isdigit() else MIN_EPOCH
+
+
+# --------------------------------------------------------------------------- the build env
+
+def build_environment(build_packages: Sequence[Any], interpreter: Any, cache: Any, env_dir: Path, *,
+                      link_mode: str | None = None, fetchers: Sequence[Any] = (), label: str = "") -> None:
+    """Make `env_dir` a venv holding exactly `build_packages` (locked wheels, verified by the cache).
+
+    Scripts get `#!/build/env/bin/python`: the venv is seen at that fixed path inside the sandbox.
+    """
+    from dataclasses import replace
+
+    from .build_sandbox import ENV_INSIDE
+    from .installer import install_wheel
+    from .plan import choose_file
+    from .venv import create_venv
+
+    entries = []
+    for p in build_packages:
+        kind, f = choose_file(p, interpreter.tags, interpreter.describe())
+        if kind != "wheel":
+            raise BuildError(f"build dependency {p.name}=={p.version} of {label} has no wheel for "
+                             f"{interpreter.describe()}; building build dependencies from source is not supported",
+                             hint="pin a version of it that ships wheels in [build-system] requires")
+        if not f.has_valid_hash():  # sync refuses such a lock first; `pypm build` relies on this
+            from .errors import LockError
+
+            raise LockError(f"pypm.lock has no usable sha256 for {p.name}=={p.version} ({f.filename}), "
+                            f"a build dependency of {label}", hint="fill in the hashes with `pypm lock --refresh`")
+        entries.append((p, f))
+    # fetchers: plugin wheel fetchers (e.g. s3cache), tried before the index as for the venv's wheels.
+    got = cache.fetch_many([(p.name, f) for p, f in entries], fetchers=fetchers) if entries else {}
+    trees = cache.unpack_many([(p.name, f) for p, f in entries], got) if entries else {}
+    layout = create_venv(env_dir, interpreter)
+    layout = replace(layout, python=Path(ENV_INSIDE) / "bin" / "python")  # only used for shebangs
+    for _p, f in entries:
+        install_wheel(layout, trees[f.sha256], wheel_filename=f.filename, wheel_sha256=f.sha256,
+                      link_mode=link_mode)
 
 
 def _missing(requirements: Sequence[str], env_dir: Path, interpreter: Any) -> list[str]:
@@ -69,12 +143,12 @@ def _missing(requirements: Sequence[str], env_dir: Path, interpreter: Any) -> li
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    site = env_dir / interpreter.venv_paths["purelib"]
     have: dict[str, str] = {}
-    for d in site.glob("*.dist-info"):
-        meta = PathDistribution(d).metadata
-        if meta and meta["Name"]:
-            have[canonicalize_name(meta["Name"])] = meta["Version"]
+    for key in ("purelib", "platlib"):
+        for d in (env_dir / interpreter.venv_paths[key]).glob("*.dist-info"):
+            meta = PathDistribution(d).metadata
+            if meta and meta["Name"]:
+                have[canonicalize_name(meta["Name"])] = meta["Version"]
     env = dict(interpreter.markers, extra="")
     out = []
     for r in requirements:
@@ -87,81 +161,181 @@ def _missing(requirements: Sequence[str], env_dir: Path, interpreter: Any) -> li
     return out
 
 
-def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: Sequence[Any],
-                interpreter: Any, cache: Any, link_mode: str | None = None,
-                fetchers: Sequence[Any] = (), label: str | None = None) -> Path:
-    """Build a wheel (PEP 660 editable when `editable`) of the source tree at `source` into `out_dir`.
+# --------------------------------------------------------------------------- one build
 
-    `build_packages`: the locked packages (`LockedPackage`) that make up the build environment
-    (the lock's `build-dependencies` of this project or sdist). Each must have a wheel for
-    `interpreter`. `label` names what is built in messages (e.g. "cext==1.0 (cext-1.0.tar.gz)").
-    Raises BuildError with the backend's output when the build fails.
-    """
+def _unpack_sdist(path: Path, dest: Path) -> Path:
+    """Extract an sdist safely (tarfile's `data` filter refuses links out and absolute paths)."""
+    import tarfile
+    import zipfile
+
+    from .errors import InstallError
+
+    dest.mkdir(parents=True)
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            for n in zf.namelist():
+                if n.startswith("/") or ".." in Path(n).parts:
+                    raise InstallError(f"{path.name}: unsafe path {n!r} in the source distribution")
+            zf.extractall(dest)
+    else:
+        try:
+            with tarfile.open(path) as tf:
+                tf.extractall(dest, filter="data")
+        except tarfile.FilterError as e:
+            raise InstallError(f"{path.name}: unsafe member in the source distribution: {e}") from None
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise BuildError(f"cannot unpack the source distribution {path.name}: {e}",
+                             hint="clear it from the cache (`pypm cache clean`) and sync again") from None
+    entries = list(dest.iterdir())
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[Any], interpreter: Any,
+           cache: Any, link_mode: str | None, fetchers: Sequence[Any], label: str | None, network: bool,
+           epoch: int | None, sdist: Path | None = None) -> Path:
+    """Build `kind` ("wheel" | "editable" | "sdist") of `source` (or of the archive `sdist`)."""
     from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
-    from .installer import install_wheel
-    from .plan import choose_file
-    from .venv import create_venv
+    from .build_sandbox import OUT_INSIDE, SRC_INSIDE, BuildBox, hook_runner
+    from .config import cache_dir
 
-    source = Path(source).resolve()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _requires, backend, backend_path = read_build_system(source)
-    what = f"{'an editable wheel' if editable else 'a wheel'} of {label or source}"
-
-    entries = []
-    for p in build_packages:
-        kind, f = choose_file(p, interpreter.tags, interpreter.describe())
-        if kind != "wheel":
-            raise BuildError(f"build dependency {p.name}=={p.version} of {label or source} has no wheel for "
-                             f"{interpreter.describe()}; building build dependencies from source is not supported",
-                             hint="pin a version of it that ships wheels in [build-system] requires")
-        entries.append((p, f))
-    # fetchers: plugin wheel fetchers (e.g. s3cache), tried before the index as for the venv's wheels.
-    got = cache.fetch_many([(p.name, f) for p, f in entries], fetchers=fetchers) if entries else {}
-    trees = cache.unpack_many([(p.name, f) for p, f in entries], got) if entries else {}
-
     tmp = Path(tempfile.mkdtemp(prefix="pypm-build-"))
     try:
+        if sdist is not None:
+            # Bound at /build/src/<top dir>: the same path in every build of this sdist.
+            source = _unpack_sdist(sdist, tmp / "src")
+            source_inside = f"{SRC_INSIDE}/{source.name if source != tmp / 'src' else 'source'}"
+            epoch = sdist_epoch(sdist) if epoch is None else epoch
+        else:
+            # The project is seen at its real path: an editable wheel points there.
+            source = Path(source).resolve()
+            source_inside = str(source)
+            epoch = project_epoch(source) if epoch is None else epoch
+        what = {"wheel": "a wheel", "editable": "an editable wheel", "sdist": "an sdist"}[kind]
+        what = f"{what} of {label or source}"
+        _requires, backend, backend_path = read_build_system(source)
+
         env_dir = tmp / "env"
-        layout = create_venv(env_dir, interpreter)
-        for _p, f in entries:
-            install_wheel(layout, trees[f.sha256], wheel_filename=f.filename, wheel_sha256=f.sha256,
-                          link_mode=link_mode)
-        log: list[str] = []
+        build_environment(build_packages, interpreter, cache, env_dir, link_mode=link_mode, fetchers=fetchers,
+                          label=label or str(source))
+        work = tmp / "out"
+        work.mkdir()
+        box = BuildBox(source=source, source_inside=source_inside, env_dir=env_dir, out_dir=work,
+                       log_path=tmp / "build.log", source_date_epoch=epoch, network=network,
+                       cache_dir=str(getattr(cache, "root", None) or cache_dir()))
         hooks = BuildBackendHookCaller(str(source), backend, backend_path=backend_path,
-                                       python_executable=str(env_dir / "bin" / "python"),
-                                       runner=_runner(env_dir, log))
+                                       python_executable=str(env_dir / "bin" / "python"), runner=hook_runner(box))
         try:
-            extra = (hooks.get_requires_for_build_editable() if editable else hooks.get_requires_for_build_wheel())
+            if kind == "sdist":
+                extra = hooks.get_requires_for_build_sdist()
+            else:
+                extra = hooks.get_requires_for_build_editable() if kind == "editable" \
+                    else hooks.get_requires_for_build_wheel()
             missing = _missing(extra, env_dir, interpreter)
             if missing:
-                raise BuildError(f"the build backend {backend} of {source} also needs {', '.join(missing)}, "
+                raise BuildError(f"the build backend {backend} of {label or source} also needs {', '.join(missing)}, "
                                  "which the lock's build dependencies do not provide",
                                  hint="add them to [build-system] requires and run `pypm lock`")
-            work = tmp / "out"
-            work.mkdir()
-            name = hooks.build_editable(str(work)) if editable else hooks.build_wheel(str(work))
+            # The hooks are given the directory as the sandbox sees it (pyproject_hooks only abspath()s it).
+            if kind == "sdist":
+                name = hooks.build_sdist(OUT_INSIDE)
+            elif kind == "editable":
+                name = hooks.build_editable(OUT_INSIDE)
+            else:
+                name = hooks.build_wheel(OUT_INSIDE)
         except BuildError:
             raise
         except HookMissing:
-            raise BuildError(f"the build backend {backend} of {source} cannot build editable wheels (PEP 660)",
+            raise BuildError(f"the build backend {backend} of {label or source} cannot build editable wheels (PEP 660)",
                              hint="upgrade the backend in [build-system] requires, or use --no-install-project") from None
         except BackendUnavailable as e:
-            raise BuildError(f"the build backend {backend} of {source} could not be imported: {e.message or ''}".strip(),
+            raise BuildError(f"the build backend {backend} of {label or source} could not be imported: "
+                             f"{e.message or ''}\n{_tail(box.log_path)}".strip(),
                              hint="check [build-system] build-backend and requires") from None
         except Exception as e:  # the backend's own failure (CalledProcessError) with its output
-            out = "".join(log).strip()
-            tail = "\n".join(out.splitlines()[-40:])
-            how = f"the backend {backend} exited with status {e.returncode}" if hasattr(e, "returncode") else str(e)
-            raise BuildError(f"building {what} failed: {how}; its output ends with:\n{tail}",
+            if not hasattr(e, "returncode"):
+                raise
+            how = f"the backend {backend} exited with status {e.returncode}"
+            raise BuildError(f"building {what} failed in the sandbox: {how}; its output ends with:\n"
+                             f"{_tail(box.log_path)}",
                              hint="fix the error above in the package's build configuration, or pin a version "
                              "that ships a wheel") from None
+        if not isinstance(name, str) or "/" in name or not (work / name).is_file():
+            raise BuildError(f"the build backend {backend} of {label or source} reported {name!r}, "
+                             f"which it did not write", hint="report it to the package's maintainers")
         final = out_dir / name
         os.replace(work / name, final)
         return final
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _rmtree(tmp)
+
+
+def _tail(log: Path, lines: int = 60) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _rmtree(path: Path) -> None:
+    # A backend may leave read-only files or directories in its tree (umask, chmod): make them
+    # writable so the whole temporary tree goes.
+    def fix(func: Any, p: str, _exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=fix)
+
+
+def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: Sequence[Any],
+                interpreter: Any, cache: Any, link_mode: str | None = None,
+                fetchers: Sequence[Any] = (), label: str | None = None, network: bool = False,
+                source_date_epoch: int | None = None) -> Path:
+    """Build a wheel (PEP 660 editable when `editable`) of `source` into `out_dir`, in the sandbox.
+
+    `source`: a source tree (the project: built in place, seen at its real path) or an sdist
+    archive (unpacked into a temporary tree, seen at /build/src/<top dir>). `build_packages`: the
+    locked packages (`LockedPackage`) that make up the build environment (the lock's
+    `build-dependencies` of this project or sdist, with their closure); each must have a wheel for
+    `interpreter`. `network`: the lock's `build-network` for it. `label` names what is built in
+    messages (e.g. "cext==1.0 (cext-1.0.tar.gz)"). Raises BuildError with the backend's output.
+    """
+    source = Path(source)
+    sdist = source if source.is_file() else None
+    return _build(source, out_dir, kind="editable" if editable else "wheel", build_packages=build_packages,
+                  interpreter=interpreter, cache=cache, link_mode=link_mode, fetchers=fetchers, label=label,
+                  network=network, epoch=source_date_epoch, sdist=sdist)
+
+
+def build_packages_of(lock: Any, pkg: Any) -> list[Any]:
+    """The locked packages that make up `pkg`'s build environment: its build-dependencies and
+    their runtime closure."""
+    from .errors import LockError
+    from .lockfile import canonical_name
+
+    if pkg is None:
+        return []
+    out: dict[tuple[str, str], Any] = {}
+    stack = list(pkg.build_dependencies)
+    while stack:
+        d = stack.pop()
+        key = (canonical_name(d.name), d.version)
+        if key in out:
+            continue
+        p = lock.get(d.name, d.version)
+        if p is None:
+            raise LockError(f"pypm.lock names {d.name}=={d.version} as a build dependency of {pkg.name} "
+                            "but has no such package", hint="re-create it with `pypm lock`")
+        out[key] = p
+        stack.extend(p.dependencies)
+    return sorted(out.values(), key=lambda p: p.key)
 
 
 # --------------------------------------------------------------------------- the build cache
@@ -170,10 +344,11 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
 # rebuilt on the next sync.
 
 def build_key(kind: str, *parts: str) -> str:
-    """A cache key over everything a build depends on (source hash, target tag, build env files)."""
+    """A cache key over everything a build depends on: the caller passes the source's hash, the
+    target tag, the build env's file hashes and the build settings; BUILD_FORMAT is always in."""
     import hashlib
 
-    return hashlib.sha256("\0".join((kind, *parts)).encode()).hexdigest()
+    return hashlib.sha256("\0".join((BUILD_FORMAT, kind, *parts)).encode()).hexdigest()
 
 
 def _key_file(cache: Any, key: str) -> Path:
@@ -209,8 +384,66 @@ def remember_build(cache: Any, key: str, wheel: Path, package: str) -> Any:
     return entry
 
 
+# --------------------------------------------------------------------------- `pypm build`
+
 def build_command(ctx: Any, project: Any, args: Any) -> int:
-    """`pypm build`: not part of this first version (sync builds editables and sdists itself)."""
-    raise BuildError("`pypm build` is not available yet in this version",
-                     hint="`pypm sync` builds the project (editable) and sdists as needed")
-    return ExitCode.OK  # pragma: no cover
+    """`pypm build [--sdist] [--wheel] [-o DIR]`: the project's sdist, then a wheel built from that
+    sdist (as `python -m build` does); `--wheel` alone builds the wheel from the tree."""
+    from .cache import Cache
+    from .errors import ProjectError
+    from .interpreter import find_interpreter
+    from .locking import ensure_lock
+
+    if project.is_virtual:
+        raise ProjectError(f"{project.pyproject} has no [build-system] table: there is nothing to build",
+                           hint='add [build-system] (e.g. requires = ["setuptools>=68"], '
+                           'build-backend = "setuptools.build_meta")')
+    want_sdist = bool(getattr(args, "sdist", False))
+    want_wheel = bool(getattr(args, "wheel", False))
+    if not want_sdist and not want_wheel:
+        want_sdist = want_wheel = True
+    out_dir = Path(ctx.directory) / getattr(args, "out_dir", "dist")
+    lock = ensure_lock(ctx, project, locked=bool(getattr(args, "locked", False)),
+                       frozen=bool(getattr(args, "frozen", False)), offline=bool(getattr(args, "offline", False)))
+    root = lock.root()
+    packages = build_packages_of(lock, root)
+    from .plan import refuse_unhashed
+
+    refuse_unhashed(packages)
+    network = _network_allowed(project, project.normalized_name) or bool(root is not None and root.build_network)
+    interp = find_interpreter(getattr(args, "python", None) or project.tool.python, project.requires_python)
+    made: list[Path] = []
+    with Cache(offline=bool(getattr(args, "offline", False)), base_dir=project.root) as cache:
+        common = dict(build_packages=packages, interpreter=interp, cache=cache, label=f"the project {project.name}",
+                      network=network, link_mode=None, fetchers=())
+        epoch = project_epoch(project.root)
+        sdist = None
+        if want_sdist:
+            sdist = _build(project.root, out_dir, kind="sdist", epoch=epoch, **common)  # type: ignore[arg-type]
+            made.append(sdist)
+        if want_wheel:
+            if sdist is not None:
+                wheel = _build(sdist, out_dir, kind="wheel", epoch=epoch, sdist=sdist, **common)  # type: ignore[arg-type]
+            else:
+                wheel = _build(project.root, out_dir, kind="wheel", epoch=epoch, **common)  # type: ignore[arg-type]
+            made.append(wheel)
+    for m in made:
+        print(m)
+    ctx.info(f"Built {', '.join(m.name for m in made)} in {out_dir} (in the sandbox"
+             f"{', with network' if network else ', no network'})")
+    return ExitCode.OK
+
+
+def _network_allowed(project: Any, name: str) -> bool:
+    """`[tool.pypm.build] network`: true (every build) or a list of package names."""
+    from .lockfile import canonical_name
+
+    value = project.tool.build.get("network", False)
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        from .errors import ProjectError
+
+        raise ProjectError(f"{project.pyproject}: [tool.pypm.build] network must be true/false or a list of "
+                           f"package names, not {value!r}", hint='e.g. network = ["pkg-that-downloads"]')
+    return canonical_name(name) in {canonical_name(v) for v in value}

@@ -67,17 +67,33 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
     root = _make_root()
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    me = os.getpid()
+    args = (policy, list(argv), env, programs, root, uid, gid, wfd, stdio, old_mask)
     try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
-            _outer(policy, list(argv), env, programs, root, uid, gid, wfd, stdio, old_mask, me)
+        if _single_threaded():
+            # One hop fewer (as bubblewrap): clone(2) straight into the new namespaces; the
+            # child is PID 1 of its namespace and our own child, so we wait for it directly.
+            try:
+                pid = sc.clone_into(_ns_flags(policy))
+            except sc.SyscallError as e:
+                raise SandboxError("cannot create the sandbox's namespaces", syscall=e.syscall, errno=e.errno,
+                                   hint=_hint(e.syscall, e.errno or 0)) from None
+            if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+                _guard(wfd, _pid1, *args)
+        else:
+            # Another thread may hold a lock (malloc's, the GIL) that a raw clone would copy
+            # locked: fork through Python and libc, then unshare in the child.
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+                _guard(wfd, _outer, *args)
         os.close(wfd)
         wfd = -1
         report = _read_all(rfd)
         if report:
             _waitpid(pid)
             raise _error_from(report, argv)
+        # The command has been exec'd, so the sandbox has pivoted away from the temporary
+        # root: remove it now, while the command runs (a later kill -9 leaves nothing).
+        _remove_root(root)
         return _supervise(pid, poll=0.1)
     finally:
         if wfd >= 0:
@@ -85,6 +101,20 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
         os.close(rfd)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         _remove_root(root)
+
+
+def _single_threaded() -> bool:
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _ns_flags(policy: Policy) -> int:
+    flags = 0
+    for ns in policy.namespaces:
+        flags |= sc.NS_FLAGS[ns]
+    return flags
 
 
 def _tmp_base() -> str:
@@ -279,12 +309,10 @@ def _guard(wfd: int, fn, *args) -> None:
 
 # --------------------------------------------------------------------------- outer: namespaces and ids
 
-def _die_with_parent(parent: int | None) -> None:
-    # SIGKILL us when our parent dies (kill -9 of pypm takes the whole tree down: the outer
-    # dies, so init dies, so the kernel kills every process of the PID namespace).
+def _die_with_parent(_unused: None = None) -> None:
+    # SIGKILL us when our parent dies (kill -9 of pypm takes the whole tree down: init dies,
+    # so the kernel kills every process of the PID namespace).
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL, what="prctl(PR_SET_PDEATHSIG)")
-    if parent is not None and os.getppid() != parent:  # it died before the prctl took effect
-        os._exit(_EXIT_SETUP)
 
 
 def _write(path: str, data: str) -> None:
@@ -298,37 +326,67 @@ def _write(path: str, data: str) -> None:
         raise _Fail(f"write({path})", e.errno or 0, f"writing {data.strip()!r}") from None
 
 
-def _outer(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_mask, parent: int) -> None:
-    def body() -> int:
-        if policy.die_with_parent:
-            _die_with_parent(parent)
-        flags = 0
-        for ns in policy.namespaces:
-            flags |= sc.NS_FLAGS[ns]
-        sc.unshare(flags, "|".join(f"CLONE_NEW{ns.upper()}" for ns in policy.namespaces))
-        # Map the caller's ids to themselves (or to 0 with --root) and nothing else.
-        # setgroups must be denied before an unprivileged process may write gid_map, and it
-        # also stops the command from dropping a supplementary group to escape a deny ACL.
-        in_uid = uid if policy.uid is None else policy.uid
-        in_gid = gid if policy.gid is None else policy.gid
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{in_uid} {uid} 1\n")
-        _write("/proc/self/gid_map", f"{in_gid} {gid} 1\n")
-        pid = os.fork()
-        if pid == 0:
-            _guard(wfd, _init, policy, argv, env, programs, root, wfd, stdio, old_mask, in_uid)
-        os.close(wfd)
-        return _supervise(pid)
+def _map_ids(policy: Policy, uid: int, gid: int) -> int:
+    """Map the caller's ids to themselves (or to 0 with --root) and nothing else; returns the uid inside.
 
-    _guard(wfd, body)
+    setgroups must be denied before an unprivileged process may write gid_map, and it also
+    stops the command from dropping a supplementary group to get past a deny ACL."""
+    in_uid = uid if policy.uid is None else policy.uid
+    in_gid = gid if policy.gid is None else policy.gid
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{in_uid} {uid} 1\n")
+    _write("/proc/self/gid_map", f"{in_gid} {gid} 1\n")
+    return in_uid
+
+
+def _caller_alive(wfd: int) -> bool:
+    """Whether the caller still holds the status pipe's read end (it is gone once it died):
+    closes the window between our birth and PR_SET_PDEATHSIG, where its death would go unseen."""
+    import select
+
+    p = select.poll()
+    p.register(wfd, select.POLLOUT)
+    return not any(ev & select.POLLERR for _, ev in p.poll(0))
+
+
+def _pid1(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_mask) -> int:
+    """Born by clone() inside the new namespaces: map ids, then be the namespace's init."""
+    if policy.die_with_parent:
+        _die_with_parent(None)
+        if not _caller_alive(wfd):
+            return _EXIT_SETUP
+    in_uid = _map_ids(policy, uid, gid)
+    return _init(policy, argv, env, programs, root, wfd, stdio, old_mask, in_uid)
+
+
+def _outer(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_mask) -> int:
+    """Forked normally (the caller has threads): unshare, map ids, fork the init, wait for it."""
+    if policy.die_with_parent:
+        _die_with_parent(None)
+        if not _caller_alive(wfd):
+            return _EXIT_SETUP
+    sc.unshare(_ns_flags(policy), "|".join(f"CLONE_NEW{ns.upper()}" for ns in policy.namespaces))
+    in_uid = _map_ids(policy, uid, gid)
+    pid = os.fork()
+    if pid == 0:
+        _guard(wfd, _init, policy, argv, env, programs, root, wfd, stdio, old_mask, in_uid)
+    os.close(wfd)
+    return _supervise(pid)
 
 
 # --------------------------------------------------------------------------- init: the new root
+
+# Symlinks this process made in the new root (mirrored /lib -> usr/lib, symlink ops): the
+# only way a path under the root can lead outside it, so only paths through them are resolved.
+_LINKS: list[str] = []
+
 
 def _inside(root: str, path: str) -> str:
     """`root + path`, refusing a path whose existing part resolves outside the new root
     (an absolute symlink in it would otherwise send a mkdir or mount to the host)."""
     full = root + path
+    if not any(full == link or full.startswith(link + "/") for link in _LINKS):
+        return full  # nothing on the way can be a symlink: the root is a fresh tmpfs
     head = full
     while not os.path.lexists(head):
         head = os.path.dirname(head)
@@ -336,6 +394,13 @@ def _inside(root: str, path: str) -> str:
     if real != root and not real.startswith(root + "/"):
         raise _Fail(f"mkdir({path})", E.EXDEV, f"{path} resolves outside the sandbox root")
     return full
+
+
+def _symlink(root: str, target: str, path: str) -> None:
+    _mkdirs(root, os.path.dirname(path))
+    full = _inside(root, path)
+    os.symlink(target, full)
+    _LINKS.append(full)
 
 
 def _mkdirs(root: str, path: str, mode: int = 0o755) -> str:
@@ -408,9 +473,7 @@ def _bind(root: str, m: Mount) -> None:
             return
         raise _Fail(f"mount(bind {src})", e.errno or 0, f"bind source {src}") from None
     if m.mirror_symlink and stat.S_ISLNK(st.st_mode):
-        full = _inside(root, m.dst)
-        _mkdirs(root, os.path.dirname(m.dst))
-        os.symlink(os.readlink(src), full)
+        _symlink(root, os.readlink(src), m.dst)
         return
     try:
         is_dir = stat.S_ISDIR(os.stat(src).st_mode)
@@ -494,8 +557,7 @@ def _build_root(policy: Policy, root: str) -> None:
             finally:
                 os.close(fd)
         elif m.kind == "symlink":
-            _mkdirs(root, os.path.dirname(m.dst))
-            os.symlink(m.src or "", _inside(root, m.dst))
+            _symlink(root, m.src or "", m.dst)
         elif m.kind == "dir":
             _mkdirs(root, m.dst, m.mode)
 

@@ -28,9 +28,9 @@ libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own libc, already 
 # Syscall numbers glibc 2.36 has no wrapper for (or gained late). x86_64 has its own
 # table; aarch64 and riscv64 share the generic one (include/uapi/asm-generic/unistd.h).
 _NR = {
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "keyctl": 250, "mount_setattr": 442,
+    "x86_64": {"clone": 56, "pivot_root": 155, "capget": 125, "capset": 126, "keyctl": 250, "mount_setattr": 442,
                "close_range": 436},
-    "generic": {"pivot_root": 41, "capget": 90, "capset": 91, "keyctl": 219, "mount_setattr": 442,
+    "generic": {"clone": 220, "pivot_root": 41, "capget": 90, "capset": 91, "keyctl": 219, "mount_setattr": 442,
                 "close_range": 436},
 }
 _MACHINE = os.uname().machine
@@ -44,6 +44,9 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+_FLAG_NAMES = (("CLONE_NEWUSER", CLONE_NEWUSER), ("CLONE_NEWNS", CLONE_NEWNS), ("CLONE_NEWPID", CLONE_NEWPID),
+               ("CLONE_NEWNET", CLONE_NEWNET), ("CLONE_NEWIPC", CLONE_NEWIPC), ("CLONE_NEWUTS", CLONE_NEWUTS),
+               ("CLONE_NEWCGROUP", CLONE_NEWCGROUP))
 NS_FLAGS = {"user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "pid": CLONE_NEWPID, "net": CLONE_NEWNET,
             "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "cgroup": CLONE_NEWCGROUP}
 
@@ -117,6 +120,27 @@ def _syscall(name: str, *args) -> int:
     if NR is None:
         raise SyscallError(f"{name} (unsupported architecture {_MACHINE})", 38)  # ENOSYS
     return _check(libc.syscall(_c_ulong(NR[name]), *args), name)
+
+
+# PyDLL keeps the GIL held across the call, so the clone child starts with it taken by the
+# one thread it has (with CDLL the GIL is released during the call).
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+SIGCHLD = 17
+
+
+def clone_into(flags: int) -> int:
+    """fork() into new namespaces in one step: clone(2) with a NULL stack (fork semantics).
+
+    Only for a single-threaded caller: no libc or Python at-fork handler runs, so the child
+    must only make system calls and plain Python calls, then execve or _exit, which is all
+    the runner's child does (bubblewrap does the same in C)."""
+    if NR is None:
+        raise SyscallError(f"clone (unsupported architecture {_MACHINE})", 38)
+    ret = _pylibc.syscall(_c_ulong(NR["clone"]), _c_ulong(flags | SIGCHLD), _c_ulong(0), _c_ulong(0),
+                          _c_ulong(0), _c_ulong(0))
+    if ret == -1:
+        raise SyscallError("clone(" + "|".join(n for n, f in _FLAG_NAMES if flags & f) + ")", ctypes.get_errno())
+    return ret
 
 
 def unshare(flags: int, what: str) -> None:

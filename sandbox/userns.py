@@ -10,7 +10,7 @@ __all__ = ["diagnose", "USERNS_SYSCALLS"]
 # Setup steps whose EPERM/EACCES/ENOSPC/EINVAL usually means "no unprivileged user
 # namespaces here" rather than a bad policy: creating the namespace, mapping ids into it,
 # and the first mounts (AppArmor's restriction lets unshare succeed, then denies them).
-USERNS_SYSCALLS = ("unshare", "write(/proc/self/", "mount(make-private", "mount(tmpfs")
+USERNS_SYSCALLS = ("unshare", "clone(", "write(/proc/self/", "mount(make-private", "mount(tmpfs")
 
 
 def _read_file(path: str) -> str | None:

@@ -162,3 +162,30 @@ def test_setup_failures_are_clear_errors_with_exit_8(box) -> None:
     assert r.returncode == 127 and "no-such-command-xyz: command not found" in r.stderr
     r = box.run([], [str(box.world.base)])  # a directory: not executable
     assert r.returncode == 126
+
+
+_THREADED = """
+import os, sys, threading, time
+from sandbox.host import caller
+from sandbox.policy import python_policy
+from sandbox.runner import run
+stop = threading.Event()
+t = threading.Thread(target=stop.wait, daemon=True)  # a second thread: the fork+unshare path
+t.start()
+who = caller()
+policy = python_policy(uid=who.uid, gid=who.gid, user=who.user, home=who.home, host_env=dict(os.environ))
+code = run(policy, ["/bin/sh", "-c", "test $$ = 2 && exit 5"])
+print(len(os.listdir("/proc/self/task")), code)
+"""
+
+
+def test_a_multi_threaded_caller_gets_the_same_sandbox(box) -> None:
+    """A caller with threads takes the fork + unshare path (a raw clone could copy a held lock)."""
+    import subprocess
+
+    from .conftest import as_user
+
+    r = subprocess.run(as_user(box.user, [box.world.python, "-c", _THREADED], box.env), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["2", "5"]

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-from .errors import ExitCode, LockError
+from .errors import ExitCode, LockError, PypmError
 from .lockfile import LOCK_NAME, Lock, LockedPackage, canonical_name
 
 __all__ = ["Row", "outdated_command", "find_outdated", "render_table"]
@@ -63,18 +63,18 @@ def render_table(rows: Iterable[Row]) -> str:
 
 # --------------------------------------------------------------------------- the search
 
-def _lowest_python(requires_python: str) -> str | None:
-    """The oldest CPython 3.x.y the lock supports (a release must have a file for it)."""
+def _lowest_python(*requires_python: str | None) -> str | None:
+    """The oldest CPython 3.x.y that satisfies every given Requires-Python (None: none does)."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     try:
-        spec = SpecifierSet(requires_python or "")
+        specs = [SpecifierSet(r or "") for r in requires_python]
     except InvalidSpecifier:
         return None
     for minor in range(0, 40):
         for patch in range(0, 30):
             v = f"3.{minor}.{patch}"
-            if spec.contains(v, prereleases=True):
+            if all(s.contains(v, prereleases=True) for s in specs):
                 return v
     return None
 
@@ -162,7 +162,7 @@ def find_outdated(ctx: Any, project: Any, lock: Lock, *, index_url: str | None =
             targets |= {canonical_name(d.name) for ds in p.optional_dependencies.values() for d in ds}
             try:
                 md = client_for(p).metadata(f)
-            except Exception as e:  # noqa: BLE001 - one unreadable metadata file must not hide the rest
+            except PypmError as e:  # one unreadable metadata file must not hide the rest
                 ctx.info(f"warning: cannot read the metadata of {p.name} {p.version} ({e}); its requirements are "
                          "not counted")
                 continue
@@ -174,7 +174,7 @@ def find_outdated(ctx: Any, project: Any, lock: Lock, *, index_url: str | None =
                 if n in targets:
                     add(r, n)
 
-        lowest = _lowest_python(lock.requires_python)
+        lock_lowest = _lowest_python(lock.requires_python)
         rows = []
         for p in pkgs:
             name = canonical_name(p.name)
@@ -199,21 +199,16 @@ def find_outdated(ctx: Any, project: Any, lock: Lock, *, index_url: str | None =
                     continue
                 versions.setdefault(v, []).append(f)
             latest = max(versions, default=None)
-
-            def python_ok(fs: list[Any]) -> bool:
-                if lowest is None:
-                    return True
-                for f in fs:
-                    try:
-                        if not f.requires_python or SpecifierSet(f.requires_python).contains(lowest, prereleases=True):
-                            return True
-                    except Exception:  # noqa: BLE001 - an unparsable Requires-Python: the resolver skips it too
-                        continue
-                return False
+            # The Python floor a newer release must support: the oldest Python the lock supports
+            # where the locked release can be installed (a package locked only for newer Pythons,
+            # in a fork of the lock, is not held back by the lock's overall floor).
+            floors = [x for f in versions.get(locked, []) if (x := _lowest_python(lock.requires_python,
+                                                                                  f.requires_python))]
+            lowest = min(floors, key=Version) if floors else lock_lowest
 
             specs = constraints.get(name, [])
             allowed = max((v for v, fs in versions.items()
-                           if all(s.contains(v, prereleases=True) for s in specs) and python_ok(fs)), default=None)
+                           if all(s.contains(v, prereleases=True) for s in specs) and _python_ok(fs, lowest)), default=None)
             src = _source(p)
             rows.append(Row(name, p.version, str(allowed) if allowed else None, str(latest) if latest else None,
                             bool(latest and latest > locked), src[1] if src else ""))
@@ -221,6 +216,21 @@ def find_outdated(ctx: Any, project: Any, lock: Lock, *, index_url: str | None =
     finally:
         for c in clients.values():
             c.close()
+
+
+def _python_ok(files: list[Any], lowest: str | None) -> bool:
+    """Some file of the release installs on Python `lowest` (an unparsable Requires-Python does not)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    if lowest is None:
+        return True
+    for f in files:
+        try:
+            if not f.requires_python or SpecifierSet(f.requires_python).contains(lowest, prereleases=True):
+                return True
+        except InvalidSpecifier:
+            continue
+    return False
 
 
 def _one_file(client: Any, p: LockedPackage) -> Any:

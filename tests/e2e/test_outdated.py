@@ -76,3 +76,11 @@ def test_outdated_without_a_lock_says_what_to_do(pypm, tmp_path):
     project = write_project(tmp_path / "p")
     r = pypm("outdated", cwd=project)
     assert r.returncode == 3 and "pypm lock" in r.stderr
+
+
+def test_a_release_for_newer_pythons_only_is_latest_but_not_allowed(pypm, old_lock, dists):
+    project, server = old_lock
+    server.add(dists.wheel("delta", "1.5", requires_python=">=3.10"))  # the lock supports 3.9 too
+    r = pypm("outdated", "--format", "json", cwd=project)
+    delta = [d for d in json.loads(r.stdout) if d["name"] == "delta"][0]
+    assert (delta["allowed"], delta["latest"], delta["outdated"]) == ("1.0", "1.5", True)

@@ -259,74 +259,87 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
     """Fetch, verify, build and unpack everything first (so a bad download changes nothing),
     then change the venv: removals, replacements, installs."""
     import tempfile
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from .build import build_key, build_wheel, cached_build, remember_build
     from .cache import Cache
     from .plugins import wheel_fetchers
 
-    with Cache(offline=opts.offline, base_dir=project.root) as cache:
-        fetch = plan.to_fetch()
+    news = [*(n for _, n in plan.replace), *plan.install]
+    with Cache(offline=opts.offline, base_dir=project.root) as cache, \
+            tempfile.TemporaryDirectory(prefix="pypm-sync-") as tmp:
         fetchers = wheel_fetchers(project)
-        got = cache.fetch_many([(w.name, w.file) for w in fetch], fetchers=fetchers,
-                               on_mismatch=lambda m: ctx.info(
-                                   f"warning: a plugin fetcher delivered {m.filename} of {m.package} with sha256 "
-                                   f"{m.actual}, expected {m.expected}; discarded it and used the index"))
-        unpacked: dict[str, tuple[Path, str]] = {}  # name -> (unpacked tree, wheel filename)
-        with tempfile.TemporaryDirectory(prefix="pypm-sync-") as tmp:
-            to_unpack = []
 
-            def built(w: Any, source: Any, key: str, editable: bool, label: str) -> tuple[Path, str]:
-                entry = cached_build(cache, key)
+        def built(w: Any, source: Any, key: str, editable: bool, label: str) -> tuple[Path, str]:
+            # Its own Cache object: a failing download on one thread cancels only its own batch.
+            with Cache(offline=opts.offline, base_dir=project.root) as bcache:
+                entry = cached_build(bcache, key)
                 if entry is None:
                     src = source() if callable(source) else source
                     _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
                     wheel = build_wheel(src, Path(tmp) / "wheels", editable=editable,
                                         build_packages=_build_packages(lock, w.package), interpreter=interp,
-                                        cache=cache, link_mode=opts.link_mode, fetchers=fetchers, label=label)
+                                        cache=bcache, link_mode=opts.link_mode, fetchers=fetchers, label=label)
                     _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
-                    entry = remember_build(cache, key, wheel, w.name)
+                    entry = remember_build(bcache, key, wheel, w.name)
                 else:
                     ctx.debug(f"using the wheel built earlier for {label}: {entry.filename}")
-                return cache.unpack(entry, package=w.name), entry.filename
+                return bcache.unpack(entry, package=w.name), entry.filename
 
+        def build_deps_key(w: Any) -> list[str]:
+            return [f.sha256 for p in _build_packages(lock, w.package) for f in p.files()]
+
+        unpacked: dict[str, tuple[Path, str]] = {}  # name -> (unpacked tree, wheel filename)
+        # Builds run one at a time on a background thread (a build is mostly a backend
+        # subprocess), overlapping the downloads and unpacking on this one. The project's own
+        # editable build needs no download, so it starts first.
+        builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypm-build")
+        builds: dict[str, Future[tuple[Path, str]]] = {}
+        try:
+            for w in news:
+                if w.kind == "editable":
+                    key = build_key("editable", str(project.root), w.token, interp.tags[0], *build_deps_key(w))
+                    builds[w.name] = builder.submit(built, w, project.root, key, True,
+                                                    f"the project {project.name} ({project.root})")
+            fetch = plan.to_fetch()
+            got = cache.fetch_many([(w.name, w.file) for w in fetch], fetchers=fetchers,
+                                   on_mismatch=lambda m: ctx.info(
+                                       f"warning: a plugin fetcher delivered {m.filename} of {m.package} with "
+                                       f"sha256 {m.actual}, expected {m.expected}; discarded it and used the index"))
+            to_unpack = []
             for w in fetch:
                 if w.kind == "sdist":
-                    deps = _build_packages(lock, w.package)
-                    key = build_key("sdist", w.file.sha256, interp.tags[0], *(f.sha256 for p in deps for f in p.files()))
-                    unpacked[w.name] = built(
-                        w, lambda w=w: _unpack_sdist(got[w.file.sha256], Path(tmp) / f"src-{w.name}"), key, False,
-                        f"{w.name}=={w.version} ({w.file.filename})")
+                    key = build_key("sdist", w.file.sha256, interp.tags[0], *build_deps_key(w))
+                    builds[w.name] = builder.submit(
+                        built, w, lambda w=w: _unpack_sdist(got[w.file.sha256], Path(tmp) / f"src-{w.name}"),
+                        key, False, f"{w.name}=={w.version} ({w.file.filename})")
                 else:
                     to_unpack.append(w)
-            for w in (*plan.install, *(n for _, n in plan.replace)):
-                if w.kind == "editable":
-                    deps = _build_packages(lock, w.package)
-                    key = build_key("editable", str(project.root), w.token, interp.tags[0],
-                                    *(f.sha256 for p in deps for f in p.files()))
-                    unpacked[w.name] = built(w, project.root, key, True, f"the project {project.name} ({project.root})")
             trees = cache.unpack_many([(w.name, w.file) for w in to_unpack],
                                       {w.file.sha256: got[w.file.sha256] for w in to_unpack})
             for w in to_unpack:
                 unpacked[w.name] = (trees[w.file.sha256], w.file.filename)
+            for name, fut in builds.items():
+                unpacked[name] = fut.result()
+        finally:
+            # On failure, builds not yet started are dropped; a running one is waited for.
+            builder.shutdown(wait=True, cancel_futures=True)
 
-        _drop_state(venv)
-        for old in (*plan.remove, *(o for o, _ in plan.replace)):
-            ctx.debug(f"removing {old.name}=={old.version}")
-            _uninstall(venv, interp, old.name)
-        news = [*(n for _, n in plan.replace), *plan.install]
-        if len(news) <= 1:
-            for new in news:
-                _install(*unpacked[new.name], new, project, venv, interp, opts)
-            return
-        # Installing is linking files: system calls that release the GIL, so a few threads
-        # overlap them. Each dist writes its own files and its own journal entry.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(8, len(news)), thread_name_prefix="pypm-install") as ex:
-            futures = [ex.submit(_install, *unpacked[n.name], n, project, venv, interp, opts) for n in news]
-            errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            raise errors[0]
+    _drop_state(venv)
+    for old in (*plan.remove, *(o for o, _ in plan.replace)):
+        ctx.debug(f"removing {old.name}=={old.version}")
+        _uninstall(venv, interp, old.name)
+    if len(news) <= 1:
+        for new in news:
+            _install(*unpacked[new.name], new, project, venv, interp, opts)
+        return
+    # Installing is linking files: system calls that release the GIL, so a few threads
+    # overlap them. Each dist writes its own files and its own journal entry.
+    with ThreadPoolExecutor(max_workers=min(8, len(news)), thread_name_prefix="pypm-install") as ex:
+        futures = [ex.submit(_install, *unpacked[n.name], n, project, venv, interp, opts) for n in news]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
 
 
 def _build_packages(lock: Any, pkg: Any) -> list[Any]:

@@ -160,7 +160,7 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
 
     if opts.dry_run:
         installed = _installed(venv, interp) if _venv_matches(venv, interp) else {}
-        ctx.info(format_plan(make_plan(installed, wanted)))
+        print(format_plan(make_plan(installed, wanted)))  # the plan is what --dry-run was asked for: stdout
         return venv
 
     created = _ensure_venv(ctx, venv, interp)

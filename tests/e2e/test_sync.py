@@ -242,11 +242,11 @@ def test_dry_run_prints_the_plan_and_changes_nothing(pypm, small) -> None:
     project, server, _ = small
     r = pypm("sync", "--frozen", "--dry-run", cwd=project)
     assert r.returncode == 0, r.stderr
-    assert " + alpha==1.0" in r.stderr and " + devtool==3.0" in r.stderr
+    assert " + alpha==1.0" in r.stdout and " + devtool==3.0" in r.stdout
     assert not (project / ".venv").exists()
     pypm("sync", "--frozen", cwd=project, check=True)
     r = pypm("sync", "--frozen", "--dry-run", "--no-dev", cwd=project, check=True)
-    assert " - devtool==3.0" in r.stderr
+    assert " - devtool==3.0" in r.stdout
     assert "devtool" in installed(project / ".venv")
 
 
@@ -623,7 +623,7 @@ def test_editable_build_is_cached_and_redone_when_its_inputs_change(pypm, small)
     with open(project / "pyproject.toml", "a") as f:
         f.write("# touched\n")
     r = pypm("sync", "--frozen", "--dry-run", cwd=project, check=True)
-    assert " ~ app==0.1.0 (different file)" in r.stderr and "replace 1" in r.stderr, r.stderr
+    assert " ~ app==0.1.0 (different file)" in r.stdout and "replace 1" in r.stdout, r.stdout
     r = pypm("-v", "sync", "--frozen", cwd=project, check=True)
     assert "using the wheel built earlier" not in r.stderr
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0", "app": "0.1.0"})

@@ -56,6 +56,10 @@ def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: 
     visible = [real_root] + [d for _, d in binds + ro_binds]
     if not any(cwd == v or cwd.startswith(v.rstrip("/") + "/") for v in visible):
         cwd = real_root
+    # .git read-only: a hook written into .git/hooks would run outside the sandbox at the
+    # user's next commit. `--bind .git` still makes it writable (a later bind wins).
+    git = os.path.join(real_root, ".git")
+    protect = [git] if writable and os.path.lexists(git) and not os.path.islink(git) else []
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:
         extra_env.append(f"PS1=({project.name}) [sandbox] \\w \\$ ")
@@ -63,7 +67,7 @@ def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: 
         uid=who.uid, gid=who.gid, user=who.user, home=who.home, shell=who.shell, host_env=env,
         interpreter_prefixes=interpreter_prefixes(venv=real_venv),
         venv=real_venv, project=real_root, writable_project=writable, cwd=cwd, network=network,
-        binds=binds, ro_binds=ro_binds, env=extra_env, profile=profile,
+        binds=binds, ro_binds=ro_binds, env=extra_env, profile=profile, protect=protect,
     )
 
 

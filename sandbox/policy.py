@@ -234,6 +234,7 @@ def python_policy(
     env: Sequence[str] = (),
     profile: str | None = "default",
     shell: str | None = None,
+    protect: Sequence[str] = (),
     root: bool = False,
     hostname: str = "pypm-sandbox",
     extra_mounts: Sequence[Mount] = (),
@@ -257,6 +258,7 @@ def python_policy(
         mounts.append(Mount("bind", project, project, writable=writable_project))
     if venv:
         mounts.append(Mount("bind", venv, venv))
+    mounts += [Mount("bind", p, p) for p in protect]
     mounts += [Mount("bind", dst=d, src=s, writable=True) for s, d in binds]
     mounts += [Mount("bind", dst=d, src=s) for s, d in ro_binds]
     mounts += list(extra_mounts)

@@ -111,3 +111,10 @@ def test_invalid_policies_are_refused(kw, words) -> None:
     args.update(kw)
     with pytest.raises(SandboxError, match=words):
         Policy(**args)
+
+
+def test_protected_paths_are_read_only_but_an_explicit_bind_wins() -> None:
+    m = by_dst(make(protect=["/home/ann/p/.git"]))
+    assert not m["/home/ann/p/.git"].writable
+    m = by_dst(make(protect=["/home/ann/p/.git"], binds=[("/home/ann/p/.git", "/home/ann/p/.git")]))
+    assert m["/home/ann/p/.git"].writable

@@ -89,6 +89,17 @@ def test_print_sandbox_shows_the_plan_and_runs_nothing(pypm, app) -> None:
     assert not (project / "must-not-exist").exists()
 
 
+def test_git_dir_is_read_only_unless_bound(pypm, app) -> None:
+    project = app()
+    (project / ".git" / "hooks").mkdir(parents=True)
+    code = "open('.git/hooks/pre-commit', 'w').write('evil')"
+    r = pypm("run", "--frozen", "python", "-c", code, cwd=project)
+    assert r.returncode == 1 and "Read-only file system" in r.stderr
+    assert not (project / ".git" / "hooks" / "pre-commit").exists()
+    r = pypm("run", "--frozen", "--bind", ".git", "python", "-c", code, cwd=project)
+    assert r.returncode == 0, r.stderr
+
+
 def test_read_only_project_from_flag_or_config(pypm, app) -> None:
     project = app('\n[tool.pypm.sandbox]\nwritable-project = false\n')
     assert _inspect(pypm, project)["write_project"] == "OSError"  # EROFS

@@ -123,6 +123,15 @@ class _Expect:
     owner: str = ""
 
 
+def _same_version(a: str, b: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -188,10 +197,10 @@ class _VenvCheck:
     # ---- which tree
     def _locked_file(self, dist: Any) -> tuple[LockedPackage | None, FileEntry | None]:
         for p in self.lock.by_name(dist.name):
-            if p.version != dist.version:
-                continue
-            if p.is_root:
+            if p.is_root:  # the project itself: its version may be dynamic; sync records no file
                 return p, None
+            if not _same_version(p.version, dist.version):
+                continue
             for f in p.files():
                 if f.sha256 == dist.source_sha256:
                     return p, f
@@ -242,7 +251,8 @@ class _VenvCheck:
         pkg, entry = self._locked_file(dist)
         if dist.installer != "pypm" or pkg is None:
             self.note("package", label, dist.dist_info, "not installed by pypm from pypm.lock"
-                      if dist.installer != "pypm" else "pypm.lock does not name this version and file")
+                      if dist.installer != "pypm" else "pypm.lock does not name this version and file "
+                      "(`pypm sync` installs what it names)")
             self._own_foreign(dist, label)
             return
         tree = self._tree(label, dist, entry, record)

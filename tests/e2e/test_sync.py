@@ -664,3 +664,17 @@ def test_another_interpreter_recreates_the_venv(pypm, small) -> None:
     r = pypm("run", "--no-sandbox", "--frozen", "--python", str(other), "python", "-c",
              "import sys, alpha; print(sys.base_prefix)", cwd=project)
     assert r.returncode == 0 and r.stdout.strip() == "/usr", r.stderr
+
+
+def test_bad_venv_inputs_are_clear_errors_or_repaired(pypm, small) -> None:
+    project, _, _ = small
+    (project / ".venv").write_text("not a directory\n")
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 7 and ".venv" in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (project / ".venv").read_text() == "not a directory\n"
+    (project / ".venv").unlink()
+    pypm("sync", "--frozen", cwd=project, check=True)
+    (project / ".venv" / ".pypm" / "state.json").write_text("{ garbage")
+    r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", "import alpha; print(alpha.A)", cwd=project)
+    assert r.returncode == 0 and r.stdout.strip() == "alpha beta", r.stderr
+    assert (project / ".venv" / ".pypm" / "state.json").read_text().startswith("{\n")

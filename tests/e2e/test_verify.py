@@ -215,3 +215,37 @@ def test_verify_lock_catches_a_moved_url_and_a_stale_lock(pypm, synced):
     assert any(x.startswith("lock alpha 1.0 alpha-1.0-py3-none-any.whl (pypm.lock has URL http://127.0.0.1:9/")
                for x in out), out
     assert any(x.startswith("lock pypm.lock content-hash does not match pyproject.toml") for x in out), out
+
+
+# --------------------------------------------------------------------------- wheels pypm built itself
+
+def test_sdist_built_and_editable_installs_are_verified_against_the_wheel_pypm_built(pypm, dists, index_server,
+                                                                                      tmp_path):
+    """The lock names an sdist (or nothing, for the project): the tree is the built wheel's,
+    found through the install record's wheel-sha256."""
+    from tests.e2e.test_sync import BACKEND, write_lock
+
+    sd = dists.sdist("app", "0.1.0", build_requires=(), extra_files={
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n\n'
+                          '[project]\nname = "app"\nversion = "0.1.0"\n',
+        "_backend.py": BACKEND,
+        "src/app/__init__.py": 'GREETING = "built from an sdist"\n',
+    })
+    server = index_server()
+    project = write_project(tmp_path / "p", name="proj", deps=["app"], editable=True)
+    (project / "_backend.py").write_text(BACKEND.replace('NAME, VERSION = "app"', 'NAME, VERSION = "proj"'))
+    write_lock(project, server, [], sdists=[sd], main=["app"], name="proj", editable=True)
+    pypm("sync", "--frozen", cwd=project, check=True)
+    sp = site_packages(project / ".venv")
+    for info in ("app-0.1.0.dist-info", "proj-0.1.0.dist-info"):
+        rec = json.loads((sp / info / "pypm_source.json").read_text())
+        assert len(rec["merkle-root"]) == 64 and rec["wheel-sha256"] != rec["sha256"]
+    r = verify(pypm, project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "of 2 packages" in r.stderr
+    (sp / "app" / "__init__.py").write_text("GREETING = 'evil'\n")
+    (sp / "_app_editable.pth").write_text("/tmp\n")
+    r = verify(pypm, project)
+    assert r.returncode == 1
+    assert sorted(lines(r)) == [f"modified app 0.1.0 {(sp / 'app' / '__init__.py').relative_to(project)}",
+                                f"modified proj 0.1.0 {(sp / '_app_editable.pth').relative_to(project)}"]

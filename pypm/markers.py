@@ -166,7 +166,7 @@ class Universe:
             return self.full
         return self._python_bits(spec.strip())
 
-    @lru_cache(maxsize=1024)
+    @lru_cache(maxsize=None)  # requires-python strings are few (hundreds), lookups many
     def _python_bits(self, spec: str) -> Bits:
         from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
@@ -174,7 +174,7 @@ class Universe:
             ss = SpecifierSet(spec)
         except InvalidSpecifier:
             return self.full  # an unparsable requires-python is ignored, as pip does
-        return self.py_bits(i for i in self.allowed_py if ss.contains("3.%d.%d" % PY_POINTS[i], prereleases=True))
+        return self.py_bits(i for i in self.allowed_py if ss.contains(_py_point_version(i), prereleases=True))
 
     def admits(self, spec: str | None, bits: Bits) -> bool:
         """Does requires-python `spec` hold on every Python present in `bits`?"""
@@ -259,19 +259,24 @@ class Universe:
         return hit
 
     def _wheel_bits(self, filename: str) -> Bits:
-        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
-        try:
-            _, _, _, tags = parse_wheel_filename(filename)
-        except InvalidWheelFilename:
+        # Hand-written instead of packaging's parse_wheel_filename: a big project page lists
+        # tens of thousands of wheels and that parser (name, version, tag objects) was a fifth
+        # of a cold lock's CPU. Only the three tag fields matter here; a file whose name or
+        # version is invalid is dropped by the resolver when it parses the version.
+        if not filename.endswith(".whl"):
+            return 0
+        parts = filename[:-4].split("-")
+        if len(parts) not in (5, 6):
             return 0
         out = 0
-        for t in tags:
-            key = (t.interpreter, t.abi, t.platform)
-            b = self._tag_cache.get(key)
-            if b is None:
-                b = self._tag_cache[key] = self._tag_bits(*key)
-            out |= b
+        for interp in parts[-3].lower().split("."):
+            for abi in parts[-2].lower().split("."):
+                for plat in parts[-1].lower().split("."):
+                    key = (interp, abi, plat)
+                    b = self._tag_cache.get(key)
+                    if b is None:
+                        b = self._tag_cache[key] = self._tag_bits(*key)
+                    out |= b
         return out
 
     def _tag_bits(self, interpreter: str, abi: str, platform: str) -> Bits:
@@ -318,6 +323,15 @@ class Universe:
 # ---------------------------------------------------------------------- tags
 
 _PYTAG = re.compile(r"^(py|cp|pp)(\d)(\d*)$")
+
+
+@lru_cache(maxsize=None)
+def _py_point_version(i: int) -> Any:
+    """PY_POINTS[i] as a packaging Version, parsed once (SpecifierSet.contains on a str parses it
+    again on every call)."""
+    from packaging.version import Version
+
+    return Version("3.%d.%d" % PY_POINTS[i])
 
 
 def _interpreter_points(interp: str, abi: str) -> tuple[set[int], list[int]]:

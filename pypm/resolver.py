@@ -173,6 +173,7 @@ class _State:
         out: dict[Version, list[Any]] = {}
         dropped: dict[str, set[str]] = {}  # version -> why its files were left out (for messages)
         cutoff = self.opts.exclude_newer
+        parsed: dict[str, Version | None] = {}  # one Version per release, not per file (a hot path)
         for f in self.finder.project_files(name):
             why = None
             if f.kind == "wheel" and self.opts.no_binary:
@@ -183,9 +184,13 @@ class _State:
                 why = "newer than --exclude-newer"
             elif f.requires_python and not (self.u.python_bits(f.requires_python) & self.u.full):
                 why = f"requires Python {f.requires_python}"  # no Python of the project can install it
-            try:
-                v = Version(f.version)
-            except InvalidVersion:
+            if f.version not in parsed:
+                try:
+                    parsed[f.version] = Version(f.version)
+                except InvalidVersion:
+                    parsed[f.version] = None
+            v = parsed[f.version]
+            if v is None:
                 continue
             if why:
                 dropped.setdefault(str(v), set()).add(why)

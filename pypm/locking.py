@@ -170,8 +170,12 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
                                  hint="run `pypm lock` and commit the result")
         ctx.info(f"{path.name} is up to date ({_count(old)} packages)")
         return ExitCode.OK
-    if fresh and not asks_change and not opts.sign:
+    if fresh and not asks_change:
         assert old is not None
+        if opts.sign:  # issue 7: sign the lock exactly as it is (as reviewed), without resolving again
+            _write(ctx, project, path, old, opts)
+            ctx.info(f"Signed {path.name} ({_count(old)} packages) with {opts.sign}")
+            return ExitCode.OK
         ctx.info(f"Resolved {_count(old)} packages in {time.monotonic() - started:.2f}s ({path.name} is up to date)")
         return ExitCode.OK
     lock = _relock(ctx, project, opts, inputs, old)

@@ -235,3 +235,18 @@ def test_run_without_trusted_keys_does_not_load_the_signing_module(pypm, tmp_pat
                        cwd=project, env=pypm.env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "pypm.signing" not in r.stderr and "cryptography" not in r.stderr
+
+
+def test_signing_a_current_lock_signs_it_as_it_is_without_resolving(pypm, signed_project):
+    """What was reviewed is what gets signed: no index request, the entries byte for byte the same."""
+    project, keys, server = signed_project
+    path = project / "pypm.lock"
+    before = path.read_text()
+    server.clear_requests()
+    r = pypm("lock", "--sign", keys / "intruder", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert server.requests == []
+    after = path.read_text()
+    strip = lambda t: t[t.index("\n[[package]]"):]  # noqa: E731 - everything after [signature]
+    assert strip(after) == strip(before) and after != before
+    assert tomllib.loads(after)["signature"]["root"] == tomllib.loads(before)["signature"]["root"]

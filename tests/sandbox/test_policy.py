@@ -118,3 +118,17 @@ def test_protected_paths_are_read_only_but_an_explicit_bind_wins() -> None:
     assert not m["/home/ann/p/.git"].writable
     m = by_dst(make(protect=["/home/ann/p/.git"], binds=[("/home/ann/p/.git", "/home/ann/p/.git")]))
     assert m["/home/ann/p/.git"].writable
+
+
+def test_the_standalone_cli_prints_the_policy(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "sandbox", "--print", "--json", "--project", str(tmp_path),
+                        "--network", "host", "--", "true"], capture_output=True, text=True, check=True)
+    d = json.loads(r.stdout)
+    assert d["network"] == "host" and "net" not in d["namespaces"]
+    assert {"kind": "bind", "dst": str(tmp_path), "src": str(tmp_path), "writable": True, "mode": 493} in d["mounts"]
+    r = subprocess.run([sys.executable, "-m", "sandbox", "--print", "--project", str(tmp_path)],
+                       capture_output=True, text=True, check=True)
+    assert f"bind-rw {tmp_path}" in r.stdout

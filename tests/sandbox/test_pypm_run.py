@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -179,6 +181,8 @@ def test_sandbox_can_be_disabled_in_config(pypm, app) -> None:
 
 def test_shell_in_the_sandbox_through_a_pty(pypm, app, tmp_path) -> None:
     project = app()
+    marker = f"shell{os.getpid()}"
+    marker_n = 2000 + os.getpid() % 1000 + time.time_ns() % 1000 / 1000
     env = dict(pypm.env, SHELL="/bin/bash", TERM="dumb")
     term = pexpect.spawn(sys.executable, ["-m", "pypm", "shell", "--frozen"], cwd=str(project), env=env,
                          timeout=30, encoding="utf-8", dimensions=(24, 250))
@@ -195,11 +199,58 @@ def test_shell_in_the_sandbox_through_a_pty(pypm, app, tmp_path) -> None:
         term.sendintr()  # Ctrl-C at the prompt: the shell survives it
         term.sendline("echo still here")
         term.expect("still here")
+        # Ctrl-C stops a foreground command, not the shell.
+        term.sendline(f"sleep 1000 # {marker}-fg")
+        time.sleep(0.5)
+        term.sendintr()
+        term.sendline("echo after ctrl-c")
+        term.expect("after ctrl-c")
+        term.sendline(f"sleep {marker_n} &")  # left running when the shell exits
         term.sendline("exit 3")
         term.expect(pexpect.EOF)
     finally:
         term.close(force=True)
     assert term.exitstatus == 3
+    # Nothing outlives the shell: no process, no temporary root, no mount.
+    assert not _wait_gone(str(marker_n))
+    assert not [d for d in os.listdir("/tmp") if d.startswith(f"pypm-sandbox.{term.pid}.")]
+    assert not [line for line in open("/proc/self/mounts") if "pypm-sandbox." in line]
+
+
+def test_ctrl_c_in_pypm_run_leaves_nothing(pypm, app) -> None:
+    project = app()
+    marker_n = 1000 + os.getpid() % 1000 + time.time_ns() % 1000 / 1000
+    env = dict(pypm.env, TERM="dumb")
+    term = pexpect.spawn(sys.executable, ["-m", "pypm", "run", "--frozen", "--", "sh", "-c",
+                                          f"sleep {marker_n} & echo ready; wait"],
+                         cwd=str(project), env=env, timeout=30, encoding="utf-8")
+    try:
+        term.expect("ready")
+        time.sleep(0.2)
+        term.sendintr()
+        term.expect(pexpect.EOF)
+    finally:
+        term.close(force=True)
+    assert term.exitstatus == 130 or term.signalstatus == 2
+    assert not _wait_gone(str(marker_n))
+    assert not [d for d in os.listdir("/tmp") if d.startswith(f"pypm-sandbox.{term.pid}.")]
+
+
+def _wait_gone(marker: str, timeout: float = 10) -> list:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if any(marker in a for a in (p.info["cmdline"] or [])):
+                    left.append(p)
+            except psutil.Error:
+                continue
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 def _canary_ready(pypm, canary_project: Path) -> None:

@@ -410,7 +410,7 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
     from .plan import refuse_unhashed
 
     refuse_unhashed(packages)
-    network = _network_allowed(project, project.normalized_name) or bool(root is not None and root.build_network)
+    network = network_allowed(project, project.normalized_name) or bool(root is not None and root.build_network)
     interp = find_interpreter(getattr(args, "python", None) or project.tool.python, project.requires_python)
     made: list[Path] = []
     with Cache(offline=bool(getattr(args, "offline", False)), base_dir=project.root) as cache:
@@ -434,7 +434,7 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
     return ExitCode.OK
 
 
-def _network_allowed(project: Any, name: str) -> bool:
+def network_allowed(project: Any, name: str) -> bool:
     """`[tool.pypm.build] network`: true (every build) or a list of package names."""
     from .lockfile import canonical_name
 
@@ -447,3 +447,23 @@ def _network_allowed(project: Any, name: str) -> bool:
         raise ProjectError(f"{project.pyproject}: [tool.pypm.build] network must be true/false or a list of "
                            f"package names, not {value!r}", hint='e.g. network = ["pkg-that-downloads"]')
     return canonical_name(name) in {canonical_name(v) for v in value}
+
+
+def mark_build_network(ctx: Any, project: Any, packages: Sequence[Any]) -> None:
+    """Set `build-network = true` on each locked package that may be built from source (the
+    project, packages with an sdist) and that `[tool.pypm.build] network` allows the network,
+    so a reviewer of pypm.lock sees it; warn about listed names that are not in the lock."""
+    from .lockfile import canonical_name
+
+    value = project.tool.build.get("network", False)
+    if value is False:
+        return
+    names = {canonical_name(p.name) for p in packages}
+    for p in packages:
+        buildable = p.is_root and not project.is_virtual or (p.sdist is not None)
+        p.build_network = bool(buildable and network_allowed(project, p.name))
+    if isinstance(value, list):
+        for v in value:
+            if canonical_name(v) not in names:
+                ctx.info(f"warning: {project.pyproject}: [tool.pypm.build] network names {v}, "
+                         "which is not in the lock")

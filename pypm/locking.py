@@ -297,6 +297,9 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
         )
         packages.append(root_pkg)
         _add_build_dependencies(ctx, client, project, requires_python, ropts, root_pkg, packages, old_hashes)
+        from .build import mark_build_network  # issue 5: [tool.pypm.build] network, shown in the lock
+
+        mark_build_network(ctx, project, packages)
     return Lock(requires_python=requires_python, content_hash=inputs.hash, packages=packages,
                 options=opts.recorded(), resolution_markers=list(res.forks))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ExitCode, InstallError, UsageError
+from .errors import ExitCode, UsageError
 from .selection import Selection
 from .venvstate import drop_state as _drop_state
 from .venvstate import expected_state, read_state, tool_knobs
@@ -279,6 +279,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
                     wheel = build_wheel(src, Path(tmp) / "wheels", editable=editable,
                                         build_packages=_build_packages(lock, w.package), interpreter=interp,
+                                        network=_build_network(project, w),
                                         cache=bcache, link_mode=opts.link_mode, fetchers=fetchers, label=label)
                     _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
                     entry = remember_build(bcache, key, wheel, w.name)
@@ -287,7 +288,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                 return bcache.unpack(entry, package=w.name), entry.filename
 
         def build_deps_key(w: Any) -> list[str]:
-            return [f.sha256 for p in _build_packages(lock, w.package) for f in p.files()]
+            settings = "network" if _build_network(project, w) else "no-network"  # build settings are inputs too
+            return [settings, *(f.sha256 for p in _build_packages(lock, w.package) for f in p.files())]
 
         unpacked: dict[str, tuple[Path, str]] = {}  # name -> (unpacked tree, wheel filename)
         # Builds run one at a time on a background thread (a build is mostly a backend
@@ -311,7 +313,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                 if w.kind == "sdist":
                     key = build_key("sdist", w.file.sha256, interp.tags[0], *build_deps_key(w))
                     builds[w.name] = builder.submit(
-                        built, w, lambda w=w: _unpack_sdist(got[w.file.sha256], Path(tmp) / f"src-{w.name}"),
+                        built, w, got[w.file.sha256],  # the archive: build.py unpacks it at a fixed path
                         key, False, f"{w.name}=={w.version} ({w.file.filename})")
                 else:
                     to_unpack.append(w)
@@ -365,26 +367,15 @@ def _build_packages(lock: Any, pkg: Any) -> list[Any]:
     return sorted(out.values(), key=lambda p: p.key)
 
 
-def _unpack_sdist(path: Path, dest: Path) -> Path:
-    """Extract an sdist safely (tarfile's `data` filter refuses links out and absolute paths)."""
-    import tarfile
-    import zipfile
+def _build_network(project: Any, w: Any) -> bool:
+    """The lock's `build-network` for this package (issue 5); the project also by [tool.pypm.build]."""
+    if w.package is not None and w.package.build_network:
+        return True
+    if w.kind == "editable":
+        from .build import network_allowed
 
-    dest.mkdir(parents=True)
-    if path.name.endswith(".zip"):
-        with zipfile.ZipFile(path) as zf:
-            for n in zf.namelist():
-                if n.startswith("/") or ".." in Path(n).parts:
-                    raise InstallError(f"{path.name}: unsafe path {n!r} in the source distribution")
-            zf.extractall(dest)
-    else:
-        with tarfile.open(path) as tf:
-            try:
-                tf.extractall(dest, filter="data")
-            except tarfile.FilterError as e:
-                raise InstallError(f"{path.name}: unsafe member in the source distribution: {e}") from None
-    entries = [p for p in dest.iterdir()]
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+        return network_allowed(project, project.normalized_name)
+    return False
 
 
 # --------------------------------------------------------------------------- the primitives (pypm.venv,

@@ -175,7 +175,7 @@ def system_mounts(*, network: str, hostname: str, user: str, uid: int, gid: int,
     mounts: list[Mount] = [Mount("bind", d, d, optional=True, mirror_symlink=True) for d in _SYSTEM_DIRS]
     mounts += [Mount("bind", p, p, optional=True) for p in _SYSTEM_ETC]
     # Who we are, without the host's user list: just us (and root/nobody, which tools expect).
-    passwd = {0: f"root:x:0:0:root:/root:/bin/sh", 65534: "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"}
+    passwd = {0: "root:x:0:0:root:/root:/bin/sh", 65534: "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"}
     passwd[uid] = f"{user}:x:{uid}:{gid}::{home}:{shell}"
     group = {0: "root:x:0:", 65534: "nogroup:x:65534:"}
     group.setdefault(gid, f"{user}:x:{gid}:")

@@ -183,7 +183,7 @@ def _remove_root(root: str) -> None:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             b = os.read(fd, 65536)
@@ -212,6 +212,7 @@ def _supervise(pid: int, *, poll: float | None = None, init: bool = False) -> in
     take SIGCHLD (a thread that does not block it consumes it).
     """
     while True:
+        info: signal.struct_siginfo | None
         if poll is None:
             info = signal.sigwaitinfo(_SIGNALS)
         else:

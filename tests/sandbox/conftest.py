@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -155,18 +154,6 @@ def boxes(world: World) -> dict[str, Box]:
 def box(request, boxes) -> Box:
     """The same test as real root and as an unprivileged uid."""
     return boxes[request.param]
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A TCP listener on the host's 127.0.0.1; yields its port."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)
-    try:
-        yield s.getsockname()[1]
-    finally:
-        s.close()
 
 
 def probe(box: Box, project: Path, port: int, extra_args: Sequence[str] = ()) -> dict:

@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(handler=handler)
+        # -v/-q are accepted after the command too (`pypm sync -q`), as in uv; SUPPRESS keeps
+        # the global value when they are not repeated here.
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
     p = add("init", cmd_init, "create a pyproject.toml (PEP 621) with a [tool.pypm] table")

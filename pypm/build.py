@@ -251,9 +251,10 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
             raise BuildError(f"the build backend {backend} of {label or source} cannot build editable wheels (PEP 660)",
                              hint="upgrade the backend in [build-system] requires, or use --no-install-project") from None
         except BackendUnavailable as e:
-            raise BuildError(f"the build backend {backend} of {label or source} could not be imported: "
-                             f"{e.message or ''}\n{_tail(box.log_path)}".strip(),
-                             hint="check [build-system] build-backend and requires") from None
+            why = "\n".join((getattr(e, "traceback", "") or str(e)).strip().splitlines()[-8:])
+            raise BuildError(f"the build backend {backend} of {label or source} could not be imported "
+                             f"in its build environment:\n{why}",
+                             hint="check [build-system] build-backend and requires, then `pypm lock`") from None
         except Exception as e:  # the backend's own failure (CalledProcessError) with its output
             if not hasattr(e, "returncode"):
                 raise
@@ -407,6 +408,14 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
                        frozen=bool(getattr(args, "frozen", False)), offline=bool(getattr(args, "offline", False)))
     root = lock.root()
     packages = build_packages_of(lock, root)
+    requires = list((project.build_system or {}).get("requires", ()) or ())
+    if requires and not packages:
+        from .errors import LockError
+
+        raise LockError(f"pypm.lock pins no build dependencies for the project {project.name} "
+                        f"({', '.join(requires)}): a build would not use locked bits",
+                        hint="make [build-system] requires resolvable (see the warning of `pypm lock`), "
+                        "then run `pypm lock`")
     from .plan import refuse_unhashed
 
     refuse_unhashed(packages)

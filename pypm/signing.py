@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -154,13 +154,16 @@ def sign_lock(lock: Lock, key_path: Path) -> Lock:
                                     "root": root, "signature": base64.b64encode(sig).decode("ascii")})
 
 
+@dataclass(frozen=True)
 class SignatureStatus:
-    """What `verify_lock_signature` found; `ok` only when signed, intact, valid and trusted."""
+    """What `verify_lock_signature` found; None where a check could not be made."""
 
-    def __init__(self, *, signed: bool, root: str | None, key_id: str | None, intact: bool | None,
-                 valid: bool | None, trusted: bool | None) -> None:
-        self.signed, self.root, self.key_id = signed, root, key_id
-        self.intact, self.valid, self.trusted = intact, valid, trusted
+    signed: bool
+    root: str | None = None  # the root the signature covers
+    key_id: str | None = None
+    intact: bool | None = None  # the lock's recomputed root equals `root`
+    valid: bool | None = None  # the Ed25519 signature verifies with the trusted key `key_id`
+    trusted: bool | None = None  # `key_id` is in trusted-keys
 
     @property
     def ok(self) -> bool:

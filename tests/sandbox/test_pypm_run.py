@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ import pexpect
 import pytest
 
 from tests.e2e.test_sync import write_lock, write_project
+
+from .conftest import NOBODY, SYSTEM_PYTHON, as_user
 
 INSPECT = r"""
 import json, os, socket, sys
@@ -296,3 +299,25 @@ def test_canary_runs_sandboxed(pypm, canary_project) -> None:
     assert term.exitstatus == 0
 
 
+
+
+def test_pypm_run_as_an_unprivileged_user(pypm, boxes, world) -> None:
+    """`pypm run` started by uid 65534 (with a world-readable pypm and the distribution's
+    python): sandboxed, as itself, the isolation probe passing, the project its own."""
+    box = boxes["nobody"]
+    project = world.user_dir("nobody", "proj")
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "wp"\nversion = "0.1.0"\nrequires-python = ">=3.9"\ndependencies = []\n'
+        f'\n[tool.pypm]\npython = "{SYSTEM_PYTHON}"\n')
+    r = pypm("sync", cwd=project)
+    assert r.returncode == 0, r.stderr
+    for dirpath, dirnames, filenames in os.walk(project):
+        for n in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, n), NOBODY, NOBODY)
+    code = ("import json, os, socket, sys; print(json.dumps([os.getuid(), sys.prefix, socket.gethostname(),"
+            " os.path.exists(sys.argv[1]), [n for _, n in socket.if_nameindex()]]))")
+    argv = as_user("nobody", [world.python, "-m", "pypm", "run", "--", "python", "-c", code, str(world.secret)],
+                   box.env)
+    r = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [NOBODY, str(project / ".venv"), "pypm-sandbox", False, ["lo"]]

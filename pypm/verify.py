@@ -64,7 +64,7 @@ def verify_command(ctx: Any, project: Any, args: Any) -> int:
                         hint="run `pypm lock` (and `pypm sync`) first")
     lock = read(lock_path)
     t0 = time.monotonic()
-    findings: list[Finding] = verify_signature(project, lock_path)
+    findings: list[Finding] = verify_signature(project, lock_path, info=ctx.info)
     checked = ""
     if do_venv:
         fs, nfiles, npkgs = verify_venv(ctx, project, lock)
@@ -86,7 +86,7 @@ def verify_command(ctx: Any, project: Any, args: Any) -> int:
 
 # --------------------------------------------------------------------------- the signature
 
-def verify_signature(project: Any, lock_path: Path) -> list[Finding]:
+def verify_signature(project: Any, lock_path: Path, *, info: Any = None) -> list[Finding]:
     """The lock's [signature] (if any), checked against trusted-keys (when set: then it must exist)."""
     import tomllib
 
@@ -111,6 +111,9 @@ def verify_signature(project: Any, lock_path: Path) -> list[Finding]:
         out.append(Finding("signature", "", detail=f"the signature does not verify with key {kid}"))
     if not st.intact:
         out.append(Finding("signature", "", detail=f"pypm.lock was changed after key {kid} signed it"))
+    if not out and info is not None:
+        info(f"pypm.lock is signed by key {kid} and unchanged since" + (
+            ", a trusted key" if st.trusted else " (set [tool.pypm] trusted-keys to check the signature itself)"))
     return out
 
 

@@ -250,3 +250,15 @@ def test_signing_a_current_lock_signs_it_as_it_is_without_resolving(pypm, signed
     strip = lambda t: t[t.index("\n[[package]]"):]  # noqa: E731 - everything after [signature]
     assert strip(after) == strip(before) and after != before
     assert tomllib.loads(after)["signature"]["root"] == tomllib.loads(before)["signature"]["root"]
+
+
+def test_verify_reports_the_signature_state(pypm, signed_project):
+    project, keys, _ = signed_project
+    pypm("sync", cwd=project, check=True)
+    r = pypm("verify", cwd=project)
+    assert r.returncode == 0 and "signed by key" in r.stderr and "a trusted key" in r.stderr, r.stderr
+    path = project / "pypm.lock"
+    path.write_text(path.read_text().replace('requires-python = ">=3.9"', 'requires-python = ">=3.8"'))
+    r = pypm("verify", cwd=project)
+    assert r.returncode == 1
+    assert r.stdout.split()[:2] == ["signature", "pypm.lock"] and "changed after key" in r.stdout

@@ -27,7 +27,7 @@ def _err(e: Any) -> SandboxError:
 def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: argparse.Namespace,
                  *, shell: bool = False):  # -> sandbox.Policy
     """The policy for running a command of `project` with `venv`, from its config and `args`."""
-    from sandbox.host import caller, interpreter_prefixes, resolve_bind
+    from sandbox.host import caller, interpreter_prefixes, pth_paths, resolve_bind
     from sandbox.policy import python_policy
     from sandbox.seccomp import find_profile
 
@@ -56,6 +56,10 @@ def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: 
     visible = [real_root] + [d for _, d in binds + ro_binds]
     if not any(cwd == v or cwd.startswith(v.rstrip("/") + "/") for v in visible):
         cwd = real_root
+    # Path dependencies installed editable (`../lib/src` in a .pth file) must be importable.
+    inside = [real_root] + [d for _, d in binds + ro_binds]
+    ro_binds += [(p, p) for p in pth_paths(real_venv)
+                 if not any(p == v or p.startswith(v.rstrip("/") + "/") for v in inside)]
     # .git read-only: a hook written into .git/hooks would run outside the sandbox at the
     # user's next commit. `--bind .git` still makes it writable (a later bind wins).
     git = os.path.join(real_root, ".git")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .errors import SandboxError
 
-__all__ = ["Caller", "caller", "interpreter_prefixes", "resolve_bind"]
+__all__ = ["Caller", "caller", "interpreter_prefixes", "resolve_bind", "pth_paths"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,29 @@ def interpreter_prefixes(*, venv: str | None = None, python: str | None = None) 
                         add(os.path.dirname(os.path.realpath(value.strip())))
         except OSError:
             pass
+    return out
+
+
+def pth_paths(venv: str) -> list[str]:
+    """Directories outside the venv that its .pth files put on sys.path (editable installs of
+    path dependencies: `../lib/src`), so the sandbox can bind them read-only."""
+    import glob
+
+    out: list[str] = []
+    real_venv = os.path.realpath(venv)
+    for pth in sorted(glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.pth"))):
+        try:
+            with open(pth, encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith(("#", "import ", "import\t")):
+                continue  # import lines run code; their paths cannot be known without running it
+            path = os.path.realpath(os.path.join(os.path.dirname(pth), line))
+            if os.path.isdir(path) and not (path == real_venv or path.startswith(real_venv + "/")) and path not in out:
+                out.append(path)
     return out
 
 

@@ -277,6 +277,9 @@ def _hint(syscall: str, err: int) -> str | None:
     if syscall.startswith("prctl(PR_SET_SECCOMP") or syscall.startswith("seccomp"):
         return ("the kernel refused the seccomp filter (CONFIG_SECCOMP_FILTER missing?); "
                 "try --profile default or run with --no-sandbox")
+    if syscall.startswith("mount(proc") and err == E.EPERM:
+        return ("mounting /proc needs the host's /proc fully visible (containers mask parts of it); "
+                "run on the host or in a container started with an unmasked /proc, or use --no-sandbox")
     if syscall.startswith("chdir("):
         return ("the working directory must exist inside the sandbox: run from the project, or bind the "
                 "directory (--bind/--ro-bind)")

@@ -321,3 +321,18 @@ def test_pypm_run_as_an_unprivileged_user(pypm, boxes, world) -> None:
     r = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [NOBODY, str(project / ".venv"), "pypm-sandbox", False, ["lo"]]
+
+
+def test_path_dependencies_on_sys_path_are_visible_read_only(pypm, app, tmp_path) -> None:
+    """An editable path dependency (a .pth line pointing outside the project) is bound read-only."""
+    project = app()
+    lib = tmp_path / "shared-lib" / "src"
+    (lib / "shared").mkdir(parents=True)
+    (lib / "shared" / "__init__.py").write_text("NAME = 'shared'\n")
+    site = next((project / ".venv" / "lib").glob("python*/site-packages"))
+    (site / "_shared.pth").write_text(f"{lib}\n")
+    code = ("import shared, os; print(shared.NAME, os.path.dirname(shared.__file__));"
+            "open(os.path.join(os.path.dirname(shared.__file__), 'x'), 'w')")
+    r = pypm("run", "--frozen", "python", "-c", code, cwd=project)
+    assert r.stdout == f"shared {lib / 'shared'}\n", r.stderr
+    assert r.returncode == 1 and "Read-only file system" in r.stderr

@@ -16,13 +16,13 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ExitCode, IntegrityError, LockError, ProjectError, UsageError
 from .lockfile import Lock
 
 __all__ = ["ALGORITHM", "key_id", "signed_message", "sign_lock", "verify_lock_signature", "require_signed_lock",
-           "load_trusted_keys", "keygen_command", "SignatureStatus"]
+           "load_trusted_keys", "keygen_command", "SignatureStatus", "trusted_lock"]
 
 ALGORITHM = "ed25519"
 _DOMAIN = b"pypm-lock-v1\x00"  # domain separation: a lock signature is never valid for anything else
@@ -252,6 +252,31 @@ def require_signed_lock(lock_path: Path, trusted_entries: Sequence[Any], *, base
     if not st.intact:
         raise IntegrityError(f"{lock_path} was changed after it was signed: its entries hash to a different root "
                              f"than the one key {_short(st.key_id)} signed ({_short(st.root or '')}…)", hint=resign)
+
+
+def trusted_lock(ctx: Any, project: Any, opts: Any, lock_for: Callable[[Any, Any, Any], Lock]) -> Lock:
+    """sync's lock when `[tool.pypm] trusted-keys` is set: the signed lock, used as it is.
+
+    The lock on disk is checked first, and sync never re-locks (`lock_for` is called as with
+    `--locked`): a new lock would be unsigned, so re-locking would only replace the signed file
+    with one that is then refused.
+    """
+    from .errors import StaleLockError
+    from .lockfile import LOCK_NAME
+
+    path = project.root / LOCK_NAME
+    keys = project.tool.trusted_keys
+    if path.exists():
+        require_signed_lock(path, keys, base_dir=project.root)
+    try:
+        lock = lock_for(ctx, project, replace(opts, locked=not opts.frozen))
+    except StaleLockError:
+        what = "is out of date with pyproject.toml" if path.exists() else "does not exist"
+        raise StaleLockError(f"{path} {what}; with [tool.pypm] trusted-keys set, sync does not re-lock (a new lock "
+                             "would be unsigned)", hint="run `pypm lock --sign KEY` with a trusted key, review the "
+                             "result and commit it") from None
+    require_signed_lock(path, keys, base_dir=project.root)
+    return lock
 
 
 # --------------------------------------------------------------------------- `pypm keygen`

@@ -138,11 +138,12 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     t0 = time.monotonic()
     _fire(project, "pre-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"), interpreter=None,
           packages=[])
-    lock = _lock_for(ctx, project, opts)
-    if project.tool.trusted_keys:  # issue 7: only a lock signed by a trusted key
-        from .signing import require_signed_lock
+    if project.tool.trusted_keys:  # issue 7: only a lock signed by a trusted key, used as it is (never re-locked)
+        from .signing import trusted_lock
 
-        require_signed_lock(project.root / "pypm.lock", project.tool.trusted_keys, base_dir=project.root)
+        lock = trusted_lock(ctx, project, opts, _lock_for)
+    else:
+        lock = _lock_for(ctx, project, opts)
     refuse_unhashed(lock.packages)
     interp = _interpreter(project, opts, venv)
     interp_desc = interp.describe()

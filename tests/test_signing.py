@@ -262,3 +262,19 @@ def test_verify_reports_the_signature_state(pypm, signed_project):
     r = pypm("verify", cwd=project)
     assert r.returncode == 1
     assert r.stdout.split()[:2] == ["signature", "pypm.lock"] and "changed after key" in r.stdout
+
+
+def test_a_stale_signed_lock_is_not_replaced_by_an_unsigned_one(pypm, signed_project):
+    """With trusted-keys, sync never re-locks: the new lock would be unsigned (and refused)."""
+    project, keys, _ = signed_project
+    path = project / "pypm.lock"
+    before = path.read_text()
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"beta==2.0"', '"beta>=2.0"'))
+    r = pypm("sync", cwd=project)
+    assert r.returncode == 1, r.stderr
+    assert "out of date with pyproject.toml" in r.stderr and "does not re-lock" in r.stderr
+    assert "pypm lock --sign KEY" in r.stderr
+    assert path.read_text() == before and not (project / ".venv").exists()
+    pypm("lock", "--sign", keys / "release", cwd=project, check=True)
+    assert pypm("sync", cwd=project).returncode == 0

@@ -200,3 +200,18 @@ def test_lock_leaves_refuse_duplicates_and_nameless_packages():
         lock_leaves({**doc, "package": doc["package"] + [doc["package"][1]]})
     with pytest.raises(ValueError, match="name"):
         lock_leaves({**doc, "package": [{"version": "1"}]})
+
+
+def test_the_cache_stores_the_tree_when_a_wheel_enters_the_unpacked_store(tmp_path):
+    from pypm.cache import Cache
+
+    w = build_wheel(tmp_path, "gamma", "3.0", data={"scripts/g": b"#!python\nprint(1)\n"})
+    entry = FileEntry(w.name, w.as_uri(), _sha(w), w.stat().st_size)
+    with Cache(tmp_path / "cache") as cache:
+        unpacked = cache.unpack(entry, package="gamma")
+        stored = wheeltree.load(cache.root, entry.sha256)
+        assert stored == wheeltree.tree_of_wheel(w, wheel_sha256=entry.sha256)
+        assert wheeltree.tree_path(cache.root, entry.sha256).parent == cache.wheel_path(entry.sha256, w.name).parent
+        # an edit of the unpacked store later (e.g. through a hard link in a venv) does not reach the tree
+        (unpacked / "gamma" / "__init__.py").write_text("evil = 1\n")
+        assert wheeltree.install_record(unpacked)["merkle-root"] == stored.root

@@ -19,6 +19,7 @@ which is in the same foreground process group.
 from __future__ import annotations
 
 import errno as E
+import gc
 import os
 import signal
 import stat
@@ -68,7 +69,11 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     args = (policy, list(argv), env, programs, root, uid, gid, wfd, stdio, old_mask)
+    # No garbage collection in the children: a collection walks every object of this
+    # process and so copies most of its memory (copy-on-write) just before an execve.
+    gc_enabled = gc.isenabled()
     try:
+        gc.disable()
         if _single_threaded():
             # One hop fewer (as bubblewrap): clone(2) straight into the new namespaces; the
             # child is PID 1 of its namespace and our own child, so we wait for it directly.
@@ -85,6 +90,8 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
                 _guard(wfd, _outer, *args)
+        if gc_enabled:
+            gc.enable()
         os.close(wfd)
         wfd = -1
         report = _read_all(rfd)
@@ -100,6 +107,8 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
             os.close(wfd)
         os.close(rfd)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if gc_enabled:
+            gc.enable()
         _remove_root(root)
 
 
@@ -626,7 +635,9 @@ def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask, in_ui
         os.chdir(policy.cwd)
     except OSError as e:
         raise _Fail(f"chdir({policy.cwd})", e.errno or 0, "entering the working directory") from None
-    pid = os.fork()
+    # init is single-threaded: a raw fork skips Python's at-fork work, which would touch
+    # (and so copy) much of the interpreter's memory right before the command's execve.
+    pid = sc.clone_into(0)
     if pid == 0:
         _guard(wfd, _command, policy, argv, env, programs, wfd, stdio, old_mask, in_uid)
     os.close(wfd)

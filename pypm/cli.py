@@ -147,8 +147,10 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
-    from .sync import SyncOptions, sync_project
+    from .sync import SyncOptions, already_synced, sync_project
 
+    if already_synced(ctx, args):  # no-op fast path: no project model, no lock parsing
+        return ExitCode.OK
     return sync_project(ctx, ctx.project(), SyncOptions.from_args(args))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .selection import Selection
 
 __all__ = ["STATE_VERSION", "STATE_REL", "expected_state", "tool_knobs", "read_state", "write_state",
-           "drop_state"]
+           "drop_state", "project_token", "files_present", "installed_record", "venv_intact"]
 
 STATE_VERSION = 1
 STATE_REL = Path(".pypm") / "state.json"
@@ -75,3 +76,76 @@ def drop_state(venv: Path) -> None:
         (venv / STATE_REL).unlink()
     except FileNotFoundError:
         pass
+
+
+# --------------------------------------------------------------------------- `pypm sync`'s no-op check
+
+def project_token(root: Path) -> str:
+    """Identity of the editable install: the files its build reads (a change means reinstall)."""
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "setup.py", "setup.cfg"):
+        try:
+            h.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+        except FileNotFoundError:
+            pass
+    return h.hexdigest()
+
+
+def files_present(dist_info: Path) -> bool:
+    """Every file in the dist's RECORD exists with its recorded size (one stat each, no hashing):
+    catches what a crash or a stray `rm` left behind without reading file contents."""
+    import csv
+
+    try:
+        with open(dist_info / "RECORD", newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    base = str(dist_info.parent) + "/"  # plain strings: pathlib costs ~3x per file on this path
+    for row in rows:
+        if not row or not row[0]:
+            continue
+        try:
+            st = os.stat(base + row[0])
+        except OSError:
+            return False
+        if len(row) > 2 and row[2] and row[2].isdigit() and int(row[2]) != st.st_size:
+            return False
+    return True
+
+
+def installed_record(venv: Path, site_dirs: list[Path]) -> dict[str, Any]:
+    """What state.json keeps about the installed dists: where they live and their dist-info dirs."""
+    rel = sorted({str(Path(d).relative_to(venv)) for d in site_dirs})
+    return {"site-dirs": rel, "dists": _dist_infos(venv, rel)}
+
+
+def _dist_infos(venv: Path, rel_dirs: list[str]) -> list[str] | None:
+    found: set[str] = set()
+    for d in rel_dirs:
+        try:
+            found.update(f"{d}/{n}" for n in os.listdir(venv / d) if n.endswith(".dist-info"))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return sorted(found)
+
+
+def venv_intact(venv: Path, state: dict[str, Any]) -> bool:
+    """The venv holds exactly the dists `state` recorded, none interrupted (no journal), every
+    file of each present with its size: what a full sync's plan would also find, without
+    reading the lock."""
+    rec = state.get("installed")
+    if not isinstance(rec, dict) or not isinstance(rec.get("dists"), list):
+        return False
+    try:
+        if os.listdir(venv / ".pypm" / "journal"):
+            return False  # an install was interrupted: the full sync repairs it
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    if _dist_infos(venv, list(rec.get("site-dirs") or [])) != rec["dists"]:
+        return False
+    return all(files_present(venv / d) for d in rec["dists"])

@@ -678,3 +678,27 @@ def test_bad_venv_inputs_are_clear_errors_or_repaired(pypm, small) -> None:
     r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", "import alpha; print(alpha.A)", cwd=project)
     assert r.returncode == 0 and r.stdout.strip() == "alpha beta", r.stderr
     assert (project / ".venv" / ".pypm" / "state.json").read_text().startswith("{\n")
+
+
+def test_noop_fast_path_still_syncs_exactly(pypm, small) -> None:
+    """The no-op fast path (state.json matches) must find what the full plan finds: a dist added
+    behind pypm's back is removed, an interrupted install (journal) is repaired."""
+    project, _, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    sp = site_packages(project / ".venv")
+    stray = sp / "stray-1.0.dist-info"
+    stray.mkdir()
+    (stray / "METADATA").write_text("Metadata-Version: 2.1\nName: stray\nVersion: 1.0\n")
+    (stray / "RECORD").write_text("stray-1.0.dist-info/METADATA,,\nstray-1.0.dist-info/RECORD,,\n")
+    r = pypm("sync", "--frozen", cwd=project, check=True)
+    assert "nothing to do" not in r.stderr, r.stderr
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+    r = pypm("sync", "--frozen", cwd=project, check=True)
+    assert "nothing to do" in r.stderr, r.stderr
+    journal = project / ".venv" / ".pypm" / "journal"
+    journal.mkdir(parents=True, exist_ok=True)
+    (journal / "beta.json").write_text('{"name": "beta", "version": "2.0", "paths": []}')
+    r = pypm("sync", "--frozen", cwd=project, check=True)
+    assert "nothing to do" not in r.stderr, r.stderr
+    assert not any(journal.iterdir())
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})

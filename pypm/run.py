@@ -179,7 +179,7 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
         require_signed_lock(root / "pypm.lock", knobs["trusted-keys"], base_dir=root)
     sandboxed = not args.no_sandbox and knobs.get("sandbox-enabled", True) is not False
     plugins_on = bool(knobs.get("plugins"))
-    if (sandboxed or plugins_on) and project is None:
+    if plugins_on and project is None:  # the sandbox reads only [tool.pypm.sandbox] itself
         project = ctx.project()
     env = venv_environment(venv)
     if plugins_on:

@@ -24,21 +24,49 @@ def _err(e: Any) -> SandboxError:
     return err
 
 
+def _project_facts(ctx: Any, project: Any, venv: Path) -> tuple[Path, str, Any, Path]:
+    """(root, name, SandboxConfig, pyproject path) of the project.
+
+    On `pypm run`'s fast path the project model is not loaded (validating every requirement
+    costs tens of milliseconds); then only `[tool.pypm.sandbox]` is read and validated, from
+    the pyproject.toml beside the venv. Anything unexpected falls back to the full model,
+    whose errors name the problem properly.
+    """
+    if project is None:
+        import tomllib
+
+        from .project import PYPROJECT, _parse_sandbox
+
+        start = Path(ctx.directory).resolve()
+        root = next((d for d in (start, *start.parents) if (d / PYPROJECT).is_file()), start)
+        path = root / PYPROJECT
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            name = data["project"]["name"]
+            tool = (data.get("tool") or {}).get("pypm") or {}
+            if isinstance(name, str) and isinstance(tool, dict):
+                return root, name, _parse_sandbox(tool.get("sandbox"), path), path
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        project = ctx.project()
+    return project.root, project.name, project.tool.sandbox, project.pyproject
+
+
 def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: argparse.Namespace,
                  *, shell: bool = False):  # -> sandbox.Policy
-    """The policy for running a command of `project` with `venv`, from its config and `args`."""
+    """The policy for running a command of `project` (None: not loaded) with `venv`."""
     from sandbox.host import caller, interpreter_prefixes, pth_paths, resolve_bind
     from sandbox.policy import python_policy
     from sandbox.seccomp import find_profile
 
-    cfg = project.tool.sandbox
-    root = str(project.root)
+    root_path, name, cfg, pyproject = _project_facts(ctx, project, venv)
+    root = str(root_path)
     cwd_host = str(ctx.directory)
     network = getattr(args, "network", None) or cfg.network
     writable = cfg.writable_project if getattr(args, "writable_project", None) is None else args.writable_project
-    binds = [resolve_bind(b, base=root, what=f"{project.pyproject}: [tool.pypm.sandbox] bind") for b in cfg.bind]
+    binds = [resolve_bind(b, base=root, what=f"{pyproject}: [tool.pypm.sandbox] bind") for b in cfg.bind]
     binds += [resolve_bind(b, base=cwd_host, what="--bind") for b in getattr(args, "bind", None) or []]
-    ro_binds = [resolve_bind(b, base=root, what=f"{project.pyproject}: [tool.pypm.sandbox] ro-bind")
+    ro_binds = [resolve_bind(b, base=root, what=f"{pyproject}: [tool.pypm.sandbox] ro-bind")
                 for b in cfg.ro_bind]
     ro_binds += [resolve_bind(b, base=cwd_host, what="--ro-bind") for b in getattr(args, "ro_bind", None) or []]
     profile, base = getattr(args, "profile", None), cwd_host
@@ -66,7 +94,7 @@ def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: 
     protect = [git] if writable and os.path.lexists(git) and not os.path.islink(git) else []
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:
-        extra_env.append(f"PS1=({project.name}) [sandbox] \\w \\$ ")
+        extra_env.append(f"PS1=({name}) [sandbox] \\w \\$ ")
     return python_policy(
         uid=who.uid, gid=who.gid, user=who.user, home=who.home, shell=who.shell, host_env=env,
         interpreter_prefixes=interpreter_prefixes(venv=real_venv),

@@ -64,7 +64,9 @@ def main() -> int:
     ap.add_argument("-n", "--runs", type=int, default=20)
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pypm-bench-sandbox-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "PYPM_", "VIRTUAL_ENV"))}
+    # Without PYTHONDONTWRITEBYTECODE: the warm-up run leaves .pyc files, as any install has.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "UV_", "PYPM_", "VIRTUAL_ENV")) and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(PYPM_CACHE_DIR=str(tmp / "cache"), UV_CACHE_DIR=str(tmp / "uv-cache"), UV_OFFLINE="1",
                PIP_CONFIG_FILE=os.devnull, UV_PYTHON=sys.executable, UV_PYTHON_DOWNLOADS="never")
     try:

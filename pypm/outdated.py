@@ -208,7 +208,8 @@ def find_outdated(ctx: Any, project: Any, lock: Lock, *, index_url: str | None =
 
             specs = constraints.get(name, [])
             allowed = max((v for v, fs in versions.items()
-                           if all(s.contains(v, prereleases=True) for s in specs) and _python_ok(fs, lowest)), default=None)
+                           if all(s.contains(v, prereleases=True) for s in specs) and _python_ok(fs, lowest)),
+                          default=None)
             src = _source(p)
             rows.append(Row(name, p.version, str(allowed) if allowed else None, str(latest) if latest else None,
                             bool(latest and latest > locked), src[1] if src else ""))

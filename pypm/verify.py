@@ -135,7 +135,7 @@ def _same_version(a: str, b: str) -> bool:
         return a == b
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -143,7 +143,7 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_one(path: Path, e: _Expect, shebang: bytes) -> str | None:
+def _check_one(path: str, e: _Expect, shebang: bytes) -> str | None:
     """None when `path` is as expected, else "missing" or "modified"."""
     try:
         st = os.lstat(path)
@@ -179,15 +179,16 @@ class _VenvCheck:
                               hint="run `pypm sync` first (or verify only the lock: `pypm verify --lock`)")
         self.layout = VenvLayout.from_venv(self.venv)
         self.shebang = _shebang(self.layout.python)
-        self.expected: dict[Path, _Expect] = {}
-        self.anchors: dict[Path, set[str]] = {}  # dirs whose whole content belongs to these packages
+        # Paths are plain strings here: tens of thousands of pathlib objects cost more than the hashing.
+        self.expected: dict[str, _Expect] = {}
+        self.anchors: dict[str, set[str]] = {}  # top-level entries whose whole content belongs to these dists
         self.findings: list[Finding] = []
         self._cache: Any = None
 
-    def rel(self, p: Path) -> str:
+    def rel(self, p: Path | str) -> str:
         return os.path.relpath(p, self.project.root)
 
-    def note(self, kind: str, package: str, path: Path | None = None, detail: str = "") -> None:
+    def note(self, kind: str, package: str, path: Path | str | None = None, detail: str = "") -> None:
         self.findings.append(Finding(kind, package, self.rel(path) if path else "", detail))
 
     def cache(self) -> Any:
@@ -235,8 +236,9 @@ class _VenvCheck:
                           "files cannot be verified; remove .venv and run `pypm sync` to rebuild it")
                 return None
         if recorded and recorded != tree.root:
-            self.note("package", label, dist.dist_info / "pypm_source.json", f"its install record names Merkle root {recorded[:16]}…, but "
-                      f"the tree of {tree.wheel} is {tree.root[:16]}…")
+            self.note("package", label, dist.dist_info / "pypm_source.json",
+                      f"its install record names Merkle root {recorded[:16]}…, but the tree of {tree.wheel} is "
+                      f"{tree.root[:16]}…")
         return tree
 
     # ---- expected files of one dist
@@ -272,10 +274,10 @@ class _VenvCheck:
             self._own_foreign(dist, label)
             return
         data_name = info_name[: -len(".dist-info")] + ".data"
-        root_dest = info.parent
+        root_dest = str(info.parent)
         lay = self.layout
-        schemes = {"purelib": lay.purelib, "platlib": lay.platlib, "scripts": lay.scripts, "data": lay.data,
-                   "headers": lay.headers / _metadata_name_version(info)[0]}
+        schemes = {"purelib": str(lay.purelib), "platlib": str(lay.platlib), "scripts": str(lay.scripts),
+                   "data": str(lay.data), "headers": str(lay.headers / _metadata_name_version(info)[0])}
         for path, digest in tree.files.items():
             top, _, rest = path.partition("/")
             if top == info_name and rest in _INSTALLER_OWNED:
@@ -284,23 +286,23 @@ class _VenvCheck:
                 scheme, _, sub = rest.partition("/")
                 if scheme not in schemes or not sub:
                     continue  # the installer refuses such a wheel; nothing of it was installed
-                dst = schemes[scheme] / sub
+                dst = os.path.join(schemes[scheme], sub)
                 if scheme == "scripts":
                     body = tree.script_bodies.get(path)
                     self._expect(dst, _Expect("script", body, label) if body else _Expect("sha", digest, label))
                     continue
                 if scheme in ("purelib", "platlib"):
-                    self._anchor(schemes[scheme], dst, label)
+                    self._anchor(schemes[scheme], sub, label)
                 self._expect(dst, _Expect("sha", digest, label))
             else:
-                dst = root_dest / path
-                self._anchor(root_dest, dst, label)
-                self._expect(dst, _Expect("sha", digest, label))
-        self._expect(info / "RECORD", _Expect("present", owner=label))
-        self._expect(info / "INSTALLER", _Expect("sha", hashlib.sha256(b"pypm\n").hexdigest(), label))
+                self._anchor(root_dest, path, label)
+                self._expect(os.path.join(root_dest, path), _Expect("sha", digest, label))
+        d = str(info)
+        self._expect(os.path.join(d, "RECORD"), _Expect("present", owner=label))
+        self._expect(os.path.join(d, "INSTALLER"), _Expect("sha", hashlib.sha256(b"pypm\n").hexdigest(), label))
         for fn in ("REQUESTED", "direct_url.json", "pypm_source.json"):
-            self._expect(info / fn, _Expect("optional", owner=label))
-        self._anchor(root_dest, info / "RECORD", label)
+            self._expect(os.path.join(d, fn), _Expect("optional", owner=label))
+        self._anchor(root_dest, info.name, label)
         # entry-point scripts are generated: expect exactly what the installer generates from the
         # dist's entry_points.txt (itself checked against the tree above)
         ep = info / "entry_points.txt"
@@ -312,20 +314,20 @@ class _VenvCheck:
                         text = _script_text(lay.python, value)
                     except ValueError:
                         continue
-                    self._expect(lay.scripts / script, _Expect("sha", hashlib.sha256(text).hexdigest(), label))
+                    self._expect(os.path.join(lay.scripts, script), _Expect("sha", hashlib.sha256(text).hexdigest(),
+                                                                            label))
 
-    def _expect(self, path: Path, e: _Expect) -> None:
+    def _expect(self, path: str, e: _Expect) -> None:
         prev = self.expected.get(path)
         if prev is not None and prev.owner != e.owner and e.how not in ("optional", "present"):
             self.note("package", e.owner, path, f"also installed by {prev.owner}: one overwrote the other")
         self.expected[path] = e
 
-    def _anchor(self, base: Path, dst: Path, label: str) -> None:
-        try:
-            first = dst.relative_to(base).parts[0]
-        except (ValueError, IndexError):
-            return
-        self.anchors.setdefault(base / first, set()).add(label)
+    def _anchor(self, base: str, rel: str, label: str) -> None:
+        """`rel` (a path below `base`) makes its first component belong to `label`."""
+        first = rel.split("/", 1)[0]
+        if first and first not in (".", ".."):
+            self.anchors.setdefault(os.path.join(base, first), set()).add(label)
 
     def _own_foreign(self, dist: Any, label: str) -> None:
         """Files of a dist we cannot verify are still its own (not reported as added, one by one)."""
@@ -334,36 +336,38 @@ class _VenvCheck:
         info = dist.dist_info
         if info is None:
             return
-        self._anchor(info.parent, info, label)
+        base = str(info.parent)
+        self._anchor(base, info.name, label)
         try:
             rows = parse_record((info / "RECORD").read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
             return
         for path, _, _ in rows:
-            p = Path(os.path.normpath(info.parent / path))
+            p = os.path.normpath(os.path.join(base, path))
             self.expected.setdefault(p, _Expect("optional", owner=label))
-            self._anchor(info.parent, p, label)
+            rel = os.path.relpath(p, base)
+            if not rel.startswith(".."):
+                self._anchor(base, rel, label)
 
     # ---- the walk for added files
-    def _pyc_ok(self, p: Path) -> bool:
-        if p.parent.name != "__pycache__":
-            return False
-        m = _PYC.match(p.name)
-        return bool(m) and (p.parent.parent / f"{m.group('stem')}.py") in self.expected
+    def _pyc_ok(self, p: str) -> bool:
+        cache_dir, name = os.path.split(p)
+        src_dir, cache_name = os.path.split(cache_dir)
+        m = _PYC.match(name) if cache_name == "__pycache__" else None
+        return bool(m) and os.path.join(src_dir, f"{m.group('stem')}.py") in self.expected  # type: ignore[union-attr]
 
     def added(self) -> None:
-        seen: set[Path] = set()
+        seen: set[str] = set()
 
-        def walk(top: Path, owner: str) -> None:
-            if top.is_symlink() or not top.is_dir():
+        def walk(top: str, owner: str) -> None:
+            if os.path.islink(top) or not os.path.isdir(top):
                 if top not in self.expected and top not in seen and not self._pyc_ok(top):
                     seen.add(top)
                     self.note("added", owner, top)
                 return
             for dirpath, dirnames, filenames in os.walk(top):
-                d = Path(dirpath)
-                for n in filenames + [x for x in dirnames if (d / x).is_symlink()]:
-                    p = d / n
+                for n in filenames + [x for x in dirnames if os.path.islink(os.path.join(dirpath, x))]:
+                    p = os.path.join(dirpath, n)
                     if p in self.expected or p in seen or self._pyc_ok(p):
                         continue
                     seen.add(p)
@@ -372,20 +376,21 @@ class _VenvCheck:
         for anchor, owners in sorted(self.anchors.items()):
             walk(anchor, ", ".join(sorted(owners)))
         lay = self.layout
-        for base in dict.fromkeys([lay.purelib, lay.platlib]):
+        for base in dict.fromkeys([str(lay.purelib), str(lay.platlib)]):
             try:
-                entries = sorted(base.iterdir())
+                entries = sorted(os.listdir(base))
             except FileNotFoundError:
                 continue
-            for p in entries:
-                if p not in self.anchors:
-                    walk(p, NO_PACKAGE)
+            for n in entries:
+                if os.path.join(base, n) not in self.anchors:
+                    walk(os.path.join(base, n), NO_PACKAGE)
         try:
-            scripts = sorted(lay.scripts.iterdir())
+            scripts = sorted(os.listdir(lay.scripts))
         except FileNotFoundError:
             scripts = []
-        for p in scripts:
-            if p not in self.expected and p not in seen and not _VENV_OWN_SCRIPT.match(p.name):
+        for n in scripts:
+            p = os.path.join(lay.scripts, n)
+            if p not in self.expected and p not in seen and not _VENV_OWN_SCRIPT.match(n):
                 seen.add(p)
                 self.note("added", NO_PACKAGE, p)
 
@@ -393,8 +398,16 @@ class _VenvCheck:
     def check_files(self) -> int:
         items = sorted(self.expected.items())
         workers = min(8, 2 * (os.cpu_count() or 1))
+        # Batches, not one future per file: with tens of thousands of small files the executor's
+        # own overhead would otherwise cost more than reading them.
+        step = max(64, len(items) // (workers * 4) + 1)
+        batches = [items[i:i + step] for i in range(0, len(items), step)]
+
+        def run(batch: list[tuple[str, _Expect]]) -> list[str | None]:
+            return [_check_one(p, e, self.shebang) for p, e in batch]
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pypm-verify") as ex:
-            results = list(ex.map(lambda kv: _check_one(kv[0], kv[1], self.shebang), items, chunksize=64))
+            results = [r for rs in ex.map(run, batches) for r in rs]
         for (path, e), r in zip(items, results):
             if r is not None:
                 self.note(r, e.owner, path)
@@ -410,6 +423,7 @@ def verify_venv(ctx: Any, project: Any, lock: Lock) -> tuple[list[Finding], int,
         dists = installed_distributions(check.layout)
         for name in sorted(dists):
             check.add_dist(dists[name])
+        _missing_packages(ctx, project, lock, check, dists)
         n = check.check_files()
         check.added()
     finally:
@@ -418,6 +432,38 @@ def verify_venv(ctx: Any, project: Any, lock: Lock) -> tuple[list[Finding], int,
     order = {"package": 0, "modified": 1, "missing": 2, "added": 3}
     check.findings.sort(key=lambda f: (f.package == NO_PACKAGE, f.package, order.get(f.kind, 9), f.path))
     return check.findings, n, len(dists)
+
+
+def _missing_packages(ctx: Any, project: Any, lock: Lock, check: _VenvCheck, dists: dict[str, Any]) -> None:
+    """Locked packages the venv's selection needs that are not installed at all (a whole dist
+    removed leaves no file behind to be reported missing). The selection and interpreter are
+    the last sync's (state.json), and only when that sync used this pypm.lock."""
+    from .interpreter import query_interpreter
+    from .selection import Selection, select_packages
+    from .venvstate import read_state
+
+    state = read_state(check.venv) or {}
+    sel, exe = state.get("selection"), (state.get("interpreter") or {}).get("executable")
+    lock_sha = hashlib.sha256((project.root / LOCK_NAME).read_bytes()).hexdigest()
+    if not isinstance(sel, dict) or not exe or state.get("lock-sha256") != lock_sha:
+        ctx.info("note: .venv was not synced from this pypm.lock (or has no state.json): whole packages missing "
+                 "from it are not reported; `pypm sync` brings it in line")
+        return
+    try:
+        selection = Selection(main=bool(sel.get("main", True)), extras=frozenset(sel.get("extras", ())),
+                              groups=frozenset(sel.get("groups", ())),
+                              include_project=bool(sel.get("include-project", True)))
+        wanted = select_packages(lock, selection, env=dict(query_interpreter(exe).markers))
+    except (PypmError, TypeError) as e:
+        ctx.info(f"note: cannot tell which packages .venv should hold ({e}); whole missing packages not reported")
+        return
+    root = lock.root()
+    if root is not None and selection.include_project and not project.is_virtual:
+        wanted = [*wanted, root]
+    for p in wanted:
+        if canonical_name(p.name) not in dists:
+            check.note("missing", f"{canonical_name(p.name)} {p.version}",
+                       detail="the whole package: pypm.lock selects it for this venv and it is not installed")
 
 
 # --------------------------------------------------------------------------- --lock

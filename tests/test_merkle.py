@@ -110,7 +110,8 @@ def test_tree_of_extracted_wheel_equals_tree_of_archive(tmp_path):
         names = {i.filename for i in zf.infolist() if not i.is_dir()}
         assert set(a.files) == names  # every file, RECORD included
         assert a.files["alpha/x/y.py"] == hashlib.sha256(zf.read("alpha/x/y.py")).hexdigest()
-        assert a.files["alpha-1.0.dist-info/RECORD"] == hashlib.sha256(zf.read("alpha-1.0.dist-info/RECORD")).hexdigest()
+        record = "alpha-1.0.dist-info/RECORD"
+        assert a.files[record] == hashlib.sha256(zf.read(record)).hexdigest()
     assert a.script_bodies == {"alpha-1.0.data/scripts/tool": hashlib.sha256(b"print('tool')\n").hexdigest()}
 
 

@@ -245,3 +245,16 @@ def test_sdist_built_and_editable_installs_are_verified_against_the_wheel_pypm_b
     assert r.returncode == 1
     assert sorted(lines(r)) == [f"modified app 0.1.0 {(sp / 'app' / '__init__.py').relative_to(project)}",
                                 f"modified proj 0.1.0 {(sp / '_app_editable.pth').relative_to(project)}"]
+
+
+def test_a_whole_package_removed_is_reported(pypm, synced):
+    project, _, _, _ = synced
+    sp = site_packages(project / ".venv")
+    import shutil
+
+    shutil.rmtree(sp / "beta")
+    shutil.rmtree(sp / "beta-2.0.dist-info")
+    r = verify(pypm, project)
+    assert r.returncode == 1
+    assert lines(r) == ["missing beta 2.0 the whole package: pypm.lock selects it for this venv and it is not "
+                        "installed"]

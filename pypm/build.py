@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 from .errors import BuildError, ExitCode
 
 __all__ = ["build_wheel", "build_command", "read_build_system", "build_key", "cached_build", "remember_build",
-           "sdist_epoch", "project_epoch", "build_environment", "BUILD_FORMAT"]
+           "sdist_epoch", "project_epoch", "build_environment", "BUILD_FORMAT", "discover_build_requires",
+           "build_packages_of", "network_allowed", "mark_build_network"]
 
 # PEP 517: a project without [build-system] is built with setuptools' legacy backend.
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
@@ -192,8 +193,12 @@ def _unpack_sdist(path: Path, dest: Path) -> Path:
 
 def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[Any], interpreter: Any,
            cache: Any, link_mode: str | None, fetchers: Sequence[Any], label: str | None, network: bool,
-           epoch: int | None, sdist: Path | None = None) -> Path:
-    """Build `kind` ("wheel" | "editable" | "sdist") of `source` (or of the archive `sdist`)."""
+           epoch: int | None, sdist: Path | None = None, requires_only: bool = False) -> Any:
+    """Build `kind` ("wheel" | "editable" | "sdist") of `source` (or of the archive `sdist`); its path.
+
+    `requires_only`: run only get_requires_for_build_<kind> and return the requirements it
+    names that `build_packages` do not satisfy (what `pypm lock` adds to the build set).
+    """
     from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
     from .build_sandbox import OUT_INSIDE, SRC_INSIDE, BuildBox, hook_runner
@@ -234,10 +239,13 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
                 extra = hooks.get_requires_for_build_editable() if kind == "editable" \
                     else hooks.get_requires_for_build_wheel()
             missing = _missing(extra, env_dir, interpreter)
+            if requires_only:
+                return missing
             if missing:
                 raise BuildError(f"the build backend {backend} of {label or source} also needs {', '.join(missing)}, "
                                  "which the lock's build dependencies do not provide",
-                                 hint="add them to [build-system] requires and run `pypm lock`")
+                                 hint="re-lock with `pypm lock` (it asks an sdist's backend what it needs); for "
+                                 "the project, add them to [build-system] requires")
             # The hooks are given the directory as the sandbox sees it (pyproject_hooks only abspath()s it).
             if kind == "sdist":
                 name = hooks.build_sdist(OUT_INSIDE)
@@ -313,6 +321,17 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
     return _build(source, out_dir, kind="editable" if editable else "wheel", build_packages=build_packages,
                   interpreter=interpreter, cache=cache, link_mode=link_mode, fetchers=fetchers, label=label,
                   network=network, epoch=source_date_epoch, sdist=sdist)
+
+
+def discover_build_requires(sdist: Path, *, build_packages: Sequence[Any], interpreter: Any, cache: Any,
+                            network: bool = False, label: str | None = None) -> list[str]:
+    """What the sdist's backend asks for through get_requires_for_build_wheel (run in the
+    sandbox, with `build_packages` installed) beyond what those packages provide."""
+    with tempfile.TemporaryDirectory(prefix="pypm-requires-") as out:
+        missing = _build(sdist, Path(out), kind="wheel", build_packages=build_packages, interpreter=interpreter,
+                         cache=cache, link_mode=None, fetchers=(), label=label, network=network, epoch=None,
+                         sdist=sdist, requires_only=True)
+    return list(missing)
 
 
 def build_packages_of(lock: Any, pkg: Any) -> list[Any]:
@@ -476,3 +495,34 @@ def mark_build_network(ctx: Any, project: Any, packages: Sequence[Any]) -> None:
             if canonical_name(v) not in names:
                 ctx.info(f"warning: {project.pyproject}: [tool.pypm.build] network names {v}, "
                          "which is not in the lock")
+
+
+def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup: Any, state: dict) -> list[str]:
+    """For `pypm lock`: what the backend of the sdist-only package `pkg` asks for (its
+    get_requires_for_build_wheel, run in the sandbox with the build set `deps` already locked)
+    beyond that set. `lookup(name, version)` finds a locked package; `state` is shared between
+    calls of one lock (the interpreter, found once). Failures are warnings: the build itself
+    checks again and names what is missing."""
+    from .cache import Cache
+    from .errors import PypmError
+    from .interpreter import find_interpreter
+
+    class _Lock:
+        get = staticmethod(lookup)
+
+    class _Pkg:
+        name, build_dependencies = pkg.name, list(deps)
+
+    label = f"{pkg.name}=={pkg.version} ({pkg.sdist.filename})"
+    try:
+        if "interpreter" not in state:
+            state["interpreter"] = find_interpreter(project.tool.python, state.get("requires_python"))
+        with Cache(offline=bool(state.get("offline", False)), base_dir=project.root) as cache:
+            sdist = cache.fetch(pkg.sdist, package=pkg.name)
+            return discover_build_requires(sdist, build_packages=build_packages_of(_Lock, _Pkg),
+                                           interpreter=state["interpreter"], cache=cache,
+                                           network=network_allowed(project, pkg.name), label=label)
+    except PypmError as e:
+        ctx.info(f"warning: could not ask the build backend of {label} what else it needs to build: "
+                 f"{e.message.splitlines()[0]}")
+        return []

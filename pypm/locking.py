@@ -422,6 +422,9 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
         memo[requires] = [_dep(e) for e in res.root_dependencies]
         return memo[requires]
 
+    from .build import backend_extras
+
+    state = {"requires_python": requires_python, "offline": bool(getattr(client, "offline", False))}
     queue: list[LockedPackage] = [p for p in packages if not p.is_root]
     if project.build_system is not None:
         reqs = tuple(project.build_system.get("requires", ()) or ())
@@ -435,7 +438,11 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
             continue
         reqs = _sdist_build_requires(client, p)
         deps = lock_set(reqs, f"{p.name} {p.version}")
-        if deps:
+        if deps is not None:
+            # Issue 5: ask the backend (in the sandbox) what else it needs; lock that set instead.
+            extra = backend_extras(ctx, project, p, deps, lambda n, v: by_key.get((canonical_name(n), v)), state)
+            if extra:
+                deps = lock_set(tuple(reqs) + tuple(extra), f"{p.name} {p.version}") or deps
             p.build_dependencies = deps
 
 

@@ -401,3 +401,34 @@ def test_pypm_build_refuses_unlocked_build_dependencies(pypm, dists, index_serve
     assert r.returncode == 3, r.stderr
     assert "pins no build dependencies for the project proj (setuptools>=68)" in r.stderr, r.stderr
     assert "hint:" in r.stderr and not (project / "dist").exists()
+
+
+# --------------------------------------------------------------------------- get_requires_for_build_* at lock time
+
+def test_lock_records_what_an_sdist_backend_asks_for(pypm, dists, index_server, tmp_path) -> None:
+    backend = (f"{MINI_WHEEL}\n"
+               "def get_requires_for_build_wheel(config_settings=None):\n"
+               "    return ['buildextra>=1']\n"
+               "def build_wheel(d, c=None, m=None):\n"
+               "    import buildhelper, buildextra  # both must be in the build env\n"
+               "    return write_wheel(d, 'asks', {'asks/__init__.py': b'EXTRA = %r\\n' % buildextra.X})\n")
+    dists.sdist("asks", "1.0", build_requires=(), extra_files={
+        "pyproject.toml": '[build-system]\nrequires = ["buildhelper"]\nbuild-backend = "_backend"\n'
+                          'backend-path = ["."]\n',
+        "_backend.py": backend,
+    })
+    dists.wheel("buildhelper", "1.0")
+    dists.wheel("buildextra", "2.0", modules={"buildextra/__init__.py": "X = 'two'\n"})
+    server = index_server()
+    project = write_project(tmp_path / "p", deps=["asks"], tool=f'index-url = "{server.url}"\n')
+    r = pypm("lock", cwd=project)
+    assert r.returncode == 0, r.stderr
+    from pypm.lockfile import loads
+
+    lock = loads((project / "pypm.lock").read_text())
+    [asks] = [p for p in lock.packages if p.name == "asks"]
+    assert sorted((d.name, d.version) for d in asks.build_dependencies) == [("buildextra", "2.0"), ("buildhelper", "1.0")]
+    r = pypm("sync", "--locked", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert installed(project / ".venv") == {"asks": "1.0"}
+    assert (site_packages(project / ".venv") / "asks" / "__init__.py").read_text() == "EXTRA = 'two'\n"

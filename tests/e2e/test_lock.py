@@ -100,9 +100,11 @@ def test_lock_is_correct_deterministic_and_upgrades_only_what_is_asked(pypm, wor
         for f in pkg.files():
             assert HEX64.match(f.sha256) and f.size and f.size > 0, (pkg.name, f)
     assert one(text, "srconly").sdist is not None
-    # PEP 658 metadata files were used: no wheel was downloaded to read its METADATA.
+    # PEP 658 metadata files were used: no wheel was downloaded to read its METADATA. (The one
+    # exception is srconly's build env: setuptools is fetched to ask its backend, in the sandbox,
+    # what else it needs to build -- issue 5.)
     wheel_gets = [path for method, path, _ in server.requests if path.endswith(".whl") and method == "GET"]
-    assert wheel_gets == [], wheel_gets
+    assert wheel_gets in ([], ["/files/setuptools-70.0-py3-none-any.whl"]), wheel_gets
 
     # Second run: nothing to do, byte-identical; --refresh re-resolves to the same bytes too.
     server.clear_requests()

@@ -213,11 +213,14 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
             source = _unpack_sdist(sdist, tmp / "src")
             source_inside = f"{SRC_INSIDE}/{source.name if source != tmp / 'src' else 'source'}"
             epoch = sdist_epoch(sdist) if epoch is None else epoch
+            protect = ()
         else:
             # The project is seen at its real path: an editable wheel points there.
             source = Path(source).resolve()
             source_inside = str(source)
             epoch = project_epoch(source) if epoch is None else epoch
+            protect = tuple(str(source / n) for n in (".venv", ".git")
+                            if (source / n).exists() and not (source / n).is_symlink())
         what = {"wheel": "a wheel", "editable": "an editable wheel", "sdist": "an sdist"}[kind]
         what = f"{what} of {label or source}"
         _requires, backend, backend_path = read_build_system(source)
@@ -229,7 +232,7 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         work.mkdir()
         box = BuildBox(source=source, source_inside=source_inside, env_dir=env_dir, out_dir=work,
                        log_path=tmp / "build.log", source_date_epoch=epoch, network=network,
-                       cache_dir=str(getattr(cache, "root", None) or cache_dir()))
+                       cache_dir=str(getattr(cache, "root", None) or cache_dir()), protect=protect)
         hooks = BuildBackendHookCaller(str(source), backend, backend_path=backend_path,
                                        python_executable=str(env_dir / "bin" / "python"), runner=hook_runner(box))
         try:

@@ -7,6 +7,7 @@ place inside a new root and runs it with `sandbox.run`:
     /build/env       the build venv (read-only; hard links into the verified wheel cache)
     /build/src/NAME  an unpacked sdist (read-write); the project is bound at its real path
                      instead, because an editable wheel must point at where the code is
+                     (its .venv and .git read-only)
     /build/out       where the hook writes its wheel/sdist (read-write)
     /build/control   pyproject_hooks' input.json/output.json (read-write)
     /build/hooks     pyproject_hooks' _in_process.py (read-only)
@@ -57,6 +58,9 @@ class BuildBox:
     network: bool = False
     cache_dir: str | None = None  # the seccomp program cache
     runs: list[str] = field(default_factory=list)  # hook names run, in order (for messages and tests)
+    # Host paths inside `source` that stay read-only (the project's .venv and .git): a build of
+    # the project may write its tree, not the environment it is being installed into.
+    protect: tuple[str, ...] = ()
 
     def inside(self, host_path: str) -> str:
         """A host path under one of the bound trees -> the same path inside the sandbox."""
@@ -98,7 +102,7 @@ def make_policy(box: BuildBox, *, control_dir: str, script: str, cwd: str, extra
         interpreter_prefixes=interpreter_prefixes(venv=str(box.env_dir)),
         venv=None, project=None, cwd=cwd, network="host" if box.network else "none",
         binds=[(str(box.source), box.source_inside), (str(box.out_dir), OUT_INSIDE), (control_dir, CONTROL_INSIDE)],
-        ro_binds=[(str(box.env_dir), ENV_INSIDE), (script, HOOKS_INSIDE)],
+        ro_binds=[(str(box.env_dir), ENV_INSIDE), (script, HOOKS_INSIDE)] + [(p, box.inside(p)) for p in box.protect],
         env=_environment(box, extra), profile="default", shell="/bin/sh",
     )
 

@@ -213,6 +213,24 @@ def test_build_wheel_of_a_tree_runs_in_the_sandbox(tmp_path: Path, interp, priva
     assert list(private_tmp.iterdir()) == []  # the build env, the log, the sandbox root: all gone
 
 
+def test_project_build_cannot_touch_its_venv_or_git(tmp_path: Path, interp, private_tmp: Path) -> None:
+    from pypm.cache import Cache
+
+    src = _tree(tmp_path / "proj")
+    (src / ".venv").mkdir()
+    (src / ".git").mkdir()
+    (src / "be.py").write_text(BACKEND.replace("    if os.environ.get", """    for d in (".venv", ".git"):
+        try:
+            open(os.path.join(d, "pwned"), "w").close()
+        except OSError as e:
+            print(d, "refused:", e.strerror)
+    if os.environ.get"""))
+    with Cache(tmp_path / "cache") as cache:
+        build_wheel(src, tmp_path / "dist", editable=False, build_packages=[], interpreter=interp, cache=cache)
+    assert list((src / ".venv").iterdir()) == [] and list((src / ".git").iterdir()) == []
+    assert (src / "made-by-build.txt").is_file()  # the rest of the tree stays writable
+
+
 def test_build_wheel_failure_carries_the_output_and_cleans_up(tmp_path: Path, interp, private_tmp: Path) -> None:
     from pypm.cache import Cache
 

@@ -119,9 +119,11 @@ def run_sandboxed(ctx: Any, project: Any, venv: Path, argv: Sequence[str], env: 
             print(policy.to_text())
             print("command:    " + " ".join(argv))
             return 0
-        from .config import cache_dir
+        # sandbox's default cache dir is pypm.config.cache_dir() on Linux (PYPM_CACHE_DIR, else
+        # XDG_CACHE_HOME/pypm, else ~/.cache/pypm), without pypm.config's configparser import.
+        from sandbox.seccomp import default_cache_dir
 
         ctx.debug(f"sandbox: {' '.join(argv)} (network {policy.network}, seccomp {policy.seccomp})")
-        return sandbox.run(policy, list(argv), cache_dir=str(cache_dir()))
+        return sandbox.run(policy, list(argv), cache_dir=default_cache_dir())
     except sandbox.SandboxError as e:
         raise _err(e) from None

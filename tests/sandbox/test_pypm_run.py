@@ -336,3 +336,16 @@ def test_path_dependencies_on_sys_path_are_visible_read_only(pypm, app, tmp_path
     r = pypm("run", "--frozen", "python", "-c", code, cwd=project)
     assert r.stdout == f"shared {lib / 'shared'}\n", r.stderr
     assert r.returncode == 1 and "Read-only file system" in r.stderr
+
+
+def test_the_sandboxed_hot_path_imports_nothing_heavy(pypm, app) -> None:
+    project = app()
+    r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project)
+    assert r.returncode == 0, r.stderr
+    r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "sandbox.runner" in imported  # it did run sandboxed, through the fast path
+    for heavy in ("httpx", "resolvelib", "rich", "pypm.index", "pypm.resolver", "pypm.http", "pyseccomp",
+                  "configparser", "pypm.sync"):
+        assert heavy not in imported, heavy

@@ -284,6 +284,12 @@ def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
 
     if opts.dry_run and not (opts.locked or opts.frozen):
         # --dry-run changes nothing, pypm.lock included: plan against the lock as it is.
+        from .errors import LockError
+        lock_path = project.root / "pypm.lock"
+        if not lock_path.exists():
+            # Not the --frozen wording: the user never asked for --frozen.
+            raise LockError(f"{lock_path} does not exist, and --dry-run does not create one",
+                            hint="run `pypm lock` first (or `pypm sync` without --dry-run)")
         try:
             return ensure_lock(ctx, project, locked=True, frozen=False, offline=opts.offline)
         except StaleLockError:

@@ -535,6 +535,12 @@ def test_sync_locks_when_needed_and_locked_refuses_a_stale_lock(pypm, dists, ind
     dists.wheel("gamma", "1.0")
     server = index_server()
     project = write_project(tmp_path / "p", deps=["alpha"], tool=f'index-url = "{server.url}"\n')
+    # no pypm.lock at all: --dry-run says so (not the --frozen wording) and creates nothing
+    r = pypm("sync", "--dry-run", cwd=project)
+    assert r.returncode == 3, r.stderr  # ExitCode.PROJECT
+    assert "does not exist, and --dry-run does not create one" in r.stderr and "pypm lock" in r.stderr, r.stderr
+    assert "--frozen" not in r.stderr, r.stderr
+    assert not (project / "pypm.lock").exists() and not (project / ".venv").exists()
     r = pypm("sync", cwd=project)
     assert r.returncode == 0, r.stderr
     assert (project / "pypm.lock").is_file()

@@ -337,27 +337,39 @@ def discover_build_requires(sdist: Path, *, build_packages: Sequence[Any], inter
     return list(missing)
 
 
-def build_packages_of(lock: Any, pkg: Any) -> list[Any]:
+def build_packages_of(lock: Any, pkg: Any, env: Mapping[str, str] | None = None) -> list[Any]:
     """The locked packages that make up `pkg`'s build environment: its build-dependencies and
-    their runtime closure."""
+    their runtime closure (through `dependencies`, and `optional-dependencies` for an edge with
+    extras). With `env` (the target interpreter's PEP 508 environment), edges whose marker
+    does not hold there are left out, as sync leaves them out of the venv."""
+    from packaging.markers import Marker
+
     from .errors import LockError
     from .lockfile import canonical_name
 
     if pkg is None:
         return []
+    menv = dict(env, extra="") if env is not None else None
     out: dict[tuple[str, str], Any] = {}
+    extras_done: set[tuple[tuple[str, str], str]] = set()
     stack = list(pkg.build_dependencies)
     while stack:
         d = stack.pop()
-        key = (canonical_name(d.name), d.version)
-        if key in out:
+        if menv is not None and d.marker and not Marker(d.marker).evaluate(menv):
             continue
-        p = lock.get(d.name, d.version)
+        key = (canonical_name(d.name), d.version)
+        p = out.get(key) or lock.get(d.name, d.version)
         if p is None:
             raise LockError(f"pypm.lock names {d.name}=={d.version} as a build dependency of {pkg.name} "
                             "but has no such package", hint="re-create it with `pypm lock`")
-        out[key] = p
-        stack.extend(p.dependencies)
+        for extra in d.extras:
+            if (key, canonical_name(extra)) not in extras_done:
+                extras_done.add((key, canonical_name(extra)))
+                opt = p.optional_dependencies
+                stack.extend(opt.get(canonical_name(extra)) or opt.get(extra) or [])
+        if key not in out:
+            out[key] = p
+            stack.extend(p.dependencies)
     return sorted(out.values(), key=lambda p: p.key)
 
 
@@ -429,21 +441,25 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
     lock = ensure_lock(ctx, project, locked=bool(getattr(args, "locked", False)),
                        frozen=bool(getattr(args, "frozen", False)), offline=bool(getattr(args, "offline", False)))
     root = lock.root()
-    packages = build_packages_of(lock, root)
     requires = list((project.build_system or {}).get("requires", ()) or ())
-    if requires and not packages:
+    if requires and not (root is not None and root.build_dependencies):
         from .errors import LockError
 
         raise LockError(f"pypm.lock pins no build dependencies for the project {project.name} "
                         f"({', '.join(requires)}): a build would not use locked bits",
                         hint="make [build-system] requires resolvable (see the warning of `pypm lock`), "
                         "then run `pypm lock`")
+    interp = find_interpreter(getattr(args, "python", None) or project.tool.python, project.requires_python)
+    packages = build_packages_of(lock, root, interp.markers)
     from .plan import refuse_unhashed
 
     refuse_unhashed(packages)
     network = network_allowed(project, project.normalized_name) or bool(root is not None and root.build_network)
-    interp = find_interpreter(getattr(args, "python", None) or project.tool.python, project.requires_python)
     made: list[Path] = []
+    if project.tool.plugins:
+        from . import plugins
+
+        plugins.fire(project, "pre-build", venv=None, interpreter=str(interp.executable))
     with Cache(offline=bool(getattr(args, "offline", False)), base_dir=project.root) as cache:
         common = dict(build_packages=packages, interpreter=interp, cache=cache, label=f"the project {project.name}",
                       network=network, link_mode=None, fetchers=())
@@ -458,6 +474,10 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
             else:
                 wheel = _build(project.root, out_dir, kind="wheel", epoch=epoch, **common)  # type: ignore[arg-type]
             made.append(wheel)
+    if project.tool.plugins:
+        from . import plugins
+
+        plugins.fire(project, "post-build", venv=None, interpreter=str(interp.executable))
     for m in made:
         print(m)
     ctx.info(f"Built {', '.join(m.name for m in made)} in {out_dir} (in the sandbox"
@@ -522,7 +542,8 @@ def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup
             state["interpreter"] = find_interpreter(project.tool.python, state.get("requires_python"))
         with Cache(offline=bool(state.get("offline", False)), base_dir=project.root) as cache:
             sdist = cache.fetch(pkg.sdist, package=pkg.name)
-            return discover_build_requires(sdist, build_packages=build_packages_of(_Lock, _Pkg),
+            env = state["interpreter"].markers
+            return discover_build_requires(sdist, build_packages=build_packages_of(_Lock, _Pkg, env),
                                            interpreter=state["interpreter"], cache=cache,
                                            network=network_allowed(project, pkg.name), label=label)
     except PypmError as e:

@@ -244,3 +244,30 @@ def test_build_wheel_failure_carries_the_output_and_cleans_up(tmp_path: Path, in
     assert ei.value.exit_code == 10
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
     assert list(private_tmp.iterdir()) == []
+
+
+def test_build_packages_follow_markers_and_extras() -> None:
+    from pypm.build import build_packages_of
+    from pypm.lockfile import Dependency, Lock
+
+    def pkg(name: str, **kw) -> LockedPackage:
+        return LockedPackage(name=name, version="1", source={"registry": "http://i/"},
+                             wheels=[FileEntry(f"{name}-1-py3-none-any.whl", "http://i/x", "0" * 64, 1)], **kw)
+
+    scm = pkg("scm", dependencies=[Dependency("tomli", "1", 'python_version < "3.11"'), Dependency("packaging", "1")],
+              optional_dependencies={"toml": [Dependency("tomlkit", "1")]})
+    root = LockedPackage(name="proj", version="0", source={"editable": "."},
+                         build_dependencies=[Dependency("scm", "1", extras=("toml",)),
+                                             Dependency("winonly", "1", 'sys_platform == "win32"')])
+    lock = Lock(requires_python=">=3.9", content_hash="sha256:" + "0" * 64,
+                packages=[root, scm, pkg("tomli"), pkg("packaging"), pkg("tomlkit"), pkg("winonly")])
+    env = {"python_version": "3.11", "python_full_version": "3.11.7", "sys_platform": "linux",
+           "platform_system": "Linux", "os_name": "posix", "platform_machine": "x86_64",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython",
+           "platform_release": "", "platform_version": "", "implementation_version": "3.11.7"}
+    assert [p.name for p in build_packages_of(lock, root, env)] == ["packaging", "scm", "tomlkit"]
+    assert [p.name for p in build_packages_of(lock, root)] == ["packaging", "scm", "tomli", "tomlkit", "winonly"]
+    broken = LockedPackage(name="proj", version="0", source={"editable": "."},
+                           build_dependencies=[Dependency("ghost", "9")])
+    with pytest.raises(Exception, match="ghost==9 as a build dependency of proj"):
+        build_packages_of(lock, broken, env)

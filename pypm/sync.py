@@ -322,7 +322,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     src = source() if callable(source) else source
                     _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
                     wheel = build_wheel(src, Path(tmp) / "wheels", editable=editable,
-                                        build_packages=_build_packages(lock, w.package), interpreter=interp,
+                                        build_packages=_build_packages(lock, w.package, interp), interpreter=interp,
                                         network=_build_network(project, w),
                                         cache=bcache, link_mode=opts.link_mode, fetchers=fetchers, label=label)
                     _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
@@ -333,7 +333,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
 
         def build_deps_key(w: Any) -> list[str]:
             settings = "network" if _build_network(project, w) else "no-network"  # build settings are inputs too
-            return [settings, *(f.sha256 for p in _build_packages(lock, w.package) for f in p.files())]
+            return [settings, *(f.sha256 for p in _build_packages(lock, w.package, interp) for f in p.files())]
 
         unpacked: dict[str, tuple[Path, str]] = {}  # name -> (unpacked tree, wheel filename)
         # Builds run one at a time on a background thread (a build is mostly a backend
@@ -388,27 +388,11 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         raise errors[0]
 
 
-def _build_packages(lock: Any, pkg: Any) -> list[Any]:
-    """The locked packages that make up `pkg`'s build environment, with their runtime closure."""
-    from .errors import LockError
-    from .lockfile import canonical_name
+def _build_packages(lock: Any, pkg: Any, interp: Any) -> list[Any]:
+    """The locked packages that make up `pkg`'s build environment for `interp` (pypm.build)."""
+    from .build import build_packages_of
 
-    if pkg is None:
-        return []
-    out: dict[tuple[str, str], Any] = {}
-    stack = list(pkg.build_dependencies)
-    while stack:
-        d = stack.pop()
-        key = (canonical_name(d.name), d.version)
-        if key in out:
-            continue
-        p = lock.get(d.name, d.version)
-        if p is None:
-            raise LockError(f"pypm.lock names {d.name}=={d.version} as a build dependency of {pkg.name} "
-                            "but has no such package", hint="re-create it with `pypm lock`")
-        out[key] = p
-        stack.extend(p.dependencies)
-    return sorted(out.values(), key=lambda p: p.key)
+    return build_packages_of(lock, pkg, interp.markers)
 
 
 def _build_network(project: Any, w: Any) -> bool:

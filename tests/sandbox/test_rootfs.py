@@ -1,4 +1,4 @@
-"""sandbox.runner's building blocks, in a throwaway user + mount namespace (no full sandbox)."""
+"""sandbox.rootfs and syscalls, in a throwaway user + mount namespace (no full sandbox)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from sandbox import runner, syscalls as sc
+from sandbox import rootfs, syscalls as sc
 
 
 def _in_namespace(fn) -> dict:
@@ -19,9 +19,9 @@ def _in_namespace(fn) -> dict:
         try:
             uid, gid = os.getuid(), os.getgid()
             sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS, "user|mount")
-            runner._write("/proc/self/setgroups", "deny")
-            runner._write("/proc/self/uid_map", f"{uid} {uid} 1\n")
-            runner._write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+            rootfs.write_file("/proc/self/setgroups", "deny")
+            rootfs.write_file("/proc/self/uid_map", f"{uid} {uid} 1\n")
+            rootfs.write_file("/proc/self/gid_map", f"{gid} {gid} 1\n")
             sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
             out = fn()
         except BaseException as e:  # noqa: BLE001 - report anything to the parent
@@ -49,9 +49,9 @@ def test_read_only_binds_cover_submounts_and_flags_stick(tmp_path, fallback) -> 
         sc.mount("tmpfs", str(sub), "tmpfs", 0, "mode=0755")  # a submount inside the source
         sc.mount(str(src), str(dst), None, sc.MS_BIND | sc.MS_REC)
         if fallback:
-            runner._remount_fallback(str(dst), runner._RO)
+            rootfs._remount_fallback(str(dst), rootfs._RO)
         else:
-            runner._lock_flags(str(dst), runner._RO, "dst")
+            rootfs._lock_flags(str(dst), rootfs._RO, "dst")
         out = {}
         for p in (dst, dst / "sub"):
             f = os.statvfs(p).f_flag
@@ -76,11 +76,11 @@ def test_paths_through_an_absolute_symlink_in_the_root_are_refused(tmp_path) -> 
     root.mkdir()
 
     def body() -> dict:
-        runner._LINKS.clear()
-        runner._symlink(str(root), str(tmp_path / "outside"), "/escape")  # /escape -> a host path
+        rootfs._LINKS.clear()
+        rootfs._symlink(str(root), str(tmp_path / "outside"), "/escape")  # /escape -> a host path
         try:
-            runner._mkdirs(str(root), "/escape/x")
-        except runner._Fail as e:
+            rootfs._mkdirs(str(root), "/escape/x")
+        except rootfs.StepFailed as e:
             return {"refused": e.syscall, "err": e.err}
         return {"refused": None}
 

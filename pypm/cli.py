@@ -49,6 +49,10 @@ class Context:
         self.directory = Path(args.directory).resolve() if args.directory else Path.cwd()
         self.verbose: int = args.verbose
         self.quiet: bool = args.quiet
+        if self.quiet:  # plugin messages too (only imported when asked: run's fast path stays lean)
+            from . import plugins
+
+            plugins.set_quiet(True)
 
     def project(self):  # -> pypm.project.Project
         from .project import find_project_root, load_project

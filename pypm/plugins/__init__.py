@@ -14,12 +14,27 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 if TYPE_CHECKING:  # pragma: no cover
     from ..project import Project
 
-__all__ = ["STAGES", "PackageInfo", "fire", "wheel_fetchers", "list_command"]
+__all__ = ["STAGES", "PackageInfo", "fire", "wheel_fetchers", "list_command", "set_quiet", "quiet"]
 
 # The life-cycle stages, in the order a `pypm run` after a fresh clone meets them.
 STAGES = ("pre-lock", "post-lock", "pre-sync", "post-sync", "pre-build", "post-build", "pre-run", "post-run")
 
 Fetcher = Callable[[str, str, Path], bool]
+
+# `pypm -q`, set once by the CLI's Context. Process-wide rather than a parameter of `fire`,
+# because hooks are fired from deep inside lock/sync/build/run (and the fetchers from the
+# cache), none of which otherwise needs to know how loud the command is.
+_quiet = False
+
+
+def set_quiet(flag: bool) -> None:
+    """Plugin messages (`ctx.report`) are kept but not printed while `flag` is true."""
+    global _quiet
+    _quiet = bool(flag)
+
+
+def quiet() -> bool:
+    return _quiet
 
 
 @dataclass(frozen=True)

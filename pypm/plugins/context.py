@@ -27,10 +27,12 @@ class HookContext:
     packages: tuple["PackageInfo", ...]
     config: Mapping[str, Any]  # the [tool.pypm.<plugin_name>] table ({} when absent)
     project: "Project | None" = None
+    quiet: bool = False  # `pypm -q`: keep the messages (a failure's reason) but print none
     messages: list[str] = field(default_factory=list)
 
     def report(self, message: str) -> None:
         """Tell the user something, prefixed with the plugin's name. The last message reported
-        before a failure becomes the reason in pypm's error."""
+        before a failure becomes the reason in pypm's error (printed even with -q)."""
         self.messages.append(message)
-        print(f"{self.plugin_name}: {message}", file=sys.stderr, flush=True)
+        if not self.quiet:
+            print(f"{self.plugin_name}: {message}", file=sys.stderr, flush=True)

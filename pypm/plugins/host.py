@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ExitCode, PluginError
-from . import STAGES, PackageInfo
+from . import STAGES, PackageInfo, quiet
 from .context import HookContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -159,7 +159,7 @@ def _context(project: "Project", plugin: LoadedPlugin, stage: str, venv: Any, lo
     return HookContext(stage=stage, plugin_name=plugin.name, project_root=project.root.absolute(),
                        venv=_path(venv), lock_path=_path(lock_path), interpreter=_path(interpreter),
                        packages=packages, config=dict(project.tool.plugin_config.get(plugin.name, {})),
-                       project=project)
+                       project=project, quiet=quiet())
 
 
 def _failure(plugin: LoadedPlugin, stage: str, reason: str, project_root: Path) -> PluginError:

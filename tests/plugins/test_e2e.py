@@ -118,6 +118,11 @@ def test_python_entry_point_plugin_sees_sync_and_its_failure_aborts(pypm, small,
     assert r.returncode == 9
     assert "error: plugin recorder failed at pre-sync: refusing pre-sync" in r.stderr
     assert snapshot(project / ".venv") == before  # devtool is still there: nothing changed
+    # -q: the plugin's report is not printed, but a failure still names its reason
+    r = pypm("-q", "sync", "--frozen", "--no-dev", cwd=project, env={**env, "PYPM_TEST_FAIL_AT": "pre-sync"})
+    assert r.returncode == 9
+    assert r.stderr.count("refusing pre-sync") == 1, r.stderr
+    assert r.stderr.startswith("error: plugin recorder failed at pre-sync: refusing pre-sync"), r.stderr
 
 
 def test_unknown_plugin_fails_sync_naming_the_search_path(pypm, small) -> None:

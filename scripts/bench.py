@@ -121,7 +121,7 @@ def _poetry_dep(req: str) -> tuple[str, str]:
     return r.name, "{ " + ", ".join(parts) + " }"
 
 
-def write_project(tool: str, ds: Dataset, root: Path, index_url: str) -> None:
+def write_project(tool: str, ds: Dataset, root: Path, index_url: str, python: Path) -> None:
     """The same project, told to each tool in its own words."""
     root.mkdir(parents=True, exist_ok=True)
     deps = list(ds.dependencies)
@@ -144,7 +144,9 @@ def write_project(tool: str, ds: Dataset, root: Path, index_url: str) -> None:
     if ds.dev and tool != "poetry":
         text += f"\n[dependency-groups]\ndev = {_toml_list(ds.dev)}\n"
     if tool == "pypm":
-        text += f"\n[tool.pypm]\nindex-url = {json.dumps(index_url)}\n"
+        # The interpreter in the project (as UV_PYTHON for uv), not as a --python flag, so that
+        # `pypm run` (no flag) sees the venv as current.
+        text += f"\n[tool.pypm]\nindex-url = {json.dumps(index_url)}\npython = {json.dumps(str(python))}\n"
         if ds.find_links:
             text += f"find-links = {_toml_list([str(TORCH_DIR)])}\n"
         text += '\n[tool.pypm.sandbox]\nnetwork = "none"\n'
@@ -199,8 +201,10 @@ class Tool:
         elif self.name == "pip-tools":
             env["PIP_CACHE_DIR"] = str(self.cache / "pip")
         elif self.name == "pdm":
-            env.update(PDM_CACHE_DIR=str(self.cache / "pdm"), PDM_PYTHON=str(self.python),
-                       PDM_CHECK_UPDATE="false", PDM_NON_INTERACTIVE="1")
+            # No PDM_PYTHON: pointed at a base interpreter it switches PDM to PEP 582
+            # (__pypackages__) instead of a venv; PATH already starts with the interpreter.
+            env.update(PDM_CACHE_DIR=str(self.cache / "pdm"), PDM_CHECK_UPDATE="false",
+                       PDM_NON_INTERACTIVE="1")
         elif self.name == "poetry":
             env.update(POETRY_CACHE_DIR=str(self.cache / "poetry"),
                        POETRY_CONFIG_DIR=str(self.home / "config" / "poetry"),
@@ -236,7 +240,7 @@ class Tool:
                          "--no-deps", "--require-hashes", "-r", "requirements.txt"])
             return cmds
         return [{
-            "pypm": [str(b / "pypm"), "-q", "sync", "--python", str(self.python)],
+            "pypm": [str(b / "pypm"), "-q", "sync"],  # the interpreter: [tool.pypm] python
             "uv": [str(b / "uv"), "sync", "-q"],
             "pdm": [str(b / "pdm"), "sync", "-q"],
             "poetry": [str(b / "poetry"), "sync", "-q", "--no-root"],
@@ -375,6 +379,12 @@ def measure(argvs: list[list[str]], cwd: Path, env: dict[str, str]) -> Sample:
     return Sample(total, peak / 2**20, True)
 
 
+def wipe_env(root: Path) -> None:
+    """The project's environment, whatever form the tool gave it."""
+    for name in (".venv", "__pypackages__", ".pdm-python"):
+        wipe(root / name)
+
+
 def wipe(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
@@ -387,7 +397,6 @@ def wipe(path: Path) -> None:
 def prepare(tool: Tool, scenario: str, root: Path, env: dict[str, str]) -> Sample | None:
     """Put the project in the state the scenario starts from (untimed). A failed step -> Sample."""
     lock = tool.lockfile(root)
-    venv = root / ".venv"
 
     def ensure_locked() -> Sample | None:
         if not lock.exists():
@@ -417,11 +426,11 @@ def prepare(tool: Tool, scenario: str, root: Path, env: dict[str, str]) -> Sampl
     elif scenario == "sync_cold":
         bad = ensure_locked()
         wipe(tool.cache)
-        wipe(venv)
+        wipe_env(root)
         return bad
     elif scenario == "sync_warm":
         bad = ensure_synced()  # the cache holds everything
-        wipe(venv)
+        wipe_env(root)
         return bad
     elif scenario in ("sync_noop", "run"):
         return ensure_synced()
@@ -482,8 +491,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         roots: dict[str, Path] = {}
         for name, tool in tools.items():
             root = workdir / "projects" / set_name / name
-            wipe(root / ".venv")
-            write_project(name, ds, root, url)
+            wipe_env(root)
+            write_project(name, ds, root, url, python)
             roots[name] = root
         bare: list[Sample] = []
         for scenario in args.scenarios:

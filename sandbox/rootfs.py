@@ -36,8 +36,9 @@ def write_file(path: str, data: str) -> None:
         raise StepFailed(f"write({path})", e.errno or 0, f"writing {data.strip()!r}") from None
 
 
-# Symlinks this process made in the new root (mirrored /lib -> usr/lib, symlink ops): the
-# only way a path under the root can lead outside it, so only paths through them are resolved.
+# Places in the new root that may hold symlinks: those we made (mirrored /lib -> usr/lib,
+# symlink ops) and every bind (a host tree). Only a path through one of them can lead
+# outside the root, so only such paths are resolved.
 _LINKS: list[str] = []
 
 
@@ -46,7 +47,7 @@ def _inside(root: str, path: str) -> str:
     (an absolute symlink in it would otherwise send a mkdir or mount to the host)."""
     full = root + path
     if not any(full == link or full.startswith(link + "/") for link in _LINKS):
-        return full  # nothing on the way can be a symlink: the root is a fresh tmpfs
+        return full  # nothing on the way can be a symlink: the rest is our own fresh tmpfs
     head = full
     while not os.path.lexists(head):
         head = os.path.dirname(head)
@@ -144,6 +145,7 @@ def _bind(root: str, m: Mount) -> None:
     full = _mkdirs(root, m.dst) if is_dir else _touch(root, m.dst)
     sc.mount(src, full, None, sc.MS_BIND | sc.MS_REC)
     _lock_flags(full, _RW if m.writable else _RO, m.dst)
+    _LINKS.append(full)
 
 
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")

@@ -105,3 +105,27 @@ def test_loopback_comes_up_with_one_ioctl() -> None:
         return {"ifaces": [n for _, n in before]}
 
     assert _in_namespace(body) == {"ifaces": ["lo"]}
+
+
+def test_a_bind_destination_through_a_host_symlink_is_refused(tmp_path) -> None:
+    """A later bind inside an earlier one must not follow the host tree's absolute symlinks
+    (mkdir would create directories on the host)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "link").symlink_to(tmp_path / "host-dir")  # absolute, pointing outside
+    root = tmp_path / "root"
+    root.mkdir()
+
+    def body() -> dict:
+        from sandbox.policy import Mount
+
+        rootfs._LINKS.clear()
+        rootfs._bind(str(root), Mount("bind", "/t", str(tree), writable=True))
+        try:
+            rootfs._mkdirs(str(root), "/t/link/sub")
+        except rootfs.StepFailed as e:
+            return {"refused": e.syscall}
+        return {"refused": None}
+
+    assert _in_namespace(body) == {"refused": "mkdir(/t/link/sub)"}
+    assert not (tmp_path / "host-dir").exists()

@@ -7,7 +7,6 @@ configuration files, and finally pip's own built-in default (asked of pip itself
 
 from __future__ import annotations
 
-import configparser
 import os
 from pathlib import Path
 
@@ -38,6 +37,8 @@ def pip_config_index_url() -> str | None:
     for f in _pip_config_files():
         if not f.is_file():
             continue
+        import configparser  # here, not at the top: ~5 ms that lock/sync/run rarely need
+
         cp = configparser.RawConfigParser()
         try:
             cp.read(f, encoding="utf-8")

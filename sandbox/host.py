@@ -71,11 +71,15 @@ def interpreter_prefixes(*, venv: str | None = None, python: str | None = None) 
 def pth_paths(venv: str) -> list[str]:
     """Directories outside the venv that its .pth files put on sys.path (editable installs of
     path dependencies: `../lib/src`), so the sandbox can bind them read-only."""
-    import glob
-
     out: list[str] = []
     real_venv = os.path.realpath(venv)
-    for pth in sorted(glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.pth"))):
+    pths = []
+    lib = os.path.join(venv, "lib")
+    for py in sorted(os.listdir(lib)) if os.path.isdir(lib) else []:  # os.listdir: glob costs an import
+        site = os.path.join(lib, py, "site-packages")
+        if py.startswith("python") and os.path.isdir(site):
+            pths += [os.path.join(site, n) for n in sorted(os.listdir(site)) if n.endswith(".pth")]
+    for pth in pths:
         try:
             with open(pth, encoding="utf-8", errors="replace") as f:
                 lines = f.read().splitlines()

@@ -349,3 +349,12 @@ def test_the_sandboxed_hot_path_imports_nothing_heavy(pypm, app) -> None:
     for heavy in ("httpx", "resolvelib", "rich", "pypm.index", "pypm.resolver", "pypm.http", "pyseccomp",
                   "configparser", "pypm.sync"):
         assert heavy not in imported, heavy
+
+
+def test_the_working_directory_is_kept_inside_the_project(pypm, app, tmp_path) -> None:
+    project = app()
+    (project / "sub" / "dir").mkdir(parents=True)
+    r = pypm("run", "--frozen", "python", "-c", "import os; print(os.getcwd())", cwd=project / "sub" / "dir")
+    assert r.returncode == 0 and r.stdout == f"{project / 'sub' / 'dir'}\n", r.stderr
+    r = pypm("-C", str(project), "run", "--frozen", "python", "-c", "import os; print(os.getcwd())", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == f"{project}\n", r.stderr

@@ -476,9 +476,22 @@ class Cache:
 
     # ---- the unpacked store
     def unpack(self, entry: FileEntry, *, package: str = "", wheel: Path | None = None,
-               fetchers: Sequence[Fetcher] = ()) -> Path:
-        """The unpacked, RECORD-verified tree of `entry` (fetching the wheel first when needed)."""
+               fetchers: Sequence[Fetcher] = (), recheck: bool = False) -> Path:
+        """The unpacked, RECORD-verified tree of `entry` (fetching the wheel first when needed).
+
+        `recheck`: hash an existing store entry against the wheel's tree first and extract it
+        again from the (sha256-verified) wheel when it differs. Sync asks for this when it repairs
+        a damaged install: the damage may have been written through a hard link into the store.
+        """
         final = self.unpacked_path(entry.sha256)
+        if final.is_dir() and recheck:
+            with self._locked(entry.sha256):
+                if final.is_dir() and not self._store_intact(final, entry.sha256):
+                    self._note(f"the unpacked copy of {entry.filename} in the cache was modified "
+                               f"(through a hard link from a venv?): extracting it again")
+                    aside = final.parent / f".old-{entry.sha256}-{os.getpid()}-{threading.get_ident()}"
+                    os.rename(final, aside)  # venvs linked to the old files keep them; new installs do not
+                    shutil.rmtree(aside, ignore_errors=True)
         if final.is_dir():
             _touch(final)
             return final
@@ -504,15 +517,26 @@ class Cache:
                 raise
         return final
 
+    def _store_intact(self, final: Path, sha256: str) -> bool:
+        """The store entry matches the wheel's Merkle tree (the stored one, else one computed from
+        the cached wheel); False when there is nothing to compare with, so the wheel is fetched."""
+        from .wheeltree import ensure_tree, store_differences
+
+        tree = ensure_tree(self.root, sha256)
+        return tree is not None and not store_differences(final, tree)
+
     def unpack_many(self, items: Iterable[tuple[str, FileEntry]], wheels: dict[str, Path] | None = None,
-                    *, max_workers: int | None = None) -> dict[str, Path]:
-        """Unpack several wheels (already fetched: `wheels` maps sha256 -> path) in parallel."""
+                    *, max_workers: int | None = None, recheck: Iterable[str] = ()) -> dict[str, Path]:
+        """Unpack several wheels (already fetched: `wheels` maps sha256 -> path) in parallel;
+        store entries whose sha256 is in `recheck` are verified first (see `unpack`)."""
         wheels = wheels or {}
+        recheck = set(recheck)
         pairs = {e.sha256: (p, e) for p, e in items}
         if not pairs:
             return {}
         with ThreadPoolExecutor(max_workers=min(max_workers or 4, len(pairs))) as ex:
-            futs = {sha: ex.submit(self.unpack, e, package=p, wheel=wheels.get(sha)) for sha, (p, e) in pairs.items()}
+            futs = {sha: ex.submit(self.unpack, e, package=p, wheel=wheels.get(sha), recheck=sha in recheck)
+                    for sha, (p, e) in pairs.items()}
             return {sha: f.result() for sha, f in futs.items()}
 
     # ---- maintenance

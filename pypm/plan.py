@@ -152,7 +152,7 @@ def make_plan(installed: Mapping[str, Installed] | Iterable[Installed], wanted: 
 
 def _why(cur: Installed, new: Wanted) -> str:
     if not cur.complete:
-        return "incomplete install"
+        return "incomplete or modified install"
     if cur.version != new.version:
         return f"{cur.version} -> {new.version}"
     return "different file"

@@ -310,6 +310,9 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
     from .plugins import wheel_fetchers
 
     news = [*(n for _, n in plan.replace), *plan.install]
+    # A damaged install is repaired from a store entry checked first: installed files are hard
+    # links into the unpacked store, so an edit in the venv may have edited the store too.
+    damaged = {n.name for o, n in plan.replace if not o.complete}
     with Cache(offline=opts.offline, base_dir=project.root) as cache, \
             tempfile.TemporaryDirectory(prefix="pypm-sync-") as tmp:
         fetchers = wheel_fetchers(project)
@@ -329,7 +332,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     entry = remember_build(bcache, key, wheel, w.name)
                 else:
                     ctx.debug(f"using the wheel built earlier for {label}: {entry.filename}")
-                return bcache.unpack(entry, package=w.name), entry.filename
+                return bcache.unpack(entry, package=w.name, recheck=w.name in damaged), entry.filename
 
         def build_deps_key(w: Any) -> list[str]:
             settings = "network" if _build_network(project, w) else "no-network"  # build settings are inputs too
@@ -362,7 +365,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                 else:
                     to_unpack.append(w)
             trees = cache.unpack_many([(w.name, w.file) for w in to_unpack],
-                                      {w.file.sha256: got[w.file.sha256] for w in to_unpack})
+                                      {w.file.sha256: got[w.file.sha256] for w in to_unpack},
+                                      recheck=[w.file.sha256 for w in to_unpack if w.name in damaged])
             for w in to_unpack:
                 unpacked[w.name] = (trees[w.file.sha256], w.file.filename)
             for name, fut in builds.items():

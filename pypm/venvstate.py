@@ -92,12 +92,16 @@ def project_token(root: Path) -> str:
 
 
 def files_present(dist_info: Path) -> bool:
-    """Every file in the dist's RECORD exists with its recorded size (one stat each, no hashing):
-    catches what a crash or a stray `rm` left behind without reading file contents."""
+    """Every file in the dist's RECORD exists with its recorded size and was not modified after
+    the install (one stat each, no hashing): catches what a crash or a stray `rm` left behind, and
+    an edit in place. The installer writes RECORD last, so no installed file is newer than it;
+    a file whose mtime is later was written since. (A file rewritten with the same size and its
+    old mtime restored is not caught here: `pypm verify --venv` hashes; docs/architecture.md.)"""
     import csv
 
     try:
         with open(dist_info / "RECORD", newline="", encoding="utf-8") as f:
+            installed_at = os.fstat(f.fileno()).st_mtime_ns
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
@@ -110,6 +114,8 @@ def files_present(dist_info: Path) -> bool:
         except OSError:
             return False
         if len(row) > 2 and row[2] and row[2].isdigit() and int(row[2]) != st.st_size:
+            return False
+        if st.st_mtime_ns > installed_at:
             return False
     return True
 

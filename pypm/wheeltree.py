@@ -21,7 +21,7 @@ from typing import Iterator
 from .merkle import FileTree
 
 __all__ = ["TREE_NAME", "tree_path", "tree_of_extracted", "tree_of_wheel", "store", "load", "ensure_tree",
-           "install_record", "read_install_record"]
+           "install_record", "read_install_record", "store_differences"]
 
 TREE_NAME = "merkle.json"
 CHUNK = 1 << 20
@@ -174,6 +174,21 @@ def ensure_tree(cache_root: Path, sha256: str) -> FileTree | None:
     tree = tree_of_wheel(wheel, wheel_sha256=sha256)
     store(cache_root, tree)
     return tree
+
+
+def store_differences(directory: Path, tree: FileTree) -> list[str]:
+    """The paths where the unpacked store entry `directory` differs from `tree` (missing, extra
+    or with other bytes), hashing every file: installs are hard links into the store, so an edit
+    made in a venv lands here too and must not be linked into the next install."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for rel, p in _walk(directory):
+        seen.add(rel)
+        want = tree.files.get(rel)
+        if want is None or _sha256_file(p) != want:
+            out.append(rel)
+    out += [rel for rel in tree.files if rel not in seen]
+    return sorted(out)
 
 
 def install_record(unpacked: Path) -> dict[str, str]:

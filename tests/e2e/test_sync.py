@@ -431,6 +431,39 @@ def test_damaged_install_is_detected_and_reinstalled(pypm, small) -> None:
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
 
 
+def test_edit_in_place_through_the_hard_link_is_repaired_in_the_venv_and_the_cache(pypm, small, tmp_path) -> None:
+    project, server, wheels = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    sp = site_packages(project / ".venv")
+    target = sp / "beta" / "__init__.py"
+    good = target.read_bytes()
+    assert target.stat().st_nlink >= 2, "expected a hard link into the unpacked store"
+    time.sleep(0.01)  # the edit's mtime must be later than the install's RECORD
+    with open(target, "r+b") as f:  # in place, same size: writes through the link into the cache
+        f.write(b"X" * len(good))
+    store = [p for p in (pypm.cache_dir / "unpacked").rglob("beta/__init__.py")]
+    assert len(store) == 1 and store[0].read_bytes() == b"X" * len(good), "the edit did not reach the store"
+
+    server.clear_requests()
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "beta==2.0 (incomplete or modified install)" in r.stderr, r.stderr
+    assert target.read_bytes() == good, "the venv still has the edited file"
+    store = [p for p in (pypm.cache_dir / "unpacked").rglob("beta/__init__.py")]
+    assert len(store) == 1 and store[0].read_bytes() == good, "the cache's copy was not restored"
+    assert server.requests_for("/files/") == [], "the cached wheel (sha256-verified) should have been used"
+    r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "import beta; print(beta.B)", cwd=project)
+    assert r.stdout.strip() == "beta", r.stderr
+
+    # a second project linked to the same store is repaired from the restored copy too
+    other = write_project(tmp_path / "other", deps=["alpha"])
+    (other / "pypm.lock").write_bytes((project / "pypm.lock").read_bytes())
+    pypm("sync", "--frozen", "--no-dev", cwd=other, check=True)
+    assert (site_packages(other / ".venv") / "beta" / "__init__.py").read_bytes() == good
+    r = pypm("verify", "--venv", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_ctrl_c_during_first_sync_leaves_no_venv(pypm, dists, index_server, tmp_path) -> None:
     project, _ = _big_project(dists, index_server, tmp_path)
     venv = project / ".venv"

@@ -189,3 +189,34 @@ def test_a_multi_threaded_caller_gets_the_same_sandbox(box) -> None:
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["2", "5"]
+
+
+def test_concurrent_runs_from_threads_with_captured_output(world) -> None:
+    """What a parallel build does: several threads, each running a sandbox whose output it reads."""
+    import threading
+
+    from sandbox.host import caller
+    from sandbox.policy import python_policy
+    from sandbox.runner import run
+
+    who = caller()
+    policy = python_policy(uid=who.uid, gid=who.gid, user=who.user, home=str(world.base / "nohome"),
+                           host_env={})
+    results: dict[int, tuple[int, bytes]] = {}
+
+    def work(i: int) -> None:
+        r, w = os.pipe()
+        try:
+            code = run(policy, ["/bin/sh", "-c", f"echo out {i}; echo err {i} >&2; exit {i}"], stdout=w, stderr=w,
+                       cache_dir=str(world.base / "cache-threads"))
+        finally:
+            os.close(w)
+        with os.fdopen(r, "rb") as f:
+            results[i] = (code, f.read())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i: (i, f"out {i}\nerr {i}\n".encode()) for i in range(6)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import LockError
+from .errors import LockError, ProjectError
 
 __all__ = [
     "LOCK_VERSION",
@@ -292,12 +292,19 @@ def write_atomic(path: Path, text: str) -> None:
     alone would leave 0600, making a committed lock or pyproject unreadable to others).
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the whole text was written
+        raise ProjectError(f"cannot write {path}: it is a directory",
+                           hint=f"remove or rename the directory {path}, then run the command again")
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
     _remove_abandoned_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # read-only or full file system, no permission on the directory
+        raise ProjectError(f"cannot write {path}: {e.strerror or e}",
+                           hint=f"check that {path.parent} exists and is writable") from None
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
@@ -305,11 +312,14 @@ def write_atomic(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):  # disk full, I/O error: the old file is untouched
+            raise ProjectError(f"cannot write {path}: {e.strerror or e}",
+                               hint=f"check free space and permissions in {path.parent}") from None
         raise
 
 
@@ -452,6 +462,11 @@ def read(path: Path) -> Lock:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LockError(f"{path} does not exist", hint="create it with `pypm lock`") from None
+    except UnicodeDecodeError as e:
+        raise LockError(f"{path} is not UTF-8 text ({e})", hint="re-create it with `pypm lock`") from None
+    except OSError as e:  # a directory, no permission, an I/O error
+        raise LockError(f"cannot read {path}: {e.strerror or e}",
+                        hint="pypm.lock must be a readable file; re-create it with `pypm lock`") from None
     return loads(text, path)
 
 

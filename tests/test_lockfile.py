@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pypm.errors import ExitCode, LockError
+from pypm.errors import ExitCode, LockError, ProjectError
 from pypm.lockfile import (
     LOCK_VERSION,
     Dependency,
@@ -216,10 +216,27 @@ def test_failure_mid_write_keeps_the_old_file(tmp_path: Path) -> None:
 
 
 def test_failure_before_write_touches_nothing(tmp_path: Path) -> None:
-    # The missing directory: nothing is created anywhere and the error is the OS's.
-    with pytest.raises(FileNotFoundError):
+    # The missing directory: nothing is created anywhere; a PypmError naming the file, not a traceback.
+    with pytest.raises(ProjectError, match="cannot write .*missing/pypm.lock") as e:
         write_atomic(tmp_path / "missing" / "pypm.lock", "x")
+    assert e.value.hint and "writable" in e.value.hint
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_in_the_way_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    (tmp_path / "pypm.lock").mkdir()
+    with pytest.raises(ProjectError, match="pypm.lock: it is a directory"):
+        write_atomic(tmp_path / "pypm.lock", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["pypm.lock"]
+    with pytest.raises(LockError, match="cannot read .*pypm.lock: Is a directory"):
+        read(tmp_path / "pypm.lock")
+
+
+def test_a_lock_that_is_not_utf8_is_a_lock_error(tmp_path: Path) -> None:
+    (tmp_path / "pypm.lock").write_bytes(b"version = 1\n\xff\xfe")
+    with pytest.raises(LockError, match="pypm.lock is not UTF-8 text") as e:
+        read(tmp_path / "pypm.lock")
+    assert e.value.exit_code == ExitCode.PROJECT and "pypm lock" in (e.value.hint or "")
 
 
 def test_write_atomic_gives_normal_permissions_and_keeps_existing_ones(tmp_path: Path) -> None:

@@ -243,7 +243,9 @@ def python_policy(
 
     All paths are absolute host paths, already resolved by the caller (this function does
     no IO). The interpreter prefixes and the venv are read-only, the project read-write
-    unless `writable_project` is false, `binds`/`ro_binds` are (src, dst) pairs.
+    unless `writable_project` is false, `binds`/`ro_binds` are (src, dst) pairs. `protect`
+    lists paths (inside the project, e.g. its .git) bound read-only over themselves before
+    the binds, so that an explicit bind of the same path still wins.
     """
     in_uid, in_gid = (0, 0) if root else (uid, gid)
     in_home = "/root" if root else home
@@ -252,7 +254,7 @@ def python_policy(
     mounts = system_mounts(network=network, hostname=hostname, user=in_user, uid=in_uid, gid=in_gid,
                            home=in_home, shell=sh)
     for prefix in interpreter_prefixes:
-        if not any(_under(prefix, d) for d in ("/usr",)):
+        if not _under(prefix, "/usr"):  # /usr is bound whole already
             mounts.append(Mount("bind", prefix, prefix))
     if project:
         mounts.append(Mount("bind", project, project, writable=writable_project))

@@ -352,6 +352,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                                                     f"the project {project.name} ({project.root})")
             fetch = plan.to_fetch()
             got = cache.fetch_many([(w.name, w.file) for w in fetch], fetchers=fetchers,
+                                   # -q silences the bars too (they only ever show on a terminal)
+                                   progress=False if getattr(ctx, "quiet", False) else None,
                                    on_mismatch=lambda m: ctx.info(
                                        f"warning: a plugin fetcher delivered {m.filename} of {m.package} with "
                                        f"sha256 {m.actual}, expected {m.expected}; discarded it and used the index"))

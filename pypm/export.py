@@ -27,7 +27,7 @@ from .lockfile import (
     canonical_name,
     write_atomic,
 )
-from .selection import Selection, select_packages
+from .selection import Selection, entry_dependencies, select_packages
 
 if TYPE_CHECKING:  # the CLI's Context would be a circular import at run time
     import argparse
@@ -106,19 +106,8 @@ def _render(dnf: frozenset[frozenset[str]]) -> str | None:
 
 def selection_markers(lock: Lock, selection: Selection) -> dict[tuple[str, str], str | None]:
     """For every package the selection reaches: the marker under which it is needed (None: always)."""
-    root = lock.root()
-    if root is None:
-        raise LockError(f"{LOCK_NAME} has no root package (source = editable or virtual)",
-                        hint="re-create it with `pypm lock`")
+    entry = entry_dependencies(lock, selection)
     index = {p.key: p for p in lock.packages}
-    entry: list[Dependency] = []
-    if selection.main:
-        entry += root.dependencies
-    extras = set(root.optional_dependencies) if "*" in selection.extras else set(selection.extras)
-    for e in sorted(extras):
-        entry += root.optional_dependencies.get(e, [])
-    for g in sorted(selection.groups):
-        entry += root.dependency_groups.get(g, [])
 
     # Nodes are (package key, extra) with "" for the package itself; an extra's node carries
     # the edges of that extra, reached only through a dependency that asks for it.

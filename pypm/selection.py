@@ -13,7 +13,7 @@ from typing import Mapping
 from .errors import LockError
 from .lockfile import Dependency, Lock, LockedPackage, canonical_name
 
-__all__ = ["Selection", "select_packages"]
+__all__ = ["Selection", "select_packages", "entry_dependencies"]
 
 
 @dataclass(frozen=True)
@@ -45,24 +45,31 @@ def _edge_applies(dep: Dependency, env: Mapping[str, str] | None) -> bool:
     return Marker(dep.marker).evaluate(dict(env, extra=""))
 
 
-def select_packages(lock: Lock, selection: Selection, env: Mapping[str, str] | None = None
-                    ) -> list[LockedPackage]:
-    """The packages to install, root excluded, sorted by name; raises LockError on a dangling edge."""
+def entry_dependencies(lock: Lock, selection: Selection) -> list[Dependency]:
+    """The root package's edges the selection starts from (main deps, extras, groups), in a stable
+    order; raises LockError when the lock has no root package."""
     root = lock.root()
     if root is None:
         raise LockError("pypm.lock has no root package (source = editable or virtual)",
                         hint="re-create it with `pypm lock`")
-    index = {p.key: p for p in lock.packages}
-    roots: list[Dependency] = []
+    out: list[Dependency] = []
     if selection.main:
-        roots += root.dependencies
+        out += root.dependencies
     wanted_extras = set(root.optional_dependencies) if "*" in selection.extras else set(selection.extras)
     # An unknown extra or group name is the caller's to reject (it knows pyproject.toml); an
     # extra with no dependencies simply has no table here.
     for e in sorted(wanted_extras):
-        roots += root.optional_dependencies.get(e, [])
+        out += root.optional_dependencies.get(e, [])
     for g in sorted(selection.groups):
-        roots += root.dependency_groups.get(g, [])
+        out += root.dependency_groups.get(g, [])
+    return out
+
+
+def select_packages(lock: Lock, selection: Selection, env: Mapping[str, str] | None = None
+                    ) -> list[LockedPackage]:
+    """The packages to install, root excluded, sorted by name; raises LockError on a dangling edge."""
+    roots = entry_dependencies(lock, selection)
+    index = {p.key: p for p in lock.packages}
 
     seen: dict[tuple[str, str], LockedPackage] = {}
     # (package key, extras requested of it) pairs already expanded, so a package reached
@@ -83,5 +90,5 @@ def select_packages(lock: Lock, selection: Selection, env: Mapping[str, str] | N
             expanded.add((key, extra))
             edges = pkg.dependencies if extra == "" else pkg.optional_dependencies.get(canonical_name(extra), [])
             stack.extend(d for d in edges if _edge_applies(d, env))
-    seen.pop(root.key, None)
+    seen.pop(lock.root().key, None)  # (entry_dependencies checked it exists)
     return sorted(seen.values(), key=lambda p: (canonical_name(p.name), p.version))

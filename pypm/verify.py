@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExitCode, LockError, PypmError, VerifyError
-from .lockfile import LOCK_NAME, FileEntry, Lock, LockedPackage, canonical_name
+from .lockfile import LOCK_NAME, FileEntry, Lock, LockedPackage, canonical_name, file_sha256
 
 __all__ = ["Finding", "verify_command", "verify_venv", "verify_lock_sources", "verify_signature"]
 
 NO_PACKAGE = "(no package)"
-CHUNK = 1 << 20
 # Files the installer writes itself into a dist-info (a wheel's own copies are never installed).
 _INSTALLER_OWNED = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "pypm_source.json", "RECORD.jws",
                     "RECORD.p7s"}
@@ -135,14 +134,6 @@ def _same_version(a: str, b: str) -> bool:
         return a == b
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_one(path: str, e: _Expect, shebang: bytes) -> str | None:
     """None when `path` is as expected, else "missing" or "modified"."""
     try:
@@ -160,7 +151,7 @@ def _check_one(path: str, e: _Expect, shebang: bytes) -> str | None:
             data = f.read()
         ok = data.startswith(shebang) and hashlib.sha256(data[len(shebang):]).hexdigest() == e.digest
         return None if ok else "modified"
-    return None if _sha256_file(path) == e.digest else "modified"
+    return None if file_sha256(path) == e.digest else "modified"
 
 
 class _VenvCheck:

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
+from .lockfile import file_sha256
 from .merkle import FileTree
 
 __all__ = ["TREE_NAME", "tree_path", "tree_of_extracted", "tree_of_wheel", "store", "load", "ensure_tree",
@@ -43,14 +44,6 @@ def _body_digest(data: bytes) -> str | None:
         return None
     nl = data.find(b"\n")
     return hashlib.sha256(data[nl + 1:] if nl >= 0 else b"").hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _record_sha256(directory: Path) -> dict[str, str]:
@@ -91,7 +84,7 @@ def tree_of_extracted(directory: Path, *, wheel_filename: str, wheel_sha256: str
     files: dict[str, str] = {}
     bodies: dict[str, str] = {}
     for rel, p in _walk(directory):
-        files[rel] = known.get(rel) or _sha256_file(p)
+        files[rel] = known.get(rel) or file_sha256(p)
         if _is_script(rel):
             with open(p, "rb") as f:
                 body = _body_digest(f.read())
@@ -157,7 +150,7 @@ def _cached_wheel(cache_root: Path, sha256: str) -> Path | None:
     except OSError:
         return None
     for p in found:
-        if _sha256_file(p) == sha256:
+        if file_sha256(p) == sha256:
             return p
     return None
 
@@ -185,7 +178,7 @@ def store_differences(directory: Path, tree: FileTree) -> list[str]:
     for rel, p in _walk(directory):
         seen.add(rel)
         want = tree.files.get(rel)
-        if want is None or _sha256_file(p) != want:
+        if want is None or file_sha256(p) != want:
             out.append(rel)
     out += [rel for rel in tree.files if rel not in seen]
     return sorted(out)

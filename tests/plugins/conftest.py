@@ -29,6 +29,16 @@ def cc(out: Path, *sources: Path, shared: bool = True, defines: tuple[str, ...] 
     return out
 
 
+def plugin_project(root: Path, names: list[str], *, plugin_path: str | None = None, tables: str = "") -> Path:
+    """A project directory whose pyproject.toml enables `names` (and `tables`, e.g. a plugin's config)."""
+    root.mkdir(parents=True, exist_ok=True)
+    text = f'[project]\nname = "demo"\nversion = "1.0"\n\n[tool.pypm]\nplugins = {names!r}\n'
+    if plugin_path is not None:
+        text += f"plugin-path = [{plugin_path!r}]\n"
+    (root / "pyproject.toml").write_text(text + tables)
+    return root
+
+
 @pytest.fixture(scope="session")
 def native_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plugin-path directory holding pypm_recorder.so (every stage) and pypm_syncer.so (sync only)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from pypm.plugins.auditwheel import audit_venv
 from pypm.project import load_project
 from tests.support.dists import build_wheel
 
-from .conftest import cc
+from .conftest import cc, plugin_project
 
 ARCH = platform.machine()
 
@@ -90,17 +89,7 @@ def test_several_tags_are_held_to_the_oldest(elves: dict[str, bytes], tmp_path: 
 
 
 def _project(root: Path, strict: object) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
-        [project]
-        name = "demo"
-        version = "1.0"
-        [tool.pypm]
-        plugins = ["auditwheel"]
-        [tool.pypm.auditwheel]
-        strict = {strict}
-        """))
-    return root
+    return plugin_project(root, ["auditwheel"], tables=f"[tool.pypm.auditwheel]\nstrict = {strict}\n")
 
 
 def test_plugin_warns_or_fails_by_strictness(elves: dict[str, bytes], tmp_path: Path,

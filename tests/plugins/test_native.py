@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from pypm.errors import ExitCode, PluginError
 from pypm.plugins import native
 from pypm.project import load_project
 
-from .conftest import CSRC, cc
+from .conftest import CSRC, cc, plugin_project
 
 
 def test_ctypes_mirror_matches_the_header(tmp_path: Path) -> None:
@@ -41,17 +40,7 @@ def test_include_dir_holds_the_header() -> None:
 
 
 def _project(root: Path, plugin_names: list[str], plugin_path: str, extra: str = "") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
-        [project]
-        name = "demo"
-        version = "1.0"
-
-        [tool.pypm]
-        plugins = {plugin_names!r}
-        plugin-path = [{plugin_path!r}]
-        """) + extra)
-    return root
+    return plugin_project(root, plugin_names, plugin_path=plugin_path, tables=extra)
 
 
 def _read_log(log: Path) -> list[dict[str, object]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from pypm.errors import PluginError
 from pypm.plugins import host
 from pypm.project import load_project
 
-from .conftest import PY_RECORDER, make_entry_point_dist
+from .conftest import PY_RECORDER, make_entry_point_dist, plugin_project
 
 PKGS = (plugins.PackageInfo("idna", "3.7", "/c/idna.whl", "ef" * 32),)
 
@@ -38,15 +37,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _project(root: Path, names: list[str], extra: str = "") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
-        [project]
-        name = "demo"
-        version = "1.0"
-        [tool.pypm]
-        plugins = {names!r}
-        """) + extra)
-    return root
+    return plugin_project(root, names, tables=extra)
 
 
 def test_every_stage_reaches_an_entry_point_plugin(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

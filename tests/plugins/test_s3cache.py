@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import socket
 import sys
-import textwrap
 from pathlib import Path
 
 import boto3
@@ -16,6 +15,8 @@ from pypm import plugins
 from pypm.errors import PluginError
 from pypm.plugins import s3cache
 from pypm.project import load_project
+
+from .conftest import plugin_project
 
 _n = itertools.count()
 
@@ -30,15 +31,7 @@ def bucket(moto_endpoint: str, s3_env: dict[str, str]) -> str:
 
 
 def _project(root: Path, table: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text(textwrap.dedent("""\
-        [project]
-        name = "demo"
-        version = "1.0"
-        [tool.pypm]
-        plugins = ["s3cache"]
-        """) + table)
-    return root
+    return plugin_project(root, ["s3cache"], tables=table)
 
 
 def _wheel(tmp: Path, name: str, body: bytes) -> tuple[Path, str]:

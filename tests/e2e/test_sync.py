@@ -595,13 +595,18 @@ def test_sync_locks_when_needed_and_locked_refuses_a_stale_lock(pypm, dists, ind
 
 # --------------------------------------------------------------------------- source distributions
 
-def test_sdist_without_a_wheel_is_built_in_an_isolated_env(pypm, dists, index_server, tmp_path) -> None:
-    sd = dists.sdist("app", "0.1.0", build_requires=(), extra_files={
+def app_sdist(dists):
+    """An sdist of `app` 0.1.0 built by the in-tree BACKEND (no build dependency to fetch)."""
+    return dists.sdist("app", "0.1.0", build_requires=(), extra_files={
         "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n\n'
                           '[project]\nname = "app"\nversion = "0.1.0"\n',
         "_backend.py": BACKEND,
         "src/app/__init__.py": 'GREETING = "built from an sdist"\n',
     })
+
+
+def test_sdist_without_a_wheel_is_built_in_an_isolated_env(pypm, dists, index_server, tmp_path) -> None:
+    sd = app_sdist(dists)
     server = index_server()
     project = write_project(tmp_path / "p", name="proj", deps=["app"])
     write_lock(project, server, [], sdists=[sd], main=["app"], name="proj")

@@ -219,14 +219,9 @@ def test_sdist_built_and_editable_installs_are_verified_against_the_wheel_pypm_b
                                                                                       tmp_path):
     """The lock names an sdist (or nothing, for the project): the tree is the built wheel's,
     found through the install record's wheel-sha256."""
-    from tests.e2e.test_sync import BACKEND, write_lock
+    from tests.e2e.test_sync import BACKEND, app_sdist, write_lock
 
-    sd = dists.sdist("app", "0.1.0", build_requires=(), extra_files={
-        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n\n'
-                          '[project]\nname = "app"\nversion = "0.1.0"\n',
-        "_backend.py": BACKEND,
-        "src/app/__init__.py": 'GREETING = "built from an sdist"\n',
-    })
+    sd = app_sdist(dists)
     server = index_server()
     project = write_project(tmp_path / "p", name="proj", deps=["app"], editable=True)
     (project / "_backend.py").write_text(BACKEND.replace('NAME, VERSION = "app"', 'NAME, VERSION = "proj"'))

@@ -25,31 +25,57 @@ def _err(e: Any) -> SandboxError:
 
 
 def _project_facts(ctx: Any, project: Any, venv: Path) -> tuple[Path, str, Any, Path]:
-    """(root, name, SandboxConfig, pyproject path) of the project.
+    """(root, name, sandbox settings, pyproject path) of the project.
 
     On `pypm run`'s fast path the project model is not loaded (validating every requirement
-    costs tens of milliseconds); then only `[tool.pypm.sandbox]` is read and validated, from
-    the pyproject.toml beside the venv. Anything unexpected falls back to the full model,
+    costs tens of milliseconds). The settings then come from the venv's state.json, which
+    `pypm sync` wrote from the validated project and which run's fast path has just matched
+    against pyproject.toml's hash; a state file from an older pypm makes us read (and
+    validate) only `[tool.pypm.sandbox]`; anything unexpected falls back to the full model,
     whose errors name the problem properly.
     """
     if project is None:
-        import tomllib
-
-        from .project import PYPROJECT, _parse_sandbox
-
         start = Path(ctx.directory).resolve()
-        root = next((d for d in (start, *start.parents) if (d / PYPROJECT).is_file()), start)
-        path = root / PYPROJECT
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-            name = data["project"]["name"]
-            tool = (data.get("tool") or {}).get("pypm") or {}
-            if isinstance(name, str) and isinstance(tool, dict):
-                return root, name, _parse_sandbox(tool.get("sandbox"), path), path
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
+        root = next((d for d in (start, *start.parents) if (d / "pyproject.toml").is_file()), start)
+        path = root / "pyproject.toml"
+        facts = _from_state(venv) or _from_pyproject(path)
+        if facts is not None:
+            return root, facts[0], facts[1], path
         project = ctx.project()
     return project.root, project.name, project.tool.sandbox, project.pyproject
+
+
+def _from_state(venv: Path) -> tuple[str, Any] | None:
+    from types import SimpleNamespace
+
+    from .venvstate import read_state
+
+    tool = (read_state(Path(venv)) or {}).get("tool")
+    sb = tool.get("sandbox") if isinstance(tool, dict) else None
+    if not isinstance(sb, dict) or not isinstance(tool.get("name"), str):  # type: ignore[union-attr]
+        return None
+    try:
+        cfg = SimpleNamespace(network=sb["network"], bind=tuple(sb["bind"]), ro_bind=tuple(sb["ro-bind"]),
+                              env=tuple(sb["env"]), profile=sb["profile"], writable_project=sb["writable-project"])
+    except (KeyError, TypeError):
+        return None
+    return tool["name"], cfg  # type: ignore[index]
+
+
+def _from_pyproject(path: Path) -> tuple[str, Any] | None:
+    import tomllib
+
+    from .project import _parse_sandbox
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        name = data["project"]["name"]
+        tool = (data.get("tool") or {}).get("pypm") or {}
+        if isinstance(name, str) and isinstance(tool, dict):
+            return name, _parse_sandbox(tool.get("sandbox"), path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
 
 
 def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: argparse.Namespace,

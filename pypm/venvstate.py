@@ -48,8 +48,13 @@ def expected_state(root: Path, sel: Selection, *, python_flag: str | None, froze
 def tool_knobs(project: Any) -> dict[str, Any]:
     """The [tool.pypm] settings `pypm run` needs, kept in state.json so its fast path does not
     parse pyproject.toml (state.json is only trusted while pyproject.toml's hash matches)."""
-    return {"sandbox-enabled": project.tool.sandbox.enabled, "plugins": bool(project.tool.plugins),
-            "trusted-keys": list(project.tool.trusted_keys)}
+    sb = project.tool.sandbox
+    return {"sandbox-enabled": sb.enabled, "plugins": bool(project.tool.plugins),
+            "trusted-keys": list(project.tool.trusted_keys),
+            # The validated [tool.pypm.sandbox] and the name, for pypm.sandboxing on the fast path.
+            "name": project.name,
+            "sandbox": {"network": sb.network, "bind": list(sb.bind), "ro-bind": list(sb.ro_bind), "env": list(sb.env),
+                        "profile": sb.profile, "writable-project": sb.writable_project}}
 
 
 def read_state(venv: Path) -> dict[str, Any] | None:

@@ -346,8 +346,9 @@ def test_the_sandboxed_hot_path_imports_nothing_heavy(pypm, app) -> None:
     assert r.returncode == 0, r.stderr
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "sandbox.runner" in imported  # it did run sandboxed, through the fast path
+    # The sandbox settings come from state.json: no TOML parsing, no project model.
     for heavy in ("httpx", "resolvelib", "rich", "pypm.index", "pypm.resolver", "pypm.http", "pyseccomp",
-                  "configparser", "pypm.sync"):
+                  "configparser", "pypm.sync", "pypm.project", "tomllib"):
         assert heavy not in imported, heavy
 
 

@@ -119,8 +119,11 @@ def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: 
     git = os.path.join(real_root, ".git")
     protect = [git] if writable and os.path.lexists(git) and not os.path.islink(git) else []
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
-    if shell and "PS1" not in env:
-        extra_env.append(f"PS1=({name}) [sandbox] \\w \\$ ")
+    if shell and "PS1" not in env:  # a prompt that says where you are, in the shell's own syntax
+        if os.path.basename(env.get("SHELL", "")) == "zsh":
+            extra_env.append(f"PS1=({name}) [sandbox] %~ %# ")
+        else:
+            extra_env.append(f"PS1=({name}) [sandbox] \\w \\$ ")
     return python_policy(
         uid=who.uid, gid=who.gid, user=who.user, home=who.home, shell=who.shell, host_env=env,
         interpreter_prefixes=interpreter_prefixes(venv=real_venv),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import functools
 import re
 import shutil
 import subprocess
@@ -162,6 +163,19 @@ def _musl_version(executable: str) -> tuple[int, int] | None:
     return (v.major, v.minor) if v else None
 
 
+@functools.cache
+def _linux_tag_first() -> bool:
+    """Does the installed packaging rank `linux_<arch>` before the manylinux tags?"""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    from packaging.tags import platform_tags
+
+    first = next(iter(platform_tags()), "")
+    return first.startswith("linux_")
+
+
 def _platforms(raw: dict[str, Any]) -> list[str]:
     plat = re.sub(r"[^\w]+", "_", raw["platform"]).lower()  # "linux-x86_64" -> "linux_x86_64"
     if plat.startswith("linux_"):
@@ -179,7 +193,9 @@ def _platforms(raw: dict[str, Any]) -> list[str]:
             musl = _musl_version(raw["executable"])
             if musl:
                 out += [f"musllinux_{musl[0]}_{m}_{arch}" for m in range(musl[1], -1, -1)]
-        return out + [f"linux_{arch}"]
+        # Where the plain `linux_<arch>` tag ranks changed between packaging releases (26.3
+        # moved it ahead of manylinux); follow the installed packaging so pypm and pip agree.
+        return [f"linux_{arch}"] + out if _linux_tag_first() else out + [f"linux_{arch}"]
     if plat.startswith("macosx_"):
         from packaging.tags import mac_platforms
 

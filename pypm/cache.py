@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
-from .errors import ExitCode, IndexError_, InstallError, IntegrityError, LockError, PypmError
+from .errors import ExitCode, IndexError_, InstallError, IntegrityError, LockError, PypmError, UsageError
 from .lockfile import FileEntry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -642,7 +642,10 @@ def cache_command(ctx: Any, args: Any) -> int:
         cache.clean()
         ctx.info(f"removed everything under {cache.root}")
         return ExitCode.OK
-    days = getattr(args, "days", None)
-    removed = cache.prune(max_age_days=30.0 if days is None else float(days))
+    days = 30.0 if getattr(args, "days", None) is None else float(args.days)
+    if not 0 <= days < float("inf"):  # -1 or nan would silently empty the whole cache
+        raise UsageError(f"--days {days:g}: must be a number of days, 0 or more",
+                         hint="`pypm cache prune --days 0` removes every entry not in use; `pypm cache clean` everything")
+    removed = cache.prune(max_age_days=days)
     ctx.info(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {cache.root}")
     return ExitCode.OK

@@ -503,6 +503,9 @@ def test_cache_command_dir_clean_prune(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == str(tmp_path / "c")
     r = run("prune", "--days", "1")
     assert r.returncode == 0 and "pruned 0 entries" in r.stderr
+    for bad in ("-1", "nan", "inf"):  # would prune everything (or nothing) without saying why
+        r = run("prune", "--days", bad)
+        assert r.returncode == 2 and f"--days {bad}: must be a number of days" in r.stderr, r.stderr
     r = run("clean")
     assert r.returncode == 0 and not any((tmp_path / "c").iterdir())
 

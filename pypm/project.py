@@ -324,6 +324,9 @@ def find_project_root(start: Path) -> Path:
     for d in (start, *start.parents):
         if (d / PYPROJECT).is_file():
             return d
+        if (d / PYPROJECT).exists():  # a directory (or a fifo...) by that name: say so, not "none found"
+            raise ProjectError(f"{d / PYPROJECT} is not a file",
+                               hint=f"remove or rename {d / PYPROJECT}, then create the file with `pypm init`")
     raise ProjectError(f"no {PYPROJECT} found in {start} or any parent directory",
                        hint="run `pypm init` to create one, or pass -C/--directory DIR")
 
@@ -338,6 +341,8 @@ def load_project(root: Path) -> Project:
         raise ProjectError(f"{path} does not exist", hint="run `pypm init` or pass -C/--directory DIR") from None
     except UnicodeDecodeError as e:
         raise ProjectError(f"{path} is not UTF-8 text ({e})") from None
+    except OSError as e:  # a directory, no permission, an I/O error
+        raise ProjectError(f"cannot read {path}: {e.strerror or e}", hint=f"{PYPROJECT} must be a readable file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +274,17 @@ def test_content_hash_covers_build_system_and_build_network() -> None:
     assert content_hash(with_bs, OPTS, SRCS) != h
     net = parse_pyproject({**data, "tool": {"pypm": {"build": {"network": True}}}}, ROOT)
     assert content_hash(net, OPTS, SRCS) != h
+
+
+def test_a_pyproject_that_is_a_directory_is_named(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").mkdir()
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ProjectError, match=r"pyproject.toml is not a file") as e:
+        find_project_root(tmp_path / "sub")
+    assert e.value.hint and "remove or rename" in e.value.hint
+    with pytest.raises(ProjectError, match=r"cannot read .*pyproject.toml: Is a directory"):
+        load_project(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "pypm", "sync"], cwd=tmp_path / "sub", capture_output=True, text=True,
+                       env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"})
+    assert r.returncode == ExitCode.PROJECT and "pyproject.toml is not a file" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

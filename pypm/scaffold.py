@@ -51,6 +51,10 @@ def init_project(directory: Path, name: str | None = None) -> Path:
     if not re.match(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$", name):
         raise ProjectError(f"{name!r} is not a valid project name", hint="pass --name with letters, digits, - _ or .")
     # Validate first: a refused init leaves no empty directory behind.
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # read-only file system, a file in the way, no permission
+        raise ProjectError(f"cannot create the directory {directory}: {e.strerror or e}",
+                           hint="pick a path in a writable directory") from None
     write_atomic(target, render_pyproject(name))
     return target

@@ -49,3 +49,10 @@ def test_init_rejects_invalid_names_without_writing(tmp_path: Path, name: str) -
         init_project(tmp_path, name=name or None) if name else init_project(tmp_path / "-bad-")
     assert "not a valid project name" in str(e.value) and "--name" in (e.value.hint or "")
     assert list(tmp_path.iterdir()) == []  # not even the directory
+
+
+def test_init_where_the_directory_cannot_be_made_is_a_project_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")  # a file in the way (root ignores permission bits)
+    with pytest.raises(ProjectError, match=r"cannot create the directory .*afile/proj") as e:
+        init_project(tmp_path / "afile" / "proj")
+    assert e.value.hint and (tmp_path / "afile").read_text() == "x"

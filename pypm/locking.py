@@ -158,6 +158,15 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
     if opts.check and old is not None:
         # CI runs `pypm lock --check` bare: the options the lock was made with still apply.
         opts = opts.over(LockOptions.from_lock(old))
+    elif old is not None:
+        # `pypm lock --index-url X` once, then a bare `pypm lock`: keep the sources the lock was made
+        # from (as sync and --check do) rather than silently re-resolving against the default index.
+        from dataclasses import replace
+
+        rec = LockOptions.from_lock(old)
+        opts = replace(opts, index_url=opts.index_url or (None if project.tool.index_url else rec.index_url),
+                       extra_index_urls=opts.extra_index_urls or rec.extra_index_urls,
+                       find_links=opts.find_links or rec.find_links)
     inputs = _inputs(project, opts)
     asks_change = opts.upgrade or bool(opts.upgrade_package) or opts.refresh or bool(opts.from_pylock)
     fresh = old is not None and old.content_hash == inputs.hash

@@ -231,3 +231,23 @@ def test_refresh_picks_up_a_file_the_index_replaced(pypm, dists, index_server, t
     assert r.returncode == 0, r.stderr
     new_sha = one((project / "pypm.lock").read_text(), "lib").wheels[0].sha256
     assert new_sha != old_sha and new_sha == server.dist(w.name).sha256
+
+
+def test_bare_lock_keeps_the_sources_the_lock_was_made_from(pypm, dists, index_server, tmp_path):
+    """`pypm lock --index-url X`, then `pypm lock`: current (as `--check` and sync say), and a re-lock
+    after a pyproject change still asks X, never the default index behind the user's back."""
+    dists.wheel("lib", "1.0")
+    dists.wheel("other", "1.0")
+    server = index_server()
+    project = write_project(tmp_path / "p", ["lib"], build=False)
+    assert _lock(pypm, project, "--index-url", server.url).returncode == 0
+    text = (project / "pypm.lock").read_text()
+    server.clear_requests()
+    r = _lock(pypm, project)  # PYPM_INDEX_URL (the default index) is a closed port here
+    assert r.returncode == 0 and "up to date" in r.stderr, r.stderr
+    assert (project / "pypm.lock").read_text() == text and server.requests == []
+    write_project(project, ["lib", "other"], build=False)
+    r = _lock(pypm, project)
+    assert r.returncode == 0, r.stderr
+    assert one((project / "pypm.lock").read_text(), "other").source == {"registry": server.url}
+    assert loads((project / "pypm.lock").read_text()).options["index-url"] == server.url

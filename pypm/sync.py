@@ -204,8 +204,13 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     want_state["project-token"] = _project_token(project)
     layout = _layout(venv, interp)
 
-    created = _ensure_venv(ctx, venv, interp)
+    from .venv import discard_half_built, mark_complete
+
     try:  # from the moment a venv exists: Ctrl-C anywhere below must not leave a new one half-built
+        # A venv this run creates keeps its building marker until the end of this block, so an
+        # interruption anywhere (even before `created` is assigned) is recognised below, and by
+        # the next run if this process is killed outright.
+        created = _ensure_venv(ctx, venv, interp)
         installed = _installed(venv, interp)
         plan = make_plan(installed, wanted)
         if not (plan.is_noop and not created):
@@ -214,13 +219,11 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
         # Touch no file when nothing changed: the state file is rewritten only if it differs.
         if read_state(venv) != want_state:
             _write_state(venv, want_state)
+        mark_complete(venv)
     except BaseException:
-        if created:
-            # A venv this run created and could not finish is removed (Ctrl-C, bad download,
-            # failed build): the next run starts clean instead of from a half-filled venv.
-            import shutil
-
-            shutil.rmtree(venv, ignore_errors=True)
+        # A venv this run created and could not finish is removed (Ctrl-C, bad download,
+        # failed build): the next run starts clean instead of from a half-filled venv.
+        discard_half_built(venv)
         raise
 
     if plan.is_noop and not created:
@@ -428,7 +431,7 @@ def _venv_matches(venv: Path, interp: Any) -> bool:
 def _ensure_venv(ctx: Any, venv: Path, interp: Any) -> bool:
     from .venv import ensure_venv
 
-    _layout, created = ensure_venv(venv, interp)
+    _layout, created = ensure_venv(venv, interp, keep_marker=True)
     if created:
         ctx.info(f"Created {venv} ({interp.describe()})")
     return created

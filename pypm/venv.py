@@ -19,9 +19,10 @@ from . import __version__
 from .errors import InstallError
 from .interpreter import Interpreter
 
-__all__ = ["VenvLayout", "create_venv", "ensure_venv", "venv_matches", "read_pyvenv_cfg", "BUILDING_MARKER"]
+__all__ = ["VenvLayout", "create_venv", "ensure_venv", "venv_matches", "read_pyvenv_cfg", "BUILDING_MARKER",
+           "mark_complete", "is_half_built", "discard_half_built"]
 
-BUILDING_MARKER = ".pypm-building"  # present only while create_venv runs
+BUILDING_MARKER = ".pypm-building"  # present while the venv is not yet usable (see create_venv)
 
 
 @dataclass(frozen=True)
@@ -154,19 +155,25 @@ def _sweep(root: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure_venv(root: Path, interp: Interpreter, *, prompt: str | None = None) -> tuple[VenvLayout, bool]:
+def ensure_venv(root: Path, interp: Interpreter, *, prompt: str | None = None,
+                keep_marker: bool = False) -> tuple[VenvLayout, bool]:
     """The venv at `root` for `interp`, (re)created when missing, half-built or made for another
-    interpreter. Returns (layout, created)."""
+    interpreter. Returns (layout, created). `keep_marker`: see create_venv."""
     root = Path(os.path.abspath(root))
     if venv_matches(root, interp):
         return VenvLayout.for_interpreter(root, interp), False
-    return create_venv(root, interp, prompt=prompt), True
+    return create_venv(root, interp, prompt=prompt, keep_marker=keep_marker), True
 
 
-def create_venv(root: Path, interp: Interpreter, *, prompt: str | None = None) -> VenvLayout:
+def create_venv(root: Path, interp: Interpreter, *, prompt: str | None = None,
+                keep_marker: bool = False) -> VenvLayout:
     """Create a fresh venv at `root` (an existing venv there is removed first).
 
     On any error or Ctrl-C the half-built directory is removed before the exception propagates.
+    With `keep_marker` the BUILDING_MARKER stays after a successful return: the caller (sync)
+    fills the venv and calls `mark_complete` last, so an interruption at any point before
+    that — even between this function's return and the caller noticing — leaves a venv that
+    is known to be half-built (and is removed by the caller, or by the next run).
     """
     root = Path(os.path.abspath(root))
     if root.exists() or root.is_symlink():
@@ -178,7 +185,8 @@ def create_venv(root: Path, interp: Interpreter, *, prompt: str | None = None) -
         root.mkdir(parents=True)
         (root / BUILDING_MARKER).write_text(f"{os.getpid()}\n")
         _populate(layout, interp, prompt if prompt is not None else root.name)
-        (root / BUILDING_MARKER).unlink()
+        if not keep_marker:
+            (root / BUILDING_MARKER).unlink()
     except BaseException as e:  # including KeyboardInterrupt: never leave a half-built venv
         if root.exists():
             _discard(root)
@@ -187,6 +195,24 @@ def create_venv(root: Path, interp: Interpreter, *, prompt: str | None = None) -
                                hint="check the directory is writable and has free space") from e
         raise
     return layout
+
+
+def mark_complete(root: Path) -> None:
+    """End what create_venv(keep_marker=True) began: the venv is usable from now on."""
+    try:
+        (Path(root) / BUILDING_MARKER).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def is_half_built(root: Path) -> bool:
+    return (Path(root) / BUILDING_MARKER).exists()
+
+
+def discard_half_built(root: Path) -> None:
+    """Remove a venv that still carries the building marker (nothing else is ever removed here)."""
+    if is_half_built(root):
+        _discard(Path(root))
 
 
 def _populate(layout: VenvLayout, interp: Interpreter, prompt: str) -> None:

@@ -344,11 +344,18 @@ def _file(d: Any, where: str, path: Path) -> FileEntry:
     if sha.startswith("sha256:"):
         sha = sha[len("sha256:"):]
     size = d.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        # Not dropped silently: a size is checked on every download.
+        raise _bad(path, f"{where}.size must be a whole number of bytes, not {size!r}")
+    filename = _need(d, "filename", str, where, path)
+    if "/" in filename or "\\" in filename or filename in ("", ".", ".."):
+        # The cache stores files under their name: a path here must never become one.
+        raise _bad(path, f"{where}.filename {filename!r} is not a plain file name")
     return FileEntry(
-        filename=_need(d, "filename", str, where, path),
+        filename=filename,
         url=_need(d, "url", str, where, path),
         sha256=sha,
-        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        size=size,
     )
 
 

@@ -178,6 +178,14 @@ GOOD_PKG = '[[package]]\nname = "a"\nversion = "1"\nsource = { registry = "u" }\
     ("version = 1\n" + GOOD_PKG + 'optional-dependencies = ["x"]\n',
      "package 'a'.optional-dependencies must be a table"),
     ('version = 1\noptions = "x"\n', "`options` must be a table"),
+    ("version = 1\n" + GOOD_PKG + 'wheels = [{ filename = "a.whl", url = "u", size = "big" }]\n',
+     "package 'a'.wheels[0].size must be a whole number of bytes, not 'big'"),
+    ("version = 1\n" + GOOD_PKG + 'wheels = [{ filename = "a.whl", url = "u", size = -1 }]\n',
+     "package 'a'.wheels[0].size must be a whole number of bytes, not -1"),
+    ("version = 1\n" + GOOD_PKG + 'wheels = [{ filename = "../x/a.whl", url = "u" }]\n',
+     "package 'a'.wheels[0].filename '../x/a.whl' is not a plain file name"),
+    ("version = 1\n" + GOOD_PKG + 'sdist = { filename = "..", url = "u" }\n',
+     "package 'a'.sdist.filename '..' is not a plain file name"),
 ])
 def test_loads_errors_name_the_file_and_key(text: str, needle: str) -> None:
     with pytest.raises(LockError) as e:

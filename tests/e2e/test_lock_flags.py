@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import re
-
-import pytest
+import sys
 
 from pypm.lockfile import loads
 from tests.e2e.test_lock import one, write_project
@@ -187,7 +186,7 @@ def test_offline_locks_from_the_cache_only(pypm, dists, index_server, tmp_path):
 
 
 def test_refresh_replaces_a_placeholder_hash_as_sync_tells_the_user(pypm, dists, index_server, tmp_path):
-    w = dists.wheel("lib", "1.0")
+    dists.wheel("lib", "1.0")
     server = index_server()
     project = write_project(tmp_path / "p", ["lib"], build=False)
     assert _lock(pypm, project, "--index-url", server.url).returncode == 0
@@ -197,7 +196,7 @@ def test_refresh_replaces_a_placeholder_hash_as_sync_tells_the_user(pypm, dists,
     assert broken != good
     (project / "pypm.lock").write_text(broken)
 
-    r = pypm("sync", "--python", __import__("sys").executable, cwd=project)
+    r = pypm("sync", "--python", sys.executable, cwd=project)
     assert r.returncode != 0 and "lib" in r.stderr and "pypm lock --refresh" in r.stderr, r.stderr
     assert not (project / ".venv").exists() or not list((project / ".venv").glob("lib/python3*/site-packages/lib*"))
 
@@ -209,7 +208,7 @@ def test_refresh_replaces_a_placeholder_hash_as_sync_tells_the_user(pypm, dists,
     fixed = (project / "pypm.lock").read_text()
     assert one(fixed, "lib").wheels[0].sha256 == real and re.fullmatch(r"[0-9a-f]{64}", real)
     assert fixed == good  # ... and gives back the very lock the index supports
-    r = pypm("sync", "--python", __import__("sys").executable, cwd=project)
+    r = pypm("sync", "--python", sys.executable, cwd=project)
     assert r.returncode == 0, r.stderr
 
 

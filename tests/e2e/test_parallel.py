@@ -99,15 +99,11 @@ def slow(dists, index_server):
 def test_lock_fetches_concurrently(pypm, slow, tmp_path) -> None:
     front, names = slow
     root = write_project(tmp_path / "proj", deps=names)
-    t0 = time.monotonic()
     r = pypm("lock", "--index-url", front.url, cwd=root)
-    took = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     pages = [p for p in front.paths if p.startswith("/simple/pkg")]
     assert len(pages) == N, front.paths
     assert front.peak >= 4, f"at most {front.peak} request(s) in flight: the index client works one at a time"
-    # 12 pages + 12 metadata files one after another would take >= 24 * 0.3 s
-    assert took < 2 * N * DELAY, took
 
 
 def test_sync_downloads_concurrently(pypm, slow, tmp_path) -> None:

@@ -46,16 +46,16 @@ def _run_on_pty(pypm, args, cwd) -> tuple[int, str]:
 @pytest.fixture
 def project(pypm, dists, index_server, tmp_path):
     # 3 MiB of random bytes: a "large" file that gets its own bar, and downloads take some chunks
-    big = dists.wheel("bigpkg", "1.0", modules={"bigpkg/__init__.py": "", "bigpkg/blob.bin": os.urandom(3 << 20)})
-    small = dists.wheel("smallpkg", "1.0")
+    dists.wheel("bigpkg", "1.0", modules={"bigpkg/__init__.py": "", "bigpkg/blob.bin": os.urandom(3 << 20)})
+    dists.wheel("smallpkg", "1.0")
     server = index_server()
     root = write_project(tmp_path / "proj", deps=["bigpkg", "smallpkg"])
     assert pypm("lock", "--index-url", server.url, cwd=root).returncode == 0
-    return root, big, small
+    return root
 
 
 def test_bars_are_drawn_on_a_terminal(pypm, project) -> None:
-    root, big, _ = project
+    root = project
     code, text = _run_on_pty(pypm, ["sync", "--locked"], root)
     assert code == 0, text
     assert any(c in text for c in BAR_CHARS), text
@@ -64,7 +64,7 @@ def test_bars_are_drawn_on_a_terminal(pypm, project) -> None:
 
 
 def test_no_bars_in_a_pipe(pypm, project) -> None:
-    root, _, _ = project
+    root = project
     r = pypm("sync", "--locked", cwd=root)
     assert r.returncode == 0, r.stderr
     assert not any(c in r.stderr + r.stdout for c in BAR_CHARS), r.stderr
@@ -72,7 +72,7 @@ def test_no_bars_in_a_pipe(pypm, project) -> None:
 
 
 def test_quiet_draws_no_bars_even_on_a_terminal(pypm, project) -> None:
-    root, _, _ = project
+    root = project
     code, text = _run_on_pty(pypm, ["-q", "sync", "--locked"], root)
     assert code == 0, text
     assert not any(c in text for c in BAR_CHARS), text

@@ -250,3 +250,24 @@ def test_bare_lock_keeps_the_sources_the_lock_was_made_from(pypm, dists, index_s
     assert r.returncode == 0, r.stderr
     assert one((project / "pypm.lock").read_text(), "other").source == {"registry": server.url}
     assert loads((project / "pypm.lock").read_text()).options["index-url"] == server.url
+
+
+def test_a_file_index_locks_and_syncs_with_no_server(pypm, dists, tmp_path):
+    from tests.e2e.test_sync import assert_venv_exact
+    from tests.support.index_server import write_static_index
+
+    dists.wheel("lib", "1.0", requires_dist=["dep"])
+    dists.wheel("lib", "1.1", requires_python=">=3.99")
+    dists.wheel("dep", "2.0")
+    simple = write_static_index(dists.files(), tmp_path / "static")
+    url = simple.as_uri() + "/"
+    project = write_project(tmp_path / "p", ["lib"], build=False)
+    r = _lock(pypm, project, "--index-url", url)
+    assert r.returncode == 0, r.stderr
+    text = (project / "pypm.lock").read_text()
+    assert one(text, "lib").version == "1.0" and one(text, "dep").version == "2.0"
+    assert all(f.url.startswith("file://") and re.fullmatch(r"[0-9a-f]{64}", f.sha256) and f.size
+               for p in loads(text).packages for f in p.files())
+    r = pypm("sync", "--locked", "--python", sys.executable, cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(project / ".venv", {"lib": "1.0", "dep": "2.0"})

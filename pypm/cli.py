@@ -275,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     _selection_flags(p)
     _sync_flags(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan (install/remove/replace) and change nothing")
+    p.add_argument("--reinstall", action="store_true",
+                   help="reinstall every package, checking the cache's unpacked copies against their wheels first")
 
     for name, handler, text in (("run", cmd_run, "run a command in the project's environment, sandboxed"),
                                 ("shell", cmd_shell, "an interactive shell in the project's environment, sandboxed")):

@@ -8,6 +8,7 @@ apply removals, replacements and installs in one place, then record `.venv/.pypm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class SyncOptions:
     link_mode: str | None = None
     compile: bool = False
     dry_run: bool = False
+    reinstall: bool = False  # every package, from re-verified store entries (a repair beyond sync's stat checks)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SyncOptions":
@@ -48,7 +50,8 @@ class SyncOptions:
                    groups=tuple(g("group", []) or ()) + tuple(g("only_group", []) or ()),
                    locked=bool(g("locked", False)), frozen=bool(g("frozen", False)),
                    offline=bool(g("offline", False)), python=g("python"), link_mode=g("link_mode"),
-                   compile=bool(g("compile", False)), dry_run=bool(g("dry_run", False)))
+                   compile=bool(g("compile", False)), dry_run=bool(g("dry_run", False)),
+                   reinstall=bool(g("reinstall", False)))
 
 
 # --------------------------------------------------------------------------- the venv lock
@@ -115,7 +118,7 @@ def already_synced(ctx: Any, args: argparse.Namespace) -> bool:
     or signature check is configured, and the venv still holds exactly the recorded dists, none
     interrupted, every file present with its size -- what the full plan would find. A no-op sync
     went from ~110 ms to ~40 ms on the canary."""
-    if getattr(args, "dry_run", False) or getattr(args, "compile", False):
+    if getattr(args, "dry_run", False) or getattr(args, "compile", False) or getattr(args, "reinstall", False):
         return False
     import fcntl
     import time
@@ -194,6 +197,8 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
 
     if opts.dry_run:
         installed = _installed(venv, interp) if _venv_matches(venv, interp) else {}
+        if opts.reinstall:
+            installed = {n: dataclasses.replace(i, complete=False) for n, i in installed.items()}
         print(format_plan(make_plan(installed, wanted)))  # the plan is what --dry-run was asked for: stdout
         return venv
 
@@ -212,6 +217,8 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
         # the next run if this process is killed outright.
         created = _ensure_venv(ctx, venv, interp)
         installed = _installed(venv, interp)
+        if opts.reinstall:  # treated as damaged: replaced, and their store entries re-verified first
+            installed = {n: dataclasses.replace(i, complete=False) for n, i in installed.items()}
         plan = make_plan(installed, wanted)
         if not (plan.is_noop and not created):
             _apply(ctx, project, lock, plan, venv, interp, opts)

@@ -464,6 +464,28 @@ def test_edit_in_place_through_the_hard_link_is_repaired_in_the_venv_and_the_cac
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_an_edit_that_keeps_size_and_mtime_is_found_by_verify_and_repaired_by_reinstall(pypm, small) -> None:
+    project, server, wheels = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    target = site_packages(project / ".venv") / "beta" / "__init__.py"
+    good, st = target.read_bytes(), target.stat()
+    with open(target, "r+b") as f:  # through the hard link: the cache's copy changes too
+        f.write(b"Y" * len(good))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # what `touch -r` or a careful editor does
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr  # the documented trade-off
+    r = pypm("verify", "--venv", cwd=project)
+    assert r.returncode == 1 and "beta/__init__.py" in r.stdout, r.stdout + r.stderr
+    r = pypm("sync", "--frozen", "--reinstall", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "~ beta==2.0" in r.stderr and "~ alpha==1.0" in r.stderr, r.stderr
+    assert target.read_bytes() == good
+    store = [p for p in (pypm.cache_dir / "unpacked").rglob("beta/__init__.py")]
+    assert len(store) == 1 and store[0].read_bytes() == good, "the cache's copy was not restored"
+    r = pypm("verify", "--venv", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_ctrl_c_during_first_sync_leaves_no_venv(pypm, dists, index_server, tmp_path) -> None:
     project, _ = _big_project(dists, index_server, tmp_path)
     venv = project / ".venv"

@@ -78,6 +78,10 @@ def verify_command(ctx: Any, project: Any, args: Any) -> int:
     took = time.monotonic() - t0
     if findings:
         ctx.info(f"verify: {len(findings)} problem(s) in {checked} ({took:.2f}s)")
+        if any(f.kind in ("modified", "missing") for f in findings):
+            # Plain sync sees missing files and most edits (size, mtime), not all: --reinstall does,
+            # and re-checks the cache's copies an edit through a hard link may have reached.
+            ctx.info("  hint: `pypm sync --reinstall` restores the packages' files (and the cache's copies)")
         return ExitCode.FAILURE
     ctx.info(f"verified {checked} in {took:.2f}s: everything matches")
     return ExitCode.OK

@@ -476,6 +476,7 @@ def test_an_edit_that_keeps_size_and_mtime_is_found_by_verify_and_repaired_by_re
     assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr  # the documented trade-off
     r = pypm("verify", "--venv", cwd=project)
     assert r.returncode == 1 and "beta/__init__.py" in r.stdout, r.stdout + r.stderr
+    assert "pypm sync --reinstall" in r.stderr, r.stderr
     r = pypm("sync", "--frozen", "--reinstall", cwd=project)
     assert r.returncode == 0, r.stderr
     assert "~ beta==2.0" in r.stderr and "~ alpha==1.0" in r.stderr, r.stderr

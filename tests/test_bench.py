@@ -1,0 +1,102 @@
+"""scripts/bench.py: the parts that decide whether its numbers are fair (no network here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("pypm_bench", ROOT / "scripts" / "bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["pypm_bench"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("pypm_bench", None)
+
+
+def test_sterile_env_drops_every_package_manager_setting(bench, monkeypatch) -> None:
+    for k, v in {"PIP_FIND_LINKS": "/opt/wheels", "PIP_EXTRA_INDEX_URL": "file:///x", "UV_INDEX_URL": "http://x",
+                 "PDM_PYTHON": "/x", "POETRY_REPOSITORIES_X_URL": "http://x", "PYPM_INDEX_URL": "http://x",
+                 "VIRTUAL_ENV": "/x"}.items():
+        monkeypatch.setenv(k, v)
+    env = bench.sterile_env(Path(sys.executable))
+    assert env["PIP_CONFIG_FILE"] == "/dev/null"
+    leaked = [k for k in env if k.startswith(("UV_", "PDM_", "POETRY_", "PYPM_", "VIRTUAL_ENV"))
+              or (k.startswith("PIP_") and k not in ("PIP_CONFIG_FILE", "PIP_DISABLE_PIP_VERSION_CHECK",
+                                                       "PIP_NO_INPUT"))]
+    assert leaked == []
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+
+
+@pytest.mark.parametrize("tool", ["pypm", "uv", "pdm", "poetry"])
+@pytest.mark.parametrize("set_name", ["canary", "web", "torch"])
+def test_every_tool_gets_the_same_project_and_index(bench, tool, set_name, tmp_path, monkeypatch) -> None:
+    sets = bench.datasets()
+    if set_name == "torch" and "torch" not in sets:
+        monkeypatch.setattr(bench, "torch_wheel", lambda: Path("/w/torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl"))
+        sets = bench.datasets()
+    ds = sets[set_name]
+    url = "http://127.0.0.1:9/simple/"
+    bench.write_project(tool, ds, tmp_path, url, Path("/usr/bin/python3"))
+    doc = tomllib.loads((tmp_path / "pyproject.toml").read_text())
+    assert "build-system" not in doc  # virtual: no build backend in the numbers
+    assert doc["project"]["requires-python"] == ds.requires_python
+    assert len(doc["project"]["dependencies"]) == len(ds.dependencies)
+    t = doc.get("tool", {})
+    if tool == "pypm":
+        assert t["pypm"]["index-url"] == url and t["pypm"]["python"] == "/usr/bin/python3"
+        assert ("find-links" in t["pypm"]) == ds.find_links
+    elif tool == "uv":
+        assert t["uv"]["package"] is False
+        assert [i["url"] for i in t["uv"]["index"] if i.get("default")] == [url]
+        if ds.find_links:
+            assert t["uv"]["sources"]["torch"] == {"index": "wheels"}
+    elif tool == "pdm":
+        assert t["pdm"]["distribution"] is False
+        assert t["pdm"]["source"][0] == {"name": "pypi", "url": url}
+    elif tool == "poetry":
+        assert t["poetry"]["package-mode"] is False
+        assert t["poetry"]["source"] == [{"name": "bench", "url": url, "priority": "primary"}]
+        assert len(t["poetry"].get("group", {}).get("dev", {}).get("dependencies", {})) == len(ds.dev)
+    if tool != "poetry" and ds.dev:
+        assert doc["dependency-groups"]["dev"] == ds.dev
+
+
+def test_pip_tools_gets_a_requirements_in(bench, tmp_path) -> None:
+    ds = bench.datasets()["canary"]
+    bench.write_project("pip-tools", ds, tmp_path, "http://127.0.0.1:9/simple/", Path(sys.executable))
+    lines = (tmp_path / "requirements.in").read_text().splitlines()
+    assert lines == ds.dependencies + ds.dev
+
+
+def test_measure_sees_peak_memory_and_failures(bench, tmp_path) -> None:
+    env = bench.sterile_env(Path(sys.executable))
+    s = bench.measure([[sys.executable, "-c", "import time; b = bytearray(80 << 20); time.sleep(0.1)"]], tmp_path, env)
+    assert s.ok and s.peak_mb >= 80 and s.seconds >= 0.1
+    bad = bench.measure([[sys.executable, "-c", "import sys; sys.exit('boom')"]], tmp_path, env)
+    assert not bad.ok and "exit 1" in bad.error and "boom" in bad.error
+
+
+def test_markdown_gives_ratios_to_uv_and_run_overheads(bench) -> None:
+    def cell(med, mb=10.0):
+        return {"ok": True, "n": 1, "failed": 0, "median": med, "min": med, "max": med, "peak_mb": mb}
+
+    results = {
+        "tools": {"pypm": "pypm 0.1", "uv": "uv 0.13"}, "machine": {"platform": "linux", "cpus": 2, "date": "d"},
+        "sets": {"canary": {"title": "canary", "rounds": 1, "baseline": {"python -c pass": cell(0.010)},
+                            "scenarios": {"sync_warm": {"pypm": cell(0.30), "uv": cell(0.10)},
+                                          "run": {"pypm": cell(0.060), "uv": cell(0.030)},
+                                          "run_nosandbox": {"pypm": cell(0.045)}}}},
+    }
+    md = bench.markdown(results)
+    assert "| sync_warm | 0.300 s (0.300–0.300) **3.00×** 10 MB | 0.100 s (0.100–0.100) 10 MB |" in md
+    assert "| run | 60 ms (60–60) [+50] **2.00×** 10 MB |" in md
+    assert "| run (no sandbox) | 45 ms (45–45) [+35] **1.50×** 10 MB | – |" in md

@@ -190,6 +190,10 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
     lock = _relock(ctx, project, opts, inputs, old)
     _write(ctx, project, path, lock, opts)
     ctx.info(f"Resolved {_count(lock)} packages in {time.monotonic() - started:.2f}s")
+    unknown = sorted(set(opts.upgrade_package) - {canonical_name(p.name) for p in lock.packages})
+    if unknown:  # a typo would otherwise look like "already the newest"
+        ctx.info(f"warning: --upgrade-package {', '.join(unknown)}: no such package in {path.name}; nothing upgraded "
+                 f"for {'it' if len(unknown) == 1 else 'them'}")
     return ExitCode.OK
 
 

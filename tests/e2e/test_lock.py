@@ -122,8 +122,9 @@ def test_lock_is_correct_deterministic_and_upgrades_only_what_is_asked(pypm, wor
     server.add(d.wheel("lib", "1.2"), d.wheel("tomli", "2.0.2"))
     assert pypm("lock", "--index-url", server.url, cwd=project).returncode == 0
     assert (project / "pypm.lock").read_text() == text
-    r = pypm("lock", "--upgrade-package", "lib", "--index-url", server.url, cwd=project)
+    r = pypm("lock", "--upgrade-package", "lib", "--upgrade-package", "libb", "--index-url", server.url, cwd=project)
     assert r.returncode == 0, r.stderr
+    assert "warning: --upgrade-package libb: no such package in pypm.lock" in r.stderr, r.stderr  # a typo is named
     text2 = (project / "pypm.lock").read_text()
     assert one(text2, "lib").version == "1.2" and one(text2, "tomli").version == "2.0.1"
     r = pypm("lock", "--upgrade", "--index-url", server.url, cwd=project)

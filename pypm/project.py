@@ -321,6 +321,9 @@ def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:
 def find_project_root(start: Path) -> Path:
     """The nearest directory at or above `start` holding a pyproject.toml."""
     start = start.resolve()
+    if not start.is_dir():  # only -C/--directory can name one (the working directory exists)
+        what = "is not a directory" if start.exists() else "does not exist"
+        raise ProjectError(f"{start} {what}", hint="check the -C/--directory path")
     for d in (start, *start.parents):
         if (d / PYPROJECT).is_file():
             return d

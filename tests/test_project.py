@@ -288,3 +288,12 @@ def test_a_pyproject_that_is_a_directory_is_named(tmp_path: Path) -> None:
                        env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"})
     assert r.returncode == ExitCode.PROJECT and "pyproject.toml is not a file" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_start_directory_that_is_not_one_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError, match=r"missing does not exist") as e:
+        find_project_root(tmp_path / "missing")
+    assert "-C/--directory" in (e.value.hint or "")
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ProjectError, match=r"/f is not a directory"):
+        find_project_root(tmp_path / "f")

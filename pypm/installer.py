@@ -222,6 +222,12 @@ def _metadata_name_version(info: Path) -> tuple[str, str]:
 
 
 def _rel(path: Path, base: Path) -> str:
+    # Two calls per installed file: a prefix check instead of os.path.relpath, which makes both
+    # paths absolute and normalises them every time (a quarter of a warm install's CPU). Names
+    # with `..` never get here (refused on unpack and by the planning step).
+    p, b = str(path), str(base)
+    if p.startswith(b) and p[len(b):len(b) + 1] == "/":
+        return p[len(b) + 1:]
     return os.path.relpath(path, base).replace(os.sep, "/")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The side-by-side benchmark: pypm against uv, pip-tools, PDM and Poetry on real projects.
 
-    python3 scripts/bench.py                 # every set, tool and scenario: 2 rounds (torch: 1)
+    python3 scripts/bench.py                 # every set, tool and scenario: canary 2 rounds, web/torch 1
     python3 scripts/bench.py --quick         # one round: a smoke run
     python3 scripts/bench.py --sets canary --tools pypm,uv --scenarios sync_warm,sync_noop -r 5
 
@@ -486,7 +486,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                   file=sys.stderr)
             continue
         ds = sets[set_name]
-        rounds = args.rounds if set_name != "torch" else max(1, min(args.rounds, args.torch_rounds))
+        rounds = args.rounds if set_name == "canary" else max(1, min(args.rounds, args.big_rounds))
         set_res: dict = {"title": ds.title, "rounds": rounds, "scenarios": {}, "baseline": {}}
         roots: dict[str, Path] = {}
         for name, tool in tools.items():
@@ -581,8 +581,9 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("-r", "--rounds", type=int, default=2, help="rounds per scenario (default 2; A B A B)")
-    p.add_argument("--torch-rounds", type=int, default=1,
-                   help="at most this many rounds for the torch set (default 1: pip and Poetry take minutes)")
+    p.add_argument("--big-rounds", type=int, default=1,
+                   help="at most this many rounds for the web and torch sets (default 1: pip-tools, PDM "
+                   "and Poetry take minutes there)")
     p.add_argument("--quick", action="store_true", help="one round: a smoke run")
     p.add_argument("--sets", default="canary,web,torch", help="comma-separated: canary,web,torch")
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated: " + ",".join(ALL_TOOLS))

@@ -694,6 +694,14 @@ def test_editable_build_is_cached_and_redone_when_its_inputs_change(pypm, small)
     r = pypm("-v", "sync", "--frozen", cwd=project, check=True)
     assert "using the wheel built earlier" not in r.stderr
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0", "app": "0.1.0"})
+    # --reinstall re-checks the built wheel's store entry too (its editable .pth edited through the link)
+    pth = site_packages(project / ".venv") / "_app_editable.pth"
+    good = pth.read_bytes()
+    pth.write_bytes(b"/nowhere\n"[: len(good)].ljust(len(good), b"x"))  # in place: same inode as the store's
+    r = pypm("-v", "sync", "--frozen", "--reinstall", cwd=project, check=True)
+    assert "using the wheel built earlier" in r.stderr and "~ app==0.1.0" in r.stderr, r.stderr
+    assert pth.read_bytes() == good
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0", "app": "0.1.0"})
 
 
 def test_offline_sync_works_from_a_warm_cache(pypm, small) -> None:

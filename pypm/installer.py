@@ -451,16 +451,24 @@ def installed_distributions(layout: VenvLayout) -> dict[str, InstalledDist]:
         for j in jdir.glob("*.json"):
             key = j.stem
             if key not in out:
-                try:
-                    version = json.loads(j.read_text()).get("version", "")
-                except (OSError, ValueError):
-                    version = ""
+                version = _read_journal(j).get("version", "")
+                version = version if isinstance(version, str) else ""
                 out[key] = InstalledDist(key, version, None, None, None, None, False)
             elif out[key].complete:
                 d = out[key]
                 out[key] = InstalledDist(d.name, d.version, d.dist_info, d.source_sha256, d.source_filename,
                                          d.installer, False)
     return out
+
+
+def _read_journal(path: Path) -> dict[str, Any]:
+    """An install journal's content, {} when it is unreadable or not a JSON object (a damaged
+    journal still marks its dist incomplete; it just names no extra paths)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # --------------------------------------------------------------------------- uninstall
@@ -483,10 +491,8 @@ def uninstall(layout: VenvLayout, name: str) -> list[Path]:
                 targets.add(Path(os.path.normpath(info.parent / path)))
     journal = _journal(layout, key)
     if journal.is_file():
-        try:
-            targets |= {Path(p) for p in json.loads(journal.read_text()).get("paths", [])}
-        except (OSError, ValueError):
-            pass
+        paths = _read_journal(journal).get("paths", [])
+        targets |= {Path(p) for p in (paths if isinstance(paths, list) else []) if isinstance(p, str)}
     removed: list[Path] = []
     parents: set[Path] = set()
     info_set = set(infos) | {t for t in targets if t.name.endswith(".dist-info")}

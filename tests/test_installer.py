@@ -231,6 +231,21 @@ def test_kill_9_mid_install_is_detected_and_repaired(dists, venv, cache):
     assert d.complete and installed_distributions(venv)["victim"].complete
 
 
+@pytest.mark.parametrize("journal", ['[1, 2]', '{"version": 3, "paths": 5}', '{"paths": [7, "/etc/passwd"]}', "\xff{"])
+def test_a_damaged_journal_marks_the_dist_incomplete_and_removes_nothing_outside(dists, venv, cache, journal):
+    w = dists.wheel("victim", "1.0", modules={"victim/__init__.py": ""})
+    u, e = unpacked(cache, w)
+    install_wheel(venv, u, wheel_filename=w.name, wheel_sha256=e.sha256)
+    (venv.root / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
+    (venv.root / JOURNAL_DIR / "victim.json").write_text(journal, encoding="latin-1")
+    (venv.root / JOURNAL_DIR / "ghost.json").write_text(journal, encoding="latin-1")
+    got = installed_distributions(venv)
+    assert not got["victim"].complete and not got["ghost"].complete and got["ghost"].version == ""
+    uninstall(venv, "victim")
+    uninstall(venv, "ghost")
+    assert installed_distributions(venv) == {} and Path("/etc/passwd").exists()
+
+
 def test_long_venv_path_gets_a_working_sh_shebang(dists, tmp_path, interp, cache):
     deep = tmp_path / ("d" * 60) / ("e" * 60) / ".venv"
     layout = create_venv(deep, interp)

@@ -1,7 +1,33 @@
-"""`python -m pypm` is `pypm`."""
+"""`python -m pypm` is `pypm`; `main` is also the console script: run's fast path, else the full CLI."""
 
+import os
 import sys
 
-from .cli import main
 
-sys.exit(main())
+def main() -> int:
+    """The process entry point (it may end the process itself: never call it in-process)."""
+    argv = sys.argv[1:]
+    if "run" in argv[:2]:  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
+        from .run import fast_main
+
+        rc = fast_main(argv)
+        if rc is not None:
+            _exit(rc)
+    from .cli import main as cli_main
+
+    return cli_main(argv)
+
+
+def _exit(rc: int) -> None:
+    # The command has finished and nothing of ours is left to clean up (the sandbox removed
+    # its temporary root): skip the interpreter's teardown, a few ms with the sandbox loaded.
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

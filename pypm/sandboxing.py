@@ -7,12 +7,14 @@ line from the current directory. Kept light: `pypm run` imports this on its hot 
 
 from __future__ import annotations
 
-import argparse
 import os
-from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import SandboxError
+
+if TYPE_CHECKING:  # pragma: no cover - run's hot path imports neither
+    import argparse
+    from pathlib import Path
 
 __all__ = ["build_policy", "run_sandboxed"]
 
@@ -24,7 +26,8 @@ def _err(e: Any) -> SandboxError:
     return err
 
 
-def _project_facts(ctx: Any, project: Any, venv: Path) -> tuple[Path, str, Any, Path]:
+def _project_facts(ctx: Any, project: Any, venv: Path | str,
+                   known: tuple[str, dict[str, Any]] | None = None) -> tuple[Any, str, Any, Any]:
     """(root, name, sandbox settings, pyproject path) of the project.
 
     On `pypm run`'s fast path the project model is not loaded (validating every requirement
@@ -32,9 +35,16 @@ def _project_facts(ctx: Any, project: Any, venv: Path) -> tuple[Path, str, Any, 
     `pypm sync` wrote from the validated project and which run's fast path has just matched
     against pyproject.toml's hash; a state file from an older pypm makes us read (and
     validate) only `[tool.pypm.sandbox]`; anything unexpected falls back to the full model,
-    whose errors name the problem properly.
+    whose errors name the problem properly. `known`: (root, state.json's "tool") when the
+    caller (run.fast_main) has found and matched them already.
     """
+    if project is None and known is not None:
+        facts = _from_tool(known[1])
+        if facts is not None:
+            return known[0], facts[0], facts[1], os.path.join(known[0], "pyproject.toml")
     if project is None:
+        from pathlib import Path
+
         start = Path(ctx.directory).resolve()
         root = next((d for d in (start, *start.parents) if (d / "pyproject.toml").is_file()), start)
         path = root / "pyproject.toml"
@@ -45,18 +55,28 @@ def _project_facts(ctx: Any, project: Any, venv: Path) -> tuple[Path, str, Any, 
     return project.root, project.name, project.tool.sandbox, project.pyproject
 
 
-def _from_state(venv: Path) -> tuple[str, Any] | None:
-    from types import SimpleNamespace
+def _from_state(venv: Path | str) -> tuple[str, Any] | None:
+    from pathlib import Path
 
     from .venvstate import read_state
 
-    tool = (read_state(Path(venv)) or {}).get("tool")
+    return _from_tool((read_state(Path(venv)) or {}).get("tool"))
+
+
+class _Settings:
+    """[tool.pypm.sandbox] as state.json recorded it (the attributes of project.SandboxSettings)."""
+
+    def __init__(self, sb: dict[str, Any]) -> None:
+        self.network, self.profile, self.writable_project = sb["network"], sb["profile"], sb["writable-project"]
+        self.bind, self.ro_bind, self.env = tuple(sb["bind"]), tuple(sb["ro-bind"]), tuple(sb["env"])
+
+
+def _from_tool(tool: Any) -> tuple[str, Any] | None:
     sb = tool.get("sandbox") if isinstance(tool, dict) else None
     if not isinstance(sb, dict) or not isinstance(tool.get("name"), str):  # type: ignore[union-attr]
         return None
     try:
-        cfg = SimpleNamespace(network=sb["network"], bind=tuple(sb["bind"]), ro_bind=tuple(sb["ro-bind"]),
-                              env=tuple(sb["env"]), profile=sb["profile"], writable_project=sb["writable-project"])
+        cfg = _Settings(sb)
     except (KeyError, TypeError):
         return None
     return tool["name"], cfg  # type: ignore[index]
@@ -78,14 +98,14 @@ def _from_pyproject(path: Path) -> tuple[str, Any] | None:
     return None
 
 
-def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: argparse.Namespace,
-                 *, shell: bool = False):  # -> sandbox.Policy
+def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], args: argparse.Namespace,
+                 *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None):  # -> sandbox.Policy
     """The policy for running a command of `project` (None: not loaded) with `venv`."""
     from sandbox.host import caller, interpreter_prefixes, pth_paths, resolve_bind
     from sandbox.policy import python_policy
     from sandbox.seccomp import find_profile
 
-    root_path, name, cfg, pyproject = _project_facts(ctx, project, venv)
+    root_path, name, cfg, pyproject = _project_facts(ctx, project, venv, known)
     root = str(root_path)
     cwd_host = str(ctx.directory)
     network = getattr(args, "network", None) or cfg.network
@@ -132,8 +152,8 @@ def build_policy(ctx: Any, project: Any, venv: Path, env: dict[str, str], args: 
     )
 
 
-def run_sandboxed(ctx: Any, project: Any, venv: Path, argv: Sequence[str], env: dict[str, str],
-                  args: argparse.Namespace) -> int:
+def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str], env: dict[str, str],
+                  args: argparse.Namespace, *, known: tuple[str, dict[str, Any]] | None = None) -> int:
     """Run `argv` in the project's sandbox; returns its exit status (128+N if killed by signal N).
 
     `env` is the environment the command would get unsandboxed (the venv activated); only
@@ -143,7 +163,7 @@ def run_sandboxed(ctx: Any, project: Any, venv: Path, argv: Sequence[str], env: 
 
     shell = getattr(args, "command", None) == "shell"
     try:
-        policy = build_policy(ctx, project, venv, env, args, shell=shell)
+        policy = build_policy(ctx, project, venv, env, args, shell=shell, known=known)
         if getattr(args, "print_sandbox", False):
             print(policy.to_text())
             print("command:    " + " ".join(argv))

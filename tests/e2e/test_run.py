@@ -139,3 +139,48 @@ def test_shell_runs_in_the_venv_environment(pypm, synced) -> None:
     assert r.returncode == 3, r.stderr
     assert f"VENV={project / '.venv'}" in r.stdout
     assert str(project / ".venv" / "bin" / "greet") in r.stdout
+
+
+def _imports(stderr: str) -> set[str]:
+    """Modules imported once pypm started (the host's .pth files may import pathlib before)."""
+    names = [line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")]
+    return set(names[names.index("pypm"):])
+
+
+def test_the_entry_point_runs_a_synced_project_without_the_cli(pypm, synced) -> None:
+    """`pypm run` goes from the entry point straight to the command: no argparse, no CLI, no
+    subprocess/pathlib; the same exit status, -q and `--` handling as the full CLI."""
+    project, _ = synced
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    for argv in (["run", "--no-sandbox", "--frozen", "greet"], ["-q", "run", "--frozen", "--no-sandbox", "--", "greet"],
+                 ["run", "-q", "--no-sandbox", "--frozen", "greet"]):
+        r = pypm(*argv, cwd=project, env=env)
+        assert r.returncode == 0 and r.stdout == "hi from greet\n", (argv, r.stderr)
+        imported = _imports(r.stderr)
+        assert "pypm.run" in imported
+        assert not imported & {"pypm.cli", "argparse", "subprocess", "pathlib", "shutil", "pypm.selection"}, argv
+    r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", "raise SystemExit(5)", cwd=project, env=env)
+    assert r.returncode == 5 and "pypm.cli" not in _imports(r.stderr)
+
+
+def test_anything_unusual_goes_to_the_full_cli(pypm, synced) -> None:
+    project, _ = synced
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    # An abbreviation argparse accepts, a flag the fast path does not know, a selection flag.
+    for argv in (["run", "--no-sand", "--frozen", "greet"], ["run", "--no-sandbox", "--frozen", "--no-dev", "greet"],
+                 ["-v", "run", "--no-sandbox", "--frozen", "greet"]):
+        r = pypm(*argv, cwd=project, env=env)
+        assert r.returncode == 0 and r.stdout == "hi from greet\n", (argv, r.stderr)
+        assert "pypm.cli" in _imports(r.stderr), argv
+    r = pypm("run", "--no-sandbox", "--bogus", "greet", cwd=project)
+    assert r.returncode == 2 and "--bogus" in r.stderr
+
+
+def test_fast_path_state_version_is_venvstates() -> None:
+    from pypm import run, venvstate
+
+    assert run._STATE_VERSION == venvstate.STATE_VERSION
+    assert run._fast_parse(["run", "--", "-x"]) == (set(), ["-x"])
+    assert run._fast_parse(["run", "python", "--no-sandbox"]) == (set(), ["python", "--no-sandbox"])
+    assert run._fast_parse(["run", "--no-sandbox"]) is None  # no command: the CLI says so
+    assert run._fast_parse(["sync"]) is None

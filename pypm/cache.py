@@ -372,9 +372,11 @@ class Cache:
         validator = None
         if have:
             try:
-                validator = json.loads(meta.read_text()).get("validator")
+                saved = json.loads(meta.read_text())
             except (OSError, ValueError):
-                validator = None
+                saved = None
+            validator = saved.get("validator") if isinstance(saved, dict) else None
+            validator = validator if isinstance(validator, str) else None  # damaged: resume without If-Range
         # identity: Range offsets must count the file's bytes, not a compressed encoding of them
         headers = {"Accept-Encoding": "identity"}
         if have:

@@ -84,6 +84,18 @@ def test_interrupted_download_is_resumed_with_range_by_the_next_run(dists, index
     assert not part.exists()
 
 
+@pytest.mark.parametrize("saved", ['["x"]', '{"validator": 5}', "{broken"])
+def test_a_damaged_resume_record_does_not_break_the_next_fetch(dists, index_server, cache, saved):
+    w = dists.wheel("smallpkg", "1.0", modules={"smallpkg/__init__.py": "X = 1\n" * 1000})
+    idx = index_server()
+    e = entry_for(w, idx.file_url(w.name))
+    final = cache.wheel_path(e.sha256, w.name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    final.with_name(w.name + ".part").write_bytes(w.read_bytes()[:100])
+    final.with_name(w.name + ".part.json").write_text(saved)
+    assert sha256_file(cache.fetch(e, package="smallpkg")) == e.sha256
+
+
 def test_a_dropped_connection_is_resumed_within_the_same_run(dists, index_server, cache):
     w = big_wheel(dists, "midpkg", 2 << 20)
     idx = index_server()

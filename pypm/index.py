@@ -157,7 +157,7 @@ class _Page:
             if head.pop("v") != _HTTP_CACHE_VERSION:
                 return None
             return cls(body=body, **head)
-        except (OSError, ValueError, TypeError, KeyError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):  # AttributeError: not a JSON object
             return None
 
 
@@ -557,8 +557,8 @@ class IndexClient:
             try:
                 return CoreMetadata(**{k: tuple(v) if isinstance(v, list) else v
                                        for k, v in json.loads(path.read_bytes()).items()})
-            except (OSError, ValueError, TypeError):
-                pass  # not cached (or an unreadable entry, which is simply replaced)
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass  # not cached (or an unreadable entry -- even valid JSON of another shape -- which is replaced)
         if self.offline and not _is_local(f.url):
             raise IndexError_(f"the metadata of {f.filename} is not in the cache; run without --offline",
                               hint="run once with the network so the cache holds it")

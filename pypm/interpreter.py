@@ -309,7 +309,7 @@ def _query(path: Path, *, use_cache: bool = True) -> Interpreter:
             raw = json.loads(cf.read_text())
             if raw.get("format") == QUERY_FORMAT:
                 return _from_raw(path, raw)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # AttributeError: not a JSON object
             pass  # unreadable cache entry: ask the interpreter again and overwrite it
     if not path.exists():
         raise QueryFailed("no such file")

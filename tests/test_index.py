@@ -238,6 +238,18 @@ def test_warm_metadata_cache_makes_no_requests(small_index: IndexServer, client_
     assert f"/files/{files[0].filename}.metadata" in _paths(small_index)
 
 
+def test_damaged_cache_entries_are_refetched_not_fatal(small_index: IndexServer, client_factory, tmp_path) -> None:
+    c = client_factory([small_index.url])
+    files = c.project_files("alpha")
+    first = c.metadata(files[0])
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert cached
+    for p in cached:  # valid JSON of the wrong shape (and a first line of the wrong shape for pages)
+        p.write_text("[1, 2]\n")
+    c2 = client_factory([small_index.url])
+    assert c2.project_files("alpha") == files and c2.metadata(files[0]) == first
+
+
 # --------------------------------------------------------------------------- local sources
 
 

@@ -98,10 +98,11 @@ def test_description_is_cached_and_keyed_by_the_executable(tmp_path):
     assert len(list((tmp_path / "cache" / "interpreters").glob("*.json"))) == 2
 
 
-def test_a_broken_cache_file_is_ignored(tmp_path):
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]", "null"])  # also valid JSON that is not an object
+def test_a_broken_cache_file_is_ignored(tmp_path, damage):
     query_interpreter(sys.executable)
     for f in (tmp_path / "cache" / "interpreters").glob("*.json"):
-        f.write_text("{not json")
+        f.write_text(damage)
     assert query_interpreter(sys.executable).version == tuple(sys.version_info[:3])
 
 

@@ -647,7 +647,8 @@ def cache_command(ctx: Any, args: Any) -> int:
     days = 30.0 if getattr(args, "days", None) is None else float(args.days)
     if not 0 <= days < float("inf"):  # -1 or nan would silently empty the whole cache
         raise UsageError(f"--days {days:g}: must be a number of days, 0 or more",
-                         hint="`pypm cache prune --days 0` removes every entry not in use; `pypm cache clean` everything")
+                         hint="`pypm cache prune --days 0` removes every entry not in use; "
+                              "`pypm cache clean` everything")
     removed = cache.prune(max_age_days=days)
     ctx.info(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {cache.root}")
     return ExitCode.OK

@@ -345,7 +345,8 @@ def load_project(root: Path) -> Project:
     except UnicodeDecodeError as e:
         raise ProjectError(f"{path} is not UTF-8 text ({e})") from None
     except OSError as e:  # a directory, no permission, an I/O error
-        raise ProjectError(f"cannot read {path}: {e.strerror or e}", hint=f"{PYPROJECT} must be a readable file") from None
+        raise ProjectError(f"cannot read {path}: {e.strerror or e}",
+                           hint=f"{PYPROJECT} must be a readable file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -491,7 +491,8 @@ class Cache:
                 if final.is_dir() and not self._store_intact(final, entry.sha256):
                     self._note(f"the unpacked copy of {entry.filename} in the cache was modified "
                                f"(through a hard link from a venv?): extracting it again")
-                    aside = final.parent / f".old-{entry.sha256}-{os.getpid()}-{threading.get_ident()}"
+                    # A `.tmp-<sha>-` name: if this process dies before the rmtree, prune removes it.
+                    aside = final.parent / f".tmp-{entry.sha256}-old-{os.getpid()}-{threading.get_ident()}"
                     os.rename(final, aside)  # venvs linked to the old files keep them; new installs do not
                     shutil.rmtree(aside, ignore_errors=True)
         if final.is_dir():

@@ -8,13 +8,14 @@ line from the current directory. Kept light: `pypm run` imports this on its hot 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import SandboxError
 
-if TYPE_CHECKING:  # pragma: no cover - run's hot path imports neither
+TYPE_CHECKING = False  # not from typing (~2 ms): annotations are strings here, and this is run's hot path
+if TYPE_CHECKING:  # pragma: no cover - run's hot path imports none of these
     import argparse
     from pathlib import Path
+    from typing import Any, Sequence
 
 __all__ = ["build_policy", "run_sandboxed"]
 
@@ -103,7 +104,7 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
     """The policy for running a command of `project` (None: not loaded) with `venv`."""
     from sandbox.host import caller, interpreter_prefixes, pth_paths, resolve_bind
     from sandbox.policy import python_policy
-    from sandbox.seccomp import find_profile
+    from sandbox.seccomp import profile_path
 
     root_path, name, cfg, pyproject = _project_facts(ctx, project, venv, known)
     root = str(root_path)
@@ -120,7 +121,7 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         profile, base = cfg.profile, root
     if "/" in profile or profile.endswith(".json"):
         profile = os.path.join(base, os.path.expanduser(profile))
-    find_profile(profile)  # an unknown name or a missing file fails here, before anything starts
+    profile_path(profile)  # an unknown name or a missing file fails here, before anything starts
 
     who = caller(env)
     real_venv = os.path.realpath(venv)

@@ -9,10 +9,12 @@ The policy (sandbox.policy) is plain data; the runner (sandbox.runner) executes 
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from .errors import EXIT_SANDBOX, SandboxError
 from .policy import Mount, Policy, filter_env, python_policy, system_mounts
+
+TYPE_CHECKING = False  # typing itself costs ~2 ms at import; annotations are strings here
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Sequence
 
 __all__ = ["Policy", "Mount", "SandboxError", "EXIT_SANDBOX", "python_policy", "system_mounts", "filter_env",
            "run"]

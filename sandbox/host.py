@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from .errors import SandboxError
+from .record import record
 
 __all__ = ["Caller", "caller", "interpreter_prefixes", "resolve_bind", "pth_paths"]
 
 
-@dataclass(frozen=True)
+@record
 class Caller:
     uid: int
     gid: int

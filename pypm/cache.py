@@ -486,7 +486,7 @@ class Cache:
         a damaged install: the damage may have been written through a hard link into the store.
         """
         final = self.unpacked_path(entry.sha256)
-        if final.is_dir() and recheck:
+        if final.is_dir() and (recheck or self._written_since_unpacked(final, entry.sha256)):
             with self._locked(entry.sha256):
                 if final.is_dir() and not self._store_intact(final, entry.sha256):
                     self._note(f"the unpacked copy of {entry.filename} in the cache was modified "
@@ -519,6 +519,26 @@ class Cache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         return final
+
+    def _written_since_unpacked(self, final: Path, sha256: str) -> bool:
+        """A file of the store entry has an mtime later than the wheel's tree file, which `unpack`
+        writes after extracting: something wrote it since (an edit in a venv, through its hard
+        link). One stat per file, no hashing, so every install from the store gets it; an edit
+        that restored the old mtime is left to `pypm sync --reinstall`. No tree file: no verdict."""
+        from .wheeltree import tree_path
+
+        try:
+            ref = os.stat(tree_path(self.root, sha256)).st_mtime_ns
+        except OSError:
+            return False
+        for dirpath, _, filenames in os.walk(final):
+            for fn in filenames:
+                try:
+                    if os.stat(os.path.join(dirpath, fn)).st_mtime_ns > ref:
+                        return True
+                except OSError:
+                    return True  # vanished: the entry is not whole
+        return False
 
     def _store_intact(self, final: Path, sha256: str) -> bool:
         """The store entry matches the wheel's Merkle tree (the stored one, else one computed from

@@ -444,6 +444,14 @@ def test_edit_in_place_through_the_hard_link_is_repaired_in_the_venv_and_the_cac
     store = [p for p in (pypm.cache_dir / "unpacked").rglob("beta/__init__.py")]
     assert len(store) == 1 and store[0].read_bytes() == b"X" * len(good), "the edit did not reach the store"
 
+    # a fresh venv installed from the damaged store entry (before the edited venv is re-synced)
+    # gets the wheel's bytes: the store file's mtime is later than the entry's tree file
+    fresh = write_project(tmp_path / "fresh", deps=["alpha"])
+    (fresh / "pypm.lock").write_bytes((project / "pypm.lock").read_bytes())
+    pypm("sync", "--frozen", "--no-dev", cwd=fresh, check=True)
+    assert (site_packages(fresh / ".venv") / "beta" / "__init__.py").read_bytes() == good
+    assert target.read_bytes() == b"X" * len(good)  # the edited venv keeps its own (old) inode until re-synced
+
     server.clear_requests()
     r = pypm("sync", "--frozen", cwd=project)
     assert r.returncode == 0, r.stderr

@@ -9,7 +9,10 @@ resolver, rich, index module, argparse, pathlib or subprocess (`python -X import
 from __future__ import annotations
 
 import os
-import signal
+
+# The C module behind `signal`: the same calls with plain ints, without `signal`'s enum
+# classes (enum is ~2 ms of run's hot path, which otherwise loads neither enum nor re).
+import _signal as signal
 
 from .errors import ExitCode, PypmError, SandboxError, UsageError
 
@@ -286,6 +289,38 @@ def _sha256_file(path: str) -> str | None:
         return None
 
 
+class _JSONContext:
+    """What json's C scanner reads from a JSONDecoder (strict JSON, plain dicts and numbers)."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        raise ValueError(f"{name} is not JSON")
+
+
+def _json_loads(text: str) -> Any:
+    """json.loads with json's own C scanner, without the json package: json.decoder imports re
+    (and re enum), ~3 ms of run's hot path for one small file."""
+    try:
+        from _json import make_scanner
+    except ImportError:  # pragma: no cover - a Python without the accelerator
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    try:
+        value, end = make_scanner(_JSONContext())(text, start)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if text[end:].strip(" \t\n\r"):
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
 def _fast_parse(argv: Sequence[str]) -> tuple[set[str], list[str]] | None:
     """(flags, command) for `[-q] run [--no-sandbox|--frozen|-q]... [--] CMD ...`; None for
     anything else (the full CLI then parses it, abbreviations and errors included)."""
@@ -332,11 +367,9 @@ def fast_main(argv: Sequence[str]) -> int | None:
             return None
         root = parent
     venv = os.path.join(root, ".venv")
-    import json  # json rather than a hand-rolled format: its C scanner reads state.json in microseconds
-
     try:
-        with open(os.path.join(venv, ".pypm", "state.json"), "rb") as f:
-            state = json.loads(f.read())
+        with open(os.path.join(venv, ".pypm", "state.json"), encoding="utf-8") as f:
+            state = _json_loads(f.read())
     except (OSError, ValueError):
         return None
     if not isinstance(state, dict):

@@ -8,7 +8,6 @@ miss. Loading the program is one prctl in sandbox.syscalls.
 from __future__ import annotations
 
 import errno as E
-import json
 import os
 
 from .errors import SandboxError
@@ -106,8 +105,8 @@ TTY_GUARD = {
 
 def programs_for(profile: str | None, cache_dir: str | None = None) -> list[bytes]:
     """The BPF programs to load, in order: the terminal guard, then `profile` (if any)."""
-    guard = json.dumps(TTY_GUARD, sort_keys=True).encode()
-    out = [_program(guard, "terminal guard", cache_dir, deny_unknown=False)]
+    # Keyed by its repr, not json.dumps: json (with re and enum) loads only on a cache miss.
+    out = [_program(repr(TTY_GUARD).encode(), "terminal guard", cache_dir, deny_unknown=False, parsed=TTY_GUARD)]
     if profile:
         out.append(program_for(profile, cache_dir))
     return out
@@ -124,7 +123,8 @@ def program_for(profile: str, cache_dir: str | None = None) -> bytes:
     return _program(data, path, cache_dir, deny_unknown=True)
 
 
-def _program(data: bytes, source: str, cache_dir: str | None, *, deny_unknown: bool) -> bytes:
+def _program(data: bytes, source: str, cache_dir: str | None, *, deny_unknown: bool,
+             parsed: dict | None = None) -> bytes:
     key = _sha256(data + f"\0{COMPILER_VERSION}\0{os.uname().machine}\0{deny_unknown}".encode())
     cdir = os.path.join(cache_dir or default_cache_dir(), "seccomp")
     cached = os.path.join(cdir, f"{key}.bpf")
@@ -135,8 +135,10 @@ def _program(data: bytes, source: str, cache_dir: str | None, *, deny_unknown: b
             return program
     except OSError:
         pass
+    import json
+
     try:
-        profile_data = json.loads(data)
+        profile_data = json.loads(data) if parsed is None else parsed
     except ValueError as e:
         raise SandboxError(f"seccomp profile {source} is not valid JSON: {e}") from None
     program = compile_profile(profile_data, source=source, deny_unknown=deny_unknown)

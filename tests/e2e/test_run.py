@@ -142,9 +142,11 @@ def test_shell_runs_in_the_venv_environment(pypm, synced) -> None:
 
 
 def _imports(stderr: str) -> set[str]:
-    """Modules imported once pypm started (the host's .pth files may import pathlib before)."""
+    """Modules pypm imported once it started (the host's .pth files may import pathlib before;
+    a Python command inherits PYTHONPROFILEIMPORTTIME, and its own list starts at `encodings`)."""
     names = [line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")]
-    return set(names[names.index("pypm"):])
+    ours = names[names.index("pypm"):]
+    return set(ours[:ours.index("encodings")] if "encodings" in ours else ours)
 
 
 def test_the_entry_point_runs_a_synced_project_without_the_cli(pypm, synced) -> None:
@@ -158,7 +160,8 @@ def test_the_entry_point_runs_a_synced_project_without_the_cli(pypm, synced) -> 
         assert r.returncode == 0 and r.stdout == "hi from greet\n", (argv, r.stderr)
         imported = _imports(r.stderr)
         assert "pypm.run" in imported
-        assert not imported & {"pypm.cli", "argparse", "subprocess", "pathlib", "shutil", "pypm.selection"}, argv
+        assert not imported & {"pypm.cli", "argparse", "subprocess", "pathlib", "shutil", "pypm.selection", "json",
+                               "enum", "signal"}, argv
     r = pypm("run", "--no-sandbox", "--frozen", "python", "-c", "raise SystemExit(5)", cwd=project, env=env)
     assert r.returncode == 5 and "pypm.cli" not in _imports(r.stderr)
 
@@ -184,3 +187,8 @@ def test_fast_path_state_version_is_venvstates() -> None:
     assert run._fast_parse(["run", "python", "--no-sandbox"]) == (set(), ["python", "--no-sandbox"])
     assert run._fast_parse(["run", "--no-sandbox"]) is None  # no command: the CLI says so
     assert run._fast_parse(["sync"]) is None
+    text = '{"a": [1, 2.5, "\\u00e9", null, true, {"b": false}], "c": "x"}\n'
+    assert run._json_loads(text) == json.loads(text)
+    for bad in ("", "{", "{} x", '{"a": NaN}', "[1,]"):
+        with pytest.raises(ValueError):
+            run._json_loads(bad)

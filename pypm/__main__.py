@@ -13,6 +13,12 @@ def main() -> int:
         rc = fast_main(argv)
         if rc is not None:
             _exit(rc)
+    if "sync" in argv[:2]:  # a no-op `pypm sync`, likewise (venvstate.fast_sync)
+        from .venvstate import fast_sync
+
+        rc = fast_sync(argv)
+        if rc is not None:
+            _exit(rc)
     from .cli import main as cli_main
 
     return cli_main(argv)

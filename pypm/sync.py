@@ -19,7 +19,7 @@ from .errors import ExitCode, UsageError
 from .selection import Selection
 from .venvstate import drop_state as _drop_state
 from .venvstate import expected_state, files_present, installed_record, project_token, read_state, tool_knobs
-from .venvstate import venv_intact
+from .venvstate import synced_unchanged
 from .venvstate import write_state as _write_state
 
 __all__ = ["SyncOptions", "sync_project", "ensure_synced", "already_synced"]
@@ -120,7 +120,6 @@ def already_synced(ctx: Any, args: argparse.Namespace) -> bool:
     went from ~110 ms to ~40 ms on the canary."""
     if getattr(args, "dry_run", False) or getattr(args, "compile", False) or getattr(args, "reinstall", False):
         return False
-    import fcntl
     import time
 
     from .run import _fast_venv  # the same freshness check `pypm run` makes
@@ -129,23 +128,10 @@ def already_synced(ctx: Any, args: argparse.Namespace) -> bool:
     fast = _fast_venv(ctx, args)
     if fast is None:
         return False
-    root, venv, knobs = fast
-    if not isinstance(knobs, dict) or knobs.get("plugins") or knobs.get("trusted-keys"):
-        return False  # hooks must fire and signatures be checked on every sync: the full path does
+    root, venv, _knobs = fast
     state = read_state(venv) or {}
-    exe = (state.get("interpreter") or {}).get("executable")
-    if not exe or not os.path.exists(exe) or state.get("project-token") != project_token(root):
+    if not synced_unchanged(root, venv, state):
         return False
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # another sync at work: take the full path
-        except OSError:
-            return False
-        if read_state(venv) != state or not venv_intact(venv, state):
-            return False
-    finally:
-        os.close(fd)
     n = len((state.get("installed") or {}).get("dists") or [])
     ctx.info(f"Checked {n} packages in {time.monotonic() - t0:.2f}s: nothing to do")
     return True

@@ -1,4 +1,4 @@
-"""`python -m pypm` is `pypm`; `main` is also the console script: run's fast path, else the full CLI."""
+"""`python -m pypm` is `pypm`; `main` is also the `pypm` command (bin/pypm): run's fast path, else the CLI."""
 
 import os
 import sys

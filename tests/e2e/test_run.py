@@ -192,3 +192,19 @@ def test_fast_path_state_version_is_venvstates() -> None:
     for bad in ("", "{", "{} x", '{"a": NaN}', "[1,]"):
         with pytest.raises(ValueError):
             run._json_loads(bad)
+
+
+def test_the_pypm_script_runs_the_fast_path_without_re(pypm, synced) -> None:
+    """bin/pypm (the installed `pypm` command) is main() without a generated launcher's `import re`."""
+    import subprocess
+
+    project, _ = synced
+    script = Path(__file__).resolve().parents[2] / "bin" / "pypm"
+    assert script.read_text().startswith("#!python\n")  # installers put the environment's interpreter there
+    r = subprocess.run([sys.executable, "-X", "importtime", str(script), "run", "--no-sandbox", "--frozen", "greet"],
+                       cwd=project, env=pypm.env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "hi from greet\n", r.stderr
+    imported = _imports(r.stderr)
+    assert "pypm.run" in imported and not imported & {"re", "pypm.cli", "argparse"}
+    r = subprocess.run([sys.executable, str(script), "--version"], env=pypm.env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("pypm "), r.stderr

@@ -24,6 +24,11 @@ class SyscallError(OSError):
 
 
 libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own libc, already loaded
+# Looked up here, in the caller, rather than at first use in the sandbox's processes, where each
+# lookup (dlsym, a new function object, copy-on-write faults) sits on the path to the command.
+for _name in ("syscall", "unshare", "mount", "umount2", "prctl", "sethostname", "socket", "ioctl"):
+    getattr(libc, _name)
+del _name
 
 # Syscall numbers glibc 2.36 has no wrapper for (or gained late). x86_64 has its own
 # table; aarch64 and riscv64 share the generic one (include/uapi/asm-generic/unistd.h).

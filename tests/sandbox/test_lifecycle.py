@@ -220,3 +220,23 @@ def test_concurrent_runs_from_threads_with_captured_output(world) -> None:
     for t in threads:
         t.join(60)
     assert results == {i: (i, f"out {i}\nerr {i}\n".encode()) for i in range(6)}
+
+
+def test_the_command_path_search_fails_as_execvpe_does(tmp_path) -> None:
+    """runner._execvpe (os.execvpe without its warnings import): the first error that is not
+    "no such file" wins (EACCES for a non-executable match), else the last one."""
+    import errno
+
+    from sandbox.runner import _execvpe
+
+    plain = tmp_path / "bin1"
+    plain.mkdir()
+    (plain / "tool").write_text("#!/bin/sh\n")  # not executable
+    for env, want in (({"PATH": f"{tmp_path}/none:{tmp_path}/none2"}, errno.ENOENT),
+                      ({"PATH": f"{tmp_path}/none:{plain}:{tmp_path}/none2"}, errno.EACCES)):
+        with pytest.raises(OSError) as info:
+            _execvpe("tool", ["tool"], env)
+        assert info.value.errno == want
+    with pytest.raises(OSError) as info:
+        _execvpe(str(plain / "tool"), ["tool"], {"PATH": "/usr/bin"})
+    assert info.value.errno == errno.EACCES

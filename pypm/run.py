@@ -314,8 +314,12 @@ def _json_loads(text: str) -> Any:
     start = len(text) - len(text.lstrip(" \t\n\r"))
     try:
         value, end = make_scanner(_JSONContext())(text, start)
-    except StopIteration:
-        raise ValueError("not JSON") from None
+    except (StopIteration, SystemError, ValueError):
+        # The scanner raises json.decoder's JSONDecodeError, which it finds only once json is
+        # imported (else: SystemError): on this error path, let json itself say what is wrong.
+        import json
+
+        return json.loads(text, parse_constant=_JSONContext.parse_constant)
     if text[end:].strip(" \t\n\r"):
         raise ValueError("extra data after the JSON value")
     return value

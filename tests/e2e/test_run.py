@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -189,15 +190,18 @@ def test_fast_path_state_version_is_venvstates() -> None:
     assert run._fast_parse(["sync"]) is None
     text = '{"a": [1, 2.5, "\\u00e9", null, true, {"b": false}], "c": "x"}\n'
     assert run._json_loads(text) == json.loads(text)
-    for bad in ("", "{", "{} x", '{"a": NaN}', "[1,]"):
+    for bad in ("", "{", "{} x", '{"a": NaN}', "[1,]", "{ garbage", '"abc'):
         with pytest.raises(ValueError):
             run._json_loads(bad)
+    # The same in a fresh interpreter, where json (and its JSONDecodeError) is not imported yet.
+    code = ("from pypm.run import _json_loads\nfor t in ('{ garbage', '\"abc', '[1,]', '{} x'):\n"
+            "    try:\n        _json_loads(t)\n    except ValueError:\n        continue\n    raise SystemExit(t)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_the_pypm_script_runs_the_fast_path_without_re(pypm, synced) -> None:
     """bin/pypm (the installed `pypm` command) is main() without a generated launcher's `import re`."""
-    import subprocess
-
     project, _ = synced
     script = Path(__file__).resolve().parents[2] / "bin" / "pypm"
     assert script.read_text().startswith("#!python\n")  # installers put the environment's interpreter there

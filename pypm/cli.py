@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import ExitCode, PypmError
+from .errors import ExitCode, report_failure
 
 __all__ = ["main", "build_parser", "Context"]
 
@@ -327,25 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(args)
     try:
         return int(args.handler(ctx, args) or 0)
-    except PypmError as e:
-        if ctx.verbose:
-            import traceback
-
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except BrokenPipeError:
-        return ExitCode.FAILURE
-    except Exception as e:  # a bug in pypm: say so plainly; --verbose shows where
-        if ctx.verbose:
-            raise
-        print(f"internal error: {type(e).__name__}: {e}\n  hint: run again with --verbose for the traceback, "
-              "and report it", file=sys.stderr)
-        return ExitCode.FAILURE
-
+    except (Exception, KeyboardInterrupt) as e:  # one reporting policy: errors.report_failure
+        return report_failure(e, verbose=ctx.verbose)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

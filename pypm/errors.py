@@ -17,6 +17,7 @@ __all__ = [
     "PluginError",
     "BuildError",
     "VerifyError",
+    "report_failure",
 ]
 
 
@@ -107,3 +108,29 @@ class BuildError(PypmError):
 
 class VerifyError(PypmError):
     exit_code = ExitCode.FAILURE
+
+
+def report_failure(exc: BaseException, *, verbose: int = 0) -> int:
+    """Tell the user how a command failed and return its exit code (the CLI's one policy).
+
+    A PypmError prints its message (and hint); Ctrl-C prints "interrupted" (130); a closed
+    pipe is quiet; anything else is a bug in pypm, said plainly. Tracebacks only with -v.
+    Used by `cli.main` and by the hot-path entry points that run before the CLI loads.
+    """
+    import sys
+
+    if isinstance(exc, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, BrokenPipeError):
+        return ExitCode.FAILURE
+    if verbose:
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, PypmError):
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"internal error: {type(exc).__name__}: {exc}\n  hint: run again with --verbose for the traceback, "
+          "and report it", file=sys.stderr)
+    return ExitCode.FAILURE

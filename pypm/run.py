@@ -14,7 +14,7 @@ import os
 # classes (enum is ~2 ms of run's hot path, which otherwise loads neither enum nor re).
 import _signal as signal
 
-from .errors import ExitCode, PypmError, SandboxError, UsageError
+from .errors import PypmError, SandboxError, UsageError
 
 TYPE_CHECKING = False  # not from typing (~2 ms): annotations are strings here, and this is run's hot path
 if TYPE_CHECKING:  # pragma: no cover
@@ -400,21 +400,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
                                hint="pass --no-sandbox to run directly on the host") from None
         return run_sandboxed(_FastContext(start, "-q" in flags), None, venv, cmd, env, _FastArgs(frozen),
                              known=(root, tool))
-    except PypmError as e:  # as cli.main reports it
-        import sys
+    except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
+        from .errors import report_failure
 
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        import sys
-
-        print("interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except BrokenPipeError:
-        return ExitCode.FAILURE
-    except Exception as e:  # a bug in pypm: as cli.main says it
-        import sys
-
-        print(f"internal error: {type(e).__name__}: {e}\n  hint: run again with --verbose for the traceback, "
-              "and report it", file=sys.stderr)
-        return ExitCode.FAILURE
+        return report_failure(e)

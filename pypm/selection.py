@@ -7,7 +7,7 @@ followed, which is what export and verification want.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 from .errors import LockError

@@ -51,11 +51,27 @@ def tool_knobs(project: Any) -> dict[str, Any]:
     parse pyproject.toml (state.json is only trusted while pyproject.toml's hash matches)."""
     sb = project.tool.sandbox
     return {"sandbox-enabled": sb.enabled, "plugins": bool(project.tool.plugins),
+            "plugin-run": _plugin_run(project),
             "trusted-keys": list(project.tool.trusted_keys),
             # The validated [tool.pypm.sandbox] and the name, for pypm.sandboxing on the fast path.
             "name": project.name,
             "sandbox": {"network": sb.network, "bind": list(sb.bind), "ro-bind": list(sb.ro_bind), "env": list(sb.env),
                         "profile": sb.profile, "writable-project": sb.writable_project}}
+
+
+def _plugin_run(project: Any) -> dict[str, Any] | None:
+    # Which enabled plugins have run hooks, and the files that decide it (host.run_hook_record):
+    # lets `pypm run`'s fast path skip the plugin machinery. None: no plugins, or one cannot be
+    # loaded (then every run takes the full path, which reports it).
+    if not project.tool.plugins:
+        return None
+    from .errors import PluginError
+    from .plugins.host import run_hook_record
+
+    try:
+        return run_hook_record(project)
+    except PluginError:
+        return None
 
 
 def read_state(venv: Path) -> dict[str, Any] | None:

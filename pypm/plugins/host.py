@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..project import Project
 
-__all__ = ["GROUP", "LoadedPlugin", "find_plugin", "enabled_plugins", "fire_stage", "fetchers", "list_plugins"]
+__all__ = ["GROUP", "RUN_STAGES", "LoadedPlugin", "find_plugin", "enabled_plugins", "fire_stage", "fetchers",
+           "run_hook_record", "list_plugins"]
 
 GROUP = "pypm.plugins"
 
@@ -146,6 +147,71 @@ def find_plugin(project: "Project", name: str) -> LoadedPlugin:
 
 def enabled_plugins(project: "Project") -> list[LoadedPlugin]:
     return [find_plugin(project, n) for n in project.tool.plugins]
+
+
+# ---------------------------------------------------------------- what `pypm run` needs to know
+
+RUN_STAGES = ("pre-run", "post-run")
+
+
+def _identity(path: Any) -> list[Any]:
+    # [path, size, mtime_ns], or [path, None, None] when absent: what run.fast_main compares
+    # with one stat each (a replaced or newly appearing file changes it).
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [str(path), None, None]
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _module_file(obj: Any) -> str | None:
+    mod = sys.modules.get(getattr(obj, "__module__", None) or "")
+    return getattr(mod, "__file__", None)
+
+
+def run_hook_record(project: "Project") -> dict[str, Any]:
+    """Which enabled plugins implement a run stage (`run-hooks`), and the identity of every file
+    that decided which plugin a name loads and what it implements (`files`): each candidate
+    `pypm_<name>.so` on plugin-path up to the one used (absent ones too: one appearing later
+    shadows what was found), a native plugin's file, a Python plugin's module file and the
+    dist-info its entry point comes from. Kept in state.json at sync time, so `pypm run`'s fast
+    path can skip loading plugins while none has a run hook and no file changed.
+    Raises PluginError as `find_plugin` does."""
+    import os
+
+    dirs = _search_dirs(project)
+    files: list[list[Any]] = []
+    run_hooks: list[str] = []
+    third_party = False
+    for name in project.tool.plugins:
+        plugin = find_plugin(project, name)
+        for d in dirs:
+            so = d / f"pypm_{name}.so"
+            files.append(_identity(so))
+            if plugin.kind == "native" and str(so) == plugin.origin:
+                break
+        if plugin.kind == "python":
+            # A native plugin declares its stages (pypm_plugin_stages; none declared = all, so a
+            # single pypm_hook that receives every stage counts as a run hook); a Python one's
+            # come from its methods or `hooks` (host._python_hooks).
+            mod = _module_file(plugin.obj)
+            if mod is None:
+                return {"run-hooks": None, "files": []}  # cannot tell when it changes: never skip it
+            files.append(_identity(mod))
+            if name not in BUILTIN:
+                third_party = True
+                dist_path = getattr(getattr(_entry_points().get(name), "dist", None), "_path", None)
+                if dist_path is None:
+                    return {"run-hooks": None, "files": []}
+                files.append(_identity(dist_path))
+        if set(plugin.hooks) & set(RUN_STAGES):
+            run_hooks.append(name)
+    rec: dict[str, Any] = {"run-hooks": run_hooks, "files": files}
+    if third_party:  # entry points are found on sys.path: another PYTHONPATH may find another plugin
+        rec["pythonpath"] = os.environ.get("PYTHONPATH")
+    return rec
 
 
 # ---------------------------------------------------------------- calling hooks

@@ -212,3 +212,31 @@ def test_the_pypm_script_runs_the_fast_path_without_re(pypm, synced) -> None:
     assert "pypm.run" in imported and not imported & {"re", "pypm.cli", "argparse"}
     r = subprocess.run([sys.executable, str(script), "--version"], env=pypm.env, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("pypm "), r.stderr
+
+
+def test_plugins_without_run_hooks_take_the_fast_path(pypm, synced) -> None:
+    """The canary's plugins (auditwheel: post-sync; s3cache: fetcher, pre/post-sync) have no run
+    hook: sync records that, and `pypm run` starts the command without loading pypm.plugins."""
+    project, _ = synced
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.pypm]\n",
+                                                       '[tool.pypm]\nplugins = ["auditwheel", "s3cache"]\n', 1))
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 0, r.stderr
+    tool = json.loads((project / ".venv" / ".pypm" / "state.json").read_text())["tool"]
+    assert tool["plugins"] is True and tool["plugin-run"]["run-hooks"] == []
+    assert {Path(f[0]).name for f in tool["plugin-run"]["files"]} == {"auditwheel.py", "s3cache.py"}
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    for argv in (["run", "--no-sandbox", "--frozen", "greet"], ["run", "--frozen", "greet"]):
+        r = pypm(*argv, cwd=project, env=env)
+        assert r.returncode == 0 and r.stdout == "hi from greet\n", (argv, r.stderr)
+        imported = _imports(r.stderr)
+        assert "pypm.run" in imported, argv
+        assert not {m for m in imported if m.startswith("pypm.plugins") or m == "pypm.cli"}, (argv, sorted(imported))
+    # A state.json written before the record existed (no "plugin-run"): the full path, as before.
+    state = json.loads((project / ".venv" / ".pypm" / "state.json").read_text())
+    del state["tool"]["plugin-run"]
+    (project / ".venv" / ".pypm" / "state.json").write_text(json.dumps(state))
+    r = pypm("run", "--no-sandbox", "--frozen", "greet", cwd=project, env=env)
+    assert r.returncode == 0 and r.stdout == "hi from greet\n", r.stderr
+    assert "pypm.cli" in _imports(r.stderr)

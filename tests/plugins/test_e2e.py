@@ -248,3 +248,104 @@ def test_auditwheel_strict_fails_sync_on_a_too_new_wheel(pypm, dists, index_serv
             "GLIBC_2.34, newer than the tag allows") in r.stderr
     assert "error: plugin auditwheel failed at post-sync: 1 violation(s) of the platform tag policy in 1 wheel(s): " \
            "fastthing 1.0" in r.stderr
+
+
+def _plugins_loaded(stderr: str) -> bool:
+    """Whether pypm imported its plugin machinery (PYTHONPROFILEIMPORTTIME output)."""
+    return any(line.startswith("import time:") and line.split("|")[-1].strip() == "pypm.plugins"
+               for line in stderr.splitlines())
+
+
+PRE_RUN_SOURCE = '''
+class PreRun:
+    def post_sync(self, ctx):
+        _log(ctx)
+    def pre_run(self, ctx):
+        _log(ctx)
+
+pre_run = PreRun()
+'''
+
+
+def test_run_skips_plugins_without_run_hooks_and_notices_a_changed_python_plugin(pypm, small,
+                                                                                  tmp_path: Path) -> None:
+    project, _, _ = small
+    site = make_entry_point_dist(tmp_path / "site", "pypm-test-plugins", "pypm_test_plugins", PY_RECORDER,
+                                 {"only_sync": "pypm_test_plugins:only_sync", "pre_run": "pypm_test_plugins:pre_run"})
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.pypm]\n", '[tool.pypm]\nplugins = ["only_sync"]\n', 1))
+    log = tmp_path / "py.log"
+    env = {"PYTHONPATH": str(site), "PYPM_TEST_LOG": str(log), "PYTHONPROFILEIMPORTTIME": "1"}
+    stages = lambda: [json.loads(line)["stage"] for line in log.read_text().splitlines()]  # noqa: E731
+    assert pypm("sync", "--frozen", cwd=project, env=env).returncode == 0
+    r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "print('ok')", cwd=project, env=env)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    assert not _plugins_loaded(r.stderr) and stages() == ["pre-sync", "post-sync"]
+    # Another PYTHONPATH may find another plugin of that name: the full path (which finds the same one here).
+    r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "pass", cwd=project,
+             env={**env, "PYTHONPATH": f"{site}:{tmp_path}"})
+    assert r.returncode == 0 and _plugins_loaded(r.stderr), r.stderr
+
+    # The plugin's module gains a pre_run method after the sync: noticed, and the hook fires.
+    (site / "pypm_test_plugins.py").write_text(PY_RECORDER + "\nOnlySync.pre_run = OnlySync.pre_sync\n")
+    r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "pass", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    assert _plugins_loaded(r.stderr) and stages() == ["pre-sync", "post-sync", "pre-run"]
+
+    # A plugin with a pre-run hook from the start: every run fires it.
+    (site / "pypm_test_plugins.py").write_text(PY_RECORDER + PRE_RUN_SOURCE)
+    pyproject.write_text(pyproject.read_text().replace('plugins = ["only_sync"]', 'plugins = ["only_sync", "pre_run"]'))
+    log.unlink()
+    assert pypm("sync", "--frozen", cwd=project, env=env).returncode == 0
+    state = json.loads((project / ".venv" / ".pypm" / "state.json").read_text())
+    assert state["tool"]["plugin-run"]["run-hooks"] == ["pre_run"]
+    r = pypm("run", "--frozen", "--no-sandbox", "python", "-c", "pass", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    assert _plugins_loaded(r.stderr)
+    assert [(json.loads(x)["plugin"], json.loads(x)["stage"]) for x in log.read_text().splitlines()][-1] == \
+        ("pre_run", "pre-run")
+
+
+def test_run_notices_a_native_plugin_replaced_or_shadowed_after_sync(pypm, small, native_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    """pypm_syncer.so implements only the sync stages: runs skip the plugin machinery until the
+    file is replaced by one with run hooks, or such a file appears earlier on plugin-path."""
+    import shutil
+
+    project, _, _ = small
+    first, second = tmp_path / "p1", tmp_path / "p2"
+    first.mkdir()
+    second.mkdir()
+    shutil.copy(native_dir / "pypm_syncer.so", second / "pypm_syncer.so")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(
+        "[tool.pypm]\n", f'[tool.pypm]\nplugins = ["syncer"]\nplugin-path = ["{first}", "{second}"]\n', 1))
+    log = tmp_path / "c.log"
+    env = {"PYPM_TEST_LOG": str(log), "PYTHONPROFILEIMPORTTIME": "1"}
+    stages = lambda: [c["stage"] for c in _read_c_log(log)]  # noqa: E731
+    run = lambda: pypm("run", "--frozen", "--no-sandbox", "python", "-c", "pass", cwd=project, env=env)  # noqa: E731
+
+    assert pypm("sync", "--frozen", cwd=project, env=env).returncode == 0
+    r = run()
+    assert r.returncode == 0 and not _plugins_loaded(r.stderr), r.stderr
+    assert stages() == ["pre-sync", "post-sync"]
+
+    # Replaced in place by a build that implements every stage: the run hooks fire.
+    shutil.copy(native_dir / "pypm_recorder.so", second / "pypm_syncer.so.new")
+    (second / "pypm_syncer.so.new").replace(second / "pypm_syncer.so")
+    r = run()
+    assert r.returncode == 0 and _plugins_loaded(r.stderr), r.stderr
+    assert stages() == ["pre-sync", "post-sync", "pre-run", "post-run"]
+
+    # Back to the sync-only build and synced: fast again ...
+    shutil.copy(native_dir / "pypm_syncer.so", second / "pypm_syncer.so")
+    log.unlink()
+    assert pypm("sync", "--frozen", cwd=project, env=env).returncode == 0
+    r = run()
+    assert r.returncode == 0 and not _plugins_loaded(r.stderr), r.stderr
+    assert stages() == ["pre-sync", "post-sync"]
+    # ... until a file of that name appears earlier on plugin-path, which shadows it.
+    shutil.copy(native_dir / "pypm_recorder.so", first / "pypm_syncer.so")
+    r = run()
+    assert r.returncode == 0 and _plugins_loaded(r.stderr), r.stderr
+    assert stages() == ["pre-sync", "post-sync", "pre-run", "post-run"]

@@ -19,6 +19,12 @@ def main() -> int:
         rc = fast_sync(argv)
         if rc is not None:
             _exit(rc)
+    if "lock" in argv[:2]:  # a no-op `pypm lock` / `pypm lock --check`, likewise (locking.fast_lock)
+        from .locking import fast_lock
+
+        rc = fast_lock(argv)
+        if rc is not None:
+            _exit(rc)
     from .cli import main as cli_main
 
     return cli_main(argv)

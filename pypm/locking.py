@@ -57,7 +57,11 @@ class LockOptions:
     @classmethod
     def from_lock(cls, lock: Lock, *, offline: bool = False) -> "LockOptions":
         """The options a lock was made with (those given on the command line are recorded in it)."""
-        o = lock.options
+        return cls.from_recorded(lock.options, offline=offline)
+
+    @classmethod
+    def from_recorded(cls, o: Mapping[str, Any], *, offline: bool = False) -> "LockOptions":
+        """The options a lock's [options] table `o` records."""
         return cls(
             index_url=o.get("index-url"), extra_index_urls=tuple(o.get("extra-index-url", ())),
             find_links=tuple(o.get("find-links", ())), prerelease=o.get("prerelease"),
@@ -139,13 +143,20 @@ def lock_inputs_hash(project: Project, opts: LockOptions | None = None) -> str:
 def _read_old(path: Path, ctx: Any) -> Lock | None:
     if not path.exists():
         return None
-    from .lockfile import read
+    from .lockfile import loads, read
 
     try:
-        return read(path)
+        try:
+            data = path.read_bytes()
+            text = data.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return read(path)  # raises the LockError that says what is wrong with the file
+        lock = loads(text, path)
     except LockError as e:
         ctx.info(f"warning: ignoring the existing {path.name}: {e.message}")
         return None
+    _remember(data, lock)
+    return lock
 
 
 # ---------------------------------------------------------------------- the command
@@ -155,18 +166,8 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
     started = time.monotonic()
     path = project.root / LOCK_NAME
     old = _read_old(path, ctx)
-    if opts.check and old is not None:
-        # CI runs `pypm lock --check` bare: the options the lock was made with still apply.
-        opts = opts.over(LockOptions.from_lock(old))
-    elif old is not None:
-        # `pypm lock --index-url X` once, then a bare `pypm lock`: keep the sources the lock was made
-        # from (as sync and --check do) rather than silently re-resolving against the default index.
-        from dataclasses import replace
-
-        rec = LockOptions.from_lock(old)
-        opts = replace(opts, index_url=opts.index_url or (None if project.tool.index_url else rec.index_url),
-                       extra_index_urls=opts.extra_index_urls or rec.extra_index_urls,
-                       find_links=opts.find_links or rec.find_links)
+    if old is not None:
+        opts = _with_recorded(project, opts, LockOptions.from_lock(old))
     inputs = _inputs(project, opts)
     asks_change = opts.upgrade or bool(opts.upgrade_package) or opts.refresh or bool(opts.from_pylock)
     fresh = old is not None and old.content_hash == inputs.hash
@@ -197,8 +198,104 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
     return ExitCode.OK
 
 
+def _with_recorded(project: Project, opts: LockOptions, rec: LockOptions) -> LockOptions:
+    """`opts` for `pypm lock` over an existing lock that records the options `rec`."""
+    if opts.check:
+        # CI runs `pypm lock --check` bare: the options the lock was made with still apply.
+        return opts.over(rec)
+    # `pypm lock --index-url X` once, then a bare `pypm lock`: keep the sources the lock was made
+    # from (as sync and --check do) rather than silently re-resolving against the default index.
+    from dataclasses import replace
+
+    return replace(opts, index_url=opts.index_url or (None if project.tool.index_url else rec.index_url),
+                   extra_index_urls=opts.extra_index_urls or rec.extra_index_urls,
+                   find_links=opts.find_links or rec.find_links)
+
+
 def _count(lock: Lock) -> int:
     return sum(1 for p in lock.packages if not p.is_root)
+
+
+# ---------------------------------------------------------------------- the no-op fast path
+
+# A lock pypm has parsed and validated, keyed by the sha256 of its bytes (and this pypm's version:
+# another one may validate differently): what the no-op check needs from it, so that `pypm lock`
+# with unchanged inputs neither parses the whole lock (tomllib: ~40 ms on a 500 KB lock) nor trusts
+# a header whose body it has not read. Content-addressed, so it never goes stale.
+_SEEN_DIR = "lock-seen"
+
+
+def _seen_path(data: bytes) -> Path:
+    import hashlib
+
+    from . import __version__
+    from .config import cache_dir
+    from .lockfile import LOCK_VERSION
+
+    key = hashlib.sha256(f"{__version__}\0{LOCK_VERSION}\0".encode() + data).hexdigest()
+    return cache_dir() / _SEEN_DIR / key[:2] / f"{key}.json"
+
+
+def _remember(data: bytes, lock: Lock) -> None:
+    """Record that `data` is a valid lock (best effort: the cache may be read-only)."""
+    import json
+
+    from .lockfile import write_atomic
+
+    text = json.dumps({"content-hash": lock.content_hash, "options": lock.options, "packages": _count(lock)},
+                      sort_keys=True) + "\n"
+    try:
+        path = _seen_path(data)
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)  # (a torn or garbled record is replaced: the fast path then trusts it again)
+    except OSError:
+        pass
+
+
+_FAST_LOCK_FLAGS = {"-q", "--quiet", "--check"}
+
+
+def fast_lock(argv: list[str]) -> int | None:
+    """`pypm [-q] lock [-q] [--check]` with unchanged inputs, from the entry point before argparse
+    and the CLI load (as `venvstate.fast_sync` does for sync): 0 and the same message as the full
+    command when the lock is current, else None and nothing was done (the full CLI then decides
+    exactly as before). The lock's bytes must be ones pypm has validated before (`_remember`);
+    pyproject.toml is loaded and hashed as `lock_project` does (`_with_recorded`, `_inputs`)."""
+    import json
+    import os
+    import sys
+
+    started = time.monotonic()
+    if argv.count("lock") != 1 or not set(argv) - {"lock"} <= _FAST_LOCK_FLAGS:
+        return None
+    if argv[0] != "lock" and argv[0] not in ("-q", "--quiet"):
+        return None
+    from .errors import PypmError
+    from .project import find_project_root, load_project
+
+    try:
+        root = find_project_root(Path(os.getcwd()))
+        path = root / LOCK_NAME
+        data = path.read_bytes()
+        seen = json.loads(_seen_path(data).read_text(encoding="utf-8"))
+        project = load_project(root)
+        check = "--check" in argv
+        opts = _with_recorded(project, LockOptions(check=check), LockOptions.from_recorded(seen["options"]))
+        if seen["content-hash"] != _inputs(project, opts).hash:
+            return None
+        n = int(seen["packages"])
+    except (PypmError, OSError, ValueError, LookupError, TypeError, AttributeError):
+        return None  # anything unusual: the full command says what is wrong, or re-locks
+    if not ({"-q", "--quiet"} & set(argv)):
+        msg = (f"{path.name} is up to date ({n} packages)" if check else
+               f"Resolved {n} packages in {time.monotonic() - started:.2f}s ({path.name} is up to date)")
+        print(msg, file=sys.stderr)
+    return 0
 
 
 def _write(ctx: Any, project: Project, path: Path, lock: Lock, opts: LockOptions) -> None:
@@ -217,6 +314,7 @@ def _write(ctx: Any, project: Project, path: Path, lock: Lock, opts: LockOptions
         same = False
     if not same:
         write_atomic(path, text)
+    _remember(text.encode("utf-8"), lock)
     from . import plugins
 
     plugins.fire(project, "post-lock", lock_path=path)

@@ -406,3 +406,133 @@ def test_html_index_gives_the_same_answers(pypm, dists, index_server, tmp_path):
     r = pypm("lock", "--index-url", server.url, cwd=root)
     assert r.returncode == 0, r.stderr
     assert one((root / "pypm.lock").read_text(), "lib").version == "1.5"  # yanked, but pinned with ==
+
+
+# --- issue 8: the no-op `pypm lock` answered from the entry point (locking.fast_lock) ----------------
+
+def _imports(stderr: str) -> set[str]:
+    return {line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def _said(stderr: str) -> str:
+    # What the user sees, with the timing (which differs run to run) blanked.
+    lines = [line for line in stderr.splitlines() if not line.startswith("import time:")]
+    return re.sub(r"in \d+\.\d+s", "in Ns", "\n".join(lines))
+
+
+def _full(pypm, project, *args, env=None):
+    """`pypm ARGS` through the full CLI (pypm.cli.main), never the entry point's fast path."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pypm.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=project, env={**pypm.env, **(env or {})},
+                          capture_output=True, text=True, timeout=120)
+
+
+def _fast_and_full(pypm, project, *args, env=None):
+    """Run `pypm ARGS` (the entry point's fast path may answer), then the same through the full
+    CLI; -> (fast result, took the fast path?, full result)."""
+    fast = pypm(*args, cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1", **(env or {})})
+    took = "pypm.cli" not in _imports(fast.stderr)
+    return fast, took, _full(pypm, project, *args, env=env)
+
+
+def _same(fast, full) -> None:
+    assert (fast.returncode, _said(fast.stderr)) == (full.returncode, _said(full.stderr)), (fast.stderr, full.stderr)
+
+
+def test_noop_lock_takes_the_fast_path_and_says_what_the_full_command_says(pypm, locked_project):
+    server, project, before = locked_project
+    for args in (("lock",), ("lock", "--check"), ("-q", "lock"), ("lock", "-q", "--check")):
+        fast, took, full = _fast_and_full(pypm, project, *args)
+        assert took, (args, fast.stderr)
+        _same(fast, full)
+        assert fast.returncode == 0
+    fast = pypm("lock", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    imported = _imports(fast.stderr)
+    # Neither the CLI nor a TOML parse of the lock, nor the network stack.
+    assert not imported & {"pypm.cli", "argparse", "httpx", "resolvelib", "rich", "pypm.index"}, imported
+    assert _said(fast.stderr) == "Resolved 2 packages in Ns (pypm.lock is up to date)"
+    assert pypm("-q", "lock", cwd=project).stderr == ""
+    assert (project / "pypm.lock").read_bytes() == before
+    # The lock was made with --index-url (recorded in it); PYPM_INDEX_URL points at a closed port, so a
+    # fast path that hashed the default index instead would call the lock stale.
+    assert "index-url" in loads(before.decode()).options
+
+
+def test_noop_lock_fast_path_decides_as_the_full_command(pypm, locked_project, tmp_path):
+    server, project, before = locked_project
+    lock = project / "pypm.lock"
+    pyproject = project / "pyproject.toml"
+    good = pyproject.read_text()
+
+    # Stale: pyproject.toml's requirements changed.
+    pyproject.write_text(good.replace("['a']", "['a', 'b']"))
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert not took and fast.returncode == 1 and "out of date" in fast.stderr
+    _same(fast, full)
+
+    # Changed sources: [tool.pypm] index-url now names another index.
+    # (`--check` keeps the index the lock records; a bare `lock` re-locks against the project's.)
+    pyproject.write_text(good + '\n[tool.pypm]\nindex-url = "http://127.0.0.1:9/simple/"\n')
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert took and fast.returncode == 0
+    _same(fast, full)
+    fast, took, full = _fast_and_full(pypm, project, "lock", env={"PYPM_OFFLINE": "1"})  # fails fast
+    assert not took and fast.returncode == 5 and "127.0.0.1:9" in fast.stderr
+    _same(fast, full)
+    assert lock.read_bytes() == before
+    pyproject.write_text(good)
+
+    # Version of the project is not a resolution input, but a bad one is still an error (exit 3).
+    pyproject.write_text(good.replace('version = "0.1.0"', 'version = "not a version"'))
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert not took and fast.returncode == 3 and "error: " in fast.stderr
+    _same(fast, full)
+    pyproject.write_text(good)
+
+    # Changed options: a lock made with --prerelease allow is current for `--check` (which applies the
+    # recorded options) but not for a bare `lock` (which keeps only the recorded sources) -- as before.
+    assert pypm("lock", "--index-url", server.url, "--prerelease", "allow", cwd=project).returncode == 0
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert took and fast.returncode == 0
+    _same(fast, full)
+    r = pypm("lock", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0 and "pypm.cli" in _imports(r.stderr), r.stderr  # re-locked by the full path
+    assert "prerelease" not in loads(lock.read_text()).options
+
+    # Missing lock.
+    saved = lock.read_bytes()
+    lock.unlink()
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert not took and fast.returncode == 1 and "does not exist" in fast.stderr
+    _same(fast, full)
+
+    # Written by another version of the lock format (a header the fast path would otherwise accept).
+    lock.write_bytes(saved.replace(b"version = 1\n", b"version = 2\n", 1))
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert not took and fast.returncode == 1 and "version 2 is not supported" in fast.stderr
+    _same(fast, full)
+
+    # Header intact, body corrupt: the full command ignores the lock (with a warning) and re-locks.
+    corrupt = saved + b"\n[[package]]\nname = 7\n"
+    lock.write_bytes(corrupt)
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert not took and fast.returncode == 1 and "cannot be read" in fast.stderr
+    _same(fast, full)
+    r = pypm("lock", "--index-url", server.url, cwd=project)  # (the index it records was in the bad lock)
+    assert r.returncode == 0 and "warning: ignoring the existing pypm.lock" in r.stderr, r.stderr
+    assert b"name = 7" not in lock.read_bytes()
+
+    # A garbled record of a lock pypm has read: the fast path steps aside, nothing else changes.
+    for f in (pypm.cache_dir / "lock-seen").rglob("*.json"):
+        f.write_text("{")
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert not took and fast.returncode == 0
+    _same(fast, full)
+    fast, took, _ = _fast_and_full(pypm, project, "lock", "--check")
+    assert took  # the full path recorded it again
+    # Flags the fast path does not know go to the CLI: --refresh re-fetches, -C elsewhere, a typo is a usage error.
+    r = pypm("lock", "--check", "--nonsense", cwd=project)
+    assert r.returncode == 2 and "--nonsense" in r.stderr

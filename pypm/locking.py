@@ -1,7 +1,8 @@
 """The `pypm lock` workflow: inputs -> content-hash fast path -> resolve -> pypm.lock, atomically.
 
 Also `ensure_lock`, which sync/run/export call to get a current lock. The fast path (lock
-fresh, nothing asked to change) imports neither httpx, resolvelib nor pypm.index.
+fresh, nothing asked to change) imports neither httpx, resolvelib nor pypm.index; `fast_lock`
+answers a no-op `pypm lock` from the entry point, before the CLI loads.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .errors import ExitCode, IndexError_, LockError, ResolutionError, StaleLock
 from .lockfile import LOCK_NAME, Dependency, FileEntry, Lock, LockedPackage, canonical_name
 from .project import PRERELEASE_MODES, Project, content_hash
 
-__all__ = ["LockOptions", "lock_project", "ensure_lock", "lock_inputs_hash"]
+__all__ = ["LockOptions", "lock_project", "ensure_lock", "lock_inputs_hash", "fast_lock"]
 
 DEFAULT_PRERELEASE = "if-necessary-or-explicit"
 PEP517_DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)

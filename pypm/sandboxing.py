@@ -99,6 +99,11 @@ def _from_pyproject(path: Path) -> tuple[str, Any] | None:
     return None
 
 
+def _within(path: str, dirs: list[str]) -> bool:
+    """`path` is one of `dirs` or below one of them."""
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
 def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], args: argparse.Namespace,
                  *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None):  # -> sandbox.Policy
     """The policy for running a command of `project` (None: not loaded) with `venv`."""
@@ -129,12 +134,10 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
     # Work where the user is when that is inside the project (or a bind); else at the root.
     cwd = os.path.realpath(cwd_host)
     visible = [real_root] + [d for _, d in binds + ro_binds]
-    if not any(cwd == v or cwd.startswith(v.rstrip("/") + "/") for v in visible):
+    if not _within(cwd, visible):
         cwd = real_root
     # Path dependencies installed editable (`../lib/src` in a .pth file) must be importable.
-    inside = [real_root] + [d for _, d in binds + ro_binds]
-    ro_binds += [(p, p) for p in pth_paths(real_venv)
-                 if not any(p == v or p.startswith(v.rstrip("/") + "/") for v in inside)]
+    ro_binds += [(p, p) for p in pth_paths(real_venv) if not _within(p, visible)]
     # .git read-only: a hook written into .git/hooks would run outside the sandbox at the
     # user's next commit. `--bind .git` still makes it writable (a later bind wins).
     git = os.path.join(real_root, ".git")

@@ -102,10 +102,6 @@ class Interpreter:
     def version_str(self) -> str:
         return ".".join(map(str, self.version))
 
-    @property
-    def short_version(self) -> str:
-        return f"{self.version[0]}.{self.version[1]}"
-
     def tag_priority(self) -> dict[str, int]:
         """tag -> rank (0 is best); a wheel's rank is the best rank of its tags."""
         return {t: i for i, t in enumerate(self.tags)}

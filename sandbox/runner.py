@@ -331,8 +331,8 @@ def _die_with_parent(_unused: None = None) -> None:
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL, what="prctl(PR_SET_PDEATHSIG)")
 
 
-def _map_ids(policy: Policy, uid: int, gid: int) -> int:
-    """Map the caller's ids to themselves (or to 0 with --root) and nothing else; returns the uid inside.
+def _map_ids(policy: Policy, uid: int, gid: int) -> None:
+    """Map the caller's ids to themselves (or to 0 with --root) and nothing else.
 
     setgroups must be denied before an unprivileged process may write gid_map, and it also
     stops the command from dropping a supplementary group to get past a deny ACL."""
@@ -341,7 +341,6 @@ def _map_ids(policy: Policy, uid: int, gid: int) -> int:
     write_file("/proc/self/setgroups", "deny")
     write_file("/proc/self/uid_map", f"{in_uid} {uid} 1\n")
     write_file("/proc/self/gid_map", f"{in_gid} {gid} 1\n")
-    return in_uid
 
 
 def _caller_alive(wfd: int) -> bool:
@@ -358,8 +357,8 @@ def _pid1(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_m
         _die_with_parent(None)
         if not _caller_alive(wfd):
             return _EXIT_SETUP
-    in_uid = _map_ids(policy, uid, gid)
-    return _init(policy, argv, env, programs, root, wfd, stdio, old_mask, in_uid)
+    _map_ids(policy, uid, gid)
+    return _init(policy, argv, env, programs, root, wfd, stdio, old_mask)
 
 
 def _outer(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_mask) -> int:
@@ -369,10 +368,10 @@ def _outer(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_
         if not _caller_alive(wfd):
             return _EXIT_SETUP
     sc.unshare(_ns_flags(policy), "|".join(f"CLONE_NEW{ns.upper()}" for ns in policy.namespaces))
-    in_uid = _map_ids(policy, uid, gid)
+    _map_ids(policy, uid, gid)
     pid = os.fork()
     if pid == 0:
-        _guard(wfd, _init, policy, argv, env, programs, root, wfd, stdio, old_mask, in_uid)
+        _guard(wfd, _init, policy, argv, env, programs, root, wfd, stdio, old_mask)
     os.close(wfd)
     return _supervise(pid)
 
@@ -413,7 +412,7 @@ def _drop_privileges(*, lockdown: bool) -> None:
         raise StepFailed("prctl(PR_SET_NO_NEW_PRIVS)", E.EPERM, "no_new_privs did not stick")
 
 
-def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask, in_uid: int) -> int:
+def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask) -> int:
     if policy.die_with_parent:
         _die_with_parent(None)  # our parent is outside the PID namespace: getppid() is 0
     build_root(policy, root)
@@ -430,7 +429,7 @@ def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask, in_ui
     # (and so copy) much of the interpreter's memory right before the command's execve.
     pid = sc.clone_into(0)
     if pid == 0:
-        _guard(wfd, _command, policy, argv, env, programs, wfd, stdio, old_mask, in_uid)
+        _guard(wfd, _command, policy, argv, env, programs, wfd, stdio, old_mask)
     os.close(wfd)
     # PID 1 never runs foreign code, but the command must not be able to reach it either:
     # not dumpable (no ptrace, no /proc/1/mem) and as unprivileged as the command.
@@ -441,7 +440,7 @@ def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask, in_ui
 
 # --------------------------------------------------------------------------- the command
 
-def _command(policy: Policy, argv, env, programs, wfd, stdio, old_mask, in_uid: int) -> int:
+def _command(policy: Policy, argv, env, programs, wfd, stdio, old_mask) -> int:
     if policy.die_with_parent:
         _die_with_parent(None)
     if policy.new_keyring:

@@ -159,10 +159,11 @@ def _store(cdir: str, cached: str, program: bytes) -> None:
         pass
 
 
-def _applies(rule: dict, source: str) -> bool:
+def _applies(rule: dict) -> bool:
     """OCI includes/excludes: we hold no capability; match the arch and kernel version."""
-    arch = _GOARCH.get(os.uname().machine, os.uname().machine)
-    release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2] if x.isdigit())
+    uname = os.uname()
+    arch = _GOARCH.get(uname.machine, uname.machine)
+    release = tuple(int(x) for x in uname.release.split("-")[0].split(".")[:2] if x.isdigit())
     inc, exc = rule.get("includes") or {}, rule.get("excludes") or {}
     if inc.get("caps"):
         return False
@@ -213,7 +214,7 @@ def compile_profile(profile: dict, *, source: str = "profile", deny_unknown: boo
         names = rule.get("names") or ([rule["name"]] if "name" in rule else [])
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise SandboxError(f"{where}: `names` must be a list of syscall names")
-        if not _applies(rule, source):
+        if not _applies(rule):
             continue
         action = _action(sc, rule.get("action"), rule.get("errnoRet"), where)
         if action == default:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.parser
 import json
+import re
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -12,13 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Iterable
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
 from packaging.version import InvalidVersion, Version
 
 from .errors import IndexError_, IntegrityError
@@ -54,18 +49,62 @@ class CoreMetadata:
     provides_extra: tuple[str, ...]
 
 
+# Hand-parsed wheel names with memoised name and version normalisation, instead of
+# packaging.utils.parse_wheel_filename per file: a 60-package lock reads ~64k file names, and
+# building a Version and a tag set for each was a fifth of a warm lock. Same acceptance rules as
+# packaging's (PEP 427 name escaping, 4 or 5 dashes, a build tag starting with a digit, a PEP 440
+# version); the tags are not needed here (pypm.markers reads them from the filename).
+_WHEEL_NAME = re.compile(r"^[\w\d._]*$", re.UNICODE)
+_NAMES: dict[str, str | None] = {}  # wheel name part -> canonical name, None if invalid
+_VERSIONS: dict[str, str | None] = {}  # version text -> normalised, None if invalid
+
+
+def _wheel_name(part: str) -> str | None:
+    try:
+        return _NAMES[part]
+    except KeyError:
+        ok = "__" not in part and _WHEEL_NAME.match(part) is not None
+        canon = _NAMES[part] = str(canonicalize_name(part)) if ok else None
+        return canon
+
+
+def _version(text: str) -> str | None:
+    try:
+        return _VERSIONS[text]
+    except KeyError:
+        try:
+            norm: str | None = str(Version(text))
+        except InvalidVersion:
+            norm = None
+        _VERSIONS[text] = norm
+        return norm
+
+
 def parse_filename(filename: str) -> tuple[str, str, str] | None:
     """(kind, canonical name, normalised version) of a wheel or sdist name; None for anything else."""
+    if filename.endswith(".whl"):
+        stem = filename[:-4]
+        dashes = stem.count("-")
+        if dashes != 4 and dashes != 5:
+            return None
+        parts = stem.split("-", dashes - 2)
+        name = _wheel_name(parts[0])
+        if name is None:
+            return None
+        if dashes == 5 and parts[2][:1] not in _DIGITS:
+            return None  # a build tag starts with a digit
+        version = _version(parts[1])
+        return None if version is None else ("wheel", name, version)
     try:
-        if filename.endswith(".whl"):
-            name, version, _build, _tags = parse_wheel_filename(filename)
-            return "wheel", str(name), str(version)
         if filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
-            return "sdist", str(name), str(version)
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+            sname, sversion = parse_sdist_filename(filename)
+            return "sdist", str(sname), str(sversion)
+    except (InvalidSdistFilename, InvalidVersion):
         return None
     return None  # .egg, .exe, .tar.bz2, .msi ...: legacy formats nobody installs any more
+
+
+_DIGITS = frozenset("0123456789")
 
 
 def parse_core_metadata(data: bytes, where: str) -> tuple[CoreMetadata, str, list[str]]:
@@ -124,6 +163,16 @@ def _local_path(url: str) -> Path:
     return Path(url)
 
 
+def _join(base: str, url: str) -> str:
+    """urljoin, with the common case answered without it: an absolute http(s) URL with no query,
+    params or characters urlsplit would strip comes back unchanged (urljoin was ~1 s of CPU for
+    the ~64k file URLs of a 60-package lock)."""
+    if (url.startswith(("https://", "http://")) and "?" not in url and ";" not in url
+            and url.isprintable() and " " not in url):
+        return url
+    return urllib.parse.urljoin(base, url)
+
+
 def _core_metadata_attr(value: Any) -> tuple[bool, str | None]:
     """PEP 658/714's core-metadata value (JSON bool/dict, HTML 'true'/'sha256=...') -> (has, sha256)."""
     if value is None or value is False:
@@ -172,7 +221,7 @@ def _page_entries(body: bytes, content_type: str, page_url: str) -> list[dict[st
         for f in files:
             if not isinstance(f, dict) or "filename" not in f or "url" not in f:
                 continue
-            url, frag = _strip_fragment(urllib.parse.urljoin(page_url, f["url"]))
+            url, frag = _strip_fragment(_join(page_url, f["url"]))
             hashes = f.get("hashes") if isinstance(f.get("hashes"), dict) else {}
             meta = f.get("core-metadata", f.get("data-dist-info-metadata", f.get("dist-info-metadata")))
             yanked = f.get("yanked", False)

@@ -78,6 +78,37 @@ def test_parse_filename_normalises_and_skips_legacy() -> None:
         assert parse_filename(junk) is None, junk
 
 
+def test_parse_filename_agrees_with_packaging_on_wheel_names() -> None:
+    # parse_filename hand-parses wheel names (speed); it must accept and normalise exactly as
+    # packaging.utils.parse_wheel_filename does, bad names included.
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.version import InvalidVersion
+
+    names = ["a-1.0-py3-none-any.whl", "A.b_c-01.0-1-py3-none-any.whl", "a-1-1x-cp311-cp311-linux_x86_64.whl",
+             "a__b-1-py3-none-any.whl", "a-1-x-py3-none-any.whl", "a-1--py3-none-any.whl",
+             "a-bad!-py3-none-any.whl", "a-1-py3-none.whl", "a b-1-py3-none-any.whl",
+             "a-1-2-3-py3-none-any.whl", "a-1.0.post1.dev2+local-py2.py3-none-any.whl", "-1-py3-none-any.whl"]
+    for name in names * 2:  # twice: the second answer comes from the memo
+        try:
+            n, v, _b, _t = parse_wheel_filename(name)
+            expected: tuple[str, str, str] | None = ("wheel", str(n), str(v))
+        except (InvalidWheelFilename, InvalidVersion):
+            expected = None
+        assert parse_filename(name) == expected, name
+
+
+def test_page_urls_resolve_like_urljoin() -> None:
+    from urllib.parse import urljoin
+
+    from pypm.simpleapi import _join
+
+    base = "https://example.test/simple/foo/"
+    for url in ["https://files.test/a/foo-1.whl", "http://files.test/a/foo-1.whl#sha256=ab",
+                "../../packages/foo-1.whl", "/p/foo-1.whl", "https://files.test/a?x=1", "https://f.test/a;p",
+                "https://f.test/a b.whl", "https://f.test/a\tb.whl", "//other.test/foo-1.whl", "foo-1.whl"]:
+        assert _join(base, url) == urljoin(base, url), url
+
+
 @pytest.mark.parametrize("json_api", [True, False], ids=["pep691-json", "pep503-html"])
 def test_project_files_records_every_field(small_index: IndexServer, client_factory, json_api: bool) -> None:
     small_index.options.json = json_api

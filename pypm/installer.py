@@ -77,7 +77,7 @@ class _Linker:
     def __init__(self, mode: LinkMode | None) -> None:
         self.mode: LinkMode = mode or "hardlink"
 
-    def place(self, src: Path, dst: Path) -> None:
+    def place(self, src: str | Path, dst: str | Path) -> None:
         if self.mode == "hardlink":
             try:
                 os.link(src, dst)  # the common case, a path not there yet: no unlink first
@@ -101,7 +101,7 @@ class _Linker:
         shutil.copymode(src, dst)
 
 
-def _reflink(src: Path, dst: Path) -> bool:
+def _reflink(src: str | Path, dst: str | Path) -> bool:
     try:
         with open(src, "rb") as s, open(dst, "xb") as d:
             try:
@@ -112,26 +112,29 @@ def _reflink(src: Path, dst: Path) -> bool:
         if ok:
             shutil.copymode(src, dst)
             return True
-        dst.unlink()
+        os.unlink(dst)
         return False
     except OSError:
-        dst.unlink(missing_ok=True)
+        try:
+            os.unlink(dst)
+        except FileNotFoundError:
+            pass
         return False
 
 
-def _unlink_existing(p: Path) -> None:
+def _unlink_existing(p: str | Path) -> None:
     # Never write into an existing file: it may be a hard link into the cache.
     try:
-        p.unlink()
+        os.unlink(p)
     except FileNotFoundError:
         pass
     except IsADirectoryError:
         shutil.rmtree(p)
 
 
-def _write_new(dst: Path, data: bytes, mode: int = 0o644) -> tuple[str, int]:
+def _write_new(dst: str | Path, data: bytes, mode: int = 0o644) -> tuple[str, int]:
     _unlink_existing(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -263,31 +266,36 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
                    "data": layout.data, "headers": layout.headers / dist_name}
     src_record = {p: (h, s) for p, h, s in parse_record((src_info / "RECORD").read_text(encoding="utf-8"))}
 
-    # 1. plan every destination before touching the venv: a bad wheel is refused with nothing written
-    plan: list[tuple[Path, Path, str, str]] = []  # (src, dst, record-key-in-wheel, kind)
-    for dirpath, dirnames, filenames in os.walk(unpacked):
-        d = Path(dirpath)
-        rel_dir = d.relative_to(unpacked)
-        top = rel_dir.parts[0] if rel_dir.parts else None
-        if top == data_name:
+    # 1. plan every destination before touching the venv: a bad wheel is refused with nothing written.
+    # Plain strings, not pathlib: a Path per file (made, joined, made relative, printed) was the
+    # largest share of a warm install's CPU. Keys have no `..` (refused on unpack).
+    plan: list[tuple[str, str, str, str]] = []  # (src, dst, record-key-in-wheel, kind)
+    src_root = str(unpacked)
+    dest_s = str(root_dest)
+    n_root = len(src_root) + 1
+    for dirpath, dirnames, filenames in os.walk(src_root):
+        rel_dir = dirpath[n_root:]  # "" at the top
+        if rel_dir == data_name or rel_dir.startswith(data_name + "/"):
+            dirnames.clear()
             continue
+        prefix = rel_dir + "/" if rel_dir else ""
         for fn in filenames:
-            src = d / fn
-            key = _rel(src, unpacked)
-            plan.append((src, root_dest / key, key, "file"))
+            key = prefix + fn
+            plan.append((f"{dirpath}/{fn}", f"{dest_s}/{key}", key, "file"))
     data_dir = unpacked / data_name
     if data_dir.is_dir():
         for scheme_dir in sorted(data_dir.iterdir()):
             if scheme_dir.name not in _SCHEMES:
                 raise InstallError(f"{wheel_filename}: unknown install scheme {data_name}/{scheme_dir.name}",
                                    hint=f"a wheel's .data directory may hold only {', '.join(_SCHEMES)}")
-            base = scheme_dirs[scheme_dir.name]
-            for dirpath, _, filenames in os.walk(scheme_dir):
+            base = str(scheme_dirs[scheme_dir.name])
+            kind = "script" if scheme_dir.name == "scripts" else "file"
+            sd = str(scheme_dir)
+            for dirpath, _, filenames in os.walk(sd):
+                sub = dirpath[len(sd) + 1:]
                 for fn in filenames:
-                    src = Path(dirpath) / fn
-                    key = _rel(src, unpacked)
-                    kind = "script" if scheme_dir.name == "scripts" else "file"
-                    plan.append((src, base / src.relative_to(scheme_dir), key, kind))
+                    rel = f"{sub}/{fn}" if sub else fn
+                    plan.append((f"{dirpath}/{fn}", f"{base}/{rel}", f"{data_name}/{scheme_dir.name}/{rel}", kind))
     ep_file = src_info / "entry_points.txt"
     eps = _entry_points(ep_file.read_text(encoding="utf-8")) if ep_file.is_file() else {}
     generated: list[tuple[Path, bytes]] = []
@@ -303,15 +311,17 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
             generated.append((layout.scripts / script, text))
     dst_info = root_dest / info_name
     root = Path(os.path.abspath(layout.root))
+    root_s = str(root)
     for _, dst, key, _ in plan:
-        if not _inside(dst, root):
+        a = os.path.normpath(dst)  # as _inside, on strings
+        if not (a == root_s or a.startswith(root_s + "/")) and not _inside(Path(dst), root):
             raise InstallError(f"{wheel_filename}: {key} would be installed outside the venv ({dst})",
                                hint="this wheel is malformed or malicious: do not use it")
 
     # 2. journal: everything this install may create
     journal = _journal(layout, dist_name)
     journal.parent.mkdir(parents=True, exist_ok=True)
-    planned = [str(dst) for _, dst, _, _ in plan] + [str(p) for p, _ in generated] + [str(dst_info)]
+    planned = [dst for _, dst, _, _ in plan] + [str(p) for p, _ in generated] + [str(dst_info)]
     _atomic_write(journal, json.dumps({"name": dist_name, "version": version, "wheel": wheel_filename,
                                        "paths": planned}).encode())
 
@@ -320,19 +330,21 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
     record: list[tuple[str, str, str]] = []
     rec_base = root_dest  # RECORD paths are relative to the dir holding the dist-info
     python = layout.python
+    rewritten = {f"{info_name}/{fn}" for fn in ("RECORD", "INSTALLER", "direct_url.json", "REQUESTED", SOURCE_FILE,
+                                                 "RECORD.jws", "RECORD.p7s")}
     try:
-        made_dirs: set[Path] = set()
+        made_dirs: set[str] = set()
         for src, dst, key, kind in plan:
-            if dst.parent not in made_dirs:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                made_dirs.add(dst.parent)
-            if key == f"{info_name}/RECORD" or key in (f"{info_name}/INSTALLER", f"{info_name}/direct_url.json",
-                                                       f"{info_name}/REQUESTED", f"{info_name}/{SOURCE_FILE}",
-                                                       f"{info_name}/RECORD.jws", f"{info_name}/RECORD.p7s"):
+            parent = dst[:dst.rindex("/")]
+            if parent not in made_dirs:
+                os.makedirs(parent, exist_ok=True)
+                made_dirs.add(parent)
+            if key in rewritten:
                 continue  # rewritten below (RECORD signatures no longer apply to an installed tree)
             h, size = src_record.get(key, ("", ""))
             if kind == "script":
-                data = src.read_bytes()
+                with open(src, "rb") as f:
+                    data = f.read()
                 if data.startswith(b"#!python"):
                     nl = data.find(b"\n")
                     rest = data[nl + 1:] if nl >= 0 else b""
@@ -345,8 +357,9 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
             else:
                 linker.place(src, dst)
             if not h:  # RECORD hashes of the wheel are what we just linked (verified on unpack)
-                h, n = record_hash(hashlib.sha256(dst.read_bytes()).digest()), dst.stat().st_size
-                size = str(n)
+                with open(dst, "rb") as f:
+                    data = f.read()
+                h, size = record_hash(hashlib.sha256(data).digest()), str(len(data))
             record.append((_rel(dst, rec_base), h, size))
         for dst, text in generated:
             h, n = _write_new(dst, text, 0o755)

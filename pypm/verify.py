@@ -473,8 +473,6 @@ def _source_of(p: LockedPackage) -> tuple[str, str] | None:
 def verify_lock_sources(ctx: Any, project: Any, lock: Lock) -> tuple[list[Finding], int]:
     """Ask each locked file's index (or find-links location) for that file: same name, version,
     URL, size and sha256 (and, for wheels, the core metadata's name and version)?"""
-    from packaging.version import InvalidVersion, Version
-
     from .config import cache_dir
     from .index import IndexClient, PackageNotFound
 
@@ -512,39 +510,36 @@ def verify_lock_sources(ctx: Any, project: Any, lock: Lock) -> tuple[list[Findin
                     wanted.append((p, e, f))
             client.prefetch_metadata([f for _, e, f in wanted if f.kind == "wheel"])
             for p, e, f in wanted:
-                label = f"{canonical_name(p.name)} {p.version}"
-                try:
-                    same_version = Version(f.version) == Version(p.version)
-                except InvalidVersion:
-                    same_version = f.version == p.version
-                if f.name != canonical_name(p.name) or not same_version:
-                    findings.append(Finding("lock", label, e.filename, f"the file is {f.name} {f.version}"))
-                if f.url != e.url:
-                    findings.append(Finding("lock", label, e.filename, f"pypm.lock has URL {e.url}, the index "
-                                            f"serves it at {f.url}"))
-                if e.size is not None and f.size is not None and e.size != f.size:
-                    findings.append(Finding("lock", label, e.filename, f"pypm.lock says {e.size} bytes, the index "
-                                            f"says {f.size}"))
-                try:
-                    served_sha = f.sha256 or client.file_hash(f)
-                except PypmError as err:
-                    findings.append(Finding("lock", label, e.filename, f"cannot hash what the index serves: "
-                                            f"{err.message}"))
-                    continue
-                if served_sha != e.sha256:
-                    findings.append(Finding("lock", label, e.filename, f"pypm.lock has sha256 {e.sha256}, the "
-                                            f"index serves {served_sha}"))
-                    continue
-                if f.kind == "wheel":
-                    try:
-                        md = client.metadata(f)
-                    except PypmError as err:
-                        findings.append(Finding("lock", label, e.filename, f"its metadata: {err.message}"))
-                        continue
-                    if md.name != canonical_name(p.name) or Version(md.version) != Version(p.version):
-                        findings.append(Finding("lock", label, e.filename, f"its metadata says {md.name} "
-                                                f"{md.version}"))
+                findings += _compare_served(client, p, e, f)
     return findings, count
+
+
+def _compare_served(client: Any, p: LockedPackage, e: FileEntry, f: Any) -> list[Finding]:
+    """What differs between the locked file `e` of `p` and the file `f` its index serves
+    (name, version, URL, size, sha256 and, for a wheel, its core metadata's name and version)."""
+    label = f"{canonical_name(p.name)} {p.version}"
+    out: list[Finding] = []
+    if f.name != canonical_name(p.name) or not _same_version(f.version, p.version):
+        out.append(Finding("lock", label, e.filename, f"the file is {f.name} {f.version}"))
+    if f.url != e.url:
+        out.append(Finding("lock", label, e.filename, f"pypm.lock has URL {e.url}, the index serves it at {f.url}"))
+    if e.size is not None and f.size is not None and e.size != f.size:
+        out.append(Finding("lock", label, e.filename, f"pypm.lock says {e.size} bytes, the index says {f.size}"))
+    try:
+        served_sha = f.sha256 or client.file_hash(f)
+    except PypmError as err:
+        return [*out, Finding("lock", label, e.filename, f"cannot hash what the index serves: {err.message}")]
+    if served_sha != e.sha256:
+        return [*out, Finding("lock", label, e.filename,
+                              f"pypm.lock has sha256 {e.sha256}, the index serves {served_sha}")]
+    if f.kind == "wheel":
+        try:
+            md = client.metadata(f)
+        except PypmError as err:
+            return [*out, Finding("lock", label, e.filename, f"its metadata: {err.message}")]
+        if md.name != canonical_name(p.name) or not _same_version(md.version, p.version):
+            out.append(Finding("lock", label, e.filename, f"its metadata says {md.name} {md.version}"))
+    return out
 
 
 def _check_inputs(project: Any, lock: Lock, findings: list[Finding]) -> None:

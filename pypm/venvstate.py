@@ -1,8 +1,9 @@
 """The record of what a `.venv` was synced from: `.venv/.pypm/state.json`.
 
-Written by `pypm sync` after the venv matches the lock; read by `pypm run`'s fast path,
-which compares it with the current pyproject.toml and pypm.lock hashes and the requested
-selection. Imports only the standard library: it is on that hot path.
+Written by `pypm sync` after the venv matches the lock; read by `pypm run` and by `pypm sync`'s
+no-op check (`fast_sync`), which compare it with the current pyproject.toml and pypm.lock hashes
+and the requested selection (run's entry-point fast path, run.fast_main, parses it without this
+module). Imports only the standard library: `fast_sync` runs before the CLI loads.
 """
 
 from __future__ import annotations

@@ -174,7 +174,21 @@ class Universe:
             ss = SpecifierSet(spec)
         except InvalidSpecifier:
             return self.full  # an unparsable requires-python is ignored, as pip does
-        return self.py_bits(i for i in self.allowed_py if ss.contains(_py_point_version(i), prereleases=True))
+        # The set holds where every one of its clauses holds (the points are final releases, so
+        # no pre-release rule applies); clauses repeat across specifiers (">=3.8", "!=3.0.*"),
+        # so each is evaluated once: was ~0.35 s of a 60-package lock.
+        bits = self.full
+        for clause in ss:
+            bits &= self._clause_bits(str(clause))
+        return bits
+
+    @lru_cache(maxsize=None)
+    def _clause_bits(self, clause: str) -> Bits:
+        from packaging.specifiers import Specifier
+
+        points = [_py_point_version(i) for i in self.allowed_py]
+        keep = set(Specifier(clause).filter(points, prereleases=True))
+        return self.py_bits(i for i, v in zip(self.allowed_py, points) if v in keep)
 
     def admits(self, spec: str | None, bits: Bits) -> bool:
         """Does requires-python `spec` hold on every Python present in `bits`?"""

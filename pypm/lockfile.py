@@ -122,6 +122,13 @@ class LockedPackage:
     def files(self) -> list[FileEntry]:
         return ([self.sdist] if self.sdist else []) + list(self.wheels)
 
+    def index_source(self) -> tuple[str, str] | None:
+        """("registry", index URL) or ("find-links", location) when an index serves it, else None."""
+        for kind in ("registry", "find-links"):
+            if self.source.get(kind):
+                return kind, self.source[kind]
+        return None
+
     def to_toml(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "version": self.version, "source": dict(self.source)}
         if self.marker:

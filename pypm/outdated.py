@@ -79,13 +79,6 @@ def _lowest_python(*requires_python: str | None) -> str | None:
     return None
 
 
-def _source(p: LockedPackage) -> tuple[str, str] | None:
-    for kind in ("registry", "find-links"):
-        if p.source.get(kind):
-            return kind, p.source[kind]
-    return None
-
-
 def find_outdated(ctx: Any, project: Any, lock: Lock, *, index_url: str | None = None,
                   extra_index_urls: list[str] | None = None, find_links: list[str] | None = None,
                   offline: bool = False) -> list[Row]:
@@ -101,12 +94,12 @@ def find_outdated(ctx: Any, project: Any, lock: Lock, *, index_url: str | None =
     from .config import cache_dir
     from .index import IndexClient, PackageNotFound
 
-    pkgs = [p for p in lock.sorted_packages() if not p.is_root and _source(p) is not None]
+    pkgs = [p for p in lock.sorted_packages() if not p.is_root and p.index_source() is not None]
     override = bool(index_url or extra_index_urls or find_links)
     clients: dict[Any, Any] = {}
 
     def client_for(p: LockedPackage) -> Any:
-        key: Any = "override" if override else _source(p)
+        key: Any = "override" if override else p.index_source()
         if key not in clients:
             if override:
                 idx = ([index_url] if index_url else []) + list(extra_index_urls or [])
@@ -210,7 +203,7 @@ def find_outdated(ctx: Any, project: Any, lock: Lock, *, index_url: str | None =
             allowed = max((v for v, fs in versions.items()
                            if all(s.contains(v, prereleases=True) for s in specs) and _python_ok(fs, lowest)),
                           default=None)
-            src = _source(p)
+            src = p.index_source()
             rows.append(Row(name, p.version, str(allowed) if allowed else None, str(latest) if latest else None,
                             bool(latest and latest > locked), src[1] if src else ""))
         return rows

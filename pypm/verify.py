@@ -463,13 +463,6 @@ def _missing_packages(ctx: Any, project: Any, lock: Lock, check: _VenvCheck, dis
 
 # --------------------------------------------------------------------------- --lock
 
-def _source_of(p: LockedPackage) -> tuple[str, str] | None:
-    for kind in ("registry", "find-links"):
-        if p.source.get(kind):
-            return kind, p.source[kind]
-    return None
-
-
 def verify_lock_sources(ctx: Any, project: Any, lock: Lock) -> tuple[list[Finding], int]:
     """Ask each locked file's index (or find-links location) for that file: same name, version,
     URL, size and sha256 (and, for wheels, the core metadata's name and version)?"""
@@ -481,7 +474,7 @@ def verify_lock_sources(ctx: Any, project: Any, lock: Lock) -> tuple[list[Findin
     for p in lock.sorted_packages():
         if p.is_root:
             continue
-        src = _source_of(p)
+        src = p.index_source()
         if src is None:
             ctx.debug(f"verify --lock: {p.name} {p.version} is not from an index ({p.source}); skipped")
             continue

@@ -184,6 +184,16 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
     return project.root, venv, project, tool_knobs(project)
 
 
+def _run_sandboxed() -> Any:
+    """pypm.sandboxing.run_sandboxed, or a SandboxError when this build of pypm has no sandbox."""
+    try:
+        from .sandboxing import run_sandboxed
+    except ImportError:
+        raise SandboxError("the sandbox is not available in this build of pypm",
+                           hint="pass --no-sandbox to run directly on the host") from None
+    return run_sandboxed
+
+
 def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
     root, venv, project, knobs = _prepare(ctx, args)
     if knobs.get("trusted-keys"):  # issue 7: refuse a lock not signed by a trusted key (nothing to do when unset)
@@ -200,12 +210,7 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
 
         plugins.fire(project, "pre-run", venv=str(venv))
     if sandboxed:
-        try:
-            from .sandboxing import run_sandboxed
-        except ImportError:
-            raise SandboxError("the sandbox is not available in this build of pypm",
-                               hint="pass --no-sandbox to run directly on the host") from None
-        rc = run_sandboxed(ctx, project, venv, argv, env, args)
+        rc = _run_sandboxed()(ctx, project, venv, argv, env, args)
     else:
         rc = spawn_and_wait(argv, env)
     if plugins_on:
@@ -415,13 +420,8 @@ def fast_main(argv: Sequence[str]) -> int | None:
     try:
         if "--no-sandbox" in flags or tool.get("sandbox-enabled", True) is False:
             return spawn_and_wait(cmd, env)
-        try:
-            from .sandboxing import run_sandboxed
-        except ImportError:
-            raise SandboxError("the sandbox is not available in this build of pypm",
-                               hint="pass --no-sandbox to run directly on the host") from None
-        return run_sandboxed(_FastContext(start, "-q" in flags), None, venv, cmd, env, _FastArgs(frozen),
-                             known=(root, tool))
+        return _run_sandboxed()(_FastContext(start, "-q" in flags), None, venv, cmd, env, _FastArgs(frozen),
+                                known=(root, tool))
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure
 

@@ -164,6 +164,7 @@ class _State:
         self.dropped: dict[str, dict[str, str]] = {}
         self._meta: dict[tuple[str, Version], Any] = {}
         self._usable: dict[tuple[str, Bits, frozenset[Version]], tuple[dict[Version, list[Any]], list[str]]] = {}
+        self._file_bits: dict[int, tuple[Bits, Bits | None]] = {}  # id(file) -> (requires-python, tags)
 
     def versions(self, name: str) -> dict[Version, list[Any]]:
         """version -> files usable under the options (yanked kept; callers decide)."""
@@ -227,11 +228,18 @@ class _State:
 
     def file_usable(self, f: Any, scope: Bits) -> bool:
         """Its requires-python holds on all of `scope`, and (a wheel) its tags meet `scope`."""
-        if f.requires_python and not self.u.admits(f.requires_python, scope):
+        # The file's two bit sets are computed once and kept by id(f) (the files stay alive in
+        # self._versions, so an id is never reused): a 60-package lock asks ~64k times, and the
+        # requires-python and wheel-tag look-ups were most of `usable`.
+        bits = self._file_bits.get(id(f))
+        if bits is None:
+            py = self.u.python_bits(f.requires_python) if f.requires_python else -1
+            tags = self.u.wheel_bits(f.filename) if f.kind == "wheel" else None
+            bits = self._file_bits[id(f)] = (py, tags)
+        py, tags = bits
+        if scope & ~py:
             return False
-        if f.kind == "wheel":
-            return bool(self.u.wheel_bits(f.filename) & scope)
-        return True
+        return tags is None or bool(tags & scope)
 
     def metadata_file(self, files: Sequence[Any]) -> Any:
         # A PEP 658 file is cheapest, then any wheel (range request), then the sdist's PKG-INFO.

@@ -79,7 +79,6 @@ class Project:
     dependency_groups: Mapping[str, tuple[str, ...]]  # group (normalised) -> strings, includes expanded
     build_system: Mapping[str, Any] | None  # the [build-system] table, None for a virtual project
     tool: ToolConfig
-    raw_dependency_groups: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def pyproject(self) -> Path:
@@ -295,8 +294,7 @@ def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:
     optional = {
         _canon(k): _requirements(v, path, f"project.optional-dependencies.{k}") for k, v in opt_raw.items()
     }
-    raw_groups = data.get("dependency-groups") or {}
-    groups = _expand_groups(raw_groups, path)
+    groups = _expand_groups(data.get("dependency-groups") or {}, path)
     bs = data.get("build-system")
     if bs is not None and not isinstance(bs, dict):
         raise _err(path, "build-system", "must be a table")
@@ -314,7 +312,6 @@ def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:
         dependency_groups=groups,
         build_system=bs,
         tool=tool,
-        raw_dependency_groups=raw_groups,
     )
 
 

@@ -325,7 +325,7 @@ def _guard(wfd: int, fn, *args) -> None:
 
 # --------------------------------------------------------------------------- outer: namespaces and ids
 
-def _die_with_parent(_unused: None = None) -> None:
+def _die_with_parent() -> None:
     # SIGKILL us when our parent dies (kill -9 of pypm takes the whole tree down: init dies,
     # so the kernel kills every process of the PID namespace).
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL, what="prctl(PR_SET_PDEATHSIG)")
@@ -354,7 +354,7 @@ def _caller_alive(wfd: int) -> bool:
 def _pid1(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_mask) -> int:
     """Born by clone() inside the new namespaces: map ids, then be the namespace's init."""
     if policy.die_with_parent:
-        _die_with_parent(None)
+        _die_with_parent()
         if not _caller_alive(wfd):
             return _EXIT_SETUP
     _map_ids(policy, uid, gid)
@@ -364,7 +364,7 @@ def _pid1(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_m
 def _outer(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_mask) -> int:
     """Forked normally (the caller has threads): unshare, map ids, fork the init, wait for it."""
     if policy.die_with_parent:
-        _die_with_parent(None)
+        _die_with_parent()
         if not _caller_alive(wfd):
             return _EXIT_SETUP
     sc.unshare(_ns_flags(policy), "|".join(f"CLONE_NEW{ns.upper()}" for ns in policy.namespaces))
@@ -414,7 +414,7 @@ def _drop_privileges(*, lockdown: bool) -> None:
 
 def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask) -> int:
     if policy.die_with_parent:
-        _die_with_parent(None)  # our parent is outside the PID namespace: getppid() is 0
+        _die_with_parent()  # our parent is outside the PID namespace: getppid() is 0
     build_root(policy, root)
     if "uts" in policy.namespaces:
         sc.sethostname(policy.hostname)
@@ -442,7 +442,7 @@ def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask) -> in
 
 def _command(policy: Policy, argv, env, programs, wfd, stdio, old_mask) -> int:
     if policy.die_with_parent:
-        _die_with_parent(None)
+        _die_with_parent()
     if policy.new_keyring:
         # A new anonymous session keyring: the caller's keys (kerberos, ecryptfs, ...) stay out.
         sc.keyctl_join_session(None)

@@ -103,12 +103,13 @@ def resolve_bind(spec: str, *, base: str, what: str) -> tuple[str, str]:
     src, sep, dst = spec.partition(":")
     if not src or (sep and not dst):
         raise SandboxError(f"{what} {spec!r}: empty source or destination", hint="write SRC or SRC:DST")
-    full = os.path.realpath(os.path.join(base, os.path.expanduser(src)))
+    given = os.path.join(base, os.path.expanduser(src))
+    full = os.path.realpath(given)
     if not os.path.exists(full):
         raise SandboxError(f"{what} {spec}: {src} does not exist ({full})",
                            hint="bind only paths that exist on the host; create it first or fix the path")
     if not sep:
-        dst = os.path.abspath(os.path.join(base, os.path.expanduser(src)))
+        dst = os.path.abspath(given)
     if not os.path.isabs(dst):
         raise SandboxError(f"{what} {spec!r}: the destination {dst!r} is not an absolute path",
                            hint="write SRC:/absolute/path/inside")

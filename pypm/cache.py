@@ -426,11 +426,14 @@ class Cache:
     # ---- fetch many
     def fetch_many(self, items: Iterable[tuple[str, FileEntry]], *, fetchers: Sequence[Fetcher] = (),
                    on_mismatch: Callable[[FetcherMismatch], None] | None = None, progress: bool | None = None,
-                   max_workers: int | None = None) -> dict[str, Path]:
+                   max_workers: int | None = None,
+                   on_fetched: Callable[[str, Path], None] | None = None) -> dict[str, Path]:
         """Fetch (package, FileEntry) pairs in parallel; returns {sha256: verified path}.
 
         The first failure cancels the rest (their .part files stay for the next run) and is raised.
-        `progress`: None = bars only when stderr is a terminal.
+        `progress`: None = bars only when stderr is a terminal. `on_fetched(sha256, path)` is
+        called (on a fetching thread) as each wheel is verified, so the caller can start on it
+        while others download; an exception from it fails that fetch.
         """
         todo: dict[str, tuple[str, FileEntry]] = {}
         out: dict[str, Path] = {}
@@ -443,18 +446,26 @@ class Cache:
             if final.exists() and self._is_good(final, entry):
                 _touch(final.parent)
                 out[sha] = final
+                if on_fetched is not None:
+                    on_fetched(sha, final)
             else:
                 need.append((package, entry))
         if not need:
             return out
+
+        def fetch_one(e: FileEntry, package: str) -> Path:
+            path = self.fetch(e, package=package, fetchers=fetchers, on_mismatch=on_mismatch, _progress=bar)
+            if on_fetched is not None:
+                on_fetched(e.sha256, path)
+            return path
+
         show = sys.stderr.isatty() if progress is None else progress
         bar = _Progress(show, sum(e.size or 0 for _, e in need), len(need))
         self._cancel.clear()
         ex = ThreadPoolExecutor(max_workers=min(max_workers or self.max_workers, len(need)),
                                 thread_name_prefix="pypm-fetch")
         try:
-            futs = {ex.submit(self.fetch, e, package=p, fetchers=fetchers, on_mismatch=on_mismatch,
-                              _progress=bar): e for p, e in need}
+            futs = {ex.submit(fetch_one, e, p): e for p, e in need}
             done, _ = wait(futs, return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]
             if failed:

@@ -297,8 +297,10 @@ def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
 
 def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any, opts: SyncOptions) -> None:
     """Fetch, verify, build and unpack everything first (so a bad download changes nothing),
-    then change the venv: removals, replacements, installs."""
+    then change the venv: removals, replacements, installs. A wheel is unpacked into the store
+    as soon as its download is verified, while the others download (the store is not the venv)."""
     import tempfile
+    import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from .build import build_key, build_wheel, cached_build, remember_build
@@ -340,6 +342,19 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         # editable build needs no download, so it starts first.
         builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypm-build")
         builds: dict[str, Future[tuple[Path, str]]] = {}
+        unpacker = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypm-unpack")
+        unpacks: dict[str, Future[Path]] = {}  # sha256 -> its store entry
+        unpack_guard = threading.Lock()
+        wheels_by_sha: dict[str, Any] = {}
+
+        def start_unpack(sha: str, path: Path | None) -> None:
+            w = wheels_by_sha.get(sha)
+            with unpack_guard:
+                if w is None or sha in unpacks:
+                    return
+                unpacks[sha] = unpacker.submit(cache.unpack, w.file, package=w.name, wheel=path,
+                                               recheck=w.name in damaged)
+
         try:
             for w in news:
                 if w.kind == "editable":
@@ -351,12 +366,14 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # when repairing): hashing the wheel again on every warm sync only cost time, all of
             # its bytes each time (torch: 183 MB, ~0.4 s).
             fetch_now = [w for w in fetch if w.kind == "sdist" or not cache.unpacked_path(w.file.sha256).is_dir()]
+            wheels_by_sha.update((w.file.sha256, w) for w in fetch if w.kind != "sdist")
             got = cache.fetch_many([(w.name, w.file) for w in fetch_now], fetchers=fetchers,
                                    # -q silences the bars too (they only ever show on a terminal)
                                    progress=False if getattr(ctx, "quiet", False) else None,
                                    on_mismatch=lambda m: ctx.info(
                                        f"warning: a plugin fetcher delivered {m.filename} of {m.package} with "
-                                       f"sha256 {m.actual}, expected {m.expected}; discarded it and used the index"))
+                                       f"sha256 {m.actual}, expected {m.expected}; discarded it and used the index"),
+                                   on_fetched=start_unpack)
             to_unpack = []
             for w in fetch:
                 if w.kind == "sdist":
@@ -366,15 +383,15 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                         key, False, f"{w.name}=={w.version} ({w.file.filename})")
                 else:
                     to_unpack.append(w)
-            trees = cache.unpack_many([(w.name, w.file) for w in to_unpack],
-                                      {w.file.sha256: got[w.file.sha256] for w in to_unpack if w.file.sha256 in got},
-                                      recheck=[w.file.sha256 for w in to_unpack if w.name in damaged])
+            for w in to_unpack:  # the ones not downloaded now: their store entries exist
+                start_unpack(w.file.sha256, got.get(w.file.sha256))
             for w in to_unpack:
-                unpacked[w.name] = (trees[w.file.sha256], w.file.filename)
+                unpacked[w.name] = (unpacks[w.file.sha256].result(), w.file.filename)
             for name, fut in builds.items():
                 unpacked[name] = fut.result()
         finally:
-            # On failure, builds not yet started are dropped; a running one is waited for.
+            # On failure, builds and unpacks not yet started are dropped; running ones are waited for.
+            unpacker.shutdown(wait=True, cancel_futures=True)
             builder.shutdown(wait=True, cancel_futures=True)
 
     _drop_state(venv)

@@ -242,6 +242,24 @@ def test_fetch_many_downloads_in_parallel_and_fails_on_first_error(dists, index_
         Cache(cache.root.parent / "other").fetch_many([bad, *fresh], progress=False)
 
 
+def test_fetch_many_reports_each_verified_wheel_as_it_lands(dists, index_server, cache):
+    # sync unpacks each wheel from on_fetched while the others still download
+    ws = [dists.wheel(f"r{i}", "1.0") for i in range(4)]
+    idx = index_server()
+    items = [(f"r{i}", entry_for(w, idx.file_url(w.name))) for i, w in enumerate(ws)]
+    cache.fetch_many(items[:1], progress=False)  # one already in the cache: reported too
+    seen: list[tuple[str, Path]] = []
+    out = cache.fetch_many(items, progress=False, on_fetched=lambda sha, p: seen.append((sha, p)))
+    assert sorted(seen) == sorted(out.items())
+    assert all(sha256_file(p) == sha for sha, p in seen)  # only verified bytes are reported
+    idx.corrupt(ws[1].name)
+    bad = ("r1", FileEntry(ws[1].name, idx.file_url(ws[1].name), "e" * 64, ws[1].stat().st_size))
+    late: list[str] = []
+    with pytest.raises(IntegrityError, match="r1"):
+        Cache(cache.root.parent / "other2").fetch_many([bad], progress=False, on_fetched=lambda s, p: late.append(s))
+    assert late == []  # a download that does not verify is never handed on
+
+
 def test_progress_bars_go_to_stderr_and_do_not_break_fetching(dists, index_server, cache, capsys):
     w = big_wheel(dists, "shown", 1 << 20)
     idx = index_server()

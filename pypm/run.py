@@ -386,16 +386,15 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return None
     flags, cmd = parsed
     frozen = "--frozen" in flags
+    from .fastpath import DEFAULT_SELECTION, find_root
+
     try:
         start = os.getcwd()  # already free of symlinks, as Path.cwd().resolve()
     except OSError:
         return None
-    root = start
-    while not os.path.isfile(os.path.join(root, "pyproject.toml")):
-        parent = os.path.dirname(root)
-        if parent == root:
-            return None
-        root = parent
+    root = find_root(start)
+    if root is None:
+        return None
     venv = os.path.join(root, ".venv")
     try:
         with open(os.path.join(venv, ".pypm", "state.json"), encoding="utf-8") as f:
@@ -406,8 +405,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return None
     want = {"version": _STATE_VERSION, "pyproject-sha256": _sha256_file(os.path.join(root, "pyproject.toml")),
             "lock-sha256": _sha256_file(os.path.join(root, "pypm.lock")),
-            # Selection.from_flags() with no flags, as venvstate._selection_json writes it.
-            "selection": {"main": True, "extras": [], "groups": ["dev"], "include-project": True},
+            "selection": DEFAULT_SELECTION,
             "python-flag": None}
     if want["lock-sha256"] is None or not _state_matches(state, want, frozen=frozen):
         return None

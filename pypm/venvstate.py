@@ -217,15 +217,11 @@ def fast_sync(argv: list[str]) -> int | None:
         return None
     if argv[0] != "sync" and argv[0] not in ("-q", "--quiet"):
         return None
-    try:
-        root = os.getcwd()
-    except OSError:
+    from .fastpath import DEFAULT_SELECTION, find_root
+
+    root = find_root()
+    if root is None:
         return None
-    while not os.path.isfile(os.path.join(root, "pyproject.toml")):
-        parent = os.path.dirname(root)
-        if parent == root:
-            return None
-        root = parent
     venv = Path(root) / ".venv"
     state = read_state(venv)
     lock_sha = _sha256_file(Path(root) / "pypm.lock")
@@ -233,9 +229,7 @@ def fast_sync(argv: list[str]) -> int | None:
         return None
     frozen = "--frozen" in argv
     want = {"version": STATE_VERSION, "pyproject-sha256": _sha256_file(Path(root) / "pyproject.toml"),
-            "lock-sha256": lock_sha, "python-flag": None,
-            # Selection.from_flags() with no flags, as _selection_json writes it
-            "selection": {"main": True, "extras": [], "groups": ["dev"], "include-project": True}}
+            "lock-sha256": lock_sha, "python-flag": None, "selection": DEFAULT_SELECTION}
     if any(state.get(k) != v for k, v in want.items()):
         return None
     if state.get("frozen", False) and not frozen:

@@ -1,18 +1,27 @@
 """What the entry point's fast paths (run, no-op sync) share, importing nothing but `os`.
 
 These run before argparse and the CLI load, so they cannot use `project.find_project_root`
-(pathlib) or `selection.Selection` (dataclasses); a test checks that the values here agree
-with those modules.
+(pathlib) or `selection.Selection` (dataclasses), nor hashlib (OpenSSL, ~2 ms) or the json
+package (re and enum, ~3 ms); a test checks that the values here agree with those modules.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_SELECTION", "find_root"]
+TYPE_CHECKING = False  # not from typing (~2 ms): annotations are strings here
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
+__all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_loads"]
 
 # venvstate._selection_json(Selection.from_flags()): the selection of a bare `pypm sync`/`pypm run`.
 DEFAULT_SELECTION = {"main": True, "extras": [], "groups": ["dev"], "include-project": True}
+
+try:  # the builtin module (3.11) rather than hashlib, which loads OpenSSL (~2 ms); the same digest
+    from _sha256 import sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - other Pythons
+    from hashlib import sha256
 
 
 def find_root(start: str | None = None) -> str | None:
@@ -27,3 +36,48 @@ def find_root(start: str | None = None) -> str | None:
             return None
         root = parent
     return root
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str | None:
+    """The file's sha256 (hex), or None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return sha256(f.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+class _JSONContext:
+    """What json's C scanner reads from a JSONDecoder (strict JSON, plain dicts and numbers)."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        raise ValueError(f"{name} is not JSON")
+
+
+def json_loads(text: str) -> Any:
+    """json.loads with json's own C scanner, without the json package: json.decoder imports re
+    (and re enum), ~3 ms of a fast path for one small file. Bad JSON: ValueError."""
+    try:
+        from _json import make_scanner
+    except ImportError:  # pragma: no cover - a Python without the accelerator
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    try:
+        value, end = make_scanner(_JSONContext())(text, start)
+    except (StopIteration, SystemError, ValueError):
+        # The scanner raises json.decoder's JSONDecodeError, which it finds only once json is
+        # imported (else: SystemError): on this error path, let json itself say what is wrong.
+        import json
+
+        return json.loads(text, parse_constant=_JSONContext.parse_constant)
+    if text[end:].strip(" \t\n\r"):
+        raise ValueError("extra data after the JSON value")
+    return value

@@ -15,6 +15,8 @@ import os
 import _signal as signal
 
 from .errors import PypmError, SandboxError, UsageError
+from .fastpath import json_loads as _json_loads  # noqa: F401 (also venvstate's: one copy, in fastpath)
+from .fastpath import sha256_file as _sha256_file
 
 TYPE_CHECKING = False  # not from typing (~2 ms): annotations are strings here, and this is run's hot path
 if TYPE_CHECKING:  # pragma: no cover
@@ -279,55 +281,6 @@ def _path(p: str) -> Any:
     from pathlib import Path
 
     return Path(p)
-
-
-def _sha256_file(path: str) -> str | None:
-    # The builtin _sha256 (3.11) rather than hashlib, which loads OpenSSL (~2 ms).
-    try:
-        from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - other Pythons
-        from hashlib import sha256
-    try:
-        with open(path, "rb") as f:
-            return sha256(f.read()).hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-class _JSONContext:
-    """What json's C scanner reads from a JSONDecoder (strict JSON, plain dicts and numbers)."""
-
-    strict = True
-    object_hook = object_pairs_hook = None
-    parse_float, parse_int = float, int
-    memo: dict[str, str] = {}
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        raise ValueError(f"{name} is not JSON")
-
-
-def _json_loads(text: str) -> Any:
-    """json.loads with json's own C scanner, without the json package: json.decoder imports re
-    (and re enum), ~3 ms of run's hot path for one small file."""
-    try:
-        from _json import make_scanner
-    except ImportError:  # pragma: no cover - a Python without the accelerator
-        import json
-
-        return json.loads(text)
-    start = len(text) - len(text.lstrip(" \t\n\r"))
-    try:
-        value, end = make_scanner(_JSONContext())(text, start)
-    except (StopIteration, SystemError, ValueError):
-        # The scanner raises json.decoder's JSONDecodeError, which it finds only once json is
-        # imported (else: SystemError): on this error path, let json itself say what is wrong.
-        import json
-
-        return json.loads(text, parse_constant=_JSONContext.parse_constant)
-    if text[end:].strip(" \t\n\r"):
-        raise ValueError("extra data after the JSON value")
-    return value
 
 
 def _fast_parse(argv: Sequence[str]) -> tuple[set[str], list[str]] | None:

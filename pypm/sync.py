@@ -115,23 +115,31 @@ def _project_token(project: Any) -> str:
 def already_synced(ctx: Any, args: argparse.Namespace) -> bool:
     """`pypm sync`'s no-op fast path, taken before the project or the lock is parsed: state.json
     matches pyproject.toml, pypm.lock, the selection and --python (as `pypm run` checks), no hook
-    or signature check is configured, and the venv still holds exactly the recorded dists, none
-    interrupted, every file present with its size -- what the full plan would find. A no-op sync
-    went from ~110 ms to ~40 ms on the canary."""
+    or signature check is configured, and the venv is as the last sync left it, checked in
+    O(directories) (`venvstate.venv_intact`): what the full plan would find, except a file edited
+    in place (`pypm verify --venv`). A no-op sync went from ~110 ms to ~40 ms on the canary."""
     if getattr(args, "dry_run", False) or getattr(args, "compile", False) or getattr(args, "reinstall", False):
         return False
     import time
 
-    from .run import _fast_venv  # the same freshness check `pypm run` makes
+    from .run import _fast_venv, _project_root  # the same freshness check `pypm run` makes
+    from .venvstate import shared_sync_lock
 
     t0 = time.monotonic()
-    fast = _fast_venv(ctx, args)
-    if fast is None:
-        return False
-    root, venv, _knobs = fast
-    state = read_state(venv) or {}
-    if not synced_unchanged(root, venv, state):
-        return False
+    root = _project_root(ctx.directory)
+    fd = shared_sync_lock(root) if root is not None else None
+    if fd is None:
+        return False  # another sync at work: the full path waits for it
+    try:  # state.json is read under the lock: no sync rewrites it meanwhile
+        fast = _fast_venv(ctx, args)
+        if fast is None:
+            return False
+        root, venv, _knobs = fast
+        state = read_state(venv) or {}
+        if not synced_unchanged(root, venv, state):
+            return False
+    finally:
+        os.close(fd)
     n = len((state.get("installed") or {}).get("dists") or [])
     ctx.info(f"Checked {n} packages in {time.monotonic() - t0:.2f}s: nothing to do")
     return True

@@ -1,35 +1,31 @@
-"""The record of what a `.venv` was synced from: `.venv/.pypm/state.json`.
+"""The record of what a `.venv` was synced from: `.venv/.pypm/state.json`, and the no-op check on it.
 
 Written by `pypm sync` after the venv matches the lock; read by `pypm run` and by `pypm sync`'s
 no-op check (`fast_sync`), which compare it with the current pyproject.toml and pypm.lock hashes
 and the requested selection (run's entry-point fast path, run.fast_main, parses it without this
-module). Imports only the standard library: `fast_sync` runs before the CLI loads.
+module), then check the venv in O(directories), not O(files): see `venv_intact`. Imports only
+`os` and `pypm.fastpath` at module level: `fast_sync` runs before the CLI loads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from .fastpath import json_loads, sha256, sha256_file
+
+TYPE_CHECKING = False  # not from typing (~2 ms on the no-op sync): annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+    from typing import Any
+
     from .selection import Selection
 
 __all__ = ["STATE_VERSION", "STATE_REL", "expected_state", "tool_knobs", "read_state", "write_state",
            "drop_state", "project_token", "files_present", "installed_record", "venv_intact",
-           "synced_unchanged", "fast_sync"]
+           "shared_sync_lock", "synced_unchanged", "fast_sync"]
 
 STATE_VERSION = 1
-STATE_REL = Path(".pypm") / "state.json"
-
-
-def _sha256_file(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
+STATE_REL = os.path.join(".pypm", "state.json")  # relative to the venv (`venv / STATE_REL` for a Path)
 
 
 def _selection_json(sel: Selection) -> dict[str, Any]:
@@ -39,8 +35,8 @@ def _selection_json(sel: Selection) -> dict[str, Any]:
 
 def expected_state(root: Path, sel: Selection, *, python_flag: str | None, frozen: bool) -> dict[str, Any] | None:
     """What state.json must say for a venv to be current; None when there is no lock yet."""
-    lock_sha = _sha256_file(root / "pypm.lock")
-    py_sha = _sha256_file(root / "pyproject.toml")
+    lock_sha = sha256_file(os.path.join(root, "pypm.lock"))
+    py_sha = sha256_file(os.path.join(root, "pyproject.toml"))
     if lock_sha is None or py_sha is None:
         return None
     return {"version": STATE_VERSION, "pyproject-sha256": py_sha, "lock-sha256": lock_sha,
@@ -75,60 +71,72 @@ def _plugin_run(project: Any) -> dict[str, Any] | None:
         return None
 
 
-def read_state(venv: Path) -> dict[str, Any] | None:
+def read_state(venv: Path | str) -> dict[str, Any] | None:
     """The venv's state.json, or None when it is missing or unreadable (then: sync)."""
     try:
-        data = json.loads((venv / STATE_REL).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with open(os.path.join(venv, STATE_REL), encoding="utf-8") as f:
+            data = json_loads(f.read())
+    except (OSError, ValueError):  # (a bad UTF-8 byte is a UnicodeDecodeError, a ValueError)
         return None
     return data if isinstance(data, dict) else None
 
 
 def write_state(venv: Path, state: dict[str, Any]) -> None:
     """Atomically: a reader sees the old state or the new one, never a torn file."""
+    import json
+    from pathlib import Path
+
     from .lockfile import write_atomic
 
-    (venv / STATE_REL).parent.mkdir(exist_ok=True)
-    write_atomic(venv / STATE_REL, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    path = Path(venv) / STATE_REL
+    path.parent.mkdir(exist_ok=True)
+    write_atomic(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def drop_state(venv: Path) -> None:
     # Before the venv changes: a crash from here on must not leave a state file that
     # tells `pypm run` the venv is current.
     try:
-        (venv / STATE_REL).unlink()
+        os.unlink(os.path.join(venv, STATE_REL))
     except FileNotFoundError:
         pass
 
 
-# --------------------------------------------------------------------------- `pypm sync`'s no-op check
+# --------------------------------------------------------------------------- what the venv holds
 
-def project_token(root: Path) -> str:
-    """Identity of the editable install: the files its build reads (a change means reinstall)."""
-    h = hashlib.sha256()
+def project_token(root: Path | str, pyproject: bytes | None = None) -> str:
+    """Identity of the editable install: the files its build reads (a change means reinstall).
+    `pyproject`: pyproject.toml's bytes when the caller has read them already."""
+    h = sha256()
     for name in ("pyproject.toml", "setup.py", "setup.cfg"):
-        try:
-            h.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
-        except FileNotFoundError:
-            pass
+        if name == "pyproject.toml" and pyproject is not None:
+            data = pyproject
+        else:
+            try:
+                with open(os.path.join(root, name), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+        h.update(name.encode() + b"\0" + data + b"\0")
     return h.hexdigest()
 
 
-def files_present(dist_info: Path) -> bool:
+def files_present(dist_info: Path | str) -> bool:
     """Every file in the dist's RECORD exists with its recorded size and was not modified after
     the install (one stat each, no hashing): catches what a crash or a stray `rm` left behind, and
     an edit in place. The installer writes RECORD last, so no installed file is newer than it;
     a file whose mtime is later was written since. (A file rewritten with the same size and its
-    old mtime restored is not caught here: `pypm verify --venv` hashes; docs/architecture.md.)"""
+    old mtime restored is not caught here: `pypm verify --venv` hashes; docs/architecture.md.)
+    This is the full sync's check (O(files)); the no-op check is `venv_intact` (O(directories))."""
     import csv
 
     try:
-        with open(dist_info / "RECORD", newline="", encoding="utf-8") as f:
+        with open(os.path.join(dist_info, "RECORD"), newline="", encoding="utf-8") as f:
             installed_at = os.fstat(f.fileno()).st_mtime_ns
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
-    base = str(dist_info.parent) + "/"  # plain strings: pathlib costs ~3x per file on this path
+    base = os.path.dirname(os.fspath(dist_info)) + "/"  # plain strings: pathlib costs ~3x per file here
     for row in rows:
         if not row or not row[0]:
             continue
@@ -143,17 +151,27 @@ def files_present(dist_info: Path) -> bool:
     return True
 
 
-def installed_record(venv: Path, site_dirs: list[Path]) -> dict[str, Any]:
-    """What state.json keeps about the installed dists: where they live and their dist-info dirs."""
-    rel = sorted({str(Path(d).relative_to(venv)) for d in site_dirs})
-    return {"site-dirs": rel, "dists": _dist_infos(venv, rel)}
+def installed_record(venv: Path | str, site_dirs: list[Path]) -> dict[str, Any]:
+    """What state.json keeps about the installed dists, taken at the end of a sync that changed or
+    verified the venv: `site-dirs` and `dists` (dist-info dirs), relative to the venv; `records`,
+    each dist's RECORD as [size, mtime_ns] (same order as `dists`); and `dirs`, {dir relative to
+    the venv: mtime_ns} for every directory holding a file of some RECORD, and its parents up to
+    its site dir (excluded: the venv itself, anything outside it, `__pycache__` dirs, whose
+    mtimes change whenever Python writes bytecode). `records`/`dirs` are None when a RECORD
+    cannot be read or a directory is gone: then every no-op sync takes the full path."""
+    venv = os.path.abspath(venv)
+    rel = sorted({os.path.relpath(os.path.abspath(d), venv) for d in site_dirs})
+    dists = _dist_infos(venv, rel)
+    snap = _snapshot(venv, rel, dists) if dists is not None else None
+    records, dirs = snap if snap is not None else (None, None)
+    return {"site-dirs": rel, "dists": dists, "records": records, "dirs": dirs}
 
 
-def _dist_infos(venv: Path, rel_dirs: list[str]) -> list[str] | None:
+def _dist_infos(venv: str, rel_dirs: list[str]) -> list[str] | None:
     found: set[str] = set()
     for d in rel_dirs:
         try:
-            found.update(f"{d}/{n}" for n in os.listdir(venv / d) if n.endswith(".dist-info"))
+            found.update(f"{d}/{n}" for n in os.listdir(os.path.join(venv, d)) if n.endswith(".dist-info"))
         except FileNotFoundError:
             continue
         except OSError:
@@ -161,46 +179,120 @@ def _dist_infos(venv: Path, rel_dirs: list[str]) -> list[str] | None:
     return sorted(found)
 
 
-def venv_intact(venv: Path, state: dict[str, Any]) -> bool:
-    """The venv holds exactly the dists `state` recorded, none interrupted (no journal), every
-    file of each present with its size: what a full sync's plan would also find, without
-    reading the lock."""
+def _snapshot(venv: str, rel_sites: list[str], dists: list[str]) -> tuple[list[list[int]], dict[str, int]] | None:
+    # One pass over every RECORD (O(files), as the full sync's files_present already is), so that
+    # the no-op check can be O(directories): creating, deleting or renaming any entry changes
+    # its directory's mtime.
+    import csv
+
+    prefix = venv + "/"
+    stops = {prefix + s for s in rel_sites}
+    records: list[list[int]] = []
+    held: set[str] = set()  # directories (as RECORD spells them, relative to a site dir) per dist
+    seen: set[str] = set()  # absolute directories already walked up from
+    dirs: set[str] = set()
+    for dist in dists:
+        try:
+            with open(prefix + dist + "/RECORD", newline="", encoding="utf-8") as f:
+                st = os.fstat(f.fileno())
+                held = {row[0].rpartition("/")[0] for row in csv.reader(f) if row and row[0]}
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return None
+        records.append([st.st_size, st.st_mtime_ns])
+        base = prefix + dist.rpartition("/")[0]  # RECORD paths are relative to the dist-info's parent
+        for d in held:
+            d = os.path.normpath(os.path.join(base, d))  # once per directory, not per file
+            while d not in seen:
+                seen.add(d)
+                if not d.startswith(prefix):
+                    break  # the venv itself, or a file outside it: not ours to watch
+                if os.path.basename(d) != "__pycache__":
+                    dirs.add(d)
+                if d in stops:
+                    break
+                d = os.path.dirname(d)
+    mtimes: dict[str, int] = {}
+    for d in sorted(dirs):
+        try:
+            mtimes[d[len(prefix):]] = os.stat(d).st_mtime_ns
+        except OSError:
+            return None
+    return records, mtimes
+
+
+def venv_intact(venv: Path | str, state: dict[str, Any]) -> bool:
+    """The no-op check, O(directories): the venv holds exactly the dist-infos `state` recorded,
+    none interrupted (no journal), each RECORD with its recorded size and mtime, and every recorded
+    directory with its recorded mtime -- a file deleted, created, or replaced by a rename changes
+    its directory's mtime. Not seen: a file edited in place (same inode), as uv and pip do not see
+    it either; `pypm verify --venv` finds it and `pypm sync --reinstall` repairs it."""
     rec = state.get("installed")
-    if not isinstance(rec, dict) or not isinstance(rec.get("dists"), list):
+    if not isinstance(rec, dict):
         return False
+    dists, records, dirs = rec.get("dists"), rec.get("records"), rec.get("dirs")
+    if not (isinstance(dists, list) and isinstance(records, list) and isinstance(dirs, dict)
+            and len(records) == len(dists)):
+        return False  # (a state.json from before `records`/`dirs`: the full path records them)
+    venv = os.fspath(venv)
     try:
-        if os.listdir(venv / ".pypm" / "journal"):
+        if os.listdir(os.path.join(venv, ".pypm", "journal")):
             return False  # an install was interrupted: the full sync repairs it
     except FileNotFoundError:
         pass
     except OSError:
         return False
-    if _dist_infos(venv, list(rec.get("site-dirs") or [])) != rec["dists"]:
+    if _dist_infos(venv, list(rec.get("site-dirs") or [])) != dists:
         return False
-    return all(files_present(venv / d) for d in rec["dists"])
+    prefix = venv + "/"
+    stat = os.stat
+    try:
+        for dist, (size, mtime) in zip(dists, records):
+            st = stat(prefix + dist + "/RECORD")
+            if st.st_mtime_ns != mtime or st.st_size != size:
+                return False
+        for d, mtime in dirs.items():
+            if stat(prefix + d).st_mtime_ns != mtime:
+                return False
+    except (OSError, TypeError, ValueError):  # gone, or a hand-edited record
+        return False
+    return True
 
 
-def synced_unchanged(root: Path, venv: Path, state: dict[str, Any]) -> bool:
-    """What `pypm sync`'s no-op fast path checks once `state` matches pyproject.toml, pypm.lock and
-    the request (as `pypm run` checks): no hook or signature check configured, the interpreter
-    and the editable project's inputs unchanged, no other sync at work, and `venv_intact`."""
+# --------------------------------------------------------------------------- `pypm sync`'s no-op check
+
+def shared_sync_lock(root: Path | str) -> int | None:
+    """A descriptor holding a shared flock on the project directory (close it to release), or None
+    when a sync holds it (`sync._venv_lock`, exclusive) or it cannot be taken: then the no-op
+    check must not run, the full path waits. Read state.json only after taking it."""
     import fcntl
 
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def synced_unchanged(root: Path | str, venv: Path | str, state: dict[str, Any], *,
+                     pyproject: bytes | None = None) -> bool:
+    """What `pypm sync`'s no-op fast path checks once `state` matches pyproject.toml, pypm.lock and
+    the request (as `pypm run` checks): no hook or signature check configured, the interpreter
+    and the editable project's inputs unchanged, and `venv_intact`. The caller holds
+    `shared_sync_lock(root)` and read `state` after taking it (no other sync at work)."""
     tool = state.get("tool")
     if not isinstance(tool, dict) or tool.get("plugins") or tool.get("trusted-keys"):
         return False  # hooks must fire and signatures be checked on every sync: the full path does
     exe = (state.get("interpreter") or {}).get("executable")
-    if not exe or not os.path.exists(exe) or state.get("project-token") != project_token(Path(root)):
+    if not exe or not isinstance(exe, str) or not os.path.exists(exe):
         return False
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # another sync at work: take the full path
-        except OSError:
-            return False
-        return read_state(Path(venv)) == state and venv_intact(Path(venv), state)
-    finally:
-        os.close(fd)
+    if state.get("project-token") != project_token(root, pyproject):
+        return False
+    return venv_intact(venv, state)
 
 
 _FAST_SYNC_FLAGS = {"-q", "--quiet", "--frozen"}
@@ -209,7 +301,8 @@ _FAST_SYNC_FLAGS = {"-q", "--quiet", "--frozen"}
 def fast_sync(argv: list[str]) -> int | None:
     """`pypm [-q] sync [-q] [--frozen]` on a synced project, from the entry point before argparse
     and the CLI load (as `run.fast_main` does for run): 0 when the venv is current, else None and
-    nothing was done (the full CLI then does what it would have). Canary no-op sync: ~55 -> ~25 ms."""
+    nothing was done (the full CLI then does what it would have). Imports os, fcntl, time and the
+    builtin _sha256/_json only (`-X importtime`)."""
     import time
 
     t0 = time.monotonic()
@@ -222,20 +315,32 @@ def fast_sync(argv: list[str]) -> int | None:
     root = find_root()
     if root is None:
         return None
-    venv = Path(root) / ".venv"
-    state = read_state(venv)
-    lock_sha = _sha256_file(Path(root) / "pypm.lock")
-    if state is None or lock_sha is None:
-        return None
-    frozen = "--frozen" in argv
-    want = {"version": STATE_VERSION, "pyproject-sha256": _sha256_file(Path(root) / "pyproject.toml"),
-            "lock-sha256": lock_sha, "python-flag": None, "selection": DEFAULT_SELECTION}
-    if any(state.get(k) != v for k, v in want.items()):
-        return None
-    if state.get("frozen", False) and not frozen:
-        return None  # a venv synced from an unchecked lock only satisfies --frozen
-    if not (venv / "bin" / "python").exists() or not synced_unchanged(Path(root), venv, state):
-        return None
+    venv = os.path.join(root, ".venv")
+    fd = shared_sync_lock(root)
+    if fd is None:
+        return None  # another sync at work (or no flock here): the full path waits for it
+    try:
+        state = read_state(venv)  # once, under the lock: no sync can rewrite it meanwhile
+        if state is None:
+            return None
+        try:
+            with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+                pyproject = f.read()
+        except OSError:
+            return None
+        want = {"version": STATE_VERSION, "pyproject-sha256": sha256(pyproject).hexdigest(),
+                "lock-sha256": sha256_file(os.path.join(root, "pypm.lock")), "python-flag": None,
+                "selection": DEFAULT_SELECTION}
+        if want["lock-sha256"] is None or any(state.get(k) != v for k, v in want.items()):
+            return None
+        if state.get("frozen", False) and "--frozen" not in argv:
+            return None  # a venv synced from an unchecked lock only satisfies --frozen
+        if not os.path.exists(os.path.join(venv, "bin", "python")):
+            return None
+        if not synced_unchanged(root, venv, state, pyproject=pyproject):
+            return None
+    finally:
+        os.close(fd)  # releases the shared lock
     if not ({"-q", "--quiet"} & set(argv)):
         import sys
 

@@ -520,11 +520,17 @@ class Cache:
                 shutil.rmtree(tmp)
             try:
                 from .wheelfile import extract_verified
+                from .wheeltree import manifest_path, store, tree_of_extracted, write_manifest
 
-                extract_verified(wheel, tmp, label=package or entry.filename)
-                from .wheeltree import store, tree_of_extracted  # issue 7: the Merkle tree, from verified bytes
-
-                store(self.root, tree_of_extracted(tmp, wheel_filename=entry.filename, wheel_sha256=entry.sha256))
+                manifest = extract_verified(wheel, tmp, label=package or entry.filename)
+                # issue 7: the Merkle tree, from verified bytes
+                tree = tree_of_extracted(tmp, wheel_filename=entry.filename, wheel_sha256=entry.sha256,
+                                         manifest=manifest)
+                store(self.root, tree)
+                manifest.update({"merkle-root": tree.root, "wheel-sha256": entry.sha256})
+                # Written before the entry appears: an entry without one is from an older pypm
+                # (the installer derives it then), never a half-written one.
+                write_manifest(manifest_path(final), manifest)  # type: ignore[arg-type]
                 os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -536,19 +542,26 @@ class Cache:
         writes after extracting: something wrote it since (an edit in a venv, through its hard
         link). One stat per file, no hashing, so every install from the store gets it; an edit
         that restored the old mtime is left to `pypm sync --reinstall`. No tree file: no verdict."""
-        from .wheeltree import tree_path
+        from .wheeltree import manifest_path, read_manifest, tree_path
 
         try:
             ref = os.stat(tree_path(self.root, sha256)).st_mtime_ns
         except OSError:
             return False
-        for dirpath, _, filenames in os.walk(final):
-            for fn in filenames:
-                try:
-                    if os.stat(os.path.join(dirpath, fn)).st_mtime_ns > ref:
-                        return True
-                except OSError:
-                    return True  # vanished: the entry is not whole
+        mpath = manifest_path(final)
+        manifest = read_manifest(mpath) if mpath is not None else None
+        if manifest is not None:  # the files the install will link: no walk, and a missing one is seen
+            base = f"{final}/"
+            paths = [base + row[0] for row in manifest["files"]]
+        else:
+            paths = [os.path.join(d, fn) for d, _, fns in os.walk(final) for fn in fns]
+        stat = os.stat
+        for p in paths:
+            try:
+                if stat(p).st_mtime_ns > ref:
+                    return True
+            except OSError:
+                return True  # vanished: the entry is not whole
         return False
 
     def _store_intact(self, final: Path, sha256: str) -> bool:
@@ -604,6 +617,10 @@ class Cache:
                 for d in sorted(fan.iterdir()):
                     stale_tmp = d.name.startswith(".tmp-")
                     sha = d.name[5:69] if stale_tmp else d.name  # .tmp-<sha>-<pid>-<thread>
+                    if kind == "unpacked" and d.name.endswith(".install.json"):
+                        if not (fan / d.name[:-len(".install.json")]).is_dir():
+                            d.unlink(missing_ok=True)  # its entry is gone (pruned below on an earlier pass)
+                        continue
                     if len(sha) != 64:
                         continue  # not ours
                     try:
@@ -624,6 +641,8 @@ class Cache:
                         if d.stat().st_mtime < cutoff:
                             shutil.rmtree(d, ignore_errors=True)
                             removed.append(d)
+                            if kind == "unpacked":  # the entry's install manifest goes with it
+                                d.with_name(d.name + ".install.json").unlink(missing_ok=True)
                         elif kind == "wheels" and not any(d.iterdir()):
                             d.rmdir()
                     finally:

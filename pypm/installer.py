@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from .wheelfile import find_dist_info, parse_record, record_hash
+from .wheelfile import manifest_of_dir, parse_record, record_hash, safe_name
 from .wheeltree import install_record
 from .errors import InstallError
 from .lockfile import canonical_name
@@ -249,11 +249,10 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
     journal stays, so the next sync sees the dist as incomplete and repairs it.
     """
     unpacked = Path(unpacked)
-    names = [p.name for p in unpacked.iterdir()]
-    try:
-        info_name = find_dist_info(names, wheel_filename)
-    except ValueError as e:
-        raise InstallError(f"{wheel_filename}: not a valid wheel: {e}") from None
+    manifest = _manifest(unpacked, wheel_filename)
+    info_name = manifest["dist-info"]
+    if not info_name.endswith(".dist-info") or "/" in info_name or not safe_name(info_name):
+        raise InstallError(f"{wheel_filename}: not a valid wheel: no .dist-info directory")
     src_info = unpacked / info_name
     wheel_meta = _read_wheel_file(src_info)
     dist_name, version = _metadata_name_version(src_info)
@@ -265,38 +264,38 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
     data_name = info_name[: -len(".dist-info")] + ".data"
     scheme_dirs = {"purelib": layout.purelib, "platlib": layout.platlib, "scripts": layout.scripts,
                    "data": layout.data, "headers": layout.headers / dist_name}
-    src_record = {p: (h, s) for p, h, s in parse_record((src_info / "RECORD").read_text(encoding="utf-8"))}
 
     # 1. plan every destination before touching the venv: a bad wheel is refused with nothing written.
-    # Plain strings, not pathlib: a Path per file (made, joined, made relative, printed) was the
-    # largest share of a warm install's CPU. Keys have no `..` (refused on unpack).
-    plan: list[tuple[str, str, str, str]] = []  # (src, dst, record-key-in-wheel, kind)
+    # From the store entry's manifest (its files with RECORD's hash and size, computed when it was
+    # unpacked): no walk of the tree and no RECORD parse per install. Plain strings, not pathlib:
+    # a Path per file was the largest share of a warm install's CPU.
+    # (src, dst, key in the wheel, kind, RECORD hash, size, RECORD path in the venv or "" to derive)
+    plan: list[tuple[str, str, str, str, str, str, str]] = []
     src_root = str(unpacked)
     dest_s = str(root_dest)
-    n_root = len(src_root) + 1
-    for dirpath, dirnames, filenames in os.walk(src_root):
-        rel_dir = dirpath[n_root:]  # "" at the top
-        if rel_dir == data_name or rel_dir.startswith(data_name + "/"):
-            dirnames.clear()
+    data_prefix = data_name + "/"
+    for d in manifest["dirs"]:
+        if d.startswith(data_prefix) and d[len(data_prefix):].partition("/")[0] not in _SCHEMES:
+            scheme = d[len(data_prefix):].partition("/")[0]
+            raise InstallError(f"{wheel_filename}: unknown install scheme {data_name}/{scheme}",
+                               hint=f"a wheel's .data directory may hold only {', '.join(_SCHEMES)}")
+    info_rows: list[tuple[str, str, str, str, str, str, str]] = []  # linked last: metadata after the code
+    info_prefix = info_name + "/"
+    for key, h, size in manifest["files"]:
+        if not safe_name(key):  # refused on unpack already; a damaged manifest must not reach out either
+            raise InstallError(f"{wheel_filename}: {key} would be installed outside the venv",
+                               hint="this wheel is malformed or malicious: do not use it")
+        if not key.startswith(data_prefix):
+            (info_rows if key.startswith(info_prefix) else plan).append(
+                (f"{src_root}/{key}", f"{dest_s}/{key}", key, "file", h, size, key))
             continue
-        prefix = rel_dir + "/" if rel_dir else ""
-        for fn in filenames:
-            key = prefix + fn
-            plan.append((f"{dirpath}/{fn}", f"{dest_s}/{key}", key, "file"))
-    data_dir = unpacked / data_name
-    if data_dir.is_dir():
-        for scheme_dir in sorted(data_dir.iterdir()):
-            if scheme_dir.name not in _SCHEMES:
-                raise InstallError(f"{wheel_filename}: unknown install scheme {data_name}/{scheme_dir.name}",
-                                   hint=f"a wheel's .data directory may hold only {', '.join(_SCHEMES)}")
-            base = str(scheme_dirs[scheme_dir.name])
-            kind = "script" if scheme_dir.name == "scripts" else "file"
-            sd = str(scheme_dir)
-            for dirpath, _, filenames in os.walk(sd):
-                sub = dirpath[len(sd) + 1:]
-                for fn in filenames:
-                    rel = f"{sub}/{fn}" if sub else fn
-                    plan.append((f"{dirpath}/{fn}", f"{base}/{rel}", f"{data_name}/{scheme_dir.name}/{rel}", kind))
+        scheme, _, rel = key[len(data_prefix):].partition("/")
+        if scheme not in _SCHEMES or not rel:
+            raise InstallError(f"{wheel_filename}: unknown install scheme {data_name}/{scheme}",
+                               hint=f"a wheel's .data directory may hold only {', '.join(_SCHEMES)}")
+        plan.append((f"{src_root}/{key}", f"{scheme_dirs[scheme]}/{rel}", key,
+                     "script" if scheme == "scripts" else "file", h, size, ""))
+    plan += info_rows
     ep_file = src_info / "entry_points.txt"
     eps = _entry_points(ep_file.read_text(encoding="utf-8")) if ep_file.is_file() else {}
     generated: list[tuple[Path, bytes]] = []
@@ -311,19 +310,14 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
                                    hint="entry points look like `name = module:function`") from None
             generated.append((layout.scripts / script, text))
     dst_info = root_dest / info_name
-    root = Path(os.path.abspath(layout.root))
-    root_s = str(root)
-    for _, dst, key, _ in plan:
-        a = os.path.normpath(dst)  # as _inside, on strings
-        if not (a == root_s or a.startswith(root_s + "/")) and not _inside(Path(dst), root):
-            raise InstallError(f"{wheel_filename}: {key} would be installed outside the venv ({dst})",
-                               hint="this wheel is malformed or malicious: do not use it")
+    # Every destination is inside the venv by construction: a scheme directory of the venv (the
+    # headers one named by a validated project name) joined with a relative path without `..`.
 
     # 2. journal: everything this install may create
     journal = _journal(layout, dist_name)
     if not os.path.isdir(journal.parent):  # a stat: mkdir on an existing dir costs more here
         journal.parent.mkdir(parents=True, exist_ok=True)
-    planned = [dst for _, dst, _, _ in plan] + [str(p) for p, _ in generated] + [str(dst_info)]
+    planned = [row[1] for row in plan] + [str(p) for p, _ in generated] + [str(dst_info)]
     _atomic_write(journal, json.dumps({"name": dist_name, "version": version, "wheel": wheel_filename,
                                        "paths": planned}).encode())
 
@@ -339,14 +333,18 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
         # machine's filesystem, and every wheel used to pay several (site-packages, bin, its
         # dist-info for each file written there).
         made_dirs: set[str] = {d for d in (dest_s, str(layout.scripts)) if os.path.isdir(d)}
-        for src, dst, key, kind in plan:
+        place = linker.place
+        for src, dst, key, kind, h, size, rec in plan:
             parent = dst[:dst.rindex("/")]
             if parent not in made_dirs:
                 os.makedirs(parent, exist_ok=True)
                 made_dirs.add(parent)
             if key in rewritten:
                 continue  # rewritten below (RECORD signatures no longer apply to an installed tree)
-            h, size = src_record.get(key, ("", ""))
+            if kind == "file" and h:  # the common case, first
+                place(src, dst)
+                record.append((rec or _rel(dst, rec_base), h, size))
+                continue
             if kind == "script":
                 with open(src, "rb") as f:
                     data = f.read()
@@ -375,9 +373,10 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
             record.append((_rel(dst, rec_base), h, str(n)))
         if str(dst_info) not in made_dirs:
             dst_info.mkdir(parents=True, exist_ok=True)
+        merkle = {k: manifest[k] for k in ("merkle-root", "wheel-sha256") if isinstance(manifest.get(k), str)}
         extra = {"INSTALLER": b"pypm\n",
                  SOURCE_FILE: json.dumps({"filename": wheel_filename, "sha256": wheel_sha256,
-                                          **install_record(unpacked)},  # issue 7: the wheel's Merkle root
+                                          **merkle},  # issue 7: the wheel's Merkle root
                                          sort_keys=True).encode() + b"\n"}
         if requested:
             extra["REQUESTED"] = b""
@@ -390,15 +389,50 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
             record += _compile(layout, [Path(rec_base, r[0]) for r in record if r[0].endswith(".py")], rec_base)
         record.sort()
         record.append((_rel(dst_info / "RECORD", rec_base), "", ""))
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerows(record)
-        _atomic_write(dst_info / "RECORD", buf.getvalue().encode())
+        _atomic_write(dst_info / "RECORD", _record_text(record).encode())
     except OSError as e:
         raise InstallError(f"cannot install {wheel_filename} into {layout.root}: {e}",
                            hint="check free space and permissions, then run `pypm sync` again") from e
     journal.unlink()
     return InstalledDist(canonical_name(dist_name), version, dst_info, wheel_sha256, wheel_filename, "pypm", True)
+
+
+def _record_text(rows: list[tuple[str, str, str]]) -> str:
+    """RECORD as csv.writer writes it (minimal quoting, "\\n" line ends), joined by hand: paths
+    almost never need quoting, and the csv module was a tenth of a big wheel's install."""
+    text = "".join([f"{p},{h},{s}\n" for p, h, s in rows])
+    # Nothing to quote when no field holds a quote or a CR, and the only commas and newlines
+    # are the separators (2 and 1 per row).
+    if '"' not in text and "\r" not in text and text.count(",") == 2 * len(rows) \
+            and text.count("\n") == len(rows):
+        return text
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def _manifest(unpacked: Path, wheel_filename: str) -> dict[str, Any]:
+    """The store entry's install manifest (written when it was unpacked), else derived from the
+    tree and RECORD (an entry unpacked by an older pypm, or a tree outside the store) and, for a
+    store entry, kept for the next install."""
+    from .wheeltree import manifest_path, read_manifest, write_manifest
+
+    mpath = manifest_path(unpacked)
+    if mpath is not None:
+        m = read_manifest(mpath)
+        if m is not None:
+            return m
+    try:
+        m = manifest_of_dir(unpacked, wheel_filename)
+    except ValueError as e:
+        raise InstallError(f"{wheel_filename}: not a valid wheel: {e}") from None
+    if mpath is not None:
+        m.update(install_record(unpacked))
+        try:
+            write_manifest(mpath, m)
+        except OSError:
+            pass  # a read-only cache: derived again next time
+    return m
 
 
 def _inside(p: Path, root: Path) -> bool:

@@ -16,13 +16,14 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .lockfile import file_sha256
 from .merkle import FileTree
 
 __all__ = ["TREE_NAME", "tree_path", "tree_of_extracted", "tree_of_wheel", "store", "load", "ensure_tree",
-           "install_record", "read_install_record", "store_differences"]
+           "install_record", "read_install_record", "store_differences", "manifest_path", "read_manifest",
+           "write_manifest"]
 
 TREE_NAME = "merkle.json"
 CHUNK = 1 << 20
@@ -74,17 +75,37 @@ def _walk(directory: Path) -> Iterator[tuple[str, Path]]:
             yield p.relative_to(directory).as_posix(), p
 
 
-def tree_of_extracted(directory: Path, *, wheel_filename: str, wheel_sha256: str) -> FileTree:
+def _sha256_hex(record_hash: str) -> str | None:
+    algo, _, b64 = record_hash.partition("=")
+    if algo != "sha256" or not b64:
+        return None
+    try:
+        h = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
+    except ValueError:
+        return None
+    return h if len(h) == 64 else None
+
+
+def tree_of_extracted(directory: Path, *, wheel_filename: str, wheel_sha256: str,
+                      manifest: dict[str, Any] | None = None) -> FileTree:
     """The tree of a wheel just extracted (and verified) into `directory` by `extract_verified`.
 
     RECORD's sha256 digests are used as they are: extraction has just checked every file
     against them; files RECORD lists with another algorithm or none (RECORD itself) are hashed.
+    `manifest`: what `extract_verified` returned, so the tree is not walked and RECORD not
+    parsed a second time.
     """
-    known = _record_sha256(directory)
     files: dict[str, str] = {}
     bodies: dict[str, str] = {}
-    for rel, p in _walk(directory):
-        files[rel] = known.get(rel) or file_sha256(p)
+    if manifest is not None:
+        listing = [(rel, _sha256_hex(h)) for rel, h, _ in manifest["files"]]
+    else:
+        known = _record_sha256(directory)
+        listing = [(rel, known.get(rel)) for rel, _ in _walk(directory)]
+    base = str(directory)
+    for rel, digest in listing:
+        p = f"{base}/{rel}"
+        files[rel] = digest or file_sha256(Path(p))
         if _is_script(rel):
             with open(p, "rb") as f:
                 body = _body_digest(f.read())
@@ -206,3 +227,56 @@ def read_install_record(dist_info: Path) -> dict[str, str]:
         return {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) \
         else {}
+
+
+# --------------------------------------------------------------------------- the install manifest
+
+def manifest_path(unpacked: Path) -> Path | None:
+    """Where the install manifest (`pypm.wheelfile`'s) of the store entry `unpacked`
+    (`<cache>/unpacked/<sha[:2]>/<sha>`) lives: `<sha>.install.json` beside it, outside the tree
+    so the tree holds exactly the wheel's files. None when `unpacked` is not a store entry."""
+    unpacked = Path(unpacked)
+    if not _HEX64.match(unpacked.name) or unpacked.parent.parent.name != "unpacked":
+        return None
+    return unpacked.with_name(unpacked.name + ".install.json")
+
+
+_manifests: dict[tuple[str, int, int], dict[str, Any]] = {}  # parsed once per process (cache.unpack, then install)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest at `path`, or None when it is absent, unreadable or not of this format (the
+    caller then derives it from the tree again). Its paths are checked where they are used."""
+    from .wheelfile import MANIFEST_FORMAT
+
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (str(path), st.st_mtime_ns, st.st_size)
+            if key in _manifests:
+                return _manifests[key]
+            m = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(m, dict) and m.get("format") == MANIFEST_FORMAT and isinstance(m.get("dist-info"), str)
+            and isinstance(m.get("files"), list) and isinstance(m.get("dirs"), list)):
+        return None
+    files = m["files"]
+    if not (all(type(r) is list and len(r) == 3 for r in files)
+            and all(type(a) is str and type(b) is str and type(c) is str for a, b, c in files)
+            and all(type(d) is str for d in m["dirs"])):
+        return None
+    if len(_manifests) > 256:
+        _manifests.clear()
+    _manifests[key] = m
+    return m
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Atomically (readers see no file or a whole one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(manifest)}.tmp")
+    try:
+        tmp.write_bytes(json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

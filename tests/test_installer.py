@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,9 +267,12 @@ def test_bad_entry_point_and_unknown_scheme_are_install_errors(dists, venv, cach
     assert installed_distributions(venv) == {}
     odd = dists.wheel("odd", "1.0", data={"scripts/x": b""})
     u, e = unpacked(cache, odd)
-    os.rename(u / "odd-1.0.data" / "scripts", u / "odd-1.0.data" / "weird")
+    # (a tree outside the store, so it is read from disk rather than from the entry's manifest)
+    odd_tree = tmp_path / "odd-tree"
+    shutil.copytree(u, odd_tree)
+    os.rename(odd_tree / "odd-1.0.data" / "scripts", odd_tree / "odd-1.0.data" / "weird")
     with pytest.raises(InstallError, match="unknown install scheme"):
-        install_wheel(venv, u, wheel_filename=odd.name, wheel_sha256=e.sha256)
+        install_wheel(venv, odd_tree, wheel_filename=odd.name, wheel_sha256=e.sha256)
     assert tree(venv.root) == before
 
 

@@ -25,6 +25,7 @@ from .errors import BuildError, IndexError_, IntegrityError
 from .simpleapi import (  # DistFile, CoreMetadata and the parse_* functions are re-exported
     DistFile,
     CoreMetadata,
+    Releases,
     parse_filename,
     parse_core_metadata,
     _redact,
@@ -32,11 +33,14 @@ from .simpleapi import (  # DistFile, CoreMetadata and the parse_* functions are
     _local_path,
     _page_entries,
     _dist_files,
+    _is_json,
+    _json_files,
 )
 
 __all__ = [
     "DistFile",
     "CoreMetadata",
+    "Releases",
     "IndexClient",
     "PackageNotFound",
     "SdistMetadataUnsupported",
@@ -332,15 +336,19 @@ class IndexClient:
 
     def project_files(self, name: str) -> list[DistFile]:
         """Every file of `name` from every source, first source winning for a repeated filename."""
+        return self.project_releases(name).all_files()
+
+    def project_releases(self, name: str) -> Releases:
+        """The files of `name` grouped by release, each release's DistFiles built when first asked for."""
         canon = str(canonicalize_name(name))
-        return list(self._files.get(canon, lambda: self._project_files(canon, name)))
+        return self._files.get(canon, lambda: self._project_releases(canon, name))
 
     def metadata(self, f: DistFile) -> CoreMetadata:
         return self._meta.get(f.url, lambda: self._metadata(f))
 
     def prefetch(self, names: Iterable[str]) -> None:
         """Fetch the pages of many projects at once; errors surface later from project_files."""
-        self._run_all([lambda n=n: self.project_files(n) for n in names])
+        self._run_all([lambda n=n: self.project_releases(n) for n in names])
 
     def prefetch_metadata(self, files: Iterable[DistFile]) -> None:
         """Fetch the metadata of many files at once; errors surface later from metadata()."""
@@ -413,33 +421,28 @@ class IndexClient:
 
     # ------------------------------------------------------------------ project pages
 
-    def _project_files(self, canon: str, asked: str) -> list[DistFile]:
+    def _project_releases(self, canon: str, asked: str) -> Releases:
         found = False
-        seen: set[str] = set()
-        out: list[DistFile] = []
-
-        def add(files: Iterable[DistFile]) -> None:
-            for f in files:
-                if f.filename not in seen:
-                    seen.add(f.filename)
-                    out.append(f)
-
+        releases = Releases(canon)
         for idx, base in zip(self.index_urls, self._index_bases):
             page = self._project_page(base, canon)
             if page is None:
                 continue
             found = True
-            add(_dist_files(_page_entries(page.body, page.content_type, page.url), ("registry", idx), canon))
+            if _is_json(page.content_type):
+                releases.add_json(_json_files(page.body, page.url), page.url, ("registry", idx))
+            else:
+                releases.add_entries(_page_entries(page.body, page.content_type, page.url), ("registry", idx))
         for loc in self.find_links:
             files = self._listing(loc).get(canon, [])
             found = found or bool(files)
-            add(files)
+            releases.add_files(files)
         if not found:
             raise PackageNotFound(
                 f"Package `{asked}` was not found in {self._sources_text()}",
                 hint="check the name's spelling, or add the index (--index-url / --extra-index-url) "
                      "or the --find-links location that has it")
-        return out
+        return releases
 
     def _project_page(self, idx: str, canon: str) -> _Page | None:
         """The project's page on one index, or None when the index does not know the project."""
@@ -646,7 +649,7 @@ class IndexClient:
     def _sdist_metadata(self, f: DistFile) -> CoreMetadata:
         # A wheel of the same release carries the same metadata and costs one small request.
         try:
-            wheels = [w for w in self.project_files(f.name) if w.kind == "wheel" and w.version == f.version]
+            wheels = [w for w in self.project_releases(f.name).files(f.version) if w.kind == "wheel"]
         except IndexError_:
             wheels = []
         if wheels:

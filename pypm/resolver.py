@@ -20,6 +20,7 @@ from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
 from .errors import PypmError, ResolutionError
 from .markers import Bits, Universe, strip_extra
+from .simpleapi import Releases
 
 __all__ = ["Finder", "ResolveOptions", "RootSpec", "Edge", "Node", "Resolution", "resolve", "PYTHON"]
 
@@ -31,6 +32,8 @@ class Finder(Protocol):
     """What the resolver needs of an index (pypm.index.IndexClient fits)."""
 
     def project_files(self, name: str) -> list[Any]: ...  # list[DistFile]
+    # Optional: def project_releases(self, name: str) -> Releases (files grouped by release, built
+    # lazily); a finder without it has its project_files grouped by the resolver.
     def metadata(self, f: Any) -> Any: ...  # CoreMetadata
     def prefetch(self, names: Iterable[str]) -> None: ...
     def prefetch_metadata(self, files: Iterable[Any]) -> None: ...
@@ -153,6 +156,26 @@ def _parse_time(s: str | None) -> datetime | None:
 
 # ---------------------------------------------------------------------- the shared state
 
+class _Project:
+    """One project's releases as the resolver walks them: each version (texts that parse equal,
+    as "1.0" and "1.0.0", are one), newest first, and each release's kept files once looked at."""
+
+    __slots__ = ("releases", "parsed", "texts", "order", "kept")
+
+    def __init__(self, releases: Releases) -> None:
+        self.releases = releases
+        self.parsed: dict[str, Version] = {}
+        self.texts: dict[Version, list[str]] = {}
+        for t in releases.versions():
+            try:
+                v = self.parsed[t] = Version(t)
+            except InvalidVersion:
+                continue
+            self.texts.setdefault(v, []).append(t)
+        self.order = sorted(self.texts, reverse=True)
+        self.kept: dict[Version, tuple[Version, list[Any]] | None] = {}
+
+
 class _State:
     """What all branches share: the finder, the universe, memoised metadata and file lists."""
 
@@ -165,6 +188,72 @@ class _State:
         self._meta: dict[tuple[str, Version], Any] = {}
         self._usable: dict[tuple[str, Bits, frozenset[Version]], tuple[dict[Version, list[Any]], list[str]]] = {}
         self._file_bits: dict[int, tuple[Bits, Bits | None]] = {}  # id(file) -> (requires-python, tags)
+        self._projects: dict[str, _Project] = {}
+        # (name, version, scope, pinned) -> (the release's version, its files) or None: `usable` one release at a time
+        self._release_usable: dict[tuple[str, Version, Bits, bool], tuple[Version, list[Any]] | None] = {}
+
+    # The resolver looks at releases lazily, newest first, one at a time (`project`, `release`,
+    # `usable_release`): most projects need one or two of their hundreds of releases. `versions`
+    # and `usable` evaluate every release; only error messages use them.
+
+    def project(self, name: str) -> _Project:
+        """The project's releases (fetching its pages on first use)."""
+        p = self._projects.get(name)
+        if p is None:
+            get = getattr(self.finder, "project_releases", None)
+            if get is not None:
+                releases = get(name)
+            else:  # a finder without releases (a test's in-memory one): group its file list here
+                releases = Releases(name)
+                releases.add_files(self.finder.project_files(name))
+            p = self._projects[name] = _Project(releases)
+        return p
+
+    def _why_dropped(self, f: Any) -> str | None:
+        """Why the options leave a file out, or None."""
+        if f.kind == "wheel" and self.opts.no_binary:
+            return "wheels refused by --no-binary"
+        if f.kind == "sdist" and self.opts.no_build:
+            return "sdists refused by --no-build"
+        cutoff = self.opts.exclude_newer
+        if cutoff is not None and (t := _parse_time(f.upload_time)) is not None and t > cutoff:
+            return "newer than --exclude-newer"
+        if f.requires_python and not (self.u.python_bits(f.requires_python) & self.u.full):
+            return f"requires Python {f.requires_python}"  # no Python of the project can install it
+        return None
+
+    def release(self, p: _Project, v: Version) -> tuple[Version, list[Any]] | None:
+        """(version, files) of one release under the options, as `versions` has it; None when no file is left."""
+        try:
+            return p.kept[v]
+        except KeyError:
+            pass
+        kept: list[Any] = []
+        rep: Version | None = None  # `versions` keys a release by its first kept file's version
+        for f in p.releases.files_of(p.texts[v]):
+            if self._why_dropped(f) is None:
+                if rep is None:
+                    rep = p.parsed[f.version]
+                kept.append(f)
+        hit = p.kept[v] = (rep, kept) if rep is not None else None
+        return hit
+
+    def usable_release(self, p: _Project, v: Version, scope: Bits, pinned: bool) -> tuple[Version, list[Any]] | None:
+        """(version, files) when the release has a file usable in `scope`, as `usable` decides; memoised."""
+        key = (p.releases.name, v, scope, pinned)
+        try:
+            return self._release_usable[key]
+        except KeyError:
+            pass
+        hit = self.release(p, v)
+        if hit is not None:
+            files = [f for f in hit[1] if f.yanked is None or pinned]
+            if files and any(self.file_usable(f, scope) for f in files):
+                hit = (hit[0], files)
+            else:
+                hit = None
+        self._release_usable[key] = hit
+        return hit
 
     def versions(self, name: str) -> dict[Version, list[Any]]:
         """version -> files usable under the options (yanked kept; callers decide)."""
@@ -173,18 +262,9 @@ class _State:
             return hit
         out: dict[Version, list[Any]] = {}
         dropped: dict[str, set[str]] = {}  # version -> why its files were left out (for messages)
-        cutoff = self.opts.exclude_newer
         parsed: dict[str, Version | None] = {}  # one Version per release, not per file (a hot path)
-        for f in self.finder.project_files(name):
-            why = None
-            if f.kind == "wheel" and self.opts.no_binary:
-                why = "wheels refused by --no-binary"
-            elif f.kind == "sdist" and self.opts.no_build:
-                why = "sdists refused by --no-build"
-            elif cutoff is not None and (t := _parse_time(f.upload_time)) is not None and t > cutoff:
-                why = "newer than --exclude-newer"
-            elif f.requires_python and not (self.u.python_bits(f.requires_python) & self.u.full):
-                why = f"requires Python {f.requires_python}"  # no Python of the project can install it
+        for f in self.project(name).releases.all_files():
+            why = self._why_dropped(f)
             if f.version not in parsed:
                 try:
                     parsed[f.version] = Version(f.version)
@@ -202,7 +282,7 @@ class _State:
         return out
 
     def usable(self, name: str, scope: Bits, pins: frozenset[Version]) -> tuple[dict[Version, list[Any]], list[str]]:
-        """Versions with a file usable in `scope` (and why the others are not); memoised, a hot path."""
+        """Versions with a file usable in `scope` (and why the others are not); every release (for messages)."""
         key = (name, scope, pins)
         hit = self._usable.get(key)
         if hit is not None:
@@ -268,7 +348,8 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         self.branch = branch
         self.root_name = root_name
         self.why: dict[str, tuple[Cand | None, Req]] = {}  # ident -> first (parent, requirement) seen
-        self.excluded: dict[str, list[str]] = {}
+        # name -> (scope, pins) of its last look-up: why versions were excluded, worked out for a message
+        self.excluded: dict[str, tuple[Bits, frozenset[Version]]] = {}
 
     # -- requirements out of metadata
     def make_reqs(self, texts: Iterable[str], extra: str, parent: Cand | None, where: str,
@@ -344,7 +425,7 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         return ids
 
     def find_matches(self, identifier: str, requirements: Mapping[str, Iterator[Req]],
-                     incompatibilities: Mapping[str, Iterator[Cand]]) -> list[Cand]:
+                     incompatibilities: Mapping[str, Iterator[Cand]]) -> Any:
         reqs = list(requirements[identifier])
         if identifier == PYTHON:
             if all(self.u.admits(str(r.specifier), r.bits) for r in reqs):
@@ -363,7 +444,7 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         specs = [r.specifier for r in reqs]
         pins = frozenset(Version(s.version) for r in reqs for s in r.specifier if r.is_pin() and s.operator == "==")
         try:
-            usable, reasons = self.s.usable(name, scope, pins)
+            proj = self.s.project(name)
         except PypmError as e:
             # "not found" / "cannot fetch" say which index; add which requirement led here.
             parent, req = self.why.get(identifier, (None, None))
@@ -372,16 +453,28 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
                 e.message = f"{e.message} (needed because {'; '.join(steps)})"
                 e._pypm_chain = True  # type: ignore[attr-defined]
             raise
-        self.excluded[name] = reasons
-        allow_pre = self._allow_prereleases(reqs, usable, specs)
-        matching = [v for v in usable if v not in bad and all(s.contains(v, prereleases=allow_pre) for s in specs)]
+        self.excluded[name] = (scope, pins)
+        allow_pre = self._allow_prereleases(proj, scope, pins, specs)
         prefs = {Version(x) for x in self.s.opts.preferences.get(name, ()) if _valid(x)}
         # The old lock's pins first (re-locking keeps them), then newest first.
-        matching = sorted([v for v in matching if v in prefs], reverse=True) + \
-            sorted([v for v in matching if v not in prefs], reverse=True)
-        return [Cand(name, v, extra, tuple(usable[v]), scope) for v in matching]
+        order = proj.order
+        if prefs:
+            order = [v for v in order if v in prefs] + [v for v in order if v not in prefs]
+        state = self.s
 
-    def _allow_prereleases(self, reqs: Sequence[Req], usable: Mapping[Version, Any],
+        def matches() -> Iterator[Cand]:
+            # Lazily: resolvelib takes candidates one at a time (and keeps what it took), and
+            # the files of a release are built and checked only when its turn comes.
+            for v in order:
+                if v in bad or not all(sp.contains(v, prereleases=allow_pre) for sp in specs):
+                    continue
+                hit = state.usable_release(proj, v, scope, v in pins)
+                if hit is not None:
+                    yield Cand(name, hit[0], extra, tuple(hit[1]), scope)
+
+        return matches
+
+    def _allow_prereleases(self, proj: _Project, scope: Bits, pins: frozenset[Version],
                            specs: Sequence[SpecifierSet]) -> bool:
         mode = self.s.opts.prerelease
         if mode == "allow":
@@ -394,8 +487,10 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         if mode in ("explicit", "if-necessary-or-explicit") and explicit:
             return True
         if mode in ("if-necessary", "if-necessary-or-explicit"):
-            finals = [v for v in usable if all(s.contains(v, prereleases=False) for s in specs)]
-            return not finals
+            # Pre-releases only when no usable final release matches (newest first: usually the first).
+            return not any(all(s.contains(v, prereleases=False) for s in specs)
+                           and self.s.usable_release(proj, v, scope, v in pins) is not None
+                           for v in proj.order)
         return False
 
     def is_satisfied_by(self, requirement: Req, candidate: Cand) -> bool:
@@ -514,7 +609,8 @@ def _explain(p: _Provider, e: ResolutionImpossible) -> ResolutionError:
     known = sorted(p.s.versions(name)) if name != PYTHON else []
     avail = ", ".join(str(v) for v in known[-8:]) or "none"
     msg = f"cannot resolve {name}: " + "; ".join(lines) + f" (versions of {name} available: {avail}"
-    excluded = list(p.excluded.get(name, ()))
+    looked = p.excluded.get(name)
+    excluded = list(p.s.usable(name, *looked)[1]) if looked is not None else []
     dropped = p.s.dropped.get(name, {})
     excluded += [f"{v} ({why})" for v, why in sorted(dropped.items(), key=lambda kv: _vkey(kv[0]), reverse=True)]
     if excluded:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.parser
 import json
 import re
+import threading
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import IndexError_, IntegrityError
 
-__all__ = ["DistFile", "CoreMetadata", "JSON_TYPE", "parse_filename", "parse_core_metadata"]
+__all__ = ["DistFile", "CoreMetadata", "Releases", "JSON_TYPE", "parse_filename", "parse_core_metadata"]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
@@ -203,37 +204,52 @@ class _LinkParser(HTMLParser):
                 self.links.append(d)
 
 
+def _is_json(content_type: str) -> bool:
+    content_type = content_type.lower()
+    return content_type.startswith(JSON_TYPE) or content_type.startswith("application/json")
+
+
+def _json_files(body: bytes, page_url: str) -> list[Any]:
+    """The `files` list of a PEP 691 JSON page (its items unchecked)."""
+    try:
+        data = json.loads(body)
+        files = data["files"]
+        api_major = str(data.get("meta", {}).get("api-version", "1.0")).split(".")[0]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise IndexError_(f"{_redact(page_url)}: malformed PEP 691 JSON page ({e})",
+                          hint="the index is broken or not a simple-API index; check --index-url") from None
+    if api_major != "1":  # PEP 691: a client must refuse a major version it does not know
+        raise IndexError_(f"{_redact(page_url)} speaks simple-API version {api_major}.x; pypm knows 1.x",
+                          hint="upgrade pypm, or use an index that serves the version 1 API")
+    return files if isinstance(files, list) else []  # a dict or string held no file entries either
+
+
+def _json_entry(f: dict[str, Any], page_url: str) -> dict[str, Any]:
+    """One file of a JSON page in the common entry shape."""
+    url, frag = _strip_fragment(_join(page_url, f["url"]))
+    hashes = f.get("hashes") if isinstance(f.get("hashes"), dict) else {}
+    meta = f.get("core-metadata", f.get("data-dist-info-metadata", f.get("dist-info-metadata")))
+    yanked = f.get("yanked", False)
+    return {
+        "filename": f["filename"], "url": url,
+        "sha256": (hashes.get("sha256") or _fragment_sha256(frag) or None),
+        "size": f.get("size") if isinstance(f.get("size"), int) else None,
+        "requires_python": f.get("requires-python") or None,
+        "yanked": None if yanked is False or yanked is None else ("" if yanked is True else str(yanked)),
+        "metadata": _core_metadata_attr(meta),
+        "upload_time": f.get("upload-time"),
+    }
+
+
 def _page_entries(body: bytes, content_type: str, page_url: str) -> list[dict[str, Any]]:
     """Raw file entries of a simple-API page (JSON or HTML), in a common shape."""
     out: list[dict[str, Any]] = []
-    content_type = content_type.lower()
-    if content_type.startswith(JSON_TYPE) or content_type.startswith("application/json"):
-        try:
-            data = json.loads(body)
-            files = data["files"]
-            api_major = str(data.get("meta", {}).get("api-version", "1.0")).split(".")[0]
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise IndexError_(f"{_redact(page_url)}: malformed PEP 691 JSON page ({e})",
-                              hint="the index is broken or not a simple-API index; check --index-url") from None
-        if api_major != "1":  # PEP 691: a client must refuse a major version it does not know
-            raise IndexError_(f"{_redact(page_url)} speaks simple-API version {api_major}.x; pypm knows 1.x",
-                              hint="upgrade pypm, or use an index that serves the version 1 API")
+    if _is_json(content_type):
+        files = _json_files(body, page_url)
         for f in files:
             if not isinstance(f, dict) or "filename" not in f or "url" not in f:
                 continue
-            url, frag = _strip_fragment(_join(page_url, f["url"]))
-            hashes = f.get("hashes") if isinstance(f.get("hashes"), dict) else {}
-            meta = f.get("core-metadata", f.get("data-dist-info-metadata", f.get("dist-info-metadata")))
-            yanked = f.get("yanked", False)
-            out.append({
-                "filename": f["filename"], "url": url,
-                "sha256": (hashes.get("sha256") or _fragment_sha256(frag) or None),
-                "size": f.get("size") if isinstance(f.get("size"), int) else None,
-                "requires_python": f.get("requires-python") or None,
-                "yanked": None if yanked is False or yanked is None else ("" if yanked is True else str(yanked)),
-                "metadata": _core_metadata_attr(meta),
-                "upload_time": f.get("upload-time"),
-            })
+            out.append(_json_entry(f, page_url))
         return out
     parser = _LinkParser()
     parser.feed(body.decode("utf-8", errors="replace"))
@@ -254,6 +270,16 @@ def _page_entries(body: bytes, content_type: str, page_url: str) -> list[dict[st
     return out
 
 
+def _dist_file(e: dict[str, Any], kind: str, name: str, version: str, source: tuple[str, str]) -> DistFile:
+    has_meta, meta_sha = e["metadata"]
+    return DistFile(
+        name=name, version=version, filename=e["filename"], url=e["url"], kind=kind,
+        sha256=e["sha256"], size=e["size"], requires_python=e["requires_python"],
+        yanked=e["yanked"], metadata_sha256=meta_sha, has_metadata=has_meta and kind == "wheel",
+        upload_time=e["upload_time"], source=source,
+    )
+
+
 def _dist_files(entries: Iterable[dict[str, Any]], source: tuple[str, str],
                 only: str | None) -> list[DistFile]:
     files = []
@@ -264,11 +290,106 @@ def _dist_files(entries: Iterable[dict[str, Any]], source: tuple[str, str],
         kind, name, version = parsed
         if only is not None and name != only:
             continue
-        has_meta, meta_sha = e["metadata"]
-        files.append(DistFile(
-            name=name, version=version, filename=e["filename"], url=e["url"], kind=kind,
-            sha256=e["sha256"], size=e["size"], requires_python=e["requires_python"],
-            yanked=e["yanked"], metadata_sha256=meta_sha, has_metadata=has_meta and kind == "wheel",
-            upload_time=e["upload_time"], source=source,
-        ))
+        files.append(_dist_file(e, kind, name, version, source))
     return files
+
+
+# What Releases keeps of a file until its release is asked for: its position among the project's
+# files, its kind, what it was read from (a PEP 691 JSON item, an entry dict of an HTML page, or a
+# DistFile of a find-links listing), the page's URL (JSON items) and the source.
+_RawFile = tuple[int, str, Any, str, tuple[str, str]]
+
+
+class Releases:
+    """A project's files from all its sources, grouped by release (normalised version text); a
+    release's DistFiles are built the first time it is asked for.
+
+    Why lazily: the pages of a 60-package lock list ~64k files of every release ever made, and a
+    resolution looks at one or two releases of most projects; making an entry and a DistFile of
+    every file was ~0.4 s of a warm lock's CPU. Grouping costs one (memoised) file-name parse per
+    file. A repeated file name keeps its first occurrence (the first source wins), as before.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # canonical
+        self._raw: dict[str, list[_RawFile]] = {}  # version text -> files, in the order served
+        self._built: dict[str, list[DistFile]] = {}
+        self._seen: set[str] = set()
+        self._count = 0
+        self._lock = threading.Lock()  # two threads building one release would make two objects per file
+
+    def add_json(self, files: list[Any], page_url: str, source: tuple[str, str]) -> None:
+        """The `files` of a PEP 691 page (hand-rolled loop: the hot path of a lock's page reading)."""
+        raw, seen, name, pos = self._raw, self._seen, self.name, self._count
+        for f in files:
+            try:
+                fn = f["filename"]
+                url = f["url"]
+            except (TypeError, KeyError, IndexError):  # not an object, or one without those keys
+                continue
+            if type(fn) is not str or type(url) is not str or fn in seen:
+                continue
+            parsed = parse_filename(fn)
+            if parsed is None or parsed[1] != name:
+                continue
+            seen.add(fn)
+            group = raw.get(parsed[2])
+            if group is None:
+                group = raw[parsed[2]] = []
+            group.append((pos, parsed[0], f, page_url, source))
+            pos += 1
+        self._count = pos
+
+    def add_entries(self, entries: Iterable[dict[str, Any]], source: tuple[str, str]) -> None:
+        """Entries in the common shape (`_page_entries` of an HTML page)."""
+        for e in entries:
+            fn = e["filename"]
+            parsed = parse_filename(fn) if fn not in self._seen else None
+            if parsed is None or parsed[1] != self.name:
+                continue
+            self._seen.add(fn)
+            self._raw.setdefault(parsed[2], []).append((self._count, parsed[0], e, "", source))
+            self._count += 1
+
+    def add_files(self, files: Iterable[DistFile]) -> None:
+        """Files already built (a find-links listing's, or a test finder's)."""
+        for f in files:
+            if f.filename in self._seen:
+                continue
+            self._seen.add(f.filename)
+            self._raw.setdefault(f.version, []).append((self._count, f.kind, f, "", f.source))
+            self._count += 1
+
+    def versions(self) -> list[str]:
+        """Every release's version text, in the order first served."""
+        return list(self._raw)
+
+    def files(self, version: str) -> list[DistFile]:
+        """The release's files, in the order served (built on the first call)."""
+        hit = self._built.get(version)
+        if hit is None:
+            with self._lock:
+                hit = self._built.get(version)
+                if hit is None:
+                    hit = self._built[version] = [self._build(version, r) for r in self._raw.get(version, ())]
+        return hit
+
+    def files_of(self, versions: Iterable[str]) -> list[DistFile]:
+        """The files of several releases (texts of one version, as "1.0" and "1.0.0"), in the order served."""
+        texts = list(versions)
+        if len(texts) == 1:
+            return list(self.files(texts[0]))
+        pairs = [(r[0], f) for v in texts for r, f in zip(self._raw.get(v, ()), self.files(v))]
+        pairs.sort(key=lambda pf: pf[0])
+        return [f for _, f in pairs]
+
+    def all_files(self) -> list[DistFile]:
+        """Every file of every release, in the order served."""
+        return self.files_of(self._raw) if self._raw else []
+
+    def _build(self, version: str, r: _RawFile) -> DistFile:
+        _, kind, item, page_url, source = r
+        if isinstance(item, DistFile):
+            return item
+        e = _json_entry(item, page_url) if page_url else item
+        return _dist_file(e, kind, self.name, version, source)

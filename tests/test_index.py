@@ -109,6 +109,98 @@ def test_page_urls_resolve_like_urljoin() -> None:
         assert _join(base, url) == urljoin(base, url), url
 
 
+class _SpyItem(dict):
+    """A PEP 691 file item that records whether anything beyond filename/url was read."""
+
+    read: set[str] = set()
+
+    def get(self, key, default=None):  # type: ignore[override]
+        _SpyItem.read.add(self["filename"])
+        return super().get(key, default)
+
+
+def _junk_page_files() -> list:
+    """A JSON page's files with every oddity the grouping must skip or keep, in a fixed order."""
+    sha = "ab" * 32
+    return [
+        {"filename": "foo-1.0-py3-none-any.whl", "url": "https://f.test/foo-1.0-py3-none-any.whl",
+         "hashes": {"sha256": sha}, "requires-python": ">=3.8", "core-metadata": {"sha256": sha}},
+        "not an object", ["nor", "this"], {"url": "https://f.test/no-filename.whl"},
+        {"filename": "foo-1.0.tar.gz"},  # no url
+        {"filename": 7, "url": "https://f.test/x"}, {"filename": "foo-3.0.tar.gz", "url": None},
+        {"filename": "foo-2.0-py3-none-any.whl", "url": "../../files/foo-2.0-py3-none-any.whl#sha256=" + sha,
+         "yanked": "broken", "size": 10, "upload-time": "2024-01-01T00:00:00Z"},
+        {"filename": "other-1.0-py3-none-any.whl", "url": "https://f.test/other-1.0-py3-none-any.whl"},
+        {"filename": "foo-1.0.0.tar.gz", "url": "https://f.test/foo-1.0.0.tar.gz", "yanked": True},
+        {"filename": "foo-1.0-py3-none-any.whl", "url": "https://f.test/dup.whl"},  # repeated name: first wins
+        {"filename": "foo-1.0-py2.7.egg", "url": "https://f.test/foo-1.0-py2.7.egg"},
+        {"filename": "foo-bad!-py3-none-any.whl", "url": "https://f.test/bad.whl"},
+        {"filename": "foo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+         "url": "https://f.test/foo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", "dist-info-metadata": True},
+    ]
+
+
+def test_releases_match_the_eager_parse_file_for_file() -> None:
+    # Releases groups a page's files by release and builds them later; what it builds must be
+    # what parsing every entry up front gave: same files, fields and order, first name winning.
+    import json
+
+    from pypm.simpleapi import JSON_TYPE, Releases, _dist_files, _page_entries
+
+    page_url = "https://idx.test/simple/foo/"
+    items = _junk_page_files()
+    body = json.dumps({"meta": {"api-version": "1.1"}, "name": "foo",
+                       "files": [i for i in items if isinstance(i, dict) and isinstance(i.get("url"), str)
+                                 and isinstance(i.get("filename"), str)]}).encode()
+    eager: list[DistFile] = []
+    for f in _dist_files(_page_entries(body, JSON_TYPE, page_url), ("registry", "idx"), "foo"):
+        if f.filename not in {e.filename for e in eager}:
+            eager.append(f)
+    rel = Releases("foo")
+    rel.add_json(items, page_url, ("registry", "idx"))
+    assert rel.versions() == ["1.0", "2.0", "1.0.0"]
+    assert rel.all_files() == eager
+    assert [f.url for f in rel.files("1.0")] == ["https://f.test/foo-1.0-py3-none-any.whl",
+                                                  "https://f.test/foo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"]
+    assert rel.files("2.0")[0].url == "https://idx.test/files/foo-2.0-py3-none-any.whl"
+    assert rel.files("9.9") == []
+    # Two texts of one version (1.0 and 1.0.0) come back in the order served.
+    assert [f.filename for f in rel.files_of(["1.0.0", "1.0"])] == [
+        "foo-1.0-py3-none-any.whl", "foo-1.0.0.tar.gz", "foo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"]
+    # A later source adds only names not seen yet (find-links after the index).
+    local = DistFile(name="foo", version="2.0", filename="foo-2.0.tar.gz", url="file:///w/foo-2.0.tar.gz",
+                     kind="sdist", sha256=None, size=1, requires_python=None, yanked=None, metadata_sha256=None,
+                     has_metadata=False, upload_time=None, source=("find-links", "/w"))
+    rel2 = Releases("foo")
+    rel2.add_json(items, page_url, ("registry", "idx"))
+    rel2.add_files([rel.files("2.0")[0], local])
+    assert rel2.files("2.0") == [rel.files("2.0")[0], local]
+
+
+def test_releases_build_only_the_release_asked_for() -> None:
+    from pypm.simpleapi import Releases
+
+    _SpyItem.read = set()
+    items = [_SpyItem(f) if isinstance(f, dict) else f for f in _junk_page_files()]
+    rel = Releases("foo")
+    rel.add_json(items, "https://idx.test/simple/foo/", ("registry", "idx"))
+    assert _SpyItem.read == set()  # grouping reads the file name and URL only
+    first = rel.files("2.0")
+    assert _SpyItem.read == {"foo-2.0-py3-none-any.whl"}
+    assert rel.files("2.0") is first  # built once: the resolver keeps per-file facts by identity
+
+
+@pytest.mark.parametrize("json_api", [True, False], ids=["pep691-json", "pep503-html"])
+def test_project_releases_agree_with_project_files(small_index: IndexServer, client_factory, json_api: bool) -> None:
+    small_index.options.json = json_api
+    c = client_factory([small_index.url])
+    rel = c.project_releases("Alpha")
+    assert rel.name == "alpha" and rel.versions() == ["1.0", "2.0"]
+    files = c.project_files("alpha")
+    assert [f for v in rel.versions() for f in rel.files(v)] == files
+    assert {f.filename for f in rel.files("2.0")} == {"alpha-2.0-py3-none-any.whl", "alpha-2.0.tar.gz"}
+
+
 @pytest.mark.parametrize("json_api", [True, False], ids=["pep691-json", "pep503-html"])
 def test_project_files_records_every_field(small_index: IndexServer, client_factory, json_api: bool) -> None:
     small_index.options.json = json_api

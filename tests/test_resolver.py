@@ -300,3 +300,49 @@ def test_options_that_exclude_every_file_are_named():
     with pytest.raises(ResolutionError) as ei:
         resolve(f, root(["s"]), ResolveOptions(no_build=True))
     assert "1.0 (sdists refused by --no-build)" in str(ei.value)
+
+
+class ReleasesFinder(MemFinder):
+    """MemFinder serving releases grouped as IndexClient does, recording which releases' files were built."""
+
+    def __init__(self, releases: dict[str, dict[str, dict[str, Any]]]) -> None:
+        super().__init__(releases)
+        self.built: set[str] = set()
+
+    def project_releases(self, name: str) -> Any:
+        from pypm.simpleapi import Releases
+
+        finder = self
+
+        class Recording(Releases):
+            def files(self, version: str) -> list[DistFile]:
+                finder.built.add(f"{self.name}=={version}")
+                return super().files(version)
+
+        rel = Recording(name)
+        rel.add_files(self.project_files(name))
+        return rel
+
+
+def test_only_the_releases_the_resolver_visits_are_built():
+    many = {f"{i}.0": {} for i in range(1, 41)}
+    world = {"a": {**many, "40.0": {"deps": ["b<39"]}, "41.0rc1": {}}, "b": dict(many)}
+    f = ReleasesFinder(world)
+    res = resolve(f, root(["a"]))
+    assert pins(res) == pins(resolve(MemFinder(world), root(["a"]))) == {"a": ["40.0"], "b": ["38.0"]}
+    # Newest first, stopping at the first usable one: b 40.0 and 39.0 fail the specifier unbuilt.
+    assert f.built == {"a==40.0", "b==38.0"}
+
+
+@pytest.mark.parametrize("reqs", [["a>=2"], ["a==3.1"], ["a>=4"]])
+def test_lazy_releases_explain_failures_as_before(reqs):
+    world = {"a": {"1.0": {}, "2.0": {"yanked": ""}, "3.0": {"rp": ">=3.13"}, "3.1": {"tags": ["cp27-cp27m-win32"]}}}
+    msgs = []
+    for finder in (MemFinder(world), ReleasesFinder(world)):
+        with pytest.raises(ResolutionError) as ei:
+            resolve(finder, root(reqs))
+        msgs.append(str(ei.value))
+    assert msgs[0] == msgs[1]
+    if reqs == ["a>=2"]:
+        assert "2.0 is yanked" in msgs[1] and "3.0 requires Python >=3.13" in msgs[1]
+        assert "3.1 has no file for these platforms" in msgs[1]

@@ -164,7 +164,31 @@ def installed_record(venv: Path | str, site_dirs: list[Path]) -> dict[str, Any]:
     dists = _dist_infos(venv, rel)
     snap = _snapshot(venv, rel, dists) if dists is not None else None
     records, dirs = snap if snap is not None else (None, None)
+    if snap is not None:
+        _outlast_the_tick(max([*dirs.values(), *(m for _, m in records)], default=0))
     return {"site-dirs": rel, "dists": dists, "records": records, "dirs": dirs}
+
+
+_CLOCK_REALTIME_COARSE = 5  # Linux's clock id (the time module does not name it)
+
+
+def _outlast_the_tick(newest_ns: int) -> None:
+    # Without fine-grained ("multigrain", Linux 6.13+) timestamps, an mtime is the coarse clock
+    # (one tick: 1-10 ms): a change made in the same tick as the newest recorded mtime would leave
+    # it as it is, unseen by the no-op check. Git calls these entries "racily clean". Waiting until
+    # the tick is over (at most one, and only when something changed this recent) makes every
+    # later change visible; changes by other processes *during* the sync remain a race, as for
+    # every tool that checks timestamps.
+    import time
+
+    try:
+        clock = lambda: time.clock_gettime_ns(_CLOCK_REALTIME_COARSE)  # noqa: E731
+        clock()
+    except (AttributeError, OSError):  # pragma: no cover - not Linux (pypm's sandbox needs Linux anyway)
+        clock = time.time_ns
+    deadline = time.monotonic() + 0.05  # the clock stepping back must not hang a sync
+    while clock() <= newest_ns and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def _dist_infos(venv: str, rel_dirs: list[str]) -> list[str] | None:

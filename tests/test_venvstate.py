@@ -72,6 +72,16 @@ def test_the_record_watches_every_directory_holding_files_and_each_record(instal
     json.dumps(rec)  # it goes into state.json as it is
 
 
+def test_the_record_is_taken_once_the_clock_tick_of_its_newest_mtime_is_over(installed, tmp_path) -> None:
+    """Without fine-grained timestamps (Linux < 6.13) a change in the same coarse-clock tick as the
+    recorded mtime would keep it: installed_record returns only once that tick is over."""
+    layout, _ = installed
+    (layout.purelib / "pkg" / "new.txt").write_text("")  # an mtime from this very tick
+    rec = venvstate.installed_record(layout.root, [layout.purelib])
+    coarse = time.clock_gettime_ns(5)  # CLOCK_REALTIME_COARSE: what such kernels stamp files with
+    assert coarse > max(rec["dirs"].values()) and coarse > rec["records"][0][1]
+
+
 def _rename_replace(sp: Path) -> None:
     new = sp / "pkg" / ".new"
     new.write_text("A = 2\n")  # an editor's save, or `cp` over a hard-linked file with --remove-destination

@@ -6,6 +6,7 @@ Imported only where the network is used (never on the `pypm run` hot path).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from typing import Callable, TypeVar
 
@@ -30,14 +31,53 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
     except ImportError:
         http2 = False
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    transport: httpx.BaseTransport
+    if http2:
+        ssl_context = httpx.create_ssl_context()  # one for all threads (loading the CAs is ~25 ms)
+        transport = _PerThreadTransport(lambda: httpx.HTTPTransport(
+            verify=ssl_context, retries=2, http2=True, limits=limits))
+    else:
+        transport = httpx.HTTPTransport(retries=2, limits=limits)
     return httpx.Client(
-        http2=http2,
+        # http2 off for the client's own transports, which only proxies from the environment
+        # use: they are shared by every thread, and HTTP/1.1 pools are safe to share.
+        http2=False,
         limits=limits,
         timeout=httpx.Timeout(timeout, connect=10.0),
         follow_redirects=True,
         headers={"User-Agent": USER_AGENT},
-        transport=httpx.HTTPTransport(retries=2, http2=http2, limits=limits),
+        transport=transport,
     )
+
+
+class _PerThreadTransport(httpx.BaseTransport):
+    """A connection pool per thread, so that no HTTP/2 connection is used by two threads.
+
+    httpcore's HTTP/2 connection changes its h2 state machine and HPACK tables without a lock
+    (httpx issue 3566), and pypm's index and cache clients are used from thread pools: a 16-thread
+    lock failed now and then with hpack's "deque mutated during iteration". Locking around it
+    would mean patching httpcore's internals; a pool per thread costs one TLS handshake per thread.
+    """
+
+    def __init__(self, make: Callable[[], httpx.BaseTransport]) -> None:
+        self._make = make
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[httpx.BaseTransport] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        transport = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = self._local.transport = self._make()
+            with self._lock:
+                self._all.append(transport)
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            transports, self._all = self._all, []
+        for t in transports:
+            t.close()
 
 
 def describe_error(exc: BaseException) -> str:

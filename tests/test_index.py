@@ -699,3 +699,51 @@ def test_unwritable_cache_warns_and_continues(small_index: IndexServer, client_f
     files = c.project_files("alpha")
     assert c.metadata(files[0]).name == "alpha"
     assert len(warnings) == 1 and "cannot write the cache" in warnings[0]
+
+
+class _BareJSONIndex(http.server.BaseHTTPRequestHandler):
+    """Project pages with no ETag, Last-Modified or Cache-Control (as the default index sends them)."""
+
+    pages: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:
+        body = self.pages.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_unchanged_page_without_validators_is_not_rewritten(client_factory, tmp_path) -> None:
+    import json
+
+    def page(*versions: str) -> bytes:
+        return json.dumps({"meta": {"api-version": "1.1"}, "name": "omega", "files": [
+            {"filename": f"omega-{v}-py3-none-any.whl", "url": f"https://f.test/omega-{v}-py3-none-any.whl",
+             "hashes": {"sha256": "ab" * 32}} for v in versions]}).encode()
+
+    _BareJSONIndex.pages = {"/simple/omega/": page("1.0")}
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+    try:
+        assert client_factory([url]).project_releases("omega").versions() == ["1.0"]
+        (entry,) = (tmp_path / "cache" / "http").glob("*/*")
+        first = entry.stat()
+        assert client_factory([url]).project_releases("omega").versions() == ["1.0"]  # fetched again
+        again = entry.stat()
+        assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+        _BareJSONIndex.pages = {"/simple/omega/": page("1.0", "2.0")}  # a new release: written
+        assert client_factory([url]).project_releases("omega").versions() == ["1.0", "2.0"]
+        assert entry.stat().st_ino != first.st_ino
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert client_factory([url], offline=True).project_releases("omega").versions() == ["1.0", "2.0"]

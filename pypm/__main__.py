@@ -17,6 +17,10 @@ def main() -> int:
         from .venvstate import fast_sync
 
         rc = fast_sync(argv)
+        if rc is None:  # no .venv yet: rebuilt from the store when a recipe matches (syncrecipe)
+            from .syncrecipe import fast_fresh_sync
+
+            rc = fast_fresh_sync(argv)
         if rc is not None:
             _exit(rc)
     if "lock" in argv[:2]:  # a no-op `pypm lock` / `pypm lock --check`, likewise (locking.fast_lock)

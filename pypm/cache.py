@@ -542,27 +542,10 @@ class Cache:
         writes after extracting: something wrote it since (an edit in a venv, through its hard
         link). One stat per file, no hashing, so every install from the store gets it; an edit
         that restored the old mtime is left to `pypm sync --reinstall`. No tree file: no verdict."""
-        from .wheeltree import manifest_path, read_manifest, tree_path
+        from .wheeltree import manifest_path, read_manifest, store_written_since
 
-        try:
-            ref = os.stat(tree_path(self.root, sha256)).st_mtime_ns
-        except OSError:
-            return False
         mpath = manifest_path(final)
-        manifest = read_manifest(mpath) if mpath is not None else None
-        if manifest is not None:  # the files the install will link: no walk, and a missing one is seen
-            base = f"{final}/"
-            paths = [base + row[0] for row in manifest["files"]]
-        else:
-            paths = [os.path.join(d, fn) for d, _, fns in os.walk(final) for fn in fns]
-        stat = os.stat
-        for p in paths:
-            try:
-                if stat(p).st_mtime_ns > ref:
-                    return True
-            except OSError:
-                return True  # vanished: the entry is not whole
-        return False
+        return store_written_since(self.root, sha256, final, read_manifest(mpath) if mpath is not None else None)
 
     def _store_intact(self, final: Path, sha256: str) -> bool:
         """The store entry matches the wheel's Merkle tree (the stored one, else one computed from

@@ -17,25 +17,21 @@ is finished by the next one.
 
 from __future__ import annotations
 
-import csv
 import errno
-import fcntl
-import hashlib
-import io
 import json
 import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from .wheelfile import manifest_of_dir, parse_record, record_hash, safe_name
-from .wheeltree import install_record
 from .errors import InstallError
-from .lockfile import canonical_name
+from .fastpath import sha256
 from .venv import VenvLayout
+
+# csv, io, shutil, subprocess, fcntl and the Merkle tree code are imported where used: a fresh venv
+# built by the entry point's fast path (pypm.syncrecipe) needs none of them.
 
 __all__ = ["InstalledDist", "install_wheel", "uninstall", "installed_distributions", "LinkMode",
            "SOURCE_FILE", "JOURNAL_DIR"]
@@ -97,11 +93,16 @@ class _Linker:
             if _reflink(src, dst):
                 return
             self.mode = "copy"
+        import shutil
+
         shutil.copyfile(src, dst)
         shutil.copymode(src, dst)
 
 
 def _reflink(src: str | Path, dst: str | Path) -> bool:
+    import fcntl
+    import shutil
+
     try:
         with open(src, "rb") as s, open(dst, "xb") as d:
             try:
@@ -129,6 +130,8 @@ def _unlink_existing(p: str | Path) -> None:
     except FileNotFoundError:
         pass
     except IsADirectoryError:
+        import shutil
+
         shutil.rmtree(p)
 
 
@@ -140,7 +143,7 @@ def _write_new(dst: str | Path, data: bytes, mode: int = 0o644, *, make_parent: 
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.chmod(dst, mode)  # umask must not strip a script's x bit
-    return record_hash(hashlib.sha256(data).digest()), len(data)
+    return record_hash(sha256(data).digest()), len(data)
 
 
 # --------------------------------------------------------------------------- scripts
@@ -233,6 +236,15 @@ def _rel(path: Path, base: Path) -> str:
     if p.startswith(b) and p[len(b):len(b) + 1] == "/":
         return p[len(b) + 1:]
     return os.path.relpath(path, base).replace(os.sep, "/")
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation, as `pypm.lockfile.canonical_name` (a test ties the two together):
+    importing the lock model (dataclasses, tempfile) only for this cost the fast path ~8 ms."""
+    return _SEPARATORS.sub("-", name).lower()
+
+
+_SEPARATORS = re.compile(r"[-_.]+")
 
 
 def _journal(layout: VenvLayout, name: str) -> Path:
@@ -362,7 +374,7 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
             if not h:  # RECORD hashes of the wheel are what we just linked (verified on unpack)
                 with open(dst, "rb") as f:
                     data = f.read()
-                h, size = record_hash(hashlib.sha256(data).digest()), str(len(data))
+                h, size = record_hash(sha256(data).digest()), str(len(data))
             record.append((_rel(dst, rec_base), h, size))
         for dst, text in generated:
             parent = str(dst.parent)
@@ -406,6 +418,9 @@ def _record_text(rows: list[tuple[str, str, str]]) -> str:
     if '"' not in text and "\r" not in text and text.count(",") == 2 * len(rows) \
             and text.count("\n") == len(rows):
         return text
+    import csv
+    import io
+
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()
@@ -427,6 +442,8 @@ def _manifest(unpacked: Path, wheel_filename: str) -> dict[str, Any]:
     except ValueError as e:
         raise InstallError(f"{wheel_filename}: not a valid wheel: {e}") from None
     if mpath is not None:
+        from .wheeltree import install_record
+
         m.update(install_record(unpacked))
         try:
             write_manifest(mpath, m)
@@ -457,6 +474,8 @@ def _compile(layout: VenvLayout, files: list[Path], rec_base: Path) -> list[tupl
     """Byte-compile `files` with the venv's own interpreter; RECORD rows (no hash, as PEP 376 allows)."""
     if not files:
         return []
+    import subprocess
+
     proc = subprocess.run([str(layout.python), "-I", "-m", "compileall", "-q", "-j0", "-i", "-"],
                           input="\n".join(map(str, files)), text=True, capture_output=True,
                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"})
@@ -574,6 +593,8 @@ def uninstall(layout: VenvLayout, name: str) -> list[Path]:
             parents.add(cache)
     for info in sorted(info_set):
         if info.is_dir() and _inside(info, root):
+            import shutil
+
             shutil.rmtree(info)
             removed.append(info)
     _prune_empty_dirs(parents, {layout.root, layout.purelib, layout.platlib, layout.scripts, layout.root / "include"})

@@ -8,13 +8,10 @@ computed here, in pypm's process, with `packaging.tags` fed the target's facts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import functools
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +234,9 @@ def _cache_file(executable: Path) -> Path | None:
     except OSError:
         return None
     key = f"{QUERY_FORMAT}\0{os.path.abspath(executable)}\0{os.path.realpath(executable)}\0{st.st_size}\0{st.st_mtime_ns}"
-    return cache_dir() / "interpreters" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+    from .fastpath import sha256
+
+    return cache_dir() / "interpreters" / (sha256(key.encode()).hexdigest()[:32] + ".json")
 
 
 def _from_raw(executable: Path, raw: dict[str, Any]) -> Interpreter:
@@ -273,6 +272,8 @@ class QueryFailed(Exception):
 
 def _run_query(executable: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    import subprocess
+
     try:
         proc = subprocess.run([str(executable), "-I", "-S", "-c", _QUERY_SCRIPT], capture_output=True,
                               text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
@@ -411,6 +412,8 @@ def find_interpreter(request: str | None, requires_python: str | None) -> Interp
                                  hint="use a version such as 3.11, a specifier such as '>=3.10', or a path") from None
             want = lambda v: spec.contains(".".join(map(str, v)), prereleases=True)  # noqa: E731
         else:
+            import shutil
+
             found = shutil.which(request)
             if not found:
                 raise UsageError(f"--python {request!r}: no such interpreter on PATH",

@@ -227,6 +227,8 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
         discard_half_built(venv)
         raise
 
+    if not (plan.is_noop and not created):
+        _record_recipe(project, opts, want_state, wanted)
     if plan.is_noop and not created:
         ctx.info(f"Checked {len(plan.unchanged)} packages in {time.monotonic() - t0:.2f}s: nothing to do")
     else:
@@ -237,6 +239,23 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
         _fire(project, "post-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"),
               interpreter=str(interp.executable), packages=_package_infos(plan))
     return venv
+
+
+def _record_recipe(project: Any, opts: SyncOptions, state: dict[str, Any], wanted: list[Any]) -> None:
+    """Keep the recipe of this venv (`pypm.syncrecipe`) when a bare `pypm [-q] sync [--frozen]`
+    could rebuild it from the store alone: wheels only, no hooks or signature checks, the default
+    selection and interpreter request, default link mode, no byte-compiling."""
+    from .fastpath import DEFAULT_SELECTION
+
+    if (project.tool.plugins or project.tool.trusted_keys or opts.python or opts.link_mode or opts.compile
+            or state.get("selection") != DEFAULT_SELECTION or state.get("python-flag") is not None
+            or any(w.kind != "wheel" for w in wanted)):
+        return
+    from .config import cache_dir
+    from .syncrecipe import write_recipe
+
+    write_recipe(cache_dir(), project.root, {k: v for k, v in state.items() if k != "installed"},
+                 [(w.name, w.version, w.file.sha256, w.file.filename) for w in wanted])
 
 
 def _interpreter(project: Any, opts: SyncOptions, venv: Path) -> Any:

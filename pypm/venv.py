@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +252,8 @@ def _populate(layout: VenvLayout, interp: Interpreter, prompt: str) -> None:
 def _activate_templates() -> list[Path]:
     # The stdlib's own templates (shape-stable since 3.8), read from pypm's interpreter:
     # the target's stdlib may not ship them (Debian splits venv into python3-venv).
+    import sysconfig
+
     base = Path(sysconfig.get_paths()["stdlib"]) / "venv" / "scripts"
     return [p for sub in ("common", "posix") for p in sorted((base / sub).glob("*")) if p.is_file()
             and not p.name.endswith(".ps1")]

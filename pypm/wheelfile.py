@@ -7,18 +7,15 @@ checked against RECORD before anything is written, and big wheels extract on sev
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
-import io
 import os
-import stat
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable
 
 from .errors import InstallError, IntegrityError
+
+TYPE_CHECKING = False  # zipfile, csv, hashlib and threads load where used: installing reads none of them
+if TYPE_CHECKING:  # pragma: no cover
+    import zipfile
+    from typing import Any, Iterable
 
 __all__ = ["record_hash", "parse_record", "find_dist_info", "extract_verified", "manifest_of_dir", "safe_name",
            "PARALLEL_MIN_BYTES", "MANIFEST_FORMAT"]
@@ -28,11 +25,16 @@ CHUNK = 1 << 20
 
 def record_hash(digest: bytes) -> str:
     """RECORD's hash form: 'sha256=' + urlsafe base64 without padding."""
+    import base64
+
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def parse_record(text: str) -> list[tuple[str, str, str]]:
     """RECORD rows as (path, hash, size); malformed rows raise ValueError."""
+    import csv
+    import io
+
     rows = []
     for row in csv.reader(io.StringIO(text)):
         if not row:
@@ -123,6 +125,10 @@ def extract_verified(wheel: Path, dest: Path, *, label: str = "") -> dict[str, A
     RECORD or listed without a hash, RECORD entries the archive lacks, and any file whose hash
     or size differs from RECORD.
     """
+    import stat
+    import zipfile
+    from concurrent.futures import ThreadPoolExecutor
+
     name = label or wheel.name
     try:
         zf = zipfile.ZipFile(wheel)
@@ -222,6 +228,10 @@ def extract_verified(wheel: Path, dest: Path, *, label: str = "") -> dict[str, A
 
 def _extract_bucket(zf: zipfile.ZipFile | None, members: list[zipfile.ZipInfo], dest: Path,
                     record: dict[str, tuple[str, str]], name: str, wheel_name: str, path: Path | None = None) -> None:
+    import base64
+    import hashlib
+    import zipfile
+
     own = zf is None
     if own:
         zf = zipfile.ZipFile(path)  # type: ignore[arg-type]

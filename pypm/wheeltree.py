@@ -9,17 +9,28 @@ store, so an edit in a venv edits the store too, and a tree taken from it would 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import re
-import zipfile
 from pathlib import Path
-from typing import Any, Iterator
 
-from .lockfile import file_sha256
-from .merkle import FileTree
+TYPE_CHECKING = False  # the install path reads manifests only: merkle/lockfile (dataclasses) load on demand
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Iterator
+
+    from .merkle import FileTree
+
+
+def file_sha256(path: Path) -> str:
+    from .lockfile import file_sha256 as f
+
+    return f(path)
+
+
+def _file_tree() -> Any:
+    from .merkle import FileTree
+
+    return FileTree
 
 __all__ = ["TREE_NAME", "tree_path", "tree_of_extracted", "tree_of_wheel", "store", "load", "ensure_tree",
            "install_record", "read_install_record", "store_differences", "manifest_path", "read_manifest",
@@ -43,12 +54,16 @@ def _body_digest(data: bytes) -> str | None:
     """sha256 of what follows a `#!python` first line (what the installer keeps), else None."""
     if not data.startswith(b"#!python"):
         return None
+    import hashlib
+
     nl = data.find(b"\n")
     return hashlib.sha256(data[nl + 1:] if nl >= 0 else b"").hexdigest()
 
 
 def _record_sha256(directory: Path) -> dict[str, str]:
     """sha256 hex digests RECORD gives (only those: other algorithms are hashed again)."""
+    import base64
+
     from .wheelfile import find_dist_info, parse_record
 
     names = [p.name for p in directory.iterdir()]
@@ -76,6 +91,8 @@ def _walk(directory: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _sha256_hex(record_hash: str) -> str | None:
+    import base64
+
     algo, _, b64 = record_hash.partition("=")
     if algo != "sha256" or not b64:
         return None
@@ -111,12 +128,15 @@ def tree_of_extracted(directory: Path, *, wheel_filename: str, wheel_sha256: str
                 body = _body_digest(f.read())
             if body:
                 bodies[rel] = body
-    return FileTree(wheel_filename, wheel_sha256, files, bodies)
+    return _file_tree()(wheel_filename, wheel_sha256, files, bodies)
 
 
 def tree_of_wheel(wheel: Path, *, wheel_sha256: str) -> FileTree:
     """The tree of a wheel archive, hashing every member (for caches filled before trees existed,
     and for `pypm verify` when a tree file is missing or does not match the venv's record)."""
+    import hashlib
+    import zipfile
+
     files: dict[str, str] = {}
     bodies: dict[str, str] = {}
     with zipfile.ZipFile(wheel) as zf:
@@ -135,7 +155,7 @@ def tree_of_wheel(wheel: Path, *, wheel_sha256: str) -> FileTree:
                 while chunk := f.read(CHUNK):
                     h.update(chunk)
             files[info.filename] = h.hexdigest()
-    return FileTree(wheel.name, wheel_sha256, files, bodies)
+    return _file_tree()(wheel.name, wheel_sha256, files, bodies)
 
 
 def store(cache_root: Path, tree: FileTree) -> Path:
@@ -158,7 +178,7 @@ def load(cache_root: Path, sha256: str) -> FileTree | None:
     except OSError:
         return None
     try:
-        tree = FileTree.from_json(data)
+        tree = _file_tree().from_json(data)
     except ValueError:
         return None
     return tree if tree.wheel_sha256 == sha256 else None
@@ -280,3 +300,29 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def store_written_since(cache_root: Path | str, sha256: str, entry: Path | str,
+                        manifest: dict[str, Any] | None) -> bool:
+    """A file of the store entry `entry` has an mtime later than the wheel's tree file, which
+    `Cache.unpack` writes after extracting: something wrote it since (an edit in a venv, through
+    its hard link), or it is gone. One stat per file, no hashing; an edit that restored the old
+    mtime is left to `pypm sync --reinstall`. No tree file: no verdict (False). The files are the
+    manifest's when there is one (no walk), else the entry's own."""
+    try:
+        ref = os.stat(tree_path(Path(cache_root), sha256)).st_mtime_ns
+    except OSError:
+        return False
+    if manifest is not None:
+        base = f"{entry}/"
+        paths = [base + row[0] for row in manifest["files"]]
+    else:
+        paths = [os.path.join(d, fn) for d, _, fns in os.walk(entry) for fn in fns]
+    stat = os.stat
+    for p in paths:
+        try:
+            if stat(p).st_mtime_ns > ref:
+                return True
+        except OSError:
+            return True  # vanished: the entry is not whole
+    return False

@@ -301,3 +301,11 @@ def test_a_project_name_that_is_not_a_name_is_refused(dists, venv, cache):
     with pytest.raises(InstallError, match="not a valid name"):
         install_wheel(venv, u, wheel_filename=w.name, wheel_sha256=e.sha256)
     assert tree(venv.root) == before
+
+
+def test_canonical_name_is_the_lock_models():
+    """installer.canonical_name is lockfile.canonical_name without importing the lock model."""
+    from pypm import installer, lockfile
+
+    for name in ("Foo", "foo_bar", "foo.bar-baz", "Foo__Bar..Baz", "A-B_C.D", "x", "zope.interface", "PyYAML"):
+        assert installer.canonical_name(name) == lockfile.canonical_name(name)

@@ -792,3 +792,91 @@ def test_noop_fast_path_still_syncs_exactly(pypm, small) -> None:
     assert "nothing to do" not in r.stderr, r.stderr
     assert not any(journal.iterdir())
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+
+
+# --------------------------------------------------------------------------- a fresh venv from the recipe (H1)
+
+def _imported(stderr: str) -> set[str]:
+    """Module names in `python -X importtime` output (PYTHONPROFILEIMPORTTIME=1)."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")
+            and line.count("|") == 2}
+
+
+def _venv_files(venv: Path) -> dict[str, str]:
+    sp = site_packages(venv)
+    return {str(p.relative_to(venv)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(venv.rglob("*")) if p.is_file() and ".pypm" not in p.parts and sp in p.parents
+            or p.parent == venv / "bin" and p.is_file() and not p.is_symlink()}
+
+
+def _state_without_mtimes(venv: Path) -> dict:
+    import json
+
+    state = json.loads((venv / ".pypm" / "state.json").read_text())
+    return {**state, "installed": {"dists": state["installed"]["dists"]}}
+
+
+def test_a_fresh_venv_is_rebuilt_from_the_recipe_as_the_full_sync_builds_it(pypm, small) -> None:
+    """`rm -rf .venv && pypm sync` with unchanged inputs: built from the store by the entry point's
+    fast path (no CLI, no project model, no lock parser, no network), file for file and state for
+    state what the full sync built."""
+    project, server, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    venv = project / ".venv"
+    files, state = _venv_files(venv), _state_without_mtimes(venv)
+    subprocess.run(["rm", "-rf", str(venv)], check=True)
+    server.clear_requests()
+    r = pypm("sync", "--frozen", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0, r.stderr
+    mods = _imported(r.stderr)
+    assert "pypm.syncrecipe" in mods and not {"pypm.cli", "pypm.project", "pypm.locking"} & mods, sorted(mods)
+    assert " + alpha==1.0" in r.stderr and "Synced" in r.stderr
+    assert server.requests == []
+    assert _venv_files(venv) == files
+    assert _state_without_mtimes(venv) == state
+    assert not (venv / ".pypm-building").exists() and not any((venv / ".pypm" / "journal").iterdir())
+    assert_venv_exact(venv, {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import alpha; print(alpha.A)"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "alpha beta", out.stderr
+    r = pypm("sync", "--frozen", cwd=project, check=True)
+    assert "nothing to do" in r.stderr, r.stderr  # the state it wrote satisfies the no-op check
+    subprocess.run(["rm", "-rf", str(venv)], check=True)
+    r = pypm("-q", "sync", "--frozen", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"}, check=True)
+    assert "pypm.cli" not in _imported(r.stderr)
+    assert _venv_files(venv) == files
+
+
+def test_the_recipe_is_not_used_when_anything_differs(pypm, small) -> None:
+    """Other inputs, other flags, or a store entry written since it was unpacked: the full sync
+    runs (and repairs the store entry) instead of the fast path."""
+    project, server, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    venv = project / ".venv"
+    files = _venv_files(venv)
+    good = (site_packages(venv) / "beta" / "__init__.py").read_bytes()
+
+    def fresh_sync(*args: str) -> set[str]:
+        subprocess.run(["rm", "-rf", str(venv)], check=True)
+        r = pypm(*args, cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert r.returncode == 0, r.stderr
+        return _imported(r.stderr)
+
+    assert "pypm.cli" in fresh_sync("sync", "--frozen", "--no-dev")  # another selection
+    # a store file edited (through some venv's hard link) after it was unpacked
+    store = [p for p in (pypm.cache_dir / "unpacked").rglob("beta/__init__.py")]
+    assert len(store) == 1
+    time.sleep(0.01)
+    with open(store[0], "r+b") as f:
+        f.write(b"X" * len(good))
+    assert "pypm.cli" in fresh_sync("sync", "--frozen")
+    assert (site_packages(venv) / "beta" / "__init__.py").read_bytes() == good
+    assert _venv_files(venv) == files
+    # pyproject.toml changed: its sha256 no longer matches the recipe's
+    with open(project / "pyproject.toml", "a") as f:
+        f.write("\n# a comment\n")
+    assert "pypm.cli" in fresh_sync("sync", "--frozen")
+    assert_venv_exact(venv, {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+    # and the recipe that sync recorded serves the next fresh venv
+    assert "pypm.cli" not in fresh_sync("sync", "--frozen")
+    assert _venv_files(venv) == files

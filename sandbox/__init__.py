@@ -23,6 +23,6 @@ __all__ = ["Policy", "Mount", "SandboxError", "EXIT_SANDBOX", "python_policy", "
 def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None, stdin: int | None = None,
         stdout: int | None = None, stderr: int | None = None) -> int:
     """Run `argv` under `policy` and return its exit status (128+N when killed by signal N)."""
-    from .runner import run as _run  # ctypes and the syscall layer load only when running
+    from .caller import run as _run  # the compiled helper, else the Python runner (ctypes loads only then)
 
     return _run(policy, argv, cache_dir=cache_dir, stdin=stdin, stdout=stdout, stderr=stderr)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not cmd:
             raise SandboxError("no command given", hint="python -m sandbox [options] -- CMD [ARGS...]")
-        from .runner import run
+        from .caller import run
 
         return run(policy, cmd, cache_dir=args.cache_dir)
     except SandboxError as e:

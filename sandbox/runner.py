@@ -1,4 +1,7 @@
-"""The runner: executes a Policy (namespaces, new root, privileges, seccomp, exec) and waits.
+"""The Python runner: executes a Policy (namespaces, new root, privileges, seccomp, exec) and waits.
+
+sandbox.caller.run uses the compiled helper (helper.c: the same steps in C) when it can, and
+this runner otherwise (no C compiler, a caller with threads, PYPM_SANDBOX_RUNNER=python).
 
 Process tree (the same as bubblewrap's):
 
@@ -24,13 +27,14 @@ import errno as E
 import gc
 import os
 import select  # here, not in the child: an import there costs ~0.5 ms of copy-on-write faults
-import sys
 
 # The C module behind `signal`: the same calls with plain ints, without `signal`'s enum
 # classes (enum is ~2 ms of `pypm run`'s hot path, which otherwise loads neither enum nor re).
 import _signal as signal
 
 from . import syscalls as sc
+from .caller import (_EXIT_SETUP, _FORWARDED, _SEP, _SIGNALS, TEMP_PREFIX, CommandNotFound, _error_from, _hint,
+                     _make_root, _read_all, _remove_root, _single_threaded, _supervise, _waitpid)
 from .errors import SandboxError
 from .policy import Policy
 from .rootfs import StepFailed, build_root, pivot, write_file
@@ -40,20 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Sequence
 
 __all__ = ["run", "CommandNotFound", "TEMP_PREFIX"]
-
-TEMP_PREFIX = "pypm-sandbox."
-_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD}
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-_SEP = "\x1f"
-_EXIT_SETUP = 125  # exit status of a sandbox process whose setup step failed (reported via the pipe)
-
-
-class CommandNotFound(SandboxError):
-    """The command could not be executed inside the sandbox (exit 127 like a shell; 126 if not executable)."""
-
-    def __init__(self, message: str, *, hint: str | None = None, code: int = 127) -> None:
-        super().__init__(message, hint=hint)
-        self.exit_code = code
 
 
 # --------------------------------------------------------------------------- the caller's side
@@ -121,135 +111,11 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
         _remove_root(root)
 
 
-def _single_threaded() -> bool:
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
-
-
 def _ns_flags(policy: Policy) -> int:
     flags = 0
     for ns in policy.namespaces:
         flags |= sc.NS_FLAGS[ns]
     return flags
-
-
-def _tmp_base() -> str:
-    return os.environ.get("TMPDIR") or "/tmp"
-
-
-def _make_root() -> str:
-    """A fresh, private (0700) directory for the new root: `<tmp>/pypm-sandbox.<pid>.<random>`.
-
-    Hand-written instead of tempfile.mkdtemp: the same O_EXCL-style mkdir with a random
-    name, without importing tempfile (random, shutil, ...) on the run path. Directories
-    left by a caller that was killed (its pid is gone) are removed first.
-    """
-    base = _tmp_base()
-    _sweep(base)
-    for _ in range(100):
-        path = os.path.join(base, f"{TEMP_PREFIX}{os.getpid()}.{os.urandom(6).hex()}")
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise SandboxError(f"cannot create the sandbox's temporary root under {base}", syscall="mkdir",
-                               errno=e.errno, hint="set TMPDIR to a writable directory") from None
-    raise SandboxError(f"cannot create a unique temporary root under {base}")
-
-
-def _sweep(base: str) -> None:
-    """Remove empty roots of sandboxes whose caller died by SIGKILL (rmdir never removes content)."""
-    uid = os.getuid()
-    try:
-        entries = os.scandir(base)
-    except OSError:
-        return
-    with entries:
-        for ent in entries:
-            if not ent.name.startswith(TEMP_PREFIX):
-                continue
-            try:
-                pid = int(ent.name[len(TEMP_PREFIX):].split(".", 1)[0])
-                if ent.stat(follow_symlinks=False).st_uid != uid or _alive(pid):
-                    continue
-                os.rmdir(ent.path)
-            except (ValueError, OSError):
-                continue
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_root(root: str) -> None:
-    try:
-        os.rmdir(root)
-    except FileNotFoundError:
-        pass
-    except OSError as e:  # never leave it silently: say where it is
-        print(f"sandbox: warning: could not remove the temporary root {root}: {e.strerror}", file=sys.stderr)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        try:
-            b = os.read(fd, 65536)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            continue
-        if not b:
-            return b"".join(chunks)
-        chunks.append(b)
-
-
-def _waitpid(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return _exit_code(status)
-
-
-def _exit_code(status: int) -> int:
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
-
-
-def _supervise(pid: int, *, poll: float | None = None, init: bool = False) -> int:
-    """Wait for `pid`, passing down signals that a process sent us; return its exit code.
-
-    `init`: we are PID 1 of the namespace, so also reap every orphan. `poll`: wake up now
-    and then to check on `pid` ourselves, for when the caller has other threads that may
-    take SIGCHLD (a thread that does not block it consumes it).
-    """
-    while True:
-        info: signal.struct_siginfo | None
-        if poll is None:
-            info = signal.sigwaitinfo(_SIGNALS)
-        else:
-            info = signal.sigtimedwait(_SIGNALS, poll)
-        if info is None or info.si_signo == signal.SIGCHLD:
-            while True:
-                try:
-                    got, status = os.waitpid(-1 if init else pid, os.WNOHANG)
-                except ChildProcessError:
-                    return 1  # pragma: no cover - someone else reaped it
-                if got == pid:
-                    return _exit_code(status)
-                if got == 0 or not init:
-                    break
-        elif info.si_code <= 0:  # SI_USER, SI_QUEUE, SI_TKILL: sent by a process, not the tty
-            try:
-                os.kill(pid, info.si_signo)
-            except ProcessLookupError:
-                pass
 
 
 # --------------------------------------------------------------------------- errors across the pipe
@@ -260,50 +126,6 @@ def _report(wfd: int, kind: str, syscall: str, err: int, message: str) -> None:
         os.write(wfd, data)
     except OSError:
         pass
-
-
-def _error_from(report: bytes, argv: Sequence[str]) -> SandboxError:
-    kind, syscall, err_s, message = (report.decode("utf-8", "replace").split(_SEP) + ["", "", "", ""])[:4]
-    err = int(err_s) if err_s.lstrip("-").isdigit() else 0
-    if kind == "exec":
-        if err == E.ENOENT:
-            return CommandNotFound(f"{argv[0]}: command not found inside the sandbox",
-                                   hint="is it installed in the venv (pypm sync), or on the PATH inside? "
-                                        "Host paths outside /usr and the project are not visible "
-                                        "(add them with --ro-bind)")
-        return CommandNotFound(f"cannot execute {argv[0]} inside the sandbox: {os.strerror(err)}", code=126,
-                               hint="check it is an executable file on a path bound into the sandbox")
-    if kind == "internal":
-        return SandboxError(f"the sandbox failed while setting up: {message}",
-                            hint="run again with --verbose and report it")
-    return SandboxError(f"cannot set up the sandbox ({message})" if message else "cannot set up the sandbox",
-                        syscall=syscall, errno=err, hint=_hint(syscall, err))
-
-
-def _hint(syscall: str, err: int) -> str | None:
-    from .userns import USERNS_SYSCALLS, diagnose
-
-    if err in (E.EPERM, E.EACCES, E.ENOSPC, E.EINVAL) and syscall.startswith(USERNS_SYSCALLS):
-        return diagnose(err)
-    if syscall.startswith("mount(bind") and err in (E.ENOENT, E.EACCES, E.EPERM):
-        return ("the bind source must exist and be readable by you (directories on the way need +x); "
-                "check --bind/--ro-bind and [tool.pypm.sandbox]")
-    if syscall.startswith("mount_setattr") and err == E.ENOSYS:
-        return "this kernel lacks mount_setattr (Linux 5.12+); upgrade the kernel or run with --no-sandbox"
-    if syscall.startswith("mkdir") and err == E.EROFS:
-        return "a bind destination lies inside a read-only bind; choose a destination outside it"
-    if syscall.startswith("prctl(PR_SET_SECCOMP") or syscall.startswith("seccomp"):
-        return ("the kernel refused the seccomp filter (CONFIG_SECCOMP_FILTER missing?); "
-                "try --profile default or run with --no-sandbox")
-    if syscall.startswith("mount(proc") and err == E.EPERM:
-        return ("mounting /proc needs the host's /proc fully visible (containers mask parts of it); "
-                "run on the host or in a container started with an unmasked /proc, or use --no-sandbox")
-    if syscall.startswith("chdir("):
-        return ("the working directory must exist inside the sandbox: run from the project, or bind the "
-                "directory (--bind/--ro-bind)")
-    if syscall.startswith("keyctl") and err == E.ENOSYS:
-        return "this kernel lacks keyrings (CONFIG_KEYS)"
-    return None
 
 
 def _guard(wfd: int, fn, *args) -> None:

@@ -123,11 +123,13 @@ class Box:
     user: str
     home: Path
     cache: Path
+    runner: str = "native"  # PYPM_SANDBOX_RUNNER: the compiled helper (insisted on) or the Python runner
 
     @property
     def env(self) -> dict[str, str]:
         return {"HOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin", "PYPM_CACHE_DIR": str(self.cache),
-                "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PIP_CONFIG_FILE": os.devnull}
+                "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PIP_CONFIG_FILE": os.devnull,
+                "PYPM_SANDBOX_RUNNER": self.runner}
 
     def argv(self, sandbox_args: Sequence[str], cmd: Sequence[str]) -> list[str]:
         return as_user(self.user, [self.world.python, "-m", "sandbox", *sandbox_args, "--", *cmd], self.env)
@@ -147,12 +149,16 @@ def boxes(world: World) -> dict[str, Box]:
     out = {}
     for user in ("root", "nobody"):
         out[user] = Box(world, user, world.user_dir(user, "home"), world.user_dir(user, "cache"))
+        for runner in ("native", "python"):
+            b = out[user]
+            out[f"{user}-{runner}"] = Box(world, user, b.home, b.cache, runner)
     return out
 
 
-@pytest.fixture(params=["root", "nobody"])
+@pytest.fixture(params=["root-native", "nobody-native", "root-python", "nobody-python"])
 def box(request, boxes) -> Box:
-    """The same test as real root and as an unprivileged uid."""
+    """The same test as real root and as an unprivileged uid, through the compiled helper
+    (sandbox/helper.c) and through the Python runner: both must enforce the same policy."""
     return boxes[request.param]
 
 

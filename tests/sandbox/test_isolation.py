@@ -13,9 +13,10 @@ from .conftest import NOBODY, as_user, probe
 EPERM = "EPERM"
 
 
-@pytest.fixture(scope="module", params=["root", "nobody"])
+@pytest.fixture(scope="module", params=["root-native", "nobody-native", "root-python", "nobody-python"])
 def result(request, boxes):
-    """probe.py's findings for one user, probed once for the whole module."""
+    """probe.py's findings for one user and runner (the compiled helper, the Python runner),
+    probed once for the whole module."""
     box = boxes[request.param]
     project = box.world.user_dir(box.user, "project")
     with socket.socket() as listener:  # a TCP listener on the host's 127.0.0.1

@@ -345,7 +345,9 @@ def test_the_sandboxed_hot_path_imports_nothing_heavy(pypm, app) -> None:
     r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert r.returncode == 0, r.stderr
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
-    assert "sandbox.runner" in imported  # it did run sandboxed, through the fast path
+    assert "sandbox.caller" in imported  # it did run sandboxed, through the fast path
+    # ... and through the compiled helper: neither the Python runner nor ctypes loads
+    assert "sandbox.native" in imported and "sandbox.runner" not in imported and "ctypes" not in imported
     # The sandbox settings come from state.json: no TOML parsing, no project model.
     for heavy in ("httpx", "resolvelib", "rich", "pypm.index", "pypm.resolver", "pypm.http", "pyseccomp",
                   "configparser", "pypm.sync", "pypm.project", "tomllib"):
@@ -373,7 +375,7 @@ def test_the_sandboxed_hot_path_skips_the_cli_and_slow_stdlib_modules(pypm, app)
     names = [line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
     ours = names[names.index("pypm"):]
     imported = set(ours[:ours.index("encodings")] if "encodings" in ours else ours)  # then the command's own
-    assert "sandbox.runner" in imported
+    assert "sandbox.native" in imported and "sandbox.runner" not in imported
     slow = {"pypm.cli", "argparse", "dataclasses", "typing", "pathlib", "subprocess", "shutil", "hashlib",
             "pypm.venvstate", "pypm.selection", "json", "enum", "re", "signal"}
     assert not imported & slow, (sorted(imported & slow), " ".join(names[names.index("pypm"):]))

@@ -1,0 +1,191 @@
+"""The compiled runner (helper.c): built once per source with the host's C compiler, then started for a policy.
+
+`runner.run` uses it when it can (a single-threaded caller and a working C compiler, or a
+helper already built) and falls back to the Python runner otherwise: both execute the same
+policy with the same steps and checks, so the choice changes speed, never isolation.
+`PYPM_SANDBOX_RUNNER=python` forces the Python runner, `=native` insists on the helper (an
+error when it cannot be built), for tests and for comparing the two.
+
+Why a cache and not the wheel: pypm is a pure-Python package, and the helper must match the
+kernel headers and libc of the machine it runs on. Like the compiled seccomp programs it lives
+in pypm's cache directory, keyed by the sha256 of its source and the compiler's identity,
+written atomically (temp file, rename) so concurrent runs never see half a binary.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import os
+
+from .errors import SandboxError
+
+TYPE_CHECKING = False  # typing costs ~2 ms at import; annotations are strings here
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Sequence
+
+    from .policy import Policy
+
+__all__ = ["helper", "build", "spawn", "MODE_ENV", "FALLBACK"]
+
+MODE_ENV = "PYPM_SANDBOX_RUNNER"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper.c")
+# Hardening the distribution compilers may not default to; -Werror so a compiler that
+# warns about this source does not produce a binary we have not looked at.
+CFLAGS = ("-O2", "-Wall", "-Wextra", "-Werror", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong", "-fPIE", "-pie")
+_NS_LETTERS = {"user": "u", "mount": "m", "pid": "p", "net": "n", "ipc": "i", "uts": "t", "cgroup": "c"}
+
+
+class _Fallback(Exception):
+    """The helper cannot do this run (a kernel without mount_setattr): use the Python runner."""
+
+
+FALLBACK = _Fallback
+
+
+def _key(source: bytes) -> str:
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # not hashlib: no OpenSSL on the hot path
+    except ImportError:  # pragma: no cover - other Python builds
+        from hashlib import sha256
+    return sha256(source + f"\0{os.uname().machine}\0{' '.join(CFLAGS)}".encode()).hexdigest()[:32]
+
+
+def helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
+    """The path of the built helper for this source, building it on first use; None when it
+    cannot be built here (no compiler: the Python runner is used, and the attempt is not
+    repeated on every run)."""
+    try:
+        with open(SOURCE, "rb") as f:
+            source = f.read()
+    except OSError:
+        return None  # an install without the source: the Python runner does the same work
+    d = os.path.join(cache_dir, "sandbox-helper")
+    exe = os.path.join(d, _key(source))
+    if os.access(exe, os.X_OK):
+        return exe
+    if not build_if_missing or os.path.exists(exe + ".failed"):
+        return None
+    return build(source, exe)
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC", "").strip()
+    candidates = [cc] if cc else ["cc", "gcc", "clang"]
+    for name in candidates:
+        if os.sep in name:
+            if os.access(name, os.X_OK):
+                return name
+            continue
+        for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+            p = os.path.join(d or ".", name)
+            if os.access(p, os.X_OK) and not os.path.isdir(p):
+                return p
+    return None
+
+
+def build(source: bytes, exe: str) -> str | None:
+    """Compile helper.c into `exe` (atomically); None, and a `.failed` marker, when it fails."""
+    import subprocess  # only here: a build happens once per pypm version and machine
+
+    d = os.path.dirname(exe)
+    try:
+        os.makedirs(d, 0o700, exist_ok=True)
+    except OSError:
+        return None
+    cc = _compiler()
+    tmp = f"{exe}.{os.getpid()}.tmp"
+    ok = False
+    if cc is not None:
+        try:
+            r = subprocess.run([cc, *CFLAGS, "-o", tmp, SOURCE], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+            ok = r.returncode == 0 and os.access(tmp, os.X_OK)
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+    if not ok:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        try:  # remember, so that every run does not try again (cleared by `pypm cache clean`)
+            with open(exe + ".failed", "w") as f:
+                f.write(f"compiler: {cc or 'none found (set CC)'}\n")
+        except OSError:
+            pass
+        return None
+    os.chmod(tmp, 0o700)
+    os.rename(tmp, exe)
+    return exe
+
+
+def _mask_hex(signals: object) -> str:
+    mask = 0
+    for s in signals:  # type: ignore[attr-defined]
+        mask |= 1 << (int(s) - 1)
+    return format(mask, "x")
+
+
+def plan_argv(exe: str, policy: Policy, argv: Sequence[str], *, status_fd: int, seccomp_fd: int, root: str,
+              uid: int, gid: int, old_mask: object) -> list[str]:
+    """helper.c's command line for `policy` (its usage comment documents the layout)."""
+    flags = "".join(_NS_LETTERS[ns] for ns in policy.namespaces)
+    flags += ("P" if policy.die_with_parent else "") + ("K" if policy.new_keyring else "")
+    flags += "D" if policy.disable_userns else ""
+    in_uid = uid if policy.uid is None else policy.uid
+    in_gid = gid if policy.gid is None else policy.gid
+    out = [exe, str(status_fd), str(seccomp_fd), flags, str(uid), str(gid), str(in_uid), str(in_gid), root,
+           policy.cwd, policy.hostname, _mask_hex(old_mask), str(len(policy.mounts))]
+    for m in policy.mounts:
+        mflags = ("w" if m.writable else "") + ("o" if m.optional else "") + ("s" if m.mirror_symlink else "")
+        out += [m.kind, m.dst, m.src or "", mflags or "-", format(m.mode, "o")]
+    for s in out:
+        if "\0" in s:
+            raise SandboxError("a path or file content in the sandbox policy contains a NUL byte")
+    out.append("--")
+    out.extend(argv)
+    return out
+
+
+def _programs_fd(programs: Sequence[bytes]) -> int:
+    """The seccomp programs in a sealed-off memory file the helper reads: "u32 length, bytes" each."""
+    if not programs:
+        return -1
+    fd = os.memfd_create("pypm-seccomp", os.MFD_CLOEXEC)
+    data = b"".join(len(p).to_bytes(4, "little") + p for p in programs)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return fd
+
+
+def spawn(exe: str, policy: Policy, argv: Sequence[str], env: dict[str, str], programs: Sequence[bytes], *,
+          root: str, uid: int, gid: int, wfd: int, old_mask: object, stdio: tuple) -> int:
+    """Start the helper for `policy` (the caller has blocked the supervised signals, which the
+    helper inherits); returns its pid. The status pipe's write end `wfd` and the programs' fd
+    are the only fds besides 0-2 it inherits."""
+    import _signal
+
+    sfd = _programs_fd(programs)
+    try:
+        os.set_inheritable(wfd, True)
+        if sfd >= 0:
+            os.set_inheritable(sfd, True)
+        args = plan_argv(exe, policy, argv, status_fd=wfd, seccomp_fd=sfd, root=root, uid=uid, gid=gid,
+                         old_mask=old_mask)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)
+                   if fd is not None and fd != target]
+        try:
+            # setsigdef: Python ignores SIGPIPE/SIGXFSZ and an ignored disposition survives execve.
+            return os.posix_spawn(exe, args, env, file_actions=actions,
+                                  setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+        except OSError as e:
+            raise SandboxError(f"cannot start the sandbox helper {exe}: {e.strerror}", syscall="posix_spawn",
+                               errno=e.errno, hint=f"remove it (pypm cache clean) or set {MODE_ENV}=python") from None
+    finally:
+        if sfd >= 0:
+            os.close(sfd)
+
+
+def needs_fallback(syscall: str, err: int) -> bool:
+    """A report that means "this kernel cannot do it the helper's way" rather than a failure."""
+    return syscall.startswith("mount_setattr") and err == E.ENOSYS

@@ -1,0 +1,102 @@
+"""The compiled runner (sandbox/helper.c via sandbox/native.py): built once, the same reports as the
+Python runner, and a clean fallback when no C compiler is there. Isolation itself is checked for both
+runners by the `box`-parametrized tests (test_isolation.py and the rest)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox import native
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _sandbox(args: list[str], cmd: list[str], *, cache: Path, runner: str = "", cc: str | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYPM_", "CC"))}
+    env.update({"PYPM_CACHE_DIR": str(cache), "PIP_CONFIG_FILE": os.devnull})
+    if runner:
+        env["PYPM_SANDBOX_RUNNER"] = runner
+    if cc is not None:
+        env["CC"] = cc
+    return subprocess.run([sys.executable, "-m", "sandbox", *args, "--", *cmd], capture_output=True, text=True,
+                          env=env, cwd=cwd or REPO, timeout=120)
+
+
+def test_the_helper_is_built_once_per_source_and_reused(tmp_path) -> None:
+    exe = native.helper(str(tmp_path))
+    assert exe is not None and os.access(exe, os.X_OK), "gcc is on this machine: the helper must build"
+    assert Path(exe).parent == tmp_path / "sandbox-helper" and oct(os.stat(exe).st_mode & 0o777) == "0o700"
+    before = os.stat(exe).st_mtime_ns
+    assert native.helper(str(tmp_path)) == exe and os.stat(exe).st_mtime_ns == before  # not rebuilt
+    assert not [p for p in (tmp_path / "sandbox-helper").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_without_a_compiler_the_python_runner_does_the_same_job(tmp_path) -> None:
+    r = _sandbox([], ["sh", "-c", "echo inside; exit 3"], cache=tmp_path, cc="/bin/false")
+    assert (r.returncode, r.stdout) == (3, "inside\n"), r.stderr
+    failed = list((tmp_path / "sandbox-helper").glob("*.failed"))
+    assert len(failed) == 1 and "/bin/false" in failed[0].read_text()  # not retried on every run
+    assert not [p for p in (tmp_path / "sandbox-helper").iterdir() if not p.name.endswith(".failed")]
+    # insisting on the helper is a clear error naming the fix, not a silent fallback
+    r = _sandbox([], ["true"], cache=tmp_path, cc="/bin/false", runner="native")
+    assert r.returncode == 8, r.stderr
+    assert "compiled sandbox helper is not available" in r.stderr and "C compiler" in r.stderr
+    r = _sandbox([], ["true"], cache=tmp_path, runner="bogus")
+    assert r.returncode == 8 and "PYPM_SANDBOX_RUNNER='bogus'" in r.stderr, r.stderr
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"/tmp/pypm-sandbox\.[0-9]+\.[0-9a-f]+", "ROOT", text)
+
+
+@pytest.mark.parametrize("case", ["missing-command", "not-executable", "bad-cwd", "bind-into-read-only",
+                                  "signal-exit"])
+def test_both_runners_report_failures_and_exit_codes_alike(tmp_path, case) -> None:
+    (tmp_path / "plain.txt").write_text("not a program\n")
+    args, cmd = {
+        "missing-command": ([], ["no-such-command-here"]),
+        "not-executable": (["--project", str(tmp_path)], [str(tmp_path / "plain.txt")]),
+        "bad-cwd": (["--cwd", "/nonexistent/dir"], ["true"]),
+        "bind-into-read-only": (["--ro-bind", f"{tmp_path}:/usr/share/pypm-test-bind"], ["true"]),
+        "signal-exit": ([], ["sh", "-c", "kill -TERM $$"]),
+    }[case]
+    got = {}
+    for runner in ("native", "python"):
+        r = _sandbox(args, cmd, cache=tmp_path / "cache", runner=runner)
+        got[runner] = (r.returncode, _normal(r.stderr))
+    assert got["native"] == got["python"], got
+    code, err = got["native"]
+    assert code == {"missing-command": 127, "not-executable": 126, "bad-cwd": 8, "bind-into-read-only": 8,
+                    "signal-exit": 143}[case], err
+    if code == 8:
+        assert "hint:" in err and "Traceback" not in err, err
+
+
+def test_a_malformed_plan_runs_nothing(tmp_path) -> None:
+    exe = native.helper(str(tmp_path))
+    assert exe is not None
+    rfd, wfd = os.pipe()
+    try:
+        # 37 mounts announced, none given: refused before any namespace exists
+        p = subprocess.run([exe, str(wfd), "-1", "umpP", "0", "0", "0", "0", str(tmp_path), "/", "h", "0", "37",
+                            "--", "/bin/sh", "-c", f"touch {tmp_path}/ran"], pass_fds=(wfd,), timeout=30)
+        os.close(wfd)
+        wfd = -1
+        report = os.read(rfd, 4096).decode()
+    finally:
+        if wfd >= 0:
+            os.close(wfd)
+        os.close(rfd)
+    assert p.returncode == 125 and report.startswith("internal\x1f") and "mount list" in report, report
+    assert not (tmp_path / "ran").exists()
+    # a plan that does not unshare the minimum is refused too (the same rule as sandbox.policy.Policy)
+    p = subprocess.run([exe, "2", "-1", "un", "0", "0", "0", "0", str(tmp_path), "/", "h", "0", "0", "--", "true"],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 125 and b"at least the user, mount and PID" in p.stderr

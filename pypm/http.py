@@ -6,10 +6,12 @@ Imported only where the network is used (never on the `pypm run` hot path).
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
+import httpcore
 import httpx
 
 from . import __version__
@@ -34,8 +36,9 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
     transport: httpx.BaseTransport
     if http2:
         ssl_context = httpx.create_ssl_context()  # one for all threads (loading the CAs is ~25 ms)
-        transport = _PerThreadTransport(lambda: httpx.HTTPTransport(
-            verify=ssl_context, retries=2, http2=True, limits=limits))
+        backend = _SharedLookups()
+        transport = _PerThreadTransport(lambda: _with_backend(httpx.HTTPTransport(
+            verify=ssl_context, retries=2, http2=True, limits=limits), ssl_context, limits, backend))
     else:
         transport = httpx.HTTPTransport(retries=2, limits=limits)
     return httpx.Client(
@@ -48,6 +51,52 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
         headers={"User-Agent": USER_AGENT},
         transport=transport,
     )
+
+
+class _SharedLookups(httpcore.SyncBackend):
+    """Connects as httpcore does, but looks each host up once for all the client's threads.
+
+    With a pool per thread, every thread looked the index's and the file host's names up on its
+    own: ~30 lookups at once at the start of a lock, and a resolver that drops some of a burst
+    (as this machine's does) stalls each dropped one for its 5 s retry."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hosts: dict[tuple[str, int], threading.Lock] = {}
+        self._addrs: dict[tuple[str, int], list[str]] = {}
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None) -> Any:
+        key = (host, port)
+        with self._lock:
+            host_lock = self._hosts.setdefault(key, threading.Lock())
+        with host_lock:  # the first thread looks it up; the others wait for its answer
+            addrs = self._addrs.get(key)
+            if addrs is None:
+                try:
+                    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                except OSError as e:
+                    raise httpcore.ConnectError(str(e)) from e
+                addrs = self._addrs[key] = list(dict.fromkeys(str(i[4][0]) for i in infos))
+        last: Exception | None = None
+        for addr in addrs:  # in the resolver's order, as socket.create_connection tries them
+            try:
+                return super().connect_tcp(addr, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as e:
+                last = e
+        raise last or httpcore.ConnectError(f"no address for {host}")
+
+
+def _with_backend(transport: httpx.HTTPTransport, ssl_context: Any, limits: httpx.Limits,
+                  backend: httpcore.NetworkBackend) -> httpx.HTTPTransport:
+    """The transport with its connection pool rebuilt on `backend` (httpx has no parameter for it)."""
+    if hasattr(transport, "_pool"):
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context, max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry, http1=True, http2=True, retries=2,
+            network_backend=backend)
+    return transport
 
 
 class _PerThreadTransport(httpx.BaseTransport):

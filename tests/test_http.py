@@ -12,6 +12,31 @@ from tests.e2e.test_http2 import H2Front, make_cert
 pytest.importorskip("h2", reason="the h2 package (HTTP/2 for httpx) is not installed")
 
 
+def _localhost_cert(dest):
+    """A self-signed certificate for the name localhost (cert.pem, key.pem)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = dest / "localhost.pem", dest / "localhost-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 @pytest.fixture
 def h2_front(dists, index_server, tmp_path, monkeypatch):
     cert, key = make_cert(tmp_path)
@@ -56,3 +81,39 @@ def test_one_thread_reuses_its_connection(h2_front) -> None:
         for i in range(3):
             assert client.get(f"{h2_front.url}alpha/?n={i}").status_code == 200
     assert [(proto, conn) for proto, conn, _ in h2_front.requests] == [("h2", 1)] * 3
+
+
+def test_threads_look_a_host_up_once(dists, index_server, tmp_path, monkeypatch) -> None:
+    # Each thread has its own connections; the host's address is looked up once for all of
+    # them (a burst of lookups is what a resolver that drops some answers with a 5 s stall).
+    import socket
+
+    from pypm.http import make_client
+
+    cert, key = _localhost_cert(tmp_path)
+    dists.wheel("alpha", "1.0")
+    front = H2Front(index_server().base, cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host, *args, **kw):
+        lookups.append(host)
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    client = make_client()
+    start = threading.Barrier(6)
+
+    def fetch(t: int) -> int:
+        start.wait()
+        return client.get(f"https://localhost:{front.port}/simple/alpha/?thread={t}").status_code
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(fetch, range(6))) == [200] * 6
+    finally:
+        client.close()
+        front.close()
+    assert lookups.count("localhost") == 1, lookups
+    assert len({conn for _, conn, _ in front.requests}) == 6  # still a connection per thread

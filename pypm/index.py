@@ -332,6 +332,7 @@ class IndexClient:
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._closing = False
         self._files = _Memo()
         self._listings = _Memo()
         self._meta = _Memo()
@@ -359,6 +360,16 @@ class IndexClient:
         """Fetch the metadata of many files at once; errors surface later from metadata()."""
         self._run_all([lambda f=f: self.metadata(f) for f in files])
 
+    def in_background(self, job: Callable[[], Any]) -> None:
+        """Run `job` on the client's threads without waiting for it (look-ahead fetches: what it
+        fetches, errors included, is memoised for the real calls). Dropped once the client closes."""
+        pool = self._get_pool(unless_closing=True)
+        if pool is not None:
+            try:
+                pool.submit(job)
+            except RuntimeError:  # shut down meanwhile (the client is closing): nothing to warm any more
+                pass
+
     def file_hash(self, f: DistFile) -> str:
         """sha256 (hex) of a file, reading or downloading it when its source gave no hash."""
         if f.sha256:
@@ -373,10 +384,15 @@ class IndexClient:
         return _TempDownload(self, f)
 
     def close(self) -> None:
-        if self._pool is not None:
+        with self._client_lock:
+            self._closing = True  # running look-ahead jobs may not queue more
+            pool = self._pool
+        if pool is not None:
             # On Ctrl-C the queue may still hold many jobs: drop them, wait only for running ones.
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._client_lock:
             self._pool = None
+            self._closing = False
         if self._client_obj is not None:
             self._client_obj.close()
             self._client_obj = None
@@ -397,13 +413,19 @@ class IndexClient:
                 self._client_obj = make_client()
             return self._client_obj
 
+    def _get_pool(self, *, unless_closing: bool = False) -> ThreadPoolExecutor | None:
+        with self._client_lock:
+            if unless_closing and self._closing:
+                return None
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="pypm-index")
+            return self._pool
+
     def _run_all(self, jobs: list[Callable[[], Any]]) -> None:
         if not jobs:
             return
-        with self._client_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="pypm-index")
-            pool = self._pool
+        pool = self._get_pool()
+        assert pool is not None
         for fut in [pool.submit(j) for j in jobs]:
             fut.exception()  # wait; the memo keeps the outcome for the real call
 

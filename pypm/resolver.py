@@ -33,7 +33,8 @@ class Finder(Protocol):
 
     def project_files(self, name: str) -> list[Any]: ...  # list[DistFile]
     # Optional: def project_releases(self, name: str) -> Releases (files grouped by release, built
-    # lazily); a finder without it has its project_files grouped by the resolver.
+    # lazily); a finder without it has its project_files grouped by the resolver. With it and
+    # def in_background(self, job: Callable[[], Any]) -> None, the resolver fetches ahead (_Lookahead).
     def metadata(self, f: Any) -> Any: ...  # CoreMetadata
     def prefetch(self, names: Iterable[str]) -> None: ...
     def prefetch_metadata(self, files: Iterable[Any]) -> None: ...
@@ -136,9 +137,18 @@ class _ForkNeeded(Exception):
         self.regions = regions
 
 
+_REQS: dict[str, Requirement] = {}  # text -> parsed; read-only once made (shared by branches and threads)
+
+
 def _parse_req(text: str, where: str) -> Requirement:
+    # Memoised: every branch, the merge and the look-ahead parse the same metadata's requirements.
     try:
-        return Requirement(text)
+        return _REQS[text]
+    except KeyError:
+        pass
+    try:
+        r = _REQS[text] = Requirement(text)
+        return r
     except InvalidRequirement as e:
         raise ResolutionError(f"{where} has an invalid requirement {text!r}: {e}",
                               hint="fix or report that package's metadata") from None
@@ -157,22 +167,15 @@ def _parse_time(s: str | None) -> datetime | None:
 # ---------------------------------------------------------------------- the shared state
 
 class _Project:
-    """One project's releases as the resolver walks them: each version (texts that parse equal,
-    as "1.0" and "1.0.0", are one), newest first, and each release's kept files once looked at."""
+    """One project's releases as the resolver walks them: each version, newest first, and each
+    release's kept files once looked at."""
 
-    __slots__ = ("releases", "parsed", "texts", "order", "kept")
+    __slots__ = ("releases", "texts", "order", "kept")
 
     def __init__(self, releases: Releases) -> None:
         self.releases = releases
-        self.parsed: dict[str, Version] = {}
-        self.texts: dict[Version, list[str]] = {}
-        for t in releases.versions():
-            try:
-                v = self.parsed[t] = Version(t)
-            except InvalidVersion:
-                continue
-            self.texts.setdefault(v, []).append(t)
-        self.order = sorted(self.texts, reverse=True)
+        self.texts = dict(releases.newest_first())
+        self.order = list(self.texts)
         self.kept: dict[Version, tuple[Version, list[Any]] | None] = {}
 
 
@@ -189,6 +192,9 @@ class _State:
         self._usable: dict[tuple[str, Bits, frozenset[Version]], tuple[dict[Version, list[Any]], list[str]]] = {}
         self._file_bits: dict[int, tuple[Bits, Bits | None]] = {}  # id(file) -> (requires-python, tags)
         self._projects: dict[str, _Project] = {}
+        spawn = getattr(finder, "in_background", None)
+        has_releases = getattr(finder, "project_releases", None) is not None
+        self.lookahead = _Lookahead(self, spawn) if spawn is not None and has_releases else None
         # (name, version, scope, pinned) -> (the release's version, its files) or None: `usable` one release at a time
         self._release_usable: dict[tuple[str, Version, Bits, bool], tuple[Version, list[Any]] | None] = {}
 
@@ -230,10 +236,11 @@ class _State:
             pass
         kept: list[Any] = []
         rep: Version | None = None  # `versions` keys a release by its first kept file's version
-        for f in p.releases.files_of(p.texts[v]):
+        texts = p.texts[v]
+        for f in p.releases.files_of(texts):
             if self._why_dropped(f) is None:
                 if rep is None:
-                    rep = p.parsed[f.version]
+                    rep = v if len(texts) == 1 else Version(f.version)
                 kept.append(f)
         hit = p.kept[v] = (rep, kept) if rep is not None else None
         return hit
@@ -337,6 +344,72 @@ class _State:
         files = [self.metadata_file(c.files) for c in cands if (c.name, c.version) not in self._meta and c.files]
         if files:
             self.finder.prefetch_metadata(files)
+
+
+# ---------------------------------------------------------------------- fetching ahead
+
+class _Lookahead:
+    """Fetches ahead of the resolver, on the finder's threads: for each requirement met, the
+    project's page, then the metadata of the release the resolver will most likely pin (the newest
+    one the requirement allows with a file usable somewhere in the universe), then the same for
+    that metadata's requirements, level after level.
+
+    Why: resolvelib asks for one level at a time (a page, then the metadata of its pick, then the
+    pages of its dependencies), so a 60-package lock waited for ~25 rounds of requests in a row.
+    The resolver asks for the same things later and finds them memoised in the finder; a wrong
+    guess costs one fetch. Errors are left for the resolver to meet (the finder memoises them)."""
+
+    def __init__(self, state: _State, spawn: Any) -> None:
+        self.s = state
+        self.spawn = spawn  # the finder's in_background
+        self.seen: set[tuple[str, tuple[str, ...]]] = set()
+        self.stopped = False
+
+    def want(self, reqs: Iterable[tuple[str, SpecifierSet, tuple[str, ...]]]) -> None:
+        """(name, specifier, extras) of requirements to fetch ahead for (the first of each name and extras wins)."""
+        for name, spec, extras in reqs:
+            key = (name, extras)
+            if key in self.seen or self.stopped or name == PYTHON:
+                continue
+            self.seen.add(key)  # sets are thread-safe for this; a rare double visit only costs memo hits
+            self.spawn(lambda n=name, sp=spec, ex=extras: self._visit(n, sp, ex))
+
+    def _visit(self, name: str, spec: SpecifierSet, extras: tuple[str, ...]) -> None:
+        try:
+            if self.stopped:
+                return
+            finder, u = self.s.finder, self.s.u
+            releases = finder.project_releases(name)
+            pick = None
+            for v, texts in releases.newest_first():
+                if not spec.contains(v, prereleases=bool(spec.prereleases)):  # pre-releases only if named
+                    continue
+                files = [f for f in releases.files_of(texts) if f.yanked is None and self.s._why_dropped(f) is None]
+                if any(self._somewhere(f) for f in files):
+                    pick = self.s.metadata_file(files)
+                    break
+            if pick is None or self.stopped:
+                return
+            meta = finder.metadata(pick)
+            deps = []
+            for text in meta.requires_dist:
+                r = _parse_req(text, name)
+                if r.url:
+                    continue
+                marker = str(r.marker) if r.marker else None
+                if any(u.compile(marker, e).bits for e in ("", *extras)):
+                    deps.append((canonicalize_name(r.name), r.specifier,
+                                 tuple(sorted(canonicalize_name(e) for e in r.extras))))
+            self.want(deps)
+        except Exception:  # noqa: BLE001 -- a guess only: the resolver meets any error in its own time
+            pass
+
+    def _somewhere(self, f: Any) -> bool:
+        """Installable on some part of the universe (the resolver's exact check depends on the branch)."""
+        u = self.s.u
+        if f.requires_python and not (u.python_bits(f.requires_python) & u.full):
+            return False
+        return f.kind != "wheel" or bool(u.wheel_bits(f.filename) & u.full)
 
 
 # ---------------------------------------------------------------------- the provider
@@ -522,6 +595,8 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
             self.check_forks([r for r in reqs if r.ident != PYTHON])
         for r in reqs:
             self.why.setdefault(r.ident, (candidate, r))
+        if self.s.lookahead is not None:
+            self.s.lookahead.want((r.name, r.specifier, r.extras) for r in reqs)
         names = {r.name for r in reqs if r.ident != PYTHON}
         if names:
             self.s.finder.prefetch(sorted(names))
@@ -666,6 +741,8 @@ def _resolve_branch(state: _State, root: RootSpec, branch: Bits) -> tuple[_Provi
     p.check_forks(flat)
     for r in flat:
         p.why.setdefault(r.ident, (None, r))
+    if state.lookahead is not None:
+        state.lookahead.want((r.name, r.specifier, r.extras) for r in flat)
     state.finder.prefetch(sorted({r.name for r in flat}))
     resolver = Resolver(p, BaseReporter())
     try:
@@ -693,6 +770,15 @@ def resolve(finder: Finder, root: RootSpec, opts: ResolveOptions | None = None) 
     opts = opts or ResolveOptions()
     u = Universe(root.requires_python)
     state = _State(finder, u, opts)
+    try:
+        return _resolve(state, root, opts)
+    finally:
+        if state.lookahead is not None:
+            state.lookahead.stopped = True  # queued guesses are dropped: the resolver needs nothing more
+
+
+def _resolve(state: _State, root: RootSpec, opts: ResolveOptions) -> Resolution:
+    u = state.u
     queue: list[Bits] = []
     if opts.initial_forks:
         queue = split_regions(u.full, [u.bits(x) for x in opts.initial_forks])

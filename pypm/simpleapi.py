@@ -314,6 +314,7 @@ class Releases:
         self.name = name  # canonical
         self._raw: dict[str, list[_RawFile]] = {}  # version text -> files, in the order served
         self._built: dict[str, list[DistFile]] = {}
+        self._order: list[tuple[Version, list[str]]] | None = None
         self._seen: set[str] = set()
         self._count = 0
         self._lock = threading.Lock()  # two threads building one release would make two objects per file
@@ -363,6 +364,24 @@ class Releases:
     def versions(self) -> list[str]:
         """Every release's version text, in the order first served."""
         return list(self._raw)
+
+    def newest_first(self) -> list[tuple[Version, list[str]]]:
+        """Every release's version, newest first, with its texts in the order served (texts that
+        parse equal, as "1.0" and "1.0.0", are one version, keyed by the first); computed once."""
+        hit = self._order
+        if hit is None:
+            with self._lock:
+                if self._order is None:
+                    groups: dict[Version, list[str]] = {}
+                    for text in self._raw:
+                        try:
+                            v = Version(text)
+                        except InvalidVersion:
+                            continue
+                        groups.setdefault(v, []).append(text)
+                    self._order = sorted(groups.items(), key=lambda vt: vt[0], reverse=True)
+                hit = self._order
+        return hit
 
     def files(self, version: str) -> list[DistFile]:
         """The release's files, in the order served (built on the first call)."""

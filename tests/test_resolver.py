@@ -346,3 +346,53 @@ def test_lazy_releases_explain_failures_as_before(reqs):
     if reqs == ["a>=2"]:
         assert "2.0 is yanked" in msgs[1] and "3.0 requires Python >=3.13" in msgs[1]
         assert "3.1 has no file for these platforms" in msgs[1]
+
+
+class AheadFinder(ReleasesFinder):
+    """ReleasesFinder with the index client's in_background, running each job at once (in order)."""
+
+    def __init__(self, releases: dict[str, dict[str, dict[str, Any]]]) -> None:
+        super().__init__(releases)
+        self.pages: list[str] = []
+        self.ahead_calls: list[str] = []
+
+    def project_releases(self, name: str) -> Any:
+        self.pages.append(name)
+        return super().project_releases(name)
+
+    def in_background(self, job: Any) -> None:
+        self.ahead, outer = True, getattr(self, "ahead", False)
+        try:
+            job()
+        finally:
+            self.ahead = outer
+
+    def metadata(self, f: DistFile) -> CoreMetadata:
+        if getattr(self, "ahead", False):
+            self.ahead_calls.append(f"{f.name}=={f.version}")
+        return super().metadata(f)
+
+
+def test_lookahead_fetches_the_likely_pins_and_their_dependencies_ahead():
+    world = {
+        "a": {"1.0": {}, "2.0": {"deps": ["b[x]>=1", 'old; python_version < "3.8"', "c<2"]}, "3.0rc1": {}},
+        "b": {"1.0": {"deps": ['d; extra == "x"', 'e; extra == "y"']}},
+        "c": {"1.0": {}, "2.0": {}}, "d": {"1.0": {}}, "e": {"1.0": {}}, "old": {"1.0": {}},
+    }
+    f = AheadFinder(world)
+    res = resolve(f, root(["a"]))
+    assert pins(res) == pins(resolve(MemFinder(world), root(["a"])))
+    # The look-ahead's guesses (newest final release, the requirement's range, its extras, markers
+    # false everywhere skipped) are the resolver's picks: no metadata asked for beyond them.
+    assert set(f.ahead_calls) == {"a==2.0", "b==1.0", "c==1.0", "d==1.0"}
+    assert set(f.metadata_calls) == set(f.ahead_calls)
+    assert "old" not in f.pages and "e" not in f.pages
+
+
+def test_lookahead_errors_are_left_to_the_resolver():
+    from pypm.index import PackageNotFound
+
+    f = AheadFinder({"a": {"1.0": {"deps": ["ghost"]}}})
+    with pytest.raises(PackageNotFound) as ei:
+        resolve(f, root(["a"]))
+    assert "needed because proj depends on a; a 1.0 depends on ghost" in str(ei.value)

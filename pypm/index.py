@@ -333,6 +333,7 @@ class IndexClient:
         self._client_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._closing = False
+        self._parse_lock = threading.Lock()
         self._files = _Memo()
         self._listings = _Memo()
         self._meta = _Memo()
@@ -456,10 +457,14 @@ class IndexClient:
             if page is None:
                 continue
             found = True
-            if _is_json(page.content_type):
-                releases.add_json(_json_files(page.body, page.url), page.url, ("registry", idx))
-            else:
-                releases.add_entries(_page_entries(page.body, page.content_type, page.url), ("registry", idx))
+            # One page parsed at a time: parsing holds the GIL anyway, and a big page's decoded JSON
+            # is several times its size (the web stack's largest, 7 MB, is ~30 MB of objects), so
+            # parsing many at once only raised the peak memory.
+            with self._parse_lock:
+                if _is_json(page.content_type):
+                    releases.add_json(_json_files(page.body, page.url), page.url, ("registry", idx))
+                else:
+                    releases.add_entries(_page_entries(page.body, page.content_type, page.url), ("registry", idx))
         for loc in self.find_links:
             files = self._listing(loc).get(canon, [])
             found = found or bool(files)

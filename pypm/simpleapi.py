@@ -224,20 +224,34 @@ def _json_files(body: bytes, page_url: str) -> list[Any]:
     return files if isinstance(files, list) else []  # a dict or string held no file entries either
 
 
-def _json_entry(f: dict[str, Any], page_url: str) -> dict[str, Any]:
-    """One file of a JSON page in the common entry shape."""
-    url, frag = _strip_fragment(_join(page_url, f["url"]))
-    hashes = f.get("hashes") if isinstance(f.get("hashes"), dict) else {}
-    meta = f.get("core-metadata", f.get("data-dist-info-metadata", f.get("dist-info-metadata")))
-    yanked = f.get("yanked", False)
+_ABSENT = object()
+
+
+def _json_fields(f: dict[str, Any]) -> tuple[Any, ...]:
+    """What pypm reads of a JSON page's file item, as a tuple: kept for every file of a page until
+    its release is looked at, so only these (not the item: provenance, a second copy of the
+    metadata hash...) stay in memory -- ~25 MB less for the 64k files of a 60-package lock."""
+    g = f.get
+    hashes = g("hashes")
+    meta = g("core-metadata", _ABSENT)
+    if meta is _ABSENT:
+        meta = g("data-dist-info-metadata", g("dist-info-metadata"))
+    return (f["filename"], f["url"], hashes.get("sha256") if isinstance(hashes, dict) else None,
+            g("requires-python"), g("yanked", False), meta, g("size"), g("upload-time"))
+
+
+def _json_entry(fields: tuple[Any, ...], page_url: str) -> dict[str, Any]:
+    """One file of a JSON page (its `_json_fields`) in the common entry shape."""
+    filename, raw_url, sha256, requires_python, yanked, meta, size, upload_time = fields
+    url, frag = _strip_fragment(_join(page_url, raw_url))
     return {
-        "filename": f["filename"], "url": url,
-        "sha256": (hashes.get("sha256") or _fragment_sha256(frag) or None),
-        "size": f.get("size") if isinstance(f.get("size"), int) else None,
-        "requires_python": f.get("requires-python") or None,
+        "filename": filename, "url": url,
+        "sha256": (sha256 or _fragment_sha256(frag) or None),
+        "size": size if isinstance(size, int) else None,
+        "requires_python": requires_python or None,
         "yanked": None if yanked is False or yanked is None else ("" if yanked is True else str(yanked)),
         "metadata": _core_metadata_attr(meta),
-        "upload_time": f.get("upload-time"),
+        "upload_time": upload_time,
     }
 
 
@@ -249,7 +263,7 @@ def _page_entries(body: bytes, content_type: str, page_url: str) -> list[dict[st
         for f in files:
             if not isinstance(f, dict) or "filename" not in f or "url" not in f:
                 continue
-            out.append(_json_entry(f, page_url))
+            out.append(_json_entry(_json_fields(f), page_url))
         return out
     parser = _LinkParser()
     parser.feed(body.decode("utf-8", errors="replace"))
@@ -295,8 +309,8 @@ def _dist_files(entries: Iterable[dict[str, Any]], source: tuple[str, str],
 
 
 # What Releases keeps of a file until its release is asked for: its position among the project's
-# files, its kind, what it was read from (a PEP 691 JSON item, an entry dict of an HTML page, or a
-# DistFile of a find-links listing), the page's URL (JSON items) and the source.
+# files, its kind, what it was read from (a PEP 691 item's `_json_fields`, an entry dict of an HTML
+# page, or a DistFile of a find-links listing), the page's URL (JSON items) and the source.
 _RawFile = tuple[int, str, Any, str, tuple[str, str]]
 
 
@@ -337,7 +351,7 @@ class Releases:
             group = raw.get(parsed[2])
             if group is None:
                 group = raw[parsed[2]] = []
-            group.append((pos, parsed[0], f, page_url, source))
+            group.append((pos, parsed[0], _json_fields(f), page_url, source))
             pos += 1
         self._count = pos
 

@@ -109,16 +109,6 @@ def test_page_urls_resolve_like_urljoin() -> None:
         assert _join(base, url) == urljoin(base, url), url
 
 
-class _SpyItem(dict):
-    """A PEP 691 file item that records whether anything beyond filename/url was read."""
-
-    read: set[str] = set()
-
-    def get(self, key, default=None):  # type: ignore[override]
-        _SpyItem.read.add(self["filename"])
-        return super().get(key, default)
-
-
 def _junk_page_files() -> list:
     """A JSON page's files with every oddity the grouping must skip or keep, in a fixed order."""
     sha = "ab" * 32
@@ -177,17 +167,19 @@ def test_releases_match_the_eager_parse_file_for_file() -> None:
     assert rel2.files("2.0") == [rel.files("2.0")[0], local]
 
 
-def test_releases_build_only_the_release_asked_for() -> None:
+def test_releases_build_only_the_release_asked_for(monkeypatch) -> None:
+    from pypm import simpleapi
     from pypm.simpleapi import Releases
 
-    _SpyItem.read = set()
-    items = [_SpyItem(f) if isinstance(f, dict) else f for f in _junk_page_files()]
+    built: list[str] = []
+    real = simpleapi._json_entry
+    monkeypatch.setattr(simpleapi, "_json_entry", lambda fields, url: built.append(fields[0]) or real(fields, url))
     rel = Releases("foo")
-    rel.add_json(items, "https://idx.test/simple/foo/", ("registry", "idx"))
-    assert _SpyItem.read == set()  # grouping reads the file name and URL only
+    rel.add_json(_junk_page_files(), "https://idx.test/simple/foo/", ("registry", "idx"))
+    assert built == []  # grouping makes no entry and no DistFile
     first = rel.files("2.0")
-    assert _SpyItem.read == {"foo-2.0-py3-none-any.whl"}
-    assert rel.files("2.0") is first  # built once: the resolver keeps per-file facts by identity
+    assert built == ["foo-2.0-py3-none-any.whl"]
+    assert rel.files("2.0") is first and len(built) == 1  # built once: the resolver keeps per-file facts by identity
 
 
 @pytest.mark.parametrize("json_api", [True, False], ids=["pep691-json", "pep503-html"])

@@ -8,6 +8,9 @@ def main() -> int:
     """The process entry point (it may end the process itself: never call it in-process)."""
     argv = sys.argv[1:]
     if "run" in argv[:2]:  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
+        from .launch import launch
+
+        launch(argv)  # exec's the sandbox helper when a recorded plan still holds (pypm.launch)
         from .run import fast_main
 
         rc = fast_main(argv)

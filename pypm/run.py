@@ -371,8 +371,11 @@ def fast_main(argv: Sequence[str]) -> int | None:
     try:
         if "--no-sandbox" in flags or tool.get("sandbox-enabled", True) is False:
             return spawn_and_wait(cmd, env)
+        from .launch import _split
+
+        launchable = _split(argv)  # this run's flags as pypm.launch will see them next time
         return _run_sandboxed()(_FastContext(start, "-q" in flags), None, venv, cmd, env, _FastArgs(frozen),
-                                known=(root, tool))
+                                known=(root, tool), launch_flags=launchable[0] if launchable else None)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure
 

@@ -81,7 +81,7 @@ def _run_native(exe: str, policy: Policy, argv: Sequence[str], cache_dir: str, s
     # Blocked before the helper exists (it inherits the mask): no signal is lost in between.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        pid = native.spawn(exe, policy, list(argv), policy.environ, programs, root=root, uid=os.getuid(),
+        pid = native.spawn(exe, policy, list(argv), programs, root=root, uid=os.getuid(),
                            gid=os.getgid(), wfd=wfd, old_mask=old_mask, stdio=stdio)
         os.close(wfd)
         wfd = -1

@@ -17,14 +17,22 @@
  * "kind\x1fsyscall\x1ferrno\x1fmessage" (runner._error_from reads it) and the process exits
  * 125. Nothing is ever run when a step fails.
  *
- * Usage (only sandbox/native.py calls it):
- *   pypm-sandbox STATUS_FD SECCOMP_FD FLAGS UID GID IN_UID IN_GID ROOT CWD HOSTNAME SIGMASK
- *                NMOUNTS [KIND DST SRC FLAGS MODE]... -- ARGV...
+ * Usage (only sandbox/native.py and pypm/launch.py call it):
+ *   pypm-sandbox [--launch READ_FD NFALLBACK FALLBACK_ARGV...]
+ *                STATUS_FD SECCOMP_FD FLAGS UID GID IN_UID IN_GID ROOT CWD HOSTNAME SIGMASK
+ *                NENV [NAME=VALUE]... NMOUNTS [KIND DST SRC FLAGS MODE]... -- ARGV...
+ *   NENV entries are the command's whole environment.
  *   FLAGS: a string of letters: u m p n i t c (namespaces), P (die with parent), K (new
  *   keyring), D (disable nested user namespaces). Mount FLAGS: w (writable), o (optional),
  *   s (mirror a symlink), or "-" for none. MODE is octal. SRC is the bind source, the file's
  *   content or the symlink's target ("" when the kind has none). The command's environment
- *   is this program's own (the caller gives exactly the policy's).
+ *   is the plan's NENV entries, never this program's own.
+ *
+ *   --launch: pypm's entry point (pypm/launch.py) exec'd us in its place, for a run whose plan
+ *   it recorded earlier and found still valid. We are then the top of the tree: we read the
+ *   status pipe (READ_FD) and remove the temporary root ourselves, and when any step fails
+ *   we run FALLBACK_ARGV (pypm itself, told not to launch again) with our environment, which
+ *   sets the sandbox up the ordinary way and reports the failure properly.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -83,6 +91,12 @@
 #define EXIT_SETUP 125
 
 static int status_fd = -1;
+struct plan;
+/* --launch: set once the fallback command is known; a failure in this (the top) process
+ * then becomes pypm's own run instead of a report nobody reads. */
+static const struct plan *launch_plan;
+static pid_t outer_pid;
+__attribute__((noreturn)) static void fall_back(const struct plan *p);
 
 /* ------------------------------------------------------------------ reporting */
 
@@ -105,12 +119,16 @@ static void fail(int err, const char *message, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(label, sizeof label, fmt, ap);
     va_end(ap);
+    if (launch_plan && getpid() == outer_pid)
+        fall_back(launch_plan);
     report("setup", label, err, message);
     _exit(EXIT_SETUP);
 }
 
 __attribute__((noreturn))
 static void internal(const char *message) {
+    if (launch_plan && getpid() == outer_pid)
+        fall_back(launch_plan);
     report("internal", "pypm-sandbox", 0, message);
     _exit(EXIT_SETUP);
 }
@@ -129,10 +147,15 @@ struct plan {
     gid_t gid, in_gid;
     const char *root, *cwd, *hostname;
     sigset_t old_mask;
+    int nenv;
+    char **env;
     int nmounts;
     struct mountop *mounts;
     char **argv;
     int seccomp_fd;
+    /* --launch */
+    int launch, read_fd;
+    char **fallback;
 };
 
 static long parse_long(const char *s, int base) {
@@ -145,9 +168,26 @@ static long parse_long(const char *s, int base) {
 }
 
 static void parse(int argc, char **argv, struct plan *p) {
-    if (argc < 13)
-        internal("the plan is incomplete");
     int i = 1;
+    if (argc > 3 && strcmp(argv[1], "--launch") == 0) {
+        p->launch = 1;
+        p->read_fd = (int)parse_long(argv[2], 10);
+        long n = parse_long(argv[3], 10);
+        if (n < 1 || n > argc - 4)
+            internal("the fallback command is malformed");
+        /* NULL-terminated in place: the plan's first field overwrites nothing we need, it is
+         * copied to its own argv below. */
+        p->fallback = calloc((size_t)n + 1, sizeof *p->fallback);
+        if (!p->fallback)
+            internal("out of memory");
+        for (long k = 0; k < n; k++)
+            p->fallback[k] = argv[4 + k];
+        i = 4 + (int)n;
+        outer_pid = getpid();
+        launch_plan = p;
+    }
+    if (argc - i < 13)
+        internal("the plan is incomplete");
     status_fd = (int)parse_long(argv[i++], 10);
     p->seccomp_fd = (int)parse_long(argv[i++], 10);
     const char *flags = argv[i++];
@@ -182,6 +222,17 @@ static void parse(int argc, char **argv, struct plan *p) {
     for (int s = 1; s < 64; s++)
         if (mask & (1ULL << (s - 1)))
             sigaddset(&p->old_mask, s);
+    p->nenv = (int)parse_long(argv[i++], 10);
+    if (p->nenv < 0 || p->nenv > 100000 || i + p->nenv >= argc)
+        internal("the plan's environment is malformed");
+    p->env = calloc((size_t)p->nenv + 1, sizeof *p->env);
+    if (!p->env)
+        internal("out of memory");
+    for (int k = 0; k < p->nenv; k++) {
+        if (!strchr(argv[i], '='))
+            internal("the plan's environment is malformed");
+        p->env[k] = argv[i++];
+    }
     p->nmounts = (int)parse_long(argv[i++], 10);
     if (p->nmounts < 0 || p->nmounts > 100000 || i + 5 * p->nmounts >= argc)
         internal("the plan's mount list is malformed");
@@ -729,17 +780,20 @@ static void load_seccomp(int fd) {
         fail(EPERM, "the seccomp filter is not active", "prctl(PR_SET_SECCOMP)");
 }
 
-/* execvp without glibc's fallback to /bin/sh on ENOEXEC (runner._execvpe): the PATH is the
+/* execvpe without glibc's fallback to /bin/sh on ENOEXEC (runner._execvpe): the PATH is the
  * command's own, inside the sandbox; the error kept is the first that is not "no such file". */
-static int exec_command(char **argv) {
+static int exec_command(char **argv, char **env) {
     const char *file = argv[0];
     if (strchr(file, '/')) {
-        execv(file, argv);
+        execve(file, argv, env);
         return errno;
     }
-    const char *path = getenv("PATH");
+    const char *path = NULL;
+    for (char **e = env; *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            path = *e + 5;
     if (!path)
-        path = "/bin:/usr/bin";
+        path = "/bin:/usr/bin"; /* os.defpath */
     int saved = 0, last = ENOENT;
     char buf[PATH_MAX];
     for (const char *p = path;; ) {
@@ -749,7 +803,7 @@ static int exec_command(char **argv) {
             snprintf(buf, sizeof buf, "%s", file);
         else
             snprintf(buf, sizeof buf, "%.*s/%s", (int)n, p, file);
-        execv(buf, argv);
+        execve(buf, argv, env);
         last = errno;
         if (last != ENOENT && last != ENOTDIR && !saved)
             saved = last;
@@ -777,7 +831,7 @@ static void command(const struct plan *p) {
         signal(defaults[k], SIG_DFL);
     load_seccomp(p->seccomp_fd);
     sigprocmask(SIG_SETMASK, &p->old_mask, NULL);
-    int err = exec_command(p->argv);
+    int err = exec_command(p->argv, p->env);
     report("exec", "execve", err, p->argv[0]);
     _exit(err == ENOENT ? 127 : 126);
 }
@@ -821,6 +875,25 @@ static void init(const struct plan *p) {
     _exit(supervise(pid, 1));
 }
 
+/* --launch: a step failed before the command ran (or could not start at all). Remove the
+ * temporary root and become pypm, which is told not to launch (PYPM_NO_LAUNCHER=1): it
+ * builds the sandbox itself and reports whatever fails in its own words. */
+static void fall_back(const struct plan *p) {
+    launch_plan = NULL;
+    if (p->read_fd >= 0)
+        close(p->read_fd);
+    if (p->root)
+        rmdir(p->root);
+    /* pypm's own signal mask (the plan's SIGMASK once parsed; pypm runs with none blocked) */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, p->root ? &p->old_mask : &none, NULL);
+    if (setenv("PYPM_NO_LAUNCHER", "1", 1) == 0)
+        execv(p->fallback[0], p->fallback);
+    fprintf(stderr, "pypm: error: cannot run %s: %s\n", p->fallback[0], strerror(errno));
+    _exit(EXIT_SETUP);
+}
+
 int main(int argc, char **argv) {
     struct plan p;
     memset(&p, 0, sizeof p);
@@ -840,7 +913,9 @@ int main(int argc, char **argv) {
     sigaddset(&supervised, SIGQUIT);
     sigaddset(&supervised, SIGCHLD);
     sigprocmask(SIG_BLOCK, &supervised, NULL);
-    if (p.die_with_parent) {
+    if (p.die_with_parent && !p.launch) {
+        /* Started by the Python caller, which waits for us: die with it. (Launched in pypm's
+         * place we are the top process, like pypm itself.) */
         die_with_parent();
         if (!caller_alive())
             return EXIT_SETUP;
@@ -863,6 +938,8 @@ int main(int argc, char **argv) {
                 first = 0;
             }
         strcat(label, ")");
+        if (p.launch)
+            fall_back(&p);
         report("setup", label, errno, "");
         return EXIT_SETUP;
     }
@@ -871,5 +948,28 @@ int main(int argc, char **argv) {
     close(status_fd);
     if (p.seccomp_fd >= 0)
         close(p.seccomp_fd);
+    if (p.launch) {
+        /* What sandbox.caller does for the Python caller: wait until the command has been
+         * exec'd (EOF) or a step failed (a report), then remove the temporary root. */
+        char buf[512];
+        size_t got = 0;
+        for (;;) {
+            ssize_t n = read(p.read_fd, buf, sizeof buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+        close(p.read_fd);
+        p.read_fd = -1;
+        if (got) { /* nothing ran: let pypm set the sandbox up itself, and report */
+            int status;
+            while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            fall_back(&p);
+        }
+        rmdir(p.root);
+    }
     return supervise((pid_t)pid, 0);
 }

@@ -133,8 +133,9 @@ def plan_argv(exe: str, policy: Policy, argv: Sequence[str], *, status_fd: int, 
     flags += "D" if policy.disable_userns else ""
     in_uid = uid if policy.uid is None else policy.uid
     in_gid = gid if policy.gid is None else policy.gid
+    env = [f"{k}={v}" for k, v in policy.env]
     out = [exe, str(status_fd), str(seccomp_fd), flags, str(uid), str(gid), str(in_uid), str(in_gid), root,
-           policy.cwd, policy.hostname, _mask_hex(old_mask), str(len(policy.mounts))]
+           policy.cwd, policy.hostname, _mask_hex(old_mask), str(len(env)), *env, str(len(policy.mounts))]
     for m in policy.mounts:
         mflags = ("w" if m.writable else "") + ("o" if m.optional else "") + ("s" if m.mirror_symlink else "")
         out += [m.kind, m.dst, m.src or "", mflags or "-", format(m.mode, "o")]
@@ -158,7 +159,7 @@ def _programs_fd(programs: Sequence[bytes]) -> int:
     return fd
 
 
-def spawn(exe: str, policy: Policy, argv: Sequence[str], env: dict[str, str], programs: Sequence[bytes], *,
+def spawn(exe: str, policy: Policy, argv: Sequence[str], programs: Sequence[bytes], *,
           root: str, uid: int, gid: int, wfd: int, old_mask: object, stdio: tuple) -> int:
     """Start the helper for `policy` (the caller has blocked the supervised signals, which the
     helper inherits); returns its pid. The status pipe's write end `wfd` and the programs' fd
@@ -176,7 +177,8 @@ def spawn(exe: str, policy: Policy, argv: Sequence[str], env: dict[str, str], pr
                    if fd is not None and fd != target]
         try:
             # setsigdef: Python ignores SIGPIPE/SIGXFSZ and an ignored disposition survives execve.
-            return os.posix_spawn(exe, args, env, file_actions=actions,
+            # The command's environment travels in the plan; the helper itself needs none.
+            return os.posix_spawn(exe, args, {}, file_actions=actions,
                                   setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
         except OSError as e:
             raise SandboxError(f"cannot start the sandbox helper {exe}: {e.strerror}", syscall="posix_spawn",

@@ -85,7 +85,7 @@ def test_a_malformed_plan_runs_nothing(tmp_path) -> None:
     rfd, wfd = os.pipe()
     try:
         # 37 mounts announced, none given: refused before any namespace exists
-        p = subprocess.run([exe, str(wfd), "-1", "umpP", "0", "0", "0", "0", str(tmp_path), "/", "h", "0", "37",
+        p = subprocess.run([exe, str(wfd), "-1", "umpP", "0", "0", "0", "0", str(tmp_path), "/", "h", "0", "0", "37",
                             "--", "/bin/sh", "-c", f"touch {tmp_path}/ran"], pass_fds=(wfd,), timeout=30)
         os.close(wfd)
         wfd = -1
@@ -97,6 +97,6 @@ def test_a_malformed_plan_runs_nothing(tmp_path) -> None:
     assert p.returncode == 125 and report.startswith("internal\x1f") and "mount list" in report, report
     assert not (tmp_path / "ran").exists()
     # a plan that does not unshare the minimum is refused too (the same rule as sandbox.policy.Policy)
-    p = subprocess.run([exe, "2", "-1", "un", "0", "0", "0", "0", str(tmp_path), "/", "h", "0", "0", "--", "true"],
+    p = subprocess.run([exe, "2", "-1", "un", "0", "0", "0", "0", str(tmp_path), "/", "h", "0", "0", "0", "--", "true"],
                        capture_output=True, timeout=30)
     assert p.returncode == 125 and b"at least the user, mount and PID" in p.stderr

@@ -342,7 +342,9 @@ def test_the_sandboxed_hot_path_imports_nothing_heavy(pypm, app) -> None:
     project = app()
     r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project)
     assert r.returncode == 0, r.stderr
-    r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    # PYPM_NO_LAUNCHER: this is about the Python fast path (a replayed plan imports even less: test_launch.py)
+    r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project,
+             env={"PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"})
     assert r.returncode == 0, r.stderr
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "sandbox.caller" in imported  # it did run sandboxed, through the fast path
@@ -370,7 +372,9 @@ def test_the_sandboxed_hot_path_skips_the_cli_and_slow_stdlib_modules(pypm, app)
     project = app()
     r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project)  # compiles and caches the seccomp BPF
     assert r.returncode == 0, r.stderr
-    r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    # PYPM_NO_LAUNCHER: this is about the Python fast path (a replayed plan imports even less: test_launch.py)
+    r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project,
+             env={"PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"})
     assert r.returncode == 0, r.stderr
     names = [line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
     ours = names[names.index("pypm"):]

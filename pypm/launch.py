@@ -1,0 +1,269 @@
+"""`pypm run`'s launcher: a sandboxed run replayed from a recorded plan, by exec'ing the compiled helper in pypm's place.
+
+Why: a sandboxed `pypm run -- python -c pass` pays two Python start-ups (pypm's, the
+command's). Everything pypm's Python does between them (matching state.json, building the
+policy, compiling seccomp, waiting for the command) was ~12 ms; `uv run` is ~27 ms in all.
+So the first sandboxed run of a synced project records what it decided (`record`), and the
+next ones (`launch`), once every input of that decision is seen unchanged, exec the
+compiled helper (sandbox/helper.c) directly: pypm imports nothing of its own, builds no
+policy and does not wait; the helper is the process the caller waits for.
+
+What "unchanged" means: the same argv shape (`pypm run [flags] CMD...` with the same flags),
+working directory, uid/gid, every environment variable pypm reads on the way (the sandbox's
+allowlist, LC_*, the passthrough names of [tool.pypm.sandbox] env, PYPM_*, HOME, USER, SHELL,
+PATH, TMPDIR, PYTHONPATH, PYTHONHOME, XDG_CACHE_HOME: present or absent, same value), and the stat identity (device, inode,
+size, mtime and ctime in ns, mode) of every file the decision read: pyproject.toml,
+pypm.lock, the venv's state.json, pyvenv.cfg and interpreter links, its site-packages
+directories and .pth files, .git, /etc/passwd, the seccomp profile, the plugin files
+state.json names, the helper, and pypm's own modules on this path. Any difference, a file
+changed in the last ~0.1 s (file times are coarse: a later change could keep the same
+time), or any error: nothing is launched and pypm runs as without a launcher, which records
+a new plan. A ctime cannot be set back by an unprivileged user, so a file rewritten with
+its old size and mtime still differs.
+
+Where: `.venv/.pypm/run-plan`. The venv is read-only inside the sandbox, so a sandboxed
+command cannot change the plan its next run replays. If the helper cannot set the sandbox
+up (a bind source vanished, ...), it removes its temporary root and runs pypm again with
+PYPM_NO_LAUNCHER=1, which sets the sandbox up the ordinary way and reports the failure.
+
+This module runs on every `pypm run`: it imports nothing but `os` and `sys` on `launch`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Sequence
+
+__all__ = ["launch", "record", "PLAN_NAME", "NO_LAUNCHER_ENV"]
+
+PLAN_NAME = "run-plan"
+NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"
+_MAGIC = b"pypm-run-plan-1"
+_RECENT_NS = 100_000_000  # younger than this, a file's times cannot vouch for its content yet
+_FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be recorded for
+# pypm's own modules whose code decides the plan: a new pypm version records a new one.
+_CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "sandbox/policy.py",
+         "sandbox/host.py", "sandbox/seccomp.py", "sandbox/native.py", "sandbox/caller.py", "sandbox/helper.c")
+
+
+def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """(flags, command) of `run [flags] [--] CMD...`, or None."""
+    if not argv or argv[0] != "run":
+        return None
+    i, flags = 1, []
+    while i < len(argv) and argv[i] in _FLAGS:
+        flags.append(argv[i])
+        i += 1
+    if i < len(argv) and argv[i] == "--":
+        i += 1
+    cmd = list(argv[i:])
+    if not cmd or (cmd[0].startswith("-") and argv[i - 1] != "--"):
+        return None
+    return flags, cmd
+
+
+def _ident(path: str) -> bytes:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return b"-"
+    return b"%d:%d:%d:%d:%d:%o" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
+# Prefixes of variables pypm reads on the way to a sandbox (LC_*: passed in; PYPM_*: its own
+# settings, the runner choice and PYPM_NO_LAUNCHER among them).
+_ENV_PREFIXES = (b"LC_", b"PYPM_")
+# Besides the sandbox's allowlist and the passthrough names: what sandbox.host.caller,
+# venv_environment, the fast path's plugin check and the cache dir depend on.
+_ENV_READ = ("HOME", "USER", "SHELL", "PATH", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "XDG_CACHE_HOME")
+
+
+def _environ(names: frozenset[bytes]) -> list[bytes]:
+    """The part of the environment a plan depends on: every variable pypm reads to decide the
+    sandbox (the rest, like a benchmark's random padding or a shell's `_`, cannot change it)."""
+    return sorted(k + b"=" + v for k, v in os.environb.items() if k in names or k.startswith(_ENV_PREFIXES))
+
+
+def launch(argv: Sequence[str]) -> None:
+    """Exec the helper for `pypm run ...` when a recorded plan still holds; else return (nothing done)."""
+    parts = _split(argv)
+    if parts is None or NO_LAUNCHER_ENV in os.environ:
+        return
+    flags, cmd = parts
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return
+    root = cwd
+    while not os.path.isfile(root + "/pyproject.toml"):
+        parent = os.path.dirname(root)
+        if parent == root:
+            return
+        root = parent
+    try:
+        with open(os.path.join(root, ".venv", ".pypm", PLAN_NAME), "rb") as f:
+            fields = f.read().split(b"\0")
+    except OSError:
+        return
+    try:
+        plan = _parse(fields)
+    except (ValueError, IndexError):
+        return
+    if plan is None or plan["flags"] != " ".join(flags).encode() or plan["cwd"] != os.fsencode(cwd):
+        return
+    if plan["uid"] != os.getuid() or plan["gid"] != os.getgid() or plan["env"] != _environ(plan["names"]):
+        return
+    for path, ident in plan["idents"]:
+        if _ident(os.fsdecode(path)) != ident:
+            return
+    _exec(plan, list(argv), cmd)
+
+
+def _parse(fields: list[bytes]) -> dict[str, Any] | None:
+    if fields[0] != _MAGIC:
+        return None
+    it = iter(fields[1:])
+    plan: dict[str, Any] = {"flags": next(it), "cwd": next(it), "uid": int(next(it)), "gid": int(next(it))}
+    n = int(next(it))
+    plan["idents"] = [(next(it), next(it)) for _ in range(n)]
+    n = int(next(it))
+    plan["names"] = frozenset(next(it) for _ in range(n))
+    n = int(next(it))
+    plan["env"] = [next(it) for _ in range(n)]
+    plan["programs"] = bytes.fromhex(next(it).decode())
+    n = int(next(it))
+    plan["args"] = [next(it) for _ in range(n)]
+    if next(it) != b"end":
+        return None
+    return plan
+
+
+def _exec(plan: dict[str, Any], argv: list[str], cmd: list[str]) -> None:
+    """Become the helper. Every fd made here is closed again when anything fails."""
+    args = [os.fsdecode(a) for a in plan["args"]]
+    base = os.environ.get("TMPDIR") or "/tmp"
+    root = os.path.join(base, f"pypm-sandbox.{os.getpid()}.{os.urandom(6).hex()}")
+    made: list[int] = []
+    try:
+        os.mkdir(root, 0o700)
+    except OSError:
+        return
+    try:
+        rfd, wfd = os.pipe()  # both inherited: the helper reads one, its children write the other
+        made += [rfd, wfd]
+        sfd = -1
+        if plan["programs"]:
+            sfd = os.memfd_create("pypm-seccomp", 0)  # inherited by the helper, which closes it
+            made.append(sfd)
+            view = memoryview(plan["programs"])
+            while view:
+                view = view[os.write(sfd, view):]
+        os.set_inheritable(rfd, True)
+        os.set_inheritable(wfd, True)
+        if sfd >= 0:
+            os.set_inheritable(sfd, True)
+        args[1], args[2], args[8] = str(wfd), str(sfd), root  # native.plan_argv's layout
+        fallback = [sys.executable, "-m", "pypm", *argv]
+        for f in (sys.stdout, sys.stderr):
+            f.flush()
+        os.execv(args[0], [args[0], "--launch", str(rfd), str(len(fallback)), *fallback, *args[1:], "--", *cmd])
+    except OSError:
+        pass
+    for fd in made:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- recording
+
+def _identity_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> list[str]:
+    from sandbox.seccomp import profile_path
+
+    paths = [os.path.join(root, "pyproject.toml"), os.path.join(root, "pypm.lock"), os.path.join(root, ".venv"),
+             os.path.join(root, ".git"), os.path.join(venv, ".pypm", "state.json"), os.path.join(venv, "pyvenv.cfg"),
+             os.path.join(venv, "bin", "python"), os.path.realpath(os.path.join(venv, "bin", "python")),
+             "/etc/passwd", "/etc/group"]
+    lib = os.path.join(venv, "lib")
+    for py in sorted(os.listdir(lib)) if os.path.isdir(lib) else []:
+        site = os.path.join(lib, py, "site-packages")
+        if py.startswith("python") and os.path.isdir(site):
+            paths.append(site)
+            paths += [os.path.join(site, n) for n in sorted(os.listdir(site)) if n.endswith(".pth")]
+    if policy.seccomp:
+        paths.append(profile_path(policy.seccomp))
+    rec = tool.get("plugin-run")
+    if isinstance(rec, dict):
+        paths += [e[0] for e in rec.get("files") or () if isinstance(e, list) and e and isinstance(e[0], str)]
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths += [os.path.join(top, rel) for rel in _CODE]
+    return paths
+
+
+def record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str) -> bool:
+    """Write the plan that `launch` can replay for this run (atomically); False when this run
+    cannot be replayed (no compiled helper, the Python runner asked for, a file changed too
+    recently to vouch for, ...). Never raises: a run without a plan is only slower."""
+    try:
+        return _record(root, venv, flags, policy, tool, cache_dir)
+    except Exception:  # noqa: BLE001 - recording is an optimisation; the run goes on either way
+        return False
+
+
+def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str) -> bool:
+    import time
+
+    from sandbox import native
+    from sandbox.seccomp import programs_for
+
+    if NO_LAUNCHER_ENV in os.environ or os.environ.get(native.MODE_ENV, "") not in ("", "native"):
+        return False
+    from sandbox.policy import ENV_ALLOW_PREFIXES, ENV_ALLOWLIST
+
+    if any(not os.fsencode(p).startswith(_ENV_PREFIXES) for p in ENV_ALLOW_PREFIXES):
+        return False  # an allowlisted prefix the comparison would not cover
+    sb = tool.get("sandbox") if isinstance(tool.get("sandbox"), dict) else {}
+    passthrough = [str(e).partition("=")[0] for e in sb.get("env") or ()]
+    names = frozenset(os.fsencode(n) for n in (*ENV_ALLOWLIST, *_ENV_READ, *passthrough))
+    exe = native.helper(cache_dir)
+    if exe is None:
+        return False
+    now = time.time_ns()
+    paths = _identity_paths(root, venv, policy, tool) + [exe]
+    idents = []
+    for p in paths:
+        try:
+            st = os.lstat(p)
+            if now - max(st.st_mtime_ns, st.st_ctime_ns) < _RECENT_NS:
+                return False  # too fresh: the next run records it
+        except OSError:
+            pass
+        idents.append((os.fsencode(p), _ident(p)))
+    programs = b"".join(len(p).to_bytes(4, "little") + p for p in programs_for(policy.seccomp, cache_dir))
+    args = native.plan_argv(exe, policy, [], status_fd=-1, seccomp_fd=-1, root="ROOT", uid=os.getuid(),
+                            gid=os.getgid(), old_mask=())
+    args = args[:-1]  # without the "--" that plan_argv ends with (launch adds it before the command)
+    fields = [_MAGIC, " ".join(flags).encode(), os.fsencode(os.getcwd()), b"%d" % os.getuid(), b"%d" % os.getgid(),
+              b"%d" % len(idents)]
+    for p, ident in idents:
+        fields += [p, ident]
+    env = _environ(names)
+    fields += [b"%d" % len(names), *sorted(names), b"%d" % len(env), *env, programs.hex().encode(),
+               b"%d" % len(args), *map(os.fsencode, args), b"end"]
+    if any(b"\0" in f for f in fields):
+        return False
+    target = os.path.join(venv, ".pypm", PLAN_NAME)
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(b"\0".join(fields))
+    os.replace(tmp, target)
+    return True

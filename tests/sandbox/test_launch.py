@@ -1,0 +1,132 @@
+"""pypm.launch: a sandboxed `pypm run` replayed from its recorded plan by exec'ing the compiled helper,
+only while every input of the plan is unchanged; otherwise (and on any failure) the ordinary path."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_sync import write_lock, write_project
+
+PLAN = Path(".venv") / ".pypm" / "run-plan"
+SHOW = "import json, os, socket; print(json.dumps({'env': dict(os.environ), 'if': [n for _, n in socket.if_nameindex()]}))"
+
+
+@pytest.fixture
+def app(pypm, dists, index_server, tmp_path):
+    w = dists.wheel("greet", "1.0", modules={"greet/__init__.py": "NAME = 'greet'\n"})
+    server = index_server()
+
+    def make(tool: str = "") -> Path:
+        project = write_project(tmp_path / "proj", deps=["greet"], tool=tool)
+        write_lock(project, server, [w], main=["greet"])
+        pypm("sync", "--frozen", cwd=project, check=True)
+        return project
+
+    return make
+
+
+def _run(pypm, project: Path, *cmd: str, flags: tuple[str, ...] = ("--frozen",), env: dict | None = None):
+    """(launched?, CompletedProcess): whether the run was replayed by the launcher, seen from the
+    modules pypm's own interpreter imported (the command's environment has no PYTHONPROFILEIMPORTTIME)."""
+    r = pypm("run", *flags, "--", *cmd, cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1", **(env or {})})
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "pypm.launch" in imported, r.stderr
+    r.stderr = "\n".join(line for line in r.stderr.splitlines() if not line.startswith("import time:"))
+    return "pypm.run" not in imported, r
+
+
+def _recorded(pypm, project: Path, *cmd: str, env: dict | None = None) -> None:
+    """Run until a plan is recorded (a run right after a sync may find state.json too fresh)."""
+    for _ in range(3):
+        _, r = _run(pypm, project, *cmd, env=env)
+        assert r.returncode == 0, r.stderr
+        if (project / PLAN).exists():
+            return
+        time.sleep(0.15)
+    raise AssertionError("no plan was recorded")
+
+
+def test_a_recorded_plan_is_replayed_with_the_same_result(pypm, app) -> None:
+    project = app()
+    _recorded(pypm, project, "python", "-c", "pass")
+    launched, r = _run(pypm, project, "python", "-c", SHOW)
+    assert launched and r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["if"] == ["lo"] and out["env"]["PYPM_SANDBOX"] == "1"
+    assert out["env"]["VIRTUAL_ENV"] == str(project / ".venv")
+    os.environ.pop("PYPM_NO_LAUNCHER", None)
+    slow, r2 = _run(pypm, project, "python", "-c", SHOW, env={"PYPM_NO_LAUNCHER": "1"})
+    assert not slow and json.loads(r2.stdout) == out  # the ordinary path gives the command the same world
+    # exit codes and signals come through the launched helper as through pypm
+    launched, r = _run(pypm, project, "python", "-c", "raise SystemExit(7)")
+    assert launched and r.returncode == 7
+    launched, r = _run(pypm, project, "python", "-c", "import os; os.kill(os.getpid(), 15)")
+    assert launched and r.returncode == 128 + 15
+    launched, r = _run(pypm, project, "no-such-command")
+    assert r.returncode == 127 and "command not found" in r.stderr, r.stderr  # reported by pypm itself
+    assert not [n for n in os.listdir("/tmp") if n.startswith(f"pypm-sandbox.")
+                and os.stat(f"/tmp/{n}").st_uid == os.getuid() and not _alive(n)]
+
+
+def _alive(name: str) -> bool:
+    try:
+        os.kill(int(name.split(".")[1]), 0)
+        return True
+    except (ProcessLookupError, ValueError):
+        return False
+
+
+def test_a_changed_input_is_never_replayed(pypm, app) -> None:
+    project = app('\n[tool.pypm.sandbox]\nenv = ["PASSED_IN"]\n')
+    _recorded(pypm, project, "python", "-c", "pass")
+    # an unrelated variable (a benchmark's padding, a shell's $_) does not matter
+    launched, r = _run(pypm, project, "python", "-c", SHOW, env={"SOME_RANDOM_PADDING": "x" * 37})
+    assert launched and "SOME_RANDOM_PADDING" not in json.loads(r.stdout)["env"]
+    # an allowlisted or passed-through variable that changed (or appeared) does
+    launched, r = _run(pypm, project, "python", "-c", SHOW, env={"PASSED_IN": "yes", "TERM": "vt100-test"})
+    out = json.loads(r.stdout)["env"]
+    assert not launched and out["PASSED_IN"] == "yes" and out["TERM"] == "vt100-test"
+    # a changed pyproject.toml (here: the host's network) takes effect at once
+    text = (project / "pyproject.toml").read_text().replace('env = ["PASSED_IN"]', 'network = "host"')
+    (project / "pyproject.toml").write_text(text)
+    pypm("sync", "--frozen", cwd=project, check=True)
+    launched, r = _run(pypm, project, "python", "-c", SHOW)
+    assert not launched and json.loads(r.stdout)["if"] != ["lo"], r.stdout
+    # a re-sync (state.json rewritten) is not replayed either: the plan records state.json's identity
+    os.utime(project / ".venv" / ".pypm" / "state.json")
+    launched, r = _run(pypm, project, "python", "-c", "pass")
+    assert not launched and r.returncode == 0
+
+
+def test_a_failure_in_the_launched_helper_is_reported_by_pypm(pypm, app, tmp_path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    project = app(f'\n[tool.pypm.sandbox]\nro-bind = ["{shared}"]\n')
+    _recorded(pypm, project, "python", "-c", "pass")
+    shared.rmdir()  # the bind source is gone: the helper cannot set the sandbox up
+    launched, r = _run(pypm, project, "python", "-c", "print('must not run')")
+    want = pypm("run", "--frozen", "--", "python", "-c", "print('must not run')", cwd=project,
+                env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.returncode == want.returncode == 8, r.stderr
+    assert r.stdout == "" and "must not run" not in r.stdout
+    assert str(shared) in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == want.stderr.strip()
+
+
+def test_a_plan_is_only_replayed_for_the_same_flags_and_directory(pypm, app) -> None:
+    project = app()
+    (project / "sub").mkdir()
+    _recorded(pypm, project, "python", "-c", "pass")
+    launched, r = _run(pypm, project, "python", "-c", "pass", flags=("--frozen", "-q"))  # recorded: --frozen
+    assert not launched and r.returncode == 0
+    launched, r = _run(pypm, project / "sub", "python", "-c", "import os; print(os.getcwd())")
+    assert r.stdout.strip() == str(project / "sub")
+    # the plan in the venv is read-only inside the sandbox: the command cannot rewrite its next run
+    code = f"open({str(project / PLAN)!r}, 'ab')"
+    _, r = _run(pypm, project, "python", "-c", code)
+    assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr

@@ -21,8 +21,10 @@ time), or any error: nothing is launched and pypm runs as without a launcher, wh
 a new plan. A ctime cannot be set back by an unprivileged user, so a file rewritten with
 its old size and mtime still differs.
 
-Where: `.venv/.pypm/run-plan`. The venv is read-only inside the sandbox, so a sandboxed
-command cannot change the plan its next run replays. If the helper cannot set the sandbox
+Where: in the user's pypm cache (`run-plans/<sha256 of the project root>`), owned by the user
+and writable by nobody else, never inside the project: a plan is executed outside the
+sandbox, so a checked-out repository (or a sandboxed command, which can write the project)
+must not be able to plant one. The cache is not visible inside the sandbox. If the helper cannot set the sandbox
 up (a bind source vanished, ...), it removes its temporary root and runs pypm again with
 PYPM_NO_LAUNCHER=1, which sets the sandbox up the ordinary way and reports the failure.
 
@@ -38,9 +40,9 @@ TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Sequence
 
-__all__ = ["launch", "record", "PLAN_NAME", "NO_LAUNCHER_ENV"]
+__all__ = ["launch", "record", "plan_path", "PLANS_DIR", "NO_LAUNCHER_ENV"]
 
-PLAN_NAME = "run-plan"
+PLANS_DIR = "run-plans"
 NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"
 _MAGIC = b"pypm-run-plan-1"
 _RECENT_NS = 100_000_000  # younger than this, a file's times cannot vouch for its content yet
@@ -64,6 +66,24 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
     if not cmd or (cmd[0].startswith("-") and argv[i - 1] != "--"):
         return None
     return flags, cmd
+
+
+def _cache_dir() -> str:
+    # sandbox.seccomp.default_cache_dir (= pypm.config.cache_dir on Linux), without its import
+    env = os.environ.get("PYPM_CACHE_DIR")
+    if env:
+        return os.path.expanduser(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return os.path.join(xdg, "pypm") if xdg else os.path.join(os.path.expanduser("~"), ".cache", "pypm")
+
+
+def plan_path(root: str, cache_dir: str | None = None) -> str:
+    """Where the plan for the project at `root` lives (in the user's cache, never the project)."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # not hashlib: no OpenSSL here
+    except ImportError:  # pragma: no cover - other Python builds
+        from hashlib import sha256
+    return os.path.join(cache_dir or _cache_dir(), PLANS_DIR, sha256(os.fsencode(root)).hexdigest()[:32])
 
 
 def _ident(path: str) -> bytes:
@@ -105,7 +125,10 @@ def launch(argv: Sequence[str]) -> None:
             return
         root = parent
     try:
-        with open(os.path.join(root, ".venv", ".pypm", PLAN_NAME), "rb") as f:
+        with open(plan_path(root), "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return  # only a plan this user wrote, that nobody else could have changed
             fields = f.read().split(b"\0")
     except OSError:
         return
@@ -261,9 +284,11 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
                b"%d" % len(args), *map(os.fsencode, args), b"end"]
     if any(b"\0" in f for f in fields):
         return False
-    target = os.path.join(venv, ".pypm", PLAN_NAME)
+    target = plan_path(root, cache_dir)
+    os.makedirs(os.path.dirname(target), 0o700, exist_ok=True)
     tmp = f"{target}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as f:
         f.write(b"\0".join(fields))
     os.replace(tmp, target)
     return True

@@ -868,6 +868,12 @@ static void init(const struct plan *p) {
     if (pid == 0)
         command(p);
     close(status_fd);
+    /* init keeps no fd it does not need: the programs (the command has its own copy) and,
+     * launched, the status pipe's read end (the outer one reads it). */
+    if (p->seccomp_fd >= 0)
+        close(p->seccomp_fd);
+    if (p->launch && p->read_fd >= 0)
+        close(p->read_fd);
     /* PID 1 never runs foreign code, but the command must not be able to reach it either:
      * not dumpable (no ptrace, no /proc/1/mem) and as unprivileged as the command. */
     prctl_checked(PR_SET_DUMPABLE, 0, 0, "prctl(PR_SET_DUMPABLE)");

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pypm.launch import plan_path
 from tests.e2e.test_sync import write_lock, write_project
 
-PLAN = Path(".venv") / ".pypm" / "run-plan"
 SHOW = "import json, os, socket; print(json.dumps({'env': dict(os.environ), 'if': [n for _, n in socket.if_nameindex()]}))"
 
 
@@ -45,7 +45,7 @@ def _recorded(pypm, project: Path, *cmd: str, env: dict | None = None) -> None:
     for _ in range(3):
         _, r = _run(pypm, project, *cmd, env=env)
         assert r.returncode == 0, r.stderr
-        if (project / PLAN).exists():
+        if os.path.exists(plan_path(str(project), str(pypm.cache_dir))):
             return
         time.sleep(0.15)
     raise AssertionError("no plan was recorded")
@@ -126,7 +126,14 @@ def test_a_plan_is_only_replayed_for_the_same_flags_and_directory(pypm, app) -> 
     assert not launched and r.returncode == 0
     launched, r = _run(pypm, project / "sub", "python", "-c", "import os; print(os.getcwd())")
     assert r.stdout.strip() == str(project / "sub")
-    # the plan in the venv is read-only inside the sandbox: the command cannot rewrite its next run
-    code = f"open({str(project / PLAN)!r}, 'ab')"
-    _, r = _run(pypm, project, "python", "-c", code)
-    assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr
+    # the plan lives in the user's cache, which the sandbox does not show: a command cannot
+    # change what its next run replays outside the sandbox
+    plan = plan_path(str(project), str(pypm.cache_dir))
+    assert oct(os.stat(plan).st_mode & 0o777) == "0o600"
+    _, r = _run(pypm, project, "python", "-c", f"open({plan!r}, 'ab')")
+    assert r.returncode == 1 and "No such file or directory" in r.stderr, r.stderr
+    # ... and a plan planted where pypm would not write it, or writable by others, is ignored
+    os.chmod(plan, 0o666)
+    launched, r = _run(pypm, project, "python", "-c", "pass")
+    assert not launched and r.returncode == 0
+    assert oct(os.stat(plan).st_mode & 0o777) == "0o600"  # recorded again, properly

@@ -382,7 +382,9 @@ class _Lookahead:
             releases = finder.project_releases(name)
             pick = None
             for v, texts in releases.newest_first():
-                if not spec.contains(v, prereleases=bool(spec.prereleases)):  # pre-releases only if named
+                if v.is_prerelease and not spec.prereleases:  # pre-releases only if named
+                    continue
+                if not spec.contains(v, prereleases=True):
                     continue
                 files = [f for f in releases.files_of(texts) if f.yanked is None and self.s._why_dropped(f) is None]
                 if any(self._somewhere(f) for f in files):

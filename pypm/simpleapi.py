@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Iterable
 
-from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import IndexError_, IntegrityError
@@ -96,13 +96,30 @@ def parse_filename(filename: str) -> tuple[str, str, str] | None:
             return None  # a build tag starts with a digit
         version = _version(parts[1])
         return None if version is None else ("wheel", name, version)
-    try:
-        if filename.endswith((".tar.gz", ".zip")):
-            sname, sversion = parse_sdist_filename(filename)
-            return "sdist", str(sname), str(sversion)
-    except (InvalidSdistFilename, InvalidVersion):
+    if filename.endswith(".tar.gz"):
+        stem = filename[:-7]
+    elif filename.endswith(".zip"):
+        stem = filename[:-4]
+    else:
+        return None  # .egg, .exe, .tar.bz2, .msi ...: legacy formats nobody installs any more
+    # As packaging's parse_sdist_filename (the version after the last dash; a name before it),
+    # with the name and version normalisation memoised like the wheels'.
+    name_part, dash, version_part = stem.rpartition("-")
+    if not dash or not name_part:
         return None
-    return None  # .egg, .exe, .tar.bz2, .msi ...: legacy formats nobody installs any more
+    version = _version(version_part)
+    return None if version is None else ("sdist", _sdist_name(name_part), version)
+
+
+_SDIST_NAMES: dict[str, str] = {}
+
+
+def _sdist_name(part: str) -> str:
+    try:
+        return _SDIST_NAMES[part]
+    except KeyError:
+        canon = _SDIST_NAMES[part] = str(canonicalize_name(part))
+        return canon
 
 
 _DIGITS = frozenset("0123456789")

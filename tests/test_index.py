@@ -97,6 +97,22 @@ def test_parse_filename_agrees_with_packaging_on_wheel_names() -> None:
         assert parse_filename(name) == expected, name
 
 
+def test_parse_filename_agrees_with_packaging_on_sdist_names() -> None:
+    from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+    from packaging.version import InvalidVersion
+
+    names = ["foo-1.0.tar.gz", "Foo_Bar-01.0.zip", "foo-bar-2.0rc1.tar.gz", "foo.bar-1!2.0.post3.dev4+x.tar.gz",
+             "foo-notaversion.tar.gz", "foo.tar.gz", "foo-.zip", "foo--1.0.tar.gz", "foo-1.0-2.tar.gz",
+             "A.B-1.0.ZIP", "foo-1.0.tar.gz.asc"]
+    for name in names * 2:  # twice: the second answer comes from the memo
+        try:
+            n, v = parse_sdist_filename(name)
+            expected: tuple[str, str, str] | None = ("sdist", str(n), str(v))
+        except (InvalidSdistFilename, InvalidVersion):
+            expected = None
+        assert parse_filename(name) == expected, name
+
+
 def test_page_urls_resolve_like_urljoin() -> None:
     from urllib.parse import urljoin
 

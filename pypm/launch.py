@@ -16,7 +16,7 @@ size, mtime and ctime in ns, mode) of every file the decision read: pyproject.to
 pypm.lock, the venv's state.json, pyvenv.cfg and interpreter links, its site-packages
 directories and .pth files, .git, /etc/passwd, the seccomp profile, the plugin files
 state.json names, the helper, and pypm's own modules on this path. Any difference, a file
-changed in the last ~0.1 s (file times are coarse: a later change could keep the same
+changed in the last ~30 ms (file times are coarse: a later change could keep the same
 time), or any error: nothing is launched and pypm runs as without a launcher, which records
 a new plan. A ctime cannot be set back by an unprivileged user, so a file rewritten with
 its old size and mtime still differs.
@@ -45,7 +45,7 @@ __all__ = ["launch", "record", "plan_path", "PLANS_DIR", "NO_LAUNCHER_ENV"]
 PLANS_DIR = "run-plans"
 NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"
 _MAGIC = b"pypm-run-plan-1"
-_RECENT_NS = 100_000_000  # younger than this, a file's times cannot vouch for its content yet
+_RECENT_NS = 30_000_000  # younger than this (3 ticks at HZ=100), a file's times cannot vouch for its content yet
 _FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be recorded for
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "sandbox/policy.py",

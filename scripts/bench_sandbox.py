@@ -62,6 +62,10 @@ def _bwrap(venv: Path, project: Path, python_prefix: str) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", "--runs", type=int, default=20)
+    ap.add_argument("--pypm", choices=("venv", "host"), default="venv",
+                    help="venv (default): time the `pypm` command of a clean venv with this tree installed "
+                         "(what a user has); host: `python -m pypm` of this interpreter, whose site-packages "
+                         ".pth files may add tens of ms to every start")
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pypm-bench-sandbox-"))
     # Without PYTHONDONTWRITEBYTECODE: the warm-up run leaves .pyc files, as any install has.
@@ -71,8 +75,18 @@ def main() -> int:
                PIP_CONFIG_FILE=os.devnull, UV_PYTHON=sys.executable, UV_PYTHON_DOWNLOADS="never")
     try:
         proj = _project(tmp, "bench")
-        pypm = [sys.executable, "-m", "pypm"]
-        _run([*pypm, "sync", "--offline"], proj, env)
+        host_pypm = [sys.executable, "-m", "pypm"]
+        pypm = host_pypm
+        if opts.pypm == "venv":
+            tool = tmp / "pypm-venv"
+            _run([sys.executable, "-m", "venv", str(tool)], tmp, env)
+            # --no-deps: `pypm run` on a synced project needs nothing but the standard library
+            _run([str(tool / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+                  str(Path(__file__).resolve().parents[1])], tmp, env)
+            pypm = [str(tool / "bin" / "pypm")]
+        _run([*host_pypm, "sync", "--offline"], proj, env)
+        # compiles the seccomp programs into the cache (the --no-deps venv has no pyseccomp)
+        _run([*host_pypm, "run", "--", "python", "-c", "pass"], proj, env)
         venv = proj / ".venv"
         prefix = os.path.dirname(os.path.dirname(os.path.realpath(venv / "bin" / "python")))
         rows: dict[str, list[str] | str] = {
@@ -98,8 +112,9 @@ def main() -> int:
             rows["bwrap ... python -c pass"] = "skipped: bubblewrap is not installed (apt install bubblewrap)"
         cwd = {"uv run python -c pass": tmp / "bench-uv"}
         times: dict[str, list[float]] = {k: [] for k, v in rows.items() if isinstance(v, list)}
-        for name in times:  # warm up once (page cache, compiled seccomp program)
-            _run(rows[name], cwd.get(name, proj), env)  # type: ignore[arg-type]
+        for name in times:  # warm up (page cache, compiled seccomp program and helper, pypm's run plan)
+            for _ in range(2):
+                _run(rows[name], cwd.get(name, proj), env)  # type: ignore[arg-type]
         for _ in range(opts.runs):
             for name in times:
                 t = time.perf_counter()

@@ -215,7 +215,7 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
             installed = {n: dataclasses.replace(i, complete=False) for n, i in installed.items()}
         plan = make_plan(installed, wanted)
         if not (plan.is_noop and not created):
-            _apply(ctx, project, lock, plan, venv, interp, opts)
+            _apply(ctx, project, lock, plan, venv, interp, opts, fresh=created)
         want_state["installed"] = installed_record(venv, [layout.purelib, layout.platlib])
         # Touch no file when nothing changed: the state file is rewritten only if it differs.
         if read_state(venv) != want_state:
@@ -322,10 +322,15 @@ def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
     return ensure_lock(ctx, project, locked=opts.locked, frozen=opts.frozen, offline=opts.offline)
 
 
-def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any, opts: SyncOptions) -> None:
+def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any, opts: SyncOptions,
+           fresh: bool = False) -> None:
     """Fetch, verify, build and unpack everything first (so a bad download changes nothing),
     then change the venv: removals, replacements, installs. A wheel is unpacked into the store
-    as soon as its download is verified, while the others download (the store is not the venv)."""
+    as soon as its download is verified, while the others download (the store is not the venv).
+
+    `fresh`: the venv was created by this sync (it keeps its building marker until the sync is
+    done, and any failure removes it whole): then each package is installed as soon as its store
+    entry is ready, while the rest download and unpack -- a failure still leaves no venv behind."""
     import tempfile
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -373,6 +378,16 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         unpacks: dict[str, Future[Path]] = {}  # sha256 -> its store entry
         unpack_guard = threading.Lock()
         wheels_by_sha: dict[str, Any] = {}
+        pipelined = fresh and not plan.remove and not plan.replace
+        installer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypm-install") if pipelined else None
+        installs: list[Future[None]] = []
+
+        def install_when_ready(fut: Future[Any], w: Any, filename: str | None) -> None:
+            # (on the thread that finished `fut`): hand the ready tree to an install thread
+            if installer is not None and not fut.cancelled() and fut.exception() is None:
+                res = fut.result()
+                tree, fn = (res, filename) if filename is not None else res
+                installs.append(installer.submit(_install, tree, fn, w, project, venv, interp, opts))
 
         def start_unpack(sha: str, path: Path | None) -> None:
             w = wheels_by_sha.get(sha)
@@ -381,13 +396,16 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     return
                 unpacks[sha] = unpacker.submit(cache.unpack, w.file, package=w.name, wheel=path,
                                                recheck=w.name in damaged)
+            unpacks[sha].add_done_callback(lambda f: install_when_ready(f, w, w.file.filename))
 
+        ok = False
         try:
             for w in news:
                 if w.kind == "editable":
                     key = build_key("editable", str(project.root), w.token, interp.tags[0], *build_deps_key(w))
                     builds[w.name] = builder.submit(built, w, project.root, key, True,
                                                     f"the project {project.name} ({project.root})")
+                    builds[w.name].add_done_callback(lambda f, w=w: install_when_ready(f, w, None))
             fetch = plan.to_fetch()
             # A wheel whose unpacked store entry exists installs from that entry (re-checked
             # when repairing): hashing the wheel again on every warm sync only cost time, all of
@@ -408,6 +426,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     builds[w.name] = builder.submit(
                         built, w, got[w.file.sha256],  # the archive: build.py unpacks it at a fixed path
                         key, False, f"{w.name}=={w.version} ({w.file.filename})")
+                    builds[w.name].add_done_callback(lambda f, w=w: install_when_ready(f, w, None))
                 else:
                     to_unpack.append(w)
             for w in to_unpack:  # the ones not downloaded now: their store entries exist
@@ -416,10 +435,18 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                 unpacked[w.name] = (unpacks[w.file.sha256].result(), w.file.filename)
             for name, fut in builds.items():
                 unpacked[name] = fut.result()
+            ok = True
         finally:
             # On failure, builds and unpacks not yet started are dropped; running ones are waited for.
             unpacker.shutdown(wait=True, cancel_futures=True)
             builder.shutdown(wait=True, cancel_futures=True)
+            if installer is not None:  # every install was submitted by now (the callbacks ran)
+                installer.shutdown(wait=True, cancel_futures=not ok)
+    if installer is not None:
+        errors = [f.exception() for f in installs if not f.cancelled() and f.exception() is not None]
+        if errors:
+            raise errors[0]
+        return
 
     _drop_state(venv)
     for old in (*plan.remove, *(o for o, _ in plan.replace)):

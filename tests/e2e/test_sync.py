@@ -880,3 +880,20 @@ def test_the_recipe_is_not_used_when_anything_differs(pypm, small) -> None:
     # and the recipe that sync recorded serves the next fresh venv
     assert "pypm.cli" not in fresh_sync("sync", "--frozen")
     assert _venv_files(venv) == files
+
+
+def test_a_first_sync_installs_every_package_while_others_still_unpack(pypm, dists, index_server, tmp_path) -> None:
+    """A venv created by the sync installs each package as soon as its store entry is ready; the
+    sync returns only when every one is in (twelve wheels unpacked and installed on a few threads)."""
+    wheels = [dists.wheel(f"pkg{i:02d}", "1.0", modules={f"pkg{i:02d}/__init__.py": f"N = {i}\n",
+                                                         **{f"pkg{i:02d}/m{j}.py": "" for j in range(20)}})
+              for i in range(12)]
+    server = index_server()
+    names = [f"pkg{i:02d}" for i in range(12)]
+    project = write_project(tmp_path / "p", deps=names)
+    write_lock(project, server, wheels, main=names)
+    pypm("sync", "--frozen", cwd=project, check=True)
+    assert_venv_exact(project / ".venv", {n: "1.0" for n in names})
+    subprocess.run(["rm", "-rf", str(project / ".venv"), str(pypm.cache_dir / "syncs")], check=True)
+    pypm("sync", "--frozen", cwd=project, check=True)  # warm store, full path
+    assert_venv_exact(project / ".venv", {n: "1.0" for n in names})

@@ -425,6 +425,7 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         self.why: dict[str, tuple[Cand | None, Req]] = {}  # ident -> first (parent, requirement) seen
         # name -> (scope, pins) of its last look-up: why versions were excluded, worked out for a message
         self.excluded: dict[str, tuple[Bits, frozenset[Version]]] = {}
+        self._satisfied: dict[int, tuple[Req, dict[Version, bool]]] = {}
 
     # -- requirements out of metadata
     def make_reqs(self, texts: Iterable[str], extra: str, parent: Cand | None, where: str,
@@ -575,7 +576,15 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
         # were gathered for that scope only, so it must be pinned again (resolvelib re-pins it).
         if requirement.bits & ~candidate.scope:
             return False
-        return requirement.specifier.contains(candidate.version, prereleases=True)
+        # Memoised per requirement object (kept alive in the value, so its id is not reused):
+        # resolvelib re-checks every pin against every requirement each round, ~15k calls here.
+        hit = self._satisfied.get(id(requirement))
+        if hit is None:
+            hit = self._satisfied[id(requirement)] = (requirement, {})
+        ok = hit[1].get(candidate.version)
+        if ok is None:
+            ok = hit[1][candidate.version] = requirement.specifier.contains(candidate.version, prereleases=True)
+        return ok
 
     def get_dependencies(self, candidate: Cand) -> list[Req]:
         if candidate.name == PYTHON:

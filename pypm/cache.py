@@ -452,6 +452,9 @@ class Cache:
                 need.append((package, entry))
         if not need:
             return out
+        # Biggest first: the longest download (and the unpacking that follows it) starts at once
+        # instead of queueing behind small ones; it is most often the end of a cold sync.
+        need.sort(key=lambda pe: -(pe[1].size or 0))
 
         def fetch_one(e: FileEntry, package: str) -> Path:
             path = self.fetch(e, package=package, fetchers=fetchers, on_mismatch=on_mismatch, _progress=bar)

@@ -387,7 +387,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             if installer is not None and not fut.cancelled() and fut.exception() is None:
                 res = fut.result()
                 tree, fn = (res, filename) if filename is not None else res
-                installs.append(installer.submit(_install, tree, fn, w, project, venv, interp, opts))
+                installs.append(installer.submit(_install, tree, fn, w, project, venv, interp, opts, True))
 
         def start_unpack(sha: str, path: Path | None) -> None:
             w = wheels_by_sha.get(sha)
@@ -523,14 +523,18 @@ def _files_present(dist_info: Path) -> bool:
     return files_present(dist_info)
 
 
-def _install(tree: Path, filename: str, w: Any, project: Any, venv: Path, interp: Any, opts: SyncOptions) -> None:
+def _install(tree: Path, filename: str, w: Any, project: Any, venv: Path, interp: Any, opts: SyncOptions,
+             building: bool = False) -> None:
+    # `building`: the venv is this sync's own and still half-built (removed whole on failure):
+    # no per-dist journal needed
     from .installer import install_wheel
 
     direct_url = None
     if w.kind == "editable":  # PEP 610/660: record where the editable project lives
         direct_url = {"url": project.root.as_uri(), "dir_info": {"editable": True}}
     install_wheel(_layout(venv, interp), tree, wheel_filename=filename, wheel_sha256=w.token,
-                  link_mode=opts.link_mode, direct_url=direct_url, compile_bytecode=opts.compile)
+                  link_mode=opts.link_mode, direct_url=direct_url, compile_bytecode=opts.compile,
+                  journal=not building)
 
 
 def _uninstall(venv: Path, interp: Any, name: str) -> None:

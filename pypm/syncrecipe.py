@@ -244,7 +244,8 @@ def _build(venv: str, interp: Any, entries: list[tuple[list[str], str, Any]], st
 
         def install(job: tuple[list[str], str, Any]) -> None:
             (_name, _version, sha, filename), entry, _manifest = job
-            install_wheel(layout, Path(entry), wheel_filename=filename, wheel_sha256=sha)
+            install_wheel(layout, Path(entry), wheel_filename=filename, wheel_sha256=sha,
+                          journal=False)  # the venv is removed whole on any failure
 
         # Biggest first: the longest install starts at once instead of last, and its entry's
         # check (one stat per file: torch's 12k) runs beside it on the other thread -- the venv

@@ -309,3 +309,18 @@ def test_canonical_name_is_the_lock_models():
 
     for name in ("Foo", "foo_bar", "foo.bar-baz", "Foo__Bar..Baz", "A-B_C.D", "x", "zope.interface", "PyYAML"):
         assert installer.canonical_name(name) == lockfile.canonical_name(name)
+
+
+def test_without_a_journal_the_install_is_the_same(dists, venv, cache, tmp_path, interp):
+    """journal=False (a venv being built, removed whole on failure) writes no journal and installs
+    exactly what a journalled install does."""
+    w = rich_wheel(dists)
+    d = install(venv, cache, w, journal=False)
+    assert d.complete and not any((venv.root / JOURNAL_DIR).glob("*.json"))
+    other = create_venv(tmp_path / "other" / ".venv", interp)
+    install(other, cache, w)
+    assert tree(venv.root).keys() == tree(other.root).keys()
+    # the same RECORD but for the scripts, whose shebang names their own venv
+    rec = lambda v: [r for r in (v.purelib / "rich_pkg-1.0.dist-info" / "RECORD").read_text().splitlines()  # noqa: E731
+                     if not r.startswith("../../../bin/")]
+    assert rec(venv) == rec(other)

@@ -19,7 +19,8 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import IndexError_, IntegrityError
 
-__all__ = ["DistFile", "CoreMetadata", "Releases", "JSON_TYPE", "parse_filename", "parse_core_metadata"]
+__all__ = ["DistFile", "CoreMetadata", "Releases", "JSON_TYPE", "json_page_files", "parse_filename",
+           "parse_core_metadata"]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
@@ -325,6 +326,27 @@ def _dist_files(entries: Iterable[dict[str, Any]], source: tuple[str, str],
     return files
 
 
+def json_page_files(files: list[Any], name: str) -> list[tuple[str, str, tuple[Any, ...]]]:
+    """(kind, version, `_json_fields`) of each file of project `name` on a PEP 691 page, in page
+    order; items that are not files of it are left out. Plain tuples, strings, numbers, bools and
+    dicts of them: what the HTTP cache marshals beside the page (hand-rolled loop: the hot path of
+    a lock's page reading)."""
+    out = []
+    for f in files:
+        try:
+            fn = f["filename"]
+            url = f["url"]
+        except (TypeError, KeyError, IndexError):  # not an object, or one without those keys
+            continue
+        if type(fn) is not str or type(url) is not str:
+            continue
+        parsed = parse_filename(fn)
+        if parsed is None or parsed[1] != name:
+            continue
+        out.append((parsed[0], parsed[2], _json_fields(f)))
+    return out
+
+
 # What Releases keeps of a file until its release is asked for: its position among the project's
 # files, its kind, what it was read from (a PEP 691 item's `_json_fields`, an entry dict of an HTML
 # page, or a DistFile of a find-links listing), the page's URL (JSON items) and the source.
@@ -351,24 +373,21 @@ class Releases:
         self._lock = threading.Lock()  # two threads building one release would make two objects per file
 
     def add_json(self, files: list[Any], page_url: str, source: tuple[str, str]) -> None:
-        """The `files` of a PEP 691 page (hand-rolled loop: the hot path of a lock's page reading)."""
-        raw, seen, name, pos = self._raw, self._seen, self.name, self._count
-        for f in files:
-            try:
-                fn = f["filename"]
-                url = f["url"]
-            except (TypeError, KeyError, IndexError):  # not an object, or one without those keys
-                continue
-            if type(fn) is not str or type(url) is not str or fn in seen:
-                continue
-            parsed = parse_filename(fn)
-            if parsed is None or parsed[1] != name:
+        """The `files` of a PEP 691 page."""
+        self.add_files_of_page(json_page_files(files, self.name), page_url, source)
+
+    def add_files_of_page(self, files: list[Any], page_url: str, source: tuple[str, str]) -> None:
+        """A PEP 691 page's files as `json_page_files` gives them (perhaps from the HTTP cache)."""
+        raw, seen, pos = self._raw, self._seen, self._count
+        for kind, version, fields in files:
+            fn = fields[0]
+            if fn in seen:
                 continue
             seen.add(fn)
-            group = raw.get(parsed[2])
+            group = raw.get(version)
             if group is None:
-                group = raw[parsed[2]] = []
-            group.append((pos, parsed[0], _json_fields(f), page_url, source))
+                group = raw[version] = []
+            group.append((pos, kind, fields, page_url, source))
             pos += 1
         self._count = pos
 

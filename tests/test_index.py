@@ -755,3 +755,41 @@ def test_unchanged_page_without_validators_is_not_rewritten(client_factory, tmp_
         srv.shutdown()
         srv.server_close()
     assert client_factory([url], offline=True).project_releases("omega").versions() == ["1.0", "2.0"]
+
+
+def test_warm_page_reuses_its_parsed_files_from_the_cache(client_factory, tmp_path, monkeypatch) -> None:
+    # The page is fetched again each time (no validators), but when its body is the cached one
+    # its parsed files come from the cache entry instead of parsing the JSON again.
+    import json
+
+    from pypm import index
+
+    parses: list[int] = []
+    real = index.json_page_files
+    monkeypatch.setattr(index, "json_page_files", lambda files, name: parses.append(1) or real(files, name))
+
+    def page(*versions: str) -> bytes:
+        return json.dumps({"meta": {"api-version": "1.1"}, "name": "omega", "files": [
+            {"filename": f"omega-{v}-py3-none-any.whl", "url": f"https://f.test/omega-{v}-py3-none-any.whl",
+             "hashes": {"sha256": "ab" * 32}, "core-metadata": {"sha256": "cd" * 32}} for v in versions]}).encode()
+
+    _BareJSONIndex.pages = {"/simple/omega/": page("1.0", "2.0")}
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+    try:
+        first = client_factory([url]).project_files("omega")
+        assert len(parses) == 1
+        assert client_factory([url]).project_files("omega") == first and len(parses) == 1
+        (entry,) = (tmp_path / "cache" / "http").glob("*/*")
+        data = entry.read_bytes()
+        entry.write_bytes(data[:-20] + b"\x00" * 20)  # the parsed part damaged: parsed again, not fatal
+        assert client_factory([url]).project_files("omega") == first and len(parses) == 2
+        assert client_factory([url]).project_files("omega") == first and len(parses) == 2  # and stored again
+        _BareJSONIndex.pages = {"/simple/omega/": page("1.0", "2.0", "3.0")}  # a new body: parsed
+        assert [f.version for f in client_factory([url]).project_files("omega")] == ["1.0", "2.0", "3.0"]
+        assert len(parses) == 3
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert client_factory([url], offline=True).project_files("omega")[2].version == "3.0"

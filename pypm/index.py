@@ -96,12 +96,14 @@ class _Memo:
         return fut.result()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | list[bytes | memoryview]) -> None:
+    """Write `data` (or its parts, one after the other: no joined copy of a big entry) to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for part in [data] if isinstance(data, bytes) else data:
+                fh.write(part)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -159,13 +161,13 @@ class _Page:
         return (self.status, self.content_type, self.url, self.etag, self.last_modified, self.body) == \
             (other.status, other.content_type, other.url, other.etag, other.last_modified, other.body)
 
-    def dumps(self) -> bytes:
+    def dumps(self) -> list[bytes | memoryview]:
         # One file, header line then body (then the parsed files), replaced atomically: a reader
-        # sees old or new, never half.
+        # sees old or new, never half. In parts, written one after the other (no joined copy).
         head = {"v": _HTTP_CACHE_VERSION, "status": self.status, "content_type": self.content_type,
                 "url": self.url, "etag": self.etag, "last_modified": self.last_modified,
                 "expires": self.expires, "parsed": len(self.parsed or b"")}
-        return json.dumps(head).encode() + b"\n" + self.body + (self.parsed or b"")
+        return [json.dumps(head).encode() + b"\n", self.body, self.parsed or b""]
 
     @classmethod
     def load(cls, path: Path) -> _Page | None:
@@ -461,7 +463,7 @@ class IndexClient:
         for fut in [pool.submit(j) for j in jobs]:
             fut.exception()  # wait; the memo keeps the outcome for the real call
 
-    def _store(self, path: Path, data: bytes) -> None:
+    def _store(self, path: Path, data: bytes | list[bytes | memoryview]) -> None:
         """Write a cache entry; a cache that cannot be written costs speed, not the command."""
         try:
             _write_atomic(path, data)

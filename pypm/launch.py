@@ -46,6 +46,15 @@ PLANS_DIR = "run-plans"
 NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"
 _MAGIC = b"pypm-run-plan-1"
 _RECENT_NS = 30_000_000  # younger than this (3 ticks at HZ=100), a file's times cannot vouch for its content yet
+# When this process started deciding (set by `launch`, which pypm's entry point calls first): a
+# file changed after that may have been read before the change, so it cannot vouch for the plan.
+_started_ns: int | None = None
+
+
+def _now_ns() -> int:
+    import time  # a builtin module: no file to find or load
+
+    return time.time_ns()
 _FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be recorded for
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "sandbox/policy.py",
@@ -86,12 +95,38 @@ def plan_path(root: str, cache_dir: str | None = None) -> str:
     return os.path.join(cache_dir or _cache_dir(), PLANS_DIR, sha256(os.fsencode(root)).hexdigest()[:32])
 
 
+def _stat_ident(st: os.stat_result) -> bytes:
+    return b"%d:%d:%d:%d:%d:%o" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
 def _ident(path: str) -> bytes:
+    """The path's own identity and, for a symlink, where it leads and that file's identity:
+    a file edited through a link (pyproject.toml -> a shared file) leaves the link's lstat as
+    it was, and a link in the middle of a chain can be pointed elsewhere."""
     try:
         st = os.lstat(path)
     except OSError:
         return b"-"
-    return b"%d:%d:%d:%d:%d:%o" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+    out = _stat_ident(st)
+    if st.st_mode & 0o170000 == 0o120000:  # S_ISLNK, without importing stat
+        real = os.path.realpath(path)
+        try:
+            out += b">" + os.fsencode(real) + b">" + _stat_ident(os.stat(real))
+        except OSError:
+            out += b">-"
+    return out
+
+
+def _resolved(path: str) -> bytes:
+    """A resolve check ("=" + the realpath and whether it is a directory): what a bind source
+    or a .pth entry resolved to when the policy was decided (a symlink on the way may change)."""
+    real = os.path.realpath(path)
+    return b"=" + os.fsencode(real) + (b"/d" if os.path.isdir(real) else b"/-")
+
+
+def _check(path: bytes, ident: bytes) -> bool:
+    p = os.fsdecode(path)
+    return (_resolved(p) if ident[:1] == b"=" else _ident(p)) == ident
 
 
 # Prefixes of variables pypm reads on the way to a sandbox (LC_*: passed in; PYPM_*: its own
@@ -110,6 +145,8 @@ def _environ(names: frozenset[bytes]) -> list[bytes]:
 
 def launch(argv: Sequence[str]) -> None:
     """Exec the helper for `pypm run ...` when a recorded plan still holds; else return (nothing done)."""
+    global _started_ns
+    _started_ns = _now_ns()
     parts = _split(argv)
     if parts is None or NO_LAUNCHER_ENV in os.environ:
         return
@@ -141,7 +178,7 @@ def launch(argv: Sequence[str]) -> None:
     if plan["uid"] != os.getuid() or plan["gid"] != os.getgid() or plan["env"] != _environ(plan["names"]):
         return
     for path, ident in plan["idents"]:
-        if _ident(os.fsdecode(path)) != ident:
+        if not _check(path, ident):
             return
     _exec(plan, list(argv), cmd)
 
@@ -232,6 +269,34 @@ def _identity_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> 
     return paths
 
 
+def _resolve_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> list[str]:
+    """Paths the policy holds only in resolved form (sandbox.host.resolve_bind, pth_paths,
+    interpreter_prefixes, seccomp.profile_path): each is checked to resolve the same way."""
+    out = []
+    sb = tool.get("sandbox") if isinstance(tool.get("sandbox"), dict) else {}
+    for spec in [*(sb.get("bind") or ()), *(sb.get("ro-bind") or ())]:
+        out.append(os.path.join(root, os.path.expanduser(str(spec).partition(":")[0])))
+    lib = os.path.join(venv, "lib")
+    for py in sorted(os.listdir(lib)) if os.path.isdir(lib) else []:
+        site = os.path.join(lib, py, "site-packages")
+        if not (py.startswith("python") and os.path.isdir(site)):
+            continue
+        for n in sorted(os.listdir(site)):
+            if n.endswith(".pth"):
+                with open(os.path.join(site, n), encoding="utf-8", errors="replace") as f:
+                    lines = [line.strip() for line in f.read().splitlines()]
+                out += [os.path.join(site, line) for line in lines
+                        if line and not line.startswith(("#", "import ", "import\t"))]
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as f:
+            out += [v.strip() for k, sep, v in (line.partition("=") for line in f) if sep and k.strip() == "home"]
+    except OSError:
+        pass
+    if policy.seccomp and "/" in policy.seccomp:
+        out.append(os.path.expanduser(policy.seccomp))
+    return out
+
+
 def record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str) -> bool:
     """Write the plan that `launch` can replay for this run (atomically); False when this run
     cannot be replayed (no compiled helper, the Python runner asked for, a file changed too
@@ -260,17 +325,24 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     exe = native.helper(cache_dir)
     if exe is None:
         return False
-    now = time.time_ns()
+    # Measured from when this run began deciding, not from now: a file changed in between
+    # (after the decision read it) would otherwise vouch for a decision made from its old content.
+    since = min(time.time_ns(), _started_ns or time.time_ns())
     paths = _identity_paths(root, venv, policy, tool) + [exe]
     idents = []
     for p in paths:
         try:
             st = os.lstat(p)
-            if now - max(st.st_mtime_ns, st.st_ctime_ns) < _RECENT_NS:
+            if since - max(st.st_mtime_ns, st.st_ctime_ns) < _RECENT_NS:
                 return False  # too fresh: the next run records it
+            if st.st_mode & 0o170000 == 0o120000:
+                st = os.stat(p)
+                if since - max(st.st_mtime_ns, st.st_ctime_ns) < _RECENT_NS:
+                    return False
         except OSError:
             pass
         idents.append((os.fsencode(p), _ident(p)))
+    idents += [(os.fsencode(p), _resolved(p)) for p in _resolve_paths(root, venv, policy, tool)]
     programs = b"".join(len(p).to_bytes(4, "little") + p for p in programs_for(policy.seccomp, cache_dir))
     args = native.plan_argv(exe, policy, [], status_fd=-1, seccomp_fd=-1, root="ROOT", uid=os.getuid(),
                             gid=os.getgid(), old_mask=())

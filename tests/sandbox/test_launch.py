@@ -137,3 +137,35 @@ def test_a_plan_is_only_replayed_for_the_same_flags_and_directory(pypm, app) -> 
     launched, r = _run(pypm, project, "python", "-c", "pass")
     assert not launched and r.returncode == 0
     assert oct(os.stat(plan).st_mode & 0o777) == "0o600"  # recorded again, properly
+
+
+def test_an_input_behind_a_symlink_is_compared_by_its_target(pypm, app, tmp_path) -> None:
+    # pyproject.toml as a symlink to a file kept elsewhere: editing that file must take effect
+    # (the link's own lstat does not change), here by taking the host's network away again
+    project = app('\n[tool.pypm.sandbox]\nnetwork = "host"\n')
+    real = tmp_path / "shared-pyproject.toml"
+    os.rename(project / "pyproject.toml", real)
+    os.symlink(real, project / "pyproject.toml")
+    _recorded(pypm, project, "python", "-c", "pass")
+    launched, r = _run(pypm, project, "python", "-c", SHOW)
+    assert launched and json.loads(r.stdout)["if"] != ["lo"], r.stderr
+    real.write_text(real.read_text().replace('network = "host"', ""))
+    launched, r = _run(pypm, project, "python", "-c", SHOW)
+    assert not launched and json.loads(r.stdout)["if"] == ["lo"], (r.stdout, r.stderr)
+
+
+def test_a_bind_source_behind_a_symlink_is_resolved_again(pypm, app, tmp_path) -> None:
+    # [tool.pypm.sandbox] ro-bind = ["data:/data"] with data -> a: pointing data at b must
+    # bind b (the plan holds the resolved source, a, which the policy no longer names)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "which").write_text(name)
+    project = app('\n[tool.pypm.sandbox]\nro-bind = ["data:/data"]\n')
+    os.symlink(tmp_path / "a", project / "data")
+    _recorded(pypm, project, "python", "-c", "pass")
+    launched, r = _run(pypm, project, "cat", "/data/which")
+    assert launched and r.stdout == "a", r.stderr
+    os.unlink(project / "data")
+    os.symlink(tmp_path / "b", project / "data")
+    launched, r = _run(pypm, project, "cat", "/data/which")
+    assert not launched and r.stdout == "b", (r.stdout, r.stderr)

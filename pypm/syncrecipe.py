@@ -149,8 +149,14 @@ def _run_all(jobs: list[Any], fn: Any, workers: int) -> None:
     threads = [threading.Thread(target=work, name=f"pypm-install_{i}") for i in range(max(1, workers))]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException as e:  # Ctrl-C: no new job starts, and the running ones finish before the
+        errors.append(e)        # caller removes the venv (a makedirs still running would recreate it)
+        for t in threads:
+            t.join()
+        raise
     if errors:
         raise errors[0]
 

@@ -898,3 +898,36 @@ def test_a_first_sync_installs_every_package_while_others_still_unpack(pypm, dis
     subprocess.run(["rm", "-rf", str(project / ".venv"), str(pypm.cache_dir / "syncs")], check=True)
     pypm("sync", "--frozen", cwd=project, check=True)  # warm store, full path
     assert_venv_exact(project / ".venv", {n: "1.0" for n in names})
+
+
+def test_an_interrupted_rebuild_from_the_recipe_leaves_nothing_the_next_sync_trips_on(pypm, dists, index_server,
+                                                                                      tmp_path) -> None:
+    """Ctrl-C during the fresh-venv fast path: exit 130 and no .venv; kill -9: a venv still marked
+    as being built, which the next sync replaces. Either way the next sync builds it exactly."""
+    project, expected = _big_project(dists, index_server, tmp_path)
+    venv = project / ".venv"
+    pypm("sync", "--frozen", cwd=project, check=True)  # records the recipe
+    for sig, rc in ((signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)):
+        hit = False
+        for _attempt in range(5):
+            subprocess.run(["rm", "-rf", str(venv)], check=True)
+            proc = pypm.popen("sync", "--frozen", cwd=project)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                sp = list(venv.glob("lib/python3*/site-packages"))
+                if sp and any(sp[0].iterdir()):
+                    proc.send_signal(sig)
+                    break
+                time.sleep(0.0005)
+            _, err = proc.communicate(timeout=60)
+            if proc.returncode == rc:
+                hit = True
+                break
+        assert hit, f"could not interrupt the rebuild with signal {sig}"
+        if sig == signal.SIGINT:
+            assert not venv.exists(), "a half-built .venv was left behind"
+        else:
+            assert not venv.exists() or (venv / ".pypm-building").exists()
+        r = pypm("sync", "--frozen", cwd=project)
+        assert r.returncode == 0, r.stderr
+        assert_venv_exact(venv, expected)

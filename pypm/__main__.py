@@ -43,7 +43,7 @@ def _exit(rc: int) -> None:
     for f in (sys.stdout, sys.stderr):
         try:
             f.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: None, started with the fd closed
             pass
     os._exit(rc)
 

@@ -229,7 +229,8 @@ def _exec(plan: dict[str, Any], argv: list[str], cmd: list[str]) -> None:
         args[1], args[2], args[8] = str(wfd), str(sfd), root  # native.plan_argv's layout
         fallback = [sys.executable, "-m", "pypm", *argv]
         for f in (sys.stdout, sys.stderr):
-            f.flush()
+            if f is not None:  # None: pypm was started with that fd closed
+                f.flush()
         os.execv(args[0], [args[0], "--launch", str(rfd), str(len(fallback)), *fallback, *args[1:], "--", *cmd])
     except OSError:
         pass

@@ -825,6 +825,14 @@ static void command(const struct plan *p) {
      * status pipe can still carry an execve failure. */
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
         fail(errno, "", "close_range");
+    /* Our own pipe ends may sit at 0-2 (the caller was started with them closed, and a pipe
+     * takes the lowest free fds): they must not become the command's stdio. Without this,
+     * the command's stdout was the status pipe, and its output was taken for a setup
+     * failure after it ran (launched: it was run a second time). Closed stays closed. */
+    if (fcntl(status_fd, F_SETFD, FD_CLOEXEC) != 0)
+        fail(errno, "", "fcntl(status pipe, FD_CLOEXEC)");
+    if (p->launch && p->read_fd >= 0 && fcntl(p->read_fd, F_SETFD, FD_CLOEXEC) != 0)
+        fail(errno, "", "fcntl(status pipe, FD_CLOEXEC)");
     drop_privileges(1);
     static const int defaults[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE, SIGXFSZ};
     for (size_t k = 0; k < sizeof defaults / sizeof defaults[0]; k++)

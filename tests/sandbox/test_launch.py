@@ -169,3 +169,101 @@ def test_a_bind_source_behind_a_symlink_is_resolved_again(pypm, app, tmp_path) -
     os.symlink(tmp_path / "b", project / "data")
     launched, r = _run(pypm, project, "cat", "/data/which")
     assert not launched and r.stdout == "b", (r.stdout, r.stderr)
+
+
+FDS = "import os; print(sorted(int(n) for n in os.listdir('/proc/self/fd')))"
+READY = "import os, sys, time; print('ready', flush=True); time.sleep(60)"
+
+
+def _leftovers(pid: int, marker: str) -> list[str]:
+    """Processes whose command line holds `marker`, and temporary roots named after `pid`."""
+    procs = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    procs.append(d)
+        except (OSError, ValueError):
+            continue
+    return procs + [n for n in os.listdir("/tmp") if n.startswith(f"pypm-sandbox.{pid}.")]
+
+
+def _launched_popen(pypm, project: Path, marker: str):
+    p = pypm.popen("run", "--frozen", "--", "python", "-c", f"{READY} # {marker}", cwd=project)
+    assert p.stdout.readline() == "ready\n"
+    assert "sandbox-helper" in os.readlink(f"/proc/{p.pid}/exe")  # the launcher exec'd the helper
+    return p
+
+
+def test_a_launched_run_leaks_no_fd_and_ends_cleanly_on_signals(pypm, app) -> None:
+    project = app()
+    _recorded(pypm, project, "python", "-c", "pass")
+    launched, r = _run(pypm, project, "python", "-c", FDS)
+    assert launched and r.stdout.strip() == "[0, 1, 2, 3]", r.stdout  # 3: listdir's own
+    # kill -TERM of the top process is passed on; the command's status comes back
+    marker = f"term-{os.getpid()}-{time.time_ns()}"
+    p = _launched_popen(pypm, project, marker)
+    p.send_signal(15)
+    assert p.wait(timeout=20) == 128 + 15
+    assert not _leftovers(p.pid, marker)
+    # kill -9 of it leaves no process and no temporary root
+    marker = f"kill-{os.getpid()}-{time.time_ns()}"
+    p = _launched_popen(pypm, project, marker)
+    p.kill()
+    p.wait(timeout=20)
+    deadline = time.time() + 10
+    while _leftovers(p.pid, marker) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _leftovers(p.pid, marker)
+
+
+def test_ctrl_c_on_a_terminal_stops_a_launched_command(pypm, app) -> None:
+    import sys
+
+    import pexpect
+
+    project = app()
+    _recorded(pypm, project, "python", "-c", "pass")
+    marker = f"intr-{os.getpid()}-{time.time_ns()}"
+    term = pexpect.spawn(sys.executable, ["-m", "pypm", "run", "--frozen", "--", "python", "-c",
+                                          f"{READY} # {marker}"],
+                         cwd=str(project), env=pypm.env, timeout=30, encoding="utf-8")
+    try:
+        term.expect("ready")
+        assert "sandbox-helper" in os.readlink(f"/proc/{term.pid}/exe")
+        term.sendintr()
+        term.expect(pexpect.EOF)
+    finally:
+        term.close(force=True)
+    assert term.signalstatus is None and term.exitstatus == 130, (term.exitstatus, term.signalstatus)
+    assert not _leftovers(term.pid, marker)
+
+
+CLOSED = r"""
+import os
+with open("runs", "a") as f:
+    f.write("run\n")
+try:
+    os.write(1, b"to stdout")
+    w = "stdout open"
+except OSError:
+    w = "stdout closed"
+os.write(2, f"{w} {sorted(int(n) for n in os.listdir('/proc/self/fd'))}".encode())
+"""
+
+
+@pytest.mark.parametrize("launcher", [True, False])
+def test_closed_standard_fds_stay_closed_and_the_command_runs_once(pypm, app, launcher) -> None:
+    # pypm started with stdin and stdout closed: its status pipe takes fds 0 and 1, which the
+    # command must not inherit (its output would be taken for a setup failure: the launcher
+    # then ran the command a second time, the ordinary path reported an error after it ran)
+    import subprocess
+    import sys
+
+    project = app()
+    _recorded(pypm, project, "python", "-c", "pass")
+    env = {**pypm.env, **({} if launcher else {"PYPM_NO_LAUNCHER": "1"})}
+    r = subprocess.run(["sh", "-c", 'exec "$@" <&- >&-', "sh", sys.executable, "-m", "pypm", "run", "--frozen", "--",
+                        "python", "-c", CLOSED], cwd=project, env=env, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (project / "runs").read_text() == "run\n", r.stderr
+    assert r.returncode == 0 and r.stderr == "stdout closed [0, 2]", r.stderr  # 0: listdir's own

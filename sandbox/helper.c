@@ -799,11 +799,13 @@ static int exec_command(char **argv, char **env) {
     for (const char *p = path;; ) {
         const char *end = strchr(p, ':');
         size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n == 0)
-            snprintf(buf, sizeof buf, "%s", file);
+        int len = n == 0 ? snprintf(buf, sizeof buf, "%s", file)
+                         : snprintf(buf, sizeof buf, "%.*s/%s", (int)n, p, file);
+        /* Too long: never execve a truncated name (another file); the kernel's own answer. */
+        if (len < 0 || (size_t)len >= sizeof buf)
+            errno = ENAMETOOLONG;
         else
-            snprintf(buf, sizeof buf, "%.*s/%s", (int)n, p, file);
-        execve(buf, argv, env);
+            execve(buf, argv, env);
         last = errno;
         if (last != ENOENT && last != ENOTDIR && !saved)
             saved = last;

@@ -100,3 +100,21 @@ def test_a_malformed_plan_runs_nothing(tmp_path) -> None:
     p = subprocess.run([exe, "2", "-1", "un", "0", "0", "0", "0", str(tmp_path), "/", "h", "0", "0", "0", "--", "true"],
                        capture_output=True, timeout=30)
     assert p.returncode == 125 and b"at least the user, mount and PID" in p.stderr
+
+
+def test_a_path_entry_too_long_for_the_command_is_not_executed_truncated(tmp_path) -> None:
+    # PATH entry + "/" + name longer than PATH_MAX: helper.c's snprintf cut the name short and
+    # executed whatever file had the cut name; it must fail as execve would (ENAMETOOLONG: 126)
+    d = tmp_path / "p"
+    while len(str(d)) < 3950:
+        d = d / ("d" * min(240, 3950 - len(str(d)) - 1 or 1))
+    d.mkdir(parents=True)
+    name = "c" * 200
+    cut = name[:4095 - len(str(d)) - 1]
+    (d / cut).write_text("#!/bin/sh\necho ran-the-wrong-file\n")
+    os.chmod(d / cut, 0o755)
+    got = {}
+    for runner in ("native", "python"):
+        r = _sandbox(["--ro-bind", str(d), "--env", f"PATH={d}"], [name], cache=tmp_path / "cache", runner=runner)
+        got[runner] = (r.returncode, r.stdout)
+    assert got["native"] == got["python"] == (126, ""), got

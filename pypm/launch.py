@@ -161,11 +161,17 @@ def launch(argv: Sequence[str]) -> None:
         if parent == root:
             return
         root = parent
+    path = plan_path(root)
     try:
-        with open(plan_path(root), "rb") as f:
+        with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if st.st_uid != os.getuid() or st.st_mode & 0o022:
                 return  # only a plan this user wrote, that nobody else could have changed
+            # ... in a directory nobody else can write either (in a shared cache, another user
+            # could otherwise keep an old plan of ours aside and rename it back later)
+            dst = os.stat(os.path.dirname(path))
+            if dst.st_uid != os.getuid() or dst.st_mode & 0o022:
+                return
             fields = f.read().split(b"\0")
     except OSError:
         return

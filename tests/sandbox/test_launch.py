@@ -136,6 +136,11 @@ def test_a_plan_is_only_replayed_for_the_same_flags_and_directory(pypm, app) -> 
     os.chmod(plan, 0o666)
     launched, r = _run(pypm, project, "python", "-c", "pass")
     assert not launched and r.returncode == 0
+    # ... as is one in a directory others can write (they could swap an old plan back in)
+    os.chmod(os.path.dirname(plan), 0o777)
+    launched, r = _run(pypm, project, "python", "-c", "pass")
+    assert not launched and r.returncode == 0
+    os.chmod(os.path.dirname(plan), 0o700)
     assert oct(os.stat(plan).st_mode & 0o777) == "0o600"  # recorded again, properly
 
 

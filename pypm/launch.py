@@ -351,6 +351,9 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
         idents.append((os.fsencode(p), _ident(p)))
     idents += [(os.fsencode(p), _resolved(p)) for p in _resolve_paths(root, venv, policy, tool)]
     programs = b"".join(len(p).to_bytes(4, "little") + p for p in programs_for(policy.seccomp, cache_dir))
+    from sandbox.caller import protect_cache
+
+    policy = protect_cache(policy, cache_dir)  # as caller.run does: the plan mounts what a run would
     args = native.plan_argv(exe, policy, [], status_fd=-1, seccomp_fd=-1, root="ROOT", uid=os.getuid(),
                             gid=os.getgid(), old_mask=())
     args = args[:-1]  # without the "--" that plan_argv ends with (launch adds it before the command)

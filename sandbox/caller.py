@@ -48,11 +48,12 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
     mode = os.environ.get(native.MODE_ENV, "")
     if mode not in ("", "native", "python"):
         raise SandboxError(f"{native.MODE_ENV}={mode!r} is not a runner", hint='use "native" or "python" (or unset it)')
-    if mode != "python":
-        if cache_dir is None:
-            from .seccomp import default_cache_dir
+    if cache_dir is None:
+        from .seccomp import default_cache_dir
 
-            cache_dir = default_cache_dir()
+        cache_dir = default_cache_dir()
+    policy = protect_cache(policy, cache_dir)
+    if mode != "python":
         # The helper is one process started with posix_spawn; a caller with other threads
         # is fine for it, but keep one rule for both runners: threads -> the Python runner's
         # fork-then-unshare path, which is written for them.
@@ -69,6 +70,36 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
     from .runner import run as python_run  # ctypes and the syscall layer load only here
 
     return python_run(policy, argv, cache_dir=cache_dir, stdin=stdin, stdout=stdout, stderr=stderr)
+
+
+def protect_cache(policy: Policy, cache_dir: str) -> Policy:
+    """`policy` with pypm's cache bound read-only over itself wherever a writable bind shows it.
+
+    The cache holds what runs or loads outside the sandbox (the compiled helper, the launcher's
+    plans, compiled seccomp programs, the store whose files are linked into venvs): a command
+    that could write it would escape at the next `pypm run`. A cache inside the project (CI
+    setups keep it there) or below a writable --bind would be writable inside; this read-only
+    bind comes last, so it wins over the binds (even an explicit --bind of the cache itself).
+    """
+    real = os.path.realpath(cache_dir)
+    extra = []
+    for m in policy.mounts:
+        src = m.src or ""
+        if m.kind == "bind" and m.writable and src and (real == src or real.startswith(src.rstrip("/") + "/")):
+            inside = os.path.normpath(m.dst + "/" + real[len(src):])
+            extra.append((inside, real))
+    if not extra:
+        return policy
+    from .policy import Mount
+    from .record import replace
+
+    try:
+        os.makedirs(real, 0o700, exist_ok=True)  # a missing one could be made inside, then trusted outside
+    except OSError as e:
+        raise SandboxError(f"cannot create pypm's cache directory {real}", syscall="mkdir", errno=e.errno,
+                           hint="set PYPM_CACHE_DIR to a writable directory") from None
+    mounts = policy.mounts + tuple(Mount("bind", dst, src) for dst, src in extra)
+    return replace(policy, mounts=mounts)  # type: ignore[no-any-return]
 
 
 def _run_native(exe: str, policy: Policy, argv: Sequence[str], cache_dir: str, stdio: tuple) -> int:

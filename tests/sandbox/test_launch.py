@@ -45,7 +45,7 @@ def _recorded(pypm, project: Path, *cmd: str, env: dict | None = None) -> None:
     for _ in range(3):
         _, r = _run(pypm, project, *cmd, env=env)
         assert r.returncode == 0, r.stderr
-        if os.path.exists(plan_path(str(project), str(pypm.cache_dir))):
+        if os.path.exists(plan_path(str(project), (env or {}).get("PYPM_CACHE_DIR", str(pypm.cache_dir)))):
             return
         time.sleep(0.15)
     raise AssertionError("no plan was recorded")
@@ -272,3 +272,47 @@ def test_closed_standard_fds_stay_closed_and_the_command_runs_once(pypm, app, la
                         "python", "-c", CLOSED], cwd=project, env=env, stderr=subprocess.PIPE, text=True, timeout=60)
     assert (project / "runs").read_text() == "run\n", r.stderr
     assert r.returncode == 0 and r.stderr == "stdout closed [0, 2]", r.stderr  # 0: listdir's own
+
+
+PLANT = r"""
+import os, sys
+cache, marker = sys.argv[1], sys.argv[2]
+done = []
+for sub in ("sandbox-helper", "run-plans", "seccomp"):
+    d = os.path.join(cache, sub)
+    for n in os.listdir(d) if os.path.isdir(d) else []:
+        try:
+            with open(os.path.join(d, n), "w") as f:
+                f.write(f"#!/bin/sh\necho escaped > {marker}\n")
+            done.append(sub)
+        except OSError as e:
+            pass
+    try:
+        with open(os.path.join(d, "planted"), "w") as f:
+            f.write(f"#!/bin/sh\necho escaped > {marker}\n")
+        os.chmod(os.path.join(d, "planted"), 0o700)
+        done.append(sub + " (new file)")
+        for n in [n for n in os.listdir(d) if n != "planted"]:
+            os.rename(os.path.join(d, "planted"), os.path.join(d, n))  # over the helper itself
+            done.append(sub + " (replaced)")
+            break
+    except OSError:
+        pass
+print(sorted(set(done)))
+"""
+
+
+def test_a_cache_inside_the_project_is_read_only_in_the_sandbox(pypm, app, tmp_path) -> None:
+    # PYPM_CACHE_DIR inside the (writable) project, as CI caches often are: the sandboxed command
+    # must not be able to replace the compiled helper, a plan or a seccomp program, which the
+    # next `pypm run` executes or loads outside the sandbox
+    project = app()
+    cache = project / ".pypm-cache"
+    env = {"PYPM_CACHE_DIR": str(cache)}
+    _recorded(pypm, project, "python", "-c", "pass", env=env)
+    assert os.listdir(cache / "sandbox-helper") and os.listdir(cache / "run-plans")
+    marker = tmp_path / "escaped"
+    _, r = _run(pypm, project, "python", "-c", PLANT, str(cache), str(marker), env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+    _run(pypm, project, "python", "-c", "pass", env=env)
+    assert not marker.exists(), "the next run executed what the sandboxed command planted"

@@ -238,7 +238,7 @@ def _exec(plan: dict[str, Any], argv: list[str], cmd: list[str]) -> None:
             if f is not None:  # None: pypm was started with that fd closed
                 f.flush()
         os.execv(args[0], [args[0], "--launch", str(rfd), str(len(fallback)), *fallback, *args[1:], "--", *cmd])
-    except OSError:
+    except (OSError, IndexError, ValueError):  # IndexError: a damaged plan; the ordinary path runs
         pass
     for fd in made:
         try:

@@ -62,10 +62,22 @@ def helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
     d = os.path.join(cache_dir, "sandbox-helper")
     exe = os.path.join(d, _key(source))
     if os.access(exe, os.X_OK):
-        return exe
+        # It runs outside the sandbox: only one that this user built and nobody else can
+        # have replaced (a cache on a shared disk, a directory another user made first).
+        return exe if _ours(exe) and _ours(d) else None
     if not build_if_missing or os.path.exists(exe + ".failed"):
         return None
+    if os.path.isdir(d) and not _ours(d):
+        return None
     return build(source, exe)
+
+
+def _ours(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def _compiler() -> str | None:

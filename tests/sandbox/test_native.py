@@ -118,3 +118,18 @@ def test_a_path_entry_too_long_for_the_command_is_not_executed_truncated(tmp_pat
         r = _sandbox(["--ro-bind", str(d), "--env", f"PATH={d}"], [name], cache=tmp_path / "cache", runner=runner)
         got[runner] = (r.returncode, r.stdout)
     assert got["native"] == got["python"] == (126, ""), got
+
+
+def test_a_helper_someone_else_could_have_replaced_is_not_used(tmp_path) -> None:
+    exe = native.helper(str(tmp_path))
+    assert exe is not None
+    os.chmod(exe, 0o777)  # writable by others: it may not be what we built
+    assert native.helper(str(tmp_path)) is None
+    os.chmod(exe, 0o700)
+    os.chmod(os.path.dirname(exe), 0o777)  # in a directory others can write: likewise
+    assert native.helper(str(tmp_path)) is None
+    os.chmod(os.path.dirname(exe), 0o700)
+    os.chown(exe, 65534, 65534)  # built by another user
+    assert native.helper(str(tmp_path)) is None
+    os.chown(exe, os.getuid(), os.getgid())
+    assert native.helper(str(tmp_path)) == exe

@@ -502,6 +502,9 @@ class Cache:
         final = self.unpacked_path(entry.sha256)
         if final.is_dir() and (recheck or self._written_since_unpacked(final, entry.sha256)):
             with self._locked(entry.sha256):
+                # A file written after this moment gets a later mtime, even from the coarse clock
+                # file times come from (one tick, at most 10 ms, behind).
+                checked_from = time.time_ns() - 20_000_000
                 if final.is_dir() and not self._store_intact(final, entry.sha256):
                     self._note(f"the unpacked copy of {entry.filename} in the cache was modified "
                                f"(through a hard link from a venv?): extracting it again")
@@ -509,6 +512,17 @@ class Cache:
                     aside = final.parent / f".tmp-{entry.sha256}-old-{os.getpid()}-{threading.get_ident()}"
                     os.rename(final, aside)  # venvs linked to the old files keep them; new installs do not
                     shutil.rmtree(aside, ignore_errors=True)
+                elif final.is_dir():
+                    # Every byte matched the tree: what was written since unpacking kept its bytes
+                    # (a `touch`, an editor saving a file unchanged). Move the reference up to when
+                    # this check began, or every later sync would hash the whole entry again (and
+                    # the fresh-venv fast path, which only stats, would never take it).
+                    from .wheeltree import tree_path
+
+                    try:
+                        os.utime(tree_path(self.root, entry.sha256), ns=(checked_from, checked_from))
+                    except OSError:
+                        pass  # a read-only cache: checked again next time
         if final.is_dir():
             _touch(final)
             return final

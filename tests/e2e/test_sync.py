@@ -931,3 +931,25 @@ def test_an_interrupted_rebuild_from_the_recipe_leaves_nothing_the_next_sync_tri
         r = pypm("sync", "--frozen", cwd=project)
         assert r.returncode == 0, r.stderr
         assert_venv_exact(venv, expected)
+
+
+def test_a_store_file_touched_but_unchanged_is_hashed_once_not_on_every_sync(pypm, small) -> None:
+    """A store file with a later mtime and the same bytes (a `touch`, an editor saving it unchanged)
+    costs one hashing of its entry: the next fresh venv is built by the fast path again."""
+    project, _, _ = small
+    venv = project / ".venv"
+    pypm("sync", "--frozen", cwd=project, check=True)
+    [store] = [p for p in (pypm.cache_dir / "unpacked").rglob("beta/__init__.py")]
+    later = time.time_ns() + 2_000_000_000
+    os.utime(store, ns=(later, later))
+
+    def fresh_sync() -> set[str]:
+        subprocess.run(["rm", "-rf", str(venv)], check=True)
+        r = pypm("sync", "--frozen", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert r.returncode == 0, r.stderr
+        return _imported(r.stderr)
+
+    time.sleep(2.1)  # past the touched mtime: the moved reference must be later than it
+    assert "pypm.cli" in fresh_sync()  # written since unpacked: the full path hashes the entry
+    assert "pypm.cli" not in fresh_sync()  # intact, and now known to be: the fast path again
+    assert_venv_exact(venv, {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})

@@ -107,7 +107,7 @@ def _within(path: str, dirs: list[str]) -> bool:
 def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], args: argparse.Namespace,
                  *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None):  # -> sandbox.Policy
     """The policy for running a command of `project` (None: not loaded) with `venv`."""
-    from sandbox.host import caller, interpreter_prefixes, pth_paths, resolve_bind
+    from sandbox.host import caller, interpreter_prefixes, link_in, pth_paths, resolve_bind
     from sandbox.policy import python_policy
     from sandbox.seccomp import profile_path
 
@@ -136,8 +136,20 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
     visible = [real_root] + [d for _, d in binds + ro_binds]
     if not _within(cwd, visible):
         cwd = real_root
+    # A symlink inside a tree the sandbox can write may have been planted by an earlier
+    # sandboxed command: a bind source resolved through one would let it choose what this run
+    # binds in (its ~/.ssh). Refused for binds, skipped for .pth entries (host.link_in).
+    untrusted = ([real_root] if writable else []) + [s for s, _ in binds]
+    for spec, base, what in ([(b, root, "[tool.pypm.sandbox] bind/ro-bind") for b in (*cfg.bind, *cfg.ro_bind)]
+                             + [(b, cwd_host, "--bind/--ro-bind") for b in (*(getattr(args, "bind", None) or []),
+                                                                            *(getattr(args, "ro_bind", None) or []))]):
+        link = link_in(os.path.join(base, os.path.expanduser(spec.partition(":")[0])), untrusted)
+        if link is not None:
+            raise SandboxError(f"{what} {spec}: the way there goes through the symlink {link}, which a sandboxed "
+                               "command can write (it could point it anywhere)",
+                               hint="bind the link's target path directly, or make the project read-only")
     # Path dependencies installed editable (`../lib/src` in a .pth file) must be importable.
-    ro_binds += [(p, p) for p in pth_paths(real_venv) if not _within(p, visible)]
+    ro_binds += [(p, p) for p in pth_paths(real_venv, untrusted) if not _within(p, visible)]
     # .git read-only: a hook written into .git/hooks would run outside the sandbox at the
     # user's next commit. `--bind .git` still makes it writable (a later bind wins).
     git = os.path.join(real_root, ".git")

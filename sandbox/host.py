@@ -7,7 +7,11 @@ import os
 from .errors import SandboxError
 from .record import record
 
-__all__ = ["Caller", "caller", "interpreter_prefixes", "resolve_bind", "pth_paths"]
+TYPE_CHECKING = False  # typing costs ~2 ms at import; annotations are strings here
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Sequence
+
+__all__ = ["Caller", "caller", "interpreter_prefixes", "resolve_bind", "pth_paths", "link_in"]
 
 
 @record
@@ -68,9 +72,30 @@ def interpreter_prefixes(*, venv: str | None = None, python: str | None = None) 
     return out
 
 
-def pth_paths(venv: str) -> list[str]:
+def link_in(path: str, trees: Sequence[str]) -> str | None:
+    """The first symlink on the way to `path` that lies inside one of `trees` (real paths of
+    directories a sandboxed command can write, so it may have planted the link), or None.
+    Resolving through such a link on the host would let the command choose what the next
+    run binds in (its ~/.ssh, say)."""
+    if not trees:
+        return None
+    cur = "/"
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        cur = os.path.dirname(cur) if part == ".." else os.path.join(cur, part)
+        if os.path.islink(cur):
+            if any(cur.startswith(t.rstrip("/") + "/") for t in trees):
+                return cur
+            cur = os.path.realpath(cur)
+    return None
+
+
+def pth_paths(venv: str, untrusted: Sequence[str] = ()) -> list[str]:
     """Directories outside the venv that its .pth files put on sys.path (editable installs of
-    path dependencies: `../lib/src`), so the sandbox can bind them read-only."""
+    path dependencies: `../lib/src`), so the sandbox can bind them read-only. An entry reached
+    through a symlink inside `untrusted` (the writable project) is left out: it is visible
+    there already, and the link may have been planted (see link_in)."""
     out: list[str] = []
     real_venv = os.path.realpath(venv)
     pths = []
@@ -89,7 +114,10 @@ def pth_paths(venv: str) -> list[str]:
             line = line.strip()
             if not line or line.startswith(("#", "import ", "import\t")):
                 continue  # import lines run code; their paths cannot be known without running it
-            path = os.path.realpath(os.path.join(os.path.dirname(pth), line))
+            given = os.path.join(os.path.dirname(pth), line)
+            if untrusted and link_in(given, untrusted):
+                continue
+            path = os.path.realpath(given)
             if os.path.isdir(path) and not (path == real_venv or path.startswith(real_venv + "/")) and path not in out:
                 out.append(path)
     return out

@@ -160,18 +160,19 @@ def test_an_input_behind_a_symlink_is_compared_by_its_target(pypm, app, tmp_path
 
 
 def test_a_bind_source_behind_a_symlink_is_resolved_again(pypm, app, tmp_path) -> None:
-    # [tool.pypm.sandbox] ro-bind = ["data:/data"] with data -> a: pointing data at b must
-    # bind b (the plan holds the resolved source, a, which the policy no longer names)
+    # [tool.pypm.sandbox] ro-bind = ["../data:/data"] with ../data -> a (a link outside the
+    # project): pointing it at b must bind b (the plan holds the resolved source, a, which the
+    # policy no longer names)
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "which").write_text(name)
-    project = app('\n[tool.pypm.sandbox]\nro-bind = ["data:/data"]\n')
-    os.symlink(tmp_path / "a", project / "data")
+    project = app('\n[tool.pypm.sandbox]\nro-bind = ["../data:/data"]\n')
+    os.symlink(tmp_path / "a", tmp_path / "data")
     _recorded(pypm, project, "python", "-c", "pass")
     launched, r = _run(pypm, project, "cat", "/data/which")
     assert launched and r.stdout == "a", r.stderr
-    os.unlink(project / "data")
-    os.symlink(tmp_path / "b", project / "data")
+    os.unlink(tmp_path / "data")
+    os.symlink(tmp_path / "b", tmp_path / "data")
     launched, r = _run(pypm, project, "cat", "/data/which")
     assert not launched and r.stdout == "b", (r.stdout, r.stderr)
 
@@ -316,3 +317,26 @@ def test_a_cache_inside_the_project_is_read_only_in_the_sandbox(pypm, app, tmp_p
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
     _run(pypm, project, "python", "-c", "pass", env=env)
     assert not marker.exists(), "the next run executed what the sandboxed command planted"
+
+
+@pytest.mark.parametrize("via", ["pth", "bind"])
+def test_a_symlink_planted_in_the_project_does_not_widen_the_next_run(pypm, app, tmp_path, via) -> None:
+    # A path the policy binds from inside the writable project (an editable path dependency's
+    # source dir listed in a .pth file, or a [tool.pypm.sandbox] ro-bind of a project dir):
+    # the sandboxed command replaces it with a symlink to a host directory; the next run must
+    # not bind that directory in (it resolved the symlink on the host and bound the target)
+    secret = tmp_path / "host-secret"
+    secret.mkdir()
+    (secret / "key").write_text("private key\n")
+    project = app('\n[tool.pypm.sandbox]\nro-bind = ["libs/src:/data"]\n' if via == "bind" else "")
+    (project / "libs" / "src").mkdir(parents=True)
+    (project / "libs" / "src" / "mod.py").write_text("")
+    if via == "pth":
+        site = next((project / ".venv" / "lib").glob("python*/site-packages"))
+        (site / "_editable_libs.pth").write_text(str(project / "libs" / "src") + "\n")
+    plant = f"import os, shutil; shutil.rmtree('libs/src'); os.symlink({str(secret)!r}, 'libs/src')"
+    _, r = _run(pypm, project, "python", "-c", plant, env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.returncode == 0 and os.path.islink(project / "libs" / "src"), r.stderr
+    look = f"import os; print(os.path.exists({str(secret / 'key')!r}) or os.path.exists('/data/key'))"
+    _, r = _run(pypm, project, "python", "-c", look, env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.stdout.strip() == "False" or r.returncode == 8, (r.stdout, r.stderr)

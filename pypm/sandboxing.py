@@ -154,6 +154,11 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
     # user's next commit. `--bind .git` still makes it writable (a later bind wins).
     git = os.path.join(real_root, ".git")
     protect = [git] if writable and os.path.lexists(git) and not os.path.islink(git) else []
+    # pyproject.toml read-only too: it holds [tool.pypm.sandbox] (enabled, bind, network), which
+    # decides the next run's sandbox; a command that could write it could turn the sandbox off.
+    pyproject_file = os.path.join(real_root, "pyproject.toml")
+    if writable and os.path.isfile(pyproject_file) and not os.path.islink(pyproject_file):
+        protect.append(pyproject_file)
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:  # a prompt that says where you are, in the shell's own syntax
         if os.path.basename(env.get("SHELL", "")) == "zsh":

@@ -340,3 +340,17 @@ def test_a_symlink_planted_in_the_project_does_not_widen_the_next_run(pypm, app,
     look = f"import os; print(os.path.exists({str(secret / 'key')!r}) or os.path.exists('/data/key'))"
     _, r = _run(pypm, project, "python", "-c", look, env={"PYPM_NO_LAUNCHER": "1"})
     assert r.stdout.strip() == "False" or r.returncode == 8, (r.stdout, r.stderr)
+
+
+def test_a_sandboxed_command_cannot_turn_the_sandbox_off_for_the_next_run(pypm, app) -> None:
+    # [tool.pypm.sandbox] lives in the project's pyproject.toml: read-only inside (as .git is)
+    project = app()
+    edit = "open('pyproject.toml', 'a').write('\\n[tool.pypm.sandbox]\\nenabled = false\\n')"
+    _, r = _run(pypm, project, "python", "-c", edit, env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr
+    _, r = _run(pypm, project, "python", "-c", "import os; os.rename('pyproject.toml', 'x.toml')",
+                env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.returncode == 1 and "Device or resource busy" in r.stderr, r.stderr
+    _, r = _run(pypm, project, "python", "-c", "import os; print(os.environ.get('PYPM_SANDBOX'))",
+                env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.stdout.strip() == "1", (r.stdout, r.stderr)  # still sandboxed

@@ -607,6 +607,15 @@ class Cache:
         now = time.time() if now is None else now
         cutoff = now - max_age_days * 86400
         removed: list[Path] = []
+        syncs = self.root / "syncs"  # sync recipes (pypm.syncrecipe): rewritten by every sync that changes a venv
+        if syncs.is_dir():
+            for f in sorted(syncs.iterdir()):
+                try:
+                    if f.is_file() and f.stat().st_mtime < cutoff:
+                        f.unlink()
+                        removed.append(f)
+                except OSError:
+                    pass
         for kind in ("wheels", "unpacked"):
             base = self.root / kind
             if not base.is_dir():

@@ -549,3 +549,24 @@ def test_record_parse_rejects_malformed_rows():
 
 
 
+
+
+def test_prune_removes_old_install_manifests_and_sync_recipes_with_their_entries(dists, cache):
+    """An entry's install manifest goes with it; a sync recipe unused for the age goes too."""
+    from pypm.syncrecipe import recipe_path, write_recipe
+
+    w = dists.wheel("gone", "1.0")
+    e = entry_for(w)
+    p = cache.unpack(e)
+    manifest = p.with_name(p.name + ".install.json")
+    assert manifest.is_file()
+    write_recipe(cache.root, cache.root / "old-project", {"version": 1}, [("gone", "1.0", e.sha256, w.name)])
+    write_recipe(cache.root, cache.root / "new-project", {"version": 1}, [("gone", "1.0", e.sha256, w.name)])
+    old_recipe = Path(recipe_path(cache.root, cache.root / "old-project"))
+    long_ago = time.time() - 40 * 86400
+    os.utime(p, (long_ago, long_ago))
+    os.utime(old_recipe, (long_ago, long_ago))
+    removed = cache.prune(max_age_days=30)
+    assert not p.exists() and not manifest.exists() and p in removed
+    assert old_recipe in removed and not old_recipe.exists()
+    assert Path(recipe_path(cache.root, cache.root / "new-project")).is_file()

@@ -160,7 +160,8 @@ def plan_argv(exe: str, policy: Policy, argv: Sequence[str], *, status_fd: int, 
 
 
 def _programs_fd(programs: Sequence[bytes]) -> int:
-    """The seccomp programs in a sealed-off memory file the helper reads: "u32 length, bytes" each."""
+    """The seccomp programs in an anonymous memory file (no path: only the processes handed its fd can
+    write it, and they are ours until the command's execve) the helper reads: "u32 length, bytes" each."""
     if not programs:
         return -1
     fd = os.memfd_create("pypm-seccomp", os.MFD_CLOEXEC)

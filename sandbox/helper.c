@@ -921,6 +921,10 @@ int main(int argc, char **argv) {
      * no signal is lost before sigwaitinfo; block them again in case a caller did not:
      * sigwaitinfo only sees blocked signals (an unblocked SIGCHLD would be discarded). The
      * command gets the caller's own mask back (the plan's SIGMASK) just before its execve. */
+    /* Launched in pypm's place, the mask we inherited is pypm's own, which the ordinary path
+     * gives the command (the plan's SIGMASK was recorded by another process): keep it. */
+    if (p.launch)
+        sigprocmask(SIG_SETMASK, NULL, &p.old_mask);
     sigset_t supervised;
     sigemptyset(&supervised);
     sigaddset(&supervised, SIGINT);

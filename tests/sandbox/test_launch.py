@@ -354,3 +354,21 @@ def test_a_sandboxed_command_cannot_turn_the_sandbox_off_for_the_next_run(pypm, 
     _, r = _run(pypm, project, "python", "-c", "import os; print(os.environ.get('PYPM_SANDBOX'))",
                 env={"PYPM_NO_LAUNCHER": "1"})
     assert r.stdout.strip() == "1", (r.stdout, r.stderr)  # still sandboxed
+
+
+def test_a_launched_command_inherits_the_callers_signal_mask(pypm, app) -> None:
+    # the ordinary path gives the command pypm's own signal mask; the plan recorded an empty one
+    import signal
+    import subprocess
+    import sys
+
+    project = app()
+    _recorded(pypm, project, "python", "-c", "pass")
+    show = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('SigBlk')][0])"
+    out = {}
+    for name, extra in (("launched", {}), ("ordinary", {"PYPM_NO_LAUNCHER": "1"})):
+        r = subprocess.run([sys.executable, "-m", "pypm", "run", "--frozen", "--", "python", "-c", show], cwd=project,
+                           env={**pypm.env, **extra}, capture_output=True, text=True, timeout=60,
+                           preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1}))
+        out[name] = r.stdout.strip()
+    assert out["launched"] == out["ordinary"] == format(1 << (signal.SIGUSR1 - 1), "016x"), out

@@ -154,6 +154,13 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
     # user's next commit. `--bind .git` still makes it writable (a later bind wins).
     git = os.path.join(real_root, ".git")
     protect = [git] if writable and os.path.lexists(git) and not os.path.islink(git) else []
+    # .venv as a symlink in a writable project: the command could point it at a venv of its
+    # own whose state.json says "sandbox-enabled": false, and the next run would trust it.
+    dot_venv = os.path.join(real_root, ".venv")
+    if writable and os.path.islink(dot_venv):
+        raise SandboxError(f"{dot_venv} is a symlink inside the writable project: a sandboxed command could point "
+                           "it at another venv, which the next run would trust",
+                           hint="make .venv a directory (pypm sync recreates it), or run with --read-only-project")
     # pyproject.toml read-only too: it holds [tool.pypm.sandbox] (enabled, bind, network), which
     # decides the next run's sandbox; a command that could write it could turn the sandbox off.
     pyproject_file = os.path.join(real_root, "pyproject.toml")

@@ -372,3 +372,35 @@ def test_a_launched_command_inherits_the_callers_signal_mask(pypm, app) -> None:
                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1}))
         out[name] = r.stdout.strip()
     assert out["launched"] == out["ordinary"] == format(1 << (signal.SIGUSR1 - 1), "016x"), out
+
+
+PLANT_VENV = r"""
+import json, os, shutil, sys
+marker = sys.argv[1]
+evil = os.path.abspath("evil-venv")
+os.makedirs(evil + "/.pypm"); os.makedirs(evil + "/bin")
+state = json.load(open(".venv/.pypm/state.json"))
+state["tool"]["sandbox-enabled"] = False
+json.dump(state, open(evil + "/.pypm/state.json", "w"))
+with open(evil + "/bin/python", "w") as f:
+    f.write(f"#!/bin/sh\necho escaped > {marker}\n")
+os.chmod(evil + "/bin/python", 0o755)
+os.unlink(".venv"); os.symlink(evil, ".venv")
+"""
+
+
+def test_a_venv_symlink_in_the_project_cannot_be_pointed_at_an_unsandboxed_venv(pypm, app, tmp_path) -> None:
+    # with .venv a symlink inside the writable project, a sandboxed command could point it at a
+    # venv whose state.json says sandbox-enabled = false (the next run then ran its python
+    # outside): such a project is not run sandboxed with a writable project at all
+    project = app()
+    os.rename(project / ".venv", tmp_path / "venv-elsewhere")
+    os.symlink(tmp_path / "venv-elsewhere", project / ".venv")
+    marker = tmp_path / "escaped"
+    _, r = _run(pypm, project, "python", "-c", PLANT_VENV, str(marker), env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.returncode == 8 and "is a symlink inside the writable project" in r.stderr and "hint:" in r.stderr
+    assert os.path.realpath(project / ".venv") == str(tmp_path / "venv-elsewhere")
+    r = pypm("run", "--frozen", "--read-only-project", "--", "python", "-c", PLANT_VENV, str(marker), cwd=project)
+    assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr  # nothing planted
+    _run(pypm, project, "python", "-c", "pass", env={"PYPM_NO_LAUNCHER": "1"})
+    assert not marker.exists(), "the next run ran the planted venv's python outside the sandbox"

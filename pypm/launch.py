@@ -49,16 +49,16 @@ _RECENT_NS = 30_000_000  # younger than this (3 ticks at HZ=100), a file's times
 # When this process started deciding (set by `launch`, which pypm's entry point calls first): a
 # file changed after that may have been read before the change, so it cannot vouch for the plan.
 _started_ns: int | None = None
+_FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be recorded for
+# pypm's own modules whose code decides the plan: a new pypm version records a new one.
+_CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "sandbox/policy.py",
+         "sandbox/host.py", "sandbox/seccomp.py", "sandbox/native.py", "sandbox/caller.py", "sandbox/helper.c")
 
 
 def _now_ns() -> int:
     import time  # a builtin module: no file to find or load
 
     return time.time_ns()
-_FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be recorded for
-# pypm's own modules whose code decides the plan: a new pypm version records a new one.
-_CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "sandbox/policy.py",
-         "sandbox/host.py", "sandbox/seccomp.py", "sandbox/native.py", "sandbox/caller.py", "sandbox/helper.c")
 
 
 def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:

@@ -258,7 +258,7 @@ os.write(2, f"{w} {sorted(int(n) for n in os.listdir('/proc/self/fd'))}".encode(
 """
 
 
-@pytest.mark.parametrize("launcher", [True, False])
+@pytest.mark.parametrize("launcher", [True, False, "python-runner"])
 def test_closed_standard_fds_stay_closed_and_the_command_runs_once(pypm, app, launcher) -> None:
     # pypm started with stdin and stdout closed: its status pipe takes fds 0 and 1, which the
     # command must not inherit (its output would be taken for a setup failure: the launcher
@@ -268,7 +268,9 @@ def test_closed_standard_fds_stay_closed_and_the_command_runs_once(pypm, app, la
 
     project = app()
     _recorded(pypm, project, "python", "-c", "pass")
-    env = {**pypm.env, **({} if launcher else {"PYPM_NO_LAUNCHER": "1"})}
+    env = {**pypm.env, **({} if launcher is True else {"PYPM_NO_LAUNCHER": "1"})}
+    if launcher == "python-runner":
+        env["PYPM_SANDBOX_RUNNER"] = "python"
     r = subprocess.run(["sh", "-c", 'exec "$@" <&- >&-', "sh", sys.executable, "-m", "pypm", "run", "--frozen", "--",
                         "python", "-c", CLOSED], cwd=project, env=env, stderr=subprocess.PIPE, text=True, timeout=60)
     assert (project / "runs").read_text() == "run\n", r.stderr

@@ -133,3 +133,35 @@ def test_a_helper_someone_else_could_have_replaced_is_not_used(tmp_path) -> None
     assert native.helper(str(tmp_path)) is None
     os.chown(exe, os.getuid(), os.getgid())
     assert native.helper(str(tmp_path)) == exe
+
+
+def test_the_helper_is_clean_under_address_and_undefined_behaviour_sanitizers(tmp_path) -> None:
+    # helper.c built with -fsanitize=address,undefined runs a real sandbox and refuses damaged
+    # plans without a sanitizer report (they exit 99/98 and print "Sanitizer"/"runtime error")
+    from sandbox.policy import python_policy
+
+    opts = tmp_path / "opts.c"
+    opts.write_text('const char *__asan_default_options(void) { return "detect_leaks=0:exitcode=99"; }\n'
+                    'const char *__ubsan_default_options(void) { return "halt_on_error=1:exitcode=98"; }\n')
+    exe = tmp_path / "helper-asan"
+    r = subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-Wall", "-Wextra", "-o", str(exe),
+                        native.SOURCE, str(opts)], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        pytest.skip(f"this gcc cannot build with sanitizers: {r.stderr[-300:]}")
+    policy = python_policy(uid=os.getuid(), gid=os.getgid(), user="u", home="/home/u", host_env={"PATH": "/usr/bin"},
+                           cwd="/", profile=None)
+    root = tmp_path / "root"
+    root.mkdir()
+    good = native.plan_argv(str(exe), policy, ["sh", "-c", "echo ran"], status_fd=2, seccomp_fd=-1, root=str(root),
+                            uid=os.getuid(), gid=os.getgid(), old_mask=())
+    damaged = [good[:5], good[:14] + ["99999", "--", "true"], good[:3] + ["umpX"] + good[4:],
+               good[:12] + ["-1"] + good[13:], [str(exe), "--launch", "-1", "1", "/bin/false", *good[1:12], "zz", *good[13:]],
+               good[:-3] + ["/" + "a" * 5000] + good[-2:]]
+    for i, args in enumerate([good, *damaged]):
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60, env={})
+        assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr and r.returncode not in (98, 99), \
+            (i, r.returncode, r.stderr[-2000:])
+        if i == 0:
+            assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+        else:
+            assert "ran" not in r.stdout and r.returncode in (1, 125), (i, r.returncode, r.stderr[-500:])

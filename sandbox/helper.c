@@ -35,6 +35,7 @@
  *   sets the sandbox up the ordinary way and reports the failure properly.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -691,6 +692,20 @@ static int caller_alive(void) {
     return !(pfd.revents & (POLLERR | POLLNVAL));
 }
 
+/* The lifeline: a pipe whose write end only the outer process holds (init closes its copy
+ * first thing). Init's parent is the outer one; when the outer dies before init has set
+ * PR_SET_PDEATHSIG, the signal never comes and caller_alive() cannot tell (launched, init
+ * holds the status pipe's read end itself; otherwise the caller above may still be alive):
+ * a hang-up on the lifeline can. */
+static int lifeline[2] = {-1, -1};
+
+static int outer_alive(void) {
+    struct pollfd pfd = {.fd = lifeline[0], .events = POLLIN};
+    if (poll(&pfd, 1, 0) < 0)
+        return 0;
+    return !(pfd.revents & (POLLHUP | POLLERR | POLLNVAL));
+}
+
 /* ------------------------------------------------------------------ waiting */
 
 static int exit_code(int status) {
@@ -850,11 +865,13 @@ static void command(const struct plan *p) {
 
 __attribute__((noreturn))
 static void init(const struct plan *p) {
+    close(lifeline[1]);
     if (p->die_with_parent) {
         die_with_parent();
-        if (!caller_alive())
+        if (!outer_alive() || !caller_alive())
             _exit(EXIT_SETUP);
     }
+    close(lifeline[0]);
     /* Map the caller's ids (to themselves, or to 0 with --root) and nothing else. setgroups
      * is denied first: needed before an unprivileged gid_map, and it stops the command from
      * dropping a supplementary group to get past a deny ACL. */
@@ -910,6 +927,35 @@ static void fall_back(const struct plan *p) {
     _exit(EXIT_SETUP);
 }
 
+/* --launch, once the command runs: remove the empty temporary roots that runs killed during
+ * their setup left beside ours (owned by us, named after a process that is gone), as
+ * sandbox.caller._sweep does for the ordinary path. rmdir never removes content. */
+static void sweep_roots(const char *root) {
+    char base[PATH_MAX];
+    snprintf(base, sizeof base, "%s", root);
+    char *slash = strrchr(base, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    DIR *d = opendir(slash == base ? "/" : base);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        static const char prefix[] = "pypm-sandbox.";
+        if (strncmp(e->d_name, prefix, sizeof prefix - 1) != 0)
+            continue;
+        char *end;
+        long pid = strtol(e->d_name + sizeof prefix - 1, &end, 10);
+        struct stat st;
+        if (pid <= 0 || *end != '.' || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISDIR(st.st_mode) || st.st_uid != getuid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
+    }
+    closedir(d);
+}
+
 int main(int argc, char **argv) {
     struct plan p;
     memset(&p, 0, sizeof p);
@@ -940,6 +986,12 @@ int main(int argc, char **argv) {
         if (!caller_alive())
             return EXIT_SETUP;
     }
+    if (pipe2(lifeline, O_CLOEXEC) != 0) {
+        if (p.launch)
+            fall_back(&p);
+        report("setup", "pipe2(lifeline)", errno, "");
+        return EXIT_SETUP;
+    }
     /* clone(2) straight into the new namespaces, with fork semantics (NULL stack): this
      * program is single-threaded, so nothing can be held locked in the child. */
     long pid = syscall(SYS_clone, (unsigned long)(p.ns_flags | SIGCHLD), NULL, NULL, NULL, 0UL);
@@ -965,6 +1017,7 @@ int main(int argc, char **argv) {
     }
     if (pid == 0)
         init(&p);
+    close(lifeline[0]); /* the write end stays open until we exit: init's sign that we live */
     close(status_fd);
     if (p.seccomp_fd >= 0)
         close(p.seccomp_fd);
@@ -990,6 +1043,7 @@ int main(int argc, char **argv) {
             fall_back(&p);
         }
         rmdir(p.root);
+        sweep_roots(p.root);
     }
     return supervise((pid_t)pid, 0);
 }

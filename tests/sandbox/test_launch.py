@@ -406,3 +406,55 @@ def test_a_venv_symlink_in_the_project_cannot_be_pointed_at_an_unsandboxed_venv(
     assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr  # nothing planted
     _run(pypm, project, "python", "-c", "pass", env={"PYPM_NO_LAUNCHER": "1"})
     assert not marker.exists(), "the next run ran the planted venv's python outside the sandbox"
+
+
+_SLOW_INIT_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+/* In the sandbox's init (pid 1) only: wait before PR_SET_PDEATHSIG, widening the window in
+ * which the process above it can die unseen. */
+int prctl(int option, ...) {
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    if (option == PR_SET_PDEATHSIG && getpid() == 1)
+        usleep(400000);
+    int (*real)(int, ...) = (int (*)(int, ...))dlsym(RTLD_NEXT, "prctl");
+    return real(option, a2, a3, a4, a5);
+}
+"""
+
+
+def test_the_launched_helper_killed_during_setup_leaves_no_command_running(pypm, app, tmp_path) -> None:
+    # kill -9 of the top process (the launched helper) before its init has set PR_SET_PDEATHSIG:
+    # init must notice (launched, the status pipe check cannot: init holds its read end itself)
+    import subprocess
+
+    shim_c = tmp_path / "slow_init.c"
+    shim_c.write_text(_SLOW_INIT_C)
+    shim = tmp_path / "slow_init.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim), str(shim_c), "-ldl"], check=True, timeout=60)
+    project = app()
+    _recorded(pypm, project, "python", "-c", "pass")
+    marker = f"orphan-{os.getpid()}-{time.time_ns()}"
+    p = pypm.popen("run", "--frozen", "--", "python", "-c", f"import time; time.sleep(30) # {marker}", cwd=project,
+                   env={"LD_PRELOAD": str(shim)})
+    deadline = time.time() + 10
+    while "sandbox-helper" not in os.readlink(f"/proc/{p.pid}/exe") and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.1)  # the helper has cloned its init, which is waiting in the shim
+    p.kill()
+    p.wait(timeout=10)
+    time.sleep(1.0)  # the shim's wait is over: an init that did not notice has started the command
+    left = _leftovers(p.pid, marker)
+    for pid in (n for n in left if n.isdigit()):
+        os.kill(int(pid), 9)
+    assert not [n for n in left if n.isdigit()], left  # no process: init saw the lifeline hang up
+    # the temporary root it had made is removed by the next launched run (as by an ordinary one)
+    launched, r = _run(pypm, project, "python", "-c", "import time; time.sleep(0.3)")
+    assert launched and r.returncode == 0 and not _leftovers(p.pid, marker)

@@ -851,7 +851,14 @@ static void command(const struct plan *p) {
     if (p->launch && p->read_fd >= 0 && fcntl(p->read_fd, F_SETFD, FD_CLOEXEC) != 0)
         fail(errno, "", "fcntl(status pipe, FD_CLOEXEC)");
     drop_privileges(1);
-    static const int defaults[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE, SIGXFSZ};
+    /* Dispositions: Python (pypm) ignores SIGPIPE and SIGXFSZ, and an ignored signal survives
+     * execve: the command gets them back at default. SIGCHLD too (an inherited "ignore" makes
+     * the command's children vanish unwaitable). Every other one stays as pypm was started
+     * with it: `nohup pypm run ...` (SIGHUP ignored) and a shell's background job (SIGINT and
+     * SIGQUIT ignored) must protect the command as they would protect any other program. We
+     * install no handler, and the supervised signals are only blocked (the mask is restored
+     * below). */
+    static const int defaults[] = {SIGCHLD, SIGPIPE, SIGXFSZ};
     for (size_t k = 0; k < sizeof defaults / sizeof defaults[0]; k++)
         signal(defaults[k], SIG_DFL);
     load_seccomp(p->seccomp_fd);

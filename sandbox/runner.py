@@ -275,9 +275,11 @@ def _command(policy: Policy, argv, env, programs, wfd, stdio, old_mask) -> int:
     # status pipe can still carry an execve failure.
     sc.close_range_cloexec(3)
     _drop_privileges(lockdown=True)
-    # Python set SIGPIPE/SIGXFSZ to "ignore", which execve would pass on; the command
-    # gets default dispositions and our original signal mask.
-    for sig in (*_FORWARDED, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ):
+    # Python set SIGPIPE/SIGXFSZ to "ignore", which execve would pass on: the command gets
+    # them (and SIGCHLD) at default, and our original signal mask. Every other disposition
+    # stays as pypm was started with it (`nohup`: SIGHUP ignored; a background job: SIGINT
+    # ignored); a handler Python installed (SIGINT's) is reset by execve itself.
+    for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     for program in programs:
         sc.seccomp_load(program)

@@ -165,3 +165,21 @@ def test_the_helper_is_clean_under_address_and_undefined_behaviour_sanitizers(tm
             assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
         else:
             assert "ran" not in r.stdout and r.returncode in (1, 125), (i, r.returncode, r.stderr[-500:])
+
+
+@pytest.mark.parametrize("runner", ["native", "python"])
+def test_an_ignored_sighup_is_kept_for_the_command_as_nohup_expects(tmp_path, runner) -> None:
+    """`nohup pypm run ...`: SIGHUP ignored when pypm starts stays ignored for the command;
+    SIGPIPE, which pypm's Python ignores, is back at default."""
+    import signal as sig
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYPM_", "CC"))}
+    env.update({"PYPM_CACHE_DIR": str(tmp_path), "PIP_CONFIG_FILE": os.devnull, "PYPM_SANDBOX_RUNNER": runner})
+    for ignored in (True, False):
+        r = subprocess.run([sys.executable, "-m", "sandbox", "--", "grep", "SigIgn", "/proc/self/status"],
+                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+                           preexec_fn=(lambda: sig.signal(sig.SIGHUP, sig.SIG_IGN)) if ignored else None)
+        assert r.returncode == 0, r.stderr
+        mask = int(r.stdout.split()[1], 16)
+        assert bool(mask & (1 << (sig.SIGHUP - 1))) is ignored, (ignored, r.stdout)
+        assert not mask & (1 << (sig.SIGPIPE - 1)), r.stdout

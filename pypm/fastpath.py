@@ -13,7 +13,7 @@ TYPE_CHECKING = False  # not from typing (~2 ms): annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
-__all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_loads"]
+__all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_loads", "plain_sync_argv", "replace_file"]
 
 # venvstate._selection_json(Selection.from_flags()): the selection of a bare `pypm sync`/`pypm run`.
 DEFAULT_SELECTION = {"main": True, "extras": [], "groups": ["dev"], "include-project": True}
@@ -36,6 +36,36 @@ def find_root(start: str | None = None) -> str | None:
             return None
         root = parent
     return root
+
+
+_SYNC_FLAGS = frozenset({"-q", "--quiet", "--frozen"})
+
+
+def plain_sync_argv(argv: list[str]) -> bool:
+    """`pypm [-q] sync [-q|--frozen]...`: the only forms the entry point's sync fast paths
+    (venvstate.fast_sync, syncrecipe.fast_fresh_sync) answer; anything else is the CLI's."""
+    if "sync" not in argv[:2] or not set(argv) - {"sync"} <= _SYNC_FLAGS or argv.count("sync") != 1:
+        return False
+    return argv[0] == "sync" or argv[0] in ("-q", "--quiet")
+
+
+def replace_file(path: str, data: bytes | list[bytes | memoryview], mode: int = 0o644) -> None:
+    """Write `data` (or its parts, one after the other) to a temp file beside `path` and rename
+    it over `path`: a reader sees the old file or the new one. No fsync: for caches and state
+    that a crash of the machine may lose (the next run re-derives them)."""
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        with open(fd, "wb") as f:
+            for part in [data] if isinstance(data, bytes) else data:
+                f.write(part)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str | None:

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import marshal
-import os
 import sys
 import tarfile
 import tempfile
@@ -98,19 +97,10 @@ class _Memo:
 
 def _write_atomic(path: Path, data: bytes | list[bytes | memoryview]) -> None:
     """Write `data` (or its parts, one after the other: no joined copy of a big entry) to `path`."""
+    from .fastpath import replace_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for part in [data] if isinstance(data, bytes) else data:
-                fh.write(part)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_file(str(path), data)
 
 
 def _warn_stderr(msg: str) -> None:

@@ -368,9 +368,7 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
         return False
     target = plan_path(root, cache_dir)
     os.makedirs(os.path.dirname(target), 0o700, exist_ok=True)
-    tmp = f"{target}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with open(fd, "wb") as f:
-        f.write(b"\0".join(fields))
-    os.replace(tmp, target)
+    from .fastpath import replace_file
+
+    replace_file(target, b"\0".join(fields), mode=0o600)  # O_EXCL: never through a planted link
     return True

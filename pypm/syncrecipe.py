@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RECIPE_VERSION", "recipe_path", "write_recipe", "fast_fresh_sync"]
 
 RECIPE_VERSION = 1
-_FLAGS = {"-q", "--quiet", "--frozen"}
 
 
 def recipe_path(cache_root: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
@@ -47,17 +46,13 @@ def write_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str
     path = recipe_path(cache_root, root)
     doc = {"version": RECIPE_VERSION, "root": os.path.realpath(root), "state": state,
            "wheels": [list(w) for w in wheels]}
-    tmp = f"{path}.{os.getpid()}.tmp"
+    from .fastpath import replace_file
+
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(doc, sort_keys=True))
-        os.replace(tmp, path)
+        replace_file(path, json.dumps(doc, sort_keys=True).encode("utf-8"))
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def forget_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
@@ -167,11 +162,10 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
     import time
 
     t0 = time.monotonic()
-    if "sync" not in argv[:2] or not set(argv) - {"sync"} <= _FLAGS or argv.count("sync") != 1:
+    from .fastpath import find_root, plain_sync_argv
+
+    if not plain_sync_argv(argv):
         return None
-    if argv[0] != "sync" and argv[0] not in ("-q", "--quiet"):
-        return None
-    from .fastpath import find_root
 
     root = find_root()
     if root is None:

@@ -84,30 +84,21 @@ def read_state(venv: Path | str) -> dict[str, Any] | None:
 def write_state(venv: Path, state: dict[str, Any]) -> None:
     """Atomically: a reader sees the old state or the new one, never a torn file.
 
-    A temp file and a rename, without lockfile.write_atomic's fsync and imports (dataclasses,
+    fastpath.replace_file, without lockfile.write_atomic's fsync and imports (dataclasses,
     tempfile: ~8 ms of a fresh-venv sync, and the fsync a few more): state.json is knowledge
     about the venv, not data. A state lost or emptied by a crash of the machine reads as no
     state (read_state -> None), and the next sync checks the venv in full, as the installer's
     journal and RECORD (also written without fsync) are repaired."""
     import json
 
+    from .fastpath import replace_file
+
     path = os.path.join(os.fspath(venv), STATE_REL)
     try:
         os.mkdir(os.path.dirname(path))
     except FileExistsError:
         pass
-    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_file(path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def drop_state(venv: Path) -> None:
@@ -336,7 +327,6 @@ def synced_unchanged(root: Path | str, venv: Path | str, state: dict[str, Any], 
     return venv_intact(venv, state)
 
 
-_FAST_SYNC_FLAGS = {"-q", "--quiet", "--frozen"}
 
 
 def fast_sync(argv: list[str]) -> int | None:
@@ -347,11 +337,10 @@ def fast_sync(argv: list[str]) -> int | None:
     import time
 
     t0 = time.monotonic()
-    if "sync" not in argv[:2] or not set(argv) - {"sync"} <= _FAST_SYNC_FLAGS or argv.count("sync") != 1:
+    from .fastpath import DEFAULT_SELECTION, find_root, plain_sync_argv
+
+    if not plain_sync_argv(argv):
         return None
-    if argv[0] != "sync" and argv[0] not in ("-q", "--quiet"):
-        return None
-    from .fastpath import DEFAULT_SELECTION, find_root
 
     root = find_root()
     if root is None:

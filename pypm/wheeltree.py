@@ -162,12 +162,9 @@ def store(cache_root: Path, tree: FileTree) -> Path:
     """Write the tree file atomically (readers see no file or a whole one)."""
     dest = tree_path(cache_root, tree.wheel_sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{TREE_NAME}.{os.getpid()}.{id(tree)}.tmp")
-    try:
-        tmp.write_bytes(tree.to_json())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .fastpath import replace_file
+
+    replace_file(str(dest), tree.to_json())
     return dest
 
 
@@ -294,12 +291,9 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """Atomically (readers see no file or a whole one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(manifest)}.tmp")
-    try:
-        tmp.write_bytes(json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .fastpath import replace_file
+
+    replace_file(str(path), json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
 
 
 def store_written_since(cache_root: Path | str, sha256: str, entry: Path | str,

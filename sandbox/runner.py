@@ -82,12 +82,14 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
                 raise SandboxError("cannot create the sandbox's namespaces", syscall=e.syscall, errno=e.errno,
                                    hint=_hint(e.syscall, e.errno or 0)) from None
             if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+                os.close(rfd)  # only the caller may hold the read end: _caller_alive asks about it
                 _guard(wfd, _pid1, *args)
         else:
             # Another thread may hold a lock (malloc's, the GIL) that a raw clone would copy
             # locked: fork through Python and libc, then unshare in the child.
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+                os.close(rfd)  # as above
                 _guard(wfd, _outer, *args)
         if gc_enabled:
             gc.enable()
@@ -191,11 +193,17 @@ def _outer(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_
             return _EXIT_SETUP
     sc.unshare(_ns_flags(policy), "|".join(f"CLONE_NEW{ns.upper()}" for ns in policy.namespaces))
     _map_ids(policy, uid, gid)
+    # The lifeline (as helper.c's): a pipe whose write end only we hold. Init's parent is us, so
+    # its PR_SET_PDEATHSIG covers our death only once set; if we die before (killed by our own
+    # PDEATHSIG when the caller dies), the hang-up on the lifeline tells init not to go on.
+    life_r, life_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
-        _guard(wfd, _init, policy, argv, env, programs, root, wfd, stdio, old_mask)
+        os.close(life_w)
+        _guard(wfd, _init, policy, argv, env, programs, root, wfd, stdio, old_mask, life_r)
+    os.close(life_r)
     os.close(wfd)
-    return _supervise(pid)
+    return _supervise(pid)  # life_w stays open until we exit
 
 
 # --------------------------------------------------------------------------- init
@@ -234,9 +242,20 @@ def _drop_privileges(*, lockdown: bool) -> None:
         raise StepFailed("prctl(PR_SET_NO_NEW_PRIVS)", E.EPERM, "no_new_privs did not stick")
 
 
-def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask) -> int:
+def _parent_alive(life_r: int) -> bool:
+    """Whether the process above still holds the lifeline's write end (see _outer)."""
+    p = select.poll()
+    p.register(life_r, select.POLLIN)
+    return not any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in p.poll(0))
+
+
+def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask, life_r: int = -1) -> int:
     if policy.die_with_parent:
         _die_with_parent()  # our parent is outside the PID namespace: getppid() is 0
+        if life_r >= 0 and not _parent_alive(life_r):
+            return _EXIT_SETUP  # it died before our PDEATHSIG was set: nobody would stop us
+    if life_r >= 0:
+        os.close(life_r)
     build_root(policy, root)
     if "uts" in policy.namespaces:
         sc.sethostname(policy.hostname)

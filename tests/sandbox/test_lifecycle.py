@@ -240,3 +240,71 @@ def test_the_command_path_search_fails_as_execvpe_does(tmp_path) -> None:
     with pytest.raises(OSError) as info:
         _execvpe(str(plain / "tool"), ["tool"], {"PATH": "/usr/bin"})
     assert info.value.errno == errno.EACCES
+
+
+_SLOW_PDEATHSIG_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+/* In the sandbox's init (pid 1) only: wait before PR_SET_PDEATHSIG, widening the window in
+ * which the processes above it can die unseen. */
+int prctl(int option, ...) {
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    if (option == PR_SET_PDEATHSIG && getpid() == 1)
+        usleep(400000);
+    int (*real)(int, ...) = (int (*)(int, ...))dlsym(RTLD_NEXT, "prctl");
+    return real(option, a2, a3, a4, a5);
+}
+"""
+
+_KILLED_CALLER = """
+import os, sys, threading
+from sandbox.host import caller
+from sandbox.policy import python_policy
+from sandbox.runner import run
+if sys.argv[1] == "threads":  # a second thread: the fork + unshare path, whose init is a grandchild
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+who = caller()
+policy = python_policy(uid=who.uid, gid=who.gid, user=who.user, home=who.home, host_env=dict(os.environ))
+run(policy, ["/bin/sh", "-c", "sleep 30; : " + sys.argv[2]])
+"""
+
+
+@pytest.mark.parametrize("path", ["single", "threads"])
+def test_the_python_runner_killed_during_setup_leaves_no_command_running(world, tmp_path, path) -> None:
+    # kill -9 of the caller before the sandbox's init has set PR_SET_PDEATHSIG: init must see it
+    # (single: the status pipe's read end, which the child closes; threads: the lifeline pipe)
+    shim = tmp_path / "slow.so"
+    (tmp_path / "slow.c").write_text(_SLOW_PDEATHSIG_C)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim), str(tmp_path / "slow.c"), "-ldl"], check=True,
+                   timeout=60)
+    marker = f"orphan-{uuid.uuid4().hex}"
+    p = subprocess.Popen([world.python, "-c", _KILLED_CALLER, path, marker], env={**os.environ, "LD_PRELOAD": str(shim)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        init = None
+        while init is None and time.monotonic() < deadline:  # the namespace's pid 1, in the shim's wait
+            try:
+                for c in psutil.Process(p.pid).children(recursive=True):
+                    with open(f"/proc/{c.pid}/status") as f:
+                        if any(l.startswith("NSpid:") and l.split()[-1] == "1" for l in f):
+                            init = c
+            except (OSError, psutil.NoSuchProcess):
+                pass
+            time.sleep(0.005)
+        assert init is not None, "the sandbox's init never appeared"
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+    time.sleep(1.0)  # the shim's wait is over: an init that did not notice has started the command
+    left = _procs_with(marker)
+    for q in left:
+        q.kill()
+    assert not left, [q.cmdline() for q in left]

@@ -70,20 +70,16 @@ def default_index_url(cli: str | None = None, project: str | None = None) -> str
 
 def cache_dir() -> Path:
     """$PYPM_CACHE_DIR, else the platform's user cache dir (e.g. ~/.cache/pypm)."""
-    env = os.environ.get("PYPM_CACHE_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg) / "pypm"
-    # platformdirs is the general answer; this is the Linux/macOS answer without the import
-    # (the cache dir is read on the `pypm run` hot path).
     import sys
 
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "pypm"
-    if sys.platform == "win32":
-        from platformdirs import user_cache_dir
+    if sys.platform in ("darwin", "win32") and not os.environ.get("PYPM_CACHE_DIR") \
+            and not os.environ.get("XDG_CACHE_HOME"):
+        if sys.platform == "darwin":
+            return Path.home() / "Library" / "Caches" / "pypm"
+        from platformdirs import user_cache_dir  # the general answer, off the Linux hot path
 
         return Path(user_cache_dir("pypm", appauthor=False))
-    return Path.home() / ".cache" / "pypm"
+    # Linux: the one answer the sandbox and `pypm run`'s launcher use too (sandbox.cachedir).
+    from sandbox.cachedir import default_cache_dir
+
+    return Path(default_cache_dir())

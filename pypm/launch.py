@@ -36,6 +36,8 @@ from __future__ import annotations
 import os
 import sys
 
+from sandbox.cachedir import default_cache_dir, ours
+
 TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Sequence
@@ -52,7 +54,7 @@ _started_ns: int | None = None
 _FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be recorded for
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "sandbox/policy.py",
-         "sandbox/host.py", "sandbox/seccomp.py", "sandbox/native.py", "sandbox/caller.py", "sandbox/helper.c")
+         "sandbox/host.py", "sandbox/seccomp.py", "sandbox/cachedir.py", "sandbox/native.py", "sandbox/caller.py", "sandbox/helper.c")
 
 
 def _now_ns() -> int:
@@ -77,22 +79,13 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
     return flags, cmd
 
 
-def _cache_dir() -> str:
-    # sandbox.seccomp.default_cache_dir (= pypm.config.cache_dir on Linux), without its import
-    env = os.environ.get("PYPM_CACHE_DIR")
-    if env:
-        return os.path.expanduser(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return os.path.join(xdg, "pypm") if xdg else os.path.join(os.path.expanduser("~"), ".cache", "pypm")
-
-
 def plan_path(root: str, cache_dir: str | None = None) -> str:
     """Where the plan for the project at `root` lives (in the user's cache, never the project)."""
     try:
         from _sha256 import sha256  # type: ignore[import-not-found]  # not hashlib: no OpenSSL here
     except ImportError:  # pragma: no cover - other Python builds
         from hashlib import sha256
-    return os.path.join(cache_dir or _cache_dir(), PLANS_DIR, sha256(os.fsencode(root)).hexdigest()[:32])
+    return os.path.join(cache_dir or default_cache_dir(), PLANS_DIR, sha256(os.fsencode(root)).hexdigest()[:32])
 
 
 def _stat_ident(st: os.stat_result) -> bytes:
@@ -165,12 +158,11 @@ def launch(argv: Sequence[str]) -> None:
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            if not ours(st):
                 return  # only a plan this user wrote, that nobody else could have changed
             # ... in a directory nobody else can write either (in a shared cache, another user
             # could otherwise keep an old plan of ours aside and rename it back later)
-            dst = os.stat(os.path.dirname(path))
-            if dst.st_uid != os.getuid() or dst.st_mode & 0o022:
+            if not ours(os.stat(os.path.dirname(path))):
                 return
             fields = f.read().split(b"\0")
     except OSError:

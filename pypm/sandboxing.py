@@ -163,9 +163,12 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
                            hint="make .venv a directory (pypm sync recreates it), or run with --read-only-project")
     # pyproject.toml read-only too: it holds [tool.pypm.sandbox] (enabled, bind, network), which
     # decides the next run's sandbox; a command that could write it could turn the sandbox off.
-    pyproject_file = os.path.join(real_root, "pyproject.toml")
-    if writable and os.path.isfile(pyproject_file) and not os.path.islink(pyproject_file):
-        protect.append(pyproject_file)
+    # pypm.lock likewise: its URLs and hashes decide what the next `pypm sync` installs, outside
+    # the sandbox, into a venv the user may also run unsandboxed.
+    for control in ("pyproject.toml", "pypm.lock"):
+        path = os.path.join(real_root, control)
+        if writable and os.path.isfile(path) and not os.path.islink(path):
+            protect.append(path)
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:  # a prompt that says where you are, in the shell's own syntax
         if os.path.basename(env.get("SHELL", "")) == "zsh":
@@ -201,7 +204,7 @@ def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str],
             return 0
         # sandbox's default cache dir is pypm.config.cache_dir() on Linux (PYPM_CACHE_DIR, else
         # XDG_CACHE_HOME/pypm, else ~/.cache/pypm), without pypm.config's configparser import.
-        from sandbox.seccomp import default_cache_dir
+        from sandbox.cachedir import default_cache_dir
 
         ctx.debug(f"sandbox: {' '.join(argv)} (network {policy.network}, seccomp {policy.seccomp})")
         if launch_flags is not None and known is not None:

@@ -9,12 +9,26 @@ The policy (sandbox.policy) is plain data; the runner (sandbox.runner) executes 
 
 from __future__ import annotations
 
-from .errors import EXIT_SANDBOX, SandboxError
-from .policy import Mount, Policy, filter_env, python_policy, system_mounts
-
 TYPE_CHECKING = False  # typing itself costs ~2 ms at import; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Sequence
+
+    from .errors import EXIT_SANDBOX, SandboxError
+    from .policy import Mount, Policy, filter_env, python_policy, system_mounts
+
+# These names load on first use (PEP 562): `pypm run`'s launcher imports only the leaf
+# `sandbox.cachedir`, and a launched run never builds a policy.
+_FROM = {"Policy": "policy", "Mount": "policy", "python_policy": "policy", "system_mounts": "policy",
+         "filter_env": "policy", "SandboxError": "errors", "EXIT_SANDBOX": "errors"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _FROM:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_FROM[name]}", __name__), name)
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+
 
 __all__ = ["Policy", "Mount", "SandboxError", "EXIT_SANDBOX", "python_policy", "system_mounts", "filter_env",
            "run"]

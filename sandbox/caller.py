@@ -49,7 +49,7 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
     if mode not in ("", "native", "python"):
         raise SandboxError(f"{native.MODE_ENV}={mode!r} is not a runner", hint='use "native" or "python" (or unset it)')
     if cache_dir is None:
-        from .seccomp import default_cache_dir
+        from .cachedir import default_cache_dir
 
         cache_dir = default_cache_dir()
     policy = protect_cache(policy, cache_dir)

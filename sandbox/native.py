@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno as E
 import os
 
+from .cachedir import ours
 from .errors import SandboxError
 
 TYPE_CHECKING = False  # typing costs ~2 ms at import; annotations are strings here
@@ -50,17 +51,32 @@ def _key(source: bytes) -> str:
     return sha256(source + f"\0{os.uname().machine}\0{' '.join(CFLAGS)}".encode()).hexdigest()[:32]
 
 
+# (source, key) once per process: a run that records a launch plan asks twice (record, run).
+_source: tuple[bytes, str] | None = None
+
+
+def _read_source() -> tuple[bytes, str] | None:
+    global _source
+    if _source is None:
+        try:
+            with open(SOURCE, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None  # an install without the source: the Python runner does the same work
+        _source = (data, _key(data))
+    return _source
+
+
 def helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
     """The path of the built helper for this source, building it on first use; None when it
     cannot be built here (no compiler: the Python runner is used, and the attempt is not
     repeated on every run)."""
-    try:
-        with open(SOURCE, "rb") as f:
-            source = f.read()
-    except OSError:
-        return None  # an install without the source: the Python runner does the same work
+    src = _read_source()
+    if src is None:
+        return None
+    source, key = src
     d = os.path.join(cache_dir, "sandbox-helper")
-    exe = os.path.join(d, _key(source))
+    exe = os.path.join(d, key)
     if os.access(exe, os.X_OK):
         # It runs outside the sandbox: only one that this user built and nobody else can
         # have replaced (a cache on a shared disk, a directory another user made first).
@@ -74,10 +90,9 @@ def helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
 
 def _ours(path: str) -> bool:
     try:
-        st = os.stat(path)
+        return ours(os.stat(path))
     except OSError:
         return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def _compiler() -> str | None:
@@ -109,7 +124,9 @@ def build(source: bytes, exe: str) -> str | None:
     ok = False
     if cc is not None:
         try:
-            r = subprocess.run([cc, *CFLAGS, "-o", tmp, SOURCE], stdin=subprocess.DEVNULL,
+            # The bytes that were hashed into the binary's name, through stdin: not the file
+            # again, which could have changed since it was read.
+            r = subprocess.run([cc, *CFLAGS, "-o", tmp, "-x", "c", "-"], input=source,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
             ok = r.returncode == 0 and os.access(tmp, os.X_OK)
         except (OSError, subprocess.SubprocessError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno as E
 import os
 
+from .cachedir import default_cache_dir, ours
 from .errors import SandboxError
 
 TYPE_CHECKING = False  # typing itself costs ~2 ms at import; annotations are strings here
@@ -34,15 +35,6 @@ _OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, 
         "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
 # OCI architecture names -> the names used in a rule's includes/excludes (Go's GOARCH).
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64", "ppc64le": "ppc64le", "s390x": "s390x"}
-
-
-def default_cache_dir() -> str:
-    """$PYPM_CACHE_DIR, else $XDG_CACHE_HOME/pypm, else ~/.cache/pypm (as pypm.config.cache_dir)."""
-    env = os.environ.get("PYPM_CACHE_DIR")
-    if env:
-        return os.path.expanduser(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return os.path.join(xdg, "pypm") if xdg else os.path.join(os.path.expanduser("~"), ".cache", "pypm")
 
 
 def profile_names() -> list[str]:
@@ -130,9 +122,14 @@ def _program(data: bytes, source: str, cache_dir: str | None, *, deny_unknown: b
     cached = os.path.join(cdir, f"{key}.bpf")
     try:
         with open(cached, "rb") as f:
-            program = f.read()
-        if program and len(program) % 8 == 0:
-            return program
+            # The program decides what the sandboxed command may ask the kernel: only a file this
+            # user wrote and nobody else can change (else another user sharing the cache could
+            # plant a filter that allows everything); otherwise compile it afresh. The directory
+            # need not be ours: a file of ours under this name was compiled from this very key.
+            if ours(os.fstat(f.fileno())):
+                program = f.read()
+                if program and len(program) % 8 == 0:
+                    return program
     except OSError:
         pass
     import json
@@ -150,9 +147,11 @@ def _store(cdir: str, cached: str, program: bytes) -> None:
     """Write atomically (temp file + rename) so a concurrent run never reads half a program.
     An unwritable cache only costs a compile per run, so it is not an error."""
     try:
-        os.makedirs(cdir, exist_ok=True)
+        os.makedirs(cdir, 0o700, exist_ok=True)
         tmp = f"{cached}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
+        # 0600 whatever the umask: a group-writable program would not be trusted when read back
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600),
+                  "wb") as f:
             f.write(program)
         os.replace(tmp, cached)
     except OSError:

@@ -353,6 +353,13 @@ def test_a_sandboxed_command_cannot_turn_the_sandbox_off_for_the_next_run(pypm, 
     _, r = _run(pypm, project, "python", "-c", "import os; os.rename('pyproject.toml', 'x.toml')",
                 env={"PYPM_NO_LAUNCHER": "1"})
     assert r.returncode == 1 and "Device or resource busy" in r.stderr, r.stderr
+    # nor choose what the next `pypm sync` installs (outside the sandbox)
+    assert (project / "pypm.lock").is_file()
+    _, r = _run(pypm, project, "python", "-c", "open('pypm.lock', 'a').write('# planted')",
+                env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr
+    _, r = _run(pypm, project, "python", "-c", "open('other.txt', 'w').write('ok')", env={"PYPM_NO_LAUNCHER": "1"})
+    assert r.returncode == 0 and (project / "other.txt").read_text() == "ok", r.stderr  # the rest stays writable
     _, r = _run(pypm, project, "python", "-c", "import os; print(os.environ.get('PYPM_SANDBOX'))",
                 env={"PYPM_NO_LAUNCHER": "1"})
     assert r.stdout.strip() == "1", (r.stdout, r.stderr)  # still sandboxed

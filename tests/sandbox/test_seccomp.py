@@ -138,3 +138,22 @@ def test_profiles_ship_in_the_package_data() -> None:
     here = Path(__file__).resolve().parents[2]
     assert (here / "sandbox" / "profiles").resolve() == (here / "seccomp").resolve()
     assert find_profile("default").resolve() == (here / "seccomp" / "default.json").resolve()
+
+
+def test_a_cached_program_is_trusted_only_when_nobody_else_could_have_written_it(tmp_path) -> None:
+    # Shared caches: a .bpf another user could have written or changed (group/other-writable)
+    # would let them choose the sandbox's syscall filter. It is compiled afresh instead.
+    cache = tmp_path / "cache"
+    real = program_for("strict", str(cache))
+    (cached,) = (cache / "seccomp").iterdir()
+    assert cached.stat().st_mode & 0o777 == 0o600
+    planted = bytes(8)  # one BPF instruction: a valid-looking program that is not the profile
+    cached.write_bytes(planted)
+    assert program_for("strict", str(cache)) == planted  # ours and 0600: the cache is used ...
+    cached.chmod(0o666)
+    assert program_for("strict", str(cache)) == real  # ... writable by others: recompiled
+    assert cached.read_bytes() == real and cached.stat().st_mode & 0o777 == 0o600  # and replaced
+    os.chown(cached, 65534, 65534)
+    cached.chmod(0o644)
+    cached.write_bytes(planted)
+    assert program_for("strict", str(cache)) == real  # another user's file: recompiled

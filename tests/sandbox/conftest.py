@@ -190,3 +190,22 @@ def sandbox_mounts() -> list[str]:
 
 
 __all__ = ["World", "Box", "as_user", "probe", "sandbox_dirs", "sandbox_mounts", "NOBODY", "SYSTEM_PYTHON", "REPO"]
+
+
+@pytest.fixture
+def app(pypm, dists, index_server, tmp_path):
+    """`app(tool="")`: a synced project with one package (module `greet`, console script `greet`);
+    `tool` is appended to its pyproject.toml. For the tests of `pypm run` and its launcher."""
+    from tests.e2e.test_sync import write_lock, write_project
+
+    w = dists.wheel("greet", "1.0", modules={"greet/__init__.py": "def main():\n    print('hi from greet')\n"},
+                    entry_points={"console_scripts": {"greet": "greet:main"}})
+    server = index_server()
+
+    def make(tool: str = "") -> Path:
+        project = write_project(tmp_path / "proj", deps=["greet"], tool=tool)
+        write_lock(project, server, [w], main=["greet"])
+        pypm("sync", "--frozen", cwd=project, check=True)
+        return project
+
+    return make

@@ -11,23 +11,8 @@ from pathlib import Path
 import pytest
 
 from pypm.launch import plan_path
-from tests.e2e.test_sync import write_lock, write_project
 
 SHOW = "import json, os, socket; print(json.dumps({'env': dict(os.environ), 'if': [n for _, n in socket.if_nameindex()]}))"
-
-
-@pytest.fixture
-def app(pypm, dists, index_server, tmp_path):
-    w = dists.wheel("greet", "1.0", modules={"greet/__init__.py": "NAME = 'greet'\n"})
-    server = index_server()
-
-    def make(tool: str = "") -> Path:
-        project = write_project(tmp_path / "proj", deps=["greet"], tool=tool)
-        write_lock(project, server, [w], main=["greet"])
-        pypm("sync", "--frozen", cwd=project, check=True)
-        return project
-
-    return make
 
 
 def _run(pypm, project: Path, *cmd: str, flags: tuple[str, ...] = ("--frozen",), env: dict | None = None):
@@ -69,7 +54,7 @@ def test_a_recorded_plan_is_replayed_with_the_same_result(pypm, app) -> None:
     assert launched and r.returncode == 128 + 15
     launched, r = _run(pypm, project, "no-such-command")
     assert r.returncode == 127 and "command not found" in r.stderr, r.stderr  # reported by pypm itself
-    assert not [n for n in os.listdir("/tmp") if n.startswith(f"pypm-sandbox.")
+    assert not [n for n in os.listdir("/tmp") if n.startswith("pypm-sandbox.")
                 and os.stat(f"/tmp/{n}").st_uid == os.getuid() and not _alive(n)]
 
 

@@ -11,9 +11,6 @@ import time
 from pathlib import Path
 
 import pexpect
-import pytest
-
-from tests.e2e.test_sync import write_lock, write_project
 
 from .conftest import NOBODY, SYSTEM_PYTHON, as_user
 
@@ -34,22 +31,6 @@ import greet
 out["greet"] = greet.__name__
 print(json.dumps(out))
 """
-
-
-@pytest.fixture
-def app(pypm, dists, index_server, tmp_path):
-    """A synced project with one package (module `greet`, console script `greet`)."""
-    w = dists.wheel("greet", "1.0", modules={"greet/__init__.py": "def main():\n    print('hi from greet')\n"},
-                    entry_points={"console_scripts": {"greet": "greet:main"}})
-    server = index_server()
-
-    def make(tool: str = "") -> Path:
-        project = write_project(tmp_path / "proj", deps=["greet"], tool=tool)
-        write_lock(project, server, [w], main=["greet"])
-        pypm("sync", "--frozen", cwd=project, check=True)
-        return project
-
-    return make
 
 
 def _inspect(pypm, project: Path, *flags: str, env=None) -> dict:

@@ -7,12 +7,15 @@ import hashlib
 import io
 import json
 import marshal
+import os
+import struct
 import sys
 import tarfile
 import tempfile
 import threading
 import urllib.parse
 import zipfile
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +61,8 @@ ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+h
 # comment wheels never carry) and, for all but wheels with thousands of files, the whole
 # central directory; METADATA itself then costs one more request.
 TAIL_BYTES = 64 * 1024
+# Read size for hashing local files (see _file_hash).
+_HASH_CHUNK = 8 << 20
 # Minimum size of a range read whose extent is not known in advance.
 RANGE_CHUNK = 16 * 1024
 # 2: a JSON project page's entry may carry its parsed files (_Page.parsed); bump it whenever what
@@ -211,6 +216,15 @@ class _RangeFile(io.RawIOBase):
         self._chunks: list[tuple[int, bytes]] = [(tail_start, tail)]
         self._fetch = fetch
 
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read_range(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) (fewer at the end of the file), fetching what is not held yet."""
+        start, end = max(0, start), min(self._size, end)
+        return self._read(start, end) if start < end else b""
+
     def readable(self) -> bool:
         return True
 
@@ -284,13 +298,109 @@ class _TempDownload:
         self._fh.close()
 
 
+# The zip records the quick reader parses (the layouts zipfile's structCentralDir, structFileHeader
+# and structEndArchive describe).
+_END = struct.Struct("<4s4H2LH")
+_CENTRAL_SIG, _LOCAL_SIG = b"PK\x01\x02", b"PK\x03\x04"
+_METADATA_SUFFIX = b".dist-info/METADATA"
+
+
+def _is_own_dist_info(name: str, f: DistFile) -> bool:
+    return canonicalize_name(name.split("/")[0][: -len(".dist-info")].rsplit("-", 1)[0]) == f.name
+
+
+def _quick_zip_metadata(read: Callable[[int, int], bytes], size: int, f: DistFile,
+                        before_member: Callable[[int, int], None] | None = None) -> bytes | None:
+    """METADATA of a wheel without zipfile, or None whenever the archive is not the plain case
+    (zip64, a comment, several or no candidates, encryption, an unusual method, any inconsistency):
+    the caller then reads it with zipfile, which also produces the errors.
+
+    Why by hand: zipfile builds a ZipInfo for every member to find one; torch's 12k members cost
+    ~40 ms on a cold lock's critical path, and a 60-package lock pays ~0.5 ms per wheel. Here the
+    central directory is searched in C (bytes.find) for names ending in `.dist-info/METADATA`.
+    Sound because the signature of a central header is counted first: when it occurs exactly as
+    many times as the archive has members, no name, extra field or comment holds one, so the
+    nearest signature before a name is that name's own header, and every member whose name ends
+    in the suffix is found. The member's bytes are checked against its CRC, as zipfile does."""
+    if size < 22:
+        return None
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len = _END.unpack(read(size - 22, size))
+    if (sig != b"PK\x05\x06" or comment_len or disk or cd_disk or n_disk != n_total
+            or cd_offset + cd_size != size - 22 or (size >= 42 and read(size - 42, size - 38) == b"PK\x06\x07")):
+        return None  # a comment, a multi-disk or zip64 archive, or data before the archive
+    cd = read(cd_offset, cd_offset + cd_size)
+    if len(cd) != cd_size or cd.count(_CENTRAL_SIG) != n_total:
+        return None
+    found: list[tuple[str, int]] = []  # (name, offset of its central header)
+    pos = cd.find(_METADATA_SUFFIX)
+    while pos != -1:
+        end = pos + len(_METADATA_SUFFIX)
+        head = cd.rfind(_CENTRAL_SIG, 0, pos - 42)  # a header ends 46 bytes after it starts, where its name begins
+        if head < 0 or head + 46 + int.from_bytes(cd[head + 28 : head + 30], "little") != end:
+            return None  # the suffix somewhere else than at the end of a name (an extra field, a comment)
+        raw = cd[head + 46 : end]
+        flags = int.from_bytes(cd[head + 8 : head + 10], "little")
+        name = raw.decode("utf-8" if flags & 0x800 else "cp437")
+        if "\x00" in name:
+            return None
+        if name.count("/") == 1:
+            found.append((name, head))
+        pos = cd.find(_METADATA_SUFFIX, end)
+    mine = [c for c in found if _is_own_dist_info(c[0], f)]
+    chosen = mine or found
+    if len(chosen) != 1:
+        return None  # zipfile's reading names the problem
+    name, head = chosen[0]
+    (flags, method, _t, _d, crc, csize, usize, n, m, _k, _disk, _ia, _ea,
+     offset) = struct.unpack_from("<4H3L5H2L", cd, head + 8)
+    if flags & 0x1 or method not in (0, 8):
+        return None  # encrypted, or compressed with something other than deflate
+    raw_name = cd[head + 46 : head + 46 + n]
+    if before_member is not None:
+        # The local header's extra field may differ from the central one, hence the slack.
+        before_member(offset, offset + 30 + n + m + csize + 1024)
+    local = read(offset, offset + 30)
+    if len(local) != 30 or local[:4] != _LOCAL_SIG:
+        return None
+    ln, lm = struct.unpack_from("<2H", local, 26)
+    start = offset + 30 + ln + lm
+    if read(offset + 30, offset + 30 + ln) != raw_name:
+        return None
+    data = read(start, start + csize)
+    if len(data) != csize:
+        return None
+    if method == 8:
+        try:
+            inflate = zlib.decompressobj(-15)
+            data = inflate.decompress(data, usize + 1)  # no more than it says (a bomb stops here)
+        except zlib.error:
+            return None
+        if not inflate.eof or inflate.unconsumed_tail:
+            return None
+    if len(data) != usize or zlib.crc32(data) != crc:
+        return None
+    return data
+
+
+def _pread(fd: int) -> Callable[[int, int], bytes]:
+    return lambda start, end: os.pread(fd, max(0, end - start), start)
+
+
 def _zip_metadata(source: Path | Any, f: DistFile) -> bytes:
     """The bytes of a wheel's top-level `<name>-<version>.dist-info/METADATA`."""
     try:
+        if isinstance(source, _RangeFile):
+            quick = _quick_zip_metadata(source.read_range, source.size, f, source.prefetch)
+        elif isinstance(source, Path):
+            with open(source, "rb") as fh:
+                quick = _quick_zip_metadata(_pread(fh.fileno()), os.fstat(fh.fileno()).st_size, f)
+        else:  # a downloaded wheel in a temporary file
+            quick = _quick_zip_metadata(_pread(source.fileno()), os.fstat(source.fileno()).st_size, f)
+        if quick is not None:
+            return quick
         with zipfile.ZipFile(source) as zf:
             candidates = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-            mine = [n for n in candidates
-                    if canonicalize_name(n.split("/")[0][: -len(".dist-info")].rsplit("-", 1)[0]) == f.name]
+            mine = [n for n in candidates if _is_own_dist_info(n, f)]
             chosen = mine or candidates
             if len(chosen) != 1:
                 raise IntegrityError(f"{f.filename} has {'no' if not chosen else 'several'} .dist-info/METADATA",
@@ -475,11 +585,16 @@ class IndexClient:
     def _project_releases(self, canon: str, asked: str) -> Releases:
         found = False
         releases = Releases(canon)
+        # Local find-links are listed before the index is asked (a directory scan), so that the
+        # newest release's hash-less files start hashing while the page is fetched.
+        self._hash_newest_ahead([f for loc in self.find_links if _is_local(loc)
+                                 for f in self._listing(loc).get(canon, ())])
         for idx, base in zip(self.index_urls, self._index_bases):
             page = self._project_page(base, canon)
             if page is None:
                 continue
             found = True
+            new_entry = False
             # One page parsed at a time: parsing holds the GIL anyway, and a big page's decoded JSON
             # is several times its size (the web stack's largest, 7 MB, is ~30 MB of objects), so
             # parsing many at once only raised the peak memory.
@@ -490,10 +605,12 @@ class IndexClient:
                         files = json_page_files(_json_files(bytes(page.body), page.url), canon)
                         if not _is_local(base):
                             page.parsed = marshal.dumps(files)
-                            self._store(self.cache_dir / "http" / _cache_key(base + canon + "/"), page.dumps())
+                            new_entry = True
                     releases.add_files_of_page(files, page.url, ("registry", idx))
                 else:
                     releases.add_entries(_page_entries(bytes(page.body), page.content_type, page.url), ("registry", idx))
+            if new_entry:  # written outside the lock: the next page's parsing does not wait for the disk
+                self._store(self.cache_dir / "http" / _cache_key(base + canon + "/"), page.dumps())
         for loc in self.find_links:
             files = self._listing(loc).get(canon, [])
             found = found or bool(files)
@@ -504,6 +621,22 @@ class IndexClient:
                 hint="check the name's spelling, or add the index (--index-url / --extra-index-url) "
                      "or the --find-links location that has it")
         return releases
+
+    def _hash_newest_ahead(self, files: list[DistFile]) -> None:
+        """`_hash_ahead` for the newest release among local hash-less `files`, before any metadata is
+        read: a guess (the resolver most often pins the newest release) that moves the hashing of a
+        big find-links wheel off the end of a cold lock; a wrong one costs a hash the disk cache keeps."""
+        newest: Version | None = None
+        for f in files:
+            if not f.sha256 and f.kind == "wheel":
+                try:
+                    v = Version(f.version)
+                except InvalidVersion:
+                    continue
+                newest = v if newest is None or v > newest else newest
+        for f in files:
+            if newest is not None and not f.sha256 and Version(f.version) == newest:
+                self.in_background(lambda f=f: self.file_hash(f))
 
     def _project_page(self, idx: str, canon: str) -> _Page | None:
         """The project's page on one index, or None when the index does not know the project."""
@@ -634,8 +767,10 @@ class IndexClient:
         path = self.cache_dir / "metadata" / (_cache_key(self._file_key(f)) + ".json")
         if not self.refresh:  # --refresh re-fetches metadata (DESIGN §3)
             try:
-                return CoreMetadata(**{k: tuple(v) if isinstance(v, list) else v
+                meta = CoreMetadata(**{k: tuple(v) if isinstance(v, list) else v
                                        for k, v in json.loads(path.read_bytes()).items()})
+                self._hash_ahead(f)
+                return meta
             except (OSError, ValueError, TypeError, AttributeError):
                 pass  # not cached (or an unreadable entry -- even valid JSON of another shape -- which is replaced)
         if self.offline and not _is_local(f.url):
@@ -648,7 +783,26 @@ class IndexClient:
                 f"not for {f.name} {f.version}",
                 hint="the file is mislabelled; report it to the package's maintainers")
         self._store(path, json.dumps(asdict(meta), sort_keys=True).encode())
+        self._hash_ahead(f)
         return meta
+
+    def _hash_ahead(self, f: DistFile) -> None:
+        """Start hashing the hash-less local files of `f`'s release in the background.
+
+        A find-links file has no hash to read, and the lock records one: hashed only when the lock
+        is written, torch's 183 MB wheel (~0.1 s of sha256) came after the whole resolution. The
+        release whose metadata is read is most often the one locked; hashing it now overlaps the
+        fetches of its dependencies (sha256 and reads run without the GIL). `file_hash` memoises,
+        so the lock's own call waits for this one (or gets its error)."""
+        if f.sha256 or not _is_local(f.url):
+            return
+        try:
+            files = self.project_releases(f.name).files(f.version)
+        except IndexError_:
+            files = [f]
+        for g in files:
+            if not g.sha256 and _is_local(g.url):
+                self.in_background(lambda g=g: self.file_hash(g))
 
     def _file_key(self, f: DistFile) -> str:
         if f.sha256:
@@ -792,18 +946,27 @@ class IndexClient:
             st = path.stat()
         except OSError as e:
             raise IndexError_(f"cannot read {path}: {e.strerror}") from None
-        # Hashing a multi-hundred-MB local wheel on every lock is what this cache avoids.
-        record = self.cache_dir / "hashes" / (_cache_key(f"{f.url}\0{st.st_size}\0{st.st_mtime_ns}") + ".sha256")
+        # Hashing a multi-hundred-MB local wheel on every lock is what this cache avoids. Keyed by
+        # the file's identity as well as its size and times: a file replaced by another of the same
+        # size and mtime (`cp -p`, an unpacked archive) has a new inode or ctime.
+        key = f"{f.url}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
+        record = self.cache_dir / "hashes" / (_cache_key(key) + ".sha256")
         try:
             digest = record.read_text().strip()
             if len(digest) == 64 and not self.refresh:
                 return digest
         except OSError:
             pass
+        # Big chunks into one buffer: the read and the hashing each release the GIL, and getting it
+        # back waits for the switch interval (5 ms) whenever another thread runs Python, which a lock
+        # does throughout. Hashing torch's 183 MB beside a busy thread took ~2 s in 1 MB chunks and
+        # ~0.35-0.45 s in 8 MB ones (0.11 s alone either way).
         h = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
+        buf = bytearray(_HASH_CHUNK)
+        view = memoryview(buf)
+        with path.open("rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                h.update(view[:n])
         digest = h.hexdigest()
         self._store(record, digest.encode())
         return digest

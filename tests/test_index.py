@@ -793,3 +793,116 @@ def test_warm_page_reuses_its_parsed_files_from_the_cache(client_factory, tmp_pa
         srv.shutdown()
         srv.server_close()
     assert client_factory([url], offline=True).project_files("omega")[2].version == "3.0"
+
+
+# --------------------------------------------------------------------------- METADATA without zipfile
+
+
+def _zip(path: Path, members: list[tuple[str, bytes]], *, comment: bytes = b"",
+         member_comment: dict[str, bytes] | None = None, method: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, (2024, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            info.comment = (member_comment or {}).get(name, b"")
+            zf.writestr(info, data)
+        zf.comment = comment
+    return path
+
+
+def _quick(path: Path, name: str = "omega") -> bytes | None:
+    from pypm.index import _pread, _quick_zip_metadata
+
+    f = DistFile(name, "1.0", path.name, path.as_uri(), "wheel", None, None, None, None, None, False, None,
+                 ("find-links", str(path.parent)))
+    with open(path, "rb") as fh:
+        return _quick_zip_metadata(_pread(fh.fileno()), path.stat().st_size, f)
+
+
+META = b"Metadata-Version: 2.1\nName: omega\nVersion: 1.0\nRequires-Dist: beta\n"
+
+
+def test_quick_metadata_reader_agrees_with_zipfile(dists: DistFactory, tmp_path) -> None:
+    """The hand-written reader returns exactly what zipfile reads, for real and generated wheels."""
+    from pypm.simpleapi import parse_filename
+    from tests.support.dists import wheel_metadata
+
+    w = _wheel_with_big_central_directory(dists)
+    assert _quick(w, "zeta") == wheel_metadata(w)
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        p = _zip(tmp_path / f"omega-1.0-py3-none-any-{method}.whl",
+                 [("omega/__init__.py", b"x = 1\n"), ("omega-1.0.dist-info/METADATA", META),
+                  ("omega-1.0.dist-info/RECORD", b"")], method=method)
+        assert _quick(p) == META
+    # two dist-info dirs: the project's own is chosen, as with zipfile
+    p = _zip(tmp_path / "two.whl", [("other-2.0.dist-info/METADATA", b"Name: other\n"),
+                                   ("omega-1.0.dist-info/METADATA", META)])
+    assert _quick(p) == META
+    real = canary_wheels_dir()
+    for wheel in sorted(real.glob("*.whl"))[:12] if real is not None else []:
+        assert _quick(wheel, parse_filename(wheel.name)[1]) == wheel_metadata(wheel), wheel.name
+
+
+def test_quick_metadata_reader_leaves_unusual_archives_to_zipfile(tmp_path, client_factory) -> None:
+    """None (zipfile decides) for anything but the plain case; zipfile's errors still reach the user."""
+    plain = [("omega-1.0.dist-info/METADATA", META)]
+    assert _quick(_zip(tmp_path / "c.whl", plain, comment=b"an archive comment")) is None
+    # the suffix inside a member's comment: not a name, so the quick reader steps aside
+    assert _quick(_zip(tmp_path / "m.whl", [("a.py", b""), *plain],
+                       member_comment={"a.py": b"see omega-1.0.dist-info/METADATA"})) is None
+    # two candidates and none of them the project's own: zipfile's reading reports it
+    p = _zip(tmp_path / "omega-1.0-py3-none-any.whl", [("x-1.dist-info/METADATA", META), ("y-1.dist-info/METADATA", META)])
+    assert _quick(p) is None
+    c = client_factory([], [str(tmp_path)])
+    (f,) = [f for f in c.project_files("omega")]
+    with pytest.raises(IntegrityError, match="several .dist-info/METADATA"):
+        c.metadata(f)
+    # METADATA's bytes damaged after it was written: the CRC check fails, and so does zipfile
+    (tmp_path / "d").mkdir()
+    good = _zip(tmp_path / "d" / "omega-1.0-py3-none-any.whl", plain, method=zipfile.ZIP_STORED)
+    data = bytearray(good.read_bytes())
+    at = bytes(data).index(b"Requires-Dist: beta")
+    data[at] ^= 0x20
+    good.write_bytes(bytes(data))
+    assert _quick(good) is None
+    c = client_factory([], [str(good.parent)])
+    (f,) = c.project_files("omega")
+    with pytest.raises(IntegrityError, match="not a readable wheel"):
+        c.metadata(f)
+
+
+def test_find_links_wheel_is_hashed_ahead_of_the_lock(dists: DistFactory, client_factory, tmp_path) -> None:
+    """Listing a project's local hash-less wheels starts hashing the newest release in the background
+    (a cold lock of torch no longer ends with 0.1 s of sha256): the cache's record appears without
+    any call to file_hash, and file_hash then agrees with the file."""
+    old = dists.wheel("mu", "1.0")
+    new = dists.wheel("mu", "2.0", modules={"mu/blob.bin": bytes(200_000)})
+    c = client_factory([], [str(dists.dir)])
+    files = {f.version: f for f in c.project_files("mu")}
+    records = tmp_path / "cache" / "hashes"
+    for _ in range(500):
+        if list(records.rglob("*.sha256")):
+            break
+        threading.Event().wait(0.01)
+    assert len(list(records.rglob("*.sha256"))) == 1, "only the newest release is hashed ahead"
+    assert c.file_hash(files["2.0"]) == hashlib.sha256(new.read_bytes()).hexdigest()
+    assert c.file_hash(files["1.0"]) == hashlib.sha256(old.read_bytes()).hexdigest()
+
+
+def test_hash_record_notices_a_replaced_file_with_the_same_size_and_mtime(dists: DistFactory, client_factory) -> None:
+    import os
+
+    w = dists.wheel("mu", "1.0", modules={"mu/a.py": "A = 1\n"})
+    first = client_factory([], [str(dists.dir)])
+    (f,) = first.project_files("mu")
+    before = first.file_hash(f)
+    st = w.stat()
+    data = bytearray(w.read_bytes())
+    data[-30] ^= 0x01  # same size, other bytes (in the central directory's tail: still a file)
+    tmp = w.with_name("tmp")
+    tmp.write_bytes(bytes(data))
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, w)  # a new inode, the old size and mtime
+    second = client_factory([], [str(dists.dir)])
+    (f2,) = second.project_files("mu")
+    assert second.file_hash(f2) == hashlib.sha256(bytes(data)).hexdigest() != before

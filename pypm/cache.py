@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
 from .errors import ExitCode, IndexError_, InstallError, IntegrityError, LockError, PypmError, UsageError
+from .fsalloc import spread_subdirs
 from .lockfile import FileEntry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,7 +134,8 @@ class Cache:
         from filelock import FileLock
 
         p = self.root / "locks" / sha256[:2] / f"{sha256}.lock"
-        p.parent.mkdir(parents=True, exist_ok=True)
+        if not p.parent.is_dir():
+            _make_spread(p.parent)
         return FileLock(str(p))
 
     @contextlib.contextmanager
@@ -240,7 +242,8 @@ class Cache:
         if final.exists() and self._is_good(final, entry):
             _touch(final.parent)
             return final
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if not final.parent.is_dir():
+            _make_spread(final.parent)
         with self._locked(entry.sha256):
             if final.exists():  # another process may have finished it while we waited
                 if self._is_good(final, entry):
@@ -532,6 +535,7 @@ class Cache:
             if final.is_dir():
                 return final
             final.parent.mkdir(parents=True, exist_ok=True)
+            spread_subdirs(final.parent)  # the extraction directory gets a block group of its own
             tmp = final.parent / f".tmp-{entry.sha256}-{os.getpid()}-{threading.get_ident()}"
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -657,6 +661,14 @@ class Cache:
                     finally:
                         lock.release()
         return removed
+
+
+def _make_spread(entry_dir: Path) -> None:
+    """Make `<kind>/<fan>/<entry>`, the fan directory marked so that its entries are spread over
+    the disk's block groups (see pypm.fsalloc: file creation next to recently deleted files is slow)."""
+    entry_dir.parent.mkdir(parents=True, exist_ok=True)
+    spread_subdirs(entry_dir.parent)
+    entry_dir.mkdir(exist_ok=True)
 
 
 def _touch(path: Path) -> None:

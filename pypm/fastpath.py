@@ -13,7 +13,8 @@ TYPE_CHECKING = False  # not from typing (~2 ms): annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
-__all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_loads", "plain_sync_argv", "replace_file"]
+__all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_loads", "json_dumps", "plain_sync_argv",
+           "replace_file"]
 
 # venvstate._selection_json(Selection.from_flags()): the selection of a bare `pypm sync`/`pypm run`.
 DEFAULT_SELECTION = {"main": True, "extras": [], "groups": ["dev"], "include-project": True}
@@ -111,3 +112,57 @@ def json_loads(text: str) -> Any:
     if text[end:].strip(" \t\n\r"):
         raise ValueError("extra data after the JSON value")
     return value
+
+
+def json_dumps(value: Any) -> str:
+    """json.dumps(value, indent=2, sort_keys=True) for str, int, bool, None, lists and dicts with
+    str keys, with json's C string encoder and without the json package (see json_loads); any
+    other value: TypeError (ValueError for a float, which this does not write)."""
+    from _json import encode_basestring_ascii as enc
+
+    out: list[str] = []
+    put = out.append
+
+    def write(v: Any, pad: str) -> None:
+        if type(v) is str:
+            put(enc(v))
+        elif v is None:
+            put("null")
+        elif v is True:
+            put("true")
+        elif v is False:
+            put("false")
+        elif type(v) is int:
+            put(int.__repr__(v))
+        elif type(v) is list or type(v) is tuple:
+            if not v:
+                put("[]")
+                return
+            inner = pad + "  "
+            put("[\n" + inner)
+            for i, x in enumerate(v):
+                if i:
+                    put(",\n" + inner)
+                write(x, inner)
+            put("\n" + pad + "]")
+        elif type(v) is dict:
+            if not v:
+                put("{}")
+                return
+            if not all(type(k) is str for k in v):
+                raise TypeError("json_dumps writes only str keys")
+            inner = pad + "  "
+            put("{\n" + inner)
+            for i, k in enumerate(sorted(v)):
+                if i:
+                    put(",\n" + inner)
+                put(enc(k) + ": ")
+                write(v[k], inner)
+            put("\n" + pad + "}")
+        elif isinstance(v, float):
+            raise ValueError("json_dumps does not write floats")
+        else:
+            raise TypeError(f"json_dumps cannot write {type(v).__name__}")
+
+    write(value, "")
+    return "".join(out)

@@ -251,19 +251,33 @@ def _journal(layout: VenvLayout, name: str) -> Path:
     return layout.root / JOURNAL_DIR / f"{canonical_name(name)}.json"
 
 
-def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wheel_sha256: str,
-                  link_mode: LinkMode | None = None, direct_url: dict[str, Any] | None = None,
-                  compile_bytecode: bool = False, requested: bool = True, journal: bool = True) -> InstalledDist:
-    """Install the unpacked wheel tree `unpacked` (from `Cache.unpack`) into the venv `layout`.
+class InstallPlan:
+    """What installing one wheel does, worked out before the venv is touched: `install_wheel` runs
+    it, and the fresh-venv fast path (pypm.syncrecipe) keeps a whole venv's plans to run again.
+    Plain attributes, not a dataclass: that fast path must not import dataclasses (~10 ms)."""
 
-    The caller uninstalls any other version of the same dist first. `direct_url` (PEP 610) is
-    written as direct_url.json for non-index sources. Raises InstallError; on failure the
-    journal stays, so the next sync sees the dist as incomplete and repairs it.
+    __slots__ = ("dist_name", "version", "dst_info", "rec_base", "known_dirs", "dirs", "links", "chmods",
+                 "writes", "record")
 
-    `journal=False`: the venv is being built and is removed whole if anything fails (it carries
-    `venv.BUILDING_MARKER` until the sync is done), so no per-dist journal is needed -- on the
-    web stack it was 3 of the 8 file operations per wheel, and file creation is what costs here.
-    """
+    def __init__(self, dist_name: str, version: str, dst_info: str, rec_base: str, known_dirs: tuple[str, ...]) -> None:
+        self.dist_name, self.version, self.dst_info, self.rec_base = dist_name, version, dst_info, rec_base
+        self.known_dirs = known_dirs  # made by create_venv (site-packages, bin): a stat, not a mkdir
+        self.dirs: list[str] = []  # every directory a file goes into, in order of first need
+        self.links: list[tuple[str, str]] = []  # (store file, venv path): hard links
+        self.chmods: list[str] = []  # linked scripts that must be executable
+        self.writes: list[tuple[str, bytes, int]] = []  # (venv path, bytes, mode): new files
+        self.record: list[tuple[str, str, str]] = []  # RECORD rows, without RECORD's own
+
+    def record_bytes(self, extra: list[tuple[str, str, str]] = ()) -> bytes:  # type: ignore[assignment]
+        rows = sorted([*self.record, *extra])
+        rows.append((f"{os.path.basename(self.dst_info)}/RECORD", "", ""))
+        return _record_text(rows).encode()
+
+
+def plan_install(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wheel_sha256: str,
+                 direct_url: dict[str, Any] | None = None, requested: bool = True) -> InstallPlan:
+    """Every directory, link and file the install of `unpacked` (a store entry) into `layout`
+    makes, or InstallError with nothing written: a bad wheel is refused before the venv changes."""
     unpacked = Path(unpacked)
     manifest = _manifest(unpacked, wheel_filename)
     info_name = manifest["dist-info"]
@@ -281,12 +295,11 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
     scheme_dirs = {"purelib": layout.purelib, "platlib": layout.platlib, "scripts": layout.scripts,
                    "data": layout.data, "headers": layout.headers / dist_name}
 
-    # 1. plan every destination before touching the venv: a bad wheel is refused with nothing written.
     # From the store entry's manifest (its files with RECORD's hash and size, computed when it was
     # unpacked): no walk of the tree and no RECORD parse per install. Plain strings, not pathlib:
     # a Path per file was the largest share of a warm install's CPU.
     # (src, dst, key in the wheel, kind, RECORD hash, size, RECORD path in the venv or "" to derive)
-    plan: list[tuple[str, str, str, str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str, str, str]] = []
     src_root = str(unpacked)
     dest_s = str(root_dest)
     data_prefix = data_name + "/"
@@ -302,19 +315,19 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
             raise InstallError(f"{wheel_filename}: {key} would be installed outside the venv",
                                hint="this wheel is malformed or malicious: do not use it")
         if not key.startswith(data_prefix):
-            (info_rows if key.startswith(info_prefix) else plan).append(
+            (info_rows if key.startswith(info_prefix) else rows).append(
                 (f"{src_root}/{key}", f"{dest_s}/{key}", key, "file", h, size, key))
             continue
         scheme, _, rel = key[len(data_prefix):].partition("/")
         if scheme not in _SCHEMES or not rel:
             raise InstallError(f"{wheel_filename}: unknown install scheme {data_name}/{scheme}",
                                hint=f"a wheel's .data directory may hold only {', '.join(_SCHEMES)}")
-        plan.append((f"{src_root}/{key}", f"{scheme_dirs[scheme]}/{rel}", key,
+        rows.append((f"{src_root}/{key}", f"{scheme_dirs[scheme]}/{rel}", key,
                      "script" if scheme == "scripts" else "file", h, size, ""))
-    plan += info_rows
+    rows += info_rows
     ep_file = src_info / "entry_points.txt"
     eps = _entry_points(ep_file.read_text(encoding="utf-8")) if ep_file.is_file() else {}
-    generated: list[tuple[Path, bytes]] = []
+    generated: list[tuple[str, bytes]] = []
     for group in ("console_scripts", "gui_scripts"):
         for script, value in sorted(eps.get(group, {}).items()):
             if "/" in script or "\\" in script or script.startswith(".") or not script:
@@ -324,95 +337,131 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
             except ValueError:  # found while planning: nothing has been written yet
                 raise InstallError(f"{wheel_filename}: entry point {script} = {value!r} is malformed",
                                    hint="entry points look like `name = module:function`") from None
-            generated.append((layout.scripts / script, text))
-    dst_info = root_dest / info_name
+            generated.append((f"{layout.scripts}/{script}", text))
+    dst_info = f"{root_dest}/{info_name}"
     # Every destination is inside the venv by construction: a scheme directory of the venv (the
     # headers one named by a validated project name) joined with a relative path without `..`.
+
+    rec_base = dest_s  # RECORD paths are relative to the dir holding the dist-info
+    plan = InstallPlan(dist_name, version, dst_info, rec_base, (dest_s, str(layout.scripts)))
+    seen_dirs: set[str] = set()
+
+    def need_dir(parent: str) -> None:
+        if parent not in seen_dirs:
+            seen_dirs.add(parent)
+            plan.dirs.append(parent)
+
+    python = layout.python
+    rewritten = {f"{info_name}/{fn}" for fn in ("RECORD", "INSTALLER", "direct_url.json", "REQUESTED", SOURCE_FILE,
+                                                 "RECORD.jws", "RECORD.p7s")}
+    record = plan.record
+    for src, dst, key, kind, h, size, rec in rows:
+        need_dir(dst[:dst.rindex("/")])
+        if key in rewritten:
+            continue  # rewritten below (RECORD signatures no longer apply to an installed tree)
+        if kind == "file" and h:  # the common case, first
+            plan.links.append((src, dst))
+            record.append((rec or _rel(dst, rec_base), h, size))
+            continue
+        if kind == "script":
+            with open(src, "rb") as f:
+                data = f.read()
+            if data.startswith(b"#!python"):
+                nl = data.find(b"\n")
+                new = _shebang(python) + (data[nl + 1:] if nl >= 0 else b"")
+                plan.writes.append((dst, new, 0o755))
+                record.append((_rel(dst, rec_base), _hash(new), str(len(new))))
+                continue
+            plan.links.append((src, dst))
+            plan.chmods.append(dst)
+        else:
+            plan.links.append((src, dst))
+        if not h:  # RECORD hashes of the wheel are what we link (verified on unpack)
+            with open(src, "rb") as f:
+                data = f.read()
+            h, size = _hash(data), str(len(data))
+        record.append((_rel(dst, rec_base), h, size))
+    for dst, text in generated:
+        need_dir(dst[:dst.rindex("/")])
+        plan.writes.append((dst, text, 0o755))
+        record.append((_rel(dst, rec_base), _hash(text), str(len(text))))
+    need_dir(dst_info)
+    merkle = {k: manifest[k] for k in ("merkle-root", "wheel-sha256") if isinstance(manifest.get(k), str)}
+    extra = {"INSTALLER": b"pypm\n",
+             SOURCE_FILE: json.dumps({"filename": wheel_filename, "sha256": wheel_sha256,
+                                      **merkle},  # issue 7: the wheel's Merkle root
+                                     sort_keys=True).encode() + b"\n"}
+    if requested:
+        extra["REQUESTED"] = b""
+    if direct_url is not None:
+        extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True, separators=(",", ":")).encode()
+    for fn, data in extra.items():
+        plan.writes.append((f"{dst_info}/{fn}", data, 0o644))
+        record.append((f"{info_name}/{fn}", _hash(data), str(len(data))))
+    return plan
+
+
+def _hash(data: bytes) -> str:
+    return record_hash(sha256(data).digest())
+
+
+def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wheel_sha256: str,
+                  link_mode: LinkMode | None = None, direct_url: dict[str, Any] | None = None,
+                  compile_bytecode: bool = False, requested: bool = True, journal: bool = True) -> InstalledDist:
+    """Install the unpacked wheel tree `unpacked` (from `Cache.unpack`) into the venv `layout`.
+
+    The caller uninstalls any other version of the same dist first. `direct_url` (PEP 610) is
+    written as direct_url.json for non-index sources. Raises InstallError; on failure the
+    journal stays, so the next sync sees the dist as incomplete and repairs it.
+
+    `journal=False`: the venv is being built and is removed whole if anything fails (it carries
+    `venv.BUILDING_MARKER` until the sync is done), so no per-dist journal is needed -- on the
+    web stack it was 3 of the 8 file operations per wheel, and file creation is what costs here.
+    """
+    # 1. plan every destination before touching the venv: a bad wheel is refused with nothing written.
+    plan = plan_install(layout, unpacked, wheel_filename=wheel_filename, wheel_sha256=wheel_sha256,
+                        direct_url=direct_url, requested=requested)
+    dist_name, version = plan.dist_name, plan.version
 
     # 2. journal: everything this install may create
     journal_path = _journal(layout, dist_name)
     if journal:
         if not os.path.isdir(journal_path.parent):  # a stat: mkdir on an existing dir costs more here
             journal_path.parent.mkdir(parents=True, exist_ok=True)
-        planned = [row[1] for row in plan] + [str(p) for p, _ in generated] + [str(dst_info)]
+        planned = [dst for _, dst in plan.links] + [dst for dst, _, _ in plan.writes] + [plan.dst_info]
         _atomic_write(journal_path, json.dumps({"name": dist_name, "version": version, "wheel": wheel_filename,
                                                 "paths": planned}).encode())
 
-    # 3. place files; dist-info contents wait (RECORD last)
+    # 3. place files (RECORD last)
     linker = _Linker(link_mode)
-    record: list[tuple[str, str, str]] = []
-    rec_base = root_dest  # RECORD paths are relative to the dir holding the dist-info
-    python = layout.python
-    rewritten = {f"{info_name}/{fn}" for fn in ("RECORD", "INSTALLER", "direct_url.json", "REQUESTED", SOURCE_FILE,
-                                                 "RECORD.jws", "RECORD.p7s")}
     try:
         # Directories known to exist: a mkdir that fails with EEXIST was ~0.25 ms each on this
         # machine's filesystem, and every wheel used to pay several (site-packages, bin, its
         # dist-info for each file written there).
-        made_dirs: set[str] = {d for d in (dest_s, str(layout.scripts)) if os.path.isdir(d)}
+        made_dirs = {d for d in plan.known_dirs if os.path.isdir(d)}
+        for d in plan.dirs:
+            if d not in made_dirs:
+                os.makedirs(d, exist_ok=True)
         place = linker.place
-        for src, dst, key, kind, h, size, rec in plan:
-            parent = dst[:dst.rindex("/")]
-            if parent not in made_dirs:
-                os.makedirs(parent, exist_ok=True)
-                made_dirs.add(parent)
-            if key in rewritten:
-                continue  # rewritten below (RECORD signatures no longer apply to an installed tree)
-            if kind == "file" and h:  # the common case, first
-                place(src, dst)
-                record.append((rec or _rel(dst, rec_base), h, size))
-                continue
-            if kind == "script":
-                with open(src, "rb") as f:
-                    data = f.read()
-                if data.startswith(b"#!python"):
-                    nl = data.find(b"\n")
-                    rest = data[nl + 1:] if nl >= 0 else b""
-                    h, n = _write_new(dst, _shebang(python) + rest, 0o755, make_parent=False)
-                    size = str(n)
-                else:
-                    linker.place(src, dst)
-                    if not os.stat(dst).st_mode & 0o100:  # (a hard link shares the mode: harmless)
-                        os.chmod(dst, 0o755)
-            else:
-                linker.place(src, dst)
-            if not h:  # RECORD hashes of the wheel are what we just linked (verified on unpack)
-                with open(dst, "rb") as f:
-                    data = f.read()
-                h, size = record_hash(sha256(data).digest()), str(len(data))
-            record.append((_rel(dst, rec_base), h, size))
-        for dst, text in generated:
-            parent = str(dst.parent)
-            if parent not in made_dirs:
-                os.makedirs(parent, exist_ok=True)
-                made_dirs.add(parent)
-            h, n = _write_new(dst, text, 0o755, make_parent=False)
-            record.append((_rel(dst, rec_base), h, str(n)))
-        if str(dst_info) not in made_dirs:
-            dst_info.mkdir(parents=True, exist_ok=True)
-        merkle = {k: manifest[k] for k in ("merkle-root", "wheel-sha256") if isinstance(manifest.get(k), str)}
-        extra = {"INSTALLER": b"pypm\n",
-                 SOURCE_FILE: json.dumps({"filename": wheel_filename, "sha256": wheel_sha256,
-                                          **merkle},  # issue 7: the wheel's Merkle root
-                                         sort_keys=True).encode() + b"\n"}
-        if requested:
-            extra["REQUESTED"] = b""
-        if direct_url is not None:
-            extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True, separators=(",", ":")).encode()
-        for fn, data in extra.items():
-            h, n = _write_new(dst_info / fn, data, make_parent=False)
-            record.append((_rel(dst_info / fn, rec_base), h, str(n)))
+        for src, dst in plan.links:
+            place(src, dst)
+        for dst in plan.chmods:
+            if not os.stat(dst).st_mode & 0o100:  # (a hard link shares the mode: harmless)
+                os.chmod(dst, 0o755)
+        for dst, data, mode in plan.writes:
+            _write_new(dst, data, mode, make_parent=False)
+        extra: list[tuple[str, str, str]] = []
         if compile_bytecode:
-            record += _compile(layout, [Path(rec_base, r[0]) for r in record if r[0].endswith(".py")], rec_base)
-        record.sort()
-        record.append((_rel(dst_info / "RECORD", rec_base), "", ""))
-        _atomic_write(dst_info / "RECORD", _record_text(record).encode())
+            rec_base = Path(plan.rec_base)
+            extra = _compile(layout, [Path(rec_base, r[0]) for r in plan.record if r[0].endswith(".py")], rec_base)
+        _atomic_write(Path(plan.dst_info) / "RECORD", plan.record_bytes(extra))
     except OSError as e:
         raise InstallError(f"cannot install {wheel_filename} into {layout.root}: {e}",
                            hint="check free space and permissions, then run `pypm sync` again") from e
     if journal:
         journal_path.unlink()
-    return InstalledDist(canonical_name(dist_name), version, dst_info, wheel_sha256, wheel_filename, "pypm", True)
+    return InstalledDist(canonical_name(dist_name), version, Path(plan.dst_info), wheel_sha256, wheel_filename,
+                         "pypm", True)
 
 
 def _record_text(rows: list[tuple[str, str, str]]) -> str:

@@ -9,11 +9,23 @@ interpreter, the [tool.pypm] knobs) and the wheels installed (name, version, sha
 exist and the recipe's state matches the project exactly as `venvstate.fast_sync` matches a
 venv's state.json -- the same inputs, byte for byte, that a full sync turned into this set of
 wheels -- so the project model, the lock parser, packaging and the CLI are never imported (on
-the canary, ~60% of a warm-cache sync into a fresh venv was imports and parsing). Every store
-entry is checked as `Cache.unpack` checks it (present, none of its files written since it was
-unpacked), the venv is built with the building marker until state.json is written, and anything
-unexpected -- a missing or modified entry, a failed install, another sync at work -- discards
-what was built and returns None: the full `pypm sync` then does exactly what it would have.
+the canary, ~60% of a warm-cache sync into a fresh venv was imports and parsing).
+
+The first such sync of a recipe works out the whole venv -- `venv.skeleton`, then
+`installer.plan_install` for each store entry, the directories state.json watches -- and keeps
+it beside the recipe (`<key>.plan`, marshal): every directory, link and file, relative to the
+venv. Later ones run that plan with nothing imported but os, fcntl, marshal, time and threading:
+`os.mkdir` per directory and `os.link` per file, relative to directory descriptors. A plan is
+used only for the recipe it was made from (the sha256 of the recipe's bytes), by the same pypm,
+for the same interpreter binary (path, resolved path, size and mtime: the interpreter cache's
+key), when the cache user owns it and nobody else can write it, and when none of its paths
+leaves the venv or the store entry.
+
+Every store entry is checked as `Cache.unpack` checks it (present, none of its files written
+since it was unpacked), on a second thread while the venv is built; the venv carries the
+building marker until state.json is written, and anything unexpected -- a missing or modified
+entry, a failed link, another sync at work -- discards what was built and returns None: the
+full `pypm sync` then does exactly what it would have.
 """
 
 from __future__ import annotations
@@ -24,9 +36,11 @@ TYPE_CHECKING = False  # not from typing (~2 ms on this path)
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
-__all__ = ["RECIPE_VERSION", "recipe_path", "write_recipe", "fast_fresh_sync"]
+__all__ = ["RECIPE_VERSION", "PLAN_FORMAT", "recipe_path", "write_recipe", "forget_recipe", "fast_fresh_sync"]
 
 RECIPE_VERSION = 1
+PLAN_FORMAT = 1  # bump when what a plan holds, or how it is run, changes: old plans are remade
+_BUILDING_MARKER = ".pypm-building"  # venv.BUILDING_MARKER (a test ties them; venv imports dataclasses)
 
 
 def recipe_path(cache_root: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
@@ -34,6 +48,11 @@ def recipe_path(cache_root: str | os.PathLike[str], root: str | os.PathLike[str]
 
     key = sha256(os.path.realpath(root).encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return os.path.join(cache_root, "syncs", f"{key}.json")
+
+
+def plan_path(recipe: str) -> str:
+    """The plan kept beside the recipe file `recipe`."""
+    return recipe[: -len(".json")] + ".plan"
 
 
 def write_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str], state: dict[str, Any],
@@ -56,22 +75,41 @@ def write_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str
 
 
 def forget_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
-    try:
-        os.unlink(recipe_path(cache_root, root))
-    except OSError:
-        pass
+    path = recipe_path(cache_root, root)
+    for p in (path, plan_path(path)):
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
 
 
-def _matching_recipe(root: str, frozen: bool) -> tuple[str, dict[str, Any]] | None:
-    """(cache root, recipe) when the project's recipe matches its files and this request."""
-    from .config import cache_dir
-    from .fastpath import DEFAULT_SELECTION, json_loads, sha256_file
+def _cache_root() -> str:
+    """config.cache_dir() as a string, without pathlib on Linux (a test ties the two together)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):  # pragma: no cover - pypm's sandbox needs Linux
+        from .config import cache_dir
+
+        return str(cache_dir())
+    env = os.environ.get("PYPM_CACHE_DIR")
+    if env:
+        return os.path.realpath(os.path.expanduser(env))
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return os.path.join(xdg, "pypm") if xdg else os.path.join(os.path.expanduser("~"), ".cache", "pypm")
+
+
+def _matching_recipe(root: str, frozen: bool) -> tuple[str, str, str, dict[str, Any]] | None:
+    """(cache root, recipe file, sha256 of its bytes, recipe) when the project's recipe matches its
+    files and this request."""
+    from .fastpath import DEFAULT_SELECTION, json_loads, sha256, sha256_file
     from .venvstate import STATE_VERSION, project_token
 
-    cache_root = str(cache_dir())
+    cache_root = _cache_root()
+    path = recipe_path(cache_root, root)
     try:
-        with open(recipe_path(cache_root, root), encoding="utf-8") as f:
-            recipe = json_loads(f.read())
+        with open(path, "rb") as f:
+            raw = f.read()
+        recipe = json_loads(raw.decode("utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(recipe, dict) or recipe.get("version") != RECIPE_VERSION or recipe.get("root") != root:
@@ -93,13 +131,12 @@ def _matching_recipe(root: str, frozen: bool) -> tuple[str, dict[str, Any]] | No
         return None
     if not all(isinstance(w, list) and len(w) == 4 and all(isinstance(x, str) for x in w) for w in wheels):
         return None
-    return cache_root, recipe
+    return cache_root, path, sha256(raw).hexdigest(), recipe
 
 
 def _store_entries(cache_root: str, wheels: list[list[str]]) -> list[tuple[list[str], str, Any]] | None:
     """[(wheel, store entry, its manifest)] when every entry is in the store with its manifest;
-    None sends the sync down the full path. (Whether an entry was written since it was unpacked
-    is checked just before it is installed, on the install threads: torch alone is 12k stats.)"""
+    None sends the sync down the full path."""
     from .wheeltree import manifest_path, read_manifest
 
     out = []
@@ -116,44 +153,378 @@ def _store_entries(cache_root: str, wheels: list[list[str]]) -> list[tuple[list[
     return out
 
 
-class _StoreEntryWritten(Exception):
-    """A store entry was written since it was unpacked: the full sync repairs it."""
+# --------------------------------------------------------------------------- the plan
 
-
-def _run_all(jobs: list[Any], fn: Any, workers: int) -> None:
-    """fn(job) for every job on `workers` threads (linking is system calls that release the GIL);
-    the first error stops the others from starting new jobs and is raised."""
-    import threading
-
-    it = iter(jobs)
-    guard = threading.Lock()
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        while True:
-            with guard:
-                job = next(it, None)
-            if job is None or errors:
-                return
-            try:
-                fn(job)
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                errors.append(e)
-                return
-
-    threads = [threading.Thread(target=work, name=f"pypm-install_{i}") for i in range(max(1, workers))]
-    for t in threads:
-        t.start()
+def _interpreter_key(exe: str) -> list[Any] | None:
+    """What identifies the interpreter binary (as the interpreter cache keys its answers)."""
     try:
-        for t in threads:
-            t.join()
-    except BaseException as e:  # Ctrl-C: no new job starts, and the running ones finish before the
-        errors.append(e)        # caller removes the venv (a makedirs still running would recreate it)
-        for t in threads:
-            t.join()
+        st = os.stat(exe)  # follows symlinks: a re-pointed python3 link changes the key
+    except OSError:
+        return None
+    return [os.path.abspath(exe), os.path.realpath(exe), st.st_size, st.st_mtime_ns]
+
+
+def _outside(rels: list[str]) -> bool:
+    """Is any of these relative paths empty, absolute, or holding a `..` component? (A few scans
+    of one string, not a check per path: torch's plan holds 12k.)"""
+    joined = "\0" + "\0".join(rels) + "\0"
+    return "\0/" in joined or "\0\0" in joined or "\0..\0" in joined.replace("/", "\0")
+
+
+def _make_plan(cache_root: str, root: str, recipe: dict[str, Any], recipe_sha: str,
+               venv: str) -> dict[str, Any] | None:
+    """Work out the venv the recipe builds (with the full machinery: packaging is still not
+    imported), or None when an entry is missing or the interpreter no longer matches."""
+    from pathlib import Path
+
+    from . import __version__
+    from .errors import PypmError
+    from .installer import plan_install
+    from .interpreter import query_interpreter
+    from .venv import VenvLayout, skeleton
+    from .venvstate import record_dirs
+
+    state = recipe["state"]
+    exe = (state.get("interpreter") or {}).get("executable")
+    if not isinstance(exe, str):
+        return None
+    key = _interpreter_key(exe)
+    entries = _store_entries(cache_root, recipe["wheels"])
+    if key is None or entries is None:
+        return None
+    try:
+        interp = query_interpreter(exe)  # from its cache, keyed by the executable's size and mtime
+        if interp.version_str != state["interpreter"].get("version"):
+            return None
+        layout = VenvLayout.for_interpreter(Path(venv), interp)
+        dirs, symlinks, files = skeleton(layout, interp, os.path.basename(venv))
+        wheels = []
+        for (name, version, sha, filename), entry, manifest in entries:
+            p = plan_install(layout, Path(entry), wheel_filename=filename, wheel_sha256=sha)
+            wheels.append((name, version, sha, filename, entry, manifest, p))
+    except (PypmError, OSError, ValueError):
+        return None
+    pre = venv + "/"
+    if not all(d.startswith(pre) for d in dirs):
+        return None
+    base_dirs = list(dirs)  # the skeleton's: made first, before the work is split in two
+    made = set(dirs)
+    chmods: list[str] = []
+    links = []
+    checks = []
+    held = []
+    for name, version, sha, filename, entry, manifest, p in wheels:
+        for d in p.dirs:  # each with its parents, parents first
+            chain = []
+            while d not in made and d.startswith(pre):
+                chain.append(d)
+                made.add(d)
+                d = os.path.dirname(d)
+            dirs += reversed(chain)
+        files += [(dst, data) for dst, data, _mode in p.writes]
+        chmods += p.chmods
+        epre = entry + "/"
+        if not all(src.startswith(epre) for src, _ in p.links):
+            return None
+        links.append((entry, [src[len(epre):] for src, _ in p.links], [dst for _, dst in p.links]))
+        tree = os.path.join(cache_root, "wheels", sha[:2], sha, _tree_name())
+        checks.append((entry, tree, [row[0] for row in manifest["files"]]))
+        files.append((p.dst_info + "/RECORD", p.record_bytes()))
+        # The directories of RECORD's paths, RECORD's own row included (as venvstate reads it)
+        held.append((p.dst_info[len(pre):], {r[0].rpartition("/")[0] for r in p.record}
+                     | {os.path.basename(p.dst_info)}))
+    modes = {dst: mode for *_, p in wheels for dst, _, mode in p.writes}
+    modes.update({p.dst_info + "/RECORD": 0o644 for *_, p in wheels})
+    paths = [*dirs, *(d for _, d in symlinks), *(d for d, _ in files), *chmods]
+    paths += [d for _, _, dsts in links for d in dsts]
+    if not all(x.startswith(pre) for x in paths) or len(set(d for d, _ in files)) != len(files):
+        return None
+    sites = sorted({os.path.relpath(str(d), venv) for d in (layout.purelib, layout.platlib)})
+    rel = len(pre)
+    groups = _split(venv, base_dirs, dirs[len(base_dirs):], files, modes, links, chmods)
+    return {
+        "format": PLAN_FORMAT, "pypm": __version__, "recipe-sha256": recipe_sha, "interpreter": key,
+        "venv": venv, "describe": interp.describe(),
+        "dirs": [d[rel:] for d in base_dirs],
+        "symlinks": [(t, d[rel:]) for t, d in symlinks],
+        "groups": groups,
+        "checks": checks,
+        "site-dirs": sites,
+        "dists": sorted(info for info, _ in held),
+        "state-dirs": record_dirs(venv, sites, held),
+        "added": sorted((name, version) for name, version, *_ in wheels),
+    }
+
+
+def _split(venv: str, base_dirs: list[str], dirs: list[str], files: list[tuple[str, bytes]], modes: dict[str, int],
+           links: list[tuple[str, list[str], list[str]]], chmods: list[str]) -> list[dict[str, Any]]:
+    """The venv's directories, files and links in two independent halves, for two threads: every
+    path goes with the first component below the deepest skeleton directory holding it (a top-level
+    package, a dist-info, a script), so a half only ever fills the directories it made itself."""
+    pre = venv + "/"
+    anchors = sorted([venv, *base_dirs], key=len, reverse=True)
+
+    def key(path: str) -> str:
+        for a in anchors:
+            if path.startswith(a + "/"):
+                return a + "/" + path[len(a) + 1:].partition("/")[0]
+        raise ValueError(path)
+
+    # Costs on this kind of file system: a mkdir ~100 us, a new file ~150 us, a hard link ~8 us.
+    cost: dict[str, int] = {}
+    for d in dirs:
+        cost[key(d)] = cost.get(key(d), 0) + 12
+    for d, _ in files:
+        cost[key(d)] = cost.get(key(d), 0) + 18
+    for _, _, dsts in links:
+        for d in dsts:
+            cost[key(d)] = cost.get(key(d), 0) + 1
+    load = [0, 0]
+    half: dict[str, int] = {}
+    for k in sorted(cost, key=lambda k: (-cost[k], k)):
+        i = 0 if load[0] <= load[1] else 1
+        half[k] = i
+        load[i] += cost[k]
+    rel = len(pre)
+    out: list[dict[str, Any]] = [{"dirs": [], "links": [], "chmods": [], "files": []} for _ in range(2)]
+    for d in dirs:
+        out[half[key(d)]]["dirs"].append(d[rel:])
+    for entry, srcs, dsts in links:
+        parts: list[tuple[list[str], list[str]]] = [([], []), ([], [])]
+        for s, d in zip(srcs, dsts):
+            i = half[key(d)]
+            parts[i][0].append(s)
+            parts[i][1].append(d[rel:])
+        for i in (0, 1):
+            if parts[i][0]:
+                out[i]["links"].append((entry, *parts[i]))
+    for d in chmods:
+        out[half[key(d)]]["chmods"].append(d[rel:])
+    for d, data in files:  # in plan order: each RECORD after its dist's other files
+        out[half[key(d)]]["files"].append((d[rel:], data, modes.get(d, -1)))
+    return out
+
+
+def _tree_name() -> str:
+    from .wheeltree import TREE_NAME
+
+    return TREE_NAME
+
+
+def _load_plan(path: str, recipe_sha: str, venv: str, exe: Any) -> dict[str, Any] | None:
+    """The plan at `path` when it may be used for this recipe, venv and interpreter."""
+    import marshal
+
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return None  # not the cache user's own (sandbox.cachedir.ours): never trusted
+            plan = marshal.loads(f.read())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    from . import __version__
+
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT or plan.get("pypm") != __version__ \
+            or plan.get("recipe-sha256") != recipe_sha or plan.get("venv") != venv:
+        return None
+    if not isinstance(exe, str) or plan.get("interpreter") != _interpreter_key(exe):
+        return None
+    try:
+        rels = [*plan["dirs"], *(d for _, d in plan["symlinks"]), *plan["state-dirs"]]
+        groups = plan["groups"]
+        if len(groups) != 2:
+            return None
+        for g in groups:
+            rels += g["dirs"]
+            rels += g["chmods"]
+            rels += [d for d, _, _ in g["files"]]
+            for _entry, srcs, dsts in g["links"]:
+                rels += srcs
+                rels += dsts
+        for _entry, _tree, keys in plan["checks"]:
+            rels += keys
+        if not all(type(r) is str for r in rels) or _outside(rels):
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    return plan
+
+
+def _save_plan(path: str, plan: dict[str, Any]) -> None:
+    import marshal
+
+    from .fastpath import replace_file
+
+    try:
+        replace_file(path, marshal.dumps(plan), 0o600)
+    except (OSError, ValueError):
+        pass  # best effort: the next fresh venv works it out again
+
+
+# --------------------------------------------------------------------------- running it
+
+class _StoreEntryWritten(Exception):
+    """A store entry was written since it was unpacked (or is gone): the full sync repairs it."""
+
+
+def _check_entries(checks: list[Any], stop: list[bool]) -> None:
+    """As wheeltree.store_written_since, for every entry: one stat per file against the mtime of
+    the wheel's tree file, which `Cache.unpack` writes after extracting (no tree file: no verdict)."""
+    stat = os.stat
+    for entry, tree, keys in checks:
+        try:
+            ref = stat(tree).st_mtime_ns
+        except OSError:
+            continue
+        if stop:
+            return
+        fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for k in keys:  # (a vanished file: OSError, as bad)
+                if stat(k, dir_fd=fd).st_mtime_ns > ref:
+                    raise _StoreEntryWritten(entry)
+        finally:
+            os.close(fd)
+
+
+def _fill(group: dict[str, Any], venv: str, vfd: int, stop: list[bool]) -> None:
+    """One half of the venv (see _split): its directories, links, scripts made executable, files."""
+    mkdir, link = os.mkdir, os.link
+    for d in group["dirs"]:
+        mkdir(d, dir_fd=vfd)
+    for entry, srcs, dsts in group["links"]:
+        if stop:
+            return
+        efd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            # The hot loop: one system call per file, relative to two directory descriptors.
+            for s, d in zip(srcs, dsts):
+                link(s, d, src_dir_fd=efd, dst_dir_fd=vfd)
+        except OSError:  # another file system, too many links: the installer's fallbacks
+            from .installer import _Linker
+
+            place = _Linker(None).place  # (replaces what is linked already with the same file)
+            for s, d in zip(srcs, dsts):
+                place(f"{entry}/{s}", f"{venv}/{d}")
+        finally:
+            os.close(efd)
+    for d in group["chmods"]:
+        if not os.stat(d, dir_fd=vfd).st_mode & 0o100:  # (a hard link shares the mode: harmless)
+            os.chmod(f"{venv}/{d}", 0o755)
+    for d, data, mode in group["files"]:
+        _write(vfd, d, data, mode)
+
+
+def _start(fn: Any, *args: Any) -> Any:
+    """Run fn(*args) on a thread; returns a function that waits for it and returns its exception.
+    _thread, not threading: threading's imports (functools, collections) cost ~3 ms here."""
+    import _thread
+
+    done = _thread.allocate_lock()
+    done.acquire()
+    result: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiter
+            result[0] = e
+        finally:
+            done.release()
+
+    _thread.start_new_thread(run, ())
+
+    def wait() -> BaseException | None:
+        done.acquire()  # (interruptible: Ctrl-C reaches the main thread here too)
+        done.release()
+        return result[0]
+
+    return wait
+
+
+def _run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
+    """Build `venv` (which does not exist) as the plan says: the skeleton, then its two halves on
+    two threads (on this kind of file system a mkdir or a new file is 0.1-0.2 ms of system time, and
+    two threads make them in ~70% of the wall time of one), while a third checks the store."""
+    os.mkdir(venv)  # fails if another process made it meanwhile: nothing of ours to remove
+    stop: list[bool] = []
+    waits: list[Any] = []
+    vfd = os.open(venv, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _write(vfd, _BUILDING_MARKER, f"{os.getpid()}\n".encode(), -1)
+        waits.append(_start(_check_entries, plan["checks"], stop))
+        for d in plan["dirs"]:
+            os.mkdir(d, dir_fd=vfd)
+        for target, d in plan["symlinks"]:
+            os.symlink(target, d, dir_fd=vfd)
+        first, second = plan["groups"]
+        waits.append(_start(_fill, second, venv, vfd, stop))
+        _fill(first, venv, vfd, stop)
+        for wait in waits:
+            failed = wait()
+            if failed is not None:
+                raise failed
+        waits = []
+        os.mkdir(".pypm", dir_fd=vfd)
+        _write(vfd, ".pypm/state.json", _state_json(plan, venv, vfd, state), 0o644)
+        os.unlink(_BUILDING_MARKER, dir_fd=vfd)
+    except BaseException:
+        stop.append(True)
+        for wait in waits:  # nothing may still write into the venv while it is removed
+            wait()
+        os.close(vfd)
+        vfd = -1
+        if os.path.lexists(os.path.join(venv, _BUILDING_MARKER)):
+            from .venv import discard_half_built
+
+            discard_half_built(venv)  # type: ignore[arg-type]
+        else:
+            try:
+                os.rmdir(venv)  # the marker could not be written: nothing else was
+            except OSError:
+                pass
         raise
-    if errors:
-        raise errors[0]
+    finally:
+        if vfd >= 0:
+            os.close(vfd)
+
+
+def _write(dir_fd: int, rel: str, data: bytes, mode: int) -> None:
+    """A new file (O_EXCL: the venv is new); mode -1: the umask's, as open() makes it, else
+    exactly `mode` (the installer's: a script's x bit must not depend on the umask)."""
+    fd = os.open(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666 if mode < 0 else mode,
+                 dir_fd=dir_fd)
+    try:
+        if mode >= 0:
+            os.fchmod(fd, mode)
+        if data:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _state_json(plan: dict[str, Any], venv: str, vfd: int, state: dict[str, Any]) -> bytes:
+    """state.json as venvstate.write_state(venv, state + installed_record(...)) writes it: the
+    dist-infos and directories come from the plan, their mtimes from one stat each."""
+    from .fastpath import json_dumps
+    from .venvstate import _dist_infos, _outlast_the_tick, installed_record
+
+    sites, dists = plan["site-dirs"], plan["dists"]
+    if _dist_infos(venv, sites) != dists:  # a wheel that brings a second .dist-info: derive it all
+        installed = installed_record(venv, [os.path.join(venv, s) for s in sites])  # type: ignore[list-item]
+    else:
+        stat = os.stat
+        records = []
+        for d in dists:
+            st = stat(d + "/RECORD", dir_fd=vfd)
+            records.append([st.st_size, st.st_mtime_ns])
+        dirs = {d: stat(d, dir_fd=vfd).st_mtime_ns for d in plan["state-dirs"]}
+        _outlast_the_tick(max([*dirs.values(), *(m for _, m in records)], default=0))
+        installed = {"site-dirs": sites, "dists": dists, "records": records, "dirs": dirs}
+    return (json_dumps(dict(state, installed=installed)) + "\n").encode("utf-8")
 
 
 def fast_fresh_sync(argv: list[str]) -> int | None:
@@ -177,23 +548,16 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
     found = _matching_recipe(root, frozen)
     if found is None:
         return None
-    cache_root, recipe = found
+    cache_root, rpath, recipe_sha, recipe = found
     state = recipe["state"]
     exe = (state.get("interpreter") or {}).get("executable")
-    if not isinstance(exe, str) or not os.path.exists(exe):
-        return None
-    entries = _store_entries(cache_root, recipe["wheels"])
-    if entries is None:
-        return None
-    from .errors import PypmError
-    from .interpreter import query_interpreter
-
-    try:
-        interp = query_interpreter(exe)  # from its cache, keyed by the executable's size and mtime
-    except PypmError:
-        return None
-    if interp.version_str != state["interpreter"].get("version"):
-        return None
+    ppath = plan_path(rpath)
+    plan = _load_plan(ppath, recipe_sha, venv, exe)
+    if plan is None:
+        plan = _make_plan(cache_root, root, recipe, recipe_sha, venv)
+        if plan is None:
+            return None
+        _save_plan(ppath, plan)
     import fcntl
 
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -205,8 +569,8 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
         if os.path.lexists(venv):
             return None
         try:
-            _build(venv, interp, entries, dict(state, frozen=frozen), cache_root)
-        except KeyboardInterrupt as e:  # what was built is gone (_build): report as the CLI does
+            _run_plan(plan, venv, dict(state, frozen=frozen))
+        except KeyboardInterrupt as e:  # what was built is gone (_run_plan): report as the CLI does
             from .errors import report_failure
 
             return report_failure(e, verbose=False)
@@ -217,49 +581,9 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
     if not ({"-q", "--quiet"} & set(argv)):
         import sys
 
-        lines = [f"Created {venv} ({interp.describe()})",
-                 f"Synced {venv}: +{len(entries)} ~0 -0 (0 unchanged) in {time.monotonic() - t0:.2f}s"]
-        lines += [f" + {w[0]}=={w[1]}" for w, _, _ in sorted(entries, key=lambda e: e[0][0])]
+        added = plan["added"]
+        lines = [f"Created {venv} ({plan['describe']})",
+                 f"Synced {venv}: +{len(added)} ~0 -0 (0 unchanged) in {time.monotonic() - t0:.2f}s"]
+        lines += [f" + {name}=={version}" for name, version in added]
         print("\n".join(lines), file=sys.stderr)
     return 0
-
-
-def _build(venv: str, interp: Any, entries: list[tuple[list[str], str, Any]], state: dict[str, Any],
-           cache_root: str) -> None:
-    from pathlib import Path
-
-    from .installer import install_wheel
-    from .wheeltree import store_written_since
-    from .venv import VenvLayout, create_venv, discard_half_built, mark_complete
-    from .venvstate import installed_record, write_state
-
-    try:
-        create_venv(Path(venv), interp, keep_marker=True)
-        layout = VenvLayout.for_interpreter(Path(venv), interp)
-
-        def check(job: tuple[list[str], str, Any]) -> None:
-            (_name, _version, sha, _filename), entry, manifest = job
-            if store_written_since(cache_root, sha, entry, manifest):  # as Cache.unpack checks
-                raise _StoreEntryWritten(entry)
-
-        def install(job: tuple[list[str], str, Any]) -> None:
-            (_name, _version, sha, filename), entry, _manifest = job
-            install_wheel(layout, Path(entry), wheel_filename=filename, wheel_sha256=sha,
-                          journal=False)  # the venv is removed whole on any failure
-
-        # Biggest first: the longest install starts at once instead of last, and its entry's
-        # check (one stat per file: torch's 12k) runs beside it on the other thread -- the venv
-        # is this sync's own, so a check that fails after linking began still leaves nothing.
-        # Two threads: on the canary, 1, 2, 4 and 8 took the same wall time (medians 150-167 ms,
-        # A B A B x6) -- links and mkdirs serialise in the file system -- and more only cost
-        # system time.
-        ordered = sorted(entries, key=lambda e: -len(e[2]["files"]))
-        jobs = [(install, ordered[0]), (check, ordered[0])]
-        jobs += [(lambda j: (check(j), install(j)), e) for e in ordered[1:]]
-        _run_all(jobs, lambda job: job[0](job[1]), min(2, len(jobs)))
-        state = dict(state, installed=installed_record(Path(venv), [layout.purelib, layout.platlib]))
-        write_state(Path(venv), state)
-        mark_complete(Path(venv))
-    except BaseException:
-        discard_half_built(Path(venv))
-        raise

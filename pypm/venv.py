@@ -214,22 +214,30 @@ def discard_half_built(root: Path) -> None:
         _discard(Path(root))
 
 
-def _populate(layout: VenvLayout, interp: Interpreter, prompt: str) -> None:
-    root = layout.root
+def skeleton(layout: VenvLayout, interp: Interpreter, prompt: str) -> tuple[list[str], list[tuple[str, str]],
+                                                                         list[tuple[str, bytes]]]:
+    """What a new venv holds before any package: (directories below the root, parents first;
+    (symlink target, link path); (file path, bytes)). `_populate` makes it; the fresh-venv fast
+    path (pypm.syncrecipe) keeps it with the venv's install plans."""
+    root = str(layout.root)
+    dirs: list[str] = []
     # include/ as CPython's venv makes it: some build tools expect it to exist
-    for d in {layout.purelib, layout.platlib, layout.scripts, root / "include"}:
-        d.mkdir(parents=True, exist_ok=True)
+    for d in sorted({str(layout.purelib), str(layout.platlib), str(layout.scripts), f"{root}/include"}):
+        chain = []
+        while d != root and d.startswith(root + "/"):
+            chain.append(d)
+            d = os.path.dirname(d)
+        dirs += [c for c in reversed(chain) if c not in dirs]
+    links: list[tuple[str, str]] = []
     # CPython's venv: lib64 -> lib on 64-bit POSIX except macOS (issue 21197)
     if interp.raw.get("maxsize_64", True) and interp.markers.get("sys_platform") != "darwin":
-        if not (root / "lib64").exists():
-            os.symlink("lib", root / "lib64")
+        links.append(("lib", f"{root}/lib64"))
     target = str(interp.base_executable)
     major, minor = interp.version[:2]
     names = ["python", f"python{major}", f"python{major}.{minor}"]
     if interp.implementation == "pypy":
         names += ["pypy", f"pypy{major}", f"pypy{major}.{minor}"]
-    for n in names:
-        os.symlink(target, layout.scripts / n)  # absolute, as `python -m venv --symlinks` does
+    links += [(target, f"{layout.scripts}/{n}") for n in names]  # absolute, as `python -m venv --symlinks` does
 
     ident = _identity(interp)
     cfg = [
@@ -243,10 +251,23 @@ def _populate(layout: VenvLayout, interp: Interpreter, prompt: str) -> None:
         f"pypm = {__version__}",
         f"pypm-cache-tag = {interp.cache_tag}",
     ]
-    (root / "pyvenv.cfg").write_text("\n".join(cfg) + "\n", encoding="utf-8")
-    # Tools (uv, hatch) treat a .gitignore of "*" as "do not commit this environment".
-    (root / ".gitignore").write_text("*\n")
-    _write_activate_scripts(layout, prompt)
+    files = [(f"{root}/pyvenv.cfg", ("\n".join(cfg) + "\n").encode("utf-8")),
+             # Tools (uv, hatch) treat a .gitignore of "*" as "do not commit this environment".
+             (f"{root}/.gitignore", b"*\n")]
+    files += [(f"{layout.scripts}/{name}", text.encode("utf-8")) for name, text in _activate_scripts(layout, prompt)]
+    return dirs, links, files
+
+
+def _populate(layout: VenvLayout, interp: Interpreter, prompt: str) -> None:
+    dirs, links, files = skeleton(layout, interp, prompt)
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+    for target, path in links:
+        if not os.path.lexists(path):
+            os.symlink(target, path)
+    for path, data in files:
+        with open(path, "wb") as f:
+            f.write(data)
 
 
 def _activate_templates() -> list[Path]:
@@ -279,7 +300,8 @@ hash -r 2>/dev/null
 """
 
 
-def _write_activate_scripts(layout: VenvLayout, prompt: str) -> None:
+def _activate_scripts(layout: VenvLayout, prompt: str) -> list[tuple[str, str]]:
+    """(file name in bin/, text) of the activate scripts."""
     subst = {
         "__VENV_DIR__": str(layout.root),
         "__VENV_NAME__": layout.root.name,
@@ -289,7 +311,9 @@ def _write_activate_scripts(layout: VenvLayout, prompt: str) -> None:
     }
     templates = [(p.name, p.read_text(encoding="utf-8")) for p in _activate_templates()] or [
         ("activate", _FALLBACK_ACTIVATE)]
+    out = []
     for name, text in templates:
         for k, v in subst.items():
             text = text.replace(k, v)
-        (layout.scripts / name).write_text(text, encoding="utf-8")
+        out.append((name, text))
+    return out

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .selection import Selection
 
 __all__ = ["STATE_VERSION", "STATE_REL", "expected_state", "tool_knobs", "read_state", "write_state",
-           "drop_state", "project_token", "files_present", "installed_record", "venv_intact",
+           "drop_state", "project_token", "files_present", "installed_record", "record_dirs", "venv_intact",
            "shared_sync_lock", "synced_unchanged", "fast_sync"]
 
 STATE_VERSION = 1
@@ -231,18 +231,7 @@ def _snapshot(venv: str, rel_sites: list[str], dists: list[str]) -> tuple[list[l
         except (OSError, UnicodeDecodeError, csv.Error):
             return None
         records.append([st.st_size, st.st_mtime_ns])
-        base = prefix + dist.rpartition("/")[0]  # RECORD paths are relative to the dist-info's parent
-        for d in held:
-            d = os.path.normpath(os.path.join(base, d))  # once per directory, not per file
-            while d not in seen:
-                seen.add(d)
-                if not d.startswith(prefix):
-                    break  # the venv itself, or a file outside it: not ours to watch
-                if os.path.basename(d) != "__pycache__":
-                    dirs.add(d)
-                if d in stops:
-                    break
-                d = os.path.dirname(d)
+        _walk_up(prefix, stops, dist, held, seen, dirs)
     mtimes: dict[str, int] = {}
     for d in sorted(dirs):
         try:
@@ -250,6 +239,34 @@ def _snapshot(venv: str, rel_sites: list[str], dists: list[str]) -> tuple[list[l
         except OSError:
             return None
     return records, mtimes
+
+
+def _walk_up(prefix: str, stops: set[str], dist: str, held: set[str], seen: set[str], dirs: set[str]) -> None:
+    base = prefix + dist.rpartition("/")[0]  # RECORD paths are relative to the dist-info's parent
+    for d in held:
+        d = os.path.normpath(os.path.join(base, d))  # once per directory, not per file
+        while d not in seen:
+            seen.add(d)
+            if not d.startswith(prefix):
+                break  # the venv itself, or a file outside it: not ours to watch
+            if os.path.basename(d) != "__pycache__":
+                dirs.add(d)
+            if d in stops:
+                break
+            d = os.path.dirname(d)
+
+
+def record_dirs(venv: str, rel_sites: list[str], held: list[tuple[str, set[str]]]) -> list[str]:
+    """The directories `installed_record` keeps the mtimes of (relative to the venv, sorted), for
+    dists given as (dist-info relative to the venv, the directories its RECORD's paths name):
+    the fresh-venv fast path (pypm.syncrecipe) works them out once, and only stats them."""
+    prefix = os.path.abspath(venv) + "/"
+    stops = {prefix + s for s in rel_sites}
+    seen: set[str] = set()
+    dirs: set[str] = set()
+    for dist, names in held:
+        _walk_up(prefix, stops, dist, names, seen, dirs)
+    return sorted(d[len(prefix):] for d in dirs)
 
 
 def venv_intact(venv: Path | str, state: dict[str, Any]) -> bool:

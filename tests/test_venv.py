@@ -127,12 +127,12 @@ _SLOW_CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     import pypm.venv as v
     from pypm.interpreter import query_interpreter
-    orig = v._write_activate_scripts
-    def slow(layout, prompt):
-        orig(layout, prompt)
+    orig = v._populate
+    def slow(layout, interp, prompt):
+        orig(layout, interp, prompt)
         print("building", flush=True)
         time.sleep(30)
-    v._write_activate_scripts = slow
+    v._populate = slow
     try:
         v.create_venv({root!r}, query_interpreter({py!r}))
     except KeyboardInterrupt:

@@ -1,0 +1,181 @@
+"""The fresh-venv fast path's kept plan (pypm.syncrecipe): when it is used, when it is not, what it builds."""
+
+from __future__ import annotations
+
+import json
+import marshal
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pypm import syncrecipe
+from pypm.fastpath import json_dumps
+from tests.e2e.test_sync import _imported, _state_without_mtimes, _venv_files, assert_venv_exact, site_packages, small  # noqa: F401
+
+EXPECTED = {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"}
+
+
+def _plan_file(pypm, project: Path) -> Path:
+    recipe = syncrecipe.recipe_path(str(pypm.cache_dir), project)
+    return Path(syncrecipe.plan_path(recipe))
+
+
+def _fresh(pypm, project: Path, *args: str) -> set[str]:
+    """rm -rf .venv && pypm sync --frozen: the modules it imported."""
+    return _imported(_fresh_stderr(pypm, project, *args))
+
+
+def _fresh_stderr(pypm, project: Path, *args: str) -> str:
+    subprocess.run(["rm", "-rf", str(project / ".venv")], check=True)
+    r = pypm("sync", "--frozen", *args, cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0, r.stderr
+    return r.stderr
+
+
+def _imported_by_pypm(stderr: str) -> list[str]:
+    """The modules imported once the pypm package was (-X importtime lists them as they finish)."""
+    names = [line.rsplit("|", 1)[1].strip() for line in stderr.splitlines()
+             if line.startswith("import time:") and line.count("|") == 2]
+    return names[names.index("pypm") + 1:]
+
+
+@pytest.fixture
+def planned(pypm, small):
+    """A project synced in full, then rebuilt once by the fast path, which kept its plan."""
+    project, server, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    venv = project / ".venv"
+    full = (_venv_files(venv), _state_without_mtimes(venv))
+    assert not _plan_file(pypm, project).exists()
+    mods = _fresh(pypm, project)
+    assert "pypm.cli" not in mods and "pypm.installer" in mods  # worked the plan out
+    assert _plan_file(pypm, project).is_file()
+    return project, server, full
+
+
+def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_nothing(pypm, planned) -> None:
+    project, server, (files, state) = planned
+    venv = project / ".venv"
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+    server.clear_requests()
+    mods = _imported_by_pypm(_fresh_stderr(pypm, project))
+    # what the test runner's own start-up did not import already (site-packages' .pth files)
+    assert set(mods) <= {"pypm.__main__", "pypm.fastpath", "pypm.venvstate", "pypm.syncrecipe", "__future__",
+                         "_sha256", "_json", "fcntl", "marshal", "_thread", "time"}, mods
+    assert server.requests == []
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+    assert_venv_exact(venv, EXPECTED)
+    assert not (venv / ".pypm-building").exists()
+    # state.json is written as venvstate.write_state writes it, byte for byte but for mtimes
+    text = (venv / ".pypm" / "state.json").read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+    # the scripts are executable and the hard links are the store's files
+    assert os.access(venv / "bin" / "alpha-hello", os.X_OK)
+    assert (site_packages(venv) / "beta" / "__init__.py").stat().st_nlink >= 2
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import alpha; print(alpha.A)"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "alpha beta", out.stderr
+    r = pypm("sync", "--frozen", cwd=project, check=True)
+    assert "nothing to do" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("damage", ["other-writable", "other-recipe", "outside", "dotdot", "garbage", "format"])
+def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damage: str) -> None:
+    project, _, (files, state) = planned
+    path = _plan_file(pypm, project)
+    plan = marshal.loads(path.read_bytes())
+    if damage == "other-writable":
+        os.chmod(path, 0o666)
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not marshal")
+    else:
+        if damage == "other-recipe":
+            plan["recipe-sha256"] = "0" * 64
+        elif damage == "outside":
+            plan["groups"][1]["files"].append(("/tmp/evil", b"x", 0o644))
+        elif damage == "dotdot":
+            plan["groups"][0]["dirs"].append("lib/../../../escape")
+        elif damage == "format":
+            plan["format"] = syncrecipe.PLAN_FORMAT + 1
+        path.write_bytes(marshal.dumps(plan))
+        os.chmod(path, 0o600)
+    mods = _fresh(pypm, project)
+    assert "pypm.installer" in mods and "pypm.cli" not in mods  # refused, then worked out again
+    assert not (project.parent / "escape").exists() and not Path("/tmp/evil").exists()
+    venv = project / ".venv"
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+    assert "pypm.installer" not in _fresh(pypm, project)  # the new plan serves the next one
+
+
+def test_an_interpreter_binary_that_changed_is_not_trusted_to_the_plan(pypm, planned) -> None:
+    project, _, _ = planned
+    path = _plan_file(pypm, project)
+    plan = marshal.loads(path.read_bytes())
+    exe, real, size, mtime = plan["interpreter"]
+    plan["interpreter"] = [exe, real, size, mtime - 1]  # as if the binary was replaced since
+    path.write_bytes(marshal.dumps(plan))
+    assert "pypm.installer" in _fresh(pypm, project)
+    assert marshal.loads(path.read_bytes())["interpreter"] == [exe, real, size, mtime]
+
+
+def test_a_store_file_written_since_it_was_unpacked_sends_the_planned_sync_down_the_full_path(pypm, planned) -> None:
+    project, _, (files, _state) = planned
+    [store] = [p for p in (pypm.cache_dir / "unpacked").rglob("beta/__init__.py")]
+    good = store.read_bytes()
+    time.sleep(0.01)
+    with open(store, "r+b") as f:
+        f.write(b"X" * len(good))
+    mods = _fresh(pypm, project)
+    assert "pypm.cli" in mods  # the plan's check found it; the full path repaired the entry
+    venv = project / ".venv"
+    assert (site_packages(venv) / "beta" / "__init__.py").read_bytes() == good
+    assert _venv_files(venv) == files
+    # a store file that is gone: likewise
+    os.unlink([p for p in (pypm.cache_dir / "unpacked").rglob("alpha/__init__.py")][0])
+    assert "pypm.cli" in _fresh(pypm, project)
+    assert _venv_files(venv) == files
+
+
+def test_a_failed_planned_build_leaves_no_venv(pypm, planned) -> None:
+    """A link that cannot be made (the store file is gone after the plan's check passed... here:
+    a plan naming a file the entry does not have) discards the half-built venv; the full sync follows."""
+    project, _, (files, _state) = planned
+    path = _plan_file(pypm, project)
+    plan = marshal.loads(path.read_bytes())
+    entry, srcs, dsts = plan["groups"][0]["links"][0]
+    plan["groups"][0]["links"][0] = (entry, [*srcs, "no-such-file.py"], [*dsts, dsts[0] + ".extra"])
+    path.write_bytes(marshal.dumps(plan))
+    mods = _fresh(pypm, project)
+    assert "pypm.cli" in mods
+    venv = project / ".venv"
+    assert _venv_files(venv) == files
+    assert not list(project.glob(".venv.pypm-old-*"))
+
+
+def test_outside() -> None:
+    ok = ["a", "a/b.py", "lib/python3.11/site-packages/x..y/z", ".pypm/state.json", "a/./b"]
+    assert not syncrecipe._outside(ok)
+    for bad in ["/etc/passwd", "..", "../x", "a/../../x", "a/..", ""]:
+        assert syncrecipe._outside([*ok, bad]), bad
+
+
+def test_values_kept_apart_agree() -> None:
+    from pypm.config import cache_dir
+    from pypm.venv import BUILDING_MARKER
+
+    assert syncrecipe._BUILDING_MARKER == BUILDING_MARKER
+    assert syncrecipe._cache_root() == str(cache_dir())
+
+
+def test_json_dumps_is_json_dumps_indented() -> None:
+    values = [{"b": [1, -2, {"c": None, "d": True, "e": False}], "a": "é\"\\\n\x00", "z": {}, "y": []},
+              [], {}, "x", 0, [[[]]], {"k": {"k": {"k": [1]}}}]
+    for v in values:
+        assert json_dumps(v) == json.dumps(v, indent=2, sort_keys=True)
+    with pytest.raises(TypeError):
+        json_dumps({1: 2})
+    with pytest.raises((TypeError, ValueError)):
+        json_dumps(1.5)

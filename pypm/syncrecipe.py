@@ -72,6 +72,8 @@ def write_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str
         replace_file(path, json.dumps(doc, sort_keys=True).encode("utf-8"))
     except OSError:
         pass
+    # (Not the plan as well: on the web stack working it out costs ~40-70 ms, which every sync that
+    # changes a venv would pay; the first fresh-venv sync of this recipe works it out instead.)
 
 
 def forget_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:

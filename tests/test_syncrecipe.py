@@ -49,9 +49,9 @@ def planned(pypm, small):
     pypm("sync", "--frozen", cwd=project, check=True)
     venv = project / ".venv"
     full = (_venv_files(venv), _state_without_mtimes(venv))
-    assert not _plan_file(pypm, project).exists()
+    assert not _plan_file(pypm, project).exists()  # (the full sync does not pay for it)
     mods = _fresh(pypm, project)
-    assert "pypm.cli" not in mods and "pypm.installer" in mods  # worked the plan out
+    assert "pypm.cli" not in mods and "pypm.installer" in mods  # worked out by the first fresh venv, and kept
     assert _plan_file(pypm, project).is_file()
     return project, server, full
 

@@ -246,8 +246,8 @@ def extract_verified(wheel: Path, dest: Path, *, label: str = "") -> dict[str, A
 # by the central directory's sizes.
 
 _LOCAL = None  # struct.Struct of the 30-byte local file header, made on first use
-_SMALL = 1 << 20  # members compressed to at most this are read in one pread with their header
-_OUT = 1 << 20  # most bytes inflated at once (bounds memory whatever the archive claims)
+_SMALL = 256 << 10  # members compressed to at most this are read in one pread with their header
+_OUT = 256 << 10  # most bytes inflated or read at once: bounds memory whatever the archive claims
 EXTRACT_THREADS = 4  # for one big wheel, at most one per core
 
 
@@ -328,7 +328,7 @@ def _member_data(fd: int, i: Any, name: str, wheel_name: str) -> Iterable[bytes]
 
 def _pread_pieces(fd: int, pos: int, n: int, name: str, wheel_name: str, member: str) -> Iterable[bytes]:
     while n > 0:
-        b = os.pread(fd, min(n, _SMALL), pos)
+        b = os.pread(fd, min(n, _OUT), pos)
         if not b:
             raise _bad(name, wheel_name, f"{member}: truncated")
         pos += len(b)

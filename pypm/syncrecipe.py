@@ -243,11 +243,11 @@ def _make_plan(cache_root: str, root: str, recipe: dict[str, Any], recipe_sha: s
         return None
     sites = sorted({os.path.relpath(str(d), venv) for d in (layout.purelib, layout.platlib)})
     rel = len(pre)
-    groups = _split(venv, base_dirs, dirs[len(base_dirs):], files, modes, links, chmods)
+    base_dirs, groups = _split(venv, base_dirs, dirs[len(base_dirs):], files, modes, links, chmods)
     return {
         "format": PLAN_FORMAT, "pypm": __version__, "recipe-sha256": recipe_sha, "interpreter": key,
         "venv": venv, "describe": interp.describe(),
-        "dirs": [d[rel:] for d in base_dirs],
+        "dirs": [d[rel:] for d in base_dirs],  # made before the two halves start
         "symlinks": [(t, d[rel:]) for t, d in symlinks],
         "groups": groups,
         "checks": checks,
@@ -259,28 +259,40 @@ def _make_plan(cache_root: str, root: str, recipe: dict[str, Any], recipe_sha: s
 
 
 def _split(venv: str, base_dirs: list[str], dirs: list[str], files: list[tuple[str, bytes]], modes: dict[str, int],
-           links: list[tuple[str, list[str], list[str]]], chmods: list[str]) -> list[dict[str, Any]]:
+           links: list[tuple[str, list[str], list[str]]], chmods: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
     """The venv's directories, files and links in two independent halves, for two threads: every
-    path goes with the first component below the deepest skeleton directory holding it (a top-level
-    package, a dist-info, a script), so a half only ever fills the directories it made itself."""
+    path goes with the first component below the deepest directory made beforehand (the skeleton's,
+    and a package too big for one half: torch), so a half only fills the directories it made.
+    Returns (the directories made beforehand, parents first; the two halves)."""
     pre = venv + "/"
-    anchors = sorted([venv, *base_dirs], key=len, reverse=True)
+    base = list(base_dirs)
+    in_base = set(base)
+    dir_set = set(dirs)
+    while True:
+        anchors = sorted([venv, *base], key=len, reverse=True)
 
-    def key(path: str) -> str:
-        for a in anchors:
-            if path.startswith(a + "/"):
-                return a + "/" + path[len(a) + 1:].partition("/")[0]
-        raise ValueError(path)
+        def key(path: str) -> str:
+            for a in anchors:
+                if path.startswith(a + "/"):
+                    return a + "/" + path[len(a) + 1:].partition("/")[0]
+            raise ValueError(path)
 
-    # Costs on this kind of file system: a mkdir ~100 us, a new file ~150 us, a hard link ~8 us.
-    cost: dict[str, int] = {}
-    for d in dirs:
-        cost[key(d)] = cost.get(key(d), 0) + 12
-    for d, _ in files:
-        cost[key(d)] = cost.get(key(d), 0) + 18
-    for _, _, dsts in links:
-        for d in dsts:
-            cost[key(d)] = cost.get(key(d), 0) + 1
+        # Costs on this kind of file system: a mkdir ~100 us, a new file ~150 us, a hard link ~8 us.
+        cost: dict[str, int] = {}
+        for d in dirs:
+            if d not in in_base:
+                cost[key(d)] = cost.get(key(d), 0) + 12
+        for d, _ in files:
+            cost[key(d)] = cost.get(key(d), 0) + 18
+        for _, _, dsts in links:
+            for d in dsts:
+                cost[key(d)] = cost.get(key(d), 0) + 1
+        big = max(cost, key=lambda k: cost[k], default=None)
+        if big is None or cost[big] * 2 <= sum(cost.values()) or big not in dir_set or big in in_base:
+            break
+        base.append(big)  # made beforehand; what it holds is split one level down
+        in_base.add(big)
+    dirs = [d for d in dirs if d not in in_base]
     load = [0, 0]
     half: dict[str, int] = {}
     for k in sorted(cost, key=lambda k: (-cost[k], k)):
@@ -304,7 +316,7 @@ def _split(venv: str, base_dirs: list[str], dirs: list[str], files: list[tuple[s
         out[half[key(d)]]["chmods"].append(d[rel:])
     for d, data in files:  # in plan order: each RECORD after its dist's other files
         out[half[key(d)]]["files"].append((d[rel:], data, modes.get(d, -1)))
-    return out
+    return base, out
 
 
 def _tree_name() -> str:

@@ -39,6 +39,8 @@ from .simpleapi import (  # DistFile, CoreMetadata and the parse_* functions are
     _is_json,
     _json_files,
     json_page_files,
+    json_page_spans,
+    valid_span_columns,
 )
 
 __all__ = [
@@ -65,9 +67,9 @@ TAIL_BYTES = 64 * 1024
 _HASH_CHUNK = 8 << 20
 # Minimum size of a range read whose extent is not known in advance.
 RANGE_CHUNK = 16 * 1024
-# 2: a JSON project page's entry may carry its parsed files (_Page.parsed); bump it whenever what
-# simpleapi.json_page_files returns changes shape or meaning.
-_HTTP_CACHE_VERSION = 2
+# 2: a JSON project page's entry may carry its parsed files (_Page.parsed); 3: or its files' spans
+# (simpleapi.json_page_spans). Bump it whenever what either returns changes shape or meaning.
+_HTTP_CACHE_VERSION = 3
 
 
 class PackageNotFound(IndexError_):
@@ -145,11 +147,13 @@ class _Page:
     etag: str | None = None
     last_modified: str | None = None
     expires: float = 0.0
-    # A JSON project page's files as simpleapi.json_page_files made them, marshalled, in the same
-    # cache file as the body they come from (so never out of step with it): a warm lock gets
-    # every page again (the index allows no reuse without asking), and when the body is the one
-    # cached, loading this (~25 ms for the web stack) replaces json.loads and grouping (~0.25 s).
+    # A JSON project page's files as simpleapi.json_page_spans (or, for another layout,
+    # json_page_files) made them, marshalled, in the same cache file as the body they come from (so
+    # never out of step with it): a warm lock gets every page again (the index allows no reuse
+    # without asking), and when the body is the one cached, loading this (~25 ms for the web
+    # stack) replaces finding (~0.12 s) or parsing (~0.2 s) the files again.
     parsed: bytes | memoryview | None = None
+    unsaved: bool = False  # a new JSON page returned by _fetch_page(parse_json=True): the caller stores it
 
     def same_as(self, other: _Page) -> bool:
         """The same response, whenever it was fetched."""
@@ -182,20 +186,21 @@ class _Page:
             return None
 
 
-def _unmarshal_files(parsed: bytes | None) -> list[Any] | None:
-    """A cached page's parsed files, or None (none stored, or unreadable: parse the body again)."""
+def _unmarshal(parsed: bytes | memoryview | None) -> Any:
+    """A cached page's parsed files (a list of json_page_files' tuples, or json_page_spans'
+    columns), or None (none stored, or unreadable: parse the body again)."""
     if not parsed:
         return None
     try:
-        files = marshal.loads(parsed)
+        return marshal.loads(parsed)
     except (ValueError, EOFError, TypeError):
         return None
+
+
+def _valid_files(files: list[Any]) -> bool:
     # A damaged entry that still unmarshals must not reach Releases half-read (~5 ms for 64k files).
-    if type(files) is not list or not all(
-            type(e) is tuple and len(e) == 3 and type(e[0]) is str and type(e[1]) is str
-            and type(e[2]) is tuple and len(e[2]) == 8 and type(e[2][0]) is str for e in files):
-        return None
-    return files
+    return all(type(e) is tuple and len(e) == 3 and type(e[0]) is str and type(e[1]) is str
+               and type(e[2]) is tuple and len(e[2]) == 8 and type(e[2][0]) is str for e in files)
 
 
 class _NoRanges(Exception):
@@ -594,22 +599,34 @@ class IndexClient:
             if page is None:
                 continue
             found = True
-            new_entry = False
+            source = ("registry", idx)
+            store = page.unsaved
             # One page parsed at a time: parsing holds the GIL anyway, and a big page's decoded JSON
             # is several times its size (the web stack's largest, 7 MB, is ~30 MB of objects), so
             # parsing many at once only raised the peak memory.
             with self._parse_lock:
                 if _is_json(page.content_type):
-                    files = _unmarshal_files(page.parsed)
-                    if files is None:
-                        files = json_page_files(_json_files(bytes(page.body), page.url), canon)
-                        if not _is_local(base):
+                    cached = _unmarshal(page.parsed)
+                    if type(cached) is list and _valid_files(cached):
+                        releases.add_files_of_page(cached, page.url, source)
+                    elif cached is not None and valid_span_columns(cached, len(page.body)):
+                        body = page.body if type(page.body) is bytes else bytes(page.body)
+                        releases.add_spans(cached, body, page.url, source)
+                    else:
+                        body = page.body if type(page.body) is bytes else bytes(page.body)
+                        spans = json_page_spans(body, canon)
+                        if spans is not None:  # the index's usual layout: each file decoded when needed
+                            page.parsed = marshal.dumps(spans)
+                            store = not _is_local(base)
+                            releases.add_spans(spans, body, page.url, source)
+                        else:
+                            files = json_page_files(_json_files(body, page.url), canon)
                             page.parsed = marshal.dumps(files)
-                            new_entry = True
-                    releases.add_files_of_page(files, page.url, ("registry", idx))
+                            store = not _is_local(base)  # new, or the entry's parsed files were unreadable
+                            releases.add_files_of_page(files, page.url, source)
                 else:
-                    releases.add_entries(_page_entries(bytes(page.body), page.content_type, page.url), ("registry", idx))
-            if new_entry:  # written outside the lock: the next page's parsing does not wait for the disk
+                    releases.add_entries(_page_entries(bytes(page.body), page.content_type, page.url), source)
+            if store:  # written outside the lock: the next page's parsing does not wait for the disk
                 self._store(self.cache_dir / "http" / _cache_key(base + canon + "/"), page.dumps())
         for loc in self.find_links:
             files = self._listing(loc).get(canon, [])
@@ -737,8 +754,9 @@ class IndexClient:
         if same:
             assert cached is not None
             page.parsed = cached.parsed  # made from this very body
-        if parse_json and page.status == 200 and page.parsed is None and _is_json(page.content_type):
-            return page  # stored by the caller, with its parsed files
+        if parse_json and not same and page.status == 200 and _is_json(page.content_type):
+            page.unsaved = True
+            return page  # stored by the caller (with its parsed files, when it made them)
         if not (same and page.expires <= now and cached.expires <= now):  # type: ignore[union-attr]
             # An unchanged page that may not be reused without asking is not written again:
             # the index sends project pages without validators or max-age, so a warm lock

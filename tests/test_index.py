@@ -906,3 +906,105 @@ def test_hash_record_notices_a_replaced_file_with_the_same_size_and_mtime(dists:
     second = client_factory([], [str(dists.dir)])
     (f2,) = second.project_files("mu")
     assert second.file_hash(f2) == hashlib.sha256(bytes(data)).hexdigest() != before
+
+
+# --------------------------------------------------------------------------- pages found, not parsed
+
+
+def _registry_page(files: list, api: str = "1.1") -> bytes:
+    """A PEP 691 page laid out as the default index serves it (files first, filename first)."""
+    import json
+
+    return json.dumps({"files": files, "meta": {"_last-serial": "1", "api-version": api}, "name": "foo",
+                       "versions": ["1.0", "2.0"]}).encode()
+
+
+def _good_files() -> list:
+    """_junk_page_files without the junk a well-formed page cannot hold, keys in the index's order."""
+    keep = [i for i in _junk_page_files() if isinstance(i, dict) and isinstance(i.get("url"), str)
+            and isinstance(i.get("filename"), str)]
+    return [{"filename": i["filename"], **{k: v for k, v in i.items() if k != "filename"}} for i in keep]
+
+
+def test_spans_give_the_same_releases_as_parsing_the_page() -> None:
+    from pypm.simpleapi import Releases, json_page_spans
+
+    page_url = "https://idx.test/simple/foo/"
+    body = _registry_page(_good_files())
+    spans = json_page_spans(body, "foo")
+    assert spans is not None and spans[0] == [  # foo's files, the repeated one too (Releases keeps the first)
+        "foo-1.0-py3-none-any.whl", "foo-2.0-py3-none-any.whl", "foo-1.0.0.tar.gz", "foo-1.0-py3-none-any.whl",
+        "foo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"]
+    lazy, eager = Releases("foo"), Releases("foo")
+    lazy.add_spans(spans, body, page_url, ("registry", "idx"))
+    eager.add_json(_good_files(), page_url, ("registry", "idx"))
+    assert lazy.versions() == eager.versions() == ["1.0", "2.0", "1.0.0"]
+    assert lazy.all_files() == eager.all_files()
+    assert lazy.files("2.0")[0].url == "https://idx.test/files/foo-2.0-py3-none-any.whl"
+
+
+def test_spans_refuse_every_other_layout() -> None:
+    """None -- parse the page whole, which also reports what is wrong -- unless the layout is the index's."""
+    import json
+
+    from pypm.simpleapi import json_page_spans
+
+    files = _good_files()
+    assert json_page_spans(_registry_page(files), "foo") is not None
+    others = {
+        "indented": json.dumps({"files": files, "meta": {"api-version": "1.0"}}, indent=1).encode(),
+        "sorted keys": json.dumps({"files": files, "meta": {"api-version": "1.0"}}, sort_keys=True).encode(),
+        "meta first": json.dumps({"meta": {"api-version": "1.0"}, "files": files}).encode(),
+        "a non-file element": _registry_page([files[0], "junk", *files[1:]]),
+        "a file without its name first": _registry_page([{"url": "https://f.test/foo-3.0.tar.gz",
+                                                          "filename": "foo-3.0.tar.gz"}, *files]),
+        "an escaped name": _registry_page([{"filename": "foo-1.0-py3-none-any.wh\u006c", **files[0]}])
+        .replace(b"any.whl", b"any.wh\\u006c", 1),
+        "truncated": _registry_page(files)[:-40],
+        "api 2": _registry_page(files, api="2.0"),
+        "empty": b"",
+    }
+    for what, body in others.items():
+        assert json_page_spans(body, "foo") is None, what
+
+
+def test_a_file_object_that_is_not_what_it_was_grouped_as_is_reported(client_factory) -> None:
+    from pypm.simpleapi import Releases, json_page_spans
+
+    body = _registry_page([{"filename": "foo-1.0.tar.gz", "url": None}, *_good_files()])
+    spans = json_page_spans(body, "foo")
+    assert spans is not None
+    rel = Releases("foo")
+    rel.add_spans(spans, body, "https://idx.test/simple/foo/", ("registry", "idx"))
+    assert rel.files("2.0")  # other releases are unaffected
+    with pytest.raises(IndexError_, match="malformed PEP 691 JSON page.*byte 11"):
+        rel.files("1.0")
+
+
+def test_registry_layout_pages_cold_warm_and_damaged(client_factory, tmp_path, monkeypatch) -> None:
+    """Through the client: found by spans on a cold cache, the spans reused when the same body comes
+    back, found again when the cached columns are damaged; same files as parsing the page."""
+    from pypm import index
+
+    scans: list[int] = []
+    real = index.json_page_spans
+    monkeypatch.setattr(index, "json_page_spans", lambda body, name: scans.append(1) or real(body, name))
+    files = [{"filename": f"omega-{v}-py3-none-any.whl", "hashes": {"sha256": "ab" * 32},
+              "url": f"https://f.test/omega-{v}-py3-none-any.whl", "yanked": False} for v in ("1.0", "2.0")]
+    _BareJSONIndex.pages = {"/simple/omega/": _registry_page(files)}
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+    try:
+        first = client_factory([url]).project_files("omega")
+        assert [f.version for f in first] == ["1.0", "2.0"] and first[1].sha256 == "ab" * 32 and scans == [1]
+        assert client_factory([url]).project_files("omega") == first and scans == [1]
+        (entry,) = (tmp_path / "cache" / "http").glob("*/*")
+        data = entry.read_bytes()
+        entry.write_bytes(data[:-8] + b"\xff" * 8)  # the columns damaged: found again, not fatal
+        assert client_factory([url]).project_files("omega") == first and scans == [1, 1]
+        assert client_factory([url]).project_files("omega") == first and scans == [1, 1]  # and stored again
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert client_factory([url], offline=True).project_files("omega") == first

@@ -135,7 +135,7 @@ class Cache:
 
         p = self.root / "locks" / sha256[:2] / f"{sha256}.lock"
         if not p.parent.is_dir():
-            _make_spread(p.parent)
+            _make_fan(p.parent)
         return FileLock(str(p))
 
     @contextlib.contextmanager
@@ -243,7 +243,8 @@ class Cache:
             _touch(final.parent)
             return final
         if not final.parent.is_dir():
-            _make_spread(final.parent)
+            _make_fan(final.parent.parent)
+            final.parent.mkdir(exist_ok=True)  # wheels/<fan>/<sha>: in a block group of its own
         with self._locked(entry.sha256):
             if final.exists():  # another process may have finished it while we waited
                 if self._is_good(final, entry):
@@ -534,8 +535,7 @@ class Cache:
         with self._locked(entry.sha256):
             if final.is_dir():
                 return final
-            final.parent.mkdir(parents=True, exist_ok=True)
-            spread_subdirs(final.parent)  # the extraction directory gets a block group of its own
+            _make_fan(final.parent, always=True)  # the extraction directory: a block group of its own
             tmp = final.parent / f".tmp-{entry.sha256}-{os.getpid()}-{threading.get_ident()}"
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -663,12 +663,19 @@ class Cache:
         return removed
 
 
-def _make_spread(entry_dir: Path) -> None:
-    """Make `<kind>/<fan>/<entry>`, the fan directory marked so that its entries are spread over
-    the disk's block groups (see pypm.fsalloc: file creation next to recently deleted files is slow)."""
-    entry_dir.parent.mkdir(parents=True, exist_ok=True)
-    spread_subdirs(entry_dir.parent)
-    entry_dir.mkdir(exist_ok=True)
+def _make_fan(fan: Path, *, always: bool = False) -> None:
+    """Make the store directory `<kind>/<fan>`, it and `<kind>` marked so that the directories
+    made in them are spread over the disk's block groups (pypm.fsalloc: creating files next to
+    recently deleted ones is slow). A fan directory that exists is marked only if `always`
+    (unpacked/, where thousands of files are made): one ioctl per directory and process."""
+    fan.parent.mkdir(parents=True, exist_ok=True)
+    spread_subdirs(fan.parent)
+    try:
+        fan.mkdir()
+    except FileExistsError:
+        if not always:
+            return
+    spread_subdirs(fan)
 
 
 def _touch(path: Path) -> None:

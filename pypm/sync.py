@@ -331,6 +331,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
     `fresh`: the venv was created by this sync (it keeps its building marker until the sync is
     done, and any failure removes it whole): then each package is installed as soon as its store
     entry is ready, while the rest download and unpack -- a failure still leaves no venv behind."""
+    import heapq
     import tempfile
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -389,13 +390,30 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                 tree, fn = (res, filename) if filename is not None else res
                 installs.append(installer.submit(_install, tree, fn, w, project, venv, interp, opts, True))
 
+        # Biggest first: a wheel that lands while others wait for an unpack thread goes ahead of
+        # the smaller ones (the web stack's biggest download, fetched last, used to queue behind
+        # ~40 small wheels and then unpack alone at the end). Each task takes the biggest waiting.
+        waiting: list[tuple[int, int, str, Any, Path | None]] = []  # a heap: (-size, order, sha, w, path)
+
+        def unpack_biggest() -> None:
+            with unpack_guard:
+                _, _, sha, w, path = heapq.heappop(waiting)
+            fut = unpacks[sha]
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(cache.unpack(w.file, package=w.name, wheel=path, recheck=w.name in damaged))
+            except BaseException as e:  # handed to whoever waits on it, as the executor would
+                fut.set_exception(e)
+
         def start_unpack(sha: str, path: Path | None) -> None:
             w = wheels_by_sha.get(sha)
             with unpack_guard:
                 if w is None or sha in unpacks:
                     return
-                unpacks[sha] = unpacker.submit(cache.unpack, w.file, package=w.name, wheel=path,
-                                               recheck=w.name in damaged)
+                unpacks[sha] = Future()
+                heapq.heappush(waiting, (-(w.file.size or 0), len(unpacks), sha, w, path))
+            unpacker.submit(unpack_biggest)
             unpacks[sha].add_done_callback(lambda f: install_when_ready(f, w, w.file.filename))
 
         ok = False
@@ -439,6 +457,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         finally:
             # On failure, builds and unpacks not yet started are dropped; running ones are waited for.
             unpacker.shutdown(wait=True, cancel_futures=True)
+            for fut in unpacks.values():  # those whose task was dropped: nobody will run them
+                fut.cancel()
             builder.shutdown(wait=True, cancel_futures=True)
             if installer is not None:  # every install was submitted by now (the callbacks ran)
                 installer.shutdown(wait=True, cancel_futures=not ok)
@@ -495,9 +515,16 @@ def _venv_matches(venv: Path, interp: Any) -> bool:
 def _ensure_venv(ctx: Any, venv: Path, interp: Any) -> bool:
     from .venv import ensure_venv
 
-    _layout, created = ensure_venv(venv, interp, keep_marker=True)
+    layout, created = ensure_venv(venv, interp, keep_marker=True)
     if created:
         ctx.info(f"Created {venv} ({interp.describe()})")
+        # Each package's directories in a block group of their own (pypm.fsalloc): the venv this
+        # one replaces was often deleted moments ago, and every inode it freed beside the new
+        # one would be skipped, one look-up each, by every mkdir and file pypm makes there.
+        from .fsalloc import spread_subdirs
+
+        for d in {layout.purelib, layout.platlib}:
+            spread_subdirs(d)
     return created
 
 

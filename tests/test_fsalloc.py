@@ -43,6 +43,28 @@ def test_the_stores_fan_directories_spread_their_entries(dists, tmp_path):
         wheel = cache.wheel_path(e.sha256, e.filename)
         assert wheel.is_file()
     assert _topdir(u.parent), "unpacked/<fan>: each extraction directory gets a block group of its own"
+    assert _topdir(u.parent.parent) and _topdir(wheel.parent.parent.parent), "unpacked/, wheels/: their fans too"
     assert _topdir(wheel.parent.parent), "wheels/<fan>"
     assert _topdir(tmp_path / "cache" / "locks"), "locks/: its fan directories are spread"
     assert not _topdir(u), "the entry itself is an ordinary directory"
+
+
+def test_a_venv_the_sync_creates_spreads_its_packages(tmp_path, monkeypatch):
+    from pypm.interpreter import query_interpreter
+    from pypm.sync import _ensure_venv
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if not spread_subdirs(probe):
+        pytest.skip(f"the file system under {tmp_path} has no top-directory attribute (not ext4?)")
+
+    class Ctx:
+        def info(self, msg: str) -> None:
+            pass
+
+    monkeypatch.setenv("PYPM_CACHE_DIR", str(tmp_path / "icache"))
+    interp = query_interpreter(Path(sys.executable))
+    assert _ensure_venv(Ctx(), tmp_path / ".venv", interp) is True
+    site = next((tmp_path / ".venv" / "lib").glob("python*/site-packages"))
+    assert _topdir(site)
+    assert not _topdir(tmp_path / ".venv")

@@ -457,7 +457,10 @@ class IndexClient:
 
     def __init__(self, index_urls: list[str], find_links: list[str], *, cache_dir: Path,
                  offline: bool = False, refresh: bool = False, max_workers: int = 16,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, write_behind: bool = False) -> None:
+        """`write_behind`: cache entries are written by a thread of their own, all of them by the
+        time close() returns (a lock's fetch threads then hand their results over without waiting
+        for the disk); without it each is written before the call that fetched it returns."""
         self.index_urls = list(index_urls)  # as given: they name the source in DistFile and the lock
         self._index_bases = [u if u.endswith("/") else u + "/" for u in index_urls]
         self.find_links = list(find_links)
@@ -476,6 +479,8 @@ class IndexClient:
         self._listings = _Memo()
         self._meta = _Memo()
         self._hashes = _Memo()
+        self._write_behind = write_behind
+        self._writer: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -530,6 +535,10 @@ class IndexClient:
             # On Ctrl-C the queue may still hold many jobs: drop them, wait only for running ones.
             pool.shutdown(wait=True, cancel_futures=True)
         with self._client_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)  # every queued entry written (look-ahead jobs may have queued more)
+        with self._client_lock:
             self._pool = None
             self._closing = False
         if self._client_obj is not None:
@@ -569,7 +578,24 @@ class IndexClient:
             fut.exception()  # wait; the memo keeps the outcome for the real call
 
     def _store(self, path: Path, data: bytes | list[bytes | memoryview]) -> None:
-        """Write a cache entry; a cache that cannot be written costs speed, not the command."""
+        """Write a cache entry (now, or queued for the writer thread); a cache that cannot be
+        written costs speed, not the command."""
+        if self._write_behind:
+            with self._client_lock:
+                if self._writer is None and not self._closing:
+                    self._writer = ThreadPoolExecutor(1, thread_name_prefix="pypm-cache-writer")
+                writer = self._writer
+            if writer is not None:
+                try:
+                    # Each entry still goes through a temporary file and a rename: an interrupted
+                    # write leaves no half-written entry, only a temporary file.
+                    writer.submit(self._write_now, path, data)
+                    return
+                except RuntimeError:  # shut down meanwhile: write it here
+                    pass
+        self._write_now(path, data)
+
+    def _write_now(self, path: Path, data: bytes | list[bytes | memoryview]) -> None:
         try:
             _write_atomic(path, data)
         except OSError as e:

@@ -394,7 +394,7 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
                     dependency_groups=project.dependency_groups)
     client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
                          cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
-                         warn=lambda m: ctx.info(f"warning: {m}"))
+                         warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True)
     with client:
         res = resolve(client, root, ropts)
         old_hashes = {} if (old is None or opts.refresh) else {

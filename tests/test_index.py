@@ -1008,3 +1008,16 @@ def test_registry_layout_pages_cold_warm_and_damaged(client_factory, tmp_path, m
         srv.shutdown()
         srv.server_close()
     assert client_factory([url], offline=True).project_files("omega") == first
+
+
+def test_write_behind_cache_is_complete_when_the_client_closes(small_index: IndexServer, client_factory) -> None:
+    """A lock's client writes its cache entries from a thread of its own; close() waits for all of
+    them, so an offline client right after finds every page and metadata file."""
+    c = client_factory([small_index.url], write_behind=True)
+    files = c.project_files("alpha")
+    metas = {f.filename: c.metadata(f) for f in files if f.kind == "wheel"}
+    c.close()
+    assert not [p for p in (c.cache_dir / "http").rglob("*") if p.is_file() and ".tmp" in p.name]
+    offline = client_factory([small_index.url], offline=True)
+    assert offline.project_files("alpha") == files
+    assert {f.filename: offline.metadata(f) for f in files if f.kind == "wheel"} == metas

@@ -14,12 +14,15 @@ the canary, ~60% of a warm-cache sync into a fresh venv was imports and parsing)
 The first such sync of a recipe works out the whole venv -- `venv.skeleton`, then
 `installer.plan_install` for each store entry, the directories state.json watches -- and keeps
 it beside the recipe (`<key>.plan`, marshal): every directory, link and file, relative to the
-venv. Later ones run that plan with nothing imported but os, fcntl, marshal, time and threading:
-`os.mkdir` per directory and `os.link` per file, relative to directory descriptors. A plan is
-used only for the recipe it was made from (the sha256 of the recipe's bytes), by the same pypm,
-for the same interpreter binary (path, resolved path, size and mtime: the interpreter cache's
-key), when the cache user owns it and nobody else can write it, and when none of its paths
-leaves the venv or the store entry.
+venv, with a copy of each file the wheels bring that is not in the store (RECORD, INSTALLER,
+REQUESTED, pypm_source.json, scripts: `<key>.<id>.<n>.blob`). Later ones run that plan with
+nothing imported but os, fcntl, marshal, time and _thread: `os.mkdir` per directory and `os.link`
+per file -- from the store, or from the plan's copies -- relative to directory descriptors, in two
+halves on two threads. A plan is used only for the recipe it was made from (the sha256 of the
+recipe's bytes), by the same pypm, for the same interpreter binary (path, resolved path, size and
+mtime: the interpreter cache's key), when the cache user owns it and nobody else can write it,
+when none of its paths leaves the venv or the store entry, when its copies are as it wrote them
+(owner, mode, size, none written since the plan) and no store entry was unpacked again since.
 
 Every store entry is checked as `Cache.unpack` checks it (present, none of its files written
 since it was unpacked), on a second thread while the venv is built; the venv carries the
@@ -39,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RECIPE_VERSION", "PLAN_FORMAT", "recipe_path", "write_recipe", "forget_recipe", "fast_fresh_sync"]
 
 RECIPE_VERSION = 1
-PLAN_FORMAT = 1  # bump when what a plan holds, or how it is run, changes: old plans are remade
+PLAN_FORMAT = 2  # bump when what a plan holds, or how it is run, changes: old plans are remade
 _BUILDING_MARKER = ".pypm-building"  # venv.BUILDING_MARKER (a test ties them; venv imports dataclasses)
 
 
@@ -77,8 +80,14 @@ def write_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str
 
 
 def forget_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
+    """Remove the project's recipe, its plan and the plan's copies of files."""
     path = recipe_path(cache_root, root)
-    for p in (path, plan_path(path)):
+    key = os.path.basename(path)[: -len(".json")]
+    try:
+        copies = [f for f in os.listdir(os.path.dirname(path)) if f.startswith(key + ".") and f.endswith(".blob")]
+    except OSError:
+        copies = []
+    for p in (path, plan_path(path), *(os.path.join(os.path.dirname(path), f) for f in copies)):
         try:
             os.unlink(p)
         except OSError:
@@ -237,6 +246,7 @@ def _make_plan(cache_root: str, root: str, recipe: dict[str, Any], recipe_sha: s
                      | {os.path.basename(p.dst_info)}))
     modes = {dst: mode for *_, p in wheels for dst, _, mode in p.writes}
     modes.update({p.dst_info + "/RECORD": 0o644 for *_, p in wheels})
+    kept = {d[len(pre):] for d in modes}  # files the wheels bring: linked from the plan's own copies
     paths = [*dirs, *(d for _, d in symlinks), *(d for d, _ in files), *chmods]
     paths += [d for _, _, dsts in links for d in dsts]
     if not all(x.startswith(pre) for x in paths) or len(set(d for d, _ in files)) != len(files):
@@ -244,6 +254,14 @@ def _make_plan(cache_root: str, root: str, recipe: dict[str, Any], recipe_sha: s
     sites = sorted({os.path.relpath(str(d), venv) for d in (layout.purelib, layout.platlib)})
     rel = len(pre)
     base_dirs, groups = _split(venv, base_dirs, dirs[len(base_dirs):], files, modes, links, chmods)
+    n = 0
+    for g in groups:  # [(name, path in the venv, bytes, mode)]: see _save_plan
+        g["blobs"] = []
+        for row in g["files"]:
+            if row[0] in kept:
+                g["blobs"].append((str(n), *row))
+                n += 1
+        g["files"] = [row for row in g["files"] if row[0] not in kept]
     return {
         "format": PLAN_FORMAT, "pypm": __version__, "recipe-sha256": recipe_sha, "interpreter": key,
         "venv": venv, "describe": interp.describe(),
@@ -353,6 +371,10 @@ def _load_plan(path: str, recipe_sha: str, venv: str, exe: Any) -> dict[str, Any
             rels += g["dirs"]
             rels += g["chmods"]
             rels += [d for d, _, _ in g["files"]]
+            rels += [d for _, d in g["blobs"]]
+            checked = {row[0] for row in plan["blob-check"]}
+            if not all(name in checked for name, _ in g["blobs"]):
+                return None  # every copy linked is one checked (_kept_files_intact)
             for _entry, srcs, dsts in g["links"]:
                 rels += srcs
                 rels += dsts
@@ -360,20 +382,88 @@ def _load_plan(path: str, recipe_sha: str, venv: str, exe: Any) -> dict[str, Any
             rels += keys
         if not all(type(r) is str for r in rels) or _outside(rels):
             return None
+        if not _kept_files_intact(plan, path, st.st_mtime_ns):
+            return None
     except (KeyError, TypeError, ValueError):
         return None
+    plan["syncs"] = os.path.dirname(path)
     return plan
 
 
-def _save_plan(path: str, plan: dict[str, Any]) -> None:
+def _kept_files_intact(plan: dict[str, Any], path: str, made: int) -> bool:
+    """The plan's own copies of the files the wheels bring (RECORD, INSTALLER, scripts...; see
+    _save_plan) are as it wrote them: each the cache user's, not group/other-writable, with its
+    size and mode, and none written since the plan (which is written after them). And no store
+    entry was unpacked again after the plan was made (its tree file is newer): the linked
+    RECORDs would then be older than the files they list, which the full sync's check
+    (venvstate.files_present) takes for files modified since their install."""
+    syncs, key = os.path.dirname(path), os.path.basename(path)[: -len(".plan")]
+    prefix = plan["blob-prefix"]
+    if type(prefix) is not str or "/" in prefix or not prefix.startswith(key + "."):
+        return False
+    stat, uid = os.stat, os.getuid()
+    try:
+        for name, size, mode in plan["blob-check"]:
+            if type(name) is not str or "/" in name:
+                return False
+            st = stat(f"{syncs}/{prefix}{name}")
+            if st.st_uid != uid or st.st_mode & 0o7777 != mode or mode & 0o022 or st.st_size != size \
+                    or st.st_mtime_ns > made:
+                return False
+    except OSError:
+        return False
+    for _entry, tree, _keys in plan["checks"]:
+        try:
+            if stat(tree).st_mtime_ns > made:
+                return False
+        except OSError:
+            pass  # no tree file: no verdict (as wheeltree.store_written_since)
+    return True
+
+
+def _save_plan(path: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Keep `plan` at `path`, and beside it a copy of each file the wheels bring (`<key>.<id>.<n>.blob`:
+    RECORD, INSTALLER, REQUESTED, pypm_source.json, scripts), which later venvs hard-link instead of
+    creating the file (here a new file costs ~10-20x a link); written before the plan, each dist's
+    RECORD after its other files. Returns the plan to run now: as kept, or, when the cache cannot be
+    written, with those files written into the venv."""
     import marshal
 
     from .fastpath import replace_file
 
+    syncs, key = os.path.dirname(path), os.path.basename(path)[: -len(".plan")]
+    prefix = f"{key}.{os.urandom(4).hex()}."
+    blobs = [b for g in plan["groups"] for b in g["blobs"]]
+    kept = dict(plan, groups=[dict(g, blobs=[(f"{n}.blob", d) for n, d, _, _ in g["blobs"]]) for g in plan["groups"]],
+                **{"blob-prefix": prefix, "blob-check": [(f"{n}.blob", len(data), mode) for n, _, data, mode in blobs]})
+    written = []
     try:
-        replace_file(path, marshal.dumps(plan), 0o600)
-    except (OSError, ValueError):
-        pass  # best effort: the next fresh venv works it out again
+        for n, d, data, mode in sorted(blobs, key=lambda b: b[1].endswith("/RECORD")):  # RECORDs last
+            name = f"{syncs}/{prefix}{n}.blob"
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+            written.append(name)
+            try:
+                os.fchmod(fd, mode)
+                with open(fd, "wb", closefd=False) as f:
+                    f.write(data)
+            finally:
+                os.close(fd)
+        replace_file(path, marshal.dumps(kept), 0o600)
+    except (OSError, ValueError):  # a read-only cache: nothing kept; the files are written instead
+        for name in written:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+        return dict(plan, groups=[dict(g, blobs=[], files=g["files"] + [(d, data, mode) for _, d, data, mode in g["blobs"]])
+                                  for g in plan["groups"]])
+    try:  # the copies of the plans this one replaces
+        for f in os.listdir(syncs):
+            if f.startswith(key + ".") and f.endswith(".blob") and not f.startswith(prefix):
+                os.unlink(f"{syncs}/{f}")
+    except OSError:
+        pass
+    return dict(kept, syncs=syncs)
 
 
 # --------------------------------------------------------------------------- running it
@@ -402,11 +492,21 @@ def _check_entries(checks: list[Any], stop: list[bool]) -> None:
             os.close(fd)
 
 
-def _fill(group: dict[str, Any], venv: str, vfd: int, stop: list[bool]) -> None:
+def _fill(group: dict[str, Any], venv: str, vfd: int, kept: tuple[str, str, int], stop: list[bool]) -> None:
     """One half of the venv (see _split): its directories, links, scripts made executable, files."""
     mkdir, link = os.mkdir, os.link
     for d in group["dirs"]:
         mkdir(d, dir_fd=vfd)
+    syncs, prefix, sfd = kept
+    try:  # the files the wheels bring, from the plan's copies (_save_plan)
+        for name, d in group["blobs"]:
+            link(prefix + name, d, src_dir_fd=sfd, dst_dir_fd=vfd)
+    except OSError:
+        from .installer import _Linker
+
+        place = _Linker(None).place
+        for name, d in group["blobs"]:
+            place(f"{syncs}/{prefix}{name}", f"{venv}/{d}")
     for entry, srcs, dsts in group["links"]:
         if stop:
             return
@@ -465,7 +565,10 @@ def _run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
     stop: list[bool] = []
     waits: list[Any] = []
     vfd = os.open(venv, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    sfd = -1
     try:
+        if plan.get("syncs"):
+            sfd = os.open(plan["syncs"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         _write(vfd, _BUILDING_MARKER, f"{os.getpid()}\n".encode(), -1)
         waits.append(_start(_check_entries, plan["checks"], stop))
         for d in plan["dirs"]:
@@ -473,8 +576,9 @@ def _run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
         for target, d in plan["symlinks"]:
             os.symlink(target, d, dir_fd=vfd)
         first, second = plan["groups"]
-        waits.append(_start(_fill, second, venv, vfd, stop))
-        _fill(first, venv, vfd, stop)
+        kept = (plan.get("syncs", ""), plan.get("blob-prefix", ""), sfd)
+        waits.append(_start(_fill, second, venv, vfd, kept, stop))
+        _fill(first, venv, vfd, kept, stop)
         for wait in waits:
             failed = wait()
             if failed is not None:
@@ -502,6 +606,8 @@ def _run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
     finally:
         if vfd >= 0:
             os.close(vfd)
+        if sfd >= 0:
+            os.close(sfd)
 
 
 def _write(dir_fd: int, rel: str, data: bytes, mode: int) -> None:
@@ -565,13 +671,6 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
     cache_root, rpath, recipe_sha, recipe = found
     state = recipe["state"]
     exe = (state.get("interpreter") or {}).get("executable")
-    ppath = plan_path(rpath)
-    plan = _load_plan(ppath, recipe_sha, venv, exe)
-    if plan is None:
-        plan = _make_plan(cache_root, root, recipe, recipe_sha, venv)
-        if plan is None:
-            return None
-        _save_plan(ppath, plan)
     import fcntl
 
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -582,6 +681,13 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
             return None
         if os.path.lexists(venv):
             return None
+        ppath = plan_path(rpath)
+        plan = _load_plan(ppath, recipe_sha, venv, exe)
+        if plan is None:
+            plan = _make_plan(cache_root, root, recipe, recipe_sha, venv)
+            if plan is None:
+                return None
+            plan = _save_plan(ppath, plan)
         try:
             _run_plan(plan, venv, dict(state, frozen=frozen))
         except KeyboardInterrupt as e:  # what was built is gone (_run_plan): report as the CLI does

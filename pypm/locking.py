@@ -369,9 +369,22 @@ def _preferences(old: Lock | None, imported: Lock | None, opts: LockOptions) -> 
 
 
 def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old: Lock | None) -> Lock:
-    from . import plugins
     from .config import cache_dir
     from .index import IndexClient
+
+    client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
+                         cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
+                         warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True)
+    client.warm_up()  # the HTTP client is made meanwhile
+    try:
+        return _resolve_with(ctx, project, opts, inputs, old, client)
+    finally:
+        client.close()
+
+
+def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old: Lock | None,
+                  client: Any) -> Lock:
+    from . import plugins
     from .resolver import ResolveOptions, RootSpec, resolve
 
     path = project.root / LOCK_NAME
@@ -392,9 +405,6 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
     root = RootSpec(name=project.name, requires_python=requires_python,
                     dependencies=project.dependencies, optional_dependencies=project.optional_dependencies,
                     dependency_groups=project.dependency_groups)
-    client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
-                         cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
-                         warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True)
     with client:
         res = resolve(client, root, ropts)
         old_hashes = {} if (old is None or opts.refresh) else {

@@ -1021,3 +1021,20 @@ def test_write_behind_cache_is_complete_when_the_client_closes(small_index: Inde
     offline = client_factory([small_index.url], offline=True)
     assert offline.project_files("alpha") == files
     assert {f.filename: offline.metadata(f) for f in files if f.kind == "wheel"} == metas
+
+
+def test_warm_up_makes_the_http_client_without_a_request(small_index: IndexServer, client_factory) -> None:
+    small_index.clear_requests()
+    c = client_factory([small_index.url])
+    c.warm_up()
+    for _ in range(500):
+        if c._client_obj is not None:
+            break
+        threading.Event().wait(0.01)
+    assert c._client_obj is not None and small_index.requests == []
+    assert [f.version for f in c.project_files("beta")] == ["1.0", "2.0"]
+    offline = client_factory([small_index.url], offline=True)
+    offline.warm_up()  # nothing to make: offline never uses the network
+    assert offline._client_obj is None
+    c.close()
+    c.close()  # twice is fine (a lock closes it on its way out whatever happened)

@@ -26,15 +26,21 @@ __all__ = ["spread_subdirs"]
 _FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long); the kernel reads and writes an int
 _FS_IOC_SETFLAGS = 0x40086602  # _IOW('f', 2, long)
 _FS_TOPDIR_FL = 0x00020000
-_done: set[str] = set()
+_done: dict[str, bool] = {}  # directory -> has the attribute (asked once per process)
 
 
 def spread_subdirs(directory: object) -> bool:
     """Give `directory` the top-directory attribute, once per process and directory; True when
     it has it. Never raises: without it allocation is as usual."""
     key = os.fspath(directory)  # type: ignore[call-overload]
-    if key in _done:
-        return True
+    done = _done.get(key)
+    if done is not None:
+        return done
+    _done[key] = ok = _set_topdir(key)
+    return ok
+
+
+def _set_topdir(key: str) -> bool:
     try:
         import fcntl
 
@@ -47,5 +53,4 @@ def spread_subdirs(directory: object) -> bool:
             os.close(fd)
     except OSError:
         return False  # not ext4 (ENOTTY, EOPNOTSUPP), or not ours to change (EPERM)
-    _done.add(key)
     return True

@@ -343,7 +343,7 @@ def _tree_name() -> str:
     return TREE_NAME
 
 
-def _load_plan(path: str, recipe_sha: str, venv: str, exe: Any) -> dict[str, Any] | None:
+def _load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) -> dict[str, Any] | None:
     """The plan at `path` when it may be used for this recipe, venv and interpreter."""
     import marshal
 
@@ -367,6 +367,13 @@ def _load_plan(path: str, recipe_sha: str, venv: str, exe: Any) -> dict[str, Any
         groups = plan["groups"]
         if len(groups) != 2:
             return None
+        store, trees = os.path.join(cache_root, "unpacked", ""), os.path.join(cache_root, "wheels", "")
+        entries = [entry for g in groups for entry, _, _ in g["links"]]
+        if not all(type(e) is str and e.startswith(store) for e in entries) or not all(
+                type(e) is str and e.startswith(store) and type(t) is str and t.startswith(trees)
+                for e, t, _ in plan["checks"]):
+            return None  # links only from the store, checks only against its tree files
+        rels += [e[len(store):] for e in entries] + [t[len(trees):] for _, t, _ in plan["checks"]]
         for g in groups:
             rels += g["dirs"]
             rels += g["chmods"]
@@ -682,12 +689,15 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
         if os.path.lexists(venv):
             return None
         ppath = plan_path(rpath)
-        plan = _load_plan(ppath, recipe_sha, venv, exe)
+        plan = _load_plan(ppath, recipe_sha, venv, exe, cache_root)
         if plan is None:
-            plan = _make_plan(cache_root, root, recipe, recipe_sha, venv)
-            if plan is None:
+            try:
+                plan = _make_plan(cache_root, root, recipe, recipe_sha, venv)
+                if plan is None:
+                    return None
+                plan = _save_plan(ppath, plan)
+            except Exception:  # noqa: BLE001 - the full path does it, and says what is wrong
                 return None
-            plan = _save_plan(ppath, plan)
         try:
             _run_plan(plan, venv, dict(state, frozen=frozen))
         except KeyboardInterrupt as e:  # what was built is gone (_run_plan): report as the CLI does

@@ -83,7 +83,7 @@ def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_not
 
 
 @pytest.mark.parametrize("damage", ["other-writable", "other-recipe", "outside", "dotdot", "garbage", "format",
-                                    "blob-name"])
+                                    "blob-name", "entry-outside-store", "entry-dotdot"])
 def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damage: str) -> None:
     project, _, (files, state) = planned
     path = _plan_file(pypm, project)
@@ -101,6 +101,10 @@ def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damag
             plan["groups"][0]["dirs"].append("lib/../../../escape")
         elif damage == "format":
             plan["format"] = syncrecipe.PLAN_FORMAT + 1
+        elif damage in ("entry-outside-store", "entry-dotdot"):
+            entry, srcs, dsts = plan["groups"][0]["links"][0]
+            bad = "/etc" if damage == "entry-outside-store" else entry + "/../../../.."
+            plan["groups"][0]["links"][0] = (bad, srcs, dsts)
         elif damage == "blob-name":
             name, d = plan["groups"][0]["blobs"][0]
             plan["groups"][0]["blobs"][0] = ("../" + name, d)

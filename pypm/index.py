@@ -87,6 +87,10 @@ class _Memo:
         self._lock = threading.Lock()
         self._futures: dict[Any, Future[Any]] = {}
 
+    def started(self, key: Any) -> bool:
+        """Whether `key` is computed or being computed."""
+        return key in self._futures
+
     def get(self, key: Any, fn: Callable[[], T]) -> T:
         with self._lock:
             fut = self._futures.get(key)
@@ -498,12 +502,17 @@ class IndexClient:
         return self._meta.get(f.url, lambda: self._metadata(f))
 
     def prefetch(self, names: Iterable[str]) -> None:
-        """Fetch the pages of many projects at once; errors surface later from project_files."""
-        self._run_all([lambda n=n: self.project_releases(n) for n in names])
+        """Fetch the pages of many projects at once; errors surface later from project_files.
+        Pages already fetched or being fetched are left alone (the real call waits for them): the
+        resolver asks for the same names again and again, and a job per name was ~2k thread-pool
+        submissions in a 60-package lock."""
+        todo = [n for n in names if not self._files.started(str(canonicalize_name(n)))]
+        self._run_all([lambda n=n: self.project_releases(n) for n in todo])
 
     def prefetch_metadata(self, files: Iterable[DistFile]) -> None:
-        """Fetch the metadata of many files at once; errors surface later from metadata()."""
-        self._run_all([lambda f=f: self.metadata(f) for f in files])
+        """Fetch the metadata of many files at once; errors surface later from metadata() (those
+        already fetched or being fetched are left alone, as in prefetch)."""
+        self._run_all([lambda f=f: self.metadata(f) for f in files if not self._meta.started(f.url)])
 
     def in_background(self, job: Callable[[], Any]) -> None:
         """Run `job` on the client's threads without waiting for it (look-ahead fetches: what it

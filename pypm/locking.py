@@ -457,20 +457,32 @@ def _entries(client: Any, files: list[Any], old_hashes: Mapping[str, FileEntry])
     """FileEntry for each file, hashing (concurrently) those the index gave no hash for."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(f: Any) -> FileEntry:
+    def known(f: Any) -> FileEntry | None:
+        """Its entry when the index or the old lock gives its hash, else None (it must be hashed)."""
         sha = f.sha256
         size = f.size
         prev = old_hashes.get(f.url)
         if not sha and prev is not None and (size is None or prev.size == size):
             sha, size = prev.sha256, size if size is not None else prev.size
         if not sha:
-            sha = client.file_hash(f)
+            return None
         if size is None and f.url.startswith("file:"):
             size = _local_size(f.url)
         return FileEntry(filename=f.filename, url=f.url, sha256=sha, size=size)
 
-    with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(one, files))
+    def one(f: Any) -> FileEntry:
+        size = f.size if f.size is not None or not f.url.startswith("file:") else _local_size(f.url)
+        return FileEntry(filename=f.filename, url=f.url, sha256=client.file_hash(f), size=size)
+
+    # Only the files with no hash to read go to threads: a pool job per file (1.4k for the web
+    # stack, nearly all hashed by the index) cost more than making their entries here.
+    out = [known(f) for f in files]
+    slow = [i for i, e in enumerate(out) if e is None]
+    if slow:
+        with ThreadPoolExecutor(min(8, len(slow))) as pool:
+            for i, e in zip(slow, pool.map(one, [files[i] for i in slow])):
+                out[i] = e
+    return out  # type: ignore[return-value]
 
 
 def _local_size(url: str) -> int | None:

@@ -65,6 +65,15 @@ class Plan:
 
 def _wheel_rank(filename: str, priority: Mapping[str, int]) -> tuple[int, tuple] | None:
     """(best tag position, negated build tag) for a wheel the target can use, else None."""
+    # Most of a lock's wheels are for other platforms: their tags (the last three fields of the
+    # name, PEP 427) are tried by hand first, and only a wheel with a usable tag pays for
+    # packaging's full parse (~10 us a file; the web stack's lock lists 1,353 wheels).
+    parts = filename[:-4].split("-") if filename.endswith(".whl") else []
+    if len(parts) not in (5, 6):
+        return None
+    py, abi, plat = (p.lower().split(".") for p in parts[-3:])
+    if not any(f"{x}-{y}-{z}" in priority for x in py for y in abi for z in plat):
+        return None
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     try:
@@ -78,6 +87,23 @@ def _wheel_rank(filename: str, priority: Mapping[str, int]) -> tuple[int, tuple]
     return (min(ranks), (-build[0], build[1]) if build else (0, ""))
 
 
+_last_priorities: tuple[object, dict[str, int]] | None = None
+
+
+def _priorities(tags: Sequence[object]) -> dict[str, int]:
+    """{tag string: position} of the interpreter's tags (best first), made once per tag list:
+    choose_file runs once per package with the same ~900 tags."""
+    global _last_priorities
+    last = _last_priorities
+    if last is not None and last[0] is tags:
+        return last[1]
+    priority: dict[str, int] = {}
+    for i, t in enumerate(tags):
+        priority.setdefault(str(t), i)
+    _last_priorities = (tags, priority)
+    return priority
+
+
 def choose_file(pkg: LockedPackage, tags: Sequence[object], interpreter: str) -> tuple[str, FileEntry]:
     """The best file of `pkg` for an interpreter whose supported tags are `tags` (best first).
 
@@ -85,9 +111,7 @@ def choose_file(pkg: LockedPackage, tags: Sequence[object], interpreter: str) ->
     ("sdist", entry) when there is a source distribution to build, else raises InstallError
     naming the package, the interpreter and the files that exist.
     """
-    priority: dict[str, int] = {}
-    for i, t in enumerate(tags):
-        priority.setdefault(str(t), i)
+    priority = _priorities(tags)
     best: tuple[tuple, FileEntry] | None = None
     for w in pkg.wheels:
         rank = _wheel_rank(w.filename, priority)

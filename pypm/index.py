@@ -946,7 +946,11 @@ class IndexClient:
 
             return with_retries(_redact(f.url), once)
 
-        tail, size = get_range(f"-{TAIL_BYTES}")
+        # A wheel up to three tails long is asked for whole (still as a range): its METADATA sits
+        # before RECORD and the central directory, which often leave it out of the last 64 KiB,
+        # and a second request costs more than the bytes.
+        ask = f.size if f.size is not None and TAIL_BYTES < f.size <= 3 * TAIL_BYTES else TAIL_BYTES
+        tail, size = get_range(f"-{ask}")
         view = _RangeFile(size, size - len(tail), tail,
                           lambda start, end: get_range(f"{start}-{end - 1}")[0])
         return _zip_metadata(view, f)

@@ -1038,3 +1038,20 @@ def test_warm_up_makes_the_http_client_without_a_request(small_index: IndexServe
     assert offline._client_obj is None
     c.close()
     c.close()  # twice is fine (a lock closes it on its way out whatever happened)
+
+
+def test_a_small_wheel_takes_one_range_request(dists: DistFactory, index_server, client_factory) -> None:
+    """A wheel whose METADATA lies outside the last 64 KiB but which is under 192 KiB is asked for
+    whole, as one range: one request instead of two."""
+    w = dists.wheel("kappa", "1.0", requires_dist=["beta"],
+                    modules={f"kappa/module_{i:04d}.py": f"X = {i}\n" for i in range(900)})
+    size = w.stat().st_size
+    with zipfile.ZipFile(w) as zf:  # RECORD and the central directory push METADATA out of the last 64 KiB
+        assert size - zf.getinfo("kappa-1.0.dist-info/METADATA").header_offset > 64 * 1024
+    assert 64 * 1024 < size <= 3 * 64 * 1024
+    idx = index_server(pep658=False)
+    c = client_factory([idx.url])
+    (f,) = c.project_files("kappa")
+    assert c.metadata(f).requires_dist == ("beta",)
+    gets = _file_downloads(idx, w.name)
+    assert [h["Range"] for h in gets] == [f"bytes=-{size}"]

@@ -578,8 +578,17 @@ def _run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
             sfd = os.open(plan["syncs"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         _write(vfd, _BUILDING_MARKER, f"{os.getpid()}\n".encode(), -1)
         waits.append(_start(_check_entries, plan["checks"], stop))
+        sites = set(plan["site-dirs"])
         for d in plan["dirs"]:
             os.mkdir(d, dir_fd=vfd)
+            if d in sites:
+                # Each package's directories in a block group of their own, as sync does
+                # (pypm.fsalloc): the venv this one replaces was usually deleted moments ago, and
+                # every inode it freed would be skipped, one look-up each, by each mkdir and link
+                # made beside it. Web stack, A B A B x10 right after `rm -rf .venv`: 130.6 -> 86.2 ms.
+                from .fsalloc import spread_subdirs
+
+                spread_subdirs(f"{venv}/{d}")
         for target, d in plan["symlinks"]:
             os.symlink(target, d, dir_fd=vfd)
         first, second = plan["groups"]

@@ -63,8 +63,8 @@ def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_not
     server.clear_requests()
     mods = _imported_by_pypm(_fresh_stderr(pypm, project))
     # what the test runner's own start-up did not import already (site-packages' .pth files)
-    assert set(mods) <= {"pypm.__main__", "pypm.fastpath", "pypm.venvstate", "pypm.syncrecipe", "__future__",
-                         "_sha256", "_json", "fcntl", "marshal", "_thread", "time"}, mods
+    assert set(mods) <= {"pypm.__main__", "pypm.fastpath", "pypm.venvstate", "pypm.syncrecipe", "pypm.fsalloc",
+                         "__future__", "_sha256", "_json", "fcntl", "marshal", "_thread", "time"}, mods
     assert server.requests == []
     assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
     assert_venv_exact(venv, EXPECTED)
@@ -236,3 +236,18 @@ def test_forget_recipe_removes_the_recipe_its_plan_and_the_plans_copies(pypm, pl
     syncrecipe.forget_recipe(str(pypm.cache_dir), project)
     assert not [p for p in plan.parent.iterdir() if p.name.startswith(key)]
     assert "pypm.cli" in _fresh(pypm, project)  # no recipe: the full path
+
+
+def test_the_planned_venvs_site_packages_spreads_its_packages(pypm, planned) -> None:
+    """As the full sync's (pypm.fsalloc): each package directory in a block group of its own."""
+    from tests.test_fsalloc import _topdir
+
+    project, _, _ = planned
+    sp = site_packages(project / ".venv")
+    probe = project / "probe"
+    probe.mkdir()
+    from pypm.fsalloc import spread_subdirs
+
+    if not spread_subdirs(probe) or not _topdir(probe):
+        pytest.skip(f"the file system under {project} has no top-directory attribute (not ext4?)")
+    assert _topdir(sp)

@@ -168,14 +168,21 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     t0 = time.monotonic()
     _fire(project, "pre-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"), interpreter=None,
           packages=[])
-    if project.tool.trusted_keys:  # issue 7: only a lock signed by a trusted key, used as it is (never re-locked)
-        from .signing import trusted_lock
+    # The interpreter is asked about itself (a subprocess, ~25 ms when its answer is not cached)
+    # while this thread reads the lock; neither depends on the other.
+    found = _Background(_interpreter, project, opts, venv)
+    try:
+        if project.tool.trusted_keys:  # issue 7: only a lock signed by a trusted key, used as it is (never re-locked)
+            from .signing import trusted_lock
 
-        lock = trusted_lock(ctx, project, opts, _lock_for)
-    else:
-        lock = _lock_for(ctx, project, opts)
-    refuse_unhashed(lock.packages)
-    interp = _interpreter(project, opts, venv)
+            lock = trusted_lock(ctx, project, opts, _lock_for)
+        else:
+            lock = _lock_for(ctx, project, opts)
+        refuse_unhashed(lock.packages)
+    except BaseException:
+        found.wait()  # the lock's error is the one reported, as when the two ran one after the other
+        raise
+    interp = found.result()
     interp_desc = interp.describe()
 
     packages = select_packages(lock, opts.selection, env=dict(interp.markers))
@@ -239,6 +246,33 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
         _fire(project, "post-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"),
               interpreter=str(interp.executable), packages=_package_infos(plan))
     return venv
+
+
+class _Background:
+    """`fn(*args)` on a thread of its own; `result()` waits and returns it or raises its error."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        import threading
+
+        self._out: list[Any] = []
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="pypm-interpreter", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            self._out.append((True, fn(*args)))
+        except BaseException as e:  # handed to the caller of result()
+            self._out.append((False, e))
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._out[0]
+        if not ok:
+            raise value
+        return value
 
 
 def _record_recipe(project: Any, opts: SyncOptions, state: dict[str, Any], wanted: list[Any]) -> None:

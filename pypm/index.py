@@ -461,10 +461,13 @@ class IndexClient:
 
     def __init__(self, index_urls: list[str], find_links: list[str], *, cache_dir: Path,
                  offline: bool = False, refresh: bool = False, max_workers: int = 16,
-                 warn: Callable[[str], None] | None = None, write_behind: bool = False) -> None:
+                 warn: Callable[[str], None] | None = None, write_behind: bool = False,
+                 hash_ahead: bool = False) -> None:
         """`write_behind`: cache entries are written by a thread of their own, all of them by the
         time close() returns (a lock's fetch threads then hand their results over without waiting
-        for the disk); without it each is written before the call that fetched it returns."""
+        for the disk); without it each is written before the call that fetched it returns.
+        `hash_ahead`: local files with no hash start hashing in the background as soon as they are
+        likely to be wanted (a lock records every hash; see `_hash_ahead`)."""
         self.index_urls = list(index_urls)  # as given: they name the source in DistFile and the lock
         self._index_bases = [u if u.endswith("/") else u + "/" for u in index_urls]
         self.find_links = list(find_links)
@@ -485,6 +488,7 @@ class IndexClient:
         self._meta = _Memo()
         self._hashes = _Memo()
         self._write_behind = write_behind
+        self._hash_ahead_on = hash_ahead
         self._writer: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ public API
@@ -700,6 +704,8 @@ class IndexClient:
         """`_hash_ahead` for the newest release among local hash-less `files`, before any metadata is
         read: a guess (the resolver most often pins the newest release) that moves the hashing of a
         big find-links wheel off the end of a cold lock; a wrong one costs a hash the disk cache keeps."""
+        if not self._hash_ahead_on:
+            return
         newest: Version | None = None
         for f in files:
             if not f.sha256 and f.kind == "wheel":
@@ -869,7 +875,7 @@ class IndexClient:
         release whose metadata is read is most often the one locked; hashing it now overlaps the
         fetches of its dependencies (sha256 and reads run without the GIL). `file_hash` memoises,
         so the lock's own call waits for this one (or gets its error)."""
-        if f.sha256 or not _is_local(f.url):
+        if not self._hash_ahead_on or f.sha256 or not _is_local(f.url):
             return
         try:
             files = self.project_releases(f.name).files(f.version)

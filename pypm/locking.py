@@ -374,7 +374,8 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
 
     client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
                          cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
-                         warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True)
+                         warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True,
+                         hash_ahead=True)
     client.warm_up()  # the HTTP client is made meanwhile
     try:
         return _resolve_with(ctx, project, opts, inputs, old, client)

@@ -877,9 +877,13 @@ def test_find_links_wheel_is_hashed_ahead_of_the_lock(dists: DistFactory, client
     any call to file_hash, and file_hash then agrees with the file."""
     old = dists.wheel("mu", "1.0")
     new = dists.wheel("mu", "2.0", modules={"mu/blob.bin": bytes(200_000)})
-    c = client_factory([], [str(dists.dir)])
-    files = {f.version: f for f in c.project_files("mu")}
     records = tmp_path / "cache" / "hashes"
+    plain = client_factory([], [str(dists.dir)])  # (only a lock's client hashes ahead)
+    plain.metadata(next(f for f in plain.project_files("mu") if f.version == "2.0"))
+    plain.close()
+    assert not records.exists()
+    c = client_factory([], [str(dists.dir)], hash_ahead=True)
+    files = {f.version: f for f in c.project_files("mu")}
     for _ in range(500):
         if list(records.rglob("*.sha256")):
             break

@@ -1,4 +1,4 @@
-"""The fresh-venv fast path's kept plan (pypm.syncrecipe): when it is used, when it is not, what it builds."""
+"""The fresh-venv fast path (pypm.syncrecipe) and its kept plan (pypm.venvplan): when it is used, when not, what it builds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pypm import syncrecipe
+from pypm import syncrecipe, venvplan
 from pypm.fastpath import json_dumps
 from tests.e2e.test_sync import _imported, _state_without_mtimes, _venv_files, assert_venv_exact, site_packages, small  # noqa: F401
 
@@ -63,7 +63,8 @@ def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_not
     server.clear_requests()
     mods = _imported_by_pypm(_fresh_stderr(pypm, project))
     # what the test runner's own start-up did not import already (site-packages' .pth files)
-    assert set(mods) <= {"pypm.__main__", "pypm.fastpath", "pypm.venvstate", "pypm.syncrecipe", "pypm.fsalloc",
+    assert set(mods) <= {"pypm.__main__", "pypm.fastpath", "pypm.venvstate", "pypm.syncrecipe", "pypm.venvplan",
+                         "pypm.fsalloc",
                          "__future__", "_sha256", "_json", "fcntl", "marshal", "_thread", "time"}, mods
     assert server.requests == []
     assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
@@ -100,7 +101,7 @@ def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damag
         elif damage == "dotdot":
             plan["groups"][0]["dirs"].append("lib/../../../escape")
         elif damage == "format":
-            plan["format"] = syncrecipe.PLAN_FORMAT + 1
+            plan["format"] = venvplan.PLAN_FORMAT + 1
         elif damage in ("entry-outside-store", "entry-dotdot"):
             entry, srcs, dsts = plan["groups"][0]["links"][0]
             bad = "/etc" if damage == "entry-outside-store" else entry + "/../../../.."
@@ -165,16 +166,16 @@ def test_a_failed_planned_build_leaves_no_venv(pypm, planned) -> None:
 
 def test_outside() -> None:
     ok = ["a", "a/b.py", "lib/python3.11/site-packages/x..y/z", ".pypm/state.json", "a/./b"]
-    assert not syncrecipe._outside(ok)
+    assert not venvplan._outside(ok)
     for bad in ["/etc/passwd", "..", "../x", "a/../../x", "a/..", ""]:
-        assert syncrecipe._outside([*ok, bad]), bad
+        assert venvplan._outside([*ok, bad]), bad
 
 
 def test_values_kept_apart_agree() -> None:
     from pypm.config import cache_dir
     from pypm.venv import BUILDING_MARKER
 
-    assert syncrecipe._BUILDING_MARKER == BUILDING_MARKER
+    assert venvplan._BUILDING_MARKER == BUILDING_MARKER
     assert syncrecipe._cache_root() == str(cache_dir())
 
 

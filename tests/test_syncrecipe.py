@@ -79,6 +79,8 @@ def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_not
     out = subprocess.run([str(venv / "bin" / "python"), "-c", "import alpha; print(alpha.A)"],
                          capture_output=True, text=True)
     assert out.stdout.strip() == "alpha beta", out.stderr
+    r = pypm("verify", "--venv", cwd=project, check=True)  # every file hashed against its RECORD
+    assert "everything matches" in r.stdout + r.stderr, r.stdout + r.stderr
     r = pypm("sync", "--frozen", cwd=project, check=True)
     assert "nothing to do" in r.stderr, r.stderr
 

@@ -162,17 +162,17 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
             return None
         if os.path.lexists(venv):
             return None
-        from .venvplan import load_plan, make_plan, run_plan, save_plan
+        from .venvplan import keep_plan, load_plan, make_plan, run_plan
 
         ppath = plan_path(rpath)
         plan = load_plan(ppath, recipe_sha, venv, exe, cache_root)
-        if plan is None:
+        made = plan is None
+        if made:
             try:
                 plan = make_plan(cache_root, recipe, recipe_sha, venv)
-                if plan is None:
-                    return None
-                plan = save_plan(ppath, plan)
             except Exception:  # noqa: BLE001 - the full path does it, and says what is wrong
+                return None
+            if plan is None:
                 return None
         try:
             run_plan(plan, venv, dict(state, frozen=frozen))
@@ -182,6 +182,11 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
             return report_failure(e, verbose=False)
         except Exception:  # noqa: BLE001 - nothing is left behind; the full sync redoes it and reports
             return None
+        if made:  # still under the lock: no other sync can have touched the venv yet
+            try:
+                keep_plan(ppath, plan, venv)
+            except Exception:  # noqa: BLE001 - best effort: the next fresh venv works it out again
+                pass
     finally:
         os.close(fd)
     if not ({"-q", "--quiet"} & set(argv)):

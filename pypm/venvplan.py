@@ -3,10 +3,10 @@
 `make_plan` works the venv a recipe (`pypm.syncrecipe`) builds out with the usual code --
 `venv.skeleton`, then `installer.plan_install` for each store entry, and the directories
 state.json watches (`venvstate.record_dirs`) -- as plain data: every directory, link and file,
-relative to the venv, split in two halves that share no directory. `save_plan` keeps it beside
-the recipe (`<key>.plan`, marshal) with a copy of each file the wheels bring that is not in the
-store (RECORD, INSTALLER, REQUESTED, pypm_source.json, scripts: `<key>.<id>.<n>.blob`), which
-later venvs hard-link instead of creating. `load_plan` trusts a kept plan only for the recipe
+relative to the venv, split in two halves that share no directory. Once it has built a venv,
+`keep_plan` keeps it beside the recipe (`<key>.plan`, marshal) with a copy of each file the wheels
+bring that is not in the store (RECORD, INSTALLER, REQUESTED, pypm_source.json, scripts:
+`<key>.<id>.<n>.blob`, the files that run wrote), which later venvs hard-link instead of creating. `load_plan` trusts a kept plan only for the recipe
 bytes it was made from (sha256), by the same pypm and PLAN_FORMAT, for the same interpreter binary
 (path, resolved path, size and mtime: the interpreter cache's key), when the cache user owns it
 and nobody else can write it, when none of its paths leaves the venv, the store or the cache's
@@ -25,9 +25,9 @@ TYPE_CHECKING = False  # not from typing (~2 ms on this path)
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
-__all__ = ["PLAN_FORMAT", "make_plan", "load_plan", "save_plan", "run_plan"]
+__all__ = ["PLAN_FORMAT", "make_plan", "load_plan", "keep_plan", "run_plan"]
 
-PLAN_FORMAT = 2  # bump when what a plan holds, or how it is run, changes: old plans are remade
+PLAN_FORMAT = 3  # bump when what a plan holds, or how it is run, changes: old plans are remade
 _BUILDING_MARKER = ".pypm-building"  # venv.BUILDING_MARKER (a test ties them; venv imports dataclasses)
 
 
@@ -138,11 +138,12 @@ def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: st
     rel = len(pre)
     base_dirs, groups = _split(venv, base_dirs, dirs[len(base_dirs):], files, modes, links, chmods)
     n = 0
-    for g in groups:  # [(name, path in the venv, bytes, mode)]: see _save_plan
+    records = []  # each dist's RECORD, made after both halves: no file it lists is newer than it
+    for g in groups:  # [(name, path in the venv, bytes, mode)]: see keep_plan
         g["blobs"] = []
         for row in g["files"]:
             if row[0] in kept:
-                g["blobs"].append((str(n), *row))
+                (records if row[0].endswith("/RECORD") else g["blobs"]).append((f"{n}.blob", *row))
                 n += 1
         g["files"] = [row for row in g["files"] if row[0] not in kept]
     return {
@@ -151,6 +152,7 @@ def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: st
         "dirs": [d[rel:] for d in base_dirs],  # made before the two halves start
         "symlinks": [(t, d[rel:]) for t, d in symlinks],
         "groups": groups,
+        "records": records,
         "checks": checks,
         "site-dirs": sites,
         "dists": sorted(info for info, _ in held),
@@ -262,9 +264,11 @@ def load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) 
             rels += g["chmods"]
             rels += [d for d, _, _ in g["files"]]
             rels += [d for _, d in g["blobs"]]
-            checked = {row[0] for row in plan["blob-check"]}
-            if not all(name in checked for name, _ in g["blobs"]):
-                return None  # every copy linked is one checked (_kept_files_intact)
+        rels += [d for _, d in plan["records"]]
+        checked = {row[0] for row in plan["blob-check"]}
+        if not all(name in checked for g in groups for name, _ in g["blobs"]) \
+                or not all(name in checked for name, _ in plan["records"]):
+            return None  # every copy linked is one checked (_kept_files_intact)
             for _entry, srcs, dsts in g["links"]:
                 rels += srcs
                 rels += dsts
@@ -311,49 +315,57 @@ def _kept_files_intact(plan: dict[str, Any], path: str, made: int) -> bool:
     return True
 
 
-def save_plan(path: str, plan: dict[str, Any]) -> dict[str, Any]:
-    """Keep `plan` at `path`, and beside it a copy of each file the wheels bring (`<key>.<id>.<n>.blob`:
-    RECORD, INSTALLER, REQUESTED, pypm_source.json, scripts), which later venvs hard-link instead of
-    creating the file (here a new file costs ~10-20x a link); written before the plan, each dist's
-    RECORD after its other files. Returns the plan to run now: as kept, or, when the cache cannot be
-    written, with those files written into the venv."""
+def keep_plan(path: str, plan: dict[str, Any], venv: str) -> None:
+    """Keep `plan` (just run: see make_plan) at `path`, and beside it a copy of each file the wheels
+    bring that is not in the store (`<key>.<id>.<n>.blob`: RECORD, INSTALLER, REQUESTED,
+    pypm_source.json, scripts), which later venvs hard-link instead of creating the file (here a
+    new file costs ~10-20x a link). The copies are the files this run wrote into `venv`, linked
+    (each read back and compared with what was written), else written; all before the plan, so none
+    is newer than it. Best effort: a cache that cannot be written only loses the plan."""
     import marshal
 
     from .fastpath import replace_file
 
     syncs, key = os.path.dirname(path), os.path.basename(path)[: -len(".plan")]
     prefix = f"{key}.{os.urandom(4).hex()}."
-    blobs = [b for g in plan["groups"] for b in g["blobs"]]
-    kept = dict(plan, groups=[dict(g, blobs=[(f"{n}.blob", d) for n, d, _, _ in g["blobs"]]) for g in plan["groups"]],
-                **{"blob-prefix": prefix, "blob-check": [(f"{n}.blob", len(data), mode) for n, _, data, mode in blobs]})
-    written = []
+    copies = [*(b for g in plan["groups"] for b in g["blobs"]), *plan["records"]]  # RECORDs last
+    kept = dict(plan, groups=[dict(g, blobs=[(n, d) for n, d, _, _ in g["blobs"]]) for g in plan["groups"]],
+                records=[(n, d) for n, d, _, _ in plan["records"]],
+                **{"blob-prefix": prefix, "blob-check": [(n, len(data), mode) for n, _, data, mode in copies]})
+    made = []
     try:
-        for n, d, data, mode in sorted(blobs, key=lambda b: b[1].endswith("/RECORD")):  # RECORDs last
-            name = f"{syncs}/{prefix}{n}.blob"
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-            written.append(name)
+        for n, d, data, mode in copies:
+            name = f"{syncs}/{prefix}{n}"
             try:
-                os.fchmod(fd, mode)
-                with open(fd, "wb", closefd=False) as f:
-                    f.write(data)
-            finally:
-                os.close(fd)
+                os.link(f"{venv}/{d}", name)
+                made.append(name)
+                with open(name, "rb") as f:
+                    same = os.fstat(f.fileno()).st_mode & 0o7777 == mode and f.read() == data
+                if not same:  # changed since this run wrote it: nothing is kept
+                    raise ValueError(d)
+            except OSError:  # (another file system than the venv's): a copy of its own
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+                made.append(name)
+                try:
+                    os.fchmod(fd, mode)
+                    with open(fd, "wb", closefd=False) as f:
+                        f.write(data)
+                finally:
+                    os.close(fd)
         replace_file(path, marshal.dumps(kept), 0o600)
-    except (OSError, ValueError):  # a read-only cache: nothing kept; the files are written instead
-        for name in written:
+    except (OSError, ValueError):
+        for name in made:
             try:
                 os.unlink(name)
             except OSError:
                 pass
-        return dict(plan, groups=[dict(g, blobs=[], files=g["files"] + [(d, data, mode) for _, d, data, mode in g["blobs"]])
-                                  for g in plan["groups"]])
+        return
     try:  # the copies of the plans this one replaces
         for f in os.listdir(syncs):
             if f.startswith(key + ".") and f.endswith(".blob") and not f.startswith(prefix):
                 os.unlink(f"{syncs}/{f}")
     except OSError:
         pass
-    return dict(kept, syncs=syncs)
 
 
 # --------------------------------------------------------------------------- running it
@@ -387,16 +399,7 @@ def _fill(group: dict[str, Any], venv: str, vfd: int, kept: tuple[str, str, int]
     mkdir, link = os.mkdir, os.link
     for d in group["dirs"]:
         mkdir(d, dir_fd=vfd)
-    syncs, prefix, sfd = kept
-    try:  # the files the wheels bring, from the plan's copies (_save_plan)
-        for name, d in group["blobs"]:
-            link(prefix + name, d, src_dir_fd=sfd, dst_dir_fd=vfd)
-    except OSError:
-        from .installer import _Linker
-
-        place = _Linker(None).place
-        for name, d in group["blobs"]:
-            place(f"{syncs}/{prefix}{name}", f"{venv}/{d}")
+    _place_copies(group["blobs"], venv, vfd, kept)
     for entry, srcs, dsts in group["links"]:
         if stop:
             return
@@ -418,6 +421,25 @@ def _fill(group: dict[str, Any], venv: str, vfd: int, kept: tuple[str, str, int]
             os.chmod(f"{venv}/{d}", 0o755)
     for d, data, mode in group["files"]:
         _write(vfd, d, data, mode)
+
+
+def _place_copies(rows: list[Any], venv: str, vfd: int, kept: tuple[str, str, int]) -> None:
+    """The files the wheels bring besides the store's: linked from the kept plan's copies
+    (keep_plan), or, for a plan just made, written."""
+    syncs, prefix, sfd = kept
+    if sfd < 0:
+        for _name, d, data, mode in rows:
+            _write(vfd, d, data, mode)
+        return
+    try:
+        for name, d in rows:
+            os.link(prefix + name, d, src_dir_fd=sfd, dst_dir_fd=vfd)
+    except OSError:  # another file system, too many links: the installer's fallbacks
+        from .installer import _Linker
+
+        place = _Linker(None).place  # (replaces what is linked already with the same file)
+        for name, d in rows:
+            place(f"{syncs}/{prefix}{name}", f"{venv}/{d}")
 
 
 def _start(fn: Any, *args: Any) -> Any:
@@ -483,6 +505,7 @@ def run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
             if failed is not None:
                 raise failed
         waits = []
+        _place_copies(plan["records"], venv, vfd, kept)
         os.mkdir(".pypm", dir_fd=vfd)
         _write(vfd, ".pypm/state.json", _state_json(plan, venv, vfd, state), 0o644)
         os.unlink(_BUILDING_MARKER, dir_fd=vfd)

@@ -64,7 +64,7 @@ ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+h
 # central directory; METADATA itself then costs one more request.
 TAIL_BYTES = 64 * 1024
 # Read size for hashing local files (see _file_hash).
-_HASH_CHUNK = 8 << 20
+_HASH_CHUNK = 16 << 20
 # Minimum size of a range read whose extent is not known in advance.
 RANGE_CHUNK = 16 * 1024
 # 2: a JSON project page's entry may carry its parsed files (_Page.parsed); 3: or its files' spans
@@ -1044,8 +1044,9 @@ class IndexClient:
             pass
         # Big chunks into one buffer: the read and the hashing each release the GIL, and getting it
         # back waits for the switch interval (5 ms) whenever another thread runs Python, which a lock
-        # does throughout. Hashing torch's 183 MB beside a busy thread took ~2 s in 1 MB chunks and
-        # ~0.35-0.45 s in 8 MB ones (0.11 s alone either way).
+        # does throughout. Hashing torch's 183 MB beside a busy thread took ~2 s in 1 MB chunks,
+        # ~0.35-0.45 s in 8 MB ones and ~0.34 s in 16 MB ones (0.11 s alone either way); the buffer
+        # is most of a torch lock's peak RSS above 42 MB (58 MB).
         h = hashlib.sha256()
         buf = bytearray(_HASH_CHUNK)
         view = memoryview(buf)

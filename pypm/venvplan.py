@@ -172,13 +172,20 @@ def _split(venv: str, base_dirs: list[str], dirs: list[str], files: list[tuple[s
     in_base = set(base)
     dir_set = set(dirs)
     while True:
-        anchors = sorted([venv, *base], key=len, reverse=True)
+        anchors = {venv, *base}
+        memo: dict[str, str] = {}
 
         def key(path: str) -> str:
-            for a in anchors:
-                if path.startswith(a + "/"):
-                    return a + "/" + path[len(a) + 1:].partition("/")[0]
-            raise ValueError(path)
+            # The path's ancestor (or itself) whose parent is made beforehand; per directory, once.
+            parent = path[:path.rindex("/")]
+            if parent in anchors:
+                return path
+            k = memo.get(parent)
+            if k is None:
+                if not parent.startswith(pre):
+                    raise ValueError(path)
+                k = memo[parent] = key(parent)
+            return k
 
         # Costs on this kind of file system: a mkdir ~100 us, a new file ~150 us, a hard link ~8 us.
         cost: dict[str, int] = {}
@@ -315,13 +322,15 @@ def _kept_files_intact(plan: dict[str, Any], path: str, made: int) -> bool:
     return True
 
 
-def keep_plan(path: str, plan: dict[str, Any], venv: str) -> None:
+def keep_plan(path: str, plan: dict[str, Any], venv: str, *, write_missing: bool = True) -> bool:
     """Keep `plan` (just run: see make_plan) at `path`, and beside it a copy of each file the wheels
     bring that is not in the store (`<key>.<id>.<n>.blob`: RECORD, INSTALLER, REQUESTED,
     pypm_source.json, scripts), which later venvs hard-link instead of creating the file (here a
     new file costs ~10-20x a link). The copies are the files this run wrote into `venv`, linked
     (each read back and compared with what was written), else written; all before the plan, so none
-    is newer than it. Best effort: a cache that cannot be written only loses the plan."""
+    is newer than it. `write_missing=False`: a file that cannot be linked keeps nothing (the full
+    sync's call: its venv may be elsewhere). Best effort: a cache that cannot be written only loses
+    the plan. True when the plan was kept."""
     import marshal
 
     from .fastpath import replace_file
@@ -344,6 +353,8 @@ def keep_plan(path: str, plan: dict[str, Any], venv: str) -> None:
                 if not same:  # changed since this run wrote it: nothing is kept
                     raise ValueError(d)
             except OSError:  # (another file system than the venv's): a copy of its own
+                if not write_missing:
+                    raise
                 fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
                 made.append(name)
                 try:
@@ -359,13 +370,14 @@ def keep_plan(path: str, plan: dict[str, Any], venv: str) -> None:
                 os.unlink(name)
             except OSError:
                 pass
-        return
+        return False
     try:  # the copies of the plans this one replaces
         for f in os.listdir(syncs):
             if f.startswith(key + ".") and f.endswith(".blob") and not f.startswith(prefix):
                 os.unlink(f"{syncs}/{f}")
     except OSError:
         pass
+    return True
 
 
 # --------------------------------------------------------------------------- running it

@@ -49,7 +49,9 @@ def planned(pypm, small):
     pypm("sync", "--frozen", cwd=project, check=True)
     venv = project / ".venv"
     full = (_venv_files(venv), _state_without_mtimes(venv))
-    assert not _plan_file(pypm, project).exists()  # (the full sync does not pay for it)
+    assert _plan_file(pypm, project).is_file()  # kept by the full sync, from the venv it built
+    assert (site_packages(venv) / "alpha-1.0.dist-info" / "RECORD").stat().st_nlink == 2
+    _plan_file(pypm, project).unlink()
     mods = _fresh(pypm, project)
     assert "pypm.cli" not in mods and "pypm.installer" in mods  # worked out by the first fresh venv, and kept
     assert _plan_file(pypm, project).is_file()
@@ -254,3 +256,24 @@ def test_the_planned_venvs_site_packages_spreads_its_packages(pypm, planned) -> 
     if not spread_subdirs(probe) or not _topdir(probe):
         pytest.skip(f"the file system under {project} has no top-directory attribute (not ext4?)")
     assert _topdir(sp)
+
+
+def test_the_plan_the_full_sync_keeps_serves_the_first_fresh_venv(pypm, small) -> None:
+    project, _, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    venv = project / ".venv"
+    files, state = _venv_files(venv), _state_without_mtimes(venv)
+    mods = _fresh(pypm, project)
+    assert "pypm.installer" not in mods and "pypm.cli" not in mods
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+    # a full sync whose venv does not match what the plan would write keeps no plan
+    installer = site_packages(venv) / "alpha-1.0.dist-info" / "INSTALLER"
+    installer.unlink()
+    installer.write_bytes(b"other\n")
+    from pypm.syncrecipe import write_recipe
+
+    recipe = json.loads(Path(syncrecipe.recipe_path(str(pypm.cache_dir), project)).read_text())
+    syncrecipe.forget_recipe(str(pypm.cache_dir), project)
+    write_recipe(str(pypm.cache_dir), project, recipe["state"], [tuple(w) for w in recipe["wheels"]])
+    assert not _plan_file(pypm, project).exists()
+    assert not _kept_copies(pypm, project)

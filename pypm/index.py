@@ -190,11 +190,26 @@ class _Page:
             return None
 
 
+# Span columns are stored sealed with a CRC: a start that a damaged entry moved but left in range
+# would otherwise be decoded as the wrong file (reported as a malformed page, entry after entry).
+# Marshal data never begins with a NUL, so the prefix tells the two kinds of entry apart.
+_SEAL = b"\x00spans"
+
+
+def _seal(data: bytes) -> bytes:
+    return _SEAL + zlib.crc32(data).to_bytes(4, "little") + data
+
+
 def _unmarshal(parsed: bytes | memoryview | None) -> Any:
     """A cached page's parsed files (a list of json_page_files' tuples, or json_page_spans'
     columns), or None (none stored, or unreadable: parse the body again)."""
     if not parsed:
         return None
+    if bytes(parsed[: len(_SEAL)]) == _SEAL:
+        data = parsed[len(_SEAL) + 4 :]
+        if zlib.crc32(data) != int.from_bytes(parsed[len(_SEAL) : len(_SEAL) + 4], "little"):
+            return None
+        parsed = data
     try:
         return marshal.loads(parsed)
     except (ValueError, EOFError, TypeError):
@@ -670,14 +685,14 @@ class IndexClient:
                     cached = _unmarshal(page.parsed)
                     if type(cached) is list and _valid_files(cached):
                         releases.add_files_of_page(cached, page.url, source)
-                    elif cached is not None and valid_span_columns(cached, len(page.body)):
+                    elif type(cached) is tuple and valid_span_columns(cached, len(page.body)):
                         body = page.body if type(page.body) is bytes else bytes(page.body)
                         releases.add_spans(cached, body, page.url, source)
                     else:
                         body = page.body if type(page.body) is bytes else bytes(page.body)
                         spans = json_page_spans(body, canon)
                         if spans is not None:  # the index's usual layout: each file decoded when needed
-                            page.parsed = marshal.dumps(spans)
+                            page.parsed = _seal(marshal.dumps(spans))
                             store = not _is_local(base)
                             releases.add_spans(spans, body, page.url, source)
                         else:

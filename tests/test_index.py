@@ -1059,3 +1059,33 @@ def test_a_small_wheel_takes_one_range_request(dists: DistFactory, index_server,
     assert c.metadata(f).requires_dist == ("beta",)
     gets = _file_downloads(idx, w.name)
     assert [h["Range"] for h in gets] == [f"bytes=-{size}"]
+
+
+def test_span_columns_damaged_in_range_are_found_again(client_factory, tmp_path, monkeypatch) -> None:
+    """A cached start moved by damage but still inside the body must not be decoded as a file:
+    the columns carry a CRC, so the page is searched again instead of reported as malformed."""
+    import marshal
+
+    from pypm import index
+
+    files = [{"filename": f"omega-{v}-py3-none-any.whl", "url": f"https://f.test/omega-{v}-py3-none-any.whl"}
+             for v in ("1.0", "2.0")]
+    _BareJSONIndex.pages = {"/simple/omega/": _registry_page(files)}
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+    try:
+        first = client_factory([url]).project_files("omega")
+        (entry,) = (tmp_path / "cache" / "http").glob("*/*")
+        data = bytearray(entry.read_bytes())
+        at = data.index(b"\x00spans") + len(b"\x00spans") + 4  # the marshalled columns end the entry
+        cols = marshal.loads(bytes(data[at:]))
+        assert cols == index.json_page_spans(_registry_page(files), "omega")
+        data[-4] ^= 0x01  # the last start (a marshalled int ends the entry), one byte off: in range
+        moved = marshal.loads(bytes(data[at:]))
+        assert moved[3][-1] == cols[3][-1] ^ 1 and index.valid_span_columns(moved, len(_registry_page(files)))
+        entry.write_bytes(bytes(data))
+        assert client_factory([url]).project_files("omega") == first
+    finally:
+        srv.shutdown()
+        srv.server_close()

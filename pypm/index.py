@@ -359,6 +359,8 @@ def _quick_zip_metadata(read: Callable[[int, int], bytes], size: int, f: DistFil
     pos = cd.find(_METADATA_SUFFIX)
     while pos != -1:
         end = pos + len(_METADATA_SUFFIX)
+        if pos < 46:
+            return None  # no room for a header before it: not a name
         head = cd.rfind(_CENTRAL_SIG, 0, pos - 42)  # a header ends 46 bytes after it starts, where its name begins
         if head < 0 or head + 46 + int.from_bytes(cd[head + 28 : head + 30], "little") != end:
             return None  # the suffix somewhere else than at the end of a name (an extra field, a comment)

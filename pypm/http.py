@@ -1,10 +1,11 @@
-"""One configured HTTP client for the index client and the cache: retries, back-off, HTTP/2.
+"""One configured HTTP client for the index client and the cache: retries, back-off, HTTP/2 on request.
 
 Imported only where the network is used (never on the `pypm run` hot path).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -17,30 +18,42 @@ import httpx
 from . import __version__
 from .errors import IndexError_
 
-__all__ = ["make_client", "with_retries", "RETRY_STATUS", "describe_error"]
+__all__ = ["make_client", "HTTP2_ENV", "with_retries", "RETRY_STATUS", "describe_error"]
 
 T = TypeVar("T")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = f"pypm/{__version__}"
 
 
-def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Client:
-    """A thread-safe client: share one per process; many threads may use it at once."""
-    try:
-        import h2  # noqa: F401  (httpx speaks HTTP/2 only when h2 is installed)
+HTTP2_ENV = "PYPM_HTTP2"
 
-        http2 = True
-    except ImportError:
-        http2 = False
+
+def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Client:
+    """A thread-safe client: share one per process; many threads may use it at once.
+
+    HTTP/1.1 by default, HTTP/2 (where the index offers it) with PYPM_HTTP2=1. Why not HTTP/2
+    by default: httpcore's HTTP/2 connection is not thread-safe (see _PerThreadTransport), so
+    each thread needs its own connection and nothing is multiplexed across the lock's and the
+    sync's thread pools; what remains is h2's framing in pure Python, ~15-20 % of a cold lock's
+    CPU (web stack, A B A B: 1.43 -> 1.19 s wall; downloads of a cold sync 1.64 -> 1.50 s). A
+    high-latency link with few threads is where HTTP/2 could still pay: hence the switch.
+    """
+    http2 = os.environ.get(HTTP2_ENV, "") not in ("", "0")
+    if http2:
+        try:
+            import h2  # noqa: F401  (httpx speaks HTTP/2 only when h2 is installed)
+        except ImportError:
+            http2 = False
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    ssl_context = httpx.create_ssl_context()  # one for all threads (loading the CAs is ~25 ms)
+    backend = _SharedLookups()
     transport: httpx.BaseTransport
     if http2:
-        ssl_context = httpx.create_ssl_context()  # one for all threads (loading the CAs is ~25 ms)
-        backend = _SharedLookups()
         transport = _PerThreadTransport(lambda: _with_backend(httpx.HTTPTransport(
-            verify=ssl_context, retries=2, http2=True, limits=limits), ssl_context, limits, backend))
-    else:
-        transport = httpx.HTTPTransport(retries=2, limits=limits)
+            verify=ssl_context, retries=2, http2=True, limits=limits), ssl_context, limits, backend, http2=True))
+    else:  # one pool for every thread: HTTP/1.1 connections are used by one request at a time
+        transport = _with_backend(httpx.HTTPTransport(verify=ssl_context, retries=2, limits=limits), ssl_context,
+                                  limits, backend, http2=False)
     return httpx.Client(
         # http2 off for the client's own transports, which only proxies from the environment
         # use: they are shared by every thread, and HTTP/1.1 pools are safe to share.
@@ -88,13 +101,13 @@ class _SharedLookups(httpcore.SyncBackend):
 
 
 def _with_backend(transport: httpx.HTTPTransport, ssl_context: Any, limits: httpx.Limits,
-                  backend: httpcore.NetworkBackend) -> httpx.HTTPTransport:
+                  backend: httpcore.NetworkBackend, *, http2: bool) -> httpx.HTTPTransport:
     """The transport with its connection pool rebuilt on `backend` (httpx has no parameter for it)."""
     if hasattr(transport, "_pool"):
         transport._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context, max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, http1=True, http2=True, retries=2,
+            keepalive_expiry=limits.keepalive_expiry, http1=True, http2=http2, retries=2,
             network_backend=backend)
     return transport
 

@@ -43,6 +43,7 @@ def h2_front(dists, index_server, tmp_path, monkeypatch):
     dists.wheel("alpha", "1.0")
     front = H2Front(index_server().base, cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.setenv("PYPM_HTTP2", "1")  # opt-in: the default is HTTP/1.1 (pypm.http.make_client)
     yield front
     front.close()
 
@@ -83,9 +84,39 @@ def test_one_thread_reuses_its_connection(h2_front) -> None:
     assert [(proto, conn) for proto, conn, _ in h2_front.requests] == [("h2", 1)] * 3
 
 
-def test_threads_look_a_host_up_once(dists, index_server, tmp_path, monkeypatch) -> None:
-    # Each thread has its own connections; the host's address is looked up once for all of
-    # them (a burst of lookups is what a resolver that drops some answers with a 5 s stall).
+def test_by_default_threads_share_one_http1_pool(h2_front, monkeypatch) -> None:
+    # HTTP/1.1 unless PYPM_HTTP2 asks: a connection serves one request at a time, so the
+    # threads share one pool, and a connection a thread has finished with serves the next one
+    from pypm.http import make_client
+
+    monkeypatch.delenv("PYPM_HTTP2")
+    client = make_client()
+    start = threading.Barrier(4)
+
+    def fetch(t: int) -> list[int]:
+        start.wait()
+        return [client.get(f"{h2_front.url}alpha/?thread={t}&n={i}").status_code for i in range(6)]
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            statuses = [s for ss in pool.map(fetch, range(4)) for s in ss]
+        for i in range(3):  # one thread after the burst: kept connections, no new one
+            assert client.get(f"{h2_front.url}alpha/?after={i}").status_code == 200
+    finally:
+        client.close()
+    assert statuses == [200] * 24
+    assert {proto for proto, _, _ in h2_front.requests} == {"http/1.1"}, h2_front.requests
+    connections = {conn for _, conn, _ in h2_front.requests}
+    assert len(connections) <= 4, h2_front.requests
+    burst = {conn for _, conn, path in h2_front.requests if "thread=" in path}
+    assert {conn for _, conn, path in h2_front.requests if "after=" in path} <= burst
+
+
+@pytest.mark.parametrize("http2", ["1", "0"])
+def test_threads_look_a_host_up_once(dists, index_server, tmp_path, monkeypatch, http2) -> None:
+    # A burst of requests from 6 threads opens 6 connections (HTTP/2: a pool per thread;
+    # HTTP/1.1: one busy connection per request); the host's address is looked up once for all
+    # of them (a burst of lookups is what a resolver that drops some answers with a 5 s stall).
     import socket
 
     from pypm.http import make_client
@@ -94,6 +125,7 @@ def test_threads_look_a_host_up_once(dists, index_server, tmp_path, monkeypatch)
     dists.wheel("alpha", "1.0")
     front = H2Front(index_server().base, cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.setenv("PYPM_HTTP2", http2)
     lookups: list[str] = []
     real = socket.getaddrinfo
 
@@ -116,4 +148,5 @@ def test_threads_look_a_host_up_once(dists, index_server, tmp_path, monkeypatch)
         client.close()
         front.close()
     assert lookups.count("localhost") == 1, lookups
-    assert len({conn for _, conn, _ in front.requests}) == 6  # still a connection per thread
+    assert len({conn for _, conn, _ in front.requests}) == 6  # still a connection per request
+    assert {proto for proto, _, _ in front.requests} == {"h2" if http2 == "1" else "http/1.1"}

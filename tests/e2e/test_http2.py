@@ -1,4 +1,5 @@
-"""HTTP/2: `pypm lock` and `pypm sync` speak HTTP/2 to an index that offers it (TLS + ALPN on 127.0.0.1).
+"""HTTP/2: with PYPM_HTTP2=1, `pypm lock` and `pypm sync` speak HTTP/2 to an index that offers it (TLS + ALPN
+on 127.0.0.1); by default, HTTP/1.1 to the same server.
 
 The server is a small HTTP/2 front (the `h2` library, a certificate made here with `cryptography`)
 for the suite's IndexServer: it records the protocol and connection of every request, so the
@@ -20,7 +21,7 @@ import pytest
 
 from tests.e2e.test_sync import assert_venv_exact, write_project
 
-h2 = pytest.importorskip("h2", reason="the h2 package (HTTP/2 for httpx) is not installed")
+pytest.importorskip("h2", reason="the h2 package (HTTP/2 for httpx) is not installed")
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
@@ -185,9 +186,14 @@ def h2_index(dists, index_server, tmp_path):
     front.close()
 
 
-def test_lock_and_sync_use_http2_when_the_index_offers_it(pypm, h2_index, tmp_path) -> None:
+@pytest.mark.parametrize("setting, protocol", [("1", "h2"), (None, "http/1.1"), ("0", "http/1.1")])
+def test_lock_and_sync_use_http2_when_asked_and_the_index_offers_it(pypm, h2_index, tmp_path, setting,
+                                                                    protocol) -> None:
+    # HTTP/2 is opt-in (PYPM_HTTP2=1, pypm.http.make_client says why); by default lock and sync
+    # speak HTTP/1.1 over TLS to the same server, which offers both through ALPN.
     front, cert = h2_index
-    env = {"SSL_CERT_FILE": str(cert)}
+    env = {"SSL_CERT_FILE": str(cert), "PYPM_HTTP2": setting}
+    env = {k: v for k, v in env.items() if v is not None}
     root = write_project(tmp_path / "proj", deps=["alpha"])
     r = pypm("lock", "--index-url", front.url, cwd=root, env=env)
     assert r.returncode == 0, r.stderr
@@ -197,7 +203,7 @@ def test_lock_and_sync_use_http2_when_the_index_offers_it(pypm, h2_index, tmp_pa
     paths = [p for _, _, p in front.requests]
     assert any(p.startswith("/simple/alpha") for p in paths) and any(p.endswith("beta-2.0-py3-none-any.whl")
                                                                      for p in paths), front.requests
-    assert {proto for proto, _, _ in front.requests} == {"h2"}, front.requests
+    assert {proto for proto, _, _ in front.requests} == {protocol}, front.requests
 
 
 def test_the_front_also_speaks_http1(h2_index) -> None:

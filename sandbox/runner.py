@@ -33,7 +33,7 @@ import select  # here, not in the child: an import there costs ~0.5 ms of copy-o
 import _signal as signal
 
 from . import syscalls as sc
-from .caller import (_EXIT_SETUP, _FORWARDED, _SEP, _SIGNALS, TEMP_PREFIX, CommandNotFound, _error_from, _hint,
+from .caller import (_EXIT_SETUP, _SEP, _SIGNALS, TEMP_PREFIX, CommandNotFound, _error_from, _hint,
                      _make_root, _read_all, _remove_root, _single_threaded, _supervise, _waitpid)
 from .errors import SandboxError
 from .policy import Policy

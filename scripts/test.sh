@@ -24,4 +24,6 @@ PY=${PYTHON:-python3}
 # Real wheels of the canary's dependency set, served by the tests on 127.0.0.1 (fetched
 # once from the default index and kept in a cache; the tests themselves stay offline).
 "$PY" scripts/fetch_fixtures.py || echo "warning: could not fetch the canary fixture wheels; the tests that need them skip and say why" >&2
+# Lint first (seconds): an unused import or an undefined name fails CI as a test would.
+"$PY" -m ruff check --quiet pypm sandbox tests scripts
 exec "$PY" -m pytest "$@"

@@ -13,7 +13,10 @@ import pytest
 
 from pypm import syncrecipe, venvplan
 from pypm.fastpath import json_dumps
-from tests.e2e.test_sync import _imported, _state_without_mtimes, _venv_files, assert_venv_exact, site_packages, small  # noqa: F401
+from tests.e2e import test_sync as _e2e_sync
+from tests.e2e.test_sync import _imported, _state_without_mtimes, _venv_files, assert_venv_exact, site_packages
+
+small = _e2e_sync.small  # the synthetic project fixture, shared
 
 EXPECTED = {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"}
 

@@ -227,7 +227,7 @@ def test_sync_installs_the_locked_set_and_second_sync_touches_nothing(pypm, smal
 def test_no_dev_removes_the_group_and_adding_back_relinks_from_cache(pypm, small) -> None:
     project, server, wheels = small
     pypm("sync", "--frozen", cwd=project, check=True)
-    r = pypm("sync", "--frozen", "--no-dev", cwd=project, check=True)
+    pypm("sync", "--frozen", "--no-dev", cwd=project, check=True)
     assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0"})
     assert not (site_packages(project / ".venv") / "devtool").exists()
     server.clear_requests()

@@ -153,7 +153,9 @@ def _check(ret: int) -> None:
 
 
 def _mount(src, target, fstype, flags) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    def enc(s):
+        return s.encode() if s is not None else None
+
     _check(libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), None))
 
 

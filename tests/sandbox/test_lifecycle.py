@@ -294,7 +294,7 @@ def test_the_python_runner_killed_during_setup_leaves_no_command_running(world, 
             try:
                 for c in psutil.Process(p.pid).children(recursive=True):
                     with open(f"/proc/{c.pid}/status") as f:
-                        if any(l.startswith("NSpid:") and l.split()[-1] == "1" for l in f):
+                        if any(line.startswith("NSpid:") and line.split()[-1] == "1" for line in f):
                             init = c
             except (OSError, psutil.NoSuchProcess):
                 pass

@@ -365,7 +365,11 @@ def plan_install(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, whe
             continue
         if kind == "script":
             with open(src, "rb") as f:
-                data = f.read()
+                # only a `#!python` script is read whole: a wheel's scripts can be big binaries
+                # (ruff's is 23 MB), which are linked as they are
+                data = f.read(8)
+                if data == b"#!python":
+                    data += f.read()
             if data.startswith(b"#!python"):
                 nl = data.find(b"\n")
                 new = _shebang(python) + (data[nl + 1:] if nl >= 0 else b"")

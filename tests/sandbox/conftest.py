@@ -189,7 +189,7 @@ def sandbox_mounts() -> list[str]:
         return [line for line in f if "pypm-sandbox." in line]
 
 
-__all__ = ["World", "Box", "as_user", "probe", "sandbox_dirs", "sandbox_mounts", "NOBODY", "SYSTEM_PYTHON", "REPO"]
+__all__ = ["World", "Box", "as_user", "probe", "sandbox_dirs", "sandbox_mounts", "NOBODY", "SYSTEM_PYTHON", "REPO", "slow_pdeathsig_shim"]
 
 
 @pytest.fixture
@@ -209,3 +209,34 @@ def app(pypm, dists, index_server, tmp_path):
         return project
 
     return make
+
+
+_SLOW_PDEATHSIG_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+/* In the sandbox's init (pid 1) only: wait before PR_SET_PDEATHSIG, widening the window in
+ * which the processes above it can die unseen. */
+int prctl(int option, ...) {
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    if (option == PR_SET_PDEATHSIG && getpid() == 1)
+        usleep(400000);
+    int (*real)(int, ...) = (int (*)(int, ...))dlsym(RTLD_NEXT, "prctl");
+    return real(option, a2, a3, a4, a5);
+}
+"""
+
+
+def slow_pdeathsig_shim(tmp_path: Path) -> Path:
+    """An LD_PRELOAD library that makes the sandbox's init wait 0.4 s before PR_SET_PDEATHSIG: the
+    window in which a killed caller would leave the command running, for the lifeline tests."""
+    src, lib = tmp_path / "slow_pdeathsig.c", tmp_path / "slow_pdeathsig.so"
+    src.write_text(_SLOW_PDEATHSIG_C)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"], check=True, timeout=60)
+    return lib

@@ -12,6 +12,8 @@ import pytest
 
 from pypm.launch import plan_path
 
+from .conftest import slow_pdeathsig_shim
+
 SHOW = "import json, os, socket; print(json.dumps({'env': dict(os.environ), 'if': [n for _, n in socket.if_nameindex()]}))"
 
 
@@ -400,37 +402,10 @@ def test_a_venv_symlink_in_the_project_cannot_be_pointed_at_an_unsandboxed_venv(
     assert not marker.exists(), "the next run ran the planted venv's python outside the sandbox"
 
 
-_SLOW_INIT_C = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdarg.h>
-#include <sys/prctl.h>
-#include <unistd.h>
-/* In the sandbox's init (pid 1) only: wait before PR_SET_PDEATHSIG, widening the window in
- * which the process above it can die unseen. */
-int prctl(int option, ...) {
-    va_list ap;
-    va_start(ap, option);
-    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
-    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
-    va_end(ap);
-    if (option == PR_SET_PDEATHSIG && getpid() == 1)
-        usleep(400000);
-    int (*real)(int, ...) = (int (*)(int, ...))dlsym(RTLD_NEXT, "prctl");
-    return real(option, a2, a3, a4, a5);
-}
-"""
-
-
 def test_the_launched_helper_killed_during_setup_leaves_no_command_running(pypm, app, tmp_path) -> None:
     # kill -9 of the top process (the launched helper) before its init has set PR_SET_PDEATHSIG:
     # init must notice (launched, the status pipe check cannot: init holds its read end itself)
-    import subprocess
-
-    shim_c = tmp_path / "slow_init.c"
-    shim_c.write_text(_SLOW_INIT_C)
-    shim = tmp_path / "slow_init.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim), str(shim_c), "-ldl"], check=True, timeout=60)
+    shim = slow_pdeathsig_shim(tmp_path)
     project = app()
     _recorded(pypm, project, "python", "-c", "pass")
     marker = f"orphan-{os.getpid()}-{time.time_ns()}"

@@ -12,7 +12,7 @@ import pexpect
 import psutil
 import pytest
 
-from .conftest import SYSTEM_PYTHON, sandbox_dirs, sandbox_mounts
+from .conftest import SYSTEM_PYTHON, sandbox_dirs, sandbox_mounts, slow_pdeathsig_shim
 
 
 def _procs_with(marker: str) -> list[psutil.Process]:
@@ -242,27 +242,6 @@ def test_the_command_path_search_fails_as_execvpe_does(tmp_path) -> None:
     assert info.value.errno == errno.EACCES
 
 
-_SLOW_PDEATHSIG_C = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdarg.h>
-#include <sys/prctl.h>
-#include <unistd.h>
-/* In the sandbox's init (pid 1) only: wait before PR_SET_PDEATHSIG, widening the window in
- * which the processes above it can die unseen. */
-int prctl(int option, ...) {
-    va_list ap;
-    va_start(ap, option);
-    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
-    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
-    va_end(ap);
-    if (option == PR_SET_PDEATHSIG && getpid() == 1)
-        usleep(400000);
-    int (*real)(int, ...) = (int (*)(int, ...))dlsym(RTLD_NEXT, "prctl");
-    return real(option, a2, a3, a4, a5);
-}
-"""
-
 _KILLED_CALLER = """
 import os, sys, threading
 from sandbox.host import caller
@@ -280,10 +259,7 @@ run(policy, ["/bin/sh", "-c", "sleep 30; : " + sys.argv[2]])
 def test_the_python_runner_killed_during_setup_leaves_no_command_running(world, tmp_path, path) -> None:
     # kill -9 of the caller before the sandbox's init has set PR_SET_PDEATHSIG: init must see it
     # (single: the status pipe's read end, which the child closes; threads: the lifeline pipe)
-    shim = tmp_path / "slow.so"
-    (tmp_path / "slow.c").write_text(_SLOW_PDEATHSIG_C)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim), str(tmp_path / "slow.c"), "-ldl"], check=True,
-                   timeout=60)
+    shim = slow_pdeathsig_shim(tmp_path)
     marker = f"orphan-{uuid.uuid4().hex}"
     p = subprocess.Popen([world.python, "-c", _KILLED_CALLER, path, marker], env={**os.environ, "LD_PRELOAD": str(shim)},
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

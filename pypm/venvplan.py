@@ -271,14 +271,14 @@ def load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) 
             rels += g["chmods"]
             rels += [d for d, _, _ in g["files"]]
             rels += [d for _, d in g["blobs"]]
+            for _entry, srcs, dsts in g["links"]:
+                rels += srcs
+                rels += dsts
         rels += [d for _, d in plan["records"]]
         checked = {row[0] for row in plan["blob-check"]}
         if not all(name in checked for g in groups for name, _ in g["blobs"]) \
                 or not all(name in checked for name, _ in plan["records"]):
             return None  # every copy linked is one checked (_kept_files_intact)
-            for _entry, srcs, dsts in g["links"]:
-                rels += srcs
-                rels += dsts
         for _entry, _tree, keys in plan["checks"]:
             rels += keys
         if not all(type(r) is str for r in rels) or _outside(rels):

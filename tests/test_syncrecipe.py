@@ -91,7 +91,8 @@ def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_not
 
 
 @pytest.mark.parametrize("damage", ["other-writable", "other-recipe", "outside", "dotdot", "garbage", "format",
-                                    "blob-name", "entry-outside-store", "entry-dotdot"])
+                                    "blob-name", "entry-outside-store", "entry-dotdot", "link-dst-outside",
+                                    "link-dst-dotdot", "link-src-dotdot"])
 def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damage: str) -> None:
     project, _, (files, state) = planned
     path = _plan_file(pypm, project)
@@ -113,6 +114,16 @@ def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damag
             entry, srcs, dsts = plan["groups"][0]["links"][0]
             bad = "/etc" if damage == "entry-outside-store" else entry + "/../../../.."
             plan["groups"][0]["links"][0] = (bad, srcs, dsts)
+        elif damage in ("link-dst-outside", "link-dst-dotdot", "link-src-dotdot"):
+            # a link's own paths (not only its entry) must stay inside the store entry and the venv
+            entry, srcs, dsts = plan["groups"][1]["links"][0]
+            if damage == "link-src-dotdot":
+                srcs = [*srcs, "../" * 12 + str(project / "pyproject.toml").lstrip("/")]
+                dsts = [*dsts, "escaped-pyproject.toml"]
+            else:
+                srcs = [*srcs, srcs[0]]
+                dsts = [*dsts, str(project.parent / "escape") if damage == "link-dst-outside" else "../escape"]
+            plan["groups"][1]["links"][0] = (entry, srcs, dsts)
         elif damage == "blob-name":
             name, d = plan["groups"][0]["blobs"][0]
             plan["groups"][0]["blobs"][0] = ("../" + name, d)

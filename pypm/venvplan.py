@@ -307,9 +307,10 @@ def _kept_files_intact(plan: dict[str, Any], path: str, made: int) -> bool:
         for name, size, mode in plan["blob-check"]:
             if type(name) is not str or "/" in name:
                 return False
-            st = stat(f"{syncs}/{prefix}{name}")
-            if st.st_uid != uid or st.st_mode & 0o7777 != mode or mode & 0o022 or st.st_size != size \
-                    or st.st_mtime_ns > made:
+            # lstat: a symlink is not the plan's copy (stat would judge its target; os.link follows it)
+            st = os.lstat(f"{syncs}/{prefix}{name}")
+            if st.st_mode & 0o170000 != 0o100000 or st.st_uid != uid or st.st_mode & 0o7777 != mode \
+                    or mode & 0o022 or st.st_size != size or st.st_mtime_ns > made:
                 return False
     except OSError:
         return False

@@ -291,3 +291,24 @@ def test_the_plan_the_full_sync_keeps_serves_the_first_fresh_venv(pypm, small) -
     write_recipe(str(pypm.cache_dir), project, recipe["state"], [tuple(w) for w in recipe["wheels"]])
     assert not _plan_file(pypm, project).exists()
     assert not _kept_copies(pypm, project)
+
+
+def test_a_kept_copy_replaced_by_a_symlink_is_not_trusted(pypm, planned, tmp_path) -> None:
+    """A copy that is a symlink (here to a file of the same bytes, mode and age, so only its kind
+    differs) is not the plan's own file: its owner and age were the target's, and the venv would
+    get a link to whatever it points at."""
+    project, _, (files, state) = planned
+    venv = project / ".venv"
+    info = site_packages(venv) / "alpha-1.0.dist-info"
+    [copy] = [c for c in _kept_copies(pypm, project) if os.path.samefile(c, info / "INSTALLER")]
+    st = copy.stat()
+    target = tmp_path / "elsewhere"
+    target.write_bytes(copy.read_bytes())
+    os.chmod(target, st.st_mode & 0o7777)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    copy.unlink()
+    copy.symlink_to(target)
+    mods = _fresh(pypm, project)
+    assert "pypm.installer" in mods and "pypm.cli" not in mods  # refused, worked out again
+    assert not os.path.samefile(info / "INSTALLER", target)
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)

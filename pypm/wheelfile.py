@@ -71,6 +71,21 @@ def safe_name(name: str) -> bool:
     return _safe_name(name)
 
 
+def _normal(name: str) -> str:
+    """A member name without empty or "." components (and without a directory's trailing "/")."""
+    if "//" not in name and "/./" not in name and not name.startswith("./") and not name.endswith(("/.", "/")):
+        return name
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _ancestors(d: str) -> list[str]:
+    out = [d]
+    while "/" in d:
+        d = d.rpartition("/")[0]
+        out.append(d)
+    return out
+
+
 def _safe_name(name: str) -> bool:
     if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
         return False
@@ -163,6 +178,20 @@ def extract_verified(wheel: Path, dest: Path, *, label: str = "") -> dict[str, A
             seen.add(i.filename)
             if not i.is_dir():
                 files.append(i)
+        # The same path spelled twice ("a/./b", "a//b" beside "a/b"), or a file where a directory
+        # goes ("a" beside "a/b"): refused here by name, rather than as an OSError from O_EXCL
+        # (an "internal error") halfway through the extraction.
+        file_names = {_normal(i.filename) for i in files}
+        if len(file_names) != len(files):
+            odd = next(i.filename for i in files if _normal(i.filename) != i.filename)
+            raise InstallError(f"{name}: {wheel.name} names a file twice ({odd!r}); refusing to install it",
+                               hint="this wheel is malformed or malicious: do not use it")
+        dir_names = {n.rpartition("/")[0] for n in file_names if "/" in n}
+        dir_names.update(_normal(i.filename) for i in infos if i.is_dir())
+        clash = file_names & {p for d in dir_names for p in _ancestors(d)}
+        if clash:
+            raise InstallError(f"{name}: {wheel.name} has {min(clash)!r} both as a file and as a directory; "
+                               "refusing to install it", hint="this wheel is malformed or malicious: do not use it")
         try:
             info_dir = find_dist_info((i.filename for i in files), wheel.name)
         except ValueError as e:

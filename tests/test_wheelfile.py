@@ -134,3 +134,31 @@ def test_members_compressed_otherwise_are_read_through_zipfile(tmp_path):
     extract_verified(w, out, label="pkg")
     assert (out / "pkg/b.txt").read_bytes() == b"bzip2 " * 500
     assert (out / "pkg/l.txt").read_bytes() == b"lzma " * 500
+
+
+@pytest.mark.parametrize("extra", [
+    {"pkg/./__init__.py": b"y = 2\n"},  # the same file spelled twice
+    {"pkg//empty.py": b"z\n"},
+    {"pkg/sub": b"a file", "pkg/sub/x.py": b"below it"},  # a file where a directory goes
+    {"pkg/run.sh/inner.py": b"below a file"},
+])
+def test_a_path_named_twice_or_a_file_where_a_directory_goes_is_refused_by_name(extra, tmp_path):
+    """Refused before anything is extracted with a clear error, not an OSError (FileExistsError:
+    an 'internal error') from the second O_EXCL create or mkdir halfway through."""
+    from pypm.errors import InstallError
+
+    D = zipfile.ZIP_DEFLATED
+    w = _wheel(tmp_path / "pkg-1.0-py3-none-any.whl", {**_members(), **{n: (b, D) for n, b in extra.items()}})
+    with pytest.raises(InstallError, match="twice|both as a file and as a directory"):
+        extract_verified(w, tmp_path / "out", label="pkg")
+    assert not (tmp_path / "out").exists()  # refused before the directory was made
+
+
+def test_a_directory_member_named_like_a_file_is_refused_by_name(tmp_path):
+    from pypm.errors import InstallError
+
+    w = _wheel(tmp_path / "pkg-1.0-py3-none-any.whl", {**_members(), "pkg/d": (b"file", zipfile.ZIP_DEFLATED)})
+    with zipfile.ZipFile(w, "a") as zf:
+        zf.writestr(zipfile.ZipInfo("pkg/d/"), b"")
+    with pytest.raises(InstallError, match="both as a file and as a directory"):
+        extract_verified(w, tmp_path / "out", label="pkg")

@@ -458,7 +458,9 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
         if compile_bytecode:
             rec_base = Path(plan.rec_base)
             extra = _compile(layout, [Path(rec_base, r[0]) for r in plan.record if r[0].endswith(".py")], rec_base)
-        _atomic_write(Path(plan.dst_info) / "RECORD", plan.record_bytes(extra))
+        # 0o644 whatever the umask, as the other files written here: a venv built from a kept plan
+        # links a copy of this RECORD made with that mode (pypm.venvplan), and must be the same venv.
+        _atomic_write(Path(plan.dst_info) / "RECORD", plan.record_bytes(extra), 0o644)
     except OSError as e:
         raise InstallError(f"cannot install {wheel_filename} into {layout.root}: {e}",
                            hint="check free space and permissions, then run `pypm sync` again") from e
@@ -519,13 +521,15 @@ def _inside(p: Path, root: Path) -> bool:
         return False
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     # No fsync: the journal and RECORD guard against a killed process (kill -9, Ctrl-C), and
     # the page cache outlives a process. Two fsyncs per wheel were a third of a warm sync's
     # time; after a power loss the venv is rebuilt by the next sync, as with uv and pip.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
     os.replace(tmp, path)
 
 

@@ -312,3 +312,43 @@ def test_a_kept_copy_replaced_by_a_symlink_is_not_trusted(pypm, planned, tmp_pat
     assert "pypm.installer" in mods and "pypm.cli" not in mods  # refused, worked out again
     assert not os.path.samefile(info / "INSTALLER", target)
     assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+
+
+def _tree(venv: Path) -> dict[str, tuple]:
+    """Every path under the venv but state.json: its kind, permission bits and bytes or target."""
+    import hashlib
+    import stat as st_
+
+    out = {}
+    for p in sorted(venv.rglob("*")):
+        rel = str(p.relative_to(venv))
+        if rel == ".pypm/state.json" or "__pycache__" in p.parts:
+            continue
+        s = p.lstat()
+        if st_.S_ISLNK(s.st_mode):
+            out[rel] = ("link", os.readlink(p))
+        elif st_.S_ISDIR(s.st_mode):
+            out[rel] = ("dir", oct(s.st_mode & 0o7777))
+        else:
+            out[rel] = ("file", oct(s.st_mode & 0o7777), hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_planned_venv_is_the_full_syncs_tree_with_its_modes(pypm, small, umask: int) -> None:
+    """Every path, mode, symlink and byte (not only site-packages' and bin's contents), under the
+    user's umask: the full sync's venv, the first fresh venv (plan worked out) and a later one."""
+    project, _, _ = small
+    old = os.umask(umask)
+    try:
+        pypm("sync", "--frozen", cwd=project, check=True)
+        venv = project / ".venv"
+        full, state = _tree(venv), _state_without_mtimes(venv)
+        for _ in range(2):  # the plan the full sync kept, then the one the first fresh venv kept
+            mods = _fresh(pypm, project)
+            assert "pypm.cli" not in mods
+            assert _tree(venv) == full
+            assert _state_without_mtimes(venv) == state
+            _plan_file(pypm, project).unlink()
+    finally:
+        os.umask(old)

@@ -116,10 +116,13 @@ def _matching_recipe(root: str, frozen: bool) -> tuple[str, str, str, dict[str, 
     path = recipe_path(cache_root, root)
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
             raw = f.read()
         recipe = json_loads(raw.decode("utf-8"))
     except (OSError, ValueError):
         return None
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None  # it names the store entries the venv is built from: the cache user's own only (as the plan)
     if not isinstance(recipe, dict) or recipe.get("version") != RECIPE_VERSION or recipe.get("root") != root:
         return None
     state, wheels = recipe.get("state"), recipe.get("wheels")

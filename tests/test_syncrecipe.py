@@ -352,3 +352,17 @@ def test_a_planned_venv_is_the_full_syncs_tree_with_its_modes(pypm, small, umask
             _plan_file(pypm, project).unlink()
     finally:
         os.umask(old)
+
+
+def test_a_recipe_others_can_write_is_not_trusted(pypm, planned) -> None:
+    """The recipe names the store entries a fresh venv is built from (the plan is made from it and
+    keyed by its bytes): like the plan, it is used only when the cache user owns it and nobody
+    else can write it; the full sync then writes it again."""
+    project, _, (files, state) = planned
+    recipe = Path(syncrecipe.recipe_path(str(pypm.cache_dir), project))
+    os.chmod(recipe, 0o666)
+    assert "pypm.cli" in _fresh(pypm, project)  # the full path
+    venv = project / ".venv"
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+    assert not recipe.stat().st_mode & 0o022
+    assert "pypm.cli" not in _fresh(pypm, project)

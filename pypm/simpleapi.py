@@ -416,6 +416,11 @@ def json_page_spans(body: bytes, name: str) -> SpanColumns | None:
             or n - 1 != body.count(b'}, {"filename": "')):
         return None
     last = matches[-1].start()
+    if body.find(b"[", len(_PAGE_PREFIX), last) != -1:
+        # A list inside a file object (a key clients do not know) could hold objects that start
+        # with "filename" after a `}, `, counted above as files of the page: the whole parse
+        # decides. (A "[" in a string only costs that page the whole parse.)
+        return None
     try:
         tail = json.loads(_PAGE_PREFIX + body[last:])
         files, meta = tail["files"], tail.get("meta", {})

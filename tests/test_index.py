@@ -965,6 +965,12 @@ def test_spans_refuse_every_other_layout() -> None:
         "an escaped name": _registry_page([{"filename": "foo-1.0-py3-none-any.wh\u006c", **files[0]}])
         .replace(b"any.whl", b"any.wh\\u006c", 1),
         "truncated": _registry_page(files)[:-40],
+        # PEP 691 lets a file carry keys clients do not know; objects in a list under one, each
+        # starting with "filename", are not files of the page (grouping them made phantom files,
+        # and the object holding them undecodable)
+        "objects nested in a file": _registry_page([{**files[0], "x-mirror": [
+            {"region": "eu"}, {"filename": "foo-9.9.tar.gz", "url": "https://f.test/a"},
+            {"filename": "foo-9.8.tar.gz", "url": "https://f.test/b"}]}, *files[1:]]),
         "api 2": _registry_page(files, api="2.0"),
         "empty": b"",
     }

@@ -59,11 +59,13 @@ def _interpreter_key(exe: str) -> list[Any] | None:
     return [os.path.abspath(exe), os.path.realpath(exe), st.st_size, st.st_mtime_ns]
 
 
-def _outside(rels: list[str]) -> bool:
-    """Is any of these relative paths empty, absolute, or holding a `..` component? (A few scans
-    of one string, not a check per path: torch's plan holds 12k.)"""
+def _outside(rels: list[str], symlinks: list[str] = ()) -> bool:  # type: ignore[assignment]
+    """Is any of these relative paths empty, absolute, holding a `..` component, or below one of
+    `symlinks` (the venv's own: lib64, bin/python; a path through one lands where it points)?
+    (A few scans of one string, not a check per path: torch's plan holds 12k.)"""
     joined = "\0" + "\0".join(rels) + "\0"
-    return "\0/" in joined or "\0\0" in joined or "\0..\0" in joined.replace("/", "\0")
+    return "\0/" in joined or "\0\0" in joined or "\0..\0" in joined.replace("/", "\0") \
+        or any(f"\0{s.rstrip('/')}/" in joined for s in symlinks)
 
 
 def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: str) -> dict[str, Any] | None:
@@ -281,7 +283,7 @@ def load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) 
             return None  # every copy linked is one checked (_kept_files_intact)
         for _entry, _tree, keys in plan["checks"]:
             rels += keys
-        if not all(type(r) is str for r in rels) or _outside(rels):
+        if not all(type(r) is str for r in rels) or _outside(rels, [d for _, d in plan["symlinks"]]):
             return None
         if not _kept_files_intact(plan, path, st.st_mtime_ns):
             return None

@@ -92,7 +92,7 @@ def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_not
 
 @pytest.mark.parametrize("damage", ["other-writable", "other-recipe", "outside", "dotdot", "garbage", "format",
                                     "blob-name", "entry-outside-store", "entry-dotdot", "link-dst-outside",
-                                    "link-dst-dotdot", "link-src-dotdot"])
+                                    "link-dst-dotdot", "link-src-dotdot", "through-symlink"])
 def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damage: str) -> None:
     project, _, (files, state) = planned
     path = _plan_file(pypm, project)
@@ -124,6 +124,9 @@ def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damag
                 srcs = [*srcs, srcs[0]]
                 dsts = [*dsts, str(project.parent / "escape") if damage == "link-dst-outside" else "../escape"]
             plan["groups"][1]["links"][0] = (entry, srcs, dsts)
+        elif damage == "through-symlink":  # a path below one of the plan's own symlinks (as lib64 -> lib)
+            plan["symlinks"].append((str(project.parent), "up"))
+            plan["groups"][0]["dirs"].append("up/escape")
         elif damage == "blob-name":
             name, d = plan["groups"][0]["blobs"][0]
             plan["groups"][0]["blobs"][0] = ("../" + name, d)

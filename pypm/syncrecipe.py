@@ -115,8 +115,10 @@ def _matching_recipe(root: str, frozen: bool) -> tuple[str, str, str, dict[str, 
     cache_root = _cache_root()
     path = recipe_path(cache_root, root)
     try:
-        with open(path, "rb") as f:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:  # (a FIFO: no hang)
             st = os.fstat(f.fileno())
+            if st.st_mode & 0o170000 != 0o100000:
+                return None
             raw = f.read()
         recipe = json_loads(raw.decode("utf-8"))
     except (OSError, ValueError):
@@ -147,7 +149,17 @@ def _matching_recipe(root: str, frozen: bool) -> tuple[str, str, str, dict[str, 
 
 def fast_fresh_sync(argv: list[str]) -> int | None:
     """`pypm [-q] sync [-q] [--frozen]` with no `.venv` and a matching recipe: build the venv from
-    the store and return 0; else None, having changed nothing."""
+    the store and return 0; else None, having changed nothing. Ctrl-C anywhere is reported as the
+    CLI reports it ("interrupted", 130), not as a traceback: what run_plan built is gone by then."""
+    try:
+        return _fast_fresh_sync(argv)
+    except KeyboardInterrupt as e:
+        from .errors import report_failure
+
+        return report_failure(e, verbose=False)
+
+
+def _fast_fresh_sync(argv: list[str]) -> int | None:
     import time
 
     t0 = time.monotonic()
@@ -192,11 +204,7 @@ def fast_fresh_sync(argv: list[str]) -> int | None:
             if plan is None:
                 return None
         try:
-            run_plan(plan, venv, dict(state, frozen=frozen))
-        except KeyboardInterrupt as e:  # what was built is gone (run_plan): report as the CLI does
-            from .errors import report_failure
-
-            return report_failure(e, verbose=False)
+            run_plan(plan, venv, dict(state, frozen=frozen))  # (Ctrl-C: what was built is gone; see above)
         except Exception:  # noqa: BLE001 - nothing is left behind; the full sync redoes it and reports
             return None
         if made:  # still under the lock: no other sync can have touched the venv yet

@@ -242,10 +242,11 @@ def load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) 
     import marshal
 
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO in its place must not hang the sync (it is refused below, not read)
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
             st = os.fstat(f.fileno())
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
-                return None  # not the cache user's own (sandbox.cachedir.ours): never trusted
+            if st.st_uid != os.getuid() or st.st_mode & 0o022 or st.st_mode & 0o170000 != 0o100000:
+                return None  # not the cache user's own file (sandbox.cachedir.ours): never trusted
             plan = marshal.loads(f.read())
     except (OSError, ValueError, EOFError, TypeError):
         return None

@@ -6,6 +6,7 @@ import json
 import marshal
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -369,3 +370,37 @@ def test_a_recipe_others_can_write_is_not_trusted(pypm, planned) -> None:
     assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
     assert not recipe.stat().st_mode & 0o022
     assert "pypm.cli" not in _fresh(pypm, project)
+
+
+@pytest.mark.parametrize("which", ["plan", "recipe"])
+def test_a_fifo_in_place_of_the_plan_or_recipe_does_not_hang_the_sync(pypm, planned, which: str) -> None:
+    project, _, (files, state) = planned
+    recipe = Path(syncrecipe.recipe_path(str(pypm.cache_dir), project))
+    path = _plan_file(pypm, project) if which == "plan" else recipe
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    subprocess.run(["rm", "-rf", str(project / ".venv")], check=True)
+    r = subprocess.run([sys.executable, "-m", "pypm", "sync", "--frozen"], cwd=project, env=pypm.env,
+                       capture_output=True, text=True, timeout=60)  # (opened blocking: waited for a writer)
+    assert r.returncode == 0, r.stderr
+    venv = project / ".venv"
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+
+
+def test_ctrl_c_before_the_venv_is_built_is_reported_not_a_traceback(pypm, planned) -> None:
+    """SIGINT (a real one, sent by the process to itself) while the plan is worked out: 'interrupted'
+    and 130 as the CLI says it, no traceback, no venv; the next sync builds it."""
+    project, _, (files, state) = planned
+    _plan_file(pypm, project).unlink()
+    subprocess.run(["rm", "-rf", str(project / ".venv")], check=True)
+    inject = ("import os, signal, sys; import pypm.venvplan as v; real = v.make_plan\n"
+              "def make_plan(*a):\n    os.kill(os.getpid(), signal.SIGINT)\n    return real(*a)\n"
+              "v.make_plan = make_plan; sys.argv = ['pypm', 'sync', '--frozen']\n"
+              "from pypm.__main__ import main; sys.exit(main())\n")
+    r = subprocess.run([sys.executable, "-c", inject], cwd=project, env=pypm.env, capture_output=True, text=True,
+                       timeout=60)
+    assert (r.returncode, r.stderr.strip()) == (130, "interrupted"), r.stderr
+    assert not (project / ".venv").exists()
+    assert "pypm.cli" not in _fresh(pypm, project)
+    venv = project / ".venv"
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)

@@ -494,31 +494,25 @@ class Releases:
 
     def add_files_of_page(self, files: list[Any], page_url: str, source: tuple[str, str]) -> None:
         """A PEP 691 page's files as `json_page_files` gives them (perhaps from the HTTP cache)."""
-        raw, seen, pos = self._raw, self._seen, self._count
-        for kind, version, fields in files:
-            fn = fields[0]
-            if fn in seen:
-                continue
-            seen.add(fn)
-            group = raw.get(version)
-            if group is None:
-                group = raw[version] = []
-            group.append((pos, kind, fields, page_url, source))
-            pos += 1
-        self._count = pos
+        self._group(((fields[0], version, kind, fields, page_url) for kind, version, fields in files), source)
 
     def add_spans(self, cols: SpanColumns, body: bytes, page_url: str, source: tuple[str, str]) -> None:
         """A PEP 691 page's files as `json_page_spans` gives them (each decoded when built)."""
-        raw, seen, pos = self._raw, self._seen, self._count
         page = _SpanPage(body, page_url)
-        for fn, kind, version, start in zip(*cols):
+        self._group(((fn, version, kind, start, page) for fn, kind, version, start in zip(*cols)), source)
+
+    def _group(self, rows: Iterable[tuple[str, str, Any, Any, Any]], source: tuple[str, str]) -> None:
+        """Files (name, version, kind, where, page) grouped by version in page order; a file name
+        already seen (on an earlier page or index) is skipped."""
+        raw, seen, pos = self._raw, self._seen, self._count
+        for fn, version, kind, where, page in rows:
             if fn in seen:
                 continue
             seen.add(fn)
             group = raw.get(version)
             if group is None:
                 group = raw[version] = []
-            group.append((pos, kind, start, page, source))
+            group.append((pos, kind, where, page, source))
             pos += 1
         self._count = pos
 

@@ -729,6 +729,14 @@ class _BareJSONIndex(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _serve_bare(pages: dict) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A _BareJSONIndex serving `pages` on 127.0.0.1: (server to shut down, its /simple/ URL)."""
+    _BareJSONIndex.pages = pages
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+
+
 def test_unchanged_page_without_validators_is_not_rewritten(client_factory, tmp_path) -> None:
     import json
 
@@ -737,10 +745,7 @@ def test_unchanged_page_without_validators_is_not_rewritten(client_factory, tmp_
             {"filename": f"omega-{v}-py3-none-any.whl", "url": f"https://f.test/omega-{v}-py3-none-any.whl",
              "hashes": {"sha256": "ab" * 32}} for v in versions]}).encode()
 
-    _BareJSONIndex.pages = {"/simple/omega/": page("1.0")}
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+    srv, url = _serve_bare({"/simple/omega/": page("1.0")})
     try:
         assert client_factory([url]).project_releases("omega").versions() == ["1.0"]
         (entry,) = (tmp_path / "cache" / "http").glob("*/*")
@@ -773,10 +778,7 @@ def test_warm_page_reuses_its_parsed_files_from_the_cache(client_factory, tmp_pa
             {"filename": f"omega-{v}-py3-none-any.whl", "url": f"https://f.test/omega-{v}-py3-none-any.whl",
              "hashes": {"sha256": "ab" * 32}, "core-metadata": {"sha256": "cd" * 32}} for v in versions]}).encode()
 
-    _BareJSONIndex.pages = {"/simple/omega/": page("1.0", "2.0")}
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+    srv, url = _serve_bare({"/simple/omega/": page("1.0", "2.0")})
     try:
         first = client_factory([url]).project_files("omega")
         assert len(parses) == 1
@@ -1001,10 +1003,7 @@ def test_registry_layout_pages_cold_warm_and_damaged(client_factory, tmp_path, m
     monkeypatch.setattr(index, "json_page_spans", lambda body, name: scans.append(1) or real(body, name))
     files = [{"filename": f"omega-{v}-py3-none-any.whl", "hashes": {"sha256": "ab" * 32},
               "url": f"https://f.test/omega-{v}-py3-none-any.whl", "yanked": False} for v in ("1.0", "2.0")]
-    _BareJSONIndex.pages = {"/simple/omega/": _registry_page(files)}
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+    srv, url = _serve_bare({"/simple/omega/": _registry_page(files)})
     try:
         first = client_factory([url]).project_files("omega")
         assert [f.version for f in first] == ["1.0", "2.0"] and first[1].sha256 == "ab" * 32 and scans == [1]
@@ -1076,10 +1075,7 @@ def test_span_columns_damaged_in_range_are_found_again(client_factory, tmp_path,
 
     files = [{"filename": f"omega-{v}-py3-none-any.whl", "url": f"https://f.test/omega-{v}-py3-none-any.whl"}
              for v in ("1.0", "2.0")]
-    _BareJSONIndex.pages = {"/simple/omega/": _registry_page(files)}
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BareJSONIndex)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/simple/"
+    srv, url = _serve_bare({"/simple/omega/": _registry_page(files)})
     try:
         first = client_factory([url]).project_files("omega")
         (entry,) = (tmp_path / "cache" / "http").glob("*/*")

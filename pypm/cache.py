@@ -106,7 +106,7 @@ class Cache:
     """
 
     def __init__(self, root: Path | None = None, *, offline: bool = False, base_dir: Path | None = None,
-                 client: "httpx.Client | None" = None, max_workers: int = 8) -> None:
+                 client: "httpx.Client | None" = None, max_workers: int | None = None) -> None:
         if root is None:
             from .config import cache_dir
 
@@ -114,7 +114,10 @@ class Cache:
         self.root = Path(root)
         self.offline = offline
         self.base_dir = Path(base_dir) if base_dir else Path.cwd()
-        self.max_workers = max_workers
+        # Downloads in parallel: two per core, at most 8. More kept more connections busy but
+        # cost more in GIL hand-offs (each chunk read, written and hashed releases it) than it
+        # won: 8 instead of 4 on 2 cores made a cold sync of the web stack ~5% slower.
+        self.max_workers = max_workers or min(8, 2 * (os.cpu_count() or 1))
         self.retry_delay = 0.1  # seconds before the first retry of a failed download; doubles each time
         self._client = client
         self._own_client = client is None

@@ -409,12 +409,17 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         # editable build needs no download, so it starts first.
         builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypm-build")
         builds: dict[str, Future[tuple[Path, str]]] = {}
-        unpacker = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypm-unpack")
+        # One unpack thread per core, and as many install threads (at most four each): each
+        # thread's system calls hand the GIL over, and with more threads than cores those hand-offs (futex waits) were a
+        # fifth of a cold sync's CPU (the web stack on 2 cores: 0.87 s instead of 1.05 s).
+        cores = os.cpu_count() or 1
+        unpacker = ThreadPoolExecutor(max_workers=min(4, cores), thread_name_prefix="pypm-unpack")
         unpacks: dict[str, Future[Path]] = {}  # sha256 -> its store entry
         unpack_guard = threading.Lock()
         wheels_by_sha: dict[str, Any] = {}
         pipelined = fresh and not plan.remove and not plan.replace
-        installer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypm-install") if pipelined else None
+        installer = ThreadPoolExecutor(max_workers=min(4, cores), thread_name_prefix="pypm-install") \
+            if pipelined else None
         installs: list[Future[None]] = []
 
         def install_when_ready(fut: Future[Any], w: Any, filename: str | None) -> None:

@@ -285,11 +285,34 @@ def _bad(name: str, wheel_name: str, what: str) -> IntegrityError:
                           hint="this wheel is malformed or tampered with: do not use it")
 
 
+_INFLATE: Any = None  # (module with decompressobj, its error classes), chosen on first use
+
+
+def _inflate_module() -> Any:
+    """isal's zlib-compatible inflate when installed, else zlib. Inflating is a third of a cold
+    sync's CPU (the web stack: 42 MB of deflate into 133 MB); ISA-L's decoder does the same
+    DEFLATE in half zlib's time (measured over those 3,675 members: 0.175 vs 0.35 s). The
+    bytes out are the same either way, and they are checked against RECORD's sha256 regardless.
+    `PYPM_INFLATE=zlib` forces the standard library (the tests run both)."""
+    global _INFLATE
+    if _INFLATE is None:
+        import zlib
+
+        mod: Any = zlib
+        if os.environ.get("PYPM_INFLATE") != "zlib":
+            try:
+                from isal import isal_zlib  # type: ignore[import-not-found]
+
+                mod = isal_zlib
+            except ImportError:  # no wheel for this platform: the standard library's is correct too
+                pass
+        _INFLATE = (mod, (zlib.error, mod.error))
+    return _INFLATE
+
+
 def _member_data(fd: int, i: Any, name: str, wheel_name: str) -> Iterable[bytes]:
     """The uncompressed bytes of member `i` in pieces of at most _OUT bytes; the decompressed
     length is checked against the central directory's. Corrupt or unsupported data raises."""
-    import zlib
-
     global _LOCAL
     if _LOCAL is None:
         import struct
@@ -324,7 +347,8 @@ def _member_data(fd: int, i: Any, name: str, wheel_name: str) -> Iterable[bytes]
             total += len(p)
             yield p
     elif method == 8:  # deflated
-        d = zlib.decompressobj(-15)
+        inflate, inflate_errors = _INFLATE or _inflate_module()
+        d = inflate.decompressobj(-15)
         try:
             for p in pieces:
                 while p:
@@ -336,7 +360,7 @@ def _member_data(fd: int, i: Any, name: str, wheel_name: str) -> Iterable[bytes]
                         yield out
                     p = d.unconsumed_tail
             out = d.flush()
-        except zlib.error as e:
+        except inflate_errors as e:
             raise _bad(name, wheel_name, f"{i.filename}: {e}") from None
         total += len(out)
         if out:

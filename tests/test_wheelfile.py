@@ -1,4 +1,5 @@
-"""pypm.wheelfile's own zip member reader (pread + zlib): the bytes zipfile reads, and damaged archives refused."""
+"""pypm.wheelfile's own zip member reader (pread + inflate): the bytes zipfile reads, and damaged archives
+refused -- each test twice, inflating with isal (the default where installed) and with the standard zlib."""
 
 from __future__ import annotations
 
@@ -15,6 +16,32 @@ from pypm.wheelfile import _SMALL, extract_verified
 from tests.support.dists import record_hash
 
 NAME = "pkg-1.0.dist-info"
+
+
+@pytest.fixture(autouse=True, params=["isal", "zlib"])
+def inflater(request, monkeypatch):
+    """Which inflate the reader uses: chosen once per process, so reset around each test."""
+    import pypm.wheelfile as wf
+
+    if request.param == "isal":
+        pytest.importorskip("isal", reason="isal has no wheel for this platform: the zlib run covers the reader")
+        monkeypatch.delenv("PYPM_INFLATE", raising=False)
+    else:
+        monkeypatch.setenv("PYPM_INFLATE", "zlib")
+    monkeypatch.setattr(wf, "_INFLATE", None)
+    yield request.param
+    assert wf._INFLATE is None or wf._INFLATE[0].__name__.endswith(
+        "isal_zlib" if request.param == "isal" else "zlib"), wf._INFLATE
+
+
+def test_isal_is_the_default_where_installed(monkeypatch):
+    import pypm.wheelfile as wf
+
+    isal_zlib = pytest.importorskip("isal.isal_zlib", reason="isal has no wheel for this platform")
+    monkeypatch.delenv("PYPM_INFLATE", raising=False)
+    monkeypatch.setattr(wf, "_INFLATE", None)
+    mod, errors = wf._inflate_module()
+    assert mod is isal_zlib and isal_zlib.error in errors
 
 
 def _wheel(path: Path, members: dict[str, tuple[bytes, int]], *, execs: tuple[str, ...] = (),

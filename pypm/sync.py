@@ -410,8 +410,9 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypm-build")
         builds: dict[str, Future[tuple[Path, str]]] = {}
         # One unpack thread per core, and as many install threads (at most four each): each
-        # thread's system calls hand the GIL over, and with more threads than cores those hand-offs (futex waits) were a
-        # fifth of a cold sync's CPU (the web stack on 2 cores: 0.87 s instead of 1.05 s).
+        # thread's system calls hand the GIL over, and with more threads than cores those
+        # hand-offs (futex waits) were a fifth of a cold sync's CPU (the web stack on 2 cores,
+        # tmpfs: 0.87 s instead of 1.05 s).
         cores = os.cpu_count() or 1
         unpacker = ThreadPoolExecutor(max_workers=min(4, cores), thread_name_prefix="pypm-unpack")
         unpacks: dict[str, Future[Path]] = {}  # sha256 -> its store entry

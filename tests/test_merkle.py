@@ -115,6 +115,29 @@ def test_tree_of_extracted_wheel_equals_tree_of_archive(tmp_path):
     assert a.script_bodies == {"alpha-1.0.data/scripts/tool": hashlib.sha256(b"print('tool')\n").hexdigest()}
 
 
+@pytest.mark.parametrize("chunk", [3, 7, 1 << 20])
+def test_script_body_digest_is_read_in_chunks(tmp_path, monkeypatch, chunk):
+    """The body digest streams the file (a "script" can be a 25 MB executable): whatever the chunk
+    size, it is the sha256 of what follows the first line, of b"" for a first line alone, and None
+    for anything not starting with #!python (an ELF binary included)."""
+    import io
+
+    monkeypatch.setattr(wheeltree, "CHUNK", chunk)
+    cases = {b"#!python\nprint(1)\n": b"print(1)\n", b"#!python": b"", b"#!python3 -E": b"",
+             b"#!pythonw -x\n\nA\n": b"\nA\n", b"#!python" + b"x" * 50 + b"\n" + b"y" * 100: b"y" * 100}
+    for data, body in cases.items():
+        assert wheeltree._body_digest(io.BytesIO(data)) == hashlib.sha256(body).hexdigest(), data[:20]
+    for data in (b"", b"#!pytho", b"#!/usr/bin/env python\nx", b"\x7fELF" + bytes(64)):
+        assert wheeltree._body_digest(io.BytesIO(data)) is None
+    # and in a wheel, extracted or not: the same digests
+    w = build_wheel(tmp_path, "delta", "1.0", data={"scripts/d": b"#!python\n" + b"z" * 5000,
+                                                    "scripts/bin": b"\x7fELF" + bytes(5000)})
+    extract_verified(w, tmp_path / "x")
+    a = wheeltree.tree_of_extracted(tmp_path / "x", wheel_filename=w.name, wheel_sha256=_sha(w))
+    assert a == wheeltree.tree_of_wheel(w, wheel_sha256=_sha(w))
+    assert a.script_bodies == {"delta-1.0.data/scripts/d": hashlib.sha256(b"z" * 5000).hexdigest()}
+
+
 def test_store_load_ensure_and_install_record(tmp_path):
     cache = tmp_path / "cache"
     w = build_wheel(tmp_path, "beta", "2.0")

@@ -499,12 +499,13 @@ class Cache:
 
     # ---- the unpacked store
     def unpack(self, entry: FileEntry, *, package: str = "", wheel: Path | None = None,
-               fetchers: Sequence[Fetcher] = (), recheck: bool = False) -> Path:
+               fetchers: Sequence[Fetcher] = (), recheck: bool = False, workers: Any = None) -> Path:
         """The unpacked, RECORD-verified tree of `entry` (fetching the wheel first when needed).
 
         `recheck`: hash an existing store entry against the wheel's tree first and extract it
         again from the (sha256-verified) wheel when it differs. Sync asks for this when it repairs
         a damaged install: the damage may have been written through a hard link into the store.
+        `workers`: a `pypm.extractor.Workers` to extract in (wheels below its size limit).
         """
         final = self.unpacked_path(entry.sha256)
         if final.is_dir() and (recheck or self._written_since_unpacked(final, entry.sha256)):
@@ -543,18 +544,14 @@ class Cache:
             if tmp.exists():
                 shutil.rmtree(tmp)
             try:
-                from .wheelfile import extract_verified
-                from .wheeltree import manifest_path, store, tree_of_extracted, write_manifest
+                from .extractor import IN_PROCESS_MIN_BYTES, make_entry
 
-                manifest = extract_verified(wheel, tmp, label=package or entry.filename)
-                # issue 7: the Merkle tree, from verified bytes
-                tree = tree_of_extracted(tmp, wheel_filename=entry.filename, wheel_sha256=entry.sha256,
-                                         manifest=manifest)
-                store(self.root, tree)
-                manifest.update({"merkle-root": tree.root, "wheel-sha256": entry.sha256})
-                # Written before the entry appears: an entry without one is from an older pypm
-                # (the installer derives it then), never a half-written one.
-                write_manifest(manifest_path(final), manifest)  # type: ignore[arg-type]
+                job = (str(self.root), str(wheel), str(tmp), str(final), entry.filename, entry.sha256,
+                       package or entry.filename)
+                if workers is not None and workers.usable and (entry.size or 0) < IN_PROCESS_MIN_BYTES:
+                    workers.make_entry(*job)  # the same work in a child process (pypm.extractor)
+                else:
+                    make_entry(*job)
                 os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -372,6 +372,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
 
     from .build import build_key, build_wheel, cached_build, remember_build
     from .cache import Cache
+    from .extractor import Workers, worker_count
     from .plugins import wheel_fetchers
 
     news = [*(n for _, n in plan.replace), *plan.install]
@@ -411,6 +412,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         builds: dict[str, Future[tuple[Path, str]]] = {}
         unpacker = ThreadPoolExecutor(max_workers=_per_core(), thread_name_prefix="pypm-unpack")
         unpacks: dict[str, Future[Path]] = {}  # sha256 -> its store entry
+        workers = Workers(0)  # replaced below once it is known how many wheels need unpacking
         unpack_guard = threading.Lock()
         wheels_by_sha: dict[str, Any] = {}
         pipelined = fresh and not plan.remove and not plan.replace
@@ -437,7 +439,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             if not fut.set_running_or_notify_cancel():
                 return
             try:
-                fut.set_result(cache.unpack(w.file, package=w.name, wheel=path, recheck=w.name in damaged))
+                fut.set_result(cache.unpack(w.file, package=w.name, wheel=path, recheck=w.name in damaged,
+                                            workers=workers))
             except BaseException as e:  # handed to whoever waits on it, as the executor would
                 fut.set_exception(e)
 
@@ -465,6 +468,10 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # its bytes each time (torch: 183 MB, ~0.4 s).
             fetch_now = [w for w in fetch if w.kind == "sdist" or not cache.unpacked_path(w.file.sha256).is_dir()]
             wheels_by_sha.update((w.file.sha256, w) for w in fetch if w.kind != "sdist")
+            # Wheels with no store entry yet are extracted in a worker process (pypm.extractor),
+            # off this process's GIL, while the downloads and installs go on here.
+            workers = Workers(worker_count([w.file.size or 0 for w in fetch_now if w.kind != "sdist"]),
+                              debug=ctx.debug)
             got = cache.fetch_many([(w.name, w.file) for w in fetch_now], fetchers=fetchers,
                                    # -q silences the bars too (they only ever show on a terminal)
                                    progress=False if getattr(ctx, "quiet", False) else None,
@@ -490,8 +497,12 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                 unpacked[name] = fut.result()
             ok = True
         finally:
-            # On failure, builds and unpacks not yet started are dropped; running ones are waited for.
+            # On failure, builds and unpacks not yet started are dropped; running ones are waited
+            # for, and the extraction workers are killed first so that is at once.
+            if not ok:
+                workers.close(kill=True)
             unpacker.shutdown(wait=True, cancel_futures=True)
+            workers.close()
             for fut in unpacks.values():  # those whose task was dropped: nobody will run them
                 fut.cancel()
             builder.shutdown(wait=True, cancel_futures=True)

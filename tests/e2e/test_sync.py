@@ -516,6 +516,37 @@ def test_ctrl_c_during_first_sync_leaves_no_venv(pypm, dists, index_server, tmp_
     assert not venv.exists(), "a half-built .venv was left behind"
 
 
+def test_ctrl_c_while_a_worker_extracts_ends_the_worker_too(pypm, dists, index_server, tmp_path) -> None:
+    """The extraction worker (pypm.extractor) is in a session of its own, so Ctrl-C reaches pypm
+    alone: exit 130, no half-built venv, and no worker left running (pypm kills it as it unwinds;
+    that the kill stops a job in flight is tests/test_extractor.py's)."""
+    import psutil
+
+    project, _ = _big_project(dists, index_server, tmp_path)
+    hit = False
+    for _attempt in range(5):
+        subprocess.run(["rm", "-rf", str(project / ".venv"), str(pypm.cache_dir)], check=True)
+        proc = pypm.popen("sync", "--frozen", cwd=project)
+        workers: list[psutil.Process] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not workers:
+            try:
+                workers = [c for c in psutil.Process(proc.pid).children()
+                           if "pypm.extractor" in " ".join(c.cmdline())]
+            except psutil.Error:
+                pass
+        if workers and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if workers and proc.returncode == 130:
+            hit = True
+            break
+    assert hit, "could not interrupt a sync while its extraction worker ran"
+    assert not (project / ".venv").exists(), "a half-built .venv was left behind"
+    for w in workers:
+        assert not w.is_running() or w.status() == psutil.STATUS_ZOMBIE, f"worker {w.pid} outlived pypm"
+
+
 def test_two_syncs_at_once_are_serialised(pypm, small) -> None:
     project, _, _ = small
     procs = [pypm.popen("sync", "--frozen", cwd=project) for _ in range(2)]

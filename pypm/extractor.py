@@ -1,0 +1,291 @@
+"""Making store entries (extract, verify, tree, manifest) in child processes during a sync.
+
+Why processes: a cold sync downloads, unpacks and installs at once. In one process those share
+one GIL, and unpacking is the biggest part of it (the web stack: ~0.35 s of CPU for 72 wheels,
+per-member Python work around isal and sha256). With threads, the downloads, the unpacking and
+the installs took turns on the GIL, and a fifth of the CPU went on handing it over. A worker
+process unpacks on a core of its own, so the parent's downloads and installs no longer wait
+for it.
+
+A sync starts at most one worker by default (`worker_count`), and an unpack thread that finds
+it busy extracts in-process meanwhile instead of waiting: the worker takes about half of the
+wheels, off this process's GIL, for ~20 MB of memory.
+
+A worker is a fresh interpreter (`-I -S`, the parent's `sys.path`) that imports only what
+extraction needs (~20 MB), not a fork of the parent: forking a process with running threads
+is unsafe, and a fork's copied pages would count again in every worker's resident size.
+
+What a worker does is exactly what `Cache.unpack` does in-process (`make_entry`): it writes a
+`.tmp-*` directory that the parent, holding the entry's file lock, renames into place. Every
+check runs in the worker as it would in the parent; its errors (pypm's with their hints) come
+back pickled and are raised in the parent. The protocol is length-prefixed pickles over the
+worker's stdin/stdout: both ends are this module, and nothing else can write to those pipes.
+
+Failure handling:
+- a worker that cannot start, or dies outside a shutdown, is not trusted again in this sync:
+  its job and the rest run in-process (the same code, the same checks), with a debug note;
+- Ctrl-C: workers ignore SIGINT (the parent's whole process group gets it); the parent kills
+  them when it unwinds (`close(kill=True)`), so nothing extracts after pypm has given up;
+- the parent killed outright (kill -9): a worker reads end-of-file after its current job and
+  exits; the `.tmp-*` directory it may leave is removed by `pypm cache prune`, and a later sync
+  uses another name (it has the parent's pid and thread in it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["make_entry", "Workers", "worker_count", "IN_PROCESS_MIN_BYTES"]
+
+# Wheels at least this big are unpacked in the parent, where `extract_verified` spreads a wheel
+# of PARALLEL_MIN_BYTES or more (uncompressed; wheels shrink ~2-3x) over threads: mypy's 12.6 MB
+# took 0.03-0.04 s longer alone in a worker, on the canary's critical path.
+IN_PROCESS_MIN_BYTES = 8 << 20
+
+
+def make_entry(cache_root: str, wheel: str, tmp: str, final: str, filename: str, sha256: str, label: str) -> None:
+    """Extract the (sha256-verified) `wheel` into the new directory `tmp`, checking every member
+    against RECORD, and write the wheel's Merkle tree and the entry's install manifest. The
+    caller renames `tmp` to `final` (the manifest is already named after `final`)."""
+    from .wheelfile import extract_verified
+    from .wheeltree import manifest_path, store, tree_of_extracted, write_manifest
+
+    manifest = extract_verified(Path(wheel), Path(tmp), label=label)
+    # issue 7: the Merkle tree, from verified bytes
+    tree = tree_of_extracted(Path(tmp), wheel_filename=filename, wheel_sha256=sha256, manifest=manifest)
+    store(Path(cache_root), tree)
+    manifest.update({"merkle-root": tree.root, "wheel-sha256": sha256})
+    # Written before the entry appears: an entry without one is from an older pypm (the
+    # installer derives it then), never a half-written one.
+    write_manifest(manifest_path(Path(final)), manifest)  # type: ignore[arg-type]
+
+
+def worker_count(sizes: list[int]) -> int:
+    """How many workers a sync that unpacks wheels of these sizes (bytes) starts.
+
+    One when most of the bytes are in wheels below IN_PROCESS_MIN_BYTES (the web stack: 32 of
+    43 MB), else none: a sync dominated by one big wheel (the torch set: 183 of 195 MB; the canary:
+    mypy, 12.6 of 16 MB) is as fast without one, since that wheel's extraction threads want
+    both cores, and the worker's ~20 MB would come on top of the sync's highest peak (torch
+    measured 86 MB with one against 72 MB without). One, not one per core: the parent extracts
+    too while the worker is busy (`Workers.make_entry`), and two workers cost ~40 MB for
+    ~5 % more (docs/performance.md, "Fourth round"). `PYPM_EXTRACT_WORKERS` sets the number
+    for every sync with two or more wheels; 0 unpacks in-process, as pypm did before."""
+    small = [s for s in sizes if s < IN_PROCESS_MIN_BYTES]
+    raw = os.environ.get("PYPM_EXTRACT_WORKERS", "")
+    if raw.strip():
+        try:
+            n = int(raw)
+        except ValueError:
+            from .errors import UsageError
+
+            raise UsageError(f"PYPM_EXTRACT_WORKERS={raw!r} is not a number",
+                             hint="set it to how many worker processes unpack wheels (0: unpack in-process)") \
+                from None
+        if n < 0:
+            from .errors import UsageError
+
+            raise UsageError(f"PYPM_EXTRACT_WORKERS={raw!r} is negative", hint="set it to 0 or more")
+        return min(n, len(small)) if len(sizes) >= 2 else 0
+    return 1 if len(small) >= 2 and 2 * sum(small) > sum(sizes) else 0
+
+
+class _Dead(Exception):
+    """A worker exited or its pipe broke outside a shutdown."""
+
+
+class _Worker:
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        # A worker that cannot import pypm exits with status 3 (the parent then extracts
+        # in-process): no traceback for the user from a helper process.
+        boot = (f"import sys\nsys.path[:] = {list(sys.path)!r}\n"
+                "try:\n    from pypm.extractor import _serve\nexcept Exception:\n    sys.exit(3)\n_serve()\n")
+        # -I: no environment variables or user site; -S: no site module (sys.path is the
+        # parent's, .pth additions included). A session of its own: Ctrl-C at the terminal
+        # reaches pypm alone, which kills its workers as it unwinds (even one still starting,
+        # which could not ignore SIGINT yet). stderr is inherited: a worker's own crash report
+        # reaches the user. close_fds (the default) keeps the parent's other pipes and sockets out.
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", boot], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, start_new_session=True)
+
+    def call(self, job: tuple[str, ...]) -> tuple[bool, Any]:
+        import pickle
+        import struct
+
+        data = pickle.dumps(job)
+        try:
+            self.proc.stdin.write(struct.pack("<I", len(data)) + data)  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+            head = self.proc.stdout.read(4)  # type: ignore[union-attr]
+            if len(head) < 4:
+                raise _Dead(self._how())
+            (n,) = struct.unpack("<I", head)
+            body = self.proc.stdout.read(n)  # type: ignore[union-attr]
+            if len(body) < n:
+                raise _Dead(self._how())
+        except (BrokenPipeError, OSError, ValueError) as e:  # ValueError: a pipe closed by close()
+            raise _Dead(f"{self._how()} ({e})") from None
+        ok, value = pickle.loads(body)
+        return ok, value
+
+    def _how(self) -> str:
+        code = self.proc.poll()
+        if code is None:
+            return "it closed its output"
+        return f"it exited with signal {-code}" if code < 0 else f"it exited with status {code}"
+
+    def close(self, kill: bool) -> None:
+        if kill:
+            self.proc.kill()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()  # type: ignore[union-attr]
+            except OSError:
+                pass  # its end is gone already
+        self.proc.wait()  # end of input: it exits after its current job (there is none now)
+
+
+class Workers:
+    """Up to `count` worker processes shared by a sync's unpack threads: each call takes an idle
+    one (starting it on first use), or runs in the calling thread when all are busy. Use as a
+    context manager, or call `close`."""
+
+    def __init__(self, count: int, *, debug: Any = None) -> None:
+        import subprocess
+
+        self._debug = debug
+        self._guard = threading.Lock()
+        self._closed = False
+        self._all: list[_Worker] = []
+        try:  # started now: they boot (~20 ms) while the first downloads are under way
+            for _ in range(count):
+                self._all.append(_Worker())
+        except (OSError, ValueError, subprocess.SubprocessError) as e:  # no interpreter to start (frozen?)
+            self._note(f"cannot start an extraction worker ({e}); unpacking in-process")
+            for w in self._all:
+                w.close(kill=True)
+            self._all = []
+        self._idle = list(self._all)
+        self._broken = not self._all
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, kind: Any, *exc: object) -> None:
+        self.close(kill=kind is not None)
+
+    @property
+    def usable(self) -> bool:
+        return not self._broken and not self._closed
+
+    def _note(self, msg: str) -> None:
+        if self._debug is not None:
+            self._debug(msg)
+
+    def _take(self) -> _Worker | None:
+        """An idle worker, or None: all busy (the caller extracts in-process meanwhile rather than
+        wait), none usable, or closed."""
+        with self._guard:
+            if self._broken or self._closed or not self._idle:
+                return None
+            return self._idle.pop()
+
+    def _give_back(self, w: _Worker) -> None:
+        with self._guard:
+            self._idle.append(w)
+
+    def make_entry(self, *args: str) -> None:
+        """`make_entry(*args)` in a worker, or in this process when no worker can take it."""
+        w = self._take()
+        if w is None:
+            if self._closed:
+                from .cache import _Cancelled
+
+                raise _Cancelled()  # the sync is being abandoned: do not start new work
+            make_entry(*args)
+            return
+        try:
+            ok, value = w.call(args)
+        except _Dead as e:
+            with self._guard:
+                closing = self._closed
+                self._broken = True
+            if closing:  # killed by close(kill=True): the sync is being abandoned
+                from .cache import _Cancelled
+
+                raise _Cancelled() from None
+            self._note(f"the extraction worker stopped ({e}); unpacking in-process from now on")
+            import shutil
+
+            shutil.rmtree(args[2], ignore_errors=True)  # whatever it had extracted: start over
+            make_entry(*args)
+            return
+        self._give_back(w)
+        if not ok:
+            raise value
+
+    def close(self, kill: bool = False) -> None:
+        """Stop every worker: at once (`kill`, an abandoned sync) or after its current job."""
+        with self._guard:
+            self._closed = True
+            workers, self._all = self._all, []
+        for w in workers:
+            w.close(kill)
+
+
+def _serve() -> None:
+    """A worker's loop: one job at a time from stdin, its outcome to stdout, until end of input."""
+    import gc
+    import pickle
+    import signal
+    import struct
+    import sys
+
+    from . import wheelfile
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills us)
+    # One thread: the worker is the parallelism (wheels this small gain little from threads, and
+    # each thread's malloc arena would add to the worker's memory).
+    wheelfile.EXTRACT_THREADS = 1
+    gc.disable()  # extraction makes no reference cycles worth collecting; the process is short-lived
+    inp = os.fdopen(0, "rb", buffering=0)
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed by accident goes to stderr, never into the replies
+    sys.stdout = sys.stderr
+
+    def read(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            got = inp.read(n - len(buf))
+            if not got:
+                return buf
+            buf += got
+        return buf
+
+    while True:
+        head = read(4)
+        if len(head) < 4:
+            return  # end of input: the parent is done (or gone)
+        (n,) = struct.unpack("<I", head)
+        job = pickle.loads(read(n))
+        try:
+            make_entry(*job)
+            reply: tuple[bool, Any] = (True, None)
+        except BaseException as e:  # handed to the parent, which raises it as its own
+            reply = (False, e)
+        try:
+            data = pickle.dumps(reply)
+        except Exception:  # an exception that does not pickle: its text still does
+            from .errors import InstallError
+
+            err = reply[1]
+            data = pickle.dumps((False, InstallError(f"{job[6]}: unpacking failed: {type(err).__name__}: {err}")))
+        view = memoryview(struct.pack("<I", len(data)) + data)
+        while view:  # a pipe may take less than all of it at once
+            view = view[os.write(out_fd, view):]

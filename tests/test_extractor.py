@@ -1,0 +1,208 @@
+"""pypm.extractor: store entries made in a worker process are the ones made in-process; the
+worker's refusals arrive as pypm's own errors; a dead worker, a Ctrl-C and a killed parent are
+handled. Real child processes throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pypm import extractor
+from pypm.errors import InstallError, IntegrityError, UsageError
+from pypm.extractor import IN_PROCESS_MIN_BYTES, Workers, make_entry, worker_count
+from pypm.wheeltree import manifest_path, tree_path
+from tests.support.dists import build_wheel, sha256_file
+
+
+def _job(cache: Path, wheel: Path, tag: str = "") -> tuple[str, ...]:
+    sha = "0" * 64 if wheel.is_fifo() else sha256_file(wheel)
+    fan = cache / "unpacked" / sha[:2]
+    fan.mkdir(parents=True, exist_ok=True)
+    return (str(cache), str(wheel), str(fan / f".tmp-{sha}-{tag}"), str(fan / sha), wheel.name, sha, wheel.name)
+
+
+def _listing(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def no_parent_extraction(monkeypatch):
+    """The parent's make_entry fails: what succeeds was done by a worker (its own, real module)."""
+    calls: list[tuple[str, ...]] = []
+
+    def refuse(*args: str) -> None:
+        calls.append(args)
+        raise AssertionError("extracted in the parent process")
+
+    monkeypatch.setattr(extractor, "make_entry", refuse)
+    return calls
+
+
+def test_a_worker_makes_the_entry_the_parent_would(tmp_path, no_parent_extraction) -> None:
+    w = build_wheel(tmp_path, "alpha", "1.0", modules={"alpha/__init__.py": "A = 1\n", "alpha/sub/x.py": "X = 2\n"},
+                    data={"scripts/tool": b"#!python\nprint('tool')\n"},
+                    entry_points={"console_scripts": {"al": "alpha:main"}})
+    job = _job(tmp_path / "c1", w)
+    with Workers(1) as workers:
+        assert workers.usable
+        workers.make_entry(*job)
+    assert no_parent_extraction == []
+    # the same work in this process, into another cache
+    ref = _job(tmp_path / "c2", w)
+    make_entry(*ref)  # imported before the fixture replaced the module's attribute: the real one
+    a, b = Path(job[2]), Path(ref[2])
+    assert _listing(a) == _listing(b) and _listing(a)
+    assert json.loads(manifest_path(Path(job[3])).read_bytes()) == json.loads(manifest_path(Path(ref[3])).read_bytes())
+    assert tree_path(tmp_path / "c1", job[5]).read_bytes() == tree_path(tmp_path / "c2", ref[5]).read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["bad-hash", "unsafe-path"])
+def test_a_worker_refusal_is_raised_as_the_same_error(tmp_path, no_parent_extraction, kind) -> None:
+    if kind == "bad-hash":
+        w = build_wheel(tmp_path, "beta", "1.0", bad_record_hash_for="beta/__init__.py")
+        expected: type[Exception] = IntegrityError
+    else:
+        w = build_wheel(tmp_path, "beta", "1.0", unsafe={"../evil.py": b"x = 1\n"})
+        expected = InstallError
+    job = _job(tmp_path / "c", w)
+    with Workers(1) as workers:
+        with pytest.raises(expected) as got:
+            workers.make_entry(*job)
+        assert workers.usable, "a refused wheel must not retire the worker"
+    # what extract_verified says in-process, hint included
+    with pytest.raises(expected) as ref:
+        make_entry(*_job(tmp_path / "c2", w))
+    assert str(got.value) == str(ref.value) and got.value.hint == ref.value.hint
+    assert no_parent_extraction == []
+
+
+def test_all_workers_busy_means_the_caller_extracts_meanwhile(tmp_path) -> None:
+    """One worker, two wheels at once: the second is extracted by the calling thread, not queued."""
+    fifo = tmp_path / "slow.whl"
+    os.mkfifo(fifo)  # opening it blocks until a writer comes: the worker stays busy
+    w = build_wheel(tmp_path, "gamma", "1.0")
+    with Workers(1) as workers:
+        blocked = threading.Thread(target=lambda: _swallow(workers.make_entry, *_job(tmp_path / "c", fifo, "a")))
+        blocked.start()
+        deadline = time.monotonic() + 10
+        while workers._idle and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not workers._idle, "the worker never took the first job"
+        job = _job(tmp_path / "c", w, "b")
+        workers.make_entry(*job)  # would hang if it waited for the busy worker
+        assert (Path(job[2]) / "gamma" / "__init__.py").is_file()
+        workers.close(kill=True)
+        blocked.join(10)
+        assert not blocked.is_alive()
+
+
+def _swallow(fn, *args) -> None:  # noqa: ANN001
+    try:
+        fn(*args)
+    except BaseException:  # noqa: BLE001 - the test looks at the worker, not at this job's outcome
+        pass
+
+
+def test_close_kill_cancels_the_job_in_flight_and_ends_the_worker(tmp_path) -> None:
+    from pypm.cache import _Cancelled
+
+    fifo = tmp_path / "slow.whl"
+    os.mkfifo(fifo)
+    workers = Workers(1)
+    proc = workers._all[0].proc
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            workers.make_entry(*_job(tmp_path / "c", fifo))
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)
+    workers.close(kill=True)
+    t.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], _Cancelled), outcome
+    assert proc.poll() == -signal.SIGKILL
+    with pytest.raises(_Cancelled):  # nothing new starts once the sync is being abandoned
+        workers.make_entry(*_job(tmp_path / "c", build_wheel(tmp_path, "late", "1.0")))
+
+
+def test_a_dead_worker_is_replaced_by_in_process_extraction(tmp_path) -> None:
+    notes: list[str] = []
+    with Workers(1, debug=notes.append) as workers:
+        proc = workers._all[0].proc
+        proc.kill()
+        proc.wait()
+        w = build_wheel(tmp_path, "delta", "1.0")
+        job = _job(tmp_path / "c", w)
+        Path(job[2]).mkdir()  # as if the worker had died halfway through it
+        (Path(job[2]) / "half").write_bytes(b"x")
+        workers.make_entry(*job)
+        assert not workers.usable
+        assert sorted(p.name for p in Path(job[2]).iterdir()) == ["delta", "delta-1.0.dist-info"]
+    assert any("extraction worker stopped" in n and "signal 9" in n for n in notes), notes
+
+
+def test_a_worker_that_cannot_start_means_in_process(tmp_path, monkeypatch) -> None:
+    notes: list[str] = []
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    workers = Workers(1, debug=notes.append)
+    assert not workers.usable and notes and "cannot start an extraction worker" in notes[0]
+    job = _job(tmp_path / "c", build_wheel(tmp_path, "eps", "1.0"))
+    workers.make_entry(*job)
+    assert Path(job[2], "eps", "__init__.py").is_file()
+    workers.close()
+
+
+def test_workers_end_when_the_parent_is_killed(tmp_path) -> None:
+    """kill -9 of pypm: its worker reads end-of-file and exits by itself."""
+    script = textwrap.dedent("""
+        import sys, time
+        from pypm.extractor import Workers
+        w = Workers(1)
+        print(w._all[0].proc.pid, flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = psutil.Process(int(parent.stdout.readline()))  # type: ignore[union-attr]
+        assert "pypm.extractor" in " ".join(worker.cmdline())
+        parent.kill()
+        parent.wait()
+        worker.wait(timeout=10)  # raises psutil.TimeoutExpired if it lingers
+    finally:
+        parent.kill()
+
+
+def test_worker_count() -> None:
+    small, big = 300_000, IN_PROCESS_MIN_BYTES
+    assert worker_count([small] * 50 + [big]) == 1  # the web stack's shape: most bytes in small wheels
+    assert worker_count([small] * 10 + [20 * big]) == 0  # torch's: one wheel is nearly everything
+    assert worker_count([small, 2 * small, 3 * small, small]) == 1
+    assert worker_count([small]) == 0 and worker_count([]) == 0  # one wheel is not worth a process
+    assert worker_count([big, big]) == 0
+
+
+def test_worker_count_setting(monkeypatch) -> None:
+    monkeypatch.setenv("PYPM_EXTRACT_WORKERS", "0")
+    assert worker_count([100] * 10) == 0
+    monkeypatch.setenv("PYPM_EXTRACT_WORKERS", "3")
+    assert worker_count([100] * 10) == 3 and worker_count([100, 100]) == 2 and worker_count([100]) == 0
+    for bad in ("two", "-1"):
+        monkeypatch.setenv("PYPM_EXTRACT_WORKERS", bad)
+        with pytest.raises(UsageError) as e:
+            worker_count([100] * 10)
+        assert "PYPM_EXTRACT_WORKERS" in str(e.value) and e.value.hint

@@ -570,3 +570,43 @@ def test_prune_removes_old_install_manifests_and_sync_recipes_with_their_entries
     assert not p.exists() and not manifest.exists() and p in removed
     assert old_recipe in removed and not old_recipe.exists()
     assert Path(recipe_path(cache.root, cache.root / "new-project")).is_file()
+
+
+def test_entry_lock_excludes_filelock_holders_and_refuses_a_planted_symlink(tmp_path):
+    """pypm's own flock (cache._EntryLock) and filelock's lock on the same file exclude each other,
+    across processes and within one; a symlink planted at the lock's path is not followed."""
+    import errno
+
+    import filelock
+
+    from pypm.cache import _EntryLock
+
+    path = tmp_path / "e.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]); "
+                               "l.acquire(); print('held', flush=True); sys.stdin.readline()", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ours = _EntryLock(str(path))
+        t0 = time.monotonic()
+        assert ours.acquire(timeout=0) is False and ours.acquire(timeout=0.2) is False
+        assert time.monotonic() - t0 >= 0.2
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(10)
+        assert ours.acquire(timeout=5) is True
+        other = filelock.FileLock(str(path))
+        with pytest.raises(filelock.Timeout):
+            other.acquire(timeout=0)
+        assert _EntryLock(str(path)).acquire(timeout=0) is False  # a second descriptor in this process
+        ours.release()
+        other.acquire(timeout=0)
+        other.release()
+    finally:
+        holder.kill()
+    target = tmp_path / "victim"
+    target.write_bytes(b"keep")
+    (tmp_path / "planted.lock").symlink_to(target)
+    with pytest.raises(OSError) as e:
+        _EntryLock(str(tmp_path / "planted.lock")).acquire(timeout=0)
+    assert e.value.errno == errno.ELOOP and target.read_bytes() == b"keep"

@@ -102,9 +102,16 @@ class _Worker:
         import subprocess
         import sys
 
+        # The parent's import path, less the current directory (where `python -m pypm` puts it
+        # first): the worker imports modules the parent may not have (zipfile, csv, ...), and a
+        # project being synced must not be able to supply them. Kept only when pypm itself is
+        # imported from there (its own source tree).
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        cwd = os.getcwd()
+        path = [p for p in sys.path if os.path.abspath(p or ".") != cwd or os.path.abspath(p or ".") == here]
         # A worker that cannot import pypm exits with status 3 (the parent then extracts
         # in-process): no traceback for the user from a helper process.
-        boot = (f"import sys\nsys.path[:] = {list(sys.path)!r}\n"
+        boot = (f"import sys\nsys.path[:] = {path!r}\n"
                 "try:\n    from pypm.extractor import _serve\nexcept Exception:\n    sys.exit(3)\n_serve()\n")
         # -I: no environment variables or user site; -S: no site module (sys.path is the
         # parent's, .pth additions included). A session of its own: Ctrl-C at the terminal
@@ -273,7 +280,10 @@ def _serve() -> None:
         if len(head) < 4:
             return  # end of input: the parent is done (or gone)
         (n,) = struct.unpack("<I", head)
-        job = pickle.loads(read(n))
+        body = read(n)
+        if len(body) < n:
+            return  # the parent went away mid-request
+        job = pickle.loads(body)
         try:
             make_entry(*job)
             reply: tuple[bool, Any] = (True, None)

@@ -206,3 +206,21 @@ def test_worker_count_setting(monkeypatch) -> None:
         with pytest.raises(UsageError) as e:
             worker_count([100] * 10)
         assert "PYPM_EXTRACT_WORKERS" in str(e.value) and e.value.hint
+
+
+def test_the_worker_does_not_import_from_the_current_directory(tmp_path, monkeypatch) -> None:
+    """`python -m pypm` puts the current directory (the project) first on sys.path; the worker
+    leaves it out, so a project cannot plant a module (here `zipfile.py`) that the worker imports."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    marker = tmp_path / "planted-ran"
+    (proj / "zipfile.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(7)\n")
+    monkeypatch.chdir(proj)
+    monkeypatch.setattr(sys, "path", [str(proj), *sys.path])
+    w = build_wheel(tmp_path, "zeta", "1.0")
+    notes: list[str] = []
+    with Workers(1, debug=notes.append) as workers:
+        job = _job(tmp_path / "c", w)
+        workers.make_entry(*job)
+        assert workers.usable, notes  # the worker did the job (it would have died importing the plant)
+    assert not marker.exists() and Path(job[2], "zeta", "__init__.py").is_file()

@@ -38,12 +38,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .wheelfile import PARALLEL_MIN_BYTES
+
 __all__ = ["make_entry", "Workers", "worker_count", "IN_PROCESS_MIN_BYTES"]
 
 # Wheels at least this big are unpacked in the parent, where `extract_verified` spreads a wheel
 # of PARALLEL_MIN_BYTES or more (uncompressed; wheels shrink ~2-3x) over threads: mypy's 12.6 MB
 # took 0.03-0.04 s longer alone in a worker, on the canary's critical path.
-IN_PROCESS_MIN_BYTES = 8 << 20
+IN_PROCESS_MIN_BYTES = PARALLEL_MIN_BYTES // 2  # 8 MB
 
 
 def make_entry(cache_root: str, wheel: str, tmp: str, final: str, filename: str, sha256: str, label: str) -> None:
@@ -77,18 +79,12 @@ def worker_count(sizes: list[int]) -> int:
     small = [s for s in sizes if s < IN_PROCESS_MIN_BYTES]
     raw = os.environ.get("PYPM_EXTRACT_WORKERS", "")
     if raw.strip():
-        try:
-            n = int(raw)
-        except ValueError:
-            from .errors import UsageError
-
-            raise UsageError(f"PYPM_EXTRACT_WORKERS={raw!r} is not a number",
-                             hint="set it to how many worker processes unpack wheels (0: unpack in-process)") \
-                from None
+        n = int(raw) if raw.strip().isdigit() else -1
         if n < 0:
             from .errors import UsageError
 
-            raise UsageError(f"PYPM_EXTRACT_WORKERS={raw!r} is negative", hint="set it to 0 or more")
+            raise UsageError(f"PYPM_EXTRACT_WORKERS={raw!r} is not a number of processes",
+                             hint="set it to how many worker processes unpack wheels (0: unpack in-process)")
         return min(n, len(small)) if len(sizes) >= 2 else 0
     return 1 if len(small) >= 2 and 2 * sum(small) > sum(sizes) else 0
 

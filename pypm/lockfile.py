@@ -412,13 +412,19 @@ def _dep_tables(v: Any, where: str, path: Path) -> dict[str, list[Dependency]]:
 
 def loads(text: str, path: Path | str = LOCK_NAME) -> Lock:
     """Parse and validate a lock; every problem is a LockError naming the file and the key."""
-    import tomllib
+    from .locktoml import Unsupported
+    from .locktoml import loads as fast_loads
 
     path = Path(path)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise LockError(f"{path}: not valid TOML: {e}", hint="re-create it with `pypm lock`") from None
+        data = fast_loads(text)  # the layout dumps() writes, read by the C JSON decoder
+    except Unsupported:  # anything else: the full TOML parser reads it, or says what is wrong
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise LockError(f"{path}: not valid TOML: {e}", hint="re-create it with `pypm lock`") from None
     version = data.get("version")
     # `isinstance(True, int)` holds and `True == 1`: a boolean is not a format version.
     if isinstance(version, bool) or version != LOCK_VERSION:

@@ -411,7 +411,8 @@ def _hash(data: bytes) -> str:
 
 def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wheel_sha256: str,
                   link_mode: LinkMode | None = None, direct_url: dict[str, Any] | None = None,
-                  compile_bytecode: bool = False, requested: bool = True, journal: bool = True) -> InstalledDist:
+                  compile_bytecode: bool = False, requested: bool = True, journal: bool = True,
+                  plans: dict[str, InstallPlan] | None = None) -> InstalledDist:
     """Install the unpacked wheel tree `unpacked` (from `Cache.unpack`) into the venv `layout`.
 
     The caller uninstalls any other version of the same dist first. `direct_url` (PEP 610) is
@@ -421,11 +422,16 @@ def install_wheel(layout: VenvLayout, unpacked: Path, *, wheel_filename: str, wh
     `journal=False`: the venv is being built and is removed whole if anything fails (it carries
     `venv.BUILDING_MARKER` until the sync is done), so no per-dist journal is needed -- on the
     web stack it was 3 of the 8 file operations per wheel, and file creation is what costs here.
+
+    `plans`: the install plan is put there under `wheel_sha256` (sync hands them to the
+    fresh-venv recipe, pypm.venvplan, which would otherwise work each one out again).
     """
     # 1. plan every destination before touching the venv: a bad wheel is refused with nothing written.
     plan = plan_install(layout, unpacked, wheel_filename=wheel_filename, wheel_sha256=wheel_sha256,
                         direct_url=direct_url, requested=requested)
     dist_name, version = plan.dist_name, plan.version
+    if plans is not None:
+        plans[wheel_sha256] = plan
 
     # 2. journal: everything this install may create
     journal_path = _journal(layout, dist_name)

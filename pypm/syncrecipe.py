@@ -42,10 +42,11 @@ def plan_path(recipe: str) -> str:
 
 
 def write_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str], state: dict[str, Any],
-                 wheels: list[tuple[str, str, str, str]]) -> None:
+                 wheels: list[tuple[str, str, str, str]], plans: dict[str, Any] | None = None) -> None:
     """Record (atomically) that `state` (state.json without "installed") was reached by installing
     `wheels` -- (name, version, sha256, wheel file name) -- into a fresh venv. Best effort: a cache
-    that cannot be written only loses the fast path."""
+    that cannot be written only loses the fast path. `plans`: install plans the sync already made
+    (sha256 -> installer.InstallPlan), reused by the recipe's plan."""
     import json
 
     path = recipe_path(cache_root, root)
@@ -69,7 +70,7 @@ def write_recipe(cache_root: str | os.PathLike[str], root: str | os.PathLike[str
     real = os.path.realpath(root)
     venv = os.path.join(real, ".venv")
     try:
-        plan = make_plan(str(cache_root), doc, sha256(data).hexdigest(), venv)
+        plan = make_plan(str(cache_root), doc, sha256(data).hexdigest(), venv, known=plans)
         if plan is not None:
             keep_plan(plan_path(path), plan, venv, write_missing=False)
     except Exception:  # noqa: BLE001 - best effort: the first fresh-venv sync works it out instead

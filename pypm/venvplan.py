@@ -68,9 +68,13 @@ def _outside(rels: list[str], symlinks: list[str] = ()) -> bool:  # type: ignore
         or any(f"\0{s.rstrip('/')}/" in joined for s in symlinks)
 
 
-def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: str) -> dict[str, Any] | None:
+def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: str,
+              known: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Work out the venv the recipe builds (with the full machinery: packaging is still not
-    imported), or None when an entry is missing or the interpreter no longer matches."""
+    imported), or None when an entry is missing or the interpreter no longer matches.
+    `known`: install plans already worked out (sha256 -> installer.InstallPlan, by the sync that
+    just installed those wheels into this venv from these entries): used instead of planning
+    those wheels again."""
     from pathlib import Path
 
     from . import __version__
@@ -96,7 +100,10 @@ def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: st
         dirs, symlinks, files = skeleton(layout, interp, os.path.basename(venv))
         wheels = []
         for (name, version, sha, filename), entry, manifest in entries:
-            p = plan_install(layout, Path(entry), wheel_filename=filename, wheel_sha256=sha)
+            p = (known or {}).get(sha)
+            if p is None or not p.dst_info.startswith(venv + "/") \
+                    or not all(src.startswith(entry + "/") for src, _ in p.links[:1]):
+                p = plan_install(layout, Path(entry), wheel_filename=filename, wheel_sha256=sha)
             wheels.append((name, version, sha, filename, entry, manifest, p))
     except (PypmError, OSError, ValueError):
         return None

@@ -404,3 +404,37 @@ def test_ctrl_c_before_the_venv_is_built_is_reported_not_a_traceback(pypm, plann
     assert "pypm.cli" not in _fresh(pypm, project)
     venv = project / ".venv"
     assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+
+
+def test_the_install_plans_a_sync_made_are_reused_only_for_the_same_venv_and_store(pypm, small, tmp_path) -> None:
+    """write_recipe's plan from the install plans the sync just made is the plan made from scratch;
+    install plans for another venv (or from another store) are not used."""
+    from pypm.installer import plan_install
+    from pypm.interpreter import query_interpreter
+    from pypm.venv import VenvLayout
+
+    project, _, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    cache = str(pypm.cache_dir)
+    rpath = syncrecipe.recipe_path(cache, project)
+    data = Path(rpath).read_bytes()
+    recipe = json.loads(data)
+    sha = __import__("hashlib").sha256(data).hexdigest()
+    venv = os.path.join(os.path.realpath(project), ".venv")
+    interp = query_interpreter(recipe["state"]["interpreter"]["executable"])
+
+    def plans_for(venv_root: str, store: str) -> dict:
+        layout = VenvLayout.for_interpreter(Path(venv_root), interp)
+        return {s: plan_install(layout, Path(store, "unpacked", s[:2], s), wheel_filename=fn, wheel_sha256=s)
+                for _, _, s, fn in recipe["wheels"]}
+
+    scratch = venvplan.make_plan(cache, recipe, sha, venv)
+    assert scratch is not None and len(recipe["wheels"]) == 3
+    assert venvplan.make_plan(cache, recipe, sha, venv, known=plans_for(venv, cache)) == scratch
+    other_venv = plans_for(str(tmp_path / "elsewhere" / ".venv"), cache)
+    other_store = plans_for(venv, cache)
+    for p in other_store.values():  # the same plans, linking from another store's entries
+        p.links = [(str(tmp_path / "store") + src[len(cache):], dst) for src, dst in p.links]
+    assert all(p.links for p in other_store.values())
+    for known in (other_venv, other_store):
+        assert venvplan.make_plan(cache, recipe, sha, venv, known=known) == scratch

@@ -984,3 +984,26 @@ def test_a_store_file_touched_but_unchanged_is_hashed_once_not_on_every_sync(pyp
     assert "pypm.cli" in fresh_sync()  # written since unpacked: the full path hashes the entry
     assert "pypm.cli" not in fresh_sync()  # intact, and now known to be: the fast path again
     assert_venv_exact(venv, {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+
+
+def test_the_short_gil_switch_interval_holds_while_applying_and_is_restored(pypm, small) -> None:
+    """sync's downloads, unpacking and installs run with sync.GIL_SWITCH_INTERVAL; the process's own
+    interval is back afterwards (seen from inside a real sync)."""
+    import subprocess
+    import sys
+
+    project, _, _ = small
+    inject = ("import sys; import pypm.sync as s; real = s._apply; seen = []\n"
+              "def _apply(*a, **k):\n    seen.append(sys.getswitchinterval())\n    return real(*a, **k)\n"
+              "s._apply = _apply; sys.setswitchinterval(0.004)\n"
+              "from pypm.cli import main\nrc = main(['sync', '--frozen'])\n"
+              "import json; print(json.dumps([rc, seen, sys.getswitchinterval(), s.GIL_SWITCH_INTERVAL]))\n")
+    r = subprocess.run([sys.executable, "-c", inject], cwd=project, env=pypm.env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    rc, seen, after, short = json.loads(r.stdout)
+    assert rc == 0 and after == 0.004  # restored
+    assert seen == [short] and short < 0.004  # one _apply, under the short interval
+    assert (project / ".venv").is_dir()

@@ -176,3 +176,18 @@ def test_mutated_locks_are_read_as_tomllib_reads_them_or_passed_on() -> None:
             pytest.fail(f"accepted a document tomllib refuses ({e}):\n{diff}")
         assert got == want, diff
     assert accepted > 500  # the edits that keep the layout (inside strings, names) took the fast path
+
+
+def test_every_inline_key_the_writer_writes_is_one_the_reader_knows() -> None:
+    """Each source kind, every field of a dependency and of a file: the fast path reads it (a key
+    added to the writer and not to locktoml._KEYS would only send every lock to tomllib)."""
+    dep = Dependency("b", "1", 'os_name == "posix"', ("x",))
+    f = FileEntry("a-1-py3-none-any.whl", "http://127.0.0.1:1/a.whl", "c" * 64, 5)
+    sources = [{"registry": "http://127.0.0.1:1/simple/"}, {"find-links": "./wheels"}, {"editable": "."},
+               {"virtual": "."}, {"path": "../a"}, {"url": "http://127.0.0.1:1/a.whl"}]
+    pkgs = [LockedPackage(name=f"a{i}", version="1", source=src, marker='python_version > "3"', main=True,
+                          extras=["x"], groups=["g"], dependencies=[dep], optional_dependencies={"x": [dep]},
+                          dependency_groups={"g": [dep]}, sdist=f, wheels=[f], build_dependencies=[dep],
+                          build_network=True) for i, src in enumerate(sources)]
+    text = dumps(Lock(requires_python=">=3.9", content_hash="sha256:" + "1" * 64, packages=pkgs))
+    assert fast_loads(text) == tomllib.loads(text)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
 __all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_loads", "json_dumps", "plain_sync_argv",
-           "replace_file"]
+           "replace_file", "read_own_file"]
 
 # venvstate._selection_json(Selection.from_flags()): the selection of a bare `pypm sync`/`pypm run`.
 DEFAULT_SELECTION = {"main": True, "extras": [], "groups": ["dev"], "include-project": True}
@@ -67,6 +67,22 @@ def replace_file(path: str, data: bytes | list[bytes | memoryview], mode: int = 
         except OSError:
             pass
         raise
+
+
+def read_own_file(path: str) -> tuple[bytes, os.stat_result] | None:
+    """The bytes of `path` and its stat when it is a regular file the cache user owns and nobody
+    else can write (sandbox.cachedir.ours), else None (unreadable too): for cache files that decide
+    what a venv is built from (a sync recipe, a kept plan). Opened with O_NONBLOCK: a FIFO put in
+    its place is refused by its type, not waited on. (`ours` is not imported: the fresh-venv fast
+    path that reads these imports nothing from `sandbox`, and a test holds it to that.)"""
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_mode & 0o170000 != 0o100000 or st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return None
+            return f.read(), st
+    except OSError:
+        return None
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str | None:

@@ -110,22 +110,20 @@ def _cache_root() -> str:
 def _matching_recipe(root: str, frozen: bool) -> tuple[str, str, str, dict[str, Any]] | None:
     """(cache root, recipe file, sha256 of its bytes, recipe) when the project's recipe matches its
     files and this request."""
-    from .fastpath import DEFAULT_SELECTION, json_loads, sha256, sha256_file
+    from .fastpath import DEFAULT_SELECTION, json_loads, read_own_file, sha256, sha256_file
     from .venvstate import STATE_VERSION, project_token
 
     cache_root = _cache_root()
     path = recipe_path(cache_root, root)
-    try:
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:  # (a FIFO: no hang)
-            st = os.fstat(f.fileno())
-            if st.st_mode & 0o170000 != 0o100000:
-                return None
-            raw = f.read()
-        recipe = json_loads(raw.decode("utf-8"))
-    except (OSError, ValueError):
+    # It names the store entries the venv is built from: the cache user's own only (as the plan).
+    got = read_own_file(path)
+    if got is None:
         return None
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        return None  # it names the store entries the venv is built from: the cache user's own only (as the plan)
+    raw = got[0]
+    try:
+        recipe = json_loads(raw.decode("utf-8"))
+    except ValueError:
+        return None
     if not isinstance(recipe, dict) or recipe.get("version") != RECIPE_VERSION or recipe.get("root") != root:
         return None
     state, wheels = recipe.get("state"), recipe.get("wheels")

@@ -248,14 +248,15 @@ def load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) 
     """The plan at `path` when it may be used for this recipe, venv and interpreter."""
     import marshal
 
+    from .fastpath import read_own_file
+
+    got = read_own_file(path)  # not the cache user's own regular file: never trusted
+    if got is None:
+        return None
+    data, st = got
     try:
-        # O_NONBLOCK: a FIFO in its place must not hang the sync (it is refused below, not read)
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_uid != os.getuid() or st.st_mode & 0o022 or st.st_mode & 0o170000 != 0o100000:
-                return None  # not the cache user's own file (sandbox.cachedir.ours): never trusted
-            plan = marshal.loads(f.read())
-    except (OSError, ValueError, EOFError, TypeError):
+        plan = marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
         return None
     from . import __version__
 

@@ -50,17 +50,26 @@ def _is_script(path: str) -> bool:
     return top.endswith(".data") and rest.startswith("scripts/")
 
 
-def _body_digest(f: Any) -> str | None:
+def _body_digest(f: Any, whole: Any = None) -> str | None:
     """sha256 of what follows a `#!python` first line (what the installer keeps), else None; read
     from the binary file `f` in chunks: a "script" may be a 25 MB executable (ruff's is), and
-    reading it whole was the biggest allocation of a cold sync."""
-    if f.read(8) != b"#!python":
+    reading it whole was the biggest allocation of a cold sync. `whole`: a hash object that is
+    also given every byte of the file (the file's own digest, in the same pass); without it a
+    file that is not a `#!python` script is read no further than its first 8 bytes."""
+    head = f.read(8)
+    if whole is not None:
+        whole.update(head)
+    if head != b"#!python":
+        while whole is not None and (chunk := f.read(CHUNK)):
+            whole.update(chunk)
         return None
     import hashlib
 
     h = hashlib.sha256()  # of b"" when the file is its first line alone
     first_line = True
     while chunk := f.read(CHUNK):
+        if whole is not None:
+            whole.update(chunk)
         if first_line:
             nl = chunk.find(b"\n")
             if nl < 0:
@@ -154,15 +163,15 @@ def tree_of_wheel(wheel: Path, *, wheel_sha256: str) -> FileTree:
         for info in zf.infolist():
             if info.is_dir():
                 continue
-            if _is_script(info.filename):
-                with zf.open(info) as f:
-                    body = _body_digest(f)
-                if body:
-                    bodies[info.filename] = body
             h = hashlib.sha256()
             with zf.open(info) as f:
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
+                if _is_script(info.filename):  # one pass: the member's digest and its body's
+                    body = _body_digest(f, whole=h)
+                    if body:
+                        bodies[info.filename] = body
+                else:
+                    while chunk := f.read(CHUNK):
+                        h.update(chunk)
             files[info.filename] = h.hexdigest()
     return _file_tree()(wheel.name, wheel_sha256, files, bodies)
 

@@ -35,6 +35,7 @@ class Unsupported(ValueError):
 # Inline-table keys lockfile.dumps writes (LockedPackage.to_toml, FileEntry.to_toml, sources).
 _KEYS = ("name", "version", "extras", "marker", "filename", "url", "sha256", "size", "registry", "virtual",
          "editable", "path", "find-links")
+_KEY_SET = frozenset(_KEYS)
 _ALT = "|".join(re.escape(k) for k in _KEYS)
 # `{ name = ` -> `{ "name = ` and `, url = ` -> `, "url = `, over the whole text in two C passes
 # (a replacement with a group reference runs Python code per match: 30k of them in that lock);
@@ -51,9 +52,6 @@ _KEY_LINE = re.compile(r"([A-Za-z0-9_-]+) = (.*)")
 # (Substring tests: a regex alternation without a literal prefix took 3 ms over this lock.)
 _ODD = ("\\/", "\x7f", "\t", "\r")
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-_KEY_SET = frozenset(_KEYS)
 
 
 def _constant(name: str) -> Any:

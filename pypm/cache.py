@@ -36,6 +36,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Cache", "Fetcher", "FetcherMismatch", "cache_command"]
 
 CHUNK = 1 << 20
+# A download's bytes are written and hashed this many at a time, not per TLS record (16 kB): each
+# write and each hash update releases the GIL, and during a cold sync every release means waiting
+# to get it back from the unpacking and install threads. Per record, mypy's 12.6 MB (the canary's
+# critical path) took 0.19-0.21 s to download inside a sync against 0.03 s alone; in 256 kB
+# batches, 0.14-0.17 s (canary cold sync, A B x 12, tmpfs: 0.380 -> 0.360 s median).
+WRITE_BATCH = 256 << 10
 Fetcher = Callable[[str, str, Path], bool]  # (sha256, filename, dest) -> wrote dest?
 
 
@@ -412,15 +418,31 @@ class Cache:
                     meta.unlink(missing_ok=True)
             if progress and size:
                 progress.advance(task, size)
+            held: list[bytes] = []  # received, not yet written (at most WRITE_BATCH bytes)
+            n_held = 0
             with open(part, mode) as f:
-                for chunk in r.iter_raw():  # as it arrives: a dropped connection keeps every byte received
-                    if self._cancel.is_set():
-                        raise _Cancelled()
-                    f.write(chunk)
-                    h.update(chunk)
-                    size += len(chunk)
-                    if progress:
-                        progress.advance(task, len(chunk))
+                try:
+                    for chunk in r.iter_raw():
+                        if self._cancel.is_set():
+                            raise _Cancelled()
+                        held.append(chunk)
+                        n_held += len(chunk)
+                        size += len(chunk)
+                        if progress:
+                            progress.advance(task, len(chunk))
+                        if n_held >= WRITE_BATCH:
+                            data = b"".join(held)
+                            held.clear()
+                            n_held = 0
+                            f.write(data)
+                            h.update(data)
+                finally:
+                    # Whatever ends the transfer (a dropped connection, Ctrl-C), every byte received
+                    # is kept in the .part: the next attempt or run resumes from there.
+                    if held:
+                        data = b"".join(held)
+                        f.write(data)
+                        h.update(data)
         return resumed, h.hexdigest(), size
 
     # ---- fetch many

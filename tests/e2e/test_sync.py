@@ -417,6 +417,20 @@ def test_kill_9_during_install_is_repaired_by_the_next_sync(pypm, dists, index_s
     assert_venv_exact(venv, expected)
 
 
+def test_after_reinstall_the_next_sync_and_run_take_the_fast_path(pypm, small) -> None:
+    # `sync --reinstall` records the venv as any sync does: the next sync and run skip the plan.
+    # (A --frozen sync's state serves only --frozen commands: one without --frozen checks the lock
+    # once, by design -- that was the "fast path missed once after --reinstall" seen by hand.)
+    project, _, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    pypm("sync", "--frozen", "--reinstall", cwd=project, check=True)
+    r = pypm("-v", "sync", "--frozen", cwd=project, check=True)
+    assert "not syncing" in r.stderr and "nothing to do" in r.stderr, r.stderr
+    pypm("sync", "--frozen", "--reinstall", cwd=project, check=True)
+    r = pypm("-v", "run", "--frozen", "--no-sandbox", "--", "python", "-c", "import alpha", cwd=project, check=True)
+    assert "not syncing" in r.stderr, r.stderr
+
+
 def test_damaged_install_is_detected_and_reinstalled(pypm, small) -> None:
     project, _, _ = small
     pypm("sync", "--frozen", cwd=project, check=True)

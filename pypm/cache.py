@@ -121,8 +121,9 @@ class Cache:
         self.offline = offline
         self.base_dir = Path(base_dir) if base_dir else Path.cwd()
         # Downloads in parallel: two per core, at most 8. More kept more connections busy but
-        # cost more in GIL hand-offs (each chunk read, written and hashed releases it) than it
-        # won: 8 instead of 4 on 2 cores made a cold sync of the web stack ~5% slower.
+        # cost more in GIL hand-offs (each TLS record read releases it, and each WRITE_BATCH
+        # written and hashed) than it won: 8 instead of 4 on 2 cores made a cold sync of the web
+        # stack ~5% slower (measured when every record was also written and hashed on its own).
         self.max_workers = max_workers or min(8, 2 * (os.cpu_count() or 1))
         self.retry_delay = 0.1  # seconds before the first retry of a failed download; doubles each time
         self._client = client

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import httpcore
 import httpx
 
-from . import __version__
+from . import __version__, tls
 from .errors import IndexError_
 
 __all__ = ["make_client", "HTTP2_ENV", "with_retries", "RETRY_STATUS", "describe_error"]
@@ -45,7 +45,9 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
         except ImportError:
             http2 = False
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    ssl_context = httpx.create_ssl_context()  # one for all threads (loading the CAs is ~25 ms)
+    # One for all threads, and made ahead where a command called tls.start() (loading the CAs
+    # is ~15 ms, with the GIL released: it overlaps the work before the first request).
+    ssl_context = tls.context()
     backend = _SharedLookups()
     transport: httpx.BaseTransport
     if http2:

@@ -605,6 +605,10 @@ class IndexClient:
         if self.offline or self._client_obj is not None or all(_is_local(u) for u in (*self.index_urls, *self.find_links)):
             return
 
+        from . import tls
+
+        tls.start()  # beside httpx's imports on the thread below: OpenSSL loads the CAs without the GIL
+
         def make() -> None:
             try:
                 self._client()

@@ -174,6 +174,13 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     # The interpreter is asked about itself (a subprocess, ~25 ms when its answer is not cached)
     # while this thread reads the lock; neither depends on the other.
     found = _Background(_interpreter, project, opts, venv)
+    if not opts.offline:
+        # The fast paths (no-op, fresh venv from a recipe) end before this function: this sync
+        # most likely downloads. The download threads' HTTP client then finds its TLS context
+        # (CAs loaded with the GIL released, ~15 ms) made beside this thread's work.
+        from . import tls
+
+        tls.start()
     try:
         if project.tool.trusted_keys:  # issue 7: only a lock signed by a trusted key, used as it is (never re-locked)
             from .signing import trusted_lock

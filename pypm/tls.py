@@ -9,7 +9,7 @@ on paths that never use the network.
 The policy is httpx's own (`httpx.create_ssl_context()`, httpx 0.28): the CA file named by
 SSL_CERT_FILE, else the directory named by SSL_CERT_DIR, else certifi's bundle; certificates and
 host names verified (`ssl.create_default_context`). The environment is read when the context is
-made, and a context made for other values of those two variables is never used.
+made, and a context made for other values of those variables (or of PYPM_HTTP2) is never used.
 """
 
 from __future__ import annotations
@@ -35,10 +35,19 @@ def _key() -> tuple[str, str, str]:
 def _make(cafile: str, capath: str) -> Any:
     import ssl
 
-    if cafile:
-        return ssl.create_default_context(cafile=cafile)
-    if capath:
-        return ssl.create_default_context(capath=capath)
+    try:
+        if cafile:
+            return ssl.create_default_context(cafile=cafile)
+        if capath:
+            return ssl.create_default_context(capath=capath)
+    except (OSError, ssl.SSLError) as e:  # OSError: a missing file; SSLError: not PEM certificates
+        from .errors import UsageError
+
+        var, value = ("SSL_CERT_FILE", cafile) if cafile else ("SSL_CERT_DIR", capath)
+        raise UsageError(f"cannot load the CA certificates that {var}={value} names: "
+                         f"{getattr(e, 'strerror', None) or e}",
+                         hint=f"point {var} at {'a PEM file' if cafile else 'a directory'} of CA certificates, "
+                              "or unset it to use the certifi bundle") from None
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())

@@ -40,12 +40,33 @@ def test_another_environment_gets_another_context(tmp_path, monkeypatch) -> None
 
 
 def test_an_unreadable_ca_file_is_raised_where_the_context_is_asked_for(tmp_path, monkeypatch) -> None:
+    from pypm.errors import UsageError
+
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     tls.start()  # does not raise: the error belongs to whoever makes a request
-    with pytest.raises(OSError):
+    for _ in range(2):
+        with pytest.raises(UsageError) as ei:
+            tls.context()
+        assert f"SSL_CERT_FILE={tmp_path / 'missing.pem'}" in str(ei.value) and "No such file" in str(ei.value)
+        assert "unset it" in ei.value.hint
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "junk.pem"))
+    with pytest.raises(UsageError, match="junk.pem"):
         tls.context()
-    with pytest.raises(OSError):
-        tls.context()
+
+
+def test_a_bad_ssl_cert_file_is_a_clear_error_from_lock_not_a_traceback(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "1"\ndependencies = ["x"]\n'
+                                             '[tool.pypm]\nindex-url = "https://127.0.0.1:9/simple"\n')
+    env = {**__import__("os").environ, "SSL_CERT_FILE": str(tmp_path / "missing.pem"),
+           "PYPM_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "pypm", "lock"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "SSL_CERT_FILE=" in r.stderr and "missing.pem" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "internal error" not in r.stderr, r.stderr
 
 
 def test_start_returns_at_once_and_the_context_is_made_on_its_own_thread(tmp_path, monkeypatch) -> None:

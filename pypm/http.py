@@ -5,7 +5,6 @@ Imported only where the network is used (never on the `pypm run` hot path).
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import threading
@@ -25,7 +24,7 @@ RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = f"pypm/{__version__}"
 
 
-HTTP2_ENV = "PYPM_HTTP2"
+HTTP2_ENV = tls.HTTP2_ENV
 
 
 def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Client:
@@ -38,7 +37,7 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
     CPU (web stack, A B A B: 1.43 -> 1.19 s wall; downloads of a cold sync 1.64 -> 1.50 s). A
     high-latency link with few threads is where HTTP/2 could still pay: hence the switch.
     """
-    http2 = os.environ.get(HTTP2_ENV, "") not in ("", "0")
+    http2 = tls.http2_requested()
     if http2:
         try:
             import h2  # noqa: F401  (httpx speaks HTTP/2 only when h2 is installed)

@@ -9,7 +9,8 @@ on paths that never use the network.
 The policy is httpx's own (`httpx.create_ssl_context()`, httpx 0.28): the CA file named by
 SSL_CERT_FILE, else the directory named by SSL_CERT_DIR, else certifi's bundle; certificates and
 host names verified (`ssl.create_default_context`). The environment is read when the context is
-made, and a context made for other values of those variables (or of PYPM_HTTP2) is never used.
+made, and a context made for other values of those variables (or for the other HTTP version) is
+never used.
 """
 
 from __future__ import annotations
@@ -18,18 +19,25 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["start", "context"]
+__all__ = ["start", "context", "http2_requested", "HTTP2_ENV"]
+
+HTTP2_ENV = "PYPM_HTTP2"  # HTTP/2 (ALPN "h2") when set to anything but "" or "0"; pypm.http's default is HTTP/1.1
+
+
+def http2_requested() -> bool:
+    """Whether PYPM_HTTP2 asks for HTTP/2 (pypm.http also needs h2 installed to speak it)."""
+    return os.environ.get(HTTP2_ENV, "") not in ("", "0")
+
 
 _guard = threading.Lock()
 # key (_key) -> (the thread making it, [(True, context) | (False, error)])
-_jobs: dict[tuple[str, str, str], tuple[threading.Thread, list[tuple[bool, Any]]]] = {}
+_jobs: dict[tuple[str, str, bool], tuple[threading.Thread, list[tuple[bool, Any]]]] = {}
 
 
-def _key() -> tuple[str, str, str]:
-    # PYPM_HTTP2 too: httpcore sets a context's ALPN protocols before each handshake, so an
+def _key() -> tuple[str, str, bool]:
+    # HTTP/2 or not too: httpcore sets a context's ALPN protocols before each handshake, so an
     # HTTP/2 client and an HTTP/1.1 one (tests switch in-process) must not share a context.
-    return (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""),
-            os.environ.get("PYPM_HTTP2", ""))
+    return os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""), http2_requested()
 
 
 def _make(cafile: str, capath: str) -> Any:
@@ -53,7 +61,7 @@ def _make(cafile: str, capath: str) -> Any:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _start(key: tuple[str, str, str]) -> tuple[threading.Thread, list[tuple[bool, Any]]]:
+def _start(key: tuple[str, str, bool]) -> tuple[threading.Thread, list[tuple[bool, Any]]]:
     with _guard:
         job = _jobs.get(key)
         if job is not None:

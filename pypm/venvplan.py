@@ -68,6 +68,12 @@ def _outside(rels: list[str], symlinks: list[str] = ()) -> bool:  # type: ignore
         or any(f"\0{s.rstrip('/')}/" in joined for s in symlinks)
 
 
+def _planned_for(p: Any, venv: str, entry: str) -> bool:
+    """An install plan made for this venv from this store entry: its dist-info lands in `venv`,
+    and it links from `entry` (its first link tells: a plan links from one tree only)."""
+    return p.dst_info.startswith(venv + "/") and (not p.links or p.links[0][0].startswith(entry + "/"))
+
+
 def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: str,
               known: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Work out the venv the recipe builds (with the full machinery: packaging is still not
@@ -101,8 +107,7 @@ def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: st
         wheels = []
         for (name, version, sha, filename), entry, manifest in entries:
             p = (known or {}).get(sha)
-            if p is None or not p.dst_info.startswith(venv + "/") \
-                    or not all(src.startswith(entry + "/") for src, _ in p.links[:1]):
+            if p is None or not _planned_for(p, venv, entry):
                 p = plan_install(layout, Path(entry), wheel_filename=filename, wheel_sha256=sha)
             wheels.append((name, version, sha, filename, entry, manifest, p))
     except (PypmError, OSError, ValueError):

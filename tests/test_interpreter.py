@@ -166,3 +166,37 @@ def test_older_python3_x_are_not_even_asked_once_a_newer_one_fits(fake_path, tmp
     assert find_interpreter(None, None).version[:2] == (3, 12)
     asked = {json.loads(f.read_text())["version"][1] for f in (tmp_path / "cache" / "interpreters").glob("*.json")}
     assert asked == {sys.version_info[1], 12}  # python3 and python3.12; python3.8 skipped
+
+
+def _own_base() -> Path:
+    base = Path(getattr(sys, "_base_executable", None) or sys.executable)
+    if Path(os.path.realpath(base)).parent != Path(os.path.realpath(sys.base_prefix)) / "bin":
+        pytest.skip(f"this test needs the running interpreter installed as <prefix>/bin/<name>; it is {base}")
+    return base
+
+
+def test_the_running_interpreter_is_described_in_process_exactly_as_the_subprocess_would(tmp_path):
+    from pypm.interpreter import _own_answer, _run_query
+
+    link_dir = tmp_path / "plain"
+    link_dir.mkdir()
+    (link_dir / "python3").symlink_to(_own_base())
+    for path in (_own_base(), link_dir / "python3"):
+        mine = _own_answer(path)
+        assert mine is not None, path
+        assert mine == _run_query(path)
+
+
+def test_not_in_process_for_a_venv_another_python_or_pythonhome(tmp_path, monkeypatch):
+    import subprocess
+
+    from pypm.interpreter import _own_answer
+
+    venv = tmp_path / "venv"
+    subprocess.run([str(_own_base()), "-m", "venv", "--without-pip", str(venv)], check=True)
+    assert _own_answer(venv / "bin" / "python") is None  # a venv's python: its prefix is the venv
+    assert _own_answer(pyenv("3.12.1")) is None  # another binary
+    assert _own_answer(_own_base()) is not None
+    monkeypatch.setenv("PYTHONHOME", sys.base_prefix)
+    assert _own_answer(_own_base()) is None  # the subprocess runs without it; this process did not
+

@@ -1021,3 +1021,44 @@ def test_the_short_gil_switch_interval_holds_while_applying_and_is_restored(pypm
     assert rc == 0 and after == 0.004  # restored
     assert seen == [short] and short < 0.004  # one _apply, under the short interval
     assert (project / ".venv").is_dir()
+
+
+def test_wheels_landing_during_a_dominant_download_wait_for_it(pypm, dists, index_server, tmp_path) -> None:
+    """One network download with most of the bytes: the small wheels that land while it is under
+    way are not unpacked until it has landed (sync._HoldBack), seen from inside a real sync. The
+    big download is made to last 0.4 s longer, so without the hold-back the small ones are
+    unpacked inside that time."""
+    import json
+
+    big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(2 << 20)})
+    smalls = [dists.wheel(f"small{i}", "1.0") for i in range(5)]
+    server = index_server()
+    names = ["big"] + [f"small{i}" for i in range(5)]
+    project = write_project(tmp_path / "p", deps=names)
+    write_lock(project, server, [big, *smalls], main=names)
+    inject = (
+        "import json, time, threading, pypm.cache as c\n"
+        "events = []; real_dl = c.Cache._download; real_unpack = c.Cache.unpack\n"
+        "def _download(self, entry, *a, **k):\n"
+        "    real_dl(self, entry, *a, **k)\n"
+        "    if entry.filename.startswith('big-'):\n"
+        "        time.sleep(0.4)\n"
+        "    events.append(('landed', entry.filename, time.monotonic()))\n"
+        "def unpack(self, entry, **k):\n"
+        "    events.append(('unpack', entry.filename, time.monotonic()))\n"
+        "    return real_unpack(self, entry, **k)\n"
+        "c.Cache._download = _download; c.Cache.unpack = unpack\n"
+        "from pypm.cli import main\nrc = main(['sync', '--frozen'])\n"
+        "print(json.dumps([rc, events]))\n")
+    r = subprocess.run([sys.executable, "-c", inject], cwd=project, env=pypm.env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    rc, events = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rc == 0
+    big_landed = next(t for kind, fn, t in events if kind == "landed" and fn.startswith("big-"))
+    small_landed = [t for kind, fn, t in events if kind == "landed" and fn.startswith("small")]
+    unpacks = {fn.split("-")[0]: t for kind, fn, t in events if kind == "unpack"}
+    assert len(small_landed) == 5 and min(small_landed) < big_landed  # they did land meanwhile
+    assert set(unpacks) == set(names)
+    assert all(unpacks[f"small{i}"] >= big_landed for i in range(5)), (big_landed, unpacks)
+    assert installed(project / ".venv") == {n: "1.0" for n in names}

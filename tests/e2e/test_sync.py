@@ -1000,24 +1000,29 @@ def test_a_store_file_touched_but_unchanged_is_hashed_once_not_on_every_sync(pyp
     assert_venv_exact(venv, {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
 
 
+def _sync_inside(pypm, project: Path, setup: str, result: str):
+    """`pypm sync --frozen` run by pypm's own main in a fresh interpreter after `setup` (code that
+    wraps pypm's functions to observe them); returns the JSON value of the expression `result`
+    (which may use `rc`, main's return value) evaluated after the sync."""
+    import json
+
+    code = f"{setup}from pypm.cli import main\nrc = main(['sync', '--frozen'])\nimport json\nprint(json.dumps({result}))\n"
+    r = subprocess.run([sys.executable, "-c", code], cwd=project, env=pypm.env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def test_the_short_gil_switch_interval_holds_while_applying_and_is_restored(pypm, small) -> None:
     """sync's downloads, unpacking and installs run with sync.GIL_SWITCH_INTERVAL; the process's own
     interval is back afterwards (seen from inside a real sync)."""
-    import subprocess
-    import sys
-
     project, _, _ = small
-    inject = ("import sys; import pypm.sync as s; real = s._apply; seen = []\n"
-              "def _apply(*a, **k):\n    seen.append(sys.getswitchinterval())\n    return real(*a, **k)\n"
-              "s._apply = _apply; sys.setswitchinterval(0.004)\n"
-              "from pypm.cli import main\nrc = main(['sync', '--frozen'])\n"
-              "import json; print(json.dumps([rc, seen, sys.getswitchinterval(), s.GIL_SWITCH_INTERVAL]))\n")
-    r = subprocess.run([sys.executable, "-c", inject], cwd=project, env=pypm.env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    import json
-
-    rc, seen, after, short = json.loads(r.stdout)
+    rc, seen, after, short = _sync_inside(
+        pypm, project,
+        "import sys; import pypm.sync as s; real = s._apply; seen = []\n"
+        "def _apply(*a, **k):\n    seen.append(sys.getswitchinterval())\n    return real(*a, **k)\n"
+        "s._apply = _apply; sys.setswitchinterval(0.004)\n",
+        "[rc, seen, sys.getswitchinterval(), s.GIL_SWITCH_INTERVAL]")
     assert rc == 0 and after == 0.004  # restored
     assert seen == [short] and short < 0.004  # one _apply, under the short interval
     assert (project / ".venv").is_dir()
@@ -1028,16 +1033,15 @@ def test_wheels_landing_during_a_dominant_download_wait_for_it(pypm, dists, inde
     way are not unpacked until it has landed (sync._HoldBack), seen from inside a real sync. The
     big download is made to last 0.4 s longer, so without the hold-back the small ones are
     unpacked inside that time."""
-    import json
-
     big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(2 << 20)})
     smalls = [dists.wheel(f"small{i}", "1.0") for i in range(5)]
     server = index_server()
     names = ["big"] + [f"small{i}" for i in range(5)]
     project = write_project(tmp_path / "p", deps=names)
     write_lock(project, server, [big, *smalls], main=names)
-    inject = (
-        "import json, time, threading, pypm.cache as c\n"
+    rc, events = _sync_inside(
+        pypm, project,
+        "import time, pypm.cache as c\n"
         "events = []; real_dl = c.Cache._download; real_unpack = c.Cache.unpack\n"
         "def _download(self, entry, *a, **k):\n"
         "    real_dl(self, entry, *a, **k)\n"
@@ -1047,13 +1051,8 @@ def test_wheels_landing_during_a_dominant_download_wait_for_it(pypm, dists, inde
         "def unpack(self, entry, **k):\n"
         "    events.append(('unpack', entry.filename, time.monotonic()))\n"
         "    return real_unpack(self, entry, **k)\n"
-        "c.Cache._download = _download; c.Cache.unpack = unpack\n"
-        "from pypm.cli import main\nrc = main(['sync', '--frozen'])\n"
-        "print(json.dumps([rc, events]))\n")
-    r = subprocess.run([sys.executable, "-c", inject], cwd=project, env=pypm.env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    rc, events = json.loads(r.stdout.strip().splitlines()[-1])
+        "c.Cache._download = _download; c.Cache.unpack = unpack\n",
+        "[rc, events]")
     assert rc == 0
     big_landed = next(t for kind, fn, t in events if kind == "landed" and fn.startswith("big-"))
     small_landed = [t for kind, fn, t in events if kind == "landed" and fn.startswith("small")]

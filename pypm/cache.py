@@ -140,6 +140,12 @@ class Cache:
     def unpacked_path(self, sha256: str) -> Path:
         return self.root / "unpacked" / sha256[:2] / sha256
 
+    def downloads(self, entry: FileEntry) -> bool:
+        """Would `fetch` download `entry` over the network: no copy in the cache, and a network
+        URL, not a local file (a plugin fetcher may still deliver it)."""
+        return _local_path(entry.url, self.base_dir) is None and not self.wheel_path(entry.sha256,
+                                                                                      entry.filename).exists()
+
     def _lock(self, sha256: str) -> "_EntryLock":
         p = self.root / "locks" / sha256[:2] / f"{sha256}.lock"
         if not p.parent.is_dir():

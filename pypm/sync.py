@@ -171,8 +171,9 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     t0 = time.monotonic()
     _fire(project, "pre-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"), interpreter=None,
           packages=[])
-    # The interpreter is asked about itself (a subprocess, ~25 ms when its answer is not cached)
-    # while this thread reads the lock; neither depends on the other.
+    # The interpreter is asked about itself (a subprocess, ~25 ms when its answer is not cached,
+    # unless it is pypm's own base binary) while this thread reads the lock; neither depends on
+    # the other.
     found = _Background(_interpreter, project, opts, venv)
     if not opts.offline:
         # The fast paths (no-op, fresh venv from a recipe) end before this function: this sync
@@ -501,9 +502,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # One network download with half the bytes or more is the sync's critical path: it is
             # followed by its own unpacking. Wheels that land meanwhile wait for it (_HoldBack).
             on_fetched = _HoldBack(start_unpack, {
-                w.file.sha256: w.file.size or 0 for w in fetch_now
-                if w.kind != "sdist" and w.file.url.startswith(("http://", "https://"))
-                and not cache.wheel_path(w.file.sha256, w.file.filename).exists()},
+                w.file.sha256: w.file.size or 0 for w in fetch_now if w.kind != "sdist" and cache.downloads(w.file)},
                 total=sum(w.file.size or 0 for w in fetch_now if w.kind != "sdist"))
             got = cache.fetch_many([(w.name, w.file) for w in fetch_now], fetchers=fetchers,
                                    # -q silences the bars too (they only ever show on a terminal)

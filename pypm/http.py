@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable, TypeVar
@@ -41,8 +42,10 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
     if http2:
         try:
             import h2  # noqa: F401  (httpx speaks HTTP/2 only when h2 is installed)
-        except ImportError:
+        except ImportError:  # an extra (pypm[http2]): the answers are the same over HTTP/1.1
             http2 = False
+            _warn_once(f"{HTTP2_ENV} is set, but the h2 package is not installed: speaking HTTP/1.1 "
+                       "(install HTTP/2 support with `pip install 'pypm[http2]'`)")
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     # One for all threads, and made ahead where a command called tls.start() (loading the CAs
     # is ~15 ms, with the GIL released: it overlaps the work before the first request).
@@ -65,6 +68,16 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
         headers={"User-Agent": USER_AGENT},
         transport=transport,
     )
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    """One line on stderr per process: make_client runs once per command, but tests make many."""
+    if msg not in _warned:
+        _warned.add(msg)
+        print(f"warning: {msg}", file=sys.stderr)
 
 
 class _SharedLookups(httpcore.SyncBackend):

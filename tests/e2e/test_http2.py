@@ -186,6 +186,18 @@ def h2_index(dists, index_server, tmp_path):
     front.close()
 
 
+def _lock_and_sync(pypm, front, tmp_path, env):
+    """`pypm lock` of a project needing alpha against the front, then `pypm sync --locked`; both must
+    succeed and install alpha 1.0 and beta 2.0. Returns the two completed processes."""
+    root = write_project(tmp_path / "proj", deps=["alpha"])
+    lock = pypm("lock", "--index-url", front.url, cwd=root, env=env)
+    assert lock.returncode == 0, lock.stderr
+    sync = pypm("sync", "--locked", cwd=root, env=env)
+    assert sync.returncode == 0, sync.stderr
+    assert_venv_exact(root / ".venv", {"alpha": "1.0", "beta": "2.0"})
+    return lock, sync
+
+
 @pytest.mark.parametrize("setting, protocol", [("1", "h2"), (None, "http/1.1"), ("0", "http/1.1")])
 def test_lock_and_sync_use_http2_when_asked_and_the_index_offers_it(pypm, h2_index, tmp_path, setting,
                                                                     protocol) -> None:
@@ -193,13 +205,7 @@ def test_lock_and_sync_use_http2_when_asked_and_the_index_offers_it(pypm, h2_ind
     # speak HTTP/1.1 over TLS to the same server, which offers both through ALPN.
     front, cert = h2_index
     env = {"SSL_CERT_FILE": str(cert), "PYPM_HTTP2": setting}
-    env = {k: v for k, v in env.items() if v is not None}
-    root = write_project(tmp_path / "proj", deps=["alpha"])
-    r = pypm("lock", "--index-url", front.url, cwd=root, env=env)
-    assert r.returncode == 0, r.stderr
-    r = pypm("sync", "--locked", cwd=root, env=env)
-    assert r.returncode == 0, r.stderr
-    assert_venv_exact(root / ".venv", {"alpha": "1.0", "beta": "2.0"})
+    _lock_and_sync(pypm, front, tmp_path, {k: v for k, v in env.items() if v is not None})
     paths = [p for _, _, p in front.requests]
     assert any(p.startswith("/simple/alpha") for p in paths) and any(p.endswith("beta-2.0-py3-none-any.whl")
                                                                      for p in paths), front.requests
@@ -220,12 +226,7 @@ def test_without_h2_installed_lock_and_sync_speak_http1(pypm, h2_index, tmp_path
     env = {"SSL_CERT_FILE": str(cert), "PYTHONPATH": str(blocker)}
     if setting is not None:
         env["PYPM_HTTP2"] = setting
-    root = write_project(tmp_path / "proj", deps=["alpha"])
-    lock = pypm("lock", "--index-url", front.url, cwd=root, env=env)
-    assert lock.returncode == 0, lock.stderr
-    sync = pypm("sync", "--locked", cwd=root, env=env)
-    assert sync.returncode == 0, sync.stderr
-    assert_venv_exact(root / ".venv", {"alpha": "1.0", "beta": "2.0"})
+    lock, sync = _lock_and_sync(pypm, front, tmp_path, env)
     assert {proto for proto, _, _ in front.requests} == {"http/1.1"}, front.requests
     warning = "PYPM_HTTP2 is set, but the h2 package is not installed: speaking HTTP/1.1"
     for r in (lock, sync):

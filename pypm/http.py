@@ -71,13 +71,17 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
 
 
 _warned: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 def _warn_once(msg: str) -> None:
-    """One line on stderr per process: make_client runs once per command, but tests make many."""
-    if msg not in _warned:
+    """One line on stderr per process: one command may make several clients (the index's, the
+    cache's), on different threads."""
+    with _warned_lock:
+        if msg in _warned:
+            return
         _warned.add(msg)
-        print(f"warning: {msg}", file=sys.stderr)
+    print(f"warning: {msg}", file=sys.stderr)
 
 
 class _SharedLookups(httpcore.SyncBackend):

@@ -428,6 +428,15 @@ class Cache:
             held: list[bytes] = []  # received, not yet written (at most WRITE_BATCH bytes)
             n_held = 0
             with open(part, mode) as f:
+
+                def flush() -> None:
+                    nonlocal n_held
+                    data = b"".join(held)
+                    held.clear()
+                    n_held = 0
+                    f.write(data)
+                    h.update(data)
+
                 try:
                     for chunk in r.iter_raw():
                         if self._cancel.is_set():
@@ -438,18 +447,12 @@ class Cache:
                         if progress:
                             progress.advance(task, len(chunk))
                         if n_held >= WRITE_BATCH:
-                            data = b"".join(held)
-                            held.clear()
-                            n_held = 0
-                            f.write(data)
-                            h.update(data)
+                            flush()
                 finally:
                     # Whatever ends the transfer (a dropped connection, Ctrl-C), every byte received
                     # is kept in the .part: the next attempt or run resumes from there.
                     if held:
-                        data = b"".join(held)
-                        f.write(data)
-                        h.update(data)
+                        flush()
         return resumed, h.hexdigest(), size
 
     # ---- fetch many

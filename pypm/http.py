@@ -76,7 +76,12 @@ _warned_lock = threading.Lock()
 
 def _warn_once(msg: str) -> None:
     """One line on stderr per process: one command may make several clients (the index's, the
-    cache's), on different threads."""
+    cache's), on different threads. None with -q, which pypm.cli records in pypm.plugins (the
+    clients have no command context to ask)."""
+    from .plugins import quiet
+
+    if quiet():
+        return
     with _warned_lock:
         if msg in _warned:
             return

@@ -186,13 +186,14 @@ def h2_index(dists, index_server, tmp_path):
     front.close()
 
 
-def _lock_and_sync(pypm, front, tmp_path, env):
-    """`pypm lock` of a project needing alpha against the front, then `pypm sync --locked`; both must
-    succeed and install alpha 1.0 and beta 2.0. Returns the two completed processes."""
+def _lock_and_sync(pypm, front, tmp_path, env, *flags):
+    """`pypm lock` of a project needing alpha against the front, then `pypm sync --locked` (each
+    with `flags` first); both must succeed and install alpha 1.0 and beta 2.0. Returns the two
+    completed processes."""
     root = write_project(tmp_path / "proj", deps=["alpha"])
-    lock = pypm("lock", "--index-url", front.url, cwd=root, env=env)
+    lock = pypm(*flags, "lock", "--index-url", front.url, cwd=root, env=env)
     assert lock.returncode == 0, lock.stderr
-    sync = pypm("sync", "--locked", cwd=root, env=env)
+    sync = pypm(*flags, "sync", "--locked", cwd=root, env=env)
     assert sync.returncode == 0, sync.stderr
     assert_venv_exact(root / ".venv", {"alpha": "1.0", "beta": "2.0"})
     return lock, sync
@@ -212,13 +213,14 @@ def test_lock_and_sync_use_http2_when_asked_and_the_index_offers_it(pypm, h2_ind
     assert {proto for proto, _, _ in front.requests} == {protocol}, front.requests
 
 
-@pytest.mark.parametrize("setting", ["1", None])
-def test_without_h2_installed_lock_and_sync_speak_http1(pypm, h2_index, tmp_path, setting) -> None:
-    # h2 is an extra (pypm[http2]). Without it, PYPM_HTTP2=1 is reported once per command and
-    # ignored: the index that offers h2 through ALPN is spoken to over HTTP/1.1 (httpcore, which
-    # then has no HTTP/2 connection class, must never be handed one). Without the variable,
-    # nothing is said. "Not installed" is a first entry on the path whose h2 fails to import, as
-    # a missing package does; the rest of the test environment (which has h2) is left alone.
+@pytest.mark.parametrize("setting, flags", [("1", ()), (None, ()), ("1", ("-q",))])
+def test_without_h2_installed_lock_and_sync_speak_http1(pypm, h2_index, tmp_path, setting, flags) -> None:
+    # h2 is an extra (pypm[http2]). Without it, PYPM_HTTP2=1 is reported once per command (not
+    # with -q) and ignored: the index that offers h2 through ALPN is spoken to over HTTP/1.1
+    # (httpcore, which then has no HTTP/2 connection class, must never be handed one). Without
+    # the variable, nothing is said. "Not installed" is a first entry on the path whose h2 fails
+    # to import, as a missing package does; the rest of the test environment (which has h2) is
+    # left alone.
     front, cert = h2_index
     blocker = tmp_path / "no-h2"
     (blocker / "h2").mkdir(parents=True)
@@ -226,13 +228,16 @@ def test_without_h2_installed_lock_and_sync_speak_http1(pypm, h2_index, tmp_path
     env = {"SSL_CERT_FILE": str(cert), "PYTHONPATH": str(blocker)}
     if setting is not None:
         env["PYPM_HTTP2"] = setting
-    lock, sync = _lock_and_sync(pypm, front, tmp_path, env)
+    lock, sync = _lock_and_sync(pypm, front, tmp_path, env, *flags)
     assert {proto for proto, _, _ in front.requests} == {"http/1.1"}, front.requests
     warning = "PYPM_HTTP2 is set, but the h2 package is not installed: speaking HTTP/1.1"
+    said = setting and not flags
     for r in (lock, sync):
-        assert r.stderr.count(warning) == (1 if setting else 0), r.stderr
-    if setting:
+        assert r.stderr.count(warning) == (1 if said else 0), r.stderr
+    if said:
         assert "pip install 'pypm[http2]'" in sync.stderr
+    else:
+        assert "warning" not in lock.stderr + sync.stderr
 
 
 def test_the_front_also_speaks_http1(h2_index) -> None:

@@ -55,6 +55,9 @@ def make_entry(cache_root: str, wheel: str, tmp: str, final: str, filename: str,
     from .wheelfile import extract_verified
     from .wheeltree import manifest_path, store, tree_of_extracted, write_manifest
 
+    target = manifest_path(Path(final))
+    if target is None:  # a caller's mistake, refused before anything is written (not a file named "None")
+        raise ValueError(f"{final} is not a store entry (<cache>/unpacked/<sha256[:2]>/<sha256>)")
     manifest = extract_verified(Path(wheel), Path(tmp), label=label)
     # issue 7: the Merkle tree, from verified bytes
     tree = tree_of_extracted(Path(tmp), wheel_filename=filename, wheel_sha256=sha256, manifest=manifest)
@@ -62,7 +65,7 @@ def make_entry(cache_root: str, wheel: str, tmp: str, final: str, filename: str,
     manifest.update({"merkle-root": tree.root, "wheel-sha256": sha256})
     # Written before the entry appears: an entry without one is from an older pypm (the
     # installer derives it then), never a half-written one.
-    write_manifest(manifest_path(Path(final)), manifest)  # type: ignore[arg-type]
+    write_manifest(target, manifest)
 
 
 def worker_count(sizes: list[int]) -> int:

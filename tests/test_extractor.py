@@ -66,6 +66,20 @@ def test_a_worker_makes_the_entry_the_parent_would(tmp_path, no_parent_extractio
     assert tree_path(tmp_path / "c1", job[5]).read_bytes() == tree_path(tmp_path / "c2", ref[5]).read_bytes()
 
 
+def test_an_entry_outside_the_store_layout_is_refused_before_anything_is_written(tmp_path, monkeypatch) -> None:
+    """Where the manifest goes is derived from the entry's path; a path that is not
+    <cache>/unpacked/<sha[:2]>/<sha> has no such place, and once made the manifest silently into
+    a file named "None" in the current directory."""
+    w = build_wheel(tmp_path, "alpha", "1.0")
+    cache, sha = tmp_path / "c", sha256_file(w)
+    (cache / "unpacked").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    tmp = cache / "unpacked" / f".tmp-{sha}"
+    with pytest.raises(ValueError, match="is not a store entry"):
+        make_entry(str(cache), str(w), str(tmp), str(cache / "unpacked" / sha), w.name, sha, w.name)
+    assert not (tmp_path / "None").exists() and not tmp.exists()
+
+
 @pytest.mark.parametrize("kind", ["bad-hash", "unsafe-path"])
 def test_a_worker_refusal_is_raised_as_the_same_error(tmp_path, no_parent_extraction, kind) -> None:
     if kind == "bad-hash":

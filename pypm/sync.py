@@ -495,15 +495,15 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # its bytes each time (torch: 183 MB, ~0.4 s).
             fetch_now = [w for w in fetch if w.kind == "sdist" or not cache.unpacked_path(w.file.sha256).is_dir()]
             wheels_by_sha.update((w.file.sha256, w) for w in fetch if w.kind != "sdist")
+            wheels_now = [w for w in fetch_now if w.kind != "sdist"]
             # Wheels with no store entry yet are extracted in a worker process (pypm.extractor),
             # off this process's GIL, while the downloads and installs go on here.
-            workers = Workers(worker_count([w.file.size or 0 for w in fetch_now if w.kind != "sdist"]),
-                              debug=ctx.debug)
+            workers = Workers(worker_count([w.file.size or 0 for w in wheels_now]), debug=ctx.debug)
             # One network download with half the bytes or more is the sync's critical path: it is
             # followed by its own unpacking. Wheels that land meanwhile wait for it (_HoldBack).
-            on_fetched = _HoldBack(start_unpack, {
-                w.file.sha256: w.file.size or 0 for w in fetch_now if w.kind != "sdist" and cache.downloads(w.file)},
-                total=sum(w.file.size or 0 for w in fetch_now if w.kind != "sdist"))
+            on_fetched = _HoldBack(start_unpack,
+                                   {w.file.sha256: w.file.size or 0 for w in wheels_now if cache.downloads(w.file)},
+                                   total=sum(w.file.size or 0 for w in wheels_now))
             got = cache.fetch_many([(w.name, w.file) for w in fetch_now], fetchers=fetchers,
                                    # -q silences the bars too (they only ever show on a terminal)
                                    progress=False if getattr(ctx, "quiet", False) else None,

@@ -14,10 +14,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .buildenv import build_environment, build_packages_of, missing_requirements
 from .errors import BuildError, ExitCode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .installer import LinkMode
 
 __all__ = ["build_wheel", "build_command", "read_build_system", "build_key", "cached_build", "remember_build",
            "sdist_epoch", "project_epoch", "build_environment", "BUILD_FORMAT", "discover_build_requires",
@@ -130,7 +133,7 @@ def _unpack_sdist(path: Path, dest: Path) -> Path:
 
 
 def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[Any], interpreter: Any,
-           cache: Any, link_mode: str | None, fetchers: Sequence[Any], label: str | None, network: bool,
+           cache: Any, link_mode: LinkMode | None, fetchers: Sequence[Any], label: str | None, network: bool,
            epoch: int | None, sdist: Path | None = None, requires_only: bool = False) -> Any:
     """Build `kind` ("wheel" | "editable" | "sdist") of `source` (or of the archive `sdist`); its path.
 
@@ -151,7 +154,7 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
             source = _unpack_sdist(sdist, tmp / "src")
             source_inside = f"{SRC_INSIDE}/{source.name if source != tmp / 'src' else 'source'}"
             epoch = sdist_epoch(sdist) if epoch is None else epoch
-            protect = ()
+            protect: tuple[str, ...] = ()
         else:
             # The project is seen at its real path: an editable wheel points there.
             source = Path(source).resolve()
@@ -245,7 +248,7 @@ def _rmtree(path: Path) -> None:
 
 
 def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: Sequence[Any],
-                interpreter: Any, cache: Any, link_mode: str | None = None,
+                interpreter: Any, cache: Any, link_mode: LinkMode | None = None,
                 fetchers: Sequence[Any] = (), label: str | None = None, network: bool = False,
                 source_date_epoch: int | None = None) -> Path:
     """Build a wheel (PEP 660 editable when `editable`) of `source` into `out_dir`, in the sandbox.

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import BuildError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .installer import LinkMode
 
 __all__ = ["build_environment", "build_packages_of", "missing_requirements"]
 
@@ -47,7 +50,7 @@ def build_packages_of(lock: Any, pkg: Any, env: Mapping[str, str] | None = None)
 
 
 def build_environment(build_packages: Sequence[Any], interpreter: Any, cache: Any, env_dir: Path, *,
-                      link_mode: str | None = None, fetchers: Sequence[Any] = (), label: str = "") -> None:
+                      link_mode: LinkMode | None = None, fetchers: Sequence[Any] = (), label: str = "") -> None:
     """Make `env_dir` a venv holding exactly `build_packages` (locked wheels, verified by the cache).
 
     Scripts get `#!/build/env/bin/python`: the venv is seen at that fixed path inside the sandbox.

@@ -408,8 +408,8 @@ class Cache:
             if r.status_code == 206 and have and _range_start(r.headers.get("content-range")) == have:
                 resumed = True
                 self._note(f"resumed {entry.filename} at byte {have}")
-                with open(part, "rb") as f:  # hash the prefix we already have
-                    while chunk := f.read(CHUNK):
+                with open(part, "rb") as prefix:  # hash the prefix we already have
+                    while chunk := prefix.read(CHUNK):
                         h.update(chunk)
                 mode = "ab"
                 size = have
@@ -506,11 +506,10 @@ class Cache:
             if failed:
                 self._cancel.set()
                 wait(futs)
-                errs = [f.exception() for f in futs if f.exception() is not None
-                        and not isinstance(f.exception(), _Cancelled)]
+                errs = [exc for f in futs if (exc := f.exception()) is not None and not isinstance(exc, _Cancelled)]
                 # an integrity failure says more than a network one
                 errs.sort(key=lambda e: 0 if isinstance(e, IntegrityError) else 1)
-                raise errs[0]  # type: ignore[misc]
+                raise errs[0]
             for f, e in futs.items():
                 out[e.sha256] = f.result()
             return out
@@ -791,8 +790,7 @@ def _local_path(url: str, base_dir: Path) -> Path | None:
     if url.startswith(("http://", "https://")):
         return None
     if url.startswith("file:"):
-        p = urlparse(url)
-        return Path(unquote(p.path))
+        return Path(unquote(urlparse(url).path))
     p = Path(url).expanduser()
     return p if p.is_absolute() else base_dir / p
 

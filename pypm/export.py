@@ -360,9 +360,9 @@ def _pl_file(d: Any, where: str, path: Path) -> FileEntry:
         raise _pl_err(path, f"{where}.url", "must be a string")
     if local is not None and not isinstance(local, str):
         raise _pl_err(path, f"{where}.path", "must be a string")
-    if not url and not local:
-        raise _pl_err(path, where, "has neither `url` nor `path`")
     if not url:
+        if not local:
+            raise _pl_err(path, where, "has neither `url` nor `path`")
         p = Path(local)
         url = (p if p.is_absolute() else (path.parent / p)).resolve().as_uri()
     name = d.get("name")

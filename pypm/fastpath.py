@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_load
 DEFAULT_SELECTION = {"main": True, "extras": [], "groups": ["dev"], "include-project": True}
 
 try:  # the builtin module (3.11) rather than hashlib, which loads OpenSSL (~2 ms); the same digest
-    from _sha256 import sha256  # type: ignore[import-not-found]
+    from _sha256 import sha256
 except ImportError:  # pragma: no cover - other Pythons
     from hashlib import sha256
 
@@ -118,7 +118,7 @@ def json_loads(text: str) -> Any:
         return json.loads(text)
     start = len(text) - len(text.lstrip(" \t\n\r"))
     try:
-        value, end = make_scanner(_JSONContext())(text, start)
+        value, end = make_scanner(_JSONContext())(text, start)  # type: ignore[arg-type]  # a duck-typed context
     except (StopIteration, SystemError, ValueError):
         # The scanner raises json.decoder's JSONDecodeError, which it finds only once json is
         # imported (else: SystemError): on this error path, let json itself say what is wrong.

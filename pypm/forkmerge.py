@@ -83,10 +83,10 @@ def merge_branches(state: _State, root: RootSpec, done: list[_Branch]) -> Resolu
             feed(target, extras, bits)
         while work:
             st = work.pop()
-            r = reach[st]
+            st_bits = reach[st]
             for target, extras, bits in out_edges.get(st, []):
-                if r & bits:
-                    feed(target, extras, r & bits)
+                if st_bits & bits:
+                    feed(target, extras, st_bits & bits)
         for (nk, ex), bits in reach.items():
             if ex or not bits:
                 continue

@@ -528,12 +528,14 @@ class IndexClient:
         resolver asks for the same names again and again, and a job per name was ~2k thread-pool
         submissions in a 60-package lock."""
         todo = [n for n in names if not self._files.started(str(canonicalize_name(n)))]
-        self._run_all([lambda n=n: self.project_releases(n) for n in todo])
+        self._run_all([lambda n=n: self.project_releases(n)  # type: ignore[misc]  # mypy#15459: lambda x=x
+                       for n in todo])
 
     def prefetch_metadata(self, files: Iterable[DistFile]) -> None:
         """Fetch the metadata of many files at once; errors surface later from metadata() (those
         already fetched or being fetched are left alone, as in prefetch)."""
-        self._run_all([lambda f=f: self.metadata(f) for f in files if not self._meta.started(f.url)])
+        self._run_all([lambda f=f: self.metadata(f)  # type: ignore[misc]  # mypy#15459: lambda x=x
+                       for f in files if not self._meta.started(f.url)])
 
     def in_background(self, job: Callable[[], Any]) -> None:
         """Run `job` on the client's threads without waiting for it (look-ahead fetches: what it
@@ -711,9 +713,9 @@ class IndexClient:
             if store:  # written outside the lock: the next page's parsing does not wait for the disk
                 self._store(self.cache_dir / "http" / _cache_key(base + canon + "/"), page.dumps())
         for loc in self.find_links:
-            files = self._listing(loc).get(canon, [])
-            found = found or bool(files)
-            releases.add_files(files)
+            link_files = self._listing(loc).get(canon, [])
+            found = found or bool(link_files)
+            releases.add_files(link_files)
         if not found:
             raise PackageNotFound(
                 f"Package `{asked}` was not found in {self._sources_text()}",
@@ -737,7 +739,7 @@ class IndexClient:
                 newest = v if newest is None or v > newest else newest
         for f in files:
             if newest is not None and not f.sha256 and Version(f.version) == newest:
-                self.in_background(lambda f=f: self.file_hash(f))
+                self.in_background(lambda f=f: self.file_hash(f))  # type: ignore[misc]  # mypy#15459: lambda x=x
 
     def _project_page(self, idx: str, canon: str) -> _Page | None:
         """The project's page on one index, or None when the index does not know the project."""
@@ -869,8 +871,9 @@ class IndexClient:
         path = self.cache_dir / "metadata" / (_cache_key(self._file_key(f)) + ".json")
         if not self.refresh:  # --refresh re-fetches metadata (DESIGN §3)
             try:
-                meta = CoreMetadata(**{k: tuple(v) if isinstance(v, list) else v
-                                       for k, v in json.loads(path.read_bytes()).items()})
+                fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v  # as asdict() wrote it
+                                          for k, v in json.loads(path.read_bytes()).items()}
+                meta = CoreMetadata(**fields)
                 self._hash_ahead(f)
                 return meta
             except (OSError, ValueError, TypeError, AttributeError):
@@ -904,7 +907,7 @@ class IndexClient:
             files = [f]
         for g in files:
             if not g.sha256 and _is_local(g.url):
-                self.in_background(lambda g=g: self.file_hash(g))
+                self.in_background(lambda g=g: self.file_hash(g))  # type: ignore[misc]  # mypy#15459: lambda x=x
 
     def _file_key(self, f: DistFile) -> str:
         if f.sha256:
@@ -1018,7 +1021,7 @@ class IndexClient:
     def _download(self, f: DistFile) -> _TempDownload:  # kept for callers written before open_dist
         return _TempDownload(self, f)
 
-    def _stream_to(self, f: DistFile, sink: Callable[[bytes], None], reset: Callable[[], None]) -> str:
+    def _stream_to(self, f: DistFile, sink: Callable[[bytes], object], reset: Callable[[], None]) -> str:
         """Stream a remote file into `sink` (retrying from scratch); returns its sha256 hex."""
         from .http import with_retries
 

@@ -228,7 +228,7 @@ def _metadata_name_version(info: Path) -> tuple[str, str]:
     return name, version
 
 
-def _rel(path: Path, base: Path) -> str:
+def _rel(path: str | Path, base: str | Path) -> str:
     # Two calls per installed file: a prefix check instead of os.path.relpath, which makes both
     # paths absolute and normalises them every time (a quarter of a warm install's CPU). Names
     # with `..` never get here (refused on unpack and by the planning step).
@@ -268,7 +268,7 @@ class InstallPlan:
         self.writes: list[tuple[str, bytes, int]] = []  # (venv path, bytes, mode): new files
         self.record: list[tuple[str, str, str]] = []  # RECORD rows, without RECORD's own
 
-    def record_bytes(self, extra: list[tuple[str, str, str]] = ()) -> bytes:  # type: ignore[assignment]
+    def record_bytes(self, extra: Iterable[tuple[str, str, str]] = ()) -> bytes:
         rows = sorted([*self.record, *extra])
         rows.append((f"{os.path.basename(self.dst_info)}/RECORD", "", ""))
         return _record_text(rows).encode()

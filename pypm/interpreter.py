@@ -194,8 +194,8 @@ def _platforms(raw: dict[str, Any]) -> list[str]:
 
         parts = raw.get("mac_ver") or ""
         ver = tuple(int(x) for x in parts.split(".")[:2]) if parts else None
-        arch = plat.rsplit("_", 1)[-1] if not plat.endswith("universal2") else None
-        return list(mac_platforms(ver, arch))  # type: ignore[arg-type]
+        mac_arch = plat.rsplit("_", 1)[-1] if not plat.endswith("universal2") else None
+        return list(mac_platforms(ver, mac_arch))  # type: ignore[arg-type]  # (major, minor), parsed as packaging does
     return [plat]
 
 
@@ -256,7 +256,7 @@ def _from_raw(executable: Path, raw: dict[str, Any]) -> Interpreter:
         executable=executable,
         base_executable=Path(raw["base_executable"]),
         base_prefix=Path(raw["base_prefix"]),
-        version=tuple(raw["version"]),  # type: ignore[arg-type]
+        version=tuple(raw["version"]),
         implementation=raw["implementation"],
         markers=dict(raw["markers"]),
         tags=tuple(raw["tags"]),
@@ -452,11 +452,11 @@ def find_interpreter(request: str | None, requires_python: str | None) -> Interp
         else:
             import shutil
 
-            found = shutil.which(request)
-            if not found:
+            on_path = shutil.which(request)
+            if not on_path:
                 raise UsageError(f"--python {request!r}: no such interpreter on PATH",
                                  hint="use a version such as 3.11, a specifier such as '>=3.10', or a path")
-            return find_interpreter(found, rp)
+            return find_interpreter(on_path, rp)
 
     cands = _path_candidates()
     order = {c: i for i, c in enumerate(cands)}

@@ -82,7 +82,7 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
 def plan_path(root: str, cache_dir: str | None = None) -> str:
     """Where the plan for the project at `root` lives (in the user's cache, never the project)."""
     try:
-        from _sha256 import sha256  # type: ignore[import-not-found]  # not hashlib: no OpenSSL here
+        from _sha256 import sha256  # not hashlib: no OpenSSL here
     except ImportError:  # pragma: no cover - other Python builds
         from hashlib import sha256
     return os.path.join(cache_dir or default_cache_dir(), PLANS_DIR, sha256(os.fsencode(root)).hexdigest()[:32])
@@ -272,7 +272,9 @@ def _resolve_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> l
     """Paths the policy holds only in resolved form (sandbox.host.resolve_bind, pth_paths,
     interpreter_prefixes, seccomp.profile_path): each is checked to resolve the same way."""
     out = []
-    sb = tool.get("sandbox") if isinstance(tool.get("sandbox"), dict) else {}
+    sb = tool.get("sandbox")
+    if not isinstance(sb, dict):
+        sb = {}
     for spec in [*(sb.get("bind") or ()), *(sb.get("ro-bind") or ())]:
         out.append(os.path.join(root, os.path.expanduser(str(spec).partition(":")[0])))
     lib = os.path.join(venv, "lib")
@@ -318,7 +320,9 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
 
     if any(not os.fsencode(p).startswith(_ENV_PREFIXES) for p in ENV_ALLOW_PREFIXES):
         return False  # an allowlisted prefix the comparison would not cover
-    sb = tool.get("sandbox") if isinstance(tool.get("sandbox"), dict) else {}
+    sb = tool.get("sandbox")
+    if not isinstance(sb, dict):
+        sb = {}
     passthrough = [str(e).partition("=")[0] for e in sb.get("env") or ()]
     names = frozenset(os.fsencode(n) for n in (*ENV_ALLOWLIST, *_ENV_READ, *passthrough))
     exe = native.helper(cache_dir)
@@ -351,8 +355,8 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     args = args[:-1]  # without the "--" that plan_argv ends with (launch adds it before the command)
     fields = [_MAGIC, " ".join(flags).encode(), os.fsencode(os.getcwd()), b"%d" % os.getuid(), b"%d" % os.getgid(),
               b"%d" % len(idents)]
-    for p, ident in idents:
-        fields += [p, ident]
+    for path_b, ident in idents:
+        fields += [path_b, ident]
     env = _environ(names)
     fields += [b"%d" % len(names), *sorted(names), b"%d" % len(env), *env, programs.hex().encode(),
                b"%d" % len(args), *map(os.fsencode, args), b"end"]

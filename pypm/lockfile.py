@@ -490,7 +490,7 @@ def read(path: Path) -> Lock:
     return loads(text, path)
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(chunk):

@@ -465,8 +465,8 @@ def _platform_expr(plats: frozenset[int]) -> str | None:
         return f'sys_platform != "{missing}"'
     terms = [f'sys_platform == "{o}"' for o in full_os]
     for o, ps in partial:
-        for p in ps:
-            terms.append(f'sys_platform == "{o}" and platform_machine == "{PLATFORMS[p][3]}"')
+        for pi in ps:
+            terms.append(f'sys_platform == "{o}" and platform_machine == "{PLATFORMS[pi][3]}"')
     return " or ".join(terms)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -114,6 +114,21 @@ class Req:
         return any(s.operator in ("==", "===") and not s.version.endswith(".*") for s in self.specifier)
 
 
+if TYPE_CHECKING:
+    from typing import Callable, TypedDict
+
+    class _ReqCommon(TypedDict):
+        """The fields `_Provider.make_reqs` gives every Req of one requirement string."""
+
+        name: str
+        specifier: SpecifierSet
+        bits: Bits
+        full_bits: Bits
+        marker: str | None
+        exact: bool
+        extras: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Cand:
     name: str
@@ -193,8 +208,9 @@ class _State:
         self._file_bits: dict[int, tuple[Bits, Bits | None]] = {}  # id(file) -> (requires-python, tags)
         self._projects: dict[str, _Project] = {}
         spawn = getattr(finder, "in_background", None)
-        has_releases = getattr(finder, "project_releases", None) is not None
-        self.lookahead = _Lookahead(self, spawn) if spawn is not None and has_releases else None
+        releases_of = getattr(finder, "project_releases", None)  # optional in a Finder (see there)
+        self.lookahead = (_Lookahead(self, spawn, releases_of)
+                          if spawn is not None and releases_of is not None else None)
         # (name, version, scope, pinned) -> (the release's version, its files) or None: `usable` one release at a time
         self._release_usable: dict[tuple[str, Version, Bits, bool], tuple[Version, list[Any]] | None] = {}
 
@@ -359,9 +375,10 @@ class _Lookahead:
     The resolver asks for the same things later and finds them memoised in the finder; a wrong
     guess costs one fetch. Errors are left for the resolver to meet (the finder memoises them)."""
 
-    def __init__(self, state: _State, spawn: Any) -> None:
+    def __init__(self, state: _State, spawn: Any, releases_of: Callable[[str], Releases]) -> None:
         self.s = state
         self.spawn = spawn  # the finder's in_background
+        self.releases_of = releases_of  # the finder's project_releases
         self.seen: set[tuple[str, tuple[str, ...]]] = set()
         self.stopped = False
 
@@ -379,7 +396,7 @@ class _Lookahead:
             if self.stopped:
                 return
             finder, u = self.s.finder, self.s.u
-            releases = finder.project_releases(name)
+            releases = self.releases_of(name)
             pick = None
             for v, texts in releases.newest_first():
                 if v.is_prerelease and not spec.prereleases:  # pre-releases only if named
@@ -416,7 +433,7 @@ class _Lookahead:
 
 # ---------------------------------------------------------------------- the provider
 
-class _Provider(AbstractProvider):  # type: ignore[misc]
+class _Provider(AbstractProvider):
     def __init__(self, state: _State, branch: Bits, root_name: str) -> None:
         self.s = state
         self.u = state.u
@@ -448,9 +465,9 @@ class _Provider(AbstractProvider):  # type: ignore[misc]
                 if (self.u.compile(marker, "").bits & scope) == bits:
                     continue
             name = canonicalize_name(r.name)
-            common = dict(name=name, specifier=r.specifier, bits=bits, full_bits=info.bits,
-                          marker=strip_extra(marker),
-                          exact=info.exact, extras=tuple(sorted(canonicalize_name(e) for e in r.extras)))
+            common: _ReqCommon = dict(name=name, specifier=r.specifier, bits=bits, full_bits=info.bits,
+                                      marker=strip_extra(marker),
+                                      exact=info.exact, extras=tuple(sorted(canonicalize_name(e) for e in r.extras)))
             if not r.extras:
                 out.append(Req(ident=name, extra="", text=text, **common))
             for e in sorted(canonicalize_name(x) for x in r.extras):

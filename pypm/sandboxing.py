@@ -74,13 +74,13 @@ class _Settings:
 
 def _from_tool(tool: Any) -> tuple[str, Any] | None:
     sb = tool.get("sandbox") if isinstance(tool, dict) else None
-    if not isinstance(sb, dict) or not isinstance(tool.get("name"), str):  # type: ignore[union-attr]
+    if not isinstance(sb, dict) or not isinstance(tool.get("name"), str):
         return None
     try:
         cfg = _Settings(sb)
     except (KeyError, TypeError):
         return None
-    return tool["name"], cfg  # type: ignore[index]
+    return tool["name"], cfg
 
 
 def _from_pyproject(path: Path) -> tuple[str, Any] | None:

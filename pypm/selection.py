@@ -8,7 +8,7 @@ followed, which is what export and verification want.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from .errors import LockError
 from .lockfile import Dependency, Lock, LockedPackage, canonical_name
@@ -24,8 +24,8 @@ class Selection:
     include_project: bool = True  # the root package itself (editable), when it is not virtual
 
     @classmethod
-    def from_flags(cls, *, extras: list[str] = (), all_extras: bool = False, no_dev: bool = False,
-                   groups: list[str] = (), only_groups: list[str] = (), no_install_project: bool = False
+    def from_flags(cls, *, extras: Sequence[str] = (), all_extras: bool = False, no_dev: bool = False,
+                   groups: Sequence[str] = (), only_groups: Sequence[str] = (), no_install_project: bool = False
                    ) -> "Selection":
         g = {canonical_name(x) for x in groups}
         if only_groups:
@@ -90,5 +90,7 @@ def select_packages(lock: Lock, selection: Selection, env: Mapping[str, str] | N
             expanded.add((key, extra))
             edges = pkg.dependencies if extra == "" else pkg.optional_dependencies.get(canonical_name(extra), [])
             stack.extend(d for d in edges if _edge_applies(d, env))
-    seen.pop(lock.root().key, None)  # (entry_dependencies checked it exists)
+    root = lock.root()
+    assert root is not None  # entry_dependencies raised LockError above when the lock has no root
+    seen.pop(root.key, None)
     return sorted(seen.values(), key=lambda p: (canonical_name(p.name), p.version))

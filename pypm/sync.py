@@ -14,7 +14,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ExitCode, UsageError
 from .selection import Selection
@@ -22,6 +22,11 @@ from .venvstate import drop_state as _drop_state
 from .venvstate import expected_state, files_present, installed_record, project_token, read_state, tool_knobs
 from .venvstate import synced_unchanged
 from .venvstate import write_state as _write_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable
+
+    from .installer import LinkMode
 
 GIL_SWITCH_INTERVAL = 0.0005  # seconds, while a sync fetches, unpacks and installs (see _sync_locked)
 
@@ -37,7 +42,7 @@ class SyncOptions:
     frozen: bool = False
     offline: bool = False
     python: str | None = None
-    link_mode: str | None = None
+    link_mode: LinkMode | None = None  # the CLI's --link-mode choices
     compile: bool = False
     dry_run: bool = False
     reinstall: bool = False  # every package, from re-verified store entries (a repair beyond sync's stat checks)
@@ -204,6 +209,7 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     root_pkg = lock.root()
     install_project = opts.selection.include_project and not project.is_virtual and root_pkg is not None
     if install_project:
+        assert root_pkg is not None  # install_project is False without one
         wanted.append(Wanted(project.normalized_name, root_pkg.version, "editable", None,
                              _project_token(project), root_pkg))
 
@@ -454,6 +460,10 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                 tree, fn = (res, filename) if filename is not None else res
                 installs.append(installer.submit(_install, tree, fn, w, project, venv, interp, opts, True, plans))
 
+        def install_when_built(w: Any) -> Callable[[Future[tuple[Path, str]]], None]:
+            # the done-callback of w's build (w bound now, not the loop's later value)
+            return lambda f: install_when_ready(f, w, None)
+
         # Biggest first: a wheel that lands while others wait for an unpack thread goes ahead of
         # the smaller ones (the web stack's biggest download, fetched last, used to queue behind
         # ~40 small wheels and then unpack alone at the end). Each task takes the biggest waiting.
@@ -488,7 +498,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     key = build_key("editable", str(project.root), w.token, interp.tags[0], *build_deps_key(w))
                     builds[w.name] = builder.submit(built, w, project.root, key, True,
                                                     f"the project {project.name} ({project.root})")
-                    builds[w.name].add_done_callback(lambda f, w=w: install_when_ready(f, w, None))
+                    builds[w.name].add_done_callback(install_when_built(w))
             fetch = plan.to_fetch()
             # A wheel whose unpacked store entry exists installs from that entry (re-checked
             # when repairing): hashing the wheel again on every warm sync only cost time, all of
@@ -518,15 +528,15 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     builds[w.name] = builder.submit(
                         built, w, got[w.file.sha256],  # the archive: build.py unpacks it at a fixed path
                         key, False, f"{w.name}=={w.version} ({w.file.filename})")
-                    builds[w.name].add_done_callback(lambda f, w=w: install_when_ready(f, w, None))
+                    builds[w.name].add_done_callback(install_when_built(w))
                 else:
                     to_unpack.append(w)
             for w in to_unpack:  # the ones not downloaded now: their store entries exist
                 start_unpack(w.file.sha256, got.get(w.file.sha256))
             for w in to_unpack:
                 unpacked[w.name] = (unpacks[w.file.sha256].result(), w.file.filename)
-            for name, fut in builds.items():
-                unpacked[name] = fut.result()
+            for name, built_fut in builds.items():
+                unpacked[name] = built_fut.result()
             ok = True
         finally:
             # On failure, builds and unpacks not yet started are dropped; running ones are waited
@@ -541,7 +551,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             if installer is not None:  # every install was submitted by now (the callbacks ran)
                 installer.shutdown(wait=True, cancel_futures=not ok)
     if installer is not None:
-        errors = [f.exception() for f in installs if not f.cancelled() and f.exception() is not None]
+        errors = [exc for f in installs if not f.cancelled() and (exc := f.exception()) is not None]
         if errors:
             raise errors[0]
         return
@@ -558,7 +568,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
     # overlap them. Each dist writes its own files and its own journal entry.
     with ThreadPoolExecutor(max_workers=min(_per_core(), len(news)), thread_name_prefix="pypm-install") as ex:
         futures = [ex.submit(_install, *unpacked[n.name], n, project, venv, interp, opts, plans=plans) for n in news]
-        errors = [f.exception() for f in futures if f.exception() is not None]
+        errors = [exc for f in futures if (exc := f.exception()) is not None]
     if errors:
         raise errors[0]
 

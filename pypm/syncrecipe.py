@@ -139,7 +139,7 @@ def _matching_recipe(root: str, frozen: bool) -> tuple[str, str, str, dict[str, 
     tool = state.get("tool")
     if not isinstance(tool, dict) or tool.get("plugins") or tool.get("trusted-keys"):
         return None  # hooks must fire and signatures be checked: the full path does both
-    if state.get("project-token") != project_token(root):  # type: ignore[arg-type]
+    if state.get("project-token") != project_token(root):
         return None
     if not all(isinstance(w, list) and len(w) == 4 and all(isinstance(x, str) for x in w) for w in wheels):
         return None
@@ -195,7 +195,7 @@ def _fast_fresh_sync(argv: list[str]) -> int | None:
         ppath = plan_path(rpath)
         plan = load_plan(ppath, recipe_sha, venv, exe, cache_root)
         made = plan is None
-        if made:
+        if plan is None:
             try:
                 plan = make_plan(cache_root, recipe, recipe_sha, venv)
             except Exception:  # noqa: BLE001 - the full path does it, and says what is wrong

@@ -204,11 +204,11 @@ def mark_complete(root: Path) -> None:
         pass
 
 
-def is_half_built(root: Path) -> bool:
+def is_half_built(root: str | Path) -> bool:
     return (Path(root) / BUILDING_MARKER).exists()
 
 
-def discard_half_built(root: Path) -> None:
+def discard_half_built(root: str | Path) -> None:
     """Remove a venv that still carries the building marker (nothing else is ever removed here)."""
     if is_half_built(root):
         _discard(Path(root))

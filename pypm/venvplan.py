@@ -23,7 +23,7 @@ import os
 
 TYPE_CHECKING = False  # not from typing (~2 ms on this path)
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any
+    from typing import Any, Iterable
 
 __all__ = ["PLAN_FORMAT", "make_plan", "load_plan", "keep_plan", "run_plan"]
 
@@ -42,7 +42,7 @@ def _store_entries(cache_root: str, wheels: list[list[str]]) -> list[tuple[list[
         if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
             return None
         entry = os.path.join(cache_root, "unpacked", sha[:2], sha)
-        mpath = manifest_path(entry)  # type: ignore[arg-type]
+        mpath = manifest_path(entry)
         manifest = read_manifest(mpath) if mpath is not None else None
         if manifest is None or not os.path.isdir(entry):
             return None
@@ -59,7 +59,7 @@ def _interpreter_key(exe: str) -> list[Any] | None:
     return [os.path.abspath(exe), os.path.realpath(exe), st.st_size, st.st_mtime_ns]
 
 
-def _outside(rels: list[str], symlinks: list[str] = ()) -> bool:  # type: ignore[assignment]
+def _outside(rels: list[str], symlinks: Iterable[str] = ()) -> bool:
     """Is any of these relative paths empty, absolute, holding a `..` component, or below one of
     `symlinks` (the venv's own: lib64, bin/python; a path through one lands where it points)?
     (A few scans of one string, not a check per path: torch's plan holds 12k.)"""
@@ -152,7 +152,8 @@ def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: st
     rel = len(pre)
     base_dirs, groups = _split(venv, base_dirs, dirs[len(base_dirs):], files, modes, links, chmods)
     n = 0
-    records = []  # each dist's RECORD, made after both halves: no file it lists is newer than it
+    # each dist's RECORD, made after both halves: no file it lists is newer than it
+    records: list[tuple[Any, ...]] = []
     for g in groups:  # [(name, path in the venv, bytes, mode)]: see keep_plan
         g["blobs"] = []
         for row in g["files"]:
@@ -365,8 +366,8 @@ def keep_plan(path: str, plan: dict[str, Any], venv: str, *, write_missing: bool
             try:
                 os.link(f"{venv}/{d}", name)
                 made.append(name)
-                with open(name, "rb") as f:
-                    same = os.fstat(f.fileno()).st_mode & 0o7777 == mode and f.read() == data
+                with open(name, "rb") as rf:
+                    same = os.fstat(rf.fileno()).st_mode & 0o7777 == mode and rf.read() == data
                 if not same:  # changed since this run wrote it: nothing is kept
                     raise ValueError(d)
             except OSError:  # (another file system than the venv's): a copy of its own
@@ -376,8 +377,8 @@ def keep_plan(path: str, plan: dict[str, Any], venv: str, *, write_missing: bool
                 made.append(name)
                 try:
                     os.fchmod(fd, mode)
-                    with open(fd, "wb", closefd=False) as f:
-                        f.write(data)
+                    with open(fd, "wb", closefd=False) as wf:
+                        wf.write(data)
                 finally:
                     os.close(fd)
         replace_file(path, marshal.dumps(kept), 0o600)
@@ -389,9 +390,9 @@ def keep_plan(path: str, plan: dict[str, Any], venv: str, *, write_missing: bool
                 pass
         return False
     try:  # the copies of the plans this one replaces
-        for f in os.listdir(syncs):
-            if f.startswith(key + ".") and f.endswith(".blob") and not f.startswith(prefix):
-                os.unlink(f"{syncs}/{f}")
+        for fn in os.listdir(syncs):
+            if fn.startswith(key + ".") and fn.endswith(".blob") and not fn.startswith(prefix):
+                os.unlink(f"{syncs}/{fn}")
     except OSError:
         pass
     return True
@@ -547,7 +548,7 @@ def run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
         if os.path.lexists(os.path.join(venv, _BUILDING_MARKER)):
             from .venv import discard_half_built
 
-            discard_half_built(venv)  # type: ignore[arg-type]
+            discard_half_built(venv)
         else:
             try:
                 os.rmdir(venv)  # the marker could not be written: nothing else was
@@ -585,7 +586,7 @@ def _state_json(plan: dict[str, Any], venv: str, vfd: int, state: dict[str, Any]
 
     sites, dists = plan["site-dirs"], plan["dists"]
     if _dist_infos(venv, sites) != dists:  # a wheel that brings a second .dist-info: derive it all
-        installed = installed_record(venv, [os.path.join(venv, s) for s in sites])  # type: ignore[list-item]
+        installed = installed_record(venv, [os.path.join(venv, s) for s in sites])
     else:
         stat = os.stat
         records = []

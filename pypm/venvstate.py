@@ -16,7 +16,7 @@ from .fastpath import json_loads, sha256, sha256_file
 TYPE_CHECKING = False  # not from typing (~2 ms on the no-op sync): annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
-    from typing import Any
+    from typing import Any, Iterable
 
     from .selection import Selection
 
@@ -159,7 +159,7 @@ def files_present(dist_info: Path | str) -> bool:
     return True
 
 
-def installed_record(venv: Path | str, site_dirs: list[Path]) -> dict[str, Any]:
+def installed_record(venv: Path | str, site_dirs: Iterable[Path | str]) -> dict[str, Any]:
     """What state.json keeps about the installed dists, taken at the end of a sync that changed or
     verified the venv: `site-dirs` and `dists` (dist-info dirs), relative to the venv; `records`,
     each dist's RECORD as [size, mtime_ns] (same order as `dists`); and `dirs`, {dir relative to
@@ -171,8 +171,10 @@ def installed_record(venv: Path | str, site_dirs: list[Path]) -> dict[str, Any]:
     rel = sorted({os.path.relpath(os.path.abspath(d), venv) for d in site_dirs})
     dists = _dist_infos(venv, rel)
     snap = _snapshot(venv, rel, dists) if dists is not None else None
-    records, dirs = snap if snap is not None else (None, None)
+    records: list[list[int]] | None = None
+    dirs: dict[str, int] | None = None
     if snap is not None:
+        records, dirs = snap
         _outlast_the_tick(max([*dirs.values(), *(m for _, m in records)], default=0))
     return {"site-dirs": rel, "dists": dists, "records": records, "dirs": dirs}
 

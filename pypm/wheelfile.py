@@ -301,7 +301,7 @@ def _inflate_module() -> Any:
         mod: Any = zlib
         if os.environ.get("PYPM_INFLATE") != "zlib":
             try:
-                from isal import isal_zlib  # type: ignore[import-not-found]
+                from isal import isal_zlib
 
                 mod = isal_zlib
             except ImportError:  # no wheel for this platform: the standard library's is correct too
@@ -310,7 +310,7 @@ def _inflate_module() -> Any:
     return _INFLATE
 
 
-def _member_data(fd: int, i: Any, name: str, wheel_name: str) -> Iterable[bytes]:
+def _member_data(fd: int, i: Any, name: str, wheel_name: str) -> Iterable[bytes | memoryview]:
     """The uncompressed bytes of member `i` in pieces of at most _OUT bytes; the decompressed
     length is checked against the central directory's. Corrupt or unsupported data raises."""
     global _LOCAL
@@ -333,7 +333,7 @@ def _member_data(fd: int, i: Any, name: str, wheel_name: str) -> Iterable[bytes]
         raise _bad(name, wheel_name, f"{i.filename} is encrypted")
     start = 30 + n_name + n_extra
     if csize <= _SMALL and start + csize <= len(head):
-        pieces: Iterable[bytes] = (memoryview(head)[start:start + csize],)
+        pieces: Iterable[bytes | memoryview] = (memoryview(head)[start:start + csize],)
     else:
         pieces = _pread_pieces(fd, off + start, csize, name, wheel_name, i.filename)
     method = i.compress_type

@@ -266,7 +266,7 @@ def read_install_record(dist_info: Path) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the install manifest
 
-def manifest_path(unpacked: Path) -> Path | None:
+def manifest_path(unpacked: str | Path) -> Path | None:
     """Where the install manifest (`pypm.wheelfile`'s) of the store entry `unpacked`
     (`<cache>/unpacked/<sha[:2]>/<sha>`) lives: `<sha>.install.json` beside it, outside the tree
     so the tree holds exactly the wheel's files. None when `unpacked` is not a store entry."""

@@ -99,7 +99,7 @@ def protect_cache(policy: Policy, cache_dir: str) -> Policy:
         raise SandboxError(f"cannot create pypm's cache directory {real}", syscall="mkdir", errno=e.errno,
                            hint="set PYPM_CACHE_DIR to a writable directory") from None
     mounts = policy.mounts + tuple(Mount("bind", dst, src) for dst, src in extra)
-    return replace(policy, mounts=mounts)  # type: ignore[no-any-return]
+    return replace(policy, mounts=mounts)
 
 
 def _run_native(exe: str, policy: Policy, argv: Sequence[str], cache_dir: str, stdio: tuple) -> int:

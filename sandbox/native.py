@@ -45,7 +45,7 @@ FALLBACK = _Fallback
 
 def _key(source: bytes) -> str:
     try:
-        from _sha256 import sha256  # type: ignore[import-not-found]  # not hashlib: no OpenSSL on the hot path
+        from _sha256 import sha256  # not hashlib: no OpenSSL on the hot path
     except ImportError:  # pragma: no cover - other Python builds
         from hashlib import sha256
     return sha256(source + f"\0{os.uname().machine}\0{' '.join(CFLAGS)}".encode()).hexdigest()[:32]

@@ -10,15 +10,28 @@ from __future__ import annotations
 
 __all__ = ["record", "fields_of", "as_dict", "replace"]
 
+# `typing` is not imported at run time (this module is on the `pypm run` hot path); mypy reads
+# the name TYPE_CHECKING as true, so it sees `dataclass_transform` (PEP 681) and checks every
+# record's constructor calls and frozen fields as it would a frozen dataclass's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar, dataclass_transform
 
-def record(cls: type) -> type:
+    _R = TypeVar("_R")
+else:
+    def dataclass_transform(**_: object):
+        return lambda decorator: decorator
+
+
+@dataclass_transform(frozen_default=True)
+def record(cls: type[_R]) -> type[_R]:
     """Class decorator: __init__ (positional or keyword), __eq__, __hash__, __repr__, frozen attributes."""
     names = tuple(n for c in reversed(cls.__mro__) for n in c.__dict__.get("__annotations__", {}))
     names = tuple(dict.fromkeys(names))
     defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
     post_init = getattr(cls, "__post_init__", None)
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         if len(args) > len(names):
             raise TypeError(f"{cls.__name__}() takes {len(names)} positional arguments but {len(args)} were given")
         values = dict(zip(names, args))
@@ -38,7 +51,7 @@ def record(cls: type) -> type:
         if post_init is not None:
             post_init(self)
 
-    def _values(self) -> tuple:  # type: ignore[type-arg]
+    def _values(self: object) -> tuple[Any, ...]:
         return tuple(getattr(self, n) for n in names)
 
     def __eq__(self, other: object) -> bool:
@@ -59,19 +72,20 @@ def record(cls: type) -> type:
     for fn in (__init__, __eq__, __hash__, __repr__, __setattr__, __delattr__):
         fn.__qualname__ = f"{cls.__qualname__}.{fn.__name__}"
         setattr(cls, fn.__name__, fn)
-    cls.__record_fields__ = names  # type: ignore[attr-defined]
+    setattr(cls, "__record_fields__", names)
     return cls
 
 
 def fields_of(obj: object) -> tuple[str, ...]:
-    return type(obj).__record_fields__  # type: ignore[attr-defined,no-any-return]
+    names: tuple[str, ...] = getattr(type(obj), "__record_fields__")
+    return names
 
 
-def as_dict(obj: object) -> dict:  # type: ignore[type-arg]
+def as_dict(obj: object) -> dict[str, Any]:
     """Field name -> value, one level deep (records inside are left as they are)."""
     return {n: getattr(obj, n) for n in fields_of(obj)}
 
 
-def replace(obj, **changes):  # type: ignore[no-untyped-def]
+def replace(obj: _R, **changes: Any) -> _R:
     """A copy of `obj` with some fields changed (validated again by __post_init__)."""
     return type(obj)(**{**as_dict(obj), **changes})

@@ -233,7 +233,7 @@ def capget() -> tuple[int, int, int]:
     data = (_CapData * 2)()
     _syscall("capget", ctypes.byref(hdr), ctypes.byref(data))
     return tuple(data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32)
-                 for f in ("effective", "permitted", "inheritable"))  # type: ignore[return-value]
+                 for f in ("effective", "permitted", "inheritable"))
 
 
 class _IfReq(ctypes.Structure):

@@ -134,6 +134,7 @@ def write_project(tool: str, ds: Dataset, root: Path, index_url: str, python: Pa
     if tool == "poetry" and ds.find_links:
         # Poetry has no find-links: the wheel is named by path instead (same file, same bytes).
         wheel = torch_wheel()
+        assert wheel is not None, "a find-links set exists only when the torch wheel was found"
         deps = [f"torch @ {wheel.as_uri()} ; {d.split(';', 1)[1].strip()}" for d in deps]
     text = (
         "[project]\n"
@@ -362,7 +363,9 @@ def measure(argvs: list[list[str]], cwd: Path, env: dict[str, str]) -> Sample:
         poller.start()
         # stderr is drained by a thread so a chatty tool never blocks on a full pipe.
         err_chunks: list[bytes] = []
-        reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+        stderr = proc.stderr
+        assert stderr is not None  # Popen(stderr=PIPE)
+        reader = threading.Thread(target=lambda: err_chunks.append(stderr.read()), daemon=True)
         reader.start()
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - t0

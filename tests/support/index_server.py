@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -74,8 +74,8 @@ def _requires_python(meta: bytes | None) -> str | None:
 def scan_dists(files: Iterable[Path | str]) -> list[Dist]:
     """Dist records for every wheel/sdist among `files` (directories are scanned, not recursed)."""
     paths: list[Path] = []
-    for f in files:
-        p = Path(f)
+    for given in files:
+        p = Path(given)
         if p.is_dir():
             paths += sorted(c for c in p.iterdir() if c.name.endswith(_DIST_SUFFIXES) and c.is_file())
         elif p.is_file():
@@ -466,7 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._index_page(lambda as_json: self.index.render_project(canon, dists, as_json), canon, head)
 
-    def _index_page(self, render, project: str | None, head: bool) -> None:  # type: ignore[no-untyped-def]
+    def _index_page(self, render: Callable[[bool], bytes], project: str | None, head: bool) -> None:
         as_json = self.index.options.json and _wants_json(self.headers.get("Accept", ""))
         body = render(as_json)
         ctype = JSON_TYPE if as_json else HTML_TYPE

@@ -262,9 +262,10 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
     """
     source = Path(source)
     sdist = source if source.is_file() else None
-    return _build(source, out_dir, kind="editable" if editable else "wheel", build_packages=build_packages,
-                  interpreter=interpreter, cache=cache, link_mode=link_mode, fetchers=fetchers, label=label,
-                  network=network, epoch=source_date_epoch, sdist=sdist)
+    wheel: Path = _build(source, out_dir, kind="editable" if editable else "wheel", build_packages=build_packages,
+                         interpreter=interpreter, cache=cache, link_mode=link_mode, fetchers=fetchers, label=label,
+                         network=network, epoch=source_date_epoch, sdist=sdist)
+    return wheel
 
 
 def discover_build_requires(sdist: Path, *, build_packages: Sequence[Any], interpreter: Any, cache: Any,
@@ -425,7 +426,8 @@ def mark_build_network(ctx: Any, project: Any, packages: Sequence[Any]) -> None:
                          "which is not in the lock")
 
 
-def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup: Any, state: dict) -> list[str]:
+def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup: Any,
+                   state: dict[str, Any]) -> list[str]:
     """For `pypm lock`: what the backend of the sdist-only package `pkg` asks for (its
     get_requires_for_build_wheel, run in the sandbox with the build set `deps` already locked)
     beyond that set. `lookup(name, version)` finds a locked package; `state` is shared between

@@ -27,9 +27,12 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from .errors import SandboxError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sandbox.policy import Policy
 
 __all__ = ["BuildBox", "ENV_INSIDE", "OUT_INSIDE", "SRC_INSIDE", "hook_runner", "MIN_EPOCH"]
 
@@ -91,7 +94,7 @@ def _environment(box: BuildBox, extra: Mapping[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in sorted(env.items())]
 
 
-def make_policy(box: BuildBox, *, control_dir: str, script: str, cwd: str, extra: Mapping[str, str]):  # -> Policy
+def make_policy(box: BuildBox, *, control_dir: str, script: str, cwd: str, extra: Mapping[str, str]) -> Policy:
     """The sandbox policy for one hook call (pure apart from reading who we are)."""
     from sandbox.host import caller, interpreter_prefixes
     from sandbox.policy import python_policy

@@ -10,10 +10,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
 from .errors import ExitCode, report_failure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .project import Project
 
 __all__ = ["main", "build_parser", "Context"]
 
@@ -54,7 +57,7 @@ class Context:
 
             plugins.set_quiet(True)
 
-    def project(self):  # -> pypm.project.Project
+    def project(self) -> Project:
         from .project import find_project_root, load_project
 
         return load_project(find_project_root(self.directory))

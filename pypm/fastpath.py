@@ -19,10 +19,13 @@ __all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_load
 # venvstate._selection_json(Selection.from_flags()): the selection of a bare `pypm sync`/`pypm run`.
 DEFAULT_SELECTION = {"main": True, "extras": [], "groups": ["dev"], "include-project": True}
 
-try:  # the builtin module (3.11) rather than hashlib, which loads OpenSSL (~2 ms); the same digest
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - other Pythons
+if TYPE_CHECKING:  # pragma: no cover - _sha256 has no stubs: mypy sees hashlib's, the same digest
     from hashlib import sha256
+else:
+    try:  # the builtin module (3.11) rather than hashlib, which loads OpenSSL (~2 ms); the same digest
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - other Pythons
+        from hashlib import sha256
 
 
 def find_root(start: str | None = None) -> str | None:

@@ -103,7 +103,8 @@ class _Memo:
                 fut.set_result(fn())
             except BaseException as e:  # stored, re-raised to every caller (and below)
                 fut.set_exception(e)
-        return fut.result()
+        result: T = fut.result()  # fn's, or the first caller's for this key
+        return result
 
 
 def _write_atomic(path: Path, data: bytes | list[bytes | memoryview]) -> None:

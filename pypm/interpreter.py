@@ -285,7 +285,9 @@ def _run_query(executable: Path) -> dict[str, Any]:
     try:
         raw = json.loads(proc.stdout)
     except ValueError:
-        raise QueryFailed("did not answer the query (not a Python interpreter?)") from None
+        raw = None
+    if not isinstance(raw, dict):  # e.g. a program that prints other JSON, or nothing
+        raise QueryFailed("did not answer the query (not a Python interpreter?)")
     return raw
 
 
@@ -349,8 +351,12 @@ def _query(path: Path, *, use_cache: bool = True) -> Interpreter:
     if not path.exists():
         raise QueryFailed("no such file")
     raw = _own_answer(path) or _run_query(path)
-    raw["format"] = QUERY_FORMAT
-    raw["tags"] = list(compute_tags(raw))
+    try:
+        raw["format"] = QUERY_FORMAT
+        raw["tags"] = list(compute_tags(raw))
+        interp = _from_raw(path, raw)
+    except (KeyError, TypeError, ValueError, AttributeError):  # a JSON object, but not the query's answer
+        raise QueryFailed("did not answer the query (not a Python interpreter?)") from None
     # A wrapper (e.g. a pyenv shim) may run a different Python tomorrow with the same bytes:
     # cache only answers from the real binary.
     if cf is not None and os.path.realpath(path) == os.path.realpath(raw["executable"]):
@@ -361,7 +367,7 @@ def _query(path: Path, *, use_cache: bool = True) -> Interpreter:
             os.replace(tmp, cf)
         except OSError:
             pass  # a read-only cache only costs a re-query next time
-    return _from_raw(path, raw)
+    return interp
 
 
 # --------------------------------------------------------------------------- discovery

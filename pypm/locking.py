@@ -41,7 +41,9 @@ class LockOptions:
 
     @classmethod
     def from_args(cls, args: Any) -> "LockOptions":
-        g = lambda k, d=None: getattr(args, k, d)  # noqa: E731 - sync/run namespaces lack some flags
+        def g(k: str, d: Any = None) -> Any:  # sync/run namespaces lack some flags
+            return getattr(args, k, d)
+
         fl = tuple(x if "://" in x else str(Path(x).expanduser().resolve()) for x in g("find_links", []) or [])
         opts = cls(
             refresh=bool(g("refresh", False)), check=bool(g("check", False)), upgrade=bool(g("upgrade", False)),

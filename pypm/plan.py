@@ -63,7 +63,7 @@ class Plan:
         return [w for w in (*self.install, *(n for _, n in self.replace)) if w.kind != "editable"]
 
 
-def _wheel_rank(filename: str, priority: Mapping[str, int]) -> tuple[int, tuple] | None:
+def _wheel_rank(filename: str, priority: Mapping[str, int]) -> tuple[int, tuple[int, str]] | None:
     """(best tag position, negated build tag) for a wheel the target can use, else None."""
     # Most of a lock's wheels are for other platforms: their tags (the last three fields of the
     # name, PEP 427) are tried by hand first, and only a wheel with a usable tag pays for
@@ -112,7 +112,7 @@ def choose_file(pkg: LockedPackage, tags: Sequence[object], interpreter: str) ->
     naming the package, the interpreter and the files that exist.
     """
     priority = _priorities(tags)
-    best: tuple[tuple, FileEntry] | None = None
+    best: tuple[tuple[int, tuple[int, str]], FileEntry] | None = None
     for w in pkg.wheels:
         rank = _wheel_rank(w.filename, priority)
         if rank is not None and (best is None or (rank, w.filename) < (best[0], best[1].filename)):

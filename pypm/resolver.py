@@ -433,7 +433,13 @@ class _Lookahead:
 
 # ---------------------------------------------------------------------- the provider
 
-class _Provider(AbstractProvider):
+if TYPE_CHECKING:
+    _ProviderBase = AbstractProvider[Req, Cand, str]
+else:  # resolvelib 1.0 (which pyproject.toml allows) is generic in its stubs only: not subscriptable at run time
+    _ProviderBase = AbstractProvider
+
+
+class _Provider(_ProviderBase):
     def __init__(self, state: _State, branch: Bits, root_name: str) -> None:
         self.s = state
         self.u = state.u
@@ -687,7 +693,7 @@ def _show(text: str) -> str:
     return f"{spec.strip()} (where {marker.strip()})"
 
 
-def _explain(p: _Provider, e: ResolutionImpossible) -> ResolutionError:
+def _explain(p: _Provider, e: ResolutionImpossible[Req, Cand]) -> ResolutionError:
     causes = list(e.causes)
     if not causes:
         return ResolutionError("no set of versions satisfies the requirements")
@@ -784,7 +790,7 @@ def _resolve_branch(state: _State, root: RootSpec, branch: Bits) -> tuple[_Provi
 
 
 class _Impossible(Exception):
-    def __init__(self, p: _Provider, e: ResolutionImpossible) -> None:
+    def __init__(self, p: _Provider, e: ResolutionImpossible[Req, Cand]) -> None:
         super().__init__("impossible")
         self.p = p
         self.e = e

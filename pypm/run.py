@@ -22,7 +22,9 @@ TYPE_CHECKING = False  # not from typing (~2 ms): annotations are strings here, 
 if TYPE_CHECKING:  # pragma: no cover
     import argparse
     from pathlib import Path
-    from typing import Any, Sequence
+    from typing import Any, Callable, Sequence
+
+    from .project import Project
 
 __all__ = ["run_command", "run_shell", "venv_environment", "spawn_and_wait", "CommandNotFound", "fast_main"]
 
@@ -186,7 +188,7 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
     return project.root, venv, project, tool_knobs(project)
 
 
-def _run_sandboxed() -> Any:
+def _run_sandboxed() -> Callable[..., int]:
     """pypm.sandboxing.run_sandboxed, or a SandboxError when this build of pypm has no sandbox."""
     try:
         from .sandboxing import run_sandboxed
@@ -255,7 +257,7 @@ class _FastContext:
         self.directory = directory
         self.quiet = quiet
 
-    def project(self):  # -> pypm.project.Project; only when state.json lacks the sandbox settings
+    def project(self) -> Project:  # only when state.json lacks the sandbox settings
         from .project import find_project_root, load_project
 
         return load_project(find_project_root(_path(self.directory)))

@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover - run's hot path imports none of these
     from pathlib import Path
     from typing import Any, Sequence
 
+    from sandbox.policy import Policy
+
 __all__ = ["build_policy", "run_sandboxed"]
 
 
@@ -105,7 +107,7 @@ def _within(path: str, dirs: list[str]) -> bool:
 
 
 def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], args: argparse.Namespace,
-                 *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None):  # -> sandbox.Policy
+                 *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None) -> Policy:
     """The policy for running a command of `project` (None: not loaded) with `venv`."""
     from sandbox.host import caller, interpreter_prefixes, link_in, pth_paths, resolve_bind
     from sandbox.policy import python_policy

@@ -44,7 +44,8 @@ def signed_message(root_hex: str) -> bytes:
 def _raw_public(key: Any) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    raw: bytes = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return raw
 
 
 def _load_private(path: Path) -> Any:

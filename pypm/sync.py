@@ -49,7 +49,9 @@ class SyncOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SyncOptions":
-        g = lambda name, default=None: getattr(args, name, default)  # noqa: E731 (run and sync share this)
+        def g(name: str, default: Any = None) -> Any:  # run and sync share this
+            return getattr(args, name, default)
+
         sel = Selection.from_flags(extras=g("extra", []) or [], all_extras=bool(g("all_extras", False)),
                                    no_dev=bool(g("no_dev", False)), groups=g("group", []) or [],
                                    only_groups=g("only_group", []) or [],

@@ -16,7 +16,7 @@ from .fastpath import json_loads, sha256, sha256_file
 TYPE_CHECKING = False  # not from typing (~2 ms on the no-op sync): annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
-    from typing import Any, Iterable
+    from typing import Any, Callable, Iterable
 
     from .selection import Selection
 
@@ -192,7 +192,7 @@ def _outlast_the_tick(newest_ns: int) -> None:
     import time
 
     try:
-        clock = lambda: time.clock_gettime_ns(_CLOCK_REALTIME_COARSE)  # noqa: E731
+        clock: Callable[[], int] = lambda: time.clock_gettime_ns(_CLOCK_REALTIME_COARSE)  # noqa: E731
         clock()
     except (AttributeError, OSError):  # pragma: no cover - not Linux (pypm's sandbox needs Linux anyway)
         clock = time.time_ns

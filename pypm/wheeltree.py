@@ -27,7 +27,7 @@ def file_sha256(path: Path) -> str:
     return f(path)
 
 
-def _file_tree() -> Any:
+def _file_tree() -> type[FileTree]:
     from .merkle import FileTree
 
     return FileTree

@@ -102,7 +102,8 @@ def protect_cache(policy: Policy, cache_dir: str) -> Policy:
     return replace(policy, mounts=mounts)
 
 
-def _run_native(exe: str, policy: Policy, argv: Sequence[str], cache_dir: str, stdio: tuple) -> int:
+def _run_native(exe: str, policy: Policy, argv: Sequence[str], cache_dir: str,
+                stdio: tuple[int | None, int | None, int | None]) -> int:
     from . import native
     from .seccomp import programs_for
 

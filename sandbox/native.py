@@ -48,7 +48,8 @@ def _key(source: bytes) -> str:
         from _sha256 import sha256  # not hashlib: no OpenSSL on the hot path
     except ImportError:  # pragma: no cover - other Python builds
         from hashlib import sha256
-    return sha256(source + f"\0{os.uname().machine}\0{' '.join(CFLAGS)}".encode()).hexdigest()[:32]
+    digest: str = sha256(source + f"\0{os.uname().machine}\0{' '.join(CFLAGS)}".encode()).hexdigest()
+    return digest[:32]
 
 
 # (source, key) once per process: a run that records a launch plan asks twice (record, run).
@@ -190,7 +191,8 @@ def _programs_fd(programs: Sequence[bytes]) -> int:
 
 
 def spawn(exe: str, policy: Policy, argv: Sequence[str], programs: Sequence[bytes], *,
-          root: str, uid: int, gid: int, wfd: int, old_mask: object, stdio: tuple) -> int:
+          root: str, uid: int, gid: int, wfd: int, old_mask: object,
+          stdio: tuple[int | None, int | None, int | None]) -> int:
     """Start the helper for `policy` (the caller has blocked the supervised signals, which the
     helper inherits); returns its pid. The status pipe's write end `wfd` and the programs' fd
     are the only fds besides 0-2 it inherits."""

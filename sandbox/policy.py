@@ -9,7 +9,7 @@ from .record import as_dict, record, replace
 
 TYPE_CHECKING = False  # typing itself costs ~2 ms at import; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Iterable, Mapping, Sequence
+    from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
     "NAMESPACES",
@@ -127,7 +127,7 @@ class Policy:
     def environ(self) -> dict[str, str]:
         return dict(self.env)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = as_dict(self)
         d["env"] = dict(self.env)
         d["mounts"] = [{k: v for k, v in as_dict(m).items() if v not in (None, False) or k == "writable"}
@@ -301,6 +301,6 @@ def python_policy(
     )
 
 
-def with_changes(policy: Policy, **changes) -> Policy:
+def with_changes(policy: Policy, **changes: Any) -> Policy:
     """A copy of `policy` with some fields replaced (validated again)."""
     return replace(policy, **changes)

@@ -54,19 +54,19 @@ def record(cls: type[_R]) -> type[_R]:
     def _values(self: object) -> tuple[Any, ...]:
         return tuple(getattr(self, n) for n in names)
 
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self: object, other: object) -> bool:
         return other.__class__ is self.__class__ and _values(self) == _values(other)
 
-    def __hash__(self) -> int:
+    def __hash__(self: object) -> int:
         return hash(_values(self))
 
-    def __repr__(self) -> str:
+    def __repr__(self: object) -> str:
         return f"{cls.__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
 
-    def __setattr__(self, name: str, value: object) -> None:
+    def __setattr__(self: object, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: {cls.__name__} is frozen")
 
-    def __delattr__(self, name: str) -> None:
+    def __delattr__(self: object, name: str) -> None:
         raise AttributeError(f"cannot delete field {name!r}: {cls.__name__} is frozen")
 
     for fn in (__init__, __eq__, __hash__, __repr__, __setattr__, __delattr__):

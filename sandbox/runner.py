@@ -41,7 +41,9 @@ from .rootfs import StepFailed, build_root, pivot, write_file
 
 TYPE_CHECKING = False  # typing itself costs ~2 ms at import; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Sequence
+    from typing import Any, Callable, Sequence
+
+    _Stdio = tuple[int | None, int | None, int | None]  # fds for the command's 0-2 (None: ours)
 
 __all__ = ["run", "CommandNotFound", "TEMP_PREFIX"]
 
@@ -130,7 +132,7 @@ def _report(wfd: int, kind: str, syscall: str, err: int, message: str) -> None:
         pass
 
 
-def _guard(wfd: int, fn, *args) -> None:
+def _guard(wfd: int, fn: Callable[..., int], *args: Any) -> None:
     """Run one child's body; whatever happens, the child ends here with os._exit."""
     code = _EXIT_SETUP
     try:
@@ -175,7 +177,8 @@ def _caller_alive(wfd: int) -> bool:
     return not any(ev & select.POLLERR for _, ev in p.poll(0))
 
 
-def _pid1(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_mask) -> int:
+def _pid1(policy: Policy, argv: list[str], env: dict[str, str], programs: list[bytes], root: str, uid: int,
+          gid: int, wfd: int, stdio: _Stdio, old_mask: set[int]) -> int:
     """Born by clone() inside the new namespaces: map ids, then be the namespace's init."""
     if policy.die_with_parent:
         _die_with_parent()
@@ -185,7 +188,8 @@ def _pid1(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_m
     return _init(policy, argv, env, programs, root, wfd, stdio, old_mask)
 
 
-def _outer(policy: Policy, argv, env, programs, root, uid, gid, wfd, stdio, old_mask) -> int:
+def _outer(policy: Policy, argv: list[str], env: dict[str, str], programs: list[bytes], root: str, uid: int,
+           gid: int, wfd: int, stdio: _Stdio, old_mask: set[int]) -> int:
     """Forked normally (the caller has threads): unshare, map ids, fork the init, wait for it."""
     if policy.die_with_parent:
         _die_with_parent()
@@ -249,7 +253,8 @@ def _parent_alive(life_r: int) -> bool:
     return not any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in p.poll(0))
 
 
-def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask, life_r: int = -1) -> int:
+def _init(policy: Policy, argv: list[str], env: dict[str, str], programs: list[bytes], root: str, wfd: int,
+          stdio: _Stdio, old_mask: set[int], life_r: int = -1) -> int:
     if policy.die_with_parent:
         _die_with_parent()  # our parent is outside the PID namespace: getppid() is 0
         if life_r >= 0 and not _parent_alive(life_r):
@@ -281,7 +286,8 @@ def _init(policy: Policy, argv, env, programs, root, wfd, stdio, old_mask, life_
 
 # --------------------------------------------------------------------------- the command
 
-def _command(policy: Policy, argv, env, programs, wfd, stdio, old_mask) -> int:
+def _command(policy: Policy, argv: list[str], env: dict[str, str], programs: list[bytes], wfd: int,
+             stdio: _Stdio, old_mask: set[int]) -> int:
     if policy.die_with_parent:
         _die_with_parent()
     if policy.new_keyring:

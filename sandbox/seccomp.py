@@ -15,6 +15,7 @@ from .errors import SandboxError
 
 TYPE_CHECKING = False  # typing itself costs ~2 ms at import; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
     from typing import Any
 
 __all__ = ["programs_for", "program_for", "find_profile", "profile_path", "compile_profile", "profile_names",
@@ -47,7 +48,7 @@ def profile_names() -> list[str]:
     return sorted(names)
 
 
-def find_profile(name_or_path: str):  # -> pathlib.Path
+def find_profile(name_or_path: str) -> Path:
     """A profile name (`default`, `strict`) or a path to an OCI JSON profile -> its file."""
     from pathlib import Path
 
@@ -78,7 +79,8 @@ def _sha256(data: bytes) -> str:
         from _sha256 import sha256
     except ImportError:  # pragma: no cover - other Python builds
         from hashlib import sha256
-    return sha256(data).hexdigest()
+    digest: str = sha256(data).hexdigest()
+    return digest
 
 
 # Loaded as a second filter in every sandbox, whatever the profile (the kernel applies
@@ -116,7 +118,7 @@ def program_for(profile: str, cache_dir: str | None = None) -> bytes:
 
 
 def _program(data: bytes, source: str, cache_dir: str | None, *, deny_unknown: bool,
-             parsed: dict | None = None) -> bytes:
+             parsed: dict[str, Any] | None = None) -> bytes:
     key = _sha256(data + f"\0{COMPILER_VERSION}\0{os.uname().machine}\0{deny_unknown}".encode())
     cdir = os.path.join(cache_dir or default_cache_dir(), "seccomp")
     cached = os.path.join(cdir, f"{key}.bpf")
@@ -158,7 +160,7 @@ def _store(cdir: str, cached: str, program: bytes) -> None:
         pass
 
 
-def _applies(rule: dict) -> bool:
+def _applies(rule: dict[str, Any]) -> bool:
     """OCI includes/excludes: we hold no capability; match the arch and kernel version."""
     uname = os.uname()
     arch = _GOARCH.get(uname.machine, uname.machine)
@@ -180,22 +182,25 @@ def _applies(rule: dict) -> bool:
 def _action(sc: Any, name: Any, errno_ret: Any, where: str) -> int:
     if name not in _ACTIONS:
         raise SandboxError(f"{where}: unknown action {name!r}", hint=f"use one of {', '.join(_ACTIONS)}")
+    action: int  # libseccomp's action value (the binding is untyped)
     if name == "SCMP_ACT_ALLOW":
-        return sc.ALLOW
-    if name == "SCMP_ACT_ERRNO":
-        return sc.ERRNO(int(errno_ret) if errno_ret is not None else E.EPERM)
-    if name in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD"):
-        return sc.KILL
-    if name == "SCMP_ACT_KILL_PROCESS":
-        return sc.KILL_PROCESS
-    if name == "SCMP_ACT_TRAP":
-        return sc.TRAP
-    if name == "SCMP_ACT_LOG":
-        return sc.LOG
-    return sc.TRACE(int(errno_ret or 0))
+        action = sc.ALLOW
+    elif name == "SCMP_ACT_ERRNO":
+        action = sc.ERRNO(int(errno_ret) if errno_ret is not None else E.EPERM)
+    elif name in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD"):
+        action = sc.KILL
+    elif name == "SCMP_ACT_KILL_PROCESS":
+        action = sc.KILL_PROCESS
+    elif name == "SCMP_ACT_TRAP":
+        action = sc.TRAP
+    elif name == "SCMP_ACT_LOG":
+        action = sc.LOG
+    else:
+        action = sc.TRACE(int(errno_ret or 0))
+    return action
 
 
-def compile_profile(profile: dict, *, source: str = "profile", deny_unknown: bool = True) -> bytes:
+def compile_profile(profile: dict[str, Any], *, source: str = "profile", deny_unknown: bool = True) -> bytes:
     """Compile an OCI seccomp profile to a BPF program for the native architecture."""
     try:
         import pyseccomp as sc

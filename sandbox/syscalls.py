@@ -121,7 +121,7 @@ def _check(ret: int, what: str) -> int:
     return ret
 
 
-def _syscall(name: str, *args) -> int:
+def _syscall(name: str, *args: object) -> int:
     if NR is None:
         raise SyscallError(f"{name} (unsupported architecture {_MACHINE})", 38)  # ENOSYS
     return _check(libc.syscall(_c_ulong(NR[name]), *args), name)
@@ -141,7 +141,7 @@ def clone_into(flags: int) -> int:
     the runner's child does (bubblewrap does the same in C)."""
     if NR is None:
         raise SyscallError(f"clone (unsupported architecture {_MACHINE})", 38)
-    ret = _pylibc.syscall(_c_ulong(NR["clone"]), _c_ulong(flags | SIGCHLD), _c_ulong(0), _c_ulong(0),
+    ret: int = _pylibc.syscall(_c_ulong(NR["clone"]), _c_ulong(flags | SIGCHLD), _c_ulong(0), _c_ulong(0),
                           _c_ulong(0), _c_ulong(0))
     if ret == -1:
         raise SyscallError("clone(" + "|".join(n for n, f in _FLAG_NAMES if flags & f) + ")", ctypes.get_errno())
@@ -193,7 +193,7 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> int
     return _check(libc.prctl(ctypes.c_int(option), _c_ulong(arg2), _c_ulong(arg3), _c_ulong(0), _c_ulong(0)), what)
 
 
-def prctl_ptr(option: int, arg2: int, ptr, what: str) -> int:
+def prctl_ptr(option: int, arg2: int, ptr: object, what: str) -> int:
     return _check(libc.prctl(ctypes.c_int(option), _c_ulong(arg2), ptr, _c_ulong(0), _c_ulong(0)), what)
 
 

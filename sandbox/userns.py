@@ -24,7 +24,7 @@ def _read_file(path: str) -> str | None:
         return None
 
 
-def _seccomp_mode(_read) -> str | None:
+def _seccomp_mode(_read: Callable[[str], str | None]) -> str | None:
     status = _read("/proc/self/status") or ""
     for line in status.splitlines():
         if line.startswith("Seccomp:"):

@@ -46,6 +46,10 @@ from pathlib import Path
 
 import psutil
 
+TYPE_CHECKING = False  # annotations only: no typing import
+if TYPE_CHECKING:
+    from typing import Any
+
 REPO = Path(__file__).resolve().parent.parent
 TORCH_DIR = Path("/opt/wheels")
 PEERS = {  # tool -> what pip installs into its venv
@@ -448,7 +452,7 @@ def timed_command(tool: Tool, scenario: str, variant: str, root: Path) -> list[l
     return [tool.runs()[variant]]
 
 
-def summarise(samples: list[Sample]) -> dict:
+def summarise(samples: list[Sample]) -> dict[str, Any]:
     ok = [s for s in samples if s.ok]
     if not ok:
         return {"ok": False, "error": samples[-1].error if samples else "not run"}
@@ -460,7 +464,7 @@ def summarise(samples: list[Sample]) -> dict:
     }
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     python = Path(args.python).resolve() if args.python else Path(sys.executable)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -469,7 +473,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     tools_wanted = args.tools
     bins = install_peers(workdir, tools_wanted, python, base_env, url, args.upgrade_tools, args.pypm)
     sets = datasets()
-    results: dict = {
+    results: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": str(python), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "rounds": args.rounds, "tools": {}, "sets": {},
@@ -490,7 +494,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             continue
         ds = sets[set_name]
         rounds = args.rounds if set_name == "canary" else max(1, min(args.rounds, args.big_rounds))
-        set_res: dict = {"title": ds.title, "rounds": rounds, "scenarios": {}, "baseline": {}}
+        set_res: dict[str, Any] = {"title": ds.title, "rounds": rounds, "scenarios": {}, "baseline": {}}
         roots: dict[str, Path] = {}
         for name, tool in tools.items():
             root = workdir / "projects" / set_name / name
@@ -540,7 +544,7 @@ def _ratio(x: float) -> str:
     return f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict[str, Any]) -> str:
     out = []
     tools = list(results["tools"])
     out.append("Tools: " + ", ".join(f"{n} {v}" for n, v in results["tools"].items()) + ".  ")

@@ -200,3 +200,17 @@ def test_not_in_process_for_a_venv_another_python_or_pythonhome(tmp_path, monkey
     monkeypatch.setenv("PYTHONHOME", sys.base_prefix)
     assert _own_answer(_own_base()) is None  # the subprocess runs without it; this process did not
 
+
+
+@pytest.mark.parametrize("answer", ["[]", "42", "{}", '{"version": [3, 11, 0]}', ""])
+def test_a_program_that_prints_something_else_is_refused_with_a_clear_error(tmp_path, answer):
+    # Exit status 0 and valid JSON (or nothing), but not the query's answer: a ProjectError
+    # naming the file and the fix, never a TypeError/KeyError traceback; nothing is cached.
+    fake = tmp_path / "python3"
+    fake.write_text(f"#!/bin/sh\necho '{answer}'\n")
+    fake.chmod(0o755)
+    with pytest.raises(ProjectError) as e:
+        query_interpreter(fake)
+    assert "did not answer the query" in str(e.value) and str(fake) in str(e.value)
+    assert "--python" in e.value.hint
+    assert not list((tmp_path / "cache").rglob("*.json"))

@@ -13,6 +13,7 @@ behind is a `.part` file or a `.tmp-*` directory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -617,6 +618,9 @@ class Cache:
     # ---- maintenance
     def clean(self) -> None:
         """Remove everything (wheels, unpacked trees, interpreter and HTTP caches)."""
+        if self.root.exists() and not self.root.is_dir():  # never delete a file PYPM_CACHE_DIR names by mistake
+            raise UsageError(f"the cache directory {self.root} is not a directory",
+                             hint="set PYPM_CACHE_DIR to the cache directory (or unset it for the default)")
         if self.root.exists():
             for child in self.root.iterdir():
                 if child.is_dir() and not child.is_symlink():
@@ -753,13 +757,20 @@ def _make_fan(fan: Path, *, always: bool = False) -> None:
     made in them are spread over the disk's block groups (pypm.fsalloc: creating files next to
     recently deleted ones is slow). A fan directory that exists is marked only if `always`
     (unpacked/, where thousands of files are made): one ioctl per directory and process."""
-    fan.parent.mkdir(parents=True, exist_ok=True)
-    spread_subdirs(fan.parent)
     try:
-        fan.mkdir()
-    except FileExistsError:
-        if not always:
-            return
+        fan.parent.mkdir(parents=True, exist_ok=True)
+        spread_subdirs(fan.parent)
+        try:
+            fan.mkdir()
+        except FileExistsError:
+            if not fan.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(fan)) from None
+            if not always:
+                return
+    except OSError as e:  # PYPM_CACHE_DIR names a file, a file sits where a cache directory goes, no permission
+        raise InstallError(f"cannot make the cache directory {e.filename or fan}: {e.strerror or e}",
+                           hint="set PYPM_CACHE_DIR to a writable directory, or repair the cache with "
+                                "`pypm cache clean`") from None
     spread_subdirs(fan)
 
 

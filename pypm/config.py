@@ -44,6 +44,9 @@ def pip_config_index_url() -> str | None:
             cp.read(f, encoding="utf-8")
         except configparser.Error as e:
             raise ProjectError(f"{f}: cannot parse pip configuration: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ProjectError(f"{f}: pip configuration is not UTF-8 text ({e})",
+                               hint="fix or remove the file, or pass --index-url / set PYPM_INDEX_URL") from None
         for section in ("global", "install"):
             if cp.has_option(section, "index-url"):
                 found = cp.get(section, "index-url").strip()

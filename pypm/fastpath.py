@@ -89,11 +89,12 @@ def read_own_file(path: str) -> tuple[bytes, os.stat_result] | None:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str | None:
-    """The file's sha256 (hex), or None when it does not exist."""
+    """The file's sha256 (hex), or None when it does not exist or cannot be read (a directory, no
+    permission): the fast paths then step aside and the full command says what is wrong."""
     try:
         with open(path, "rb") as f:
             return sha256(f.read()).hexdigest()
-    except FileNotFoundError:
+    except OSError:
         return None
 
 

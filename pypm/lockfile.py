@@ -436,6 +436,7 @@ def loads(text: str, path: Path | str = LOCK_NAME) -> Lock:
     if not isinstance(raw_packages, list):
         raise _bad(path, "`package` must be an array of tables ([[package]])")
     packages = []
+    seen: set[tuple[str, str]] = set()
     for i, p in enumerate(raw_packages):
         where = f"package[{i}]"
         if not isinstance(p, dict):
@@ -445,10 +446,13 @@ def loads(text: str, path: Path | str = LOCK_NAME) -> Lock:
         wheels = p.get("wheels", [])
         if not isinstance(wheels, list):
             raise _bad(path, f"{where}.wheels must be an array")
+        source = dict(_need(p, "source", dict, where, path))
+        if not all(isinstance(v, str) for v in source.values()):
+            raise _bad(path, f"{where}.source must map its kind to a string, not {source!r}")
         pkg = LockedPackage(
             name=name,
             version=_need(p, "version", str, where, path),
-            source=dict(_need(p, "source", dict, where, path)),
+            source=source,
             marker=_opt_str(p, "marker", where, path),
             main=bool(p.get("main", False)),
             extras=_str_list(p.get("extras", []), f"{where}.extras", path),
@@ -461,6 +465,9 @@ def loads(text: str, path: Path | str = LOCK_NAME) -> Lock:
             build_dependencies=_deps(p.get("build-dependencies", []), f"{where}.build-dependencies", path),
             build_network=bool(p.get("build-network", False)),
         )
+        if pkg.key in seen:  # which entry's files and edges would count is anybody's guess
+            raise _bad(path, f"package {name!r} version {pkg.version!r} is listed twice")
+        seen.add(pkg.key)
         packages.append(pkg)
     rp = data.get("requires-python", "")
     ch = data.get("content-hash", "")

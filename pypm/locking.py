@@ -123,12 +123,29 @@ def _parse_exclude_newer(value: str) -> Any:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def _check_urls(urls: Iterable[str]) -> None:
+    """Refuse a source URL that cannot even be split (`http://[::1`, `http://host:abc/`) here,
+    where every source is known, rather than deep in the index client."""
+    import urllib.parse
+
+    for url in urls:
+        if "://" not in url:
+            continue  # a local directory
+        try:
+            urllib.parse.urlsplit(url).port  # the port is only checked when asked for
+        except ValueError as e:
+            raise UsageError(f"{url!r} is not a valid URL ({e})",
+                             hint="fix it where it is set: --index-url, --extra-index-url or --find-links, "
+                                  "[tool.pypm] in pyproject.toml, PYPM_INDEX_URL or PIP_INDEX_URL") from None
+
+
 def _inputs(project: Project, opts: LockOptions) -> _Inputs:
     from .config import default_index_url
 
     index_url = default_index_url(opts.index_url, project.tool.index_url)
     extra = tuple(dict.fromkeys(opts.extra_index_urls + project.tool.extra_index_urls))
     find_links = tuple(dict.fromkeys(opts.find_links + project.find_links_paths()))
+    _check_urls((index_url, *extra, *find_links))
     prerelease = opts.prerelease or project.tool.prerelease or DEFAULT_PRERELEASE
     if prerelease not in PRERELEASE_MODES:
         raise UsageError(f"--prerelease {prerelease!r} is not one of {', '.join(PRERELEASE_MODES)}")
@@ -311,8 +328,8 @@ def _write(ctx: Any, project: Project, path: Path, lock: Lock, opts: LockOptions
             raise UsageError("--sign is not available in this build of pypm") from None
         lock = sign_lock(lock, Path(opts.sign))
     text = dumps(lock)
-    try:
-        same = path.read_text(encoding="utf-8") == text
+    try:  # bytes: the old file may not be UTF-8 at all (it was ignored as invalid, and is replaced)
+        same = path.read_bytes() == text.encode("utf-8")
     except OSError:
         same = False
     if not same:

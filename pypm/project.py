@@ -180,6 +180,7 @@ _TOOL_KEYS = {
     "index-url", "extra-index-url", "find-links", "python", "prerelease", "plugins", "plugin-path",
     "trusted-keys", "sandbox", "build",
 }
+_BUILD_KEYS = {"network"}
 _SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project"}
 PRERELEASE_MODES = ("allow", "disallow", "if-necessary", "explicit", "if-necessary-or-explicit")
 
@@ -240,6 +241,14 @@ def _parse_tool(raw: Any, path: Path) -> ToolConfig:
     build = raw.get("build", {})
     if not isinstance(build, dict):
         raise _err(path, "tool.pypm.build", "must be a table")
+    unknown = set(build) - _BUILD_KEYS
+    if unknown:
+        raise _err(path, "tool.pypm.build", f"has unknown key(s) {', '.join(sorted(unknown))}",
+                   hint=f"known keys: {', '.join(sorted(_BUILD_KEYS))}")
+    network = build.get("network", False)
+    if not isinstance(network, bool) and not (isinstance(network, list) and all(isinstance(v, str) for v in network)):
+        raise _err(path, "tool.pypm.build.network", f"is {network!r}; it must be true/false or a list of package names",
+                   hint='e.g. network = ["pkg-that-downloads"], or network = true for every build')
     return ToolConfig(
         index_url=raw.get("index-url"),
         extra_index_urls=_str_list(extra, path, "tool.pypm.extra-index-url"),
@@ -272,8 +281,11 @@ def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:
     if version is not None:
         from packaging.version import InvalidVersion, Version
 
+        if not isinstance(version, str):
+            raise _err(path, "project.version", f"is {version!r}, not a string",
+                       hint='write the version as a quoted string, e.g. version = "0.1.0"')
         try:
-            Version(str(version))
+            Version(version)
         except InvalidVersion:
             raise _err(path, "project.version", f"is {version!r}, not a PEP 440 version") from None
     rp = proj.get("requires-python", "")
@@ -300,7 +312,15 @@ def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:
         raise _err(path, "build-system", "must be a table")
     if bs is not None:
         _requirements(bs.get("requires", []), path, "build-system.requires")
-    tool = _parse_tool((data.get("tool") or {}).get("pypm"), path)
+        if "build-backend" in bs and not isinstance(bs["build-backend"], str):
+            raise _err(path, "build-system.build-backend", "must be a string",
+                       hint='name the backend object, e.g. build-backend = "setuptools.build_meta"')
+        if "backend-path" in bs:
+            _str_list(bs["backend-path"], path, "build-system.backend-path")
+    tool_table = data.get("tool") or {}
+    if not isinstance(tool_table, dict):
+        raise _err(path, "tool", "must be a table", hint="write it as [tool.pypm] (or remove the `tool` key)")
+    tool = _parse_tool(tool_table.get("pypm"), path)
     return Project(
         root=root,
         name=name,

@@ -40,9 +40,13 @@ class Selection:
 def _edge_applies(dep: Dependency, env: Mapping[str, str] | None) -> bool:
     if env is None or not dep.marker:
         return True
-    from packaging.markers import Marker
+    from packaging.markers import InvalidMarker, Marker
 
-    return Marker(dep.marker).evaluate(dict(env, extra=""))
+    try:
+        return Marker(dep.marker).evaluate(dict(env, extra=""))
+    except InvalidMarker as e:
+        raise LockError(f"pypm.lock: the edge to {dep.name}=={dep.version} has an invalid marker {dep.marker!r} ({e})",
+                        hint="re-create the lock with `pypm lock`") from None
 
 
 def entry_dependencies(lock: Lock, selection: Selection) -> list[Dependency]:

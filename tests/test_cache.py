@@ -540,6 +540,27 @@ def test_cache_command_dir_clean_prune(tmp_path):
     assert r.returncode == 0 and not any((tmp_path / "c").iterdir())
 
 
+def test_a_cache_directory_that_cannot_be_made_is_named(tmp_path):
+    """PYPM_CACHE_DIR naming a file, or a file where a cache directory goes: an InstallError naming
+    the path (was an internal NotADirectoryError/FileExistsError), and `cache clean` refuses to
+    touch a file."""
+    (tmp_path / "afile").write_text("x")
+    entry = FileEntry("a-1.0-py3-none-any.whl", "http://127.0.0.1:9/a.whl", "ab" * 32, 1)
+    for root in (tmp_path / "afile", tmp_path / "c"):
+        if root.name == "c":
+            (root / "locks").mkdir(parents=True)
+            (root / "locks" / "ab").write_text("")  # a file where the entry's lock directory goes
+        c = Cache(root)
+        with pytest.raises(InstallError, match="cannot make the cache directory") as e:
+            c.fetch(entry)
+        assert "PYPM_CACHE_DIR" in (e.value.hint or "")
+        c.close()
+    env = {**os.environ, "PYPM_CACHE_DIR": str(tmp_path / "afile")}
+    r = subprocess.run([sys.executable, "-m", "pypm", "cache", "clean"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "is not a directory" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (tmp_path / "afile").read_text() == "x"
+
+
 def test_record_parse_rejects_malformed_rows():
     from pypm.wheelfile import parse_record
 

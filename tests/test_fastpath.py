@@ -27,3 +27,13 @@ def test_find_root_without_a_project_is_none(tmp_path: Path):
     assert fastpath.find_root("/") is None
     with pytest.raises(ProjectError):
         find_project_root(Path("/"))
+
+
+def test_sha256_file_of_an_unreadable_path_is_none(tmp_path: Path):
+    # A pypm.lock that is a directory made `pypm sync`/`run`'s fast path end in a traceback; it
+    # must step aside instead, so that the full command names the problem.
+    (tmp_path / "pypm.lock").mkdir()
+    assert fastpath.sha256_file(tmp_path / "pypm.lock") is None
+    assert fastpath.sha256_file(tmp_path / "missing") is None
+    (tmp_path / "f").write_bytes(b"x")
+    assert fastpath.sha256_file(tmp_path / "f") == fastpath.sha256(b"x").hexdigest()

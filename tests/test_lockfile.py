@@ -167,6 +167,11 @@ GOOD_PKG = '[[package]]\nname = "a"\nversion = "1"\nsource = { registry = "u" }\
     ('version = 1\n[[package]]\nname = "a"\nsource = { registry = "u" }\n', "package 'a' has no `version`"),
     ('version = 1\n[[package]]\nname = "a"\nversion = 1\nsource = {}\n', "package 'a'.version has the wrong type"),
     ('version = 1\n[[package]]\nname = "a"\nversion = "1"\n', "package 'a' has no `source`"),
+    # Was an internal AttributeError in `pypm outdated` (the index URL is used as a string).
+    ('version = 1\n[[package]]\nname = "a"\nversion = "1"\nsource = { registry = 1 }\n',
+     "package 'a'.source must map its kind to a string"),
+    # Two entries for one (name, version): which one's files and edges count was never defined.
+    ("version = 1\n" + GOOD_PKG + "\n" + GOOD_PKG.replace('"a"', '"A"'), "package 'A' version '1' is listed twice"),
     ("version = 1\n" + GOOD_PKG + 'dependencies = "b"\n', "package 'a'.dependencies must be an array"),
     ("version = 1\n" + GOOD_PKG + 'dependencies = [{ name = "b" }]\n',
      "package 'a'.dependencies[0] has no `version`"),

@@ -66,6 +66,7 @@ def test_dynamic_version() -> None:
     ({"name": None}, "`project.name`"),
     ({"version": None}, "`project.version` is missing"),
     ({"version": "one"}, "'one', not a PEP 440 version"),
+    ({"version": 1}, "`project.version` is 1, not a string"),  # was accepted as "1"
     ({"requires-python": ">=>3"}, "`project.requires-python` is '>=>3'"),
     ({"requires-python": 3}, "must be a string"),
     ({"dependencies": "requests"}, "`project.dependencies` must be an array of strings"),
@@ -74,6 +75,17 @@ def test_dynamic_version() -> None:
 ])
 def test_project_errors(project: dict[str, Any], needle: str) -> None:
     msg = error_of(**project)
+    assert msg.startswith(str(ROOT / "pyproject.toml")) and needle in msg, msg
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"tool": 5}, "`tool` must be a table"),  # was an internal AttributeError
+    ({"tool": "pypm"}, "`tool` must be a table"),
+    ({"build-system": {"requires": [], "build-backend": 1}}, "`build-system.build-backend` must be a string"),
+    ({"build-system": {"requires": [], "backend-path": "."}}, "`build-system.backend-path` must be an array of strings"),
+])
+def test_top_level_tables_of_the_wrong_type(extra: dict[str, Any], needle: str) -> None:
+    msg = error_of(extra)
     assert msg.startswith(str(ROOT / "pyproject.toml")) and needle in msg, msg
 
 
@@ -155,6 +167,10 @@ def test_tool_table() -> None:
     ({"prerelease": "sometimes"}, "`tool.pypm.prerelease` is 'sometimes'"),
     ({"plugins": "s3cache"}, "`tool.pypm.plugins` must be an array of strings"),
     ({"build": []}, "`tool.pypm.build` must be a table"),
+    # Was an internal TypeError in `pypm lock`/`run` (a list of non-strings), or accepted ("yes").
+    ({"build": {"network": [1]}}, "`tool.pypm.build.network` is [1]; it must be true/false or a list"),
+    ({"build": {"network": "yes"}}, "`tool.pypm.build.network` is 'yes'"),
+    ({"build": {"netwrk": True}}, "`tool.pypm.build` has unknown key(s) netwrk"),
     ({"sandbox": []}, "`tool.pypm.sandbox` must be a table"),
     ({"sandbox": {"netwrk": "none"}}, "`tool.pypm.sandbox` has unknown key(s) netwrk"),
     ({"sandbox": {"network": "bridge"}}, "`tool.pypm.sandbox.network` is 'bridge'"),

@@ -142,3 +142,11 @@ def test_dangling_edge_and_missing_root_are_lock_errors() -> None:
     assert "pypm lock" in (e.value.hint or "")
     with pytest.raises(LockError, match="no root package"):
         select_packages(Lock("", "", [P("x")]), Selection())
+
+
+def test_an_invalid_edge_marker_is_a_lock_error() -> None:
+    # Was packaging's InvalidMarker, reported as an internal error by `pypm sync`/`run`.
+    root = LockedPackage("r", "0", {"virtual": "."}, dependencies=[D("x", "1", "os_name ==")])
+    with pytest.raises(LockError, match=r"the edge to x==1 has an invalid marker 'os_name =='") as e:
+        select_packages(Lock("", "", [root, P("x")]), Selection(), env=LINUX_311)
+    assert "pypm lock" in (e.value.hint or "")

@@ -232,6 +232,31 @@ def test_bad_input_gives_one_clear_error_and_leaves_the_lock_alone(pypm, locked_
     assert not [p for p in project.iterdir() if p.name.startswith(".pypm.lock.")]  # no temp file left
 
 
+def test_a_lock_that_is_not_utf8_is_replaced_not_an_internal_error(pypm, locked_project):
+    """The old lock is ignored with a warning and re-written (comparing it with the new text
+    was a UnicodeDecodeError, reported as an internal error by `pypm lock`, `sync` and `run`)."""
+    server, project, before = locked_project
+    (project / "pypm.lock").write_bytes(before + b"# \xff\n")
+    r = pypm("lock", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert "is not UTF-8 text" in r.stderr  # the warning that it was ignored
+    assert (project / "pypm.lock").read_bytes() == before
+
+
+def test_a_source_url_that_cannot_be_parsed_is_named(pypm, locked_project, tmp_path):
+    """An index or find-links URL urllib cannot split (was an internal ValueError/InvalidURL)."""
+    server, project, before = locked_project
+    for flag, url in (("--find-links", "http://[::1"), ("--index-url", "http://127.0.0.1:abc/simple/")):
+        r = pypm("lock", "--index-url", server.url, flag, url, cwd=project)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: {url!r} is not a valid URL"), r.stderr
+        assert "Traceback" not in r.stderr and "PYPM_INDEX_URL" in r.stderr
+    assert (project / "pypm.lock").read_bytes() == before
+    fresh = write_project(tmp_path / "fresh", ["a"], build=False)  # no recorded index: the variable counts
+    r = pypm("lock", cwd=fresh, env={"PYPM_INDEX_URL": "http://[::1"})
+    assert r.returncode == 2 and "'http://[::1' is not a valid URL" in r.stderr, r.stderr
+    assert not (fresh / "pypm.lock").exists()
+
+
 def test_canary_locks_against_the_local_canary_index(pypm, canary_project):
     r = pypm("lock", cwd=canary_project, timeout=600)
     assert r.returncode == 0, r.stderr

@@ -815,6 +815,19 @@ def test_bad_venv_inputs_are_clear_errors_or_repaired(pypm, small) -> None:
     assert (project / ".venv" / ".pypm" / "state.json").read_text().startswith("{\n")
 
 
+def test_a_lock_that_is_a_directory_is_named_by_sync_and_run(pypm, small) -> None:
+    """On a synced project the no-op fast paths hash pypm.lock before anything else: a directory
+    there (or an unreadable file) ended `pypm sync`/`run` in a bare traceback."""
+    project, _, _ = small
+    pypm("sync", "--frozen", cwd=project, check=True)
+    (project / "pypm.lock").unlink()
+    (project / "pypm.lock").mkdir()
+    for args in (("sync", "--frozen"), ("run", "--no-sandbox", "--frozen", "true")):
+        r = pypm(*args, cwd=project)
+        assert r.returncode == 3 and r.stderr.startswith("error: cannot read "), (args, r.stderr)
+        assert "pypm.lock: Is a directory" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
 def test_noop_fast_path_still_syncs_exactly(pypm, small) -> None:
     """The no-op fast path (state.json matches) must find what the full plan finds: a dist added
     behind pypm's back is removed, an interrupted install (journal) is repaired."""

@@ -64,11 +64,27 @@ class LockOptions:
 
     @classmethod
     def from_recorded(cls, o: Mapping[str, Any], *, offline: bool = False) -> "LockOptions":
-        """The options a lock's [options] table `o` records."""
+        """The options a lock's [options] table `o` records (checked: a string where an array
+        belongs would otherwise be read as one source per character)."""
+
+        def bad(key: str, what: str) -> LockError:
+            return LockError(f"{LOCK_NAME}: [options] {key} must be {what}, not {o[key]!r}",
+                             hint="re-create the lock with `pypm lock`")
+
+        for key in ("extra-index-url", "find-links"):
+            v = o.get(key, [])
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise bad(key, "an array of strings")
+        for key in ("index-url", "prerelease", "exclude-newer"):
+            if o.get(key) is not None and not isinstance(o[key], str):
+                raise bad(key, "a string")
+        for key in ("no-build", "no-binary"):
+            if not isinstance(o.get(key, False), bool):
+                raise bad(key, "true or false")
         return cls(
             index_url=o.get("index-url"), extra_index_urls=tuple(o.get("extra-index-url", ())),
             find_links=tuple(o.get("find-links", ())), prerelease=o.get("prerelease"),
-            no_build=bool(o.get("no-build", False)), no_binary=bool(o.get("no-binary", False)),
+            no_build=o.get("no-build", False), no_binary=o.get("no-binary", False),
             exclude_newer=o.get("exclude-newer"), offline=offline,
         )
 

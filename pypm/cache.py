@@ -13,7 +13,6 @@ behind is a `.part` file or a `.tmp-*` directory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -757,20 +756,22 @@ def _make_fan(fan: Path, *, always: bool = False) -> None:
     made in them are spread over the disk's block groups (pypm.fsalloc: creating files next to
     recently deleted ones is slow). A fan directory that exists is marked only if `always`
     (unpacked/, where thousands of files are made): one ioctl per directory and process."""
+    def cannot(path: object, why: object) -> InstallError:
+        return InstallError(f"cannot make the cache directory {path}: {why}",
+                            hint="set PYPM_CACHE_DIR to a writable directory, or repair the cache with "
+                                 "`pypm cache clean`")
+
     try:
         fan.parent.mkdir(parents=True, exist_ok=True)
         spread_subdirs(fan.parent)
-        try:
-            fan.mkdir()
-        except FileExistsError:
-            if not fan.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(fan)) from None
-            if not always:
-                return
-    except OSError as e:  # PYPM_CACHE_DIR names a file, a file sits where a cache directory goes, no permission
-        raise InstallError(f"cannot make the cache directory {e.filename or fan}: {e.strerror or e}",
-                           hint="set PYPM_CACHE_DIR to a writable directory, or repair the cache with "
-                                "`pypm cache clean`") from None
+        fan.mkdir()
+    except FileExistsError as e:
+        if not fan.is_dir():  # a file where the directory (or its parent) goes
+            raise cannot(e.filename or fan, "a file is in the way") from None
+        if not always:
+            return
+    except OSError as e:  # PYPM_CACHE_DIR names a file, no permission, ...
+        raise cannot(e.filename or fan, e.strerror or e) from None
     spread_subdirs(fan)
 
 

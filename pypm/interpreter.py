@@ -266,6 +266,9 @@ def _from_raw(executable: Path, raw: dict[str, Any]) -> Interpreter:
     )
 
 
+_NO_ANSWER = "did not answer the query (not a Python interpreter?)"
+
+
 class QueryFailed(Exception):
     """Internal: the candidate could not be run (not a user error by itself)."""
 
@@ -283,11 +286,9 @@ def _run_query(executable: Path) -> dict[str, Any]:
         first = next((ln.strip() for ln in proc.stderr.splitlines() if ln.strip()), "(no output)")
         raise QueryFailed(f"exit status {proc.returncode}: {first}")
     try:
-        raw = json.loads(proc.stdout)
+        raw: dict[str, Any] = json.loads(proc.stdout)  # its shape is checked in _query, as every answer's
     except ValueError:
-        raw = None
-    if not isinstance(raw, dict):  # e.g. a program that prints other JSON, or nothing
-        raise QueryFailed("did not answer the query (not a Python interpreter?)")
+        raise QueryFailed(_NO_ANSWER) from None
     return raw
 
 
@@ -355,8 +356,8 @@ def _query(path: Path, *, use_cache: bool = True) -> Interpreter:
         raw["format"] = QUERY_FORMAT
         raw["tags"] = list(compute_tags(raw))
         interp = _from_raw(path, raw)
-    except (KeyError, TypeError, ValueError, AttributeError):  # a JSON object, but not the query's answer
-        raise QueryFailed("did not answer the query (not a Python interpreter?)") from None
+    except (KeyError, TypeError, ValueError, AttributeError):  # other JSON ([], 42, a partial object)
+        raise QueryFailed(_NO_ANSWER) from None
     # A wrapper (e.g. a pyenv shim) may run a different Python tomorrow with the same bytes:
     # cache only answers from the real binary.
     if cf is not None and os.path.realpath(path) == os.path.realpath(raw["executable"]):

@@ -355,7 +355,9 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
                         f"({', '.join(requires)}): a build would not use locked bits",
                         hint="make [build-system] requires resolvable (see the warning of `pypm lock`), "
                         "then run `pypm lock`")
-    interp = find_interpreter(getattr(args, "python", None) or project.tool.python, project.requires_python)
+    flag = getattr(args, "python", None)
+    interp = find_interpreter(flag or project.tool.python, project.requires_python,
+                              pyproject=None if flag else project.pyproject)
     packages = build_packages_of(lock, root, interp.markers)
     from .plan import refuse_unhashed
 
@@ -446,7 +448,8 @@ def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup
     label = f"{pkg.name}=={pkg.version} ({pkg.sdist.filename})"
     try:
         if "interpreter" not in state:
-            state["interpreter"] = find_interpreter(project.tool.python, state.get("requires_python"))
+            state["interpreter"] = find_interpreter(project.tool.python, state.get("requires_python"),
+                                                    pyproject=project.pyproject)
         with Cache(offline=bool(state.get("offline", False)), base_dir=project.root) as cache:
             sdist = cache.fetch(pkg.sdist, package=pkg.name)
             env = state["interpreter"].markers

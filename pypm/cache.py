@@ -188,6 +188,31 @@ class Cache:
     def _note(self, msg: str) -> None:
         self.events.append(msg)
 
+    def _make_entry_dir(self, path: Path) -> None:
+        """Make the entry directory `wheels/<fan>/<sha>` if it is missing; a file in its place
+        (a damaged cache: pypm only ever makes a directory there) is removed first."""
+        try:
+            path.mkdir(exist_ok=True)
+            return
+        except FileExistsError:  # something that is not a directory
+            self._remove_stray(path)
+        except OSError as e:
+            raise _cannot_make(path, e.strerror or e) from None
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as e:
+            raise _cannot_make(path, e.strerror or e) from None
+
+    def _remove_stray(self, path: Path) -> None:
+        """Remove a file (or symlink) where the cache keeps an entry's directory, with a note."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return  # another process removed it first
+        except OSError as e:
+            raise _cannot_make(path, f"a file is in the way and cannot be removed ({e.strerror or e})") from None
+        self._note(f"removed {path}, a file where the cache keeps a directory")
+
     # ---- verification
     def _hash_file(self, path: Path) -> tuple[str, int]:
         h = hashlib.sha256()
@@ -253,7 +278,7 @@ class Cache:
             return final
         if not final.parent.is_dir():
             _make_fan(final.parent.parent)
-            final.parent.mkdir(exist_ok=True)  # wheels/<fan>/<sha>: in a block group of its own
+            self._make_entry_dir(final.parent)  # wheels/<fan>/<sha>: in a block group of its own
         with self._locked(entry.sha256):
             if final.exists():  # another process may have finished it while we waited
                 if self._is_good(final, entry):
@@ -564,6 +589,8 @@ class Cache:
             if final.is_dir():
                 return final
             _make_fan(final.parent, always=True)  # the extraction directory: a block group of its own
+            if os.path.lexists(final):  # not a directory: a damaged cache; the rename below would fail
+                self._remove_stray(final)
             tmp = final.parent / f".tmp-{entry.sha256}-{os.getpid()}-{threading.get_ident()}"
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -751,27 +778,27 @@ class _EntryLock:
             os.close(fd)  # closing the only descriptor releases the flock
 
 
+def _cannot_make(path: object, why: object) -> InstallError:
+    return InstallError(f"cannot make the cache directory {path}: {why}",
+                        hint="set PYPM_CACHE_DIR to a writable directory, or repair the cache with `pypm cache clean`")
+
+
 def _make_fan(fan: Path, *, always: bool = False) -> None:
     """Make the store directory `<kind>/<fan>`, it and `<kind>` marked so that the directories
     made in them are spread over the disk's block groups (pypm.fsalloc: creating files next to
     recently deleted ones is slow). A fan directory that exists is marked only if `always`
     (unpacked/, where thousands of files are made): one ioctl per directory and process."""
-    def cannot(path: object, why: object) -> InstallError:
-        return InstallError(f"cannot make the cache directory {path}: {why}",
-                            hint="set PYPM_CACHE_DIR to a writable directory, or repair the cache with "
-                                 "`pypm cache clean`")
-
     try:
         fan.parent.mkdir(parents=True, exist_ok=True)
         spread_subdirs(fan.parent)
         fan.mkdir()
     except FileExistsError as e:
         if not fan.is_dir():  # a file where the directory (or its parent) goes
-            raise cannot(e.filename or fan, "a file is in the way") from None
+            raise _cannot_make(e.filename or fan, "a file is in the way") from None
         if not always:
             return
     except OSError as e:  # PYPM_CACHE_DIR names a file, no permission, ...
-        raise cannot(e.filename or fan, e.strerror or e) from None
+        raise _cannot_make(e.filename or fan, e.strerror or e) from None
     spread_subdirs(fan)
 
 

@@ -7,13 +7,12 @@ them, so `pypm run` on a synced project never imports the HTTP client, resolver 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
-from .errors import ExitCode, report_failure
+from .errors import ExitCode, PypmError, report_failure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .project import Project
@@ -41,7 +40,7 @@ exit codes:
 environment:
   PYPM_INDEX_URL   default index (after --index-url and [tool.pypm] index-url)
   PYPM_CACHE_DIR   cache directory (default: the user cache dir, e.g. ~/.cache/pypm)
-  PYPM_OFFLINE     same as --offline when set to 1
+  PYPM_OFFLINE     same as --offline when set to 1 (or true, yes, on)
 """
 
 
@@ -73,26 +72,40 @@ class Context:
 
 # --------------------------------------------------------------------------- shared flag groups
 
+def _given(value: str) -> str:
+    """argparse `type` of every flag whose value names something: an empty one (`--python ""`,
+    most often an unset shell variable) is refused, not taken as if the flag were not given."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the value is empty (an unset shell variable?): give one, or leave the flag out")
+    return value
+
+
+def _offline_default() -> bool:
+    from .config import env_flag
+
+    return env_flag("PYPM_OFFLINE")
+
+
 def _index_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("index options")
-    g.add_argument("--index-url", metavar="URL", help="the primary package index (PEP 503/691 simple API)")
-    g.add_argument("--extra-index-url", metavar="URL", action="append", default=[],
+    g.add_argument("--index-url", metavar="URL", type=_given, help="the primary package index (PEP 503/691 simple API)")
+    g.add_argument("--extra-index-url", metavar="URL", type=_given, action="append", default=[],
                    help="another index to consult as well (repeatable)")
-    g.add_argument("--find-links", "-f", metavar="DIR|URL", action="append", default=[],
+    g.add_argument("--find-links", "-f", metavar="DIR|URL", type=_given, action="append", default=[],
                    help="a flat directory or HTML page of distribution files (repeatable)")
-    g.add_argument("--offline", action="store_true", default=os.environ.get("PYPM_OFFLINE") == "1",
+    g.add_argument("--offline", action="store_true", default=_offline_default(),
                    help="use only what is cached; never touch the network")
 
 
 def _selection_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to install")
-    g.add_argument("--extra", metavar="NAME", action="append", default=[],
+    g.add_argument("--extra", metavar="NAME", type=_given, action="append", default=[],
                    help="include this optional-dependencies extra (repeatable)")
     g.add_argument("--all-extras", action="store_true", help="include every extra")
     g.add_argument("--no-dev", action="store_true", help="leave out the `dev` dependency group")
-    g.add_argument("--group", metavar="NAME", action="append", default=[],
+    g.add_argument("--group", metavar="NAME", type=_given, action="append", default=[],
                    help="include this dependency group as well (repeatable)")
-    g.add_argument("--only-group", metavar="NAME", action="append", default=[],
+    g.add_argument("--only-group", metavar="NAME", type=_given, action="append", default=[],
                    help="install only this group, not the project's dependencies (repeatable)")
 
 
@@ -102,13 +115,13 @@ def _sync_flags(p: argparse.ArgumentParser) -> None:
     x.add_argument("--locked", action="store_true",
                    help="fail if pypm.lock does not match pyproject.toml instead of re-locking (for CI)")
     x.add_argument("--frozen", action="store_true", help="use pypm.lock as it is, without checking it is current")
-    g.add_argument("--python", metavar="VERSION|PATH", help="the interpreter for .venv (default: [tool.pypm] python, "
+    g.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for .venv (default: [tool.pypm] python, "
                    "else the newest on PATH that satisfies requires-python)")
     g.add_argument("--no-install-project", action="store_true", help="do not install the project itself")
     g.add_argument("--link-mode", choices=["hardlink", "reflink", "copy"], default=None,
                    help="how files get from the cache into .venv (default: hardlink, else reflink, else copy)")
     g.add_argument("--compile", action="store_true", help="byte-compile installed Python files")
-    g.add_argument("--offline", action="store_true", default=os.environ.get("PYPM_OFFLINE") == "1",
+    g.add_argument("--offline", action="store_true", default=_offline_default(),
                    help="use only what is cached; never touch the network")
 
 
@@ -117,11 +130,11 @@ def _sandbox_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-sandbox", action="store_true", help="run directly on the host, without the sandbox")
     g.add_argument("--network", choices=["none", "host"], default=None,
                    help="`none` (default): loopback only; `host`: share the host's network")
-    g.add_argument("--bind", metavar="SRC[:DST]", action="append", default=[], help="bind SRC read-write")
-    g.add_argument("--ro-bind", metavar="SRC[:DST]", action="append", default=[], help="bind SRC read-only")
-    g.add_argument("--env", metavar="NAME[=VALUE]", action="append", default=[],
+    g.add_argument("--bind", metavar="SRC[:DST]", type=_given, action="append", default=[], help="bind SRC read-write")
+    g.add_argument("--ro-bind", metavar="SRC[:DST]", type=_given, action="append", default=[], help="bind SRC read-only")
+    g.add_argument("--env", metavar="NAME[=VALUE]", type=_given, action="append", default=[],
                    help="pass NAME from the host, or set it to VALUE (repeatable)")
-    g.add_argument("--profile", metavar="NAME|PATH", help="seccomp profile: `default`, `strict` or a JSON file")
+    g.add_argument("--profile", metavar="NAME|PATH", type=_given, help="seccomp profile: `default`, `strict` or a JSON file")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--writable-project", dest="writable_project", action="store_true", default=None,
                    help="the project directory is writable inside the sandbox (default)")
@@ -235,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pypm {__version__}")
-    parser.add_argument("-C", "--directory", metavar="DIR", help="run as if started in DIR")
+    parser.add_argument("-C", "--directory", metavar="DIR", type=_given, help="run as if started in DIR")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more output; show tracebacks of errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
@@ -253,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("init", cmd_init, "create a pyproject.toml (PEP 621) with a [tool.pypm] table")
     p.add_argument("path", nargs="?", help="the project directory (default: the current one)")
-    p.add_argument("--name", help="the project name (default: the directory's name)")
+    p.add_argument("--name", type=_given, help="the project name (default: the directory's name)")
 
     p = add("lock", cmd_lock, "resolve the project into a universal, hash-pinned pypm.lock")
     p.add_argument("--refresh", action="store_true", help="re-fetch metadata and hashes; ignore cached index pages")
@@ -261,16 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 1 if pypm.lock is missing or does not match pyproject.toml; write nothing")
     u = p.add_mutually_exclusive_group()
     u.add_argument("--upgrade", "-U", action="store_true", help="allow every package to move to its newest version")
-    u.add_argument("--upgrade-package", "-P", metavar="NAME", action="append", default=[],
+    u.add_argument("--upgrade-package", "-P", metavar="NAME", type=_given, action="append", default=[],
                    help="allow only NAME to move (repeatable)")
     p.add_argument("--prerelease", choices=["allow", "disallow", "if-necessary", "explicit",
                                             "if-necessary-or-explicit"], default=None,
                    help="when pre-releases may be chosen (default: if-necessary-or-explicit, as uv)")
     p.add_argument("--no-build", action="store_true", help="never use source distributions")
     p.add_argument("--no-binary", action="store_true", help="never use wheels (lock sdists only)")
-    p.add_argument("--exclude-newer", metavar="DATE", help="ignore files uploaded after DATE (RFC 3339 or YYYY-MM-DD)")
-    p.add_argument("--from", dest="from_pylock", metavar="PYLOCK", help="start from a PEP 751 pylock.toml")
-    p.add_argument("--sign", metavar="KEY", help="sign the lock's root with this Ed25519 private key file")
+    p.add_argument("--exclude-newer", metavar="DATE", type=_given, help="ignore files uploaded after DATE (RFC 3339 or YYYY-MM-DD)")
+    p.add_argument("--from", dest="from_pylock", metavar="PYLOCK", type=_given, help="start from a PEP 751 pylock.toml")
+    p.add_argument("--sign", metavar="KEY", type=_given, help="sign the lock's root with this Ed25519 private key file")
     _index_flags(p)
 
     p = add("export", cmd_export, "write the lock in another format (PEP 751 pylock.toml, requirements.txt)")
@@ -330,7 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except PypmError as e:  # a flag's default from a bad environment variable (PYPM_OFFLINE=maybe)
+        return report_failure(e, verbose=0)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -12,7 +12,27 @@ from pathlib import Path
 
 from .errors import ProjectError
 
-__all__ = ["default_index_url", "pip_config_index_url", "cache_dir"]
+__all__ = ["default_index_url", "pip_config_index_url", "cache_dir", "env_flag"]
+
+# The spellings of yes and no that an on/off environment variable accepts (as uv's do).
+_YES = frozenset({"1", "true", "t", "yes", "y", "on"})
+_NO = frozenset({"", "0", "false", "f", "no", "n", "off"})
+
+
+def env_flag(name: str) -> bool:
+    """An on/off environment variable (PYPM_OFFLINE): unset or empty is off; a value that is
+    neither yes nor no is refused, not read as off (PYPM_OFFLINE=yes once went unnoticed)."""
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if value in _YES:
+        return True
+    if value in _NO:
+        return False
+    from .errors import UsageError
+
+    raise UsageError(f"the environment variable {name}={raw!r} is neither yes nor no",
+                     hint=f"set {name}=1 (or true, yes, on) to turn it on, {name}=0 (or false, no, off) "
+                          f"or unset it to turn it off")
 
 
 def _pip_config_files() -> list[Path]:

@@ -425,20 +425,33 @@ def _satisfies(version: tuple[int, int, int], requires_python: str | None) -> bo
     return SpecifierSet(requires_python).contains(".".join(map(str, version)), prereleases=True)
 
 
-def find_interpreter(request: str | None, requires_python: str | None) -> Interpreter:
+def find_interpreter(request: str | None, requires_python: str | None, *,
+                     pyproject: str | os.PathLike[str] | None = None) -> Interpreter:
     """The interpreter for a venv.
 
     `request`: None (newest python3.X on PATH that satisfies `requires_python`), a version
     ("3.11", "3.11.4", "cpython3.12", ">=3.10,<3.13"), a path, or a command name on PATH.
+    `pyproject`: the pyproject.toml the request comes from (`[tool.pypm] python`), so that an
+    error names that setting and file rather than a --python flag nobody gave.
     Raises ProjectError (listing what was found) when nothing fits.
     """
     rp = requires_python or None
+    if pyproject is None:
+        said, fix = f"--python {request!r}", "pass --python with"
+    else:
+        said, fix = f"[tool.pypm] python = {request!r} in {pyproject}", "set [tool.pypm] python to"
     if request and (os.sep in request or request.startswith(".") or Path(request).is_file()):
-        interp = query_interpreter(Path(request).expanduser())
+        try:
+            interp = query_interpreter(Path(request).expanduser())
+        except ProjectError as e:
+            if pyproject is None:
+                raise
+            raise ProjectError(f"{e.message} ({said})",
+                               hint=f"{fix} a working interpreter (a version such as 3.11, or a path)") from None
         if not _satisfies(interp.version, rp):
-            raise ProjectError(f"--python {request} is Python {interp.version_str}, which does not satisfy "
+            raise ProjectError(f"{said} is Python {interp.version_str}, which does not satisfy "
                                f"requires-python `{rp}`",
-                               hint="pass a matching interpreter, or change requires-python in pyproject.toml")
+                               hint=f"{fix} a matching interpreter, or change requires-python in pyproject.toml")
         return interp
 
     want = None
@@ -453,17 +466,17 @@ def find_interpreter(request: str | None, requires_python: str | None) -> Interp
             try:
                 spec = SpecifierSet(request)
             except InvalidSpecifier:
-                raise UsageError(f"--python {request!r} is not a valid version specifier",
-                                 hint="use a version such as 3.11, a specifier such as '>=3.10', or a path") from None
+                raise UsageError(f"{said} is not a valid version specifier",
+                                 hint=f"{fix} a version such as 3.11, a specifier such as '>=3.10', or a path") from None
             want = lambda v: spec.contains(".".join(map(str, v)), prereleases=True)  # noqa: E731
         else:
             import shutil
 
             on_path = shutil.which(request)
             if not on_path:
-                raise UsageError(f"--python {request!r}: no such interpreter on PATH",
-                                 hint="use a version such as 3.11, a specifier such as '>=3.10', or a path")
-            return find_interpreter(on_path, rp)
+                raise UsageError(f"{said}: no such interpreter on PATH",
+                                 hint=f"{fix} a version such as 3.11, a specifier such as '>=3.10', or a path")
+            return find_interpreter(on_path, rp, pyproject=pyproject)
 
     cands = _path_candidates()
     order = {c: i for i, c in enumerate(cands)}
@@ -491,8 +504,9 @@ def find_interpreter(request: str | None, requires_python: str | None) -> Interp
         return best
     report = [f"{c}: {r}" if isinstance(r, str) else f"{c}: Python {r.version_str}"
               for c in cands if (r := found.get(c)) is not None]
-    what = f"--python {request}" if request else "a Python"
+    what = said if request else "a Python"
     needs = f" satisfying requires-python `{rp}`" if rp else ""
     listing = "\n    ".join(report) if report else "(no python3 or python3.X on PATH)"
     raise ProjectError(f"no interpreter found for {what}{needs}; found:\n    {listing}",
-                       hint="install a matching Python and put it on PATH, or pass --python PATH")
+                       hint="install a matching Python and put it on PATH, or "
+                            + (f"{fix} its path" if request else "pass --python PATH"))

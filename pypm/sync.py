@@ -342,7 +342,8 @@ def _interpreter(project: Any, opts: SyncOptions, venv: Path) -> Any:
                 interp = None
             if interp is not None and _venv_matches(venv, interp) and _satisfies(interp, project.requires_python):
                 return interp
-    return find_interpreter(request, project.requires_python)
+    return find_interpreter(request, project.requires_python,
+                            pyproject=None if opts.python else project.pyproject)
 
 
 def _satisfies(interp: Any, requires_python: str) -> bool:

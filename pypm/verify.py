@@ -189,8 +189,9 @@ class _VenvCheck:
     def cache(self) -> Any:
         if self._cache is None:
             from .cache import Cache
+            from .config import env_flag
 
-            self._cache = Cache(offline=os.environ.get("PYPM_OFFLINE") == "1", base_dir=self.project.root)
+            self._cache = Cache(offline=env_flag("PYPM_OFFLINE"), base_dir=self.project.root)
         return self._cache
 
     # ---- which tree

@@ -150,6 +150,20 @@ def test_corrupt_cached_file_is_discarded_and_fetched_again(dists, index_server,
     assert any("discarded corrupt" in ev for ev in fresh.events)
 
 
+def test_a_file_where_a_wheel_entry_directory_goes_is_removed_and_the_wheel_fetched(dists, index_server, cache):
+    # wheels/<fan>/<sha> is always a directory of pypm's making: a file there is damage, which
+    # used to end the fetch in an internal FileExistsError
+    w = dists.wheel("gamma", "1.0")
+    idx = index_server()
+    e = entry_for(w, idx.file_url(w.name))
+    stray = cache.root / "wheels" / e.sha256[:2] / e.sha256
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"not a directory")
+    p = cache.fetch(e, package="gamma")
+    assert p == stray / w.name and sha256_file(p) == e.sha256
+    assert any("a file where the cache keeps a directory" in ev for ev in cache.events)
+
+
 @pytest.mark.parametrize("bad", ["", "TODO", "sha256:TODO", "0" * 63])
 def test_missing_or_placeholder_hash_is_refused(cache, bad):
     e = FileEntry("x-1.0-py3-none-any.whl", "http://127.0.0.1:9/x.whl", bad, 10)
@@ -376,6 +390,18 @@ def test_unpack_extracts_a_verified_tree(dists, cache):
     assert (u / "tree-1.0.data" / "scripts" / "run").stat().st_mode & stat.S_IXUSR
     assert (u / "tree-1.0.dist-info" / "RECORD").is_file()
     assert cache.unpack(e) == u  # complete entries are reused
+
+
+def test_a_file_where_a_store_entry_goes_is_removed_and_the_wheel_unpacked(dists, cache):
+    # unpacked/<fan>/<sha> likewise: the rename into place used to fail with NotADirectoryError
+    w = dists.wheel("delta", "1.0", modules={"delta/__init__.py": "x = 1\n"})
+    e = entry_for(w)
+    stray = cache.unpacked_path(e.sha256)
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"not a directory")
+    tree = cache.unpack(e, package="delta")
+    assert tree == stray and (tree / "delta" / "__init__.py").read_text() == "x = 1\n"
+    assert any("a file where the cache keeps a directory" in ev for ev in cache.events)
 
 
 def test_parallel_unpack_matches_the_archive(dists, cache, monkeypatch):

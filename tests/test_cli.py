@@ -160,3 +160,38 @@ def test_docs_cli_documents_every_command_option_and_exit_code() -> None:
         if not re.search(rf"^\|\s*{code}\s*\|", text, re.M):
             missing.append(f"exit code {code}")
     assert not missing, "docs/cli.md lacks: " + ", ".join(missing)
+
+
+# --------------------------------------------------------------------------- values from the environment and flags
+
+@pytest.mark.parametrize("value,offline", [("1", True), ("yes", True), ("TRUE", True), ("on", True),
+                                           ("", False), ("0", False), ("no", False), ("Off", False)])
+def test_pypm_offline_takes_the_usual_spellings_of_yes_and_no(value: str, offline: bool,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYPM_OFFLINE", value)
+    for command in ("sync", "lock"):
+        assert build_parser().parse_args([command]).offline is offline
+
+
+def test_pypm_offline_with_another_value_is_refused_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # PYPM_OFFLINE=yes used to be read as "not offline": only "1" counted
+    monkeypatch.setenv("PYPM_OFFLINE", "maybe")
+    assert main(["sync"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "PYPM_OFFLINE='maybe' is neither yes nor no" in err and "hint: set PYPM_OFFLINE=1" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["sync", "--python", ""], ["lock", "--exclude-newer", ""],
+                                  ["lock", "--index-url", " "], ["sync", "--extra", ""],
+                                  ["run", "--env", "", "--", "true"], ["-C", "", "sync"]])
+def test_an_empty_flag_value_is_refused_not_taken_as_unset(argv: list[str],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # `--python "$PY"` with PY unset used to pick an interpreter as if the flag were not given
+    flag = next(a for a in argv if a.startswith("-"))
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "the value is empty" in err

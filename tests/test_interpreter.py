@@ -152,6 +152,38 @@ def test_nothing_matching_lists_what_was_found(fake_path):
         find_interpreter(">=three", None)
 
 
+def test_a_request_from_pyproject_is_reported_as_that_setting_not_as_a_flag(tmp_path):
+    # [tool.pypm] python = "nonsense" used to be reported as `--python 'nonsense'`, a flag nobody gave
+    pyproject = tmp_path / "pyproject.toml"
+    cases = [("no-such-python", UsageError, "no such interpreter on PATH"),
+             (">=three", UsageError, "not a valid version specifier"),
+             (str(tmp_path / "nothing-here" / "python"), ProjectError, "cannot use"),
+             (sys.executable, ProjectError, "does not satisfy requires-python")]
+    for request, kind, what in cases:
+        with pytest.raises(kind) as ei:
+            find_interpreter(request, ">=3.99" if request == sys.executable else None, pyproject=pyproject)
+        msg = str(ei.value)
+        assert what in msg and f"[tool.pypm] python = {request!r} in {pyproject}" in msg, msg
+        assert "--python" not in ei.value.message and "set [tool.pypm] python to" in ei.value.hint, msg
+    with pytest.raises(UsageError) as ei:  # the flag's own wording is unchanged
+        find_interpreter("no-such-python", None)
+    assert "--python 'no-such-python'" in str(ei.value)
+
+
+def test_sync_names_the_pyproject_setting_it_took_the_request_from(tmp_path):
+    from pypm.project import load_project
+    from pypm.selection import Selection
+    from pypm.sync import SyncOptions, _interpreter
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "1"\n\n'
+                                             '[tool.pypm]\npython = "no-such-python"\n')
+    project = load_project(tmp_path)
+    with pytest.raises(UsageError, match=r"\[tool.pypm\] python = 'no-such-python' in .*pyproject.toml"):
+        _interpreter(project, SyncOptions(selection=Selection()), tmp_path / ".venv")
+    with pytest.raises(UsageError, match=r"^--python 'other-python'"):  # the flag wins, and is named
+        _interpreter(project, SyncOptions(selection=Selection(), python="other-python"), tmp_path / ".venv")
+
+
 def test_wrapper_scripts_are_queried_but_never_cached(fake_path, tmp_path):
     shim = fake_path / "python3.14"
     shim.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")

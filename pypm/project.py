@@ -119,19 +119,44 @@ def _str_list(value: Any, path: Path, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _requirements(value: Any, path: Path, key: str) -> tuple[str, ...]:
+def _requirements(value: Any, path: Path, key: str, *, refuse_self: str | None = None) -> tuple[str, ...]:
+    """Validated PEP 508 strings. `refuse_self`: the project's normalised name; a requirement on
+    it without extras is an error (with extras it is a recursive extra, which is fine)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     items = _str_list(value, path, key)
     for s in items:
         try:
-            Requirement(s)
+            req = Requirement(s)
         except InvalidRequirement as e:
             raise ProjectError(
                 f"{path}: `{key}` holds an invalid PEP 508 requirement: {s!r}\n  {e}",
                 hint="write it as NAME[EXTRAS] SPECIFIERS; MARKER, e.g. 'requests>=2.31; python_version >= \"3.9\"'",
             ) from None
+        if refuse_self is not None and not req.extras and _canon(req.name) == refuse_self:
+            raise _err(path, key, f"lists the project itself: {s!r}",
+                       hint=f"remove it from `{key}`; a project cannot depend on itself")
     return items
+
+
+_NAME_HINT = ("a valid name is ASCII letters, digits and '-', '_' or '.', starting and ending with "
+              "a letter or digit (PEP 508), e.g. 'test' or 'dev-tools'")
+
+
+def _checked_names(raw: Mapping[Any, Any], path: Path, key: str, what: str) -> dict[str, str]:
+    """Normalised name -> name as written, for the keys of an extras (PEP 685) or groups (PEP 735)
+    table. Each must be a valid PEP 508 name; two that normalise alike are an error."""
+    out: dict[str, str] = {}
+    for k in raw:
+        if not isinstance(k, str) or not _NAME.fullmatch(k):
+            raise _err(path, key, f"has an invalid {what} name {k!r}", hint=_NAME_HINT)
+        c = _canon(k)
+        if c in out:
+            raise _err(path, key, f"has two {what}s whose names differ only in case or punctuation: "
+                                  f"{out[c]!r} and {k!r}",
+                       hint=f"they name the same {what}; merge them into one")
+        out[c] = k
+    return out
 
 
 def _expand_groups(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
@@ -140,9 +165,7 @@ def _expand_groups(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
         return {}
     if not isinstance(raw, dict):
         raise _err(path, "dependency-groups", "must be a table of arrays")
-    groups = {_canon(k): v for k, v in raw.items()}
-    if len(groups) != len(raw):
-        raise _err(path, "dependency-groups", "has two groups whose names differ only in case or punctuation")
+    groups = {c: raw[k] for c, k in _checked_names(raw, path, "dependency-groups", "group").items()}
     out: dict[str, tuple[str, ...]] = {}
 
     def expand(name: str, stack: tuple[str, ...]) -> tuple[str, ...]:
@@ -206,12 +229,17 @@ def _parse_sandbox(raw: Any, path: Path) -> SandboxConfig:
     wp = raw.get("writable-project", True)
     if not isinstance(wp, bool):
         raise _err(path, "tool.pypm.sandbox.writable-project", "must be true or false")
+    env = _str_list(raw.get("env", []), path, "tool.pypm.sandbox.env")
+    for item in env:  # what sandbox.policy.filter_env takes; refused here so the error names this file
+        if not item.partition("=")[0] or "\0" in item:
+            raise _err(path, "tool.pypm.sandbox.env", f"holds {item!r}, which is not NAME or NAME=VALUE",
+                       hint='write "NAME" to pass a variable through from the host, or "NAME=VALUE" to set it')
     return SandboxConfig(
         enabled=enabled,
         network=network,
         bind=_str_list(raw.get("bind", []), path, "tool.pypm.sandbox.bind"),
         ro_bind=_str_list(raw.get("ro-bind", []), path, "tool.pypm.sandbox.ro-bind"),
-        env=_str_list(raw.get("env", []), path, "tool.pypm.sandbox.env"),
+        env=env,
         profile=profile,
         writable_project=wp,
     )
@@ -272,7 +300,7 @@ def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:
         raise ProjectError(f"{path} has no [project] table",
                            hint="add [project] with at least `name`, or run `pypm init`")
     name = proj.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # fullmatch: `$` also matches before "\n"
         raise _err(path, "project.name", f"is {name!r}; it must be a valid distribution name (letters, digits, -_.)")
     dynamic = _str_list(proj.get("dynamic", []), path, "project.dynamic")
     version = proj.get("version")
@@ -299,12 +327,13 @@ def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:
         except InvalidSpecifier:
             raise _err(path, "project.requires-python", f"is {rp!r}, not a valid specifier",
                        hint='write e.g. ">=3.9"') from None
-    deps = _requirements(proj.get("dependencies", []), path, "project.dependencies")
+    deps = _requirements(proj.get("dependencies", []), path, "project.dependencies", refuse_self=_canon(name))
     opt_raw = proj.get("optional-dependencies", {})
     if not isinstance(opt_raw, dict):
         raise _err(path, "project.optional-dependencies", "must be a table of arrays")
     optional = {
-        _canon(k): _requirements(v, path, f"project.optional-dependencies.{k}") for k, v in opt_raw.items()
+        c: _requirements(opt_raw[k], path, f"project.optional-dependencies.{k}")
+        for c, k in _checked_names(opt_raw, path, "project.optional-dependencies", "extra").items()
     }
     groups = _expand_groups(data.get("dependency-groups") or {}, path)
     bs = data.get("build-system")

@@ -63,6 +63,7 @@ def test_dynamic_version() -> None:
 
 @pytest.mark.parametrize("project, needle", [
     ({"name": "bad name"}, "`project.name` is 'bad name'"),
+    ({"name": "x\n"}, "`project.name` is 'x\\n'"),  # was accepted: `$` matches before a final newline
     ({"name": None}, "`project.name`"),
     ({"version": None}, "`project.version` is missing"),
     ({"version": "one"}, "'one', not a PEP 440 version"),
@@ -105,6 +106,53 @@ def test_invalid_pep508_is_quoted_back_with_the_key() -> None:
     assert "`build-system.requires`" in msg and "'set tools'" in msg
 
 
+@pytest.mark.parametrize("name", ["bad name!", "", "-x", "x-", "a b", "é", "x\n", ".x"])
+def test_invalid_extra_name(name: str) -> None:
+    # PEP 685: an extra name is a PEP 508 name; these were accepted silently.
+    with pytest.raises(ProjectError) as e:
+        parse(**{"optional-dependencies": {"ok": [], name: ["x"]}})
+    msg = str(e.value)
+    assert msg.startswith(str(ROOT / "pyproject.toml")), msg
+    assert f"`project.optional-dependencies` has an invalid extra name {name!r}" in msg, msg
+    assert "letters, digits" in (e.value.hint or "")
+
+
+@pytest.mark.parametrize("names", [("Test", "test"), ("a_b", "a-b"), ("a.b", "A__B")])
+def test_extras_whose_names_normalise_alike(names: tuple[str, str]) -> None:
+    # Both used to be kept under one normalised key, the second silently replacing the first.
+    msg = error_of(**{"optional-dependencies": {names[0]: ["x"], names[1]: ["y"]}})
+    assert "`project.optional-dependencies` has two extras whose names differ only in case or punctuation" in msg
+    assert f"{names[0]!r} and {names[1]!r}" in msg, msg
+
+
+def test_valid_extra_names_are_normalised() -> None:
+    p = parse(**{"optional-dependencies": {"X": [], "a.b-c_d": [], "Z9": [], "0": []}})
+    assert set(p.optional_dependencies) == {"x", "a-b-c-d", "z9", "0"}
+
+
+@pytest.mark.parametrize("dep", ["demo", "Demo>=1", "DEMO; python_version >= '3.9'", "demo[]", "demo @ file:///x"])
+def test_a_project_depending_on_itself_is_refused(dep: str) -> None:
+    with pytest.raises(ProjectError) as e:
+        parse(dependencies=["requests", dep])
+    msg = str(e.value)
+    assert msg.startswith(str(ROOT / "pyproject.toml")), msg
+    assert f"`project.dependencies` lists the project itself: {dep!r}" in msg, msg
+    assert "remove it" in (e.value.hint or "")
+    # Spelled differently from [project] name, still the same project.
+    assert "lists the project itself" in error_of(name="My_Lib", dependencies=["my.lib>=1"])
+
+
+def test_a_project_naming_itself_with_extras_is_a_recursive_extra() -> None:
+    p = parse({"dependency-groups": {"dev": ["demo[test]", "black"], "self": ["demo"]}},
+              name="Demo", dependencies=["demo[fast]"],
+              **{"optional-dependencies": {"fast": ["ujson"], "test": ["pytest"], "all": ["DEMO[fast,test]"]}})
+    assert p.dependencies == ("demo[fast]",)
+    assert p.optional_dependencies["all"] == ("DEMO[fast,test]",)
+    assert p.dependency_groups == {"dev": ("demo[test]", "black"), "self": ("demo",)}
+    # A plain self-reference is only refused in [project] dependencies.
+    assert parse(**{"optional-dependencies": {"x": ["demo"]}}).optional_dependencies == {"x": ("demo",)}
+
+
 # --------------------------------------------------------------------------- PEP 735
 
 def groups(raw: Any):
@@ -132,10 +180,23 @@ def test_groups_expand_includes_and_normalise_names() -> None:
     ({"a": "x"}, "`dependency-groups.a` must be an array"),
     (["a"], "`dependency-groups` must be a table"),
     ({"Dev": [], "dev": []}, "differ only in case"),
+    ({"a_b": [], "A.b": []}, "`dependency-groups` has two groups whose names differ only in case or punctuation: "
+                             "'a_b' and 'A.b'"),
 ])
 def test_group_errors(raw: Any, needle: str) -> None:
     msg = error_of({"dependency-groups": raw})
     assert needle in msg, msg
+
+
+@pytest.mark.parametrize("name", ["bad name!", "", "-x", "x_", "a/b", "x\n"])
+def test_invalid_group_name(name: str) -> None:
+    # PEP 735: a group name is a PEP 508 name; these were accepted silently.
+    with pytest.raises(ProjectError) as e:
+        groups({"ok": [], name: ["x"]})
+    msg = str(e.value)
+    assert msg.startswith(str(ROOT / "pyproject.toml")), msg
+    assert f"`dependency-groups` has an invalid group name {name!r}" in msg, msg
+    assert "letters, digits" in (e.value.hint or "")
 
 
 # --------------------------------------------------------------------------- [tool.pypm]
@@ -178,6 +239,10 @@ def test_tool_table() -> None:
     ({"sandbox": {"profile": ""}}, "`tool.pypm.sandbox.profile`"),
     ({"sandbox": {"bind": "/a"}}, "`tool.pypm.sandbox.bind` must be an array of strings"),
     ({"sandbox": {"writable-project": 1}}, "`tool.pypm.sandbox.writable-project` must be true or false"),
+    # these used to reach the sandbox, which reported them as a flag nobody gave (`--env '=x'`)
+    ({"sandbox": {"env": ["=x"]}}, "`tool.pypm.sandbox.env` holds '=x', which is not NAME or NAME=VALUE"),
+    ({"sandbox": {"env": [""]}}, "`tool.pypm.sandbox.env` holds '', which is not NAME or NAME=VALUE"),
+    ({"sandbox": {"env": ["A=\0"]}}, "`tool.pypm.sandbox.env` holds 'A=\\x00'"),
 ])
 def test_tool_errors(raw: Any, needle: str) -> None:
     with pytest.raises(ProjectError) as e:

@@ -174,10 +174,11 @@ def test_pypm_offline_takes_the_usual_spellings_of_yes_and_no(value: str, offlin
 
 
 def test_pypm_offline_with_another_value_is_refused_naming_the_variable(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    # PYPM_OFFLINE=yes used to be read as "not offline": only "1" counted
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # PYPM_OFFLINE=yes used to be read as "not offline": only "1" counted. (-C an empty directory:
+    # should the check ever go, this must not sync whatever project the tests run in.)
     monkeypatch.setenv("PYPM_OFFLINE", "maybe")
-    assert main(["sync"]) == ExitCode.USAGE
+    assert main(["-C", str(tmp_path), "sync"]) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert "PYPM_OFFLINE='maybe' is neither yes nor no" in err and "hint: set PYPM_OFFLINE=1" in err
     assert "Traceback" not in err

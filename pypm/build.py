@@ -332,7 +332,7 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
     sdist (as `python -m build` does); `--wheel` alone builds the wheel from the tree."""
     from .cache import Cache
     from .errors import ProjectError
-    from .interpreter import find_interpreter
+    from .interpreter import find_project_interpreter
     from .locking import ensure_lock
 
     if project.is_virtual:
@@ -355,9 +355,7 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
                         f"({', '.join(requires)}): a build would not use locked bits",
                         hint="make [build-system] requires resolvable (see the warning of `pypm lock`), "
                         "then run `pypm lock`")
-    flag = getattr(args, "python", None)
-    interp = find_interpreter(flag or project.tool.python, project.requires_python,
-                              pyproject=None if flag else project.pyproject)
+    interp = find_project_interpreter(getattr(args, "python", None), project)
     packages = build_packages_of(lock, root, interp.markers)
     from .plan import refuse_unhashed
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ProjectError
+from .errors import ProjectError, UsageError
 
 __all__ = ["default_index_url", "pip_config_index_url", "cache_dir", "env_flag"]
 
@@ -28,8 +28,6 @@ def env_flag(name: str) -> bool:
         return True
     if value in _NO:
         return False
-    from .errors import UsageError
-
     raise UsageError(f"the environment variable {name}={raw!r} is neither yes nor no",
                      hint=f"set {name}=1 (or true, yes, on) to turn it on, {name}=0 (or false, no, off) "
                           f"or unset it to turn it off")

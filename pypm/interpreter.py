@@ -425,6 +425,14 @@ def _satisfies(version: tuple[int, int, int], requires_python: str | None) -> bo
     return SpecifierSet(requires_python).contains(".".join(map(str, version)), prereleases=True)
 
 
+def find_project_interpreter(flag: str | None, project: Any) -> Interpreter:
+    """The interpreter for `project`'s venv: `--python flag` when given, else its [tool.pypm]
+    python (named as that setting in errors), else the newest that satisfies requires-python."""
+    if flag:
+        return find_interpreter(flag, project.requires_python)
+    return find_interpreter(project.tool.python, project.requires_python, pyproject=project.pyproject)
+
+
 def find_interpreter(request: str | None, requires_python: str | None, *,
                      pyproject: str | os.PathLike[str] | None = None) -> Interpreter:
     """The interpreter for a venv.

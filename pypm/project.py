@@ -230,10 +230,13 @@ def _parse_sandbox(raw: Any, path: Path) -> SandboxConfig:
     if not isinstance(wp, bool):
         raise _err(path, "tool.pypm.sandbox.writable-project", "must be true or false")
     env = _str_list(raw.get("env", []), path, "tool.pypm.sandbox.env")
-    for item in env:  # what sandbox.policy.filter_env takes; refused here so the error names this file
-        if not item.partition("=")[0] or "\0" in item:
-            raise _err(path, "tool.pypm.sandbox.env", f"holds {item!r}, which is not NAME or NAME=VALUE",
-                       hint='write "NAME" to pass a variable through from the host, or "NAME=VALUE" to set it')
+    if env:  # refused here, not by the sandbox, so that the error names this file and key
+        from sandbox.policy import env_entry_ok
+
+        for item in env:
+            if not env_entry_ok(item):
+                raise _err(path, "tool.pypm.sandbox.env", f"holds {item!r}, which is not NAME or NAME=VALUE",
+                           hint='write "NAME" to pass a variable through from the host, or "NAME=VALUE" to set it')
     return SandboxConfig(
         enabled=enabled,
         network=network,

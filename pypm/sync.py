@@ -330,7 +330,7 @@ def _interpreter(project: Any, opts: SyncOptions, venv: Path) -> Any:
     """The target interpreter. With no request, the one the existing venv was made from is kept
     while it still satisfies requires-python (as uv does): no PATH scan on every sync."""
     from .errors import PypmError
-    from .interpreter import find_interpreter, query_interpreter
+    from .interpreter import find_project_interpreter, query_interpreter
 
     request = opts.python or project.tool.python
     if request is None:
@@ -342,8 +342,7 @@ def _interpreter(project: Any, opts: SyncOptions, venv: Path) -> Any:
                 interp = None
             if interp is not None and _venv_matches(venv, interp) and _satisfies(interp, project.requires_python):
                 return interp
-    return find_interpreter(request, project.requires_python,
-                            pyproject=None if opts.python else project.pyproject)
+    return find_project_interpreter(opts.python, project)
 
 
 def _satisfies(interp: Any, requires_python: str) -> bool:

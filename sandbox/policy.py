@@ -19,6 +19,7 @@ __all__ = [
     "python_policy",
     "with_changes",
     "filter_env",
+    "env_entry_ok",
     "ENV_ALLOWLIST",
 ]
 
@@ -159,12 +160,18 @@ class Policy:
         return "\n".join(lines)
 
 
+def env_entry_ok(item: str) -> bool:
+    """Whether `item` is NAME (passed through from the host) or NAME=VALUE: what --env and
+    [tool.pypm.sandbox] env take (pypm.project checks the latter when it reads pyproject.toml)."""
+    return bool(item.partition("=")[0]) and "\0" not in item
+
+
 def filter_env(host_env: Mapping[str, str], passthrough: Iterable[str] = ()) -> dict[str, str]:
     """The allowlisted part of the host's environment (plus NAME / NAME=VALUE from `passthrough`)."""
     out = {k: v for k, v in host_env.items() if k in ENV_ALLOWLIST or k.startswith(ENV_ALLOW_PREFIXES)}
     for item in passthrough:
         name, sep, value = item.partition("=")
-        if not name or "\0" in item:
+        if not env_entry_ok(item):
             raise SandboxError(f"--env {item!r}: not NAME or NAME=VALUE")
         if sep:
             out[name] = value

@@ -26,6 +26,11 @@ def main() -> int:
             rc = fast_fresh_sync(argv)
         if rc is not None:
             _exit(rc)
+        # A full sync follows, which most likely downloads: its download process is forked now,
+        # before this one starts any thread, and gets ready while the CLI and the lock load.
+        from .fetchchild import fork_early
+
+        fork_early(argv)
     if "lock" in argv[:2]:  # a no-op `pypm lock` / `pypm lock --check`, likewise (locking.fast_lock)
         from .locking import fast_lock
 

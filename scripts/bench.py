@@ -20,7 +20,9 @@ What it does, so the numbers can be trusted:
   so the numbers measure the package manager, not a build backend.
 - Order is A B A B: within each scenario every tool runs once per round, in turn.
 - Wall time is measured around the process; peak memory is the larger of the biggest single
-  process (`wait4` ru_maxrss) and the polled sum of RSS over the process tree (psutil, 10 ms).
+  process (`wait4` ru_maxrss) and the polled memory of the process tree (10 ms): its RSS when it
+  is one process, else the sum of its processes' PSS (`_tree_memory`: summed RSS would count
+  every page a fork or a shared library shares once per process).
 - `run` is `TOOL run python -c pass`; the table shows its wall time and the overhead over a
   bare `.venv/bin/python -c pass` (measured in the same rounds); pypm is measured sandboxed
   and not.
@@ -336,7 +338,7 @@ class Sample:
 
 
 def measure(argvs: list[list[str]], cwd: Path, env: dict[str, str]) -> Sample:
-    """Run the commands one after the other; wall time in total, peak RSS of any moment."""
+    """Run the commands one after the other; wall time in total, peak memory of any moment."""
     total = 0.0
     peak = 0
     for argv in argvs:
@@ -352,16 +354,11 @@ def measure(argvs: list[list[str]], cwd: Path, env: dict[str, str]) -> Sample:
             except psutil.Error:
                 return
             while not done.wait(0.01):
-                rss = 0
                 try:
-                    for p in [root, *root.children(recursive=True)]:
-                        try:
-                            rss += p.memory_info().rss
-                        except psutil.Error:
-                            pass
+                    tree = [root, *root.children(recursive=True)]
                 except psutil.Error:
                     return
-                tree_peak[0] = max(tree_peak[0], rss)
+                tree_peak[0] = max(tree_peak[0], _tree_memory(tree))
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
@@ -384,6 +381,37 @@ def measure(argvs: list[list[str]], cwd: Path, env: dict[str, str]) -> Sample:
             return Sample(total, peak / 2**20, False,
                           f"{' '.join(argv[:3])}: exit {proc.returncode}: {err[-800:]}")
     return Sample(total, peak / 2**20, True)
+
+
+def _tree_memory(tree: list[psutil.Process]) -> int:
+    """Bytes a process tree holds: one process's RSS; for several, the sum of their PSS.
+
+    PSS (proportional set size) counts a page that n processes share as 1/n in each. RSS summed
+    over a tree counts such a page once per process: the pages a forked child shares with its
+    parent, and each process's copy of the same shared libraries (libcrypto, libpython). pypm's
+    cold sync of the web stack runs three processes (pypm, its download process, an extraction
+    worker): 81 MB of summed RSS, 58-60 MB of summed PSS. Reading smaps_rollup costs ~0.2 ms
+    per process, so a single process is measured by its RSS (its own ru_maxrss is the larger
+    anyway)."""
+    if len(tree) == 1:
+        try:
+            return int(tree[0].memory_info().rss)
+        except psutil.Error:
+            return 0
+    total = 0
+    for p in tree:
+        try:
+            with open(f"/proc/{p.pid}/smaps_rollup", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            try:  # no smaps_rollup (a kernel before 4.14), or the process just ended
+                total += int(p.memory_info().rss)
+            except psutil.Error:
+                pass
+    return total
 
 
 def wipe_env(root: Path) -> None:
@@ -553,7 +581,7 @@ def markdown(results: dict[str, Any]) -> str:
     for sr in results["sets"].values():
         bare = sr["baseline"].get("python -c pass", {})
         out.append("")
-        out.append(f"### {sr['title']}: {sr['rounds']} round(s); median (min–max), ratio to uv, peak RSS")
+        out.append(f"### {sr['title']}: {sr['rounds']} round(s); median (min–max), ratio to uv, peak memory")
         out.append("")
         if bare.get("ok"):
             out.append(f"`run` rows: wall time of `TOOL run python -c pass`, and in brackets its overhead "

@@ -85,6 +85,16 @@ def test_measure_sees_peak_memory_and_failures(bench, tmp_path) -> None:
     assert not bad.ok and "exit 1" in bad.error and "boom" in bad.error
 
 
+def test_a_forked_tree_is_measured_by_pss_not_summed_rss(bench, tmp_path) -> None:
+    """80 MB touched, then a fork that keeps it (shared, copy-on-write) for 0.5 s: the tree holds
+    ~80 MB, which summed RSS would count twice (~170 MB)."""
+    env = bench.sterile_env(Path(sys.executable))
+    code = ("import os, time\nb = bytearray(80 << 20)\npid = os.fork()\ntime.sleep(0.5)\n"
+            "os._exit(0) if pid == 0 else os.waitpid(pid, 0)\n")
+    s = bench.measure([[sys.executable, "-c", code]], tmp_path, env)
+    assert s.ok and 80 <= s.peak_mb < 130, s.peak_mb
+
+
 def test_markdown_gives_ratios_to_uv_and_run_overheads(bench) -> None:
     def cell(med, mb=10.0):
         return {"ok": True, "n": 1, "failed": 0, "median": med, "min": med, "max": med, "peak_mb": mb}

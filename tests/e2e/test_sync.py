@@ -1013,15 +1013,15 @@ def test_a_store_file_touched_but_unchanged_is_hashed_once_not_on_every_sync(pyp
     assert_venv_exact(venv, {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
 
 
-def _sync_inside(pypm, project: Path, setup: str, result: str):
+def _sync_inside(pypm, project: Path, setup: str, result: str, env: Mapping[str, str] | None = None):
     """`pypm sync --frozen` run by pypm's own main in a fresh interpreter after `setup` (code that
     wraps pypm's functions to observe them); returns the JSON value of the expression `result`
-    (which may use `rc`, main's return value) evaluated after the sync."""
+    (which may use `rc`, main's return value) evaluated after the sync. `env` adds variables."""
     import json
 
     code = f"{setup}from pypm.cli import main\nrc = main(['sync', '--frozen'])\nimport json\nprint(json.dumps({result}))\n"
-    r = subprocess.run([sys.executable, "-c", code], cwd=project, env=pypm.env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], cwd=project, env={**pypm.env, **(env or {})},
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -1042,10 +1042,10 @@ def test_the_short_gil_switch_interval_holds_while_applying_and_is_restored(pypm
 
 
 def test_wheels_landing_during_a_dominant_download_wait_for_it(pypm, dists, index_server, tmp_path) -> None:
-    """One network download with most of the bytes: the small wheels that land while it is under
-    way are not unpacked until it has landed (sync._HoldBack), seen from inside a real sync. The
-    big download is made to last 0.4 s longer, so without the hold-back the small ones are
-    unpacked inside that time."""
+    """Downloads in-process (PYPM_FETCH_PROCESS=0): one network download with most of the bytes,
+    and the small wheels that land while it is under way are not unpacked until it has landed
+    (sync._HoldBack), seen from inside a real sync. The big download is made to last 0.4 s
+    longer, so without the hold-back the small ones are unpacked inside that time."""
     big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(2 << 20)})
     smalls = [dists.wheel(f"small{i}", "1.0") for i in range(5)]
     server = index_server()
@@ -1065,7 +1065,7 @@ def test_wheels_landing_during_a_dominant_download_wait_for_it(pypm, dists, inde
         "    events.append(('unpack', entry.filename, time.monotonic()))\n"
         "    return real_unpack(self, entry, **k)\n"
         "c.Cache._download = _download; c.Cache.unpack = unpack\n",
-        "[rc, events]")
+        "[rc, events]", env={"PYPM_FETCH_PROCESS": "0"})
     assert rc == 0
     big_landed = next(t for kind, fn, t in events if kind == "landed" and fn.startswith("big-"))
     small_landed = [t for kind, fn, t in events if kind == "landed" and fn.startswith("small")]
@@ -1074,3 +1074,127 @@ def test_wheels_landing_during_a_dominant_download_wait_for_it(pypm, dists, inde
     assert set(unpacks) == set(names)
     assert all(unpacks[f"small{i}"] >= big_landed for i in range(5)), (big_landed, unpacks)
     assert installed(project / ".venv") == {n: "1.0" for n in names}
+
+
+# --------------------------------------------------------------------------- the download process
+
+
+def test_downloads_run_in_a_process_of_their_own_and_each_wheel_unpacks_as_it_lands(
+        pypm, dists, index_server, tmp_path) -> None:
+    """pypm.fetchchild: every download runs in one forked child, and this process unpacks each
+    wheel as the child reports it: the small ones while the dominant download is still under way
+    (no hold-back: the downloads share no GIL with the unpacking). The big download is made to
+    last 0.4 s longer; the child logs each landing to a file (its memory is not the parent's)."""
+    big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(2 << 20)})
+    smalls = [dists.wheel(f"small{i}", "1.0") for i in range(5)]
+    server = index_server()
+    names = ["big"] + [f"small{i}" for i in range(5)]
+    project = write_project(tmp_path / "p", deps=names)
+    write_lock(project, server, [big, *smalls], main=names)
+    log = tmp_path / "landed.log"
+    rc, unpacks, me = _sync_inside(
+        pypm, project,
+        "import os, time, pypm.cache as c\n"
+        f"LOG = {str(log)!r}\n"
+        "unpacks = {}; real_dl = c.Cache._download; real_unpack = c.Cache.unpack\n"
+        "def _download(self, entry, *a, **k):\n"
+        "    real_dl(self, entry, *a, **k)\n"
+        "    if entry.filename.startswith('big-'):\n"
+        "        time.sleep(0.4)\n"
+        "    with open(LOG, 'a') as f:\n"
+        "        f.write(f'{os.getpid()} {entry.filename} {time.monotonic()}\\n')\n"
+        "def unpack(self, entry, **k):\n"
+        "    unpacks[entry.filename.split('-')[0]] = time.monotonic()\n"
+        "    return real_unpack(self, entry, **k)\n"
+        "c.Cache._download = _download; c.Cache.unpack = unpack\n",
+        "[rc, unpacks, os.getpid()]")
+    assert rc == 0
+    landed = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(fn.split("-")[0] for _, fn, _ in landed) == sorted(names)
+    pids = {int(pid) for pid, _, _ in landed}
+    assert len(pids) == 1 and me not in pids, (pids, me)  # one child, not this process
+    big_landed = next(float(t) for _, fn, t in landed if fn.startswith("big-"))
+    assert set(unpacks) == set(names)
+    assert all(unpacks[f"small{i}"] < big_landed for i in range(5)), (big_landed, unpacks)
+    assert installed(project / ".venv") == {n: "1.0" for n in names}
+
+
+def _stalled_project(dists, index_server, tmp_path, seconds: float):
+    """A project of one 1 MB wheel whose download stops for `seconds` after 512 kB (one
+    cache.WRITE_BATCH of it is in the `.part` file by then)."""
+    big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(1 << 20)})
+    server = index_server()
+    project = write_project(tmp_path / "p", deps=["big"])
+    write_lock(project, server, [big], main=["big"])
+    server.stall(big.name, nbytes=512 << 10, seconds=seconds)
+    return project, server, big
+
+
+def _mid_download(pypm, proc, filename: str):
+    """Wait until pypm's download process has part of `filename` in the cache; returns it."""
+    import psutil
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            me = psutil.Process(proc.pid)
+            children = [c for c in me.children() if c.cmdline() == me.cmdline()]  # a fork: the same command
+        except psutil.Error:
+            children = []
+        parts = [p for p in pypm.cache_dir.rglob(filename + ".part") if p.stat().st_size > 0]
+        if children and parts:
+            return children[0]
+        time.sleep(0.01)
+    raise AssertionError(f"pypm never got into the middle of downloading {filename}: {proc.poll()}")
+
+
+def _gone(p, timeout: float = 10) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_pypm_stopped_mid_download_takes_its_download_process_along(pypm, dists, index_server, tmp_path,
+                                                                    sig) -> None:
+    """Ctrl-C: pypm kills its download process as it unwinds (exit 130, no venv). kill -9: the
+    download process sees its job pipe close and exits. Either way what had arrived is kept, and
+    the next sync resumes it with a Range request."""
+    project, server, big = _stalled_project(dists, index_server, tmp_path, seconds=60)
+    proc = pypm.popen("sync", "--frozen", cwd=project)
+    child = _mid_download(pypm, proc, big.name)
+    proc.send_signal(sig)
+    # Well inside the stall (60 s) and the client's read timeout (30 s): a download process left
+    # running would keep pypm waiting for it (Ctrl-C) or hold pypm's stderr open (kill -9).
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), err
+    assert _gone(child), f"the download process {child.pid} outlived pypm"
+    if sig == signal.SIGINT:
+        assert "Traceback" not in err and not (project / ".venv").exists(), err
+    server.reset_faults()
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 0, r.stderr
+    ranges = [h.get("Range") or h.get("range") for h in file_gets(server, big.name)]
+    assert any(rg and not rg.startswith("bytes=0-") for rg in ranges), ranges
+    assert installed(project / ".venv") == {"big": "1.0"}
+
+
+def test_a_download_process_that_dies_leaves_the_rest_to_pypm(pypm, dists, index_server, tmp_path) -> None:
+    """The download process killed in the middle: pypm downloads what it had not reported itself
+    (resuming the `.part` file), and the sync succeeds."""
+    project, server, big = _stalled_project(dists, index_server, tmp_path, seconds=60)
+    proc = pypm.popen("-v", "sync", "--frozen", cwd=project)
+    child = _mid_download(pypm, proc, big.name)
+    child.kill()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "exited with signal 9; downloading the rest in-process" in err, err
+    assert installed(project / ".venv") == {"big": "1.0"}

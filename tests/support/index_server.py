@@ -131,11 +131,12 @@ def _http_date(ts: float) -> str:
 
 @dataclass
 class _Fault:
-    kind: str  # "drop" | "corrupt" | "corrupt_metadata" | "fail"
+    kind: str  # "drop" | "corrupt" | "corrupt_metadata" | "fail" | "stall"
     target: str  # filename, or path prefix for "fail"
     times: int | None  # None: forever
     nbytes: int = 0
     status: int = 503
+    seconds: float = 0.0
 
 
 @dataclass
@@ -286,6 +287,11 @@ class IndexServer:
     def drop_after(self, filename: str, nbytes: int, times: int | None = 1) -> None:
         """Send headers and `nbytes` of the body of /files/<filename>, then close the socket."""
         self._add_fault(_Fault("drop", filename, times, nbytes=nbytes))
+
+    def stall(self, filename: str, nbytes: int, seconds: float, times: int | None = 1) -> None:
+        """Send headers and `nbytes` of the body of /files/<filename>, wait `seconds`, then send
+        the rest: a download caught in the middle, for the kill and Ctrl-C tests."""
+        self._add_fault(_Fault("stall", filename, times, nbytes=nbytes, seconds=seconds))
 
     def corrupt(self, filename: str, times: int | None = None) -> None:
         """Serve altered bytes of the same size for the file, still advertising the original hash."""
@@ -540,6 +546,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         drop = None if head else idx._take_fault("drop", base)
+        stall = None if head else idx._take_fault("stall", base)
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -560,6 +567,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if pos <= flip < pos + len(chunk):
                     i = flip - pos
                     chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
+                if stall is not None and pos < start + stall.nbytes <= pos + len(chunk):
+                    cut = start + stall.nbytes - pos
+                    self.wfile.write(chunk[:cut])
+                    self.wfile.flush()
+                    time.sleep(stall.seconds)
+                    chunk = chunk[cut:]
                 self.wfile.write(chunk)
                 pos += len(chunk)
         if drop is not None:

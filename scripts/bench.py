@@ -22,7 +22,9 @@ What it does, so the numbers can be trusted:
 - Wall time is measured around the process; peak memory is the larger of the biggest single
   process (`wait4` ru_maxrss) and the polled memory of the process tree (10 ms): its RSS when it
   is one process, else the sum of its processes' PSS (`_tree_memory`: summed RSS would count
-  every page a fork or a shared library shares once per process).
+  every page a fork or a shared library shares once per process). A floor on every reading: the
+  kernel starts a spawned process's ru_maxrss at the RSS of the process that spawned it (this
+  script, ~21 MB), so readings at that level mean "at most that".
 - `run` is `TOOL run python -c pass`; the table shows its wall time and the overhead over a
   bare `.venv/bin/python -c pass` (measured in the same rounds); pypm is measured sandboxed
   and not.

@@ -175,10 +175,19 @@ class FetchChild:
         return out
 
     def _how(self) -> str:
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return "is gone"
+        """Why it stopped answering, for the debug note: its exit status when it has exited."""
+        import time
+
+        # Its output closes as it exits, a moment before it can be reaped: wait up to a second.
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return "is gone"
+            if pid or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
         if pid == 0:
             return "closed its output"
         self.pid = 0  # reaped

@@ -21,8 +21,8 @@ What it does, so the numbers can be trusted:
 - Order is A B A B: within each scenario every tool runs once per round, in turn.
 - Wall time is measured around the process; peak memory is the larger of the biggest single
   process (`wait4` ru_maxrss) and the polled memory of the process tree (10 ms): its RSS when it
-  is one process, else the sum of its processes' PSS (`_tree_memory`: summed RSS would count
-  every page a fork or a shared library shares once per process). A floor on every reading: the
+  is one process, else its processes' anonymous memory plus the largest file-backed share
+  (`_tree_memory`: summed RSS counts the interpreter's and its libraries' pages once per process). A floor on every reading: the
   kernel starts a spawned process's ru_maxrss at the RSS of the process that spawned it (this
   script, ~21 MB), so readings at that level mean "at most that".
 - `run` is `TOOL run python -c pass`; the table shows its wall time and the overhead over a
@@ -386,34 +386,37 @@ def measure(argvs: list[list[str]], cwd: Path, env: dict[str, str]) -> Sample:
 
 
 def _tree_memory(tree: list[psutil.Process]) -> int:
-    """Bytes a process tree holds: one process's RSS; for several, the sum of their PSS.
+    """Bytes a process tree holds: one process's RSS; for several, the sum of their anonymous
+    memory plus the file-backed memory of the process with the most.
 
-    PSS (proportional set size) counts a page that n processes share as 1/n in each. RSS summed
-    over a tree counts such a page once per process: the pages a forked child shares with its
-    parent, and each process's copy of the same shared libraries (libcrypto, libpython). pypm's
-    cold sync of the web stack runs three processes (pypm, its download process, an extraction
-    worker): 81 MB of summed RSS, 58-60 MB of summed PSS. Reading smaps_rollup costs ~0.2 ms
-    per process, so a single process is measured by its RSS (its own ru_maxrss is the larger
-    anyway)."""
+    Summed RSS counts every file-backed page once per process that maps it: the interpreter and
+    its shared libraries (libcrypto, isal) are the same pages in pypm, its download process and
+    its extraction worker. pypm's cold sync of the web stack: 80-82 MB of summed RSS, 59-61 MB
+    this way, 58-60 MB of summed PSS (proportional set size, from smaps_rollup). PSS is not what
+    is polled: reading smaps_rollup walks a process's page tables under its memory-map lock,
+    and polling it every 10 ms made that sync ~50 ms slower (0.668 against 0.617 s, 5 rounds);
+    these counters (/proc/PID/status) cost nothing to read. Anonymous pages a fork shares with
+    its parent are still counted in each."""
     if len(tree) == 1:
         try:
             return int(tree[0].memory_info().rss)
         except psutil.Error:
             return 0
-    total = 0
+    anon = 0
+    files = 0
     for p in tree:
         try:
-            with open(f"/proc/{p.pid}/smaps_rollup", "rb") as f:
+            fields = {}
+            with open(f"/proc/{p.pid}/status", "rb") as f:
                 for line in f:
-                    if line.startswith(b"Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
+                    key, _, value = line.partition(b":")
+                    if key in (b"RssAnon", b"RssFile", b"RssShmem"):
+                        fields[key] = int(value.split()[0]) * 1024
+            anon += fields.get(b"RssAnon", 0)
+            files = max(files, fields.get(b"RssFile", 0) + fields.get(b"RssShmem", 0))
         except (OSError, ValueError):
-            try:  # no smaps_rollup (a kernel before 4.14), or the process just ended
-                total += int(p.memory_info().rss)
-            except psutil.Error:
-                pass
-    return total
+            pass  # the process just ended
+    return anon + files
 
 
 def wipe_env(root: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -87,20 +88,25 @@ def test_measure_sees_peak_memory_and_failures(bench, tmp_path) -> None:
     assert not bad.ok and "exit 1" in bad.error and "boom" in bad.error
 
 
-def test_a_forked_tree_is_measured_by_pss_not_summed_rss(bench, tmp_path) -> None:
-    """80 MB touched, then a fork that keeps it (shared, copy-on-write): the tree holds ~80 MB,
+def test_a_tree_counts_the_files_its_processes_share_once(bench, tmp_path) -> None:
+    """An 80 MB file mapped and read by a process and by its fork: the tree holds ~80 MB of it,
     which summed RSS counts twice. Measured on the tree directly: `measure` also takes the
     process's ru_maxrss, which the kernel starts at the launcher's own RSS (this test process's,
     large after the rest of the suite), so it cannot bound the peak from above."""
     import psutil
 
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(80 << 20))
     ready = tmp_path / "forked"
-    code = ("import os, time\nb = bytearray(80 << 20)\npid = os.fork()\n"
-            f"if pid: open({str(ready)!r}, 'w').close()\ntime.sleep(30)\n")
+    code = ("import mmap, os, time\n"
+            f"f = open({str(data)!r}, 'rb')\nm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
+            "def touch():\n    return sum(m[i] for i in range(0, len(m), 4096))\n"
+            "touch()\npid = os.fork()\ntouch()\n"
+            f"open({str(ready)!r} + str(os.getpid()), 'w').close()\ntime.sleep(30)\n")
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 30
-        while not ready.exists() and time.monotonic() < deadline:
+        while len(list(tmp_path.glob("forked*"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         root = psutil.Process(proc.pid)
         tree = [root, *root.children(recursive=True)]

@@ -1041,17 +1041,23 @@ def test_the_short_gil_switch_interval_holds_while_applying_and_is_restored(pypm
     assert (project / ".venv").is_dir()
 
 
-def test_wheels_landing_during_a_dominant_download_wait_for_it(pypm, dists, index_server, tmp_path) -> None:
-    """Downloads in-process (PYPM_FETCH_PROCESS=0): one network download with most of the bytes,
-    and the small wheels that land while it is under way are not unpacked until it has landed
-    (sync._HoldBack), seen from inside a real sync. The big download is made to last 0.4 s
-    longer, so without the hold-back the small ones are unpacked inside that time."""
+def _one_big_five_small(dists, index_server, tmp_path):
+    """A project of one 2 MB wheel (most of the bytes) and five small ones; (project, names)."""
     big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(2 << 20)})
     smalls = [dists.wheel(f"small{i}", "1.0") for i in range(5)]
     server = index_server()
     names = ["big"] + [f"small{i}" for i in range(5)]
     project = write_project(tmp_path / "p", deps=names)
     write_lock(project, server, [big, *smalls], main=names)
+    return project, names
+
+
+def test_wheels_landing_during_a_dominant_download_wait_for_it(pypm, dists, index_server, tmp_path) -> None:
+    """Downloads in-process (PYPM_FETCH_PROCESS=0): one network download with most of the bytes,
+    and the small wheels that land while it is under way are not unpacked until it has landed
+    (sync._HoldBack), seen from inside a real sync. The big download is made to last 0.4 s
+    longer, so without the hold-back the small ones are unpacked inside that time."""
+    project, names = _one_big_five_small(dists, index_server, tmp_path)
     rc, events = _sync_inside(
         pypm, project,
         "import time, pypm.cache as c\n"
@@ -1085,12 +1091,7 @@ def test_downloads_run_in_a_process_of_their_own_and_each_wheel_unpacks_as_it_la
     wheel as the child reports it: the small ones while the dominant download is still under way
     (no hold-back: the downloads share no GIL with the unpacking). The big download is made to
     last 0.4 s longer; the child logs each landing to a file (its memory is not the parent's)."""
-    big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(2 << 20)})
-    smalls = [dists.wheel(f"small{i}", "1.0") for i in range(5)]
-    server = index_server()
-    names = ["big"] + [f"small{i}" for i in range(5)]
-    project = write_project(tmp_path / "p", deps=names)
-    write_lock(project, server, [big, *smalls], main=names)
+    project, names = _one_big_five_small(dists, index_server, tmp_path)
     log = tmp_path / "landed.log"
     rc, unpacks, me = _sync_inside(
         pypm, project,

@@ -121,23 +121,16 @@ class _Worker:
                                      stdout=subprocess.PIPE, start_new_session=True)
 
     def call(self, job: tuple[str, ...]) -> tuple[bool, Any]:
-        import pickle
-        import struct
+        from .framing import recv, send
 
-        data = pickle.dumps(job)
         try:
-            self.proc.stdin.write(struct.pack("<I", len(data)) + data)  # type: ignore[union-attr]
-            self.proc.stdin.flush()  # type: ignore[union-attr]
-            head = self.proc.stdout.read(4)  # type: ignore[union-attr]
-            if len(head) < 4:
-                raise _Dead(self._how())
-            (n,) = struct.unpack("<I", head)
-            body = self.proc.stdout.read(n)  # type: ignore[union-attr]
-            if len(body) < n:
-                raise _Dead(self._how())
+            send(self.proc.stdin.fileno(), job)  # type: ignore[union-attr]
+            reply = recv(self.proc.stdout.fileno())  # type: ignore[union-attr]
         except (BrokenPipeError, OSError, ValueError) as e:  # ValueError: a pipe closed by close()
             raise _Dead(f"{self._how()} ({e})") from None
-        ok, value = pickle.loads(body)
+        if reply is None:
+            raise _Dead(self._how())
+        ok, value = reply
         return ok, value
 
     def _how(self) -> str:
@@ -248,53 +241,34 @@ class Workers:
 def _serve() -> None:
     """A worker's loop: one job at a time from stdin, its outcome to stdout, until end of input."""
     import gc
-    import pickle
     import signal
-    import struct
     import sys
 
     from . import wheelfile
+    from .framing import dumps_or, recv, send_pickled
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills us)
     # One thread: the worker is the parallelism (wheels this small gain little from threads, and
     # each thread's malloc arena would add to the worker's memory).
     wheelfile.EXTRACT_THREADS = 1
     gc.disable()  # extraction makes no reference cycles worth collecting; the process is short-lived
-    inp = os.fdopen(0, "rb", buffering=0)
     out_fd = os.dup(1)
     os.dup2(2, 1)  # anything printed by accident goes to stderr, never into the replies
     sys.stdout = sys.stderr
 
-    def read(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            got = inp.read(n - len(buf))
-            if not got:
-                return buf
-            buf += got
-        return buf
-
     while True:
-        head = read(4)
-        if len(head) < 4:
-            return  # end of input: the parent is done (or gone)
-        (n,) = struct.unpack("<I", head)
-        body = read(n)
-        if len(body) < n:
-            return  # the parent went away mid-request
-        job = pickle.loads(body)
+        job = recv(0)
+        if job is None:
+            return  # end of input: the parent is done (or gone, maybe mid-request)
         try:
             make_entry(*job)
             reply: tuple[bool, Any] = (True, None)
         except BaseException as e:  # handed to the parent, which raises it as its own
             reply = (False, e)
-        try:
-            data = pickle.dumps(reply)
-        except Exception:  # an exception that does not pickle: its text still does
+
+        def fallback(err: BaseException | None = reply[1], label: str = job[6]) -> tuple[bool, Any]:
             from .errors import InstallError
 
-            err = reply[1]
-            data = pickle.dumps((False, InstallError(f"{job[6]}: unpacking failed: {type(err).__name__}: {err}")))
-        view = memoryview(struct.pack("<I", len(data)) + data)
-        while view:  # a pipe may take less than all of it at once
-            view = view[os.write(out_fd, view):]
+            return False, InstallError(f"{label}: unpacking failed: {type(err).__name__}: {err}")
+
+        send_pickled(out_fd, dumps_or(reply, fallback))

@@ -16,7 +16,7 @@ running, there is no child and the sync downloads in-process, as it did before.
 What the child does is exactly what `Cache.fetch_many` does in-process (every file checked
 against the lock's sha256 and size before it is renamed into the cache); it reports each
 verified file as it lands, so that this process unpacks it at once. The protocol is
-length-prefixed pickles over two pipes; both ends are this module.
+pypm.framing's (length-prefixed pickles) over two pipes; both ends are this module.
 
 Failure handling:
 - a child that cannot be forked: downloads in-process (a debug note);
@@ -45,11 +45,17 @@ def fork_early(argv: list[str]) -> None:
     (pypm.__main__): it then gets ready while this process loads the CLI, the project and the
     lock (~90 ms on the canary). Not for a sync that cannot download: --offline, --dry-run,
     --help, PYPM_OFFLINE set to a yes (a bad value is the CLI's to report), PYPM_FETCH_PROCESS=0."""
+    from .config import env_flag
+    from .errors import UsageError
+
     global _early
     if _early is not None or not enabled() or any(a in ("--offline", "--dry-run", "-h", "--help") for a in argv):
         return
-    if os.environ.get("PYPM_OFFLINE", "").strip().lower() not in ("", "0", "false", "f", "no", "n", "off"):
-        return
+    try:
+        if env_flag("PYPM_OFFLINE"):
+            return
+    except UsageError:
+        return  # a bad value: the CLI reports it
     _early = FetchChild.start()
 
 
@@ -57,37 +63,6 @@ def enabled() -> bool:
     """PYPM_FETCH_PROCESS=0 (or false, no, off) keeps a sync's downloads in-process, as they were
     before this module (a tuning and debugging switch: any other value leaves them here)."""
     return os.environ.get("PYPM_FETCH_PROCESS", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def _send(fd: int, obj: Any) -> None:
-    import pickle
-    import struct
-
-    data = pickle.dumps(obj)
-    view = memoryview(struct.pack("<I", len(data)) + data)
-    while view:  # a pipe may take less than all of it at once
-        view = view[os.write(fd, view):]
-
-
-def _recv(fd: int) -> Any:
-    """The next message, or None at end-of-file (the other end closed or died)."""
-    import pickle
-    import struct
-
-    def exactly(n: int) -> bytes | None:
-        buf = b""
-        while len(buf) < n:
-            got = os.read(fd, n - len(buf))
-            if not got:
-                return None
-            buf += got
-        return buf
-
-    head = exactly(4)
-    if head is None:
-        return None
-    body = exactly(struct.unpack("<I", head)[0])
-    return None if body is None else pickle.loads(body)
 
 
 class FetchChild:
@@ -142,19 +117,20 @@ class FetchChild:
         cannot finish is done here."""
         import pickle
 
+        from .framing import recv, send
         from .plugins import quiet
 
         assert self._job_w is not None and self._out_r is not None, "one job per child"
         out: dict[str, Path] = {}
         msg: Any = None
         try:
-            _send(self._job_w, (str(cache.root), str(cache.base_dir), items, progress, quiet()))
+            send(self._job_w, (str(cache.root), str(cache.base_dir), items, progress, quiet()))
         except OSError as e:  # it is gone already
             debug(f"cannot hand the downloads to process {self.pid} ({e})")
         else:
             while True:
                 try:
-                    msg = _recv(self._out_r)
+                    msg = recv(self._out_r)
                 except (OSError, EOFError, pickle.UnpicklingError) as e:
                     debug(f"the download process stopped answering ({e})")
                     msg = None
@@ -214,12 +190,6 @@ class FetchChild:
             except (ChildProcessError, ProcessLookupError):
                 pass  # reaped already
 
-    def __enter__(self) -> "FetchChild":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def _child(job_r: int, out_w: int) -> int:
     """The child's life: get ready, wait for the job, download, report, exit (status 0: it
@@ -240,8 +210,9 @@ def _child(job_r: int, out_w: int) -> int:
     tls.start()
     from . import http  # noqa: F401
     from .cache import Cache
+    from .framing import dumps_or, recv, send, send_pickled
 
-    job = _recv(job_r)
+    job = recv(job_r)
     if job is None:
         return 0  # the sync needed no download (or ended before it knew)
     root, base_dir, items, progress, quiet = job
@@ -262,23 +233,21 @@ def _child(job_r: int, out_w: int) -> int:
 
     def fetched(sha: str, path: Path) -> None:
         with guard:
-            _send(out_w, ("fetched", sha, str(path)))
+            send(out_w, ("fetched", sha, str(path)))
 
     try:
         cache.fetch_many(items, progress=progress, on_fetched=fetched)
         reply: tuple[Any, ...] = ("done", cache.events)
     except BaseException as e:  # handed to the parent, which raises it as its own
         reply = ("error", e, cache.events)
-    try:
-        import pickle
 
-        pickle.dumps(reply)
-    except Exception:  # an exception that does not pickle: its text still does
+    def fallback(err: Any = reply[1] if reply[0] == "error" else None) -> tuple[Any, ...]:
         from .errors import IndexError_
 
-        err = reply[1]
-        reply = ("error", IndexError_(f"downloading failed: {type(err).__name__}: {err}"), cache.events)
+        return "error", IndexError_(f"downloading failed: {type(err).__name__}: {err}"), cache.events
+
+    data = dumps_or(reply, fallback)
     with guard:
-        _send(out_w, reply)
+        send_pickled(out_w, data)
     sys.stderr.flush()
     return 0

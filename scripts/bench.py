@@ -22,8 +22,8 @@ What it does, so the numbers can be trusted:
 - Wall time is measured around the process; peak memory is the larger of the biggest single
   process (`wait4` ru_maxrss) and the polled memory of the process tree (10 ms): its RSS when it
   is one process, else its processes' anonymous memory plus the largest file-backed share
-  (`_tree_memory`: summed RSS counts the interpreter's and its libraries' pages once per process). A floor on every reading: the
-  kernel starts a spawned process's ru_maxrss at the RSS of the process that spawned it (this
+  (`_tree_memory`: summed RSS counts the interpreter's and its libraries' pages once per
+  process). A floor on every reading: the kernel starts a spawned process's ru_maxrss at the RSS of the process that spawned it (this
   script, ~21 MB), so readings at that level mean "at most that".
 - `run` is `TOOL run python -c pass`; the table shows its wall time and the overhead over a
   bare `.venv/bin/python -c pass` (measured in the same rounds); pypm is measured sandboxed
@@ -395,7 +395,7 @@ def _tree_memory(tree: list[psutil.Process]) -> int:
     this way, 58-60 MB of summed PSS (proportional set size, from smaps_rollup). PSS is not what
     is polled: reading smaps_rollup walks a process's page tables under its memory-map lock,
     and polling it every 10 ms made that sync ~50 ms slower (0.668 against 0.617 s, 5 rounds);
-    these counters (/proc/PID/status) cost nothing to read. Anonymous pages a fork shares with
+    these counters (statm, through psutil) cost nothing to read. Anonymous pages a fork shares with
     its parent are still counted in each."""
     if len(tree) == 1:
         try:
@@ -406,16 +406,11 @@ def _tree_memory(tree: list[psutil.Process]) -> int:
     files = 0
     for p in tree:
         try:
-            fields = {}
-            with open(f"/proc/{p.pid}/status", "rb") as f:
-                for line in f:
-                    key, _, value = line.partition(b":")
-                    if key in (b"RssAnon", b"RssFile", b"RssShmem"):
-                        fields[key] = int(value.split()[0]) * 1024
-            anon += fields.get(b"RssAnon", 0)
-            files = max(files, fields.get(b"RssFile", 0) + fields.get(b"RssShmem", 0))
-        except (OSError, ValueError):
-            pass  # the process just ended
+            m = p.memory_info()  # Linux: `shared` is the resident file-backed and shmem pages (statm)
+        except psutil.Error:
+            continue  # the process just ended
+        anon += m.rss - m.shared
+        files = max(files, m.shared)
     return anon + files
 
 

@@ -472,8 +472,12 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         unpack_guard = threading.Lock()
         wheels_by_sha: dict[str, Any] = {}
         pipelined = fresh and not plan.remove and not plan.replace
-        installer = ThreadPoolExecutor(max_workers=_per_core(), thread_name_prefix="pypm-install") \
-            if pipelined else None
+        # One install thread: installing is a system call per file (a link) with Python between,
+        # and every call hands this process's GIL over to the unpack threads and back. A second
+        # install thread overlapped little and multiplied those hand-offs (the web stack's cold
+        # sync: 83 k futex calls with two, 50 k with one; A B A B on tmpfs, medians of 24 and
+        # 20: 0.610 -> 0.596 s, the canary 0.330 -> 0.317 s, less CPU in both).
+        installer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypm-install") if pipelined else None
         installs: list[Future[None]] = []
 
         def install_when_ready(fut: Future[Any], w: Any, filename: str | None) -> None:
@@ -641,9 +645,10 @@ class _HoldBack:
 
 
 def _per_core() -> int:
-    """Unpack and install threads: one per core, at most four. Each thread's system calls hand the
-    GIL over, and with more threads than cores those hand-offs (futex waits) were a fifth of a cold
-    sync's CPU (web stack, 2 cores, tmpfs: 0.87 s with 2 unpack + 2 install threads, 1.05 s with
+    """Unpack threads, and install threads when nothing else runs beside them (the installs of a
+    fresh venv overlap the unpacking and use one: see _apply): one per core, at most four. Each
+    thread's system calls hand the GIL over, and with more threads than cores those hand-offs
+    (futex waits) were a fifth of a cold sync's CPU (web stack, 2 cores, tmpfs: 0.87 s with 2 unpack + 2 install threads, 1.05 s with
     4 + 4); replacing every package of a venv (`sync --reinstall`) took 0.65-0.66 s with 2 install
     threads against 0.65-0.69 s with 8."""
     return min(4, os.cpu_count() or 1)

@@ -259,7 +259,11 @@ def _serve() -> None:
     while True:
         job = recv(0)
         if job is None:
-            return  # end of input: the parent is done (or gone, maybe mid-request)
+            # End of input: the parent is done (or gone, maybe mid-request). Every reply is
+            # written and nothing is left to clean up, so the interpreter's teardown is skipped:
+            # the parent waits for this exit at the end of its unpacking (~5-10 ms less).
+            sys.stderr.flush()
+            os._exit(0)
         try:
             make_entry(*job)
             reply: tuple[bool, Any] = (True, None)

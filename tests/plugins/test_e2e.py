@@ -125,6 +125,43 @@ def test_python_entry_point_plugin_sees_sync_and_its_failure_aborts(pypm, small,
     assert r.stderr.startswith("error: plugin recorder failed at pre-sync: refusing pre-sync"), r.stderr
 
 
+LINGERING = """
+import atexit, os, threading, time
+
+def lingering(ctx):
+    if ctx.stage not in ("post-sync", "post-lock"):
+        return None
+    out = os.environ["PYPM_TEST_OUT"]
+    atexit.register(lambda: open(f"{out}.{ctx.stage}.atexit", "w").close())
+
+    def late():
+        time.sleep(0.3)
+        open(f"{out}.{ctx.stage}.thread", "w").close()
+
+    threading.Thread(target=late).start()  # not a daemon: the interpreter waits for it
+    return None
+"""
+
+
+def test_a_plugins_thread_and_atexit_functions_finish_before_a_full_sync_or_lock_exits(pypm, small,
+                                                                                        tmp_path: Path) -> None:
+    # A full sync and a full lock end without the interpreter's teardown (pypm.__main__); a
+    # plugin's non-daemon thread and its atexit functions must still run to the end.
+    project, server, _ = small
+    site = make_entry_point_dist(tmp_path / "site", "pypm-test-lingering", "pypm_test_lingering", LINGERING,
+                                 {"lingering": "pypm_test_lingering:lingering"})
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.pypm]\n", '[tool.pypm]\nplugins = ["lingering"]\n', 1))
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": str(site), "PYPM_TEST_OUT": str(out)}
+    r = pypm("sync", "--frozen", cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.post-sync.atexit").exists() and (tmp_path / "out.post-sync.thread").exists()
+    r = pypm("lock", "--index-url", server.url, cwd=project, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.post-lock.atexit").exists() and (tmp_path / "out.post-lock.thread").exists()
+
+
 def test_unknown_plugin_fails_sync_naming_the_search_path(pypm, small) -> None:
     project, _, _ = small
     pyproject = project / "pyproject.toml"

@@ -31,33 +31,38 @@ def main() -> int:
         from .fetchchild import fork_early
 
         fork_early(argv)
-        if argv[0] == "sync" or (argv[0] in ("-q", "--quiet") and argv[1:2] == ["sync"]):
-            from .cli import main as cli_main
-
+        if _is_command(argv, "sync"):
             # As for a full lock below: the venv, its state and the recipe are written by now
             # and the download process is reaped; the teardown only freed objects (~5 ms).
-            return _exit_after_command(cli_main(argv))
+            return _run_without_teardown(argv)
     if "lock" in argv[:2]:  # a no-op `pypm lock` / `pypm lock --check`, likewise (locking.fast_lock)
         from .locking import fast_lock
 
         rc = fast_lock(argv)
         if rc is not None:
             _exit(rc)
-        if argv[0] == "lock" or (argv[0] in ("-q", "--quiet") and argv[1:2] == ["lock"]):
-            from .cli import main as cli_main
-
+        if _is_command(argv, "lock"):
             # A full lock has written its lock and flushed its cache by now; the interpreter's
             # teardown only freed its ~100 MB of index data object by object (L: ~0.06-0.1 s).
-            return _exit_after_command(cli_main(argv))
+            return _run_without_teardown(argv)
     from .cli import main as cli_main
 
     return cli_main(argv)
 
 
-def _exit_after_command(rc: int) -> int:
-    """End the process after a full command without the interpreter's teardown, unless a thread
-    that is not a daemon still runs (a plugin's, say: the interpreter waits for it, so this
-    returns `rc` to exit normally). Functions registered with atexit (a plugin's) run first."""
+def _is_command(argv: list[str], name: str) -> bool:
+    """`pypm NAME ...` or `pypm -q NAME ...` (not, say, `pypm add NAME`)."""
+    return argv[0] == name or (argv[0] in ("-q", "--quiet") and argv[1:2] == [name])
+
+
+def _run_without_teardown(argv: list[str]) -> int:
+    """The CLI's command, then the end of the process without the interpreter's teardown, unless
+    a thread that is not a daemon still runs (a plugin's, say: the interpreter waits for it, so
+    this returns the exit status to exit normally). Functions registered with atexit (a
+    plugin's) run first."""
+    from .cli import main as cli_main
+
+    rc = cli_main(argv)
     import threading
 
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

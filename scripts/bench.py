@@ -355,9 +355,10 @@ def measure(argvs: list[list[str]], cwd: Path, env: dict[str, str]) -> Sample:
                 root = psutil.Process(proc.pid)
             except psutil.Error:
                 return
+            known: dict[int, psutil.Process] = {proc.pid: root}
             while not done.wait(0.01):
                 try:
-                    tree = [root, *root.children(recursive=True)]
+                    tree = [root, *_descendants(root, known)]
                 except psutil.Error:
                     return
                 tree_peak[0] = max(tree_peak[0], _tree_memory(tree))
@@ -383,6 +384,42 @@ def measure(argvs: list[list[str]], cwd: Path, env: dict[str, str]) -> Sample:
             return Sample(total, peak / 2**20, False,
                           f"{' '.join(argv[:3])}: exit {proc.returncode}: {err[-800:]}")
     return Sample(total, peak / 2**20, True)
+
+
+def _descendants(root: psutil.Process, known: dict[int, psutil.Process]) -> list[psutil.Process]:
+    """The processes below `root`, from each thread's /proc/PID/task/TID/children.
+
+    Not psutil's `children(recursive=True)`: that reads the stat file of every process on the
+    machine to find parents, 0.84 ms of this script's CPU per poll (8% of a core at one poll per
+    10 ms, taken from the 2 cores the measured tool runs on), against 0.01 ms here. Falls back to
+    psutil where the kernel has no `children` files (CONFIG_PROC_CHILDREN). Process objects are
+    kept by pid (`known`) so a poll does not re-read each one's start time."""
+    if not os.path.exists(f"/proc/{root.pid}/task/{root.pid}/children"):
+        return list(root.children(recursive=True))
+    out: list[psutil.Process] = []
+    stack = [root.pid]
+    while stack:
+        pid = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # it just ended
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    kids = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            for c in kids:
+                p = known.get(c)
+                if p is None:
+                    try:
+                        p = known[c] = psutil.Process(c)
+                    except psutil.Error:
+                        continue
+                out.append(p)
+                stack.append(c)
+    return out
 
 
 def _tree_memory(tree: list[psutil.Process]) -> int:

@@ -122,6 +122,38 @@ def test_a_tree_counts_the_files_its_processes_share_once(bench, tmp_path) -> No
         proc.wait()
 
 
+def test_the_poller_finds_every_descendant_also_those_a_thread_started(bench, tmp_path) -> None:
+    """`_descendants` reads each thread's /proc children file (psutil's scan of every process
+    was 8% of a core at the poll rate): a child started from a non-main thread, and that
+    child's own child, are found, the same set psutil finds."""
+    import psutil
+
+    code = ("import subprocess, sys, threading, time\n"
+            "def spawn():\n"
+            "    subprocess.Popen([sys.executable, '-c', "
+            "'import subprocess, sys, time; subprocess.Popen([sys.executable, \"-c\", \"import time; time.sleep(30)\"]); "
+            "time.sleep(30)'])\n"
+            "    time.sleep(30)  # alive: a thread's children move to another thread when it ends\n"
+            "threading.Thread(target=spawn, daemon=True).start()\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        root = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        while len(root.children(recursive=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        known: dict = {}
+        found = {p.pid for p in bench._descendants(root, known)}
+        assert len(found) == 2 and found == {p.pid for p in root.children(recursive=True)}
+        assert set(known) == found  # kept for the next poll
+        assert {p.pid for p in bench._descendants(root, known)} == found
+    finally:
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            p.kill()
+        proc.kill()
+        proc.wait()
+
+
 def test_markdown_gives_ratios_to_uv_and_run_overheads(bench) -> None:
     def cell(med, mb=10.0):
         return {"ok": True, "n": 1, "failed": 0, "median": med, "min": med, "max": med, "peak_mb": mb}

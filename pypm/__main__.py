@@ -30,8 +30,16 @@ def main() -> int:
         # before this one starts any thread, and gets ready while the CLI and the lock load.
         from .fetchchild import fork_early
 
+        full_sync = _is_command(argv, "sync")
+        if full_sync:
+            # No cyclic garbage collection from here on, as in the sync itself (pypm.sync:
+            # _sync_locked): ~30 collections while the CLI, the project and the lock load
+            # (~3 ms), on the way to the first download. The process ends after the command.
+            import gc
+
+            gc.disable()
         fork_early(argv)
-        if _is_command(argv, "sync"):
+        if full_sync:
             # As for a full lock below: the venv, its state and the recipe are written by now
             # and the download process is reaped; the teardown only freed objects (~5 ms).
             return _run_without_teardown(argv)

@@ -1199,3 +1199,38 @@ def test_a_download_process_that_dies_leaves_the_rest_to_pypm(pypm, dists, index
     assert proc.returncode == 0, err
     assert "exited with signal 9; downloading the rest in-process" in err, err
     assert installed(project / ".venv") == {"big": "1.0"}
+
+
+def test_a_sync_runs_without_cyclic_garbage_collection_and_restores_it(monkeypatch, tmp_path) -> None:
+    """`_sync_locked` turns the cycle collector off for the sync (its objects live until it
+    ends) and back on afterwards, with what is alive frozen: `pypm run` syncs in-process first
+    and must get a collecting interpreter back. Its error paths restore it too."""
+    import gc
+    from types import SimpleNamespace
+
+    from pypm import sync
+    from pypm.selection import Selection
+
+    seen: list[bool] = []
+
+    def planned(*args: object) -> Path:
+        seen.append(gc.isenabled())
+        if len(seen) == 2:
+            raise RuntimeError("a failed sync")
+        return tmp_path / ".venv"
+
+    monkeypatch.setattr(sync, "_sync_planned", planned)
+    monkeypatch.setattr(sync, "_fire", lambda *a, **k: None)
+    ctx = SimpleNamespace(debug=lambda m: None, info=lambda m: None)
+    opts = sync.SyncOptions(selection=Selection(), offline=True)  # offline: no download process
+    project = SimpleNamespace(root=tmp_path)
+    assert gc.isenabled()
+    try:
+        assert sync._sync_locked(ctx, project, opts, tmp_path / ".venv") == tmp_path / ".venv"
+        assert seen == [False] and gc.isenabled() and gc.get_freeze_count() > 0
+        with pytest.raises(RuntimeError):
+            sync._sync_locked(ctx, project, opts, tmp_path / ".venv")
+        assert seen == [False, False] and gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()

@@ -19,11 +19,14 @@ _YES = frozenset({"1", "true", "t", "yes", "y", "on"})
 _NO = frozenset({"", "0", "false", "f", "no", "n", "off"})
 
 
-def env_flag(name: str) -> bool:
-    """An on/off environment variable (PYPM_OFFLINE): unset or empty is off; a value that is
-    neither yes nor no is refused, not read as off (PYPM_OFFLINE=yes once went unnoticed)."""
+def env_flag(name: str, default: bool = False) -> bool:
+    """An on/off environment variable (PYPM_OFFLINE): unset or empty is `default` (off unless
+    said); a value that is neither yes nor no is refused, not read as off (PYPM_OFFLINE=yes
+    once went unnoticed)."""
     raw = os.environ.get(name, "")
     value = raw.strip().lower()
+    if not value:
+        return default
     if value in _YES:
         return True
     if value in _NO:

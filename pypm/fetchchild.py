@@ -49,10 +49,10 @@ def fork_early(argv: list[str]) -> None:
     from .errors import UsageError
 
     global _early
-    if _early is not None or not enabled() or any(a in ("--offline", "--dry-run", "-h", "--help") for a in argv):
+    if _early is not None or any(a in ("--offline", "--dry-run", "-h", "--help") for a in argv):
         return
     try:
-        if env_flag("PYPM_OFFLINE"):
+        if env_flag("PYPM_OFFLINE") or not enabled():
             return
     except UsageError:
         return  # a bad value: the CLI reports it
@@ -61,8 +61,12 @@ def fork_early(argv: list[str]) -> None:
 
 def enabled() -> bool:
     """PYPM_FETCH_PROCESS=0 (or false, no, off) keeps a sync's downloads in-process, as they were
-    before this module (a tuning and debugging switch: any other value leaves them here)."""
-    return os.environ.get("PYPM_FETCH_PROCESS", "1").strip().lower() not in ("0", "false", "no", "off")
+    before this module (a tuning and debugging switch); unset, empty or a yes: a process of their
+    own. Any other value is refused (UsageError, as for every yes/no variable: config.env_flag)
+    rather than read as one or the other."""
+    from .config import env_flag
+
+    return env_flag("PYPM_FETCH_PROCESS", default=True)
 
 
 class FetchChild:

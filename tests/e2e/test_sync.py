@@ -6,6 +6,7 @@ import base64
 import csv
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -1199,6 +1200,25 @@ def test_a_download_process_that_dies_leaves_the_rest_to_pypm(pypm, dists, index
     assert proc.returncode == 0, err
     assert "exited with signal 9; downloading the rest in-process" in err, err
     assert installed(project / ".venv") == {"big": "1.0"}
+
+
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_a_download_process_setting_neither_yes_nor_no_is_refused(pypm, small, value) -> None:
+    """PYPM_FETCH_PROCESS is read as PYPM_OFFLINE is: a value that is neither yes nor no stops
+    the sync with a message naming the variable and its value, before anything is made (it was
+    read as a yes). A no keeps the downloads in pypm's process; a yes, unset or empty does not."""
+    project, _, _ = small
+    r = pypm("sync", "--frozen", cwd=project, env={"PYPM_FETCH_PROCESS": value})
+    assert r.returncode == 2, r.stderr
+    assert f"PYPM_FETCH_PROCESS={value!r}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (project / ".venv").exists()
+    for ok, where in (("off", "in-process"), ("yes", "in process "), ("", "in process ")):
+        r = pypm("-v", "sync", "--frozen", cwd=project, env={"PYPM_FETCH_PROCESS": ok})
+        assert r.returncode == 0, r.stderr
+        assert ("downloading 3 files in process " in r.stderr) == (where != "in-process"), (ok, r.stderr)
+        assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
+        shutil.rmtree(project / ".venv")
+        shutil.rmtree(pypm.cache_dir, ignore_errors=True)
 
 
 def test_a_sync_runs_without_cyclic_garbage_collection_and_restores_it(monkeypatch, tmp_path) -> None:

@@ -98,6 +98,27 @@ def sha256_file(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
+class NoCycleCollection:
+    """`with NoCycleCollection():` -- no cyclic garbage collection inside (a lock's resolution, a
+    sync: many objects that live until the end, which the collector would walk again and again).
+    Afterwards, if it was on, it resumes with everything alive frozen first, or its first pass
+    would walk all of it at once; those objects are still freed by their reference counts, only
+    cycles among them stay. A class, not contextlib: this module is on `pypm run`'s path."""
+
+    def __enter__(self) -> None:
+        import gc
+
+        self._was_on = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._was_on:
+            import gc
+
+            gc.freeze()
+            gc.enable()
+
+
 class _JSONContext:
     """What json's C scanner reads from a JSONDecoder (strict JSON, plain dicts and numbers)."""
 

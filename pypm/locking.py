@@ -415,21 +415,15 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
     # No cyclic garbage collection while resolving: a lock allocates ~1M objects that live until
     # it is written (page data, releases, candidates), and the collector kept walking them all
     # (~0.12-0.14 s of a web-stack lock's CPU in ~300 collections, holding the GIL). What a lock
-    # leaves in cycles is a few MB (peak RSS 104 -> 108 MB). Collection resumes afterwards for what
-    # is allocated from then on: everything alive now is frozen first, or the first collection
-    # after enabling would walk all of it at once (~80 ms; the objects are still freed by their
-    # reference counts, only cycles among them stay).
-    import gc
+    # leaves in cycles is a few MB (peak RSS 104 -> 108 MB). Resuming it after froze what was
+    # alive: unfrozen, the first collection walked all of it at once (~80 ms).
+    from .fastpath import NoCycleCollection
 
-    collecting = gc.isenabled()
-    gc.disable()
     try:
-        return _resolve_with(ctx, project, opts, inputs, old, client)
+        with NoCycleCollection():
+            return _resolve_with(ctx, project, opts, inputs, old, client)
     finally:
         client.close()
-        if collecting:
-            gc.freeze()
-            gc.enable()
 
 
 def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old: Lock | None,

@@ -198,21 +198,15 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     # No cyclic garbage collection while syncing, as while locking (pypm.locking): a sync makes
     # tens of thousands of objects that live until it ends (the lock, manifests, install plans),
     # and the collector walked them ~40 times in a cold sync of the web stack (7-14 ms of this
-    # process's CPU, holding the GIL its unpack and install threads share). They are freed by
-    # their reference counts; only cycles among them wait. Collection resumes afterwards, for
-    # what is allocated from then on (everything alive now is frozen first: see pypm.locking).
-    import gc
+    # process's CPU, holding the GIL its unpack and install threads share).
+    from .fastpath import NoCycleCollection
 
-    collecting = gc.isenabled()
-    gc.disable()
     try:
-        return _sync_planned(ctx, project, opts, venv, fetcher, t0)
+        with NoCycleCollection():
+            return _sync_planned(ctx, project, opts, venv, fetcher, t0)
     finally:
         if fetcher is not None:
             fetcher.close()
-        if collecting:
-            gc.freeze()
-            gc.enable()
 
 
 def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher: Any, t0: float) -> Path:

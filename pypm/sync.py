@@ -475,7 +475,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         # editable build needs no download, so it starts first.
         builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypm-build")
         builds: dict[str, Future[tuple[Path, str]]] = {}
-        unpacker = ThreadPoolExecutor(max_workers=_per_core(), thread_name_prefix="pypm-unpack")
+        unpacker: ThreadPoolExecutor | None = None  # made once it is known whether a worker runs
         unpacks: dict[str, Future[Path]] = {}  # sha256 -> its store entry
         workers = Workers(0)  # replaced below once it is known how many wheels need unpacking
         unpack_guard = threading.Lock()
@@ -524,6 +524,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     return
                 unpacks[sha] = Future()
                 heapq.heappush(waiting, (-(w.file.size or 0), len(unpacks), sha, w, path))
+            assert unpacker is not None, "the unpack threads are made before the first download"
             unpacker.submit(unpack_biggest)
             unpacks[sha].add_done_callback(lambda f: install_when_ready(f, w, w.file.filename))
 
@@ -545,6 +546,14 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # Wheels with no store entry yet are extracted in a worker process (pypm.extractor),
             # off this process's GIL, while the downloads and installs go on here.
             workers = Workers(worker_count([w.file.size or 0 for w in wheels_now]), debug=ctx.debug)
+            # One unpack thread per core, and one more per worker: with the worker's next job
+            # always in its pipe (extractor.DEPTH), two of them can wait on it, and the worker
+            # still gets its next wheel while the others extract big wheels in-process (with one
+            # thread per core and both extracting, it sat idle for ~35 ms at a stretch). A second
+            # extra thread extracted in-process beside the others, on one GIL: 0.561 s against
+            # 0.539 s (the web stack's cold sync, medians of 20).
+            unpacker = ThreadPoolExecutor(max_workers=_per_core() + workers.started,
+                                          thread_name_prefix="pypm-unpack")
             progress = False if getattr(ctx, "quiet", False) else None  # -q silences the bars too (a terminal's only)
             if fetcher is not None and not fetchers and any(cache.downloads(w.file) for w in fetch_now):
                 # The download process (pypm.fetchchild; plugin fetchers run here, in-process).
@@ -588,7 +597,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # for, and the extraction workers are killed first so that is at once.
             if not ok:
                 workers.close(kill=True)
-            unpacker.shutdown(wait=True, cancel_futures=True)
+            if unpacker is not None:
+                unpacker.shutdown(wait=True, cancel_futures=True)
             workers.close()
             for fut in unpacks.values():  # those whose task was dropped: nobody will run them
                 fut.cancel()

@@ -100,24 +100,79 @@ def test_a_worker_refusal_is_raised_as_the_same_error(tmp_path, no_parent_extrac
     assert no_parent_extraction == []
 
 
+def _occupy(workers: Workers, cache: Path, tmp_path: Path, n: int) -> tuple[list[threading.Thread], list[Path]]:
+    """Start `n` jobs on FIFOs that nobody writes yet: each holds a place in the worker (the first
+    blocks it in open(); the next waits in its pipe). Returns the threads and the FIFOs."""
+    threads, fifos = [], []
+    for i in range(n):
+        fifo = tmp_path / f"slow{i}.whl"
+        os.mkfifo(fifo)
+        t = threading.Thread(target=lambda f=fifo, tag=f"s{i}": _swallow(workers.make_entry, *_job(cache, f, tag)))
+        t.start()
+        deadline = time.monotonic() + 10
+        while len(workers._idle) > extractor.DEPTH - i - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        threads.append(t)
+        fifos.append(fifo)
+    return threads, fifos
+
+
 def test_all_workers_busy_means_the_caller_extracts_meanwhile(tmp_path) -> None:
-    """One worker, two wheels at once: the second is extracted by the calling thread, not queued."""
-    fifo = tmp_path / "slow.whl"
-    os.mkfifo(fifo)  # opening it blocks until a writer comes: the worker stays busy
+    """One worker with every place taken (the job it runs and the next in its pipe): the next
+    wheel is extracted by the calling thread, not queued."""
     w = build_wheel(tmp_path, "gamma", "1.0")
     with Workers(1) as workers:
-        blocked = threading.Thread(target=lambda: _swallow(workers.make_entry, *_job(tmp_path / "c", fifo, "a")))
-        blocked.start()
-        deadline = time.monotonic() + 10
-        while workers._idle and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not workers._idle, "the worker never took the first job"
+        blocked, _ = _occupy(workers, tmp_path / "c", tmp_path, extractor.DEPTH)
+        assert not workers._idle, "the worker never took the first jobs"
         job = _job(tmp_path / "c", w, "b")
         workers.make_entry(*job)  # would hang if it waited for the busy worker
         assert (Path(job[2]) / "gamma" / "__init__.py").is_file()
         workers.close(kill=True)
-        blocked.join(10)
-        assert not blocked.is_alive()
+        for t in blocked:
+            t.join(10)
+            assert not t.is_alive()
+
+
+def test_a_worker_holds_its_next_job_and_each_caller_gets_its_own_answer(tmp_path, no_parent_extraction) -> None:
+    """While the worker is blocked on one job, a second call is not extracted here but queued in
+    the worker's pipe; the replies come back to the callers that sent the jobs: the blocked job's
+    failure to the first, the second wheel's success to the second."""
+    assert extractor.DEPTH == 2
+    fifo = tmp_path / "slow.whl"
+    os.mkfifo(fifo)
+    w = build_wheel(tmp_path, "zeta", "1.0")
+    outcome: dict[str, BaseException | None] = {}
+    order: list[str] = []
+
+    def call(label: str, job: tuple[str, ...]) -> None:
+        try:
+            workers.make_entry(*job)
+            outcome[label] = None
+        except BaseException as e:  # noqa: BLE001 - recorded for the assertions
+            outcome[label] = e
+        order.append(label)
+
+    with Workers(1) as workers:
+        first = threading.Thread(target=call, args=("first", _job(tmp_path / "c", fifo, "a")))
+        first.start()
+        while len(workers._idle) == 2:
+            time.sleep(0.01)
+        job = _job(tmp_path / "c", w, "b")
+        second = threading.Thread(target=call, args=("second", job))
+        second.start()
+        while workers._idle:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert order == [] and not Path(job[2]).exists(), "the second job ran before the worker was free"
+        with open(fifo, "wb"):  # the blocked job reads end-of-file: not a zip archive
+            pass
+        first.join(10)
+        second.join(10)
+        assert workers.usable and len(workers._idle) == 2
+    assert order == ["first", "second"]
+    assert isinstance(outcome["first"], Exception) and outcome["second"] is None, outcome
+    assert (Path(job[2]) / "zeta" / "__init__.py").is_file()
+    assert no_parent_extraction == []
 
 
 def _swallow(fn, *args) -> None:  # noqa: ANN001

@@ -1221,6 +1221,30 @@ def test_a_download_process_setting_neither_yes_nor_no_is_refused(pypm, small, v
         shutil.rmtree(pypm.cache_dir, ignore_errors=True)
 
 
+def test_the_download_process_is_forked_after_what_both_processes_import() -> None:
+    """fork_early imports the cache, the framing and tempfile before it forks: the sync needs them
+    anyway, and the download process then does not import them a second time while both share
+    the cores. Run in a fresh interpreter without the site module (a .pth file may import
+    anything): what this test process imported says nothing."""
+    import sysconfig
+
+    paths = [str(Path(__file__).resolve().parents[2]), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    script = (
+        f"import sys\nsys.path[:0] = {paths!r}\n"
+        "from pypm.fetchchild import FetchChild, fork_early\n"
+        "assert 'pypm.cache' not in sys.modules and 'tempfile' not in sys.modules\n"
+        "fork_early(['sync'])\n"
+        "child = FetchChild.take()\n"
+        "assert child is not None and child.pid > 0\n"
+        "print(*(m in sys.modules for m in ('pypm.cache', 'pypm.framing', 'tempfile', 'httpx')))\n"
+        "child.close()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYPM_")}
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True", "False"], r.stdout  # the HTTP stack: the child's alone
+
+
 def test_a_sync_runs_without_cyclic_garbage_collection_and_restores_it(monkeypatch, tmp_path) -> None:
     """`_sync_locked` turns the cycle collector off for the sync (its objects live until it
     ends) and back on afterwards, with what is alive frozen: `pypm run` syncs in-process first

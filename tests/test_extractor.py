@@ -209,6 +209,40 @@ def test_close_kill_cancels_the_job_in_flight_and_ends_the_worker(tmp_path) -> N
         workers.make_entry(*_job(tmp_path / "c", build_wheel(tmp_path, "late", "1.0")))
 
 
+def test_close_kill_cancels_every_job_the_worker_holds(tmp_path) -> None:
+    """The job the worker runs and the one waiting in its pipe both end as cancelled (neither
+    caller hangs, neither extracts in this process instead), and the worker is killed."""
+    from pypm.cache import _Cancelled
+
+    workers = Workers(1)
+    proc = workers._all[0].proc
+    outcome: list[BaseException | None] = []
+
+    def run(fifo: Path, tag: str) -> None:
+        try:
+            workers.make_entry(*_job(tmp_path / "c", fifo, tag))
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(e)
+
+    threads = []
+    for i in range(extractor.DEPTH):
+        fifo = tmp_path / f"slow{i}.whl"
+        os.mkfifo(fifo)
+        threads.append(threading.Thread(target=run, args=(fifo, f"k{i}")))
+        threads[-1].start()
+    deadline = time.monotonic() + 10
+    while workers._idle and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not workers._idle, "the worker never took both jobs"
+    workers.close(kill=True)
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    assert len(outcome) == extractor.DEPTH and all(isinstance(o, _Cancelled) for o in outcome), outcome
+    assert proc.poll() == -signal.SIGKILL
+
+
 def test_a_dead_worker_is_replaced_by_in_process_extraction(tmp_path) -> None:
     notes: list[str] = []
     with Workers(1, debug=notes.append) as workers:

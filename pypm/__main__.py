@@ -7,6 +7,13 @@ import sys
 def main() -> int:
     """The process entry point (it may end the process itself: never call it in-process)."""
     argv = sys.argv[1:]
+    if any(k.startswith("PYPM_") for k in os.environ):  # (fastpath is not imported on a run's exec path)
+        from .fastpath import flags_readable
+
+        if not flags_readable():  # PYPM_OFFLINE=maybe: the CLI says what is wrong (exit 2)
+            from .cli import main as cli_main
+
+            return cli_main(argv)
     if "run" in argv[:2]:  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
         from .launch import launch
 

@@ -343,9 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .config import env_flag
+    from .fastpath import FLAGS
+
     try:
+        # Every on/off environment variable, whatever the command (as PYPM_OFFLINE always was,
+        # through the flag defaults): a value that is neither yes nor no stops pypm here, not only
+        # the commands that get as far as reading it. The entry point's fast paths leave such a
+        # run to this check (fastpath.flags_readable).
+        for name in FLAGS:
+            env_flag(name)
         parser = build_parser()
-    except PypmError as e:  # a flag's default from a bad environment variable (PYPM_OFFLINE=maybe)
+    except PypmError as e:  # a bad environment variable (PYPM_OFFLINE=maybe)
         return report_failure(e, verbose=0)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

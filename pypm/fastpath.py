@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
 __all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_loads", "json_dumps", "plain_sync_argv",
-           "replace_file", "read_own_file"]
+           "replace_file", "read_own_file", "FLAGS", "FLAG_YES", "FLAG_NO", "flags_readable"]
 
 # venvstate._selection_json(Selection.from_flags()): the selection of a bare `pypm sync`/`pypm run`.
 DEFAULT_SELECTION = {"main": True, "extras": [], "groups": ["dev"], "include-project": True}
@@ -43,6 +43,24 @@ def find_root(start: str | None = None) -> str | None:
 
 
 _SYNC_FLAGS = frozenset({"-q", "--quiet", "--frozen"})
+
+# The spellings of yes and no of an on/off environment variable (config.env_flag reads them).
+FLAG_YES = frozenset({"1", "true", "t", "yes", "y", "on"})
+FLAG_NO = frozenset({"", "0", "false", "f", "no", "n", "off"})
+# Every on/off variable pypm reads (a test checks that no other name is given to env_flag).
+FLAGS = ("PYPM_OFFLINE", "PYPM_FETCH_PROCESS")
+
+
+def flags_readable() -> bool:
+    """Every on/off variable is unset, a yes or a no. When one is not, the entry point takes no
+    fast path: the CLI refuses the value with its message, as a command that reads it does (a
+    no-op `pypm sync` once answered "nothing to do" with PYPM_OFFLINE=maybe, where every
+    command that got as far as reading it stopped with exit status 2)."""
+    for name in FLAGS:
+        raw = os.environ.get(name)
+        if raw is not None and raw.strip().lower() not in FLAG_YES and raw.strip().lower() not in FLAG_NO:
+            return False
+    return True
 
 
 def plain_sync_argv(argv: list[str]) -> bool:

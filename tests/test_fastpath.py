@@ -37,3 +37,32 @@ def test_sha256_file_of_an_unreadable_path_is_none(tmp_path: Path):
     assert fastpath.sha256_file(tmp_path / "missing") is None
     (tmp_path / "f").write_bytes(b"x")
     assert fastpath.sha256_file(tmp_path / "f") == fastpath.sha256(b"x").hexdigest()
+
+
+@pytest.mark.parametrize("value", ["1", "yes", " On ", "TRUE", "0", "off", "", "n", "maybe", "2", "yes please"])
+def test_flags_readable_agrees_with_env_flag(monkeypatch, value: str) -> None:
+    """The entry point's check of the on/off variables and config.env_flag accept and refuse the
+    same values, for each variable."""
+    from pypm.config import env_flag
+    from pypm.errors import UsageError
+
+    for name in fastpath.FLAGS:
+        monkeypatch.delenv("PYPM_OFFLINE", raising=False)
+        monkeypatch.delenv("PYPM_FETCH_PROCESS", raising=False)
+        monkeypatch.setenv(name, value)
+        try:
+            env_flag(name)
+            refused = False
+        except UsageError:
+            refused = True
+        assert fastpath.flags_readable() is not refused, (name, value)
+
+
+def test_flags_names_every_on_off_variable_pypm_reads() -> None:
+    """fastpath.FLAGS is what the entry point and the CLI check up front: a new env_flag("...")
+    somewhere in pypm must be listed there, or a bad value of it would pass the fast paths."""
+    import re
+
+    src = Path(fastpath.__file__).parent
+    named = {m for p in src.rglob("*.py") for m in re.findall(r'env_flag\(\s*"([A-Z0-9_]+)"', p.read_text())}
+    assert named and named == set(fastpath.FLAGS), named

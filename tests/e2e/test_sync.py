@@ -1221,6 +1221,22 @@ def test_a_download_process_setting_neither_yes_nor_no_is_refused(pypm, small, v
         shutil.rmtree(pypm.cache_dir, ignore_errors=True)
 
 
+@pytest.mark.parametrize("name", ["PYPM_OFFLINE", "PYPM_FETCH_PROCESS"])
+def test_a_bad_on_off_variable_is_refused_by_the_fast_paths_too(pypm, small, name) -> None:
+    """On a synced project the no-op sync, the sandboxed run and the lock check answer before the
+    CLI loads; with an on/off variable that is neither yes nor no they answered as if it were
+    unset ("nothing to do", exit 0), while every command that read it stopped with exit status 2.
+    Now they stop too, with the CLI's message; a valid value keeps the fast path."""
+    project, _, _ = small
+    assert pypm("sync", "--frozen", cwd=project).returncode == 0
+    for args in (("sync", "--frozen"), ("run", "--", "python", "-c", "pass"), ("lock", "--check")):
+        r = pypm(*args, cwd=project, env={name: "maybe"})
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert f"{name}='maybe' is neither yes nor no" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = pypm("sync", "--frozen", cwd=project, env={name: "off" if name == "PYPM_FETCH_PROCESS" else "1"})
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+
+
 def test_the_download_process_is_forked_after_what_both_processes_import() -> None:
     """fork_early imports the cache, the framing and tempfile before it forks: the sync needs them
     anyway, and the download process then does not import them a second time while both share

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from .errors import ProjectError, UsageError
 
-__all__ = ["default_index_url", "pip_config_index_url", "cache_dir", "env_flag"]
+# The spellings of yes and no that an on/off environment variable accepts (as uv's do): one list,
+# in pypm.fastpath, with which the entry point checks them before any fast path.
+from .fastpath import FLAG_NO as _NO
+from .fastpath import FLAG_YES as _YES
 
-# The spellings of yes and no that an on/off environment variable accepts (as uv's do): one
-# list, in pypm.fastpath, which the entry point checks them with before any fast path.
-from .fastpath import FLAG_NO as _NO  # noqa: E402
-from .fastpath import FLAG_YES as _YES  # noqa: E402
+__all__ = ["default_index_url", "pip_config_index_url", "cache_dir", "env_flag"]
 
 
 def env_flag(name: str, default: bool = False) -> bool:

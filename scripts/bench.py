@@ -19,6 +19,11 @@ What it does, so the numbers can be trusted:
 - The projects are virtual (no `[build-system]`): each tool installs the locked set only,
   so the numbers measure the package manager, not a build backend.
 - Order is A B A B: within each scenario every tool runs once per round, in turn.
+- Rounds: `-r` (default 2) for the canary, at most `--big-rounds` (default 1) for the web stack
+  and torch, where pip-tools, PDM and Poetry take minutes; but the steady-state scenarios,
+  `sync_noop` and `run` (tens of milliseconds for pypm and uv, under a second for every
+  peer), get at least `--steady-rounds` (default 7) in every set: one or two samples of a
+  ~20 ms command swing by a quarter on a shared machine, more than the differences measured.
 - Wall time is measured around the process; peak memory is the larger of the biggest single
   process (`wait4` ru_maxrss) and the polled memory of the process tree (10 ms): its RSS when it
   is one process, else its processes' anonymous memory plus the largest file-backed share
@@ -571,7 +576,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             variants = [(n, v) for n, t in tools.items()
                         for v in (t.runs() if scenario == "run" else [scenario])]
             samples: dict[tuple[str, str], list[Sample]] = {k: [] for k in variants}
-            for rnd in range(rounds):
+            n_rounds = scenario_rounds(scenario, rounds, args.steady_rounds)
+            set_res.setdefault("scenario-rounds", {})[scenario] = n_rounds
+            for rnd in range(n_rounds):
                 for name, variant in variants:  # A B A B ...
                     tool, root = tools[name], roots[name]
                     env = tool.env(base_env)
@@ -586,7 +593,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                         s = Sample(0.0, 0.0, False, "preparing: " + bad.error)
                     samples[(name, variant)].append(s)
                     label = name if variant == scenario else f"{name} {variant}"
-                    print(f"[{set_name}] {scenario:10s} round {rnd + 1}/{rounds} {label:22s} "
+                    print(f"[{set_name}] {scenario:10s} round {rnd + 1}/{n_rounds} {label:22s} "
                           + (f"{s.seconds:7.3f}s {s.peak_mb:6.1f} MB" if s.ok else "FAILED: " + s.error[:300]),
                           file=sys.stderr)
                 if scenario == "run":
@@ -618,7 +625,9 @@ def markdown(results: dict[str, Any]) -> str:
     for sr in results["sets"].values():
         bare = sr["baseline"].get("python -c pass", {})
         out.append("")
-        out.append(f"### {sr['title']}: {sr['rounds']} round(s); median (min–max), ratio to uv, peak memory")
+        more = sorted({n for n in sr.get("scenario-rounds", {}).values() if n != sr["rounds"]})
+        steady = f" ({', '.join(STEADY_SCENARIOS)}: {more[0]})" if len(more) == 1 else ""
+        out.append(f"### {sr['title']}: {sr['rounds']} round(s){steady}; median (min–max), ratio to uv, peak memory")
         out.append("")
         if bare.get("ok"):
             out.append(f"`run` rows: wall time of `TOOL run python -c pass`, and in brackets its overhead "
@@ -655,12 +664,24 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+STEADY_SCENARIOS = ("sync_noop", "run")
+
+
+def scenario_rounds(scenario: str, rounds: int, steady_rounds: int) -> int:
+    """Rounds of `scenario` in a set measured `rounds` times: the steady-state scenarios get at
+    least `steady_rounds` (cheap for every tool, and too short for a sample or two to mean much)."""
+    return max(rounds, steady_rounds) if scenario in STEADY_SCENARIOS else rounds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("-r", "--rounds", type=int, default=2, help="rounds per scenario (default 2; A B A B)")
     p.add_argument("--big-rounds", type=int, default=1,
                    help="at most this many rounds for the web and torch sets (default 1: pip-tools, PDM "
                    "and Poetry take minutes there)")
+    p.add_argument("--steady-rounds", type=int, default=7,
+                   help="at least this many rounds of sync_noop and run in every set (default 7; "
+                   "--quick: 1)")
     p.add_argument("--quick", action="store_true", help="one round: a smoke run")
     p.add_argument("--sets", default="canary,web,torch", help="comma-separated: canary,web,torch")
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated: " + ",".join(ALL_TOOLS))
@@ -677,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.rounds = 1
+        args.steady_rounds = 1
     args.sets = [s for s in args.sets.split(",") if s]
     args.tools = [t for t in args.tools.split(",") if t]
     args.scenarios = [s for s in args.scenarios.split(",") if s]

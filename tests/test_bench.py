@@ -169,3 +169,32 @@ def test_markdown_gives_ratios_to_uv_and_run_overheads(bench) -> None:
     assert "| sync_warm | 0.300 s (0.300–0.300) **3.00×** 10 MB | 0.100 s (0.100–0.100) 10 MB |" in md
     assert "| run | 60 ms (60–60) [+50] **2.00×** 10 MB |" in md
     assert "| run (no sandbox) | 45 ms (45–45) [+35] **1.50×** 10 MB | – |" in md
+
+
+def test_steady_state_scenarios_get_more_rounds_and_the_table_says_so(bench, monkeypatch) -> None:
+    """sync_noop and run get at least --steady-rounds in every set (a 20 ms command's one or two
+    samples swing by a quarter); the others keep the set's rounds; --quick keeps one of each."""
+    assert bench.scenario_rounds("run", 1, 7) == 7
+    assert bench.scenario_rounds("sync_noop", 2, 7) == 7
+    assert bench.scenario_rounds("run", 9, 7) == 9  # never fewer than asked for
+    assert bench.scenario_rounds("sync_cold", 1, 7) == 1
+    assert bench.scenario_rounds("lock_noop", 2, 7) == 2  # minutes for the peers on the web stack
+    cell = {"ok": True, "n": 1, "failed": 0, "median": 0.1, "min": 0.1, "max": 0.1, "peak_mb": 1.0}
+    results = {
+        "tools": {"pypm": "pypm 0.1", "uv": "uv 0.13"}, "machine": {"platform": "linux", "cpus": 2, "date": "d"},
+        "sets": {"web": {"title": "web", "rounds": 1, "baseline": {}, "scenario-rounds": {"sync_cold": 1, "run": 7},
+                         "scenarios": {"sync_cold": {"pypm": cell, "uv": cell}}}},
+    }
+    assert "### web: 1 round(s) (sync_noop, run: 7); median" in bench.markdown(results)
+    # The option as main() parses it (the benchmark itself is not run: it takes minutes).
+    parsed: dict[str, object] = {}
+
+    def options_only(args):  # noqa: ANN001, ANN202
+        parsed.update(vars(args))
+        return {"sets": {}, "tools": {}, "machine": {"platform": "", "cpus": 1, "date": ""}}
+
+    monkeypatch.setattr(bench, "run_benchmark", options_only)
+    for argv, want in (([], 7), (["--quick"], 1), (["--steady-rounds", "3"], 3)):
+        parsed.clear()
+        bench.main([*argv, "-o", os.devnull, "--markdown", os.devnull])
+        assert parsed["steady_rounds"] == want, (argv, parsed)

@@ -119,16 +119,6 @@ def _is_missing(e: Exception) -> bool:
     return _error_code(e) in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied", "Forbidden")
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class S3CachePlugin:
     def __init__(self) -> None:
         self._sessions: dict[S3Settings, _Session] = {}
@@ -208,6 +198,8 @@ class S3CachePlugin:
 
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from ..lockfile import file_sha256
+
         # What to offer the bucket: every file the fetcher was asked for and the bucket lacked
         # (that includes build dependencies, which are not in the plan), and the plan's
         # packages that were already in the local cache (the fetcher was not asked: HEAD them).
@@ -242,7 +234,7 @@ class S3CachePlugin:
                 missing = [c for c, need in zip(items, pool.map(needs_upload, items)) if need]
             uploaded = 0
             for sha, path in missing:
-                if _sha256_file(path) != sha:  # never poison the bucket with a damaged local file
+                if file_sha256(path) != sha:  # never poison the bucket with a damaged local file
                     ctx.report(f"not uploading {path}: its sha256 is not the locked {sha}")
                     continue
                 sess.s3().upload_file(str(path), sess.settings.bucket,

@@ -139,27 +139,38 @@ class _Worker:
         answers its jobs in the order they were sent, so each caller reads the reply whose turn
         matches its ticket (the next job is already in the pipe when one ends: no round trip
         through this process's busy GIL between two jobs)."""
-        from .framing import recv, send
-
         try:
-            with self._send_lock:
-                send(self.proc.stdin.fileno(), job)  # type: ignore[union-attr]
-                ticket = self._sent
-                self._sent += 1
-            with self._turn:
-                while self._read != ticket:
-                    self._turn.wait()
-                try:
-                    reply = recv(self.proc.stdout.fileno())  # type: ignore[union-attr]
-                finally:
-                    self._read += 1
-                    self._turn.notify_all()
+            reply = self._reply(self._send(job))
         except (BrokenPipeError, OSError, ValueError) as e:  # ValueError: a pipe closed by close()
             raise _Dead(f"{self._how()} ({e})") from None
         if reply is None:
             raise _Dead(self._how())
         ok, value = reply
         return ok, value
+
+    def _send(self, job: tuple[str, ...]) -> int:
+        """Send `job`; returns its ticket (the jobs' order in the pipe)."""
+        from .framing import send
+
+        with self._send_lock:
+            send(self.proc.stdin.fileno(), job)  # type: ignore[union-attr]
+            ticket = self._sent
+            self._sent += 1
+        return ticket
+
+    def _reply(self, ticket: int) -> Any:
+        """The reply to the job with `ticket`, once every earlier reply has been read (by its own
+        caller: a thread that sent later may get here first)."""
+        from .framing import recv
+
+        with self._turn:
+            while self._read != ticket:
+                self._turn.wait()
+            try:
+                return recv(self.proc.stdout.fileno())  # type: ignore[union-attr]
+            finally:
+                self._read += 1  # also when the read failed: the next caller reads end-of-file
+                self._turn.notify_all()
 
     def _how(self) -> str:
         code = self.proc.poll()

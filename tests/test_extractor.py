@@ -209,6 +209,31 @@ def test_close_kill_cancels_the_job_in_flight_and_ends_the_worker(tmp_path) -> N
         workers.make_entry(*_job(tmp_path / "c", build_wheel(tmp_path, "late", "1.0")))
 
 
+def test_each_reply_goes_to_its_own_ticket_whoever_asks_first(tmp_path) -> None:
+    """Two jobs in the worker's pipe, a refused wheel first and a good one second, and the second
+    sender asks for its reply first (a thread can get to the read before an earlier sender): it
+    waits for the first reply to be read by its owner and then gets its own. Read in arrival
+    order instead, the second caller would get the first job's refusal."""
+    bad = build_wheel(tmp_path, "eta", "1.0", bad_record_hash_for="eta/__init__.py")
+    good = build_wheel(tmp_path, "theta", "1.0")
+    with Workers(1) as workers:
+        worker = workers._all[0]
+        first = worker._send(_job(tmp_path / "c", bad, "a"))
+        second = worker._send(_job(tmp_path / "c", good, "b"))
+        got: dict[str, object] = {}
+        later = threading.Thread(target=lambda: got.__setitem__("second", worker._reply(second)))
+        later.start()
+        later.join(0.5)
+        assert later.is_alive() and "second" not in got, "the second caller read before the first"
+        got["first"] = worker._reply(first)
+        later.join(10)
+        assert not later.is_alive()
+    ok_first, err = got["first"]
+    ok_second, _ = got["second"]
+    assert ok_first is False and isinstance(err, IntegrityError), got
+    assert ok_second is True, got
+
+
 def test_close_kill_cancels_every_job_the_worker_holds(tmp_path) -> None:
     """The job the worker runs and the one waiting in its pipe both end as cancelled (neither
     caller hangs, neither extracts in this process instead), and the worker is killed."""

@@ -26,6 +26,6 @@ PY=${PYTHON:-python3}
 "$PY" scripts/fetch_fixtures.py || echo "warning: could not fetch the canary fixture wheels; the tests that need them skip and say why" >&2
 # Lint first (seconds): an unused import or an undefined name fails CI as a test would.
 "$PY" -m ruff check --quiet pypm sandbox tests scripts
-# Types (~4 s): mypy over pypm, sandbox and scripts, as configured in pyproject.toml [tool.mypy].
+# Types (~10 s): mypy over pypm, sandbox, scripts and tests, as configured in pyproject.toml [tool.mypy].
 "$PY" -m mypy
 exec "$PY" -m pytest "$@"

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def bench():
     spec = importlib.util.spec_from_file_location("pypm_bench", ROOT / "scripts" / "bench.py")
+    assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules["pypm_bench"] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import multiprocessing
+from collections.abc import Iterator
 import os
 import stat
 import subprocess
@@ -36,7 +37,7 @@ def file_gets(idx, filename: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> Cache:
+def cache(tmp_path: Path) -> Iterator[Cache]:
     c = Cache(tmp_path / "cache", base_dir=tmp_path)
     c.retry_delay = 0.01
     yield c
@@ -143,6 +144,7 @@ def test_corrupt_cached_file_is_discarded_and_fetched_again(dists, index_server,
     e = entry_for(w, idx.file_url(w.name))
     p = cache.fetch(e)
     os.chmod(p, 0o644)
+    assert e.size is not None
     p.write_bytes(b"x" * e.size)  # same size, different bytes
     fresh = Cache(cache.root)
     assert fresh.fetch(e) == p and sha256_file(p) == e.sha256
@@ -332,6 +334,7 @@ def test_ctrl_c_stops_fetch_many_even_while_waiting_for_another_process(dists, i
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]); "
                                "l.acquire(); print('held', flush=True); time.sleep(60)", str(lockfile)],
                               stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
     try:
         assert holder.stdout.readline().strip() == "held"
         items = [[n, {"filename": e.filename, "url": e.url, "sha256": e.sha256, "size": e.size}]
@@ -339,6 +342,7 @@ def test_ctrl_c_stops_fetch_many_even_while_waiting_for_another_process(dists, i
         child = subprocess.Popen([sys.executable, "-c", _CTRL_C_CHILD, str(Path(__file__).resolve().parents[1]),
                                   str(root), _json.dumps(items)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)
+        assert child.stdout is not None
         assert child.stdout.readline().strip() == "started"
         deadline = time.monotonic() + 20
         while not Cache(root).wheel_path(ea.sha256, a.name).exists() and time.monotonic() < deadline:
@@ -539,6 +543,7 @@ def test_prune_removes_partials_tmp_dirs_and_unused_entries(dists, cache):
                                "l.acquire(); print('held', flush=True); time.sleep(30)",
                                str(cache.root / "locks" / "ab" / ("ab" * 32 + ".lock"))],
                               stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
     try:
         assert holder.stdout.readline().strip() == "held"
         cache.prune(max_age_days=0)
@@ -632,12 +637,14 @@ def test_entry_lock_excludes_filelock_holders_and_refuses_a_planted_symlink(tmp_
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]); "
                                "l.acquire(); print('held', flush=True); sys.stdin.readline()", str(path)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
     try:
         assert holder.stdout.readline().strip() == "held"
         ours = _EntryLock(str(path))
         t0 = time.monotonic()
         assert ours.acquire(timeout=0) is False and ours.acquire(timeout=0.2) is False
         assert time.monotonic() - t0 >= 0.2
+        assert holder.stdin is not None
         holder.stdin.write("\n")
         holder.stdin.flush()
         holder.wait(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 import hashlib
 import http.server
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pypm import simpleapi
 from pypm.errors import IndexError_, IntegrityError
 from pypm.index import (
     CoreMetadata,
@@ -34,7 +36,7 @@ def client_factory(tmp_path: Path) -> Iterator:
     """`make(index_urls, find_links=(), **kw)` -> IndexClient with a per-test cache; all closed at the end."""
     made: list[IndexClient] = []
 
-    def make(index_urls: list[str], find_links: list[str] = (), **kw: object) -> IndexClient:
+    def make(index_urls: list[str], find_links: Sequence[str] = (), **kw: object) -> IndexClient:
         kw.setdefault("cache_dir", tmp_path / "cache")
         c = IndexClient(list(index_urls), list(find_links), **kw)  # type: ignore[arg-type]
         made.append(c)
@@ -184,12 +186,16 @@ def test_releases_match_the_eager_parse_file_for_file() -> None:
 
 
 def test_releases_build_only_the_release_asked_for(monkeypatch) -> None:
-    from pypm import simpleapi
     from pypm.simpleapi import Releases
 
     built: list[str] = []
     real = simpleapi._json_entry
-    monkeypatch.setattr(simpleapi, "_json_entry", lambda fields, url: built.append(fields[0]) or real(fields, url))
+
+    def counted(fields, url):
+        built.append(fields[0])
+        return real(fields, url)
+
+    monkeypatch.setattr(simpleapi, "_json_entry", counted)
     rel = Releases("foo")
     rel.add_json(_junk_page_files(), "https://idx.test/simple/foo/", ("registry", "idx"))
     assert built == []  # grouping makes no entry and no DistFile
@@ -440,7 +446,7 @@ def test_find_links_over_http_and_index_together(dists: DistFactory, index_serve
     dists.wheel("nu", "1.0")
     idx = index_server()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(links.dir))
-    handler.log_message = lambda *a: None  # type: ignore[method-assign]
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
@@ -679,6 +685,7 @@ def test_real_wheels_metadata_through_ranges(real_index: IndexServer, real_files
     c = client_factory([real_index.url])
     dist = real_index.dist(filename)
     (f,) = [x for x in c.project_files(dist.project) if x.filename == filename]
+    assert dist.metadata is not None
     assert c.metadata(f) == parse_core_metadata(dist.metadata, filename)[0]
     gets = _file_downloads(real_index, filename)
     assert gets and all("Range" in h for h in gets), "never the whole wheel"
@@ -770,8 +777,13 @@ def test_warm_page_reuses_its_parsed_files_from_the_cache(client_factory, tmp_pa
     from pypm import index
 
     parses: list[int] = []
-    real = index.json_page_files
-    monkeypatch.setattr(index, "json_page_files", lambda files, name: parses.append(1) or real(files, name))
+    real = simpleapi.json_page_files  # what pypm.index calls by that name
+
+    def counted(files, name):
+        parses.append(1)
+        return real(files, name)
+
+    monkeypatch.setattr(index, "json_page_files", counted)
 
     def page(*versions: str) -> bytes:
         return json.dumps({"meta": {"api-version": "1.1"}, "name": "omega", "files": [
@@ -842,7 +854,9 @@ def test_quick_metadata_reader_agrees_with_zipfile(dists: DistFactory, tmp_path)
     assert _quick(p) == META
     real = canary_wheels_dir()
     for wheel in sorted(real.glob("*.whl"))[:12] if real is not None else []:
-        assert _quick(wheel, parse_filename(wheel.name)[1]) == wheel_metadata(wheel), wheel.name
+        parsed = parse_filename(wheel.name)
+        assert parsed is not None
+        assert _quick(wheel, parsed[1]) == wheel_metadata(wheel), wheel.name
 
 
 def test_quick_metadata_reader_leaves_unusual_archives_to_zipfile(tmp_path, client_factory) -> None:
@@ -999,8 +1013,13 @@ def test_registry_layout_pages_cold_warm_and_damaged(client_factory, tmp_path, m
     from pypm import index
 
     scans: list[int] = []
-    real = index.json_page_spans
-    monkeypatch.setattr(index, "json_page_spans", lambda body, name: scans.append(1) or real(body, name))
+    real = simpleapi.json_page_spans  # what pypm.index calls by that name
+
+    def counted(body, name):
+        scans.append(1)
+        return real(body, name)
+
+    monkeypatch.setattr(index, "json_page_spans", counted)
     files = [{"filename": f"omega-{v}-py3-none-any.whl", "hashes": {"sha256": "ab" * 32},
               "url": f"https://f.test/omega-{v}-py3-none-any.whl", "yanked": False} for v in ("1.0", "2.0")]
     srv, url = _serve_bare({"/simple/omega/": _registry_page(files)})
@@ -1071,7 +1090,6 @@ def test_span_columns_damaged_in_range_are_found_again(client_factory, tmp_path,
     the columns carry a CRC, so the page is searched again instead of reported as malformed."""
     import marshal
 
-    from pypm import index
 
     files = [{"filename": f"omega-{v}-py3-none-any.whl", "url": f"https://f.test/omega-{v}-py3-none-any.whl"}
              for v in ("1.0", "2.0")]
@@ -1082,10 +1100,10 @@ def test_span_columns_damaged_in_range_are_found_again(client_factory, tmp_path,
         data = bytearray(entry.read_bytes())
         at = data.index(b"\x00spans") + len(b"\x00spans") + 4  # the marshalled columns end the entry
         cols = marshal.loads(bytes(data[at:]))
-        assert cols == index.json_page_spans(_registry_page(files), "omega")
+        assert cols == simpleapi.json_page_spans(_registry_page(files), "omega")
         data[-4] ^= 0x01  # the last start (a marshalled int ends the entry), one byte off: in range
         moved = marshal.loads(bytes(data[at:]))
-        assert moved[3][-1] == cols[3][-1] ^ 1 and index.valid_span_columns(moved, len(_registry_page(files)))
+        assert moved[3][-1] == cols[3][-1] ^ 1 and simpleapi.valid_span_columns(moved, len(_registry_page(files)))
         entry.write_bytes(bytes(data))
         assert client_factory([url]).project_files("omega") == first
     finally:

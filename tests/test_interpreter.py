@@ -59,6 +59,7 @@ def test_wheel_rank_orders_by_tag_priority():
         "x-1.0-cp27-cp27mu-manylinux1_x86_64.whl",
         "not-a-wheel.tar.gz")}
     order = [r for r in ranks.values()]
+    assert order[0] is not None and order[1] is not None and order[2] is not None
     assert order[0] < order[1] < order[2]
     assert order[3] is None and order[4] is None and order[5] is None
 
@@ -164,7 +165,7 @@ def test_a_request_from_pyproject_is_reported_as_that_setting_not_as_a_flag(tmp_
             find_interpreter(request, ">=3.99" if request == sys.executable else None, pyproject=pyproject)
         msg = str(ei.value)
         assert what in msg and f"[tool.pypm] python = {request!r} in {pyproject}" in msg, msg
-        assert "--python" not in ei.value.message and "set [tool.pypm] python to" in ei.value.hint, msg
+        assert "--python" not in ei.value.message and "set [tool.pypm] python to" in (ei.value.hint or ""), msg
     with pytest.raises(UsageError) as ei:  # the flag's own wording is unchanged
         find_interpreter("no-such-python", None)
     assert "--python 'no-such-python'" in str(ei.value)
@@ -244,5 +245,5 @@ def test_a_program_that_prints_something_else_is_refused_with_a_clear_error(tmp_
     with pytest.raises(ProjectError) as e:
         query_interpreter(fake)
     assert "did not answer the query" in str(e.value) and str(fake) in str(e.value)
-    assert "--python" in e.value.hint
+    assert "--python" in (e.value.hint or "")
     assert not list((tmp_path / "cache").rglob("*.json"))

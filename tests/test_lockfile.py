@@ -80,7 +80,9 @@ def test_round_trip_is_lossless_and_stable() -> None:
         assert {k: _norm(v) for k, v in q.dependency_groups.items()} == {
             k: _norm(v) for k, v in p.dependency_groups.items()}
         assert q.sdist == p.sdist and sorted(q.wheels) == sorted(p.wheels)
-    black = next(d for d in back.root().dependency_groups["dev"] if d.name == "black")
+    root = back.root()
+    assert root is not None
+    black = next(d for d in root.dependency_groups["dev"] if d.name == "black")
     assert black.extras == ("colorama", "d")
 
 
@@ -116,6 +118,7 @@ def test_same_lock_in_any_order_gives_the_same_bytes() -> None:
 def test_edges_differing_only_in_marker_or_size_still_sort() -> None:
     lock = sample_lock()
     req = lock.get("requests", "2.32.3")
+    assert req is not None
     req.dependencies += [Dependency("idna", "3.7", 'sys_platform == "win32"'), Dependency("IDNA", "3.7", extras=("x",))]
     req.wheels.append(FileEntry(req.wheels[0].filename, req.wheels[0].url, req.wheels[0].sha256, None))
     text = dumps(lock)
@@ -138,12 +141,14 @@ def test_hash_validation_and_prefix() -> None:
         assert not FileEntry("a", "u", bad).has_valid_hash()
     text = dumps(sample_lock()).replace(f'sha256 = "{H3}"', f'sha256 = "sha256:{H3}"')
     back = loads(text)
-    assert back.get("tomli", "2.0.1").wheels[0].sha256 == H3
+    tomli = back.get("tomli", "2.0.1")
+    assert tomli is not None and tomli.wheels[0].sha256 == H3
 
 
 def test_helpers() -> None:
     lock = sample_lock()
-    assert lock.root().name == "My_App"
+    root = lock.root()
+    assert root is not None and root.name == "My_App"
     assert [p.name for p in lock.by_name("REQUESTS")] == ["requests"]
     assert lock.get("Tomli", "2.0.1") is not None and lock.get("tomli", "9") is None
     assert canonical_name("Foo.Bar__baz") == "foo-bar-baz"

@@ -325,8 +325,8 @@ class ReleasesFinder(MemFinder):
 
 
 def test_only_the_releases_the_resolver_visits_are_built():
-    many = {f"{i}.0": {} for i in range(1, 41)}
-    world = {"a": {**many, "40.0": {"deps": ["b<39"]}, "41.0rc1": {}}, "b": dict(many)}
+    many: dict[str, dict[str, Any]] = {f"{i}.0": {} for i in range(1, 41)}
+    world: dict[str, dict[str, dict[str, Any]]] = {"a": {**many, "40.0": {"deps": ["b<39"]}, "41.0rc1": {}}, "b": dict(many)}
     f = ReleasesFinder(world)
     res = resolve(f, root(["a"]))
     assert pins(res) == pins(resolve(MemFinder(world), root(["a"]))) == {"a": ["40.0"], "b": ["38.0"]}
@@ -336,7 +336,7 @@ def test_only_the_releases_the_resolver_visits_are_built():
 
 @pytest.mark.parametrize("reqs", [["a>=2"], ["a==3.1"], ["a>=4"]])
 def test_lazy_releases_explain_failures_as_before(reqs):
-    world = {"a": {"1.0": {}, "2.0": {"yanked": ""}, "3.0": {"rp": ">=3.13"}, "3.1": {"tags": ["cp27-cp27m-win32"]}}}
+    world: dict[str, dict[str, dict[str, Any]]] = {"a": {"1.0": {}, "2.0": {"yanked": ""}, "3.0": {"rp": ">=3.13"}, "3.1": {"tags": ["cp27-cp27m-win32"]}}}
     msgs = []
     for finder in (MemFinder(world), ReleasesFinder(world)):
         with pytest.raises(ResolutionError) as ei:
@@ -374,7 +374,7 @@ class AheadFinder(ReleasesFinder):
 
 
 def test_lookahead_fetches_the_likely_pins_and_their_dependencies_ahead():
-    world = {
+    world: dict[str, dict[str, dict[str, Any]]] = {
         "a": {"1.0": {}, "2.0": {"deps": ["b[x]>=1", 'old; python_version < "3.8"', "c<2"]}, "3.0rc1": {}},
         "b": {"1.0": {"deps": ['d; extra == "x"', 'e; extra == "y"']}},
         "c": {"1.0": {}, "2.0": {}}, "d": {"1.0": {}}, "e": {"1.0": {}}, "old": {"1.0": {}},

@@ -28,6 +28,7 @@ def test_uncommenting_build_system_makes_it_installable(tmp_path: Path) -> None:
     for i in range(start, start + 3):
         lines[i] = lines[i][2:]
     p = parse_pyproject(tomllib.loads("\n".join(lines)), tmp_path)
+    assert p.build_system is not None
     assert not p.is_virtual and p.build_system["build-backend"] == "setuptools.build_meta"
     assert p.requires_python == ">=3.11"
     assert "src/my_lib/" in text  # where the comment tells the user to put the code

@@ -127,7 +127,7 @@ def test_trusted_keys_accept_base64_raw_keys_and_name_bad_entries(tmp_path):
     with pytest.raises(ProjectError, match="is a private key"):
         load_trusted_keys([str(priv)], tmp_path)
     with pytest.raises(ProjectError, match="array of strings"):
-        load_trusted_keys("a.pub", tmp_path)  # type: ignore[arg-type]
+        load_trusted_keys("a.pub", tmp_path)
 
 
 def test_signing_with_a_bad_key_file_says_so(tmp_path):

@@ -121,7 +121,7 @@ def two_versions(dists: DistFactory) -> DistFactory:
     return dists
 
 
-def test_json_and_html_pages(index_server, two_versions: DistFactory) -> None:  # type: ignore[no-untyped-def]
+def test_json_and_html_pages(index_server, two_versions: DistFactory) -> None:
     idx = index_server(yanked={"foo_bar-1.0-py3-none-any.whl": "broken"}, upload_time={"foo_bar-2.0.tar.gz": "2024-01-02T03:04:05Z"})
     r = httpx.get(idx.url + "foo-bar/", headers={"Accept": f"{JSON_TYPE}, text/html;q=0.1"})
     assert r.headers["content-type"] == JSON_TYPE
@@ -153,14 +153,14 @@ def test_json_and_html_pages(index_server, two_versions: DistFactory) -> None:  
     assert httpx.get(idx.url + "nope/").status_code == 404
 
 
-def test_json_off_and_pep658_off(index_server, two_versions: DistFactory) -> None:  # type: ignore[no-untyped-def]
+def test_json_off_and_pep658_off(index_server, two_versions: DistFactory) -> None:
     idx = index_server(json=False, pep658=False)
     r = httpx.get(idx.url + "other/", headers={"Accept": JSON_TYPE})
     assert r.headers["content-type"].startswith("text/html") and "data-core-metadata" not in r.text
     assert httpx.get(idx.file_url("other-0.1-py3-none-any.whl") + ".metadata").status_code == 404
 
 
-def test_etag_and_last_modified_give_304(index_server, two_versions: DistFactory) -> None:  # type: ignore[no-untyped-def]
+def test_etag_and_last_modified_give_304(index_server, two_versions: DistFactory) -> None:
     idx = index_server()
     r = httpx.get(idx.url + "other/")
     etag, lm = r.headers["etag"], r.headers["last-modified"]
@@ -173,7 +173,7 @@ def test_etag_and_last_modified_give_304(index_server, two_versions: DistFactory
     assert httpx.get(idx.url + "other/", headers={"If-Modified-Since": lm}).status_code == 200
 
 
-def test_range_requests(dists: DistFactory, index_server) -> None:  # type: ignore[no-untyped-def]
+def test_range_requests(dists: DistFactory, index_server) -> None:
     w = dists.wheel("big", "1.0", modules={"big/blob.bin": bytes(range(256)) * 400})
     idx = index_server()
     data = w.read_bytes()
@@ -190,7 +190,7 @@ def test_range_requests(dists: DistFactory, index_server) -> None:  # type: igno
     assert ranges[0] == "bytes=100-"
 
 
-def test_drop_after_then_resume(dists: DistFactory, index_server) -> None:  # type: ignore[no-untyped-def]
+def test_drop_after_then_resume(dists: DistFactory, index_server) -> None:
     w = dists.wheel("big", "1.0", modules={"big/blob.bin": bytes(range(256)) * 400})
     data = w.read_bytes()
     idx = index_server()
@@ -210,7 +210,7 @@ def test_drop_after_then_resume(dists: DistFactory, index_server) -> None:  # ty
     assert [h.get("Range") for _, _, h in idx.requests_for("/files/")] == [None, "bytes=1000-"]
 
 
-def test_corrupt_and_fail(dists: DistFactory, index_server) -> None:  # type: ignore[no-untyped-def]
+def test_corrupt_and_fail(dists: DistFactory, index_server) -> None:
     w = dists.wheel("x", "1.0")
     idx = index_server()
     d = idx.dist(w.name)
@@ -242,7 +242,7 @@ def test_static_index_is_usable_by_pip(dists: DistFactory, tmp_path: Path) -> No
     assert (target / "lonely" / "__init__.py").read_text() == "VALUE = 41\n"
 
 
-def test_pip_installs_from_the_http_index(dists: DistFactory, index_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pip_installs_from_the_http_index(dists: DistFactory, index_server, tmp_path: Path) -> None:
     dists.wheel("app", "1.0", requires_dist=["dep>=2"])
     dists.wheel("dep", "1.0")
     dists.wheel("dep", "2.0", requires_python=">=3.0")
@@ -258,7 +258,7 @@ def test_pip_installs_from_the_http_index(dists: DistFactory, index_server, tmp_
     assert any(p.endswith(".metadata") for _, p, _ in idx.requests)
 
 
-def test_pypm_runner_is_isolated(pypm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pypm_runner_is_isolated(pypm, tmp_path: Path) -> None:
     env = pypm.env
     assert env["PIP_CONFIG_FILE"] == "/dev/null" and env["PYPM_CACHE_DIR"].startswith(str(tmp_path))
     assert env["PYPM_INDEX_URL"].startswith("http://127.0.0.1:9/")
@@ -281,7 +281,7 @@ def test_canary_index_and_project(canary_index: IndexServer, canary_project: Pat
     assert not (canary_project / "pypm.lock").exists() and (canary_project / "src" / "my_lib" / "demo.py").is_file()
 
 
-def test_live_probe(index_server) -> None:  # type: ignore[no-untyped-def]
+def test_live_probe(index_server) -> None:
     from tests.conftest import NO_INDEX_URL, probe_index
 
     assert probe_index(index_server().url) is None
@@ -289,13 +289,13 @@ def test_live_probe(index_server) -> None:  # type: ignore[no-untyped-def]
     assert reason is not None and "refused" in reason.lower()
 
 
-def test_pypm_runner_defaults_to_tmp_cwd(pypm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pypm_runner_defaults_to_tmp_cwd(pypm, tmp_path: Path) -> None:
     r = pypm("init", "--name", "here")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "pyproject.toml").is_file()
 
 
-def test_large_file_is_streamed_with_faults(dists: DistFactory, index_server) -> None:  # type: ignore[no-untyped-def]
+def test_large_file_is_streamed_with_faults(dists: DistFactory, index_server) -> None:
     import os
 
     w = dists.wheel("huge", "1.0", modules={"huge/blob.bin": os.urandom(3 << 20)})  # > one 1 MiB chunk

@@ -323,7 +323,7 @@ def _tree(venv: Path) -> dict[str, tuple]:
     import hashlib
     import stat as st_
 
-    out = {}
+    out: dict[str, tuple] = {}
     for p in sorted(venv.rglob("*")):
         rel = str(p.relative_to(venv))
         if rel == ".pypm/state.json" or "__pycache__" in p.parts:

@@ -48,7 +48,7 @@ def test_an_unreadable_ca_file_is_raised_where_the_context_is_asked_for(tmp_path
         with pytest.raises(UsageError) as ei:
             tls.context()
         assert f"SSL_CERT_FILE={tmp_path / 'missing.pem'}" in str(ei.value) and "No such file" in str(ei.value)
-        assert "unset it" in ei.value.hint
+        assert "unset it" in (ei.value.hint or "")
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "junk.pem"))
     with pytest.raises(UsageError, match="junk.pem"):

@@ -50,6 +50,7 @@ def test_created_venv_is_a_real_venv(tmp_path, interp):
     for name in ("python", "python3", "python3.11"):
         assert (root / "bin" / name).is_symlink()
     cfg = read_pyvenv_cfg(root)
+    assert cfg is not None
     assert cfg["home"] == "/usr/bin" and cfg["include-system-site-packages"] == "false"
     assert cfg["version_info"] == interp.version_str and not (root / BUILDING_MARKER).exists()
     # the system's site-packages stay out

@@ -84,7 +84,7 @@ def test_pure_and_c_sdists_build_in_the_sandbox_reproducibly(pypm, dists, index_
     pure = dists.sdist("purelib", "1.0")
     cext = dists.sdist("cext", "1.0", c_extension=True)
     server = index_server([dists.dir, st])
-    wheels = {}
+    wheels: dict[str, list[Path]] = {}
     for run in ("one", "two"):  # two projects in two places, two caches: the same bytes
         project = write_project(tmp_path / run / "proj", deps=["purelib", "cext"])
         write_lock(project, server, [st], sdists=[pure, cext], main=["purelib", "cext"],

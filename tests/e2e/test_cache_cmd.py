@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ def synced(pypm, dists, index_server, tmp_path):
     return root, server, {"alpha": a, "beta": b}
 
 
-def _entries(cache, kind: str) -> dict[str, os.PathLike]:
+def _entries(cache, kind: str) -> dict[str, Path]:
     """{first file name or sha: entry dir} under wheels/ or unpacked/."""
     out = {}
     for d in (cache / kind).glob("??/*"):

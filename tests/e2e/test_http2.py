@@ -143,7 +143,7 @@ class H2Front:
                 return False
             for ev in h.receive_data(data):
                 if isinstance(ev, h2.events.RequestReceived):
-                    pending[ev.stream_id] = dict(ev.headers)
+                    pending[ev.stream_id] = {str(k): str(v) for k, v in ev.headers}
                 elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id in pending:
                     ready.append((ev.stream_id, pending.pop(ev.stream_id)))
                 elif isinstance(ev, h2.events.WindowUpdated):

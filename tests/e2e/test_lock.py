@@ -414,7 +414,9 @@ def test_build_requirements_the_index_lacks_are_a_warning_not_a_failure(pypm, di
     assert "warning: the build dependencies of proj (setuptools>=68) were not locked" in r.stderr
     assert "setuptools" in r.stderr and "was not found" in r.stderr
     lock = loads((root / "pypm.lock").read_text())
-    assert lock.root().build_dependencies == [] and [p.name for p in lock.packages] == ["proj", "lib"]
+    root_pkg = lock.root()
+    assert root_pkg is not None
+    assert root_pkg.build_dependencies == [] and [p.name for p in lock.packages] == ["proj", "lib"]
 
 
 def test_html_index_gives_the_same_answers(pypm, dists, index_server, tmp_path):

@@ -39,6 +39,7 @@ def _run_on_pty(pypm, args, cwd) -> tuple[int, str]:
             break
         chunks.append(data)
     os.close(master)
+    assert proc.stdout is not None
     proc.stdout.read()
     return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
 

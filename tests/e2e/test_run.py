@@ -189,10 +189,10 @@ def test_fast_path_state_version_is_venvstates() -> None:
     assert run._fast_parse(["run", "--no-sandbox"]) is None  # no command: the CLI says so
     assert run._fast_parse(["sync"]) is None
     text = '{"a": [1, 2.5, "\\u00e9", null, true, {"b": false}], "c": "x"}\n'
-    assert run._json_loads(text) == json.loads(text)
+    assert run._json_loads(text) == json.loads(text)  # type: ignore[attr-defined]
     for bad in ("", "{", "{} x", '{"a": NaN}', "[1,]", "{ garbage", '"abc'):
         with pytest.raises(ValueError):
-            run._json_loads(bad)
+            run._json_loads(bad)  # type: ignore[attr-defined]
     # The same in a fresh interpreter, where json (and its JSONDecodeError) is not imported yet.
     code = ("from pypm.run import _json_loads\nfor t in ('{ garbage', '\"abc', '[1,]', '{} x'):\n"
             "    try:\n        _json_loads(t)\n    except ValueError:\n        continue\n    raise SystemExit(t)\n")

@@ -933,8 +933,8 @@ def test_the_recipe_is_not_used_when_anything_differs(pypm, small) -> None:
     assert (site_packages(venv) / "beta" / "__init__.py").read_bytes() == good
     assert _venv_files(venv) == files
     # pyproject.toml changed: its sha256 no longer matches the recipe's
-    with open(project / "pyproject.toml", "a") as f:
-        f.write("\n# a comment\n")
+    with open(project / "pyproject.toml", "a") as text:
+        text.write("\n# a comment\n")
     assert "pypm.cli" in fresh_sync("sync", "--frozen")
     assert_venv_exact(venv, {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
     # and the recipe that sync recorded serves the next fresh venv

@@ -33,7 +33,9 @@ def synced(pypm, dists, index_server, tmp_path):
     project = write_project(tmp_path / "proj", deps=["alpha"], tool=f'index-url = "{server.url}"\n')
     pypm("lock", cwd=project, check=True)
     r = pypm("sync", cwd=project, check=True)
-    took = float(re.search(r"Synced .* in (\d+\.\d+)s", r.stderr).group(1))  # as sync measures itself
+    m = re.search(r"Synced .* in (\d+\.\d+)s", r.stderr)
+    assert m is not None, r.stderr
+    took = float(m.group(1))  # as sync measures itself
     return project, server, {"alpha": a, "beta": b}, took
 
 

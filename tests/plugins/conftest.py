@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import shutil
 import subprocess
 from pathlib import Path
@@ -115,7 +117,7 @@ typo.hooks = ("post_sync",)
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> str:
+def moto_endpoint() -> Iterator[str]:
     """A real S3-compatible server (moto in server mode) on 127.0.0.1 for the session."""
     from moto.server import ThreadedMotoServer
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import hashlib
 import shutil
 from pathlib import Path
@@ -26,7 +28,7 @@ def _env(tmp_path: Path, endpoint: str, bucket: str) -> dict[str, str]:
 
 
 @pytest.fixture()
-def own_index() -> IndexServer:
+def own_index() -> Iterator[IndexServer]:
     """The canary's real wheels on an index this test may stop (the session's canary_index must live)."""
     d = canary_wheels_dir()
     if d is None:

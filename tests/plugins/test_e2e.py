@@ -16,15 +16,18 @@ from .conftest import PY_RECORDER, S3_ENV, cc, make_entry_point_dist
 
 
 def _read_c_log(log: Path) -> list[dict[str, object]]:
-    calls, cur = [], {"package": []}  # type: ignore[var-annotated]
+    calls: list[dict[str, object]] = []
+    packages: list[str] = []
+    cur: dict[str, object] = {"package": packages}
     for line in log.read_text().splitlines():
         if line == "end":
             calls.append(cur)
-            cur = {"package": []}
+            packages = []
+            cur = {"package": packages}
             continue
         k, _, v = line.partition("=")
         if k == "package":
-            cur["package"].append(v)
+            packages.append(v)
         else:
             cur[k] = v
     return calls
@@ -45,7 +48,7 @@ def test_c_plugin_sees_sync_and_run_and_its_failure_aborts_sync(pypm, small, nat
     assert post["root"] == str(project) and post["venv"] == str(project / ".venv")
     assert post["lock"] == str(project / "pypm.lock")
     assert Path(str(post["interpreter"])).is_file()
-    pkgs = {str(p).split(" ")[0]: str(p).split(" ") for p in post["package"]}  # type: ignore[union-attr]
+    pkgs = {str(p).split(" ")[0]: str(p).split(" ") for p in post["package"]}  # type: ignore[attr-defined]
     assert sorted(pkgs) == ["alpha", "beta", "devtool"]
     for name, (_, version, sha, wheel_path) in pkgs.items():
         assert version == {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"}[name]

@@ -53,7 +53,7 @@ def _read_log(log: Path) -> list[dict[str, object]]:
             continue
         key, _, value = line.partition("=")
         if key == "package":
-            cur["package"].append(value)  # type: ignore[union-attr]
+            cur["package"].append(value)  # type: ignore[attr-defined]
         elif key == "abi":
             abi, sid = value.split(" stage_id=")
             cur["abi"], cur["stage_id"] = int(abi), int(sid)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import json
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ PKGS = (plugins.PackageInfo("idna", "3.7", "/c/idna.whl", "ef" * 32),)
 
 
 @pytest.fixture()
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     site = make_entry_point_dist(tmp_path / "site", "pypm-test-plugins", "pypm_test_plugins", PY_RECORDER, {
         "recorder": "pypm_test_plugins:recorder",
         "onlysync": "pypm_test_plugins:only_sync",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 
 import pytest
@@ -14,7 +16,7 @@ HOST_ENV = {"PATH": "/host/bin", "HOME": "/home/ann", "AWS_SECRET_ACCESS_KEY": "
 
 
 def make(**kw) -> Policy:
-    args = dict(uid=1000, gid=1000, user="ann", home="/home/ann", host_env=HOST_ENV,
+    args: dict[str, Any] = dict(uid=1000, gid=1000, user="ann", home="/home/ann", host_env=HOST_ENV,
                 interpreter_prefixes=["/opt/py311", "/usr"], venv="/home/ann/p/.venv", project="/home/ann/p")
     args.update(kw)
     return python_policy(**args)
@@ -107,7 +109,7 @@ def test_printable_as_text_and_json() -> None:
     (dict(cwd="rel"), "working directory"),
 ])
 def test_invalid_policies_are_refused(kw, words) -> None:
-    args = dict(mounts=(), env=())
+    args: dict[str, Any] = dict(mounts=(), env=())
     args.update(kw)
     with pytest.raises(SandboxError, match=words):
         Policy(**args)

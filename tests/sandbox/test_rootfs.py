@@ -52,7 +52,7 @@ def test_read_only_binds_cover_submounts_and_flags_stick(tmp_path, fallback) -> 
             rootfs._remount_fallback(str(dst), rootfs._RO)
         else:
             rootfs._lock_flags(str(dst), rootfs._RO, "dst")
-        out = {}
+        out: dict[str, object] = {}
         for p in (dst, dst / "sub"):
             f = os.statvfs(p).f_flag
             out[str(p)] = [bool(f & os.ST_RDONLY), bool(f & os.ST_NOSUID), bool(f & os.ST_NODEV)]

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from .errors import ProjectError, UsageError
 
-# The spellings of yes and no that an on/off environment variable accepts (as uv's do): one list,
-# in pypm.fastpath, with which the entry point checks them before any fast path.
-from .fastpath import FLAG_NO as _NO
-from .fastpath import FLAG_YES as _YES
+# An on/off environment variable is read by pypm.fastpath (the spellings of yes and no, as uv's),
+# with which the entry point also checks them before any fast path.
+from .fastpath import flag_value
 
 __all__ = ["default_index_url", "pip_config_index_url", "cache_dir", "env_flag"]
 
@@ -24,15 +23,10 @@ def env_flag(name: str, default: bool = False) -> bool:
     """An on/off environment variable (PYPM_OFFLINE): unset or empty is `default` (off unless
     said); a value that is neither yes nor no is refused, not read as off (PYPM_OFFLINE=yes
     once went unnoticed)."""
-    raw = os.environ.get(name, "")
-    value = raw.strip().lower()
-    if not value:
-        return default
-    if value in _YES:
-        return True
-    if value in _NO:
-        return False
-    raise UsageError(f"the environment variable {name}={raw!r} is neither yes nor no",
+    value = flag_value(name, default)
+    if value is not None:
+        return value
+    raise UsageError(f"the environment variable {name}={os.environ[name]!r} is neither yes nor no",
                      hint=f"set {name}=1 (or true, yes, on) to turn it on, {name}=0 (or false, no, off) "
                           f"or unset it to turn it off")
 

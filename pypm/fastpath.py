@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
 __all__ = ["DEFAULT_SELECTION", "find_root", "sha256", "sha256_file", "json_loads", "json_dumps", "plain_sync_argv",
-           "replace_file", "read_own_file", "FLAGS", "FLAG_YES", "FLAG_NO", "flags_readable"]
+           "replace_file", "read_own_file", "FLAGS", "FLAG_YES", "FLAG_NO", "flag_value", "flags_readable"]
 
 # venvstate._selection_json(Selection.from_flags()): the selection of a bare `pypm sync`/`pypm run`.
 DEFAULT_SELECTION = {"main": True, "extras": [], "groups": ["dev"], "include-project": True}
@@ -51,16 +51,21 @@ FLAG_NO = frozenset({"", "0", "false", "f", "no", "n", "off"})
 FLAGS = ("PYPM_OFFLINE", "PYPM_FETCH_PROCESS")
 
 
+def flag_value(name: str, default: bool = False) -> bool | None:
+    """The on/off environment variable `name`: `default` when unset or empty, True or False for a
+    yes or a no, None for anything else (config.env_flag refuses that with its message)."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return True if value in FLAG_YES else False if value in FLAG_NO else None
+
+
 def flags_readable() -> bool:
     """Every on/off variable is unset, a yes or a no. When one is not, the entry point takes no
     fast path: the CLI refuses the value with its message, as a command that reads it does (a
     no-op `pypm sync` once answered "nothing to do" with PYPM_OFFLINE=maybe, where every
     command that got as far as reading it stopped with exit status 2)."""
-    for name in FLAGS:
-        raw = os.environ.get(name)
-        if raw is not None and raw.strip().lower() not in FLAG_YES and raw.strip().lower() not in FLAG_NO:
-            return False
-    return True
+    return all(flag_value(name) is not None for name in FLAGS)
 
 
 def plain_sync_argv(argv: list[str]) -> bool:

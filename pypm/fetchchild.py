@@ -44,18 +44,15 @@ def fork_early(argv: list[str]) -> None:
     """Fork the download process at once for a `pypm sync` that the fast paths did not finish
     (pypm.__main__): it then gets ready while this process loads the CLI, the project and the
     lock (~90 ms on the canary). Not for a sync that cannot download: --offline, --dry-run,
-    --help, PYPM_OFFLINE set to a yes (a bad value is the CLI's to report), PYPM_FETCH_PROCESS=0."""
+    --help, PYPM_OFFLINE set to a yes, PYPM_FETCH_PROCESS=0. (The entry point has checked that
+    every on/off variable is a yes or a no: fastpath.flags_readable.)"""
     from .config import env_flag
-    from .errors import UsageError
 
     global _early
     if _early is not None or any(a in ("--offline", "--dry-run", "-h", "--help") for a in argv):
         return
-    try:
-        if env_flag("PYPM_OFFLINE") or not enabled():
-            return
-    except UsageError:
-        return  # a bad value: the CLI reports it
+    if env_flag("PYPM_OFFLINE") or not enabled():
+        return
     # What both processes import, imported once, here, before the fork: the cache and the framing
     # (hashlib, json, the lock model, dataclasses and inspect, concurrent.futures and logging,
     # pickle) and tempfile (shutil, random, bz2, lzma). The sync imports them all anyway; in the

@@ -175,8 +175,6 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     t0 = time.monotonic()
     from .fetchchild import FetchChild, enabled
 
-    # Read first: a PYPM_FETCH_PROCESS that is neither yes nor no is refused before any hook runs.
-    own_process = not opts.offline and enabled()
     _fire(project, "pre-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"), interpreter=None,
           packages=[])
     fetcher = FetchChild.take()  # forked as the process started (pypm.__main__), if it was
@@ -188,7 +186,7 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
         # most likely downloads. Its downloads run in a child forked now, before this process
         # starts any thread (pypm.fetchchild): it imports the HTTP stack and makes its TLS
         # context on the other core while this one reads the lock and plans.
-        fetcher = FetchChild.start(debug=ctx.debug) if own_process else None
+        fetcher = FetchChild.start(debug=ctx.debug) if enabled() else None
         if fetcher is None:
             # In-process downloads find their TLS context (CAs loaded with the GIL released,
             # ~15 ms) made beside this thread's work.

@@ -304,6 +304,28 @@ class Universe:
         envs = [p * len(IMPLS) + i for p in plats for i in impls]
         return self.env_bits(envs) & self.py_bits(i for i in self.allowed_py if PY_POINTS[i][0] in pys)
 
+    def host_bits(self) -> tuple[Bits, Bits]:
+        """The running interpreter's point of the grid (one bit) and its platform's row (that
+        platform and implementation on every allowed Python); 0 where it is off the grid.
+
+        A hint, not a target: the lock serves the whole universe. The resolver reads a release's
+        metadata from one of its wheels and prefers the one this machine would install (see
+        `_State.metadata_file`)."""
+        import os
+        import sys
+
+        minor, patch = sys.version_info[1], min(sys.version_info[2], PATCHES[-1])
+        machine = os.uname().machine
+        impls = [i for i, _ in IMPLS]
+        if sys.version_info[0] != 3 or sys.implementation.name not in impls:
+            return 0, 0
+        for pi, (sp, _ps, _osn, mach) in enumerate(PLATFORMS):
+            if sys.platform == sp and machine == mach:
+                env = pi * len(IMPLS) + impls.index(sys.implementation.name)
+                point = 1 << (PY_POINTS.index((minor, patch)) * N_ENV + env) if minor in MINORS else 0
+                return point & self.full, self.env_bits([env])
+        return 0, 0
+
     # ------------------------------------------------------------------ writing back
     def to_marker(self, bits: Bits) -> str | None:
         """A short PEP 508 marker true exactly on `bits` (within the universe); None when always true."""

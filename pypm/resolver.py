@@ -206,6 +206,7 @@ class _State:
         self._meta: dict[tuple[str, Version], Any] = {}
         self._usable: dict[tuple[str, Bits, frozenset[Version]], tuple[dict[Version, list[Any]], list[str]]] = {}
         self._file_bits: dict[int, tuple[Bits, Bits | None]] = {}  # id(file) -> (requires-python, tags)
+        self._host: tuple[Bits, Bits] | None = None  # the running interpreter's grid point and row (metadata_file)
         self._projects: dict[str, _Project] = {}
         spawn = getattr(finder, "in_background", None)
         releases_of = getattr(finder, "project_releases", None)  # optional in a Finder (see there)
@@ -345,9 +346,32 @@ class _State:
         return tags is None or bool(tags & scope)
 
     def metadata_file(self, files: Sequence[Any]) -> Any:
-        # A PEP 658 file is cheapest, then any wheel (range request), then the sdist's PKG-INFO.
-        ranked = sorted(files, key=lambda f: (f.kind != "wheel", not f.has_metadata, f.filename))
-        return ranked[0]
+        """The file of a release whose metadata the resolution reads.
+
+        A wheel with a PEP 658 file is cheapest (one small request), then any wheel (Range
+        requests: the zip's tail, then the member), then the sdist's PKG-INFO. Among equals, a
+        wheel this machine would install (its Python and platform, else its platform), and a
+        platform's wheel before a pure one, as an installer ranks them: where a release's wheels
+        disagree on their metadata it is the one that matters here, it is the file `pypm sync`
+        downloads next, and so the one a CDN or caching proxy most likely holds. Elsewhere a
+        Range request may wait on the origin: this machine's proxy answers in ~2 ms for a file
+        it has served whole and ~100 ms for another, and a compiled release's metadata sits on
+        a cold lock's critical path. Then the smallest wheel (its zip's tail more often holds
+        the member), then by name, so that the choice is deterministic."""
+        if len(files) == 1:
+            return files[0]
+        if self._host is None:
+            self._host = self.u.host_bits()
+        point, row = self._host
+        wheel_bits = self.u.wheel_bits
+
+        def rank(f: Any) -> tuple[bool, bool, bool, bool, bool, int, str]:
+            where = wheel_bits(f.filename) if f.kind == "wheel" else 0
+            return (f.kind != "wheel", not f.has_metadata, not where & point, not where & row,
+                    f.filename.endswith("-any.whl"),  # an installer prefers a platform's wheel to a pure one
+                    f.size if f.size is not None else 1 << 62, f.filename)
+
+        return min(files, key=rank)
 
     def metadata(self, c: Cand) -> Any:
         key = (c.name, c.version)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Sequence
 import hashlib
 import http.server
@@ -15,6 +17,7 @@ import pytest
 
 from pypm import simpleapi
 from pypm.errors import IndexError_, IntegrityError
+from pypm.resolver import ResolveOptions, RootSpec, resolve
 from pypm.index import (
     CoreMetadata,
     DistFile,
@@ -334,6 +337,50 @@ def test_metadata_file_missing_falls_back_to_wheel(small_index: IndexServer, cli
     small_index.options.pep658 = False  # the page said "has metadata", the file is gone (404)
     assert c.metadata(w).name == "beta"
     assert any("Range" in h for h in _file_downloads(small_index, w.filename))
+
+
+def _host_wheel_tag() -> str:
+    py = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    return f"{py}-{py}-manylinux_2_17_{os.uname().machine}"
+
+
+@pytest.mark.skipif(sys.platform != "linux" or sys.implementation.name != "cpython",
+                    reason="the host wheel's tag is written for CPython on Linux")
+def test_resolution_reads_metadata_from_the_wheel_this_machine_would_install(
+        dists: DistFactory, index_server, client_factory) -> None:
+    # No PEP 658 files: the metadata is read from one wheel through Range requests. It is the
+    # one a sync here installs (the file a CDN or caching proxy most likely holds), not the
+    # first by name (a macOS wheel) nor the smaller pure one.
+    py = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    big = {f"gamma/m{i}.py": "X = 1\n" * 50 for i in range(20)}
+    foreign = dists.wheel("gamma", "1.0", tag=f"{py}-{py}-macosx_11_0_arm64", modules=big)
+    host = dists.wheel("gamma", "1.0", tag=_host_wheel_tag(), modules=big)
+    pure = dists.wheel("gamma", "1.0")
+    assert pure.stat().st_size < host.stat().st_size
+    dists.wheel("beta", "1.0")
+    idx = index_server(pep658=False)
+    c = client_factory([idx.url])
+    spec = RootSpec(name="proj", requires_python=f">={sys.version_info[0]}.{sys.version_info[1]}",
+                    dependencies=["gamma"], optional_dependencies={}, dependency_groups={})
+    res = resolve(c, spec, ResolveOptions())
+    assert ("gamma", "1.0") in res.nodes
+    assert _file_downloads(idx, host.name), "the host's wheel is read"
+    assert all("Range" in h for h in _file_downloads(idx, host.name))
+    assert _file_downloads(idx, foreign.name) == [] and _file_downloads(idx, pure.name) == []
+
+
+def test_resolution_reads_metadata_from_a_pure_wheel_before_another_platforms(
+        dists: DistFactory, index_server, client_factory) -> None:
+    py = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    foreign = [dists.wheel("gamma", "1.0", tag=f"{py}-{py}-{plat}") for plat in ("macosx_11_0_arm64", "win_amd64")]
+    pure = dists.wheel("gamma", "1.0", tag="py3-none-any")
+    idx = index_server(pep658=False)
+    c = client_factory([idx.url])
+    spec = RootSpec(name="proj", requires_python=f">={sys.version_info[0]}.{sys.version_info[1]}",
+                    dependencies=["gamma"], optional_dependencies={}, dependency_groups={})
+    resolve(c, spec, ResolveOptions())
+    assert _file_downloads(idx, pure.name)
+    assert all(_file_downloads(idx, f.name) == [] for f in foreign)
 
 
 def test_sdist_uses_wheel_metadata_of_same_version(small_index: IndexServer, client_factory) -> None:

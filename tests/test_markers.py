@@ -143,3 +143,24 @@ def test_to_marker_round_trips_random_combinations():
                 assert written is None
             elif bits:
                 assert u.bits(written) == bits, written
+
+
+def test_host_bits_is_the_running_interpreter_and_its_platform_row() -> None:
+    import os
+    import sys
+
+    u = Universe(">=3.0")
+    point, row = u.host_bits()
+    if sys.platform != "linux" or os.uname().machine not in {p[3] for p in PLATFORMS}:
+        assert (point, row) == (0, 0)
+        return
+    assert bin(point).count("1") == 1 and point & row == point
+    py = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    machine = os.uname().machine
+    assert u.wheel_bits(f"x-1.0-{py}-{py}-manylinux_2_17_{machine}.whl") & point
+    assert u.wheel_bits("x-1.0-py3-none-any.whl") & point
+    assert not u.wheel_bits(f"x-1.0-{py}-{py}-win_amd64.whl") & row
+    # A requires-python that leaves the running Python out: no point, the platform's row stays.
+    other = Universe(f">{sys.version_info[0]}.{sys.version_info[1] + 1}")
+    point2, row2 = other.host_bits()
+    assert point2 == 0 and row2 and not row2 & ~other.full

@@ -10,11 +10,8 @@ import marshal
 import os
 import struct
 import sys
-import tarfile
-import tempfile
 import threading
 import urllib.parse
-import zipfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -304,6 +301,8 @@ class _TempDownload:
         self._fh: Any = None
 
     def __enter__(self) -> BinaryIO:
+        import tempfile
+
         try:  # beside the cache rather than in a possibly small tmpfs /tmp
             self._client.cache_dir.mkdir(parents=True, exist_ok=True)
             fh = tempfile.TemporaryFile(dir=self._client.cache_dir)
@@ -413,6 +412,15 @@ def _pread(fd: int) -> Callable[[int, int], bytes]:
     return lambda start, end: os.pread(fd, max(0, end - start), start)
 
 
+def _unreadable_zip() -> tuple[type[BaseException], ...]:
+    """What reading a broken zip raises. zipfile and tarfile are imported where a wheel or an sdist
+    is read by them (~7 ms together, with shutil and the compressors), not by every lock: a warm
+    one finds all metadata in the cache, and the quick reader above serves most cold reads."""
+    import zipfile
+
+    return (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError)
+
+
 def _zip_metadata(source: Path | Any, f: DistFile) -> bytes:
     """The bytes of a wheel's top-level `<name>-<version>.dist-info/METADATA`."""
     try:
@@ -425,6 +433,8 @@ def _zip_metadata(source: Path | Any, f: DistFile) -> bytes:
             quick = _quick_zip_metadata(_pread(source.fileno()), os.fstat(source.fileno()).st_size, f)
         if quick is not None:
             return quick
+        import zipfile
+
         with zipfile.ZipFile(source) as zf:
             candidates = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
             mine = [n for n in candidates if _is_own_dist_info(n, f)]
@@ -443,7 +453,7 @@ def _zip_metadata(source: Path | Any, f: DistFile) -> bytes:
     except FileNotFoundError:
         raise IndexError_(f"{f.filename} does not exist at {source}",
                           hint="the find-links directory or file:// index changed; run again") from None
-    except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError) as e:
+    except _unreadable_zip() as e:
         raise IntegrityError(f"{f.filename} from {_redact(f.url)} is not a readable wheel: {e}",
                              hint="the file is corrupt; retry with --refresh, or report it") from None
     except OSError as e:
@@ -452,6 +462,9 @@ def _zip_metadata(source: Path | Any, f: DistFile) -> bytes:
 
 def _sdist_pkg_info(path: Path | Any, f: DistFile) -> bytes | None:
     """The top-level PKG-INFO of an sdist (.tar.gz or .zip), or None when it has none."""
+    import tarfile
+    import zipfile
+
     try:
         if f.filename.endswith(".zip"):
             with zipfile.ZipFile(path) as zf:

@@ -206,6 +206,7 @@ class _State:
         self._meta: dict[tuple[str, Version], Any] = {}
         self._usable: dict[tuple[str, Bits, frozenset[Version]], tuple[dict[Version, list[Any]], list[str]]] = {}
         self._file_bits: dict[int, tuple[Bits, Bits | None]] = {}  # id(file) -> (requires-python, tags)
+        self._picks: dict[tuple[str, Version], tuple[Sequence[Any], Any]] = {}  # see _metadata_file_of
         self._host: tuple[Bits, Bits] | None = None  # the running interpreter's grid point and row (metadata_file)
         self._projects: dict[str, _Project] = {}
         spawn = getattr(finder, "in_background", None)
@@ -373,15 +374,27 @@ class _State:
 
         return min(files, key=rank)
 
+    def _metadata_file_of(self, c: Cand) -> Any:
+        """`metadata_file(c.files)`, memoised while the candidate's file list is the same object:
+        each round offers the metadata of every first candidate not read yet (~2,200 calls over
+        ~36k files on the web stack's lock, ~25 ms)."""
+        key = (c.name, c.version)
+        hit = self._picks.get(key)
+        if hit is not None and hit[0] is c.files:
+            return hit[1]
+        f = self.metadata_file(c.files)
+        self._picks[key] = (c.files, f)
+        return f
+
     def metadata(self, c: Cand) -> Any:
         key = (c.name, c.version)
         m = self._meta.get(key)
         if m is None:
-            m = self._meta[key] = self.finder.metadata(self.metadata_file(c.files))
+            m = self._meta[key] = self.finder.metadata(self._metadata_file_of(c))
         return m
 
     def prefetch_metadata(self, cands: Iterable[Cand]) -> None:
-        files = [self.metadata_file(c.files) for c in cands if (c.name, c.version) not in self._meta and c.files]
+        files = [self._metadata_file_of(c) for c in cands if (c.name, c.version) not in self._meta and c.files]
         if files:
             self.finder.prefetch_metadata(files)
 

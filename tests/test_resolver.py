@@ -396,3 +396,28 @@ def test_lookahead_errors_are_left_to_the_resolver():
     with pytest.raises(PackageNotFound) as ei:
         resolve(f, root(["a"]))
     assert "needed because proj depends on a; a 1.0 depends on ghost" in str(ei.value)
+
+
+def test_metadata_file_is_the_host_wheel_and_is_remembered_per_file_list() -> None:
+    import os
+    import sys
+
+    from packaging.version import Version
+
+    from pypm.resolver import Cand, ResolveOptions as _Opts, _State
+
+    py = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    host_tag = f"{py}-{py}-manylinux_2_17_{os.uname().machine}"
+    finder = MemFinder({"gamma": {"1.0": {"tags": [f"{py}-{py}-macosx_11_0_arm64", host_tag, "py3-none-any"]}}})
+    for f in finder.project_files("gamma"):
+        object.__setattr__(f, "has_metadata", False)
+    files = tuple(finder.project_files("gamma"))
+    state = _State(finder, Universe(">=3.0"), _Opts())
+    c = Cand("gamma", Version("1.0"), "", files)
+    pick = state._metadata_file_of(c)
+    if sys.platform == "linux":
+        assert pick.filename.endswith(f"{host_tag}.whl")
+    assert state._metadata_file_of(Cand("gamma", Version("1.0"), "", files)) is pick
+    # Another list for the same release (another branch's files) is ranked afresh.
+    others = tuple(f for f in files if f is not pick)
+    assert state._metadata_file_of(Cand("gamma", Version("1.0"), "", others)) in others

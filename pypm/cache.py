@@ -601,6 +601,8 @@ class Cache:
                        package or entry.filename)
                 if workers is not None and workers.usable and (entry.size or 0) < IN_PROCESS_MIN_BYTES:
                     workers.make_entry(*job)  # the same work in a child process (pypm.extractor)
+                elif workers is not None:
+                    workers.extract_here(*job)  # here, within the sync's limit of extractions at once
                 else:
                     make_entry(*job)
                 os.rename(tmp, final)

@@ -195,10 +195,16 @@ class Workers:
     in its pipe), or runs in the calling thread when all are taken. Use as a context manager, or
     call `close`."""
 
-    def __init__(self, count: int, *, debug: Any = None) -> None:
+    def __init__(self, count: int, *, debug: Any = None, in_process: int = 0) -> None:
         import subprocess
 
         self._debug = debug
+        # At most `in_process` extractions in this process at once (0: no limit). A sync gives
+        # its unpack threads one more than its cores per worker, to keep each worker's pipe fed;
+        # when those threads extract here instead (wheels too big for a worker, or a worker that
+        # died), the extra ones would only add to the contention on this process's GIL and to its
+        # memory, so they wait for a place.
+        self._here = threading.BoundedSemaphore(in_process) if in_process > 0 else None
         self._guard = threading.Lock()
         self._closed = False
         self._all: list[_Worker] = []
@@ -240,15 +246,27 @@ class Workers:
         with self._guard:
             self._idle.append(w)
 
+    def extract_here(self, *args: str) -> None:
+        """`make_entry(*args)` in this process, once one of its `in_process` places is free."""
+        if self._here is None:
+            self._refuse_if_closed()
+            make_entry(*args)
+            return
+        with self._here:
+            self._refuse_if_closed()  # also after the wait: the sync may have been abandoned meanwhile
+            make_entry(*args)
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            from .cache import _Cancelled
+
+            raise _Cancelled()  # the sync is being abandoned: do not start new work
+
     def make_entry(self, *args: str) -> None:
         """`make_entry(*args)` in a worker, or in this process when no worker can take it."""
         w = self._take()
         if w is None:
-            if self._closed:
-                from .cache import _Cancelled
-
-                raise _Cancelled()  # the sync is being abandoned: do not start new work
-            make_entry(*args)
+            self.extract_here(*args)
             return
         try:
             ok, value = w.call(args)
@@ -264,7 +282,7 @@ class Workers:
             import shutil
 
             shutil.rmtree(args[2], ignore_errors=True)  # whatever it had extracted: start over
-            make_entry(*args)
+            self.extract_here(*args)
             return
         self._give_back(w)
         if not ok:

@@ -543,7 +543,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             wheels_now = [w for w in fetch_now if w.kind != "sdist"]
             # Wheels with no store entry yet are extracted in a worker process (pypm.extractor),
             # off this process's GIL, while the downloads and installs go on here.
-            workers = Workers(worker_count([w.file.size or 0 for w in wheels_now]), debug=ctx.debug)
+            workers = Workers(worker_count([w.file.size or 0 for w in wheels_now]), debug=ctx.debug,
+                              in_process=_per_core())
             # One unpack thread per core, and one more per worker: with the worker's next job
             # always in its pipe (extractor.DEPTH), two of them can wait on it, and the worker
             # still gets its next wheel while the others extract big wheels in-process (with one

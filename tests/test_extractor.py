@@ -286,6 +286,52 @@ def test_a_dead_worker_is_replaced_by_in_process_extraction(tmp_path) -> None:
     assert any("extraction worker stopped" in n and "signal 9" in n for n in notes), notes
 
 
+def test_in_process_extractions_keep_to_their_limit_when_the_worker_is_gone(tmp_path, monkeypatch) -> None:
+    # A sync's unpack threads outnumber its cores by one per worker (to keep the worker's pipe
+    # fed); with the worker dead, they all extract here, and only `in_process` may at once.
+    real = extractor.make_entry
+    lock = threading.Lock()
+    now, most = [0], [0]
+
+    def counting(*args: str) -> None:
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        try:
+            time.sleep(0.05)  # long enough for the other threads to arrive meanwhile
+            real(*args)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr(extractor, "make_entry", counting)
+    wheels = [build_wheel(tmp_path, f"w{i}", "1.0") for i in range(6)]
+    with Workers(1, in_process=2) as workers:
+        proc = workers._all[0].proc
+        proc.kill()
+        proc.wait()
+        jobs = [_job(tmp_path / "c", w) for w in wheels]
+        threads = [threading.Thread(target=workers.make_entry, args=job) for job in jobs[:3]]
+        threads += [threading.Thread(target=workers.extract_here, args=job) for job in jobs[3:]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert all(Path(j[2], "w" + j[4][1], "__init__.py").is_file() for j in jobs)
+    assert most[0] == 2, most
+
+
+def test_no_in_process_extraction_starts_once_the_workers_are_closed(tmp_path) -> None:
+    from pypm.cache import _Cancelled
+
+    workers = Workers(0, in_process=1)
+    workers.close(kill=True)
+    job = _job(tmp_path / "c", build_wheel(tmp_path, "zeta", "1.0"))
+    with pytest.raises(_Cancelled):
+        workers.extract_here(*job)
+    assert not Path(job[2]).exists()
+
+
 def test_a_worker_that_cannot_start_means_in_process(tmp_path, monkeypatch) -> None:
     notes: list[str] = []
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))

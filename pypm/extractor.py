@@ -248,12 +248,10 @@ class Workers:
 
     def extract_here(self, *args: str) -> None:
         """`make_entry(*args)` in this process, once one of its `in_process` places is free."""
-        if self._here is None:
-            self._refuse_if_closed()
-            make_entry(*args)
-            return
-        with self._here:
-            self._refuse_if_closed()  # also after the wait: the sync may have been abandoned meanwhile
+        from contextlib import nullcontext
+
+        with self._here if self._here is not None else nullcontext():
+            self._refuse_if_closed()  # after any wait: the sync may have been abandoned meanwhile
             make_entry(*args)
 
     def _refuse_if_closed(self) -> None:

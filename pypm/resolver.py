@@ -207,7 +207,7 @@ class _State:
         self._usable: dict[tuple[str, Bits, frozenset[Version]], tuple[dict[Version, list[Any]], list[str]]] = {}
         self._file_bits: dict[int, tuple[Bits, Bits | None]] = {}  # id(file) -> (requires-python, tags)
         self._picks: dict[tuple[str, Version], tuple[Sequence[Any], Any]] = {}  # see _metadata_file_of
-        self._host: tuple[Bits, Bits] | None = None  # the running interpreter's grid point and row (metadata_file)
+        self._host = universe.host_bits()  # the running interpreter's grid point and row (metadata_file)
         self._projects: dict[str, _Project] = {}
         spawn = getattr(finder, "in_background", None)
         releases_of = getattr(finder, "project_releases", None)  # optional in a Finder (see there)
@@ -361,8 +361,6 @@ class _State:
         the member), then by name, so that the choice is deterministic."""
         if len(files) == 1:
             return files[0]
-        if self._host is None:
-            self._host = self.u.host_bits()
         point, row = self._host
         wheel_bits = self.u.wheel_bits
 

@@ -667,8 +667,8 @@ def _per_core() -> int:
     fresh venv overlap the unpacking and use one: see _apply): one per core, at most four. Each
     thread's system calls hand the GIL over, and with more threads than cores those hand-offs
     (futex waits) were a fifth of a cold sync's CPU (web stack, 2 cores, tmpfs: 0.87 s with
-    2 unpack + 2 install threads, 1.05 s with 4 + 4); replacing every package of a venv (`sync --reinstall`) took 0.65-0.66 s with 2 install
-    threads against 0.65-0.69 s with 8."""
+    2 unpack + 2 install threads, 1.05 s with 4 + 4); replacing every package of a venv
+    (`sync --reinstall`) took 0.65-0.66 s with 2 install threads against 0.65-0.69 s with 8."""
     return min(4, os.cpu_count() or 1)
 
 

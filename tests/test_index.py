@@ -339,6 +339,11 @@ def test_metadata_file_missing_falls_back_to_wheel(small_index: IndexServer, cli
     assert any("Range" in h for h in _file_downloads(small_index, w.filename))
 
 
+def _needs_gamma() -> RootSpec:
+    return RootSpec(name="proj", requires_python=f">={sys.version_info[0]}.{sys.version_info[1]}",
+                    dependencies=["gamma"], optional_dependencies={}, dependency_groups={})
+
+
 def _host_wheel_tag() -> str:
     py = f"cp{sys.version_info[0]}{sys.version_info[1]}"
     return f"{py}-{py}-manylinux_2_17_{os.uname().machine}"
@@ -360,9 +365,7 @@ def test_resolution_reads_metadata_from_the_wheel_this_machine_would_install(
     dists.wheel("beta", "1.0")
     idx = index_server(pep658=False)
     c = client_factory([idx.url])
-    spec = RootSpec(name="proj", requires_python=f">={sys.version_info[0]}.{sys.version_info[1]}",
-                    dependencies=["gamma"], optional_dependencies={}, dependency_groups={})
-    res = resolve(c, spec, ResolveOptions())
+    res = resolve(c, _needs_gamma(), ResolveOptions())
     assert ("gamma", "1.0") in res.nodes
     assert _file_downloads(idx, host.name), "the host's wheel is read"
     assert all("Range" in h for h in _file_downloads(idx, host.name))
@@ -376,9 +379,7 @@ def test_resolution_reads_metadata_from_a_pure_wheel_before_another_platforms(
     pure = dists.wheel("gamma", "1.0", tag="py3-none-any")
     idx = index_server(pep658=False)
     c = client_factory([idx.url])
-    spec = RootSpec(name="proj", requires_python=f">={sys.version_info[0]}.{sys.version_info[1]}",
-                    dependencies=["gamma"], optional_dependencies={}, dependency_groups={})
-    resolve(c, spec, ResolveOptions())
+    resolve(c, _needs_gamma(), ResolveOptions())
     assert _file_downloads(idx, pure.name)
     assert all(_file_downloads(idx, f.name) == [] for f in foreign)
 

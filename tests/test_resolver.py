@@ -404,7 +404,7 @@ def test_metadata_file_is_the_host_wheel_and_is_remembered_per_file_list() -> No
 
     from packaging.version import Version
 
-    from pypm.resolver import Cand, ResolveOptions as _Opts, _State
+    from pypm.resolver import Cand, _State
 
     py = f"cp{sys.version_info[0]}{sys.version_info[1]}"
     host_tag = f"{py}-{py}-manylinux_2_17_{os.uname().machine}"
@@ -412,7 +412,7 @@ def test_metadata_file_is_the_host_wheel_and_is_remembered_per_file_list() -> No
     for f in finder.project_files("gamma"):
         object.__setattr__(f, "has_metadata", False)
     files = tuple(finder.project_files("gamma"))
-    state = _State(finder, Universe(">=3.0"), _Opts())
+    state = _State(finder, Universe(">=3.0"), ResolveOptions())
     c = Cand("gamma", Version("1.0"), "", files)
     pick = state._metadata_file_of(c)
     if sys.platform == "linux":

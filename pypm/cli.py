@@ -135,6 +135,10 @@ def _sandbox_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--env", metavar="NAME[=VALUE]", type=_given, action="append", default=[],
                    help="pass NAME from the host, or set it to VALUE (repeatable)")
     g.add_argument("--profile", metavar="NAME|PATH", type=_given, help="seccomp profile: `default`, `strict` or a JSON file")
+    g.add_argument("--limit", metavar="NAME=VALUE", type=_given, action="append", default=[],
+                   help="a resource limit (repeatable; over [tool.pypm.sandbox.limits]): memory=2G (address space "
+                        "per process), cpu=600 (CPU seconds per process), processes=512 (in the whole sandbox), "
+                        "open-files=1024, file-size=1G; NAME=unlimited drops the project's")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--writable-project", dest="writable_project", action="store_true", default=None,
                    help="the project directory is writable inside the sandbox (default)")

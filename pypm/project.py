@@ -47,6 +47,7 @@ class SandboxConfig:
     env: tuple[str, ...] = ()  # "NAME" (pass through from the host) or "NAME=VALUE"
     profile: str = "default"  # seccomp profile: a name in seccomp/ or a path to a JSON file
     writable_project: bool = True
+    limits: tuple[tuple[str, int], ...] = ()  # [tool.pypm.sandbox.limits]: (name, value), sorted
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ _TOOL_KEYS = {
     "trusted-keys", "sandbox", "build",
 }
 _BUILD_KEYS = {"network"}
-_SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project"}
+_SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project", "limits"}
 PRERELEASE_MODES = ("allow", "disallow", "if-necessary", "explicit", "if-necessary-or-explicit")
 
 
@@ -238,6 +239,7 @@ def _parse_sandbox(raw: Any, path: Path) -> SandboxConfig:
                 raise _err(path, "tool.pypm.sandbox.env", f"holds {item!r}, which is not NAME or NAME=VALUE",
                            hint='write "NAME" to pass a variable through from the host, or "NAME=VALUE" to set it')
     return SandboxConfig(
+        limits=_parse_limits(raw.get("limits", {}), path),
         enabled=enabled,
         network=network,
         bind=_str_list(raw.get("bind", []), path, "tool.pypm.sandbox.bind"),
@@ -246,6 +248,27 @@ def _parse_sandbox(raw: Any, path: Path) -> SandboxConfig:
         profile=profile,
         writable_project=wp,
     )
+
+
+def _parse_limits(raw: Any, path: Path) -> tuple[tuple[str, int], ...]:
+    """`[tool.pypm.sandbox.limits]`: name = value (sandbox.policy.LIMITS); "unlimited" sets none."""
+    from sandbox.policy import LIMITS, limit_value
+
+    key = "tool.pypm.sandbox.limits"
+    if not isinstance(raw, dict):
+        raise _err(path, key, "must be a table", hint='e.g. limits = { memory = "2G", cpu = 600, processes = 512 }')
+    out = []
+    for name, value in raw.items():
+        if name not in LIMITS:
+            raise _err(path, key, f"has unknown limit {name!r}", hint=f"known limits: {', '.join(LIMITS)}")
+        try:
+            n = limit_value(name, value)
+        except ValueError as e:
+            raise _err(path, f"{key}.{name}", str(e).removeprefix(f"{name} = "),
+                       hint=f"{name}: {LIMITS[name][2]}") from None
+        if n is not None:
+            out.append((name, n))
+    return tuple(sorted(out))
 
 
 def _parse_tool(raw: Any, path: Path) -> ToolConfig:

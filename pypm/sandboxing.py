@@ -72,6 +72,9 @@ class _Settings:
     def __init__(self, sb: dict[str, Any]) -> None:
         self.network, self.profile, self.writable_project = sb["network"], sb["profile"], sb["writable-project"]
         self.bind, self.ro_bind, self.env = tuple(sb["bind"]), tuple(sb["ro-bind"]), tuple(sb["env"])
+        # Required: a state.json from before limits existed must not read as "no limits" (it
+        # makes the caller read [tool.pypm.sandbox] from pyproject.toml instead).
+        self.limits = tuple(sorted((str(k), int(v)) for k, v in sb["limits"].items()))
 
 
 def _from_tool(tool: Any) -> tuple[str, Any] | None:
@@ -171,6 +174,14 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         path = os.path.join(real_root, control)
         if writable and os.path.isfile(path) and not os.path.islink(path):
             protect.append(path)
+    limits = dict(cfg.limits)
+    if getattr(args, "limit", None):  # --limit NAME=VALUE, over the project's; NAME=unlimited: none
+        from sandbox.policy import limits_with
+
+        try:
+            limits = limits_with(cfg.limits, args.limit)
+        except ValueError as e:
+            raise SandboxError(f"--limit {e}", hint="e.g. --limit memory=2G --limit cpu=600 --limit processes=512") from None
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:  # a prompt that says where you are, in the shell's own syntax
         if os.path.basename(env.get("SHELL", "")) == "zsh":
@@ -181,7 +192,7 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         uid=who.uid, gid=who.gid, user=who.user, home=who.home, shell=who.shell, host_env=env,
         interpreter_prefixes=interpreter_prefixes(venv=real_venv),
         venv=real_venv, project=real_root, writable_project=writable, cwd=cwd, network=network,
-        binds=binds, ro_binds=ro_binds, env=extra_env, profile=profile, protect=protect,
+        binds=binds, ro_binds=ro_binds, env=extra_env, profile=profile, protect=protect, limits=limits,
     )
 
 

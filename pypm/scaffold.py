@@ -34,6 +34,7 @@ dev = []
 enabled = true
 network = "none"
 writable-project = true
+# limits = {{ memory = "4G", cpu = 3600, processes = 1024 }}   # per process; processes: the whole sandbox
 
 # Uncomment to make {name} installable (it is a virtual project until then):
 # [build-system]

@@ -53,7 +53,8 @@ def tool_knobs(project: Any) -> dict[str, Any]:
             # The validated [tool.pypm.sandbox] and the name, for pypm.sandboxing on the fast path.
             "name": project.name,
             "sandbox": {"network": sb.network, "bind": list(sb.bind), "ro-bind": list(sb.ro_bind), "env": list(sb.env),
-                        "profile": sb.profile, "writable-project": sb.writable_project}}
+                        "profile": sb.profile, "writable-project": sb.writable_project,
+                        "limits": dict(sb.limits)}}
 
 
 def _plugin_run(project: Any) -> dict[str, Any] | None:

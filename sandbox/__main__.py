@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="pass NAME from this environment, or set it (repeatable)")
     p.add_argument("--profile", metavar="NAME|PATH", default="default",
                    help="seccomp profile: default, strict, or an OCI JSON file")
+    p.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
+                   help="a resource limit for the command: memory=2G (address space per process), cpu=60 (CPU "
+                        "seconds per process), processes=256 (in the whole sandbox), open-files=1024, file-size=1G")
     p.add_argument("--root", action="store_true", help="be uid/gid 0 inside (still without any capability)")
     p.add_argument("--hostname", default="pypm-sandbox")
     p.add_argument("--cwd", metavar="DIR", help="working directory inside (default: --project, else $HOME)")
@@ -45,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = cmd[1:]
     try:
         from .host import caller, interpreter_prefixes, resolve_bind
-        from .policy import python_policy
+        from .policy import limits_with, python_policy
+
+        try:
+            limits = limits_with((), args.limit)
+        except ValueError as e:
+            raise SandboxError(f"--limit {e}") from None
 
         who = caller()
         cwd = os.getcwd()
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             cwd=args.cwd, network=args.network,
             binds=[resolve_bind(b, base=cwd, what="--bind") for b in args.bind],
             ro_binds=[resolve_bind(b, base=cwd, what="--ro-bind") for b in args.ro_bind],
-            env=args.env, profile=args.profile, root=args.root, hostname=args.hostname)
+            env=args.env, profile=args.profile, root=args.root, hostname=args.hostname, limits=limits)
         if args.print_policy:
             print(policy.to_json() if args.json else policy.to_text())
             return 0

@@ -53,6 +53,10 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
 
         cache_dir = default_cache_dir()
     policy = protect_cache(policy, cache_dir)
+    if policy.limits:
+        from .policy import check_limits
+
+        check_limits(policy.limits)
     if mode != "python":
         # The helper is one process started with posix_spawn; a caller with other threads
         # is fine for it, but keep one rule for both runners: threads -> the Python runner's

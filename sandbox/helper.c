@@ -20,8 +20,10 @@
  * Usage (only sandbox/native.py and pypm/launch.py call it):
  *   pypm-sandbox [--launch READ_FD NFALLBACK FALLBACK_ARGV...]
  *                STATUS_FD SECCOMP_FD FLAGS UID GID IN_UID IN_GID ROOT CWD HOSTNAME SIGMASK
- *                NENV [NAME=VALUE]... NMOUNTS [KIND DST SRC FLAGS MODE]... -- ARGV...
- *   NENV entries are the command's whole environment.
+ *                NENV [NAME=VALUE]... NMOUNTS [KIND DST SRC FLAGS MODE]... NLIMITS [LIMIT=N]...
+ *                -- ARGV...
+ *   NENV entries are the command's whole environment. LIMIT is a name of
+ *   sandbox.policy.LIMITS (memory, cpu, processes, open-files, file-size), N its value.
  *   FLAGS: a string of letters: u m p n i t c (namespaces), P (die with parent), K (new
  *   keyring), D (disable nested user namespaces). Mount FLAGS: w (writable), o (optional),
  *   s (mirror a symlink), or "-" for none. MODE is octal. SRC is the bind source, the file's
@@ -55,6 +57,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -142,6 +145,25 @@ struct mountop {
     mode_t mode;
 };
 
+/* sandbox.policy.LIMITS: the plan's name for each limit and the kernel's. */
+static const struct {
+    const char *name;
+    int resource;
+    const char *label;
+} limit_kinds[] = {
+    {"memory", RLIMIT_AS, "setrlimit(RLIMIT_AS)"},
+    {"cpu", RLIMIT_CPU, "setrlimit(RLIMIT_CPU)"},
+    {"processes", RLIMIT_NPROC, "setrlimit(RLIMIT_NPROC)"},
+    {"open-files", RLIMIT_NOFILE, "setrlimit(RLIMIT_NOFILE)"},
+    {"file-size", RLIMIT_FSIZE, "setrlimit(RLIMIT_FSIZE)"},
+};
+#define NLIMIT_KINDS (sizeof limit_kinds / sizeof limit_kinds[0])
+
+struct limit {
+    int kind; /* index into limit_kinds */
+    rlim_t value;
+};
+
 struct plan {
     int ns_flags, die_with_parent, new_keyring, disable_userns, has_uts, has_net;
     uid_t uid, in_uid;
@@ -153,6 +175,8 @@ struct plan {
     int nmounts;
     struct mountop *mounts;
     char **argv;
+    int nlimits;
+    struct limit limits[NLIMIT_KINDS];
     int seccomp_fd;
     /* --launch */
     int launch, read_fd;
@@ -254,6 +278,33 @@ static void parse(int argc, char **argv, struct plan *p) {
         op->mode = (mode_t)parse_long(argv[i++], 8);
         if (op->dst[0] != '/')
             internal("a mount destination is not absolute");
+    }
+    if (i >= argc)
+        internal("the plan's limits are missing");
+    long nlimits = parse_long(argv[i++], 10);
+    if (nlimits < 0 || nlimits > (long)NLIMIT_KINDS || i + nlimits > argc)
+        internal("the plan's limits are malformed");
+    p->nlimits = (int)nlimits;
+    for (int k = 0; k < p->nlimits; k++) {
+        const char *item = argv[i++], *eq = strchr(item, '=');
+        if (!eq)
+            internal("the plan's limits are malformed");
+        int kind = -1;
+        for (size_t n = 0; n < NLIMIT_KINDS; n++)
+            if (strlen(limit_kinds[n].name) == (size_t)(eq - item) && strncmp(item, limit_kinds[n].name, (size_t)(eq - item)) == 0)
+                kind = (int)n;
+        for (int prev = 0; prev < k; prev++)
+            if (p->limits[prev].kind == kind)
+                kind = -1; /* each limit once */
+        if (kind < 0)
+            internal("unknown or repeated limit in the plan");
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(eq + 1, &end, 10);
+        if (errno || eq[1] < '0' || eq[1] > '9' || *end != '\0' || v >= (unsigned long long)RLIM_INFINITY)
+            internal("malformed limit value in the plan");
+        p->limits[k].kind = kind;
+        p->limits[k].value = (rlim_t)v;
     }
     if (i >= argc || strcmp(argv[i], "--") != 0 || i + 1 >= argc)
         internal("the plan has no command");
@@ -757,6 +808,22 @@ static int supervise(pid_t pid, int init) {
 
 /* ------------------------------------------------------------------ the command */
 
+/* The policy's resource limits, soft = hard (runner._set_limits): raising a hard limit needs
+ * CAP_SYS_RESOURCE in the initial user namespace, which nothing in the sandbox has, so the
+ * command can lower them but never raise them. Read back: a limit that did not stick is fatal. */
+static void set_limits(const struct plan *p) {
+    for (int k = 0; k < p->nlimits; k++) {
+        const struct limit *l = &p->limits[k];
+        struct rlimit want = {.rlim_cur = l->value, .rlim_max = l->value}, got;
+        if (setrlimit(limit_kinds[l->kind].resource, &want) != 0)
+            fail(errno, "setting a sandbox limit", "%s", limit_kinds[l->kind].label);
+        if (getrlimit(limit_kinds[l->kind].resource, &got) != 0)
+            fail(errno, "reading a sandbox limit back", "%s", limit_kinds[l->kind].label);
+        if (got.rlim_cur != l->value || got.rlim_max != l->value)
+            fail(EPERM, "the sandbox limit did not stick", "%s", limit_kinds[l->kind].label);
+    }
+}
+
 static void load_seccomp(int fd) {
     /* The programs the caller compiled (sandbox.seccomp), each "u32 length, bytes". */
     if (fd < 0)
@@ -851,6 +918,7 @@ static void command(const struct plan *p) {
     if (p->launch && p->read_fd >= 0 && fcntl(p->read_fd, F_SETFD, FD_CLOEXEC) != 0)
         fail(errno, "", "fcntl(status pipe, FD_CLOEXEC)");
     drop_privileges(1);
+    set_limits(p);
     /* Dispositions: Python (pypm) ignores SIGPIPE and SIGXFSZ, and an ignored signal survives
      * execve: the command gets them back at default. SIGCHLD too (an inherited "ignore" makes
      * the command's children vanish unwaitable). Every other one stays as pypm was started

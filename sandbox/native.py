@@ -169,6 +169,7 @@ def plan_argv(exe: str, policy: Policy, argv: Sequence[str], *, status_fd: int, 
     for m in policy.mounts:
         mflags = ("w" if m.writable else "") + ("o" if m.optional else "") + ("s" if m.mirror_symlink else "")
         out += [m.kind, m.dst, m.src or "", mflags or "-", format(m.mode, "o")]
+    out += [str(len(policy.limits)), *(f"{name}={value}" for name, value in policy.limits)]
     for s in out:
         if "\0" in s:
             raise SandboxError("a path or file content in the sandbox policy contains a NUL byte")

@@ -21,6 +21,11 @@ __all__ = [
     "filter_env",
     "env_entry_ok",
     "ENV_ALLOWLIST",
+    "LIMITS",
+    "parse_limit",
+    "limits_with",
+    "limit_value",
+    "check_limits",
 ]
 
 # Every namespace the runner knows, in the order unshare() takes them. "net" is left out
@@ -55,6 +60,115 @@ ENV_ALLOWLIST = (
     "PYTHONFAULTHANDLER", "PYTHONDEVMODE", "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONTRACEMALLOC",
 )
 ENV_ALLOW_PREFIXES = ("LC_",)
+
+# Resource limits the command starts with, set with setrlimit (soft = hard: the command cannot
+# raise them again, which needs CAP_SYS_RESOURCE in the initial user namespace). name ->
+# (the kernel's limit, unit, what it bounds). They are per process, except `processes`: the
+# kernel counts tasks per user *and user namespace*, and the sandbox's user namespace is new,
+# so that one bounds the whole sandbox (a fork bomb stops there, not at the host's ulimit -u).
+# Memory is per process too (address space, `ulimit -v`); a total would need a cgroup, which an
+# unprivileged user cannot be counted on to have.
+LIMITS = {
+    "memory": ("RLIMIT_AS", "bytes", "address space of each process (ulimit -v)"),
+    "cpu": ("RLIMIT_CPU", "seconds", "CPU seconds of each process (ulimit -t); killed (SIGKILL) at the limit"),
+    "processes": ("RLIMIT_NPROC", "count", "processes and threads in the whole sandbox, its init included (ulimit -u)"),
+    "open-files": ("RLIMIT_NOFILE", "count", "open files of each process (ulimit -n)"),
+    "file-size": ("RLIMIT_FSIZE", "bytes", "largest file a process may write (ulimit -f)"),
+}
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_TIME_UNITS = {"": 1, "S": 1, "M": 60, "H": 3600}
+_LIMIT_MAX = (1 << 63) - 1  # RLIM_INFINITY is all ones: every value stays below it
+
+
+def limit_value(name: str, value: object) -> int | None:
+    """`value` (an int, or a string such as "2G", "512MiB", "90s", "10m", "unlimited") as the
+    limit's number in its unit; None for "unlimited" (no limit: the caller's own stays).
+    Raises ValueError with the reason."""
+    if name not in LIMITS:
+        raise ValueError(f"unknown limit {name!r}; known: {', '.join(LIMITS)}")
+    unit = LIMITS[name][1]
+    if isinstance(value, bool):  # an int to Python, but `memory = true` is a mistake
+        raise ValueError(f"{name} = {value!r} is not a number")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        # Parsed by hand, not with re: this runs on `pypm run`'s hot path, which loads no re.
+        text = value.strip().upper()
+        if text in ("UNLIMITED", "INFINITY"):
+            return None
+        units = _TIME_UNITS if unit == "seconds" else _SIZE_UNITS if unit == "bytes" else {"": 1}
+        if unit == "bytes":
+            text = text[:-2] if text.endswith("IB") else text[:-1] if text.endswith("B") else text
+        suffix = text[-1:] if text[-1:].isalpha() else ""
+        digits = text[:len(text) - len(suffix)].strip()
+        if suffix not in units or not digits.isdigit() or not digits.isascii():
+            what, examples = {"bytes": ("size", '"512M", "2G" or a number of bytes'),
+                              "seconds": ("duration", '"90s", "10m", "1h" or a number of seconds'),
+                              "count": ("count", "a whole number")}[unit]
+            raise ValueError(f"{name} = {value!r} is not a {what} the sandbox understands: use {examples}, "
+                             'or "unlimited"')
+        n = int(digits) * units[suffix]
+    else:
+        raise ValueError(f"{name} = {value!r} is not a number")
+    low = 0 if name == "file-size" else 1  # 0 open files or 0 bytes of memory: nothing could even start
+    if n < low:
+        raise ValueError(f"{name} = {value!r} is below {low}")
+    if n > _LIMIT_MAX:
+        raise ValueError(f"{name} = {value!r} is too large")
+    return n
+
+
+def parse_limit(text: str) -> tuple[str, int | None]:
+    """"NAME=VALUE" (`--limit`) -> (name, value or None for "unlimited"); ValueError says why not."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ValueError(f"{text!r} is not NAME=VALUE (e.g. memory=2G, cpu=60, processes=256)")
+    return name, limit_value(name, value)
+
+
+def limits_with(base: Iterable[tuple[str, int]], items: Iterable[str]) -> dict[str, int]:
+    """`base` with each "NAME=VALUE" of `items` (`--limit`, in order) over it; "NAME=unlimited"
+    removes NAME. ValueError says which item is malformed and why."""
+    out = dict(base)
+    for item in items:
+        name, value = parse_limit(item)
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return out
+
+
+def check_limits(limits: Iterable[tuple[str, int]]) -> None:
+    """Refuse a limit above the caller's own hard limit, which no unprivileged process can raise:
+    said here in words, before anything starts, rather than as setrlimit's EPERM from inside."""
+    import os
+    import resource
+
+    for name, value in limits:
+        if name == "processes" and os.getuid() == 0:
+            # The kernel exempts uid 0 of the initial namespace from RLIMIT_NPROC (copy_process:
+            # INIT_USER), and the sandbox's processes are that uid when root starts it: the limit
+            # would be set and never enforced. Refused rather than silently not applied.
+            raise SandboxError(f"the sandbox limit processes={value} cannot be enforced when pypm runs as root: the "
+                               "kernel exempts root from the process limit (RLIMIT_NPROC)",
+                               hint="run pypm as an ordinary user, or drop the limit for this run with "
+                                    "--limit processes=unlimited")
+        hard = resource.getrlimit(getattr(resource, LIMITS[name][0]))[1]
+        if hard != resource.RLIM_INFINITY and value > hard:
+            raise SandboxError(f"the sandbox limit {name}={value} is above this process's own hard limit ({hard})",
+                               hint=f"lower {name} to at most {hard}, or raise the hard limit where pypm is started "
+                                    f"(ulimit -H; /etc/security/limits.conf)")
+
+
+def _describe_limit(name: str, value: int) -> str:
+    unit = LIMITS[name][1]
+    if unit == "bytes":
+        for suffix in ("T", "G", "M", "K"):
+            if value >= _SIZE_UNITS[suffix] and value % _SIZE_UNITS[suffix] == 0:
+                return f"{name}={value // _SIZE_UNITS[suffix]}{suffix}"
+    return f"{name}={value}{'s' if unit == 'seconds' else ''}"
 
 
 @record
@@ -105,6 +219,7 @@ class Policy:
     disable_userns: bool = True  # also set user.max_user_namespaces=0 inside (beside seccomp)
     new_keyring: bool = True  # a fresh session keyring, not the caller's
     die_with_parent: bool = True
+    limits: tuple[tuple[str, int], ...] = ()  # (name in LIMITS, value), sorted by name; () = the caller's
 
     def __post_init__(self) -> None:
         if self.network not in ("none", "host"):
@@ -123,6 +238,15 @@ class Policy:
                 raise SandboxError(f"mount destination {m.dst!r} must be an absolute, normalised path other than /")
         if not posixpath.isabs(self.cwd):
             raise SandboxError(f"working directory {self.cwd!r} must be absolute")
+        names = [n for n, _ in self.limits]
+        if names != sorted(set(names)):
+            raise SandboxError("the policy's limits must be sorted by name, each name once")
+        for name, value in self.limits:
+            try:
+                if type(value) is not int or limit_value(name, value) != value:
+                    raise ValueError(f"{name} = {value!r} is not a whole number")
+            except ValueError as e:
+                raise SandboxError(f"invalid sandbox limit: {e}") from None
 
     @property
     def environ(self) -> dict[str, str]:
@@ -151,6 +275,7 @@ class Policy:
             "privileges: no_new_privs, every capability dropped (bounding, ambient, effective),"
             f" pdeathsig{', user namespaces disabled' if self.disable_userns else ''}"
             f"{', fresh session keyring' if self.new_keyring else ''}",
+            f"limits:     {', '.join(_describe_limit(n, v) for n, v in self.limits) or 'none set (inherited from the caller)'}",
             f"cwd:        {self.cwd}",
             "root:       tmpfs (read-only once built), then in order:",
         ]
@@ -249,6 +374,7 @@ def python_policy(
     root: bool = False,
     hostname: str = "pypm-sandbox",
     extra_mounts: Sequence[Mount] = (),
+    limits: Mapping[str, int] | None = None,
 ) -> Policy:
     """The policy for "run a command with interpreter X and venv Y in project Z".
 
@@ -256,7 +382,8 @@ def python_policy(
     no IO). The interpreter prefixes and the venv are read-only, the project read-write
     unless `writable_project` is false, `binds`/`ro_binds` are (src, dst) pairs. `protect`
     lists paths (inside the project, e.g. its .git) bound read-only over themselves before
-    the binds, so that an explicit bind of the same path still wins.
+    the binds, so that an explicit bind of the same path still wins. `limits`: name in LIMITS
+    -> value, the resource limits the command starts with.
     """
     in_uid, in_gid = (0, 0) if root else (uid, gid)
     in_home = "/root" if root else home
@@ -305,6 +432,7 @@ def python_policy(
         gid=0 if root else None,
         hostname=hostname,
         seccomp=profile,
+        limits=tuple(sorted((limits or {}).items())),
     )
 
 

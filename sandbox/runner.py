@@ -300,6 +300,7 @@ def _command(policy: Policy, argv: list[str], env: dict[str, str], programs: lis
     # status pipe can still carry an execve failure.
     sc.close_range_cloexec(3)
     _drop_privileges(lockdown=True)
+    _set_limits(policy)
     # Python set SIGPIPE/SIGXFSZ to "ignore", which execve would pass on: the command gets
     # them (and SIGCHLD) at default, and our original signal mask. Every other disposition
     # stays as pypm was started with it (`nohup`: SIGHUP ignored; a background job: SIGINT
@@ -318,6 +319,27 @@ def _command(policy: Policy, argv: list[str], env: dict[str, str], programs: lis
         _report(wfd, "exec", "execve", e.errno or 0, argv[0])
         return 127 if e.errno == E.ENOENT else 126
     return 127  # pragma: no cover - execvpe does not return
+
+
+def _set_limits(policy: Policy) -> None:
+    """The policy's resource limits, soft = hard: without CAP_SYS_RESOURCE in the initial user
+    namespace (which nothing in here has) the command can lower them, never raise them."""
+    if not policy.limits:
+        return
+    import resource  # only for a policy with limits; a small C module
+
+    from .policy import LIMITS
+
+    for name, value in policy.limits:
+        kind = LIMITS[name][0]
+        try:
+            resource.setrlimit(getattr(resource, kind), (value, value))
+        except (OSError, ValueError) as e:
+            # Checked before the start (policy.check_limits); a hard limit lowered since is EPERM.
+            raise StepFailed(f"setrlimit({kind})", getattr(e, "errno", None) or E.EINVAL,
+                             "setting a sandbox limit") from None
+        if resource.getrlimit(getattr(resource, kind)) != (value, value):
+            raise StepFailed(f"setrlimit({kind})", E.EPERM, "the sandbox limit did not stick")
 
 
 def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> None:

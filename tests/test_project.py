@@ -221,6 +221,14 @@ def test_tool_table() -> None:
     assert p.find_links_paths() == (str(Path("/proj/wheels").resolve()), "/abs", "http://h/links")
 
 
+def test_sandbox_limits() -> None:
+    """Sizes and durations in the units people write, sorted by name; "unlimited" sets none."""
+    t = tool({"sandbox": {"limits": {"processes": 512, "memory": "2G", "cpu": "10m", "file-size": "512MiB",
+                                     "open-files": "unlimited"}}})
+    assert t.sandbox.limits == (("cpu", 600), ("file-size", 512 << 20), ("memory", 2 << 30), ("processes", 512))
+    assert tool({}).sandbox.limits == ()
+
+
 @pytest.mark.parametrize("raw, needle", [
     ({"index_url": "x", "colour": 1}, "`tool.pypm` has unknown key(s) colour, index_url"),
     ({"s3cache": {"bucket": "b"}}, "unknown key(s) s3cache"),  # a plugin table needs the plugin enabled
@@ -243,6 +251,13 @@ def test_tool_table() -> None:
     ({"sandbox": {"env": ["=x"]}}, "`tool.pypm.sandbox.env` holds '=x', which is not NAME or NAME=VALUE"),
     ({"sandbox": {"env": [""]}}, "`tool.pypm.sandbox.env` holds '', which is not NAME or NAME=VALUE"),
     ({"sandbox": {"env": ["A=\0"]}}, "`tool.pypm.sandbox.env` holds 'A=\\x00'"),
+    ({"sandbox": {"limits": "2G"}}, "`tool.pypm.sandbox.limits` must be a table"),
+    ({"sandbox": {"limits": {"ram": "2G"}}}, "`tool.pypm.sandbox.limits` has unknown limit 'ram'"),
+    ({"sandbox": {"limits": {"memory": "2 gigs"}}}, "`tool.pypm.sandbox.limits.memory` '2 gigs' is not a size"),
+    ({"sandbox": {"limits": {"memory": True}}}, "`tool.pypm.sandbox.limits.memory` True is not a number"),
+    ({"sandbox": {"limits": {"cpu": "1d"}}}, "`tool.pypm.sandbox.limits.cpu` '1d' is not a duration"),
+    ({"sandbox": {"limits": {"open-files": 0}}}, "`tool.pypm.sandbox.limits.open-files` 0 is below 1"),
+    ({"sandbox": {"limits": {"processes": 1.5}}}, "`tool.pypm.sandbox.limits.processes` 1.5 is not a number"),
 ])
 def test_tool_errors(raw: Any, needle: str) -> None:
     with pytest.raises(ProjectError) as e:

@@ -60,6 +60,14 @@ def test_a_recorded_plan_is_replayed_with_the_same_result(pypm, app) -> None:
                 and os.stat(f"/tmp/{n}").st_uid == os.getuid() and not _alive(n)]
 
 
+def test_a_replayed_plan_keeps_the_projects_limits(pypm, app) -> None:
+    project = app('\n[tool.pypm.sandbox]\nlimits = { open-files = 64, cpu = "10m" }\n')
+    code = "import resource as r; print(r.getrlimit(r.RLIMIT_NOFILE), r.getrlimit(r.RLIMIT_CPU))"
+    _recorded(pypm, project, "python", "-c", "pass")
+    launched, r = _run(pypm, project, "python", "-c", code)
+    assert launched and r.returncode == 0 and r.stdout == "(64, 64) (600, 600)\n", r.stderr
+
+
 def _alive(name: str) -> bool:
     try:
         os.kill(int(name.split(".")[1]), 0)

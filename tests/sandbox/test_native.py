@@ -138,7 +138,7 @@ def test_a_helper_someone_else_could_have_replaced_is_not_used(tmp_path) -> None
 def test_the_helper_is_clean_under_address_and_undefined_behaviour_sanitizers(tmp_path) -> None:
     # helper.c built with -fsanitize=address,undefined runs a real sandbox and refuses damaged
     # plans without a sanitizer report (they exit 99/98 and print "Sanitizer"/"runtime error")
-    from sandbox.policy import python_policy
+    from sandbox.policy import python_policy, with_changes
 
     opts = tmp_path / "opts.c"
     opts.write_text('const char *__asan_default_options(void) { return "detect_leaks=0:exitcode=99"; }\n'
@@ -157,14 +157,29 @@ def test_the_helper_is_clean_under_address_and_undefined_behaviour_sanitizers(tm
     damaged = [good[:5], good[:14] + ["99999", "--", "true"], good[:3] + ["umpX"] + good[4:],
                good[:12] + ["-1"] + good[13:], [str(exe), "--launch", "-1", "1", "/bin/false", *good[1:12], "zz", *good[13:]],
                good[:-3] + ["/" + "a" * 5000] + good[-2:]]
-    for i, args in enumerate([good, *damaged]):
+    # Limits: a good plan with two, and damaged limit lists (the count, the names, the numbers).
+    limited = native.plan_argv(str(exe), with_changes(policy, limits=(("cpu", 60), ("open-files", 64))),
+                               ["sh", "-c", "ulimit -n; echo ran"], status_fd=2, seccomp_fd=-1, root=str(root),
+                               uid=os.getuid(), gid=os.getgid(), old_mask=())
+    k = limited.index("cpu=60")
+    damaged += [limited[:k - 1] + ["3"] + limited[k:], limited[:k - 1] + ["-1"] + limited[k:],
+                limited[:k - 1] + ["9"] + limited[k:],  # more limits than there are kinds
+                limited[:k] + ["bogus=1"] + limited[k + 1:], limited[:k + 1] + ["cpu=60"] + limited[k + 2:],  # repeated
+                limited[:k] + ["cpu=x"] + limited[k + 1:], limited[:k] + ["cpu=-5"] + limited[k + 1:],
+                limited[:k] + ["cpu=" + "9" * 30] + limited[k + 1:], limited[:k] + ["cpu"] + limited[k + 1:],
+                limited[:k] + ["cpu="] + limited[k + 1:], limited[:k - 1]]  # no limits, no command
+    for i, args in enumerate([good, limited, *damaged]):
+        root.mkdir(exist_ok=True)  # (a --launch run removes it): each plan fails for its own damage
         r = subprocess.run(args, capture_output=True, text=True, timeout=60, env={})
         assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr and r.returncode not in (98, 99), \
             (i, r.returncode, r.stderr[-2000:])
         if i == 0:
             assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+        elif i == 1:
+            assert (r.returncode, r.stdout) == (0, "64\nran\n"), r.stderr
         else:
-            assert "ran" not in r.stdout and r.returncode in (1, 125), (i, r.returncode, r.stderr[-500:])
+            # 126: the 5000-byte command name reaches execve, which refuses it (ENAMETOOLONG)
+            assert "ran" not in r.stdout and r.returncode in (1, 125, 126), (i, r.returncode, r.stderr[-500:])
 
 
 @pytest.mark.parametrize("runner", ["native", "python"])

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from sandbox.errors import SandboxError
-from sandbox.policy import Mount, Policy, filter_env, python_policy
+from sandbox.policy import Mount, Policy, filter_env, limit_value, parse_limit, python_policy
 
 HOST_ENV = {"PATH": "/host/bin", "HOME": "/home/ann", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "LC_ALL": "C.UTF-8",
             "TERM": "xterm", "PYTHONHOME": "/weird", "PYTHONPATH": "/host/lib", "SSH_AUTH_SOCK": "/run/agent"}
@@ -107,6 +107,12 @@ def test_printable_as_text_and_json() -> None:
     (dict(mounts=(Mount("bind", "/a/../b", "/x"),)), "normalised"),
     (dict(mounts=(Mount("overlay", "/a"),)), "unknown mount kind"),
     (dict(cwd="rel"), "working directory"),
+    (dict(limits=(("memory", 1), ("cpu", 1))), "sorted"),
+    (dict(limits=(("cpu", 1), ("cpu", 2))), "each name once"),
+    (dict(limits=(("ram", 1),)), "unknown limit 'ram'"),
+    (dict(limits=(("memory", "2G"),)), "not a whole number"),
+    (dict(limits=(("memory", 0),)), "below 1"),
+    (dict(limits=(("memory", 1 << 64),)), "too large"),
 ])
 def test_invalid_policies_are_refused(kw, words) -> None:
     args: dict[str, Any] = dict(mounts=(), env=())
@@ -134,3 +140,36 @@ def test_the_standalone_cli_prints_the_policy(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "sandbox", "--print", "--project", str(tmp_path)],
                        capture_output=True, text=True, check=True)
     assert f"bind-rw {tmp_path}" in r.stdout
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("memory=2G", ("memory", 2 << 30)), ("memory=512MiB", ("memory", 512 << 20)), ("memory=64kb", ("memory", 64 << 10)),
+    ("memory=1048576", ("memory", 1 << 20)), ("file-size=0", ("file-size", 0)), ("file-size=1T", ("file-size", 1 << 40)),
+    ("cpu=90", ("cpu", 90)), ("cpu=90s", ("cpu", 90)), ("cpu=10m", ("cpu", 600)), ("cpu=2h", ("cpu", 7200)),
+    ("processes=512", ("processes", 512)), ("open-files=1024", ("open-files", 1024)),
+    ("memory=unlimited", ("memory", None)), ("cpu=Infinity", ("cpu", None)),
+])
+def test_limits_are_read_in_the_units_people_write(text, expected) -> None:
+    assert parse_limit(text) == expected
+
+
+@pytest.mark.parametrize("text, words", [
+    ("memory", "not NAME=VALUE"), ("=2G", "not NAME=VALUE"), ("ram=2G", "unknown limit 'ram'"),
+    ("memory=2X", "not a size"), ("memory=1.5G", "not a size"), ("memory=-1", "not a size"), ("memory=", "not a size"),
+    ("memory=G", "not a size"), ("cpu=1d", "not a duration"), ("processes=10k", "not a count"),
+    ("processes=0", "below 1"), ("open-files=0", "below 1"), ("memory=٣", "not a size"),  # a non-ASCII digit
+    ("memory=99999999999T", "too large"),
+])
+def test_malformed_limits_say_why(text, words) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_limit(text)
+    with pytest.raises(ValueError, match="not a number"):
+        limit_value("memory", True)
+
+
+def test_limits_are_part_of_the_policy_and_its_description() -> None:
+    p = make(limits={"processes": 64, "memory": 2 << 30, "cpu": 90})
+    assert p.limits == (("cpu", 90), ("memory", 2 << 30), ("processes", 64))
+    assert "limits:     cpu=90s, memory=2G, processes=64" in p.to_text()
+    assert json.loads(p.to_json())["limits"] == [["cpu", 90], ["memory", 2 << 30], ["processes", 64]]
+    assert "limits:     none set" in make().to_text()

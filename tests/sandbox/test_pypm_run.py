@@ -157,6 +157,44 @@ def test_bad_sandbox_settings_are_clear_errors(pypm, app) -> None:
     assert r.returncode == 8 and "--ro-bind" in r.stderr
 
 
+LIMITS = "import resource as r; print(r.getrlimit(r.RLIMIT_NOFILE)[1], r.getrlimit(r.RLIMIT_AS)[1])"
+
+
+def test_limits_from_config_and_flags(pypm, app) -> None:
+    import resource
+
+    project = app('\n[tool.pypm.sandbox]\nlimits = { open-files = 64, memory = "1G" }\n')
+    r = pypm("run", "--frozen", "python", "-c", LIMITS, cwd=project)  # the fast path: state.json's copy
+    assert r.returncode == 0 and r.stdout == f"64 {1 << 30}\n", r.stderr
+    r = pypm("run", "--frozen", "--limit", "open-files=32", "--limit", "memory=unlimited", "python", "-c", LIMITS,
+             cwd=project)
+    assert r.returncode == 0 and r.stdout == f"32 {resource.getrlimit(resource.RLIMIT_AS)[1]}\n", r.stderr
+    r = pypm("run", "--frozen", "--print-sandbox", "true", cwd=project)
+    assert r.returncode == 0 and "limits:     memory=1G, open-files=64" in r.stdout, r.stdout
+    # A state.json from before limits existed: read from pyproject.toml, never taken as "no limits".
+    state = project / ".venv" / ".pypm" / "state.json"
+    data = json.loads(state.read_text())
+    del data["tool"]["sandbox"]["limits"]
+    state.write_text(json.dumps(data))
+    r = pypm("run", "--frozen", "python", "-c", LIMITS, cwd=project)
+    assert r.returncode == 0 and r.stdout == f"64 {1 << 30}\n", r.stderr
+    # Root's processes are not counted by the kernel: refused, with the way out.
+    r = pypm("run", "--frozen", "--limit", "processes=100", "true", cwd=project)
+    assert os.getuid() == 0 and r.returncode == 8, r.stderr
+    assert "cannot be enforced when pypm runs as root" in r.stderr and "--limit processes=unlimited" in r.stderr
+    r = pypm("run", "--frozen", "--limit", "memory=lots", "true", cwd=project)
+    assert r.returncode == 8 and "--limit memory = 'lots' is not a size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_bad_limit_in_pyproject_names_the_key(pypm, app) -> None:
+    project = app()
+    path = project / "pyproject.toml"
+    path.write_text(path.read_text() + '\n[tool.pypm.sandbox]\nlimits = { memory = "2 gigs" }\n')
+    r = pypm("run", "python", "-c", "pass", cwd=project)
+    assert r.returncode != 0 and "`tool.pypm.sandbox.limits.memory` '2 gigs' is not a size" in r.stderr, r.stderr
+    assert str(path) in r.stderr and "Traceback" not in r.stderr
+
+
 def test_sandbox_can_be_disabled_in_config(pypm, app) -> None:
     project = app('\n[tool.pypm.sandbox]\nenabled = false\n')
     r = pypm("run", "--frozen", "python", "-c", "import os; print(os.environ.get('PYPM_SANDBOX'))", cwd=project)

@@ -138,7 +138,8 @@ def _sandbox_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", metavar="NAME=VALUE", type=_given, action="append", default=[],
                    help="a resource limit (repeatable; over [tool.pypm.sandbox.limits]): memory=2G (address space "
                         "per process), cpu=600 (CPU seconds per process), processes=512 (in the whole sandbox), "
-                        "open-files=1024, file-size=1G; NAME=unlimited drops the project's")
+                        "open-files=1024, file-size=1G, tmp-size=1G (each tmpfs: /tmp, $HOME, /dev/shm, /dev); "
+                        "NAME=unlimited drops the project's")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--writable-project", dest="writable_project", action="store_true", default=None,
                    help="the project directory is writable inside the sandbox (default)")

@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="seccomp profile: default, strict, or an OCI JSON file")
     p.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
                    help="a resource limit for the command: memory=2G (address space per process), cpu=60 (CPU "
-                        "seconds per process), processes=256 (in the whole sandbox), open-files=1024, file-size=1G")
+                        "seconds per process), processes=256 (in the whole sandbox), open-files=1024, file-size=1G, "
+                        "tmp-size=1G (each tmpfs: /tmp, $HOME, /dev/shm, /dev)")
     p.add_argument("--root", action="store_true", help="be uid/gid 0 inside (still without any capability)")
     p.add_argument("--hostname", default="pypm-sandbox")
     p.add_argument("--cwd", metavar="DIR", help="working directory inside (default: --project, else $HOME)")

@@ -27,7 +27,8 @@
  *   FLAGS: a string of letters: u m p n i t c (namespaces), P (die with parent), K (new
  *   keyring), D (disable nested user namespaces). Mount FLAGS: w (writable), o (optional),
  *   s (mirror a symlink), or "-" for none. MODE is octal. SRC is the bind source, the file's
- *   content or the symlink's target ("" when the kind has none). The command's environment
+ *   content, the symlink's target, or a tmpfs's (and dev's tmpfs') size in bytes ("" when
+ *   the kind has none, or for the kernel's default size). The command's environment
  *   is the plan's NENV entries, never this program's own.
  *
  *   --launch: pypm's entry point (pypm/launch.py) exec'd us in its place, for a run whose plan
@@ -526,6 +527,21 @@ static void bind_op(const char *root, const struct mountop *m) {
     free(full);
 }
 
+/* A tmpfs's options: its mode, and its size when the plan gives one (the SRC of a tmpfs or dev
+ * mount: a number of bytes, sandbox.policy's tmp-size). */
+static void tmpfs_options(char *data, size_t n, unsigned mode, const char *size) {
+    if (size[0] == '\0') {
+        snprintf(data, n, "mode=%o", mode);
+        return;
+    }
+    for (const char *c = size; *c; c++)
+        if (*c < '0' || *c > '9')
+            internal("malformed tmpfs size in the plan");
+    if (strlen(size) > 19)
+        internal("malformed tmpfs size in the plan");
+    snprintf(data, n, "mode=%o,size=%s", mode, size);
+}
+
 static const char *const DEVICES[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
 /* A minimal /dev: harmless character devices bound from the host, a private devpts (its
@@ -533,7 +549,9 @@ static const char *const DEVICES[] = {"null", "zero", "full", "random", "urandom
 static void dev(const char *root, const struct mountop *m) {
     char *full = mkdirs(root, m->dst, 0755);
     char path[PATH_MAX];
-    do_mount("tmpfs", full, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
+    char data[64];
+    tmpfs_options(data, sizeof data, 0755, m->src);
+    do_mount("tmpfs", full, "tmpfs", MS_NOSUID | MS_NOEXEC, data);
     for (size_t k = 0; k < sizeof DEVICES / sizeof DEVICES[0]; k++) {
         char host[64];
         snprintf(path, sizeof path, "%s/%s", m->dst, DEVICES[k]);
@@ -553,7 +571,8 @@ static void dev(const char *root, const struct mountop *m) {
         fail(errno, "", "symlink(%s/ptmx)", m->dst);
     snprintf(path, sizeof path, "%s/shm", m->dst);
     char *shm = mkdirs(root, path, 0755);
-    do_mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    tmpfs_options(data, sizeof data, 01777, m->src);
+    do_mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, data);
     free(shm);
     static const char *const fdlinks[][2] = {
         {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
@@ -604,8 +623,8 @@ static void build_root(const struct plan *p) {
         if (strcmp(m->kind, "bind") == 0) {
             bind_op(root, m);
         } else if (strcmp(m->kind, "tmpfs") == 0) {
-            char data[32];
-            snprintf(data, sizeof data, "mode=%o", (unsigned)m->mode);
+            char data[64];
+            tmpfs_options(data, sizeof data, (unsigned)m->mode, m->src);
             char *full = mkdirs(root, m->dst, 0755);
             do_mount("tmpfs", full, "tmpfs", MS_NOSUID | MS_NODEV, data);
             free(full);

@@ -168,7 +168,8 @@ def plan_argv(exe: str, policy: Policy, argv: Sequence[str], *, status_fd: int, 
            policy.cwd, policy.hostname, _mask_hex(old_mask), str(len(env)), *env, str(len(policy.mounts))]
     for m in policy.mounts:
         mflags = ("w" if m.writable else "") + ("o" if m.optional else "") + ("s" if m.mirror_symlink else "")
-        out += [m.kind, m.dst, m.src or "", mflags or "-", format(m.mode, "o")]
+        src = str(m.size) if m.size and m.kind in ("tmpfs", "dev") else m.src or ""  # their SRC: the size
+        out += [m.kind, m.dst, src, mflags or "-", format(m.mode, "o")]
     out += [str(len(policy.limits)), *(f"{name}={value}" for name, value in policy.limits)]
     for s in out:
         if "\0" in s:

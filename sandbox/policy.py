@@ -74,6 +74,9 @@ LIMITS = {
     "processes": ("RLIMIT_NPROC", "count", "processes and threads in the whole sandbox, its init included (ulimit -u)"),
     "open-files": ("RLIMIT_NOFILE", "count", "open files of each process (ulimit -n)"),
     "file-size": ("RLIMIT_FSIZE", "bytes", "largest file a process may write (ulimit -f)"),
+    # Not an rlimit: the size= of each writable tmpfs the sandbox makes. Their pages are RAM (or
+    # swap), and at the kernel's default each could take half of it.
+    "tmp-size": ("", "bytes", "size of each of the sandbox's writable tmpfs: /tmp, $HOME, /dev, /dev/shm"),
 }
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _TIME_UNITS = {"": 1, "S": 1, "M": 60, "H": 3600}
@@ -186,6 +189,7 @@ class Mount:
     optional: bool = False  # bind: skip when src does not exist on the host
     mirror_symlink: bool = False  # bind: if src is a symlink on the host, make the same symlink
     mode: int = 0o755  # tmpfs, dir, file
+    size: int = 0  # tmpfs, dev (its tmpfs and /dev/shm): size= in bytes; 0 = the kernel's default (half of RAM)
 
     def describe(self) -> str:
         if self.kind == "bind":
@@ -198,9 +202,10 @@ class Mount:
             return f"file     {self.dst} ({len(self.src or '')} bytes, mode {self.mode:o})"
         if self.kind == "symlink":
             return f"symlink  {self.dst} -> {self.src}"
+        size = f", {_describe_limit('tmp-size', self.size).partition('=')[2]}" if self.size else ""
         if self.kind == "tmpfs":
-            return f"tmpfs    {self.dst} (mode {self.mode:o})"
-        return f"{self.kind:8} {self.dst}"
+            return f"tmpfs    {self.dst} (mode {self.mode:o}{size})"
+        return f"{self.kind:8} {self.dst}{f' (tmpfs{size})' if size else ''}"
 
 
 @record
@@ -236,6 +241,8 @@ class Policy:
                 raise SandboxError(f"unknown mount kind {m.kind!r} for {m.dst}")
             if not posixpath.isabs(m.dst) or posixpath.normpath(m.dst) != m.dst or m.dst == "/":
                 raise SandboxError(f"mount destination {m.dst!r} must be an absolute, normalised path other than /")
+            if type(m.size) is not int or m.size < 0 or m.size > _LIMIT_MAX or (m.size and m.kind not in ("tmpfs", "dev")):
+                raise SandboxError(f"mount {m.dst}: size {m.size!r} (only a tmpfs or /dev has one, a whole number of bytes)")
         if not posixpath.isabs(self.cwd):
             raise SandboxError(f"working directory {self.cwd!r} must be absolute")
         names = [n for n, _ in self.limits]
@@ -243,6 +250,8 @@ class Policy:
             raise SandboxError("the policy's limits must be sorted by name, each name once")
         for name, value in self.limits:
             try:
+                if name in LIMITS and not LIMITS[name][0]:
+                    raise ValueError(f"{name} is given by the tmpfs mounts' size, not as a process limit")
                 if type(value) is not int or limit_value(name, value) != value:
                     raise ValueError(f"{name} = {value!r} is not a whole number")
             except ValueError as e:
@@ -306,8 +315,9 @@ def filter_env(host_env: Mapping[str, str], passthrough: Iterable[str] = ()) -> 
 
 
 def system_mounts(*, network: str, hostname: str, user: str, uid: int, gid: int, home: str,
-                  shell: str = "/bin/sh") -> list[Mount]:
-    """The base of every root: system dirs read-only, a minimal /etc, /proc, /dev, /tmp, $HOME."""
+                  shell: str = "/bin/sh", tmp_size: int = 0) -> list[Mount]:
+    """The base of every root: system dirs read-only, a minimal /etc, /proc, /dev, /tmp, $HOME.
+    `tmp_size`: the size of each writable tmpfs in bytes (0: the kernel's default)."""
     mounts: list[Mount] = [Mount("bind", d, d, optional=True, mirror_symlink=True) for d in _SYSTEM_DIRS]
     mounts += [Mount("bind", p, p, optional=True) for p in _SYSTEM_ETC]
     # Who we are, without the host's user list: just us (and root/nobody, which tools expect).
@@ -327,9 +337,9 @@ def system_mounts(*, network: str, hostname: str, user: str, uid: int, gid: int,
     mounts += [Mount("bind", p, p, optional=True) for p in _SYS_RO]
     mounts += [
         Mount("proc", "/proc"),
-        Mount("dev", "/dev"),
-        Mount("tmpfs", "/tmp", mode=0o1777),
-        Mount("tmpfs", home, mode=0o700),
+        Mount("dev", "/dev", size=tmp_size),
+        Mount("tmpfs", "/tmp", mode=0o1777, size=tmp_size),
+        Mount("tmpfs", home, mode=0o700, size=tmp_size),
     ]
     return mounts
 
@@ -383,14 +393,16 @@ def python_policy(
     unless `writable_project` is false, `binds`/`ro_binds` are (src, dst) pairs. `protect`
     lists paths (inside the project, e.g. its .git) bound read-only over themselves before
     the binds, so that an explicit bind of the same path still wins. `limits`: name in LIMITS
-    -> value, the resource limits the command starts with.
+    -> value, the resource limits the command starts with (tmp-size: its tmpfs mounts' size).
     """
     in_uid, in_gid = (0, 0) if root else (uid, gid)
     in_home = "/root" if root else home
     in_user = "root" if root else user
     sh = shell or "/bin/sh"
+    rlimits = dict(limits or {})
+    tmp_size = rlimits.pop("tmp-size", 0)
     mounts = system_mounts(network=network, hostname=hostname, user=in_user, uid=in_uid, gid=in_gid,
-                           home=in_home, shell=sh)
+                           home=in_home, shell=sh, tmp_size=tmp_size)
     for prefix in interpreter_prefixes:
         if not _under(prefix, "/usr"):  # /usr is bound whole already
             mounts.append(Mount("bind", prefix, prefix))
@@ -432,7 +444,7 @@ def python_policy(
         gid=0 if root else None,
         hostname=hostname,
         seccomp=profile,
-        limits=tuple(sorted((limits or {}).items())),
+        limits=tuple(sorted(rlimits.items())),
     )
 
 

@@ -151,11 +151,16 @@ def _bind(root: str, m: Mount) -> None:
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
+def _size(m: Mount) -> str:
+    """The tmpfs option for the mount's size ([tool.pypm.sandbox.limits] tmp-size), or none."""
+    return f",size={m.size}" if m.size else ""
+
+
 def _dev(root: str, m: Mount) -> None:
     """A minimal /dev: the harmless character devices bound from the host, a private
     devpts instance (its own ptmx, none of the host's terminals), and a tmpfs /dev/shm."""
     full = _mkdirs(root, m.dst)
-    sc.mount("tmpfs", full, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755")
+    sc.mount("tmpfs", full, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755" + _size(m))
     for name in _DEVICES:
         node = _touch(root, f"{m.dst}/{name}")
         sc.mount(f"/dev/{name}", node, None, sc.MS_BIND)
@@ -165,7 +170,7 @@ def _dev(root: str, m: Mount) -> None:
     sc.mount("devpts", pts, "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     os.symlink("pts/ptmx", f"{full}/ptmx")
     shm = _mkdirs(root, f"{m.dst}/shm")
-    sc.mount("tmpfs", shm, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    sc.mount("tmpfs", shm, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777" + _size(m))
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{full}/{name}")
@@ -201,7 +206,7 @@ def build_root(policy: Policy, root: str) -> None:
         if m.kind == "bind":
             _bind(root, m)
         elif m.kind == "tmpfs":
-            sc.mount("tmpfs", _mkdirs(root, m.dst), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"mode={m.mode:o}")
+            sc.mount("tmpfs", _mkdirs(root, m.dst), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"mode={m.mode:o}" + _size(m))
         elif m.kind == "proc":
             _proc(root, m, policy)
         elif m.kind == "dev":

@@ -139,3 +139,32 @@ def test_unlimited_drops_an_earlier_limit(boxes) -> None:
     r = boxes["nobody"].run(["--limit", "open-files=64", "--limit", "open-files=unlimited"], ["/bin/sh", "-c", "ulimit -n"])
     assert r.returncode == 0 and r.stdout == f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]}\n", r.stderr
 
+
+
+FILL = r"""
+import json, os, sys
+out = {}
+for d in sys.argv[1:]:
+    path, written = os.path.join(d, "fill"), 0
+    try:
+        with open(path, "wb") as f:
+            for _ in range(32):
+                f.write(b"x" * (1 << 20))
+                f.flush()
+                written += 1 << 20
+        out[d] = "all written"
+    except OSError as e:
+        out[d] = [e.errno, os.path.getsize(path)]
+    os.unlink(path)
+print(json.dumps(out))
+"""
+
+
+def test_tmp_size_caps_each_writable_tmpfs(box: Box) -> None:
+    # Their pages are RAM: without a size each could take half of it.
+    dirs = ["/tmp", str(box.home), "/dev/shm", "/dev"]
+    r = box.run(["--limit", "tmp-size=8M"], [SYSTEM_PYTHON, "-c", FILL, *dirs])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {d: [28, 8 << 20] for d in dirs}  # ENOSPC at exactly 8 MiB
+    r = box.run([], [SYSTEM_PYTHON, "-c", FILL, "/tmp"])
+    assert r.returncode == 0 and json.loads(r.stdout) == {"/tmp": "all written"}, r.stderr

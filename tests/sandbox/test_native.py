@@ -168,7 +168,16 @@ def test_the_helper_is_clean_under_address_and_undefined_behaviour_sanitizers(tm
                 limited[:k] + ["cpu=x"] + limited[k + 1:], limited[:k] + ["cpu=-5"] + limited[k + 1:],
                 limited[:k] + ["cpu=" + "9" * 30] + limited[k + 1:], limited[:k] + ["cpu"] + limited[k + 1:],
                 limited[:k] + ["cpu="] + limited[k + 1:], limited[:k - 1]]  # no limits, no command
-    for i, args in enumerate([good, limited, *damaged]):
+    # tmpfs sizes: a good one, and sizes that are not a number of bytes
+    sized = native.plan_argv(str(exe), python_policy(uid=os.getuid(), gid=os.getgid(), user="u", home="/home/u",
+                                                     host_env={"PATH": "/usr/bin"}, cwd="/", profile=None,
+                                                     limits={"tmp-size": 1 << 20}),
+                             ["sh", "-c", "df -k /tmp | tail -1; echo ran"], status_fd=2, seccomp_fd=-1,
+                             root=str(root), uid=os.getuid(), gid=os.getgid(), old_mask=())
+    t = sized.index("/tmp") + 1
+    assert sized[t] == str(1 << 20)
+    damaged += [sized[:t] + [bad] + sized[t + 1:] for bad in ("12x", "-1", "1" * 30, " 1")]
+    for i, args in enumerate([good, limited, sized, *damaged]):
         root.mkdir(exist_ok=True)  # (a --launch run removes it): each plan fails for its own damage
         r = subprocess.run(args, capture_output=True, text=True, timeout=60, env={})
         assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr and r.returncode not in (98, 99), \
@@ -177,6 +186,8 @@ def test_the_helper_is_clean_under_address_and_undefined_behaviour_sanitizers(tm
             assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
         elif i == 1:
             assert (r.returncode, r.stdout) == (0, "64\nran\n"), r.stderr
+        elif i == 2:
+            assert r.returncode == 0 and r.stdout.split()[1] == "1024" and r.stdout.endswith("ran\n"), r.stderr
         else:
             # 126: the 5000-byte command name reaches execve, which refuses it (ENAMETOOLONG)
             assert "ran" not in r.stdout and r.returncode in (1, 125, 126), (i, r.returncode, r.stderr[-500:])

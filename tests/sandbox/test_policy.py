@@ -113,6 +113,9 @@ def test_printable_as_text_and_json() -> None:
     (dict(limits=(("memory", "2G"),)), "not a whole number"),
     (dict(limits=(("memory", 0),)), "below 1"),
     (dict(limits=(("memory", 1 << 64),)), "too large"),
+    (dict(limits=(("tmp-size", 1 << 20),)), "tmpfs mounts' size"),
+    (dict(mounts=(Mount("bind", "/a", "/a", size=1 << 20),)), "only a tmpfs or /dev has one"),
+    (dict(mounts=(Mount("tmpfs", "/a", size=-1),)), "size -1"),
 ])
 def test_invalid_policies_are_refused(kw, words) -> None:
     args: dict[str, Any] = dict(mounts=(), env=())
@@ -173,3 +176,12 @@ def test_limits_are_part_of_the_policy_and_its_description() -> None:
     assert "limits:     cpu=90s, memory=2G, processes=64" in p.to_text()
     assert json.loads(p.to_json())["limits"] == [["cpu", 90], ["memory", 2 << 30], ["processes", 64]]
     assert "limits:     none set" in make().to_text()
+
+
+def test_tmp_size_sizes_every_writable_tmpfs_and_is_not_a_process_limit() -> None:
+    p = make(limits={"tmp-size": 64 << 20, "open-files": 64})
+    assert p.limits == (("open-files", 64),)
+    m = by_dst(p)
+    assert m["/tmp"].size == m["/home/ann"].size == m["/dev"].size == 64 << 20
+    assert "tmpfs    /tmp (mode 1777, 64M)" in p.to_text() and "dev      /dev (tmpfs, 64M)" in p.to_text()
+    assert all(mm.size == 0 for mm in make().mounts)

@@ -11,7 +11,7 @@ from sandbox.record import as_dict, fields_of
 
 def test_fields_defaults_equality_and_hash() -> None:
     m = Mount("bind", "/a", "/b", writable=True)
-    assert fields_of(m) == ("kind", "dst", "src", "writable", "optional", "mirror_symlink", "mode")
+    assert fields_of(m) == ("kind", "dst", "src", "writable", "optional", "mirror_symlink", "mode", "size")
     assert (m.optional, m.mode) == (False, 0o755)
     assert m == Mount(kind="bind", dst="/a", src="/b", writable=True) and m != Mount("bind", "/a", "/b")
     assert hash(m) == hash(Mount("bind", "/a", "/b", writable=True))
@@ -26,8 +26,8 @@ def test_frozen_and_checked_arguments() -> None:
         m.dst = "/x"  # type: ignore[misc]
     with pytest.raises(TypeError, match="missing required argument: 'dst'"):
         Mount("tmpfs")  # type: ignore[call-arg]
-    with pytest.raises(TypeError, match="unexpected keyword argument 'size'"):
-        Mount("tmpfs", "/t", size=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        Mount("tmpfs", "/t", colour=3)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="multiple values"):
         Mount("tmpfs", "/t", dst="/u")  # type: ignore[misc]
 

@@ -352,9 +352,9 @@ class Cache:
 
     # ---- HTTP download with resume
     def _download(self, entry: FileEntry, label: str, final: Path, progress: _Progress | None) -> None:
-        import httpx
+        from .http import RETRY_STATUS, describe_error  # first: it imports httpx without its CLI
 
-        from .http import RETRY_STATUS, describe_error
+        import httpx  # noqa: I001 -- after .http, see above
 
         part = final.with_name(final.name + ".part")
         meta = final.with_name(final.name + ".part.json")

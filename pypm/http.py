@@ -13,10 +13,22 @@ import time
 from typing import Any, Callable, TypeVar
 
 import httpcore
-import httpx
 
 from . import __version__, tls
 from .errors import IndexError_
+
+# httpx's __init__ imports its command-line client (httpx._main) whenever click is installed,
+# and with it click, rich.console and pygments: 30-50 ms of every networked command here, for a
+# `main` pypm never calls. A None in sys.modules makes that import fail as it does without
+# click, and httpx defines its stand-in; the entry is removed again right after.
+_HIDE_CLI = "httpx" not in sys.modules and "httpx._main" not in sys.modules
+if _HIDE_CLI:
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
+try:
+    import httpx
+finally:
+    if _HIDE_CLI and "httpx._main" in sys.modules and sys.modules["httpx._main"] is None:
+        del sys.modules["httpx._main"]
 
 __all__ = ["make_client", "HTTP2_ENV", "with_retries", "RETRY_STATUS", "describe_error"]
 

@@ -150,3 +150,22 @@ def test_threads_look_a_host_up_once(dists, index_server, tmp_path, monkeypatch,
     assert lookups.count("localhost") == 1, lookups
     assert len({conn for _, conn, _ in front.requests}) == 6  # still a connection per request
     assert {proto for proto, _, _ in front.requests} == {"h2" if http2 == "1" else "http/1.1"}
+
+
+def test_httpx_is_imported_without_its_command_line_client() -> None:
+    """httpx imports its CLI (click, rich.console, pygments: 30-50 ms) whenever click is
+    installed; pypm.http keeps it out, and httpx still works (and `httpx._main` stays importable)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("click") is None:
+        pytest.skip("click is not installed here, so httpx would not import its CLI anyway")
+    code = ("import sys, pypm.http, httpx; "
+            "print(sorted(m for m in ('click', 'pygments', 'rich.console', 'httpx._main') if m in sys.modules)); "
+            "print(callable(httpx.Client), callable(httpx.main)); import httpx._main; print('cli importable')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "[]\nTrue True\ncli importable\n", (r.stdout, r.stderr)
+    plain = subprocess.run([sys.executable, "-c", "import sys, httpx; print('click' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.stdout == "True\n"  # what the test guards against: httpx alone does import it

@@ -134,7 +134,8 @@ def _unpack_sdist(path: Path, dest: Path) -> Path:
 
 def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[Any], interpreter: Any,
            cache: Any, link_mode: LinkMode | None, fetchers: Sequence[Any], label: str | None, network: bool,
-           epoch: int | None, sdist: Path | None = None, requires_only: bool = False) -> Any:
+           epoch: int | None, sdist: Path | None = None, requires_only: bool = False,
+           limits: Sequence[tuple[str, int]] = ()) -> Any:
     """Build `kind` ("wheel" | "editable" | "sdist") of `source` (or of the archive `sdist`); its path.
 
     `requires_only`: run only get_requires_for_build_<kind> and return the requirements it
@@ -173,7 +174,8 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         work.mkdir()
         box = BuildBox(source=source, source_inside=source_inside, env_dir=env_dir, out_dir=work,
                        log_path=tmp / "build.log", source_date_epoch=epoch, network=network,
-                       cache_dir=str(getattr(cache, "root", None) or cache_dir()), protect=protect)
+                       cache_dir=str(getattr(cache, "root", None) or cache_dir()), protect=protect,
+                       limits=tuple(limits))
         hooks = BuildBackendHookCaller(str(source), backend, backend_path=backend_path,
                                        python_executable=str(env_dir / "bin" / "python"), runner=hook_runner(box))
         try:
@@ -250,7 +252,7 @@ def _rmtree(path: Path) -> None:
 def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: Sequence[Any],
                 interpreter: Any, cache: Any, link_mode: LinkMode | None = None,
                 fetchers: Sequence[Any] = (), label: str | None = None, network: bool = False,
-                source_date_epoch: int | None = None) -> Path:
+                source_date_epoch: int | None = None, limits: Sequence[tuple[str, int]] = ()) -> Path:
     """Build a wheel (PEP 660 editable when `editable`) of `source` into `out_dir`, in the sandbox.
 
     `source`: a source tree (the project: built in place, seen at its real path) or an sdist
@@ -258,24 +260,26 @@ def build_wheel(source: Path, out_dir: Path, *, editable: bool, build_packages: 
     locked packages (`LockedPackage`) that make up the build environment (the lock's
     `build-dependencies` of this project or sdist, with their closure); each must have a wheel for
     `interpreter`. `network`: the lock's `build-network` for it. `label` names what is built in
-    messages (e.g. "cext==1.0 (cext-1.0.tar.gz)"). Raises BuildError with the backend's output.
+    messages (e.g. "cext==1.0 (cext-1.0.tar.gz)"). `limits`: `[tool.pypm.build] limits`, the
+    sandbox's resource limits for the backend. Raises BuildError with the backend's output.
     """
     source = Path(source)
     sdist = source if source.is_file() else None
     wheel: Path = _build(source, out_dir, kind="editable" if editable else "wheel", build_packages=build_packages,
                          interpreter=interpreter, cache=cache, link_mode=link_mode, fetchers=fetchers, label=label,
-                         network=network, epoch=source_date_epoch, sdist=sdist)
+                         network=network, epoch=source_date_epoch, sdist=sdist, limits=limits)
     return wheel
 
 
 def discover_build_requires(sdist: Path, *, build_packages: Sequence[Any], interpreter: Any, cache: Any,
-                            network: bool = False, label: str | None = None) -> list[str]:
+                            network: bool = False, label: str | None = None,
+                            limits: Sequence[tuple[str, int]] = ()) -> list[str]:
     """What the sdist's backend asks for through get_requires_for_build_wheel (run in the
     sandbox, with `build_packages` installed) beyond what those packages provide."""
     with tempfile.TemporaryDirectory(prefix="pypm-requires-") as out:
         missing = _build(sdist, Path(out), kind="wheel", build_packages=build_packages, interpreter=interpreter,
                          cache=cache, link_mode=None, fetchers=(), label=label, network=network, epoch=None,
-                         sdist=sdist, requires_only=True)
+                         sdist=sdist, requires_only=True, limits=limits)
     return list(missing)
 
 
@@ -368,7 +372,7 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
         plugins.fire(project, "pre-build", venv=None, interpreter=str(interp.executable))
     with Cache(offline=bool(getattr(args, "offline", False)), base_dir=project.root) as cache:
         common = dict(build_packages=packages, interpreter=interp, cache=cache, label=f"the project {project.name}",
-                      network=network, link_mode=None, fetchers=())
+                      network=network, link_mode=None, fetchers=(), limits=project.tool.build_limits)
         epoch = project_epoch(project.root)
         sdist = None
         if want_sdist:
@@ -453,7 +457,8 @@ def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup
             env = state["interpreter"].markers
             return discover_build_requires(sdist, build_packages=build_packages_of(_Lock, _Pkg, env),
                                            interpreter=state["interpreter"], cache=cache,
-                                           network=network_allowed(project, pkg.name), label=label)
+                                           network=network_allowed(project, pkg.name), label=label,
+                                           limits=project.tool.build_limits)
     except PypmError as e:
         ctx.info(f"warning: could not ask the build backend of {label} what else it needs to build: "
                  f"{e.message.splitlines()[0]}")

@@ -64,6 +64,7 @@ class BuildBox:
     # Host paths inside `source` that stay read-only (the project's .venv and .git): a build of
     # the project may write its tree, not the environment it is being installed into.
     protect: tuple[str, ...] = ()
+    limits: tuple[tuple[str, int], ...] = ()  # [tool.pypm.build] limits: (name, value), as sandbox.policy.LIMITS
 
     def inside(self, host_path: str) -> str:
         """A host path under one of the bound trees -> the same path inside the sandbox."""
@@ -106,7 +107,7 @@ def make_policy(box: BuildBox, *, control_dir: str, script: str, cwd: str, extra
         venv=None, project=None, cwd=cwd, network="host" if box.network else "none",
         binds=[(str(box.source), box.source_inside), (str(box.out_dir), OUT_INSIDE), (control_dir, CONTROL_INSIDE)],
         ro_binds=[(str(box.env_dir), ENV_INSIDE), (script, HOOKS_INSIDE)] + [(p, box.inside(p)) for p in box.protect],
-        env=_environment(box, extra), profile="default", shell="/bin/sh",
+        env=_environment(box, extra), profile="default", shell="/bin/sh", limits=dict(box.limits),
     )
 
 

@@ -64,6 +64,7 @@ class ToolConfig:
     trusted_keys: tuple[str, ...] = ()
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     build: Mapping[str, Any] = field(default_factory=dict)  # [tool.pypm.build], issue 5
+    build_limits: tuple[tuple[str, int], ...] = ()  # [tool.pypm.build] limits, validated
     # Per-plugin tables, e.g. [tool.pypm.s3cache] -> plugin_config["s3cache"].
     plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -204,7 +205,7 @@ _TOOL_KEYS = {
     "index-url", "extra-index-url", "find-links", "python", "prerelease", "plugins", "plugin-path",
     "trusted-keys", "sandbox", "build",
 }
-_BUILD_KEYS = {"network"}
+_BUILD_KEYS = {"network", "limits"}
 _SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project", "limits"}
 PRERELEASE_MODES = ("allow", "disallow", "if-necessary", "explicit", "if-necessary-or-explicit")
 
@@ -250,11 +251,11 @@ def _parse_sandbox(raw: Any, path: Path) -> SandboxConfig:
     )
 
 
-def _parse_limits(raw: Any, path: Path) -> tuple[tuple[str, int], ...]:
-    """`[tool.pypm.sandbox.limits]`: name = value (sandbox.policy.LIMITS); "unlimited" sets none."""
+def _parse_limits(raw: Any, path: Path, key: str = "tool.pypm.sandbox.limits") -> tuple[tuple[str, int], ...]:
+    """`[tool.pypm.sandbox.limits]` (or `[tool.pypm.build] limits`): name = value
+    (sandbox.policy.LIMITS); "unlimited" sets none."""
     from sandbox.policy import LIMITS, limit_value
 
-    key = "tool.pypm.sandbox.limits"
     if not isinstance(raw, dict):
         raise _err(path, key, "must be a table", hint='e.g. limits = { memory = "2G", cpu = 600, processes = 512 }')
     out = []
@@ -314,6 +315,7 @@ def _parse_tool(raw: Any, path: Path) -> ToolConfig:
         trusted_keys=_str_list(raw.get("trusted-keys", []), path, "tool.pypm.trusted-keys"),
         sandbox=_parse_sandbox(raw.get("sandbox"), path),
         build=build,
+        build_limits=_parse_limits(build.get("limits", {}), path, "tool.pypm.build.limits"),
         plugin_config=plugin_tables,
     )
 

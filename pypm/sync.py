@@ -455,7 +455,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
                     wheel = build_wheel(src, Path(tmp) / "wheels", editable=editable,
                                         build_packages=_build_packages(lock, w.package, interp), interpreter=interp,
-                                        network=_build_network(project, w),
+                                        network=_build_network(project, w), limits=project.tool.build_limits,
                                         cache=bcache, link_mode=opts.link_mode, fetchers=fetchers, label=label)
                     _fire(project, "post-build", venv=str(venv), interpreter=str(interp.executable))
                     entry = remember_build(bcache, key, wheel, w.name)

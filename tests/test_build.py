@@ -231,6 +231,21 @@ def test_project_build_cannot_touch_its_venv_or_git(tmp_path: Path, interp, priv
     assert (src / "made-by-build.txt").is_file()  # the rest of the tree stays writable
 
 
+def test_build_wheel_runs_the_backend_with_the_limits(tmp_path: Path, interp, private_tmp: Path) -> None:
+    from pypm.cache import Cache
+
+    src = _tree(tmp_path / "tree")
+    (src / "be.py").write_text(BACKEND.replace('    with open("made-by-build.txt", "w") as f:', """    import resource
+    if resource.getrlimit(resource.RLIMIT_NOFILE) != (64, 64) or resource.getrlimit(resource.RLIMIT_CPU)[1] != 600:
+        raise SystemExit("no limits: " + repr(resource.getrlimit(resource.RLIMIT_NOFILE)))
+    with open("made-by-build.txt", "w") as f:"""))
+    with Cache(tmp_path / "cache") as cache:
+        build_wheel(src, tmp_path / "dist", editable=False, build_packages=[], interpreter=interp, cache=cache,
+                    limits=(("cpu", 600), ("open-files", 64)))
+        with pytest.raises(BuildError, match="no limits"):
+            build_wheel(src, tmp_path / "dist2", editable=False, build_packages=[], interpreter=interp, cache=cache)
+
+
 def test_build_wheel_failure_carries_the_output_and_cleans_up(tmp_path: Path, interp, private_tmp: Path) -> None:
     from pypm.cache import Cache
 

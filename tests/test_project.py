@@ -227,6 +227,7 @@ def test_sandbox_limits() -> None:
                                      "open-files": "unlimited"}}})
     assert t.sandbox.limits == (("cpu", 600), ("file-size", 512 << 20), ("memory", 2 << 30), ("processes", 512))
     assert tool({}).sandbox.limits == ()
+    assert tool({"build": {"limits": {"memory": "4G"}}}).build_limits == (("memory", 4 << 30),)
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -251,6 +252,8 @@ def test_sandbox_limits() -> None:
     ({"sandbox": {"env": ["=x"]}}, "`tool.pypm.sandbox.env` holds '=x', which is not NAME or NAME=VALUE"),
     ({"sandbox": {"env": [""]}}, "`tool.pypm.sandbox.env` holds '', which is not NAME or NAME=VALUE"),
     ({"sandbox": {"env": ["A=\0"]}}, "`tool.pypm.sandbox.env` holds 'A=\\x00'"),
+    ({"build": {"limits": {"memory": "2 gigs"}}}, "`tool.pypm.build.limits.memory` '2 gigs' is not a size"),
+    ({"build": {"limits": []}}, "`tool.pypm.build.limits` must be a table"),
     ({"sandbox": {"limits": "2G"}}, "`tool.pypm.sandbox.limits` must be a table"),
     ({"sandbox": {"limits": {"ram": "2G"}}}, "`tool.pypm.sandbox.limits` has unknown limit 'ram'"),
     ({"sandbox": {"limits": {"memory": "2 gigs"}}}, "`tool.pypm.sandbox.limits.memory` '2 gigs' is not a size"),

@@ -312,6 +312,28 @@ def test_build_failure_shows_output_and_name_and_leaves_the_venv(pypm, dists, in
     assert snapshot(project / ".venv") == venv_before
 
 
+def test_build_limits_hold_for_the_backend(pypm, dists, index_server, tmp_path) -> None:
+    """`[tool.pypm.build] limits`: the backend of an sdist runs with them (its failure output shows them)."""
+    limited = dists.sdist("limited", "1.0", build_requires=(), extra_files={
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n',
+        "_backend.py": "import os, resource, sys\n\ndef build_wheel(d, c=None, m=None):\n"
+                       "    st = os.statvfs('/tmp')\n"
+                       "    print('limits', resource.getrlimit(resource.RLIMIT_NOFILE), st.f_blocks * st.f_frsize,"
+                       " file=sys.stderr)\n"
+                       "    raise SystemExit(3)\n",
+    })
+    server = index_server()
+    project = write_project(tmp_path / "p", deps=["limited"],
+                            tool='\n[tool.pypm.build]\nlimits = { open-files = 64, tmp-size = "16M" }\n')
+    write_lock(project, server, [], sdists=[limited], main=["limited"])
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode == 10 and f"limits (64, 64) {16 << 20}" in r.stderr, r.stderr
+    path = project / "pyproject.toml"
+    path.write_text(path.read_text().replace("open-files = 64", "open-files = 0"))
+    r = pypm("sync", "--frozen", cwd=project)
+    assert r.returncode != 0 and "`tool.pypm.build.limits.open-files` 0 is below 1" in r.stderr, r.stderr
+
+
 def test_missing_build_dependency_hash_is_refused(pypm, dists, index_server, tmp_path) -> None:
     helper = dists.wheel("buildhelper", "1.0")
     sd = dists.sdist("needsbuild", "1.0", build_requires=("buildhelper",))

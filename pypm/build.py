@@ -371,18 +371,19 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
 
         plugins.fire(project, "pre-build", venv=None, interpreter=str(interp.executable))
     with Cache(offline=bool(getattr(args, "offline", False)), base_dir=project.root) as cache:
-        common = dict(build_packages=packages, interpreter=interp, cache=cache, label=f"the project {project.name}",
-                      network=network, link_mode=None, fetchers=(), limits=project.tool.build_limits)
+        common: dict[str, Any] = dict(build_packages=packages, interpreter=interp, cache=cache,
+                                      label=f"the project {project.name}", network=network, link_mode=None,
+                                      fetchers=(), limits=project.tool.build_limits)
         epoch = project_epoch(project.root)
         sdist = None
         if want_sdist:
-            sdist = _build(project.root, out_dir, kind="sdist", epoch=epoch, **common)  # type: ignore[arg-type]
+            sdist = _build(project.root, out_dir, kind="sdist", epoch=epoch, **common)
             made.append(sdist)
         if want_wheel:
             if sdist is not None:
-                wheel = _build(sdist, out_dir, kind="wheel", epoch=epoch, sdist=sdist, **common)  # type: ignore[arg-type]
+                wheel = _build(sdist, out_dir, kind="wheel", epoch=epoch, sdist=sdist, **common)
             else:
-                wheel = _build(project.root, out_dir, kind="wheel", epoch=epoch, **common)  # type: ignore[arg-type]
+                wheel = _build(project.root, out_dir, kind="wheel", epoch=epoch, **common)
             made.append(wheel)
     if project.tool.plugins:
         from . import plugins

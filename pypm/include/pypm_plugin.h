@@ -15,6 +15,10 @@
  * last message the plugin reported as the reason. Everything ctx points to belongs
  * to pypm and is valid only during the call: copy what you want to keep.
  *
+ * pypm runs the plugin in a process of its own, one per pypm command: statics keep
+ * their values from stage to stage of one command, and a crash in the hook ends only
+ * that process (pypm reports "plugin <name> crashed at <stage>", exit code 9).
+ *
  * Optionally, declare the ABI version you were built against and the stages you
  * implement (pypm then calls you only at those, and `pypm plugins` lists them):
  *

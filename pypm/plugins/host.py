@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..project import Project
 
-__all__ = ["GROUP", "RUN_STAGES", "LoadedPlugin", "find_plugin", "enabled_plugins", "fire_stage", "fetchers",
+__all__ = ["GROUP", "RUN_STAGES", "LoadedPlugin", "find_plugin", "unload_all", "enabled_plugins", "fire_stage", "fetchers",
            "run_hook_record", "list_plugins"]
 
 GROUP = "pypm.plugins"
@@ -36,7 +36,7 @@ class LoadedPlugin:
     kind: str  # "python" | "native"
     origin: str  # "entry point NAME = VALUE (dist X Y)" or the .so path
     hooks: tuple[str, ...]  # the stages it implements, plus "fetch" for a wheel fetcher
-    obj: Any  # the entry point's object, or a native.NativePlugin
+    obj: Any  # the entry point's object, or a nativehost.HostedPlugin
 
 
 # ---------------------------------------------------------------- discovery
@@ -72,6 +72,16 @@ def _python_hooks(obj: Any) -> tuple[str, ...]:
 
 
 _loaded: dict[tuple[str, str], LoadedPlugin] = {}
+
+
+def unload_all() -> None:
+    """Forget every loaded plugin and end the native plugins' host processes (they start again,
+    with the environment of then, on next use). One pypm command never needs this; a process
+    that runs several (the tests) does."""
+    for plugin in _loaded.values():
+        if plugin.kind == "native":
+            plugin.obj.close()
+    _loaded.clear()
 
 
 def _load_entry_point(name: str, ep: "EntryPoint") -> LoadedPlugin:
@@ -119,9 +129,9 @@ def find_plugin(project: "Project", name: str) -> LoadedPlugin:
         if so.is_file():
             key = ("native", str(so))
             if key not in _loaded:
-                from . import native
+                from . import nativehost
 
-                nat = native.load(name, so)
+                nat = nativehost.start(name, so)  # in a process of its own: a crash is reported, not fatal
                 _loaded[key] = LoadedPlugin(name, "native", str(so), nat.stages, nat)
             return _loaded[key]
     if name in BUILTIN:

@@ -16,6 +16,16 @@ from tests.e2e.test_sync import small  # noqa: F401 - the synthetic project fixt
 CSRC = Path(__file__).parent / "csrc"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_plugin_hosts() -> Iterator[None]:
+    """Each test as its own pypm command: native plugins' host processes start with the test's
+    environment (PYPM_TEST_LOG, PYPM_TEST_FAIL_AT) and end with it."""
+    yield
+    from pypm.plugins.host import unload_all
+
+    unload_all()
+
+
 def cc(out: Path, *sources: Path, shared: bool = True, defines: tuple[str, ...] = (),
        cxx: bool = False, flags: tuple[str, ...] = ()) -> Path:
     names = ("c++", "g++") if cxx else ("cc", "gcc")

@@ -87,6 +87,25 @@ def test_c_plugin_sees_sync_and_run_and_its_failure_aborts_sync(pypm, small, nat
     assert installed(project / ".venv").keys() == {"alpha", "beta", "devtool"}
 
 
+def test_a_crashing_c_plugin_stops_sync_with_a_clear_error_and_no_change(pypm, small, tmp_path: Path) -> None:
+    from .conftest import CSRC, cc
+
+    project, server, wheels = small
+    d = tmp_path / "plugins"
+    d.mkdir()
+    cc(d / "pypm_crasher.so", CSRC / "crasher.c")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(
+        "[tool.pypm]\n", f'[tool.pypm]\nplugins = ["crasher"]\nplugin-path = ["{d}"]\n', 1))
+    r = pypm("sync", "--frozen", cwd=project, env={"PYPM_TEST_CRASH_AT": "pre-sync"})
+    assert r.returncode == 9, r.stderr
+    assert "error: plugin crasher crashed at pre-sync (killed by SIGSEGV)" in r.stderr
+    assert "Traceback" not in r.stderr and not (project / ".venv").exists()
+    r = pypm("sync", "--frozen", cwd=project)  # without the crash: the plugin ran once per stage, in one process
+    assert r.returncode == 0 and "crasher: call 2 at post-sync" in r.stderr, r.stderr
+    assert installed(project / ".venv").keys() == {"alpha", "beta", "devtool"}
+
+
 def test_python_entry_point_plugin_sees_sync_and_its_failure_aborts(pypm, small, tmp_path: Path) -> None:
     project, server, wheels = small
     site = make_entry_point_dist(tmp_path / "site", "pypm-test-plugins", "pypm_test_plugins", PY_RECORDER,

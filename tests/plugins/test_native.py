@@ -174,3 +174,45 @@ def test_no_plugins_means_no_work(tmp_path: Path) -> None:
     project = load_project(root)
     plugins.fire(project, "pre-sync")
     assert plugins.wheel_fetchers(project) == []
+
+
+@pytest.fixture
+def crasher(tmp_path: Path) -> Path:
+    d = tmp_path / "plugins"
+    d.mkdir()
+    cc(d / "pypm_crasher.so", CSRC / "crasher.c")
+    return _project(tmp_path / "proj", ["crasher"], str(d))
+
+
+@pytest.mark.parametrize("how, signal_name", [("segv", "SIGSEGV"), ("abort", "SIGABRT"), ("exit", None)])
+def test_a_crashing_c_plugin_is_a_plugin_error_not_the_end_of_pypm(crasher: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capfd: pytest.CaptureFixture[str], how: str,
+                                                                   signal_name: str | None) -> None:
+    monkeypatch.setenv("PYPM_TEST_CRASH_AT", "post-sync")
+    monkeypatch.setenv("PYPM_TEST_CRASH_HOW", how)
+    project = load_project(crasher)
+    plugins.fire(project, "pre-lock")
+    plugins.fire(project, "pre-sync")
+    with pytest.raises(PluginError) as e:
+        plugins.fire(project, "post-sync")
+    what = f"killed by {signal_name}" if signal_name else "its process exited with status 4 during the hook"
+    assert e.value.message == f"plugin crasher crashed at post-sync ({what})"
+    assert e.value.exit_code == ExitCode.PLUGIN and "pypm_crasher.so" in (e.value.hint or "")
+    # One process for the whole command: the plugin's static counted 1, 2, 3.
+    err = capfd.readouterr().err
+    assert "crasher: call 1 at pre-lock" in err and "crasher: call 3 at post-sync" in err, err
+    with pytest.raises(PluginError, match="crashed at post-run"):  # gone: later stages say so too
+        plugins.fire(project, "post-run")
+
+
+def test_a_plugin_that_crashes_while_loading_is_a_plugin_error(tmp_path: Path) -> None:
+    d = tmp_path / "plugins"
+    d.mkdir()
+    src = tmp_path / "ctor.c"
+    src.write_text('#include "pypm_plugin.h"\n#include <stdlib.h>\n'
+                   "__attribute__((constructor)) static void boom(void) { abort(); }\n"
+                   "int pypm_hook(const struct pypm_context *c) { (void)c; return 0; }\n")
+    cc(d / "pypm_ctor.so", src)
+    root = _project(tmp_path / "proj", ["ctor"], str(d))
+    with pytest.raises(PluginError, match=r"plugin ctor crashed while being loaded from .*pypm_ctor.so \(killed by signal 6\)"):
+        plugins.fire(load_project(root), "pre-sync")

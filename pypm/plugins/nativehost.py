@@ -1,0 +1,184 @@
+"""Native plugins run in a process of their own: a crash in C is a clear error, not pypm's death.
+
+A plugin's `pypm_hook` is C: a NULL dereference or an abort() in it used to kill pypm in the
+middle of its work, with no word of which plugin or stage. Now each enabled native plugin gets
+one host process for the whole pypm command (so a plugin may keep state between its stages,
+as the header allows), started on first use: the same interpreter, without site-packages
+(`-I -S`, ~15 ms), which dlopens the plugin with `native.load` and calls its hook with the
+context it is sent. pypm sees the host die (EOF on the reply pipe) and reports "plugin NAME
+crashed at STAGE (SIGSEGV)", exit code 9; what the command had done is rolled back as after
+any other plugin failure.
+
+Protocol, one JSON object per line on two pipes of their own (the host's stdin, stdout and
+stderr are pypm's, so what the plugin prints reaches the user as before):
+  host -> pypm, once: {"stages": [...]} or {"error": message, "hint": hint}
+  pypm -> host, per call: {"stage", "project_root", "venv", "lock_path", "interpreter",
+                           "config", "packages": [[name, version, wheel_path, sha256], ...]}
+  host -> pypm, per call: {"report": text}... then {"rc": n, "last": text or null}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..errors import PluginError
+
+# Only what the host process needs is imported at the top: it starts once per command that
+# uses a native plugin. The rest (subprocess, threading, ...) is the parent's, imported there.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    import subprocess
+    from pathlib import Path
+    from typing import Any, Callable, Sequence
+
+__all__ = ["HostedPlugin", "start"]
+
+# Where the pypm package lives: the host imports it from there, without site-packages.
+_TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The host imports pypm.errors, pypm.plugins.native and this module, and none of the packages'
+# __init__ (pypm.plugins' loads dataclasses and pathlib: ~13 ms of the host's ~25 ms start):
+# the two packages are made as bare namespaces first.
+_BOOT = ("import sys, types\n"
+         "for name, sub in (('pypm', 'pypm'), ('pypm.plugins', 'pypm/plugins')):\n"
+         "    m = types.ModuleType(name); m.__path__ = [sys.argv[1] + '/' + sub]; sys.modules[name] = m\n"
+         "from pypm.plugins.nativehost import main\n"
+         "main(sys.argv[2:])\n")
+
+
+class HostedPlugin:
+    """A native plugin in its host process: `stages`, and `call(...)` as native.NativePlugin's."""
+
+    def __init__(self, name: str, path: Path, proc: subprocess.Popen[bytes], to_host: Any, from_host: Any,
+                 stages: tuple[str, ...]) -> None:
+        self.name, self.path, self.stages = name, path, stages
+        import threading
+
+        self._proc, self._to, self._from = proc, to_host, from_host
+        # One call at a time: sync's build threads fire pre-build/post-build concurrently, and the
+        # host is one conversation.
+        self._lock = threading.Lock()
+
+    def call(self, stage: str, *, project_root: str, venv: str | None, lock_path: str | None,
+             interpreter: str | None, config: Any, packages: Sequence[Any],
+             report: Callable[[str], None]) -> tuple[int, str | None]:
+        """Run the hook in the host; (its return value, the last message it reported)."""
+        request = {"stage": stage, "project_root": project_root, "venv": venv, "lock_path": lock_path,
+                   "interpreter": interpreter, "config": config or {},
+                   "packages": [[p.name, p.version, p.wheel_path, p.sha256] for p in packages]}
+        with self._lock:
+            try:
+                self._to.write(json.dumps(request, default=str).encode() + b"\n")
+                self._to.flush()
+            except OSError:  # the host is gone (it crashed in an earlier stage's aftermath)
+                raise self._crashed(stage) from None
+            while True:
+                line = self._from.readline()
+                if not line:
+                    raise self._crashed(stage)
+                msg = json.loads(line)
+                if "report" in msg:
+                    report(msg["report"])
+                else:
+                    return int(msg["rc"]), msg.get("last")
+
+    def _crashed(self, stage: str) -> PluginError:
+        import signal
+        import subprocess
+
+        try:
+            code = self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - it closed its pipe but lives on
+            self._proc.kill()
+            code = self._proc.wait()
+        if code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"its process exited with status {code} during the hook"
+        return PluginError(f"plugin {self.name} crashed at {stage} ({how})",
+                           hint=f"the fault is in {self.path}: fix it or remove {self.name!r} from "
+                                "[tool.pypm] plugins; nothing this command did was kept half-done")
+
+    def close(self) -> None:
+        import subprocess
+
+        for f in (self._to, self._from):
+            try:
+                f.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hook that never returns
+            self._proc.kill()
+            self._proc.wait()
+
+
+def start(name: str, path: Path) -> HostedPlugin:
+    """Start the host for `path`; it loads the plugin (a load problem is a PluginError, as before)."""
+    import subprocess
+
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    try:
+        # -I -S: no user site, no site-packages, no PYTHON* variables: the host needs only the
+        # standard library and pypm (on sys.path from _TOP). Its fds 0-2 are ours.
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, _TOP, name, str(path),
+                                 str(req_r), str(resp_w)], pass_fds=(req_r, resp_w), close_fds=True)
+    except OSError as e:
+        for fd in (req_r, req_w, resp_r, resp_w):
+            os.close(fd)
+        raise PluginError(f"plugin {name}: cannot start its host process: {e.strerror}",
+                          hint=f"check that {sys.executable} can be run") from None
+    os.close(req_r)
+    os.close(resp_w)
+    to_host, from_host = os.fdopen(req_w, "wb"), os.fdopen(resp_r, "rb")
+    first = from_host.readline()
+    hello = json.loads(first) if first else None
+    if not isinstance(hello, dict) or "stages" not in hello:
+        to_host.close()
+        from_host.close()
+        code = proc.wait()
+        if isinstance(hello, dict) and "error" in hello:
+            raise PluginError(hello["error"], hint=hello.get("hint"))
+        what = f"killed by signal {-code}" if code < 0 else f"status {code}"
+        raise PluginError(f"plugin {name} crashed while being loaded from {path} ({what})",
+                          hint="its initialisation code (constructors) failed; rebuild or remove it")
+    hosted = HostedPlugin(name, path, proc, to_host, from_host, tuple(hello["stages"]))
+    import atexit
+
+    atexit.register(hosted.close)
+    return hosted
+
+
+# ---------------------------------------------------------------- the host process
+
+def main(argv: list[str]) -> None:
+    name, path, req_fd, resp_fd = argv[0], argv[1], int(argv[2]), int(argv[3])
+    out = os.fdopen(resp_fd, "wb", buffering=0)
+
+    def send(msg: dict[str, Any]) -> None:
+        out.write(json.dumps(msg).encode() + b"\n")
+
+    from types import SimpleNamespace
+
+    from . import native
+
+    try:
+        plugin = native.load(name, path)  # a str: pathlib is ~3 ms here
+    except PluginError as e:
+        send({"error": e.message, "hint": e.hint})
+        return
+    send({"stages": list(plugin.stages)})
+    with os.fdopen(req_fd, "rb") as requests:
+        for line in requests:
+            r = json.loads(line)
+            packages = [SimpleNamespace(name=n, version=v, wheel_path=w, sha256=s) for n, v, w, s in r["packages"]]
+            rc, last = plugin.call(r["stage"], project_root=r["project_root"], venv=r["venv"],
+                                   lock_path=r["lock_path"], interpreter=r["interpreter"], config=r["config"],
+                                   packages=packages, report=lambda text: send({"report": text}))
+            send({"rc": rc, "last": last})

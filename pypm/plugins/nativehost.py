@@ -159,6 +159,13 @@ def start(name: str, path: Path) -> HostedPlugin:
 
 def main(argv: list[str]) -> None:
     name, path, req_fd, resp_fd = argv[0], argv[1], int(argv[2]), int(argv[3])
+    import _signal
+
+    # Ctrl-C reaches the whole foreground process group, this host too: pypm decides what it
+    # means (a sandboxed command's Ctrl-C still runs post-run), so it must not end the host.
+    # A handler rather than SIG_IGN: execve resets a handler, so what the plugin starts gets
+    # the default back, as it did when plugins ran inside pypm.
+    _signal.signal(_signal.SIGINT, lambda *_: None)
     out = os.fdopen(resp_fd, "wb", buffering=0)
 
     def send(msg: dict[str, Any]) -> None:

@@ -216,3 +216,20 @@ def test_a_plugin_that_crashes_while_loading_is_a_plugin_error(tmp_path: Path) -
     root = _project(tmp_path / "proj", ["ctor"], str(d))
     with pytest.raises(PluginError, match=r"plugin ctor crashed while being loaded from .*pypm_ctor.so \(killed by signal 6\)"):
         plugins.fire(load_project(root), "pre-sync")
+
+
+def test_ctrl_c_does_not_end_a_plugins_host(native_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The terminal's SIGINT reaches the host too (same process group); the next stage still runs."""
+    import os
+    import signal
+    import time
+
+    from pypm.plugins.host import find_plugin
+
+    monkeypatch.delenv("PYPM_TEST_FAIL_AT", raising=False)
+    root = _project(tmp_path / "proj", ["recorder"], str(native_dir))
+    project = load_project(root)
+    plugins.fire(project, "pre-run")
+    os.kill(find_plugin(project, "recorder").obj._proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    plugins.fire(project, "post-run")

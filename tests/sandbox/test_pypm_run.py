@@ -342,6 +342,27 @@ def test_pypm_run_as_an_unprivileged_user(pypm, boxes, world) -> None:
     assert json.loads(r.stdout) == [NOBODY, str(project / ".venv"), "pypm-sandbox", False, ["lo"]]
 
 
+def test_pypm_run_limits_processes_for_an_unprivileged_user(pypm, boxes, world) -> None:
+    """`[tool.pypm.sandbox] limits = { processes = 12 }` through `pypm run` started by uid 65534:
+    the command and its children stop at 12 tasks in the sandbox's user namespace (its init
+    included), and a fork bomb with them."""
+    from .test_limits import FORK
+
+    box = boxes["nobody"]
+    project = world.user_dir("nobody", "proj")
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "lp"\nversion = "0.1.0"\nrequires-python = ">=3.9"\ndependencies = []\n'
+        f'\n[tool.pypm]\npython = "{SYSTEM_PYTHON}"\n\n[tool.pypm.sandbox]\nlimits = {{ processes = 12 }}\n')
+    r = pypm("sync", cwd=project)
+    assert r.returncode == 0, r.stderr
+    for dirpath, dirnames, filenames in os.walk(project):
+        for n in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, n), NOBODY, NOBODY)
+    argv = as_user("nobody", [world.python, "-m", "pypm", "run", "--", "python", "-c", FORK, "100"], box.env)
+    r = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0 and r.stdout.split() == ["10", "11"], (r.stdout, r.stderr)
+
+
 def test_path_dependencies_on_sys_path_are_visible_read_only(pypm, app, tmp_path) -> None:
     """An editable path dependency (a .pth line pointing outside the project) is bound read-only."""
     project = app()

@@ -320,19 +320,26 @@ def test_canary_runs_sandboxed(pypm, canary_project) -> None:
 
 
 
-def test_pypm_run_as_an_unprivileged_user(pypm, boxes, world) -> None:
-    """`pypm run` started by uid 65534 (with a world-readable pypm and the distribution's
-    python): sandboxed, as itself, the isolation probe passing, the project its own."""
-    box = boxes["nobody"]
+def _synced_for_nobody(pypm, world, tool: str = "") -> Path:
+    """A project of uid 65534 using the distribution's python, synced (by root: no sandbox
+    is involved), then handed over to 65534 whole. `tool`: appended to pyproject.toml."""
     project = world.user_dir("nobody", "proj")
     (project / "pyproject.toml").write_text(
         '[project]\nname = "wp"\nversion = "0.1.0"\nrequires-python = ">=3.9"\ndependencies = []\n'
-        f'\n[tool.pypm]\npython = "{SYSTEM_PYTHON}"\n')
+        f'\n[tool.pypm]\npython = "{SYSTEM_PYTHON}"\n' + tool)
     r = pypm("sync", cwd=project)
     assert r.returncode == 0, r.stderr
     for dirpath, dirnames, filenames in os.walk(project):
         for n in dirnames + filenames:
             os.lchown(os.path.join(dirpath, n), NOBODY, NOBODY)
+    return project
+
+
+def test_pypm_run_as_an_unprivileged_user(pypm, boxes, world) -> None:
+    """`pypm run` started by uid 65534 (with a world-readable pypm and the distribution's
+    python): sandboxed, as itself, the isolation probe passing, the project its own."""
+    box = boxes["nobody"]
+    project = _synced_for_nobody(pypm, world)
     code = ("import json, os, socket, sys; print(json.dumps([os.getuid(), sys.prefix, socket.gethostname(),"
             " os.path.exists(sys.argv[1]), [n for _, n in socket.if_nameindex()]]))")
     argv = as_user("nobody", [world.python, "-m", "pypm", "run", "--", "python", "-c", code, str(world.secret)],
@@ -349,15 +356,7 @@ def test_pypm_run_limits_processes_for_an_unprivileged_user(pypm, boxes, world) 
     from .test_limits import FORK
 
     box = boxes["nobody"]
-    project = world.user_dir("nobody", "proj")
-    (project / "pyproject.toml").write_text(
-        '[project]\nname = "lp"\nversion = "0.1.0"\nrequires-python = ">=3.9"\ndependencies = []\n'
-        f'\n[tool.pypm]\npython = "{SYSTEM_PYTHON}"\n\n[tool.pypm.sandbox]\nlimits = {{ processes = 12 }}\n')
-    r = pypm("sync", cwd=project)
-    assert r.returncode == 0, r.stderr
-    for dirpath, dirnames, filenames in os.walk(project):
-        for n in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, n), NOBODY, NOBODY)
+    project = _synced_for_nobody(pypm, world, "\n[tool.pypm.sandbox]\nlimits = { processes = 12 }\n")
     argv = as_user("nobody", [world.python, "-m", "pypm", "run", "--", "python", "-c", FORK, "100"], box.env)
     r = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=90)
     assert r.returncode == 0 and r.stdout.split() == ["10", "11"], (r.stdout, r.stderr)

@@ -52,6 +52,11 @@ _RECENT_NS = 30_000_000  # younger than this (3 ticks at HZ=100), a file's times
 # file changed after that may have been read before the change, so it cannot vouch for the plan.
 _started_ns: int | None = None
 _FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be recorded for
+# ... and sandbox flags whose whole effect is on the policy the plan holds (no host path or
+# environment variable to check again at replay, unlike --bind or --env): they are part of the
+# plan's key with their values, as given (joined with \x1f there: a value may hold a space).
+_POLICY_FLAGS = frozenset({"--read-only-project", "--writable-project"})
+_POLICY_VALUED = frozenset({"--limit", "--network"})
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "sandbox/policy.py",
          "sandbox/host.py", "sandbox/seccomp.py", "sandbox/cachedir.py", "sandbox/native.py", "sandbox/caller.py", "sandbox/helper.c")
@@ -68,9 +73,19 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
     if not argv or argv[0] != "run":
         return None
     i, flags = 1, []
-    while i < len(argv) and argv[i] in _FLAGS:
-        flags.append(argv[i])
-        i += 1
+    while i < len(argv):
+        a = argv[i]
+        if a in _FLAGS or a in _POLICY_FLAGS:
+            flags.append(a)
+            i += 1
+        elif a.partition("=")[0] in _POLICY_VALUED and "=" in a:
+            flags.append(a)
+            i += 1
+        elif a in _POLICY_VALUED and i + 1 < len(argv):
+            flags += [a, argv[i + 1]]
+            i += 2
+        else:
+            break
     if i < len(argv) and argv[i] == "--":
         i += 1
     cmd = list(argv[i:])
@@ -171,7 +186,7 @@ def launch(argv: Sequence[str]) -> None:
         plan = _parse(fields)
     except (ValueError, IndexError):
         return
-    if plan is None or plan["flags"] != " ".join(flags).encode() or plan["cwd"] != os.fsencode(cwd):
+    if plan is None or plan["flags"] != "\x1f".join(flags).encode() or plan["cwd"] != os.fsencode(cwd):
         return
     if plan["uid"] != os.getuid() or plan["gid"] != os.getgid() or plan["env"] != _environ(plan["names"]):
         return
@@ -353,7 +368,7 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     args = native.plan_argv(exe, policy, [], status_fd=-1, seccomp_fd=-1, root="ROOT", uid=os.getuid(),
                             gid=os.getgid(), old_mask=())
     args = args[:-1]  # without the "--" that plan_argv ends with (launch adds it before the command)
-    fields = [_MAGIC, " ".join(flags).encode(), os.fsencode(os.getcwd()), b"%d" % os.getuid(), b"%d" % os.getgid(),
+    fields = [_MAGIC, "\x1f".join(flags).encode(), os.fsencode(os.getcwd()), b"%d" % os.getuid(), b"%d" % os.getgid(),
               b"%d" % len(idents)]
     for path_b, ident in idents:
         fields += [path_b, ident]

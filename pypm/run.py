@@ -245,6 +245,13 @@ def run_shell(ctx: Any, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- the entry point's fast path
 
 _FAST_FLAGS = frozenset({"--no-sandbox", "--frozen", "-q", "--quiet"})
+# The sandbox's flags with a value (cli._sandbox_flags), also taken on the fast path: the full CLI
+# costs ~45 ms more (argparse, the project model), for flags pypm.sandboxing reads the same way
+# from either. name -> (attribute, repeatable). Anything else, an abbreviation included, goes to
+# the full CLI, which parses (and refuses) it as it always did.
+_FAST_VALUED = {"--limit": ("limit", True), "--bind": ("bind", True), "--ro-bind": ("ro_bind", True),
+                "--env": ("env", True), "--network": ("network", False), "--profile": ("profile", False)}
+_FAST_PROJECT = {"--writable-project": True, "--read-only-project": False}
 _STATE_VERSION = 1  # venvstate.STATE_VERSION, without venvstate's hashlib/pathlib imports (a test keeps them equal)
 
 
@@ -275,8 +282,17 @@ class _FastArgs:
     command = "run"
     print_sandbox = False
 
-    def __init__(self, frozen: bool) -> None:
+    def __init__(self, frozen: bool, values: dict[str, Any] | None = None) -> None:
         self.frozen = frozen
+        self.limit: list[str] = []
+        self.bind: list[str] = []
+        self.ro_bind: list[str] = []
+        self.env: list[str] = []
+        self.network: str | None = None
+        self.profile: str | None = None
+        self.writable_project: bool | None = None
+        for k, v in (values or {}).items():
+            setattr(self, k, v)
 
 
 def _path(p: str) -> Any:
@@ -285,9 +301,11 @@ def _path(p: str) -> Any:
     return Path(p)
 
 
-def _fast_parse(argv: Sequence[str]) -> tuple[set[str], list[str]] | None:
+def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None) -> tuple[set[str], list[str]] | None:
     """(flags, command) for `[-q] run [--no-sandbox|--frozen|-q]... [--] CMD ...`; None for
-    anything else (the full CLI then parses it, abbreviations and errors included)."""
+    anything else (the full CLI then parses it, abbreviations and errors included). The sandbox
+    flags of _FAST_VALUED and _FAST_PROJECT go into `values` (attribute -> value, as argparse
+    would set them) when it is given; without it they are "anything else"."""
     i = 0
     flags: set[str] = set()
     while i < len(argv) and argv[i] in ("-q", "--quiet"):
@@ -303,6 +321,30 @@ def _fast_parse(argv: Sequence[str]) -> tuple[set[str], list[str]] | None:
             break
         if not a.startswith("-"):
             break  # argparse.REMAINDER: the command and everything after it
+        if values is not None and a in _FAST_PROJECT:
+            if values.get("writable_project", _FAST_PROJECT[a]) != _FAST_PROJECT[a]:
+                return None  # both: argparse refuses them together
+            values["writable_project"] = _FAST_PROJECT[a]
+            i += 1
+            continue
+        name, eq, value = a.partition("=")
+        if values is not None and name in _FAST_VALUED:
+            if not eq:
+                if i + 1 >= len(argv):
+                    return None
+                i += 1
+                value = argv[i]
+            # What argparse would refuse or read otherwise: an empty value (cli._given), one that
+            # looks like an option, a network it does not offer.
+            if not value.strip() or value.startswith("-") or (name == "--network" and value not in ("none", "host")):
+                return None
+            attr, many = _FAST_VALUED[name]
+            if many:
+                values.setdefault(attr, []).append(value)
+            else:
+                values[attr] = value
+            i += 1
+            continue
         if a not in _FAST_FLAGS:
             return None
         flags.add("-q" if a == "--quiet" else a)
@@ -336,7 +378,8 @@ def fast_main(argv: Sequence[str]) -> int | None:
     """`pypm run` on a synced project with no run hooks and no trusted keys, straight from the entry
     point: the same checks as `_fast_venv` and the same run as `_execute`. None: not handled, and
     nothing was done (the full CLI then does exactly what it would have)."""
-    parsed = _fast_parse(argv)
+    values: dict[str, Any] = {}
+    parsed = _fast_parse(argv, values)
     if parsed is None:
         return None
     flags, cmd = parsed
@@ -372,11 +415,13 @@ def fast_main(argv: Sequence[str]) -> int | None:
     env = venv_environment(venv)
     try:
         if "--no-sandbox" in flags or tool.get("sandbox-enabled", True) is False:
+            if values:
+                return None  # sandbox flags without the sandbox: the full CLI decides what that means
             return spawn_and_wait(cmd, env)
         from .launch import _split
 
         launchable = _split(argv)  # this run's flags as pypm.launch will see them next time
-        return _run_sandboxed()(_FastContext(start, "-q" in flags), None, venv, cmd, env, _FastArgs(frozen),
+        return _run_sandboxed()(_FastContext(start, "-q" in flags), None, venv, cmd, env, _FastArgs(frozen, values),
                                 known=(root, tool), launch_flags=launchable[0] if launchable else None)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure

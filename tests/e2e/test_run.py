@@ -188,6 +188,16 @@ def test_fast_path_state_version_is_venvstates() -> None:
     assert run._fast_parse(["run", "python", "--no-sandbox"]) == (set(), ["python", "--no-sandbox"])
     assert run._fast_parse(["run", "--no-sandbox"]) is None  # no command: the CLI says so
     assert run._fast_parse(["sync"]) is None
+    values: dict = {}
+    assert run._fast_parse(["run", "--limit", "cpu=1", "--limit=memory=1G", "--network", "host", "--read-only-project",
+                            "--env=A=1", "--bind", "/x", "--ro-bind", "/y:/z", "--profile=strict", "--", "cmd"],
+                           values) == (set(), ["cmd"])
+    assert values == {"limit": ["cpu=1", "memory=1G"], "network": "host", "writable_project": False, "env": ["A=1"],
+                      "bind": ["/x"], "ro_bind": ["/y:/z"], "profile": "strict"}
+    assert run._fast_parse(["run", "--limit", "cpu=1", "cmd"]) is None  # without `values`: the full CLI's
+    for refused in (["--limit"], ["--limit", " "], ["--limit", "-x"], ["--network", "lan"], ["--lim", "cpu=1"],
+                    ["--read-only-project", "--writable-project"]):
+        assert run._fast_parse(["run", *refused, "cmd"], {}) is None, refused
     text = '{"a": [1, 2.5, "\\u00e9", null, true, {"b": false}], "c": "x"}\n'
     assert run._json_loads(text) == json.loads(text)  # type: ignore[attr-defined]
     for bad in ("", "{", "{} x", '{"a": NaN}', "[1,]", "{ garbage", '"abc'):

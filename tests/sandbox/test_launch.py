@@ -68,6 +68,28 @@ def test_a_replayed_plan_keeps_the_projects_limits(pypm, app) -> None:
     assert launched and r.returncode == 0 and r.stdout == "(64, 64) (600, 600)\n", r.stderr
 
 
+def test_a_plan_with_policy_flags_is_replayed_only_for_the_same_values(pypm, app) -> None:
+    """--limit, --network and --read-only-project change only the policy the plan holds: a run
+    with them is recorded and replayed, keyed by the flags with their values."""
+    project = app()
+    flags = ("--frozen", "--limit", "open-files=64", "--network=host", "--read-only-project")
+    code = ("import os, resource, socket; print(resource.getrlimit(resource.RLIMIT_NOFILE)[1],"
+            " len(socket.if_nameindex()) > 1, os.access('.', os.W_OK))")
+    for _ in range(3):
+        launched, r = _run(pypm, project, "python", "-c", code, flags=flags)
+        assert r.returncode == 0 and r.stdout == "64 True False\n", r.stderr
+        if launched:
+            break
+        time.sleep(0.15)
+    assert launched, "never replayed"
+    launched, r = _run(pypm, project, "python", "-c", code, flags=("--frozen", "--limit", "open-files=32",
+                                                                    "--network=host", "--read-only-project"))
+    assert not launched and r.returncode == 0 and r.stdout == "32 True False\n", r.stderr
+    launched, r = _run(pypm, project, "python", "-c", code, flags=("--frozen",))
+    assert not launched and r.returncode == 0, r.stderr
+    assert r.stdout == f"{os.sysconf('SC_OPEN_MAX')} False True\n"
+
+
 def _alive(name: str) -> bool:
     try:
         os.kill(int(name.split(".")[1]), 0)

@@ -186,6 +186,25 @@ def test_limits_from_config_and_flags(pypm, app) -> None:
     assert r.returncode == 8 and "--limit memory = 'lots' is not a size" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_sandbox_flags_take_the_fast_path_with_the_full_paths_result(pypm, app) -> None:
+    project = app()
+    code = ("import os, resource, socket; print(resource.getrlimit(resource.RLIMIT_NOFILE)[1], os.environ.get('X'),"
+            " len(socket.if_nameindex()) > 1, os.access('.', os.W_OK))")
+    flags = ["--limit", "open-files=64", "--network=host", "--env", "X=1", "--read-only-project", "--profile", "default"]
+    env = {"PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"}
+    fast = pypm("run", "--frozen", *flags, "--", "python", "-c", code, cwd=project, env=env)
+    full = pypm("run", "--frozen", "--no-sync", *flags, "--", "python", "-c", code, cwd=project, env=env)
+    for r in (fast, full):
+        assert r.returncode == 0 and r.stdout == "64 1 True False\n", r.stderr
+    imported = [line.split("|")[-1].strip() for line in fast.stderr.splitlines() if line.startswith("import time:")]
+    assert "pypm.cli" not in imported and "argparse" not in imported
+    assert "pypm.cli" in [line.split("|")[-1].strip() for line in full.stderr.splitlines()]
+    # What argparse refuses is still refused, in its words.
+    for bad in (["--limit", ""], ["--network", "lan"], ["--read-only-project", "--writable-project"], ["--limit"]):
+        r = pypm("run", "--frozen", *bad, "--", "true", cwd=project)
+        assert r.returncode == 2 and "usage:" in r.stderr, (bad, r.stderr)
+
+
 def test_a_bad_limit_in_pyproject_names_the_key(pypm, app) -> None:
     project = app()
     path = project / "pyproject.toml"

@@ -75,9 +75,12 @@ class HostedPlugin:
                 raise self._crashed(stage) from None
             while True:
                 line = self._from.readline()
-                if not line:
+                try:
+                    msg = json.loads(line) if line.endswith(b"\n") else None
+                except ValueError:  # cut short: the host died while writing it
+                    msg = None
+                if not isinstance(msg, dict):
                     raise self._crashed(stage)
-                msg = json.loads(line)
                 if "report" in msg:
                     report(msg["report"])
                 else:

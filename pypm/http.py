@@ -12,23 +12,27 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-import httpcore
-
 from . import __version__, tls
 from .errors import IndexError_
 
-# httpx's __init__ imports its command-line client (httpx._main) whenever click is installed,
-# and with it click, rich.console and pygments: 30-50 ms of every networked command here, for a
-# `main` pypm never calls. A None in sys.modules makes that import fail as it does without
-# click, and httpx defines its stand-in; the entry is removed again right after.
-_HIDE_CLI = "httpx" not in sys.modules and "httpx._main" not in sys.modules
-if _HIDE_CLI:
-    sys.modules["httpx._main"] = None  # type: ignore[assignment]
+# Modules httpx and httpcore import whenever they are installed, for what pypm never uses:
+# httpx._main, httpx's command-line client (click, rich.console, pygments once click is there:
+# 30-50 ms), and httpcore's async locks (anyio ~9 ms, and a failed look-up of trio ~4 ms; both
+# optional there). A None in sys.modules makes each import fail as if it were not installed,
+# which both packages expect; the entries are removed right after, so that a later import of any
+# of them works (nothing in pypm makes one).
+_HIDDEN = ("httpx._main", "anyio", "trio")
+_fresh = "httpcore" not in sys.modules and "httpx" not in sys.modules
+_hide = [m for m in _HIDDEN if m not in sys.modules] if _fresh else []
+for _m in _hide:
+    sys.modules[_m] = None  # type: ignore[assignment]
 try:
+    import httpcore
     import httpx
 finally:
-    if _HIDE_CLI and "httpx._main" in sys.modules and sys.modules["httpx._main"] is None:
-        del sys.modules["httpx._main"]
+    for _m in _hide:
+        if _m in sys.modules and sys.modules[_m] is None:
+            del sys.modules[_m]
 
 __all__ = ["make_client", "HTTP2_ENV", "with_retries", "RETRY_STATUS", "describe_error"]
 

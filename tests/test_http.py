@@ -152,20 +152,25 @@ def test_threads_look_a_host_up_once(dists, index_server, tmp_path, monkeypatch,
     assert {proto for proto, _, _ in front.requests} == {"h2" if http2 == "1" else "http/1.1"}
 
 
-def test_httpx_is_imported_without_its_command_line_client() -> None:
+def test_httpx_is_imported_without_its_command_line_client_or_async_libraries() -> None:
     """httpx imports its CLI (click, rich.console, pygments: 30-50 ms) whenever click is
-    installed; pypm.http keeps it out, and httpx still works (and `httpx._main` stays importable)."""
+    installed, and httpcore anyio (and tries trio) for async locks; pypm.http keeps them out, and
+    httpx still works (and each stays importable afterwards)."""
     import importlib.util
     import subprocess
     import sys
 
-    if importlib.util.find_spec("click") is None:
-        pytest.skip("click is not installed here, so httpx would not import its CLI anyway")
-    code = ("import sys, pypm.http, httpx; "
-            "print(sorted(m for m in ('click', 'pygments', 'rich.console', 'httpx._main') if m in sys.modules)); "
-            "print(callable(httpx.Client), callable(httpx.main)); import httpx._main; print('cli importable')")
+    missing = [m for m in ("click", "anyio") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed here, so httpx/httpcore would not import them anyway")
+    code = ("import sys, pypm.http, httpx\n"
+            "print(sorted(m for m in ('click', 'pygments', 'rich.console', 'httpx._main', 'anyio', 'trio')"
+            " if m in sys.modules))\n"
+            "print(callable(httpx.Client), callable(httpx.main))\n"
+            "import httpx._main, anyio\nprint('importable')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and r.stdout == "[]\nTrue True\ncli importable\n", (r.stdout, r.stderr)
-    plain = subprocess.run([sys.executable, "-c", "import sys, httpx; print('click' in sys.modules)"],
+    assert r.returncode == 0 and r.stdout == "[]\nTrue True\nimportable\n", (r.stdout, r.stderr)
+    plain = subprocess.run([sys.executable, "-c", "import sys, httpcore, httpx; "
+                            "print('click' in sys.modules, 'anyio' in sys.modules)"],
                            capture_output=True, text=True, timeout=60)
-    assert plain.stdout == "True\n"  # what the test guards against: httpx alone does import it
+    assert plain.stdout == "True True\n"  # what the test guards against: the two alone import both

@@ -205,6 +205,14 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
 
         require_signed_lock(root / "pypm.lock", knobs["trusted-keys"], base_dir=root)
     sandboxed = not args.no_sandbox and knobs.get("sandbox-enabled", True) is not False
+    if not sandboxed:
+        # Said, not silently dropped: a --limit given for safety would otherwise look applied.
+        given = [flag for attr, flag in _SANDBOX_ONLY if getattr(args, attr, None) is not None
+                 and getattr(args, attr) != []]
+        if given:
+            why = "--no-sandbox" if args.no_sandbox else "[tool.pypm.sandbox] enabled = false"
+            ctx.info(f"warning: {', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect: the command runs "
+                     f"without the sandbox ({why})")
     plugins_on = bool(knobs.get("plugins"))
     if plugins_on and project is None:  # the sandbox reads only [tool.pypm.sandbox] itself
         project = ctx.project()
@@ -222,6 +230,11 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
 
         plugins.fire(project, "post-run", venv=str(venv))
     return rc
+
+
+# The flags that only the sandbox applies (cli._sandbox_flags): attribute -> flag.
+_SANDBOX_ONLY = (("limit", "--limit"), ("network", "--network"), ("bind", "--bind"), ("ro_bind", "--ro-bind"),
+                 ("env", "--env"), ("profile", "--profile"), ("writable_project", "--writable-project/--read-only-project"))
 
 
 def run_command(ctx: Any, args: argparse.Namespace) -> int:

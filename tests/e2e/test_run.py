@@ -180,6 +180,18 @@ def test_anything_unusual_goes_to_the_full_cli(pypm, synced) -> None:
     assert r.returncode == 2 and "--bogus" in r.stderr
 
 
+def test_sandbox_flags_without_the_sandbox_are_said_to_do_nothing(pypm, synced) -> None:
+    project, _ = synced
+    r = pypm("run", "--no-sandbox", "--frozen", "--limit", "open-files=64", "--read-only-project", "greet", cwd=project)
+    assert r.returncode == 0 and r.stdout == "hi from greet\n", r.stderr
+    assert ("warning: --limit, --writable-project/--read-only-project have no effect: the command runs without the "
+            "sandbox (--no-sandbox)") in r.stderr
+    r = pypm("run", "--no-sandbox", "--frozen", "greet", cwd=project)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    r = pypm("-q", "run", "--no-sandbox", "--frozen", "--network", "host", "greet", cwd=project)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 def test_fast_path_state_version_is_venvstates() -> None:
     from pypm import run, venvstate
 

@@ -259,7 +259,7 @@ def run_shell(ctx: Any, args: argparse.Namespace) -> int:
 
 _FAST_FLAGS = frozenset({"--no-sandbox", "--frozen", "-q", "--quiet"})
 # The sandbox's flags with a value (cli._sandbox_flags), also taken on the fast path: the full CLI
-# costs ~45 ms more (argparse, the project model), for flags pypm.sandboxing reads the same way
+# costs ~13 ms more (argparse, the project model), for flags pypm.sandboxing reads the same way
 # from either. name -> (attribute, repeatable). Anything else, an abbreviation included, goes to
 # the full CLI, which parses (and refuses) it as it always did.
 _FAST_VALUED = {"--limit": ("limit", True), "--bind": ("bind", True), "--ro-bind": ("ro_bind", True),

@@ -4,7 +4,7 @@ A plugin's `pypm_hook` is C: a NULL dereference or an abort() in it used to kill
 middle of its work, with no word of which plugin or stage. Now each enabled native plugin gets
 one host process for the whole pypm command (so a plugin may keep state between its stages,
 as the header allows), started on first use: the same interpreter, without site-packages
-(`-I -S`, ~15 ms), which dlopens the plugin with `native.load` and calls its hook with the
+(`-I -S`, ~13 ms), which dlopens the plugin with `native.load` and calls its hook with the
 context it is sent. pypm sees the host die (EOF on the reply pipe) and reports "plugin NAME
 crashed at STAGE (SIGSEGV)", exit code 9; what the command had done is rolled back as after
 any other plugin failure.

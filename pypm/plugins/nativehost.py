@@ -4,26 +4,27 @@ A plugin's `pypm_hook` is C: a NULL dereference or an abort() in it used to kill
 middle of its work, with no word of which plugin or stage. Now each enabled native plugin gets
 one host process for the whole pypm command (so a plugin may keep state between its stages,
 as the header allows), started on first use: the same interpreter, without site-packages
-(`-I -S`, ~13 ms), which dlopens the plugin with `native.load` and calls its hook with the
+(`-I -S`, ~17 ms), which dlopens the plugin with `native.load` and calls its hook with the
 context it is sent. pypm sees the host die (EOF on the reply pipe) and reports "plugin NAME
 crashed at STAGE (SIGSEGV)", exit code 9; what the command had done is rolled back as after
 any other plugin failure.
 
-Protocol, one JSON object per line on two pipes of their own (the host's stdin, stdout and
-stderr are pypm's, so what the plugin prints reaches the user as before):
+Protocol: pypm.framing's messages (as pypm's other helper processes speak), on two pipes of
+their own (the host's stdin, stdout and stderr are pypm's, so what the plugin prints reaches the
+user as before). The host runs nothing pypm did not run in its own process before.
   host -> pypm, once: {"stages": [...]} or {"error": message, "hint": hint}
   pypm -> host, per call: {"stage", "project_root", "venv", "lock_path", "interpreter",
-                           "config", "packages": [[name, version, wheel_path, sha256], ...]}
-  host -> pypm, per call: {"report": text}... then {"rc": n, "last": text or null}
+                           "config", "packages": [(name, version, wheel_path, sha256), ...]}
+  host -> pypm, per call: {"report": text}... then {"rc": n, "last": text or None}
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from ..errors import PluginError
+from ..framing import recv, send
 
 # Only what the host process needs is imported at the top: it starts once per command that
 # uses a native plugin. The rest (subprocess, threading, ...) is the parent's, imported there.
@@ -37,9 +38,9 @@ __all__ = ["HostedPlugin", "start"]
 
 # Where the pypm package lives: the host imports it from there, without site-packages.
 _TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The host imports pypm.errors, pypm.plugins.native and this module, and none of the packages'
-# __init__ (pypm.plugins' loads dataclasses and pathlib: ~13 ms of the host's ~25 ms start):
-# the two packages are made as bare namespaces first.
+# The host imports pypm.errors, pypm.framing, pypm.plugins.native and this module, and none of
+# the packages' __init__ (pypm.plugins' loads dataclasses and pathlib, ~13 ms more): the two
+# packages are made as bare namespaces first.
 _BOOT = ("import sys, types\n"
          "for name, sub in (('pypm', 'pypm'), ('pypm.plugins', 'pypm/plugins')):\n"
          "    m = types.ModuleType(name); m.__path__ = [sys.argv[1] + '/' + sub]; sys.modules[name] = m\n"
@@ -50,12 +51,12 @@ _BOOT = ("import sys, types\n"
 class HostedPlugin:
     """A native plugin in its host process: `stages`, and `call(...)` as native.NativePlugin's."""
 
-    def __init__(self, name: str, path: Path, proc: subprocess.Popen[bytes], to_host: Any, from_host: Any,
+    def __init__(self, name: str, path: Path, proc: subprocess.Popen[bytes], to_host: int, from_host: int,
                  stages: tuple[str, ...]) -> None:
-        self.name, self.path, self.stages = name, path, stages
         import threading
 
-        self._proc, self._to, self._from = proc, to_host, from_host
+        self.name, self.path, self.stages = name, path, stages
+        self._proc, self._to, self._from = proc, to_host, from_host  # our ends of the two pipes
         # One call at a time: sync's build threads fire pre-build/post-build concurrently, and the
         # host is one conversation.
         self._lock = threading.Lock()
@@ -66,19 +67,15 @@ class HostedPlugin:
         """Run the hook in the host; (its return value, the last message it reported)."""
         request = {"stage": stage, "project_root": project_root, "venv": venv, "lock_path": lock_path,
                    "interpreter": interpreter, "config": config or {},
-                   "packages": [[p.name, p.version, p.wheel_path, p.sha256] for p in packages]}
+                   "packages": [(p.name, p.version, None if p.wheel_path is None else str(p.wheel_path), p.sha256)
+                                for p in packages]}
         with self._lock:
             try:
-                self._to.write(json.dumps(request, default=str).encode() + b"\n")
-                self._to.flush()
-            except OSError:  # the host is gone (it crashed in an earlier stage's aftermath)
+                send(self._to, request)
+            except OSError:  # the host is gone (it crashed in an earlier stage's aftermath), or closed
                 raise self._crashed(stage) from None
             while True:
-                line = self._from.readline()
-                try:
-                    msg = json.loads(line) if line.endswith(b"\n") else None
-                except ValueError:  # cut short: the host died while writing it
-                    msg = None
+                msg = recv(self._from)  # None: end-of-file, or the host died mid-message
                 if not isinstance(msg, dict):
                     raise self._crashed(stage)
                 if "report" in msg:
@@ -109,11 +106,11 @@ class HostedPlugin:
     def close(self) -> None:
         import subprocess
 
-        for f in (self._to, self._from):
-            try:
-                f.close()
-            except OSError:
-                pass
+        # Once only (unload_all, then atexit): a closed descriptor's number may be another file's by then.
+        fds, self._to, self._from = (self._to, self._from), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - a hook that never returns
@@ -139,19 +136,17 @@ def start(name: str, path: Path) -> HostedPlugin:
                           hint=f"check that {sys.executable} can be run") from None
     os.close(req_r)
     os.close(resp_w)
-    to_host, from_host = os.fdopen(req_w, "wb"), os.fdopen(resp_r, "rb")
-    first = from_host.readline()
-    hello = json.loads(first) if first else None
+    hello = recv(resp_r)
     if not isinstance(hello, dict) or "stages" not in hello:
-        to_host.close()
-        from_host.close()
+        os.close(req_w)
+        os.close(resp_r)
         code = proc.wait()
         if isinstance(hello, dict) and "error" in hello:
             raise PluginError(hello["error"], hint=hello.get("hint"))
         what = f"killed by signal {-code}" if code < 0 else f"status {code}"
         raise PluginError(f"plugin {name} crashed while being loaded from {path} ({what})",
                           hint="its initialisation code (constructors) failed; rebuild or remove it")
-    hosted = HostedPlugin(name, path, proc, to_host, from_host, tuple(hello["stages"]))
+    hosted = HostedPlugin(name, path, proc, req_w, resp_r, tuple(hello["stages"]))
     import atexit
 
     atexit.register(hosted.close)
@@ -169,11 +164,6 @@ def main(argv: list[str]) -> None:
     # A handler rather than SIG_IGN: execve resets a handler, so what the plugin starts gets
     # the default back, as it did when plugins ran inside pypm.
     _signal.signal(_signal.SIGINT, lambda *_: None)
-    out = os.fdopen(resp_fd, "wb", buffering=0)
-
-    def send(msg: dict[str, Any]) -> None:
-        out.write(json.dumps(msg).encode() + b"\n")
-
     from types import SimpleNamespace
 
     from . import native
@@ -181,14 +171,12 @@ def main(argv: list[str]) -> None:
     try:
         plugin = native.load(name, path)  # a str: pathlib is ~3 ms here
     except PluginError as e:
-        send({"error": e.message, "hint": e.hint})
+        send(resp_fd, {"error": e.message, "hint": e.hint})
         return
-    send({"stages": list(plugin.stages)})
-    with os.fdopen(req_fd, "rb") as requests:
-        for line in requests:
-            r = json.loads(line)
-            packages = [SimpleNamespace(name=n, version=v, wheel_path=w, sha256=s) for n, v, w, s in r["packages"]]
-            rc, last = plugin.call(r["stage"], project_root=r["project_root"], venv=r["venv"],
-                                   lock_path=r["lock_path"], interpreter=r["interpreter"], config=r["config"],
-                                   packages=packages, report=lambda text: send({"report": text}))
-            send({"rc": rc, "last": last})
+    send(resp_fd, {"stages": list(plugin.stages)})
+    while (r := recv(req_fd)) is not None:  # None: pypm closed its end (the command is over)
+        packages = [SimpleNamespace(name=n, version=v, wheel_path=w, sha256=s) for n, v, w, s in r["packages"]]
+        rc, last = plugin.call(r["stage"], project_root=r["project_root"], venv=r["venv"],
+                               lock_path=r["lock_path"], interpreter=r["interpreter"], config=r["config"],
+                               packages=packages, report=lambda text: send(resp_fd, {"report": text}))
+        send(resp_fd, {"rc": rc, "last": last})

@@ -232,11 +232,6 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
     return rc
 
 
-# The flags that only the sandbox applies (cli._sandbox_flags): attribute -> flag.
-_SANDBOX_ONLY = (("limit", "--limit"), ("network", "--network"), ("bind", "--bind"), ("ro_bind", "--ro-bind"),
-                 ("env", "--env"), ("profile", "--profile"), ("writable_project", "--writable-project/--read-only-project"))
-
-
 def run_command(ctx: Any, args: argparse.Namespace) -> int:
     """`pypm run [flags] CMD ARGS...`: the command's exit status (128+N when killed by signal N)."""
     argv = list(args.cmd or [])
@@ -265,6 +260,9 @@ _FAST_FLAGS = frozenset({"--no-sandbox", "--frozen", "-q", "--quiet"})
 _FAST_VALUED = {"--limit": ("limit", True), "--bind": ("bind", True), "--ro-bind": ("ro_bind", True),
                 "--env": ("env", True), "--network": ("network", False), "--profile": ("profile", False)}
 _FAST_PROJECT = {"--writable-project": True, "--read-only-project": False}
+# The flags that only the sandbox applies: (attribute, flag) of each of the above.
+_SANDBOX_ONLY = (*((attr, flag) for flag, (attr, _) in _FAST_VALUED.items()),
+                 ("writable_project", "--writable-project/--read-only-project"))
 _STATE_VERSION = 1  # venvstate.STATE_VERSION, without venvstate's hashlib/pathlib imports (a test keeps them equal)
 
 
@@ -297,13 +295,9 @@ class _FastArgs:
 
     def __init__(self, frozen: bool, values: dict[str, Any] | None = None) -> None:
         self.frozen = frozen
-        self.limit: list[str] = []
-        self.bind: list[str] = []
-        self.ro_bind: list[str] = []
-        self.env: list[str] = []
-        self.network: str | None = None
-        self.profile: str | None = None
         self.writable_project: bool | None = None
+        for attr, many in _FAST_VALUED.values():  # argparse's defaults: [] for a repeatable flag
+            setattr(self, attr, [] if many else None)
         for k, v in (values or {}).items():
             setattr(self, k, v)
 

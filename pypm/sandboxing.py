@@ -113,7 +113,7 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
                  *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None) -> Policy:
     """The policy for running a command of `project` (None: not loaded) with `venv`."""
     from sandbox.host import caller, interpreter_prefixes, link_in, pth_paths, resolve_bind
-    from sandbox.policy import python_policy
+    from sandbox.policy import limits_with, python_policy
     from sandbox.seccomp import profile_path
 
     root_path, name, cfg, pyproject = _project_facts(ctx, project, venv, known)
@@ -174,14 +174,10 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         path = os.path.join(real_root, control)
         if writable and os.path.isfile(path) and not os.path.islink(path):
             protect.append(path)
-    limits = dict(cfg.limits)
-    if getattr(args, "limit", None):  # --limit NAME=VALUE, over the project's; NAME=unlimited: none
-        from sandbox.policy import limits_with
-
-        try:
-            limits = limits_with(cfg.limits, args.limit)
-        except ValueError as e:
-            raise SandboxError(f"--limit {e}", hint="e.g. --limit memory=2G --limit cpu=600 --limit processes=512") from None
+    try:  # --limit NAME=VALUE, over the project's; NAME=unlimited: none
+        limits = limits_with(cfg.limits, getattr(args, "limit", None) or ())
+    except ValueError as e:
+        raise SandboxError(f"--limit {e}", hint="e.g. --limit memory=2G --limit cpu=600 --limit processes=512") from None
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:  # a prompt that says where you are, in the shell's own syntax
         if os.path.basename(env.get("SHELL", "")) == "zsh":

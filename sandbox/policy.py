@@ -165,13 +165,14 @@ def check_limits(limits: Iterable[tuple[str, int]]) -> None:
                                     f"(ulimit -H; /etc/security/limits.conf)")
 
 
-def _describe_limit(name: str, value: int) -> str:
+def _amount(name: str, value: int) -> str:
+    """`value` of limit `name` as people write it: "2G", "90s", "64"."""
     unit = LIMITS[name][1]
     if unit == "bytes":
         for suffix in ("T", "G", "M", "K"):
             if value >= _SIZE_UNITS[suffix] and value % _SIZE_UNITS[suffix] == 0:
-                return f"{name}={value // _SIZE_UNITS[suffix]}{suffix}"
-    return f"{name}={value}{'s' if unit == 'seconds' else ''}"
+                return f"{value // _SIZE_UNITS[suffix]}{suffix}"
+    return f"{value}{'s' if unit == 'seconds' else ''}"
 
 
 @record
@@ -202,7 +203,7 @@ class Mount:
             return f"file     {self.dst} ({len(self.src or '')} bytes, mode {self.mode:o})"
         if self.kind == "symlink":
             return f"symlink  {self.dst} -> {self.src}"
-        size = f", {_describe_limit('tmp-size', self.size).partition('=')[2]}" if self.size else ""
+        size = f", {_amount('tmp-size', self.size)}" if self.size else ""
         if self.kind == "tmpfs":
             return f"tmpfs    {self.dst} (mode {self.mode:o}{size})"
         return f"{self.kind:8} {self.dst}{f' (tmpfs{size})' if size else ''}"
@@ -284,7 +285,7 @@ class Policy:
             "privileges: no_new_privs, every capability dropped (bounding, ambient, effective),"
             f" pdeathsig{', user namespaces disabled' if self.disable_userns else ''}"
             f"{', fresh session keyring' if self.new_keyring else ''}",
-            f"limits:     {', '.join(_describe_limit(n, v) for n, v in self.limits) or 'none set (inherited from the caller)'}",
+            f"limits:     {', '.join(f'{n}={_amount(n, v)}' for n, v in self.limits) or 'none set (inherited from the caller)'}",
             f"cwd:        {self.cwd}",
             "root:       tmpfs (read-only once built), then in order:",
         ]

@@ -165,6 +165,18 @@ def cmd_lock(ctx: Context, args: argparse.Namespace) -> int:
     return lock_project(ctx, ctx.project(), opts)
 
 
+def cmd_add(ctx: Context, args: argparse.Namespace) -> int:
+    from .edit import add_command
+
+    return add_command(ctx, args)
+
+
+def cmd_remove(ctx: Context, args: argparse.Namespace) -> int:
+    from .edit import remove_command
+
+    return remove_command(ctx, args)
+
+
 def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
     from .export import export_project
 
@@ -290,6 +302,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_pylock", metavar="PYLOCK", type=_given, help="start from a PEP 751 pylock.toml")
     p.add_argument("--sign", metavar="KEY", type=_given, help="sign the lock's root with this Ed25519 private key file")
     _index_flags(p)
+
+    for name, handler, text in (("add", cmd_add, "add requirements to pyproject.toml, then lock and sync"),
+                                ("remove", cmd_remove, "remove requirements from pyproject.toml, then lock and sync")):
+        p = add(name, handler, text)
+        if name == "add":
+            p.add_argument("requirements", nargs="+", metavar="REQUIREMENT",
+                           help="PEP 508 requirements: NAME, NAME>=1.2, NAME[extra], NAME @ URL, with a marker after ;")
+        else:
+            p.add_argument("packages", nargs="+", metavar="NAME", help="the names to remove")
+        g = p.add_argument_group("which array of pyproject.toml (default: [project] dependencies)")
+        g.add_argument("--dev", action="store_true", help="the `dev` dependency group (PEP 735), as --group dev")
+        g.add_argument("--group", metavar="NAME", type=_given, help="the dependency group NAME (PEP 735)")
+        g.add_argument("--optional", metavar="EXTRA", type=_given, help="the optional-dependencies extra EXTRA")
+        if name == "add":
+            p.add_argument("--raw", action="store_true",
+                           help="write the requirement as given, without a lower bound at the locked version")
+        x = p.add_mutually_exclusive_group()
+        x.add_argument("--no-sync", action="store_true", help="update pypm.lock but leave .venv alone")
+        x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
+        p.add_argument("--offline", action="store_true", default=_offline_default(),
+                       help="use only what is cached; never touch the network")
 
     p = add("export", cmd_export, "write the lock in another format (PEP 751 pylock.toml, requirements.txt)")
     p.add_argument("--format", choices=["pylock.toml", "requirements.txt"], default="pylock.toml",

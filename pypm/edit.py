@@ -1,0 +1,380 @@
+"""`pypm add` and `pypm remove`: change a requirement array of pyproject.toml, then lock and sync.
+
+The array is `[project] dependencies` by default, `[project.optional-dependencies] EXTRA` with
+`--optional EXTRA`, or `[dependency-groups] NAME` with `--group NAME` (`--dev`: the `dev` group,
+PEP 735, as uv). pyproject.toml is edited with tomlkit, which keeps what people wrote around the
+change: comments, key order, quoting and the array's layout. tomllib and tomli-w (what the rest
+of pypm uses) read and write TOML data, not documents: a round trip through them would drop every
+comment of the file.
+
+What `add` writes (as uv):
+- an entry with the same name and the same marker as the new one is replaced where it stands
+  (its extras merged with the new ones, its version specifier kept when the new one has none);
+  any other is appended, or inserted in order when the array is sorted by name;
+- a requirement given without a version or URL gets a lower bound at the version the lock
+  picked (`requests` -> `requests>=2.32.3`), unless `--raw`.
+
+Nothing is left half-done. pyproject.toml and pypm.lock are written atomically, and when the lock
+or the sync fails or is interrupted both are put back as they were (the sync rolls the venv back
+itself), so the project is never left naming a package that cannot be locked or installed. With
+`--frozen` only pyproject.toml changes; with `--no-sync` the lock follows and .venv is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import ExitCode, ProjectError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from packaging.requirements import Requirement
+
+    from .project import Project
+
+__all__ = ["add_command", "remove_command"]
+
+_CANON = re.compile(r"[-_.]+")
+
+
+def _canon(name: str) -> str:
+    return _CANON.sub("-", name).lower()
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Which requirement array of pyproject.toml a command changes."""
+
+    kind: str  # "dependencies" | "optional" | "group"
+    name: str = ""  # the extra or group, as given
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> _Target:
+        chosen = [t for t in (cls("optional", args.optional) if args.optional else None,
+                              cls("group", args.group) if args.group else None,
+                              cls("group", "dev") if args.dev else None) if t is not None]
+        if len(chosen) > 1:
+            raise UsageError("--dev, --group and --optional each name an array: give one of them",
+                             hint="run the command once per array")
+        target = chosen[0] if chosen else cls("dependencies")
+        if target.kind != "dependencies" and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", target.name):
+            flag = "--optional" if target.kind == "optional" else "--group"
+            raise UsageError(f"{flag} {target.name!r} is not a valid name",
+                             hint="ASCII letters, digits and '-', '_' or '.', starting and ending with a letter or digit")
+        return target
+
+    @property
+    def key(self) -> str:
+        """The array's key, as pypm's errors about pyproject.toml name it."""
+        if self.kind == "dependencies":
+            return "project.dependencies"
+        if self.kind == "optional":
+            return f"project.optional-dependencies.{self.name}"
+        return f"dependency-groups.{self.name}"
+
+    def array(self, doc: Any, *, create: bool) -> Any:
+        """The tomlkit array (None when it does not exist and `create` is false)."""
+        import tomlkit
+
+        project = doc.get("project")
+        if self.kind == "dependencies":
+            if "dependencies" not in project:
+                if not create:
+                    return None
+                project["dependencies"] = tomlkit.array()
+            return project["dependencies"]
+        if self.kind == "optional":
+            parent = project.get("optional-dependencies")
+            if parent is None:
+                if not create:
+                    return None
+                project["optional-dependencies"] = parent = tomlkit.table()
+        else:
+            parent = doc.get("dependency-groups")
+            if parent is None:
+                if not create:
+                    return None
+                doc["dependency-groups"] = parent = tomlkit.table()
+        key = next((k for k in parent if _canon(k) == _canon(self.name)), None)  # PEP 685 / PEP 735 names
+        if key is None:
+            if not create:
+                return None
+            key = self.name
+            parent[key] = tomlkit.array()
+        return parent[key]
+
+
+# --------------------------------------------------------------------------- the commands
+
+def add_command(ctx: Any, args: argparse.Namespace) -> int:
+    """`pypm add REQ...`."""
+    project, doc = _load(ctx)
+    target = _Target.from_args(args)
+    _refuse_dynamic(project, target)
+    reqs = [_parse_requirement(text) for text in args.requirements]
+    for req in reqs:
+        if _canon(req.name) == project.normalized_name and not req.extras:
+            raise UsageError(f"{req.name} is this project ({project.pyproject}); a project cannot depend on itself")
+    array = target.array(doc, create=True)
+    _check_array(array, project.pyproject, target)
+    bound = []  # entries to give a lower bound once the lock has picked a version
+    for req in reqs:
+        entry = _upsert(array, req)
+        if not args.raw and not entry.specifier and not entry.url:
+            bound.append(entry)
+    names = ", ".join(str(r) for r in reqs)
+    # The sync installs what was added to: its extra or group besides the default selection (as uv)
+    selection = argparse.Namespace(offline=args.offline, extra=[target.name] if target.kind == "optional" else [],
+                                   group=[target.name] if target.kind == "group" else [])
+    return _apply(ctx, args, project, doc, f"added {names} to {target.key}", selection,
+                  lambda lock: _add_bounds(array, bound, lock))
+
+
+def remove_command(ctx: Any, args: argparse.Namespace) -> int:
+    """`pypm remove NAME...`."""
+    project, doc = _load(ctx)
+    target = _Target.from_args(args)
+    _refuse_dynamic(project, target)
+    array = target.array(doc, create=False)
+    if array is not None:
+        _check_array(array, project.pyproject, target)
+    for given in args.packages:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", given):
+            raise UsageError(f"{given!r} is not a package name",
+                             hint="give the name only (`pypm remove requests`), without a version or extras")
+        found = [i for i, item in enumerate(array or ()) if isinstance(item, str) and _entry_name(item) == _canon(given)]
+        if not found:
+            raise ProjectError(f"{given} is not in {target.key} of {project.pyproject}",
+                               hint=_where_else(doc, given, target))
+        for i in reversed(found):
+            del array[i]
+    return _apply(ctx, args, project, doc, f"removed {', '.join(args.packages)} from {target.key}",
+                  argparse.Namespace(offline=args.offline), None)
+
+
+# --------------------------------------------------------------------------- editing
+
+def _load(ctx: Any) -> tuple[Project, Any]:
+    """The project (validated as every command validates it) and its pyproject.toml as a document."""
+    import tomlkit
+
+    from .project import find_project_root, load_project
+
+    project = load_project(find_project_root(ctx.directory))
+    # Bytes decoded, not read_text: universal newlines would turn a CRLF file into an LF one
+    doc = tomlkit.parse(project.pyproject.read_bytes().decode("utf-8"))  # tomllib has just read it
+    if "project" not in doc:
+        raise ProjectError(f"{project.pyproject} has no [project] table",
+                           hint="add one with a name (PEP 621), or create the file with `pypm init`")
+    return project, doc
+
+
+def _refuse_dynamic(project: Project, target: _Target) -> None:
+    field = {"dependencies": "dependencies", "optional": "optional-dependencies"}.get(target.kind)
+    if field and field in project.dynamic:
+        raise ProjectError(f"{project.pyproject}: `project.{field}` is listed in `project.dynamic`: the build "
+                           "backend computes it, so pypm cannot edit it",
+                           hint=f"edit where the backend reads it from, or remove {field!r} from `project.dynamic`")
+
+
+def _check_array(array: Any, path: Path, target: _Target) -> None:
+    import tomlkit.items
+
+    if not isinstance(array, tomlkit.items.Array):
+        raise ProjectError(f"{path}: `{target.key}` must be an array", hint="fix it by hand, then run the command again")
+
+
+def _parse_requirement(text: str) -> Requirement:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return Requirement(text)
+    except InvalidRequirement as e:
+        hint = "a PEP 508 requirement: NAME, NAME>=1.2, NAME[extra], or NAME @ URL"
+        if "/" in text or text.endswith((".whl", ".tar.gz", ".zip")):
+            hint = "name a file or directory as `NAME @ file:///absolute/path` (PEP 508)"
+        raise UsageError(f"{text!r} is not a valid requirement: {e}", hint=hint) from None
+
+
+def _entry_name(item: str) -> str | None:
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", item)
+    return _canon(m.group(1)) if m else None
+
+
+def _entries(array: Any) -> Iterator[tuple[int, Requirement]]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for i, item in enumerate(array):
+        if isinstance(item, str):  # not an {include-group = ...} table
+            try:
+                yield i, Requirement(str(item))
+            except InvalidRequirement:  # load_project has validated them all; kept for safety
+                continue
+
+
+def _upsert(array: Any, req: Requirement) -> Requirement:
+    """Put `req` into `array` (see the module's docstring); returns the entry as written."""
+    same = next(((i, old) for i, old in _entries(array)
+                 if _canon(old.name) == _canon(req.name) and str(old.marker or "") == str(req.marker or "")), None)
+    if same is not None:
+        i, old = same
+        if not req.specifier and not req.url:
+            req.specifier = old.specifier
+            req.url = old.url
+        req.extras = set(old.extras) | set(req.extras)
+        if str(req) != str(old):  # the same requirement stays as it was written
+            array[i] = _text(req)
+        return req
+    names = [_entry_name(str(item)) or "" for item in array if isinstance(item, str)]
+    if names and len(names) == len(array) and names == sorted(names):
+        at = next((k for k, n in enumerate(names) if n > _canon(req.name)), len(names))
+        array.insert(at, _text(req))
+    else:
+        array.append(_text(req))
+    _layout(array)
+    return req
+
+
+def _text(req: Requirement) -> str:
+    """`req` as an entry: packaging's spelling, with a marker's quotes single (as uv writes them),
+    so that TOML needs no escapes: `"tomli>=2; python_version < '3.11'"`."""
+    text = str(req)
+    return text.replace('"', "'") if "'" not in text else text
+
+
+def _layout(array: Any) -> None:
+    """One entry per line once an array holds more than one, as uv writes them; an array already
+    written over several lines keeps its own layout (and its comments)."""
+    if len(array) > 1 and "\n" not in array.as_string():
+        array.multiline(True)
+
+
+def _add_bounds(array: Any, entries: list[Requirement], lock: Any) -> bool:
+    """Give each of `entries` a lower bound at the version `lock` picked; whether any changed."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    changed = False
+    for req in entries:
+        versions = []
+        for p in lock.packages:
+            if _canon(p.name) == _canon(req.name):
+                try:
+                    versions.append(Version(p.version))
+                except InvalidVersion:
+                    continue
+        if not versions:  # e.g. only locked for other environments' markers... nothing to pin to
+            continue
+        low = min(versions)  # forks may lock several; the lowest holds for all of them
+        for i, old in _entries(array):
+            if _canon(old.name) == _canon(req.name) and str(old.marker or "") == str(req.marker or "") \
+                    and not old.specifier and not old.url:
+                old.specifier = SpecifierSet(f">={low.public}")
+                array[i] = _text(old)
+                changed = True
+    return changed
+
+
+def _where_else(doc: Any, name: str, target: _Target) -> str:
+    """A hint naming the arrays that do hold `name`, with the flag that selects each."""
+    places = []
+    project = doc.get("project", {})
+    candidates = [("dependencies", "", project.get("dependencies"))]
+    candidates += [("optional", k, v) for k, v in (project.get("optional-dependencies") or {}).items()]
+    candidates += [("group", k, v) for k, v in (doc.get("dependency-groups") or {}).items()]
+    for kind, key, array in candidates:
+        t = _Target(kind, key)
+        if t == target or not isinstance(array, list):
+            continue
+        if any(isinstance(item, str) and _entry_name(item) == _canon(name) for item in array):
+            flag = {"dependencies": "(no flag)", "optional": f"--optional {key}",
+                    "group": "--dev" if _canon(key) == "dev" else f"--group {key}"}[kind]
+            places.append(f"{t.key} ({flag})")
+    if places:
+        return f"it is in {', '.join(places)}"
+    return "check the name; `pypm remove` takes the name as written in pyproject.toml"
+
+
+# --------------------------------------------------------------------------- lock, sync, roll back
+
+def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what: str,
+           selection: argparse.Namespace, then: Any) -> int:
+    """Write the edited `doc`, lock and sync `selection` (sync's flags); on any failure (or Ctrl-C)
+    put pyproject.toml and pypm.lock back as they were. `then(lock)`: a second edit once the lock exists (the bounds);
+    true when it changed the document, which is then written and locked again."""
+    import tomlkit
+
+    from .lockfile import LOCK_NAME, read, write_atomic
+    from .project import load_project
+
+    pyproject = project.pyproject
+    lock_path = project.root / LOCK_NAME
+    before = pyproject.read_bytes()
+    try:
+        lock_before: bytes | None = lock_path.read_bytes()
+    except FileNotFoundError:
+        lock_before = None
+    except OSError as e:
+        raise ProjectError(f"cannot read {lock_path}: {e.strerror or e}") from None
+    text = tomlkit.dumps(doc)
+    changed = text.encode("utf-8") != before
+    done = False
+    try:
+        if changed:
+            write_atomic(pyproject, text)
+            project = load_project(project.root)  # what was written is what every later command reads
+        if not args.frozen:
+            _lock(ctx, project, args)
+            if then is not None and then(read(lock_path)):
+                write_atomic(pyproject, tomlkit.dumps(doc))
+                project = load_project(project.root)
+                # The same pins (the lock's own are preferred), for the new content hash: said once
+                _lock(_Quiet(ctx), project, args)
+            if not args.no_sync:
+                from .sync import SyncOptions, sync_project
+
+                sync_project(ctx, project, SyncOptions.from_args(selection))
+        done = True
+    finally:
+        if not done and changed:
+            _restore(ctx, pyproject, before, lock_path, lock_before)
+    ctx.info(f"{what} in {pyproject}" if changed else f"{pyproject.name} already says so: unchanged")
+    return ExitCode.OK
+
+
+class _Quiet:
+    """`ctx` without its informational messages."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def info(self, msg: str) -> None:
+        pass
+
+
+def _lock(ctx: Any, project: Project, args: argparse.Namespace) -> None:
+    from .locking import LockOptions, lock_project
+
+    lock_project(ctx, project, LockOptions(offline=bool(args.offline)))
+
+
+def _restore(ctx: Any, pyproject: Path, before: bytes, lock_path: Path, lock_before: bytes | None) -> None:
+    """Put both files back; called while an error (or Ctrl-C) is on its way to the user."""
+    from .lockfile import write_atomic
+
+    try:
+        write_atomic(pyproject, before.decode("utf-8"))
+        if lock_before is None:
+            lock_path.unlink(missing_ok=True)
+        elif not lock_path.is_file() or lock_path.read_bytes() != lock_before:
+            write_atomic(lock_path, lock_before.decode("utf-8"))
+    except (OSError, ProjectError) as e:  # the error on its way out matters more; say what is left
+        ctx.info(f"warning: could not restore {pyproject.name} and {lock_path.name}: {e}")
+        return
+    ctx.info(f"{pyproject.name} and {lock_path.name} are as they were before the command")

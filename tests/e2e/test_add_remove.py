@@ -1,0 +1,221 @@
+"""End-to-end `pypm add` and `pypm remove`: a real index on 127.0.0.1, real wheels, a real venv.
+
+Each test reads pyproject.toml back as text (what was kept as written matters as much as what
+changed), the lock as data, and the venv's dist-infos.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pypm.lockfile import loads
+from tests.e2e.test_sync import installed
+
+PYPROJECT = """\
+# my project: comments and layout must survive every edit
+[project]
+name = "proj"
+version = "0.1.0"
+requires-python = ">=3.9"
+dependencies = [
+    "alpha>=1",  # the first one
+    "zeta",
+]
+
+[tool.pypm]
+index-url = "{url}"  # keep me
+"""
+
+
+@pytest.fixture
+def world(dists, index_server, tmp_path):
+    for name, version, deps in [("alpha", "1.0", []), ("alpha", "1.2", []), ("zeta", "2.0", []),
+                                ("mid", "3.1.4", ["helper>=1"]), ("helper", "1.0", []),
+                                ("tool", "5.0", []), ("speedups", "0.9", []), ("lib", "1.0", []), ("lib", "2.0", [])]:
+        dists.wheel(name, version, requires_dist=deps)
+    server = index_server()
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(PYPROJECT.format(url=server.url))
+    return server, project
+
+
+def locked(project: Path) -> dict[str, str]:
+    return {p.name: p.version for p in loads((project / "pypm.lock").read_text()).packages if p.name != "proj"}
+
+
+def test_add_bounds_sorts_keeps_comments_locks_and_installs(pypm, world):
+    server, project = world
+    r = pypm("add", "mid", cwd=project)
+    assert r.returncode == 0, r.stderr
+    text = (project / "pyproject.toml").read_text()
+    # inserted in name order (the array was sorted), with a lower bound at the locked version;
+    # the comments, the other entries and the rest of the file exactly as they were
+    assert text == PYPROJECT.format(url=server.url).replace('    "zeta",\n', '    "mid>=3.1.4",\n    "zeta",\n')
+    assert locked(project) == {"alpha": "1.2", "zeta": "2.0", "mid": "3.1.4", "helper": "1.0"}
+    assert installed(project / ".venv") == {"alpha": "1.2", "zeta": "2.0", "mid": "3.1.4", "helper": "1.0"}
+    assert "added mid to project.dependencies" in r.stderr
+    assert r.stderr.count("Resolved") == 1, r.stderr  # the second lock (for the bound) is not announced
+    # the lock is current for what pyproject.toml now says: a check passes, a sync does nothing
+    assert pypm("lock", "--check", cwd=project).returncode == 0
+    assert "pypm.lock is up to date" in pypm("lock", "--check", cwd=project).stderr
+
+
+def test_add_to_dev_group_and_extra_creates_the_tables_and_installs_them(pypm, world):
+    server, project = world
+    r = pypm("add", "--dev", "tool", cwd=project)
+    assert r.returncode == 0, r.stderr
+    r = pypm("add", "--optional", "fast", "speedups", "--raw", cwd=project)
+    assert r.returncode == 0, r.stderr
+    data = tomllib.loads((project / "pyproject.toml").read_text())
+    assert data["dependency-groups"] == {"dev": ["tool>=5.0"]}
+    assert data["project"]["optional-dependencies"] == {"fast": ["speedups"]}  # --raw: as given
+    # the sync installs what was added to: the dev group (a default) and the extra
+    assert {"tool", "speedups"} <= set(installed(project / ".venv"))
+    assert "# keep me" in (project / "pyproject.toml").read_text()
+
+
+def test_add_replaces_an_entry_of_the_same_name_in_place(pypm, world):
+    server, project = world
+    r = pypm("add", "alpha<1.2", cwd=project)
+    assert r.returncode == 0, r.stderr
+    text = (project / "pyproject.toml").read_text()
+    assert '    "alpha<1.2",  # the first one\n    "zeta",\n' in text  # same place, same comment
+    assert locked(project)["alpha"] == "1.0"
+    assert installed(project / ".venv")["alpha"] == "1.0"
+    # a bare name over an entry with a version keeps the version: nothing to write
+    before = (project / "pyproject.toml").read_bytes()
+    r = pypm("add", "alpha", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "already says so" in r.stderr
+    assert (project / "pyproject.toml").read_bytes() == before
+
+
+def test_add_frozen_and_no_sync(pypm, world):
+    server, project = world
+    r = pypm("add", "--frozen", "lib", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert '"lib",' in (project / "pyproject.toml").read_text()  # no lock: no version to bound it at
+    assert not (project / "pypm.lock").exists() and not (project / ".venv").exists()
+    r = pypm("add", "--no-sync", "lib<2", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert locked(project)["lib"] == "1.0"
+    assert not (project / ".venv").exists()
+
+
+def test_a_failed_lock_or_sync_puts_pyproject_and_lock_back(pypm, world, dists):
+    server, project = world
+    assert pypm("sync", cwd=project).returncode == 0
+    before = (project / "pyproject.toml").read_bytes()
+    lock_before = (project / "pypm.lock").read_bytes()
+    venv_before = installed(project / ".venv")
+
+    r = pypm("add", "no-such-package", cwd=project)
+    assert r.returncode == 5, r.stderr  # not found on the index
+    assert "no-such-package" in r.stderr and "Traceback" not in r.stderr
+    assert "pyproject.toml and pypm.lock are as they were before the command" in r.stderr
+    assert (project / "pyproject.toml").read_bytes() == before
+    assert (project / "pypm.lock").read_bytes() == lock_before
+
+    # the lock succeeds, the download is corrupt: the sync fails, and both files go back
+    server.corrupt(dists.wheel("lib", "2.0").name)
+    r = pypm("add", "lib", cwd=project)
+    assert r.returncode == 6, r.stderr
+    assert (project / "pyproject.toml").read_bytes() == before
+    assert (project / "pypm.lock").read_bytes() == lock_before
+    assert installed(project / ".venv") == venv_before
+
+
+def test_remove(pypm, world):
+    server, project = world
+    assert pypm("add", "--dev", "tool", cwd=project).returncode == 0
+    assert "tool" in installed(project / ".venv")
+    r = pypm("remove", "zeta", cwd=project)
+    assert r.returncode == 0, r.stderr
+    text = (project / "pyproject.toml").read_text()
+    assert '    "alpha>=1",  # the first one\n]\n' in text
+    assert "zeta" not in locked(project) and "zeta" not in installed(project / ".venv")
+
+    # not in the array named: exit 3, with where it is instead; nothing changed
+    before = (project / "pyproject.toml").read_bytes()
+    r = pypm("remove", "tool", cwd=project)
+    assert r.returncode == 3, r.stderr
+    assert "tool is not in project.dependencies" in r.stderr
+    assert "dependency-groups.dev (--dev)" in r.stderr
+    assert (project / "pyproject.toml").read_bytes() == before
+    r = pypm("remove", "--dev", "tool", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads((project / "pyproject.toml").read_text())["dependency-groups"]["dev"] == []
+    assert "tool" not in installed(project / ".venv")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["add", "not a requirement!"], "is not a valid requirement"),
+    (["add", "./some/dir"], "NAME @ file:///absolute/path"),
+    (["add", "--dev", "--group", "lint", "tool"], "give one of them"),
+    (["add", "--group", "bad!", "tool"], "is not a valid name"),
+    (["add", "proj"], "a project cannot depend on itself"),
+    (["remove", "alpha>=1"], "is not a package name"),
+])
+def test_bad_command_lines_change_nothing(pypm, world, argv, message):
+    server, project = world
+    before = (project / "pyproject.toml").read_bytes()
+    r = pypm(*argv, cwd=project)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert (project / "pyproject.toml").read_bytes() == before
+    assert not (project / "pypm.lock").exists()
+
+
+def test_dynamic_dependencies_are_refused(pypm, world):
+    server, project = world
+    path = project / "pyproject.toml"
+    path.write_text(path.read_text().replace('version = "0.1.0"\n', 'version = "0.1.0"\ndynamic = ["dependencies"]\n')
+                    .replace('dependencies = [\n    "alpha>=1",  # the first one\n    "zeta",\n]\n', ""))
+    r = pypm("add", "lib", cwd=project)
+    assert r.returncode == 3, r.stderr
+    assert "`project.dependencies` is listed in `project.dynamic`" in r.stderr
+
+
+def test_markers_and_extras_are_written_readably(pypm, world):
+    server, project = world
+    r = pypm("add", "--frozen", 'lib[fast]>=1; python_version < "3.12"', cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert """    "lib[fast]>=1; python_version < '3.12'",\n""" in (project / "pyproject.toml").read_text()
+    # the same name under another marker is another entry; under the same marker, the same one
+    r = pypm("add", "--frozen", "lib<3; python_version >= '3.12'", "lib[x]; python_version < '3.12'", cwd=project)
+    assert r.returncode == 0, r.stderr
+    deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert deps == ["alpha>=1", "lib[fast,x]>=1; python_version < '3.12'", "lib<3; python_version >= '3.12'", "zeta"]
+
+
+def test_ctrl_c_during_the_sync_puts_pyproject_and_lock_back(pypm, world, dists):
+    import signal
+    import time
+
+    server, project = world
+    assert pypm("sync", cwd=project).returncode == 0
+    before = (project / "pyproject.toml").read_bytes()
+    lock_before = (project / "pypm.lock").read_bytes()
+    big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(1 << 20)})
+    server.add(big)
+    server.stall(big.name, nbytes=512 << 10, seconds=60)
+    proc = pypm.popen("add", "big", cwd=project)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.stat().st_size > 0 for p in pypm.cache_dir.rglob(big.name + ".part")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    assert b"big" in (project / "pyproject.toml").read_bytes()  # caught in the middle: edited and locked
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "pyproject.toml and pypm.lock are as they were before the command" in err
+    assert (project / "pyproject.toml").read_bytes() == before
+    assert (project / "pypm.lock").read_bytes() == lock_before
+    assert "big" not in installed(project / ".venv")

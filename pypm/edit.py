@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -111,6 +112,29 @@ class _Target:
 
 def add_command(ctx: Any, args: argparse.Namespace) -> int:
     """`pypm add REQ...`."""
+    with _project_locked(ctx):
+        return _add(ctx, args)
+
+
+def remove_command(ctx: Any, args: argparse.Namespace) -> int:
+    """`pypm remove NAME...`."""
+    with _project_locked(ctx):
+        return _remove(ctx, args)
+
+
+@contextmanager
+def _project_locked(ctx: Any) -> Iterator[None]:
+    """The project's sync lock (`sync.project_lock`), from reading pyproject.toml to the end of the
+    sync: two `pypm add`s at once would each write their own edit over the other's, and a
+    `pypm sync` meanwhile would install from a lock about to be rolled back."""
+    from .project import find_project_root
+    from .sync import project_lock
+
+    with project_lock(ctx, find_project_root(ctx.directory)):
+        yield
+
+
+def _add(ctx: Any, args: argparse.Namespace) -> int:
     project, doc = _load(ctx)
     target = _Target.from_args(args)
     _refuse_dynamic(project, target)
@@ -133,8 +157,7 @@ def add_command(ctx: Any, args: argparse.Namespace) -> int:
                   lambda lock: _add_bounds(array, bound, lock))
 
 
-def remove_command(ctx: Any, args: argparse.Namespace) -> int:
-    """`pypm remove NAME...`."""
+def _remove(ctx: Any, args: argparse.Namespace) -> int:
     project, doc = _load(ctx)
     target = _Target.from_args(args)
     _refuse_dynamic(project, target)
@@ -321,18 +344,24 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what:
         raise ProjectError(f"cannot read {lock_path}: {e.strerror or e}") from None
     text = tomlkit.dumps(doc)
     changed = text.encode("utf-8") != before
+    wrote: dict[Path, bytes] = {}  # what this command last wrote to each file
     done = False
     try:
         if changed:
             write_atomic(pyproject, text)
+            wrote[pyproject] = text.encode("utf-8")
             project = load_project(project.root)  # what was written is what every later command reads
         if not args.frozen:
             _lock(ctx, project, args)
+            wrote[lock_path] = lock_path.read_bytes()
             if then is not None and then(read(lock_path)):
-                write_atomic(pyproject, tomlkit.dumps(doc))
+                text = tomlkit.dumps(doc)
+                write_atomic(pyproject, text)
+                wrote[pyproject] = text.encode("utf-8")
                 project = load_project(project.root)
                 # The same pins (the lock's own are preferred), for the new content hash: said once
                 _lock(_Quiet(ctx), project, args)
+                wrote[lock_path] = lock_path.read_bytes()
             if not args.no_sync:
                 from .sync import SyncOptions, sync_project
 
@@ -340,7 +369,7 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what:
         done = True
     finally:
         if not done and changed:
-            _restore(ctx, pyproject, before, lock_path, lock_before)
+            _restore(ctx, {pyproject: before, lock_path: lock_before}, wrote)
     ctx.info(f"{what} in {pyproject}" if changed else f"{pyproject.name} already says so: unchanged")
     return ExitCode.OK
 
@@ -364,17 +393,26 @@ def _lock(ctx: Any, project: Project, args: argparse.Namespace) -> None:
     lock_project(ctx, project, LockOptions(offline=bool(args.offline)))
 
 
-def _restore(ctx: Any, pyproject: Path, before: bytes, lock_path: Path, lock_before: bytes | None) -> None:
-    """Put both files back; called while an error (or Ctrl-C) is on its way to the user."""
+def _restore(ctx: Any, before: dict[Path, bytes | None], wrote: dict[Path, bytes]) -> None:
+    """Put back each file this command wrote (`before`: its bytes before, None where it did not
+    exist); called while an error (or Ctrl-C) is on its way to the user. A file that no longer
+    holds what this command wrote was changed meanwhile (an editor, another pypm): left as it is."""
     from .lockfile import write_atomic
 
-    try:
-        write_atomic(pyproject, before.decode("utf-8"))
-        if lock_before is None:
-            lock_path.unlink(missing_ok=True)
-        elif not lock_path.is_file() or lock_path.read_bytes() != lock_before:
-            write_atomic(lock_path, lock_before.decode("utf-8"))
-    except (OSError, ProjectError) as e:  # the error on its way out matters more; say what is left
-        ctx.info(f"warning: could not restore {pyproject.name} and {lock_path.name}: {e}")
-        return
-    ctx.info(f"{pyproject.name} and {lock_path.name} are as they were before the command")
+    names = " and ".join(p.name for p in before)
+    left = False
+    for path, ours in wrote.items():
+        old = before[path]
+        try:
+            if path.read_bytes() != ours:
+                ctx.info(f"warning: {path} changed while this command ran: left as it is, not put back")
+                left = True
+            elif old is None:
+                path.unlink()
+            else:
+                write_atomic(path, old.decode("utf-8"))
+        except (OSError, ProjectError) as e:  # the error on its way out matters more; say what is left
+            ctx.info(f"warning: could not put {path} back as it was: {e}")
+            left = True
+    if not left:
+        ctx.info(f"{names} are as they were before the command")

@@ -66,26 +66,37 @@ class SyncOptions:
 
 # --------------------------------------------------------------------------- the venv lock
 
+_HELD: set[str] = set()  # project roots whose lock this process holds (see project_lock)
+
+
 @contextmanager
-def _venv_lock(ctx: Any, project_root: Path) -> Iterator[None]:
+def project_lock(ctx: Any, project_root: Path) -> Iterator[None]:
     """Serialise syncs of one project: an exclusive flock on the project directory itself.
 
     Locking the directory (not a file in it) leaves nothing behind and survives the venv
     being deleted and recreated; the kernel drops the lock if the process dies (kill -9).
+    Re-entrant within a process: `pypm add` holds it from reading pyproject.toml to the end of
+    its sync (a second descriptor's flock would wait for the first one forever).
     """
     import fcntl
 
+    key = str(project_root)
+    if key in _HELD:
+        yield
+        return
     fd = os.open(project_root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            ctx.info(f"waiting for another pypm process syncing {project_root} ...")
+            ctx.info(f"waiting for another pypm process syncing or editing {project_root} ...")
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as e:  # e.g. a network file system without flock: say so, and go on unlocked
             ctx.info(f"warning: cannot lock {project_root} ({e.strerror}); concurrent syncs are not serialised")
+        _HELD.add(key)
         yield
     finally:
+        _HELD.discard(key)
         os.close(fd)  # closing the only descriptor releases the flock
 
 
@@ -165,7 +176,7 @@ def ensure_synced(ctx: Any, project: Any, opts: SyncOptions) -> Path:
     """Bring `project.root/.venv` to exactly the locked selection; returns the venv path."""
     _check_names(project, opts)
     venv = project.root / ".venv"
-    with _venv_lock(ctx, project.root):
+    with project_lock(ctx, project.root):
         return _sync_locked(ctx, project, opts, venv)
 
 

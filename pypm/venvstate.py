@@ -314,7 +314,7 @@ def venv_intact(venv: Path | str, state: dict[str, Any]) -> bool:
 
 def shared_sync_lock(root: Path | str) -> int | None:
     """A descriptor holding a shared flock on the project directory (close it to release), or None
-    when a sync holds it (`sync._venv_lock`, exclusive) or it cannot be taken: then the no-op
+    when a sync holds it (`sync.project_lock`, exclusive) or it cannot be taken: then the no-op
     check must not run, the full path waits. Read state.json only after taking it."""
     import fcntl
 

@@ -193,7 +193,10 @@ def test_markers_and_extras_are_written_readably(pypm, world):
     assert deps == ["alpha>=1", "lib[fast,x]>=1; python_version < '3.12'", "lib<3; python_version >= '3.12'", "zeta"]
 
 
-def test_ctrl_c_during_the_sync_puts_pyproject_and_lock_back(pypm, world, dists):
+@pytest.mark.parametrize("edited_meanwhile", [False, True])
+def test_ctrl_c_during_the_sync_puts_pyproject_and_lock_back(pypm, world, dists, edited_meanwhile):
+    """Ctrl-C in the middle of the sync's download: both files as they were, the venv too. A
+    pyproject.toml someone saved meanwhile is theirs: left as they saved it, with a warning."""
     import signal
     import time
 
@@ -212,10 +215,50 @@ def test_ctrl_c_during_the_sync_puts_pyproject_and_lock_back(pypm, world, dists)
         time.sleep(0.01)
     assert proc.poll() is None, proc.communicate()
     assert b"big" in (project / "pyproject.toml").read_bytes()  # caught in the middle: edited and locked
+    saved = (project / "pyproject.toml").read_bytes() + b"# saved by an editor meanwhile\n"
+    if edited_meanwhile:
+        (project / "pyproject.toml").write_bytes(saved)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "pyproject.toml and pypm.lock are as they were before the command" in err
-    assert (project / "pyproject.toml").read_bytes() == before
     assert (project / "pypm.lock").read_bytes() == lock_before
     assert "big" not in installed(project / ".venv")
+    if edited_meanwhile:
+        assert "pyproject.toml changed while this command ran: left as it is" in err
+        assert (project / "pyproject.toml").read_bytes() == saved
+    else:
+        assert "pyproject.toml and pypm.lock are as they were before the command" in err
+        assert (project / "pyproject.toml").read_bytes() == before
+
+
+def test_a_second_add_waits_for_the_first_to_finish_or_roll_back(pypm, world, dists):
+    """The second `pypm add` waits for the first one's sync (the project's lock) before it reads
+    pyproject.toml. Here the first is interrupted and rolls back: the second then adds to the
+    file as it was, not to the first's edit (which, read earlier, it would have written back)."""
+    import signal
+    import time
+
+    server, project = world
+    big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(1 << 20)})
+    server.add(big)
+    server.stall(big.name, nbytes=512 << 10, seconds=60)
+    first = pypm.popen("add", "big", cwd=project)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and first.poll() is None:
+        if any(p.stat().st_size > 0 for p in pypm.cache_dir.rglob(big.name + ".part")):
+            break
+        time.sleep(0.01)
+    assert first.poll() is None, first.communicate()
+    second = pypm.popen("add", "tool", cwd=project)
+    time.sleep(2)  # started, and waiting for the project's lock
+    assert second.poll() is None, second.communicate()
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert "waiting for another pypm process" in err
+    deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert deps == ["alpha>=1", "tool>=5.0", "zeta"]
+    assert "big" not in locked(project) and "big" not in installed(project / ".venv")
+    assert "tool" in installed(project / ".venv")

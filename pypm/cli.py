@@ -177,6 +177,12 @@ def cmd_remove(ctx: Context, args: argparse.Namespace) -> int:
     return remove_command(ctx, args)
 
 
+def cmd_tree(ctx: Context, args: argparse.Namespace) -> int:
+    from .tree import tree_command
+
+    return tree_command(ctx, ctx.project(), args)
+
+
 def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
     from .export import export_project
 
@@ -323,6 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
         p.add_argument("--offline", action="store_true", default=_offline_default(),
                        help="use only what is cached; never touch the network")
+
+    p = add("tree", cmd_tree, "draw the locked dependency graph as a tree")
+    p.add_argument("--depth", "-d", metavar="N", type=int, help="draw N levels below the top (default: all)")
+    p.add_argument("--invert", "-i", action="store_true",
+                   help="draw what depends on each package instead (from the leaves, or from --package)")
+    p.add_argument("--package", metavar="NAME", type=_given, action="append", default=[],
+                   help="start from this package instead of the project (repeatable)")
+    p.add_argument("--no-dedupe", action="store_true", help="draw a package's dependencies every time, not only the first")
+    p.add_argument("--no-dev", action="store_true", help="leave out the `dev` dependency group")
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--locked", action="store_true", help="fail if pypm.lock does not match pyproject.toml instead of re-locking")
+    x.add_argument("--frozen", action="store_true", help="use pypm.lock as it is, without checking it is current")
+    p.add_argument("--offline", action="store_true", default=_offline_default(),
+                   help="use only what is cached; never touch the network")
 
     p = add("export", cmd_export, "write the lock in another format (PEP 751 pylock.toml, requirements.txt)")
     p.add_argument("--format", choices=["pylock.toml", "requirements.txt"], default="pylock.toml",

@@ -674,6 +674,15 @@ class Cache:
                         removed.append(f)
                 except OSError:
                     pass
+        tools = self.root / "tools"  # `pypm x` environments (pypm.toolrun): touched by every run
+        if tools.is_dir():
+            for d in sorted(tools.iterdir()):
+                try:
+                    if d.is_dir() and not d.is_symlink() and d.stat().st_mtime < cutoff:
+                        shutil.rmtree(d)
+                        removed.append(d)
+                except OSError:
+                    pass
         for kind in ("wheels", "unpacked"):
             base = self.root / kind
             if not base.is_dir():

@@ -211,6 +211,12 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     return run_command(ctx, args)
 
 
+def cmd_x(ctx: Context, args: argparse.Namespace) -> int:
+    from .toolrun import x_command
+
+    return x_command(ctx, args)
+
+
 def cmd_shell(ctx: Context, args: argparse.Namespace) -> int:
     from .run import run_shell
 
@@ -370,6 +376,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                            help="the command (use -- before it if it starts with -)")
+
+    p = add("x", cmd_x, "run a tool from the index in an environment of its own, sandboxed (as uvx)")
+    p.add_argument("--from", dest="from_", metavar="REQUIREMENT", type=_given,
+                   help="the package that provides the command (default: the command's name; NAME@VERSION pins it)")
+    p.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
+                   help="install this package beside the tool (repeatable)")
+    p.add_argument("--upgrade", "-U", action="store_true",
+                   help="move the tool's environment to the newest releases (it keeps its first resolution otherwise)")
+    p.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
+    _index_flags(p)
+    _sandbox_flags(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
+                   help="the command (use -- before it if it starts with -)")
 
     p = add("build", cmd_build, "build the project's sdist and wheel (PEP 517) inside the sandbox")
     p.add_argument("--sdist", action="store_true", help="build the sdist")

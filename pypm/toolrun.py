@@ -1,0 +1,175 @@
+"""`pypm x`: run a command-line tool from the index in an environment of its own, sandboxed.
+
+What uvx (`uv tool run`) does, with pypm's difference: the tool runs in the sandbox, with the
+current directory as its project (writable unless --read-only-project, with its pyproject.toml,
+pypm.lock and .git read-only as for `pypm run`), no network unless --network host, and nothing
+else of the host's home. A formatter or linter from the index sees the tree it works on and
+nothing more.
+
+The environment is a virtual project of its own in the cache, `tools/<key>/` (pyproject.toml,
+pypm.lock, .venv), keyed by the requirements, the interpreter asked for and the index options.
+The first run locks and syncs it like any project (verified wheels, linked from the cache); later
+runs find it current from its state file, without the resolver or the network, as `pypm run`
+does. The lock pins what the first run chose: `--upgrade` moves to the newest release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from .errors import UsageError
+
+__all__ = ["x_command"]
+
+
+# A name, optionally @ a plain release number: what str(Requirement(...)) leaves unchanged
+_SIMPLE = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?:@([0-9]+(?:\.[0-9]+)*))?")
+
+
+class _ToolContext:
+    """The command's context, pointed at the tool's project directory."""
+
+    def __init__(self, ctx: Any, directory: Path) -> None:
+        self.directory = directory
+        self.verbose = ctx.verbose
+        self.quiet = ctx.quiet
+        self._ctx = ctx
+
+    def project(self) -> Any:
+        from .project import load_project
+
+        return load_project(self.directory)
+
+    def info(self, msg: str) -> None:
+        self._ctx.info(msg)
+
+    def debug(self, msg: str) -> None:
+        self._ctx.debug(msg)
+
+
+def _requirements(args: argparse.Namespace, argv: list[str]) -> tuple[list[str], str]:
+    """(requirements, command): `ruff` -> ruff; `ruff@0.6.9` -> ruff==0.6.9; `--from SPEC CMD`."""
+    command = argv[0]
+    simple = _SIMPLE.fullmatch(command)
+    if simple and not args.from_ and not args.with_:
+        # The usual `pypm x ruff ...`: spelled as packaging would spell it, without importing
+        # packaging.requirements (~18 ms of a ~75 ms run)
+        name, version = simple.group(1), simple.group(2)
+        return [f"{name}=={version}" if version else name], name
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    def parse(text: str, what: str) -> str:
+        try:
+            return str(Requirement(text))
+        except InvalidRequirement as e:
+            raise UsageError(f"{what} {text!r} is not a valid requirement: {e}",
+                             hint="a PEP 508 requirement: NAME, NAME>=1.2, NAME[extra], NAME @ URL") from None
+
+    if args.from_:
+        main = parse(args.from_, "--from")
+    else:
+        name, at, version = command.partition("@")
+        if at and not version:
+            raise UsageError(f"{command!r}: give a version after @, or none", hint="e.g. `pypm x ruff@0.6.9 check .`")
+        main = parse(f"{name}=={version}" if at else name, "the command")
+        command = name
+    return [main, *(parse(w, "--with") for w in args.with_)], command
+
+
+def _tool_dir(requirements: list[str], args: argparse.Namespace) -> Path:
+    """The tool's project directory (made, with its pyproject.toml, when new)."""
+    from .config import cache_dir
+    from .lockfile import write_atomic
+
+    options = {"requirements": requirements, "python": args.python, "index-url": args.index_url,
+               "extra-index-url": args.extra_index_url, "find-links": [
+                   x if "://" in x else str(Path(x).expanduser().resolve()) for x in args.find_links]}
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
+    root = cache_dir() / "tools" / key
+    tool: dict[str, Any] = {k: v for k, v in (("python", args.python), ("index-url", args.index_url),
+                                              ("extra-index-url", options["extra-index-url"]),
+                                              ("find-links", options["find-links"])) if v}
+    if args.python:  # the lock's lower bound: the interpreter's minor (queried once, then cached)
+        from .interpreter import find_interpreter
+
+        major, minor = find_interpreter(args.python, None).version[:2]
+    else:  # the environment gets the newest on PATH; this one's minor is the floor, as a project's
+        major, minor = sys.version_info[:2]
+    lines = ["# made by `pypm x`; the cache's, not yours: `pypm cache clean` removes it", "[project]",
+             f'name = "pypm-x-{key[:12]}"', 'version = "0"', f'requires-python = ">={major}.{minor}"',
+             f"dependencies = {json.dumps(requirements)}"]
+    if tool:
+        lines.append("\n[tool.pypm]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in tool.items()]  # JSON strings and arrays are TOML ones
+    text = "\n".join(lines) + "\n"
+    pyproject = root / "pyproject.toml"
+    try:
+        current = pyproject.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        current = None
+    if current != text:
+        root.mkdir(parents=True, exist_ok=True)
+        write_atomic(pyproject, text)
+    return root
+
+
+def x_command(ctx: Any, args: argparse.Namespace) -> int:
+    """`pypm x [--from SPEC] [--with REQ]... CMD ARGS...`: the command's exit status."""
+    from .run import _fast_venv, _run_sandboxed, spawn_and_wait, venv_environment
+
+    argv = list(args.cmd or [])
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("`pypm x` needs a command", hint="e.g. `pypm x ruff check .` or `pypm x --from httpie http URL`")
+    requirements, command = _requirements(args, argv)
+    root = _tool_dir(requirements, args)
+    tctx = _ToolContext(ctx, root)
+    want = argparse.Namespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
+                              no_install_project=False, python=args.python, frozen=False, offline=args.offline)
+    fast = None if args.upgrade else _fast_venv(tctx, want)
+    if fast is not None:
+        venv = fast[1]
+    else:
+        project = tctx.project()
+        if args.upgrade:
+            from .locking import LockOptions, lock_project
+
+            lock_project(tctx, project, LockOptions(upgrade=True, offline=args.offline))
+        from .sync import SyncOptions, ensure_synced
+
+        venv = ensure_synced(tctx, project, SyncOptions.from_args(want))
+    try:
+        os.utime(root)  # used now: `pypm cache prune` removes environments unused for its --days
+    except OSError:
+        pass
+    exe = venv / "bin" / command
+    if not os.path.isfile(exe):
+        bins = sorted(p.name for p in (venv / "bin").iterdir()
+                      if not p.name.startswith(("python", "activate", "pip")) and p.name != "pypm-venv")
+        raise UsageError(f"{command} is not a command of {', '.join(requirements)}",
+                         hint=(f"it provides: {', '.join(bins)}; name one, or the package with --from"
+                               if bins else "it installs no commands; name the package that does with --from"))
+    argv[0] = str(exe)
+    env = venv_environment(venv)
+    if args.no_sandbox:
+        return spawn_and_wait(argv, env)
+    # The current directory is the "project": bound at its own path, as `pypm run` binds a project;
+    # the sandbox's settings are the defaults and the flags (the cwd's own pyproject.toml is not
+    # this tool's: its [tool.pypm.sandbox] does not apply).
+    from .project import SandboxConfig
+
+    cwd = Path(ctx.directory).resolve()
+    stand_in = SimpleNamespace(root=cwd, name=command, tool=SimpleNamespace(sandbox=SandboxConfig()),
+                               pyproject=root / "pyproject.toml")
+    args.command = "run"
+    return int(_run_sandboxed()(ctx, stand_in, venv, argv, env, args))

@@ -1,0 +1,152 @@
+"""End-to-end `pypm x`: a tool from a real index on 127.0.0.1, in an environment of its own, run
+in the real sandbox: what it can see, write and reach, checked from the host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PROBE = '''\
+import os, socket, sys
+
+__version__ = "{version}"
+
+
+def main():
+    secret, port = sys.argv[1], int(sys.argv[2])
+    print("version", __version__)
+    print("cwd", os.getcwd())
+    with open("out.txt", "w") as f:
+        f.write("written by the tool")
+    try:
+        with open("pyproject.toml", "a") as f:
+            f.write("# the tool was here")
+        print("pyproject writable")
+    except OSError:
+        print("pyproject read-only")
+    try:
+        with open(secret) as f:
+            print("secret", f.read())
+    except OSError:
+        print("secret hidden")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        print("net reached")
+    except OSError:
+        print("net blocked")
+    try:
+        import helper  # noqa: F401
+        print("helper importable")
+    except ImportError:
+        print("helper missing")
+'''
+
+
+@pytest.fixture
+def tool(dists, index_server, tmp_path, pypm):
+    def probe(version: str) -> Path:
+        return dists.wheel("probe-tool", version, modules={"probe_tool/__init__.py": PROBE.format(version=version)},
+                           entry_points={"console_scripts": {"probe": "probe_tool:main"}})
+
+    probe("1.0")
+    dists.wheel("helper", "1.0")
+    server = index_server()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pyproject.toml").write_text('[project]\nname = "mine"\nversion = "1"\n')
+    secret = pypm.home / "secret.txt"
+    secret.write_text("s3cr3t")
+    return server, work, secret, probe
+
+
+def x(pypm, server, work, secret, *flags):
+    r = pypm("x", "--index-url", server.url, *flags, str(secret), str(server.port), cwd=work)
+    return r, dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
+def test_a_tool_runs_sandboxed_in_the_current_directory(pypm, tool):
+    server, work, secret, _ = tool
+    r, out = x(pypm, server, work, secret, "--from", "probe-tool", "probe")
+    assert r.returncode == 0, r.stderr
+    assert out["version"] == "1.0" and out["cwd"] == str(work.resolve())
+    assert (work / "out.txt").read_text() == "written by the tool"  # the current directory is writable
+    assert out["pyproject"] == "read-only" and "tool was here" not in (work / "pyproject.toml").read_text()
+    assert out["secret"] == "hidden"  # the host's home is not there
+    assert out["net"] == "blocked"  # no network: the index on the host's 127.0.0.1 is out of reach
+    assert out["helper"] == "missing"
+    assert "Resolved 1 packages" in r.stderr
+
+    # again: the environment is current; no resolver, no request to the index
+    server.clear_requests()
+    r, out = x(pypm, server, work, secret, "--from", "probe-tool", "probe")
+    assert r.returncode == 0, r.stderr
+    assert out["version"] == "1.0" and "Resolved" not in r.stderr and "Synced" not in r.stderr
+    assert server.requests == []
+
+    # the sandbox's flags apply: the host's network; unsandboxed, the host's files
+    r, out = x(pypm, server, work, secret, "--network", "host", "--with", "helper", "--from", "probe-tool", "probe")
+    assert r.returncode == 0, r.stderr
+    assert out["net"] == "reached" and out["helper"] == "importable" and out["secret"] == "hidden"
+    r, out = x(pypm, server, work, secret, "--no-sandbox", "--from", "probe-tool", "probe")
+    assert r.returncode == 0, r.stderr
+    assert out["secret"] == "s3cr3t" and out["pyproject"] == "writable"
+
+
+def test_versions_pins_and_upgrade(pypm, tool):
+    server, work, secret, probe = tool
+    r, out = x(pypm, server, work, secret, "--from", "probe-tool", "probe")
+    assert out["version"] == "1.0", r.stderr
+    server.add(probe("2.0"))
+    r, out = x(pypm, server, work, secret, "--from", "probe-tool", "probe")
+    assert out["version"] == "1.0", r.stderr  # the environment keeps its first resolution
+    r, out = x(pypm, server, work, secret, "--upgrade", "--from", "probe-tool", "probe")
+    assert out["version"] == "2.0", r.stderr
+    r, out = x(pypm, server, work, secret, "--from", "probe-tool==1.0", "probe")
+    assert out["version"] == "1.0", r.stderr
+
+
+def test_name_at_version_and_errors(pypm, tool, dists):
+    server, work, secret, _ = tool
+    dists.wheel("probe", "3.0", modules={"probe/__init__.py": PROBE.format(version="3.0")},
+                entry_points={"console_scripts": {"probe": "probe:main"}})
+    server.add(dists.dir / "probe-3.0-py3-none-any.whl")
+    r, out = x(pypm, server, work, secret, "probe@3.0")
+    assert r.returncode == 0, r.stderr
+    assert out["version"] == "3.0"
+
+    r = pypm("x", "--index-url", server.url, "--from", "probe-tool", "nope", cwd=work)
+    assert r.returncode == 2, r.stderr
+    assert "nope is not a command of probe-tool" in r.stderr and "it provides: probe" in r.stderr
+    r = pypm("x", "--index-url", server.url, "probe@", cwd=work)
+    assert r.returncode == 2 and "give a version after @" in r.stderr, r.stderr
+    r = pypm("x", "--index-url", server.url, "--from", "not valid!", "probe", cwd=work)
+    assert r.returncode == 2 and "--from 'not valid!' is not a valid requirement" in r.stderr, r.stderr
+    r = pypm("x", "--index-url", server.url, cwd=work)
+    assert r.returncode == 2 and "`pypm x` needs a command" in r.stderr, r.stderr
+    r = pypm("x", "--index-url", server.url, "no-such-tool", cwd=work)
+    assert r.returncode == 5 and "no-such-tool" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_prune_removes_tool_environments_unused_for_its_days(pypm, tool):
+    import os
+    import time
+
+    server, work, secret, _ = tool
+    r, out = x(pypm, server, work, secret, "--from", "probe-tool", "probe")
+    assert r.returncode == 0, r.stderr
+    r, out = x(pypm, server, work, secret, "--from", "probe-tool==1.0", "probe")
+    assert r.returncode == 0, r.stderr
+    envs = sorted((pypm.cache_dir / "tools").iterdir())
+    assert len(envs) == 2
+    old = time.time() - 40 * 86400
+    os.utime(envs[0], (old, old))
+    assert pypm("cache", "prune", cwd=work).returncode == 0
+    assert sorted((pypm.cache_dir / "tools").iterdir()) == envs[1:]
+    # a run counts as a use: the remaining one survives a prune after it ran, even if made long ago
+    os.utime(envs[1], (old, old))
+    r, out = x(pypm, server, work, secret, "--from", "probe-tool==1.0" if "==" in (envs[1] / "pyproject.toml").read_text()
+               else "probe-tool", "probe")
+    assert r.returncode == 0, r.stderr
+    assert pypm("cache", "prune", cwd=work).returncode == 0
+    assert sorted((pypm.cache_dir / "tools").iterdir()) == envs[1:]

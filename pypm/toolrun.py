@@ -166,9 +166,22 @@ def x_command(ctx: Any, args: argparse.Namespace) -> int:
     # The current directory is the "project": bound at its own path, as `pypm run` binds a project;
     # the sandbox's settings are the defaults and the flags (the cwd's own pyproject.toml is not
     # this tool's: its [tool.pypm.sandbox] does not apply).
+    from .config import cache_dir
+    from .errors import SandboxError
     from .project import SandboxConfig
 
     cwd = Path(ctx.directory).resolve()
+    # The current directory is bound in (writable by default). Where that is the home directory,
+    # or holds it or the cache, the tool would get what the sandbox exists to keep from it: the
+    # user's keys and tokens, and the other tools' environments in the cache, into which it
+    # could write code that a later run (perhaps with --no-sandbox) would execute.
+    home = Path(os.path.expanduser("~")).resolve()
+    for what, inner in (("your home directory", home), ("pypm's cache", cache_dir().resolve())):
+        if inner.is_relative_to(cwd):
+            raise SandboxError(f"pypm x binds the current directory into the sandbox, and {cwd} "
+                               f"{'is' if inner == cwd else 'holds'} {what} ({inner})",
+                               hint="cd into the directory the tool should work on, or pass --no-sandbox "
+                                    "to run it on the host")
     stand_in = SimpleNamespace(root=cwd, name=command, tool=SimpleNamespace(sandbox=SandboxConfig()),
                                pyproject=root / "pyproject.toml")
     args.command = "run"

@@ -150,3 +150,17 @@ def test_prune_removes_tool_environments_unused_for_its_days(pypm, tool):
     assert r.returncode == 0, r.stderr
     assert pypm("cache", "prune", cwd=work).returncode == 0
     assert sorted((pypm.cache_dir / "tools").iterdir()) == envs[1:]
+
+
+@pytest.mark.parametrize("where", ["home", "root", "cache-parent"])
+def test_the_home_directory_or_what_holds_it_is_never_bound_in(pypm, tool, where):
+    """From the home directory (or `/`, or a directory holding the cache) the tool would see the
+    user's keys and could write into the other tools' environments: refused, exit 8."""
+    server, work, secret, _ = tool
+    cwd = {"home": pypm.home, "root": Path("/"), "cache-parent": work}[where]
+    env = {"PYPM_CACHE_DIR": str(work / "sub" / "cache")} if where == "cache-parent" else {}
+    r = pypm("x", "--index-url", server.url, "--from", "probe-tool", "probe", str(secret), "1", cwd=cwd, env=env)
+    assert r.returncode == 8, r.stderr
+    assert "pypm x binds the current directory into the sandbox" in r.stderr and "cd into" in r.stderr
+    assert ("pypm's cache" if where == "cache-parent" else "your home directory") in r.stderr
+    assert "Traceback" not in r.stderr

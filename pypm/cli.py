@@ -177,6 +177,12 @@ def cmd_remove(ctx: Context, args: argparse.Namespace) -> int:
     return remove_command(ctx, args)
 
 
+def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
+    from .edit import version_command
+
+    return version_command(ctx, args)
+
+
 def cmd_tree(ctx: Context, args: argparse.Namespace) -> int:
     from .tree import tree_command
 
@@ -335,6 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
         p.add_argument("--offline", action="store_true", default=_offline_default(),
                        help="use only what is cached; never touch the network")
+
+    p = add("version", cmd_version, "show or set the project's version (then lock and sync, as add does)")
+    p.add_argument("value", nargs="?", metavar="VERSION", help="the new version (PEP 440)")
+    p.add_argument("--bump", metavar="PART", action="append", default=[],
+                   choices=["major", "minor", "patch", "stable", "alpha", "beta", "rc", "post", "dev"],
+                   help="raise a part instead: major, minor, patch, stable, alpha, beta, rc, post, dev "
+                        "(repeatable, applied in order: --bump minor --bump beta)")
+    p.add_argument("--short", action="store_true", help="print the version alone")
+    p.add_argument("--dry-run", action="store_true", help="print the new version; change nothing")
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--no-sync", action="store_true", help="update pypm.lock but leave .venv alone")
+    x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
+    p.add_argument("--offline", action="store_true", default=_offline_default(),
+                   help="use only what is cached; never touch the network")
 
     p = add("tree", cmd_tree, "draw the locked dependency graph as a tree")
     p.add_argument("--depth", "-d", metavar="N", type=int, help="draw N levels below the top (default: all)")

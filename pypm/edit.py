@@ -1,4 +1,4 @@
-"""`pypm add` and `pypm remove`: change a requirement array of pyproject.toml, then lock and sync.
+"""`pypm add`, `pypm remove` and `pypm version`: edit pyproject.toml, then lock and sync.
 
 The array is `[project] dependencies` by default, `[project.optional-dependencies] EXTRA` with
 `--optional EXTRA`, or `[dependency-groups] NAME` with `--group NAME` (`--dev`: the `dev` group,
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .project import Project
 
-__all__ = ["add_command", "remove_command"]
+__all__ = ["add_command", "remove_command", "version_command", "bump_version"]
 
 _CANON = re.compile(r"[-_.]+")
 
@@ -326,8 +326,9 @@ def _where_else(doc: Any, name: str, target: _Target) -> str:
 def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what: str,
            selection: argparse.Namespace, then: Any) -> int:
     """Write the edited `doc`, lock and sync `selection` (sync's flags); on any failure (or Ctrl-C)
-    put pyproject.toml and pypm.lock back as they were. `then(lock)`: a second edit once the lock exists (the bounds);
-    true when it changed the document, which is then written and locked again."""
+    put pyproject.toml and pypm.lock back as they were. `then(lock)`, once the lock exists: a
+    second edit (the bounds; the lock's record of the project's version); true when it changed
+    the document, which is then written and locked again."""
     import tomlkit
 
     from .lockfile import LOCK_NAME, read, write_atomic
@@ -361,7 +362,7 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what:
                 project = load_project(project.root)
                 # The same pins (the lock's own are preferred), for the new content hash: said once
                 _lock(_Quiet(ctx), project, args)
-                wrote[lock_path] = lock_path.read_bytes()
+            wrote[lock_path] = lock_path.read_bytes()  # (`then` may have rewritten it)
             if not args.no_sync:
                 from .sync import SyncOptions, sync_project
 
@@ -416,3 +417,128 @@ def _restore(ctx: Any, before: dict[Path, bytes | None], wrote: dict[Path, bytes
             left = True
     if not left:
         ctx.info(f"{names} are as they were before the command")
+
+
+# --------------------------------------------------------------------------- pypm version
+
+_BUMPS = ("major", "minor", "patch", "stable", "alpha", "beta", "rc", "post", "dev")
+_PRE = {"alpha": "a", "beta": "b", "rc": "rc"}
+
+
+def bump_version(current: str, bumps: list[str]) -> str:
+    """`current` moved by each of `bumps` in turn, as `uv version --bump` moves it (pure):
+    major/minor/patch raise that part and drop what follows; stable drops pre-, post- and dev-
+    release parts; alpha/beta/rc start or raise a pre-release (of the next release only after a
+    major/minor/patch bump: 1.2.3 --bump beta alone would go down); post and dev likewise.
+    Raises ValueError with the reason when the result would not be higher than `current`."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        v = Version(current)
+    except InvalidVersion:
+        raise ValueError(f"the current version {current!r} is not a valid version (PEP 440)") from None
+    release = list(v.release) + [0] * max(0, 3 - len(v.release))
+    pre: tuple[str, int] | None = v.pre
+    post, dev = v.post, v.dev
+    for b in bumps:
+        if b in ("major", "minor", "patch"):
+            i = ("major", "minor", "patch").index(b)
+            if not (pre or dev) or any(release[i + 1:]):  # a pre-release of X.0.0, --bump major: X.0.0
+                release[i] += 1
+                release[i + 1:] = [0] * len(release[i + 1:])
+            pre = post = dev = None
+        elif b == "stable":
+            pre = post = dev = None
+        elif b in _PRE:
+            kind = _PRE[b]
+            if pre is not None and pre[0] == kind:
+                pre = (kind, pre[1] + 1)
+            else:
+                pre = (kind, 1)
+            post = dev = None
+        elif b == "post":
+            post = 1 if post is None else post + 1
+            dev = None
+        elif b == "dev":
+            dev = 1 if dev is None else dev + 1
+        else:  # argparse's choices keep this out
+            raise ValueError(f"unknown bump {b!r}")
+    text = ".".join(str(x) for x in release)
+    if v.epoch:
+        text = f"{v.epoch}!{text}"
+    if pre is not None:
+        text += f"{pre[0]}{pre[1]}"
+    if post is not None:
+        text += f".post{post}"
+    if dev is not None:
+        text += f".dev{dev}"
+    if Version(text) <= v:
+        hint = ""
+        if pre is not None and not v.is_prerelease:
+            hint = f" (a pre-release of {'.'.join(map(str, release))}; add --bump patch, minor or major for the next one)"
+        raise ValueError(f"{current} -> {text} would not be higher{hint}")
+    return text
+
+
+def version_command(ctx: Any, args: argparse.Namespace) -> int:
+    """`pypm version [VALUE] [--bump PART]... [--short] [--dry-run]`."""
+    if args.value is not None and args.bump:
+        raise UsageError("give a version or --bump, not both")
+    if args.value is None and not args.bump:  # show it: no lock, no write
+        from .project import find_project_root, load_project
+
+        project = load_project(find_project_root(ctx.directory))
+        if project.version is None:
+            raise ProjectError(f"{project.pyproject}: `project.version` is dynamic (the build backend computes it)",
+                               hint="the backend's own configuration holds it")
+        print(project.version if args.short else f"{project.name} {project.version}")
+        return ExitCode.OK
+    with _project_locked(ctx):
+        return _set_version(ctx, args)
+
+
+def _set_version(ctx: Any, args: argparse.Namespace) -> int:
+    from packaging.version import InvalidVersion, Version
+
+    project, doc = _load(ctx)
+    if project.version is None:
+        raise ProjectError(f"{project.pyproject}: `project.version` is listed in `project.dynamic`: the build backend "
+                           "computes it, so pypm cannot set it",
+                           hint="set it where the backend reads it from")
+    old = project.version
+    if args.value is not None:
+        try:
+            new = str(Version(args.value))  # in PEP 440's normal form: 1.0-RC1 -> 1.0rc1
+        except InvalidVersion:
+            raise UsageError(f"{args.value!r} is not a valid version (PEP 440)", hint="e.g. 1.2.3, 2.0.0rc1") from None
+    else:
+        try:
+            new = bump_version(old, args.bump)
+        except ValueError as e:
+            raise UsageError(f"--bump {' --bump '.join(args.bump)}: {e}") from None
+    if args.dry_run:
+        print(f"{project.name} {old} => {new}")
+        return ExitCode.OK
+    doc["project"]["version"] = new
+    rc = _apply(ctx, args, project, doc, f"version {old} => {new}", argparse.Namespace(offline=args.offline),
+                lambda lock: _lock_root_version(ctx, project.root, lock, new))
+    print(new if args.short else f"{project.name} {old} => {new}")
+    return rc
+
+
+def _lock_root_version(ctx: Any, root: Path, lock: Any, version: str) -> bool:
+    """Set the project's own version in its lock. The version is not a resolution input (not in
+    the lock's content-hash: nothing resolved depends on it), so locking again leaves the lock's
+    record of it as it was. A signature covered the old one: removed, with a warning."""
+    from .lockfile import LOCK_NAME, dumps, write_atomic
+
+    me = lock.root()
+    if me is None or me.version == version:
+        return False
+    me.version = version
+    if lock.signature:
+        lock.signature = {}
+        ctx.info(f"warning: the signature of {LOCK_NAME} covered the old version and is removed: "
+                 "sign it again with `pypm lock --sign KEY`")
+    write_atomic(root / LOCK_NAME, dumps(lock))
+    return False

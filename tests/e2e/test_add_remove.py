@@ -262,3 +262,84 @@ def test_a_second_add_waits_for_the_first_to_finish_or_roll_back(pypm, world, di
     assert deps == ["alpha>=1", "tool>=5.0", "zeta"]
     assert "big" not in locked(project) and "big" not in installed(project / ".venv")
     assert "tool" in installed(project / ".venv")
+
+
+# --------------------------------------------------------------------------- pypm version
+
+@pytest.mark.parametrize("current, bumps, expected", [
+    ("1.2.3", ["patch"], "1.2.4"), ("1.2.3", ["minor"], "1.3.0"), ("1.2.3", ["major"], "2.0.0"),
+    ("1.2", ["patch"], "1.2.1"), ("1.2.3", ["patch", "beta"], "1.2.4b1"), ("1.2.4b1", ["beta"], "1.2.4b2"),
+    ("1.2.4b2", ["rc"], "1.2.4rc1"), ("1.2.4rc1", ["stable"], "1.2.4"), ("1.2.4rc1", ["patch"], "1.2.4"),
+    ("2.0.0a1", ["major"], "2.0.0"), ("1.3.0.dev2", ["minor"], "1.3.0"), ("1.2.3", ["post"], "1.2.3.post1"),
+    ("1.2.3.post1", ["post"], "1.2.3.post2"), ("1.2.3", ["minor", "dev"], "1.3.0.dev1"), ("1!1.0", ["major"], "1!2.0.0"),
+])
+def test_bump_version(current, bumps, expected):
+    from pypm.edit import bump_version
+
+    assert bump_version(current, bumps) == expected
+
+
+@pytest.mark.parametrize("current, bumps", [("1.2.3", ["beta"]), ("1.2.3", ["stable"]), ("1.2.3", ["dev"])])
+def test_a_bump_that_would_not_go_up_is_refused(current, bumps):
+    from pypm.edit import bump_version
+
+    with pytest.raises(ValueError, match="would not be higher"):
+        bump_version(current, bumps)
+
+
+def test_version_shows_sets_bumps_and_keeps_the_lock_in_step(pypm, world):
+    server, project = world
+    r = pypm("version", cwd=project)
+    assert r.returncode == 0 and r.stdout == "proj 0.1.0\n", r.stderr
+    assert pypm("version", "--short", cwd=project).stdout == "0.1.0\n"
+    assert pypm("sync", cwd=project).returncode == 0
+    before = (project / "pyproject.toml").read_bytes()
+
+    r = pypm("version", "--bump", "minor", "--dry-run", cwd=project)
+    assert r.returncode == 0 and r.stdout == "proj 0.1.0 => 0.2.0\n", r.stderr
+    assert (project / "pyproject.toml").read_bytes() == before
+
+    r = pypm("version", "--bump", "minor", "--bump", "beta", "--short", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "0.2.0b1\n"
+    assert (project / "pyproject.toml").read_bytes() == before.replace(b'version = "0.1.0"', b'version = "0.2.0b1"')
+    lock = loads((project / "pypm.lock").read_text())
+    assert lock.root().version == "0.2.0b1"  # the lock's record of the project follows
+    assert pypm("lock", "--check", cwd=project).returncode == 0
+
+    r = pypm("version", "1.0-RC1", cwd=project)
+    assert r.returncode == 0 and r.stdout == "proj 0.2.0b1 => 1.0rc1\n", r.stderr  # PEP 440's normal form
+
+    for argv, code, message in [
+        (["version", "--bump", "beta"], 2, "would not be higher"),
+        (["version", "not.a.version!"], 2, "is not a valid version"),
+        (["version", "2.0", "--bump", "major"], 2, "not both"),
+    ]:
+        before = (project / "pyproject.toml").read_bytes()
+        r = pypm(*argv, cwd=project)
+        assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
+        assert (project / "pyproject.toml").read_bytes() == before
+
+
+def test_a_dynamic_version_is_refused(pypm, world):
+    server, project = world
+    path = project / "pyproject.toml"
+    path.write_text(path.read_text().replace('version = "0.1.0"\n', 'dynamic = ["version"]\n')
+                    .replace("[project]\n", '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n[project]\n'))
+    for argv in (["version"], ["version", "--bump", "patch"]):
+        r = pypm(*argv, cwd=project)
+        assert r.returncode == 3, r.stderr
+        assert "dynamic" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_version_removes_a_signature_that_covered_the_old_version(pypm, world):
+    server, project = world
+    assert pypm("keygen", "-o", str(project / "key"), cwd=project).returncode == 0
+    r = pypm("lock", "--sign", str(project / "key"), cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert loads((project / "pypm.lock").read_text()).signature
+    r = pypm("version", "--bump", "patch", "--no-sync", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "sign it again with `pypm lock --sign KEY`" in r.stderr
+    lock = loads((project / "pypm.lock").read_text())
+    assert lock.root().version == "0.1.1" and not lock.signature

@@ -303,8 +303,8 @@ def test_version_shows_sets_bumps_and_keeps_the_lock_in_step(pypm, world):
     assert r.returncode == 0, r.stderr
     assert r.stdout == "0.2.0b1\n"
     assert (project / "pyproject.toml").read_bytes() == before.replace(b'version = "0.1.0"', b'version = "0.2.0b1"')
-    lock = loads((project / "pypm.lock").read_text())
-    assert lock.root().version == "0.2.0b1"  # the lock's record of the project follows
+    me = loads((project / "pypm.lock").read_text()).root()
+    assert me is not None and me.version == "0.2.0b1"  # the lock's record of the project follows
     assert pypm("lock", "--check", cwd=project).returncode == 0
 
     r = pypm("version", "1.0-RC1", cwd=project)
@@ -342,4 +342,5 @@ def test_version_removes_a_signature_that_covered_the_old_version(pypm, world):
     assert r.returncode == 0, r.stderr
     assert "sign it again with `pypm lock --sign KEY`" in r.stderr
     lock = loads((project / "pypm.lock").read_text())
-    assert lock.root().version == "0.1.1" and not lock.signature
+    me = lock.root()
+    assert me is not None and me.version == "0.1.1" and not lock.signature

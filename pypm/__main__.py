@@ -14,7 +14,7 @@ def main() -> int:
             from .cli import main as cli_main
 
             return cli_main(argv)
-    if "run" in argv[:2]:  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
+    if "run" in argv[:2] and not _names_a_script(argv):  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
         from .launch import launch
 
         launch(argv)  # exec's the sandbox helper when a recorded plan still holds (pypm.launch)
@@ -63,6 +63,16 @@ def main() -> int:
     from .cli import main as cli_main
 
     return cli_main(argv)
+
+
+def _names_a_script(argv: list[str]) -> bool:
+    """A PEP 723 script among the arguments (pypm.script): the full CLI runs it, not the fast
+    paths, which would run it as a command of the current directory's project."""
+    if not any(a.endswith(".py") for a in argv):  # the usual run: nothing read, nothing imported
+        return False
+    from .script import names_a_script
+
+    return names_a_script(argv)
 
 
 def _is_command(argv: list[str], name: str) -> bool:

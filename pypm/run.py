@@ -239,6 +239,13 @@ def run_command(ctx: Any, args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise UsageError("`pypm run` needs a command", hint="e.g. `pypm run python -m my_lib.demo`")
+    script = os.path.join(ctx.directory, argv[0])  # (-C DIR: the command runs there)
+    if argv[0].endswith(".py") and os.path.isfile(script):  # PEP 723: a script with its own dependencies
+        from .script import run_script, script_metadata
+
+        meta = script_metadata(script)
+        if meta is not None:
+            return run_script(ctx, args, [script, *argv[1:]], meta)
     return _execute(ctx, args, argv)
 
 

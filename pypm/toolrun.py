@@ -85,12 +85,15 @@ def _requirements(args: argparse.Namespace, argv: list[str]) -> tuple[list[str],
     return [main, *(parse(w, "--with") for w in args.with_)], command
 
 
-def _tool_dir(requirements: list[str], args: argparse.Namespace) -> Path:
-    """The tool's project directory (made, with its pyproject.toml, when new)."""
+def tool_dir(requirements: list[str], args: argparse.Namespace, requires_python: str | None = None,
+             kind: str = "x") -> Path:
+    """The environment's project directory (made, with its pyproject.toml, when new). `args`: its
+    python, index_url, extra_index_url and find_links; `requires_python`: the lock's range
+    (default: the interpreter's minor and newer)."""
     from .config import cache_dir
     from .lockfile import write_atomic
 
-    options = {"requirements": requirements, "python": args.python, "index-url": args.index_url,
+    options = {"requirements": requirements, "requires-python": requires_python, "python": args.python, "index-url": args.index_url,
                "extra-index-url": args.extra_index_url, "find-links": [
                    x if "://" in x else str(Path(x).expanduser().resolve()) for x in args.find_links]}
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
@@ -98,15 +101,17 @@ def _tool_dir(requirements: list[str], args: argparse.Namespace) -> Path:
     tool: dict[str, Any] = {k: v for k, v in (("python", args.python), ("index-url", args.index_url),
                                               ("extra-index-url", options["extra-index-url"]),
                                               ("find-links", options["find-links"])) if v}
-    if args.python:  # the lock's lower bound: the interpreter's minor (queried once, then cached)
-        from .interpreter import find_interpreter
+    if requires_python is None:
+        if args.python:  # the lock's lower bound: the interpreter's minor (queried once, then cached)
+            from .interpreter import find_interpreter
 
-        major, minor = find_interpreter(args.python, None).version[:2]
-    else:  # the environment gets the newest on PATH; this one's minor is the floor, as a project's
-        major, minor = sys.version_info[:2]
-    lines = ["# made by `pypm x`; the cache's, not yours: `pypm cache clean` removes it", "[project]",
-             f'name = "pypm-x-{key[:12]}"', 'version = "0"', f'requires-python = ">={major}.{minor}"',
-             f"dependencies = {json.dumps(requirements)}"]
+            major, minor = find_interpreter(args.python, None).version[:2]
+        else:  # the environment gets the newest on PATH; this one's minor is the floor, as a project's
+            major, minor = sys.version_info[:2]
+        requires_python = f">={major}.{minor}"
+    lines = [f"# made by `pypm {'run' if kind == 'script' else 'x'}`; the cache's, not yours: `pypm cache clean` "
+             "removes it", "[project]", f'name = "pypm-{kind}-{key[:12]}"', 'version = "0"',
+             f"requires-python = {json.dumps(requires_python)}", f"dependencies = {json.dumps(requirements)}"]
     if tool:
         lines.append("\n[tool.pypm]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in tool.items()]  # JSON strings and arrays are TOML ones
@@ -124,24 +129,39 @@ def _tool_dir(requirements: list[str], args: argparse.Namespace) -> Path:
 
 def x_command(ctx: Any, args: argparse.Namespace) -> int:
     """`pypm x [--from SPEC] [--with REQ]... CMD ARGS...`: the command's exit status."""
-    from .run import _fast_venv, _run_sandboxed, spawn_and_wait, venv_environment
-
     argv = list(args.cmd or [])
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
         raise UsageError("`pypm x` needs a command", hint="e.g. `pypm x ruff check .` or `pypm x --from httpie http URL`")
     requirements, command = _requirements(args, argv)
-    root = _tool_dir(requirements, args)
+    venv = ready_environment(ctx, tool_dir(requirements, args), args)
+    exe = venv / "bin" / command
+    if not os.path.isfile(exe):
+        bins = sorted(p.name for p in (venv / "bin").iterdir()
+                      if not p.name.startswith(("python", "activate", "pip")) and p.name != "pypm-venv")
+        raise UsageError(f"{command} is not a command of {', '.join(requirements)}",
+                         hint=(f"it provides: {', '.join(bins)}; name one, or the package with --from"
+                               if bins else "it installs no commands; name the package that does with --from"))
+    argv[0] = str(exe)
+    return run_here(ctx, args, venv, argv, "pypm x", command)
+
+
+def ready_environment(ctx: Any, root: Path, args: argparse.Namespace) -> Path:
+    """The venv of the environment project at `root`, locked and synced when it is not current
+    (`args.upgrade`: locked again to the newest releases first); touched as used."""
+    from .run import _fast_venv
+
     tctx = _ToolContext(ctx, root)
     want = argparse.Namespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
                               no_install_project=False, python=args.python, frozen=False, offline=args.offline)
-    fast = None if args.upgrade else _fast_venv(tctx, want)
+    upgrade = getattr(args, "upgrade", False)
+    fast = None if upgrade else _fast_venv(tctx, want)
     if fast is not None:
-        venv = fast[1]
+        venv: Path = fast[1]
     else:
         project = tctx.project()
-        if args.upgrade:
+        if upgrade:
             from .locking import LockOptions, lock_project
 
             lock_project(tctx, project, LockOptions(upgrade=True, offline=args.offline))
@@ -152,37 +172,38 @@ def x_command(ctx: Any, args: argparse.Namespace) -> int:
         os.utime(root)  # used now: `pypm cache prune` removes environments unused for its --days
     except OSError:
         pass
-    exe = venv / "bin" / command
-    if not os.path.isfile(exe):
-        bins = sorted(p.name for p in (venv / "bin").iterdir()
-                      if not p.name.startswith(("python", "activate", "pip")) and p.name != "pypm-venv")
-        raise UsageError(f"{command} is not a command of {', '.join(requirements)}",
-                         hint=(f"it provides: {', '.join(bins)}; name one, or the package with --from"
-                               if bins else "it installs no commands; name the package that does with --from"))
-    argv[0] = str(exe)
+    return venv
+
+
+def run_here(ctx: Any, args: argparse.Namespace, venv: Path, argv: list[str], who: str, name: str,
+             ro_binds: tuple[str, ...] = ()) -> int:
+    """Run `argv` with `venv` activated, in the sandbox with the current directory standing in for
+    the project (or on the host with --no-sandbox). `ro_binds`: more directories to show, read-only."""
+    from .run import _run_sandboxed, spawn_and_wait, venv_environment
+
     env = venv_environment(venv)
     if args.no_sandbox:
         return spawn_and_wait(argv, env)
     # The current directory is the "project": bound at its own path, as `pypm run` binds a project;
     # the sandbox's settings are the defaults and the flags (the cwd's own pyproject.toml is not
-    # this tool's: its [tool.pypm.sandbox] does not apply).
+    # this environment's: its [tool.pypm.sandbox] does not apply).
     from .config import cache_dir
     from .errors import SandboxError
     from .project import SandboxConfig
 
     cwd = Path(ctx.directory).resolve()
     # The current directory is bound in (writable by default). Where that is the home directory,
-    # or holds it or the cache, the tool would get what the sandbox exists to keep from it: the
-    # user's keys and tokens, and the other tools' environments in the cache, into which it
-    # could write code that a later run (perhaps with --no-sandbox) would execute.
+    # or holds it or the cache, the command would get what the sandbox exists to keep from it:
+    # the user's keys and tokens, and the other environments in the cache, into which it could
+    # write code that a later run (perhaps with --no-sandbox) would execute.
     home = Path(os.path.expanduser("~")).resolve()
     for what, inner in (("your home directory", home), ("pypm's cache", cache_dir().resolve())):
         if inner.is_relative_to(cwd):
-            raise SandboxError(f"pypm x binds the current directory into the sandbox, and {cwd} "
+            raise SandboxError(f"{who} binds the current directory into the sandbox, and {cwd} "
                                f"{'is' if inner == cwd else 'holds'} {what} ({inner})",
-                               hint="cd into the directory the tool should work on, or pass --no-sandbox "
+                               hint="cd into the directory it should work on, or pass --no-sandbox "
                                     "to run it on the host")
-    stand_in = SimpleNamespace(root=cwd, name=command, tool=SimpleNamespace(sandbox=SandboxConfig()),
-                               pyproject=root / "pyproject.toml")
+    stand_in = SimpleNamespace(root=cwd, name=name, tool=SimpleNamespace(sandbox=SandboxConfig(ro_bind=ro_binds)),
+                               pyproject=cwd / "pyproject.toml")
     args.command = "run"
     return int(_run_sandboxed()(ctx, stand_in, venv, argv, env, args))

@@ -1,0 +1,150 @@
+"""`pypm run script.py`: a script with PEP 723 inline metadata, in an environment of its own, sandboxed.
+
+A script that starts its life with
+
+    # /// script
+    # requires-python = ">=3.11"
+    # dependencies = ["requests<3", "rich"]
+    # ///
+
+runs with exactly those dependencies, whatever project (if any) the current directory is in, as
+`uv run script.py` runs it. The environment is made as `pypm x` makes one (pypm.toolrun): a
+virtual project in the cache keyed by the dependencies, requires-python, the interpreter and the
+index options, locked (every file hash-pinned) and synced from the verified wheel cache the first
+time, found current afterwards without the resolver or the network. The script runs in the
+sandbox with the current directory as its project (and the script file itself read-only when it
+lies elsewhere: not its directory), no network unless --network host.
+
+`[tool.pypm]` in the block may set index-url, extra-index-url and find-links (a relative
+find-links path is taken from the script's directory). Anything else there is an error, as in a
+pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import ProjectError, UsageError
+
+__all__ = ["script_metadata", "names_a_script", "run_script"]
+
+# PEP 723's reference regular expression
+_BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+_TOOL_KEYS = ("index-url", "extra-index-url", "find-links")
+
+
+def names_a_script(argv: list[str]) -> bool:
+    """Whether an argument of `pypm run ...` is a .py file with a `script` block (the entry point's
+    fast paths then step aside: they would run it as a project's command). Reads only files named
+    *.py, and of each only enough to find the block's opening line."""
+    for a in argv:
+        if a.endswith(".py"):
+            try:
+                with open(a, "rb") as f:
+                    if b"# /// script" in f.read(1 << 20):
+                        return True
+            except OSError:
+                continue
+    return False
+
+
+def script_metadata(path: Path | str) -> dict[str, Any] | None:
+    """The script's `script` block as data (validated), or None when it has none."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProjectError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    blocks = [m for m in _BLOCK.finditer(text) if m.group("type") == "script"]
+    if not blocks:
+        return None
+    if len(blocks) > 1:
+        raise ProjectError(f"{path}: more than one `# /// script` block", hint="PEP 723 allows one; merge them")
+    content = "".join(line[2:] if line.startswith("# ") else line[1:]
+                      for line in blocks[0].group("content").splitlines(keepends=True))
+    try:
+        data = tomllib.loads(content)
+    except tomllib.TOMLDecodeError as e:
+        raise ProjectError(f"{path}: the `# /// script` block is not valid TOML: {e}",
+                           hint="each line of the block is `# ` followed by a line of TOML") from None
+    return _checked(data, path)
+
+
+def _checked(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    def bad(key: str, what: str) -> ProjectError:
+        return ProjectError(f"{path}: `{key}` in the `# /// script` block {what}")
+
+    unknown = sorted(set(data) - {"dependencies", "requires-python", "tool"})
+    if unknown:
+        raise bad(unknown[0], "is not a PEP 723 key (dependencies, requires-python, tool)")
+    deps = data.get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise bad("dependencies", "must be an array of strings")
+    for d in deps:
+        try:
+            Requirement(d)
+        except InvalidRequirement as e:
+            raise bad("dependencies", f"holds {d!r}, not a valid requirement: {e}") from None
+    rp = data.get("requires-python")
+    if rp is not None:
+        try:
+            SpecifierSet(rp) if isinstance(rp, str) else None
+        except InvalidSpecifier:
+            raise bad("requires-python", f"is {rp!r}, not a version specifier") from None
+        if not isinstance(rp, str):
+            raise bad("requires-python", "must be a string such as \">=3.11\"")
+    tool = data.get("tool", {})
+    pypm = tool.get("pypm", {}) if isinstance(tool, dict) else None
+    if not isinstance(pypm, dict):
+        raise bad("tool.pypm", "must be a table")
+    for key, value in pypm.items():
+        if key not in _TOOL_KEYS:
+            raise bad(f"tool.pypm.{key}", f"is not one of {', '.join(_TOOL_KEYS)}")
+        many = key != "index-url"
+        if (many and (not isinstance(value, list) or not all(isinstance(v, str) for v in value))) or \
+                (not many and not isinstance(value, str)):
+            raise bad(f"tool.pypm.{key}", "must be " + ("an array of strings" if many else "a string"))
+    return data
+
+
+def run_script(ctx: Any, args: argparse.Namespace, argv: list[str], meta: dict[str, Any]) -> int:
+    """Run `argv` (the script, then its arguments) with the environment its metadata asks for."""
+    from packaging.requirements import Requirement
+
+    from .toolrun import ready_environment, run_here, tool_dir
+
+    given = [flag for attr, flag in (("extra", "--extra"), ("all_extras", "--all-extras"), ("no_dev", "--no-dev"),
+                                     ("group", "--group"), ("only_group", "--only-group"), ("locked", "--locked"),
+                                     ("no_install_project", "--no-install-project"))
+             if getattr(args, attr, None)]
+    if given:
+        raise UsageError(f"{', '.join(given)}: {argv[0]} names its own dependencies (PEP 723); "
+                         "the project's selection does not apply", hint="leave the flag out")
+    script = Path(argv[0]).resolve()
+    pypm = (meta.get("tool") or {}).get("pypm") or {}
+    where = script.parent
+    env_args = argparse.Namespace(
+        python=getattr(args, "python", None), offline=getattr(args, "offline", False),
+        index_url=pypm.get("index-url"), extra_index_url=list(pypm.get("extra-index-url", [])),
+        find_links=[x if "://" in x else str((where / os.path.expanduser(x)).resolve())
+                    for x in pypm.get("find-links", [])])
+    requirements = [str(Requirement(d)) for d in meta.get("dependencies", [])]
+    root = tool_dir(requirements, env_args, meta.get("requires-python"), kind="script")
+    venv = ready_environment(ctx, root, env_args)
+    cwd = Path(ctx.directory).resolve()
+    ro: tuple[str, ...] = ()
+    if not script.is_relative_to(cwd):  # the script alone, read-only: not its directory (~/ holds keys)
+        if ":" in str(script):
+            raise UsageError(f"{script}: a path with ':' cannot be bound into the sandbox (SRC:DST)",
+                             hint="run it from its own directory, or rename the path")
+        ro = (str(script),)
+    return run_here(ctx, args, venv, [str(venv / "bin" / "python"), str(script), *argv[1:]], "pypm run", script.stem, ro)

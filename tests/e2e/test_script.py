@@ -1,0 +1,133 @@
+"""End-to-end `pypm run script.py` with PEP 723 inline metadata: a real index on 127.0.0.1, real
+wheels, the real sandbox; what the script gets is read from its own output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_lock import write_project
+
+BODY = '''
+import os, sys
+import lib
+print("lib", lib.__version__)
+print("cwd", os.getcwd())
+print("args", " ".join(sys.argv[1:]))
+for name, path in (("sibling", os.path.join(os.path.dirname(os.path.abspath(__file__)), "sibling.txt")),
+                   ("secret", sys.argv[1] if len(sys.argv) > 1 else "/nonexistent")):
+    try:
+        open(path).read()
+        print(name, "visible")
+    except OSError:
+        print(name, "hidden")
+'''
+
+
+def script(path: Path, block: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# /// script\n" + "".join(f"# {line}\n" if line else "#\n" for line in block.splitlines())
+                    + "# ///\n" + BODY)
+    (path.parent / "sibling.txt").write_text("next to the script")
+    return path
+
+
+@pytest.fixture
+def world(dists, index_server, tmp_path, pypm):
+    dists.wheel("lib", "1.0")
+    dists.wheel("lib", "2.0")
+    server = index_server()
+    secret = pypm.home / "secret.txt"
+    secret.write_text("s3cr3t")
+    return server, secret
+
+
+def out(r) -> dict[str, str]:
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
+def test_a_script_gets_its_own_dependencies_in_the_sandbox(pypm, world, tmp_path):
+    server, secret = world
+    here = tmp_path / "here"
+    s = script(here / "tool.py", f'requires-python = ">=3.9"\ndependencies = ["lib<2"]\n\n'
+                                 f'[tool.pypm]\nindex-url = "{server.url}"')
+    r = pypm("run", "tool.py", str(secret), cwd=here)
+    o = out(r)
+    assert o["lib"] == "1.0" and o["cwd"] == str(here.resolve()) and o["args"] == str(secret)
+    assert o["secret"] == "hidden" and o["sibling"] == "visible"  # in the sandbox; the directory is bound
+    assert "Resolved 1 packages" in r.stderr
+
+    server.clear_requests()  # again: the environment is current, nothing is asked of the index
+    r = pypm("run", "tool.py", str(secret), cwd=here)
+    assert out(r)["lib"] == "1.0" and "Resolved" not in r.stderr and server.requests == []
+
+    # from elsewhere: the script file alone is shown, read-only, not its directory
+    there = tmp_path / "there"
+    there.mkdir()
+    o = out(pypm("run", str(s), str(secret), cwd=there))
+    assert o["cwd"] == str(there.resolve()) and o["sibling"] == "hidden" and o["lib"] == "1.0"
+    # unsandboxed, the host's files
+    assert out(pypm("run", "--no-sandbox", str(s), str(secret), cwd=there))["secret"] == "visible"
+
+
+def test_in_a_project_the_script_still_uses_its_own(pypm, world, tmp_path, dists):
+    """The project's environment (lib 1.0) is not the script's (lib 2.0), whichever ran before:
+    the entry point's fast paths (and the launcher's recorded plans) step aside for a script."""
+    server, secret = world
+    project = write_project(tmp_path / "proj", ["lib<2"], build=False)
+    with (project / "pyproject.toml").open("a") as f:
+        f.write(f'\n[tool.pypm]\nindex-url = "{server.url}"\n')
+    s = script(project / "tool.py", f'dependencies = ["lib>=2"]\n[tool.pypm]\nindex-url = "{server.url}"')
+    s.with_name("plain.py").write_text(BODY)
+    for _ in range(2):  # the second time from a recorded plan
+        o = out(pypm("run", "python", "plain.py", cwd=project))
+        assert o["lib"] == "1.0"
+    for _ in range(2):
+        assert out(pypm("run", "tool.py", cwd=project))["lib"] == "2.0"
+        assert out(pypm("run", "-q", "--network", "none", "tool.py", cwd=project))["lib"] == "2.0"
+    assert out(pypm("run", "python", "plain.py", cwd=project))["lib"] == "1.0"
+
+
+@pytest.mark.parametrize("block, code, message", [
+    ('dependencies = ["lib"\n', 3, "is not valid TOML"),
+    ('dependencies = "lib"', 3, "`dependencies` in the `# /// script` block must be an array of strings"),
+    ('dependencies = ["not valid!"]', 3, "not a valid requirement"),
+    ('name = "x"', 3, "`name` in the `# /// script` block is not a PEP 723 key"),
+    ('requires-python = "three"', 3, "not a version specifier"),
+    ('[tool.pypm]\npython = "3.11"', 3, "`tool.pypm.python` in the `# /// script` block is not one of"),
+])
+def test_bad_metadata_is_an_error_naming_the_script(pypm, world, tmp_path, block, code, message):
+    here = tmp_path / "here"
+    script(here / "tool.py", block)
+    r = pypm("run", "tool.py", cwd=here)
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr and "tool.py" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_blocks_and_selection_flags(pypm, world, tmp_path):
+    server, _ = world
+    here = tmp_path / "here"
+    s = script(here / "tool.py", f'dependencies = ["lib"]\n[tool.pypm]\nindex-url = "{server.url}"')
+    r = pypm("run", "--extra", "x", "tool.py", cwd=here)
+    assert r.returncode == 2 and "--extra: " in r.stderr and "PEP 723" in r.stderr, r.stderr
+    s.write_text(s.read_text() + "# /// script\n# dependencies = []\n# ///\n")
+    r = pypm("run", "tool.py", cwd=here)
+    assert r.returncode == 3 and "more than one `# /// script` block" in r.stderr, r.stderr
+
+
+def test_find_links_in_the_block_are_taken_from_the_scripts_directory(pypm, world, tmp_path, dists):
+    import shutil
+
+    here = tmp_path / "here"
+    wheels = here / "wheels"
+    wheels.mkdir(parents=True)
+    shutil.copy(dists.dir / "lib-2.0-py3-none-any.whl", wheels)
+    (tmp_path / "empty-index").mkdir()  # an index without lib: it comes from the find-links directory
+    script(here / "tool.py", f'dependencies = ["lib"]\n[tool.pypm]\nindex-url = "{(tmp_path / "empty-index").as_uri()}"\n'
+                             'find-links = ["wheels"]')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = pypm("run", str(here / "tool.py"), cwd=elsewhere)
+    assert out(r)["lib"] == "2.0"

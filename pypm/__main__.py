@@ -68,11 +68,15 @@ def main() -> int:
 def _names_a_script(argv: list[str]) -> bool:
     """A PEP 723 script among the arguments (pypm.script): the full CLI runs it, not the fast
     paths, which would run it as a command of the current directory's project."""
-    if not any(a.endswith(".py") for a in argv):  # the usual run: nothing read, nothing imported
-        return False
-    from .script import names_a_script
-
-    return names_a_script(argv)
+    for a in argv:  # here, not in pypm.script: `pypm run python x.py` imports nothing for it
+        if a.endswith(".py"):
+            try:
+                with open(a, "rb") as f:
+                    if b"# /// script" in f.read(1 << 20):
+                        return True
+            except OSError:
+                continue
+    return False
 
 
 def _is_command(argv: list[str], name: str) -> bool:

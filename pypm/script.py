@@ -30,26 +30,11 @@ from typing import Any
 
 from .errors import ProjectError, UsageError
 
-__all__ = ["script_metadata", "names_a_script", "run_script"]
+__all__ = ["script_metadata", "run_script"]
 
 # PEP 723's reference regular expression
 _BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
 _TOOL_KEYS = ("index-url", "extra-index-url", "find-links")
-
-
-def names_a_script(argv: list[str]) -> bool:
-    """Whether an argument of `pypm run ...` is a .py file with a `script` block (the entry point's
-    fast paths then step aside: they would run it as a project's command). Reads only files named
-    *.py, and of each only enough to find the block's opening line."""
-    for a in argv:
-        if a.endswith(".py"):
-            try:
-                with open(a, "rb") as f:
-                    if b"# /// script" in f.read(1 << 20):
-                        return True
-            except OSError:
-                continue
-    return False
 
 
 def script_metadata(path: Path | str) -> dict[str, Any] | None:

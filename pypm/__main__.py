@@ -69,7 +69,7 @@ def _names_a_script(argv: list[str]) -> bool:
     """A PEP 723 script among the arguments (pypm.script): the full CLI runs it, not the fast
     paths, which would run it as a command of the current directory's project."""
     for a in argv:  # here, not in pypm.script: `pypm run python x.py` imports nothing for it
-        if a.endswith(".py"):
+        if a.endswith(".py") and os.path.isfile(a):  # (a FIFO would block the open)
             try:
                 with open(a, "rb") as f:
                     if b"# /// script" in f.read(1 << 20):

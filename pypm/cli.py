@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--dev", action="store_true", help="the `dev` dependency group (PEP 735), as --group dev")
         g.add_argument("--group", metavar="NAME", type=_given, help="the dependency group NAME (PEP 735)")
         g.add_argument("--optional", metavar="EXTRA", type=_given, help="the optional-dependencies extra EXTRA")
+        g.add_argument("--script", metavar="FILE", type=_given,
+                       help="the `dependencies` of FILE's PEP 723 `# /// script` block (made when missing)")
         if name == "add":
             p.add_argument("--raw", action="store_true",
                            help="write the requirement as given, without a lower bound at the locked version")

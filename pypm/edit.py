@@ -112,12 +112,16 @@ class _Target:
 
 def add_command(ctx: Any, args: argparse.Namespace) -> int:
     """`pypm add REQ...`."""
+    if getattr(args, "script", None):
+        return _edit_script(ctx, args, add=True)
     with _project_locked(ctx):
         return _add(ctx, args)
 
 
 def remove_command(ctx: Any, args: argparse.Namespace) -> int:
     """`pypm remove NAME...`."""
+    if getattr(args, "script", None):
+        return _edit_script(ctx, args, add=False)
     with _project_locked(ctx):
         return _remove(ctx, args)
 
@@ -542,3 +546,92 @@ def _lock_root_version(ctx: Any, root: Path, lock: Any, version: str) -> bool:
                  "sign it again with `pypm lock --sign KEY`")
     write_atomic(root / LOCK_NAME, dumps(lock))
     return False
+
+
+# --------------------------------------------------------------------------- --script: PEP 723 blocks
+
+def _edit_script(ctx: Any, args: argparse.Namespace, *, add: bool) -> int:
+    """`pypm add/remove --script FILE ...`: the `dependencies` of the script's `# /// script` block
+    (made, at the top after a shebang or coding line, when it has none), edited like a
+    pyproject.toml array; bounds from a lock of the script's environment (pypm.script), which is
+    not synced: `pypm run FILE` syncs it. The file is written atomically, keeping its mode."""
+    import tomlkit
+
+    from .lockfile import write_atomic
+    from .script import block_toml, parse_metadata, script_blocks, script_metadata
+
+    flags = [f for attr, f in (("dev", "--dev"), ("group", "--group"), ("optional", "--optional"),
+                               ("no_sync", "--no-sync")) if getattr(args, attr, None)]
+    if flags:
+        raise UsageError(f"{', '.join(flags)}: not with --script (a script has one array, `dependencies`)")
+    path = Path(ctx.directory, args.script)
+    if not path.is_file():
+        raise UsageError(f"--script {args.script}: no such file ({path})", hint="name an existing .py file")
+    script_metadata(path)  # the block as it is must be valid (errors name the key)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProjectError(f"cannot read {path}: {e}") from None
+    match = next(iter(script_blocks(text)), None)
+    if match is None:
+        import sys
+
+        body = f'requires-python = ">={sys.version_info[0]}.{sys.version_info[1]}"\ndependencies = []\n'
+    else:
+        body = block_toml(match)
+    doc = tomlkit.parse(body)
+    if "dependencies" not in doc:
+        doc["dependencies"] = tomlkit.array()
+    array = doc["dependencies"]
+    where = f"the `# /// script` block of {path}"
+    if add:
+        bound = []
+        for req_text in args.requirements:
+            entry = _upsert(array, _parse_requirement(req_text))
+            if not args.raw and not args.frozen and not entry.specifier and not entry.url:
+                bound.append(entry)
+        if bound:  # the versions a lock of the script's environment picks (nothing is installed)
+            _add_bounds(array, bound, _lock_script(ctx, path, parse_metadata(tomlkit.dumps(doc), path), args))
+        what = f"added {', '.join(args.requirements)} to {where}"
+    else:
+        for given in args.packages:
+            found = [i for i, item in enumerate(array) if isinstance(item, str) and _entry_name(item) == _canon(given)]
+            if not found:
+                raise ProjectError(f"{given} is not in the dependencies of {where}")
+            for i in reversed(found):
+                del array[i]
+        what = f"removed {', '.join(args.packages)} from {where}"
+    _layout(array)
+    block = "# /// script\n" + "".join(f"# {line}" if line.strip() else "#\n"
+                                       for line in tomlkit.dumps(doc).splitlines(keepends=True)) + "# ///"
+    if match is not None:
+        new = text[:match.start()] + block + text[match.end():]
+    else:  # at the top, after a shebang and a coding line (which must stay first)
+        lines = text.splitlines(keepends=True)
+        keep = 0
+        while keep < len(lines) and keep < 2 and (lines[keep].startswith("#!") and keep == 0
+                                                   or re.match(r"^[ \t\f]*#.*?coding[:=]", lines[keep])):
+            keep += 1
+        new = "".join(lines[:keep]) + block + "\n" + ("\n" if lines[keep:] else "") + "".join(lines[keep:])
+    parse_metadata(block_toml(script_blocks(new)[0]), path)  # what is written reads back, valid
+    if new != text:
+        write_atomic(path, new)
+    ctx.info(what if new != text else f"{path.name} already says so: unchanged")
+    return ExitCode.OK
+
+
+def _lock_script(ctx: Any, path: Path, meta: dict[str, Any], args: argparse.Namespace) -> Any:
+    """A lock of the script's environment for `meta` (pypm.script's, not synced)."""
+    from packaging.requirements import Requirement
+
+    from .locking import LockOptions, lock_project
+    from .lockfile import LOCK_NAME, read
+    from .project import load_project
+    from .script import environment_args
+    from .toolrun import tool_dir
+
+    env_args = environment_args(meta, path.resolve().parent, args)
+    root = tool_dir([str(Requirement(d)) for d in meta.get("dependencies", [])], env_args,
+                    meta.get("requires-python"), kind="script")
+    lock_project(_Quiet(ctx), load_project(root), LockOptions(offline=bool(args.offline)))
+    return read(root / LOCK_NAME)

@@ -30,7 +30,7 @@ from typing import Any
 
 from .errors import ProjectError, UsageError
 
-__all__ = ["script_metadata", "run_script"]
+__all__ = ["script_metadata", "script_blocks", "block_toml", "parse_metadata", "environment_args", "run_script"]
 
 # PEP 723's reference regular expression
 _BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
@@ -39,20 +39,34 @@ _TOOL_KEYS = ("index-url", "extra-index-url", "find-links")
 
 def script_metadata(path: Path | str) -> dict[str, Any] | None:
     """The script's `script` block as data (validated), or None when it has none."""
-    import tomllib
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ProjectError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    blocks = [m for m in _BLOCK.finditer(text) if m.group("type") == "script"]
+    blocks = script_blocks(text)
     if not blocks:
         return None
     if len(blocks) > 1:
         raise ProjectError(f"{path}: more than one `# /// script` block", hint="PEP 723 allows one; merge them")
-    content = "".join(line[2:] if line.startswith("# ") else line[1:]
-                      for line in blocks[0].group("content").splitlines(keepends=True))
+    return parse_metadata(block_toml(blocks[0]), path)
+
+
+def script_blocks(text: str) -> list[re.Match[str]]:
+    """The `# /// script` blocks of a script's text (PEP 723 allows at most one)."""
+    return [m for m in _BLOCK.finditer(text) if m.group("type") == "script"]
+
+
+def block_toml(block: re.Match[str]) -> str:
+    """A block's TOML: each line without its leading `# ` (or `#`)."""
+    return "".join(line[2:] if line.startswith("# ") else line[1:]
+                   for line in block.group("content").splitlines(keepends=True))
+
+
+def parse_metadata(content: str, path: Path) -> dict[str, Any]:
+    """A block's TOML as data, validated; errors name `path` and the key."""
+    import tomllib
+
     try:
         data = tomllib.loads(content)
     except tomllib.TOMLDecodeError as e:
@@ -101,6 +115,17 @@ def _checked(data: dict[str, Any], path: Path) -> dict[str, Any]:
     return data
 
 
+def environment_args(meta: dict[str, Any], where: Path, args: argparse.Namespace) -> argparse.Namespace:
+    """What toolrun.tool_dir keys the environment by: the block's index options (a relative
+    find-links path taken from `where`, the script's directory), --python and --offline."""
+    pypm = (meta.get("tool") or {}).get("pypm") or {}
+    return argparse.Namespace(
+        python=getattr(args, "python", None), offline=getattr(args, "offline", False),
+        index_url=pypm.get("index-url"), extra_index_url=list(pypm.get("extra-index-url", [])),
+        find_links=[x if "://" in x else str((where / os.path.expanduser(x)).resolve())
+                    for x in pypm.get("find-links", [])])
+
+
 def run_script(ctx: Any, args: argparse.Namespace, argv: list[str], meta: dict[str, Any]) -> int:
     """Run `argv` (the script, then its arguments) with the environment its metadata asks for."""
     from packaging.requirements import Requirement
@@ -115,13 +140,7 @@ def run_script(ctx: Any, args: argparse.Namespace, argv: list[str], meta: dict[s
         raise UsageError(f"{', '.join(given)}: {argv[0]} names its own dependencies (PEP 723); "
                          "the project's selection does not apply", hint="leave the flag out")
     script = Path(argv[0]).resolve()
-    pypm = (meta.get("tool") or {}).get("pypm") or {}
-    where = script.parent
-    env_args = argparse.Namespace(
-        python=getattr(args, "python", None), offline=getattr(args, "offline", False),
-        index_url=pypm.get("index-url"), extra_index_url=list(pypm.get("extra-index-url", [])),
-        find_links=[x if "://" in x else str((where / os.path.expanduser(x)).resolve())
-                    for x in pypm.get("find-links", [])])
+    env_args = environment_args(meta, script.parent, args)
     requirements = [str(Requirement(d)) for d in meta.get("dependencies", [])]
     root = tool_dir(requirements, env_args, meta.get("requires-python"), kind="script")
     venv = ready_environment(ctx, root, env_args)

@@ -131,3 +131,42 @@ def test_find_links_in_the_block_are_taken_from_the_scripts_directory(pypm, worl
     elsewhere.mkdir()
     r = pypm("run", str(here / "tool.py"), cwd=elsewhere)
     assert out(r)["lib"] == "2.0"
+
+
+def test_add_and_remove_edit_the_scripts_block(pypm, world, tmp_path):
+    server, secret = world
+    here = tmp_path / "here"
+    s = script(here / "tool.py", f'dependencies = []\n\n[tool.pypm]\nindex-url = "{server.url}"  # the test index')
+    r = pypm("add", "--script", "tool.py", "lib", cwd=here)
+    assert r.returncode == 0, r.stderr
+    text = s.read_text()
+    # a bound from a lock of the script's environment (the newest lib), the comment kept
+    assert '# dependencies = ["lib>=2.0"]\n' in text and "# the test index" in text
+    assert out(pypm("run", "tool.py", cwd=here))["lib"] == "2.0"
+    r = pypm("add", "--script", "tool.py", "lib<2", cwd=here)  # replaced where it stands
+    assert r.returncode == 0, r.stderr
+    assert '# dependencies = ["lib<2"]\n' in s.read_text()
+    assert out(pypm("run", "tool.py", cwd=here))["lib"] == "1.0"
+    r = pypm("remove", "--script", "tool.py", "lib", cwd=here)
+    assert r.returncode == 0, r.stderr
+    assert "# dependencies = []\n" in s.read_text()
+    r = pypm("remove", "--script", "tool.py", "lib", cwd=here)
+    assert r.returncode == 3 and "lib is not in the dependencies of the `# /// script` block" in r.stderr, r.stderr
+    r = pypm("add", "--script", "tool.py", "--dev", "lib", cwd=here)
+    assert r.returncode == 2 and "not with --script" in r.stderr, r.stderr
+
+
+def test_add_makes_a_block_after_the_shebang(pypm, tmp_path):
+    import os
+    import sys
+
+    s = tmp_path / "new.py"
+    s.write_text("#!/usr/bin/env python3\n# -*- coding: utf-8 -*-\nprint('hi')\n")
+    s.chmod(0o755)
+    r = pypm("add", "--script", str(s), "--frozen", "lib", "other[x]>=1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert s.read_text() == (
+        "#!/usr/bin/env python3\n# -*- coding: utf-8 -*-\n# /// script\n"
+        f'# requires-python = ">={sys.version_info[0]}.{sys.version_info[1]}"\n'
+        '# dependencies = [\n#     "lib",\n#     "other[x]>=1",\n# ]\n# ///\n\nprint(\'hi\')\n')
+    assert os.stat(s).st_mode & 0o777 == 0o755

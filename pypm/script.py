@@ -94,13 +94,13 @@ def _checked(data: dict[str, Any], path: Path) -> dict[str, Any]:
         except InvalidRequirement as e:
             raise bad("dependencies", f"holds {d!r}, not a valid requirement: {e}") from None
     rp = data.get("requires-python")
+    if rp is not None and not isinstance(rp, str):
+        raise bad("requires-python", "must be a string such as \">=3.11\"")
     if rp is not None:
         try:
-            SpecifierSet(rp) if isinstance(rp, str) else None
+            SpecifierSet(rp)
         except InvalidSpecifier:
             raise bad("requires-python", f"is {rp!r}, not a version specifier") from None
-        if not isinstance(rp, str):
-            raise bad("requires-python", "must be a string such as \">=3.11\"")
     tool = data.get("tool", {})
     pypm = tool.get("pypm", {}) if isinstance(tool, dict) else None
     if not isinstance(pypm, dict):

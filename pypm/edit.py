@@ -622,8 +622,6 @@ def _edit_script(ctx: Any, args: argparse.Namespace, *, add: bool) -> int:
 
 def _lock_script(ctx: Any, path: Path, meta: dict[str, Any], args: argparse.Namespace) -> Any:
     """A lock of the script's environment for `meta` (pypm.script's, not synced)."""
-    from packaging.requirements import Requirement
-
     from .locking import LockOptions, lock_project
     from .lockfile import LOCK_NAME, read
     from .project import load_project
@@ -631,7 +629,8 @@ def _lock_script(ctx: Any, path: Path, meta: dict[str, Any], args: argparse.Name
     from .toolrun import tool_dir
 
     env_args = environment_args(meta, path.resolve().parent, args)
-    root = tool_dir([str(Requirement(d)) for d in meta.get("dependencies", [])], env_args,
+    # keyed as pypm.script.run_script keys it (the requirements as written): `pypm run` finds it
+    root = tool_dir([d.strip() for d in meta.get("dependencies", [])], env_args,
                     meta.get("requires-python"), kind="script")
     lock_project(_Quiet(ctx), load_project(root), LockOptions(offline=bool(args.offline)))
     return read(root / LOCK_NAME)

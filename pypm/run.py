@@ -243,7 +243,7 @@ def run_command(ctx: Any, args: argparse.Namespace) -> int:
     if argv[0].endswith(".py") and os.path.isfile(script):  # PEP 723: a script with its own dependencies
         from .script import run_script, script_metadata
 
-        meta = script_metadata(script)
+        meta = script_metadata(script, deep=False)  # in full only when its environment is made
         if meta is not None:
             return run_script(ctx, args, [script, *argv[1:]], meta)
     return _execute(ctx, args, argv)

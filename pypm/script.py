@@ -37,8 +37,10 @@ _BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)
 _TOOL_KEYS = ("index-url", "extra-index-url", "find-links")
 
 
-def script_metadata(path: Path | str) -> dict[str, Any] | None:
-    """The script's `script` block as data (validated), or None when it has none."""
+def script_metadata(path: Path | str, *, deep: bool = True) -> dict[str, Any] | None:
+    """The script's `script` block as data (validated), or None when it has none. `deep=False`:
+    only the structure (keys and types) is checked, not each requirement and specifier, which
+    needs packaging (~20 ms of imports); `pypm run` checks them when the environment is made."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -49,7 +51,7 @@ def script_metadata(path: Path | str) -> dict[str, Any] | None:
         return None
     if len(blocks) > 1:
         raise ProjectError(f"{path}: more than one `# /// script` block", hint="PEP 723 allows one; merge them")
-    return parse_metadata(block_toml(blocks[0]), path)
+    return parse_metadata(block_toml(blocks[0]), path, deep=deep)
 
 
 def script_blocks(text: str) -> list[re.Match[str]]:
@@ -63,8 +65,8 @@ def block_toml(block: re.Match[str]) -> str:
                    for line in block.group("content").splitlines(keepends=True))
 
 
-def parse_metadata(content: str, path: Path) -> dict[str, Any]:
-    """A block's TOML as data, validated; errors name `path` and the key."""
+def parse_metadata(content: str, path: Path, *, deep: bool = True) -> dict[str, Any]:
+    """A block's TOML as data, validated (see script_metadata); errors name `path` and the key."""
     import tomllib
 
     try:
@@ -72,13 +74,10 @@ def parse_metadata(content: str, path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ProjectError(f"{path}: the `# /// script` block is not valid TOML: {e}",
                            hint="each line of the block is `# ` followed by a line of TOML") from None
-    return _checked(data, path)
+    return _checked(data, path, deep=deep)
 
 
-def _checked(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
+def _checked(data: dict[str, Any], path: Path, *, deep: bool = True) -> dict[str, Any]:
     def bad(key: str, what: str) -> ProjectError:
         return ProjectError(f"{path}: `{key}` in the `# /// script` block {what}")
 
@@ -88,19 +87,23 @@ def _checked(data: dict[str, Any], path: Path) -> dict[str, Any]:
     deps = data.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise bad("dependencies", "must be an array of strings")
-    for d in deps:
-        try:
-            Requirement(d)
-        except InvalidRequirement as e:
-            raise bad("dependencies", f"holds {d!r}, not a valid requirement: {e}") from None
     rp = data.get("requires-python")
     if rp is not None and not isinstance(rp, str):
         raise bad("requires-python", "must be a string such as \">=3.11\"")
-    if rp is not None:
-        try:
-            SpecifierSet(rp)
-        except InvalidSpecifier:
-            raise bad("requires-python", f"is {rp!r}, not a version specifier") from None
+    if deep:
+        from packaging.requirements import InvalidRequirement, Requirement
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        for d in deps:
+            try:
+                Requirement(d)
+            except InvalidRequirement as e:
+                raise bad("dependencies", f"holds {d!r}, not a valid requirement: {e}") from None
+        if rp is not None:
+            try:
+                SpecifierSet(rp)
+            except InvalidSpecifier:
+                raise bad("requires-python", f"is {rp!r}, not a version specifier") from None
     tool = data.get("tool", {})
     pypm = tool.get("pypm", {}) if isinstance(tool, dict) else None
     if not isinstance(pypm, dict):
@@ -127,9 +130,8 @@ def environment_args(meta: dict[str, Any], where: Path, args: argparse.Namespace
 
 
 def run_script(ctx: Any, args: argparse.Namespace, argv: list[str], meta: dict[str, Any]) -> int:
-    """Run `argv` (the script, then its arguments) with the environment its metadata asks for."""
-    from packaging.requirements import Requirement
-
+    """Run `argv` (the script, then its arguments) with the environment its metadata asks for
+    (`meta`: read with deep=False; checked in full before an environment is made for it)."""
     from .toolrun import ready_environment, run_here, tool_dir
 
     given = [flag for attr, flag in (("extra", "--extra"), ("all_extras", "--all-extras"), ("no_dev", "--no-dev"),
@@ -141,9 +143,11 @@ def run_script(ctx: Any, args: argparse.Namespace, argv: list[str], meta: dict[s
                          "the project's selection does not apply", hint="leave the flag out")
     script = Path(argv[0]).resolve()
     env_args = environment_args(meta, script.parent, args)
-    requirements = [str(Requirement(d)) for d in meta.get("dependencies", [])]
+    # Keyed as written (spelled otherwise, the same requirement gets an environment of its own):
+    # normalising them needs packaging, and a script's environment is found current without it
+    requirements = [d.strip() for d in meta.get("dependencies", [])]
     root = tool_dir(requirements, env_args, meta.get("requires-python"), kind="script")
-    venv = ready_environment(ctx, root, env_args)
+    venv = ready_environment(ctx, root, env_args, before_sync=lambda: _checked(meta, script))
     cwd = Path(ctx.directory).resolve()
     ro: tuple[str, ...] = ()
     if not script.is_relative_to(cwd):  # the script alone, read-only: not its directory (~/ holds keys)

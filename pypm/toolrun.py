@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from .errors import UsageError
 
@@ -91,7 +91,6 @@ def tool_dir(requirements: list[str], args: argparse.Namespace, requires_python:
     python, index_url, extra_index_url and find_links; `requires_python`: the lock's range
     (default: the interpreter's minor and newer)."""
     from .config import cache_dir
-    from .lockfile import write_atomic
 
     options = {"requirements": requirements, "requires-python": requires_python, "python": args.python, "index-url": args.index_url,
                "extra-index-url": args.extra_index_url, "find-links": [
@@ -122,6 +121,8 @@ def tool_dir(requirements: list[str], args: argparse.Namespace, requires_python:
     except (FileNotFoundError, UnicodeDecodeError):
         current = None
     if current != text:
+        from .lockfile import write_atomic  # (its dataclasses: ~6 ms a run that finds it current skips)
+
         root.mkdir(parents=True, exist_ok=True)
         write_atomic(pyproject, text)
     return root
@@ -147,9 +148,11 @@ def x_command(ctx: Any, args: argparse.Namespace) -> int:
     return run_here(ctx, args, venv, argv, "pypm x", command)
 
 
-def ready_environment(ctx: Any, root: Path, args: argparse.Namespace) -> Path:
+def ready_environment(ctx: Any, root: Path, args: argparse.Namespace,
+                      before_sync: Callable[[], Any] | None = None) -> Path:
     """The venv of the environment project at `root`, locked and synced when it is not current
-    (`args.upgrade`: locked again to the newest releases first); touched as used."""
+    (`args.upgrade`: locked again to the newest releases first; `before_sync` is called first);
+    touched as used."""
     from .run import _fast_venv
 
     tctx = _ToolContext(ctx, root)
@@ -160,6 +163,8 @@ def ready_environment(ctx: Any, root: Path, args: argparse.Namespace) -> Path:
     if fast is not None:
         venv: Path = fast[1]
     else:
+        if before_sync is not None:
+            before_sync()
         project = tctx.project()
         if upgrade:
             from .locking import LockOptions, lock_project

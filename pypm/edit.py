@@ -629,7 +629,8 @@ def _lock_script(ctx: Any, path: Path, meta: dict[str, Any], args: argparse.Name
     from .toolrun import tool_dir
 
     env_args = environment_args(meta, path.resolve().parent, args)
-    # keyed as pypm.script.run_script keys it (the requirements as written): `pypm run` finds it
+    # Keyed as pypm.script.run_script keys it (the requirements as written). The bound then changes
+    # the block, so the first `pypm run` locks an environment of its own (from the warm cache)
     root = tool_dir([d.strip() for d in meta.get("dependencies", [])], env_args,
                     meta.get("requires-python"), kind="script")
     lock_project(_Quiet(ctx), load_project(root), LockOptions(offline=bool(args.offline)))

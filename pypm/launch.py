@@ -42,7 +42,7 @@ TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Sequence
 
-__all__ = ["launch", "record", "plan_path", "PLANS_DIR", "NO_LAUNCHER_ENV"]
+__all__ = ["launch", "record", "plan_path", "python_for_script", "PLANS_DIR", "NO_LAUNCHER_ENV"]
 
 PLANS_DIR = "run-plans"
 NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"
@@ -193,7 +193,16 @@ def launch(argv: Sequence[str]) -> None:
     for path, ident in plan["idents"]:
         if not _check(path, ident):
             return
-    _exec(plan, list(argv), cmd)
+    _exec(plan, list(argv), python_for_script(cmd, cwd))
+
+
+def python_for_script(cmd: list[str], cwd: str) -> list[str]:
+    """`pypm run foo.py ARGS` runs `python foo.py ARGS` when foo.py is a file (as `uv run`
+    does): a script is rarely executable, and its shebang would name some other Python. Here
+    (the first module of `pypm run`'s path) for the launcher, run's fast path and the CLI alike."""
+    if cmd and cmd[0].endswith(".py") and os.path.isfile(os.path.join(cwd, cmd[0])):
+        return ["python", *cmd]
+    return cmd
 
 
 def _parse(fields: list[bytes]) -> dict[str, Any] | None:

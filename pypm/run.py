@@ -246,7 +246,9 @@ def run_command(ctx: Any, args: argparse.Namespace) -> int:
         meta = script_metadata(script, deep=False)  # in full only when its environment is made
         if meta is not None:
             return run_script(ctx, args, [script, *argv[1:]], meta)
-    return _execute(ctx, args, argv)
+    from .launch import python_for_script
+
+    return _execute(ctx, args, python_for_script(argv, str(ctx.directory)))
 
 
 def run_shell(ctx: Any, args: argparse.Namespace) -> int:
@@ -427,13 +429,14 @@ def fast_main(argv: Sequence[str]) -> int | None:
             or not os.path.exists(os.path.join(venv, "bin", "python"))):
         return None  # run hooks and the signature check live in the full path
     env = venv_environment(venv)
+    from .launch import _split, python_for_script
+
+    cmd = python_for_script(cmd, start)
     try:
         if "--no-sandbox" in flags or tool.get("sandbox-enabled", True) is False:
             if values:
                 return None  # sandbox flags without the sandbox: the full CLI decides what that means
             return spawn_and_wait(cmd, env)
-        from .launch import _split
-
         launchable = _split(argv)  # this run's flags as pypm.launch will see them next time
         return _run_sandboxed()(_FastContext(start, "-q" in flags), None, venv, cmd, env, _FastArgs(frozen, values),
                                 known=(root, tool), launch_flags=launchable[0] if launchable else None)

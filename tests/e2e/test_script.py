@@ -88,6 +88,12 @@ def test_in_a_project_the_script_still_uses_its_own(pypm, world, tmp_path, dists
         assert out(pypm("run", "tool.py", cwd=project))["lib"] == "2.0"
         assert out(pypm("run", "-q", "--network", "none", "tool.py", cwd=project))["lib"] == "2.0"
     assert out(pypm("run", "python", "plain.py", cwd=project))["lib"] == "1.0"
+    # a .py file without the block runs with the project's python, as `python plain.py` (as uv):
+    # by the CLI, run's fast path and the launcher's replay alike
+    # (`-q` twice: the second from the launcher's plan; `--python` is not a fast-path flag: the CLI)
+    for flags in ([], ["-q"], ["-q"], ["--no-sandbox"], ["--python", "3.11"]):
+        r = pypm("run", *flags, "plain.py", cwd=project)
+        assert out(r)["lib"] == "1.0", (flags, r.stderr)
 
 
 @pytest.mark.parametrize("block, code, message", [

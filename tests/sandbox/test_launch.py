@@ -60,6 +60,18 @@ def test_a_recorded_plan_is_replayed_with_the_same_result(pypm, app) -> None:
                 and os.stat(f"/tmp/{n}").st_uid == os.getuid() and not _alive(n)]
 
 
+def test_a_py_file_runs_with_the_venvs_python_replayed_or_not(pypm, app) -> None:
+    """`pypm run hi.py` is `python hi.py` (as uv): on the fast path that records the plan, in the
+    launcher's replay of it, and on the full CLI's path."""
+    project = app()
+    (project / "hi.py").write_text("import sys; print(sys.executable, *sys.argv[1:])")
+    _recorded(pypm, project, "hi.py", "a")
+    launched, r = _run(pypm, project, "hi.py", "b")
+    assert launched and r.returncode == 0 and r.stdout == f"{project / '.venv' / 'bin' / 'python'} b\n", r.stderr
+    r = pypm("run", "--frozen", "--python", "3.11", "hi.py", "c", cwd=project)  # (not a fast-path flag: the CLI)
+    assert r.returncode == 0 and r.stdout == f"{project / '.venv' / 'bin' / 'python'} c\n", r.stderr
+
+
 def test_a_replayed_plan_keeps_the_projects_limits(pypm, app) -> None:
     project = app('\n[tool.pypm.sandbox]\nlimits = { open-files = 64, cpu = "10m" }\n')
     code = "import resource as r; print(r.getrlimit(r.RLIMIT_NOFILE), r.getrlimit(r.RLIMIT_CPU))"

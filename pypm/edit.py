@@ -373,9 +373,9 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what:
                 sync_project(ctx, project, SyncOptions.from_args(selection))
         done = True
     finally:
-        if not done and changed:
+        if not done and wrote:  # (the bounds may write pyproject.toml where the first edit did not)
             _restore(ctx, {pyproject: before, lock_path: lock_before}, wrote)
-    ctx.info(f"{what} in {pyproject}" if changed else f"{pyproject.name} already says so: unchanged")
+    ctx.info(f"{what} in {pyproject}" if pyproject in wrote else f"{pyproject.name} already says so: unchanged")
     return ExitCode.OK
 
 

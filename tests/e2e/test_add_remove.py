@@ -93,6 +93,11 @@ def test_add_replaces_an_entry_of_the_same_name_in_place(pypm, world):
     assert r.returncode == 0, r.stderr
     assert "already says so" in r.stderr
     assert (project / "pyproject.toml").read_bytes() == before
+    # a bare name over a bare entry: the entry is the same, its bound is the change
+    r = pypm("add", "zeta", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "added zeta to project.dependencies" in r.stderr
+    assert '    "zeta>=2.0",\n' in (project / "pyproject.toml").read_text()
 
 
 def test_add_frozen_and_no_sync(pypm, world):

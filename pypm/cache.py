@@ -352,9 +352,8 @@ class Cache:
 
     # ---- HTTP download with resume
     def _download(self, entry: FileEntry, label: str, final: Path, progress: _Progress | None) -> None:
-        from .http import RETRY_STATUS, describe_error  # first: it imports httpx without its CLI
-
-        import httpx  # noqa: I001 -- after .http, see above
+        # httpx's errors through pypm.http, which imports httpx without its CLI (never directly)
+        from .http import RETRY_STATUS, DecodingError, HTTPStatusError, TransportError, describe_error
 
         part = final.with_name(final.name + ".part")
         meta = final.with_name(final.name + ".part.json")
@@ -370,11 +369,11 @@ class Cache:
                     raise _Cancelled()
                 try:
                     resumed, digest, size = self._download_once(entry, part, meta, progress, task)
-                except (httpx.TransportError, httpx.DecodingError) as e:
+                except (TransportError, DecodingError) as e:
                     last = e  # the .part keeps what arrived; the next attempt (or run) resumes it
                     time.sleep(min(self.retry_delay * 2 ** attempt, 1.0))
                     continue
-                except httpx.HTTPStatusError as e:
+                except HTTPStatusError as e:
                     last = e
                     if e.response.status_code in RETRY_STATUS:
                         time.sleep(min(self.retry_delay * 2 ** attempt, 1.0))

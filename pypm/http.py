@@ -34,7 +34,15 @@ finally:
         if _m in sys.modules and sys.modules[_m] is None:
             del sys.modules[_m]
 
-__all__ = ["make_client", "HTTP2_ENV", "with_retries", "RETRY_STATUS", "describe_error"]
+__all__ = ["make_client", "HTTP2_ENV", "with_retries", "RETRY_STATUS", "describe_error", "TransportError",
+           "DecodingError", "HTTPStatusError"]
+
+# The errors other modules catch, named here so that nothing else imports httpx itself: httpx must
+# be imported through this module, whose import hides its CLI and httpcore's async backends
+# (above). tests/test_http.py checks that no other module imports it at run time.
+TransportError = httpx.TransportError
+DecodingError = httpx.DecodingError
+HTTPStatusError = httpx.HTTPStatusError
 
 T = TypeVar("T")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})

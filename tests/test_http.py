@@ -174,3 +174,29 @@ def test_httpx_is_imported_without_its_command_line_client_or_async_libraries() 
                             "print('click' in sys.modules, 'anyio' in sys.modules)"],
                            capture_output=True, text=True, timeout=60)
     assert plain.stdout == "True True\n"  # what the test guards against: the two alone import both
+
+
+def test_no_module_but_pypm_http_imports_httpx_at_run_time() -> None:
+    """The hiding above holds only if httpx is first imported through pypm.http: any other
+    module's `import httpx` (outside `if TYPE_CHECKING:`) could run first and bring the CLI in."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted([*(root / "pypm").rglob("*.py"), *(root / "sandbox").rglob("*.py")]):
+        if path == root / "pypm" / "http.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                typing_only.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+        for node in ast.walk(tree):
+            if id(node) in typing_only or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if node.level == 0 else [])
+            if any(n == "httpx" or n.startswith(("httpx.", "httpcore")) for n in names):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not offenders, f"import httpx through pypm.http: {offenders}"

@@ -11,6 +11,9 @@ pypm.lock, .venv), keyed by the requirements, the interpreter asked for and the 
 The first run locks and syncs it like any project (verified wheels, linked from the cache); later
 runs find it current from its state file, without the resolver or the network, as `pypm run`
 does. The lock pins what the first run chose: `--upgrade` moves to the newest release.
+
+`pypm run script.py` (PEP 723, pypm.script) makes and runs a script's environment with the same
+three functions: `tool_dir`, `ready_environment` and `run_here`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any, Callable
 
 from .errors import UsageError
 
-__all__ = ["x_command"]
+__all__ = ["x_command", "tool_dir", "ready_environment", "run_here"]
 
 
 # A name, optionally @ a plain release number: what str(Requirement(...)) leaves unchanged

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .project import Project
 
-__all__ = ["add_command", "remove_command", "version_command", "bump_version"]
+__all__ = ["add_command", "remove_command", "version_command", "bump_version", "parse_requirement"]
 
 _CANON = re.compile(r"[-_.]+")
 
@@ -142,7 +142,7 @@ def _add(ctx: Any, args: argparse.Namespace) -> int:
     project, doc = _load(ctx)
     target = _Target.from_args(args)
     _refuse_dynamic(project, target)
-    reqs = [_parse_requirement(text) for text in args.requirements]
+    reqs = [parse_requirement(text) for text in args.requirements]
     for req in reqs:
         if _canon(req.name) == project.normalized_name and not req.extras:
             raise UsageError(f"{req.name} is this project ({project.pyproject}); a project cannot depend on itself")
@@ -214,7 +214,8 @@ def _check_array(array: Any, path: Path, target: _Target) -> None:
         raise ProjectError(f"{path}: `{target.key}` must be an array", hint="fix it by hand, then run the command again")
 
 
-def _parse_requirement(text: str) -> Requirement:
+def parse_requirement(text: str, what: str = "") -> Requirement:
+    """`text` as a Requirement, or a UsageError naming it (`what`: the flag it came with)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
@@ -223,7 +224,7 @@ def _parse_requirement(text: str) -> Requirement:
         hint = "a PEP 508 requirement: NAME, NAME>=1.2, NAME[extra], or NAME @ URL"
         if "/" in text or text.endswith((".whl", ".tar.gz", ".zip")):
             hint = "name a file or directory as `NAME @ file:///absolute/path` (PEP 508)"
-        raise UsageError(f"{text!r} is not a valid requirement: {e}", hint=hint) from None
+        raise UsageError(f"{what + ' ' if what else ''}{text!r} is not a valid requirement: {e}", hint=hint) from None
 
 
 def _entry_name(item: str) -> str | None:
@@ -587,7 +588,7 @@ def _edit_script(ctx: Any, args: argparse.Namespace, *, add: bool) -> int:
     if add:
         bound = []
         for req_text in args.requirements:
-            entry = _upsert(array, _parse_requirement(req_text))
+            entry = _upsert(array, parse_requirement(req_text))
             if not args.raw and not args.frozen and not entry.specifier and not entry.url:
                 bound.append(entry)
         if bound:  # the versions a lock of the script's environment picks (nothing is installed)

@@ -68,14 +68,10 @@ def _requirements(args: argparse.Namespace, argv: list[str]) -> tuple[list[str],
         name, version = simple.group(1), simple.group(2)
         return [f"{name}=={version}" if version else name], name
 
-    from packaging.requirements import InvalidRequirement, Requirement
+    from .edit import parse_requirement
 
     def parse(text: str, what: str) -> str:
-        try:
-            return str(Requirement(text))
-        except InvalidRequirement as e:
-            raise UsageError(f"{what} {text!r} is not a valid requirement: {e}",
-                             hint="a PEP 508 requirement: NAME, NAME>=1.2, NAME[extra], NAME @ URL") from None
+        return str(parse_requirement(text, what))
 
     if args.from_:
         main = parse(args.from_, "--from")

@@ -198,17 +198,11 @@ def test_markers_and_extras_are_written_readably(pypm, world):
     assert deps == ["alpha>=1", "lib[fast,x]>=1; python_version < '3.12'", "lib<3; python_version >= '3.12'", "zeta"]
 
 
-@pytest.mark.parametrize("edited_meanwhile", [False, True])
-def test_ctrl_c_during_the_sync_puts_pyproject_and_lock_back(pypm, world, dists, edited_meanwhile):
-    """Ctrl-C in the middle of the sync's download: both files as they were, the venv too. A
-    pyproject.toml someone saved meanwhile is theirs: left as they saved it, with a warning."""
-    import signal
+def _add_caught_downloading(pypm, server, dists, project):
+    """`pypm add big` started and caught in the middle of its sync's download (the index stalls
+    after 512 kB of the 1 MB wheel), after it has edited pyproject.toml and locked."""
     import time
 
-    server, project = world
-    assert pypm("sync", cwd=project).returncode == 0
-    before = (project / "pyproject.toml").read_bytes()
-    lock_before = (project / "pypm.lock").read_bytes()
     big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(1 << 20)})
     server.add(big)
     server.stall(big.name, nbytes=512 << 10, seconds=60)
@@ -219,6 +213,20 @@ def test_ctrl_c_during_the_sync_puts_pyproject_and_lock_back(pypm, world, dists,
             break
         time.sleep(0.01)
     assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+@pytest.mark.parametrize("edited_meanwhile", [False, True])
+def test_ctrl_c_during_the_sync_puts_pyproject_and_lock_back(pypm, world, dists, edited_meanwhile):
+    """Ctrl-C in the middle of the sync's download: both files as they were, the venv too. A
+    pyproject.toml someone saved meanwhile is theirs: left as they saved it, with a warning."""
+    import signal
+
+    server, project = world
+    assert pypm("sync", cwd=project).returncode == 0
+    before = (project / "pyproject.toml").read_bytes()
+    lock_before = (project / "pypm.lock").read_bytes()
+    proc = _add_caught_downloading(pypm, server, dists, project)
     assert b"big" in (project / "pyproject.toml").read_bytes()  # caught in the middle: edited and locked
     saved = (project / "pyproject.toml").read_bytes() + b"# saved by an editor meanwhile\n"
     if edited_meanwhile:
@@ -244,16 +252,7 @@ def test_a_second_add_waits_for_the_first_to_finish_or_roll_back(pypm, world, di
     import time
 
     server, project = world
-    big = dists.wheel("big", "1.0", modules={"big/__init__.py": "", "big/blob.bin": os.urandom(1 << 20)})
-    server.add(big)
-    server.stall(big.name, nbytes=512 << 10, seconds=60)
-    first = pypm.popen("add", "big", cwd=project)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and first.poll() is None:
-        if any(p.stat().st_size > 0 for p in pypm.cache_dir.rglob(big.name + ".part")):
-            break
-        time.sleep(0.01)
-    assert first.poll() is None, first.communicate()
+    first = _add_caught_downloading(pypm, server, dists, project)
     second = pypm.popen("add", "tool", cwd=project)
     time.sleep(2)  # started, and waiting for the project's lock
     assert second.poll() is None, second.communicate()

@@ -79,6 +79,8 @@ def _requirements(args: argparse.Namespace, argv: list[str]) -> tuple[list[str],
         name, at, version = command.partition("@")
         if at and not version:
             raise UsageError(f"{command!r}: give a version after @, or none", hint="e.g. `pypm x ruff@0.6.9 check .`")
+        if version == "latest":  # as uvx: the newest release, whatever the environment locked before
+            args.upgrade, at = True, ""
         main = parse(f"{name}=={version}" if at else name, "the command")
         command = name
     return [main, *(parse(w, "--with") for w in args.with_)], command

@@ -114,6 +114,18 @@ def test_name_at_version_and_errors(pypm, tool, dists):
     r, out = x(pypm, server, work, secret, "probe@3.0")
     assert r.returncode == 0, r.stderr
     assert out["version"] == "3.0"
+    r, out = x(pypm, server, work, secret, "probe")
+    assert out["version"] == "3.0", r.stderr
+    # NAME@latest: the newest release, as --upgrade, in the bare name's environment
+    dists.wheel("probe", "3.1", modules={"probe/__init__.py": PROBE.format(version="3.1")},
+                entry_points={"console_scripts": {"probe": "probe:main"}})
+    server.add(dists.dir / "probe-3.1-py3-none-any.whl")
+    r, out = x(pypm, server, work, secret, "probe")
+    assert out["version"] == "3.0", r.stderr  # kept
+    r, out = x(pypm, server, work, secret, "probe@latest")
+    assert out["version"] == "3.1", r.stderr
+    r, out = x(pypm, server, work, secret, "probe")
+    assert out["version"] == "3.1", r.stderr
 
     r = pypm("x", "--index-url", server.url, "--from", "probe-tool", "nope", cwd=work)
     assert r.returncode == 2, r.stderr

@@ -338,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "add":
             p.add_argument("--raw", action="store_true",
                            help="write the requirement as given, without a lower bound at the locked version")
+        p.add_argument("--sign", metavar="KEY", type=_given,
+                       help="sign the new lock with this Ed25519 private key (as `pypm lock --sign`)")
         x = p.add_mutually_exclusive_group()
         x.add_argument("--no-sync", action="store_true", help="update pypm.lock but leave .venv alone")
         x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
@@ -352,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable, applied in order: --bump minor --bump beta)")
     p.add_argument("--short", action="store_true", help="print the version alone")
     p.add_argument("--dry-run", action="store_true", help="print the new version; change nothing")
+    p.add_argument("--sign", metavar="KEY", type=_given,
+                   help="sign the lock again with this Ed25519 private key (its signature covered the old version)")
     x = p.add_mutually_exclusive_group()
     x.add_argument("--no-sync", action="store_true", help="update pypm.lock but leave .venv alone")
     x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")

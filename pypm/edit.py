@@ -396,7 +396,8 @@ class _Quiet:
 def _lock(ctx: Any, project: Project, args: argparse.Namespace) -> None:
     from .locking import LockOptions, lock_project
 
-    lock_project(ctx, project, LockOptions(offline=bool(args.offline)))
+    # --sign: the new lock signed (a project with [tool.pypm] trusted-keys syncs only a signed one)
+    lock_project(ctx, project, LockOptions(offline=bool(args.offline), sign=getattr(args, "sign", None)))
 
 
 def _restore(ctx: Any, before: dict[Path, bytes | None], wrote: dict[Path, bytes]) -> None:
@@ -526,25 +527,30 @@ def _set_version(ctx: Any, args: argparse.Namespace) -> int:
         return ExitCode.OK
     doc["project"]["version"] = new
     rc = _apply(ctx, args, project, doc, f"version {old} => {new}", argparse.Namespace(offline=args.offline),
-                lambda lock: _lock_root_version(ctx, project.root, lock, new))
+                lambda lock: _lock_root_version(ctx, project.root, lock, new, args.sign))
     print(new if args.short else f"{project.name} {old} => {new}")
     return rc
 
 
-def _lock_root_version(ctx: Any, root: Path, lock: Any, version: str) -> bool:
+def _lock_root_version(ctx: Any, root: Path, lock: Any, version: str, sign: str | None) -> bool:
     """Set the project's own version in its lock. The version is not a resolution input (not in
     the lock's content-hash: nothing resolved depends on it), so locking again leaves the lock's
-    record of it as it was. A signature covered the old one: removed, with a warning."""
+    record of it as it was. A signature covered the old one: the lock is signed again with
+    `sign` (--sign KEY), else the signature is removed, with a warning."""
     from .lockfile import LOCK_NAME, dumps, write_atomic
 
     me = lock.root()
     if me is None or me.version == version:
         return False
     me.version = version
-    if lock.signature:
+    if sign:
+        from .signing import sign_lock
+
+        lock = sign_lock(lock, Path(sign))
+    elif lock.signature:
         lock.signature = {}
         ctx.info(f"warning: the signature of {LOCK_NAME} covered the old version and is removed: "
-                 "sign it again with `pypm lock --sign KEY`")
+                 "sign it again with `pypm lock --sign KEY` (or pass --sign KEY to `pypm version`)")
     write_atomic(root / LOCK_NAME, dumps(lock))
     return False
 
@@ -562,7 +568,7 @@ def _edit_script(ctx: Any, args: argparse.Namespace, *, add: bool) -> int:
     from .script import block_toml, parse_metadata, script_blocks, script_metadata
 
     flags = [f for attr, f in (("dev", "--dev"), ("group", "--group"), ("optional", "--optional"),
-                               ("no_sync", "--no-sync")) if getattr(args, attr, None)]
+                               ("no_sync", "--no-sync"), ("sign", "--sign")) if getattr(args, attr, None)]
     if flags:
         raise UsageError(f"{', '.join(flags)}: not with --script (a script has one array, `dependencies`)")
     path = Path(ctx.directory, args.script)

@@ -348,3 +348,32 @@ def test_version_removes_a_signature_that_covered_the_old_version(pypm, world):
     lock = loads((project / "pypm.lock").read_text())
     me = lock.root()
     assert me is not None and me.version == "0.1.1" and not lock.signature
+
+
+def test_a_project_that_trusts_only_signed_locks_signs_with_sign(pypm, world):
+    """With [tool.pypm] trusted-keys the sync refuses an unsigned lock: add/version without
+    --sign fail and roll back (exit 6, files as they were); with --sign KEY the new lock is
+    signed and synced."""
+    server, project = world
+    assert pypm("keygen", "-o", str(project / "key"), cwd=project).returncode == 0
+    path = project / "pyproject.toml"
+    path.write_text(path.read_text().replace("[tool.pypm]\n", '[tool.pypm]\ntrusted-keys = ["key.pub"]\n'))
+    assert pypm("lock", "--sign", "key", cwd=project).returncode == 0
+    assert pypm("sync", cwd=project).returncode == 0
+    before, lock_before = path.read_bytes(), (project / "pypm.lock").read_bytes()
+
+    r = pypm("add", "lib<2", cwd=project)
+    assert r.returncode == 6 and "is not signed" in r.stderr, r.stderr
+    assert "are as they were before the command" in r.stderr
+    assert path.read_bytes() == before and (project / "pypm.lock").read_bytes() == lock_before
+
+    r = pypm("add", "--sign", "key", "lib<2", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert installed(project / ".venv")["lib"] == "1.0"
+    assert loads((project / "pypm.lock").read_text()).signature
+    r = pypm("version", "--bump", "patch", "--sign", "key", cwd=project)
+    assert r.returncode == 0, r.stderr
+    lock = loads((project / "pypm.lock").read_text())
+    me = lock.root()
+    assert me is not None and me.version == "0.1.1" and lock.signature
+    assert pypm("run", "python", "-c", "pass", cwd=project).returncode == 0  # the signed lock is trusted

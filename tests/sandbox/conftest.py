@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 NOBODY = 65534
 # What `python -m sandbox` and `python -m pypm run` import besides the standard library.
-_DEPS = ("pyseccomp", "packaging", "platformdirs", "filelock", "tomli_w", "psutil")
+_DEPS = ("pyseccomp", "packaging", "platformdirs", "filelock", "tomli_w", "psutil",
+         # for `pypm x` as uid 65534 (test_pypm_run), which locks and downloads its environment
+         "resolvelib", "httpx", "httpcore", "h11", "idna", "certifi")
 
 _SUID_C = r"""
 #include <stdio.h>

@@ -381,6 +381,30 @@ def test_pypm_run_limits_processes_for_an_unprivileged_user(pypm, boxes, world) 
     assert r.returncode == 0 and r.stdout.split() == ["10", "11"], (r.stdout, r.stderr)
 
 
+def test_pypm_x_as_an_unprivileged_user(boxes, world, dists, index_server) -> None:
+    """`pypm x` started by uid 65534, from the first run (lock and sync of the tool's environment
+    in its own cache) to the sandboxed tool: as itself, in its directory, the host's files and
+    network out of reach."""
+    box = boxes["nobody"]
+    dists.wheel("whoami-tool", "1.0", modules={"whoami_tool/__init__.py": (
+        "import json, os, socket, sys\n"
+        "def main():\n"
+        "    open('made-by-the-tool', 'w').close()\n"
+        "    print(json.dumps([os.getuid(), os.getcwd(), os.path.exists(sys.argv[1]),"
+        " [n for _, n in socket.if_nameindex()]]))\n")},
+        entry_points={"console_scripts": {"whoami-tool": "whoami_tool:main"}})
+    server = index_server()
+    work = world.user_dir("nobody", "work")
+    argv = as_user("nobody", [world.python, "-m", "pypm", "x", "--index-url", server.url, "--python", SYSTEM_PYTHON,
+                              "whoami-tool", str(world.secret)], box.env)
+    for _ in range(2):  # made, then found current
+        r = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == [NOBODY, str(work), False, ["lo"]]
+    assert (work / "made-by-the-tool").stat().st_uid == NOBODY
+    assert [p.stat().st_uid for p in (box.cache / "tools").iterdir()] == [NOBODY]
+
+
 def test_path_dependencies_on_sys_path_are_visible_read_only(pypm, app, tmp_path) -> None:
     """An editable path dependency (a .pth line pointing outside the project) is bound read-only."""
     project = app()

@@ -257,12 +257,14 @@ def _upsert(array: Any, req: Requirement) -> Requirement:
             array[i] = _text(req)
         return req
     names = [_entry_name(str(item)) or "" for item in array if isinstance(item, str)]
+    grows_past_one = len(array) == 1
     if names and len(names) == len(array) and names == sorted(names):
         at = next((k for k, n in enumerate(names) if n > _canon(req.name)), len(names))
         array.insert(at, _text(req))
     else:
         array.append(_text(req))
-    _layout(array)
+    if grows_past_one or len(array) == 1:
+        _layout(array)
     return req
 
 
@@ -274,8 +276,9 @@ def _text(req: Requirement) -> str:
 
 
 def _layout(array: Any) -> None:
-    """One entry per line once an array holds more than one, as uv writes them; an array already
-    written over several lines keeps its own layout (and its comments)."""
+    """One entry per line for an array that has just grown past one entry (`["a"]` + b), as uv
+    writes them. Any other keeps the layout it was written in: several entries on one line stay
+    on one line, an array over several lines keeps its lines (and its comments)."""
     if len(array) > 1 and "\n" not in array.as_string():
         array.multiline(True)
 
@@ -594,7 +597,7 @@ def _edit_script(ctx: Any, args: argparse.Namespace, *, add: bool) -> int:
     if add:
         bound = []
         for req_text in args.requirements:
-            entry = _upsert(array, parse_requirement(req_text))
+            entry = _upsert(array, parse_requirement(req_text))  # (lays the array out as it grows)
             if not args.raw and not args.frozen and not entry.specifier and not entry.url:
                 bound.append(entry)
         if bound:  # the versions a lock of the script's environment picks (nothing is installed)
@@ -608,7 +611,6 @@ def _edit_script(ctx: Any, args: argparse.Namespace, *, add: bool) -> int:
             for i in reversed(found):
                 del array[i]
         what = f"removed {', '.join(args.packages)} from {where}"
-    _layout(array)
     block = "# /// script\n" + "".join(f"# {line}" if line.strip() else "#\n"
                                        for line in tomlkit.dumps(doc).splitlines(keepends=True)) + "# ///"
     if match is not None:

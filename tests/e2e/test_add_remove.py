@@ -377,3 +377,14 @@ def test_a_project_that_trusts_only_signed_locks_signs_with_sign(pypm, world):
     me = lock.root()
     assert me is not None and me.version == "0.1.1" and lock.signature
     assert pypm("run", "python", "-c", "pass", cwd=project).returncode == 0  # the signed lock is trusted
+
+
+def test_layout_is_kept_unless_an_array_grows_past_one_entry(pypm, world):
+    server, project = world
+    path = project / "pyproject.toml"
+    path.write_text(path.read_text() + '\n[dependency-groups]\nlint = ["zeta", "alpha"]\ndocs = ["zeta"]\n')
+    assert pypm("add", "--frozen", "--group", "lint", "mid", cwd=project).returncode == 0
+    assert pypm("add", "--frozen", "--group", "docs", "mid", cwd=project).returncode == 0
+    text = path.read_text()
+    assert 'lint = ["zeta", "alpha", "mid"]\n' in text  # several on one line: stays on one line
+    assert 'docs = [\n    "mid",\n    "zeta",\n]\n' in text  # from one entry to two: one per line

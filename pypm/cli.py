@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
-from .errors import ExitCode, PypmError, report_failure
+from .errors import ExitCode, PypmError, UsageError, report_failure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .project import Project
@@ -151,8 +151,19 @@ def _sandbox_flags(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- handlers
 
 def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
+    if args.script:
+        from .scaffold import init_script
+
+        if args.path or args.name:
+            raise UsageError("--script FILE makes a script, not a project: PATH and --name do not apply")
+        path = init_script(ctx.directory / args.script, python=args.python)
+        ctx.info(f"created {path}: `pypm add --script {args.script} NAME` adds dependencies, "
+                 f"`pypm run {args.script}` runs it")
+        return ExitCode.OK
     from .scaffold import init_project
 
+    if args.python:
+        raise UsageError("--python goes with --script (a project's interpreter is [tool.pypm] python)")
     path = init_project(Path(args.path).resolve() if args.path else ctx.directory, name=args.name)
     ctx.info(f"created {path}")
     return ExitCode.OK
@@ -302,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("init", cmd_init, "create a pyproject.toml (PEP 621) with a [tool.pypm] table")
     p.add_argument("path", nargs="?", help="the project directory (default: the current one)")
     p.add_argument("--name", type=_given, help="the project name (default: the directory's name)")
+    p.add_argument("--script", metavar="FILE", type=_given,
+                   help="make FILE, a script with a PEP 723 `# /// script` block, instead of a project")
+    p.add_argument("--python", metavar="3.X", type=_given, help="with --script: its requires-python floor")
 
     p = add("lock", cmd_lock, "resolve the project into a universal, hash-pinned pypm.lock")
     p.add_argument("--refresh", action="store_true", help="re-fetch metadata and hashes; ignore cached index pages")

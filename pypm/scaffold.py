@@ -59,3 +59,24 @@ def init_project(directory: Path, name: str | None = None) -> Path:
                            hint="pick a path in a writable directory") from None
     write_atomic(target, render_pyproject(name))
     return target
+
+
+def init_script(path: Path, python: str | None = None) -> Path:
+    """`pypm init --script FILE`: a new Python file that starts with a PEP 723 `# /// script`
+    block (requires-python, no dependencies yet) and a `main`; `pypm add --script FILE NAME`
+    then fills the block, `pypm run FILE` runs it. Never overwrites."""
+    import sys
+
+    if path.exists():
+        raise ProjectError(f"{path} already exists", hint="`pypm add --script` adds a block to an existing script")
+    if python is not None and not re.fullmatch(r"3\.\d+", python):
+        raise ProjectError(f"--python {python!r}: give a minor version such as 3.12 for the script's requires-python")
+    floor = python or f"{sys.version_info[0]}.{sys.version_info[1]}"
+    text = (f'# /// script\n# requires-python = ">={floor}"\n# dependencies = []\n# ///\n\n\n'
+            f'def main() -> None:\n    print("Hello from {path.name}!")\n\n\nif __name__ == "__main__":\n    main()\n')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ProjectError(f"cannot create the directory {path.parent}: {e.strerror or e}") from None
+    write_atomic(path, text)
+    return path

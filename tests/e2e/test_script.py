@@ -176,3 +176,26 @@ def test_add_makes_a_block_after_the_shebang(pypm, tmp_path):
         f'# requires-python = ">={sys.version_info[0]}.{sys.version_info[1]}"\n'
         '# dependencies = [\n#     "lib",\n#     "other[x]>=1",\n# ]\n# ///\n\nprint(\'hi\')\n')
     assert os.stat(s).st_mode & 0o777 == 0o755
+
+
+def test_init_script_makes_a_script_that_add_and_run_take(pypm, world, tmp_path):
+    server, _ = world
+    here = tmp_path / "here"
+    here.mkdir()
+    r = pypm("init", "--script", "hello.py", "--python", "3.10", cwd=here)
+    assert r.returncode == 0, r.stderr
+    text = (here / "hello.py").read_text()
+    assert text.startswith('# /// script\n# requires-python = ">=3.10"\n# dependencies = []\n# ///\n')
+    # the block takes an index and a dependency, and the script runs with it
+    s = here / "hello.py"
+    s.write_text(text.replace("# dependencies = []\n", f'# dependencies = []\n# [tool.pypm]\n# index-url = "{server.url}"\n')
+                 .replace('    print("Hello from hello.py!")', '    import lib\n    print("lib", lib.__version__)'))
+    assert pypm("add", "--script", "hello.py", "lib<2", cwd=here).returncode == 0
+    assert out(pypm("run", "hello.py", cwd=here))["lib"] == "1.0"
+    for argv, code, message in [(["init", "--script", "hello.py"], 3, "already exists"),
+                                (["init", "--script", "x.py", "--name", "n"], 2, "PATH and --name do not apply"),
+                                (["init", "--script", "x.py", "--python", "three"], 3, "give a minor version"),
+                                (["init", "--python", "3.12"], 2, "--python goes with --script")]:
+        r = pypm(*argv, cwd=here)
+        assert r.returncode == code and message in r.stderr, (argv, r.stderr)
+    assert not (here / "x.py").exists() and not (here / "pyproject.toml").exists()

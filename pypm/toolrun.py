@@ -154,15 +154,16 @@ def ready_environment(ctx: Any, root: Path, args: argparse.Namespace,
     """The venv of the environment project at `root`, locked and synced when it is not current
     (`args.upgrade`: locked again to the newest releases first; `before_sync` is called first);
     touched as used."""
-    from .run import _fast_venv
+    from .run import default_state_matches
 
     tctx = _ToolContext(ctx, root)
     want = argparse.Namespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
                               no_install_project=False, python=args.python, frozen=False, offline=args.offline)
     upgrade = getattr(args, "upgrade", False)
-    fast = None if upgrade else _fast_venv(tctx, want)
-    if fast is not None:
-        venv: Path = fast[1]
+    venv = root / ".venv"
+    if not upgrade and default_state_matches(str(root), python_flag=args.python) is not None \
+            and (venv / "bin" / "python").exists():
+        ctx.debug(f"{venv} matches its pyproject.toml and pypm.lock: not syncing")
     else:
         if before_sync is not None:
             before_sync()

@@ -14,7 +14,13 @@ def main() -> int:
             from .cli import main as cli_main
 
             return cli_main(argv)
-    if "run" in argv[:2] and not _names_a_script(argv):  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
+    if "run" in argv[:2] and _names_a_script(argv):  # PEP 723: its own environment (pypm.script)
+        from .script import fast_script
+
+        rc = fast_script(argv)
+        if rc is not None:
+            _exit(rc)
+    elif "run" in argv[:2]:  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
         from .launch import launch
 
         launch(argv)  # exec's the sandbox helper when a recorded plan still holds (pypm.launch)

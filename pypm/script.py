@@ -129,7 +129,7 @@ def environment_args(meta: dict[str, Any], where: Path, args: argparse.Namespace
                     for x in pypm.get("find-links", [])])
 
 
-def run_script(ctx: Any, args: argparse.Namespace, argv: list[str], meta: dict[str, Any]) -> int:
+def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any]) -> int:
     """Run `argv` (the script, then its arguments) with the environment its metadata asks for
     (`meta`: read with deep=False; checked in full before an environment is made for it)."""
     from .toolrun import ready_environment, run_here, tool_dir
@@ -156,3 +156,50 @@ def run_script(ctx: Any, args: argparse.Namespace, argv: list[str], meta: dict[s
                              hint="run it from its own directory, or rename the path")
         ro = (str(script),)
     return run_here(ctx, args, venv, [str(venv / "bin" / "python"), str(script), *argv[1:]], "pypm run", script.stem, ro)
+
+
+class _ScriptContext:
+    """cli.Context for a script run from the entry point: messages as the CLI prints them (a first
+    run says what it locked and synced), no argparse."""
+
+    verbose = 0
+
+    def __init__(self, directory: str, quiet: bool) -> None:
+        self.directory = directory
+        self.quiet = quiet
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            import sys
+
+            print(msg, file=sys.stderr)
+
+    def debug(self, msg: str) -> None:
+        pass
+
+
+def fast_script(argv: list[str]) -> int | None:
+    """`pypm [-q] run [run's fast-path flags] script.py ARGS` from the entry point, without the CLI
+    (argparse and its handlers, ~9 ms): None when the command line is anything else, and nothing
+    was done (the CLI then does what it would have). Errors are reported as the CLI reports them."""
+    from .run import _FastArgs, _fast_parse
+
+    values: dict[str, Any] = {}
+    parsed = _fast_parse(argv, values)
+    if parsed is None:
+        return None
+    flags, cmd = parsed
+    script = os.path.abspath(cmd[0])
+    if not cmd[0].endswith(".py") or not os.path.isfile(script):
+        return None
+    try:
+        meta = script_metadata(script, deep=False)
+        if meta is None:
+            return None
+        args = _FastArgs("--frozen" in flags, values)
+        args.no_sandbox = "--no-sandbox" in flags  # type: ignore[attr-defined]  # (run_here reads it)
+        return run_script(_ScriptContext(os.getcwd(), "-q" in flags), args, [script, *cmd[1:]], meta)
+    except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
+        from .errors import report_failure
+
+        return report_failure(e)

@@ -22,10 +22,10 @@ pyproject.toml.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from .errors import ProjectError, UsageError
@@ -118,11 +118,11 @@ def _checked(data: dict[str, Any], path: Path, *, deep: bool = True) -> dict[str
     return data
 
 
-def environment_args(meta: dict[str, Any], where: Path, args: argparse.Namespace) -> argparse.Namespace:
+def environment_args(meta: dict[str, Any], where: Path, args: Any) -> Any:
     """What toolrun.tool_dir keys the environment by: the block's index options (a relative
     find-links path taken from `where`, the script's directory), --python and --offline."""
     pypm = (meta.get("tool") or {}).get("pypm") or {}
-    return argparse.Namespace(
+    return SimpleNamespace(
         python=getattr(args, "python", None), offline=getattr(args, "offline", False),
         index_url=pypm.get("index-url"), extra_index_url=list(pypm.get("extra-index-url", [])),
         find_links=[x if "://" in x else str((where / os.path.expanduser(x)).resolve())

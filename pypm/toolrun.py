@@ -18,7 +18,6 @@ three functions: `tool_dir`, `ready_environment` and `run_here`.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -58,7 +57,7 @@ class _ToolContext:
         self._ctx.debug(msg)
 
 
-def _requirements(args: argparse.Namespace, argv: list[str]) -> tuple[list[str], str]:
+def _requirements(args: Any, argv: list[str]) -> tuple[list[str], str]:
     """(requirements, command): `ruff` -> ruff; `ruff@0.6.9` -> ruff==0.6.9; `--from SPEC CMD`."""
     command = argv[0]
     simple = _SIMPLE.fullmatch(command)
@@ -86,7 +85,7 @@ def _requirements(args: argparse.Namespace, argv: list[str]) -> tuple[list[str],
     return [main, *(parse(w, "--with") for w in args.with_)], command
 
 
-def tool_dir(requirements: list[str], args: argparse.Namespace, requires_python: str | None = None,
+def tool_dir(requirements: list[str], args: Any, requires_python: str | None = None,
              kind: str = "x") -> Path:
     """The environment's project directory (made, with its pyproject.toml, when new). `args`: its
     python, index_url, extra_index_url and find_links; `requires_python`: the lock's range
@@ -129,7 +128,7 @@ def tool_dir(requirements: list[str], args: argparse.Namespace, requires_python:
     return root
 
 
-def x_command(ctx: Any, args: argparse.Namespace) -> int:
+def x_command(ctx: Any, args: Any) -> int:
     """`pypm x [--from SPEC] [--with REQ]... CMD ARGS...`: the command's exit status."""
     argv = list(args.cmd or [])
     if argv and argv[0] == "--":
@@ -149,7 +148,7 @@ def x_command(ctx: Any, args: argparse.Namespace) -> int:
     return run_here(ctx, args, venv, argv, "pypm x", command)
 
 
-def ready_environment(ctx: Any, root: Path, args: argparse.Namespace,
+def ready_environment(ctx: Any, root: Path, args: Any,
                       before_sync: Callable[[], Any] | None = None) -> Path:
     """The venv of the environment project at `root`, locked and synced when it is not current
     (`args.upgrade`: locked again to the newest releases first; `before_sync` is called first);
@@ -157,8 +156,8 @@ def ready_environment(ctx: Any, root: Path, args: argparse.Namespace,
     from .run import default_state_matches
 
     tctx = _ToolContext(ctx, root)
-    want = argparse.Namespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
-                              no_install_project=False, python=args.python, frozen=False, offline=args.offline)
+    want: Any = SimpleNamespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
+                                no_install_project=False, python=args.python, frozen=False, offline=args.offline)
     upgrade = getattr(args, "upgrade", False)
     venv = root / ".venv"
     if not upgrade and default_state_matches(str(root), python_flag=args.python) is not None \
@@ -182,7 +181,7 @@ def ready_environment(ctx: Any, root: Path, args: argparse.Namespace,
     return venv
 
 
-def run_here(ctx: Any, args: argparse.Namespace, venv: Path, argv: list[str], who: str, name: str,
+def run_here(ctx: Any, args: Any, venv: Path, argv: list[str], who: str, name: str,
              ro_binds: tuple[str, ...] = ()) -> int:
     """Run `argv` with `venv` activated, in the sandbox with the current directory standing in for
     the project (or on the host with --no-sandbox). `ro_binds`: more directories to show, read-only."""

@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, handler, text)
         if name == "add":
             p.add_argument("requirements", nargs="+", metavar="REQUIREMENT",
-                           help="PEP 508 requirements: NAME, NAME>=1.2, NAME[extra], NAME @ URL, with a marker after ;")
+                           help="PEP 508 requirements: NAME, NAME>=1.2, NAME[extra], with a marker after ;")
         else:
             p.add_argument("packages", nargs="+", metavar="NAME", help="the names to remove")
         g = p.add_argument_group("which array of pyproject.toml (default: [project] dependencies)")

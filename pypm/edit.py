@@ -214,17 +214,27 @@ def _check_array(array: Any, path: Path, target: _Target) -> None:
         raise ProjectError(f"{path}: `{target.key}` must be an array", hint="fix it by hand, then run the command again")
 
 
+_LOCAL_HINT = ("pypm locks releases from an index or a find-links location, not direct URLs or paths: put the "
+               "wheel or sdist in a directory named by [tool.pypm] find-links (or --find-links), and add it by name")
+
+
 def parse_requirement(text: str, what: str = "") -> Requirement:
-    """`text` as a Requirement, or a UsageError naming it (`what`: the flag it came with)."""
+    """`text` as a Requirement, or a UsageError naming it (`what`: the flag it came with). A direct
+    URL (`NAME @ URL`) is refused here, with the way that works: the resolver cannot lock one yet
+    (resolver.make_reqs), and the lock would fail only after the edit, to be rolled back."""
     from packaging.requirements import InvalidRequirement, Requirement
 
+    said = f"{what} {text!r}" if what else repr(text)
     try:
-        return Requirement(text)
+        req = Requirement(text)
     except InvalidRequirement as e:
-        hint = "a PEP 508 requirement: NAME, NAME>=1.2, NAME[extra], or NAME @ URL"
+        hint = "a PEP 508 requirement: NAME, NAME>=1.2, NAME[extra], with a marker after ;"
         if "/" in text or text.endswith((".whl", ".tar.gz", ".zip")):
-            hint = "name a file or directory as `NAME @ file:///absolute/path` (PEP 508)"
-        raise UsageError(f"{what + ' ' if what else ''}{text!r} is not a valid requirement: {e}", hint=hint) from None
+            hint = _LOCAL_HINT
+        raise UsageError(f"{said} is not a valid requirement: {e}", hint=hint) from None
+    if req.url:
+        raise UsageError(f"{said} is a direct URL, which pypm cannot lock yet", hint=_LOCAL_HINT)
+    return req
 
 
 def _entry_name(item: str) -> str | None:

@@ -96,9 +96,12 @@ def _checked(data: dict[str, Any], path: Path, *, deep: bool = True) -> dict[str
 
         for d in deps:
             try:
-                Requirement(d)
+                url = Requirement(d).url
             except InvalidRequirement as e:
                 raise bad("dependencies", f"holds {d!r}, not a valid requirement: {e}") from None
+            if url:
+                raise bad("dependencies", f"holds {d!r}, a direct URL, which pypm cannot lock yet "
+                                          "(name a find-links directory in [tool.pypm] instead)")
         if rp is not None:
             try:
                 SpecifierSet(rp)

@@ -160,7 +160,8 @@ def test_remove(pypm, world):
 
 @pytest.mark.parametrize("argv, message", [
     (["add", "not a requirement!"], "is not a valid requirement"),
-    (["add", "./some/dir"], "NAME @ file:///absolute/path"),
+    (["add", "./some/dir"], "add it by name"),
+    (["add", "lib @ file:///tmp/lib-1.0-py3-none-any.whl"], "is a direct URL, which pypm cannot lock yet"),
     (["add", "--dev", "--group", "lint", "tool"], "give one of them"),
     (["add", "--group", "bad!", "tool"], "is not a valid name"),
     (["add", "proj"], "a project cannot depend on itself"),

@@ -100,6 +100,7 @@ def test_in_a_project_the_script_still_uses_its_own(pypm, world, tmp_path, dists
     ('dependencies = ["lib"\n', 3, "is not valid TOML"),
     ('dependencies = "lib"', 3, "`dependencies` in the `# /// script` block must be an array of strings"),
     ('dependencies = ["not valid!"]', 3, "not a valid requirement"),
+    ('dependencies = ["lib @ file:///tmp/lib.whl"]', 3, "a direct URL, which pypm cannot lock yet"),
     ('name = "x"', 3, "`name` in the `# /// script` block is not a PEP 723 key"),
     ('requires-python = "three"', 3, "not a version specifier"),
     ('[tool.pypm]\npython = "3.11"', 3, "`tool.pypm.python` in the `# /// script` block is not one of"),

@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
-    p = add("init", cmd_init, "create a pyproject.toml (PEP 621) with a [tool.pypm] table")
+    p = add("init", cmd_init, "create a pyproject.toml (PEP 621) with a [tool.pypm] table, or a PEP 723 script")
     p.add_argument("path", nargs="?", help="the project directory (default: the current one)")
     p.add_argument("--name", type=_given, help="the project name (default: the directory's name)")
     p.add_argument("--script", metavar="FILE", type=_given,
@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reinstall", action="store_true",
                    help="reinstall every package, checking the cache's unpacked copies against their wheels first")
 
-    for name, handler, text in (("run", cmd_run, "run a command in the project's environment, sandboxed"),
+    for name, handler, text in (("run", cmd_run, "run a command in the project's environment (a PEP 723 script in its own), sandboxed"),
                                 ("shell", cmd_shell, "an interactive shell in the project's environment, sandboxed")):
         p = add(name, handler, text)
         _selection_flags(p)

@@ -101,3 +101,25 @@ def test_a_stale_lock_is_relocked_unless_locked(pypm, locked):
     r = pypm("tree", cwd=locked)  # the index-url the lock recorded is used again
     assert r.returncode == 0, r.stderr
     assert "ping" not in r.stdout and "Resolved" in r.stderr
+
+
+def test_a_forked_lock_draws_each_version_under_its_marker(pypm, dists, index_server, tmp_path):
+    """The project asks for lib<2 below Python 3.12 and lib>=2 from it: the universal lock holds
+    both, and the tree draws both edges, each with its own version, marker and dependencies."""
+    dists.wheel("lib", "1.0", requires_dist=["old-helper"])
+    dists.wheel("lib", "2.0", requires_python=">=3.12", requires_dist=["new-helper"])
+    dists.wheel("old-helper", "1.0")
+    dists.wheel("new-helper", "1.0")
+    server = index_server()
+    project = write_project(tmp_path / "proj", ['lib<2; python_version < "3.12"', 'lib>=2; python_version >= "3.12"'],
+                            build=False)
+    r = pypm("lock", "--index-url", server.url, cwd=project)
+    assert r.returncode == 0, r.stderr
+    out = tree(pypm, project)
+    lines = out.splitlines()
+    assert lines[0] == "proj v0.1.0"
+    libs = [line for line in lines if "lib v" in line]
+    assert len(libs) == 2 and any("lib v1.0 ;" in x for x in libs) and any("lib v2.0 ;" in x for x in libs), out
+    assert "old-helper v1.0" in out and "new-helper v1.0" in out
+    # each helper under its own lib
+    assert out.index("old-helper") > out.index("lib v1.0") and out.index("new-helper") > out.index("lib v2.0")

@@ -150,6 +150,20 @@ def _sandbox_flags(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- handlers
 
+def _lazy(module: str, function: str, *, project: bool = False) -> Callable[[Context, argparse.Namespace], int]:
+    """The handler of a command that calls `pypm.<module>.<function>(ctx, args)` (with `project`:
+    `(ctx, ctx.project(), args)`), importing the module only when that command runs: every command
+    builds this parser, and no other command pays for a module's imports."""
+
+    def handler(ctx: Context, args: argparse.Namespace) -> int:
+        import importlib
+
+        fn = getattr(importlib.import_module(f"{__package__}.{module}"), function)
+        return int(fn(ctx, ctx.project(), args) if project else fn(ctx, args))
+
+    return handler
+
+
 def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     if args.script:
         from .scaffold import init_script
@@ -176,36 +190,6 @@ def cmd_lock(ctx: Context, args: argparse.Namespace) -> int:
     return lock_project(ctx, ctx.project(), opts)
 
 
-def cmd_add(ctx: Context, args: argparse.Namespace) -> int:
-    from .edit import add_command
-
-    return add_command(ctx, args)
-
-
-def cmd_remove(ctx: Context, args: argparse.Namespace) -> int:
-    from .edit import remove_command
-
-    return remove_command(ctx, args)
-
-
-def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
-    from .edit import version_command
-
-    return version_command(ctx, args)
-
-
-def cmd_tree(ctx: Context, args: argparse.Namespace) -> int:
-    from .tree import tree_command
-
-    return tree_command(ctx, ctx.project(), args)
-
-
-def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
-    from .export import export_project
-
-    return export_project(ctx, ctx.project(), args)
-
-
 def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
     from .sync import SyncOptions, already_synced, sync_project
 
@@ -222,65 +206,11 @@ def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
     return rc
 
 
-def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
-    from .run import run_command
-
-    return run_command(ctx, args)
-
-
-def cmd_x(ctx: Context, args: argparse.Namespace) -> int:
-    from .toolrun import x_command
-
-    return x_command(ctx, args)
-
-
-def cmd_shell(ctx: Context, args: argparse.Namespace) -> int:
-    from .run import run_shell
-
-    return run_shell(ctx, args)
-
-
-def cmd_build(ctx: Context, args: argparse.Namespace) -> int:
-    from .build import build_command
-
-    return build_command(ctx, ctx.project(), args)
-
-
-def cmd_cache(ctx: Context, args: argparse.Namespace) -> int:
-    from .cache import cache_command
-
-    return cache_command(ctx, args)
-
-
-def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
-    from .plugins import list_command
-
-    return list_command(ctx, args)
-
-
 def cmd_include_dir(ctx: Context, args: argparse.Namespace) -> int:
     from .plugins.native import include_dir
 
     print(include_dir())
     return ExitCode.OK
-
-
-def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
-    from .verify import verify_command
-
-    return verify_command(ctx, ctx.project(), args)
-
-
-def cmd_keygen(ctx: Context, args: argparse.Namespace) -> int:
-    from .signing import keygen_command
-
-    return keygen_command(ctx, args)
-
-
-def cmd_outdated(ctx: Context, args: argparse.Namespace) -> int:
-    from .outdated import outdated_command
-
-    return outdated_command(ctx, ctx.project(), args)
 
 
 # --------------------------------------------------------------------------- parser
@@ -335,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sign", metavar="KEY", type=_given, help="sign the lock's root with this Ed25519 private key file")
     _index_flags(p)
 
-    for name, handler, text in (("add", cmd_add, "add requirements to pyproject.toml, then lock and sync"),
-                                ("remove", cmd_remove, "remove requirements from pyproject.toml, then lock and sync")):
+    for name, handler, text in (("add", _lazy("edit", "add_command"), "add requirements to pyproject.toml, then lock and sync"),
+                                ("remove", _lazy("edit", "remove_command"), "remove requirements from pyproject.toml, then lock and sync")):
         p = add(name, handler, text)
         if name == "add":
             p.add_argument("requirements", nargs="+", metavar="REQUIREMENT",
@@ -360,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--offline", action="store_true", default=_offline_default(),
                        help="use only what is cached; never touch the network")
 
-    p = add("version", cmd_version, "show or set the project's version (then lock and sync, as add does)")
+    p = add("version", _lazy("edit", "version_command"), "show or set the project's version (then lock and sync, as add does)")
     p.add_argument("value", nargs="?", metavar="VERSION", help="the new version (PEP 440)")
     p.add_argument("--bump", metavar="PART", action="append", default=[],
                    choices=["major", "minor", "patch", "stable", "alpha", "beta", "rc", "post", "dev"],
@@ -376,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", default=_offline_default(),
                    help="use only what is cached; never touch the network")
 
-    p = add("tree", cmd_tree, "draw the locked dependency graph as a tree")
+    p = add("tree", _lazy("tree", "tree_command", project=True), "draw the locked dependency graph as a tree")
     p.add_argument("--depth", "-d", metavar="N", type=int, help="draw N levels below the top (default: all)")
     p.add_argument("--invert", "-i", action="store_true",
                    help="draw what depends on each package instead (from the leaves, or from --package)")
@@ -390,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", default=_offline_default(),
                    help="use only what is cached; never touch the network")
 
-    p = add("export", cmd_export, "write the lock in another format (PEP 751 pylock.toml, requirements.txt)")
+    p = add("export", _lazy("export", "export_project", project=True), "write the lock in another format (PEP 751 pylock.toml, requirements.txt)")
     p.add_argument("--format", choices=["pylock.toml", "requirements.txt"], default="pylock.toml",
                    help="PEP 751 pylock.toml (default) or a pip requirements file with --hash for every file")
     p.add_argument("-o", "--output", metavar="FILE",
@@ -406,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reinstall", action="store_true",
                    help="reinstall every package, checking the cache's unpacked copies against their wheels first")
 
-    for name, handler, text in (("run", cmd_run, "run a command in the project's environment (a PEP 723 script in its own), sandboxed"),
-                                ("shell", cmd_shell, "an interactive shell in the project's environment, sandboxed")):
+    for name, handler, text in (("run", _lazy("run", "run_command"), "run a command in the project's environment (a PEP 723 script in its own), sandboxed"),
+                                ("shell", _lazy("run", "run_shell"), "an interactive shell in the project's environment, sandboxed")):
         p = add(name, handler, text)
         _selection_flags(p)
         _sync_flags(p)
@@ -417,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                            help="the command (use -- before it if it starts with -)")
 
-    p = add("x", cmd_x, "run a tool from the index in an environment of its own, sandboxed (as uvx)")
+    p = add("x", _lazy("toolrun", "x_command"), "run a tool from the index in an environment of its own, sandboxed (as uvx)")
     p.add_argument("--from", dest="from_", metavar="REQUIREMENT", type=_given,
                    help="the package that provides the command (default: the command's name; NAME@VERSION pins it)")
     p.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
@@ -430,29 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                    help="the command (use -- before it if it starts with -)")
 
-    p = add("build", cmd_build, "build the project's sdist and wheel (PEP 517) inside the sandbox")
+    p = add("build", _lazy("build", "build_command", project=True), "build the project's sdist and wheel (PEP 517) inside the sandbox")
     p.add_argument("--sdist", action="store_true", help="build the sdist")
     p.add_argument("--wheel", action="store_true", help="build the wheel")
     p.add_argument("-o", "--out-dir", metavar="DIR", default="dist", help="where to write (default: dist/)")
 
-    p = add("cache", cmd_cache, "inspect and clean the wheel cache")
+    p = add("cache", _lazy("cache", "cache_command"), "inspect and clean the wheel cache")
     p.add_argument("action", choices=["dir", "clean", "prune"],
                    help="dir: print its path; clean: remove everything; prune: remove unused and partial entries")
     p.add_argument("--days", type=float, default=30.0, metavar="N",
                    help="prune: also remove entries not used for N days (default: 30)")
 
-    add("plugins", cmd_plugins, "list plugins found, where from, and which hooks each implements")
+    add("plugins", _lazy("plugins", "list_command"), "list plugins found, where from, and which hooks each implements")
     add("include-dir", cmd_include_dir, "print the directory holding pypm_plugin.h (for native plugins)")
 
-    p = add("verify", cmd_verify, "check installed files and the lock against what they should be")
+    p = add("verify", _lazy("verify", "verify_command", project=True), "check installed files and the lock against what they should be")
     p.add_argument("--venv", action="store_true", help="check every installed file against its wheel's Merkle tree")
     p.add_argument("--lock", action="store_true", help="check every locked file against what its index serves")
 
-    p = add("keygen", cmd_keygen, "create an Ed25519 key pair for signing locks")
+    p = add("keygen", _lazy("signing", "keygen_command"), "create an Ed25519 key pair for signing locks")
     p.add_argument("-o", "--output", metavar="PATH", default="pypm-signing-key",
                    help="private key path (the public key goes to PATH.pub)")
 
-    p = add("outdated", cmd_outdated, "list locked packages with newer versions; exit 1 if any")
+    p = add("outdated", _lazy("outdated", "outdated_command", project=True), "list locked packages with newer versions; exit 1 if any")
     p.add_argument("--format", choices=["table", "json"], default="table",
                    help="a table for people (default) or JSON for programs")
     _index_flags(p)

@@ -14,13 +14,7 @@ def main() -> int:
             from .cli import main as cli_main
 
             return cli_main(argv)
-    if "run" in argv[:2] and _names_a_script(argv):  # PEP 723: its own environment (pypm.script)
-        from .script import fast_script
-
-        rc = fast_script(argv)
-        if rc is not None:
-            _exit(rc)
-    elif "run" in argv[:2]:  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
+    if "run" in argv[:2]:  # `pypm run ...` or `pypm -q run ...`: before argparse and the CLI load
         from .launch import launch
 
         launch(argv)  # exec's the sandbox helper when a recorded plan still holds (pypm.launch)
@@ -69,20 +63,6 @@ def main() -> int:
     from .cli import main as cli_main
 
     return cli_main(argv)
-
-
-def _names_a_script(argv: list[str]) -> bool:
-    """A PEP 723 script among the arguments (pypm.script): the full CLI runs it, not the fast
-    paths, which would run it as a command of the current directory's project."""
-    for a in argv:  # here, not in pypm.script: `pypm run python x.py` imports nothing for it
-        if a.endswith(".py") and os.path.isfile(a):  # (a FIFO would block the open)
-            try:
-                with open(a, "rb") as f:
-                    if b"# /// script" in f.read(1 << 20):
-                        return True
-            except OSError:
-                continue
-    return False
 
 
 def _is_command(argv: list[str], name: str) -> bool:

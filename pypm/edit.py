@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ExitCode, ProjectError, UsageError
+from .lockfile import canonical_name
+from .project import _NAME, _NAME_HINT
 
 if TYPE_CHECKING:  # pragma: no cover
     from packaging.requirements import Requirement
@@ -37,13 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .project import Project
 
 __all__ = ["add_command", "remove_command", "version_command", "bump_version", "parse_requirement"]
-
-_CANON = re.compile(r"[-_.]+")
-
-
-def _canon(name: str) -> str:
-    return _CANON.sub("-", name).lower()
-
 
 @dataclass(frozen=True)
 class _Target:
@@ -61,10 +56,9 @@ class _Target:
             raise UsageError("--dev, --group and --optional each name an array: give one of them",
                              hint="run the command once per array")
         target = chosen[0] if chosen else cls("dependencies")
-        if target.kind != "dependencies" and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", target.name):
+        if target.kind != "dependencies" and not _NAME.match(target.name):
             flag = "--optional" if target.kind == "optional" else "--group"
-            raise UsageError(f"{flag} {target.name!r} is not a valid name",
-                             hint="ASCII letters, digits and '-', '_' or '.', starting and ending with a letter or digit")
+            raise UsageError(f"{flag} {target.name!r} is not a valid name", hint=_NAME_HINT)
         return target
 
     @property
@@ -99,7 +93,7 @@ class _Target:
                 if not create:
                     return None
                 doc["dependency-groups"] = parent = tomlkit.table()
-        key = next((k for k in parent if _canon(k) == _canon(self.name)), None)  # PEP 685 / PEP 735 names
+        key = next((k for k in parent if canonical_name(k) == canonical_name(self.name)), None)  # PEP 685 / PEP 735 names
         if key is None:
             if not create:
                 return None
@@ -144,7 +138,7 @@ def _add(ctx: Any, args: argparse.Namespace) -> int:
     _refuse_dynamic(project, target)
     reqs = [parse_requirement(text) for text in args.requirements]
     for req in reqs:
-        if _canon(req.name) == project.normalized_name and not req.extras:
+        if canonical_name(req.name) == project.normalized_name and not req.extras:
             raise UsageError(f"{req.name} is this project ({project.pyproject}); a project cannot depend on itself")
     array = target.array(doc, create=True)
     _check_array(array, project.pyproject, target)
@@ -169,10 +163,10 @@ def _remove(ctx: Any, args: argparse.Namespace) -> int:
     if array is not None:
         _check_array(array, project.pyproject, target)
     for given in args.packages:
-        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", given):
+        if not _NAME.match(given):
             raise UsageError(f"{given!r} is not a package name",
                              hint="give the name only (`pypm remove requests`), without a version or extras")
-        found = [i for i, item in enumerate(array or ()) if isinstance(item, str) and _entry_name(item) == _canon(given)]
+        found = [i for i, item in enumerate(array or ()) if isinstance(item, str) and _entry_name(item) == canonical_name(given)]
         if not found:
             raise ProjectError(f"{given} is not in {target.key} of {project.pyproject}",
                                hint=_where_else(doc, given, target))
@@ -239,7 +233,7 @@ def parse_requirement(text: str, what: str = "") -> Requirement:
 
 def _entry_name(item: str) -> str | None:
     m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", item)
-    return _canon(m.group(1)) if m else None
+    return canonical_name(m.group(1)) if m else None
 
 
 def _entries(array: Any) -> Iterator[tuple[int, Requirement]]:
@@ -256,7 +250,7 @@ def _entries(array: Any) -> Iterator[tuple[int, Requirement]]:
 def _upsert(array: Any, req: Requirement) -> Requirement:
     """Put `req` into `array` (see the module's docstring); returns the entry as written."""
     same = next(((i, old) for i, old in _entries(array)
-                 if _canon(old.name) == _canon(req.name) and str(old.marker or "") == str(req.marker or "")), None)
+                 if canonical_name(old.name) == canonical_name(req.name) and str(old.marker or "") == str(req.marker or "")), None)
     if same is not None:
         i, old = same
         if not req.specifier and not req.url:
@@ -269,7 +263,7 @@ def _upsert(array: Any, req: Requirement) -> Requirement:
     names = [_entry_name(str(item)) or "" for item in array if isinstance(item, str)]
     grows_past_one = len(array) == 1
     if names and len(names) == len(array) and names == sorted(names):
-        at = next((k for k, n in enumerate(names) if n > _canon(req.name)), len(names))
+        at = next((k for k, n in enumerate(names) if n > canonical_name(req.name)), len(names))
         array.insert(at, _text(req))
     else:
         array.append(_text(req))
@@ -302,7 +296,7 @@ def _add_bounds(array: Any, entries: list[Requirement], lock: Any) -> bool:
     for req in entries:
         versions = []
         for p in lock.packages:
-            if _canon(p.name) == _canon(req.name):
+            if canonical_name(p.name) == canonical_name(req.name):
                 try:
                     versions.append(Version(p.version))
                 except InvalidVersion:
@@ -311,7 +305,7 @@ def _add_bounds(array: Any, entries: list[Requirement], lock: Any) -> bool:
             continue
         low = min(versions)  # forks may lock several; the lowest holds for all of them
         for i, old in _entries(array):
-            if _canon(old.name) == _canon(req.name) and str(old.marker or "") == str(req.marker or "") \
+            if canonical_name(old.name) == canonical_name(req.name) and str(old.marker or "") == str(req.marker or "") \
                     and not old.specifier and not old.url:
                 old.specifier = SpecifierSet(f">={low.public}")
                 array[i] = _text(old)
@@ -330,9 +324,9 @@ def _where_else(doc: Any, name: str, target: _Target) -> str:
         t = _Target(kind, key)
         if t == target or not isinstance(array, list):
             continue
-        if any(isinstance(item, str) and _entry_name(item) == _canon(name) for item in array):
+        if any(isinstance(item, str) and _entry_name(item) == canonical_name(name) for item in array):
             flag = {"dependencies": "(no flag)", "optional": f"--optional {key}",
-                    "group": "--dev" if _canon(key) == "dev" else f"--group {key}"}[kind]
+                    "group": "--dev" if canonical_name(key) == "dev" else f"--group {key}"}[kind]
             places.append(f"{t.key} ({flag})")
     if places:
         return f"it is in {', '.join(places)}"
@@ -615,7 +609,7 @@ def _edit_script(ctx: Any, args: argparse.Namespace, *, add: bool) -> int:
         what = f"added {', '.join(args.requirements)} to {where}"
     else:
         for given in args.packages:
-            found = [i for i, item in enumerate(array) if isinstance(item, str) and _entry_name(item) == _canon(given)]
+            found = [i for i, item in enumerate(array) if isinstance(item, str) and _entry_name(item) == canonical_name(given)]
             if not found:
                 raise ProjectError(f"{given} is not in the dependencies of {where}")
             for i in reversed(found):

@@ -42,7 +42,7 @@ TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Sequence
 
-__all__ = ["launch", "record", "plan_path", "python_for_script", "PLANS_DIR", "NO_LAUNCHER_ENV"]
+__all__ = ["launch", "record", "plan_path", "has_script_block", "python_for_script", "PLANS_DIR", "NO_LAUNCHER_ENV"]
 
 PLANS_DIR = "run-plans"
 NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"
@@ -163,6 +163,8 @@ def launch(argv: Sequence[str]) -> None:
         cwd = os.getcwd()
     except OSError:
         return
+    if has_script_block(os.path.join(cwd, cmd[0])):
+        return  # a PEP 723 script runs in its own environment (run.fast_main -> pypm.script)
     root = cwd
     while not os.path.isfile(root + "/pyproject.toml"):
         parent = os.path.dirname(root)
@@ -194,6 +196,19 @@ def launch(argv: Sequence[str]) -> None:
         if not _check(path, ident):
             return
     _exec(plan, list(argv), python_for_script(cmd, cwd))
+
+
+def has_script_block(path: str) -> bool:
+    """Whether `path` is a .py file holding a PEP 723 `# /// script` block's opening line: such a
+    script runs in an environment of its own (pypm.script), never as the current project's
+    command. Here, the first module of `pypm run`'s path, for the launcher and run's fast path."""
+    if not path.endswith(".py") or not os.path.isfile(path):  # (a FIFO would block the open)
+        return False
+    try:
+        with open(path, "rb") as f:
+            return b"# /// script" in f.read(1 << 20)
+    except OSError:
+        return False
 
 
 def python_for_script(cmd: list[str], cwd: str) -> list[str]:

@@ -421,6 +421,14 @@ def fast_main(argv: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     flags, cmd = parsed
+    from .launch import has_script_block
+
+    if has_script_block(cmd[0]):  # PEP 723: the script's own environment, not the project's
+        from .script import fast_script
+
+        rc = fast_script(flags, values, cmd)
+        if rc is not None:
+            return rc
     frozen = "--frozen" in flags
     from .fastpath import find_root
 

@@ -181,20 +181,14 @@ class _ScriptContext:
         pass
 
 
-def fast_script(argv: list[str]) -> int | None:
-    """`pypm [-q] run [run's fast-path flags] script.py ARGS` from the entry point, without the CLI
-    (argparse and its handlers, ~9 ms): None when the command line is anything else, and nothing
-    was done (the CLI then does what it would have). Errors are reported as the CLI reports them."""
-    from .run import _FastArgs, _fast_parse
+def fast_script(flags: set[str], values: dict[str, Any], cmd: list[str]) -> int | None:
+    """A script run from run's fast path (`pypm [-q] run [its flags] script.py ARGS`, parsed there
+    into `flags`, `values` and `cmd`), without argparse and the CLI's handlers (~9 ms). None when
+    the file's block is not a complete one after all: it then runs as any .py file does. Errors
+    are reported as the CLI reports them."""
+    from .run import _FastArgs
 
-    values: dict[str, Any] = {}
-    parsed = _fast_parse(argv, values)
-    if parsed is None:
-        return None
-    flags, cmd = parsed
     script = os.path.abspath(cmd[0])
-    if not cmd[0].endswith(".py") or not os.path.isfile(script):
-        return None
     try:
         meta = script_metadata(script, deep=False)
         if meta is None:

@@ -125,6 +125,15 @@ def _sync_flags(p: argparse.ArgumentParser) -> None:
                    help="use only what is cached; never touch the network")
 
 
+def _edit_flags(p: argparse.ArgumentParser) -> None:
+    """What follows an edit of pyproject.toml (add, remove, version): lock and sync, or less."""
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--no-sync", action="store_true", help="update pypm.lock but leave .venv alone")
+    x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
+    p.add_argument("--offline", action="store_true", default=_offline_default(),
+                   help="use only what is cached; never touch the network")
+
+
 def _sandbox_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sandbox")
     g.add_argument("--no-sandbox", action="store_true", help="run directly on the host, without the sandbox")
@@ -284,11 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="write the requirement as given, without a lower bound at the locked version")
         p.add_argument("--sign", metavar="KEY", type=_given,
                        help="sign the new lock with this Ed25519 private key (as `pypm lock --sign`)")
-        x = p.add_mutually_exclusive_group()
-        x.add_argument("--no-sync", action="store_true", help="update pypm.lock but leave .venv alone")
-        x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
-        p.add_argument("--offline", action="store_true", default=_offline_default(),
-                       help="use only what is cached; never touch the network")
+        _edit_flags(p)
 
     p = add("version", _lazy("edit", "version_command"), "show or set the project's version (then lock and sync, as add does)")
     p.add_argument("value", nargs="?", metavar="VERSION", help="the new version (PEP 440)")
@@ -300,11 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the new version; change nothing")
     p.add_argument("--sign", metavar="KEY", type=_given,
                    help="sign the lock again with this Ed25519 private key (its signature covered the old version)")
-    x = p.add_mutually_exclusive_group()
-    x.add_argument("--no-sync", action="store_true", help="update pypm.lock but leave .venv alone")
-    x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
-    p.add_argument("--offline", action="store_true", default=_offline_default(),
-                   help="use only what is cached; never touch the network")
+    _edit_flags(p)
 
     p = add("tree", _lazy("tree", "tree_command", project=True), "draw the locked dependency graph as a tree")
     p.add_argument("--depth", "-d", metavar="N", type=int, help="draw N levels below the top (default: all)")

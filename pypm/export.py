@@ -163,7 +163,7 @@ def selection_markers(lock: Lock, selection: Selection) -> dict[tuple[str, str],
 # --------------------------------------------------------------------------- rendering
 
 def _check_hashes(pkgs: Iterable[LockedPackage]) -> None:
-    for p in pkgs:
+    for p in pkgs:  # (a path dependency's directory has no file: nothing to check)
         for f in p.files():
             if not f.has_valid_hash():
                 raise LockError(
@@ -186,11 +186,13 @@ def _posix_rel(target: Path, base: Path) -> str:
 
 
 def render_pylock(lock: Lock, selection: Selection, *, project_dir: Path | None = None,
-                  project_name: str | None = None, editable: bool = True, base_dir: Path | None = None) -> str:
+                  project_name: str | None = None, editable: bool = True, base_dir: Path | None = None,
+                  lock_dir: Path | None = None) -> str:
     """PEP 751 text for the packages `selection` needs, in every environment the lock serves.
 
     `project_dir`: when given (a non-virtual project whose selection includes it), the project
     is written as a `directory` entry with a path relative to `base_dir` (where the file goes).
+    `lock_dir`: the lock's directory, which its path dependencies' paths are relative to.
     """
     pkgs = select_packages(lock, selection, env=None)
     _check_hashes(pkgs)
@@ -208,8 +210,14 @@ def render_pylock(lock: Lock, selection: Selection, *, project_dir: Path | None 
                              "directory": {"path": path, "editable": editable}}
         entries.append(((canonical_name(project_name), ""), d))
     for p in pkgs:
-        d = {"name": canonical_name(p.name), "version": p.version}
         m = markers.get(p.key, p.marker)
+        if p.local_directory:  # a path dependency's directory: no version (PEP 751: not stable)
+            where = Path(os.path.normpath((lock_dir or Path.cwd()) / p.local_directory))
+            d = {"name": canonical_name(p.name), **({"marker": m} if m else {}),
+                 "directory": {"path": _posix_rel(where, base_dir or Path.cwd()), "editable": "editable" in p.source}}
+            entries.append((p.key, d))
+            continue
+        d = {"name": canonical_name(p.name), "version": p.version}
         if m:
             d["marker"] = m
         if "registry" in p.source:
@@ -237,7 +245,7 @@ def render_pylock(lock: Lock, selection: Selection, *, project_dir: Path | None 
 
 
 def render_requirements(lock: Lock, selection: Selection, *, project_dir: Path | None = None,
-                        base_dir: Path | None = None) -> str:
+                        base_dir: Path | None = None, lock_dir: Path | None = None) -> str:
     """A pip requirements file: `name==version ; marker` and a `--hash` for every locked file."""
     pkgs = select_packages(lock, selection, env=None)
     _check_hashes(pkgs)
@@ -248,6 +256,13 @@ def render_requirements(lock: Lock, selection: Selection, *, project_dir: Path |
         out.append(f"-e {path if path.startswith('.') else './' + path}\n")
     for p in pkgs:
         name = canonical_name(p.name)
+        if p.local_directory:  # a path dependency's directory, as the project's own line is written
+            where = _posix_rel(Path(os.path.normpath((lock_dir or Path.cwd()) / p.local_directory)),
+                               base_dir or Path.cwd())
+            where = where if where.startswith(("/", ".")) else "./" + where
+            m = markers.get(p.key, p.marker)
+            out.append(("-e " if "editable" in p.source else "") + where + (f" ; {m}" if m else "") + "\n")
+            continue
         if "registry" in p.source or "find-links" in p.source or p.files():
             line = f"{name}=={p.version}"
         else:
@@ -325,9 +340,10 @@ def export_project(ctx: "Context", project: "Project", args: "argparse.Namespace
     base = out_path.parent if out_path else Path.cwd()
     project_dir = project.root if (sel.include_project and not project.is_virtual) else None
     if args.format == "pylock.toml":
-        text = render_pylock(lock, sel, project_dir=project_dir, project_name=project.name, base_dir=base)
+        text = render_pylock(lock, sel, project_dir=project_dir, project_name=project.name, base_dir=base,
+                             lock_dir=project.root)
     else:
-        text = render_requirements(lock, sel, project_dir=project_dir, base_dir=base)
+        text = render_requirements(lock, sel, project_dir=project_dir, base_dir=base, lock_dir=project.root)
     if out_path is None:
         sys.stdout.write(text)
         sys.stdout.flush()

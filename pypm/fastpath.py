@@ -155,6 +155,18 @@ class _JSONContext:
         raise ValueError(f"{name} is not JSON")
 
 
+def path_tokens_current(tokens: Any) -> bool:
+    """state.json's "path-tokens" ({directory: token}) still hold: each path dependency's
+    pyproject.toml, setup.py and setup.cfg are as they were at the sync (True when it has none)."""
+    if tokens is None:
+        return True
+    if not isinstance(tokens, dict):
+        return False
+    from .venvstate import project_token
+
+    return all(isinstance(d, str) and project_token(d) == t for d, t in tokens.items())
+
+
 def json_loads(text: str) -> Any:
     """json.loads with json's own C scanner, without the json package: json.decoder imports re
     (and re enum), ~3 ms of a fast path for one small file. Bad JSON: ValueError."""

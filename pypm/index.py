@@ -493,12 +493,14 @@ class IndexClient:
     def __init__(self, index_urls: list[str], find_links: list[str], *, cache_dir: Path,
                  offline: bool = False, refresh: bool = False, max_workers: int = 16,
                  warn: Callable[[str], None] | None = None, write_behind: bool = False,
-                 hash_ahead: bool = False) -> None:
+                 hash_ahead: bool = False, local: Any = None) -> None:
         """`write_behind`: cache entries are written by a thread of their own, all of them by the
         time close() returns (a lock's fetch threads then hand their results over without waiting
         for the disk); without it each is written before the call that fetched it returns.
         `hash_ahead`: local files with no hash start hashing in the background as soon as they are
-        likely to be wanted (a lock records every hash; see `_hash_ahead`)."""
+        likely to be wanted (a lock records every hash; see `_hash_ahead`).
+        `local`: a pathdeps.LocalSources; the packages it names come from their paths, never
+        from an index."""
         self.index_urls = list(index_urls)  # as given: they name the source in DistFile and the lock
         self._index_bases = [u if u.endswith("/") else u + "/" for u in index_urls]
         self.find_links = list(find_links)
@@ -521,6 +523,7 @@ class IndexClient:
         self._write_behind = write_behind
         self._hash_ahead_on = hash_ahead
         self._writer: ThreadPoolExecutor | None = None
+        self._local = local
 
     # ------------------------------------------------------------------ public API
 
@@ -531,9 +534,19 @@ class IndexClient:
     def project_releases(self, name: str) -> Releases:
         """The files of `name` grouped by release, each release's DistFiles built when first asked for."""
         canon = str(canonicalize_name(name))
+        if self._local is not None and canon in self._local:
+            return self._files.get(canon, lambda: self._local_releases(canon))
         return self._files.get(canon, lambda: self._project_releases(canon, name))
 
+    def _local_releases(self, canon: str) -> Releases:
+        releases = Releases(canon)
+        releases.add_files(self._local.files(canon))
+        return releases
+
     def metadata(self, f: DistFile) -> CoreMetadata:
+        if f.kind == "directory":  # a path dependency's [project] table (pypm.pathdeps)
+            meta: CoreMetadata = self._meta.get(f.url, lambda: self._local.metadata_of(f.name))
+            return meta
         return self._meta.get(f.url, lambda: self._metadata(f))
 
     def prefetch(self, names: Iterable[str]) -> None:

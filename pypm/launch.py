@@ -302,6 +302,17 @@ def _identity_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> 
     rec = tool.get("plugin-run")
     if isinstance(rec, dict):
         paths += [e[0] for e in rec.get("files") or () if isinstance(e, list) and e and isinstance(e[0], str)]
+    # Path dependencies (pypm.pathdeps): the files their inputs token covers, since run's check
+    # compares it. state.json's own identity above vouches for the list read here.
+    from .fastpath import json_loads
+
+    try:
+        with open(os.path.join(venv, ".pypm", "state.json"), encoding="utf-8") as f:
+            tokens = json_loads(f.read()).get("path-tokens") or {}
+    except (OSError, ValueError, AttributeError):
+        tokens = {}
+    for d in sorted(tokens):
+        paths += [os.path.join(d, n) for n in ("pyproject.toml", "setup.py", "setup.cfg")]
     top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths += [os.path.join(top, rel) for rel in _CODE]
     return paths

@@ -95,8 +95,9 @@ class LockedPackage:
 
     name: str
     version: str
-    # {"registry": index-url} | {"find-links": dir-or-url} | {"editable": "."} |
-    # {"virtual": "."} | {"path": p} | {"url": u}
+    # {"registry": index-url} | {"find-links": dir-or-url} | {"editable": "."} (the project) |
+    # {"virtual": "."} | {"editable": dir} / {"directory": dir} (a path dependency, installed
+    # editable or built) | {"path": file} (a local wheel or sdist) | {"url": u}
     source: dict[str, str]
     marker: str | None = None  # when the environment needs this package at all (None: always)
     main: bool = False  # pulled in by [project] dependencies
@@ -117,7 +118,15 @@ class LockedPackage:
 
     @property
     def is_root(self) -> bool:
-        return "editable" in self.source or "virtual" in self.source
+        return self.source.get("editable") == "." or "virtual" in self.source
+
+    @property
+    def local_directory(self) -> str | None:
+        """A path dependency's directory as the lock writes it (relative to the lock's
+        directory), when it is one (`editable` or `directory`); None otherwise."""
+        if self.is_root:
+            return None
+        return self.source.get("editable") or self.source.get("directory")
 
     def files(self) -> list[FileEntry]:
         return ([self.sdist] if self.sdist else []) + list(self.wheels)

@@ -126,6 +126,10 @@ class _Inputs:
     prerelease: str
     hash: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    # pypm.pathdeps: the path sources, and the requirement arrays with local direct references
+    # made plain names ({"dependencies": ..., "optional:X": ..., "group:X": ...}).
+    local: Mapping[str, Any] = field(default_factory=dict)
+    requirements: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _parse_exclude_newer(value: str) -> Any:
@@ -167,8 +171,14 @@ def _inputs(project: Project, opts: LockOptions) -> _Inputs:
         raise UsageError(f"--prerelease {prerelease!r} is not one of {', '.join(PRERELEASE_MODES)}")
     options = {"prerelease": prerelease, "exclude-newer": opts.exclude_newer,
                "no-build": opts.no_build, "no-binary": opts.no_binary}
-    sources = {"index-url": index_url, "extra-index-urls": list(extra), "find-links": list(find_links)}
-    return _Inputs(index_url, extra, find_links, prerelease, content_hash(project, options, sources), options)
+    sources: dict[str, Any] = {"index-url": index_url, "extra-index-urls": list(extra), "find-links": list(find_links)}
+    from .pathdeps import collect, hash_inputs
+
+    local, requirements = collect(project)
+    if local:  # (only then: the content-hash of a lock without path sources stays what it was)
+        sources["path-sources"] = hash_inputs(local, project.root)
+    return _Inputs(index_url, extra, find_links, prerelease, content_hash(project, options, sources), options,
+                   local, requirements)
 
 
 def lock_inputs_hash(project: Project, opts: LockOptions | None = None) -> str:
@@ -406,11 +416,12 @@ def _preferences(old: Lock | None, imported: Lock | None, opts: LockOptions) -> 
 def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old: Lock | None) -> Lock:
     from .config import cache_dir
     from .index import IndexClient
+    from .pathdeps import LocalSources
 
     client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
                          cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
                          warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True,
-                         hash_ahead=True)
+                         hash_ahead=True, local=LocalSources(inputs.local, project.root) if inputs.local else None)
     client.warm_up()  # the HTTP client is made meanwhile
     # No cyclic garbage collection while resolving: a lock allocates ~1M objects that live until
     # it is written (page data, releases, candidates), and the collector kept walking them all
@@ -446,9 +457,12 @@ def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs
         initial_forks=tuple(old.resolution_markers) if old is not None and not opts.upgrade else (),
     )
     requires_python = _requires_python(ctx, project)
+    reqs = inputs.requirements
     root = RootSpec(name=project.name, requires_python=requires_python,
-                    dependencies=project.dependencies, optional_dependencies=project.optional_dependencies,
-                    dependency_groups=project.dependency_groups)
+                    dependencies=reqs.get("dependencies", project.dependencies),
+                    optional_dependencies={k: reqs.get(f"optional:{k}", v)
+                                           for k, v in project.optional_dependencies.items()},
+                    dependency_groups={k: reqs.get(f"group:{k}", v) for k, v in project.dependency_groups.items()})
     with client:
         res = resolve(client, root, ropts)
         old_hashes = {} if (old is None or opts.refresh) else {
@@ -540,11 +554,12 @@ def _local_size(url: str) -> int | None:
 
 
 def _packages(client: Any, res: Any, old_hashes: Mapping[str, FileEntry]) -> list[LockedPackage]:
-    all_files = [f for n in res.nodes.values() for f in n.files]
+    # (A path dependency's directory is no file: it has no entry, and its source says where it is.)
+    all_files = [f for n in res.nodes.values() for f in n.files if f.kind != "directory"]
     entries = dict(zip([id(f) for f in all_files], _entries(client, all_files, old_hashes)))
     out = []
     for (name, version), n in sorted(res.nodes.items()):
-        files = [entries[id(f)] for f in n.files]
+        files = [entries[id(f)] for f in n.files if id(f) in entries]
         kinds = {id(f): f.kind for f in n.files}
         sdists = sorted((entries[id(f)] for f in n.files if kinds[id(f)] == "sdist"), key=lambda e: e.filename)
         out.append(LockedPackage(
@@ -612,6 +627,14 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
                 root_pkg.build_dependencies = deps
     while queue:
         p = queue.pop(0)
+        if p.local_directory:  # a path dependency's build-system.requires, from its pyproject.toml
+            from .build import read_build_system
+
+            directory = (project.root / p.local_directory).resolve()
+            deps = lock_set(tuple(read_build_system(directory)[0]), f"{p.name} ({p.local_directory})")
+            if deps:
+                p.build_dependencies = deps
+            continue
         if p.wheels or p.sdist is None:
             continue
         reqs = _sdist_build_requires(client, p)

@@ -34,7 +34,7 @@ class Unsupported(ValueError):
 
 # Inline-table keys lockfile.dumps writes (LockedPackage.to_toml, FileEntry.to_toml, sources).
 _KEYS = ("name", "version", "extras", "marker", "filename", "url", "sha256", "size", "registry", "virtual",
-         "editable", "path", "find-links")
+         "editable", "directory", "path", "find-links")
 _KEY_SET = frozenset(_KEYS)
 _ALT = "|".join(re.escape(k) for k in _KEYS)
 # `{ name = ` -> `{ "name = ` and `, url = ` -> `, "url = `, over the whole text in two C passes

@@ -25,7 +25,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Wanted:
-    """One distribution the venv must hold: `kind` is "wheel", "sdist" (build it) or "editable"."""
+    """One distribution the venv must hold: `kind` is "wheel", "sdist" (build it), "editable" (the
+    project or a path dependency) or "directory" (a path dependency, built from its directory)."""
 
     name: str  # canonical
     version: str
@@ -60,7 +61,7 @@ class Plan:
 
     def to_fetch(self) -> list[Wanted]:
         """What must come through the cache: new and replacing dists, editable excluded."""
-        return [w for w in (*self.install, *(n for _, n in self.replace)) if w.kind != "editable"]
+        return [w for w in (*self.install, *(n for _, n in self.replace)) if w.kind not in ("editable", "directory")]
 
 
 def _wheel_rank(filename: str, priority: Mapping[str, int]) -> tuple[int, tuple[int, str]] | None:
@@ -134,7 +135,7 @@ def refuse_unhashed(packages: Iterable[LockedPackage]) -> None:
     """A LockError naming every package whose locked files lack a real sha256 (e.g. `sha256:TODO`)."""
     bad: list[str] = []
     for p in packages:
-        if p.is_root:
+        if p.is_root or p.local_directory:  # a directory has no file (the lock pins what it declares)
             continue
         files = p.files()
         if not files:
@@ -188,7 +189,8 @@ def format_plan(plan: Plan) -> str:
         return f"Nothing to do: {len(plan.unchanged)} packages already match the lock."
     lines: list[str] = []
     for w in plan.install:
-        how = {"sdist": " (build from source)", "editable": " (editable)"}.get(w.kind, "")
+        how = {"sdist": " (build from source)", "editable": " (editable)",
+               "directory": " (build from its directory)"}.get(w.kind, "")
         lines.append(f" + {w.name}=={w.version}{how}")
     for cur, w in plan.replace:
         lines.append(f" ~ {w.name}=={w.version} ({_why(cur, w)})")

@@ -67,6 +67,9 @@ class ToolConfig:
     build_limits: tuple[tuple[str, int], ...] = ()  # [tool.pypm.build] limits, validated
     # Per-plugin tables, e.g. [tool.pypm.s3cache] -> plugin_config["s3cache"].
     plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # [tool.pypm.sources]: (normalised name, path as written, editable), sorted by name; the
+    # package comes from that directory or file instead of an index (pypm.pathdeps).
+    sources: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ def _expand_groups(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
 
 _TOOL_KEYS = {
     "index-url", "extra-index-url", "find-links", "python", "prerelease", "plugins", "plugin-path",
-    "trusted-keys", "sandbox", "build",
+    "trusted-keys", "sandbox", "build", "sources",
 }
 _BUILD_KEYS = {"network", "limits"}
 _SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project", "limits"}
@@ -317,7 +320,43 @@ def _parse_tool(raw: Any, path: Path) -> ToolConfig:
         build=build,
         build_limits=_parse_limits(build.get("limits", {}), path, "tool.pypm.build.limits"),
         plugin_config=plugin_tables,
+        sources=_parse_sources(raw.get("sources", {}), path),
     )
+
+
+_SOURCE_KEYS = {"path", "editable"}
+_SOURCE_HINT = 'e.g. lib = { path = "../lib" } or lib = { path = "../lib", editable = true }'
+
+
+def _parse_sources(raw: Any, path: Path) -> tuple[tuple[str, str, bool], ...]:
+    """`[tool.pypm.sources]`: NAME = { path = "...", editable = BOOL }, as uv's `tool.uv.sources`
+    takes a path. Only the shape is checked here (pure); pypm.pathdeps looks at the path itself."""
+    if not isinstance(raw, dict):
+        raise _err(path, "tool.pypm.sources", "must be a table", hint=_SOURCE_HINT)
+    out: dict[str, tuple[str, str, bool]] = {}
+    for name, entry in raw.items():
+        key = f"tool.pypm.sources.{name}"
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise _err(path, "tool.pypm.sources", f"has an invalid package name {name!r}", hint=_NAME_HINT)
+        if not isinstance(entry, dict):
+            raise _err(path, key, "must be a table", hint=_SOURCE_HINT)
+        unknown = set(entry) - _SOURCE_KEYS
+        if unknown:
+            raise _err(path, key, f"has unknown key(s) {', '.join(sorted(unknown))}",
+                       hint="pypm takes local paths only (`path`, `editable`); a package from another index "
+                            "is found through extra-index-url or find-links")
+        where = entry.get("path")
+        if not isinstance(where, str) or not where.strip():
+            raise _err(path, f"{key}.path", "must be a non-empty string", hint=_SOURCE_HINT)
+        editable = entry.get("editable", False)
+        if not isinstance(editable, bool):
+            raise _err(path, f"{key}.editable", f"is {editable!r}; it must be true or false")
+        c = _canon(name)
+        if c in out:
+            raise _err(path, "tool.pypm.sources", f"names {out[c][0]!r} twice (as {name!r} too)",
+                       hint="keep one entry per package")
+        out[c] = (c, where, editable)
+    return tuple(out[c] for c in sorted(out))
 
 
 def parse_pyproject(data: Mapping[str, Any], root: Path) -> Project:

@@ -159,6 +159,11 @@ def _state_matches(state: dict[str, Any], want: dict[str, Any], *, frozen: bool)
     keys = ("version", "pyproject-sha256", "lock-sha256", "selection", "python-flag")
     if any(state.get(k) != want.get(k) for k in keys):
         return False
+    if "path-tokens" in state:  # a path dependency's pyproject.toml changed: relock and sync
+        from .fastpath import path_tokens_current
+
+        if not path_tokens_current(state["path-tokens"]):
+            return False
     # A venv synced from a lock that was not checked (--frozen) only satisfies --frozen runs.
     return frozen or not state.get("frozen", False)
 

@@ -243,8 +243,14 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
     interp_desc = interp.describe()
 
     packages = select_packages(lock, opts.selection, env=dict(interp.markers))
+    local_dirs = _local_directories(packages, project.root)
     wanted: list[Wanted] = []
     for p in packages:
+        if p.local_directory:  # a path dependency's directory: built (or installed editable), no file
+            d = _local_dir(project, p)
+            wanted.append(Wanted(p.key[0], p.version, "editable" if "editable" in p.source else "directory", None,
+                                 local_dirs[str(d)], p))
+            continue
         kind, f = choose_file(p, interp.tags, interp_desc)
         wanted.append(Wanted(p.key[0], p.version, kind, f, f.sha256, p))
     root_pkg = lock.root()
@@ -266,6 +272,8 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
     want_state["interpreter"] = {"executable": str(interp.executable), "version": interp.version_str}
     want_state["tool"] = tool_knobs(project)
     want_state["project-token"] = _project_token(project)
+    if local_dirs:  # path dependencies: their inputs changed means sync again (the fast paths check it)
+        want_state["path-tokens"] = local_dirs
     layout = _layout(venv, interp)
 
     from .venv import discard_half_built, mark_complete
@@ -457,10 +465,13 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             tempfile.TemporaryDirectory(prefix="pypm-sync-") as tmp:
         fetchers = wheel_fetchers(project)
 
-        def built(w: Any, source: Any, key: str, editable: bool, label: str) -> tuple[Path, str]:
+        def built(w: Any, source: Any, key: str, editable: bool, label: str,
+                  reuse: bool = True) -> tuple[Path, str]:
             # Its own Cache object: a failing download on one thread cancels only its own batch.
+            # `reuse` False: build again even when the cache has a wheel for `key` (a path
+            # dependency's directory, whose key does not cover its sources).
             with Cache(offline=opts.offline, base_dir=project.root) as bcache:
-                entry = cached_build(bcache, key)
+                entry = cached_build(bcache, key) if reuse else None
                 if entry is None:
                     src = source() if callable(source) else source
                     _fire(project, "pre-build", venv=str(venv), interpreter=str(interp.executable))
@@ -540,10 +551,13 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         ok = False
         try:
             for w in news:
-                if w.kind == "editable":
-                    key = build_key("editable", str(project.root), w.token, interp.tags[0], *build_deps_key(w))
-                    builds[w.name] = builder.submit(built, w, project.root, key, True,
-                                                    f"the project {project.name} ({project.root})")
+                if w.kind in ("editable", "directory"):
+                    src = _local_dir(project, w.package)
+                    key = build_key(w.kind, str(src), w.token, interp.tags[0], *build_deps_key(w))
+                    label = (f"the project {project.name} ({project.root})" if src == project.root
+                             else f"{w.name} ({src})")
+                    builds[w.name] = builder.submit(built, w, src, key, w.kind == "editable", label,
+                                                    w.kind == "editable")
                     builds[w.name].add_done_callback(install_when_built(w))
             fetch = plan.to_fetch()
             # A wheel whose unpacked store entry exists installs from that entry (re-checked
@@ -694,11 +708,25 @@ def _build_network(project: Any, w: Any) -> bool:
     """The lock's `build-network` for this package (issue 5); the project also by [tool.pypm.build]."""
     if w.package is not None and w.package.build_network:
         return True
-    if w.kind == "editable":
+    if w.kind in ("editable", "directory"):
         from .build import network_allowed
 
-        return network_allowed(project, project.normalized_name)
+        return network_allowed(project, w.name)
     return False
+
+
+def _local_dir(project: Any, pkg: Any) -> Path:
+    """The directory an editable or directory install is built from: the project's, or a path
+    dependency's (its lock entry's path, relative to the project)."""
+    rel = getattr(pkg, "local_directory", None) if pkg is not None else None
+    return Path(os.path.normpath(project.root / rel)) if rel else project.root
+
+
+def _local_directories(packages: Any, root: Path) -> dict[str, str]:
+    from .pathdeps import check_usable, directories
+
+    check_usable(packages, root)
+    return directories(packages, root)
 
 
 # --------------------------------------------------------------------------- the primitives (pypm.venv,
@@ -755,8 +783,9 @@ def _install(tree: Path, filename: str, w: Any, project: Any, venv: Path, interp
     from .installer import install_wheel
 
     direct_url = None
-    if w.kind == "editable":  # PEP 610/660: record where the editable project lives
-        direct_url = {"url": project.root.as_uri(), "dir_info": {"editable": True}}
+    if w.kind in ("editable", "directory"):  # PEP 610/660: record where the project lives
+        direct_url = {"url": _local_dir(project, w.package).as_uri(),
+                      "dir_info": {"editable": True} if w.kind == "editable" else {}}
     install_wheel(_layout(venv, interp), tree, wheel_filename=filename, wheel_sha256=w.token,
                   link_mode=opts.link_mode, direct_url=direct_url, compile_bytecode=opts.compile,
                   journal=not building, plans=plans)

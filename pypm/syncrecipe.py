@@ -141,6 +141,8 @@ def _matching_recipe(root: str, frozen: bool) -> tuple[str, str, str, dict[str, 
         return None  # hooks must fire and signatures be checked: the full path does both
     if state.get("project-token") != project_token(root):
         return None
+    if "path-tokens" in state:  # path dependencies are built from their directories: the full sync
+        return None
     if not all(isinstance(w, list) and len(w) == 4 and all(isinstance(x, str) for x in w) for w in wheels):
         return None
     return cache_root, path, sha256(raw).hexdigest(), recipe

@@ -344,6 +344,10 @@ def synced_unchanged(root: Path | str, venv: Path | str, state: dict[str, Any], 
         return False
     if state.get("project-token") != project_token(root, pyproject):
         return False
+    from .fastpath import path_tokens_current
+
+    if not path_tokens_current(state.get("path-tokens")):
+        return False
     return venv_intact(venv, state)
 
 

@@ -1,0 +1,348 @@
+"""Path dependencies: a package taken from a local directory or file instead of an index.
+
+Declared two ways, as uv takes them:
+
+- `[tool.pypm.sources] lib = { path = "../lib", editable = true }`, with `lib` named in a
+  requirement array as usual (`dependencies = ["lib"]`);
+- a PEP 508 direct reference to a local path, `lib @ file:///abs/lib` (never editable).
+
+A source names where the package comes from wherever it is required: the index is not asked
+for it. The path may be a project directory (built in the sandbox at sync time, or installed
+editable) or a wheel or sdist file (hashed into the lock like any file). Sources are followed
+into path dependencies' own pyproject.toml, each path relative to the file that names it, so a
+library that takes its sibling from `../core` brings that along.
+
+A directory's metadata is read from its `[project]` table without running its build backend:
+the lock is made without executing a path dependency's code, as it is for the index's sdists.
+So its version, dependencies, optional-dependencies and requires-python must be static (not in
+`project.dynamic`); the error says so and names the file. Its build requirements are locked as
+an sdist's are, and its build runs in the sandbox.
+
+The lock records the path as written (relative to the project), `source = { editable = "../lib" }`,
+`{ directory = "../lib" }` or `{ path = "../wheels/lib-1.0-py3-none-any.whl" }`. A directory has
+no file to hash: what the lock pins is its version and dependencies, and `content-hash` covers
+the files its metadata and build come from (`inputs_token`: pyproject.toml, setup.py, setup.cfg),
+so changing the library's dependencies makes the project's lock stale, and its venv re-synced.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from .errors import ProjectError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .project import Project
+    from .simpleapi import CoreMetadata, DistFile
+
+__all__ = ["PathSource", "LocalSources", "collect", "strip_direct", "inputs_token"]
+
+_ARCHIVES = (".whl", ".tar.gz", ".zip")
+_STATIC = ("version", "dependencies", "optional-dependencies", "requires-python")
+
+
+@dataclass(frozen=True)
+class PathSource:
+    name: str  # canonical
+    path: str  # as the lock writes it: relative to the project's root (POSIX separators), or absolute as given
+    editable: bool
+    origin: str  # where it is declared, for messages: "pyproject.toml: `tool.pypm.sources.lib`"
+
+    def location(self, root: Path) -> Path:
+        return Path(os.path.normpath(os.path.join(root, self.path)))
+
+    def is_file(self) -> bool:
+        return self.path.endswith(_ARCHIVES)
+
+    @property
+    def lock_kind(self) -> str:
+        """The lock's `source` key: `path` (a file), `editable` or `directory`."""
+        return "path" if self.is_file() else "editable" if self.editable else "directory"
+
+
+def inputs_token(directory: Path | str) -> str:
+    """What a directory's metadata and build come from (pyproject.toml, setup.py, setup.cfg), as
+    one sha256: the project's own editable install is identified the same way."""
+    from .venvstate import project_token
+
+    return project_token(directory)
+
+
+# --------------------------------------------------------------------------- declaring
+
+def _local_url_path(url: str, base: Path) -> str | None:
+    """The path a `file:` URL names (absolute, or relative to `base` for `file:../lib`), else None."""
+    from urllib.parse import unquote, urlsplit
+
+    if not url.startswith("file:"):
+        return None
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        return None
+    return os.path.normpath(os.path.join(base, unquote(parts.path)))
+
+
+def strip_direct(text: str) -> tuple[str, str | None, str]:
+    """(the requirement without its direct reference, the URL or None, its canonical name)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    r = Requirement(text)
+    url = r.url
+    if url is None:
+        return text, None, str(canonicalize_name(r.name))
+    r.url = None
+    return str(r), url, str(canonicalize_name(r.name))
+
+
+def _given_absolute(url: str) -> bool:
+    from urllib.parse import unquote, urlsplit
+
+    return os.path.isabs(unquote(urlsplit(url).path))
+
+
+def _relative(target: str, root: Path) -> str:
+    """`target` (absolute) as the lock writes it: relative to `root` when below or beside it."""
+    rel = os.path.relpath(target, root)
+    return Path(rel).as_posix()
+
+
+def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[str, ...]]]:
+    """The project's path sources (followed into path dependencies' own), and its requirement
+    arrays with local direct references made plain names: {"dependencies": (...),
+    "optional:NAME": (...), "group:NAME": (...)}. Remote direct references are refused here."""
+    sources: dict[str, PathSource] = {}
+    root = project.root
+    arrays: dict[str, tuple[str, ...]] = {"dependencies": project.dependencies}
+    arrays.update((f"optional:{k}", v) for k, v in project.optional_dependencies.items())
+    arrays.update((f"group:{k}", v) for k, v in project.dependency_groups.items())
+    plain: dict[str, tuple[str, ...]] = {}
+    key_names = {"dependencies": "project.dependencies"}
+    for key, texts in arrays.items():
+        out = []
+        for text in texts:
+            where = key_names.get(key) or (f"project.optional-dependencies.{key[9:]}" if key.startswith("optional:")
+                                           else f"dependency-groups.{key[6:]}")
+            out.append(_take_direct(text, root, root, f"{project.pyproject}: `{where}`", sources))
+        plain[key] = tuple(out)
+    for name, path, editable in project.tool.sources:
+        _add(sources, PathSource(name, _declared(path, root, root), editable,
+                                 f"{project.pyproject}: `tool.pypm.sources.{name}`"))
+    # Follow directories: their sources and direct references are theirs to declare.
+    todo = [s for s in sources.values() if not s.is_file()]
+    seen = {str(root)}
+    while todo:
+        s = todo.pop()
+        d = s.location(root)
+        if str(d) in seen:
+            continue
+        seen.add(str(d))
+        sub = _load(d, s)
+        for key, texts in (("project.dependencies", sub.dependencies),
+                           *((f"project.optional-dependencies.{k}", v) for k, v in sub.optional_dependencies.items())):
+            for text in texts:
+                _take_direct(text, d, root, f"{sub.pyproject}: `{key}`", sources, todo)
+        for name, path, editable in sub.tool.sources:
+            new = PathSource(name, _declared(path, d, root), editable, f"{sub.pyproject}: `tool.pypm.sources.{name}`")
+            if _add(sources, new) and not new.is_file():
+                todo.append(new)
+    if project.normalized_name in sources:
+        s = sources[project.normalized_name]
+        raise ProjectError(f"{s.origin} names the project itself ({project.name}) as a path dependency",
+                           hint="remove that source; a project cannot depend on itself")
+    return sources, plain
+
+
+def _declared(path: str, base: Path, root: Path) -> str:
+    """A source's path as the lock writes it: relative to the project when written relative."""
+    expanded = os.path.expanduser(path)
+    if os.path.isabs(expanded):
+        return os.path.normpath(expanded)
+    return _relative(os.path.normpath(os.path.join(base, expanded)), root)
+
+
+def _take_direct(text: str, base: Path, root: Path, where: str, sources: dict[str, PathSource],
+                 todo: list[PathSource] | None = None) -> str:
+    if "@" not in text:  # no direct reference (the common case: no parse)
+        return text
+    plain, url, name = strip_direct(text)
+    if url is None:
+        return text
+    local = _local_url_path(url, base)
+    if local is None:
+        raise ProjectError(f"{where} requires {text!r}, a direct URL, which pypm cannot lock yet",
+                           hint="for a local directory or file use `NAME @ file:///path` or "
+                                "[tool.pypm.sources] NAME = { path = \"...\" }; otherwise depend on a released "
+                                "version from an index or find-links")
+    # `file:///abs/lib` stays absolute, as written; `file:../lib` is relative to its pyproject.toml.
+    new = PathSource(name, local if _given_absolute(url) else _relative(local, root), False, where)
+    if _add(sources, new) and todo is not None and not new.is_file():
+        todo.append(new)
+    return plain
+
+
+def _add(sources: dict[str, PathSource], new: PathSource) -> bool:
+    """Record `new`; False when the same source is known already. Two different ones are an error."""
+    old = sources.get(new.name)
+    if old is None:
+        sources[new.name] = new
+        return True
+    if old.path != new.path or old.editable != new.editable:
+        raise ProjectError(f"{new.name} has two sources: {old.path!r}{' (editable)' if old.editable else ''} "
+                           f"from {old.origin}, and {new.path!r}{' (editable)' if new.editable else ''} from "
+                           f"{new.origin}",
+                           hint="make them name the same path, or keep one")
+    return False
+
+
+def _load(d: Path, s: PathSource) -> Project:
+    """The project at a directory source, with its metadata checked to be static."""
+    import tomllib
+
+    from .project import PYPROJECT, parse_pyproject
+
+    pyproject = d / PYPROJECT
+    if not d.is_dir():
+        what = "does not exist" if not d.exists() else "is not a directory, a wheel or an sdist"
+        raise ProjectError(f"{s.origin}: {d} {what}",
+                           hint="fix the path (relative paths are relative to the pyproject.toml that names them)")
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProjectError(f"{s.origin}: {d} has no pyproject.toml",
+                           hint="pypm reads a path dependency's metadata from its [project] table; add one") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ProjectError(f"{pyproject}: cannot be read: {e}", hint="fix the file, then run the command again") \
+            from None
+    sub = parse_pyproject(data, d)
+    if sub.normalized_name != s.name:
+        raise ProjectError(f"{s.origin}: {d} holds the project {sub.name!r}, not {s.name!r}",
+                           hint=f"name it {sub.name!r} in the requirement and the source, or fix the path")
+    dynamic = [k for k in _STATIC if k in sub.dynamic]
+    if dynamic:
+        raise ProjectError(f"{pyproject}: {', '.join(dynamic)} {'is' if len(dynamic) == 1 else 'are'} listed in "
+                           "`project.dynamic`; pypm reads a path dependency's metadata from its [project] table "
+                           "without running its build backend", hint="write them in [project] statically")
+    if sub.build_system is None:
+        raise ProjectError(f"{pyproject} has no [build-system], so {s.name} cannot be built and installed "
+                           f"(required through {s.origin})",
+                           hint='add one, e.g. [build-system] requires = ["hatchling"] build-backend = '
+                                '"hatchling.build"')
+    return sub
+
+
+# --------------------------------------------------------------------------- what the index client serves
+
+class LocalSources:
+    """The releases and metadata of path sources, for pypm.index.IndexClient: one release each."""
+
+    def __init__(self, sources: Mapping[str, PathSource], root: Path) -> None:
+        self.sources = dict(sources)
+        self.root = root
+        self._meta: dict[str, CoreMetadata] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.sources
+
+    def files(self, name: str) -> list[DistFile]:
+        from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, \
+            parse_wheel_filename
+
+        from .simpleapi import DistFile
+
+        s = self.sources[name]
+        where = s.location(self.root)
+        uri = where.as_uri()
+        common = dict(yanked=None, metadata_sha256=None, has_metadata=False, upload_time=None,
+                      source=(s.lock_kind, s.path))
+        if not s.is_file():
+            meta = self.metadata_of(name)
+            return [DistFile(name=name, version=meta.version, filename=s.path, url=uri, kind="directory",
+                             sha256=None, size=None, requires_python=meta.requires_python, **common)]  # type: ignore[arg-type]
+        if not where.is_file():
+            raise ProjectError(f"{s.origin}: {where} does not exist",
+                               hint="fix the path (relative paths are relative to the pyproject.toml that names them)")
+        if s.editable:
+            raise ProjectError(f"{s.origin}: {s.path} is a file; only a directory can be installed editable",
+                               hint="drop `editable = true`, or name the project's directory")
+        try:
+            if where.name.endswith(".whl"):
+                fname, version, _, _ = parse_wheel_filename(where.name)
+                kind = "wheel"
+            else:
+                fname, version = parse_sdist_filename(where.name)
+                kind = "sdist"
+        except (InvalidWheelFilename, InvalidSdistFilename) as e:
+            raise ProjectError(f"{s.origin}: {where.name} is not a valid wheel or sdist file name ({e})",
+                               hint="name the file as its build tool did") from None
+        if str(fname) != name:
+            raise ProjectError(f"{s.origin}: {where.name} is a file of {fname}, not of {name}",
+                               hint="fix the path or the requirement's name")
+        return [DistFile(name=name, version=str(version), filename=where.name, url=uri, kind=kind, sha256=None,
+                         size=where.stat().st_size, requires_python=None, **common)]  # type: ignore[arg-type]
+
+    def metadata_of(self, name: str) -> CoreMetadata:
+        """A directory's core metadata, from its [project] table (static, checked by `_load`)."""
+        hit = self._meta.get(name)
+        if hit is not None:
+            return hit
+        from packaging.requirements import Requirement
+        from packaging.version import Version
+
+        from .simpleapi import CoreMetadata
+
+        s = self.sources[name]
+        sub = _load(s.location(self.root), s)
+        requires = [strip_direct(t)[0] for t in sub.dependencies]
+        for extra, texts in sorted(sub.optional_dependencies.items()):
+            for t in texts:
+                r = Requirement(strip_direct(t)[0])
+                marker, r.marker = r.marker, None
+                requires.append(f'{r}; ({marker}) and extra == "{extra}"' if marker else f'{r}; extra == "{extra}"')
+        assert sub.version is not None  # _load refused a dynamic version
+        meta = self._meta[name] = CoreMetadata(name=name, version=str(Version(sub.version)),
+                                               requires_dist=tuple(requires),
+                                               requires_python=sub.requires_python or None,
+                                               provides_extra=tuple(sorted(sub.optional_dependencies)))
+        return meta
+
+
+def hash_inputs(sources: Mapping[str, PathSource], root: Path) -> dict[str, Any]:
+    """What of the sources goes into the lock's content-hash: each one's path and kind, and for a
+    directory the token of the files its metadata comes from (a file's bytes are in the lock)."""
+    out: dict[str, Any] = {}
+    for name in sorted(sources):
+        s = sources[name]
+        entry: dict[str, Any] = {"path": s.path, "kind": s.lock_kind}
+        if not s.is_file():
+            entry["inputs"] = inputs_token(s.location(root))
+        out[name] = entry
+    return out
+
+
+def directories(packages: Iterable[Any], root: Path) -> dict[str, str]:
+    """{absolute directory: inputs token} of the locked path dependencies among `packages` (for
+    the venv's state.json: a change there means sync again, as the project's own token does)."""
+    out = {}
+    for p in packages:
+        rel = getattr(p, "local_directory", None)
+        if rel:
+            d = os.path.normpath(os.path.join(root, rel))
+            out[d] = inputs_token(d)
+    return out
+
+
+def check_usable(packages: Iterable[Any], root: Path) -> None:
+    """Each locked directory exists and holds a project (before a sync builds anything)."""
+    for p in packages:
+        rel = getattr(p, "local_directory", None)
+        if rel:
+            d = Path(os.path.normpath(os.path.join(root, rel)))
+            if not (d / "pyproject.toml").is_file():
+                raise UsageError(f"pypm.lock: {p.name} comes from the directory {rel}, and {d} holds no pyproject.toml",
+                                 hint="restore the directory, or fix [tool.pypm.sources] and run `pypm lock`")
+
+

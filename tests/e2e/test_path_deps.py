@@ -1,0 +1,223 @@
+"""Path dependencies end to end: `[tool.pypm.sources]` and `NAME @ file://` requirements, against a
+real index on 127.0.0.1 for everything else, real builds in the sandbox, real venvs and runs.
+
+The libraries are built by a small in-tree PEP 517/660 backend that reads its own
+pyproject.toml, so no build dependency has to come from the index."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pypm.lockfile import LockedPackage, loads
+from tests.e2e.test_sync import installed
+
+BACKEND = '''\
+"""In-tree PEP 517/660 backend: a wheel of src/<module> with the metadata of pyproject.toml."""
+import base64, hashlib, os, tomllib, zipfile
+
+
+def _project():
+    with open("pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]
+
+
+def _h(data):
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _wheel(directory, files):
+    p = _project()
+    name, version = p["name"].replace("-", "_"), p["version"]
+    di = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\\nName: {p['name']}\\nVersion: {version}\\n"
+    meta += "".join(f"Requires-Dist: {d}\\n" for d in p.get("dependencies", []))
+    files = dict(files)
+    files[f"{di}/METADATA"] = meta.encode()
+    files[f"{di}/WHEEL"] = b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+    record = "".join(f"{k},{_h(v)},{len(v)}\\n" for k, v in files.items()) + f"{di}/RECORD,,\\n"
+    out = f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(directory, out), "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+        z.writestr(f"{di}/RECORD", record)
+    return out
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    files = {}
+    for base, _, names in os.walk("src"):
+        for n in names:
+            path = os.path.join(base, n)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, "src")] = f.read()
+    return _wheel(wheel_directory, files)
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    module = _project()["name"].replace("-", "_")
+    return _wheel(wheel_directory, {f"_{module}_editable.pth": (os.path.abspath("src") + "\\n").encode()})
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+get_requires_for_build_editable = get_requires_for_build_wheel
+'''
+
+
+def write_lib(root: Path, name: str, version: str = "0.3.0", deps: list[str] | None = None, *,
+              value: str = "one", tool: str = "", dynamic: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    module = name.replace("-", "_")
+    (root / "_backend.py").write_text(BACKEND)
+    (root / "src" / module).mkdir(parents=True, exist_ok=True)
+    (root / "src" / module / "__init__.py").write_text(f"VALUE = {value!r}\n")
+    head = '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n\n'
+    ver = f'version = "{version}"\n' if not dynamic else f"dynamic = [{dynamic}]\n"
+    text = (head + f'[project]\nname = "{name}"\n{ver}requires-python = ">=3.9"\n'
+            f"dependencies = {json.dumps(deps or [])}\n" + tool)
+    (root / "pyproject.toml").write_text(text)
+    return root
+
+
+def write_app(root: Path, url: str, deps: list[str], tool: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        f'[project]\nname = "app"\nversion = "1.0"\nrequires-python = ">=3.9"\ndependencies = {json.dumps(deps)}\n\n'
+        f'[tool.pypm]\nindex-url = "{url}"\n' + tool)
+    return root
+
+
+@pytest.fixture
+def world(dists, index_server, tmp_path):
+    for name, version in [("alpha", "1.0"), ("beta", "2.0")]:
+        dists.wheel(name, version)
+    return index_server(), tmp_path
+
+
+def lock_of(project: Path) -> dict[str, LockedPackage]:
+    return {p.name: p for p in loads((project / "pypm.lock").read_text()).packages}
+
+
+def run_py(pypm, project: Path, code: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    return pypm("run", *flags, "--", "python", "-c", code, cwd=project)
+
+
+def test_editable_source_is_locked_from_its_pyproject_installed_and_live_in_the_sandbox(pypm, world):
+    server, tmp = world
+    write_lib(tmp / "lib", "lib", deps=["alpha>=1"])
+    app = write_app(tmp / "app", server.url, ["lib"], '\n[tool.pypm.sources]\nlib = { path = "../lib", editable = true }\n')
+    r = pypm("sync", cwd=app)
+    assert r.returncode == 0, r.stderr
+    lock = lock_of(app)
+    lib = lock["lib"]
+    assert lib.source == {"editable": "../lib"} and lib.version == "0.3.0"  # relative, as written
+    assert not lib.files() and [d.name for d in lib.dependencies] == ["alpha"]
+    assert installed(app / ".venv") == {"lib": "0.3.0", "alpha": "1.0"}
+    # sandboxed (the default): ../lib is outside the project, and still importable, read-only
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+    (tmp / "lib" / "src" / "lib" / "__init__.py").write_text("VALUE = 'two'\n")  # editable: seen at once
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "two\n"), r.stderr
+    r = run_py(pypm, app, "open(__import__('lib').__file__, 'a')")
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    # PEP 610: where it lives
+    du = subprocess.run([str(app / ".venv" / "bin" / "python"), "-c",
+                         "import importlib.metadata as m; print(m.distribution('lib').read_text('direct_url.json'))"],
+                        capture_output=True, text=True, check=True)
+    assert json.loads(du.stdout) == {"url": (tmp / "lib").resolve().as_uri(), "dir_info": {"editable": True}}
+    assert pypm("lock", "--check", cwd=app).returncode == 0
+
+
+def test_file_url_requirement_is_built_and_a_change_to_its_dependencies_relocks_on_run(pypm, world):
+    server, tmp = world
+    lib = write_lib(tmp / "lib", "lib", deps=["alpha"])
+    app = write_app(tmp / "app", server.url, [f"lib @ {lib.as_uri()}"])
+    r = pypm("sync", cwd=app)
+    assert r.returncode == 0, r.stderr
+    entry = lock_of(app)["lib"]
+    assert entry.source == {"directory": str(lib)}  # absolute, as the URL gave it
+    assert installed(app / ".venv") == {"lib": "0.3.0", "alpha": "1.0"}
+    (lib / "src" / "lib" / "__init__.py").write_text("VALUE = 'two'\n")  # built, not editable: a copy
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+    # its dependencies change: the lock is stale, and `pypm run` relocks, rebuilds and installs
+    write_lib(lib, "lib", deps=["alpha", "beta"], value="three")
+    assert pypm("lock", "--check", cwd=app).returncode != 0
+    r = run_py(pypm, app, "import lib, beta; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "three\n"), r.stderr
+    assert installed(app / ".venv") == {"lib": "0.3.0", "alpha": "1.0", "beta": "2.0"}
+    assert [d.name for d in lock_of(app)["lib"].dependencies] == ["alpha", "beta"]
+    # then a no-op: nothing relocked or rebuilt
+    r = pypm("sync", cwd=app)
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+
+
+def test_sources_are_followed_into_path_dependencies_and_a_local_wheel_is_hashed(pypm, world, dists):
+    server, tmp = world
+    wheel = dists.wheel("gamma", "4.0")
+    (tmp / "wheels").mkdir()
+    local = tmp / "wheels" / wheel.name
+    local.write_bytes(wheel.read_bytes())
+    write_lib(tmp / "core", "core", deps=["gamma"], tool='\n[tool.pypm.sources]\ngamma = { path = "../wheels/'
+              + wheel.name + '" }\n')
+    write_lib(tmp / "lib", "lib", deps=["core"], tool='\n[tool.pypm.sources]\ncore = { path = "../core" }\n')
+    app = write_app(tmp / "app", server.url, ["lib"], '\n[tool.pypm.sources]\nlib = { path = "../lib" }\n')
+    r = pypm("sync", cwd=app)
+    assert r.returncode == 0, r.stderr
+    lock = lock_of(app)
+    assert lock["lib"].source == {"directory": "../lib"}
+    assert lock["core"].source == {"directory": "../core"}  # relative to the app, as the lock writes it
+    assert lock["gamma"].source == {"path": f"../wheels/{wheel.name}"}
+    import hashlib
+
+    assert [w.sha256 for w in lock["gamma"].wheels] == [hashlib.sha256(local.read_bytes()).hexdigest()]
+    assert installed(app / ".venv") == {"lib": "0.3.0", "core": "0.3.0", "gamma": "4.0"}
+    # the export names the directories (PEP 751) relative to where it is written
+    r = pypm("export", "--format", "pylock.toml", cwd=app)
+    assert r.returncode == 0, r.stderr
+    data = tomllib.loads(r.stdout)
+    dirs = {p["name"]: p.get("directory") for p in data["packages"]}
+    assert dirs["lib"] == {"path": "../lib", "editable": False} and dirs["core"] == {"path": "../core", "editable": False}
+
+
+@pytest.mark.parametrize("case, lib_kwargs, deps, tool, expect", [
+    ("missing", None, ["lib"], '[tool.pypm.sources]\nlib = { path = "../nowhere" }\n', "nowhere does not exist"),
+    ("dynamic", {"dynamic": '"version"'}, ["lib"], '[tool.pypm.sources]\nlib = { path = "../lib" }\n',
+     "version is listed in `project.dynamic`"),
+    ("misnamed", {}, ["other"], '[tool.pypm.sources]\nother = { path = "../lib" }\n',
+     "holds the project 'lib', not 'other'"),
+    ("remote", {}, ["lib @ https://example.invalid/lib-1.0.tar.gz"], "", "a direct URL, which pypm cannot lock yet"),
+    ("twice", {}, ["lib @ file:../lib"], '[tool.pypm.sources]\nlib = { path = "../lib", editable = true }\n',
+     "lib has two sources"),
+    ("bad key", {}, ["lib"], '[tool.pypm.sources]\nlib = { git = "x" }\n', "has unknown key(s) git"),
+])
+def test_bad_sources_are_refused_naming_the_file_and_the_fix(pypm, world, case, lib_kwargs, deps, tool, expect):
+    server, tmp = world
+    if lib_kwargs is not None:
+        write_lib(tmp / "lib", "lib", **lib_kwargs)
+    app = write_app(tmp / "app", server.url, deps, "\n" + tool)
+    r = pypm("lock", cwd=app)
+    assert r.returncode == 3, (case, r.returncode, r.stderr)
+    assert expect in r.stderr and "Traceback" not in r.stderr, (case, r.stderr)
+    assert "hint:" in r.stderr, r.stderr
+    assert not (app / "pypm.lock").exists()
+
+
+def test_a_path_dependency_missing_at_sync_time_is_a_clear_error(pypm, world):
+    server, tmp = world
+    write_lib(tmp / "lib", "lib")
+    app = write_app(tmp / "app", server.url, ["lib"], '\n[tool.pypm.sources]\nlib = { path = "../lib" }\n')
+    assert pypm("lock", cwd=app).returncode == 0
+    os.rename(tmp / "lib", tmp / "gone")
+    r = pypm("sync", "--frozen", cwd=app)
+    assert r.returncode == 2 and "holds no pyproject.toml" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (app / ".venv").exists()

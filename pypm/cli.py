@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, handler, text)
         if name == "add":
             p.add_argument("requirements", nargs="+", metavar="REQUIREMENT",
-                           help="PEP 508 requirements: NAME, NAME>=1.2, NAME[extra], with a marker after ;")
+                           help="PEP 508 requirements (NAME, NAME>=1.2, NAME[extra], a marker after ;), or the "
+                                "path of a project directory, wheel or sdist (../lib)")
         else:
             p.add_argument("packages", nargs="+", metavar="NAME", help="the names to remove")
         g = p.add_argument_group("which array of pyproject.toml (default: [project] dependencies)")
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "add":
             p.add_argument("--raw", action="store_true",
                            help="write the requirement as given, without a lower bound at the locked version")
+            p.add_argument("--editable", action="store_true",
+                           help="a project directory given by path is installed editable ([tool.pypm.sources])")
         p.add_argument("--sign", metavar="KEY", type=_given,
                        help="sign the new lock with this Ed25519 private key (as `pypm lock --sign`)")
         _edit_flags(p)

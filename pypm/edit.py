@@ -136,16 +136,34 @@ def _add(ctx: Any, args: argparse.Namespace) -> int:
     project, doc = _load(ctx)
     target = _Target.from_args(args)
     _refuse_dynamic(project, target)
-    reqs = [parse_requirement(text) for text in args.requirements]
+    from packaging.requirements import Requirement
+
+    editable = bool(getattr(args, "editable", False))
+    reqs, local = [], []
+    for text in args.requirements:
+        if _looks_local(text):  # `pypm add ../lib`: a path dependency, named in [tool.pypm.sources] (as uv)
+            name, path = _local_target(text, project, ctx.directory)
+            if editable and not Path(project.root, path).is_dir():
+                raise UsageError(f"--editable {text}: only a project directory can be installed editable")
+            reqs.append(Requirement(name))
+            local.append((name, path))
+        else:
+            reqs.append(parse_requirement(text, local_urls=True))
+    if editable and not local:
+        raise UsageError("--editable takes a project directory (pypm add --editable ../lib)",
+                         hint="a package from an index is never editable; give the path of its source")
     for req in reqs:
         if canonical_name(req.name) == project.normalized_name and not req.extras:
             raise UsageError(f"{req.name} is this project ({project.pyproject}); a project cannot depend on itself")
     array = target.array(doc, create=True)
     _check_array(array, project.pyproject, target)
     bound = []  # entries to give a lower bound once the lock has picked a version
+    local_names = {canonical_name(n) for n, _ in local}
+    for name, path in local:
+        _set_source(doc, name, path, editable)
     for req in reqs:
         entry = _upsert(array, req)
-        if not args.raw and not entry.specifier and not entry.url:
+        if not args.raw and not entry.specifier and not entry.url and canonical_name(entry.name) not in local_names:
             bound.append(entry)
     names = ", ".join(str(r) for r in reqs)
     # The sync installs what was added to: its extra or group besides the default selection (as uv)
@@ -172,6 +190,7 @@ def _remove(ctx: Any, args: argparse.Namespace) -> int:
                                hint=_where_else(doc, given, target))
         for i in reversed(found):
             del array[i]
+        _drop_source(doc, given)  # (as uv: a source no requirement names any more goes too)
     return _apply(ctx, args, project, doc, f"removed {', '.join(args.packages)} from {target.key}",
                   argparse.Namespace(offline=args.offline), None)
 
@@ -208,14 +227,16 @@ def _check_array(array: Any, path: Path, target: _Target) -> None:
         raise ProjectError(f"{path}: `{target.key}` must be an array", hint="fix it by hand, then run the command again")
 
 
-_LOCAL_HINT = ("pypm locks releases from an index or a find-links location, not direct URLs or paths: put the "
-               "wheel or sdist in a directory named by [tool.pypm] find-links (or --find-links), and add it by name")
+_LOCAL_HINT = ("pypm locks releases from an index, a find-links location or a local path, not remote direct URLs: "
+               "put the wheel or sdist in a directory named by [tool.pypm] find-links (or --find-links), and add it "
+               "by name")
 
 
-def parse_requirement(text: str, what: str = "") -> Requirement:
+def parse_requirement(text: str, what: str = "", *, local_urls: bool = False) -> Requirement:
     """`text` as a Requirement, or a UsageError naming it (`what`: the flag it came with). A direct
     URL (`NAME @ URL`) is refused here, with the way that works: the resolver cannot lock one yet
-    (resolver.make_reqs), and the lock would fail only after the edit, to be rolled back."""
+    (resolver.make_reqs), and the lock would fail only after the edit, to be rolled back.
+    `local_urls`: a `file:` URL is taken (a project's path dependency, pypm.pathdeps)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     said = f"{what} {text!r}" if what else repr(text)
@@ -226,9 +247,94 @@ def parse_requirement(text: str, what: str = "") -> Requirement:
         if "/" in text or text.endswith((".whl", ".tar.gz", ".zip")):
             hint = _LOCAL_HINT
         raise UsageError(f"{said} is not a valid requirement: {e}", hint=hint) from None
-    if req.url:
+    if req.url and not (local_urls and req.url.startswith("file:")):
         raise UsageError(f"{said} is a direct URL, which pypm cannot lock yet", hint=_LOCAL_HINT)
     return req
+
+
+_ARCHIVES = (".whl", ".tar.gz", ".zip")
+
+
+def _looks_local(text: str) -> bool:
+    return "@" not in text and ("/" in text or text.startswith((".", "~")) or text.endswith(_ARCHIVES))
+
+
+def _local_target(text: str, project: Project, cwd: Path) -> tuple[str, str]:
+    """(name, path as [tool.pypm.sources] writes it) of the directory or file `text` names (`pypm
+    add ../lib`): relative to the project when given relative, absolute when given absolute."""
+    import os
+    import tomllib
+
+    given = os.path.expanduser(text)
+    where = Path(os.path.normpath(os.path.join(cwd, given)))
+    if where.is_dir():
+        try:
+            name = tomllib.loads((where / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+            raise UsageError(f"{text}: {where} holds no pyproject.toml with a [project] name",
+                             hint="pypm takes a path dependency's metadata from its [project] table") from None
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise UsageError(f"{where / 'pyproject.toml'}: `project.name` is {name!r}, not a valid name", hint=_NAME_HINT)
+    elif where.is_file() and where.name.endswith(_ARCHIVES):
+        from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, \
+            parse_wheel_filename
+
+        try:
+            name = str(parse_wheel_filename(where.name)[0] if where.name.endswith(".whl")
+                       else parse_sdist_filename(where.name)[0])
+        except (InvalidWheelFilename, InvalidSdistFilename) as e:
+            raise UsageError(f"{text}: {where.name} is not a valid wheel or sdist name ({e})") from None
+    else:
+        raise UsageError(f"{text}: {where} is not a project directory, a wheel or an sdist",
+                         hint="give the path of a directory with a pyproject.toml, or of a .whl/.tar.gz file; "
+                              f"a package from an index is added by name. {_LOCAL_HINT}")
+    path = str(where) if os.path.isabs(given) else Path(os.path.relpath(where, project.root)).as_posix()
+    return name, path
+
+
+def _set_source(doc: Any, name: str, path: str, editable: bool) -> None:
+    """`[tool.pypm.sources] NAME = { path = "...", editable = true }`, tables made when missing."""
+    import tomlkit
+
+    node = doc
+    for key in ("tool", "pypm", "sources"):
+        if key not in node:
+            node[key] = tomlkit.table(is_super_table=key != "sources")
+        node = node[key]
+    # Parsed from text: an inline table built item by item is written `{path = ...}`, where
+    # people (and uv) write `{ path = ... }`.
+    text = f"x = {{ path = {tomlkit.string(path).as_string()}{', editable = true' if editable else ''} }}\n"
+    node[name] = tomlkit.parse(text)["x"]
+
+
+def _drop_source(doc: Any, name: str) -> bool:
+    """Remove NAME's `[tool.pypm.sources]` entry when no requirement array names it any more."""
+    sources = doc.get("tool", {}).get("pypm", {}).get("sources")
+    if not sources:
+        return False
+    keys = [k for k in sources if canonical_name(k) == canonical_name(name)]
+    if not keys:
+        return False
+    arrays = [doc.get("project", {}).get("dependencies") or [],
+              *(doc.get("project", {}).get("optional-dependencies") or {}).values(),
+              *(doc.get("dependency-groups") or {}).values()]
+    if any(isinstance(item, str) and _entry_name(item) == canonical_name(name) for a in arrays for item in a):
+        return False
+    for k in keys:
+        del sources[k]
+    if not sources:  # an empty [tool.pypm.sources] says nothing: it goes too
+        import tomlkit.items
+
+        parent = doc["tool"]["pypm"]
+        del parent["sources"]
+        # with the blank line tomlkit put before its header when `add` made it
+        # (tomlkit leaves a Null where the table was)
+        body = parent.value.body
+        items = [i for i, (_, v) in enumerate(body) if not isinstance(v, tomlkit.items.Null)]
+        if items and body[items[-1]][0] is None and isinstance(body[items[-1]][1], tomlkit.items.Whitespace) \
+                and body[items[-1]][1].as_string() == "\n":
+            del body[items[-1]]
+    return True
 
 
 def _entry_name(item: str) -> str | None:

@@ -87,10 +87,10 @@ def write_lib(root: Path, name: str, version: str = "0.3.0", deps: list[str] | N
     return root
 
 
-def write_app(root: Path, url: str, deps: list[str], tool: str = "") -> Path:
+def write_app(root: Path, url: str, deps: list[str], tool: str = "", python: str = ">=3.9") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text(
-        f'[project]\nname = "app"\nversion = "1.0"\nrequires-python = ">=3.9"\ndependencies = {json.dumps(deps)}\n\n'
+        f'[project]\nname = "app"\nversion = "1.0"\nrequires-python = "{python}"\ndependencies = {json.dumps(deps)}\n\n'
         f'[tool.pypm]\nindex-url = "{url}"\n' + tool)
     return root
 
@@ -221,3 +221,68 @@ def test_a_path_dependency_missing_at_sync_time_is_a_clear_error(pypm, world):
     r = pypm("sync", "--frozen", cwd=app)
     assert r.returncode == 2 and "holds no pyproject.toml" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (app / ".venv").exists()
+
+
+def test_add_a_directory_by_path_writes_the_source_and_remove_takes_it_away(pypm, world):
+    server, tmp = world
+    write_lib(tmp / "libs" / "lib", "lib", deps=["alpha"])
+    app = write_app(tmp / "app", server.url, [])
+    (app / "pyproject.toml").write_text((app / "pyproject.toml").read_text() + "# the end\n")
+    before = (app / "pyproject.toml").read_text()
+    r = pypm("add", "--editable", "../libs/lib", cwd=app)
+    assert r.returncode == 0, r.stderr
+    text = (app / "pyproject.toml").read_text()
+    assert 'lib = { path = "../libs/lib", editable = true }' in text
+    data = tomllib.loads(text)
+    # the name without a bound (the directory is the version), the path relative to the project
+    assert data["project"]["dependencies"] == ["lib"]
+    assert data["tool"]["pypm"]["sources"] == {"lib": {"path": "../libs/lib", "editable": True}}
+    assert lock_of(app)["lib"].source == {"editable": "../libs/lib"}
+    assert installed(app / ".venv") == {"lib": "0.3.0", "alpha": "1.0"}
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+    r = pypm("remove", "lib", cwd=app)
+    assert r.returncode == 0, r.stderr
+    assert "lib" not in installed(app / ".venv")
+    # the source went with the last requirement naming it: the file is as it was, byte for byte
+    assert (app / "pyproject.toml").read_text() == before
+
+
+def test_add_a_path_that_cannot_be_locked_puts_everything_back(pypm, world):
+    server, tmp = world
+    write_lib(tmp / "lib", "lib", dynamic='"version"')
+    app = write_app(tmp / "app", server.url, [])
+    before = (app / "pyproject.toml").read_bytes()
+    r = pypm("add", "../lib", cwd=app)
+    assert r.returncode == 3 and "version is listed in `project.dynamic`" in r.stderr, r.stderr
+    assert (app / "pyproject.toml").read_bytes() == before
+    assert not (app / "pypm.lock").exists()
+
+
+@pytest.mark.parametrize("editable", [False, True])
+def test_a_setuptools_project_is_built_with_its_locked_build_dependencies(pypm, dists, index_server, tmp_path,
+                                                                         editable):
+    from tests.support.fixtures import canary_wheels_dir
+
+    d = canary_wheels_dir()
+    st = sorted(d.glob("setuptools-*-py3-none-any.whl")) if d else []
+    if not st:
+        pytest.skip("no setuptools wheel among the canary fixtures (run scripts/fetch_fixtures.py)")
+    dists.wheel("alpha", "1.0")
+    server = index_server([dists.dir, st[-1]])
+    lib = tmp_path / "lib"
+    (lib / "src" / "lib").mkdir(parents=True)
+    (lib / "src" / "lib" / "__init__.py").write_text("VALUE = 'built by setuptools'\n")
+    (lib / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[project]\nname = "lib"\nversion = "2.1"\nrequires-python = ">=3.9"\ndependencies = ["alpha"]\n')
+    flag = ", editable = true" if editable else ""
+    app = write_app(tmp_path / "app", server.url, ["lib"], f'\n[tool.pypm.sources]\nlib = {{ path = "../lib"{flag} }}\n',
+                    python=">=3.10")  # (the fixtures' setuptools needs 3.10)
+    r = pypm("sync", cwd=app, timeout=300)
+    assert r.returncode == 0, r.stderr
+    entry = lock_of(app)["lib"]
+    assert [b.name for b in entry.build_dependencies] == ["setuptools"]  # locked as an sdist's are
+    assert installed(app / ".venv") == {"lib": "2.1", "alpha": "1.0"}  # setuptools only in the build env
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "built by setuptools\n"), r.stderr

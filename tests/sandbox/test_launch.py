@@ -467,3 +467,30 @@ def test_the_launched_helper_killed_during_setup_leaves_no_command_running(pypm,
     # the temporary root it had made is removed by the next launched run (as by an ordinary one)
     launched, r = _run(pypm, project, "python", "-c", "import time; time.sleep(0.3)")
     assert launched and r.returncode == 0 and not _leftovers(p.pid, marker)
+
+
+def test_a_changed_path_dependency_is_never_replayed(pypm, tmp_path) -> None:
+    """A path dependency's pyproject.toml is an input of the plan: the library's new version (or
+    dependencies) relocks and re-syncs, as the ordinary path's state check does."""
+    import sys
+
+    from tests.e2e.test_path_deps import write_lib
+
+    write_lib(tmp_path / "lib", "lib")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "1.0"\nrequires-python = ">=3.9"\ndependencies = ["lib"]\n\n'
+        f'[tool.pypm]\npython = "{sys.executable}"\n\n[tool.pypm.sources]\nlib = {{ path = "../lib", editable = true }}\n')
+    pypm("sync", cwd=project, check=True)
+    probe = "import importlib.metadata as m, lib; print(m.version('lib'), lib.VALUE)"
+    for _ in range(3):  # until a plan is recorded (for these flags: none)
+        _run(pypm, project, "python", "-c", "pass", flags=())
+        if os.path.exists(plan_path(str(project), str(pypm.cache_dir))):
+            break
+        time.sleep(0.15)
+    launched, r = _run(pypm, project, "python", "-c", probe, flags=())
+    assert launched and r.stdout == "0.3.0 one\n", r.stderr
+    write_lib(tmp_path / "lib", "lib", version="0.4.0", value="two")
+    launched, r = _run(pypm, project, "python", "-c", probe, flags=())
+    assert not launched and r.stdout == "0.4.0 two\n", r.stderr

@@ -131,6 +131,10 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
     for name, path, editable in project.tool.sources:
         _add(sources, PathSource(name, _declared(path, root, root), editable,
                                  f"{project.pyproject}: `tool.pypm.sources.{name}`"))
+    if project.normalized_name in sources:
+        s = sources[project.normalized_name]
+        raise ProjectError(f"{s.origin} names the project itself ({project.name}) as a path dependency",
+                           hint="remove that source; a project cannot depend on itself")
     # Follow directories: their sources and direct references are theirs to declare.
     todo = [s for s in sources.values() if not s.is_file()]
     seen = {str(root)}
@@ -149,10 +153,6 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
             new = PathSource(name, _declared(path, d, root), editable, f"{sub.pyproject}: `tool.pypm.sources.{name}`")
             if _add(sources, new) and not new.is_file():
                 todo.append(new)
-    if project.normalized_name in sources:
-        s = sources[project.normalized_name]
-        raise ProjectError(f"{s.origin} names the project itself ({project.name}) as a path dependency",
-                           hint="remove that source; a project cannot depend on itself")
     return sources, plain
 
 

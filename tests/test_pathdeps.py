@@ -1,0 +1,70 @@
+"""pypm.pathdeps: which sources a project has, and the paths the lock writes for them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pypm.errors import ProjectError
+from pypm.pathdeps import LocalSources, collect
+from pypm.project import load_project
+
+
+def _project(root: Path, name: str, deps: list[str], *, tool: str = "", build: bool = True,
+             extra: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    head = '[build-system]\nrequires = ["flit_core"]\nbuild-backend = "flit_core.buildapi"\n\n' if build else ""
+    quoted = ", ".join(f"'{d}'" for d in deps)
+    (root / "pyproject.toml").write_text(
+        f'{head}[project]\nname = "{name}"\nversion = "1.0"\ndependencies = [{quoted}]\n{extra}{tool}')
+    return root
+
+
+def test_sources_are_followed_and_written_relative_to_the_project(tmp_path):
+    _project(tmp_path / "libs" / "core", "core", [])
+    _project(tmp_path / "libs" / "lib", "lib", ["core"], tool='\n[tool.pypm.sources]\ncore = { path = "../core" }\n')
+    _project(tmp_path / "other", "other", [])
+    app = _project(tmp_path / "app", "app", ["lib", f"other @ {(tmp_path / 'other').as_uri()}", "idna"],
+                   tool='\n[tool.pypm.sources]\nlib = { path = "../libs/lib", editable = true }\n', build=False)
+    sources, reqs = collect(load_project(app))
+    assert {n: (s.path, s.lock_kind) for n, s in sources.items()} == {
+        "lib": ("../libs/lib", "editable"), "core": ("../libs/core", "directory"),
+        "other": (str(tmp_path / "other"), "directory")}  # a file:/// URL stays absolute
+    assert reqs["dependencies"] == ("lib", "other", "idna")  # direct references made plain names
+
+
+def test_a_relative_file_url_and_an_extra_with_a_marker(tmp_path):
+    _project(tmp_path / "lib", "lib", ["idna"],
+             extra="\n[project.optional-dependencies]\nfast = ['ujson; python_version < \"3.12\"']\n")
+    app = _project(tmp_path / "app", "app", ['lib[fast] @ file:../lib ; sys_platform == "linux"'], build=False)
+    sources, reqs = collect(load_project(app))
+    assert sources["lib"].path == "../lib"
+    assert reqs["dependencies"] == ('lib[fast]; sys_platform == "linux"',)
+    meta = LocalSources(sources, app).metadata_of("lib")
+    assert meta.version == "1.0" and meta.provides_extra == ("fast",)
+    assert meta.requires_dist == ("idna", 'ujson; (python_version < "3.12") and extra == "fast"')
+
+
+@pytest.mark.parametrize("tool, deps, message", [
+    ('[tool.pypm.sources]\nlib = { path = "../lib" }\n', ["lib @ file:../elsewhere"], "lib has two sources"),
+    ('[tool.pypm.sources]\napp = { path = "../lib" }\n', [], "names the project itself"),
+    ('[tool.pypm.sources]\nlib = { path = "" }\n', ["lib"], "must be a non-empty string"),
+    ('[tool.pypm.sources]\nlib = { path = "../lib", editable = "yes" }\n', ["lib"], "it must be true or false"),
+    ("", ["lib @ git+https://example.invalid/lib"], "a direct URL, which pypm cannot lock yet"),
+])
+def test_conflicting_or_malformed_sources_are_refused(tmp_path, tool, deps, message):
+    _project(tmp_path / "lib", "lib", [])
+    app = _project(tmp_path / "app", "app", deps, tool="\n" + tool, build=False)
+    with pytest.raises(ProjectError) as e:
+        collect(load_project(app))
+    assert message in e.value.message
+
+
+def test_a_directory_without_build_system_is_refused_with_the_fix(tmp_path):
+    _project(tmp_path / "lib", "lib", [], build=False)
+    app = _project(tmp_path / "app", "app", ["lib"], tool='\n[tool.pypm.sources]\nlib = { path = "../lib" }\n',
+                   build=False)
+    with pytest.raises(ProjectError) as e:
+        collect(load_project(app))
+    assert "has no [build-system]" in e.value.message and "hatchling" in (e.value.hint or "")

@@ -116,21 +116,16 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
     "optional:NAME": (...), "group:NAME": (...)}. Remote direct references are refused here."""
     sources: dict[str, PathSource] = {}
     root = project.root
-    arrays: dict[str, tuple[str, ...]] = {"dependencies": project.dependencies}
-    arrays.update((f"optional:{k}", v) for k, v in project.optional_dependencies.items())
-    arrays.update((f"group:{k}", v) for k, v in project.dependency_groups.items())
-    plain: dict[str, tuple[str, ...]] = {}
-    key_names = {"dependencies": "project.dependencies"}
-    for key, texts in arrays.items():
-        out = []
-        for text in texts:
-            where = key_names.get(key) or (f"project.optional-dependencies.{key[9:]}" if key.startswith("optional:")
-                                           else f"dependency-groups.{key[6:]}")
-            out.append(_take_direct(text, root, root, f"{project.pyproject}: `{where}`", sources))
-        plain[key] = tuple(out)
+    arrays = [("dependencies", "project.dependencies", project.dependencies),
+              *((f"optional:{k}", f"project.optional-dependencies.{k}", v)
+                for k, v in project.optional_dependencies.items()),
+              *((f"group:{k}", f"dependency-groups.{k}", v) for k, v in project.dependency_groups.items())]
+    plain = {key: tuple(_take_direct(text, root, root, f"{project.pyproject}: `{where}`", sources)
+                        for text in texts)
+             for key, where, texts in arrays}
     for name, path, editable in project.tool.sources:
         _add(sources, PathSource(name, _declared(path, root, root), editable,
-                                 f"{project.pyproject}: `tool.pypm.sources.{name}`"))
+                                 f"{project.pyproject}: `tool.pypm.sources.{name}`"), root)
     if project.normalized_name in sources:
         s = sources[project.normalized_name]
         raise ProjectError(f"{s.origin} names the project itself ({project.name}) as a path dependency",
@@ -151,7 +146,7 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
                 _take_direct(text, d, root, f"{sub.pyproject}: `{key}`", sources, todo)
         for name, path, editable in sub.tool.sources:
             new = PathSource(name, _declared(path, d, root), editable, f"{sub.pyproject}: `tool.pypm.sources.{name}`")
-            if _add(sources, new) and not new.is_file():
+            if _add(sources, new, root) and not new.is_file():
                 todo.append(new)
     return sources, plain
 
@@ -179,18 +174,19 @@ def _take_direct(text: str, base: Path, root: Path, where: str, sources: dict[st
                                 "version from an index or find-links")
     # `file:///abs/lib` stays absolute, as written; `file:../lib` is relative to its pyproject.toml.
     new = PathSource(name, local if _given_absolute(url) else _relative(local, root), False, where)
-    if _add(sources, new) and todo is not None and not new.is_file():
+    if _add(sources, new, root) and todo is not None and not new.is_file():
         todo.append(new)
     return plain
 
 
-def _add(sources: dict[str, PathSource], new: PathSource) -> bool:
-    """Record `new`; False when the same source is known already. Two different ones are an error."""
+def _add(sources: dict[str, PathSource], new: PathSource, root: Path) -> bool:
+    """Record `new`; False when the same source is known already (the same place, however
+    written: `../lib` and `file:///abs/lib`). Two different ones are an error."""
     old = sources.get(new.name)
     if old is None:
         sources[new.name] = new
         return True
-    if old.path != new.path or old.editable != new.editable:
+    if old.location(root) != new.location(root) or old.editable != new.editable:
         raise ProjectError(f"{new.name} has two sources: {old.path!r}{' (editable)' if old.editable else ''} "
                            f"from {old.origin}, and {new.path!r}{' (editable)' if new.editable else ''} from "
                            f"{new.origin}",

@@ -369,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheel", action="store_true", help="build the wheel")
     p.add_argument("-o", "--out-dir", metavar="DIR", default="dist", help="where to write (default: dist/)")
 
+    p = add("publish", _lazy("publish", "publish_command"), "upload wheels and sdists (default: dist/*) to an index")
+    p.add_argument("files", nargs="*", metavar="FILE", help="the files to upload (default: the project's dist/*)")
+    p.add_argument("--publish-url", metavar="URL", type=_given,
+                   help="the index's upload URL (else PYPM_PUBLISH_URL, [tool.pypm] publish-url)")
+    p.add_argument("--token", metavar="TOKEN", type=_given, help="an API token (else PYPM_PUBLISH_TOKEN)")
+    p.add_argument("--username", "-u", metavar="NAME", type=_given, help="else PYPM_PUBLISH_USERNAME")
+    p.add_argument("--password", "-p", metavar="PASSWORD", type=_given, help="else PYPM_PUBLISH_PASSWORD")
+    p.add_argument("--check-url", metavar="INDEX", type=_given,
+                   help="a simple index to look at first: files it has with the same hash are skipped")
+    p.add_argument("--dry-run", action="store_true", help="check the files and say what would be uploaded")
+
     p = add("cache", _lazy("cache", "cache_command"), "inspect and clean the wheel cache")
     p.add_argument("action", choices=["dir", "clean", "prune"],
                    help="dir: print its path; clean: remove everything; prune: remove unused and partial entries")

@@ -70,6 +70,7 @@ class ToolConfig:
     # [tool.pypm.sources]: (normalised name, path as written, editable), sorted by name; the
     # package comes from that directory or file instead of an index (pypm.pathdeps).
     sources: tuple[tuple[str, str, bool], ...] = ()
+    publish_url: str | None = None  # `pypm publish`'s upload URL
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def _expand_groups(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
 
 _TOOL_KEYS = {
     "index-url", "extra-index-url", "find-links", "python", "prerelease", "plugins", "plugin-path",
-    "trusted-keys", "sandbox", "build", "sources",
+    "trusted-keys", "sandbox", "build", "sources", "publish-url",
 }
 _BUILD_KEYS = {"network", "limits"}
 _SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project", "limits"}
@@ -287,7 +288,7 @@ def _parse_tool(raw: Any, path: Path) -> ToolConfig:
     if unknown:
         raise _err(path, "tool.pypm", f"has unknown key(s) {', '.join(sorted(unknown))}",
                    hint=f"known keys: {', '.join(sorted(_TOOL_KEYS))}, or a table named after an enabled plugin")
-    for key in ("index-url", "python", "prerelease"):
+    for key in ("index-url", "python", "prerelease", "publish-url"):
         if key in raw and not isinstance(raw[key], str):
             raise _err(path, f"tool.pypm.{key}", "must be a string")
     if raw.get("prerelease") is not None and raw["prerelease"] not in PRERELEASE_MODES:
@@ -321,6 +322,7 @@ def _parse_tool(raw: Any, path: Path) -> ToolConfig:
         build_limits=_parse_limits(build.get("limits", {}), path, "tool.pypm.build.limits"),
         plugin_config=plugin_tables,
         sources=_parse_sources(raw.get("sources", {}), path),
+        publish_url=raw.get("publish-url"),
     )
 
 

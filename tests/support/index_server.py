@@ -188,7 +188,18 @@ class IndexServer:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # The upload endpoint (`POST /legacy/`, as twine and `pypm publish` speak it): off until
+        # `accept_uploads(dir, token)`; each accepted file is served at once.
+        self.upload_dir: Path | None = None
+        self.upload_token: str | None = None
+        self.uploads: list[dict[str, list[str]]] = []  # the form fields of each accepted upload
         self.add(*files)
+
+    def accept_uploads(self, directory: Path, token: str) -> str:
+        """Take uploads at `/legacy/` with HTTP Basic `__token__:<token>`; the upload URL."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.upload_dir, self.upload_token = directory, token
+        return f"{self.base}/legacy/"
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> IndexServer:
@@ -436,6 +447,59 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._dispatch(head=False)
+
+    def do_POST(self) -> None:
+        """The legacy upload API, as an index checks it: auth, the form's digests against the
+        file, name and version against the file name, and no file replaced (400, as warehouse)."""
+        import base64
+        import email.parser
+        import email.policy
+
+        idx = self.index
+        path = urllib.parse.urlsplit(self.path).path
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        idx.requests.append((self.command, path, {k: v for k, v in self.headers.items()}))
+        if path != "/legacy/" or idx.upload_dir is None:
+            self._send(404, b"not found\n", "text/plain", head=False)
+            return
+        want = "Basic " + base64.b64encode(f"__token__:{idx.upload_token}".encode()).decode()
+        if self.headers.get("Authorization") != want:
+            self._send(403, b"Invalid or non-existent authentication information.\n", "text/plain", head=False)
+            return
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + self.headers.get("Content-Type", "").encode() + b"\r\n\r\n" + body)
+        fields: dict[str, list[str]] = {}
+        content: bytes | None = None
+        filename: str | None = None
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name == "content":
+                payload = part.get_payload(decode=True)
+                content, filename = (payload if isinstance(payload, bytes) else None), part.get_filename()
+            else:
+                fields.setdefault(str(name), []).append(part.get_content())
+        def refuse(why: str) -> None:
+            self.send_response(400, why)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        if content is None or not filename or "/" in filename:
+            return refuse("Upload payload does not have a file.")
+        if fields.get(":action") != ["file_upload"] or fields.get("protocol_version") != ["1"]:
+            return refuse("Invalid action or protocol version.")
+        if fields.get("sha256_digest") != [hashlib.sha256(content).hexdigest()]:
+            return refuse("The digest supplied does not match a digest calculated from the uploaded file.")
+        project = _project_of(filename)
+        if project is None or [str(canonicalize_name(n)) for n in fields.get("name", [])] != [project]:
+            return refuse("Start filename for project does not match the name in the form.")
+        with idx._lock:
+            exists = filename in idx._dists
+        if exists:
+            return refuse("File already exists. See the index's help for more information.")
+        target = idx.upload_dir / filename
+        target.write_bytes(content)
+        idx.uploads.append(fields)
+        idx.add(target)
+        self._send(200, b"OK\n", "text/plain", head=False)
 
     def _dispatch(self, head: bool) -> None:
         idx = self.index

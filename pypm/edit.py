@@ -639,33 +639,10 @@ def _set_version(ctx: Any, args: argparse.Namespace) -> int:
         print(f"{project.name} {old} => {new}")
         return ExitCode.OK
     doc["project"]["version"] = new
-    rc = _apply(ctx, args, project, doc, f"version {old} => {new}", argparse.Namespace(offline=args.offline),
-                lambda lock: _lock_root_version(ctx, project.root, lock, new, args.sign))
+    # (The lock's record of the version follows in `pypm lock`, signed again with --sign.)
+    rc = _apply(ctx, args, project, doc, f"version {old} => {new}", argparse.Namespace(offline=args.offline), None)
     print(new if args.short else f"{project.name} {old} => {new}")
     return rc
-
-
-def _lock_root_version(ctx: Any, root: Path, lock: Any, version: str, sign: str | None) -> bool:
-    """Set the project's own version in its lock. The version is not a resolution input (not in
-    the lock's content-hash: nothing resolved depends on it), so locking again leaves the lock's
-    record of it as it was. A signature covered the old one: the lock is signed again with
-    `sign` (--sign KEY), else the signature is removed, with a warning."""
-    from .lockfile import LOCK_NAME, dumps, write_atomic
-
-    me = lock.root()
-    if me is None or me.version == version:
-        return False
-    me.version = version
-    if sign:
-        from .signing import sign_lock
-
-        lock = sign_lock(lock, Path(sign))
-    elif lock.signature:
-        lock.signature = {}
-        ctx.info(f"warning: the signature of {LOCK_NAME} covered the old version and is removed: "
-                 "sign it again with `pypm lock --sign KEY` (or pass --sign KEY to `pypm version`)")
-    write_atomic(root / LOCK_NAME, dumps(lock))
-    return False
 
 
 # --------------------------------------------------------------------------- --script: PEP 723 blocks

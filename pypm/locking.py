@@ -224,10 +224,14 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
         if not fresh:
             raise StaleLockError(f"{path} is out of date: pyproject.toml or the lock options changed since it was made",
                                  hint="run `pypm lock` and commit the result")
+        _refuse_stale_version(path, old, project, "run `pypm lock` and commit the result")
         ctx.info(f"{path.name} is up to date ({_count(old)} packages)")
         return ExitCode.OK
     if fresh and not asks_change:
         assert old is not None
+        if _stale_version(old, project) is not None:  # nothing to resolve: the record is brought up to date
+            _set_version(ctx, project, path, old, opts)
+            return ExitCode.OK
         if opts.sign:  # issue 7: sign the lock exactly as it is (as reviewed), without resolving again
             _write(ctx, project, path, old, opts)
             ctx.info(f"Signed {path.name} ({_count(old)} packages) with {opts.sign}")
@@ -242,6 +246,40 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
         ctx.info(f"warning: --upgrade-package {', '.join(unknown)}: no such package in {path.name}; nothing upgraded "
                  f"for {'it' if len(unknown) == 1 else 'them'}")
     return ExitCode.OK
+
+
+def _stale_version(lock: Lock, project: Project) -> str | None:
+    """The project's version as the lock records it, when pyproject.toml now says another; else None.
+
+    The version is no resolution input (not in `content-hash`: nothing resolved depends on it), so
+    a lock whose hash is current may still record an old one after a hand edit. uv takes that lock
+    as out of date; pypm rewrites the record without resolving (`_set_version`), and `--check` and
+    `--locked` refuse it as stale."""
+    me = lock.root()
+    return me.version if me is not None and me.version != (project.version or "0") else None
+
+
+def _refuse_stale_version(path: Path, lock: Lock, project: Project, hint: str) -> None:
+    old = _stale_version(lock, project)
+    if old is not None:
+        raise StaleLockError(f"{path} records the project's version {old}; pyproject.toml says "
+                             f"{project.version or '0 (dynamic)'}", hint=hint)
+
+
+def _set_version(ctx: Any, project: Project, path: Path, lock: Lock, opts: LockOptions) -> Lock:
+    """`lock` with the project's version from pyproject.toml, written. A signature covered the old
+    version: with `--sign KEY` the lock is signed again (in `_write`), else the signature goes,
+    with a warning."""
+    me = lock.root()
+    assert me is not None
+    old, me.version = me.version, project.version or "0"
+    if lock.signature and not opts.sign:
+        lock.signature = {}
+        ctx.info(f"warning: the signature of {path.name} covered the old version and is removed: "
+                 "sign it again with `pypm lock --sign KEY`")
+    _write(ctx, project, path, lock, opts)
+    ctx.info(f"Updated the project's version in {path.name}: {old} => {me.version}")
+    return lock
 
 
 def _with_recorded(project: Project, opts: LockOptions, rec: LockOptions) -> LockOptions:
@@ -288,8 +326,9 @@ def _remember(data: bytes, lock: Lock) -> None:
 
     from .lockfile import write_atomic
 
-    text = json.dumps({"content-hash": lock.content_hash, "options": lock.options, "packages": _count(lock)},
-                      sort_keys=True) + "\n"
+    me = lock.root()
+    text = json.dumps({"content-hash": lock.content_hash, "options": lock.options, "packages": _count(lock),
+                       "root-version": me.version if me is not None else None}, sort_keys=True) + "\n"
     try:
         path = _seen_path(data)
         try:
@@ -332,7 +371,7 @@ def fast_lock(argv: list[str]) -> int | None:
         project = load_project(root)
         check = "--check" in argv
         opts = _with_recorded(project, LockOptions(check=check), LockOptions.from_recorded(seen["options"]))
-        if seen["content-hash"] != _inputs(project, opts).hash:
+        if seen["content-hash"] != _inputs(project, opts).hash or seen.get("root-version") != (project.version or "0"):
             return None
         n = int(seen["packages"])
     except (PypmError, OSError, ValueError, LookupError, TypeError, AttributeError):
@@ -380,7 +419,11 @@ def ensure_lock(ctx: Any, project: Project, *, locked: bool, frozen: bool, offli
     opts = LockOptions.from_lock(old, offline=offline) if old is not None else LockOptions(offline=offline)
     inputs = _inputs(project, opts)
     if old is not None and old.content_hash == inputs.hash:
-        return old
+        if _stale_version(old, project) is None:
+            return old
+        if locked:
+            _refuse_stale_version(path, old, project, "run `pypm lock` and commit pypm.lock, or drop --locked")
+        return _set_version(ctx, project, path, old, opts)
     if locked:
         what = "does not exist" if not path.exists() else "is out of date with pyproject.toml"
         raise StaleLockError(f"{path} {what}, and --locked forbids updating it",

@@ -327,6 +327,35 @@ def test_version_shows_sets_bumps_and_keeps_the_lock_in_step(pypm, world):
         assert (project / "pyproject.toml").read_bytes() == before
 
 
+def test_a_version_edited_by_hand_makes_the_lock_stale_until_its_record_follows(pypm, world):
+    """The version is no resolution input (not in content-hash), but a lock that records an old
+    one is out of date, as uv has it: --check and --locked refuse it; lock, sync and run bring
+    the record up to date without resolving."""
+    server, project = world
+    assert pypm("sync", cwd=project).returncode == 0
+    path = project / "pyproject.toml"
+    path.write_text(path.read_text().replace('version = "0.1.0"', 'version = "0.3.0"'))
+    for argv in (["lock", "--check"], ["sync", "--locked"]):
+        r = pypm(*argv, cwd=project)
+        assert r.returncode == 1, (argv, r.stderr)
+        assert "records the project's version 0.1.0; pyproject.toml says 0.3.0" in r.stderr, r.stderr
+    lock_before = (project / "pypm.lock").read_text()
+    server.clear_requests()
+    r = pypm("lock", cwd=project)
+    assert r.returncode == 0 and "Updated the project's version in pypm.lock: 0.1.0 => 0.3.0" in r.stderr, r.stderr
+    assert server.requests == []  # nothing resolved again
+    assert (project / "pypm.lock").read_text() == lock_before.replace('version = "0.1.0"', 'version = "0.3.0"', 1)
+    assert pypm("lock", "--check", cwd=project).returncode == 0
+    # and from `pypm run` (its no-op `pypm lock` fast path too sees the version)
+    path.write_text(path.read_text().replace('version = "0.3.0"', 'version = "0.4.0"'))
+    assert pypm("lock", "--check", cwd=project).returncode == 1
+    r = pypm("run", "--", "python", "-c", "pass", cwd=project)
+    assert r.returncode == 0 and "0.3.0 => 0.4.0" in r.stderr, r.stderr
+    me = loads((project / "pypm.lock").read_text()).root()
+    assert me is not None and me.version == "0.4.0"
+    assert pypm("lock", "--check", cwd=project).returncode == 0
+
+
 def test_a_dynamic_version_is_refused(pypm, world):
     server, project = world
     path = project / "pyproject.toml"

@@ -348,9 +348,14 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
     if not want_sdist and not want_wheel:
         want_sdist = want_wheel = True
     out_dir = Path(ctx.directory) / getattr(args, "out_dir", "dist")
-    lock = ensure_lock(ctx, project, locked=bool(getattr(args, "locked", False)),
+    from .project import find_workspace, load_project
+
+    # A workspace member is built with the build dependencies the workspace's lock pins for it
+    ws = find_workspace(project.root)
+    locked_project = load_project(ws[0]) if ws is not None else project
+    lock = ensure_lock(ctx, locked_project, locked=bool(getattr(args, "locked", False)),
                        frozen=bool(getattr(args, "frozen", False)), offline=bool(getattr(args, "offline", False)))
-    root = lock.root()
+    root = lock.root() if ws is None else next((p for p in lock.by_name(ws[1]) if not p.is_root), None)
     requires = list((project.build_system or {}).get("requires", ()) or ())
     if requires and not (root is not None and root.build_dependencies):
         from .errors import LockError
@@ -359,7 +364,7 @@ def build_command(ctx: Any, project: Any, args: Any) -> int:
                         f"({', '.join(requires)}): a build would not use locked bits",
                         hint="make [build-system] requires resolvable (see the warning of `pypm lock`), "
                         "then run `pypm lock`")
-    interp = find_project_interpreter(getattr(args, "python", None), project)
+    interp = find_project_interpreter(getattr(args, "python", None), locked_project)
     packages = build_packages_of(lock, root, interp.markers)
     from .plan import refuse_unhashed
 

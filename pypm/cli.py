@@ -49,6 +49,8 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.directory = Path(args.directory).resolve() if args.directory else Path.cwd()
+        self._args = args
+        self.member: str | None = None  # the workspace member this command runs in (see project())
         self.verbose: int = args.verbose
         self.quiet: bool = args.quiet
         if self.quiet:  # plugin messages too (only imported when asked: run's fast path stays lean)
@@ -56,10 +58,22 @@ class Context:
 
             plugins.set_quiet(True)
 
-    def project(self) -> Project:
-        from .project import find_project_root, load_project
+    def project(self, *, own: bool = False) -> Project:
+        """The project this command works on. In a workspace member's directory that is the
+        workspace (its root's lock and .venv, as uv has it), and a command with a selection
+        (sync, run, shell, export) selects the member unless --package/--all-packages say
+        otherwise; `own`: the member's own project (build, publish, the file add/remove edit)."""
+        from .project import find_project_root, find_workspace, load_project
 
-        return load_project(find_project_root(self.directory))
+        root = find_project_root(self.directory)
+        if not own:
+            ws = find_workspace(root)
+            if ws is not None:
+                root, self.member = ws
+                a = self._args
+                if hasattr(a, "package") and not a.package and not getattr(a, "all_packages", False):
+                    a.package = [self.member]
+        return load_project(root)
 
     def info(self, msg: str) -> None:
         if not self.quiet:
@@ -107,6 +121,10 @@ def _selection_flags(p: argparse.ArgumentParser) -> None:
                    help="include this dependency group as well (repeatable)")
     g.add_argument("--only-group", metavar="NAME", type=_given, action="append", default=[],
                    help="install only this group, not the project's dependencies (repeatable)")
+    w = g.add_mutually_exclusive_group()
+    w.add_argument("--package", metavar="NAME", type=_given, action="append", default=[],
+                   help="a workspace member: install it and its dependencies instead of the root's (repeatable)")
+    w.add_argument("--all-packages", action="store_true", help="the root's selection and every workspace member")
 
 
 def _sync_flags(p: argparse.ArgumentParser) -> None:
@@ -159,16 +177,17 @@ def _sandbox_flags(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- handlers
 
-def _lazy(module: str, function: str, *, project: bool = False) -> Callable[[Context, argparse.Namespace], int]:
+def _lazy(module: str, function: str, *, project: bool | str = False) -> Callable[[Context, argparse.Namespace], int]:
     """The handler of a command that calls `pypm.<module>.<function>(ctx, args)` (with `project`:
-    `(ctx, ctx.project(), args)`), importing the module only when that command runs: every command
-    builds this parser, and no other command pays for a module's imports."""
+    `(ctx, ctx.project(), args)`; "own": a workspace member's own, not its workspace), importing
+    the module only when that command runs: every command builds this parser, and no other
+    command pays for a module's imports."""
 
     def handler(ctx: Context, args: argparse.Namespace) -> int:
         import importlib
 
         fn = getattr(importlib.import_module(f"{__package__}.{module}"), function)
-        return int(fn(ctx, ctx.project(), args) if project else fn(ctx, args))
+        return int(fn(ctx, ctx.project(own=project == "own"), args) if project else fn(ctx, args))
 
     return handler
 
@@ -364,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                    help="the command (use -- before it if it starts with -)")
 
-    p = add("build", _lazy("build", "build_command", project=True), "build the project's sdist and wheel (PEP 517) inside the sandbox")
+    p = add("build", _lazy("build", "build_command", project="own"), "build the project's sdist and wheel (PEP 517) inside the sandbox")
     p.add_argument("--sdist", action="store_true", help="build the sdist")
     p.add_argument("--wheel", action="store_true", help="build the wheel")
     p.add_argument("-o", "--out-dir", metavar="DIR", default="dist", help="where to write (default: dist/)")

@@ -125,10 +125,12 @@ def _project_locked(ctx: Any) -> Iterator[None]:
     """The project's sync lock (`sync.project_lock`), from reading pyproject.toml to the end of the
     sync: two `pypm add`s at once would each write their own edit over the other's, and a
     `pypm sync` meanwhile would install from a lock about to be rolled back."""
-    from .project import find_project_root
+    from .project import find_project_root, find_workspace
     from .sync import project_lock
 
-    with project_lock(ctx, find_project_root(ctx.directory)):
+    root = find_project_root(ctx.directory)
+    ws = find_workspace(root)  # a workspace member: the workspace's lock and .venv are what change
+    with project_lock(ctx, ws[0] if ws else root):
         yield
 
 
@@ -450,10 +452,19 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what:
     import tomlkit
 
     from .lockfile import LOCK_NAME, read, write_atomic
-    from .project import load_project
+    from .project import find_workspace, load_project
 
     pyproject = project.pyproject
-    lock_path = project.root / LOCK_NAME
+    # In a workspace member, its own pyproject.toml is edited, and the workspace is locked and
+    # synced (the member selected, as `pypm sync` there would).
+    ws = find_workspace(project.root)
+    lock_dir = ws[0] if ws is not None else project.root
+    lock_path = lock_dir / LOCK_NAME
+    if ws is not None:
+        selection = argparse.Namespace(**vars(selection), package=[ws[1]])
+
+    def locked_project() -> Project:  # what is locked and synced, as the files now say
+        return load_project(lock_dir) if ws is not None else project
     before = pyproject.read_bytes()
     try:
         lock_before: bytes | None = lock_path.read_bytes()
@@ -471,7 +482,7 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what:
             wrote[pyproject] = text.encode("utf-8")
             project = load_project(project.root)  # what was written is what every later command reads
         if not args.frozen:
-            _lock(ctx, project, args)
+            _lock(ctx, locked_project(), args)
             wrote[lock_path] = lock_path.read_bytes()
             if then is not None and then(read(lock_path)):
                 text = tomlkit.dumps(doc)
@@ -479,12 +490,12 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what:
                 wrote[pyproject] = text.encode("utf-8")
                 project = load_project(project.root)
                 # The same pins (the lock's own are preferred), for the new content hash: said once
-                _lock(_Quiet(ctx), project, args)
+                _lock(_Quiet(ctx), locked_project(), args)
             wrote[lock_path] = lock_path.read_bytes()  # (`then` may have rewritten it)
             if not args.no_sync:
                 from .sync import SyncOptions, sync_project
 
-                sync_project(ctx, project, SyncOptions.from_args(selection))
+                sync_project(ctx, locked_project(), SyncOptions.from_args(selection))
         done = True
     finally:
         if not done and wrote:  # (the bounds may write pyproject.toml where the first edit did not)

@@ -327,7 +327,9 @@ def export_project(ctx: "Context", project: "Project", args: "argparse.Namespace
     _validate_names(project, args)
     sel = Selection.from_flags(extras=args.extra, all_extras=args.all_extras, no_dev=args.no_dev,
                                groups=args.group, only_groups=args.only_group,
-                               no_install_project=args.no_install_project)
+                               no_install_project=args.no_install_project,
+                               packages=getattr(args, "package", []) or [],
+                               all_packages=bool(getattr(args, "all_packages", False)))
     out_path = Path(args.output).resolve() if args.output else None
     if out_path is not None:
         if args.format == "pylock.toml" and not is_pylock_name(out_path.name):

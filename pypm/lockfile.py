@@ -179,6 +179,8 @@ class Lock:
     resolution_markers: list[str] = field(default_factory=list)  # the forks, when there were any
     # Issue 7: {"root": hex, "key-id": ..., "signature": base64} — written by `lock --sign`.
     signature: dict[str, str] = field(default_factory=dict)
+    # The workspace's members (normalised names), each a package with an `editable` source.
+    members: list[str] = field(default_factory=list)
 
     def root(self) -> LockedPackage | None:
         for p in self.packages:
@@ -262,6 +264,8 @@ def dumps(lock: Lock) -> str:
     ]
     if lock.resolution_markers:
         head.append("resolution-markers = [\n" + "".join(f"    {_s(m)},\n" for m in sorted(lock.resolution_markers)) + "]\n")
+    if lock.members:
+        head.append("members = [" + ", ".join(_s(m) for m in sorted(lock.members)) + "]\n")
     if lock.options:
         head.append("\n[options]\n" + "".join(f"{_k(k)} = {_v(v)}\n" for k, v in sorted(lock.options.items())))
     if lock.signature:
@@ -490,6 +494,7 @@ def loads(text: str, path: Path | str = LOCK_NAME) -> Lock:
         options=dict(_table(data.get("options", {}), "`options`", path)),
         resolution_markers=_str_list(data.get("resolution-markers", []), "`resolution-markers`", path),
         signature=dict(_table(data.get("signature", {}), "`signature`", path)),
+        members=_str_list(data.get("members", []), "`members`", path),
     )
 
 

@@ -130,6 +130,7 @@ class _Inputs:
     # made plain names ({"dependencies": ..., "optional:X": ..., "group:X": ...}).
     local: Mapping[str, Any] = field(default_factory=dict)
     requirements: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    members: tuple[str, ...] = ()  # the workspace's members (pypm.pathdeps.workspace_members)
 
 
 def _parse_exclude_newer(value: str) -> Any:
@@ -174,11 +175,13 @@ def _inputs(project: Project, opts: LockOptions) -> _Inputs:
     sources: dict[str, Any] = {"index-url": index_url, "extra-index-urls": list(extra), "find-links": list(find_links)}
     from .pathdeps import collect, hash_inputs
 
-    local, requirements = collect(project)
+    local, requirements, members = collect(project)
     if local:  # (only then: the content-hash of a lock without path sources stays what it was)
         sources["path-sources"] = hash_inputs(local, project.root)
+    if members:
+        sources["workspace-members"] = list(members)
     return _Inputs(index_url, extra, find_links, prerelease, content_hash(project, options, sources), options,
-                   local, requirements)
+                   local, requirements, members)
 
 
 def lock_inputs_hash(project: Project, opts: LockOptions | None = None) -> str:
@@ -505,7 +508,9 @@ def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs
                     dependencies=reqs.get("dependencies", project.dependencies),
                     optional_dependencies={k: reqs.get(f"optional:{k}", v)
                                            for k, v in project.optional_dependencies.items()},
-                    dependency_groups={k: reqs.get(f"group:{k}", v) for k, v in project.dependency_groups.items()})
+                    dependency_groups={**{k: reqs.get(f"group:{k}", v) for k, v in project.dependency_groups.items()},
+                                       # every member of the workspace is locked, wanted by the root or not
+                                       **({_WORKSPACE: inputs.members} if inputs.members else {})})
     with client:
         res = resolve(client, root, ropts)
         old_hashes = {} if (old is None or opts.refresh) else {
@@ -518,13 +523,22 @@ def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs
             optional_dependencies={k: [_dep(e) for e in v] for k, v in res.root_optional.items()},
             dependency_groups={k: [_dep(e) for e in v] for k, v in res.root_groups.items()},
         )
+        if inputs.members:  # the members' entry point is the lock's `members`, not a group of the root's
+            root_pkg.dependency_groups.pop(_WORKSPACE, None)
+            for p in packages:
+                p.groups = [g for g in p.groups if g != _WORKSPACE]
         packages.append(root_pkg)
         _add_build_dependencies(ctx, client, project, requires_python, ropts, root_pkg, packages, old_hashes)
         from .build import mark_build_network  # issue 5: [tool.pypm.build] network, shown in the lock
 
         mark_build_network(ctx, project, packages)
     return Lock(requires_python=requires_python, content_hash=inputs.hash, packages=packages,
-                options=opts.recorded(), resolution_markers=list(res.forks))
+                options=opts.recorded(), resolution_markers=list(res.forks), members=list(inputs.members))
+
+
+# The root's dependency group that holds the workspace's members while resolving: not a valid
+# PEP 735 name, so no project's own group can clash with it. Dropped from the lock after.
+_WORKSPACE = "<workspace>"
 
 
 def _requires_python(ctx: Any, project: Project) -> str:

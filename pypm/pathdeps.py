@@ -110,12 +110,64 @@ def _relative(target: str, root: Path) -> str:
     return Path(rel).as_posix()
 
 
-def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[str, ...]]]:
-    """The project's path sources (followed into path dependencies' own), and its requirement
-    arrays with local direct references made plain names: {"dependencies": (...),
-    "optional:NAME": (...), "group:NAME": (...)}. Remote direct references are refused here."""
+def workspace_members(project: Project) -> dict[str, str]:
+    """{normalised name: directory relative to the root} of the members of the workspace whose root
+    `project` is (`[tool.pypm.workspace]`; the root itself is not listed); {} without one."""
+    import tomllib
+
+    from .lockfile import canonical_name
+
+    if project.tool.workspace is None:
+        return {}
+    root = project.root.resolve()
+    where = f"{project.pyproject}: `tool.pypm.workspace.members`"
+    excluded = {d.resolve() for g in project.tool.workspace_exclude for d in root.glob(g)}
+    found: dict[str, str] = {}
+    for pattern in project.tool.workspace:
+        for d in sorted(root.glob(pattern)):
+            d = d.resolve()
+            if not d.is_dir() or d in excluded or d == root:
+                continue
+            try:
+                name = tomllib.loads((d / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+            except FileNotFoundError:
+                raise ProjectError(f"{where} matches {d}, which has no pyproject.toml",
+                                   hint="give it one, or leave it out with `tool.pypm.workspace.exclude`") from None
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+                raise ProjectError(f"{where} matches {d}, whose pyproject.toml has no readable [project] name ({e})",
+                                   hint="fix that file, or leave the directory out with `exclude`") from None
+            canon = canonical_name(str(name))
+            rel = _relative(str(d), root)
+            if found.get(canon, rel) != rel:
+                raise ProjectError(f"{where}: two members are named {canon}: {found[canon]} and {rel}",
+                                   hint="rename one, or leave one out with `exclude`")
+            if canon == project.normalized_name:
+                raise ProjectError(f"{where}: the member {rel} has the root project's name {canon}",
+                                   hint="rename it")
+            found[canon] = rel
+    return found
+
+
+def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """The project's path sources (followed into path dependencies' own), its requirement arrays
+    with local direct references made plain names ({"dependencies": (...), "optional:NAME": (...),
+    "group:NAME": (...)}), and the names of its workspace's members (each an editable source,
+    all of them locked). Remote direct references are refused here."""
     sources: dict[str, PathSource] = {}
     root = project.root
+    members = workspace_members(project)
+
+    def declared(name: str, path: str, editable: bool, base: Path, origin: str) -> PathSource:
+        if path:
+            return PathSource(name, _declared(path, base, root), editable, origin)
+        if name not in members:  # `{ workspace = true }`
+            have = ", ".join(sorted(members)) or "none"
+            raise ProjectError(f"{origin} is `workspace = true`, but the workspace has no member {name} "
+                               f"(its members: {have})",
+                               hint="add its directory to [tool.pypm.workspace] members of the root's "
+                                    "pyproject.toml, or give a `path`")
+        return PathSource(name, members[name], editable, origin)
+
     arrays = [("dependencies", "project.dependencies", project.dependencies),
               *((f"optional:{k}", f"project.optional-dependencies.{k}", v)
                 for k, v in project.optional_dependencies.items()),
@@ -124,8 +176,10 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
                         for text in texts)
              for key, where, texts in arrays}
     for name, path, editable in project.tool.sources:
-        _add(sources, PathSource(name, _declared(path, root, root), editable,
-                                 f"{project.pyproject}: `tool.pypm.sources.{name}`"), root)
+        _add(sources, declared(name, path, editable, root, f"{project.pyproject}: `tool.pypm.sources.{name}`"), root)
+    for name, rel in members.items():  # every member is locked, and is the package of its name
+        if name not in sources:
+            _add(sources, PathSource(name, rel, True, f"{project.pyproject}: `tool.pypm.workspace.members`"), root)
     if project.normalized_name in sources:
         s = sources[project.normalized_name]
         raise ProjectError(f"{s.origin} names the project itself ({project.name}) as a path dependency",
@@ -145,10 +199,10 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
             for text in texts:
                 _take_direct(text, d, root, f"{sub.pyproject}: `{key}`", sources, todo)
         for name, path, editable in sub.tool.sources:
-            new = PathSource(name, _declared(path, d, root), editable, f"{sub.pyproject}: `tool.pypm.sources.{name}`")
+            new = declared(name, path, editable, d, f"{sub.pyproject}: `tool.pypm.sources.{name}`")
             if _add(sources, new, root) and not new.is_file():
                 todo.append(new)
-    return sources, plain
+    return sources, plain, tuple(sorted(members))
 
 
 def _declared(path: str, base: Path, root: Path) -> str:

@@ -68,8 +68,12 @@ class ToolConfig:
     # Per-plugin tables, e.g. [tool.pypm.s3cache] -> plugin_config["s3cache"].
     plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # [tool.pypm.sources]: (normalised name, path as written, editable), sorted by name; the
-    # package comes from that directory or file instead of an index (pypm.pathdeps).
+    # package comes from that directory or file instead of an index (pypm.pathdeps). A
+    # `{ workspace = true }` source has the path "" (the workspace's member of that name).
     sources: tuple[tuple[str, str, bool], ...] = ()
+    # [tool.pypm.workspace]: member and exclude globs, relative to this project (its root).
+    workspace: tuple[str, ...] | None = None
+    workspace_exclude: tuple[str, ...] = ()
     publish_url: str | None = None  # `pypm publish`'s upload URL
 
 
@@ -207,7 +211,7 @@ def _expand_groups(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
 
 _TOOL_KEYS = {
     "index-url", "extra-index-url", "find-links", "python", "prerelease", "plugins", "plugin-path",
-    "trusted-keys", "sandbox", "build", "sources", "publish-url",
+    "trusted-keys", "sandbox", "build", "sources", "publish-url", "workspace",
 }
 _BUILD_KEYS = {"network", "limits"}
 _SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project", "limits"}
@@ -323,11 +327,34 @@ def _parse_tool(raw: Any, path: Path) -> ToolConfig:
         plugin_config=plugin_tables,
         sources=_parse_sources(raw.get("sources", {}), path),
         publish_url=raw.get("publish-url"),
+        **_parse_workspace(raw.get("workspace"), path),
     )
 
 
-_SOURCE_KEYS = {"path", "editable"}
-_SOURCE_HINT = 'e.g. lib = { path = "../lib" } or lib = { path = "../lib", editable = true }'
+def _parse_workspace(raw: Any, path: Path) -> dict[str, Any]:
+    """`[tool.pypm.workspace] members = [globs], exclude = [globs]`, as uv's `tool.uv.workspace`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _err(path, "tool.pypm.workspace", "must be a table", hint='e.g. members = ["packages/*"]')
+    unknown = set(raw) - {"members", "exclude"}
+    if unknown:
+        raise _err(path, "tool.pypm.workspace", f"has unknown key(s) {', '.join(sorted(unknown))}",
+                   hint="known keys: members, exclude")
+    members = _str_list(raw.get("members", []), path, "tool.pypm.workspace.members")
+    exclude = _str_list(raw.get("exclude", []), path, "tool.pypm.workspace.exclude")
+    for key, globs in (("members", members), ("exclude", exclude)):
+        for g in globs:
+            if not g.strip() or Path(g).is_absolute() or ".." in Path(g).parts:
+                raise _err(path, f"tool.pypm.workspace.{key}", f"holds {g!r}",
+                           hint="members are directories below the workspace's root: relative globs such as "
+                                "\"packages/*\", without `..`")
+    return {"workspace": members, "workspace_exclude": exclude}
+
+
+_SOURCE_KEYS = {"path", "editable", "workspace"}
+_SOURCE_HINT = ('e.g. lib = { path = "../lib" }, lib = { path = "../lib", editable = true } or, for a member of '
+                'the workspace, lib = { workspace = true }')
 
 
 def _parse_sources(raw: Any, path: Path) -> tuple[tuple[str, str, bool], ...]:
@@ -347,10 +374,20 @@ def _parse_sources(raw: Any, path: Path) -> tuple[tuple[str, str, bool], ...]:
             raise _err(path, key, f"has unknown key(s) {', '.join(sorted(unknown))}",
                        hint="pypm takes local paths only (`path`, `editable`); a package from another index "
                             "is found through extra-index-url or find-links")
-        where = entry.get("path")
-        if not isinstance(where, str) or not where.strip():
-            raise _err(path, f"{key}.path", "must be a non-empty string", hint=_SOURCE_HINT)
-        editable = entry.get("editable", False)
+        workspace = entry.get("workspace", False)
+        if workspace is not False and workspace is not True:
+            raise _err(path, f"{key}.workspace", f"is {workspace!r}; it must be true or false")
+        if workspace:
+            if "path" in entry:
+                raise _err(path, key, "gives both `workspace = true` and a `path`",
+                           hint="a workspace member's path comes from [tool.pypm.workspace] members; keep one")
+            where = ""  # pypm.pathdeps looks the member up
+        else:
+            given = entry.get("path")
+            if not isinstance(given, str) or not given.strip():
+                raise _err(path, f"{key}.path", "must be a non-empty string", hint=_SOURCE_HINT)
+            where = given
+        editable = entry.get("editable", bool(workspace))  # members are editable unless told not to be (as uv)
         if not isinstance(editable, bool):
             raise _err(path, f"{key}.editable", f"is {editable!r}; it must be true or false")
         c = _canon(name)
@@ -447,6 +484,35 @@ def find_project_root(start: Path) -> Path:
                                hint=f"remove or rename {d / PYPROJECT}, then create the file with `pypm init`")
     raise ProjectError(f"no {PYPROJECT} found in {start} or any parent directory",
                        hint="run `pypm init` to create one, or pass -C/--directory DIR")
+
+
+def find_workspace(root: Path) -> tuple[Path, str] | None:
+    """(the workspace's root, this member's normalised name) when the project at `root` is a member
+    of a workspace above it (the nearest ancestor with [tool.pypm.workspace] whose members include
+    `root`, as uv finds one); None otherwise. Reads a few files: the full path only, never `run`'s
+    fast path (whose .venv check fails in a member's directory first)."""
+    root = root.resolve()
+    for d in root.parents:
+        path = d / PYPROJECT
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "workspace" not in text:  # (most ancestors' files: no TOML parse)
+            continue
+        try:
+            workspace = load_project(d)
+        except ProjectError:
+            continue  # not a workspace this command can use; the member stands alone
+        if workspace.tool.workspace is None:
+            continue
+        from .pathdeps import workspace_members
+
+        for name, rel in workspace_members(workspace).items():
+            if (d / rel).resolve() == root:
+                return d, name
+        return None  # the nearest workspace does not list it: a project of its own (as uv)
+    return None
 
 
 def load_project(root: Path) -> Project:

@@ -134,7 +134,9 @@ def _fast_venv(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any] | N
     try:
         sel = Selection.from_flags(extras=args.extra, all_extras=args.all_extras, no_dev=args.no_dev,
                                    groups=args.group, only_groups=args.only_group,
-                                   no_install_project=args.no_install_project)
+                                   no_install_project=args.no_install_project,
+                                   packages=getattr(args, "package", []) or [],
+                                   all_packages=bool(getattr(args, "all_packages", False)))
     except PypmError:
         return None
     want = expected_state(root, sel, python_flag=args.python, frozen=args.frozen)

@@ -22,11 +22,23 @@ class Selection:
     extras: frozenset[str] = frozenset()  # of the project; "*" is every extra
     groups: frozenset[str] = frozenset({"dev"})  # PEP 735 groups
     include_project: bool = True  # the root package itself (editable), when it is not virtual
+    # A workspace (the lock's `members`): `--package NAME` starts from those members instead of
+    # the root; `--all-packages` from the root and every member.
+    packages: frozenset[str] = frozenset()
+    all_packages: bool = False
 
     @classmethod
     def from_flags(cls, *, extras: Sequence[str] = (), all_extras: bool = False, no_dev: bool = False,
-                   groups: Sequence[str] = (), only_groups: Sequence[str] = (), no_install_project: bool = False
-                   ) -> "Selection":
+                   groups: Sequence[str] = (), only_groups: Sequence[str] = (), no_install_project: bool = False,
+                   packages: Sequence[str] = (), all_packages: bool = False) -> "Selection":
+        if packages or all_packages:
+            from dataclasses import replace
+
+            base = cls.from_flags(extras=extras, all_extras=all_extras, no_dev=no_dev, groups=groups,
+                                  only_groups=only_groups, no_install_project=no_install_project)
+            if packages and not all_packages:  # the members alone: not the root's own requirements
+                base = replace(base, main=False, extras=frozenset(), groups=frozenset(), include_project=False)
+            return replace(base, packages=frozenset(canonical_name(x) for x in packages), all_packages=all_packages)
         g = {canonical_name(x) for x in groups}
         if only_groups:
             return cls(main=False, extras=frozenset(), groups=frozenset(canonical_name(x) for x in only_groups),
@@ -66,6 +78,17 @@ def entry_dependencies(lock: Lock, selection: Selection) -> list[Dependency]:
         out += root.optional_dependencies.get(e, [])
     for g in sorted(selection.groups):
         out += root.dependency_groups.get(g, [])
+    members = sorted(lock.members) if selection.all_packages else sorted(selection.packages)
+    for name in members:  # a member's edge: the member itself (editable), then its dependencies
+        found = [p for p in lock.by_name(name) if not p.is_root]
+        if name == canonical_name(root.name) and not selection.all_packages:
+            raise LockError(f"{name} is the workspace's root, not one of its members",
+                            hint="leave out --package for the root's own selection (or use --all-packages)")
+        if name not in lock.members or len(found) != 1:
+            have = ", ".join(sorted(lock.members)) or "none"
+            raise LockError(f"pypm.lock: {name} is not a member of the workspace (its members: {have})",
+                            hint="name a member in --package, or run `pypm lock` after changing the members")
+        out.append(Dependency(name=found[0].name, version=found[0].version))
     return out
 
 

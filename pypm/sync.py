@@ -55,7 +55,8 @@ class SyncOptions:
         sel = Selection.from_flags(extras=g("extra", []) or [], all_extras=bool(g("all_extras", False)),
                                    no_dev=bool(g("no_dev", False)), groups=g("group", []) or [],
                                    only_groups=g("only_group", []) or [],
-                                   no_install_project=bool(g("no_install_project", False)))
+                                   no_install_project=bool(g("no_install_project", False)),
+                                   packages=g("package", []) or [], all_packages=bool(g("all_packages", False)))
         return cls(selection=sel, extras=tuple(g("extra", []) or ()),
                    groups=tuple(g("group", []) or ()) + tuple(g("only_group", []) or ()),
                    locked=bool(g("locked", False)), frozen=bool(g("frozen", False)),

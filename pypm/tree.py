@@ -5,7 +5,8 @@ is). The lock is universal, so the tree is too: an edge that holds only under a 
 (`tomli v2.2.1 ; python_version < "3.11"`), an edge from an extra or a group says which
 (`(extra: socks)`, `(group: dev)`). A package already drawn with its dependencies is drawn again
 as `(*)` without them; `--no-dedupe` draws every subtree in full (a cycle still stops, at `(cycle)`).
-`render_tree` is pure: a Lock in, lines out.
+In a workspace, the members the root does not reach are drawn after it, each as a tree of its
+own. `render_tree` is pure: a Lock in, lines out.
 """
 
 from __future__ import annotations
@@ -111,6 +112,16 @@ def render_tree(lock: Lock, *, depth: int | None = None, invert: bool = False, p
         if root is None:
             return []
         roots = [_Edge(root)]
+        # A workspace's members that nothing of the root's reaches: drawn as trees of their own
+        reached: set[tuple[str, str]] = set()
+        todo = [root]
+        while todo:
+            p = todo.pop()
+            if p.key not in reached:
+                reached.add(p.key)
+                todo += [e.pkg for e in graph.edges(p, p.optional_dependencies, no_dev=no_dev)]
+        roots += [_Edge(p) for m in sorted(lock.members) for p in lock.by_name(m)
+                  if not p.is_root and p.key not in reached]
 
     rev = graph.dependents(no_dev) if invert else {}
 

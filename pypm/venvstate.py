@@ -29,8 +29,11 @@ STATE_REL = os.path.join(".pypm", "state.json")  # relative to the venv (`venv /
 
 
 def _selection_json(sel: Selection) -> dict[str, Any]:
-    return {"main": sel.main, "extras": sorted(sel.extras), "groups": sorted(sel.groups),
-            "include-project": sel.include_project}
+    out: dict[str, Any] = {"main": sel.main, "extras": sorted(sel.extras), "groups": sorted(sel.groups),
+                           "include-project": sel.include_project}
+    if sel.packages or sel.all_packages:  # (only then: the default selection's record is unchanged)
+        out.update({"packages": sorted(sel.packages), "all-packages": sel.all_packages})
+    return out
 
 
 def expected_state(root: Path, sel: Selection, *, python_flag: str | None, frozen: bool) -> dict[str, Any] | None:

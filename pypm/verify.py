@@ -448,7 +448,8 @@ def _missing_packages(ctx: Any, project: Any, lock: Lock, check: _VenvCheck, dis
     try:
         selection = Selection(main=bool(sel.get("main", True)), extras=frozenset(sel.get("extras", ())),
                               groups=frozenset(sel.get("groups", ())),
-                              include_project=bool(sel.get("include-project", True)))
+                              include_project=bool(sel.get("include-project", True)),
+                              packages=frozenset(sel.get("packages", ())), all_packages=bool(sel.get("all-packages")))
         wanted = select_packages(lock, selection, env=dict(query_interpreter(exe).markers))
     except (PypmError, TypeError) as e:
         ctx.info(f"note: cannot tell which packages .venv should hold ({e}); whole missing packages not reported")

@@ -27,7 +27,7 @@ def test_sources_are_followed_and_written_relative_to_the_project(tmp_path):
     _project(tmp_path / "other", "other", [])
     app = _project(tmp_path / "app", "app", ["lib", f"other @ {(tmp_path / 'other').as_uri()}", "idna"],
                    tool='\n[tool.pypm.sources]\nlib = { path = "../libs/lib", editable = true }\n', build=False)
-    sources, reqs = collect(load_project(app))
+    sources, reqs, _ = collect(load_project(app))
     assert {n: (s.path, s.lock_kind) for n, s in sources.items()} == {
         "lib": ("../libs/lib", "editable"), "core": ("../libs/core", "directory"),
         "other": (str(tmp_path / "other"), "directory")}  # a file:/// URL stays absolute
@@ -38,7 +38,7 @@ def test_a_relative_file_url_and_an_extra_with_a_marker(tmp_path):
     _project(tmp_path / "lib", "lib", ["idna"],
              extra="\n[project.optional-dependencies]\nfast = ['ujson; python_version < \"3.12\"']\n")
     app = _project(tmp_path / "app", "app", ['lib[fast] @ file:../lib ; sys_platform == "linux"'], build=False)
-    sources, reqs = collect(load_project(app))
+    sources, reqs, _ = collect(load_project(app))
     assert sources["lib"].path == "../lib"
     assert reqs["dependencies"] == ('lib[fast]; sys_platform == "linux"',)
     meta = LocalSources(sources, app).metadata_of("lib")

@@ -160,7 +160,14 @@ def _add(ctx: Any, args: argparse.Namespace) -> int:
     array = target.array(doc, create=True)
     _check_array(array, project.pyproject, target)
     bound = []  # entries to give a lower bound once the lock has picked a version
-    local_names = {canonical_name(n) for n, _ in local}
+    # No bound for what comes from a path: the directory is the version (as uv), and that includes
+    # the names [tool.pypm.sources] already holds and the members of the workspace
+    from .pathdeps import workspace_members
+    from .project import find_workspace, load_project
+
+    ws = find_workspace(project.root)
+    members = workspace_members(load_project(ws[0]) if ws is not None else project)
+    local_names = {canonical_name(n) for n, _ in local} | {n for n, _, _ in project.tool.sources} | set(members)
     for name, path in local:
         _set_source(doc, name, path, editable)
     for req in reqs:

@@ -154,3 +154,14 @@ def test_in_a_members_directory_the_workspace_is_used_with_that_member_selected(
     r = pypm("build", "--wheel", cwd=tool)
     assert r.returncode == 0, r.stderr
     assert (tool / "dist" / "tool-0.3.0-py3-none-any.whl").is_file()
+
+
+def test_adding_a_member_by_name_writes_no_bound(pypm, ws):
+    server, root = ws
+    plugin = root / "packages" / "plugin"
+    r = pypm("add", "tool", cwd=plugin)  # a member: the directory is its version
+    assert r.returncode == 0, r.stderr
+    assert 'dependencies = ["core", "beta", "tool"]' in (plugin / "pyproject.toml").read_text()
+    lock = loads((root / "pypm.lock").read_text())
+    assert "tool" in [d.name for d in lock.by_name("plugin")[0].dependencies]
+    assert {"plugin", "tool", "gamma"} <= set(installed(root / ".venv"))

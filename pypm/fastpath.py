@@ -28,18 +28,35 @@ else:
         from hashlib import sha256
 
 
+def owner_trusted(st: os.stat_result) -> bool:
+    """A pyproject.toml found *above* the starting directory is used only when this user or root
+    owns it. As git refuses a repository another user owns (CVE-2022-24765): on a shared machine
+    anyone can write /tmp/pyproject.toml, name a venv or a workspace there, and wait for a
+    `pypm run` in some directory below it. (One named with -C, or the current directory's own,
+    is the user's explicit choice.)"""
+    return st.st_uid == os.getuid() or st.st_uid == 0
+
+
 def find_root(start: str | None = None) -> str | None:
-    """The nearest directory at or above `start` (default: the cwd) holding a pyproject.toml."""
+    """The nearest directory at or above `start` (default: the cwd) holding a pyproject.toml; None
+    when there is none, or when the one found above `start` is another user's (owner_trusted: the
+    full path then says so)."""
     try:
         root = start if start is not None else os.getcwd()  # getcwd is already free of symlinks
     except OSError:
         return None
-    while not os.path.isfile(os.path.join(root, "pyproject.toml")):
+    first = root
+    while True:
+        try:
+            st = os.stat(os.path.join(root, "pyproject.toml"))  # (the one stat os.path.isfile made)
+        except OSError:
+            st = None
+        if st is not None and st.st_mode & 0o170000 == 0o100000:  # a regular file
+            return root if root == first or owner_trusted(st) else None
         parent = os.path.dirname(root)
         if parent == root:
             return None
         root = parent
-    return root
 
 
 _SYNC_FLAGS = frozenset({"-q", "--quiet", "--frozen"})

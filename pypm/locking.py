@@ -173,9 +173,17 @@ def _inputs(project: Project, opts: LockOptions) -> _Inputs:
     options = {"prerelease": prerelease, "exclude-newer": opts.exclude_newer,
                "no-build": opts.no_build, "no-binary": opts.no_binary}
     sources: dict[str, Any] = {"index-url": index_url, "extra-index-urls": list(extra), "find-links": list(find_links)}
-    from .pathdeps import collect, hash_inputs
+    local: Mapping[str, Any] = {}
+    requirements: Mapping[str, tuple[str, ...]] = {}
+    members: tuple[str, ...] = ()
+    texts = (*project.dependencies, *(t for v in project.optional_dependencies.values() for t in v),
+             *(t for v in project.dependency_groups.values() for t in v))
+    # pypm.pathdeps only for a project with path sources, a workspace or a direct reference: the
+    # no-op `pypm lock` runs this too, and most projects have none of them
+    if project.tool.sources or project.tool.workspace is not None or any("@" in t for t in texts):
+        from .pathdeps import collect, hash_inputs
 
-    local, requirements, members = collect(project)
+        local, requirements, members = collect(project)
     if local:  # (only then: the content-hash of a lock without path sources stays what it was)
         sources["path-sources"] = hash_inputs(local, project.root)
     if members:

@@ -478,12 +478,26 @@ def find_project_root(start: Path) -> Path:
         raise ProjectError(f"{start} {what}", hint="check the -C/--directory path")
     for d in (start, *start.parents):
         if (d / PYPROJECT).is_file():
+            if d != start:
+                _refuse_foreign(d / PYPROJECT, start)
             return d
         if (d / PYPROJECT).exists():  # a directory (or a fifo...) by that name: say so, not "none found"
             raise ProjectError(f"{d / PYPROJECT} is not a file",
                                hint=f"remove or rename {d / PYPROJECT}, then create the file with `pypm init`")
     raise ProjectError(f"no {PYPROJECT} found in {start} or any parent directory",
                        hint="run `pypm init` to create one, or pass -C/--directory DIR")
+
+
+def _refuse_foreign(pyproject: Path, start: Path) -> None:
+    """A ProjectError when `pyproject` (found above `start`) is another user's: fastpath.owner_trusted."""
+    from .fastpath import owner_trusted
+
+    st = pyproject.stat()
+    if not owner_trusted(st):
+        raise ProjectError(f"{pyproject} is owned by uid {st.st_uid}, not by you: pypm does not use a project found "
+                           f"above {start} that another user controls (it would run that user's choice of "
+                           "interpreter, packages and sandbox settings)",
+                           hint=f"run pypm inside a project you own, or name this one explicitly with -C {pyproject.parent}")
 
 
 def find_workspace(root: Path) -> tuple[Path, str] | None:
@@ -500,6 +514,10 @@ def find_workspace(root: Path) -> tuple[Path, str] | None:
             continue
         if "workspace" not in text:  # (most ancestors' files: no TOML parse)
             continue
+        from .fastpath import owner_trusted
+
+        if not owner_trusted(path.stat()):
+            return None  # another user's workspace is not this project's (see fastpath.owner_trusted)
         try:
             workspace = load_project(d)
         except ProjectError:

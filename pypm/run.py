@@ -149,12 +149,12 @@ def _fast_venv(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any] | N
 
 
 def _project_root(start: Path) -> Path | None:
-    # pypm.project.find_project_root without importing the project model (~15 ms on this path).
-    start = start.resolve()
-    for d in (start, *start.parents):
-        if (d / "pyproject.toml").is_file():
-            return d
-    return None
+    # pypm.project.find_project_root without importing the project model (~15 ms on this path);
+    # another user's project above `start` is none (fastpath.find_root; the full path says why).
+    from .fastpath import find_root
+
+    found = find_root(str(start.resolve()))
+    return type(start)(found) if found is not None else None  # (a Path: run.py imports pathlib lazily)
 
 
 def _state_matches(state: dict[str, Any], want: dict[str, Any], *, frozen: bool) -> bool:

@@ -12,9 +12,9 @@ bytes it was made from (sha256), by the same pypm and PLAN_FORMAT, for the same 
 and nobody else can write it, when none of its paths leaves the venv, the store or the cache's
 tree files, when its copies are as it wrote them (owner, mode, size, none written since the plan)
 and no store entry was unpacked again since. `run_plan` builds the venv with nothing imported but
-os, marshal, time and _thread: `os.mkdir` per directory and `os.link` per file relative to
-directory descriptors, the two halves on two threads, while a third checks every store file
-against its entry's tree file as `Cache.unpack` does; anything unexpected removes what was built.
+os, marshal and time: `os.mkdir` per directory and `os.link` per file relative to
+directory descriptors, after checking every store file against its entry's tree file as
+`Cache.unpack` does; anything unexpected removes what was built.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: st
 
 def _split(venv: str, base_dirs: list[str], dirs: list[str], files: list[tuple[str, bytes]], modes: dict[str, int],
            links: list[tuple[str, list[str], list[str]]], chmods: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The venv's directories, files and links in two independent halves, for two threads: every
+    """The venv's directories, files and links in two independent halves (once built on two threads): every
     path goes with the first component below the deepest directory made beforehand (the skeleton's,
     and a package too big for one half: torch), so a half only fills the directories it made.
     Returns (the directories made beforehand, parents first; the two halves)."""
@@ -472,47 +472,25 @@ def _place_copies(rows: list[Any], venv: str, vfd: int, kept: tuple[str, str, in
             place(f"{syncs}/{prefix}{name}", f"{venv}/{d}")
 
 
-def _start(fn: Any, *args: Any) -> Any:
-    """Run fn(*args) on a thread; returns a function that waits for it and returns its exception.
-    _thread, not threading: threading's imports (functools, collections) cost ~3 ms here."""
-    import _thread
-
-    done = _thread.allocate_lock()
-    done.acquire()
-    result: list[BaseException | None] = [None]
-
-    def run() -> None:
-        try:
-            fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the waiter
-            result[0] = e
-        finally:
-            done.release()
-
-    _thread.start_new_thread(run, ())
-
-    def wait() -> BaseException | None:
-        done.acquire()  # (interruptible: Ctrl-C reaches the main thread here too)
-        done.release()
-        return result[0]
-
-    return wait
-
-
 def run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
-    """Build `venv` (which does not exist) as the plan says: the skeleton, then its two halves on
-    two threads (on this kind of file system a mkdir or a new file is 0.1-0.2 ms of system time, and
-    two threads make them in ~70% of the wall time of one), while a third checks the store."""
+    """Build `venv` (which does not exist) as the plan says: the store checked, the skeleton, then
+    its two halves, all on this one thread.
+
+    Until stop 29 the halves ran on two threads while a third checked the store: on the machine
+    of that time, two threads made the links in ~70% of one's wall time. On this one (2 vCPUs,
+    tmpfs) the three threads' GIL hand-offs cost more than they overlapped (40 k futex calls for
+    torch's 15 k links); one thread, the bench's pypm, 7 rounds alternating right after
+    `rm -rf .venv`: the canary 48 -> 41 ms, the web stack 72 -> 60 ms, torch 204 -> 139 ms. The
+    store is checked first: a damaged entry now stops the build before anything is linked."""
     os.mkdir(venv)  # fails if another process made it meanwhile: nothing of ours to remove
-    stop: list[bool] = []
-    waits: list[Any] = []
+    stop: list[bool] = []  # (_fill and _check_entries stop when it is set: kept for their callers)
     vfd = os.open(venv, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     sfd = -1
     try:
         if plan.get("syncs"):
             sfd = os.open(plan["syncs"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         _write(vfd, _BUILDING_MARKER, f"{os.getpid()}\n".encode(), -1)
-        waits.append(_start(_check_entries, plan["checks"], stop))
+        _check_entries(plan["checks"], stop)
         sites = set(plan["site-dirs"])
         for d in plan["dirs"]:
             os.mkdir(d, dir_fd=vfd)
@@ -528,21 +506,13 @@ def run_plan(plan: dict[str, Any], venv: str, state: dict[str, Any]) -> None:
             os.symlink(target, d, dir_fd=vfd)
         first, second = plan["groups"]
         kept = (plan.get("syncs", ""), plan.get("blob-prefix", ""), sfd)
-        waits.append(_start(_fill, second, venv, vfd, kept, stop))
         _fill(first, venv, vfd, kept, stop)
-        for wait in waits:
-            failed = wait()
-            if failed is not None:
-                raise failed
-        waits = []
+        _fill(second, venv, vfd, kept, stop)
         _place_copies(plan["records"], venv, vfd, kept)
         os.mkdir(".pypm", dir_fd=vfd)
         _write(vfd, ".pypm/state.json", _state_json(plan, venv, vfd, state), 0o644)
         os.unlink(_BUILDING_MARKER, dir_fd=vfd)
     except BaseException:
-        stop.append(True)
-        for wait in waits:  # nothing may still write into the venv while it is removed
-            wait()
         os.close(vfd)
         vfd = -1
         if os.path.lexists(os.path.join(venv, _BUILDING_MARKER)):

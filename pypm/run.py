@@ -397,10 +397,12 @@ def _no_run_hooks(rec: Any) -> bool:
     return True
 
 
-def default_state_matches(root: str, *, frozen: bool = False, python_flag: str | None = None) -> dict[str, Any] | None:
-    """`root/.venv`'s state.json when it records a sync of the default selection from the current
-    pyproject.toml and pypm.lock (`_fast_venv`'s check, without the selection and venvstate
-    modules: ~9 ms of imports), else None. For run's fast path and `pypm x`/script environments."""
+def default_state_matches(root: str, *, frozen: bool = False, python_flag: str | None = None,
+                          selection: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """`root/.venv`'s state.json when it records a sync of the default selection (or `selection`,
+    as venvstate records one) from the current pyproject.toml and pypm.lock (`_fast_venv`'s check,
+    without the selection and venvstate modules: ~9 ms of imports), else None. For run's fast
+    path and `pypm x`/script environments."""
     from .fastpath import DEFAULT_SELECTION
 
     try:
@@ -412,11 +414,38 @@ def default_state_matches(root: str, *, frozen: bool = False, python_flag: str |
         return None
     want = {"version": _STATE_VERSION, "pyproject-sha256": _sha256_file(os.path.join(root, "pyproject.toml")),
             "lock-sha256": _sha256_file(os.path.join(root, "pypm.lock")),
-            "selection": DEFAULT_SELECTION,
+            "selection": DEFAULT_SELECTION if selection is None else selection,
             "python-flag": python_flag}
     if want["lock-sha256"] is None or not _state_matches(state, want, frozen=frozen):
         return None
     return state
+
+
+def _member_venv(member: str, frozen: bool) -> tuple[str, dict[str, Any]] | None:
+    """(the workspace's root, its .venv's state) when `member` (a project without a .venv of its
+    own) is a member of the workspace above it whose .venv was synced for it alone, as `pypm run`
+    there does (`--package NAME`: venvstate's record of that selection), from the current files
+    (default_state_matches, path-tokens included: the member's own pyproject.toml). The ancestor
+    is found as every root is (fastpath.find_root: another user's is none)."""
+    from .fastpath import find_root
+
+    if os.path.lexists(os.path.join(member, ".venv")):
+        return None
+    root = find_root(os.path.dirname(member))  # the nearest project above: the workspace, if any
+    if root is None or root == member:
+        return None
+    try:
+        with open(os.path.join(root, ".venv", ".pypm", "state.json"), encoding="utf-8") as f:
+            members = _json_loads(f.read()).get("workspace-members")
+    except (OSError, ValueError, AttributeError):
+        return None
+    name = members.get(member) if isinstance(members, dict) else None
+    if not isinstance(name, str):
+        return None  # not (or not yet) synced as this workspace's member: the full path decides
+    want = {"main": False, "extras": [], "groups": [], "include-project": False, "packages": [name],
+            "all-packages": False}  # venvstate's record of Selection.from_flags(packages=[name])
+    state = default_state_matches(root, frozen=frozen, selection=want)
+    return (root, state) if state is not None else None
 
 
 def fast_main(argv: Sequence[str]) -> int | None:
@@ -446,10 +475,13 @@ def fast_main(argv: Sequence[str]) -> int | None:
     root = find_root(start)
     if root is None:
         return None
-    venv = os.path.join(root, ".venv")
     state = default_state_matches(root, frozen=frozen)
     if state is None:
-        return None
+        found = _member_venv(root, frozen)  # a workspace member's directory: the workspace's .venv
+        if found is None:
+            return None
+        root, state = found
+    venv = os.path.join(root, ".venv")
     tool = state.get("tool")
     if (not isinstance(tool, dict) or tool.get("trusted-keys")
             or (tool.get("plugins") and not _no_run_hooks(tool.get("plugin-run")))

@@ -275,6 +275,12 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
     want_state["project-token"] = _project_token(project)
     if local_dirs:  # path dependencies: their inputs changed means sync again (the fast paths check it)
         want_state["path-tokens"] = local_dirs
+    if lock.members:  # a workspace: run's fast path in a member's directory finds this venv by them
+        from .lockfile import canonical_name
+
+        want_state["workspace-members"] = {
+            os.path.normpath(project.root / p.local_directory): canonical_name(p.name)
+            for m in lock.members for p in lock.by_name(m) if p.local_directory}
     layout = _layout(venv, interp)
 
     from .venv import discard_half_built, mark_complete

@@ -165,3 +165,30 @@ def test_adding_a_member_by_name_writes_no_bound(pypm, ws):
     lock = loads((root / "pypm.lock").read_text())
     assert "tool" in [d.name for d in lock.by_name("plugin")[0].dependencies]
     assert {"plugin", "tool", "gamma"} <= set(installed(root / ".venv"))
+
+
+def test_run_in_a_members_directory_takes_the_fast_path_once_synced_for_it(pypm, ws):
+    server, root = ws
+    tool = root / "packages" / "tool"
+
+    def run(code: str) -> tuple[set[str], str]:
+        r = pypm("run", "--", "python", "-c", code, cwd=tool, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert r.returncode == 0, r.stderr
+        return {ln.split("|")[-1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}, r.stdout
+
+    imported, _ = run("pass")  # the first: the full path syncs the workspace's .venv for `tool`
+    assert "pypm.cli" in imported
+    imported, out = run("import tool, gamma; print(tool.VALUE)")
+    assert "pypm.cli" not in imported and "pypm.locking" not in imported, sorted(imported)
+    assert out == "one\n"
+    # the member's own pyproject.toml is an input: a new dependency takes the full path again
+    write_lib(tool, "tool", deps=["gamma", "alpha"])
+    imported, _ = run("import alpha")
+    assert "pypm.cli" in imported
+    imported, _ = run("import alpha")
+    assert "pypm.cli" not in imported
+    # the root's own selection is another venv state: from the root, the full path again
+    r = pypm("run", "--", "python", "-c", "import plugin", cwd=root)
+    assert r.returncode == 0, r.stderr
+    imported, _ = run("pass")
+    assert "pypm.cli" in imported

@@ -211,6 +211,8 @@ def render_pylock(lock: Lock, selection: Selection, *, project_dir: Path | None 
         entries.append(((canonical_name(project_name), ""), d))
     for p in pkgs:
         m = markers.get(p.key, p.marker)
+        if p.virtual_member:  # not installed (its dependencies are listed as they are reached)
+            continue
         if p.local_directory:  # a path dependency's directory: no version (PEP 751: not stable)
             where = Path(os.path.normpath((lock_dir or Path.cwd()) / p.local_directory))
             d = {"name": canonical_name(p.name), **({"marker": m} if m else {}),
@@ -256,6 +258,8 @@ def render_requirements(lock: Lock, selection: Selection, *, project_dir: Path |
         out.append(f"-e {path if path.startswith('.') else './' + path}\n")
     for p in pkgs:
         name = canonical_name(p.name)
+        if p.virtual_member:
+            continue
         if p.local_directory:  # a path dependency's directory, as the project's own line is written
             where = _posix_rel(Path(os.path.normpath((lock_dir or Path.cwd()) / p.local_directory)),
                                base_dir or Path.cwd())

@@ -96,7 +96,8 @@ class LockedPackage:
     name: str
     version: str
     # {"registry": index-url} | {"find-links": dir-or-url} | {"editable": "."} (the project) |
-    # {"virtual": "."} | {"editable": dir} / {"directory": dir} (a path dependency, installed
+    # {"virtual": "."} | {"virtual": dir} (a workspace member without [build-system]) |
+    # {"editable": dir} / {"directory": dir} (a path dependency, installed
     # editable or built) | {"path": file} (a local wheel or sdist) | {"url": u}
     source: dict[str, str]
     marker: str | None = None  # when the environment needs this package at all (None: always)
@@ -118,7 +119,13 @@ class LockedPackage:
 
     @property
     def is_root(self) -> bool:
-        return self.source.get("editable") == "." or "virtual" in self.source
+        return self.source.get("editable") == "." or self.source.get("virtual") == "."
+
+    @property
+    def virtual_member(self) -> bool:
+        """A workspace member without a [build-system] (`virtual = "<dir>"`): its dependencies are
+        installed, it is not (as uv's virtual members)."""
+        return not self.is_root and "virtual" in self.source
 
     @property
     def local_directory(self) -> str | None:

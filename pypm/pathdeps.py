@@ -50,6 +50,7 @@ class PathSource:
     path: str  # as the lock writes it: relative to the project's root (POSIX separators), or absolute as given
     editable: bool
     origin: str  # where it is declared, for messages: "pyproject.toml: `tool.pypm.sources.lib`"
+    member: bool = False  # a workspace member: may be virtual (no [build-system]: not installed)
 
     def location(self, root: Path) -> Path:
         return Path(os.path.normpath(os.path.join(root, self.path)))
@@ -166,7 +167,7 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
                                f"(its members: {have})",
                                hint="add its directory to [tool.pypm.workspace] members of the root's "
                                     "pyproject.toml, or give a `path`")
-        return PathSource(name, members[name], editable, origin)
+        return PathSource(name, members[name], editable, origin, member=True)
 
     arrays = [("dependencies", "project.dependencies", project.dependencies),
               *((f"optional:{k}", f"project.optional-dependencies.{k}", v)
@@ -179,7 +180,8 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
         _add(sources, declared(name, path, editable, root, f"{project.pyproject}: `tool.pypm.sources.{name}`"), root)
     for name, rel in members.items():  # every member is locked, and is the package of its name
         if name not in sources:
-            _add(sources, PathSource(name, rel, True, f"{project.pyproject}: `tool.pypm.workspace.members`"), root)
+            _add(sources, PathSource(name, rel, True, f"{project.pyproject}: `tool.pypm.workspace.members`",
+                                     member=True), root)
     if project.normalized_name in sources:
         s = sources[project.normalized_name]
         raise ProjectError(f"{s.origin} names the project itself ({project.name}) as a path dependency",
@@ -276,7 +278,7 @@ def _load(d: Path, s: PathSource) -> Project:
         raise ProjectError(f"{pyproject}: {', '.join(dynamic)} {'is' if len(dynamic) == 1 else 'are'} listed in "
                            "`project.dynamic`; pypm reads a path dependency's metadata from its [project] table "
                            "without running its build backend", hint="write them in [project] statically")
-    if sub.build_system is None:
+    if sub.build_system is None and not s.member:  # (a member without one is virtual: not installed)
         raise ProjectError(f"{pyproject} has no [build-system], so {s.name} cannot be built and installed "
                            f"(required through {s.origin})",
                            hint='add one, e.g. [build-system] requires = ["hatchling"] build-backend = '
@@ -293,6 +295,7 @@ class LocalSources:
         self.sources = dict(sources)
         self.root = root
         self._meta: dict[str, CoreMetadata] = {}
+        self._virtual: set[str] = set()  # members without [build-system] (metadata_of finds them)
 
     def __contains__(self, name: str) -> bool:
         return name in self.sources
@@ -310,6 +313,8 @@ class LocalSources:
                       source=(s.lock_kind, s.path))
         if not s.is_file():
             meta = self.metadata_of(name)
+            if name in self._virtual:
+                common["source"] = ("virtual", s.path)
             return [DistFile(name=name, version=meta.version, filename=s.path, url=uri, kind="directory",
                              sha256=None, size=None, requires_python=meta.requires_python, **common)]  # type: ignore[arg-type]
         if not where.is_file():
@@ -346,6 +351,8 @@ class LocalSources:
 
         s = self.sources[name]
         sub = _load(s.location(self.root), s)
+        if sub.build_system is None:
+            self._virtual.add(name)
         requires = [strip_direct(t)[0] for t in sub.dependencies]
         for extra, texts in sorted(sub.optional_dependencies.items()):
             for t in texts:
@@ -378,7 +385,8 @@ def directories(packages: Iterable[Any], root: Path) -> dict[str, str]:
     the venv's state.json: a change there means sync again, as the project's own token does)."""
     out = {}
     for p in packages:
-        rel = getattr(p, "local_directory", None)
+        rel = getattr(p, "local_directory", None) or (p.source.get("virtual") if getattr(p, "virtual_member", False)
+                                                      else None)
         if rel:
             d = os.path.normpath(os.path.join(root, rel))
             out[d] = inputs_token(d)

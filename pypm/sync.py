@@ -247,6 +247,8 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
     local_dirs = _local_directories(packages, project.root)
     wanted: list[Wanted] = []
     for p in packages:
+        if p.virtual_member:  # a workspace member without [build-system]: its dependencies only
+            continue
         if p.local_directory:  # a path dependency's directory: built (or installed editable), no file
             d = _local_dir(project, p)
             wanted.append(Wanted(p.key[0], p.version, "editable" if "editable" in p.source else "directory", None,
@@ -279,8 +281,8 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
         from .lockfile import canonical_name
 
         want_state["workspace-members"] = {
-            os.path.normpath(project.root / p.local_directory): canonical_name(p.name)
-            for m in lock.members for p in lock.by_name(m) if p.local_directory}
+            os.path.normpath(project.root / (p.local_directory or p.source["virtual"])): canonical_name(p.name)
+            for m in lock.members for p in lock.by_name(m) if p.local_directory or p.virtual_member}
     layout = _layout(venv, interp)
 
     from .venv import discard_half_built, mark_complete

@@ -197,7 +197,7 @@ class _VenvCheck:
     # ---- which tree
     def _locked_file(self, dist: Any) -> tuple[LockedPackage | None, FileEntry | None]:
         for p in self.lock.by_name(dist.name):
-            if p.is_root or p.local_directory:  # the project, a path dependency: no file (their token)
+            if p.is_root or p.local_directory or p.virtual_member:  # the project, a path dependency: no file
                 return p, None
             if not _same_version(p.version, dist.version):
                 continue
@@ -458,7 +458,7 @@ def _missing_packages(ctx: Any, project: Any, lock: Lock, check: _VenvCheck, dis
     if root is not None and selection.include_project and not project.is_virtual:
         wanted = [*wanted, root]
     for p in wanted:
-        if canonical_name(p.name) not in dists:
+        if canonical_name(p.name) not in dists and not p.virtual_member:  # (a virtual member is never installed)
             check.note("missing", f"{canonical_name(p.name)} {p.version}",
                        detail="the whole package: pypm.lock selects it for this venv and it is not installed")
 

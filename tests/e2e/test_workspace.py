@@ -192,3 +192,30 @@ def test_run_in_a_members_directory_takes_the_fast_path_once_synced_for_it(pypm,
     assert r.returncode == 0, r.stderr
     imported, _ = run("pass")
     assert "pypm.cli" in imported
+
+
+def test_a_member_without_build_system_is_virtual_its_dependencies_installed_not_it(pypm, ws):
+    server, root = ws
+    meta = root / "packages" / "meta"
+    meta.mkdir()
+    (meta / "pyproject.toml").write_text('[project]\nname = "meta"\nversion = "0.1"\ndependencies = ["alpha", "tool"]\n')
+    r = pypm("sync", "--package", "meta", cwd=root)
+    assert r.returncode == 0, r.stderr
+    lock = loads((root / "pypm.lock").read_text())
+    assert lock.members == ["core", "meta", "plugin", "tool"]
+    assert lock.by_name("meta")[0].source == {"virtual": "packages/meta"}
+    assert installed(root / ".venv") == {"alpha": "1.0", "tool": "0.3.0", "gamma": "3.0"}  # not meta itself
+    # in its directory: the same selection, and the fast path once synced for it
+    r = pypm("run", "--", "python", "-c", "import alpha, tool", cwd=meta, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0 and "pypm.cli" not in r.stderr, r.stderr
+    r = pypm("export", "--package", "meta", "--format", "requirements.txt", cwd=root)
+    assert r.returncode == 0 and "meta" not in r.stdout and "-e ./packages/tool" in r.stdout, r.stdout
+    assert pypm("verify", "--venv", cwd=root).returncode == 0
+    # a path dependency (not a member) still needs a [build-system]: it is installed
+    write_lib(root / "outside", "outside")
+    (root / "outside" / "pyproject.toml").write_text('[project]\nname = "outside"\nversion = "1"\n')
+    path = root / "pyproject.toml"
+    path.write_text(path.read_text().replace('dependencies = ["plugin"]', 'dependencies = ["plugin", "outside"]')
+                    + 'outside = { path = "outside" }\n')
+    r = pypm("lock", cwd=root)
+    assert r.returncode == 3 and "has no [build-system]" in r.stderr, r.stderr

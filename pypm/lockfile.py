@@ -106,7 +106,7 @@ class LockedPackage:
     groups: list[str] = field(default_factory=list)  # PEP 735 groups that pull it in
     dependencies: list[Dependency] = field(default_factory=list)
     optional_dependencies: dict[str, list[Dependency]] = field(default_factory=dict)
-    dependency_groups: dict[str, list[Dependency]] = field(default_factory=dict)  # root only
+    dependency_groups: dict[str, list[Dependency]] = field(default_factory=dict)  # the root, workspace members
     sdist: FileEntry | None = None
     wheels: list[FileEntry] = field(default_factory=list)
     # Issue 5 (hermetic builds): pinned build-system requirements of a package built from source.

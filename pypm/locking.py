@@ -517,8 +517,11 @@ def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs
                     optional_dependencies={k: reqs.get(f"optional:{k}", v)
                                            for k, v in project.optional_dependencies.items()},
                     dependency_groups={**{k: reqs.get(f"group:{k}", v) for k, v in project.dependency_groups.items()},
-                                       # every member of the workspace is locked, wanted by the root or not
-                                       **({_WORKSPACE: inputs.members} if inputs.members else {})})
+                                       # every member of the workspace is locked, wanted by the root or not,
+                                       # and so are the members' own dependency groups
+                                       **({_WORKSPACE: inputs.members} if inputs.members else {}),
+                                       **{f"{_WORKSPACE}:{k.split(':', 1)[1]}": v for k, v in reqs.items()
+                                          if k.startswith("member-group:")}})
     with client:
         res = resolve(client, root, ropts)
         old_hashes = {} if (old is None or opts.refresh) else {
@@ -532,9 +535,15 @@ def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs
             dependency_groups={k: [_dep(e) for e in v] for k, v in res.root_groups.items()},
         )
         if inputs.members:  # the members' entry point is the lock's `members`, not a group of the root's
-            root_pkg.dependency_groups.pop(_WORKSPACE, None)
+            by_member = {canonical_name(p.name): p for p in packages if p.local_directory or p.virtual_member}
+            for key in [k for k in root_pkg.dependency_groups if k.startswith(_WORKSPACE)]:
+                edges = root_pkg.dependency_groups.pop(key)
+                if key != _WORKSPACE:  # "<workspace>:MEMBER:GROUP": the member's own group
+                    member, group = key[len(_WORKSPACE) + 1:].split(":", 1)
+                    if member in by_member:
+                        by_member[member].dependency_groups[group] = edges
             for p in packages:
-                p.groups = [g for g in p.groups if g != _WORKSPACE]
+                p.groups = [g for g in p.groups if not g.startswith(_WORKSPACE)]
         packages.append(root_pkg)
         _add_build_dependencies(ctx, client, project, requires_python, ropts, root_pkg, packages, old_hashes)
         from .build import mark_build_network  # issue 5: [tool.pypm.build] network, shown in the lock

@@ -152,7 +152,7 @@ def workspace_members(project: Project) -> dict[str, str]:
 def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[str, ...]], tuple[str, ...]]:
     """The project's path sources (followed into path dependencies' own), its requirement arrays
     with local direct references made plain names ({"dependencies": (...), "optional:NAME": (...),
-    "group:NAME": (...)}), and the names of its workspace's members (each an editable source,
+    "group:NAME": (...), and each workspace member's groups as "member-group:MEMBER:GROUP"}), and the names of its workspace's members (each an editable source,
     all of them locked). Remote direct references are refused here."""
     sources: dict[str, PathSource] = {}
     root = project.root
@@ -200,6 +200,11 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
                            *((f"project.optional-dependencies.{k}", v) for k, v in sub.optional_dependencies.items())):
             for text in texts:
                 _take_direct(text, d, root, f"{sub.pyproject}: `{key}`", sources, todo)
+        if s.member:  # a member's own dependency groups are locked too (`--package NAME` installs them)
+            for group, texts in sub.dependency_groups.items():
+                plain[f"member-group:{s.name}:{group}"] = tuple(
+                    _take_direct(t, d, root, f"{sub.pyproject}: `dependency-groups.{group}`", sources, todo)
+                    for t in texts)
         for name, path, editable in sub.tool.sources:
             new = declared(name, path, editable, d, f"{sub.pyproject}: `tool.pypm.sources.{name}`")
             if _add(sources, new, root) and not new.is_file():

@@ -442,7 +442,7 @@ def _member_venv(member: str, frozen: bool) -> tuple[str, dict[str, Any]] | None
     name = members.get(member) if isinstance(members, dict) else None
     if not isinstance(name, str):
         return None  # not (or not yet) synced as this workspace's member: the full path decides
-    want = {"main": False, "extras": [], "groups": [], "include-project": False, "packages": [name],
+    want = {"main": False, "extras": [], "groups": ["dev"], "include-project": False, "packages": [name],
             "all-packages": False}  # venvstate's record of Selection.from_flags(packages=[name])
     state = default_state_matches(root, frozen=frozen, selection=want)
     return (root, state) if state is not None else None

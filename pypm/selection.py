@@ -37,7 +37,8 @@ class Selection:
             base = cls.from_flags(extras=extras, all_extras=all_extras, no_dev=no_dev, groups=groups,
                                   only_groups=only_groups, no_install_project=no_install_project)
             if packages and not all_packages:  # the members alone: not the root's own requirements
-                base = replace(base, main=False, extras=frozenset(), groups=frozenset(), include_project=False)
+                # (the groups stay: they name the members' own, `dev` by default, as uv)
+                base = replace(base, main=False, extras=frozenset(), include_project=False)
             return replace(base, packages=frozenset(canonical_name(x) for x in packages), all_packages=all_packages)
         g = {canonical_name(x) for x in groups}
         if only_groups:
@@ -76,7 +77,8 @@ def entry_dependencies(lock: Lock, selection: Selection) -> list[Dependency]:
     # extra with no dependencies simply has no table here.
     for e in sorted(wanted_extras):
         out += root.optional_dependencies.get(e, [])
-    for g in sorted(selection.groups):
+    only_members = bool(selection.packages) and not selection.all_packages
+    for g in sorted(selection.groups) if not only_members else ():
         out += root.dependency_groups.get(g, [])
     members = sorted(lock.members) if selection.all_packages else sorted(selection.packages)
     for name in members:  # a member's edge: the member itself (editable), then its dependencies
@@ -89,6 +91,8 @@ def entry_dependencies(lock: Lock, selection: Selection) -> list[Dependency]:
             raise LockError(f"pypm.lock: {name} is not a member of the workspace (its members: {have})",
                             hint="name a member in --package, or run `pypm lock` after changing the members")
         out.append(Dependency(name=found[0].name, version=found[0].version))
+        for g in sorted(selection.groups):  # the member's own dependency groups
+            out += found[0].dependency_groups.get(g, [])
     return out
 
 

@@ -70,7 +70,7 @@ class _Graph:
         wanted = set(pkg.optional_dependencies) if pkg.is_root else set(extras)
         for extra in sorted(wanted):
             add(pkg.optional_dependencies.get(extra, ()), f"extra: {extra}")
-        if pkg.is_root:
+        if pkg.is_root or pkg.dependency_groups:  # (a workspace member's own groups too)
             for group in sorted(pkg.dependency_groups):
                 if not (no_dev and group == "dev"):
                     add(pkg.dependency_groups[group], f"group: {group}")

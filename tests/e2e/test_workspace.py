@@ -219,3 +219,24 @@ def test_a_member_without_build_system_is_virtual_its_dependencies_installed_not
                     + 'outside = { path = "outside" }\n')
     r = pypm("lock", cwd=root)
     assert r.returncode == 3 and "has no [build-system]" in r.stderr, r.stderr
+
+
+def test_a_members_own_dependency_groups_are_locked_and_installed_with_it(pypm, ws):
+    server, root = ws
+    tool = root / "packages" / "tool"
+    (tool / "pyproject.toml").write_text((tool / "pyproject.toml").read_text() + '\n[dependency-groups]\ndev = ["beta"]\n')
+    r = pypm("sync", "--package", "tool", cwd=root)
+    assert r.returncode == 0, r.stderr
+    entry = loads((root / "pypm.lock").read_text()).by_name("tool")[0]
+    assert {g: [d.name for d in v] for g, v in entry.dependency_groups.items()} == {"dev": ["beta"]}
+    assert installed(root / ".venv") == {"tool": "0.3.0", "gamma": "3.0", "beta": "2.0"}  # dev, as uv
+    r = pypm("sync", "--package", "tool", "--no-dev", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert installed(root / ".venv") == {"tool": "0.3.0", "gamma": "3.0"}
+    r = pypm("tree", "--frozen", "--package", "tool", cwd=root)
+    assert r.stdout == "tool v0.3.0\n├── gamma v3.0\n└── beta v2.0 (group: dev)\n", r.stdout
+    # in its directory, as `--package tool`, and by the fast path the second time
+    for _ in range(2):
+        r = pypm("run", "--", "python", "-c", "import beta", cwd=tool, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert r.returncode == 0, r.stderr
+    assert "pypm.cli" not in r.stderr

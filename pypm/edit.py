@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ExitCode, ProjectError, UsageError
 from .lockfile import canonical_name
+from .pathdeps import ARCHIVES
 from .project import _NAME, _NAME_HINT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -253,7 +254,7 @@ def parse_requirement(text: str, what: str = "", *, local_urls: bool = False) ->
         req = Requirement(text)
     except InvalidRequirement as e:
         hint = "a PEP 508 requirement: NAME, NAME>=1.2, NAME[extra], with a marker after ;"
-        if "/" in text or text.endswith((".whl", ".tar.gz", ".zip")):
+        if "/" in text or text.endswith(ARCHIVES):
             hint = _LOCAL_HINT
         raise UsageError(f"{said} is not a valid requirement: {e}", hint=hint) from None
     if req.url and not (local_urls and req.url.startswith("file:")):
@@ -261,11 +262,8 @@ def parse_requirement(text: str, what: str = "", *, local_urls: bool = False) ->
     return req
 
 
-_ARCHIVES = (".whl", ".tar.gz", ".zip")
-
-
 def _looks_local(text: str) -> bool:
-    return "@" not in text and ("/" in text or text.startswith((".", "~")) or text.endswith(_ARCHIVES))
+    return "@" not in text and ("/" in text or text.startswith((".", "~")) or text.endswith(ARCHIVES))
 
 
 def _local_target(text: str, project: Project, cwd: Path) -> tuple[str, str]:
@@ -284,15 +282,13 @@ def _local_target(text: str, project: Project, cwd: Path) -> tuple[str, str]:
                              hint="pypm takes a path dependency's metadata from its [project] table") from None
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise UsageError(f"{where / 'pyproject.toml'}: `project.name` is {name!r}, not a valid name", hint=_NAME_HINT)
-    elif where.is_file() and where.name.endswith(_ARCHIVES):
-        from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, \
-            parse_wheel_filename
+    elif where.is_file() and where.name.endswith(ARCHIVES):
+        from .simpleapi import parse_filename
 
-        try:
-            name = str(parse_wheel_filename(where.name)[0] if where.name.endswith(".whl")
-                       else parse_sdist_filename(where.name)[0])
-        except (InvalidWheelFilename, InvalidSdistFilename) as e:
-            raise UsageError(f"{text}: {where.name} is not a valid wheel or sdist name ({e})") from None
+        parsed = parse_filename(where.name)
+        if parsed is None:
+            raise UsageError(f"{text}: {where.name} is not a valid wheel or sdist name")
+        name = parsed[1]
     else:
         raise UsageError(f"{text}: {where} is not a project directory, a wheel or an sdist",
                          hint="give the path of a directory with a pyproject.toml, or of a .whl/.tar.gz file; "

@@ -38,9 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .project import Project
     from .simpleapi import CoreMetadata, DistFile
 
-__all__ = ["PathSource", "LocalSources", "collect", "strip_direct", "inputs_token"]
+__all__ = ["PathSource", "LocalSources", "collect", "strip_direct", "inputs_token", "ARCHIVES"]
 
-_ARCHIVES = (".whl", ".tar.gz", ".zip")
+ARCHIVES = (".whl", ".tar.gz", ".zip")  # the file names simpleapi.parse_filename reads
 _STATIC = ("version", "dependencies", "optional-dependencies", "requires-python")
 
 
@@ -56,7 +56,7 @@ class PathSource:
         return Path(os.path.normpath(os.path.join(root, self.path)))
 
     def is_file(self) -> bool:
-        return self.path.endswith(_ARCHIVES)
+        return self.path.endswith(ARCHIVES)
 
     @property
     def lock_kind(self) -> str:
@@ -306,10 +306,7 @@ class LocalSources:
         return name in self.sources
 
     def files(self, name: str) -> list[DistFile]:
-        from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, \
-            parse_wheel_filename
-
-        from .simpleapi import DistFile
+        from .simpleapi import DistFile, parse_filename
 
         s = self.sources[name]
         where = s.location(self.root)
@@ -328,17 +325,12 @@ class LocalSources:
         if s.editable:
             raise ProjectError(f"{s.origin}: {s.path} is a file; only a directory can be installed editable",
                                hint="drop `editable = true`, or name the project's directory")
-        try:
-            if where.name.endswith(".whl"):
-                fname, version, _, _ = parse_wheel_filename(where.name)
-                kind = "wheel"
-            else:
-                fname, version = parse_sdist_filename(where.name)
-                kind = "sdist"
-        except (InvalidWheelFilename, InvalidSdistFilename) as e:
-            raise ProjectError(f"{s.origin}: {where.name} is not a valid wheel or sdist file name ({e})",
-                               hint="name the file as its build tool did") from None
-        if str(fname) != name:
+        parsed = parse_filename(where.name)
+        if parsed is None:
+            raise ProjectError(f"{s.origin}: {where.name} is not a valid wheel or sdist file name",
+                               hint="name the file as its build tool did")
+        kind, fname, version = parsed
+        if fname != name:
             raise ProjectError(f"{s.origin}: {where.name} is a file of {fname}, not of {name}",
                                hint="fix the path or the requirement's name")
         return [DistFile(name=name, version=str(version), filename=where.name, url=uri, kind=kind, sha256=None,

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import ExitCode, IndexError_, IntegrityError, ProjectError, UsageError
+from .pathdeps import ARCHIVES
+from .simpleapi import _redact
 
 if TYPE_CHECKING:  # pragma: no cover
     import argparse
 
 __all__ = ["publish_command", "Upload", "read_upload", "form_fields"]
 
-_ARCHIVES = (".whl", ".tar.gz", ".zip")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -91,27 +92,25 @@ def _metadata_bytes(path: Path) -> bytes:
 def read_upload(path: Path) -> Upload:
     """`path` checked and described for the upload; a ProjectError says what is wrong with it."""
     from packaging.metadata import parse_email
-    from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
-                                 parse_sdist_filename, parse_wheel_filename)
+    from packaging.utils import canonicalize_name
     from packaging.version import InvalidVersion, Version
 
-    try:
-        if path.name.endswith(".whl"):
-            fname, fversion, _, tags = parse_wheel_filename(path.name)
-            filetype, pyversion = "bdist_wheel", ".".join(sorted({t.interpreter for t in tags}))
-        else:
-            fname, fversion = parse_sdist_filename(path.name)
-            filetype, pyversion = "sdist", "source"
-    except (InvalidWheelFilename, InvalidSdistFilename) as e:
-        raise ProjectError(f"{path}: not a wheel or sdist file name ({e})",
-                           hint="upload the files a build wrote (`pypm build` puts them in dist/)") from None
+    from .simpleapi import parse_filename
+
+    parsed = parse_filename(path.name)
+    if parsed is None:
+        raise ProjectError(f"{path}: not a wheel or sdist file name",
+                           hint="upload the files a build wrote (`pypm build` puts them in dist/)")
+    kind, fname, fversion = parsed
+    # the wheel's python tag as its name gives it (`py3`, `py2.py3`), "source" for an sdist
+    filetype, pyversion = ("bdist_wheel", path.name[:-4].split("-")[-3]) if kind == "wheel" else ("sdist", "source")
     raw, unparsed = parse_email(_metadata_bytes(path))
     name, version = raw.get("name"), raw.get("version")
     if not name or not version:
         raise ProjectError(f"{path}: its metadata has no {'Name' if not name else 'Version'}",
                            hint="build it again with a current backend")
     try:
-        same = canonicalize_name(name) == fname and Version(version) == fversion
+        same = canonicalize_name(name) == fname and Version(version) == Version(fversion)
     except InvalidVersion:
         same = False
     if not same:
@@ -123,7 +122,7 @@ def read_upload(path: Path) -> Upload:
             sha.update(chunk)
             blake.update(chunk)
             md5.update(chunk)
-    return Upload(path=path, name=str(fname), version=str(fversion), filetype=filetype, pyversion=pyversion,
+    return Upload(path=path, name=fname, version=fversion, filetype=filetype, pyversion=pyversion,
                   sha256=sha.hexdigest(), blake2_256=blake.hexdigest(), md5=md5.hexdigest(), metadata=dict(raw))
 
 
@@ -164,13 +163,13 @@ def _files(ctx: Any, given: list[str]) -> list[Path]:
         for p in paths:
             if not p.is_file():
                 raise UsageError(f"{p} is not a file", hint="give wheel and sdist files, or none to upload dist/*")
-            if not p.name.endswith(_ARCHIVES):
+            if not p.name.endswith(ARCHIVES):
                 raise UsageError(f"{p} is not a wheel or an sdist (.whl, .tar.gz, .zip)")
         return paths
     from .project import find_project_root
 
     dist = find_project_root(Path(ctx.directory)) / "dist"
-    found = sorted(p for p in dist.glob("*") if p.is_file() and p.name.endswith(_ARCHIVES)) if dist.is_dir() else []
+    found = sorted(p for p in dist.glob("*") if p.is_file() and p.name.endswith(ARCHIVES)) if dist.is_dir() else []
     if not found:
         raise UsageError(f"no wheels or sdists in {dist}", hint="build them first with `pypm build`, or name the files")
     return found
@@ -225,12 +224,6 @@ def _credentials(args: argparse.Namespace, url: str) -> tuple[str, str] | None:
         raise UsageError(f"{_redact(url)} is plain HTTP: pypm does not send credentials unencrypted",
                          hint="use the index's https:// upload URL")
     return auth
-
-
-def _redact(url: str) -> str:
-    from .simpleapi import _redact as redact
-
-    return redact(url)
 
 
 def _on_index(check_url: str, u: Upload, ctx: Any) -> str | None:

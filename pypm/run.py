@@ -421,6 +421,13 @@ def default_state_matches(root: str, *, frozen: bool = False, python_flag: str |
     return state
 
 
+def member_selection(name: str) -> dict[str, Any]:
+    """venvstate's record of `Selection.from_flags(packages=[name])` (what `pypm run` in a member's
+    directory syncs), without the selection and venvstate modules; a test keeps them equal."""
+    return {"main": False, "extras": [], "groups": ["dev"], "include-project": False, "packages": [name],
+            "all-packages": False}
+
+
 def _member_venv(member: str, frozen: bool) -> tuple[str, dict[str, Any]] | None:
     """(the workspace's root, its .venv's state) when `member` (a project without a .venv of its
     own) is a member of the workspace above it whose .venv was synced for it alone, as `pypm run`
@@ -442,9 +449,7 @@ def _member_venv(member: str, frozen: bool) -> tuple[str, dict[str, Any]] | None
     name = members.get(member) if isinstance(members, dict) else None
     if not isinstance(name, str):
         return None  # not (or not yet) synced as this workspace's member: the full path decides
-    want = {"main": False, "extras": [], "groups": ["dev"], "include-project": False, "packages": [name],
-            "all-packages": False}  # venvstate's record of Selection.from_flags(packages=[name])
-    state = default_state_matches(root, frozen=frozen, selection=want)
+    state = default_state_matches(root, frozen=frozen, selection=member_selection(name))
     return (root, state) if state is not None else None
 
 

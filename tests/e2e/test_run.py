@@ -192,6 +192,13 @@ def test_sandbox_flags_without_the_sandbox_are_said_to_do_nothing(pypm, synced) 
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
+def test_a_members_fast_path_selection_is_venvstates_record_of_it() -> None:
+    from pypm import run, venvstate
+    from pypm.selection import Selection
+
+    assert run.member_selection("core") == venvstate._selection_json(Selection.from_flags(packages=["core"]))
+
+
 def test_fast_path_state_version_is_venvstates() -> None:
     from pypm import run, venvstate
 

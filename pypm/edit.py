@@ -109,33 +109,35 @@ def add_command(ctx: Any, args: argparse.Namespace) -> int:
     """`pypm add REQ...`."""
     if getattr(args, "script", None):
         return _edit_script(ctx, args, add=True)
-    with _project_locked(ctx):
-        return _add(ctx, args)
+    with _project_locked(ctx) as ws:
+        return _add(ctx, args, ws)
 
 
 def remove_command(ctx: Any, args: argparse.Namespace) -> int:
     """`pypm remove NAME...`."""
     if getattr(args, "script", None):
         return _edit_script(ctx, args, add=False)
-    with _project_locked(ctx):
-        return _remove(ctx, args)
+    with _project_locked(ctx) as ws:
+        return _remove(ctx, args, ws)
 
 
 @contextmanager
-def _project_locked(ctx: Any) -> Iterator[None]:
+def _project_locked(ctx: Any) -> Iterator[tuple[Path, str] | None]:
     """The project's sync lock (`sync.project_lock`), from reading pyproject.toml to the end of the
     sync: two `pypm add`s at once would each write their own edit over the other's, and a
-    `pypm sync` meanwhile would install from a lock about to be rolled back."""
+    `pypm sync` meanwhile would install from a lock about to be rolled back. Yields the project's
+    workspace (`project.find_workspace`: its root and this member's name), or None: found once,
+    for the whole command."""
     from .project import find_project_root, find_workspace
     from .sync import project_lock
 
     root = find_project_root(ctx.directory)
     ws = find_workspace(root)  # a workspace member: the workspace's lock and .venv are what change
     with project_lock(ctx, ws[0] if ws else root):
-        yield
+        yield ws
 
 
-def _add(ctx: Any, args: argparse.Namespace) -> int:
+def _add(ctx: Any, args: argparse.Namespace, ws: tuple[Path, str] | None) -> int:
     project, doc = _load(ctx)
     target = _Target.from_args(args)
     _refuse_dynamic(project, target)
@@ -164,9 +166,8 @@ def _add(ctx: Any, args: argparse.Namespace) -> int:
     # No bound for what comes from a path: the directory is the version (as uv), and that includes
     # the names [tool.pypm.sources] already holds and the members of the workspace
     from .pathdeps import workspace_members
-    from .project import find_workspace, load_project
+    from .project import load_project
 
-    ws = find_workspace(project.root)
     members = workspace_members(load_project(ws[0]) if ws is not None else project)
     local_names = {canonical_name(n) for n, _ in local} | {n for n, _, _ in project.tool.sources} | set(members)
     for name, path in local:
@@ -179,11 +180,11 @@ def _add(ctx: Any, args: argparse.Namespace) -> int:
     # The sync installs what was added to: its extra or group besides the default selection (as uv)
     selection = argparse.Namespace(offline=args.offline, extra=[target.name] if target.kind == "optional" else [],
                                    group=[target.name] if target.kind == "group" else [])
-    return _apply(ctx, args, project, doc, f"added {names} to {target.key}", selection,
+    return _apply(ctx, args, project, doc, ws, f"added {names} to {target.key}", selection,
                   lambda lock: _add_bounds(array, bound, lock))
 
 
-def _remove(ctx: Any, args: argparse.Namespace) -> int:
+def _remove(ctx: Any, args: argparse.Namespace, ws: tuple[Path, str] | None) -> int:
     project, doc = _load(ctx)
     target = _Target.from_args(args)
     _refuse_dynamic(project, target)
@@ -201,7 +202,7 @@ def _remove(ctx: Any, args: argparse.Namespace) -> int:
         for i in reversed(found):
             del array[i]
         _drop_source(doc, given)  # (as uv: a source no requirement names any more goes too)
-    return _apply(ctx, args, project, doc, f"removed {', '.join(args.packages)} from {target.key}",
+    return _apply(ctx, args, project, doc, ws, f"removed {', '.join(args.packages)} from {target.key}",
                   argparse.Namespace(offline=args.offline), None)
 
 
@@ -446,7 +447,7 @@ def _where_else(doc: Any, name: str, target: _Target) -> str:
 
 # --------------------------------------------------------------------------- lock, sync, roll back
 
-def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what: str,
+def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, ws: tuple[Path, str] | None, what: str,
            selection: argparse.Namespace, then: Any) -> int:
     """Write the edited `doc`, lock and sync `selection` (sync's flags); on any failure (or Ctrl-C)
     put pyproject.toml and pypm.lock back as they were. `then(lock)`, once the lock exists: a
@@ -455,12 +456,11 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, what:
     import tomlkit
 
     from .lockfile import LOCK_NAME, read, write_atomic
-    from .project import find_workspace, load_project
+    from .project import load_project
 
     pyproject = project.pyproject
-    # In a workspace member, its own pyproject.toml is edited, and the workspace is locked and
-    # synced (the member selected, as `pypm sync` there would).
-    ws = find_workspace(project.root)
+    # In a workspace member (`ws`), its own pyproject.toml is edited, and the workspace is locked
+    # and synced (the member selected, as `pypm sync` there would).
     lock_dir = ws[0] if ws is not None else project.root
     lock_path = lock_dir / LOCK_NAME
     if ws is not None:
@@ -626,11 +626,11 @@ def version_command(ctx: Any, args: argparse.Namespace) -> int:
                                hint="the backend's own configuration holds it")
         print(project.version if args.short else f"{project.name} {project.version}")
         return ExitCode.OK
-    with _project_locked(ctx):
-        return _set_version(ctx, args)
+    with _project_locked(ctx) as ws:
+        return _set_version(ctx, args, ws)
 
 
-def _set_version(ctx: Any, args: argparse.Namespace) -> int:
+def _set_version(ctx: Any, args: argparse.Namespace, ws: tuple[Path, str] | None) -> int:
     from packaging.version import InvalidVersion, Version
 
     project, doc = _load(ctx)
@@ -654,7 +654,8 @@ def _set_version(ctx: Any, args: argparse.Namespace) -> int:
         return ExitCode.OK
     doc["project"]["version"] = new
     # (The lock's record of the version follows in `pypm lock`, signed again with --sign.)
-    rc = _apply(ctx, args, project, doc, f"version {old} => {new}", argparse.Namespace(offline=args.offline), None)
+    rc = _apply(ctx, args, project, doc, ws, f"version {old} => {new}", argparse.Namespace(offline=args.offline),
+                None)
     print(new if args.short else f"{project.name} {old} => {new}")
     return rc
 

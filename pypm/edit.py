@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ExitCode, ProjectError, UsageError
 from .lockfile import canonical_name
-from .pathdeps import ARCHIVES
+from .pathdeps import ARCHIVES, REMOTE
 from .project import _NAME, _NAME_HINT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -238,16 +238,17 @@ def _check_array(array: Any, path: Path, target: _Target) -> None:
         raise ProjectError(f"{path}: `{target.key}` must be an array", hint="fix it by hand, then run the command again")
 
 
-_LOCAL_HINT = ("pypm locks releases from an index, a find-links location or a local path, not remote direct URLs: "
-               "put the wheel or sdist in a directory named by [tool.pypm] find-links (or --find-links), and add it "
-               "by name")
+_LOCAL_HINT = ("pypm locks releases from an index, a find-links location, a local path or (a project's "
+               "dependencies) the https:// URL of a wheel or sdist, not VCS checkouts: put the wheel or sdist in a "
+               "directory named by [tool.pypm] find-links (or --find-links), and add it by name")
 
 
 def parse_requirement(text: str, what: str = "", *, local_urls: bool = False) -> Requirement:
     """`text` as a Requirement, or a UsageError naming it (`what`: the flag it came with). A direct
     URL (`NAME @ URL`) is refused here, with the way that works: the resolver cannot lock one yet
     (resolver.make_reqs), and the lock would fail only after the edit, to be rolled back.
-    `local_urls`: a `file:` URL is taken (a project's path dependency, pypm.pathdeps)."""
+    `local_urls`: a `file:` URL is taken (a project's path dependency, pypm.pathdeps), and so is
+    the http(s) URL of a wheel or sdist (a remote archive, pypm.pathdeps.remote_archive)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     said = f"{what} {text!r}" if what else repr(text)
@@ -258,8 +259,19 @@ def parse_requirement(text: str, what: str = "", *, local_urls: bool = False) ->
         if "/" in text or text.endswith(ARCHIVES):
             hint = _LOCAL_HINT
         raise UsageError(f"{said} is not a valid requirement: {e}", hint=hint) from None
-    if req.url and not (local_urls and req.url.startswith("file:")):
-        raise UsageError(f"{said} is a direct URL, which pypm cannot lock yet", hint=_LOCAL_HINT)
+    if req.url and local_urls and req.url.startswith(REMOTE):  # a remote wheel or sdist, checked before the edit
+        from packaging.utils import canonicalize_name
+
+        from .errors import ProjectError
+        from .pathdeps import remote_archive
+
+        try:
+            remote_archive(str(canonicalize_name(req.name)), req.url, f"{what or 'pypm add'} {req.name}")
+        except ProjectError as e:  # a bad command line (exit 2), not a bad project
+            raise UsageError(e.message, hint=e.hint) from None
+    elif req.url and not (local_urls and req.url.startswith("file:")):
+        raise UsageError(f"{said} is a direct URL, which pypm cannot lock yet",
+                         hint=_LOCAL_HINT)
     return req
 
 

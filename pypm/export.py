@@ -267,11 +267,13 @@ def render_requirements(lock: Lock, selection: Selection, *, project_dir: Path |
             m = markers.get(p.key, p.marker)
             out.append(("-e " if "editable" in p.source else "") + where + (f" ; {m}" if m else "") + "\n")
             continue
-        if "registry" in p.source or "find-links" in p.source or p.files():
-            line = f"{name}=={p.version}"
-        else:
-            loc = p.source.get("url") or Path(p.source.get("path", ".")).resolve().as_uri()
+        if "url" in p.source or "path" in p.source:
+            # A file named by URL or path, not a release an index serves: pip must fetch that file
+            # (`name==version` would send it to the index). A locked file is the one its hash names.
+            loc = p.source.get("url") or Path(os.path.normpath((lock_dir or Path.cwd()) / p.source["path"])).as_uri()
             line = f"{name} @ {loc}"
+        else:
+            line = f"{name}=={p.version}"
         m = markers.get(p.key, p.marker)
         if m:
             line += f" ; {m}"

@@ -38,9 +38,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .project import Project
     from .simpleapi import CoreMetadata, DistFile
 
-__all__ = ["PathSource", "LocalSources", "collect", "strip_direct", "inputs_token", "ARCHIVES"]
+__all__ = ["PathSource", "LocalSources", "collect", "strip_direct", "inputs_token", "remote_archive", "ARCHIVES",
+           "REMOTE"]
 
 ARCHIVES = (".whl", ".tar.gz", ".zip")  # the file names simpleapi.parse_filename reads
+REMOTE = ("https://", "http://")  # a remote archive's URL (`lib @ https://host/lib-1.0.tar.gz`)
 _STATIC = ("version", "dependencies", "optional-dependencies", "requires-python")
 
 
@@ -51,17 +53,29 @@ class PathSource:
     editable: bool
     origin: str  # where it is declared, for messages: "pyproject.toml: `tool.pypm.sources.lib`"
     member: bool = False  # a workspace member: may be virtual (no [build-system]: not installed)
+    sha256: str | None = None  # a remote archive's hash, when its URL gave one (`#sha256=...`)
 
     def location(self, root: Path) -> Path:
+        assert not self.is_url(), self.path  # a URL has no place on this machine
         return Path(os.path.normpath(os.path.join(root, self.path)))
 
+    def is_url(self) -> bool:
+        """A remote wheel or sdist (`path` is then its URL, without the fragment)."""
+        return self.path.startswith(REMOTE)
+
     def is_file(self) -> bool:
-        return self.path.endswith(ARCHIVES)
+        return self.is_url() or self.path.endswith(ARCHIVES)
 
     @property
     def lock_kind(self) -> str:
-        """The lock's `source` key: `path` (a file), `editable` or `directory`."""
-        return "path" if self.is_file() else "editable" if self.editable else "directory"
+        """The lock's `source` key: `url` (a remote file), `path` (a local file), `editable` or
+        `directory`."""
+        return "url" if self.is_url() else "path" if self.is_file() else "editable" if self.editable else "directory"
+
+    def same_place(self, other: PathSource, root: Path) -> bool:
+        if self.is_url() or other.is_url():
+            return (self.path, self.sha256) == (other.path, other.sha256)
+        return self.location(root) == other.location(root)
 
 
 def inputs_token(directory: Path | str) -> str:
@@ -97,6 +111,52 @@ def strip_direct(text: str) -> tuple[str, str | None, str]:
         return text, None, str(canonicalize_name(r.name))
     r.url = None
     return str(r), url, str(canonicalize_name(r.name))
+
+
+def remote_archive(name: str, url: str, origin: str) -> PathSource:
+    """The source of `name` at `url`, a wheel or sdist on a web server, checked: http(s), no
+    credentials (the lock would carry them), a file name of `name` that says what it is, and at
+    most a `#sha256=HEX` fragment (then checked at every download). A VCS URL is refused."""
+    import re
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    from .simpleapi import parse_filename
+
+    hint_vcs = ("pypm locks wheels and sdists (from an index, find-links, a local path or a URL ending in "
+                ".whl, .tar.gz or .zip); it cannot lock a VCS checkout yet: depend on a released version, "
+                "or on an archive of the commit")
+    if url.startswith(("git+", "hg+", "svn+", "bzr+")):
+        raise ProjectError(f"{origin}: {url!r} is a VCS URL, which pypm cannot lock yet", hint=hint_vcs)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a malformed port
+    except ValueError as e:
+        raise ProjectError(f"{origin}: {url!r} is not a valid URL ({e})", hint="fix the URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProjectError(f"{origin}: {url!r} is a direct URL pypm cannot lock",
+                           hint=f"use an https:// URL of a wheel or sdist, or a file: URL of a local path. {hint_vcs}")
+    if parts.username is not None or parts.password is not None:
+        raise ProjectError(f"{origin}: {parts.scheme}://{parts.hostname}/...: the URL carries credentials, "
+                           "which would be written into pypm.lock",
+                           hint="serve the file without credentials, or put it in a find-links directory")
+    sha256 = None
+    if parts.fragment:
+        m = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", parts.fragment)
+        if m is None:
+            raise ProjectError(f"{origin}: {url!r}: the fragment #{parts.fragment} is not #sha256=<64 hex digits>",
+                               hint="give the file's sha256 as #sha256=..., or no fragment (then the file is "
+                                    "hashed when the lock is made)")
+        sha256 = m.group(1).lower()
+    filename = unquote(parts.path.rsplit("/", 1)[-1])
+    parsed = parse_filename(filename) if filename.endswith(ARCHIVES) else None
+    if parsed is None:
+        raise ProjectError(f"{origin}: {url!r} does not end in a wheel or sdist file name "
+                           "(NAME-VERSION-...whl, NAME-VERSION.tar.gz or .zip)",
+                           hint=f"name the file itself in the URL. {hint_vcs}")
+    if parsed[1] != name:
+        raise ProjectError(f"{origin}: {filename} is a file of {parsed[1]}, not of {name}",
+                           hint="fix the URL or the requirement's name")
+    return PathSource(name, urlunsplit(parts._replace(fragment="")), False, origin, sha256=sha256)
 
 
 def _given_absolute(url: str) -> bool:
@@ -159,6 +219,8 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
     members = workspace_members(project)
 
     def declared(name: str, path: str, editable: bool, base: Path, origin: str) -> PathSource:
+        if path.startswith(REMOTE):  # `{ url = "https://..." }`
+            return remote_archive(name, path, origin)
         if path:
             return PathSource(name, _declared(path, base, root), editable, origin)
         if name not in members:  # `{ workspace = true }`
@@ -228,13 +290,11 @@ def _take_direct(text: str, base: Path, root: Path, where: str, sources: dict[st
     if url is None:
         return text
     local = _local_url_path(url, base)
-    if local is None:
-        raise ProjectError(f"{where} requires {text!r}, a direct URL, which pypm cannot lock yet",
-                           hint="for a local directory or file use `NAME @ file:///path` or "
-                                "[tool.pypm.sources] NAME = { path = \"...\" }; otherwise depend on a released "
-                                "version from an index or find-links")
-    # `file:///abs/lib` stays absolute, as written; `file:../lib` is relative to its pyproject.toml.
-    new = PathSource(name, local if _given_absolute(url) else _relative(local, root), False, where)
+    if local is None:  # a remote wheel or sdist (or an error that names what can be locked)
+        new = remote_archive(name, url, where)
+    else:
+        # `file:///abs/lib` stays absolute, as written; `file:../lib` is relative to its pyproject.toml.
+        new = PathSource(name, local if _given_absolute(url) else _relative(local, root), False, where)
     if _add(sources, new, root) and todo is not None and not new.is_file():
         todo.append(new)
     return plain
@@ -247,7 +307,7 @@ def _add(sources: dict[str, PathSource], new: PathSource, root: Path) -> bool:
     if old is None:
         sources[new.name] = new
         return True
-    if old.location(root) != new.location(root) or old.editable != new.editable:
+    if not old.same_place(new, root) or old.editable != new.editable:
         raise ProjectError(f"{new.name} has two sources: {old.path!r}{' (editable)' if old.editable else ''} "
                            f"from {old.origin}, and {new.path!r}{' (editable)' if new.editable else ''} from "
                            f"{new.origin}",
@@ -309,10 +369,18 @@ class LocalSources:
         from .simpleapi import DistFile, parse_filename
 
         s = self.sources[name]
-        where = s.location(self.root)
-        uri = where.as_uri()
         common = dict(yanked=None, metadata_sha256=None, has_metadata=False, upload_time=None,
                       source=(s.lock_kind, s.path))
+        if s.is_url():  # checked by remote_archive: the index client reads and hashes it as an index's file
+            from urllib.parse import unquote, urlsplit
+
+            filename = unquote(urlsplit(s.path).path.rsplit("/", 1)[-1])
+            parsed = parse_filename(filename)
+            assert parsed is not None
+            return [DistFile(name=name, version=str(parsed[2]), filename=filename, url=s.path, kind=parsed[0],
+                             sha256=s.sha256, size=None, requires_python=None, **common)]  # type: ignore[arg-type]
+        where = s.location(self.root)
+        uri = where.as_uri()
         if not s.is_file():
             meta = self.metadata_of(name)
             if name in self._virtual:
@@ -371,6 +439,8 @@ def hash_inputs(sources: Mapping[str, PathSource], root: Path) -> dict[str, Any]
     for name in sorted(sources):
         s = sources[name]
         entry: dict[str, Any] = {"path": s.path, "kind": s.lock_kind}
+        if s.sha256:
+            entry["sha256"] = s.sha256
         if not s.is_file():
             entry["inputs"] = inputs_token(s.location(root))
         out[name] = entry

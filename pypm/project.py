@@ -69,7 +69,8 @@ class ToolConfig:
     plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # [tool.pypm.sources]: (normalised name, path as written, editable), sorted by name; the
     # package comes from that directory or file instead of an index (pypm.pathdeps). A
-    # `{ workspace = true }` source has the path "" (the workspace's member of that name).
+    # `{ workspace = true }` source has the path "" (the workspace's member of that name), a
+    # `{ url = "https://..." }` one its URL.
     sources: tuple[tuple[str, str, bool], ...] = ()
     # [tool.pypm.workspace]: member and exclude globs, relative to this project (its root).
     workspace: tuple[str, ...] | None = None
@@ -352,14 +353,17 @@ def _parse_workspace(raw: Any, path: Path) -> dict[str, Any]:
     return {"workspace": members, "workspace_exclude": exclude}
 
 
-_SOURCE_KEYS = {"path", "editable", "workspace"}
-_SOURCE_HINT = ('e.g. lib = { path = "../lib" }, lib = { path = "../lib", editable = true } or, for a member of '
-                'the workspace, lib = { workspace = true }')
+_SOURCE_KEYS = {"path", "editable", "workspace", "url"}
+_SOURCE_HINT = ('e.g. lib = { path = "../lib" }, lib = { path = "../lib", editable = true }, '
+                'lib = { url = "https://host/lib-1.0-py3-none-any.whl" } or, for a member of the workspace, '
+                'lib = { workspace = true }')
 
 
 def _parse_sources(raw: Any, path: Path) -> tuple[tuple[str, str, bool], ...]:
-    """`[tool.pypm.sources]`: NAME = { path = "...", editable = BOOL }, as uv's `tool.uv.sources`
-    takes a path. Only the shape is checked here (pure); pypm.pathdeps looks at the path itself."""
+    """`[tool.pypm.sources]`: NAME = { path = "...", editable = BOOL }, NAME = { url = "https://..." }
+    (a wheel or sdist: the URL goes where the path would) or NAME = { workspace = true }, as uv's
+    `tool.uv.sources` takes them. Only the shape is checked here (pure); pypm.pathdeps looks at
+    the path or URL itself."""
     if not isinstance(raw, dict):
         raise _err(path, "tool.pypm.sources", "must be a table", hint=_SOURCE_HINT)
     out: dict[str, tuple[str, str, bool]] = {}
@@ -372,16 +376,25 @@ def _parse_sources(raw: Any, path: Path) -> tuple[tuple[str, str, bool], ...]:
         unknown = set(entry) - _SOURCE_KEYS
         if unknown:
             raise _err(path, key, f"has unknown key(s) {', '.join(sorted(unknown))}",
-                       hint="pypm takes local paths only (`path`, `editable`); a package from another index "
-                            "is found through extra-index-url or find-links")
+                       hint="pypm takes `path` (with `editable`), `url` and `workspace`; a package from another "
+                            "index is found through extra-index-url or find-links")
         workspace = entry.get("workspace", False)
         if workspace is not False and workspace is not True:
             raise _err(path, f"{key}.workspace", f"is {workspace!r}; it must be true or false")
         if workspace:
-            if "path" in entry:
-                raise _err(path, key, "gives both `workspace = true` and a `path`",
+            if "path" in entry or "url" in entry:
+                raise _err(path, key, f"gives both `workspace = true` and a `{'path' if 'path' in entry else 'url'}`",
                            hint="a workspace member's path comes from [tool.pypm.workspace] members; keep one")
             where = ""  # pypm.pathdeps looks the member up
+        elif "url" in entry:
+            if "path" in entry or "editable" in entry:
+                raise _err(path, key, f"gives both a `url` and {'a `path`' if 'path' in entry else '`editable`'}",
+                           hint="a `url` names a wheel or sdist on a web server (never editable); keep one")
+            given = entry["url"]
+            if not isinstance(given, str) or not given.startswith(("https://", "http://")):
+                raise _err(path, f"{key}.url", f"is {given!r}; it must be an http(s):// URL of a wheel or sdist",
+                           hint="for a local file or directory use `path`")
+            where = given
         else:
             given = entry.get("path")
             if not isinstance(given, str) or not given.strip():

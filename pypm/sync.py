@@ -795,6 +795,9 @@ def _install(tree: Path, filename: str, w: Any, project: Any, venv: Path, interp
     if w.kind in ("editable", "directory"):  # PEP 610/660: record where the project lives
         direct_url = {"url": _local_dir(project, w.package).as_uri(),
                       "dir_info": {"editable": True} if w.kind == "editable" else {}}
+    elif w.package is not None and w.file is not None and ("url" in w.package.source or "path" in w.package.source):
+        # PEP 610: a wheel or sdist named by URL or path, not a release from an index
+        direct_url = {"url": w.file.url, "archive_info": {"hashes": {"sha256": w.file.sha256}}}
     install_wheel(_layout(venv, interp), tree, wheel_filename=filename, wheel_sha256=w.token,
                   link_mode=opts.link_mode, direct_url=direct_url, compile_bytecode=opts.compile,
                   journal=not building, plans=plans)

@@ -51,7 +51,17 @@ def test_a_relative_file_url_and_an_extra_with_a_marker(tmp_path):
     ('[tool.pypm.sources]\napp = { path = "../lib" }\n', [], "names the project itself"),
     ('[tool.pypm.sources]\nlib = { path = "" }\n', ["lib"], "must be a non-empty string"),
     ('[tool.pypm.sources]\nlib = { path = "../lib", editable = "yes" }\n', ["lib"], "it must be true or false"),
-    ("", ["lib @ git+https://example.invalid/lib"], "a direct URL, which pypm cannot lock yet"),
+    ("", ["lib @ git+https://example.invalid/lib"], "is a VCS URL, which pypm cannot lock yet"),
+    ("", ["lib @ https://example.invalid/lib/"], "does not end in a wheel or sdist file name"),
+    ("", ["lib @ https://example.invalid/other-1.0.tar.gz"], "other-1.0.tar.gz is a file of other, not of lib"),
+    ("", ["lib @ https://u:secret@example.invalid/lib-1.0.tar.gz"], "the URL carries credentials"),
+    ("", ["lib @ https://example.invalid/lib-1.0.tar.gz#md5=abc"], "is not #sha256=<64 hex digits>"),
+    ("", ["lib @ ftp://example.invalid/lib-1.0.tar.gz"], "is a direct URL pypm cannot lock"),
+    ('[tool.pypm.sources]\nlib = { url = "https://example.invalid/lib-1.0.tar.gz" }\n',
+     ["lib @ https://example.invalid/lib-2.0.tar.gz"], "lib has two sources"),
+    ('[tool.pypm.sources]\nlib = { url = "https://example.invalid/lib-1.0.tar.gz", editable = true }\n', ["lib"],
+     "gives both a `url` and `editable`"),
+    ('[tool.pypm.sources]\nlib = { url = "../lib" }\n', ["lib"], "it must be an http(s):// URL of a wheel or sdist"),
 ])
 def test_conflicting_or_malformed_sources_are_refused(tmp_path, tool, deps, message):
     _project(tmp_path / "lib", "lib", [])

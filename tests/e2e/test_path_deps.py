@@ -195,7 +195,7 @@ def test_sources_are_followed_into_path_dependencies_and_a_local_wheel_is_hashed
      "version is listed in `project.dynamic`"),
     ("misnamed", {}, ["other"], '[tool.pypm.sources]\nother = { path = "../lib" }\n',
      "holds the project 'lib', not 'other'"),
-    ("remote", {}, ["lib @ https://example.invalid/lib-1.0.tar.gz"], "", "a direct URL, which pypm cannot lock yet"),
+    ("vcs", {}, ["lib @ git+https://example.invalid/lib"], "", "is a VCS URL, which pypm cannot lock yet"),
     ("twice", {}, ["lib @ file:../lib"], '[tool.pypm.sources]\nlib = { path = "../lib", editable = true }\n',
      "lib has two sources"),
     ("bad key", {}, ["lib"], '[tool.pypm.sources]\nlib = { git = "x" }\n', "has unknown key(s) git"),

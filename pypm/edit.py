@@ -269,6 +269,14 @@ def parse_requirement(text: str, what: str = "", *, local_urls: bool = False) ->
             remote_archive(str(canonicalize_name(req.name)), req.url, f"{what or 'pypm add'} {req.name}")
         except ProjectError as e:  # a bad command line (exit 2), not a bad project
             raise UsageError(e.message, hint=e.hint) from None
+    elif req.url and local_urls and req.url.startswith("git+"):  # a git dependency, checked before the edit
+        from .errors import ProjectError
+        from .gitsource import parse_requirement_url
+
+        try:
+            parse_requirement_url(req.url, f"{what or 'pypm add'} {req.name}")
+        except ProjectError as e:
+            raise UsageError(e.message, hint=e.hint) from None
     elif req.url and not (local_urls and req.url.startswith("file:")):
         raise UsageError(f"{said} is a direct URL, which pypm cannot lock yet",
                          hint=_LOCAL_HINT)

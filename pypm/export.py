@@ -219,6 +219,14 @@ def render_pylock(lock: Lock, selection: Selection, *, project_dir: Path | None 
                  "directory": {"path": _posix_rel(where, base_dir or Path.cwd()), "editable": "editable" in p.source}}
             entries.append((p.key, d))
             continue
+        if p.git:  # PEP 751: a VCS package (no version: the commit is what is pinned)
+            from .gitsource import parse_lock_source
+
+            ref, commit = parse_lock_source(p.git, LOCK_NAME)
+            vcs = {"type": "git", "url": ref.url, **({"requested-revision": ref.rev} if ref.rev else {}),
+                   "commit-id": commit, **({"subdirectory": ref.subdirectory} if ref.subdirectory else {})}
+            entries.append((p.key, {"name": canonical_name(p.name), **({"marker": m} if m else {}), "vcs": vcs}))
+            continue
         d = {"name": canonical_name(p.name), "version": p.version}
         if m:
             d["marker"] = m
@@ -267,7 +275,12 @@ def render_requirements(lock: Lock, selection: Selection, *, project_dir: Path |
             m = markers.get(p.key, p.marker)
             out.append(("-e " if "editable" in p.source else "") + where + (f" ; {m}" if m else "") + "\n")
             continue
-        if "url" in p.source or "path" in p.source:
+        if p.git:  # pip checks out that very commit
+            from .gitsource import parse_lock_source
+
+            ref, commit = parse_lock_source(p.git, LOCK_NAME)
+            line = f"{name} @ {ref.pep508(commit)}"
+        elif "url" in p.source or "path" in p.source:
             # A file named by URL or path, not a release an index serves: pip must fetch that file
             # (`name==version` would send it to the index). A locked file is the one its hash names.
             loc = p.source.get("url") or Path(os.path.normpath((lock_dir or Path.cwd()) / p.source["path"])).as_uri()

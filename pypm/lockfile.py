@@ -135,6 +135,12 @@ class LockedPackage:
             return None
         return self.source.get("editable") or self.source.get("directory")
 
+    @property
+    def git(self) -> str | None:
+        """A git dependency's source (`URL?tag=...&subdirectory=...#COMMIT`, pypm.gitsource), when it
+        is one: built from that commit's checkout, with no file of its own."""
+        return self.source.get("git")
+
     def files(self) -> list[FileEntry]:
         return ([self.sdist] if self.sdist else []) + list(self.wheels)
 

@@ -472,10 +472,17 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
     from .index import IndexClient
     from .pathdeps import LocalSources
 
+    local = None
+    if inputs.local:
+        # A git dependency keeps the commit the old lock pinned, unless told to upgrade it.
+        pins = {} if old is None or opts.upgrade else {
+            canonical_name(p.name): p.source["git"] for p in old.packages
+            if "git" in p.source and canonical_name(p.name) not in opts.upgrade_package}
+        local = LocalSources(inputs.local, project.root, cache=cache_dir(), offline=opts.offline, pins=pins)
     client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
                          cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
                          warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True,
-                         hash_ahead=True, local=LocalSources(inputs.local, project.root) if inputs.local else None)
+                         hash_ahead=True, local=local)
     client.warm_up()  # the HTTP client is made meanwhile
     # No cyclic garbage collection while resolving: a lock allocates ~1M objects that live until
     # it is written (page data, releases, candidates), and the collector kept walking them all
@@ -701,11 +708,14 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
                 root_pkg.build_dependencies = deps
     while queue:
         p = queue.pop(0)
-        if p.local_directory:  # a path dependency's build-system.requires, from its pyproject.toml
+        if p.local_directory or "git" in p.source:  # a path or git dependency's build-system.requires
             from .build import read_build_system
 
-            directory = (project.root / p.local_directory).resolve()
-            deps = lock_set(tuple(read_build_system(directory)[0]), f"{p.name} ({p.local_directory})")
+            if p.local_directory:
+                directory, label = (project.root / p.local_directory).resolve(), p.local_directory
+            else:  # its checkout, made while resolving
+                directory, label = client._local.git_checkout(canonical_name(p.name))[0], p.source["git"]
+            deps = lock_set(tuple(read_build_system(directory)[0]), f"{p.name} ({label})")
             if deps:
                 p.build_dependencies = deps
             continue

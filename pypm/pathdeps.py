@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from .errors import ProjectError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .gitsource import GitRef
     from .project import Project
     from .simpleapi import CoreMetadata, DistFile
 
@@ -54,14 +55,19 @@ class PathSource:
     origin: str  # where it is declared, for messages: "pyproject.toml: `tool.pypm.sources.lib`"
     member: bool = False  # a workspace member: may be virtual (no [build-system]: not installed)
     sha256: str | None = None  # a remote archive's hash, when its URL gave one (`#sha256=...`)
+    git: GitRef | None = None  # a git dependency (`path` is then "git+" and the reference's spec)
 
     def location(self, root: Path) -> Path:
-        assert not self.is_url(), self.path  # a URL has no place on this machine
+        assert not self.is_url() and self.git is None, self.path  # no place on this machine (yet)
         return Path(os.path.normpath(os.path.join(root, self.path)))
+
+    def is_tree(self) -> bool:
+        """A local project directory (followed into: its own sources are declared there)."""
+        return not self.is_file() and self.git is None
 
     def is_url(self) -> bool:
         """A remote wheel or sdist (`path` is then its URL, without the fragment)."""
-        return self.path.startswith(REMOTE)
+        return self.git is None and self.path.startswith(REMOTE)
 
     def is_file(self) -> bool:
         return self.is_url() or self.path.endswith(ARCHIVES)
@@ -70,9 +76,13 @@ class PathSource:
     def lock_kind(self) -> str:
         """The lock's `source` key: `url` (a remote file), `path` (a local file), `editable` or
         `directory`."""
+        if self.git is not None:
+            return "git"
         return "url" if self.is_url() else "path" if self.is_file() else "editable" if self.editable else "directory"
 
     def same_place(self, other: PathSource, root: Path) -> bool:
+        if self.git is not None or other.git is not None:
+            return self.git == other.git
         if self.is_url() or other.is_url():
             return (self.path, self.sha256) == (other.path, other.sha256)
         return self.location(root) == other.location(root)
@@ -123,10 +133,9 @@ def remote_archive(name: str, url: str, origin: str) -> PathSource:
     from .simpleapi import parse_filename
 
     hint_vcs = ("pypm locks wheels and sdists (from an index, find-links, a local path or a URL ending in "
-                ".whl, .tar.gz or .zip); it cannot lock a VCS checkout yet: depend on a released version, "
-                "or on an archive of the commit")
-    if url.startswith(("git+", "hg+", "svn+", "bzr+")):
-        raise ProjectError(f"{origin}: {url!r} is a VCS URL, which pypm cannot lock yet", hint=hint_vcs)
+                ".whl, .tar.gz or .zip), project directories and git repositories (git+https://host/repo.git@REV)")
+    if url.startswith(("hg+", "svn+", "bzr+")):
+        raise ProjectError(f"{origin}: {url!r} is a VCS URL pypm cannot lock (of VCS, it takes git)", hint=hint_vcs)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError for a malformed port
@@ -221,6 +230,10 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
     def declared(name: str, path: str, editable: bool, base: Path, origin: str) -> PathSource:
         if path.startswith(REMOTE):  # `{ url = "https://..." }`
             return remote_archive(name, path, origin)
+        if path.startswith("git+"):  # `{ git = "...", tag = "..." }`, checked by pypm.project
+            from .gitsource import from_spec
+
+            return PathSource(name, path, False, origin, git=from_spec(path[4:]))
         if path:
             return PathSource(name, _declared(path, base, root), editable, origin)
         if name not in members:  # `{ workspace = true }`
@@ -249,7 +262,9 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
         raise ProjectError(f"{s.origin} names the project itself ({project.name}) as a path dependency",
                            hint="remove that source; a project cannot depend on itself")
     # Follow directories: their sources and direct references are theirs to declare.
-    todo = [s for s in sources.values() if not s.is_file()]
+    # (Not into a git dependency: its checkout is made when it is locked, and its paths are the
+    # repository's. Its own direct references are left to the index, by name.)
+    todo = [s for s in sources.values() if s.is_tree()]
     seen = {str(root)}
     while todo:
         s = todo.pop()
@@ -269,7 +284,7 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
                     for t in texts)
         for name, path, editable in sub.tool.sources:
             new = declared(name, path, editable, d, f"{sub.pyproject}: `tool.pypm.sources.{name}`")
-            if _add(sources, new, root) and not new.is_file():
+            if _add(sources, new, root) and new.is_tree():
                 todo.append(new)
     return sources, plain, tuple(sorted(members))
 
@@ -290,12 +305,17 @@ def _take_direct(text: str, base: Path, root: Path, where: str, sources: dict[st
     if url is None:
         return text
     local = _local_url_path(url, base)
-    if local is None:  # a remote wheel or sdist (or an error that names what can be locked)
+    if url.startswith("git+"):
+        from .gitsource import parse_requirement_url
+
+        ref = parse_requirement_url(url, where)
+        new = PathSource(name, "git+" + ref.spec(), False, where, git=ref)
+    elif local is None:  # a remote wheel or sdist (or an error that names what can be locked)
         new = remote_archive(name, url, where)
     else:
         # `file:///abs/lib` stays absolute, as written; `file:../lib` is relative to its pyproject.toml.
         new = PathSource(name, local if _given_absolute(url) else _relative(local, root), False, where)
-    if _add(sources, new, root) and todo is not None and not new.is_file():
+    if _add(sources, new, root) and todo is not None and new.is_tree():
         todo.append(new)
     return plain
 
@@ -356,14 +376,55 @@ def _load(d: Path, s: PathSource) -> Project:
 class LocalSources:
     """The releases and metadata of path sources, for pypm.index.IndexClient: one release each."""
 
-    def __init__(self, sources: Mapping[str, PathSource], root: Path) -> None:
+    def __init__(self, sources: Mapping[str, PathSource], root: Path, *, cache: Path | None = None,
+                 offline: bool = False, pins: Mapping[str, str] | None = None) -> None:
+        """`cache`: pypm's cache directory (git checkouts are made there). `pins`: {name: the old
+        lock's git source} -- a git dependency whose reference is unchanged keeps its commit (a
+        branch that moved on is not followed until `--upgrade`), as uv does."""
+        import threading
+
         self.sources = dict(sources)
         self.root = root
+        self.cache = cache
+        self.offline = offline
+        self.pins = dict(pins or {})
         self._meta: dict[str, CoreMetadata] = {}
         self._virtual: set[str] = set()  # members without [build-system] (metadata_of finds them)
+        self._git: dict[str, tuple[Path, str]] = {}
+        self._git_lock = threading.Lock()  # (the index client asks from several threads)
 
     def __contains__(self, name: str) -> bool:
         return name in self.sources
+
+    def git_checkout(self, name: str) -> tuple[Path, str]:
+        """(the checkout's directory, the lock's `git` source text) of a git dependency: the pinned
+        commit when the reference is unchanged, else the one it names now."""
+        with self._git_lock:
+            hit = self._git.get(name)
+            if hit is not None:
+                return hit
+            from . import gitsource
+
+            s = self.sources[name]
+            assert s.git is not None and self.cache is not None
+            what = f"{name} ({s.origin})"
+            commit = None
+            pinned = self.pins.get(name)
+            if pinned:
+                try:
+                    ref, commit = gitsource.parse_lock_source(pinned, "pypm.lock")
+                except ProjectError:
+                    commit = None
+                else:
+                    commit = commit if ref == s.git else None
+            if commit is None:
+                commit = gitsource.resolve(s.git, self.cache, offline=self.offline, what=what)
+            d = gitsource.checkout(s.git, commit, self.cache, offline=self.offline, what=what)
+            hit = self._git[name] = (d, f"{s.git.spec()}#{commit}")
+            return hit
+
+    def _directory(self, s: PathSource) -> Path:
+        return self.git_checkout(s.name)[0] if s.git is not None else s.location(self.root)
 
     def files(self, name: str) -> list[DistFile]:
         from .simpleapi import DistFile, parse_filename
@@ -379,6 +440,12 @@ class LocalSources:
             assert parsed is not None
             return [DistFile(name=name, version=str(parsed[2]), filename=filename, url=s.path, kind=parsed[0],
                              sha256=s.sha256, size=None, requires_python=None, **common)]  # type: ignore[arg-type]
+        if s.git is not None:
+            d, locked = self.git_checkout(name)
+            meta = self.metadata_of(name)
+            common["source"] = ("git", locked)
+            return [DistFile(name=name, version=meta.version, filename=locked, url=d.as_uri(), kind="directory",
+                             sha256=None, size=None, requires_python=meta.requires_python, **common)]  # type: ignore[arg-type]
         where = s.location(self.root)
         uri = where.as_uri()
         if not s.is_file():
@@ -415,7 +482,7 @@ class LocalSources:
         from .simpleapi import CoreMetadata
 
         s = self.sources[name]
-        sub = _load(s.location(self.root), s)
+        sub = _load(self._directory(s), s)
         if sub.build_system is None:
             self._virtual.add(name)
         requires = [strip_direct(t)[0] for t in sub.dependencies]
@@ -441,7 +508,7 @@ def hash_inputs(sources: Mapping[str, PathSource], root: Path) -> dict[str, Any]
         entry: dict[str, Any] = {"path": s.path, "kind": s.lock_kind}
         if s.sha256:
             entry["sha256"] = s.sha256
-        if not s.is_file():
+        if s.is_tree():
             entry["inputs"] = inputs_token(s.location(root))
         out[name] = entry
     return out

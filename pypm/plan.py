@@ -26,7 +26,8 @@ __all__ = [
 @dataclass(frozen=True)
 class Wanted:
     """One distribution the venv must hold: `kind` is "wheel", "sdist" (build it), "editable" (the
-    project or a path dependency) or "directory" (a path dependency, built from its directory)."""
+    project or a path dependency), "directory" (a path dependency, built from its directory) or
+    "git" (a git dependency, built from its commit's checkout)."""
 
     name: str  # canonical
     version: str
@@ -61,7 +62,7 @@ class Plan:
 
     def to_fetch(self) -> list[Wanted]:
         """What must come through the cache: new and replacing dists, editable excluded."""
-        return [w for w in (*self.install, *(n for _, n in self.replace)) if w.kind not in ("editable", "directory")]
+        return [w for w in (*self.install, *(n for _, n in self.replace)) if w.kind not in ("editable", "directory", "git")]
 
 
 def _wheel_rank(filename: str, priority: Mapping[str, int]) -> tuple[int, tuple[int, str]] | None:
@@ -135,7 +136,7 @@ def refuse_unhashed(packages: Iterable[LockedPackage]) -> None:
     """A LockError naming every package whose locked files lack a real sha256 (e.g. `sha256:TODO`)."""
     bad: list[str] = []
     for p in packages:
-        if p.is_root or p.local_directory or p.virtual_member:  # a directory has no file (the lock pins what it declares)
+        if p.is_root or p.local_directory or p.virtual_member or p.git:  # a directory has no file (the lock pins what it declares)
             continue
         files = p.files()
         if not files:
@@ -190,7 +191,7 @@ def format_plan(plan: Plan) -> str:
     lines: list[str] = []
     for w in plan.install:
         how = {"sdist": " (build from source)", "editable": " (editable)",
-               "directory": " (build from its directory)"}.get(w.kind, "")
+               "directory": " (build from its directory)", "git": " (build from its git commit)"}.get(w.kind, "")
         lines.append(f" + {w.name}=={w.version}{how}")
     for cur, w in plan.replace:
         lines.append(f" ~ {w.name}=={w.version} ({_why(cur, w)})")

@@ -353,9 +353,11 @@ def _parse_workspace(raw: Any, path: Path) -> dict[str, Any]:
     return {"workspace": members, "workspace_exclude": exclude}
 
 
-_SOURCE_KEYS = {"path", "editable", "workspace", "url"}
+_SOURCE_KEYS = {"path", "editable", "workspace", "url", "git", "tag", "branch", "rev", "subdirectory"}
+_GIT_KEYS = {"git", "tag", "branch", "rev", "subdirectory"}
 _SOURCE_HINT = ('e.g. lib = { path = "../lib" }, lib = { path = "../lib", editable = true }, '
-                'lib = { url = "https://host/lib-1.0-py3-none-any.whl" } or, for a member of the workspace, '
+                'lib = { url = "https://host/lib-1.0-py3-none-any.whl" }, '
+                'lib = { git = "https://host/lib.git", tag = "v1.0" } or, for a member of the workspace, '
                 'lib = { workspace = true }')
 
 
@@ -382,10 +384,26 @@ def _parse_sources(raw: Any, path: Path) -> tuple[tuple[str, str, bool], ...]:
         if workspace is not False and workspace is not True:
             raise _err(path, f"{key}.workspace", f"is {workspace!r}; it must be true or false")
         if workspace:
-            if "path" in entry or "url" in entry:
-                raise _err(path, key, f"gives both `workspace = true` and a `{'path' if 'path' in entry else 'url'}`",
+            given_too = next((k for k in ("path", "url", "git") if k in entry), None)
+            if given_too:
+                raise _err(path, key, f"gives both `workspace = true` and a `{given_too}`",
                            hint="a workspace member's path comes from [tool.pypm.workspace] members; keep one")
             where = ""  # pypm.pathdeps looks the member up
+        elif "git" in entry:
+            others = set(entry) - _GIT_KEYS
+            if others:
+                raise _err(path, key, f"gives a `git` repository and {', '.join(f'`{k}`' for k in sorted(others))}",
+                           hint="a git source takes `tag`, `branch` or `rev`, and `subdirectory`; it is never "
+                                "editable")
+            bad = next((k for k in sorted(entry) if not isinstance(entry[k], str) or not entry[k].strip()), None)
+            if bad is not None:
+                raise _err(path, f"{key}.{bad}", f"is {entry[bad]!r}; it must be a non-empty string", hint=_SOURCE_HINT)
+            from .gitsource import from_source
+
+            where = "git+" + from_source(entry["git"], entry, f"{path}: `{key}`").spec()
+        elif set(entry) & (_GIT_KEYS - {"git"}):
+            raise _err(path, key, f"gives {', '.join(f'`{k}`' for k in sorted(set(entry) & _GIT_KEYS))} without `git`",
+                       hint=_SOURCE_HINT)
         elif "url" in entry:
             if "path" in entry or "editable" in entry:
                 raise _err(path, key, f"gives both a `url` and {'a `path`' if 'path' in entry else '`editable`'}",

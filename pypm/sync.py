@@ -254,6 +254,11 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
             wanted.append(Wanted(p.key[0], p.version, "editable" if "editable" in p.source else "directory", None,
                                  local_dirs[str(d)], p))
             continue
+        if p.git:  # a git dependency: built from its commit (the lock's source says which)
+            import hashlib
+
+            wanted.append(Wanted(p.key[0], p.version, "git", None, hashlib.sha256(p.git.encode()).hexdigest(), p))
+            continue
         kind, f = choose_file(p, interp.tags, interp_desc)
         wanted.append(Wanted(p.key[0], p.version, kind, f, f.sha256, p))
     root_pkg = lock.root()
@@ -568,6 +573,14 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     builds[w.name] = builder.submit(built, w, src, key, w.kind == "editable", label,
                                                     w.kind == "editable")
                     builds[w.name].add_done_callback(install_when_built(w))
+                elif w.kind == "git":
+                    # A commit is content-addressed: the wheel built from it is reused (the key also
+                    # holds the subdirectory, the interpreter and the locked build dependencies).
+                    # The checkout is made (or fetched) only when no such wheel is cached.
+                    key = build_key("git", w.package.git, w.token, interp.tags[0], *build_deps_key(w))
+                    builds[w.name] = builder.submit(built, w, lambda w=w: _git_checkout(w.package, opts), key, False,
+                                                    f"{w.name} ({w.package.git})")
+                    builds[w.name].add_done_callback(install_when_built(w))
             fetch = plan.to_fetch()
             # A wheel whose unpacked store entry exists installs from that entry (re-checked
             # when repairing): hashing the wheel again on every warm sync only cost time, all of
@@ -724,6 +737,15 @@ def _build_network(project: Any, w: Any) -> bool:
     return False
 
 
+def _git_checkout(pkg: Any, opts: SyncOptions) -> Path:
+    """The checkout of a git dependency's locked commit (from the cache, or fetched)."""
+    from .config import cache_dir
+    from .gitsource import checkout, parse_lock_source
+
+    ref, commit = parse_lock_source(pkg.git, f"pypm.lock: {pkg.name}")
+    return checkout(ref, commit, cache_dir(), offline=opts.offline, what=pkg.name)
+
+
 def _local_dir(project: Any, pkg: Any) -> Path:
     """The directory an editable or directory install is built from: the project's, or a path
     dependency's (its lock entry's path, relative to the project)."""
@@ -795,6 +817,13 @@ def _install(tree: Path, filename: str, w: Any, project: Any, venv: Path, interp
     if w.kind in ("editable", "directory"):  # PEP 610/660: record where the project lives
         direct_url = {"url": _local_dir(project, w.package).as_uri(),
                       "dir_info": {"editable": True} if w.kind == "editable" else {}}
+    elif w.kind == "git":  # PEP 610: the repository and the commit
+        from .gitsource import parse_lock_source
+
+        ref, commit = parse_lock_source(w.package.git, "pypm.lock")
+        direct_url = {"url": ref.url, "vcs_info": {"vcs": "git", "commit_id": commit,
+                                                   **({"requested_revision": ref.rev} if ref.rev else {})},
+                      **({"subdirectory": ref.subdirectory} if ref.subdirectory else {})}
     elif w.package is not None and w.file is not None and ("url" in w.package.source or "path" in w.package.source):
         # PEP 610: a wheel or sdist named by URL or path, not a release from an index
         direct_url = {"url": w.file.url, "archive_info": {"hashes": {"sha256": w.file.sha256}}}

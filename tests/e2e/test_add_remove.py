@@ -161,7 +161,8 @@ def test_remove(pypm, world):
 @pytest.mark.parametrize("argv, message", [
     (["add", "not a requirement!"], "is not a valid requirement"),
     (["add", "./some/dir"], "is not a project directory, a wheel or an sdist"),
-    (["add", "lib @ git+https://example.invalid/lib"], "is a direct URL, which pypm cannot lock yet"),
+    (["add", "lib @ svn+https://example.invalid/lib"], "is a direct URL, which pypm cannot lock yet"),
+    (["add", "lib @ git+https://example.invalid/lib.git#subdirectory=/abs"], "must be a relative path inside"),
     (["add", "lib @ https://example.invalid/lib-1.0.zip#sha1=ab"], "is not #sha256=<64 hex digits>"),
     (["add", "--editable", "alpha"], "--editable takes a project directory"),
     (["add", "--dev", "--group", "lint", "tool"], "give one of them"),

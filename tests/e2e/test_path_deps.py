@@ -195,10 +195,12 @@ def test_sources_are_followed_into_path_dependencies_and_a_local_wheel_is_hashed
      "version is listed in `project.dynamic`"),
     ("misnamed", {}, ["other"], '[tool.pypm.sources]\nother = { path = "../lib" }\n',
      "holds the project 'lib', not 'other'"),
-    ("vcs", {}, ["lib @ git+https://example.invalid/lib"], "", "is a VCS URL, which pypm cannot lock yet"),
+    ("vcs", {}, ["lib @ hg+https://example.invalid/lib"], "", "is a VCS URL pypm cannot lock"),
     ("twice", {}, ["lib @ file:../lib"], '[tool.pypm.sources]\nlib = { path = "../lib", editable = true }\n',
      "lib has two sources"),
-    ("bad key", {}, ["lib"], '[tool.pypm.sources]\nlib = { git = "x" }\n', "has unknown key(s) git"),
+    ("bad key", {}, ["lib"], '[tool.pypm.sources]\nlib = { index = "x" }\n', "has unknown key(s) index"),
+    ("bad git", {}, ["lib"], '[tool.pypm.sources]\nlib = { git = "x" }\n',
+     "pypm fetches git repositories over https, http, ssh or file URLs"),
 ])
 def test_bad_sources_are_refused_naming_the_file_and_the_fix(pypm, world, case, lib_kwargs, deps, tool, expect):
     server, tmp = world

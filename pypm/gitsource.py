@@ -1,0 +1,257 @@
+"""Git dependencies: `lib @ git+https://host/lib.git@v1.0#subdirectory=py` and
+`[tool.pypm.sources] lib = { git = "https://host/lib.git", tag = "v1.0" }`.
+
+A git dependency is a path dependency whose directory is a checkout of one commit: the lock pins
+the commit (`source = { git = "https://host/lib.git?tag=v1.0#<40 hex>" }`), its metadata is read
+from the checkout's static `[project]` table (pypm.pathdeps' rule: nothing of the library runs at
+lock time), and sync builds it in the sandbox. A commit is content-addressed, so the wheel built
+from it is cached under it.
+
+What runs here is git itself, outside the sandbox, and only `init`, `fetch`, `rev-parse` and
+`archive` (a tar of the commit's tree, unpacked by tarfile's "data" filter): no checkout, so no
+hook, filter or attribute of the repository runs; submodules are not fetched. Only the https,
+http, ssh and file transports are allowed (no `ext::`), prompts are off (no stdin in CI: a
+repository that needs credentials fails with git's own message rather than waiting).
+
+The cache: `git/db/<sha256 of the URL>` (a bare repository, fetched into) and
+`git/checkouts/<commit>` (the tree, made in a temporary directory and renamed into place, so an
+interrupted checkout is never seen half-made). Both under one lock file per repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from .errors import IndexError_, ProjectError
+
+__all__ = ["GitRef", "from_source", "from_spec", "parse_requirement_url", "parse_lock_source", "resolve", "checkout"]
+
+_SCHEMES = ("https", "http", "ssh", "file")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_KINDS = ("rev", "tag", "branch")
+
+
+@dataclass(frozen=True)
+class GitRef:
+    """A repository and what of it is wanted, as declared (not yet a commit)."""
+
+    url: str  # the repository: https://host/lib.git (no `git+`, no revision, no fragment)
+    kind: str | None = None  # "rev", "tag" or "branch"; None: the default branch
+    rev: str | None = None
+    subdirectory: str | None = None
+
+    def spec(self) -> str:
+        """The lock's form without the commit: `URL?tag=v1&subdirectory=py` (keys in this order)."""
+        q = [(k, v) for k, v in ((self.kind or "", self.rev), ("subdirectory", self.subdirectory)) if k and v]
+        return self.url + ("?" + urlencode(q, quote_via=quote, safe="/") if q else "")
+
+    def pep508(self, commit: str) -> str:
+        """The PEP 508 direct reference to `commit`: `git+URL@COMMIT#subdirectory=...`."""
+        return f"git+{self.url}@{commit}" + (f"#subdirectory={self.subdirectory}" if self.subdirectory else "")
+
+
+def _check_url(url: str, origin: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise ProjectError(f"{origin}: {url!r} is not a valid URL ({e})", hint="fix the URL") from None
+    if parts.scheme not in _SCHEMES or (parts.scheme != "file" and not parts.netloc):
+        raise ProjectError(f"{origin}: {url!r}: pypm fetches git repositories over https, http, ssh or file URLs",
+                           hint="write it as git+https://host/repo.git (in a requirement) or "
+                                '{ git = "https://host/repo.git" } (in [tool.pypm.sources])')
+    if parts.password is not None:
+        raise ProjectError(f"{origin}: {parts.scheme}://{parts.hostname}/...: the URL carries a password, "
+                           "which would be written into pypm.lock",
+                           hint="let git find it (a credential helper, ~/.netrc or an ssh key) instead")
+    if parts.query or parts.fragment:
+        raise ProjectError(f"{origin}: {url!r}: a repository URL takes no query or fragment here",
+                           hint="give the revision and the subdirectory as their own keys")
+    return url
+
+
+def _check_subdirectory(sub: str | None, origin: str) -> str | None:
+    if sub is None:
+        return None
+    norm = os.path.normpath(sub)
+    if not sub or os.path.isabs(sub) or norm.startswith("..") or norm == ".":
+        raise ProjectError(f"{origin}: subdirectory {sub!r} must be a relative path inside the repository",
+                           hint='e.g. subdirectory = "python"')
+    return Path(norm).as_posix()
+
+
+def from_source(url: str, table: dict[str, str], origin: str) -> GitRef:
+    """`{ git = URL, tag|branch|rev = ..., subdirectory = ... }` (shape checked by pypm.project)."""
+    kinds = [k for k in _KINDS if k in table]
+    if len(kinds) > 1:
+        raise ProjectError(f"{origin} gives {' and '.join(f'`{k}`' for k in kinds)}; give at most one",
+                           hint="`tag`, `branch` or `rev` (a commit, or any revision git understands)")
+    kind = kinds[0] if kinds else None
+    return GitRef(_check_url(url, origin), kind, table[kind] if kind else None,
+                  _check_subdirectory(table.get("subdirectory"), origin))
+
+
+def parse_requirement_url(url: str, origin: str) -> GitRef:
+    """PEP 508's `git+URL[@REV][#subdirectory=SUB]` (pip's form; `#egg=` is tolerated)."""
+    if not url.startswith("git+"):
+        raise ProjectError(f"{origin}: {url!r} is not a git URL", hint="write git+https://host/repo.git@REV")
+    parts = urlsplit(url[4:])
+    sub = None
+    for k, v in parse_qsl(parts.fragment, keep_blank_values=True):
+        if k == "subdirectory":
+            sub = v
+        elif k != "egg":
+            raise ProjectError(f"{origin}: {url!r}: the fragment #{parts.fragment} is not #subdirectory=...",
+                               hint="git+https://host/repo.git@REV#subdirectory=python")
+    path, rev = parts.path, None
+    if "@" in path:  # the revision follows the last @ of the path (git+ssh://git@host/x.git@v1: the user is in netloc)
+        path, rev = path.rsplit("@", 1)
+        if not rev:
+            raise ProjectError(f"{origin}: {url!r} ends its path with an empty revision", hint="drop the @, or name one")
+    repo = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    return GitRef(_check_url(repo, origin), "rev" if rev else None, rev, _check_subdirectory(sub, origin))
+
+
+def from_spec(spec: str) -> GitRef:
+    """GitRef.spec()'s text back (how pypm.project hands a `{ git = ... }` source on)."""
+    parts = urlsplit(spec)
+    query = dict(parse_qsl(parts.query))
+    kind = next((k for k in _KINDS if k in query), None)
+    return GitRef(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), kind,
+                  query[kind] if kind else None, query.get("subdirectory"))
+
+
+def parse_lock_source(text: str, where: str) -> tuple[GitRef, str]:
+    """The lock's `git = "URL?tag=v1&subdirectory=py#COMMIT"`: (the reference, the commit)."""
+    base, _, commit = text.partition("#")
+    parts = urlsplit(base)
+    query = dict(parse_qsl(parts.query))
+    kinds = [k for k in _KINDS if k in query]
+    if not _COMMIT.fullmatch(commit) or len(kinds) > 1 or set(query) - {*_KINDS, "subdirectory"}:
+        raise ProjectError(f"{where}: git source {text!r} is not URL[?tag=...&subdirectory=...]#<40-hex commit>",
+                           hint="re-create the lock with `pypm lock`")
+    ref = GitRef(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), kinds[0] if kinds else None,
+                 query[kinds[0]] if kinds else None, query.get("subdirectory"))
+    return ref, commit
+
+
+# --------------------------------------------------------------------------- running git
+
+def _git(args: list[str], what: str, *, cwd: Path | None = None, stdout: int | None = subprocess.PIPE) -> bytes:
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", SSH_ASKPASS="true",
+               GCM_INTERACTIVE="never", GIT_SSH_COMMAND=os.environ.get("GIT_SSH_COMMAND", "ssh -oBatchMode=yes"))
+    cmd = ["git", "-c", "protocol.allow=never", *(x for s in _SCHEMES for x in ("-c", f"protocol.{s}.allow=always")),
+           "-c", "core.hooksPath=/dev/null", "-c", "fetch.recurseSubmodules=false", *args]
+    try:
+        r = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
+                           stderr=subprocess.PIPE, check=False)
+    except FileNotFoundError:
+        raise ProjectError(f"{what}: git is not installed", hint="install git (e.g. apt-get install git)") from None
+    if r.returncode != 0:
+        err = r.stderr.decode(errors="replace").strip().splitlines()
+        raise IndexError_(f"{what}: git {args[0]} failed: {err[-1] if err else f'exit {r.returncode}'}",
+                          hint="check the URL, the revision and your access to the repository")
+    return r.stdout or b""
+
+
+def _db(cache: Path, url: str) -> Path:
+    return cache / "git" / "db" / hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def _locked(cache: Path, url: str) -> Any:
+    from filelock import FileLock
+
+    d = cache / "git" / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(d / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".lock")))
+
+
+def _fetch(db: Path, ref: GitRef, what: str) -> None:
+    if not (db / "HEAD").is_file():
+        db.mkdir(parents=True, exist_ok=True)
+        _git(["init", "--quiet", "--bare", str(db)], what)
+    _git(["fetch", "--quiet", "--force", "--prune", "--no-tags", ref.url,
+          "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", "+HEAD:refs/remotes/origin/HEAD"],
+         what, cwd=db)
+
+
+def _rev_parse(db: Path, name: str) -> str | None:
+    try:
+        out = _git(["rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], "rev-parse", cwd=db).decode().strip()
+    except IndexError_:
+        return None
+    return out if _COMMIT.fullmatch(out) else None
+
+
+def resolve(ref: GitRef, cache: Path, *, offline: bool, what: str) -> str:
+    """The commit `ref` names now (fetching the repository into the cache)."""
+    if offline:
+        raise IndexError_(f"{what}: resolving {ref.spec()} needs the network", hint="run without --offline")
+    db = _db(cache, ref.url)
+    with _locked(cache, ref.url):
+        _fetch(db, ref, what)
+        if ref.rev is None:
+            found = _rev_parse(db, "refs/remotes/origin/HEAD")
+        elif ref.kind == "tag":
+            found = _rev_parse(db, f"refs/tags/{ref.rev}")
+        elif ref.kind == "branch":
+            found = _rev_parse(db, f"refs/remotes/origin/{ref.rev}")
+        else:  # a commit (full or abbreviated), a tag or a branch: as git would take it
+            found = (_rev_parse(db, f"refs/tags/{ref.rev}") or _rev_parse(db, f"refs/remotes/origin/{ref.rev}")
+                     or (_rev_parse(db, ref.rev) if re.fullmatch(r"[0-9a-fA-F]{4,40}", ref.rev) else None))
+            if found is None and _COMMIT.fullmatch(ref.rev.lower()):  # a commit on no branch: ask for it
+                _git(["fetch", "--quiet", ref.url, ref.rev.lower()], what, cwd=db)
+                found = _rev_parse(db, ref.rev.lower())
+    if found is None:
+        raise IndexError_(f"{what}: {ref.url} has no {ref.kind or 'default branch'}"
+                          + (f" {ref.rev!r}" if ref.rev else ""),
+                          hint="check the tag, branch or commit")
+    return found
+
+
+def checkout(ref: GitRef, commit: str, cache: Path, *, offline: bool, what: str) -> Path:
+    """The tree of `commit` (its `subdirectory`, when the reference names one), from the cache or
+    fetched. The checkout holds no .git directory: the build sees the files only."""
+    import shutil
+    import tarfile
+    import tempfile
+
+    top = cache / "git" / "checkouts" / commit
+    if not top.is_dir():
+        db = _db(cache, ref.url)
+        with _locked(cache, ref.url):
+            if not top.is_dir():
+                if not ((db / "HEAD").is_file() and _rev_parse(db, commit) is not None):
+                    if offline:
+                        raise IndexError_(f"{what}: commit {commit} of {ref.url} is not in the cache",
+                                          hint="run once without --offline")
+                    _fetch(db, ref, what)
+                    if _rev_parse(db, commit) is None:
+                        _git(["fetch", "--quiet", ref.url, commit], what, cwd=db)
+                    if _rev_parse(db, commit) is None:
+                        raise IndexError_(f"{what}: {ref.url} has no commit {commit} any more",
+                                          hint="the history was rewritten: `pypm lock --upgrade-package` picks "
+                                               "what the reference names now")
+                top.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=top.parent))
+                try:
+                    tar = tmp / "tree.tar"
+                    with open(tar, "wb") as f:
+                        _git(["archive", "--format=tar", commit], what, cwd=db, stdout=f.fileno())
+                    with tarfile.open(tar) as tf:
+                        tf.extractall(tmp / "tree", filter="data")  # no links out, no device files
+                    tar.unlink()
+                    os.replace(tmp / "tree", top)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    d = top / ref.subdirectory if ref.subdirectory else top
+    if not d.is_dir():
+        raise ProjectError(f"{what}: commit {commit[:12]} of {ref.url} has no directory {ref.subdirectory!r}",
+                           hint="fix `subdirectory`")
+    return d

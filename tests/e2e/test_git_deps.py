@@ -1,0 +1,184 @@
+"""Git dependencies end to end: `NAME @ git+URL@REV#subdirectory=...` and `[tool.pypm.sources]
+NAME = { git = URL, tag|branch|rev = ..., subdirectory = ... }`, from real repositories made with
+the real git, served over HTTP on 127.0.0.1 (git's "dumb" protocol: static files) or file://;
+the rest from a real index; builds in the sandbox, real venvs and runs."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_path_deps import lock_of, run_py, write_app, write_lib
+from tests.e2e.test_sync import installed
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def git(*args: str, cwd: Path) -> str:
+    r = subprocess.run(["git", *args], cwd=cwd, env=_ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def make_repo(path: Path, sub: str = "") -> Path:
+    """A repository whose `sub` directory holds the project `lib` 0.3.0 (value "one", needs alpha),
+    committed on `main` and tagged v1."""
+    path.mkdir(parents=True)
+    git("init", "-q", "-b", "main", cwd=path)
+    write_lib(path / sub if sub else path, "lib", "0.3.0", deps=["alpha"])
+    (path / "README").write_text("not a package\n")
+    git("add", "-A", cwd=path)
+    git("commit", "-q", "-m", "one", cwd=path)
+    git("tag", "v1", cwd=path)
+    return path
+
+
+def commit_change(repo: Path, sub: str, version: str, value: str) -> str:
+    write_lib(repo / sub if sub else repo, "lib", version, deps=["alpha"], value=value)
+    git("commit", "-q", "-am", value, cwd=repo)
+    return git("rev-parse", "HEAD", cwd=repo)
+
+
+class DumbHTTP:
+    """A bare copy of a repository served as static files (`git update-server-info`)."""
+
+    def __init__(self, repo: Path, where: Path) -> None:
+        where.mkdir(parents=True, exist_ok=True)
+        self.bare = where / "repo.git"
+        git("clone", "-q", "--bare", str(repo), str(self.bare), cwd=where)
+        git("update-server-info", cwd=self.bare)
+        handler = functools.partial(_Quiet, directory=str(where))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/repo.git"
+        self.paths: list[str] = []
+        _Quiet.log = self.paths
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    log: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        _Quiet.log.append(self.path)
+
+
+@pytest.fixture
+def world(dists, index_server, tmp_path):
+    dists.wheel("alpha", "1.0")
+    return index_server(), tmp_path
+
+
+def test_a_tag_over_http_is_locked_to_its_commit_built_installed_and_reused_offline(pypm, world):
+    index, tmp = world
+    repo = make_repo(tmp / "repo", sub="py")
+    head = git("rev-parse", "HEAD", cwd=repo)
+    served = DumbHTTP(repo, tmp / "srv")
+    try:
+        app = write_app(tmp / "app", index.url, [f"lib @ git+{served.url}@v1#subdirectory=py"])
+        r = pypm("sync", cwd=app)
+        assert r.returncode == 0, r.stderr
+        lib = lock_of(app)["lib"]
+        assert lib.source == {"git": f"{served.url}?rev=v1&subdirectory=py#{head}"} and lib.version == "0.3.0"
+        assert not lib.files() and [d.name for d in lib.dependencies] == ["alpha"]
+        assert not index.requests_for("/simple/lib")  # a git dependency: the index is not asked
+        assert installed(app / ".venv") == {"lib": "0.3.0", "alpha": "1.0"}
+        r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+        assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+        du = subprocess.run([str(app / ".venv" / "bin" / "python"), "-c",
+                             "import importlib.metadata as m; print(m.distribution('lib').read_text('direct_url.json'))"],
+                            capture_output=True, text=True, check=True)
+        assert json.loads(du.stdout) == {"url": served.url, "subdirectory": "py",
+                                         "vcs_info": {"vcs": "git", "commit_id": head, "requested_revision": "v1"}}
+        assert pypm("lock", "--check", cwd=app).returncode == 0
+        r = pypm("export", "--format", "requirements.txt", cwd=app)
+        assert r.returncode == 0, r.stderr
+        assert f"\nlib @ git+{served.url}@{head}#subdirectory=py\n" in r.stdout, r.stdout  # that very commit
+        data = tomllib.loads(pypm("export", "--format", "pylock.toml", cwd=app).stdout)
+        (entry,) = [p for p in data["packages"] if p["name"] == "lib"]
+        assert entry["vcs"] == {"type": "git", "url": served.url, "requested-revision": "v1", "commit-id": head,
+                                "subdirectory": "py"}
+    finally:
+        served.stop()
+    # The repository is gone: a fresh venv still comes from the cache (the wheel built from
+    # that commit), offline.
+    shutil.rmtree(app / ".venv")
+    r = pypm("sync", "--offline", cwd=app)
+    assert r.returncode == 0, r.stderr
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+
+
+def test_a_branch_stays_pinned_until_upgraded_and_a_new_reference_relocks(pypm, world):
+    index, tmp = world
+    repo = make_repo(tmp / "repo")
+    first = git("rev-parse", "HEAD", cwd=repo)
+    url = repo.as_uri()
+    tool = f'\n[tool.pypm.sources]\nlib = {{ git = "{url}", branch = "main" }}\n'
+    app = write_app(tmp / "app", index.url, ["lib"], tool)
+    assert pypm("sync", cwd=app).returncode == 0
+    assert lock_of(app)["lib"].source == {"git": f"{url}?branch=main#{first}"}
+    second = commit_change(repo, "", "0.4.0", "two")
+    # the branch moved on: the lock is still current (its inputs did not change), and a relock
+    # for another reason keeps the pinned commit
+    assert pypm("lock", "--check", cwd=app).returncode == 0
+    text = (app / "pyproject.toml").read_text()
+    (app / "pyproject.toml").write_text(text.replace('version = "1.0"', 'version = "1.1"'))
+    assert pypm("lock", cwd=app).returncode == 0
+    assert lock_of(app)["lib"].source == {"git": f"{url}?branch=main#{first}"}
+    # --upgrade-package follows the branch
+    r = pypm("lock", "--upgrade-package", "lib", cwd=app)
+    assert r.returncode == 0, r.stderr
+    lib = lock_of(app)["lib"]
+    assert lib.source == {"git": f"{url}?branch=main#{second}"} and lib.version == "0.4.0"
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "two\n"), r.stderr
+    assert installed(app / ".venv")["lib"] == "0.4.0"
+    # another reference is another input: the lock is stale, and run relocks to the tag
+    (app / "pyproject.toml").write_text((app / "pyproject.toml").read_text().replace('branch = "main"', 'tag = "v1"'))
+    assert pypm("lock", "--check", cwd=app).returncode != 0
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+    assert lock_of(app)["lib"].source == {"git": f"{url}?tag=v1#{first}"}
+
+
+@pytest.mark.parametrize("ref, expect", [
+    ("@nope", "has no rev 'nope'"),
+    ("#subdirectory=missing", "has no directory 'missing'"),
+])
+def test_a_revision_or_directory_that_is_not_there_is_a_clear_error(pypm, world, ref, expect):
+    index, tmp = world
+    repo = make_repo(tmp / "repo")
+    app = write_app(tmp / "app", index.url, [f"lib @ git+{repo.as_uri()}{ref}"])
+    r = pypm("sync", cwd=app)
+    assert r.returncode != 0 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (app / "pypm.lock").exists() and not (app / ".venv").exists()
+
+
+def test_add_by_git_url_writes_the_requirement_and_remove_takes_it_away(pypm, world):
+    index, tmp = world
+    repo = make_repo(tmp / "repo")
+    app = write_app(tmp / "app", index.url, [])
+    req = f"lib @ git+{repo.as_uri()}@v1"
+    r = pypm("add", req, cwd=app)
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads((app / "pyproject.toml").read_text())["project"]["dependencies"] == [req]
+    assert installed(app / ".venv") == {"lib": "0.3.0", "alpha": "1.0"}
+    r = pypm("remove", "lib", cwd=app)
+    assert r.returncode == 0, r.stderr
+    assert installed(app / ".venv") == {}

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: libseccomp (seccomp compiler), python3-venv (the distribution's python,
-# used for the tests that drop to an unprivileged uid), bubblewrap (benchmark baseline).
+# used for the tests that drop to an unprivileged uid), bubblewrap (benchmark baseline), git
+# (git dependencies).
 need=()
-for pkg in libseccomp2 python3-venv bubblewrap gcc; do
+for pkg in libseccomp2 python3-venv bubblewrap gcc git; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -206,7 +206,24 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
 
     if args.python:
         raise UsageError("--python goes with --script (a project's interpreter is [tool.pypm] python)")
-    path = init_project(Path(args.path).resolve() if args.path else ctx.directory, name=args.name)
+    directory = Path(args.path).resolve() if args.path else ctx.directory
+    from .scaffold import join_workspace, workspace_above
+
+    ws = None if args.no_workspace else workspace_above(directory)
+    existed = directory.exists()
+    path = init_project(directory, name=args.name)
+    if ws is not None:
+        try:
+            done = join_workspace(ws, directory, args.name or directory.name)
+        except BaseException:  # (a member of that name already, say): nothing of this init is left
+            path.unlink(missing_ok=True)
+            if not existed:
+                directory.rmdir()
+            raise
+        ctx.info(f"created {path}")
+        if done:
+            ctx.info(done)
+        return ExitCode.OK
     ctx.info(f"created {path}")
     return ExitCode.OK
 
@@ -274,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--script", metavar="FILE", type=_given,
                    help="make FILE, a script with a PEP 723 `# /// script` block, instead of a project")
     p.add_argument("--python", metavar="3.X", type=_given, help="with --script: its requires-python floor")
+    p.add_argument("--no-workspace", action="store_true",
+                   help="inside a workspace, do not add the new project to its members")
 
     p = add("lock", cmd_lock, "resolve the project into a universal, hash-pinned pypm.lock")
     p.add_argument("--refresh", action="store_true", help="re-fetch metadata and hashes; ignore cached index pages")

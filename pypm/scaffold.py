@@ -9,7 +9,7 @@ from .errors import ProjectError
 from .lockfile import write_atomic
 from .project import PYPROJECT
 
-__all__ = ["init_project", "render_pyproject"]
+__all__ = ["init_project", "render_pyproject", "workspace_above", "join_workspace"]
 
 
 def render_pyproject(name: str, requires_python: str = ">=3.9") -> str:
@@ -59,6 +59,61 @@ def init_project(directory: Path, name: str | None = None) -> Path:
                            hint="pick a path in a writable directory") from None
     write_atomic(target, render_pyproject(name))
     return target
+
+
+def workspace_above(directory: Path) -> Path | None:
+    """The root of the nearest workspace above `directory` (an ancestor whose pyproject.toml has
+    [tool.pypm.workspace], owned by this user or root), or None."""
+    from .fastpath import owner_trusted
+    from .project import load_project
+
+    for d in directory.resolve().parents:
+        path = d / PYPROJECT
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "workspace" not in text or not owner_trusted(path.stat()):
+            continue  # (another user's file above is not this project's workspace: fastpath.owner_trusted)
+        try:
+            if load_project(d).tool.workspace is not None:
+                return d
+        except ProjectError:
+            continue
+    return None
+
+
+def join_workspace(root: Path, member: Path, name: str) -> str | None:
+    """Make the new project at `member` a member of the workspace at `root`, as `uv init` does:
+    nothing when a `members` glob already takes it in, or an `exclude` glob leaves it out; else its
+    path is added to `members` (tomlkit: the rest of the file as it was). Returns what was done,
+    for the message; raises before any write when the workspace has a member of that name."""
+    import os
+
+    import tomlkit
+
+    from .lockfile import canonical_name
+    from .pathdeps import workspace_members
+    from .project import load_project
+
+    workspace = load_project(root)
+    member = member.resolve()
+    rel = Path(os.path.relpath(member, root.resolve())).as_posix()
+    members = workspace_members(workspace)
+    if rel in members.values():
+        return f"a member of the workspace at {root} (its `members` take {rel} in)"
+    if any(member == d.resolve() for g in workspace.tool.workspace_exclude for d in root.glob(g)):
+        return None
+    other = members.get(canonical_name(name))
+    if other is not None:
+        raise ProjectError(f"the workspace at {root} has a member named {canonical_name(name)} already ({other})",
+                           hint="pass another --name, or --no-workspace")
+    path = root / PYPROJECT
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    array = doc["tool"]["pypm"]["workspace"]["members"]  # (load_project checked the shape)
+    array.append(rel)
+    write_atomic(path, tomlkit.dumps(doc))
+    return f"added {rel} to [tool.pypm.workspace] members in {path}"
 
 
 def init_script(path: Path, python: str | None = None) -> Path:

@@ -280,14 +280,19 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
     want_state["interpreter"] = {"executable": str(interp.executable), "version": interp.version_str}
     want_state["tool"] = tool_knobs(project)
     want_state["project-token"] = _project_token(project)
-    if local_dirs:  # path dependencies: their inputs changed means sync again (the fast paths check it)
-        want_state["path-tokens"] = local_dirs
     if lock.members:  # a workspace: run's fast path in a member's directory finds this venv by them
         from .lockfile import canonical_name
+        from .pathdeps import inputs_token
 
-        want_state["workspace-members"] = {
+        want_state["workspace-members"] = members = {
             os.path.normpath(project.root / (p.local_directory or p.source["virtual"])): canonical_name(p.name)
             for m in lock.members for p in lock.by_name(m) if p.local_directory or p.virtual_member}
+        # Every member's inputs, not only those of the members this venv holds: the lock covers
+        # them all, so a change to any makes it stale, and the fast paths must then step aside
+        # for the relock (`lock --check` would fail otherwise while `pypm run` said nothing).
+        local_dirs = {**{d: inputs_token(d) for d in members}, **local_dirs}
+    if local_dirs:  # path dependencies: their inputs changed means sync again (the fast paths check it)
+        want_state["path-tokens"] = local_dirs
     layout = _layout(venv, interp)
 
     from .venv import discard_half_built, mark_complete

@@ -92,6 +92,19 @@ def test_a_members_new_dependency_relocks_the_workspace(pypm, ws):
     r = pypm("run", "--", "python", "-c", "import gamma", cwd=root)
     assert r.returncode == 0, r.stderr
     assert "gamma" in installed(root / ".venv")
+    assert pypm("lock", "--check", cwd=root).returncode == 0
+    # A member the root's selection does not hold changes: `pypm run` at the root still locks
+    # again (as `lock --check` says it must), and leaves the venv as it is.
+    write_lib(root / "packages" / "tool", "tool", deps=["gamma", "beta"])
+    assert pypm("lock", "--check", cwd=root).returncode == 1
+    r = pypm("run", "--", "python", "-c", "pass", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert pypm("lock", "--check", cwd=root).returncode == 0
+    assert [d.name for d in {p.name: p for p in loads((root / "pypm.lock").read_text()).packages}["tool"].dependencies] \
+        == ["beta", "gamma"]
+    assert "tool" not in installed(root / ".venv")
+    r = pypm("run", "-v", "--", "python", "-c", "pass", cwd=root)  # and then the fast path again
+    assert r.returncode == 0 and "Resolved" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("change, argv, code, message", [
@@ -240,3 +253,30 @@ def test_a_members_own_dependency_groups_are_locked_and_installed_with_it(pypm, 
         r = pypm("run", "--", "python", "-c", "import beta", cwd=tool, env={"PYTHONPROFILEIMPORTTIME": "1"})
         assert r.returncode == 0, r.stderr
     assert "pypm.cli" not in r.stderr
+
+
+def test_init_inside_a_workspace_adds_the_new_project_to_its_members(pypm, ws):
+    server, root = ws
+    before = (root / "pyproject.toml").read_text()
+    # below a `members` glob: nothing to add
+    r = pypm("init", "packages/fresh", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "a member of the workspace" in r.stderr and (root / "pyproject.toml").read_text() == before
+    # elsewhere: its path goes into `members`, the rest of the file as it was
+    r = pypm("init", "tools/lint", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "added tools/lint to [tool.pypm.workspace] members" in r.stderr
+    after = (root / "pyproject.toml").read_text()
+    assert after == before.replace('members = ["packages/*"]', 'members = ["packages/*", "tools/lint"]')
+    assert pypm("lock", cwd=root).returncode == 0
+    assert "lint" in loads((root / "pypm.lock").read_text()).members
+    # excluded, or --no-workspace: not added
+    r = pypm("init", "packages/scratch", cwd=root)
+    assert r.returncode == 0 and (root / "pyproject.toml").read_text() == after, r.stderr
+    assert "members" not in r.stderr and "a member of" not in r.stderr
+    r = pypm("init", "--no-workspace", "other/x", cwd=root)
+    assert r.returncode == 0 and (root / "pyproject.toml").read_text() == after, r.stderr
+    # a member of that name already: refused, and nothing of the new project is left
+    r = pypm("init", "--name", "core", "other/dup", cwd=root)
+    assert r.returncode == 3 and "has a member named core already" in r.stderr, r.stderr
+    assert not (root / "other" / "dup").exists() and (root / "pyproject.toml").read_text() == after

@@ -243,12 +243,13 @@ _LOCAL_HINT = ("pypm locks releases from an index, a find-links location, a loca
                "directory named by [tool.pypm] find-links (or --find-links), and add it by name")
 
 
-def parse_requirement(text: str, what: str = "", *, local_urls: bool = False) -> Requirement:
+def parse_requirement(text: str, what: str = "", *, local_urls: bool = False, remote_urls: bool = False) -> Requirement:
     """`text` as a Requirement, or a UsageError naming it (`what`: the flag it came with). A direct
-    URL (`NAME @ URL`) is refused here, with the way that works: the resolver cannot lock one yet
-    (resolver.make_reqs), and the lock would fail only after the edit, to be rolled back.
-    `local_urls`: a `file:` URL is taken (a project's path dependency, pypm.pathdeps), and so is
-    the http(s) URL of a wheel or sdist (a remote archive, pypm.pathdeps.remote_archive)."""
+    URL (`NAME @ URL`) that cannot be locked is refused here, with the way that works: the lock
+    would fail only after the edit, to be rolled back.
+    `remote_urls`: the http(s) URL of a wheel or sdist (pypm.pathdeps.remote_archive) and a git
+    URL (pypm.gitsource) are taken, checked. `local_urls`: those, and a `file:` URL (a project's
+    path dependency, pypm.pathdeps: relative to the project, so not for `pypm x` or scripts)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     said = f"{what} {text!r}" if what else repr(text)
@@ -259,27 +260,28 @@ def parse_requirement(text: str, what: str = "", *, local_urls: bool = False) ->
         if "/" in text or text.endswith(ARCHIVES):
             hint = _LOCAL_HINT
         raise UsageError(f"{said} is not a valid requirement: {e}", hint=hint) from None
-    if req.url and local_urls and req.url.startswith(REMOTE):  # a remote wheel or sdist, checked before the edit
+    if not req.url:
+        return req
+    if (local_urls or remote_urls) and req.url.startswith((*REMOTE, "git+")):
         from packaging.utils import canonicalize_name
 
         from .errors import ProjectError
-        from .pathdeps import remote_archive
 
+        origin = f"{what or 'pypm add'} {req.name}"
         try:
-            remote_archive(str(canonicalize_name(req.name)), req.url, f"{what or 'pypm add'} {req.name}")
+            if req.url.startswith("git+"):  # a git dependency
+                from .gitsource import parse_requirement_url
+
+                parse_requirement_url(req.url, origin)
+            else:  # a remote wheel or sdist
+                from .pathdeps import remote_archive
+
+                remote_archive(str(canonicalize_name(req.name)), req.url, origin)
         except ProjectError as e:  # a bad command line (exit 2), not a bad project
             raise UsageError(e.message, hint=e.hint) from None
-    elif req.url and local_urls and req.url.startswith("git+"):  # a git dependency, checked before the edit
-        from .errors import ProjectError
-        from .gitsource import parse_requirement_url
-
-        try:
-            parse_requirement_url(req.url, f"{what or 'pypm add'} {req.name}")
-        except ProjectError as e:
-            raise UsageError(e.message, hint=e.hint) from None
-    elif req.url and not (local_urls and req.url.startswith("file:")):
-        raise UsageError(f"{said} is a direct URL, which pypm cannot lock yet",
-                         hint=_LOCAL_HINT)
+        return req
+    if not (local_urls and req.url.startswith("file:")):
+        raise UsageError(f"{said} is a direct URL, which pypm cannot lock yet", hint=_LOCAL_HINT)
     return req
 
 

@@ -99,7 +99,9 @@ def _checked(data: dict[str, Any], path: Path, *, deep: bool = True) -> dict[str
                 url = Requirement(d).url
             except InvalidRequirement as e:
                 raise bad("dependencies", f"holds {d!r}, not a valid requirement: {e}") from None
-            if url:
+            if url and not url.startswith(("https://", "http://", "git+")):
+                # (A remote wheel or sdist, or a git repository, is locked as a project's is. A
+                # file: URL is not: the environment's project lives in the cache, not beside the script.)
                 raise bad("dependencies", f"holds {d!r}, a direct URL, which pypm cannot lock yet "
                                           "(name a find-links directory in [tool.pypm] instead)")
         if rp is not None:

@@ -70,7 +70,7 @@ def _requirements(args: Any, argv: list[str]) -> tuple[list[str], str]:
     from .edit import parse_requirement
 
     def parse(text: str, what: str) -> str:
-        return str(parse_requirement(text, what))
+        return str(parse_requirement(text, what, remote_urls=True))
 
     if args.from_:
         main = parse(args.from_, "--from")

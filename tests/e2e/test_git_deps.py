@@ -182,3 +182,26 @@ def test_add_by_git_url_writes_the_requirement_and_remove_takes_it_away(pypm, wo
     r = pypm("remove", "lib", cwd=app)
     assert r.returncode == 0, r.stderr
     assert installed(app / ".venv") == {}
+
+
+def test_pypm_x_and_a_script_take_a_git_repository_and_a_wheel_url(pypm, world, dists):
+    index, tmp = world
+    repo = make_repo(tmp / "repo")
+    work = tmp / "work"
+    work.mkdir()
+    r = pypm("x", "--index-url", index.url, "--from", f"lib @ git+{repo.as_uri()}@v1",
+             "python", "-c", "import lib; print(lib.VALUE)", cwd=work)
+    assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+    wheel = dists.wheel("gamma", "4.0")
+    index.add(wheel)
+    (work / "s.py").write_text(
+        "# /// script\n"
+        f'# dependencies = ["lib @ git+{repo.as_uri()}@v1", "gamma @ {index.file_url(wheel.name)}"]\n'
+        f'# [tool.pypm]\n# index-url = "{index.url}"\n'
+        "# ///\nimport gamma, lib\nprint(lib.VALUE, gamma.__name__)\n")
+    r = pypm("run", "s.py", cwd=work)
+    assert (r.returncode, r.stdout) == (0, "one gamma\n"), r.stderr
+    # a file: URL stays refused there: the environment is not beside the script
+    (work / "t.py").write_text('# /// script\n# dependencies = ["lib @ file:///tmp/lib"]\n# ///\n')
+    r = pypm("run", "t.py", cwd=work)
+    assert r.returncode == 3 and "a direct URL, which pypm cannot lock yet" in r.stderr, r.stderr

@@ -3,6 +3,7 @@ HTTP or from local directories, with an HTTP cache; what the pages say is parsed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -16,7 +17,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, ContextManager, Iterable, TypeVar
+from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator, TypeVar
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -547,7 +548,19 @@ class IndexClient:
         if f.kind == "directory":  # a path dependency's [project] table (pypm.pathdeps)
             meta: CoreMetadata = self._meta.get(f.url, lambda: self._local.metadata_of(f.name))
             return meta
+        if f.source[0] == "url" and self._local is not None:
+            with self._naming_the_source(f):
+                return self._meta.get(f.url, lambda: self._metadata(f))
         return self._meta.get(f.url, lambda: self._metadata(f))
+
+    @contextlib.contextmanager
+    def _naming_the_source(self, f: DistFile) -> Iterator[None]:
+        """A remote archive's errors say which requirement named the URL (pypm.pathdeps)."""
+        try:
+            yield
+        except (IndexError_, IntegrityError) as e:
+            origin = self._local.sources[f.name].origin if f.name in self._local else "a direct reference"
+            raise type(e)(f"{f.name} ({origin}): {e.message}", hint=e.hint) from None
 
     def prefetch(self, names: Iterable[str]) -> None:
         """Fetch the pages of many projects at once; errors surface later from project_files.
@@ -578,6 +591,9 @@ class IndexClient:
         """sha256 (hex) of a file, reading or downloading it when its source gave no hash."""
         if f.sha256:
             return f.sha256
+        if f.source[0] == "url" and self._local is not None:
+            with self._naming_the_source(f):
+                return self._hashes.get(f.url, lambda: self._file_hash(f))
         return self._hashes.get(f.url, lambda: self._file_hash(f))
 
     def open_dist(self, f: DistFile) -> ContextManager[BinaryIO]:

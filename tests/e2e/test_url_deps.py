@@ -111,6 +111,7 @@ def test_an_sdist_by_url_is_built_in_the_sandbox_and_a_wrong_hash_installs_nothi
     r = pypm("sync", cwd=other)
     assert r.returncode != 0
     assert bad in r.stderr and sdist.name in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "lib (" in r.stderr and "pyproject.toml: `project.dependencies`" in r.stderr, r.stderr
     assert not (other / "pypm.lock").exists() and not (other / ".venv").exists()
 
 
@@ -122,6 +123,7 @@ def test_a_url_that_is_not_there_is_a_clear_error_and_add_by_url_writes_the_requ
     app = write_app(tmp_path / "app", index.url, [f"ghost @ {missing}"])
     r = pypm("lock", cwd=app)
     assert r.returncode != 0 and "404" in r.stderr and "ghost-1.0-py3-none-any.whl" in r.stderr, r.stderr
+    assert "ghost (" in r.stderr and "pyproject.toml: `project.dependencies`" in r.stderr, r.stderr  # who named it
     assert "Traceback" not in r.stderr and not (app / "pypm.lock").exists()
 
     wheel = dists.wheel("delta", "2.0")

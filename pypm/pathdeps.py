@@ -342,6 +342,10 @@ def _load(d: Path, s: PathSource) -> Project:
     from .project import PYPROJECT, parse_pyproject
 
     pyproject = d / PYPROJECT
+    kind = "git" if s.git is not None else "path"
+    # (A git dependency's `d` is a checkout in the cache: the messages name the repository instead.)
+    where_git = "" if s.git is None else \
+        f"{s.git.url} ({s.git.kind or 'default branch'}{' ' + s.git.rev if s.git.rev else ''})"
     if not d.is_dir():
         what = "does not exist" if not d.exists() else "is not a directory, a wheel or an sdist"
         raise ProjectError(f"{s.origin}: {d} {what}",
@@ -349,8 +353,10 @@ def _load(d: Path, s: PathSource) -> Project:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ProjectError(f"{s.origin}: {d} has no pyproject.toml",
-                           hint="pypm reads a path dependency's metadata from its [project] table; add one") from None
+        raise ProjectError(f"{s.origin}: {where_git if s.git is not None else d} has no pyproject.toml"
+                           + (f" in {s.git.subdirectory!r}" if s.git is not None and s.git.subdirectory else ""),
+                           hint=f"pypm reads a {kind} dependency's metadata from its [project] table; add one"
+                                + (" (or name the project's `subdirectory`)" if s.git is not None else "")) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ProjectError(f"{pyproject}: cannot be read: {e}", hint="fix the file, then run the command again") \
             from None
@@ -360,11 +366,16 @@ def _load(d: Path, s: PathSource) -> Project:
                            hint=f"name it {sub.name!r} in the requirement and the source, or fix the path")
     dynamic = [k for k in _STATIC if k in sub.dynamic]
     if dynamic:
-        raise ProjectError(f"{pyproject}: {', '.join(dynamic)} {'is' if len(dynamic) == 1 else 'are'} listed in "
-                           "`project.dynamic`; pypm reads a path dependency's metadata from its [project] table "
-                           "without running its build backend", hint="write them in [project] statically")
+        said = f"{s.name} from {where_git}: pyproject.toml" if s.git is not None else str(pyproject)
+        raise ProjectError(f"{said}: {', '.join(dynamic)} {'is' if len(dynamic) == 1 else 'are'} listed in "
+                           f"`project.dynamic`; pypm reads a {kind} dependency's metadata from its [project] table "
+                           "without running its build backend",
+                           hint="write them in [project] statically" if s.git is None else
+                           "pypm cannot lock this repository yet: depend on a release from an index, or on a "
+                           "commit whose pyproject.toml states them")
     if sub.build_system is None and not s.member:  # (a member without one is virtual: not installed)
-        raise ProjectError(f"{pyproject} has no [build-system], so {s.name} cannot be built and installed "
+        raise ProjectError(f"{f'{where_git}: pyproject.toml' if s.git is not None else pyproject} has no "
+                           f"[build-system], so {s.name} cannot be built and installed "
                            f"(required through {s.origin})",
                            hint='add one, e.g. [build-system] requires = ["hatchling"] build-backend = '
                                 '"hatchling.build"')

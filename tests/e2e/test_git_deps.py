@@ -205,3 +205,17 @@ def test_pypm_x_and_a_script_take_a_git_repository_and_a_wheel_url(pypm, world, 
     (work / "t.py").write_text('# /// script\n# dependencies = ["lib @ file:///tmp/lib"]\n# ///\n')
     r = pypm("run", "t.py", cwd=work)
     assert r.returncode == 3 and "a direct URL, which pypm cannot lock yet" in r.stderr, r.stderr
+
+
+def test_a_repository_whose_version_comes_from_git_is_refused_naming_it(pypm, world):
+    index, tmp = world
+    repo = make_repo(tmp / "repo")
+    text = (repo / "pyproject.toml").read_text().replace('version = "0.3.0"\n', 'dynamic = ["version"]\n')
+    (repo / "pyproject.toml").write_text(text)
+    git("commit", "-q", "-am", "scm version", cwd=repo)
+    app = write_app(tmp / "app", index.url, [f"lib @ git+{repo.as_uri()}@main"])
+    r = pypm("lock", cwd=app)
+    assert r.returncode == 3, r.stderr
+    assert f"lib from {repo.as_uri()} (rev main): pyproject.toml: version is listed in `project.dynamic`" in r.stderr
+    assert "pypm cannot lock this repository yet" in r.stderr and "checkouts" not in r.stderr
+    assert not (app / "pypm.lock").exists()

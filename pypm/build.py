@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["build_wheel", "build_command", "read_build_system", "build_key", "cached_build", "remember_build",
            "sdist_epoch", "project_epoch", "build_environment", "BUILD_FORMAT", "discover_build_requires",
-           "build_packages_of", "network_allowed", "mark_build_network"]
+           "build_packages_of", "network_allowed", "mark_build_network", "prepare_metadata", "MissingBuildRequirements"]
 
 # PEP 517: a project without [build-system] is built with setuptools' legacy backend.
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
@@ -163,7 +163,8 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
             epoch = project_epoch(source) if epoch is None else epoch
             protect = tuple(str(source / n) for n in (".venv", ".git")
                             if (source / n).exists() and not (source / n).is_symlink())
-        what = {"wheel": "a wheel", "editable": "an editable wheel", "sdist": "an sdist"}[kind]
+        what = {"wheel": "a wheel", "editable": "an editable wheel", "sdist": "an sdist",
+                "metadata": "the metadata"}[kind]
         what = f"{what} of {label or source}"
         _requires, backend, backend_path = read_build_system(source)
 
@@ -188,11 +189,22 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
             if requires_only:
                 return missing
             if missing:
-                raise BuildError(f"the build backend {backend} of {label or source} also needs {', '.join(missing)}, "
-                                 "which the lock's build dependencies do not provide",
-                                 hint="re-lock with `pypm lock` (it asks an sdist's backend what it needs); for "
-                                 "the project, add them to [build-system] requires")
+                raise MissingBuildRequirements(
+                    f"the build backend {backend} of {label or source} also needs {', '.join(missing)}, "
+                    "which the lock's build dependencies do not provide", missing,
+                    hint="re-lock with `pypm lock` (it asks an sdist's backend what it needs); for "
+                    "the project, add them to [build-system] requires")
             # The hooks are given the directory as the sandbox sees it (pyproject_hooks only abspath()s it).
+            if kind == "metadata":
+                # PEP 517's prepare_metadata_for_build_wheel; a backend without it builds the wheel,
+                # and pyproject_hooks takes its .dist-info (all of it in the sandbox).
+                info = hooks.prepare_metadata_for_build_wheel(OUT_INSIDE, _allow_fallback=True)
+                meta = work / info / "METADATA" if isinstance(info, str) and "/" not in info else None
+                if meta is None or not meta.is_file():
+                    raise BuildError(f"the build backend {backend} of {label or source} reported the metadata "
+                                     f"directory {info!r}, which it did not write",
+                                     hint="report it to the package's maintainers")
+                return meta.read_bytes()
             if kind == "sdist":
                 name = hooks.build_sdist(OUT_INSIDE)
             elif kind == "editable":
@@ -225,6 +237,29 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         return final
     finally:
         _rmtree(tmp)
+
+
+class MissingBuildRequirements(BuildError):
+    """The backend asked for requirements (get_requires_for_build_*) its environment lacks."""
+
+    def __init__(self, message: str, missing: Sequence[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = list(missing)
+
+
+def prepare_metadata(sdist: Path, *, build_packages: Sequence[Any], interpreter: Any, cache: Any,
+                     network: bool = False, label: str | None = None,
+                     limits: Sequence[tuple[str, int]] = ()) -> bytes:
+    """The core metadata (METADATA's bytes) of the sdist, from its backend's
+    prepare_metadata_for_build_wheel, run in the sandbox with `build_packages` installed: for
+    `pypm lock`, when the sdist's PKG-INFO cannot be trusted to hold its dependencies (Metadata
+    older than 2.2, or marked Dynamic). Raises MissingBuildRequirements when the backend asks for
+    more than `build_packages` provide."""
+    with tempfile.TemporaryDirectory(prefix="pypm-metadata-") as out:
+        meta: bytes = _build(sdist, Path(out), kind="metadata", build_packages=build_packages, interpreter=interpreter,
+                             cache=cache, link_mode=None, fetchers=(), label=label, network=network, epoch=None,
+                             sdist=sdist, limits=limits)
+    return meta
 
 
 def _tail(log: Path, lines: int = 60) -> str:

@@ -104,6 +104,13 @@ class _Memo:
         result: T = fut.result()  # fn's, or the first caller's for this key
         return result
 
+    def set(self, key: Any, value: Any) -> None:
+        """`key` is `value` from now on (an error stored for it is forgotten)."""
+        fut: Future[Any] = Future()
+        fut.set_result(value)
+        with self._lock:
+            self._futures[key] = fut
+
 
 def _write_atomic(path: Path, data: bytes | list[bytes | memoryview]) -> None:
     """Write `data` (or its parts, one after the other: no joined copy of a big entry) to `path`."""
@@ -561,6 +568,13 @@ class IndexClient:
         except (IndexError_, IntegrityError) as e:
             origin = self._local.sources[f.name].origin if f.name in self._local else "a direct reference"
             raise type(e)(f"{f.name} ({origin}): {e.message}", hint=e.hint) from None
+
+    def remember_metadata(self, f: DistFile, meta: CoreMetadata) -> None:
+        """`meta` is `f`'s metadata, found another way (its build backend, pypm.locking): kept for
+        this client and in the cache, where the next lock finds it before asking the file."""
+        self._meta.set(f.url, meta)
+        path = self.cache_dir / "metadata" / (_cache_key(self._file_key(f)) + ".json")
+        self._store(path, json.dumps(asdict(meta), sort_keys=True).encode())
 
     def prefetch(self, names: Iterable[str]) -> None:
         """Fetch the pages of many projects at once; errors surface later from project_files.

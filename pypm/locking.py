@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import ExitCode, IndexError_, LockError, ResolutionError, StaleLockError, UsageError
+from .errors import ExitCode, IndexError_, IntegrityError, LockError, ResolutionError, StaleLockError, UsageError
 from .lockfile import LOCK_NAME, Dependency, FileEntry, Lock, LockedPackage, canonical_name
 from .project import PRERELEASE_MODES, Project, content_hash
 
@@ -518,6 +518,10 @@ def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs
         initial_forks=tuple(old.resolution_markers) if old is not None and not opts.upgrade else (),
     )
     requires_python = _requires_python(ctx, project)
+    if not opts.no_build:
+        from dataclasses import replace
+
+        ropts = replace(ropts, build_metadata=_metadata_builder(ctx, project, client, requires_python, ropts))
     reqs = inputs.requirements
     root = RootSpec(name=project.name, requires_python=requires_python,
                     dependencies=reqs.get("dependencies", project.dependencies),
@@ -681,7 +685,7 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
         memo[requires] = None
         spec = RootSpec(name=f"{who} (build)", requires_python=requires_python, dependencies=requires)
         try:
-            res = resolve(client, spec, replace(ropts, preferences=runtime_prefs, initial_forks=()))
+            res = resolve(client, spec, replace(ropts, preferences=runtime_prefs, initial_forks=(), build_metadata=None))
         except (ResolutionError, IndexError_) as e:  # a hash mismatch is not a "cannot lock": it stops
             ctx.info(f"warning: the build dependencies of {who} ({', '.join(requires)}) were not locked: "
                      f"{e.message}")
@@ -729,6 +733,76 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
             if extra:
                 deps = lock_set(tuple(reqs) + tuple(extra), f"{p.name} {p.version}") or deps
             p.build_dependencies = deps
+
+
+def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: str, ropts: Any) -> Any:
+    """For the resolver (ResolveOptions.build_metadata): the core metadata of an sdist whose
+    PKG-INFO cannot be trusted to hold its dependencies (Metadata-Version older than 2.2, or they
+    are marked Dynamic) -- most sdists of older releases -- from its build backend's
+    prepare_metadata_for_build_wheel, run in the build sandbox (no network unless the project's
+    [tool.pypm.build] allows it for the package) with its build requirements resolved from the
+    same sources, as pip and uv do. It runs on the resolver's thread, one sdist at a time. What it
+    finds is kept in the metadata cache under the sdist's sha256, so the next lock does not build
+    it again. The build requirements themselves are locked afterwards, as any sdist's are."""
+    from dataclasses import replace
+
+    def build(f: Any) -> Any:
+        from .build import MissingBuildRequirements, network_allowed, prepare_metadata
+        from .cache import Cache
+        from .interpreter import find_interpreter
+        from .resolver import RootSpec, resolve
+        from .simpleapi import parse_core_metadata
+
+        label = f"{f.name}=={f.version} ({f.filename})"
+        ctx.info(f"Reading the metadata of {label} from its build backend (its PKG-INFO does not list its "
+                 "dependencies reliably)")
+        entry = FileEntry(filename=f.filename, url=f.url, sha256=client.file_hash(f), size=f.size)
+        requires = _archive_build_requires(client, f, entry)
+        interp = find_interpreter(project.tool.python, requires_python, pyproject=project.pyproject)
+        nested = replace(ropts, preferences={}, initial_forks=(), build_metadata=None)
+        with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache:
+            sdist = cache.fetch(entry, package=f.name)
+            data = b""
+            for attempt in range(3):  # again with what the backend asks for beyond [build-system] requires
+                res = resolve(client, RootSpec(name=f"{f.name} (build)", requires_python=requires_python,
+                                               dependencies=requires), nested)
+                packages = _packages(client, res, {})
+                by_key = {p.key: p for p in packages}
+
+                class _Lock:
+                    @staticmethod
+                    def get(name: str, version: str) -> Any:
+                        return by_key.get((canonical_name(name), version))
+
+                class _Pkg:
+                    name, build_dependencies = f.name, [_dep(e) for e in res.root_dependencies]
+
+                from .buildenv import build_packages_of
+
+                try:
+                    data = prepare_metadata(sdist, build_packages=build_packages_of(_Lock, _Pkg, interp.markers),
+                                            interpreter=interp, cache=cache, network=network_allowed(project, f.name),
+                                            label=label, limits=project.tool.build_limits)
+                    break
+                except MissingBuildRequirements as e:
+                    if attempt == 2 or set(e.missing) <= set(requires):
+                        raise
+                    requires = (*requires, *e.missing)
+        meta = parse_core_metadata(data, f.filename)[0]
+        from packaging.version import Version
+
+        if canonical_name(meta.name) != canonical_name(f.name) or Version(meta.version) != Version(f.version):
+            raise IntegrityError(f"the build backend of {label} reports the metadata of {meta.name} {meta.version}",
+                                 hint="the sdist is mislabelled; report it to the package's maintainers")
+        client.remember_metadata(f, meta)
+        return meta
+
+    return build
+
+
+def _archive_build_requires(client: Any, f: Any, entry: FileEntry) -> tuple[str, ...]:
+    p = LockedPackage(name=f.name, version=f.version, source={"registry": ""}, sdist=entry)
+    return _sdist_build_requires(client, p)
 
 
 def _sdist_build_requires(client: Any, p: LockedPackage) -> tuple[str, ...]:

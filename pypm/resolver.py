@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -18,7 +18,7 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
-from .errors import PypmError, ResolutionError
+from .errors import BuildError, PypmError, ResolutionError
 from .markers import Bits, Universe, strip_extra
 from .simpleapi import Releases
 
@@ -51,6 +51,9 @@ class ResolveOptions:
     initial_forks: Sequence[str] = ()  # markers of the old lock's forks, to keep them stable
     max_forks: int = 64
     max_rounds: int = 20000
+    # An sdist whose PKG-INFO cannot be trusted (the finder raises SdistMetadataUnsupported): its
+    # metadata from its build backend, in the sandbox (pypm.locking). None: the error stands.
+    build_metadata: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Req:
 
 
 if TYPE_CHECKING:
-    from typing import Callable, TypedDict
+    from typing import TypedDict
 
     class _ReqCommon(TypedDict):
         """The fields `_Provider.make_reqs` gives every Req of one requirement string."""
@@ -388,7 +391,14 @@ class _State:
         key = (c.name, c.version)
         m = self._meta.get(key)
         if m is None:
-            m = self._meta[key] = self.finder.metadata(self._metadata_file_of(c))
+            f = self._metadata_file_of(c)
+            try:
+                m = self.finder.metadata(f)
+            except BuildError as e:  # (SdistMetadataUnsupported: pypm.index does not import here)
+                if self.opts.build_metadata is None or type(e).__name__ != "SdistMetadataUnsupported":
+                    raise
+                m = self.opts.build_metadata(f)  # on this thread: the resolver's, never a look-ahead's
+            self._meta[key] = m
         return m
 
     def prefetch_metadata(self, cands: Iterable[Cand]) -> None:

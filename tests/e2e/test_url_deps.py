@@ -17,11 +17,12 @@ from tests.e2e.test_path_deps import lock_of, run_py, write_app, write_lib
 from tests.e2e.test_sync import installed
 
 
-def _sdist_of(lib: Path, name: str, version: str, deps: list[str], dest: Path) -> Path:
-    """A real sdist of a write_lib() project: its tree under NAME-VERSION/ and a static PKG-INFO
-    (Metadata-Version 2.2), built by the in-tree backend (no build dependency from an index)."""
+def _sdist_of(lib: Path, name: str, version: str, deps: list[str], dest: Path, metadata_version: str = "2.2") -> Path:
+    """A real sdist of a write_lib() project: its tree under NAME-VERSION/ and a PKG-INFO
+    (Metadata-Version 2.2 by default: static), built by the in-tree backend (no build dependency
+    from an index)."""
     top = f"{name}-{version}"
-    pkg_info = (f"Metadata-Version: 2.2\nName: {name}\nVersion: {version}\nRequires-Python: >=3.9\n"
+    pkg_info = (f"Metadata-Version: {metadata_version}\nName: {name}\nVersion: {version}\nRequires-Python: >=3.9\n"
                 + "".join(f"Requires-Dist: {d}\n" for d in deps)).encode()
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / f"{top}.tar.gz"

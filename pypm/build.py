@@ -143,6 +143,8 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
     """
     from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
+    _quiet_backend_warnings()
+
     from .build_sandbox import OUT_INSIDE, SRC_INSIDE, BuildBox, hook_runner
     from .config import cache_dir
 
@@ -237,6 +239,28 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         return final
     finally:
         _rmtree(tmp)
+
+
+_warnings_quieted = False
+
+
+def _quiet_backend_warnings() -> None:
+    """pyproject_hooks (1.1+) re-raises the warnings a backend's hook emitted as BuildBackendWarning
+    in this process, where they would be printed on pypm's stderr: a dozen lines of setuptools'
+    deprecation notices for each old sdist, addressed to the package's authors, on every cold
+    sync. The backend's output, warnings included, is kept in the build's log and shown when the
+    build fails (as uv shows it)."""
+    global _warnings_quieted
+    if not _warnings_quieted:
+        import warnings
+
+        try:
+            from pyproject_hooks import BuildBackendWarning
+        except ImportError:  # older pyproject_hooks: it does not forward them
+            pass
+        else:
+            warnings.filterwarnings("ignore", category=BuildBackendWarning)
+        _warnings_quieted = True
 
 
 class MissingBuildRequirements(BuildError):

@@ -12,6 +12,12 @@ from tests.e2e.test_url_deps import _sdist_of
 def test_an_sdist_with_old_metadata_is_locked_from_its_backend_and_cached(pypm, dists, index_server, tmp_path):
     dists.wheel("alpha", "1.0")
     lib = write_lib(tmp_path / "src-old", "oldlib", "1.5", deps=["alpha>=1"], value="built from an old sdist")
+    # a backend that warns (as setuptools does about old sdists): for the package's authors, kept in
+    # the build's log, not printed on pypm's stderr
+    (lib / "_backend.py").write_text((lib / "_backend.py").read_text().replace(
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        "    import warnings; warnings.warn('deprecated: noise for the authors')\n"))
     # PKG-INFO 2.1, and it does not even list the dependency: only the backend's metadata does
     _sdist_of(lib, "oldlib", "1.5", [], dists.dir, metadata_version="2.1")
     index = index_server()
@@ -19,6 +25,7 @@ def test_an_sdist_with_old_metadata_is_locked_from_its_backend_and_cached(pypm, 
     r = pypm("sync", cwd=app)
     assert r.returncode == 0, r.stderr
     assert "Reading the metadata of oldlib==1.5 (oldlib-1.5.tar.gz) from its build backend" in r.stderr
+    assert "noise for the authors" not in r.stderr, r.stderr
     entry = lock_of(app)["oldlib"]
     assert entry.sdist is not None and [d.name for d in entry.dependencies] == ["alpha"]
     assert installed(app / ".venv") == {"oldlib": "1.5", "alpha": "1.0"}

@@ -271,18 +271,20 @@ class MissingBuildRequirements(BuildError):
         self.missing = list(missing)
 
 
-def prepare_metadata(sdist: Path, *, build_packages: Sequence[Any], interpreter: Any, cache: Any,
+def prepare_metadata(source: Path, *, build_packages: Sequence[Any], interpreter: Any, cache: Any,
                      network: bool = False, label: str | None = None,
                      limits: Sequence[tuple[str, int]] = ()) -> bytes:
-    """The core metadata (METADATA's bytes) of the sdist, from its backend's
-    prepare_metadata_for_build_wheel, run in the sandbox with `build_packages` installed: for
-    `pypm lock`, when the sdist's PKG-INFO cannot be trusted to hold its dependencies (Metadata
-    older than 2.2, or marked Dynamic). Raises MissingBuildRequirements when the backend asks for
-    more than `build_packages` provide."""
+    """The core metadata (METADATA's bytes) of `source` (an sdist archive, or a project directory),
+    from its backend's prepare_metadata_for_build_wheel, run in the sandbox with `build_packages`
+    installed: for `pypm lock`, when an sdist's PKG-INFO cannot be trusted to hold its
+    dependencies (Metadata older than 2.2, or marked Dynamic), or a path or git dependency's
+    [project] table leaves them to the backend. Raises MissingBuildRequirements when the backend
+    asks for more than `build_packages` provide."""
+    source = Path(source)
     with tempfile.TemporaryDirectory(prefix="pypm-metadata-") as out:
-        meta: bytes = _build(sdist, Path(out), kind="metadata", build_packages=build_packages, interpreter=interpreter,
-                             cache=cache, link_mode=None, fetchers=(), label=label, network=network, epoch=None,
-                             sdist=sdist, limits=limits)
+        meta: bytes = _build(source, Path(out), kind="metadata", build_packages=build_packages,
+                             interpreter=interpreter, cache=cache, link_mode=None, fetchers=(), label=label,
+                             network=network, epoch=None, sdist=source if source.is_file() else None, limits=limits)
     return meta
 
 

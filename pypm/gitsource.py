@@ -3,8 +3,8 @@
 
 A git dependency is a path dependency whose directory is a checkout of one commit: the lock pins
 the commit (`source = { git = "https://host/lib.git?tag=v1.0#<40 hex>" }`), its metadata is read
-from the checkout's static `[project]` table (pypm.pathdeps' rule: nothing of the library runs at
-lock time), and sync builds it in the sandbox. A commit is content-addressed, so the wheel built
+from the checkout's `[project]` table (pypm.pathdeps' rule: what it leaves dynamic is asked of the
+build backend, in the sandbox, and kept under the commit), and sync builds it in the sandbox. A commit is content-addressed, so the wheel built
 from it is cached under it.
 
 What runs here is git itself, outside the sandbox, and only `init`, `fetch`, `rev-parse` and

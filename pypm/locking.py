@@ -522,6 +522,8 @@ def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs
         from dataclasses import replace
 
         ropts = replace(ropts, build_metadata=_metadata_builder(ctx, project, client, requires_python, ropts))
+        if client._local is not None:  # here, on this thread, before the resolver's look-ahead asks for them
+            client._local.prepare_dynamic(_local_metadata(ctx, project, client, requires_python, ropts))
     reqs = inputs.requirements
     root = RootSpec(name=project.name, requires_python=requires_python,
                     dependencies=reqs.get("dependencies", project.dependencies),
@@ -738,57 +740,23 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
 def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: str, ropts: Any) -> Any:
     """For the resolver (ResolveOptions.build_metadata): the core metadata of an sdist whose
     PKG-INFO cannot be trusted to hold its dependencies (Metadata-Version older than 2.2, or they
-    are marked Dynamic) -- most sdists of older releases -- from its build backend's
-    prepare_metadata_for_build_wheel, run in the build sandbox (no network unless the project's
-    [tool.pypm.build] allows it for the package) with its build requirements resolved from the
-    same sources, as pip and uv do. It runs on the resolver's thread, one sdist at a time. What it
-    finds is kept in the metadata cache under the sdist's sha256, so the next lock does not build
-    it again. The build requirements themselves are locked afterwards, as any sdist's are."""
-    from dataclasses import replace
+    are marked Dynamic) -- most sdists of older releases -- from its build backend (see
+    `_backend_metadata`). It runs on the resolver's thread, one sdist at a time. What it finds is
+    kept in the metadata cache under the sdist's sha256, so the next lock does not build it again.
+    The build requirements themselves are locked afterwards, as any sdist's are."""
 
     def build(f: Any) -> Any:
-        from .build import MissingBuildRequirements, network_allowed, prepare_metadata
         from .cache import Cache
-        from .interpreter import find_interpreter
-        from .resolver import RootSpec, resolve
-        from .simpleapi import parse_core_metadata
 
         label = f"{f.name}=={f.version} ({f.filename})"
         ctx.info(f"Reading the metadata of {label} from its build backend (its PKG-INFO does not list its "
                  "dependencies reliably)")
         entry = FileEntry(filename=f.filename, url=f.url, sha256=client.file_hash(f), size=f.size)
         requires = _archive_build_requires(client, f, entry)
-        interp = find_interpreter(project.tool.python, requires_python, pyproject=project.pyproject)
-        nested = replace(ropts, preferences={}, initial_forks=(), build_metadata=None)
         with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache:
             sdist = cache.fetch(entry, package=f.name)
-            data = b""
-            for attempt in range(3):  # again with what the backend asks for beyond [build-system] requires
-                res = resolve(client, RootSpec(name=f"{f.name} (build)", requires_python=requires_python,
-                                               dependencies=requires), nested)
-                packages = _packages(client, res, {})
-                by_key = {p.key: p for p in packages}
-
-                class _Lock:
-                    @staticmethod
-                    def get(name: str, version: str) -> Any:
-                        return by_key.get((canonical_name(name), version))
-
-                class _Pkg:
-                    name, build_dependencies = f.name, [_dep(e) for e in res.root_dependencies]
-
-                from .buildenv import build_packages_of
-
-                try:
-                    data = prepare_metadata(sdist, build_packages=build_packages_of(_Lock, _Pkg, interp.markers),
-                                            interpreter=interp, cache=cache, network=network_allowed(project, f.name),
-                                            label=label, limits=project.tool.build_limits)
-                    break
-                except MissingBuildRequirements as e:
-                    if attempt == 2 or set(e.missing) <= set(requires):
-                        raise
-                    requires = (*requires, *e.missing)
-        meta = parse_core_metadata(data, f.filename)[0]
+            meta = _backend_metadata(project, client, requires_python, ropts, cache, source=sdist, name=f.name,
+                                     requires=requires, label=label)
         from packaging.version import Version
 
         if canonical_name(meta.name) != canonical_name(f.name) or Version(meta.version) != Version(f.version):
@@ -796,6 +764,67 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
                                  hint="the sdist is mislabelled; report it to the package's maintainers")
         client.remember_metadata(f, meta)
         return meta
+
+    return build
+
+
+def _backend_metadata(project: Project, client: Any, requires_python: str, ropts: Any, cache: Any, *,
+                      source: Path, name: str, requires: tuple[str, ...], label: str) -> Any:
+    """The core metadata of `source` (an sdist, or a project directory) from its build backend's
+    prepare_metadata_for_build_wheel, run in the build sandbox (no network unless the project's
+    [tool.pypm.build] allows it for the package), in an environment of its build requirements
+    resolved from the lock's sources (and what the backend asks for beyond them), as pip and uv
+    build metadata."""
+    from dataclasses import replace
+
+    from .build import MissingBuildRequirements, network_allowed, prepare_metadata
+    from .buildenv import build_packages_of
+    from .interpreter import find_interpreter
+    from .resolver import RootSpec, resolve
+    from .simpleapi import parse_core_metadata
+
+    interp = find_interpreter(project.tool.python, requires_python, pyproject=project.pyproject)
+    nested = replace(ropts, preferences={}, initial_forks=(), build_metadata=None)
+    data = b""
+    for attempt in range(3):  # again with what the backend asks for beyond [build-system] requires
+        res = resolve(client, RootSpec(name=f"{name} (build)", requires_python=requires_python,
+                                       dependencies=requires), nested)
+        by_key = {p.key: p for p in _packages(client, res, {})}
+
+        class _Lock:
+            @staticmethod
+            def get(n: str, version: str) -> Any:
+                return by_key.get((canonical_name(n), version))
+
+        class _Pkg:
+            build_dependencies = [_dep(e) for e in res.root_dependencies]
+
+        _Pkg.name = name  # type: ignore[attr-defined]
+        try:
+            data = prepare_metadata(source, build_packages=build_packages_of(_Lock, _Pkg, interp.markers),
+                                    interpreter=interp, cache=cache, network=network_allowed(project, name),
+                                    label=label, limits=project.tool.build_limits)
+            break
+        except MissingBuildRequirements as e:
+            if attempt == 2 or set(e.missing) <= set(requires):
+                raise
+            requires = (*requires, *e.missing)
+    return parse_core_metadata(data, label)[0]
+
+
+def _local_metadata(ctx: Any, project: Project, client: Any, requires_python: str, ropts: Any) -> Any:
+    """For pypm.pathdeps.LocalSources.prepare_dynamic: a path or git dependency's metadata from its
+    build backend, when its [project] table leaves some of it to the backend (`dynamic`)."""
+
+    def build(directory: Path, name: str, label: str) -> Any:
+        from .build import read_build_system
+        from .cache import Cache
+
+        ctx.info(f"Reading the metadata of {label} from its build backend (its pyproject.toml leaves it "
+                 "to the backend)")
+        with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache:
+            return _backend_metadata(project, client, requires_python, ropts, cache, source=directory, name=name,
+                                     requires=tuple(read_build_system(directory)[0]), label=label)
 
     return build
 

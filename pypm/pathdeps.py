@@ -12,11 +12,12 @@ editable) or a wheel or sdist file (hashed into the lock like any file). Sources
 into path dependencies' own pyproject.toml, each path relative to the file that names it, so a
 library that takes its sibling from `../core` brings that along.
 
-A directory's metadata is read from its `[project]` table without running its build backend:
-the lock is made without executing a path dependency's code, as it is for the index's sdists.
-So its version, dependencies, optional-dependencies and requires-python must be static (not in
-`project.dynamic`); the error says so and names the file. Its build requirements are locked as
-an sdist's are, and its build runs in the sandbox.
+A directory's metadata is read from its `[project]` table without running its build backend
+when it is static. What the table leaves to the backend (`project.dynamic`: the version, the
+dependencies, ...) is asked of the backend, in the build sandbox, before resolving
+(`LocalSources.prepare_dynamic`, with pypm.locking's builder), as for an index's sdist whose
+PKG-INFO cannot be trusted; `--no-build` refuses it, naming the file and the key. Its build
+requirements are locked as an sdist's are, and its build runs in the sandbox.
 
 The lock records the path as written (relative to the project), `source = { editable = "../lib" }`,
 `{ directory = "../lib" }` or `{ path = "../wheels/lib-1.0-py3-none-any.whl" }`. A directory has
@@ -272,7 +273,7 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
         if str(d) in seen:
             continue
         seen.add(str(d))
-        sub = _load(d, s)
+        sub = _load(d, s, allow_dynamic=True)  # (its backend is asked at lock time: prepare_dynamic)
         for key, texts in (("project.dependencies", sub.dependencies),
                            *((f"project.optional-dependencies.{k}", v) for k, v in sub.optional_dependencies.items())):
             for text in texts:
@@ -335,8 +336,9 @@ def _add(sources: dict[str, PathSource], new: PathSource, root: Path) -> bool:
     return False
 
 
-def _load(d: Path, s: PathSource) -> Project:
-    """The project at a directory source, with its metadata checked to be static."""
+def _load(d: Path, s: PathSource, *, allow_dynamic: bool = False) -> Project:
+    """The project at a directory source, with its metadata checked to be static (unless
+    `allow_dynamic`: LocalSources.prepare_dynamic asks its backend then)."""
     import tomllib
 
     from .project import PYPROJECT, parse_pyproject
@@ -365,7 +367,7 @@ def _load(d: Path, s: PathSource) -> Project:
         raise ProjectError(f"{s.origin}: {d} holds the project {sub.name!r}, not {s.name!r}",
                            hint=f"name it {sub.name!r} in the requirement and the source, or fix the path")
     dynamic = [k for k in _STATIC if k in sub.dynamic]
-    if dynamic:
+    if dynamic and not (allow_dynamic and sub.build_system is not None):
         said = f"{s.name} from {where_git}: pyproject.toml" if s.git is not None else str(pyproject)
         raise ProjectError(f"{said}: {', '.join(dynamic)} {'is' if len(dynamic) == 1 else 'are'} listed in "
                            f"`project.dynamic`; pypm reads a {kind} dependency's metadata from its [project] table "
@@ -433,6 +435,69 @@ class LocalSources:
             d = gitsource.checkout(s.git, commit, self.cache, offline=self.offline, what=what)
             hit = self._git[name] = (d, f"{s.git.spec()}#{commit}")
             return hit
+
+    def prepare_dynamic(self, build: Any) -> None:
+        """Ask the build backend (`build(directory, name, label)` -> CoreMetadata, run by pypm.locking
+        in the sandbox) for the metadata of each path or git dependency whose [project] table
+        leaves its version, dependencies, optional-dependencies or requires-python to the backend
+        (`project.dynamic`), as uv does. Done before resolving, on the caller's thread: the index
+        client's look-ahead threads then find it here."""
+        from packaging.version import Version
+
+        for name, s in sorted(self.sources.items()):
+            if s.is_file():
+                continue
+            d = self._directory(s)
+            sub = _load(d, s, allow_dynamic=True)
+            if not any(k in sub.dynamic for k in _STATIC) or name in self._meta:
+                continue
+            label = f"{name} ({s.git.spec() if s.git is not None else s.path})"
+            # A commit's metadata never changes: kept in the cache under it (a directory's may, with
+            # any of its files: asked again at every lock).
+            kept = self._kept_metadata(name) if s.git is not None else None
+            meta = kept or build(d, name, label)
+            if meta.name != name:
+                raise ProjectError(f"{s.origin}: the build backend of {label} reports the metadata of {meta.name}",
+                                   hint=f"name it {meta.name!r} in the requirement and the source")
+            from dataclasses import replace
+
+            # Direct references among its requirements are the sources' business, as for a static table.
+            self._meta[name] = meta = replace(meta, version=str(Version(meta.version)),
+                                              requires_dist=tuple(strip_direct(t)[0] for t in meta.requires_dist))
+            if s.git is not None and kept is None:
+                self._keep_metadata(name, meta)
+
+    def _kept_path(self, name: str) -> Path:
+        import hashlib
+
+        assert self.cache is not None
+        key = hashlib.sha256(self.git_checkout(name)[1].encode()).hexdigest()
+        return self.cache / "git" / "metadata" / f"{key}.json"
+
+    def _kept_metadata(self, name: str) -> CoreMetadata | None:
+        import json
+
+        from .simpleapi import CoreMetadata
+
+        try:
+            d = json.loads(self._kept_path(name).read_text(encoding="utf-8"))
+            return CoreMetadata(name=d["name"], version=d["version"], requires_dist=tuple(d["requires_dist"]),
+                                requires_python=d["requires_python"], provides_extra=tuple(d["provides_extra"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none yet (or unreadable: asked again, and replaced)
+
+    def _keep_metadata(self, name: str, meta: CoreMetadata) -> None:
+        import json
+        from dataclasses import asdict
+
+        from .lockfile import write_atomic
+
+        try:
+            path = self._kept_path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(asdict(meta), sort_keys=True))
+        except OSError:
+            pass  # a read-only cache: the backend is asked again next time
 
     def _directory(self, s: PathSource) -> Path:
         return self.git_checkout(s.name)[0] if s.git is not None else s.location(self.root)

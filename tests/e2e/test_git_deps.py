@@ -207,15 +207,28 @@ def test_pypm_x_and_a_script_take_a_git_repository_and_a_wheel_url(pypm, world, 
     assert r.returncode == 3 and "a direct URL, which pypm cannot lock yet" in r.stderr, r.stderr
 
 
-def test_a_repository_whose_version_comes_from_git_is_refused_naming_it(pypm, world):
+def test_a_repository_whose_pyproject_leaves_the_version_to_its_backend_is_locked_from_it(pypm, world):
     index, tmp = world
     repo = make_repo(tmp / "repo")
     text = (repo / "pyproject.toml").read_text().replace('version = "0.3.0"\n', 'dynamic = ["version"]\n')
     (repo / "pyproject.toml").write_text(text)
-    git("commit", "-q", "-am", "scm version", cwd=repo)
+    (repo / "VERSION").write_text("0.9.0\n")  # what the in-tree backend reads
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "version from the backend", cwd=repo)
     app = write_app(tmp / "app", index.url, [f"lib @ git+{repo.as_uri()}@main"])
+    r = pypm("sync", cwd=app)
+    assert r.returncode == 0, r.stderr
+    assert f"Reading the metadata of lib ({repo.as_uri()}?rev=main) from its build backend" in r.stderr, r.stderr
+    assert "checkouts" not in r.stderr
+    assert lock_of(app)["lib"].version == "0.9.0" and installed(app / ".venv")["lib"] == "0.9.0"
+    # the commit's metadata is kept: locking it again does not run the backend
+    (app / "pypm.lock").unlink()
     r = pypm("lock", cwd=app)
+    assert r.returncode == 0 and "Reading the metadata" not in r.stderr, r.stderr
+    assert lock_of(app)["lib"].version == "0.9.0"
+    # --no-build: refused, naming the repository (not the checkout in the cache) and the key
+    (app / "pypm.lock").unlink()
+    r = pypm("lock", "--no-build", cwd=app)
     assert r.returncode == 3, r.stderr
     assert f"lib from {repo.as_uri()} (rev main): pyproject.toml: version is listed in `project.dynamic`" in r.stderr
-    assert "pypm cannot lock this repository yet" in r.stderr and "checkouts" not in r.stderr
-    assert not (app / "pypm.lock").exists()
+    assert "checkouts" not in r.stderr and not (app / "pypm.lock").exists()

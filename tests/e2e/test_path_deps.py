@@ -24,7 +24,11 @@ import base64, hashlib, os, tomllib, zipfile
 
 def _project():
     with open("pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]
+        p = tomllib.load(f)["project"]
+    if "version" in p.get("dynamic", []):  # computed by the backend: from the VERSION file
+        with open("VERSION") as f:
+            p["version"] = f.read().strip()
+    return p
 
 
 def _h(data):
@@ -73,14 +77,16 @@ get_requires_for_build_editable = get_requires_for_build_wheel
 
 
 def write_lib(root: Path, name: str, version: str = "0.3.0", deps: list[str] | None = None, *,
-              value: str = "one", tool: str = "", dynamic: str = "") -> Path:
+              value: str = "one", tool: str = "", dynamic: str = "", build: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     module = name.replace("-", "_")
     (root / "_backend.py").write_text(BACKEND)
     (root / "src" / module).mkdir(parents=True, exist_ok=True)
     (root / "src" / module / "__init__.py").write_text(f"VALUE = {value!r}\n")
-    head = '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n\n'
+    head = '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n\n' if build else ""
     ver = f'version = "{version}"\n' if not dynamic else f"dynamic = [{dynamic}]\n"
+    if "version" in dynamic:  # the in-tree backend reads it from here
+        (root / "VERSION").write_text(version + "\n")
     text = (head + f'[project]\nname = "{name}"\n{ver}requires-python = ">=3.9"\n'
             f"dependencies = {json.dumps(deps or [])}\n" + tool)
     (root / "pyproject.toml").write_text(text)
@@ -191,8 +197,8 @@ def test_sources_are_followed_into_path_dependencies_and_a_local_wheel_is_hashed
 
 @pytest.mark.parametrize("case, lib_kwargs, deps, tool, expect", [
     ("missing", None, ["lib"], '[tool.pypm.sources]\nlib = { path = "../nowhere" }\n', "nowhere does not exist"),
-    ("dynamic", {"dynamic": '"version"'}, ["lib"], '[tool.pypm.sources]\nlib = { path = "../lib" }\n',
-     "version is listed in `project.dynamic`"),
+    ("no build-system", {"build": False}, ["lib"], '[tool.pypm.sources]\nlib = { path = "../lib" }\n',
+     "has no [build-system], so lib cannot be built and installed"),
     ("misnamed", {}, ["other"], '[tool.pypm.sources]\nother = { path = "../lib" }\n',
      "holds the project 'lib', not 'other'"),
     ("vcs", {}, ["lib @ hg+https://example.invalid/lib"], "", "is a VCS URL pypm cannot lock"),
@@ -252,11 +258,11 @@ def test_add_a_directory_by_path_writes_the_source_and_remove_takes_it_away(pypm
 
 def test_add_a_path_that_cannot_be_locked_puts_everything_back(pypm, world):
     server, tmp = world
-    write_lib(tmp / "lib", "lib", dynamic='"version"')
+    write_lib(tmp / "lib", "lib", build=False)
     app = write_app(tmp / "app", server.url, [])
     before = (app / "pyproject.toml").read_bytes()
     r = pypm("add", "../lib", cwd=app)
-    assert r.returncode == 3 and "version is listed in `project.dynamic`" in r.stderr, r.stderr
+    assert r.returncode == 3 and "has no [build-system]" in r.stderr, r.stderr
     assert (app / "pyproject.toml").read_bytes() == before
     assert not (app / "pypm.lock").exists()
 
@@ -288,3 +294,21 @@ def test_a_setuptools_project_is_built_with_its_locked_build_dependencies(pypm, 
     assert installed(app / ".venv") == {"lib": "2.1", "alpha": "1.0"}  # setuptools only in the build env
     r = run_py(pypm, app, "import lib; print(lib.VALUE)")
     assert (r.returncode, r.stdout) == (0, "built by setuptools\n"), r.stderr
+
+
+def test_a_path_dependency_with_a_dynamic_version_is_locked_from_its_backend(pypm, world):
+    server, tmp = world
+    write_lib(tmp / "lib", "lib", "0.7.1", deps=["alpha"], dynamic='"version"', value="dynamic")
+    app = write_app(tmp / "app", server.url, ["lib"], '\n[tool.pypm.sources]\nlib = { path = "../lib" }\n')
+    r = pypm("sync", cwd=app)
+    assert r.returncode == 0, r.stderr
+    assert "Reading the metadata of lib (../lib) from its build backend" in r.stderr, r.stderr
+    entry = lock_of(app)["lib"]
+    assert entry.version == "0.7.1" and [d.name for d in entry.dependencies] == ["alpha"]
+    assert installed(app / ".venv") == {"lib": "0.7.1", "alpha": "1.0"}
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "dynamic\n"), r.stderr
+    # --no-build: the backend is not run, and the table's gap is the error it was
+    (app / "pypm.lock").unlink()
+    r = pypm("lock", "--no-build", cwd=app)
+    assert r.returncode == 3 and "version is listed in `project.dynamic`" in r.stderr, r.stderr

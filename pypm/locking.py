@@ -727,6 +727,12 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
             continue
         if p.wheels or p.sdist is None:
             continue
+        asked = getattr(ropts.build_metadata, "build_requires", {}).get((canonical_name(p.name), _norm(p.version)))
+        if asked is not None:  # its metadata came from its backend: what that asked for is known
+            deps = lock_set(asked, f"{p.name} {p.version}")
+            if deps is not None:
+                p.build_dependencies = deps
+            continue
         reqs = _sdist_build_requires(client, p)
         deps = lock_set(reqs, f"{p.name} {p.version}")
         if deps is not None:
@@ -755,8 +761,10 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
         requires = _archive_build_requires(client, f, entry)
         with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache:
             sdist = cache.fetch(entry, package=f.name)
-            meta = _backend_metadata(project, client, requires_python, ropts, cache, source=sdist, name=f.name,
-                                     requires=requires, label=label)
+            meta, requires = _backend_metadata(project, client, requires_python, ropts, cache, source=sdist,
+                                               name=f.name, requires=requires, label=label)
+        # (_add_build_dependencies locks these without asking the backend a second time)
+        build_requires[(canonical_name(f.name), _norm(f.version))] = requires
         from packaging.version import Version
 
         if canonical_name(meta.name) != canonical_name(f.name) or Version(meta.version) != Version(f.version):
@@ -765,16 +773,19 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
         client.remember_metadata(f, meta)
         return meta
 
+    build_requires: dict[tuple[str, str], tuple[str, ...]] = {}
+    build.build_requires = build_requires  # type: ignore[attr-defined]
     return build
 
 
 def _backend_metadata(project: Project, client: Any, requires_python: str, ropts: Any, cache: Any, *,
-                      source: Path, name: str, requires: tuple[str, ...], label: str) -> Any:
+                      source: Path, name: str, requires: tuple[str, ...], label: str) -> tuple[Any, tuple[str, ...]]:
     """The core metadata of `source` (an sdist, or a project directory) from its build backend's
     prepare_metadata_for_build_wheel, run in the build sandbox (no network unless the project's
     [tool.pypm.build] allows it for the package), in an environment of its build requirements
     resolved from the lock's sources (and what the backend asks for beyond them), as pip and uv
-    build metadata."""
+    build metadata. Returns it with the build requirements that made it (those given, and what the
+    backend asked for beyond them)."""
     from dataclasses import replace
 
     from .build import MissingBuildRequirements, network_allowed, prepare_metadata
@@ -809,7 +820,7 @@ def _backend_metadata(project: Project, client: Any, requires_python: str, ropts
             if attempt == 2 or set(e.missing) <= set(requires):
                 raise
             requires = (*requires, *e.missing)
-    return parse_core_metadata(data, label)[0]
+    return parse_core_metadata(data, label)[0], requires
 
 
 def _local_metadata(ctx: Any, project: Project, client: Any, requires_python: str, ropts: Any) -> Any:
@@ -824,9 +835,18 @@ def _local_metadata(ctx: Any, project: Project, client: Any, requires_python: st
                  "to the backend)")
         with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache:
             return _backend_metadata(project, client, requires_python, ropts, cache, source=directory, name=name,
-                                     requires=tuple(read_build_system(directory)[0]), label=label)
+                                     requires=tuple(read_build_system(directory)[0]), label=label)[0]
 
     return build
+
+
+def _norm(version: str) -> str:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
 
 
 def _archive_build_requires(client: Any, f: Any, entry: FileEntry) -> tuple[str, ...]:

@@ -4,6 +4,8 @@ as pip and uv do. A real index on 127.0.0.1, real sdists built by an in-tree bac
 
 from __future__ import annotations
 
+import pytest
+
 from tests.e2e.test_path_deps import lock_of, run_py, write_app, write_lib
 from tests.e2e.test_sync import installed
 from tests.e2e.test_url_deps import _sdist_of
@@ -55,3 +57,25 @@ def test_a_backend_that_fails_to_give_metadata_is_a_clear_error(pypm, dists, ind
     assert r.returncode != 0 and "Traceback" not in r.stderr.split("its output ends with")[0], r.stderr
     assert "building the metadata of badlib==2.0 (badlib-2.0.tar.gz) failed in the sandbox" in r.stderr, r.stderr
     assert "no metadata for you" in r.stderr and not (app / "pypm.lock").exists()
+
+
+@pytest.mark.live
+def test_live_an_old_sdist_only_release_is_locked_built_and_run(pypm, tmp_path):
+    # docopt 0.6.2 exists only as an sdist whose PKG-INFO predates Metadata 2.2: its dependencies
+    # (none) come from setuptools, run in the sandbox, with setuptools from the default index.
+    import shutil
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\nrequires-python = ">=3.11"\n'
+                                        'dependencies = ["docopt==0.6.2"]\n')
+    r = pypm("sync", cwd=app, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "Reading the metadata of docopt==0.6.2 (docopt-0.6.2.tar.gz) from its build backend" in r.stderr
+    assert "BuildBackendWarning" not in r.stderr
+    entry = lock_of(app)["docopt"]
+    assert entry.sdist is not None and not entry.wheels and not entry.dependencies
+    assert [d.name for d in entry.build_dependencies] == ["setuptools"]
+    r = run_py(pypm, app, "import docopt; print(docopt.__version__)")
+    assert (r.returncode, r.stdout) == (0, "0.6.2\n"), r.stderr
+    shutil.rmtree(app)  # a lock against the default index never outlives the test

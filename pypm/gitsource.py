@@ -31,7 +31,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .errors import IndexError_, ProjectError
 
-__all__ = ["GitRef", "from_source", "from_spec", "parse_requirement_url", "parse_lock_source", "resolve", "checkout"]
+__all__ = ["GitRef", "from_source", "from_spec", "parse_requirement_url", "parse_lock_source", "resolve", "checkout",
+           "private_copy"]
 
 _SCHEMES = ("https", "http", "ssh", "file")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -255,3 +256,14 @@ def checkout(ref: GitRef, commit: str, cache: Path, *, offline: bool, what: str)
         raise ProjectError(f"{what}: commit {commit[:12]} of {ref.url} has no directory {ref.subdirectory!r}",
                            hint="fix `subdirectory`")
     return d
+
+
+def private_copy(tree: Path, parent: Path) -> Path:
+    """A copy of a checkout's `tree` under `parent`, for a build to write into (links kept as
+    links: the checkout's were made by tarfile's data filter, none points out of it)."""
+    import shutil
+    import tempfile
+
+    dest = Path(tempfile.mkdtemp(prefix="git-", dir=parent)) / tree.name
+    shutil.copytree(tree, dest, symlinks=True)
+    return dest

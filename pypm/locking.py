@@ -833,7 +833,16 @@ def _local_metadata(ctx: Any, project: Project, client: Any, requires_python: st
 
         ctx.info(f"Reading the metadata of {label} from its build backend (its pyproject.toml leaves it "
                  "to the backend)")
-        with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache:
+        import tempfile
+
+        from .config import cache_dir
+
+        with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache, \
+                tempfile.TemporaryDirectory(prefix="pypm-metadata-") as tmp:
+            if directory.is_relative_to(cache_dir()):  # a git checkout, shared: the backend writes into a copy
+                from .gitsource import private_copy
+
+                directory = private_copy(directory, Path(tmp))
             return _backend_metadata(project, client, requires_python, ropts, cache, source=directory, name=name,
                                      requires=tuple(read_build_system(directory)[0]), label=label)[0]
 

@@ -583,8 +583,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     # holds the subdirectory, the interpreter and the locked build dependencies).
                     # The checkout is made (or fetched) only when no such wheel is cached.
                     key = build_key("git", w.package.git, w.token, interp.tags[0], *build_deps_key(w))
-                    builds[w.name] = builder.submit(built, w, lambda w=w: _git_checkout(w.package, opts), key, False,
-                                                    f"{w.name} ({w.package.git})")
+                    builds[w.name] = builder.submit(built, w, lambda w=w: _git_checkout(w.package, opts, Path(tmp)),
+                                                    key, False, f"{w.name} ({w.package.git})")
                     builds[w.name].add_done_callback(install_when_built(w))
             fetch = plan.to_fetch()
             # A wheel whose unpacked store entry exists installs from that entry (re-checked
@@ -742,13 +742,15 @@ def _build_network(project: Any, w: Any) -> bool:
     return False
 
 
-def _git_checkout(pkg: Any, opts: SyncOptions) -> Path:
-    """The checkout of a git dependency's locked commit (from the cache, or fetched)."""
+def _git_checkout(pkg: Any, opts: SyncOptions, tmp: Path) -> Path:
+    """A private copy (under `tmp`) of the checkout of a git dependency's locked commit (from the
+    cache, or fetched): the build writes into its source tree (setuptools' build/ and .egg-info),
+    and the cache's checkout is shared by every build of that commit."""
     from .config import cache_dir
-    from .gitsource import checkout, parse_lock_source
+    from .gitsource import checkout, parse_lock_source, private_copy
 
     ref, commit = parse_lock_source(pkg.git, f"pypm.lock: {pkg.name}")
-    return checkout(ref, commit, cache_dir(), offline=opts.offline, what=pkg.name)
+    return private_copy(checkout(ref, commit, cache_dir(), offline=opts.offline, what=pkg.name), tmp)
 
 
 def _local_dir(project: Any, pkg: Any) -> Path:

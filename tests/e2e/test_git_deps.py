@@ -127,12 +127,23 @@ def test_a_tag_over_http_is_locked_to_its_commit_built_installed_and_reused_offl
 def test_a_branch_stays_pinned_until_upgraded_and_a_new_reference_relocks(pypm, world):
     index, tmp = world
     repo = make_repo(tmp / "repo")
+    # a backend that writes into its source tree, as setuptools does (build/, *.egg-info): the
+    # build gets a copy, and the checkout in the cache stays as git made it
+    backend = repo / "_backend.py"
+    backend.write_text(backend.read_text().replace(
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        "    open('BUILT-HERE', 'w').close()\n"))
+    git("commit", "-q", "-am", "a backend that writes", cwd=repo)
+    git("tag", "-f", "v1", cwd=repo)
     first = git("rev-parse", "HEAD", cwd=repo)
     url = repo.as_uri()
     tool = f'\n[tool.pypm.sources]\nlib = {{ git = "{url}", branch = "main" }}\n'
     app = write_app(tmp / "app", index.url, ["lib"], tool)
     assert pypm("sync", cwd=app).returncode == 0
     assert lock_of(app)["lib"].source == {"git": f"{url}?branch=main#{first}"}
+    checkout = pypm.cache_dir / "git" / "checkouts" / first
+    assert (checkout / "pyproject.toml").is_file() and not (checkout / "BUILT-HERE").exists()
     second = commit_change(repo, "", "0.4.0", "two")
     # the branch moved on: the lock is still current (its inputs did not change), and a relock
     # for another reason keeps the pinned commit

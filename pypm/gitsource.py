@@ -240,6 +240,8 @@ def checkout(ref: GitRef, commit: str, cache: Path, *, offline: bool, what: str)
                                           hint="the history was rewritten: `pypm lock --upgrade-package` picks "
                                                "what the reference names now")
                 top.parent.mkdir(parents=True, exist_ok=True)
+                for stale in top.parent.glob(f".{commit[:12]}-*"):  # a checkout killed halfway (kill -9)
+                    shutil.rmtree(stale, ignore_errors=True)
                 tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=top.parent))
                 try:
                     tar = tmp / "tree.tar"

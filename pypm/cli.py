@@ -100,7 +100,7 @@ def _offline_default() -> bool:
     return env_flag("PYPM_OFFLINE")
 
 
-def _index_flags(p: argparse.ArgumentParser) -> None:
+def _index_flags(p: argparse.ArgumentParser, *, strategy: bool = False) -> None:
     g = p.add_argument_group("index options")
     g.add_argument("--index-url", metavar="URL", type=_given, help="the primary package index (PEP 503/691 simple API)")
     g.add_argument("--extra-index-url", metavar="URL", type=_given, action="append", default=[],
@@ -109,6 +109,11 @@ def _index_flags(p: argparse.ArgumentParser) -> None:
                    help="a flat directory or HTML page of distribution files (repeatable)")
     g.add_argument("--offline", action="store_true", default=_offline_default(),
                    help="use only what is cached; never touch the network")
+    if strategy:
+        g.add_argument("--index-strategy", choices=["first-index", "unsafe-best-match"], default=None,
+                       help="first-index (default): a package comes only from the first index that has it, the "
+                            "extra indexes asked before the primary; unsafe-best-match: every index's releases "
+                            "together (as pip)")
 
 
 def _selection_flags(p: argparse.ArgumentParser) -> None:
@@ -310,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-newer", metavar="DATE", type=_given, help="ignore files uploaded after DATE (RFC 3339 or YYYY-MM-DD)")
     p.add_argument("--from", dest="from_pylock", metavar="PYLOCK", type=_given, help="start from a PEP 751 pylock.toml")
     p.add_argument("--sign", metavar="KEY", type=_given, help="sign the lock's root with this Ed25519 private key file")
-    _index_flags(p)
+    _index_flags(p, strategy=True)
 
     for name, handler, text in (("add", _lazy("edit", "add_command"), "add requirements to pyproject.toml, then lock and sync"),
                                 ("remove", _lazy("edit", "remove_command"), "remove requirements from pyproject.toml, then lock and sync")):
@@ -397,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upgrade", "-U", action="store_true",
                    help="move the tool's environment to the newest releases (it keeps its first resolution otherwise)")
     p.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
-    _index_flags(p)
+    _index_flags(p, strategy=True)
     _sandbox_flags(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                    help="the command (use -- before it if it starts with -)")

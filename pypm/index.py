@@ -501,14 +501,18 @@ class IndexClient:
     def __init__(self, index_urls: list[str], find_links: list[str], *, cache_dir: Path,
                  offline: bool = False, refresh: bool = False, max_workers: int = 16,
                  warn: Callable[[str], None] | None = None, write_behind: bool = False,
-                 hash_ahead: bool = False, local: Any = None) -> None:
+                 hash_ahead: bool = False, local: Any = None, first_index: bool = False) -> None:
         """`write_behind`: cache entries are written by a thread of their own, all of them by the
         time close() returns (a lock's fetch threads then hand their results over without waiting
         for the disk); without it each is written before the call that fetched it returns.
         `hash_ahead`: local files with no hash start hashing in the background as soon as they are
         likely to be wanted (a lock records every hash; see `_hash_ahead`).
         `local`: a pathdeps.LocalSources; the packages it names come from their paths, never
-        from an index."""
+        from an index.
+        `first_index`: the index strategy "first-index" (pypm.project.INDEX_STRATEGIES): the extra
+        indexes (`index_urls[1:]`) are asked before the primary, and the first that knows a
+        project is its only index; otherwise every index's releases are merged (the first source
+        wins a repeated file name). Find-links locations are merged either way."""
         self.index_urls = list(index_urls)  # as given: they name the source in DistFile and the lock
         self._index_bases = [u if u.endswith("/") else u + "/" for u in index_urls]
         self.find_links = list(find_links)
@@ -532,6 +536,7 @@ class IndexClient:
         self._hash_ahead_on = hash_ahead
         self._writer: ThreadPoolExecutor | None = None
         self._local = local
+        self._first_index = first_index
 
     # ------------------------------------------------------------------ public API
 
@@ -735,7 +740,15 @@ class IndexClient:
         # newest release's hash-less files start hashing while the page is fetched.
         self._hash_newest_ahead([f for loc in self.find_links if _is_local(loc)
                                  for f in self._listing(loc).get(canon, ())])
-        for idx, base in zip(self.index_urls, self._index_bases):
+        sources = list(zip(self.index_urls, self._index_bases))
+        if self._first_index:
+            # uv's order: extra indexes first (a private index named with --extra-index-url is
+            # asked before the public primary), and the first that knows the project is its only
+            # index: a release planted under the same name on another index is never seen.
+            sources = sources[1:] + sources[:1]
+        for idx, base in sources:
+            if found and self._first_index:
+                break
             page = self._project_page(base, canon)
             if page is None:
                 continue

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import ExitCode, IndexError_, IntegrityError, LockError, ResolutionError, StaleLockError, UsageError
 from .lockfile import LOCK_NAME, Dependency, FileEntry, Lock, LockedPackage, canonical_name
-from .project import PRERELEASE_MODES, Project, content_hash
+from .project import INDEX_STRATEGIES, PRERELEASE_MODES, Project, content_hash
 
 __all__ = ["LockOptions", "lock_project", "ensure_lock", "lock_inputs_hash", "fast_lock"]
 
@@ -32,6 +32,7 @@ class LockOptions:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     prerelease: str | None = None
+    index_strategy: str | None = None
     no_build: bool = False
     no_binary: bool = False
     exclude_newer: str | None = None
@@ -49,7 +50,8 @@ class LockOptions:
             refresh=bool(g("refresh", False)), check=bool(g("check", False)), upgrade=bool(g("upgrade", False)),
             upgrade_package=tuple(canonical_name(x) for x in g("upgrade_package", []) or []),
             index_url=g("index_url"), extra_index_urls=tuple(g("extra_index_url", []) or []), find_links=fl,
-            prerelease=g("prerelease"), no_build=bool(g("no_build", False)), no_binary=bool(g("no_binary", False)),
+            prerelease=g("prerelease"), index_strategy=g("index_strategy"),
+            no_build=bool(g("no_build", False)), no_binary=bool(g("no_binary", False)),
             exclude_newer=g("exclude_newer"), offline=bool(g("offline", False)), from_pylock=g("from_pylock"),
             sign=g("sign"),
         )
@@ -75,16 +77,18 @@ class LockOptions:
             v = o.get(key, [])
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise bad(key, "an array of strings")
-        for key in ("index-url", "prerelease", "exclude-newer"):
+        for key in ("index-url", "prerelease", "exclude-newer", "index-strategy"):
             if o.get(key) is not None and not isinstance(o[key], str):
                 raise bad(key, "a string")
+        if o.get("index-strategy") is not None and o["index-strategy"] not in INDEX_STRATEGIES:
+            raise bad("index-strategy", f"one of {', '.join(INDEX_STRATEGIES)}")
         for key in ("no-build", "no-binary"):
             if not isinstance(o.get(key, False), bool):
                 raise bad(key, "true or false")
         return cls(
             index_url=o.get("index-url"), extra_index_urls=tuple(o.get("extra-index-url", ())),
             find_links=tuple(o.get("find-links", ())), prerelease=o.get("prerelease"),
-            no_build=o.get("no-build", False), no_binary=o.get("no-binary", False),
+            index_strategy=o.get("index-strategy"), no_build=o.get("no-build", False), no_binary=o.get("no-binary", False),
             exclude_newer=o.get("exclude-newer"), offline=offline,
         )
 
@@ -93,7 +97,7 @@ class LockOptions:
         from dataclasses import fields, replace
 
         names = ("index_url", "extra_index_urls", "find_links", "prerelease", "no_build", "no_binary",
-                 "exclude_newer")
+                 "exclude_newer", "index_strategy")
         unset = {f.name: getattr(base, f.name) for f in fields(self)
                  if f.name in names and getattr(self, f.name) in (None, (), False)}
         return replace(self, **unset)
@@ -109,6 +113,8 @@ class LockOptions:
             d["find-links"] = list(self.find_links)
         if self.prerelease:
             d["prerelease"] = self.prerelease
+        if self.index_strategy:
+            d["index-strategy"] = self.index_strategy
         if self.no_build:
             d["no-build"] = True
         if self.no_binary:
@@ -126,6 +132,7 @@ class _Inputs:
     prerelease: str
     hash: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    index_strategy: str = "first-index"
     # pypm.pathdeps: the path sources, and the requirement arrays with local direct references
     # made plain names ({"dependencies": ..., "optional:X": ..., "group:X": ...}).
     local: Mapping[str, Any] = field(default_factory=dict)
@@ -172,6 +179,11 @@ def _inputs(project: Project, opts: LockOptions) -> _Inputs:
         raise UsageError(f"--prerelease {prerelease!r} is not one of {', '.join(PRERELEASE_MODES)}")
     options = {"prerelease": prerelease, "exclude-newer": opts.exclude_newer,
                "no-build": opts.no_build, "no-binary": opts.no_binary}
+    strategy = opts.index_strategy or project.tool.index_strategy or INDEX_STRATEGIES[0]
+    if strategy not in INDEX_STRATEGIES:
+        raise UsageError(f"--index-strategy {strategy!r} is not one of {', '.join(INDEX_STRATEGIES)}")
+    if strategy != INDEX_STRATEGIES[0]:  # (only then: the content-hash of other locks stays what it was)
+        options["index-strategy"] = strategy
     sources: dict[str, Any] = {"index-url": index_url, "extra-index-urls": list(extra), "find-links": list(find_links)}
     local: Mapping[str, Any] = {}
     requirements: Mapping[str, tuple[str, ...]] = {}
@@ -189,7 +201,7 @@ def _inputs(project: Project, opts: LockOptions) -> _Inputs:
     if members:
         sources["workspace-members"] = list(members)
     return _Inputs(index_url, extra, find_links, prerelease, content_hash(project, options, sources), options,
-                   local, requirements, members)
+                   strategy, local, requirements, members)
 
 
 def lock_inputs_hash(project: Project, opts: LockOptions | None = None) -> str:
@@ -482,7 +494,7 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
     client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
                          cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
                          warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True,
-                         hash_ahead=True, local=local)
+                         hash_ahead=True, local=local, first_index=inputs.index_strategy == "first-index")
     client.warm_up()  # the HTTP client is made meanwhile
     # No cyclic garbage collection while resolving: a lock allocates ~1M objects that live until
     # it is written (page data, releases, candidates), and the collector kept walking them all

@@ -59,6 +59,7 @@ class ToolConfig:
     find_links: tuple[str, ...] = ()  # as written; resolve relative ones against the project root
     python: str | None = None
     prerelease: str | None = None
+    index_strategy: str | None = None  # "first-index" (the default) or "unsafe-best-match"
     plugins: tuple[str, ...] = ()
     plugin_path: tuple[str, ...] = ()
     trusted_keys: tuple[str, ...] = ()
@@ -211,12 +212,17 @@ def _expand_groups(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
 
 
 _TOOL_KEYS = {
-    "index-url", "extra-index-url", "find-links", "python", "prerelease", "plugins", "plugin-path",
+    "index-url", "extra-index-url", "find-links", "python", "prerelease", "index-strategy", "plugins", "plugin-path",
     "trusted-keys", "sandbox", "build", "sources", "publish-url", "workspace",
 }
 _BUILD_KEYS = {"network", "limits"}
 _SANDBOX_KEYS = {"enabled", "network", "bind", "ro-bind", "env", "profile", "writable-project", "limits"}
 PRERELEASE_MODES = ("allow", "disallow", "if-necessary", "explicit", "if-necessary-or-explicit")
+# Which indexes a package's releases come from when several are configured (as uv names them):
+# "first-index", the extra indexes in order and then the primary, and the first that knows the
+# package is its only source (a name planted on another index cannot take it over); or
+# "unsafe-best-match", every index's releases together, as pip does.
+INDEX_STRATEGIES = ("first-index", "unsafe-best-match")
 
 
 def _parse_sandbox(raw: Any, path: Path) -> SandboxConfig:
@@ -293,9 +299,12 @@ def _parse_tool(raw: Any, path: Path) -> ToolConfig:
     if unknown:
         raise _err(path, "tool.pypm", f"has unknown key(s) {', '.join(sorted(unknown))}",
                    hint=f"known keys: {', '.join(sorted(_TOOL_KEYS))}, or a table named after an enabled plugin")
-    for key in ("index-url", "python", "prerelease", "publish-url"):
+    for key in ("index-url", "python", "prerelease", "publish-url", "index-strategy"):
         if key in raw and not isinstance(raw[key], str):
             raise _err(path, f"tool.pypm.{key}", "must be a string")
+    if raw.get("index-strategy") is not None and raw["index-strategy"] not in INDEX_STRATEGIES:
+        raise _err(path, "tool.pypm.index-strategy", f"is {raw['index-strategy']!r}",
+                   hint=f"use one of {', '.join(INDEX_STRATEGIES)}")
     if raw.get("prerelease") is not None and raw["prerelease"] not in PRERELEASE_MODES:
         raise _err(path, "tool.pypm.prerelease", f"is {raw['prerelease']!r}",
                    hint=f"use one of {', '.join(PRERELEASE_MODES)}")
@@ -319,6 +328,7 @@ def _parse_tool(raw: Any, path: Path) -> ToolConfig:
         find_links=_str_list(raw.get("find-links", []), path, "tool.pypm.find-links"),
         python=raw.get("python"),
         prerelease=raw.get("prerelease"),
+        index_strategy=raw.get("index-strategy"),
         plugins=plugins,
         plugin_path=_str_list(raw.get("plugin-path", []), path, "tool.pypm.plugin-path"),
         trusted_keys=_str_list(raw.get("trusted-keys", []), path, "tool.pypm.trusted-keys"),

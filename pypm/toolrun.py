@@ -95,11 +95,15 @@ def tool_dir(requirements: list[str], args: Any, requires_python: str | None = N
     options = {"requirements": requirements, "requires-python": requires_python, "python": args.python, "index-url": args.index_url,
                "extra-index-url": args.extra_index_url, "find-links": [
                    x if "://" in x else str(Path(x).expanduser().resolve()) for x in args.find_links]}
+    strategy = getattr(args, "index_strategy", None)
+    if strategy:  # (only then: the other environments keep their keys)
+        options["index-strategy"] = strategy
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
     root = cache_dir() / "tools" / key
     tool: dict[str, Any] = {k: v for k, v in (("python", args.python), ("index-url", args.index_url),
                                               ("extra-index-url", options["extra-index-url"]),
-                                              ("find-links", options["find-links"])) if v}
+                                              ("find-links", options["find-links"]),
+                                              ("index-strategy", strategy)) if v}
     if requires_python is None:
         if args.python:  # the lock's lower bound: the interpreter's minor (queried once, then cached)
             from .interpreter import find_interpreter

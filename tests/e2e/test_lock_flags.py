@@ -271,3 +271,38 @@ def test_a_file_index_locks_and_syncs_with_no_server(pypm, dists, tmp_path):
     r = pypm("sync", "--locked", "--python", sys.executable, cwd=project)
     assert r.returncode == 0, r.stderr
     assert_venv_exact(project / ".venv", {"lib": "1.0", "dep": "2.0"})
+
+
+def test_first_index_takes_a_package_from_the_first_index_that_has_it(pypm, dists, index_server, tmp_path):
+    """Dependency confusion: `internal` lives on the private index named by --extra-index-url, and
+    someone published `internal` 99.0 on the primary. As uv, pypm asks the extra index first and
+    never looks for `internal` anywhere else; pip's merge is there when asked for."""
+    from tests.support.dists import DistFactory
+
+    dists.wheel("lib", "1.0")
+    dists.wheel("internal", "99.0")  # planted
+    primary = index_server()
+    private_dists = DistFactory(tmp_path / "private-dists")
+    private_dists.wheel("internal", "1.0")
+    private = index_server([private_dists.dir])
+    project = write_project(tmp_path / "p", ["lib", "internal"], build=False)
+
+    r = _lock(pypm, project, "--index-url", primary.url, "--extra-index-url", private.url)
+    assert r.returncode == 0, r.stderr
+    text = (project / "pypm.lock").read_text()
+    assert (one(text, "internal").version, one(text, "internal").source) == ("1.0", {"registry": private.url})
+    assert one(text, "lib").source == {"registry": primary.url}  # not on the private index: the primary's
+    assert not primary.requests_for("/simple/internal")  # never even asked
+    assert "index-strategy" not in loads(text).options
+
+    r = _lock(pypm, project, "--index-strategy", "unsafe-best-match", "--upgrade")
+    assert r.returncode == 0, r.stderr
+    text = (project / "pypm.lock").read_text()
+    assert (one(text, "internal").version, one(text, "internal").source) == ("99.0", {"registry": primary.url})
+    assert loads(text).options["index-strategy"] == "unsafe-best-match"
+    assert _lock(pypm, project, "--check").returncode == 0
+    # [tool.pypm] index-strategy says it once for everyone; a wrong value names the file and the key
+    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text()
+                                            + '\n[tool.pypm]\nindex-strategy = "best"\n')
+    r = _lock(pypm, project)
+    _fails_cleanly(r, 3, "`tool.pypm.index-strategy` is 'best'", "first-index, unsafe-best-match")

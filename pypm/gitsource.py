@@ -250,6 +250,7 @@ def checkout(ref: GitRef, commit: str, cache: Path, *, offline: bool, what: str)
                     with tarfile.open(tar) as tf:
                         tf.extractall(tmp / "tree", filter="data")  # no links out, no device files
                     tar.unlink()
+                    _archival(db, commit, tmp / "tree", ref.subdirectory)
                     os.replace(tmp / "tree", top)
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -258,6 +259,26 @@ def checkout(ref: GitRef, commit: str, cache: Path, *, offline: bool, what: str)
         raise ProjectError(f"{what}: commit {commit[:12]} of {ref.url} has no directory {ref.subdirectory!r}",
                            hint="fix `subdirectory`")
     return d
+
+
+def _archival(db: Path, commit: str, tree: Path, subdirectory: str | None) -> None:
+    """Write `.git_archival.txt` (setuptools-scm's format, also read by hatch-vcs) where the
+    repository has none: the checkout has no .git, and a backend that takes its version from the
+    history (`dynamic = ["version"]` with setuptools-scm) would otherwise fail to find one. It
+    says what `git describe` says of the commit in the fetched repository (tags included), as
+    setuptools-scm's recommended archival file would in a `git archive` of a project that ships
+    one. Best effort: without a tag, or when git cannot describe it, nothing is written."""
+    try:
+        describe = _git(["describe", "--tags", "--long", "--match", "*[0-9]*", commit], "describe",
+                        cwd=db).decode().strip()
+        date = _git(["show", "-s", "--format=%cI", commit], "show", cwd=db).decode().strip()
+    except IndexError_:
+        return  # no tag to describe it by: a backend that needs one fails with its own message
+    text = f"node: {commit}\nnode-date: {date}\ndescribe-name: {describe}\n"
+    for d in {tree, tree / subdirectory if subdirectory else tree}:
+        target = d / ".git_archival.txt"
+        if d.is_dir() and not target.exists() and not target.is_symlink():
+            target.write_text(text, encoding="utf-8")
 
 
 def private_copy(tree: Path, parent: Path) -> Path:

@@ -243,3 +243,32 @@ def test_a_repository_whose_pyproject_leaves_the_version_to_its_backend_is_locke
     assert r.returncode == 3, r.stderr
     assert f"lib from {repo.as_uri()} (rev main): pyproject.toml: version is listed in `project.dynamic`" in r.stderr
     assert "checkouts" not in r.stderr and not (app / "pypm.lock").exists()
+
+
+@pytest.mark.live
+def test_live_a_version_from_git_tags_setuptools_scm(pypm, tmp_path):
+    """setuptools-scm (from the default index) finds the version in the checkout's
+    .git_archival.txt, which pypm writes from `git describe` since the checkout has no .git."""
+    repo = tmp_path / "repo"
+    (repo / "src" / "scmlib").mkdir(parents=True)
+    git("init", "-q", "-b", "main", cwd=repo)
+    (repo / "src" / "scmlib" / "__init__.py").write_text('VALUE = "scm"\n')
+    (repo / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=64", "setuptools-scm>=8"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[project]\nname = "scmlib"\ndynamic = ["version"]\nrequires-python = ">=3.9"\n\n[tool.setuptools_scm]\n')
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "one", cwd=repo)
+    git("tag", "v2.3.0", cwd=repo)
+    (repo / "src" / "scmlib" / "__init__.py").write_text('VALUE = "two"\n')
+    git("commit", "-q", "-am", "two", cwd=repo)
+    head = git("rev-parse", "--short=7", "HEAD", cwd=repo)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\nrequires-python = ">=3.11"\n'
+                                        f'dependencies = ["scmlib @ git+{repo.as_uri()}@main"]\n')
+    r = pypm("sync", cwd=app, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert lock_of(app)["scmlib"].version == f"2.3.1.dev1+g{head}"  # setuptools-scm's guess-next-dev
+    r = run_py(pypm, app, "import importlib.metadata as m, scmlib; print(m.version('scmlib'), scmlib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, f"2.3.1.dev1+g{head} two\n"), r.stderr
+    shutil.rmtree(app)  # a lock against the default index never outlives the test

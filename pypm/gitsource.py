@@ -67,6 +67,9 @@ def _check_url(url: str, origin: str) -> str:
         raise ProjectError(f"{origin}: {url!r}: pypm fetches git repositories over https, http, ssh or file URLs",
                            hint="write it as git+https://host/repo.git (in a requirement) or "
                                 '{ git = "https://host/repo.git" } (in [tool.pypm.sources])')
+    if (parts.hostname or "").startswith("-") or (parts.username or "").startswith("-"):
+        # ssh would take `-oProxyCommand=...` as an option (git refuses it too: twice is cheap)
+        raise ProjectError(f"{origin}: {url!r}: a host or user name cannot start with '-'", hint="fix the URL")
     if parts.password is not None:
         raise ProjectError(f"{origin}: {parts.scheme}://{parts.hostname}/...: the URL carries a password, "
                            "which would be written into pypm.lock",
@@ -139,6 +142,11 @@ def parse_lock_source(text: str, where: str) -> tuple[GitRef, str]:
                            hint="re-create the lock with `pypm lock`")
     ref = GitRef(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), kinds[0] if kinds else None,
                  query[kinds[0]] if kinds else None, query.get("subdirectory"))
+    # A lock can come from anyone (a pull request): its URL and subdirectory are held to what a
+    # pyproject.toml may say, before git sees them (a transport pypm does not allow, say, or
+    # `--upload-pack=...`, which git would take as an option and run).
+    _check_url(ref.url, where)
+    _check_subdirectory(ref.subdirectory, where)
     return ref, commit
 
 

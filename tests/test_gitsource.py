@@ -27,6 +27,7 @@ def test_requirement_urls(url, ref):
     ("git+ftp://host/lib.git", "over https, http, ssh or file URLs"),
     ("git+ext::sh -c touch% /tmp/pwned", "over https, http, ssh or file URLs"),  # git's ext:: runs commands
     ("git+https://user:secret@host/lib.git", "carries a password"),
+    ("git+ssh://-oProxyCommand=touch%20x/lib.git", "cannot start with '-'"),
     ("git+https://host/lib.git@", "an empty revision"),
     ("git+https://host/lib.git#subdirectory=../x", "must be a relative path inside the repository"),
     ("git+https://host/lib.git#branch=main", "is not #subdirectory=..."),
@@ -60,3 +61,15 @@ def test_source_tables_and_the_lock_form_round_trip():
 def test_a_malformed_lock_source_is_refused(text):
     with pytest.raises(ProjectError, match="re-create the lock|is not URL"):
         parse_lock_source(text, "pypm.lock")
+
+
+@pytest.mark.parametrize("text, message", [
+    (f"--upload-pack=touch /tmp/pwned#{COMMIT}", "over https, http, ssh or file URLs"),  # would be a git option
+    (f"ext::sh -c touch#{COMMIT}", "over https, http, ssh or file URLs"),
+    (f"https://host/lib.git?subdirectory=../../etc#{COMMIT}", "must be a relative path inside the repository"),
+])
+def test_a_lock_source_is_held_to_what_a_pyproject_may_say(text, message):
+    # a pypm.lock from a pull request reaches git at sync time: nothing there may become an option
+    with pytest.raises(ProjectError) as e:
+        parse_lock_source(text, "pypm.lock")
+    assert message in e.value.message

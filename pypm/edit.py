@@ -169,7 +169,8 @@ def _add(ctx: Any, args: argparse.Namespace, ws: tuple[Path, str] | None) -> int
     from .project import load_project
 
     members = workspace_members(load_project(ws[0]) if ws is not None else project)
-    local_names = {canonical_name(n) for n, _ in local} | {n for n, _, _ in project.tool.sources} | set(members)
+    local_names = {canonical_name(n) for n, _ in local} | set(members) | {
+        n for n, where, _ in project.tool.sources if not where.startswith("index+")}  # (an index's: a version)
     for name, path in local:
         _set_source(doc, name, path, editable)
     for req in reqs:

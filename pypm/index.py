@@ -17,7 +17,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator, TypeVar
+from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator, Mapping, TypeVar
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -501,7 +501,8 @@ class IndexClient:
     def __init__(self, index_urls: list[str], find_links: list[str], *, cache_dir: Path,
                  offline: bool = False, refresh: bool = False, max_workers: int = 16,
                  warn: Callable[[str], None] | None = None, write_behind: bool = False,
-                 hash_ahead: bool = False, local: Any = None, first_index: bool = False) -> None:
+                 hash_ahead: bool = False, local: Any = None, first_index: bool = False,
+                 pinned_index: Mapping[str, str] | None = None) -> None:
         """`write_behind`: cache entries are written by a thread of their own, all of them by the
         time close() returns (a lock's fetch threads then hand their results over without waiting
         for the disk); without it each is written before the call that fetched it returns.
@@ -512,7 +513,9 @@ class IndexClient:
         `first_index`: the index strategy "first-index" (pypm.project.INDEX_STRATEGIES): the extra
         indexes (`index_urls[1:]`) are asked before the primary, and the first that knows a
         project is its only index; otherwise every index's releases are merged (the first source
-        wins a repeated file name). Find-links locations are merged either way."""
+        wins a repeated file name). Find-links locations are merged either way.
+        `pinned_index`: {canonical name: index URL} (`[tool.pypm.sources] NAME = { index = URL }`):
+        that project's releases come from that index alone, no other index or find-links."""
         self.index_urls = list(index_urls)  # as given: they name the source in DistFile and the lock
         self._index_bases = [u if u.endswith("/") else u + "/" for u in index_urls]
         self.find_links = list(find_links)
@@ -537,6 +540,7 @@ class IndexClient:
         self._writer: ThreadPoolExecutor | None = None
         self._local = local
         self._first_index = first_index
+        self._pinned_index = dict(pinned_index or {})
 
     # ------------------------------------------------------------------ public API
 
@@ -741,7 +745,10 @@ class IndexClient:
         self._hash_newest_ahead([f for loc in self.find_links if _is_local(loc)
                                  for f in self._listing(loc).get(canon, ())])
         sources = list(zip(self.index_urls, self._index_bases))
-        if self._first_index:
+        pinned = self._pinned_index.get(canon)
+        if pinned is not None:  # that index alone (uv's explicit index)
+            sources = [(pinned, pinned if pinned.endswith("/") else pinned + "/")]
+        elif self._first_index:
             # uv's order: extra indexes first (a private index named with --extra-index-url is
             # asked before the public primary), and the first that knows the project is its only
             # index: a release planted under the same name on another index is never seen.
@@ -782,13 +789,15 @@ class IndexClient:
                     releases.add_entries(_page_entries(bytes(page.body), page.content_type, page.url), source)
             if store:  # written outside the lock: the next page's parsing does not wait for the disk
                 self._store(self.cache_dir / "http" / _cache_key(base + canon + "/"), page.dumps())
-        for loc in self.find_links:
+        for loc in self.find_links if pinned is None else ():
             link_files = self._listing(loc).get(canon, [])
             found = found or bool(link_files)
             releases.add_files(link_files)
         if not found:
             raise PackageNotFound(
-                f"Package `{asked}` was not found in {self._sources_text()}",
+                f"Package `{asked}` was not found in "
+                + (f"{_redact(pinned)} (its only index: [tool.pypm.sources])" if pinned is not None
+                   else self._sources_text()),
                 hint="check the name's spelling, or add the index (--index-url / --extra-index-url) "
                      "or the --find-links location that has it")
         return releases

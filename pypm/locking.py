@@ -485,16 +485,21 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
     from .pathdeps import LocalSources
 
     local = None
-    if inputs.local:
+    # `{ index = URL }` sources: packages an index serves, from that index alone (the index client's
+    # business); every other source is served by LocalSources.
+    pinned_index = {n: s.index for n, s in inputs.local.items() if getattr(s, "index", None)}
+    others = {n: s for n, s in inputs.local.items() if n not in pinned_index}
+    if others:
         # A git dependency keeps the commit the old lock pinned, unless told to upgrade it.
         pins = {} if old is None or opts.upgrade else {
             canonical_name(p.name): p.source["git"] for p in old.packages
             if "git" in p.source and canonical_name(p.name) not in opts.upgrade_package}
-        local = LocalSources(inputs.local, project.root, cache=cache_dir(), offline=opts.offline, pins=pins)
+        local = LocalSources(others, project.root, cache=cache_dir(), offline=opts.offline, pins=pins)
     client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
                          cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
                          warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True,
-                         hash_ahead=True, local=local, first_index=inputs.index_strategy == "first-index")
+                         hash_ahead=True, local=local, first_index=inputs.index_strategy == "first-index",
+                         pinned_index=pinned_index)
     client.warm_up()  # the HTTP client is made meanwhile
     # No cyclic garbage collection while resolving: a lock allocates ~1M objects that live until
     # it is written (page data, releases, candidates), and the collector kept walking them all

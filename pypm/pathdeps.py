@@ -57,6 +57,7 @@ class PathSource:
     member: bool = False  # a workspace member: may be virtual (no [build-system]: not installed)
     sha256: str | None = None  # a remote archive's hash, when its URL gave one (`#sha256=...`)
     git: GitRef | None = None  # a git dependency (`path` is then "git+" and the reference's spec)
+    index: str | None = None  # `{ index = URL }`: from that index only (`path` is "index+URL")
 
     def location(self, root: Path) -> Path:
         assert not self.is_url() and self.git is None, self.path  # no place on this machine (yet)
@@ -64,14 +65,14 @@ class PathSource:
 
     def is_tree(self) -> bool:
         """A local project directory (followed into: its own sources are declared there)."""
-        return not self.is_file() and self.git is None
+        return not self.is_file() and self.git is None and self.index is None
 
     def is_url(self) -> bool:
         """A remote wheel or sdist (`path` is then its URL, without the fragment)."""
-        return self.git is None and self.path.startswith(REMOTE)
+        return self.git is None and self.index is None and self.path.startswith(REMOTE)
 
     def is_file(self) -> bool:
-        return self.is_url() or self.path.endswith(ARCHIVES)
+        return self.index is None and (self.is_url() or self.path.endswith(ARCHIVES))
 
     @property
     def lock_kind(self) -> str:
@@ -79,11 +80,15 @@ class PathSource:
         `directory`."""
         if self.git is not None:
             return "git"
+        if self.index is not None:
+            return "registry"
         return "url" if self.is_url() else "path" if self.is_file() else "editable" if self.editable else "directory"
 
     def same_place(self, other: PathSource, root: Path) -> bool:
         if self.git is not None or other.git is not None:
             return self.git == other.git
+        if self.index is not None or other.index is not None:
+            return self.index == other.index
         if self.is_url() or other.is_url():
             return (self.path, self.sha256) == (other.path, other.sha256)
         return self.location(root) == other.location(root)
@@ -235,6 +240,8 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
             from .gitsource import from_spec
 
             return PathSource(name, path, False, origin, git=from_spec(path[4:]))
+        if path.startswith("index+"):  # `{ index = URL }`: an index's package, from that index alone
+            return PathSource(name, path, False, origin, index=path[len("index+"):])
         if path:
             return PathSource(name, _declared(path, base, root), editable, origin)
         if name not in members:  # `{ workspace = true }`

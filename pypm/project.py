@@ -363,18 +363,20 @@ def _parse_workspace(raw: Any, path: Path) -> dict[str, Any]:
     return {"workspace": members, "workspace_exclude": exclude}
 
 
-_SOURCE_KEYS = {"path", "editable", "workspace", "url", "git", "tag", "branch", "rev", "subdirectory"}
+_SOURCE_KEYS = {"path", "editable", "workspace", "url", "git", "tag", "branch", "rev", "subdirectory", "index"}
 _GIT_KEYS = {"git", "tag", "branch", "rev", "subdirectory"}
 _SOURCE_HINT = ('e.g. lib = { path = "../lib" }, lib = { path = "../lib", editable = true }, '
                 'lib = { url = "https://host/lib-1.0-py3-none-any.whl" }, '
-                'lib = { git = "https://host/lib.git", tag = "v1.0" } or, for a member of the workspace, '
+                'lib = { git = "https://host/lib.git", tag = "v1.0" }, '
+                'lib = { index = "https://host/simple/" } (that index only) or, for a member of the workspace, '
                 'lib = { workspace = true }')
 
 
 def _parse_sources(raw: Any, path: Path) -> tuple[tuple[str, str, bool], ...]:
     """`[tool.pypm.sources]`: NAME = { path = "...", editable = BOOL }, NAME = { url = "https://..." }
-    (a wheel or sdist: the URL goes where the path would) or NAME = { workspace = true }, as uv's
-    `tool.uv.sources` takes them. Only the shape is checked here (pure); pypm.pathdeps looks at
+    (a wheel or sdist: the URL goes where the path would), NAME = { git = ..., tag = ... } ("git+"
+    and its spec there), NAME = { index = URL } ("index+URL": that index only) or
+    NAME = { workspace = true }, as uv's `tool.uv.sources` takes them. Only the shape is checked here (pure); pypm.pathdeps looks at
     the path or URL itself."""
     if not isinstance(raw, dict):
         raise _err(path, "tool.pypm.sources", "must be a table", hint=_SOURCE_HINT)
@@ -388,17 +390,26 @@ def _parse_sources(raw: Any, path: Path) -> tuple[tuple[str, str, bool], ...]:
         unknown = set(entry) - _SOURCE_KEYS
         if unknown:
             raise _err(path, key, f"has unknown key(s) {', '.join(sorted(unknown))}",
-                       hint="pypm takes `path` (with `editable`), `url` and `workspace`; a package from another "
-                            "index is found through extra-index-url or find-links")
+                       hint="pypm takes `path` (with `editable`), `url`, `git` (with `tag`, `branch`, `rev`, "
+                            "`subdirectory`), `index` and `workspace`")
         workspace = entry.get("workspace", False)
         if workspace is not False and workspace is not True:
             raise _err(path, f"{key}.workspace", f"is {workspace!r}; it must be true or false")
         if workspace:
-            given_too = next((k for k in ("path", "url", "git") if k in entry), None)
+            given_too = next((k for k in ("path", "url", "git", "index") if k in entry), None)
             if given_too:
                 raise _err(path, key, f"gives both `workspace = true` and a `{given_too}`",
                            hint="a workspace member's path comes from [tool.pypm.workspace] members; keep one")
             where = ""  # pypm.pathdeps looks the member up
+        elif "index" in entry:
+            if len(entry) > 1:
+                raise _err(path, key, f"gives an `index` and {', '.join(f'`{k}`' for k in sorted(set(entry) - {'index'}))}",
+                           hint="an `index` source names the only index the package comes from; nothing else goes with it")
+            given = entry["index"]
+            if not isinstance(given, str) or not given.startswith(("https://", "http://", "file://")):
+                raise _err(path, f"{key}.index", f"is {given!r}; it must be the URL of a simple index "
+                                                  "(https://, http:// or file://)", hint=_SOURCE_HINT)
+            where = "index+" + given
         elif "git" in entry:
             others = set(entry) - _GIT_KEYS
             if others:

@@ -306,3 +306,33 @@ def test_first_index_takes_a_package_from_the_first_index_that_has_it(pypm, dist
                                             + '\n[tool.pypm]\nindex-strategy = "best"\n')
     r = _lock(pypm, project)
     _fails_cleanly(r, 3, "`tool.pypm.index-strategy` is 'best'", "first-index, unsafe-best-match")
+
+
+def test_an_index_source_takes_a_package_from_that_index_alone(pypm, dists, index_server, tmp_path):
+    """`[tool.pypm.sources] special = { index = URL }`: as uv's explicit index. The special index
+    also serves `lib` (newer): nothing but `special` is asked of it."""
+    from tests.support.dists import DistFactory
+
+    dists.wheel("lib", "1.0")
+    dists.wheel("special", "9.0")  # the primary's: not wanted
+    primary = index_server()
+    other = DistFactory(tmp_path / "special-dists")
+    other.wheel("special", "1.0+cpu")
+    other.wheel("lib", "5.0")
+    special = index_server([other.dir])
+    project = write_project(tmp_path / "p", ["lib", "special"], build=False)
+    with open(project / "pyproject.toml", "a") as f:
+        f.write(f'\n[tool.pypm.sources]\nspecial = {{ index = "{special.url}" }}\n')
+    r = _lock(pypm, project, "--index-url", primary.url)
+    assert r.returncode == 0, r.stderr
+    text = (project / "pypm.lock").read_text()
+    assert (one(text, "special").version, one(text, "special").source) == ("1.0+cpu", {"registry": special.url})
+    assert (one(text, "lib").version, one(text, "lib").source) == ("1.0", {"registry": primary.url})
+    assert not primary.requests_for("/simple/special") and not special.requests_for("/simple/lib")
+    assert _lock(pypm, project, "--check").returncode == 0
+    # another index is another input: stale; a package the index does not have names that index
+    text = (project / "pyproject.toml").read_text().replace(special.url, primary.url.replace("/simple/", "/nope/"))
+    (project / "pyproject.toml").write_text(text)
+    assert _lock(pypm, project, "--check").returncode == 1
+    r = _lock(pypm, project)
+    _fails_cleanly(r, 5, "Package `special` was not found in", "(its only index: [tool.pypm.sources])")

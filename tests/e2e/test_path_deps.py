@@ -204,7 +204,10 @@ def test_sources_are_followed_into_path_dependencies_and_a_local_wheel_is_hashed
     ("vcs", {}, ["lib @ hg+https://example.invalid/lib"], "", "is a VCS URL pypm cannot lock"),
     ("twice", {}, ["lib @ file:../lib"], '[tool.pypm.sources]\nlib = { path = "../lib", editable = true }\n',
      "lib has two sources"),
-    ("bad key", {}, ["lib"], '[tool.pypm.sources]\nlib = { index = "x" }\n', "has unknown key(s) index"),
+    ("bad key", {}, ["lib"], '[tool.pypm.sources]\nlib = { mirror = "x" }\n', "has unknown key(s) mirror"),
+    ("bad index", {}, ["lib"], '[tool.pypm.sources]\nlib = { index = "x" }\n', "it must be the URL of a simple index"),
+    ("index and more", {}, ["lib"], '[tool.pypm.sources]\nlib = { index = "https://h/simple/", editable = true }\n',
+     "gives an `index` and `editable`"),
     ("bad git", {}, ["lib"], '[tool.pypm.sources]\nlib = { git = "x" }\n',
      "pypm fetches git repositories over https, http, ssh or file URLs"),
 ])

@@ -7,8 +7,8 @@ from the checkout's `[project]` table (pypm.pathdeps' rule: what it leaves dynam
 build backend, in the sandbox, and kept under the commit), and sync builds it in the sandbox. A commit is content-addressed, so the wheel built
 from it is cached under it.
 
-What runs here is git itself, outside the sandbox, and only `init`, `fetch`, `rev-parse` and
-`archive` (a tar of the commit's tree, unpacked by tarfile's "data" filter): no checkout, so no
+What runs here is git itself, outside the sandbox, and only `init`, `fetch`, `rev-parse`,
+`describe`, `show` and `archive` (a tar of the commit's tree, unpacked by tarfile's "data" filter): no checkout, so no
 hook, filter or attribute of the repository runs; submodules are not fetched. Only the https,
 http, ssh and file transports are allowed (no `ext::`), prompts are off (no stdin in CI: a
 repository that needs credentials fails with git's own message rather than waiting).

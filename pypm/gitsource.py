@@ -8,8 +8,9 @@ build backend, in the sandbox, and kept under the commit), and sync builds it in
 from it is cached under it.
 
 What runs here is git itself, outside the sandbox, and only `init`, `fetch`, `rev-parse`,
-`describe`, `show` and `archive` (a tar of the commit's tree, unpacked by tarfile's "data" filter): no checkout, so no
-hook, filter or attribute of the repository runs; submodules are not fetched. Only the https,
+`describe`, `show` and `archive` (a tar of the commit's tree, unpacked by tarfile's "data"
+filter): no checkout, so no hook, filter or attribute of the repository runs; submodules are not
+fetched. Only the https,
 http, ssh and file transports are allowed (no `ext::`), prompts are off (no stdin in CI: a
 repository that needs credentials fails with git's own message rather than waiting).
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .buildenv import build_environment, build_packages_of, missing_requirements
+from .buildenv import build_closure, build_environment, build_packages_of, missing_requirements
 from .errors import BuildError, ExitCode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -241,26 +241,20 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         _rmtree(tmp)
 
 
-_warnings_quieted = False
-
-
 def _quiet_backend_warnings() -> None:
     """pyproject_hooks (1.1+) re-raises the warnings a backend's hook emitted as BuildBackendWarning
     in this process, where they would be printed on pypm's stderr: a dozen lines of setuptools'
     deprecation notices for each old sdist, addressed to the package's authors, on every cold
     sync. The backend's output, warnings included, is kept in the build's log and shown when the
-    build fails (as uv shows it)."""
-    global _warnings_quieted
-    if not _warnings_quieted:
-        import warnings
+    build fails (as uv shows it). (filterwarnings replaces an identical filter: calling it for
+    every build adds nothing.)"""
+    import warnings
 
-        try:
-            from pyproject_hooks import BuildBackendWarning
-        except ImportError:  # older pyproject_hooks: it does not forward them
-            pass
-        else:
-            warnings.filterwarnings("ignore", category=BuildBackendWarning)
-        _warnings_quieted = True
+    try:
+        from pyproject_hooks import BuildBackendWarning
+    except ImportError:  # older pyproject_hooks: it does not forward them
+        return
+    warnings.filterwarnings("ignore", category=BuildBackendWarning)
 
 
 class MissingBuildRequirements(BuildError):
@@ -508,12 +502,6 @@ def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup
     from .errors import PypmError
     from .interpreter import find_interpreter
 
-    class _Lock:
-        get = staticmethod(lookup)
-
-    class _Pkg:
-        name, build_dependencies = pkg.name, list(deps)
-
     label = f"{pkg.name}=={pkg.version} ({pkg.sdist.filename})"
     try:
         if "interpreter" not in state:
@@ -522,7 +510,7 @@ def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup
         with Cache(offline=bool(state.get("offline", False)), base_dir=project.root) as cache:
             sdist = cache.fetch(pkg.sdist, package=pkg.name)
             env = state["interpreter"].markers
-            return discover_build_requires(sdist, build_packages=build_packages_of(_Lock, _Pkg, env),
+            return discover_build_requires(sdist, build_packages=build_closure(lookup, pkg.name, deps, env),
                                            interpreter=state["interpreter"], cache=cache,
                                            network=network_allowed(project, pkg.name), label=label,
                                            limits=project.tool.build_limits)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .errors import BuildError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .installer import LinkMode
 
-__all__ = ["build_environment", "build_packages_of", "missing_requirements"]
+__all__ = ["build_environment", "build_packages_of", "build_closure", "missing_requirements"]
 
 
 def build_packages_of(lock: Any, pkg: Any, env: Mapping[str, str] | None = None) -> list[Any]:
@@ -47,6 +47,16 @@ def build_packages_of(lock: Any, pkg: Any, env: Mapping[str, str] | None = None)
             out[key] = p
             stack.extend(p.dependencies)
     return sorted(out.values(), key=lambda p: p.key)
+
+
+def build_closure(get: Callable[[str, str], Any], name: str, build_dependencies: Sequence[Any],
+                  env: Mapping[str, str] | None = None) -> list[Any]:
+    """`build_packages_of` for a package whose build set is resolved but not (yet) in a lock:
+    `get(name, version)` finds a resolved package, `build_dependencies` are its edges."""
+    from types import SimpleNamespace
+
+    return build_packages_of(SimpleNamespace(get=get),
+                             SimpleNamespace(name=name, build_dependencies=list(build_dependencies)), env)
 
 
 def build_environment(build_packages: Sequence[Any], interpreter: Any, cache: Any, env_dir: Path, *,

@@ -212,11 +212,13 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     if args.python:
         raise UsageError("--python goes with --script (a project's interpreter is [tool.pypm] python)")
     directory = Path(args.path).resolve() if args.path else ctx.directory
-    from .scaffold import join_workspace, workspace_above
+    from .project import nearest_workspace
+    from .scaffold import join_workspace
 
-    ws = None if args.no_workspace else workspace_above(directory)
+    ws = None if args.no_workspace else nearest_workspace(directory)
     existed = directory.exists()
     path = init_project(directory, name=args.name)
+    done = None
     if ws is not None:
         try:
             done = join_workspace(ws, directory, args.name or directory.name)
@@ -225,11 +227,9 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
             if not existed:
                 directory.rmdir()
             raise
-        ctx.info(f"created {path}")
-        if done:
-            ctx.info(done)
-        return ExitCode.OK
     ctx.info(f"created {path}")
+    if done:
+        ctx.info(done)
     return ExitCode.OK
 
 

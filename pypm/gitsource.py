@@ -228,46 +228,57 @@ def resolve(ref: GitRef, cache: Path, *, offline: bool, what: str) -> str:
 def checkout(ref: GitRef, commit: str, cache: Path, *, offline: bool, what: str) -> Path:
     """The tree of `commit` (its `subdirectory`, when the reference names one), from the cache or
     fetched. The checkout holds no .git directory: the build sees the files only."""
-    import shutil
-    import tarfile
-    import tempfile
-
     top = cache / "git" / "checkouts" / commit
     if not top.is_dir():
         db = _db(cache, ref.url)
         with _locked(cache, ref.url):
-            if not top.is_dir():
-                if not ((db / "HEAD").is_file() and _rev_parse(db, commit) is not None):
-                    if offline:
-                        raise IndexError_(f"{what}: commit {commit} of {ref.url} is not in the cache",
-                                          hint="run once without --offline")
-                    _fetch(db, ref, what)
-                    if _rev_parse(db, commit) is None:
-                        _git(["fetch", "--quiet", ref.url, commit], what, cwd=db)
-                    if _rev_parse(db, commit) is None:
-                        raise IndexError_(f"{what}: {ref.url} has no commit {commit} any more",
-                                          hint="the history was rewritten: `pypm lock --upgrade-package` picks "
-                                               "what the reference names now")
-                top.parent.mkdir(parents=True, exist_ok=True)
-                for stale in top.parent.glob(f".{commit[:12]}-*"):  # a checkout killed halfway (kill -9)
-                    shutil.rmtree(stale, ignore_errors=True)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=top.parent))
-                try:
-                    tar = tmp / "tree.tar"
-                    with open(tar, "wb") as f:
-                        _git(["archive", "--format=tar", commit], what, cwd=db, stdout=f.fileno())
-                    with tarfile.open(tar) as tf:
-                        tf.extractall(tmp / "tree", filter="data")  # no links out, no device files
-                    tar.unlink()
-                    _archival(db, commit, tmp / "tree", ref.subdirectory)
-                    os.replace(tmp / "tree", top)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+            if not top.is_dir():  # (another process may have made it while this one waited)
+                _have_commit(db, ref, commit, offline=offline, what=what)
+                _export(db, ref, commit, top, what)
     d = top / ref.subdirectory if ref.subdirectory else top
     if not d.is_dir():
         raise ProjectError(f"{what}: commit {commit[:12]} of {ref.url} has no directory {ref.subdirectory!r}",
                            hint="fix `subdirectory`")
     return d
+
+
+def _have_commit(db: Path, ref: GitRef, commit: str, *, offline: bool, what: str) -> None:
+    """`commit` in the repository `db`, fetched when it is not there yet (the repository's lock held)."""
+    if (db / "HEAD").is_file() and _rev_parse(db, commit) is not None:
+        return
+    if offline:
+        raise IndexError_(f"{what}: commit {commit} of {ref.url} is not in the cache", hint="run once without --offline")
+    _fetch(db, ref, what)
+    if _rev_parse(db, commit) is None:  # on no branch or tag: ask for it by name
+        _git(["fetch", "--quiet", ref.url, commit], what, cwd=db)
+    if _rev_parse(db, commit) is None:
+        raise IndexError_(f"{what}: {ref.url} has no commit {commit} any more",
+                          hint="the history was rewritten: `pypm lock --upgrade-package` picks what the reference "
+                               "names now")
+
+
+def _export(db: Path, ref: GitRef, commit: str, top: Path, what: str) -> None:
+    """`commit`'s tree made at `top`: exported in a temporary directory beside it and renamed into
+    place, so an interrupted checkout is never seen half-made (the repository's lock held)."""
+    import shutil
+    import tarfile
+    import tempfile
+
+    top.parent.mkdir(parents=True, exist_ok=True)
+    for stale in top.parent.glob(f".{commit[:12]}-*"):  # a checkout killed halfway (kill -9)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=top.parent))
+    try:
+        tar = tmp / "tree.tar"
+        with open(tar, "wb") as f:
+            _git(["archive", "--format=tar", commit], what, cwd=db, stdout=f.fileno())
+        with tarfile.open(tar) as tf:
+            tf.extractall(tmp / "tree", filter="data")  # no links out, no device files
+        tar.unlink()
+        _archival(db, commit, tmp / "tree", ref.subdirectory)
+        os.replace(tmp / "tree", top)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _archival(db: Path, commit: str, tree: Path, subdirectory: str | None) -> None:

@@ -141,6 +141,12 @@ class LockedPackage:
         is one: built from that commit's checkout, with no file of its own."""
         return self.source.get("git")
 
+    @property
+    def has_no_files(self) -> bool:
+        """Built from a tree, not installed from a locked file: the project, a path dependency's
+        directory, a virtual member, a git commit (the lock pins what it declares, not bytes)."""
+        return self.is_root or bool(self.local_directory) or self.virtual_member or bool(self.git)
+
     def files(self) -> list[FileEntry]:
         return ([self.sdist] if self.sdist else []) + list(self.wheels)
 

@@ -487,7 +487,7 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
     local = None
     # `{ index = URL }` sources: packages an index serves, from that index alone (the index client's
     # business); every other source is served by LocalSources.
-    pinned_index = {n: s.index for n, s in inputs.local.items() if getattr(s, "index", None)}
+    pinned_index = {n: s.index for n, s in inputs.local.items() if s.index is not None}
     others = {n: s for n, s in inputs.local.items() if n not in pinned_index}
     if others:
         # A git dependency keeps the commit the old lock pinned, unless told to upgrade it.
@@ -775,9 +775,9 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
         ctx.info(f"Reading the metadata of {label} from its build backend (its PKG-INFO does not list its "
                  "dependencies reliably)")
         entry = FileEntry(filename=f.filename, url=f.url, sha256=client.file_hash(f), size=f.size)
-        requires = _archive_build_requires(client, f, entry)
         with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache:
             sdist = cache.fetch(entry, package=f.name)
+            requires = _archive_build_requires(client, f.name, f.version, entry, local=sdist)
             meta, requires = _backend_metadata(project, client, requires_python, ropts, cache, source=sdist,
                                                name=f.name, requires=requires, label=label)
         # (_add_build_dependencies locks these without asking the backend a second time)
@@ -806,7 +806,7 @@ def _backend_metadata(project: Project, client: Any, requires_python: str, ropts
     from dataclasses import replace
 
     from .build import MissingBuildRequirements, network_allowed, prepare_metadata
-    from .buildenv import build_packages_of
+    from .buildenv import build_closure
     from .interpreter import find_interpreter
     from .resolver import RootSpec, resolve
     from .simpleapi import parse_core_metadata
@@ -818,18 +818,10 @@ def _backend_metadata(project: Project, client: Any, requires_python: str, ropts
         res = resolve(client, RootSpec(name=f"{name} (build)", requires_python=requires_python,
                                        dependencies=requires), nested)
         by_key = {p.key: p for p in _packages(client, res, {})}
-
-        class _Lock:
-            @staticmethod
-            def get(n: str, version: str) -> Any:
-                return by_key.get((canonical_name(n), version))
-
-        class _Pkg:
-            build_dependencies = [_dep(e) for e in res.root_dependencies]
-
-        _Pkg.name = name  # type: ignore[attr-defined]
+        packages = build_closure(lambda n, v: by_key.get((canonical_name(n), v)), name,
+                                 [_dep(e) for e in res.root_dependencies], interp.markers)
         try:
-            data = prepare_metadata(source, build_packages=build_packages_of(_Lock, _Pkg, interp.markers),
+            data = prepare_metadata(source, build_packages=packages,
                                     interpreter=interp, cache=cache, network=network_allowed(project, name),
                                     label=label, limits=project.tool.build_limits)
             break
@@ -844,7 +836,7 @@ def _local_metadata(ctx: Any, project: Project, client: Any, requires_python: st
     """For pypm.pathdeps.LocalSources.prepare_dynamic: a path or git dependency's metadata from its
     build backend, when its [project] table leaves some of it to the backend (`dynamic`)."""
 
-    def build(directory: Path, name: str, label: str) -> Any:
+    def build(directory: Path, name: str, label: str, shared: bool) -> Any:
         from .build import read_build_system
         from .cache import Cache
 
@@ -852,11 +844,9 @@ def _local_metadata(ctx: Any, project: Project, client: Any, requires_python: st
                  "to the backend)")
         import tempfile
 
-        from .config import cache_dir
-
         with Cache(offline=bool(getattr(client, "offline", False)), base_dir=project.root) as cache, \
                 tempfile.TemporaryDirectory(prefix="pypm-metadata-") as tmp:
-            if directory.is_relative_to(cache_dir()):  # a git checkout, shared: the backend writes into a copy
+            if shared:  # a git checkout in the cache, shared: the backend writes into a copy
                 from .gitsource import private_copy
 
                 directory = private_copy(directory, Path(tmp))
@@ -875,13 +865,17 @@ def _norm(version: str) -> str:
         return version
 
 
-def _archive_build_requires(client: Any, f: Any, entry: FileEntry) -> tuple[str, ...]:
-    p = LockedPackage(name=f.name, version=f.version, source={"registry": ""}, sdist=entry)
-    return _sdist_build_requires(client, p)
-
-
 def _sdist_build_requires(client: Any, p: LockedPackage) -> tuple[str, ...]:
-    """`build-system.requires` from an sdist's pyproject.toml (PEP 517's default without one)."""
+    """`build-system.requires` from a locked sdist's pyproject.toml (PEP 517's default without one)."""
+    assert p.sdist is not None
+    return _archive_build_requires(client, p.name, p.version, p.sdist)
+
+
+def _archive_build_requires(client: Any, name: str, version: str, f: FileEntry,
+                            local: Path | None = None) -> tuple[str, ...]:
+    """`build-system.requires` from the pyproject.toml of the sdist `f` (PEP 517's default without
+    one). `local`: the sdist already on disk (verified by the cache), else it is read where `f`
+    says (downloaded, and checked against its sha256)."""
     import tarfile
     import tomllib
     import zipfile
@@ -890,9 +884,7 @@ def _sdist_build_requires(client: Any, p: LockedPackage) -> tuple[str, ...]:
 
     from .index import DistFile
 
-    assert p.sdist is not None
-    f = p.sdist
-    dist = DistFile(name=canonical_name(p.name), version=p.version, filename=f.filename, url=f.url, kind="sdist",
+    dist = DistFile(name=canonical_name(name), version=version, filename=f.filename, url=f.url, kind="sdist",
                     sha256=f.sha256, size=f.size, requires_python=None, yanked=None, metadata_sha256=None,
                     has_metadata=False, upload_time=None, source=("registry", ""))
 
@@ -909,8 +901,8 @@ def _sdist_build_requires(client: Any, p: LockedPackage) -> tuple[str, ...]:
         return None
 
     try:
-        if f.url.startswith("file:"):
-            with open(url2pathname(urlparse(f.url).path), "rb") as fh:
+        if local is not None or f.url.startswith("file:"):
+            with open(local or url2pathname(urlparse(f.url).path), "rb") as fh:
                 data = from_archive(fh)
         else:
             # The index client's download checks the file against its pinned sha256.

@@ -444,7 +444,8 @@ class LocalSources:
             return hit
 
     def prepare_dynamic(self, build: Any) -> None:
-        """Ask the build backend (`build(directory, name, label)` -> CoreMetadata, run by pypm.locking
+        """Ask the build backend (`build(directory, name, label, shared)` -> CoreMetadata, run by
+        pypm.locking; `shared`: the directory is a checkout in the cache, not to be written into)
         in the sandbox) for the metadata of each path or git dependency whose [project] table
         leaves its version, dependencies, optional-dependencies or requires-python to the backend
         (`project.dynamic`), as uv does. Done before resolving, on the caller's thread: the index
@@ -462,7 +463,7 @@ class LocalSources:
             # A commit's metadata never changes: kept in the cache under it (a directory's may, with
             # any of its files: asked again at every lock).
             kept = self._kept_metadata(name) if s.git is not None else None
-            meta = kept or build(d, name, label)
+            meta = kept or build(d, name, label, s.git is not None)
             if meta.name != name:
                 raise ProjectError(f"{s.origin}: the build backend of {label} reports the metadata of {meta.name}",
                                    hint=f"name it {meta.name!r} in the requirement and the source")

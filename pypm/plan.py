@@ -136,7 +136,7 @@ def refuse_unhashed(packages: Iterable[LockedPackage]) -> None:
     """A LockError naming every package whose locked files lack a real sha256 (e.g. `sha256:TODO`)."""
     bad: list[str] = []
     for p in packages:
-        if p.is_root or p.local_directory or p.virtual_member or p.git:  # a directory has no file (the lock pins what it declares)
+        if p.has_no_files:
             continue
         files = p.files()
         if not files:

@@ -552,13 +552,12 @@ def _refuse_foreign(pyproject: Path, start: Path) -> None:
                            hint=f"run pypm inside a project you own, or name this one explicitly with -C {pyproject.parent}")
 
 
-def find_workspace(root: Path) -> tuple[Path, str] | None:
-    """(the workspace's root, this member's normalised name) when the project at `root` is a member
-    of a workspace above it (the nearest ancestor with [tool.pypm.workspace] whose members include
-    `root`, as uv finds one); None otherwise. Reads a few files: the full path only, never `run`'s
-    fast path (whose .venv check fails in a member's directory first)."""
-    root = root.resolve()
-    for d in root.parents:
+def nearest_workspace(start: Path) -> Project | None:
+    """The nearest workspace above `start` (an ancestor whose pyproject.toml has
+    [tool.pypm.workspace]), loaded; None when there is none, or when the nearest candidate is
+    another user's (see fastpath.owner_trusted: it is not this project's workspace, nor is any
+    above it)."""
+    for d in start.resolve().parents:
         path = d / PYPROJECT
         try:
             text = path.read_text(encoding="utf-8")
@@ -569,20 +568,31 @@ def find_workspace(root: Path) -> tuple[Path, str] | None:
         from .fastpath import owner_trusted
 
         if not owner_trusted(path.stat()):
-            return None  # another user's workspace is not this project's (see fastpath.owner_trusted)
+            return None
         try:
             workspace = load_project(d)
         except ProjectError:
-            continue  # not a workspace this command can use; the member stands alone
-        if workspace.tool.workspace is None:
-            continue
-        from .pathdeps import workspace_members
-
-        for name, rel in workspace_members(workspace).items():
-            if (d / rel).resolve() == root:
-                return d, name
-        return None  # the nearest workspace does not list it: a project of its own (as uv)
+            continue  # not a workspace this command can use
+        if workspace.tool.workspace is not None:
+            return workspace
     return None
+
+
+def find_workspace(root: Path) -> tuple[Path, str] | None:
+    """(the workspace's root, this member's normalised name) when the project at `root` is a member
+    of a workspace above it (the nearest ancestor with [tool.pypm.workspace] whose members include
+    `root`, as uv finds one); None otherwise. Reads a few files: the full path only, never `run`'s
+    fast path (whose .venv check fails in a member's directory first)."""
+    workspace = nearest_workspace(root)
+    if workspace is None:
+        return None
+    from .pathdeps import workspace_members
+
+    root = root.resolve()
+    for name, rel in workspace_members(workspace).items():
+        if (workspace.root / rel).resolve() == root:
+            return workspace.root, name
+    return None  # the nearest workspace does not list it: a project of its own (as uv)
 
 
 def load_project(root: Path) -> Project:

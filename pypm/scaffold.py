@@ -7,9 +7,9 @@ from pathlib import Path
 
 from .errors import ProjectError
 from .lockfile import write_atomic
-from .project import PYPROJECT
+from .project import PYPROJECT, Project
 
-__all__ = ["init_project", "render_pyproject", "workspace_above", "join_workspace"]
+__all__ = ["init_project", "render_pyproject", "join_workspace"]
 
 
 def render_pyproject(name: str, requires_python: str = ">=3.9") -> str:
@@ -61,29 +61,7 @@ def init_project(directory: Path, name: str | None = None) -> Path:
     return target
 
 
-def workspace_above(directory: Path) -> Path | None:
-    """The root of the nearest workspace above `directory` (an ancestor whose pyproject.toml has
-    [tool.pypm.workspace], owned by this user or root), or None."""
-    from .fastpath import owner_trusted
-    from .project import load_project
-
-    for d in directory.resolve().parents:
-        path = d / PYPROJECT
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if "workspace" not in text or not owner_trusted(path.stat()):
-            continue  # (another user's file above is not this project's workspace: fastpath.owner_trusted)
-        try:
-            if load_project(d).tool.workspace is not None:
-                return d
-        except ProjectError:
-            continue
-    return None
-
-
-def join_workspace(root: Path, member: Path, name: str) -> str | None:
+def join_workspace(workspace: Project, member: Path, name: str) -> str | None:
     """Make the new project at `member` a member of the workspace at `root`, as `uv init` does:
     nothing when a `members` glob already takes it in, or an `exclude` glob leaves it out; else its
     path is added to `members` (tomlkit: the rest of the file as it was). Returns what was done,
@@ -94,9 +72,8 @@ def join_workspace(root: Path, member: Path, name: str) -> str | None:
 
     from .lockfile import canonical_name
     from .pathdeps import workspace_members
-    from .project import load_project
 
-    workspace = load_project(root)
+    root = workspace.root
     member = member.resolve()
     rel = Path(os.path.relpath(member, root.resolve())).as_posix()
     members = workspace_members(workspace)

@@ -94,12 +94,14 @@ def _checked(data: dict[str, Any], path: Path, *, deep: bool = True) -> dict[str
         from packaging.requirements import InvalidRequirement, Requirement
         from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+        from .pathdeps import REMOTE
+
         for d in deps:
             try:
                 url = Requirement(d).url
             except InvalidRequirement as e:
                 raise bad("dependencies", f"holds {d!r}, not a valid requirement: {e}") from None
-            if url and not url.startswith(("https://", "http://", "git+")):
+            if url and not url.startswith((*REMOTE, "git+")):
                 # (A remote wheel or sdist, or a git repository, is locked as a project's is. A
                 # file: URL is not: the environment's project lives in the cache, not beside the script.)
                 raise bad("dependencies", f"holds {d!r}, a direct URL, which pypm cannot lock yet "

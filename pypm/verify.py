@@ -197,7 +197,7 @@ class _VenvCheck:
     # ---- which tree
     def _locked_file(self, dist: Any) -> tuple[LockedPackage | None, FileEntry | None]:
         for p in self.lock.by_name(dist.name):
-            if p.is_root or p.local_directory or p.virtual_member or p.git:  # the project, a path or git dependency: no file
+            if p.has_no_files:  # the project, a path or git dependency
                 return p, None
             if not _same_version(p.version, dist.version):
                 continue

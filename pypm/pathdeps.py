@@ -411,6 +411,7 @@ class LocalSources:
         self._meta: dict[str, CoreMetadata] = {}
         self._virtual: set[str] = set()  # members without [build-system] (metadata_of finds them)
         self._git: dict[str, tuple[Path, str]] = {}
+        self._static: dict[str, Project] = {}  # projects prepare_dynamic read whose metadata is static
         self._git_lock = threading.Lock()  # (the index client asks from several threads)
 
     def __contains__(self, name: str) -> bool:
@@ -458,6 +459,7 @@ class LocalSources:
             d = self._directory(s)
             sub = _load(d, s, allow_dynamic=True)
             if not any(k in sub.dynamic for k in _STATIC) or name in self._meta:
+                self._static[name] = sub  # (metadata_of reads it from here, not the file again)
                 continue
             label = f"{name} ({s.git.spec() if s.git is not None else s.path})"
             # A commit's metadata never changes: kept in the cache under it (a directory's may, with
@@ -566,7 +568,7 @@ class LocalSources:
         from .simpleapi import CoreMetadata
 
         s = self.sources[name]
-        sub = _load(self._directory(s), s)
+        sub = self._static.get(name) or _load(self._directory(s), s)
         if sub.build_system is None:
             self._virtual.add(name)
         requires = [strip_direct(t)[0] for t in sub.dependencies]

@@ -564,17 +564,18 @@ class IndexClient:
         if f.kind == "directory":  # a path dependency's [project] table (pypm.pathdeps)
             meta: CoreMetadata = self._meta.get(f.url, lambda: self._local.metadata_of(f.name))
             return meta
-        if f.source[0] == "url" and self._local is not None:
-            with self._naming_the_source(f):
-                return self._meta.get(f.url, lambda: self._metadata(f))
-        return self._meta.get(f.url, lambda: self._metadata(f))
+        with self._naming_the_source(f):
+            return self._meta.get(f.url, lambda: self._metadata(f))
 
     @contextlib.contextmanager
     def _naming_the_source(self, f: DistFile) -> Iterator[None]:
-        """A remote archive's errors say which requirement named the URL (pypm.pathdeps)."""
+        """A remote archive's errors say which requirement named the URL (pypm.pathdeps); an
+        index's file's errors pass as they are."""
         try:
             yield
         except (IndexError_, IntegrityError) as e:
+            if f.source[0] != "url" or self._local is None:
+                raise
             origin = self._local.sources[f.name].origin if f.name in self._local else "a direct reference"
             raise type(e)(f"{f.name} ({origin}): {e.message}", hint=e.hint) from None
 
@@ -614,10 +615,8 @@ class IndexClient:
         """sha256 (hex) of a file, reading or downloading it when its source gave no hash."""
         if f.sha256:
             return f.sha256
-        if f.source[0] == "url" and self._local is not None:
-            with self._naming_the_source(f):
-                return self._hashes.get(f.url, lambda: self._file_hash(f))
-        return self._hashes.get(f.url, lambda: self._file_hash(f))
+        with self._naming_the_source(f):
+            return self._hashes.get(f.url, lambda: self._file_hash(f))
 
     def open_dist(self, f: DistFile) -> ContextManager[BinaryIO]:
         """The file's bytes as a seekable binary file: a local file opened in place, a remote one

@@ -290,7 +290,7 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
         # Every member's inputs, not only those of the members this venv holds: the lock covers
         # them all, so a change to any makes it stale, and the fast paths must then step aside
         # for the relock (`lock --check` would fail otherwise while `pypm run` said nothing).
-        local_dirs = {**{d: inputs_token(d) for d in members}, **local_dirs}
+        local_dirs = {**{d: inputs_token(d) for d in members if d not in local_dirs}, **local_dirs}
     if local_dirs:  # path dependencies: their inputs changed means sync again (the fast paths check it)
         want_state["path-tokens"] = local_dirs
     layout = _layout(venv, interp)

@@ -83,15 +83,75 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
         transport = _with_backend(httpx.HTTPTransport(verify=ssl_context, retries=2, limits=limits), ssl_context,
                                   limits, backend, http2=False)
     return httpx.Client(
-        # http2 off for the client's own transports, which only proxies from the environment
-        # use: they are shared by every thread, and HTTP/1.1 pools are safe to share.
-        http2=False,
         limits=limits,
         timeout=httpx.Timeout(timeout, connect=10.0),
         follow_redirects=True,
         headers={"User-Agent": USER_AGENT},
         transport=transport,
+        # httpx reads HTTPS_PROXY and friends only for a client without a transport of its own:
+        # with the one above they were silently ignored, and pypm went straight to the index
+        # (failing behind a proxy that pip and uv use). So the environment's proxies are mounted
+        # here. Their transports speak HTTP/1.1 and are shared by every thread, which is safe.
+        mounts=_proxy_mounts(ssl_context, limits),
     )
+
+
+def _proxy_mounts(ssl_context: Any, limits: httpx.Limits) -> dict[str, httpx.BaseTransport | None]:
+    """The proxies of HTTPS_PROXY / HTTP_PROXY / ALL_PROXY (either case), minus NO_PROXY's hosts,
+    as httpx's own reading of the environment gives them (`None`: no proxy for that pattern)."""
+    import urllib.request
+
+    env = urllib.request.getproxies_environment()  # stdlib: both cases, and CGI's HTTP_PROXY refused
+    wanted = {f"{scheme}://": env[scheme] for scheme in ("http", "https", "all") if env.get(scheme)}
+    if not wanted:
+        return {}
+    mounts: dict[str, httpx.BaseTransport | None] = {}
+    for host in (h.strip() for h in env.get("no", "").split(",")):
+        if host == "*":
+            return {}
+        if not host:
+            continue
+        if "://" in host:
+            mounts[host] = None
+        elif host.lower() == "localhost" or _is_ip(host):
+            mounts[f"all://{'[' + host + ']' if ':' in host else host}"] = None
+        else:  # a domain: itself and its subdomains, as curl reads it
+            mounts[f"all://*{host}"] = None
+    for pattern, url in wanted.items():
+        if "://" not in url:  # HTTPS_PROXY=host:3128, as curl takes it
+            url = "http://" + url
+        try:
+            mounts[pattern] = httpx.HTTPTransport(proxy=url, verify=ssl_context, limits=limits, retries=2)
+        except ImportError as e:  # socks5:// needs httpx's optional socksio
+            raise IndexError_(f"the proxy {_redacted_proxy(url)} (from the environment) needs a package that "
+                              f"is not installed: {e}",
+                              hint="install it (`pip install socksio` for a SOCKS proxy), or unset the "
+                                   "proxy variable") from e
+        except (ValueError, httpx.InvalidURL) as e:
+            raise IndexError_(f"the proxy {_redacted_proxy(url)} (from the environment) cannot be used: {e}",
+                              hint="set HTTPS_PROXY / HTTP_PROXY / ALL_PROXY to http://HOST:PORT") from e
+    return mounts
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _redacted_proxy(url: str) -> str:
+    """The proxy's URL without a password (proxy URLs often carry one)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                          + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 _warned: set[str] = set()
@@ -218,8 +278,45 @@ def with_retries(what: str, fn: Callable[[], T], *, attempts: int = 4, base_dela
                 break
         except (httpx.TransportError, httpx.DecodingError) as e:
             last = e
+            if _untrusted_certificate(e):  # the same answer every time: asking again only waited ~8 s
+                raise IndexError_(
+                    f"cannot fetch {what}: the server's TLS certificate is not trusted ({_ssl_reason(e)})",
+                    hint="if your network inspects TLS, point SSL_CERT_FILE (or SSL_CERT_DIR) at a CA bundle "
+                         "that holds its root certificate" + _proxy_note()) from e
         if attempt + 1 < attempts:
             time.sleep(base_delay * (2**attempt) * (0.5 + random.random()))
     assert last is not None
     raise IndexError_(f"cannot fetch {what}: {describe_error(last)}",
-                      hint="check the URL and your connection, or use --offline to work from the cache") from last
+                      hint="check the URL and your connection" + _proxy_note()
+                           + ", or use --offline to work from the cache") from last
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(5):  # httpx.ConnectError <- httpcore.ConnectError <- ssl.SSLCertVerificationError
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ssl.SSLCertVerificationError):
+        seen = seen.__cause__ or seen.__context__
+    return getattr(seen, "verify_message", None) or str(seen or exc)
+
+
+def _proxy_note() -> str:
+    """Where the environment sends requests through a proxy, its name (a failure may be the proxy's)."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies_environment()
+    named = sorted({_redacted_proxy(u) for k, u in proxies.items() if k in ("http", "https", "all") and u})
+    return f" (requests go through the proxy {', '.join(named)}, from the environment)" if named else ""

@@ -131,6 +131,10 @@ class PypmRunner:
         )
         if not self.live:
             env["PYPM_INDEX_URL"] = NO_INDEX_URL
+        if any(env.get(k) for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")):
+            # pypm honours the host's proxy, as pip does; the tests' indexes on 127.0.0.1 are reached directly
+            no = ",".join(filter(None, (env.get("NO_PROXY") or env.get("no_proxy"), "127.0.0.1,localhost")))
+            env["NO_PROXY"] = env["no_proxy"] = no
         return env
 
     def __call__(

@@ -1157,3 +1157,13 @@ def test_span_columns_damaged_in_range_are_found_again(client_factory, tmp_path,
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_cached_page_compares_with_a_new_one_by_its_bytes() -> None:
+    from pypm.index import _same_bytes
+
+    body = b'{"files": []}' * 1000
+    cached = memoryview(b"head\n" + body)[5:]  # a view into the cache entry, as _Page.load makes it
+    assert _same_bytes(body, cached) and _same_bytes(cached, bytes(body))
+    assert not _same_bytes(body[:-1] + b"]", cached)
+    assert not _same_bytes(body + b" ", cached)

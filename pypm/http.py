@@ -105,6 +105,8 @@ def _proxy_mounts(ssl_context: Any, limits: httpx.Limits) -> dict[str, httpx.Bas
     wanted = {f"{scheme}://": env[scheme] for scheme in ("http", "https", "all") if env.get(scheme)}
     if not wanted:
         return {}
+    from .simpleapi import _redact  # (the proxy's password is not for messages)
+
     mounts: dict[str, httpx.BaseTransport | None] = {}
     for host in (h.strip() for h in env.get("no", "").split(",")):
         if host == "*":
@@ -123,12 +125,12 @@ def _proxy_mounts(ssl_context: Any, limits: httpx.Limits) -> dict[str, httpx.Bas
         try:
             mounts[pattern] = httpx.HTTPTransport(proxy=url, verify=ssl_context, limits=limits, retries=2)
         except ImportError as e:  # socks5:// needs httpx's optional socksio
-            raise IndexError_(f"the proxy {_redacted_proxy(url)} (from the environment) needs a package that "
+            raise IndexError_(f"the proxy {_redact(url)} (from the environment) needs a package that "
                               f"is not installed: {e}",
                               hint="install it (`pip install socksio` for a SOCKS proxy), or unset the "
                                    "proxy variable") from e
         except (ValueError, httpx.InvalidURL) as e:
-            raise IndexError_(f"the proxy {_redacted_proxy(url)} (from the environment) cannot be used: {e}",
+            raise IndexError_(f"the proxy {_redact(url)} (from the environment) cannot be used: {e}",
                               hint="set HTTPS_PROXY / HTTP_PROXY / ALL_PROXY to http://HOST:PORT") from e
     return mounts
 
@@ -141,17 +143,6 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _redacted_proxy(url: str) -> str:
-    """The proxy's URL without a password (proxy URLs often carry one)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
-                          + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 _warned: set[str] = set()
@@ -317,6 +308,8 @@ def _proxy_note() -> str:
     """Where the environment sends requests through a proxy, its name (a failure may be the proxy's)."""
     import urllib.request
 
+    from .simpleapi import _redact
+
     proxies = urllib.request.getproxies_environment()
-    named = sorted({_redacted_proxy(u) for k, u in proxies.items() if k in ("http", "https", "all") and u})
+    named = sorted({_redact(u) for k, u in proxies.items() if k in ("http", "https", "all") and u})
     return f" (requests go through the proxy {', '.join(named)}, from the environment)" if named else ""

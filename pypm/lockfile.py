@@ -228,11 +228,22 @@ class Lock:
 # spec (same inputs, same bytes, reviewable diffs), and tomli-w gives no control over
 # which tables are inline. Only the value types a lock holds are supported.
 
+# Printable ASCII but `"` and `\`: written as it is. Nearly every string of a lock (names,
+# versions, URLs, hashes, times) is one, and json.dumps for each was most of writing a 60-package
+# lock (~9 -> ~5 ms).
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
+
+
 def _s(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if _PLAIN.fullmatch(value):
+        return f'"{value}"'
+    # A JSON string is a TOML basic string, but for DEL, which TOML wants escaped and JSON does not.
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _v(value: Any) -> str:
+    if type(value) is str:  # the common case first
+        return _s(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -288,3 +288,13 @@ def test_abandoned_temp_files_are_removed_by_the_next_write(tmp_path: Path) -> N
     os.utime(other, (hour_ago, hour_ago))
     write_atomic(target, "x\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".pylock.toml.x.tmp", ".pypm.lock.b5sy.tmp", "pypm.lock"]
+
+
+@pytest.mark.parametrize("text", ["plain-1.0", 'python_version < "3.11"', "back\\slash", "tab\tand\nnewline",
+                                  "del\x7f", "nul\x00", "ünïcode", "", "https://files.example/a b?c=d#e"])
+def test_every_string_is_written_as_a_toml_string_that_reads_back(text: str) -> None:
+    import tomllib
+
+    from pypm.lockfile import _s
+
+    assert tomllib.loads(f"k = {_s(text)}")["k"] == text

@@ -397,8 +397,13 @@ class Cache:
             if progress:
                 progress.finish(task)
         assert last is not None
-        raise IndexError_(f"cannot download {label} from {entry.url}: {describe_error(last)}",
-                          hint="check the connection and run again: the partial download is kept and resumed")
+        from .credentials import hint_for
+        from .simpleapi import _redact
+
+        status = last.response.status_code if isinstance(last, HTTPStatusError) else 0
+        raise IndexError_(f"cannot download {label} from {_redact(entry.url)}: {describe_error(last)}",
+                          hint=hint_for(status, entry.url)
+                          or "check the connection and run again: the partial download is kept and resumed")
 
     def _download_once(self, entry: FileEntry, part: Path, meta: Path, progress: _Progress | None,
                        task: Any) -> tuple[bool, str, int]:

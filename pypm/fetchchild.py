@@ -128,6 +128,7 @@ class FetchChild:
         cannot finish is done here."""
         import pickle
 
+        from .credentials import snapshot
         from .framing import recv, send
         from .plugins import quiet
 
@@ -135,7 +136,9 @@ class FetchChild:
         out: dict[str, Path] = {}
         msg: Any = None
         try:
-            send(self._job_w, (str(cache.root), str(cache.base_dir), items, progress, quiet()))
+            # With the index credentials this process was given (pypm.credentials): the child was
+            # forked before the command line and the project were read.
+            send(self._job_w, (str(cache.root), str(cache.base_dir), items, progress, quiet(), snapshot()))
         except OSError as e:  # it is gone already
             debug(f"cannot hand the downloads to process {self.pid} ({e})")
         else:
@@ -232,10 +235,12 @@ def _child(job_r: int, out_w: int) -> int:
     job = recv(job_r)
     if job is None:
         return 0  # the sync needed no download (or ended before it knew)
-    root, base_dir, items, progress, quiet = job
+    root, base_dir, items, progress, quiet, known = job
+    from .credentials import restore
     from .plugins import set_quiet
 
     set_quiet(quiet)
+    restore(known)
     cache = Cache(Path(root), offline=False, base_dir=Path(base_dir))
     import threading
 

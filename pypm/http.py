@@ -88,12 +88,31 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
         follow_redirects=True,
         headers={"User-Agent": USER_AGENT},
         transport=transport,
+        auth=_IndexAuth(),
         # httpx reads HTTPS_PROXY and friends only for a client without a transport of its own:
         # with the one above they were silently ignored, and pypm went straight to the index
         # (failing behind a proxy that pip and uv use). So the environment's proxies are mounted
         # here. Their transports speak HTTP/1.1 and are shared by every thread, which is safe.
         mounts=_proxy_mounts(ssl_context, limits),
     )
+
+
+class _IndexAuth(httpx.Auth):
+    """HTTP Basic credentials for the realm a request goes to (pypm.credentials: the URL's own, the
+    index URL's, the environment's, ~/.netrc). Set once, before the request is sent: httpx drops
+    the header from a redirect to another origin (a private index sending files to a CDN)."""
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        if "authorization" not in request.headers:
+            from base64 import b64encode
+
+            from . import credentials
+
+            found = credentials.for_url(str(request.url))
+            if found is not None:
+                token = b64encode(f"{found[0]}:{found[1]}".encode()).decode("ascii")
+                request.headers["Authorization"] = f"Basic {token}"
+        yield request
 
 
 def _proxy_mounts(ssl_context: Any, limits: httpx.Limits) -> dict[str, httpx.BaseTransport | None]:

@@ -526,9 +526,13 @@ class IndexClient:
         wins a repeated file name). Find-links locations are merged either way.
         `pinned_index`: {canonical name: index URL} (`[tool.pypm.sources] NAME = { index = URL }`):
         that project's releases come from that index alone, no other index or find-links."""
-        self.index_urls = list(index_urls)  # as given: they name the source in DistFile and the lock
-        self._index_bases = [u if u.endswith("/") else u + "/" for u in index_urls]
-        self.find_links = list(find_links)
+        from .credentials import strip
+
+        # As given, less any `user:password@` (kept for the requests by pypm.credentials): they
+        # name the source in DistFile and the lock, and key the cache.
+        self.index_urls = [strip(u) for u in index_urls]
+        self._index_bases = [u if u.endswith("/") else u + "/" for u in self.index_urls]
+        self.find_links = [strip(u) for u in find_links]
         self.cache_dir = Path(cache_dir)
         self.offline = offline
         self.refresh = refresh
@@ -553,7 +557,7 @@ class IndexClient:
         self._writer: ThreadPoolExecutor | None = None
         self._local = local
         self._first_index = first_index
-        self._pinned_index = dict(pinned_index or {})
+        self._pinned_index = {n: strip(u) for n, u in (pinned_index or {}).items()}
 
     # ------------------------------------------------------------------ public API
 
@@ -931,8 +935,10 @@ class IndexClient:
             page = _Page(200, r.headers.get("content-type", "text/html"), r.content, str(r.url),
                          r.headers.get("etag"), r.headers.get("last-modified"), expires)
         else:
+            from .credentials import hint_for
+
             raise IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}",
-                              hint="check the index URL and your credentials")
+                              hint=hint_for(r.status_code, url) or "check the index URL")
         now = time.time()
         same = cached is not None and page.same_as(cached)
         if same:
@@ -1051,7 +1057,10 @@ class IndexClient:
         if r.status_code in (404, 410):
             return None
         if r.status_code != 200:
-            raise IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}")
+            from .credentials import hint_for
+
+            raise IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}",
+                              hint=hint_for(r.status_code, url))
         return bytes(r.content)
 
     def _remote_wheel_member(self, f: DistFile) -> bytes:

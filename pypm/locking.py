@@ -104,13 +104,15 @@ class LockOptions:
 
     def recorded(self) -> dict[str, Any]:
         """What goes into the lock's [options] table: what the command line chose."""
+        from .credentials import strip
+
         d: dict[str, Any] = {}
         if self.index_url:
-            d["index-url"] = self.index_url
+            d["index-url"] = strip(self.index_url)  # never a password in pypm.lock
         if self.extra_index_urls:
-            d["extra-index-url"] = list(self.extra_index_urls)
+            d["extra-index-url"] = [strip(u) for u in self.extra_index_urls]
         if self.find_links:
-            d["find-links"] = list(self.find_links)
+            d["find-links"] = [strip(u) for u in self.find_links]
         if self.prerelease:
             d["prerelease"] = self.prerelease
         if self.index_strategy:
@@ -170,9 +172,13 @@ def _check_urls(urls: Iterable[str]) -> None:
 def _inputs(project: Project, opts: LockOptions) -> _Inputs:
     from .config import default_index_url
 
-    index_url = default_index_url(opts.index_url, project.tool.index_url)
-    extra = tuple(dict.fromkeys(opts.extra_index_urls + project.tool.extra_index_urls))
-    find_links = tuple(dict.fromkeys(opts.find_links + project.find_links_paths()))
+    from .credentials import strip
+
+    # Without `user:password@`: they are kept for the requests (pypm.credentials), never recorded in
+    # the lock or its content-hash (a new password does not make the lock stale).
+    index_url = strip(default_index_url(opts.index_url, project.tool.index_url))
+    extra = tuple(dict.fromkeys(strip(u) for u in opts.extra_index_urls + project.tool.extra_index_urls))
+    find_links = tuple(dict.fromkeys(strip(u) for u in opts.find_links + project.find_links_paths()))
     _check_urls((index_url, *extra, *find_links))
     prerelease = opts.prerelease or project.tool.prerelease or DEFAULT_PRERELEASE
     if prerelease not in PRERELEASE_MODES:
@@ -487,7 +493,9 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
     local = None
     # `{ index = URL }` sources: packages an index serves, from that index alone (the index client's
     # business); every other source is served by LocalSources.
-    pinned_index = {n: s.index for n, s in inputs.local.items() if s.index is not None}
+    from .credentials import strip
+
+    pinned_index = {n: strip(s.index) for n, s in inputs.local.items() if s.index is not None}
     others = {n: s for n, s in inputs.local.items() if n not in pinned_index}
     if others:
         # A git dependency keeps the commit the old lock pinned, unless told to upgrade it.

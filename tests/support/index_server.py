@@ -147,6 +147,7 @@ class _Options:
     pep658: bool = True
     json: bool = True
     relative_urls: bool = False
+    auth: tuple[str, str] | None = None  # HTTP Basic (user, password) wanted for every GET/HEAD
 
 
 class IndexServer:
@@ -172,6 +173,7 @@ class IndexServer:
         pep658: bool = True,
         json: bool = True,
         relative_urls: bool = False,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.options = _Options(
             yanked=dict(yanked or {}),
@@ -180,6 +182,7 @@ class IndexServer:
             pep658=pep658,
             json=json,
             relative_urls=relative_urls,
+            auth=auth,
         )
         self._lock = threading.Lock()
         self._dists: dict[str, Dist] = {}
@@ -505,6 +508,16 @@ class _Handler(BaseHTTPRequestHandler):
         idx = self.index
         path = urllib.parse.urlsplit(self.path).path
         idx.requests.append((self.command, path, {k: v for k, v in self.headers.items()}))
+        if idx.options.auth is not None:
+            import base64
+
+            want = "Basic " + base64.b64encode(":".join(idx.options.auth).encode()).decode()
+            if self.headers.get("Authorization") != want:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="test index"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         fault = idx._take_fault("fail", path)
         if fault is not None:
             self._send(fault.status, b"injected failure\n", "text/plain", head=head)

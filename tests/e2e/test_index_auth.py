@@ -1,0 +1,90 @@
+"""A private index that wants HTTP Basic credentials for its pages and its files (a real index on
+127.0.0.1): credentials from the index URL, the environment or ~/.netrc, sent to that host only,
+and never written into pypm.lock or the cache."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_lock import write_project
+
+USER, PASSWORD = "ci-bot", "s3cret-Pa55"
+WANT = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+@pytest.fixture
+def private(dists, index_server):
+    dists.wheel("alpha", "1.0", requires_dist=["beta"])
+    dists.wheel("beta", "2.0")
+    return index_server(auth=(USER, PASSWORD))
+
+
+def _with_password(url: str) -> str:
+    return url.replace("http://", f"http://{USER}:{PASSWORD}@")
+
+
+def _nothing_holds_the_password(*roots: Path) -> None:
+    for root in roots:
+        for p in root.rglob("*"):
+            if p.is_file():
+                assert PASSWORD.encode() not in p.read_bytes(), f"{p} holds the password"
+
+
+def test_credentials_in_the_index_url_are_used_and_never_recorded(pypm, private, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+    r = pypm("lock", "--index-url", _with_password(private.url), cwd=proj)
+    assert r.returncode == 0, r.stderr
+    text = (proj / "pypm.lock").read_text()
+    assert f'index-url = "{private.url}"' in text  # recorded, without user:password@
+    assert f'source = {{ registry = "{private.url}" }}' in text
+    assert PASSWORD not in r.stderr + r.stdout
+    # the metadata files on the same host were asked with the credentials too
+    assert all(h.get("Authorization") == WANT for _, _, h in private.requests)
+    assert any(p.endswith(".metadata") for _, p, _ in private.requests)
+
+    # A later sync finds them where the user keeps them: here the environment's index URL.
+    r = pypm("sync", cwd=proj, env={"PYPM_INDEX_URL": _with_password(private.url)})
+    assert r.returncode == 0, r.stderr
+    assert (proj / ".venv").is_dir()
+    assert any(p.endswith("beta-2.0-py3-none-any.whl") for _, p, _ in private.requests)
+    _nothing_holds_the_password(proj, pypm.cache_dir)
+
+
+def test_credentials_from_netrc(pypm, private, tmp_path: Path) -> None:
+    netrc = pypm.home / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1\n  login {USER}\n  password {PASSWORD}\n")
+    netrc.chmod(0o600)
+    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+    r = pypm("lock", "--index-url", private.url, cwd=proj)
+    assert r.returncode == 0, r.stderr
+    r = pypm("sync", cwd=proj)  # the downloads too (a process of their own)
+    assert r.returncode == 0, r.stderr
+    assert private.requests and all(h.get("Authorization") == WANT for _, _, h in private.requests)
+    _nothing_holds_the_password(proj, pypm.cache_dir)
+
+
+def test_missing_or_wrong_credentials_say_where_to_put_them(pypm, private, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+    r = pypm("lock", "--index-url", private.url, cwd=proj)
+    assert r.returncode == 5 and "Traceback" not in r.stderr
+    assert "HTTP 401" in r.stderr and "127.0.0.1 wants credentials" in r.stderr and ".netrc" in r.stderr, r.stderr
+
+    wrong = private.url.replace("http://", f"http://{USER}:not-it@")
+    r = pypm("lock", "--index-url", wrong, cwd=proj)
+    assert r.returncode == 5 and "were refused" in r.stderr, r.stderr
+    assert "not-it" not in r.stderr
+    assert not (proj / "pypm.lock").exists()
+
+
+def test_a_netrc_entry_for_another_host_is_not_sent(pypm, dists, index_server, tmp_path: Path) -> None:
+    dists.wheel("alpha", "1.0")
+    public = index_server()
+    netrc = pypm.home / ".netrc"
+    netrc.write_text(f"machine private.example\n  login {USER}\n  password {PASSWORD}\n")
+    netrc.chmod(0o600)
+    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+    assert pypm("lock", "--index-url", public.url, cwd=proj).returncode == 0
+    assert public.requests and not any("Authorization" in h for _, _, h in public.requests)

@@ -91,16 +91,20 @@ def tool_dir(requirements: list[str], args: Any, requires_python: str | None = N
     python, index_url, extra_index_url and find_links; `requires_python`: the lock's range
     (default: the interpreter's minor and newer)."""
     from .config import cache_dir
+    from .credentials import strip
 
-    options = {"requirements": requirements, "requires-python": requires_python, "python": args.python, "index-url": args.index_url,
-               "extra-index-url": args.extra_index_url, "find-links": [
-                   x if "://" in x else str(Path(x).expanduser().resolve()) for x in args.find_links]}
+    # Index URLs without `user:password@` (kept for this process's requests by pypm.credentials):
+    # they key the environment and are written into its pyproject.toml.
+    index_url = strip(args.index_url) if args.index_url else args.index_url
+    options = {"requirements": requirements, "requires-python": requires_python, "python": args.python, "index-url": index_url,
+               "extra-index-url": [strip(u) for u in args.extra_index_url], "find-links": [
+                   strip(x) if "://" in x else str(Path(x).expanduser().resolve()) for x in args.find_links]}
     strategy = getattr(args, "index_strategy", None)
     if strategy:  # (only then: the other environments keep their keys)
         options["index-strategy"] = strategy
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
     root = cache_dir() / "tools" / key
-    tool: dict[str, Any] = {k: v for k, v in (("python", args.python), ("index-url", args.index_url),
+    tool: dict[str, Any] = {k: v for k, v in (("python", args.python), ("index-url", index_url),
                                               ("extra-index-url", options["extra-index-url"]),
                                               ("find-links", options["find-links"]),
                                               ("index-strategy", strategy)) if v}

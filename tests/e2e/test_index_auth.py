@@ -88,3 +88,15 @@ def test_a_netrc_entry_for_another_host_is_not_sent(pypm, dists, index_server, t
     proj = write_project(tmp_path / "proj", ["alpha"], build=False)
     assert pypm("lock", "--index-url", public.url, cwd=proj).returncode == 0
     assert public.requests and not any("Authorization" in h for _, _, h in public.requests)
+
+
+def test_pypm_x_from_a_private_index(pypm, dists, index_server, tmp_path: Path) -> None:
+    dists.wheel("hello-tool", "1.0", modules={"hello_tool/__init__.py": "def main():\n    print('hello from the tool')\n"},
+                entry_points={"console_scripts": {"hello": "hello_tool:main"}})
+    private = index_server(auth=(USER, PASSWORD))
+    work = tmp_path / "work"
+    work.mkdir()
+    r = pypm("x", "--index-url", _with_password(private.url), "--from", "hello-tool", "hello", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "hello from the tool" in r.stdout
+    _nothing_holds_the_password(pypm.cache_dir)  # the tool's environment is keyed and written without it

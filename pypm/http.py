@@ -82,6 +82,10 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
     else:  # one pool for every thread: HTTP/1.1 connections are used by one request at a time
         transport = _with_backend(httpx.HTTPTransport(verify=ssl_context, retries=2, limits=limits), ssl_context,
                                   limits, backend, http2=False)
+    # httpx reads HTTPS_PROXY and friends only for a client without a transport of its own: with
+    # the one above they were silently ignored, and pypm went straight to the index (failing
+    # behind a proxy that pip and uv use). So the environment's proxies are routed here.
+    transport = _with_env_proxies(transport, ssl_context, limits)
     return httpx.Client(
         limits=limits,
         timeout=httpx.Timeout(timeout, connect=10.0),
@@ -89,11 +93,6 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
         headers={"User-Agent": USER_AGENT},
         transport=transport,
         auth=_IndexAuth(),
-        # httpx reads HTTPS_PROXY and friends only for a client without a transport of its own:
-        # with the one above they were silently ignored, and pypm went straight to the index
-        # (failing behind a proxy that pip and uv use). So the environment's proxies are mounted
-        # here. Their transports speak HTTP/1.1 and are shared by every thread, which is safe.
-        mounts=_proxy_mounts(ssl_context, limits),
     )
 
 
@@ -115,34 +114,25 @@ class _IndexAuth(httpx.Auth):
         yield request
 
 
-def _proxy_mounts(ssl_context: Any, limits: httpx.Limits) -> dict[str, httpx.BaseTransport | None]:
-    """The proxies of HTTPS_PROXY / HTTP_PROXY / ALL_PROXY (either case), minus NO_PROXY's hosts,
-    as httpx's own reading of the environment gives them (`None`: no proxy for that pattern)."""
+def _with_env_proxies(direct: httpx.BaseTransport, ssl_context: Any, limits: httpx.Limits) -> httpx.BaseTransport:
+    """`direct`, or a router sending requests through the proxies of HTTPS_PROXY / HTTP_PROXY /
+    ALL_PROXY (either case) but for NO_PROXY's hosts. The proxies' transports speak HTTP/1.1 and
+    are shared by every thread, which is safe."""
     import urllib.request
 
     env = urllib.request.getproxies_environment()  # stdlib: both cases, and CGI's HTTP_PROXY refused
-    wanted = {f"{scheme}://": env[scheme] for scheme in ("http", "https", "all") if env.get(scheme)}
-    if not wanted:
-        return {}
+    wanted = {scheme: env[scheme] for scheme in ("http", "https", "all") if env.get(scheme)}
+    bypass = NoProxy(env.get("no", ""))
+    if not wanted or bypass.everything:
+        return direct
     from .simpleapi import _redact  # (the proxy's password is not for messages)
 
-    mounts: dict[str, httpx.BaseTransport | None] = {}
-    for host in (h.strip() for h in env.get("no", "").split(",")):
-        if host == "*":
-            return {}
-        if not host:
-            continue
-        if "://" in host:
-            mounts[host] = None
-        elif host.lower() == "localhost" or _is_ip(host):
-            mounts[f"all://{'[' + host + ']' if ':' in host else host}"] = None
-        else:  # a domain: itself and its subdomains, as curl reads it
-            mounts[f"all://*{host}"] = None
-    for pattern, url in wanted.items():
+    proxies: dict[str, httpx.BaseTransport] = {}
+    for scheme, url in wanted.items():
         if "://" not in url:  # HTTPS_PROXY=host:3128, as curl takes it
             url = "http://" + url
         try:
-            mounts[pattern] = httpx.HTTPTransport(proxy=url, verify=ssl_context, limits=limits, retries=2)
+            proxies[scheme] = httpx.HTTPTransport(proxy=url, verify=ssl_context, limits=limits, retries=2)
         except ImportError as e:  # socks5:// needs httpx's optional socksio
             raise IndexError_(f"the proxy {_redact(url)} (from the environment) needs a package that "
                               f"is not installed: {e}",
@@ -151,17 +141,84 @@ def _proxy_mounts(ssl_context: Any, limits: httpx.Limits) -> dict[str, httpx.Bas
         except (ValueError, httpx.InvalidURL) as e:
             raise IndexError_(f"the proxy {_redact(url)} (from the environment) cannot be used: {e}",
                               hint="set HTTPS_PROXY / HTTP_PROXY / ALL_PROXY to http://HOST:PORT") from e
-    return mounts
+    return _Proxied(direct, proxies, bypass)
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
+class NoProxy:
+    """NO_PROXY as curl reads it: `*`; host names, each also covering its subdomains (a leading `.`
+    or `*.` is the same); IP addresses, in brackets or not; CIDR ranges (`10.0.0.0/8`); any of them
+    with `:port`. Entries it cannot read are ignored (httpx's own reading raised on `[::1]`)."""
 
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+    def __init__(self, text: str) -> None:
+        import ipaddress
+
+        self.everything = False
+        self._names: list[tuple[str, int | None]] = []
+        self._nets: list[tuple[Any, int | None]] = []
+        for entry in text.replace(" ", ",").split(","):
+            entry = entry.strip().lower()
+            if not entry:
+                continue
+            if entry == "*":
+                self.everything = True
+                return
+            port: int | None = None
+            host = entry
+            if host.startswith("["):  # [v6] or [v6]:port
+                inside, _, rest = host[1:].partition("]")
+                host = inside
+                if rest.startswith(":") and rest[1:].isdigit():
+                    port = int(rest[1:])
+            elif host.count(":") == 1:  # host:port (a bare IPv6 address has more colons)
+                host, _, p = host.partition(":")
+                if not p.isdigit():
+                    continue
+                port = int(p)
+            try:
+                self._nets.append((ipaddress.ip_network(host, strict=False), port))
+                continue
+            except ValueError:
+                pass
+            host = host.lstrip("*").lstrip(".")
+            if host:
+                self._names.append((host, port))
+
+    def matches(self, host: str, port: int) -> bool:
+        import ipaddress
+
+        host = host.lower().strip("[]")
+        try:
+            ip: Any = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        for net, p in self._nets:
+            if ip is not None and ip.version == net.version and ip in net and p in (None, port):
+                return True
+        for name, p in self._names:
+            if (host == name or host.endswith("." + name)) and p in (None, port):
+                return True
         return False
-    return True
+
+
+class _Proxied(httpx.BaseTransport):
+    """Each request to its scheme's proxy (else ALL_PROXY's), or straight on for NO_PROXY's hosts."""
+
+    def __init__(self, direct: httpx.BaseTransport, proxies: dict[str, httpx.BaseTransport], bypass: NoProxy) -> None:
+        self._direct = direct
+        self._proxies = proxies
+        self._bypass = bypass
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+        proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
+        if proxy is None or self._bypass.matches(url.host, port):
+            return self._direct.handle_request(request)
+        return proxy.handle_request(request)
+
+    def close(self) -> None:
+        for t in (self._direct, *self._proxies.values()):
+            t.close()
 
 
 _warned: set[str] = set()

@@ -135,7 +135,7 @@ def test_no_proxy_names_the_hosts_reached_directly(pypm, dists, index_server, tm
     idx = index_server()
     proj = write_project(tmp_path / "proj", ["alpha"], build=False)
     pypm("lock", "--index-url", idx.url, cwd=proj, check=True,
-         env=_env(HTTP_PROXY=proxy.url, NO_PROXY="example.invalid, 127.0.0.1"))
+         env=_env(HTTP_PROXY=proxy.url, NO_PROXY="example.invalid,[::1], 127.0.0.0/8"))  # httpx raised on [::1]
     assert proxy.seen == []
 
 
@@ -167,3 +167,19 @@ def test_an_untrusted_certificate_fails_at_once_with_the_fix(pypm, dists, index_
         assert front._conns <= 3, f"{front._conns} connections: the failure was retried"
     finally:
         front.close()
+
+
+@pytest.mark.parametrize(("host", "port", "bypassed"), [
+    ("10.1.2.3", 443, True), ("11.0.0.1", 443, False),            # a CIDR range
+    ("a.corp.example", 443, True), ("corp.example", 443, True),   # a domain and its subdomains
+    ("notcorp.example", 443, False),
+    ("localhost", 8080, True), ("localhost", 80, False),          # with a port
+    ("::1", 443, True), ("::2", 80, True),                        # IPv6, in brackets or not
+    ("y.x.example", 443, True), ("files.example", 443, False),
+])
+def test_no_proxy_as_curl_reads_it(host: str, port: int, bypassed: bool) -> None:
+    from pypm.http import NoProxy
+
+    rules = NoProxy("10.0.0.0/8,.corp.example,localhost:8080,[::1],::2,*.x.example, bad:port")
+    assert rules.matches(host, port) is bypassed
+    assert NoProxy(" * ").everything and not rules.everything

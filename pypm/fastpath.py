@@ -65,7 +65,7 @@ _SYNC_FLAGS = frozenset({"-q", "--quiet", "--frozen"})
 FLAG_YES = frozenset({"1", "true", "t", "yes", "y", "on"})
 FLAG_NO = frozenset({"", "0", "false", "f", "no", "n", "off"})
 # Every on/off variable pypm reads (a test checks that no other name is given to env_flag).
-FLAGS = ("PYPM_OFFLINE", "PYPM_FETCH_PROCESS")
+FLAGS = ("PYPM_OFFLINE", "PYPM_FETCH_PROCESS", "PYPM_NATIVE_TLS")
 
 
 def flag_value(name: str, default: bool = False) -> bool | None:

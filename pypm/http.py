@@ -348,8 +348,9 @@ def with_retries(what: str, fn: Callable[[], T], *, attempts: int = 4, base_dela
             if _untrusted_certificate(e):  # the same answer every time: asking again only waited ~8 s
                 raise IndexError_(
                     f"cannot fetch {what}: the server's TLS certificate is not trusted ({_ssl_reason(e)})",
-                    hint="if your network inspects TLS, point SSL_CERT_FILE (or SSL_CERT_DIR) at a CA bundle "
-                         "that holds its root certificate" + _proxy_note()) from e
+                    hint="if your network inspects TLS, set PYPM_NATIVE_TLS=1 to trust the system's certificate "
+                         "store, or point SSL_CERT_FILE (or SSL_CERT_DIR) at a CA bundle that holds its root "
+                         "certificate" + _proxy_note()) from e
         if attempt + 1 < attempts:
             time.sleep(base_delay * (2**attempt) * (0.5 + random.random()))
     assert last is not None

@@ -7,7 +7,8 @@ module imports only the standard library (and certifi, when used): importing it 
 on paths that never use the network.
 
 The policy is httpx's own (`httpx.create_ssl_context()`, httpx 0.28): the CA file named by
-SSL_CERT_FILE, else the directory named by SSL_CERT_DIR, else certifi's bundle; certificates and
+SSL_CERT_FILE, else the directory named by SSL_CERT_DIR, else (PYPM_NATIVE_TLS=1) the system's
+store, else certifi's bundle; certificates and
 host names verified (`ssl.create_default_context`). The environment is read when the context is
 made, and a context made for other values of those variables (or for the other HTTP version) is
 never used.
@@ -31,16 +32,20 @@ def http2_requested() -> bool:
 
 _guard = threading.Lock()
 # key (_key) -> (the thread making it, [(True, context) | (False, error)])
-_jobs: dict[tuple[str, str, bool], tuple[threading.Thread, list[tuple[bool, Any]]]] = {}
+_jobs: dict[tuple[str, str, bool, str], tuple[threading.Thread, list[tuple[bool, Any]]]] = {}
 
 
-def _key() -> tuple[str, str, bool]:
+NATIVE_ENV = "PYPM_NATIVE_TLS"  # yes: the system's CA store (OpenSSL's default paths) instead of certifi's
+
+
+def _key() -> tuple[str, str, bool, str]:
     # HTTP/2 or not too: httpcore sets a context's ALPN protocols before each handshake, so an
     # HTTP/2 client and an HTTP/1.1 one (tests switch in-process) must not share a context.
-    return os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""), http2_requested()
+    return (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""), http2_requested(),
+            os.environ.get(NATIVE_ENV, ""))
 
 
-def _make(cafile: str, capath: str) -> Any:
+def _make(cafile: str, capath: str, native: str = "") -> Any:
     import ssl
 
     try:
@@ -56,12 +61,18 @@ def _make(cafile: str, capath: str) -> Any:
                          f"{getattr(e, 'strerror', None) or e}",
                          hint=f"point {var} at {'a PEM file' if cafile else 'a directory'} of CA certificates, "
                               "or unset it to use the certifi bundle") from None
+    if native:
+        from .config import env_flag
+
+        if env_flag("PYPM_NATIVE_TLS"):  # (a value neither yes nor no is refused here, with its message)
+            # The system's store, where a company's root certificate is installed (uv's --native-tls)
+            return ssl.create_default_context()
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _start(key: tuple[str, str, bool]) -> tuple[threading.Thread, list[tuple[bool, Any]]]:
+def _start(key: tuple[str, str, bool, str]) -> tuple[threading.Thread, list[tuple[bool, Any]]]:
     with _guard:
         job = _jobs.get(key)
         if job is not None:
@@ -70,7 +81,7 @@ def _start(key: tuple[str, str, bool]) -> tuple[threading.Thread, list[tuple[boo
 
         def run() -> None:
             try:
-                out.append((True, _make(key[0], key[1])))
+                out.append((True, _make(key[0], key[1], key[3])))
             except BaseException as e:  # raised to whoever asks for the context
                 out.append((False, e))
 

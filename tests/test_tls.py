@@ -75,10 +75,10 @@ def test_start_returns_at_once_and_the_context_is_made_on_its_own_thread(tmp_pat
     made_on: list[str] = []
     real = tls._make
 
-    def slow(cafile: str, capath: str):
+    def slow(cafile: str, capath: str, native: str = ""):
         time.sleep(0.3)
         made_on.append(threading.current_thread().name)
-        return real(cafile, capath)
+        return real(cafile, capath, native)
 
     monkeypatch.setattr(tls, "_make", slow)
     t = time.monotonic()
@@ -100,3 +100,25 @@ def test_a_process_that_exits_while_the_context_is_made_exits_cleanly() -> None:
                             stderr=subprocess.DEVNULL).returncode
              for _ in range(30)]
     assert codes == [0] * 30
+
+
+def test_native_tls_trusts_the_system_store_and_ssl_cert_file_still_wins(tmp_path, monkeypatch) -> None:
+    import certifi
+
+    from pypm.errors import UsageError
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    system = ssl.create_default_context().get_ca_certs()
+    bundled = ssl.create_default_context(cafile=certifi.where()).get_ca_certs()
+    monkeypatch.setenv("PYPM_NATIVE_TLS", "1")
+    assert tls.context().get_ca_certs() == system
+    monkeypatch.setenv("PYPM_NATIVE_TLS", "0")
+    assert tls.context().get_ca_certs() == bundled
+    monkeypatch.setenv("PYPM_NATIVE_TLS", "maybe")
+    with pytest.raises(UsageError, match="PYPM_NATIVE_TLS='maybe' is neither yes nor no"):
+        tls.context()
+    cert, _ = _localhost_cert(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.setenv("PYPM_NATIVE_TLS", "1")
+    assert [c["subject"] for c in tls.context().get_ca_certs()] == [((("commonName", "localhost"),),)]

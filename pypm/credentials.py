@@ -31,6 +31,7 @@ _Realm = tuple[str, str, int]
 _lock = threading.Lock()
 _known: dict[_Realm, tuple[str, str]] = {}
 _configured_read = False
+_configured_lock = threading.Lock()
 _netrc: object = None  # netrc.netrc, False when there is none (or it cannot be read), None: not read yet
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -97,18 +98,21 @@ def _read_configured() -> None:
     global _configured_read
     if _configured_read:
         return
-    _configured_read = True
-    urls = [os.environ.get("PYPM_INDEX_URL", ""), os.environ.get("PIP_INDEX_URL", ""),
-            *os.environ.get("PIP_EXTRA_INDEX_URL", "").split()]
-    try:
-        from .config import pip_config_index_url
+    with _configured_lock:  # once, and no thread goes on before it is done (else its request lacks them)
+        if _configured_read:
+            return
+        urls = [os.environ.get("PYPM_INDEX_URL", ""), os.environ.get("PIP_INDEX_URL", ""),
+                *os.environ.get("PIP_EXTRA_INDEX_URL", "").split()]
+        try:
+            from .config import pip_config_index_url
 
-        urls.append(pip_config_index_url() or "")
-    except Exception:  # noqa: BLE001 -- an unreadable pip.conf is reported where its index is used
-        pass
-    for u in urls:
-        if u:
-            strip(u)
+            urls.append(pip_config_index_url() or "")
+        except Exception:  # noqa: BLE001 -- an unreadable pip.conf is reported where its index is used
+            pass
+        for u in urls:
+            if u:
+                strip(u)
+        _configured_read = True
 
 
 def _from_netrc(host: str) -> tuple[str, str] | None:

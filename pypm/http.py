@@ -52,7 +52,7 @@ USER_AGENT = f"pypm/{__version__}"
 HTTP2_ENV = tls.HTTP2_ENV
 
 
-def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Client:
+def make_client(*, max_connections: int = 32, timeout: float | None = None) -> httpx.Client:
     """A thread-safe client: share one per process; many threads may use it at once.
 
     HTTP/1.1 by default, HTTP/2 (where the index offers it) with PYPM_HTTP2=1. Why not HTTP/2
@@ -62,6 +62,8 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
     CPU (web stack, A B A B: 1.43 -> 1.19 s wall; downloads of a cold sync 1.64 -> 1.50 s). A
     high-latency link with few threads is where HTTP/2 could still pay: hence the switch.
     """
+    if timeout is None:
+        timeout = http_timeout()
     http2 = tls.http2_requested()
     if http2:
         try:
@@ -88,12 +90,37 @@ def make_client(*, max_connections: int = 32, timeout: float = 30.0) -> httpx.Cl
     transport = _with_env_proxies(transport, ssl_context, limits)
     return httpx.Client(
         limits=limits,
-        timeout=httpx.Timeout(timeout, connect=10.0),
+        timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
         follow_redirects=True,
         headers={"User-Agent": USER_AGENT},
         transport=transport,
         auth=_IndexAuth(),
     )
+
+
+TIMEOUT_ENV = "PYPM_HTTP_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0
+
+
+def http_timeout() -> float:
+    """Seconds a request may wait for the server (to connect, or between two reads): PYPM_HTTP_TIMEOUT,
+    else 30, as pip's --timeout and uv's UV_HTTP_TIMEOUT. A slow mirror may need more."""
+    import math
+    import os
+
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        from .errors import UsageError
+
+        raise UsageError(f"the environment variable {TIMEOUT_ENV}={text!r} is not a number of seconds",
+                         hint=f"set {TIMEOUT_ENV} to a positive number (the default is {DEFAULT_TIMEOUT:g}), or unset it")
+    return value
 
 
 class _IndexAuth(httpx.Auth):
@@ -321,7 +348,10 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect ({exc})" if str(exc) else "cannot connect"
     if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
+        try:
+            return f"timed out (no answer for {http_timeout():g} s; {TIMEOUT_ENV} sets how long)"
+        except Exception:  # noqa: BLE001 -- (an unreadable value is reported where the client is made)
+            return "timed out"
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"the server closed the connection ({exc})"
     if isinstance(exc, httpx.HTTPStatusError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.test_lock import write_project
 
 
@@ -12,11 +14,18 @@ def _wheel_gets(server, name: str) -> list[dict[str, str]]:
     return [h for m, p, h in server.requests if m == "GET" and p.endswith(name)]
 
 
-def test_a_stalled_download_times_out_and_resumes(pypm, dists, index_server, tmp_path: Path) -> None:
+@pytest.fixture
+def locked(pypm, dists, index_server, tmp_path: Path):
+    """(a wheel of some size, its index, a project locked on it)."""
     wheel = dists.wheel("alpha", "1.0", modules={"alpha/__init__.py": "X = 1\n" + "# padding\n" * 4000})
     server = index_server()
     proj = write_project(tmp_path / "proj", ["alpha"], build=False)
     pypm("lock", "--index-url", server.url, cwd=proj, check=True)
+    return wheel, server, proj
+
+
+def test_a_stalled_download_times_out_and_resumes(pypm, locked) -> None:
+    wheel, server, proj = locked
     server.stall(wheel.name, nbytes=1000, seconds=3.0, times=1)
     r = pypm("sync", cwd=proj, env={"PYPM_HTTP_TIMEOUT": "0.5"})
     assert r.returncode == 0, r.stderr
@@ -25,11 +34,8 @@ def test_a_stalled_download_times_out_and_resumes(pypm, dists, index_server, tmp
     assert len(gets) == 2 and gets[1].get("Range", "").startswith("bytes=1000-"), gets
 
 
-def test_the_default_waits_through_a_short_stall(pypm, dists, index_server, tmp_path: Path) -> None:
-    wheel = dists.wheel("alpha", "1.0", modules={"alpha/__init__.py": "X = 1\n" + "# padding\n" * 4000})
-    server = index_server()
-    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
-    pypm("lock", "--index-url", server.url, cwd=proj, check=True)
+def test_the_default_waits_through_a_short_stall(pypm, locked) -> None:
+    wheel, server, proj = locked
     server.stall(wheel.name, nbytes=1000, seconds=1.0, times=1)
     r = pypm("sync", cwd=proj)
     assert r.returncode == 0, r.stderr

@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         _selection_flags(p)
         _sync_flags(p)
         p.add_argument("--no-sync", action="store_true", help="do not sync .venv first")
+        p.add_argument("--upgrade", "-U", action="store_true",
+                       help="lock again with every package at its newest version first (a PEP 723 script: "
+                            "its environment), then sync")
         _sandbox_flags(p)
         if name == "run":
             p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",

@@ -174,7 +174,13 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
     """Sync if needed; returns (project root, venv, Project or None when not loaded, tool knobs)."""
     from .venvstate import tool_knobs
 
-    if not args.no_sync:
+    upgrade = getattr(args, "upgrade", False)
+    if upgrade:
+        clash = [flag for attr, flag in (("no_sync", "--no-sync"), ("locked", "--locked"), ("frozen", "--frozen"))
+                 if getattr(args, attr, False)]
+        if clash:
+            raise UsageError(f"--upgrade locks again, which {clash[0]} forbids", hint="leave out one of the two")
+    if not args.no_sync and not upgrade:
         fast = _fast_venv(ctx, args)
         if fast is not None:
             root, venv, knobs = fast
@@ -190,6 +196,10 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
         return project.root, venv, project, tool_knobs(project)
     from .sync import SyncOptions, ensure_synced
 
+    if upgrade:  # as `pypm lock --upgrade`, then the sync below installs what it chose
+        from .locking import LockOptions, lock_project
+
+        lock_project(ctx, project, LockOptions.from_args(args))
     opts = SyncOptions.from_args(args)
     venv = ensure_synced(ctx, project, opts)
     return project.root, venv, project, tool_knobs(project)

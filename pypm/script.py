@@ -131,6 +131,7 @@ def environment_args(meta: dict[str, Any], where: Path, args: Any) -> Any:
     pypm = (meta.get("tool") or {}).get("pypm") or {}
     return SimpleNamespace(
         python=getattr(args, "python", None), offline=getattr(args, "offline", False),
+        upgrade=getattr(args, "upgrade", False),
         index_url=pypm.get("index-url"), extra_index_url=list(pypm.get("extra-index-url", [])),
         find_links=[x if "://" in x else str((where / os.path.expanduser(x)).resolve())
                     for x in pypm.get("find-links", [])])

@@ -353,7 +353,7 @@ class Cache:
     # ---- HTTP download with resume
     def _download(self, entry: FileEntry, label: str, final: Path, progress: _Progress | None) -> None:
         # httpx's errors through pypm.http, which imports httpx without its CLI (never directly)
-        from .http import RETRY_STATUS, DecodingError, HTTPStatusError, TransportError, describe_error
+        from .http import RETRY_STATUS, DecodingError, HTTPStatusError, TransportError, describe_error, retry_after
 
         part = final.with_name(final.name + ".part")
         meta = final.with_name(final.name + ".part.json")
@@ -376,7 +376,8 @@ class Cache:
                 except HTTPStatusError as e:
                     last = e
                     if e.response.status_code in RETRY_STATUS:
-                        time.sleep(min(self.retry_delay * 2 ** attempt, 1.0))
+                        wait = retry_after(e)  # what the server asks for, else the back-off
+                        time.sleep(min(self.retry_delay * 2 ** attempt, 1.0) if wait is None else wait)
                         continue
                     break
                 try:

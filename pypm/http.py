@@ -373,6 +373,10 @@ def with_retries(what: str, fn: Callable[[], T], *, attempts: int = 4, base_dela
             last = e
             if e.response.status_code not in RETRY_STATUS:
                 break
+            wait = retry_after(e)
+            if wait is not None and attempt + 1 < attempts:  # the server said how long: as pip (urllib3) does
+                time.sleep(wait)
+                continue
         except (httpx.TransportError, httpx.DecodingError) as e:
             last = e
             if _untrusted_certificate(e):  # the same answer every time: asking again only waited ~8 s
@@ -387,6 +391,31 @@ def with_retries(what: str, fn: Callable[[], T], *, attempts: int = 4, base_dela
     raise IndexError_(f"cannot fetch {what}: {describe_error(last)}",
                       hint="check the URL and your connection" + _proxy_note()
                            + ", or use --offline to work from the cache") from last
+
+
+MAX_RETRY_AFTER = 30.0  # seconds: a longer wait asked for is cut to this (the attempts are few)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a 429 or 503 answer's Retry-After header asks to wait (a number or an HTTP
+    date), at most MAX_RETRY_AFTER; None when there is none to read."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from datetime import datetime, timezone
+        from email.utils import parsedate_to_datetime
+
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds()
+        except (TypeError, ValueError, IndexError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:

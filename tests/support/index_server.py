@@ -137,6 +137,7 @@ class _Fault:
     nbytes: int = 0
     status: int = 503
     seconds: float = 0.0
+    retry_after: str | None = None
 
 
 @dataclass
@@ -189,6 +190,7 @@ class IndexServer:
         self._faults: list[_Fault] = []
         self._mtime = time.time()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.request_times: list[float] = []  # time.monotonic() of each entry of `requests`
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         # The upload endpoint (`POST /legacy/`, as twine and `pypm publish` speak it): off until
@@ -315,9 +317,10 @@ class IndexServer:
         """Serve altered `<filename>.metadata` bytes, still advertising the original hash."""
         self._add_fault(_Fault("corrupt_metadata", filename, times))
 
-    def fail(self, path_prefix: str, status: int = 503, times: int | None = 1) -> None:
-        """Answer `status` to requests whose path starts with path_prefix (e.g. "/simple/")."""
-        self._add_fault(_Fault("fail", path_prefix, times, status=status))
+    def fail(self, path_prefix: str, status: int = 503, times: int | None = 1, retry_after: str | None = None) -> None:
+        """Answer `status` to requests whose path starts with path_prefix (e.g. "/simple/"), with a
+        Retry-After header when given."""
+        self._add_fault(_Fault("fail", path_prefix, times, status=status, retry_after=retry_after))
 
     def reset_faults(self) -> None:
         with self._lock:
@@ -461,7 +464,9 @@ class _Handler(BaseHTTPRequestHandler):
         idx = self.index
         path = urllib.parse.urlsplit(self.path).path
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        idx.requests.append((self.command, path, {k: v for k, v in self.headers.items()}))
+        with idx._lock:  # the two lists in step
+            idx.requests.append((self.command, path, {k: v for k, v in self.headers.items()}))
+            idx.request_times.append(time.monotonic())
         if path != "/legacy/" or idx.upload_dir is None:
             self._send(404, b"not found\n", "text/plain", head=False)
             return
@@ -507,7 +512,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, head: bool) -> None:
         idx = self.index
         path = urllib.parse.urlsplit(self.path).path
-        idx.requests.append((self.command, path, {k: v for k, v in self.headers.items()}))
+        with idx._lock:  # the two lists in step
+            idx.requests.append((self.command, path, {k: v for k, v in self.headers.items()}))
+            idx.request_times.append(time.monotonic())
         if idx.options.auth is not None:
             import base64
 
@@ -520,6 +527,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         fault = idx._take_fault("fail", path)
         if fault is not None:
+            if fault.retry_after is not None:
+                body = b"" if head else b"injected failure\n"
+                self.send_response(fault.status)
+                self.send_header("Retry-After", fault.retry_after)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             self._send(fault.status, b"injected failure\n", "text/plain", head=head)
             return
         try:

@@ -105,6 +105,36 @@ class _Progress:
 
 # --------------------------------------------------------------------------- the cache
 
+def _copy_hashing(src: Path, dest: Path) -> tuple[str, int]:
+    """Copy `src` to `dest` and return the sha256 and size of the bytes written: one read of the
+    source, hashed on a second thread while this one writes (hashlib releases the GIL). A copy
+    and then a second read to hash it took ~215 ms for torch's 183 MB wheel here, this ~150 ms;
+    what is hashed is what was written, whatever the source does meanwhile."""
+    import queue
+    import threading
+
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+    h = hashlib.sha256()
+
+    def hash_them() -> None:
+        while (chunk := chunks.get()) is not None:
+            h.update(chunk)
+
+    hasher = threading.Thread(target=hash_them, name="pypm-hash-copy", daemon=True)
+    size = 0
+    with open(src, "rb") as f, open(dest, "wb") as out:
+        hasher.start()
+        try:
+            while chunk := f.read(4 << 20):
+                chunks.put(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        finally:
+            chunks.put(None)  # (on an error too: the hasher ends, and the error is raised)
+            hasher.join()
+    return h.hexdigest(), size
+
+
 class Cache:
     """A wheel cache rooted at `root` (default: `pypm.config.cache_dir()`); thread- and process-safe.
 
@@ -323,13 +353,15 @@ class Cache:
         # Copied, not hard-linked: a later edit of the user's file must not change the cache.
         part = final.with_name(final.name + ".part")
         try:
-            shutil.copyfile(src, part)
+            digest, size = _copy_hashing(src, part)
         except FileNotFoundError:
+            part.unlink(missing_ok=True)
             raise InstallError(f"{label}: the locked file {src} does not exist",
                                hint="restore the file, or re-lock with `pypm lock --refresh`") from None
         except OSError as e:
+            part.unlink(missing_ok=True)
             raise InstallError(f"{label}: cannot copy {src} into the cache: {e}") from None
-        self._verify_part(part, entry, label, f"{src}")
+        self._verify_part(part, entry, label, f"{src}", digest, size)
         os.replace(part, final)
 
     def _verify_part(self, part: Path, entry: FileEntry, label: str, origin: str,

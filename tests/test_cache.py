@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator
+import hashlib
 import os
 import stat
 import subprocess
@@ -664,3 +665,16 @@ def test_entry_lock_excludes_filelock_holders_and_refuses_a_planted_symlink(tmp_
     with pytest.raises(OSError) as e:
         _EntryLock(str(tmp_path / "planted.lock")).acquire(timeout=0)
     assert e.value.errno == errno.ELOOP and target.read_bytes() == b"keep"
+
+
+def test_a_local_copy_is_hashed_as_written_across_chunks(tmp_path):
+    from pypm.cache import _copy_hashing
+
+    src = tmp_path / "big.bin"
+    data = os.urandom((9 << 20) + 123)  # three chunks of the copy, the last one short
+    src.write_bytes(data)
+    digest, size = _copy_hashing(src, tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == data
+    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    with pytest.raises(FileNotFoundError):
+        _copy_hashing(tmp_path / "nope.bin", tmp_path / "x.bin")

@@ -91,10 +91,17 @@ def tool_dir(requirements: list[str], args: Any, requires_python: str | None = N
     python, index_url, extra_index_url and find_links; `requires_python`: the lock's range
     (default: the interpreter's minor and newer)."""
     from .config import cache_dir
-    from .credentials import strip
 
-    # Index URLs without `user:password@` (kept for this process's requests by pypm.credentials):
-    # they key the environment and are written into its pyproject.toml.
+    def strip(url: str) -> str:
+        # Without `user:password@` (kept for this process's requests by pypm.credentials): they key
+        # the environment and are written into its pyproject.toml. (pypm.credentials only for a URL
+        # that may hold them: a script's run, on the fast path, comes here.)
+        if "@" not in url:
+            return url
+        from .credentials import strip as without_credentials
+
+        return without_credentials(url)
+
     index_url = strip(args.index_url) if args.index_url else args.index_url
     options = {"requirements": requirements, "requires-python": requires_python, "python": args.python, "index-url": index_url,
                "extra-index-url": [strip(u) for u in args.extra_index_url], "find-links": [

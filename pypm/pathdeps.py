@@ -241,7 +241,10 @@ def collect(project: Project) -> tuple[dict[str, PathSource], dict[str, tuple[st
 
             return PathSource(name, path, False, origin, git=from_spec(path[4:]))
         if path.startswith("index+"):  # `{ index = URL }`: an index's package, from that index alone
-            return PathSource(name, path, False, origin, index=path[len("index+"):])
+            from .credentials import strip  # (`user:password@` kept for the requests, never hashed or recorded)
+
+            url = strip(path[len("index+"):])
+            return PathSource(name, "index+" + url, False, origin, index=url)
         if path:
             return PathSource(name, _declared(path, base, root), editable, origin)
         if name not in members:  # `{ workspace = true }`

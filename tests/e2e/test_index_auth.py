@@ -100,3 +100,26 @@ def test_pypm_x_from_a_private_index(pypm, dists, index_server, tmp_path: Path) 
     assert r.returncode == 0, r.stderr
     assert "hello from the tool" in r.stdout
     _nothing_holds_the_password(pypm.cache_dir)  # the tool's environment is keyed and written without it
+
+
+def test_an_index_source_with_credentials(pypm, dists, index_server, tmp_path: Path) -> None:
+    """`[tool.pypm.sources] alpha = { index = "https://USER:PASSWORD@..." }`: used for that package's
+    requests; neither recorded nor hashed (another password leaves the lock current)."""
+    dists.wheel("alpha", "1.0")
+    public = index_server()
+    private = index_server(auth=(USER, PASSWORD))
+    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+    base = (proj / "pyproject.toml").read_text()
+    (proj / "pyproject.toml").write_text(
+        base + f'\n[tool.pypm]\nindex-url = "{public.url}"\n'
+        f'\n[tool.pypm.sources]\nalpha = {{ index = "{_with_password(private.url)}" }}\n')
+    r = pypm("lock", cwd=proj)
+    assert r.returncode == 0, r.stderr
+    assert f'source = {{ registry = "{private.url}" }}' in (proj / "pypm.lock").read_text()
+    assert all(h.get("Authorization") == WANT for _, _, h in private.requests) and private.requests
+    text = (proj / "pyproject.toml").read_text()
+    (proj / "pyproject.toml").write_text(text.replace(PASSWORD, "rotated-Pa55"))
+    r = pypm("lock", "--check", cwd=proj)
+    assert r.returncode == 0, r.stderr
+    _nothing_holds_the_password(pypm.cache_dir)
+    assert PASSWORD not in (proj / "pypm.lock").read_text()

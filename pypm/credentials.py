@@ -47,6 +47,10 @@ def _realm(parts: urllib.parse.SplitResult) -> _Realm | None:
     return parts.scheme.lower(), host, port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
 
 
+def _userinfo(parts: urllib.parse.SplitResult) -> tuple[str, str]:
+    return urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+
+
 def strip(url: str) -> str:
     """`url` without `user:password@`, which is kept for requests to its realm."""
     if "@" not in url or "://" not in url:
@@ -57,7 +61,7 @@ def strip(url: str) -> str:
     realm = _realm(parts)
     if realm is not None:
         with _lock:
-            _known[realm] = (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or ""))
+            _known[realm] = _userinfo(parts)
     netloc = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
@@ -66,7 +70,7 @@ def for_url(url: str) -> tuple[str, str] | None:
     """(user, password) for a request to `url`, or None."""
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:
-        return urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+        return _userinfo(parts)
     realm = _realm(parts)
     if realm is None:
         return None

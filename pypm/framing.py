@@ -28,17 +28,13 @@ def send_pickled(fd: int, data: bytes) -> None:
 def recv(fd: int) -> Any:
     """The next message, or None at end-of-file (the other end closed, or died mid-message)."""
 
-    def exactly(n: int) -> bytes | bytearray | None:
-        # Into one buffer: `buf += got` copied the whole message again with each read, which for
-        # pypm.lockfetch's answers of several MB (pipe reads of up to 1 MB) was quadratic.
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = os.readv(fd, [view[got:]])
-            if not k:
+    def exactly(n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            got = os.read(fd, n - len(buf))
+            if not got:
                 return None
-            got += k
+            buf += got
         return buf
 
     head = exactly(4)

@@ -379,9 +379,11 @@ def with_retries(what: str, fn: Callable[[], T], *, attempts: int = 4, base_dela
                 continue
         except (httpx.TransportError, httpx.DecodingError) as e:
             last = e
-            if _untrusted_certificate(e):  # the same answer every time: asking again only waited ~8 s
+            refused = _certificate_refusal(e)
+            if refused is not None:  # the same answer every time: asking again only waited ~8 s
                 raise IndexError_(
-                    f"cannot fetch {what}: the server's TLS certificate is not trusted ({_ssl_reason(e)})",
+                    f"cannot fetch {what}: the server's TLS certificate is not trusted "
+                    f"({getattr(refused, 'verify_message', None) or refused})",
                     hint="if your network inspects TLS, set PYPM_NATIVE_TLS=1 to trust the system's certificate "
                          "store, or point SSL_CERT_FILE (or SSL_CERT_DIR) at a CA bundle that holds its root "
                          "certificate" + _proxy_note()) from e
@@ -418,26 +420,17 @@ def retry_after(exc: BaseException) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def _untrusted_certificate(exc: BaseException) -> bool:
+def _certificate_refusal(exc: BaseException) -> BaseException | None:
+    """The ssl.SSLCertVerificationError behind a transport error, if that is what it is
+    (httpx.ConnectError <- httpcore.ConnectError <- the ssl error)."""
     import ssl
 
     seen: BaseException | None = exc
-    for _ in range(5):  # httpx.ConnectError <- httpcore.ConnectError <- ssl.SSLCertVerificationError
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
+    for _ in range(5):
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    import ssl
-
-    seen: BaseException | None = exc
-    while seen is not None and not isinstance(seen, ssl.SSLCertVerificationError):
-        seen = seen.__cause__ or seen.__context__
-    return getattr(seen, "verify_message", None) or str(seen or exc)
+    return None
 
 
 def _proxy_note() -> str:

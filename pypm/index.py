@@ -147,6 +147,15 @@ def _max_age(cache_control: str) -> int:
     return 0
 
 
+def _http_failure(r: Any, url: str, otherwise: str | None = None) -> IndexError_:
+    """The error for an answer that is neither the file nor "not here"; a 401/403 says where
+    credentials go (pypm.credentials)."""
+    from .credentials import hint_for
+
+    return IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}",
+                       hint=hint_for(r.status_code, url) or otherwise)
+
+
 def _same_bytes(a: bytes | memoryview, b: bytes | memoryview) -> bool:
     # A memoryview compares with bytes item by item (~1 ns a byte: ~27 ms for the 28.5 MB of pages
     # a warm lock of the web stack gets again); copied to bytes first, the compare is a memcmp.
@@ -935,10 +944,7 @@ class IndexClient:
             page = _Page(200, r.headers.get("content-type", "text/html"), r.content, str(r.url),
                          r.headers.get("etag"), r.headers.get("last-modified"), expires)
         else:
-            from .credentials import hint_for
-
-            raise IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}",
-                              hint=hint_for(r.status_code, url) or "check the index URL")
+            raise _http_failure(r, url, "check the index URL")
         now = time.time()
         same = cached is not None and page.same_as(cached)
         if same:
@@ -1057,10 +1063,7 @@ class IndexClient:
         if r.status_code in (404, 410):
             return None
         if r.status_code != 200:
-            from .credentials import hint_for
-
-            raise IndexError_(f"cannot fetch {_redact(url)}: HTTP {r.status_code} {r.reason_phrase}",
-                              hint=hint_for(r.status_code, url))
+            raise _http_failure(r, url)
         return bytes(r.content)
 
     def _remote_wheel_member(self, f: DistFile) -> bytes:

@@ -493,9 +493,7 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
     local = None
     # `{ index = URL }` sources: packages an index serves, from that index alone (the index client's
     # business); every other source is served by LocalSources.
-    from .credentials import strip
-
-    pinned_index = {n: strip(s.index) for n, s in inputs.local.items() if s.index is not None}
+    pinned_index = {n: s.index for n, s in inputs.local.items() if s.index is not None}
     others = {n: s for n, s in inputs.local.items() if n not in pinned_index}
     if others:
         # A git dependency keeps the commit the old lock pinned, unless told to upgrade it.

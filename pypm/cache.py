@@ -711,6 +711,16 @@ class Cache:
                         removed.append(f)
                 except OSError:
                     pass
+        metas = self.root / "script-meta"  # scripts' blocks as read (pypm.script.META_DIR): read again when gone
+        if metas.is_dir():
+            for fan in sorted(metas.iterdir()):
+                for f in sorted(fan.iterdir()) if fan.is_dir() and not fan.is_symlink() else ():
+                    try:
+                        if f.stat().st_mtime < cutoff:
+                            f.unlink()
+                            removed.append(f)
+                    except OSError:
+                        pass
         tools = self.root / "tools"  # `pypm x` environments (pypm.toolrun): touched by every run
         if tools.is_dir():
             for d in sorted(tools.iterdir()):

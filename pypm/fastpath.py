@@ -207,14 +207,16 @@ def json_loads(text: str) -> Any:
     return value
 
 
-def json_dumps(value: Any) -> str:
+def json_dumps(value: Any, *, indent: bool = True) -> str:
     """json.dumps(value, indent=2, sort_keys=True) for str, int, bool, None, lists and dicts with
     str keys, with json's C string encoder and without the json package (see json_loads); any
-    other value: TypeError (ValueError for a float, which this does not write)."""
+    other value: TypeError (ValueError for a float, which this does not write). `indent=False`:
+    json.dumps(value, sort_keys=True), on one line with its ", " and ": " separators."""
     from _json import encode_basestring_ascii as enc
 
     out: list[str] = []
     put = out.append
+    nl, step = ("\n", "  ") if indent else ("", "")
 
     def write(v: Any, pad: str) -> None:
         if type(v) is str:
@@ -231,27 +233,27 @@ def json_dumps(value: Any) -> str:
             if not v:
                 put("[]")
                 return
-            inner = pad + "  "
-            put("[\n" + inner)
+            inner = pad + step
+            put("[" + nl + inner)
             for i, x in enumerate(v):
                 if i:
-                    put(",\n" + inner)
+                    put("," + (nl + inner if indent else " "))
                 write(x, inner)
-            put("\n" + pad + "]")
+            put(nl + pad + "]")
         elif type(v) is dict:
             if not v:
                 put("{}")
                 return
             if not all(type(k) is str for k in v):
                 raise TypeError("json_dumps writes only str keys")
-            inner = pad + "  "
-            put("{\n" + inner)
+            inner = pad + step
+            put("{" + nl + inner)
             for i, k in enumerate(sorted(v)):
                 if i:
-                    put(",\n" + inner)
+                    put("," + (nl + inner if indent else " "))
                 put(enc(k) + ": ")
                 write(v[k], inner)
-            put("\n" + pad + "}")
+            put(nl + pad + "}")
         elif isinstance(v, float):
             raise ValueError("json_dumps does not write floats")
         else:

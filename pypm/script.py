@@ -23,17 +23,28 @@ pyproject.toml.
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from .errors import ProjectError, UsageError
 
-__all__ = ["script_metadata", "script_blocks", "block_toml", "parse_metadata", "environment_args", "run_script"]
+TYPE_CHECKING = False  # (not `from typing import`: typing costs ~2-5 ms on a script's run)
+if TYPE_CHECKING:
+    import re
+    from pathlib import Path
+    from typing import Any
 
-# PEP 723's reference regular expression
-_BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+__all__ = ["script_metadata", "script_blocks", "block_toml", "parse_metadata", "environment_args", "run_script",
+           "META_DIR"]
+
+# A script's run whose environment is current is on the hot path (run.fast_main -> fast_script):
+# this module's top imports no re, pathlib or typing, and such a run reads the block from the
+# cache (META_DIR) instead of importing tomllib and re to parse it again (~10 ms of ~25).
+
+# PEP 723's reference regular expression (compiled, and cached, by re at its first use)
+_BLOCK = r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
+# The cache's record of scripts' blocks: <sha256 of pypm's version and the file's bytes>.json
+# holding {"meta": the block as script_metadata(deep=False) read it, or null for none}.
+META_DIR = "script-meta"
 _TOOL_KEYS = ("index-url", "extra-index-url", "find-links")
 
 
@@ -41,11 +52,19 @@ def script_metadata(path: Path | str, *, deep: bool = True) -> dict[str, Any] | 
     """The script's `script` block as data (validated), or None when it has none. `deep=False`:
     only the structure (keys and types) is checked, not each requirement and specifier, which
     needs packaging (~20 ms of imports); `pypm run` checks them when the environment is made."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ProjectError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ProjectError(f"cannot read {path}: {e.strerror or e}") from None
+    return _metadata_of(data, path, deep=deep)
+
+
+def _metadata_of(data: bytes, path: Path | str, *, deep: bool) -> dict[str, Any] | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProjectError(f"cannot read {path}: {e}") from None
     blocks = script_blocks(text)
     if not blocks:
         return None
@@ -56,7 +75,9 @@ def script_metadata(path: Path | str, *, deep: bool = True) -> dict[str, Any] | 
 
 def script_blocks(text: str) -> list[re.Match[str]]:
     """The `# /// script` blocks of a script's text (PEP 723 allows at most one)."""
-    return [m for m in _BLOCK.finditer(text) if m.group("type") == "script"]
+    import re
+
+    return [m for m in re.finditer(_BLOCK, text) if m.group("type") == "script"]
 
 
 def block_toml(block: re.Match[str]) -> str:
@@ -65,7 +86,7 @@ def block_toml(block: re.Match[str]) -> str:
                    for line in block.group("content").splitlines(keepends=True))
 
 
-def parse_metadata(content: str, path: Path, *, deep: bool = True) -> dict[str, Any]:
+def parse_metadata(content: str, path: Path | str, *, deep: bool = True) -> dict[str, Any]:
     """A block's TOML as data, validated (see script_metadata); errors name `path` and the key."""
     import tomllib
 
@@ -77,7 +98,7 @@ def parse_metadata(content: str, path: Path, *, deep: bool = True) -> dict[str, 
     return _checked(data, path, deep=deep)
 
 
-def _checked(data: dict[str, Any], path: Path, *, deep: bool = True) -> dict[str, Any]:
+def _checked(data: dict[str, Any], path: Path | str, *, deep: bool = True) -> dict[str, Any]:
     def bad(key: str, what: str) -> ProjectError:
         return ProjectError(f"{path}: `{key}` in the `# /// script` block {what}")
 
@@ -125,7 +146,7 @@ def _checked(data: dict[str, Any], path: Path, *, deep: bool = True) -> dict[str
     return data
 
 
-def environment_args(meta: dict[str, Any], where: Path, args: Any) -> Any:
+def environment_args(meta: dict[str, Any], where: Path | str, args: Any) -> Any:
     """What toolrun.tool_dir keys the environment by: the block's index options (a relative
     find-links path taken from `where`, the script's directory), --python and --offline."""
     pypm = (meta.get("tool") or {}).get("pypm") or {}
@@ -133,14 +154,14 @@ def environment_args(meta: dict[str, Any], where: Path, args: Any) -> Any:
         python=getattr(args, "python", None), offline=getattr(args, "offline", False),
         upgrade=getattr(args, "upgrade", False),
         index_url=pypm.get("index-url"), extra_index_url=list(pypm.get("extra-index-url", [])),
-        find_links=[x if "://" in x else str((where / os.path.expanduser(x)).resolve())
+        find_links=[x if "://" in x else os.path.realpath(os.path.join(where, os.path.expanduser(x)))
                     for x in pypm.get("find-links", [])])
 
 
 def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any]) -> int:
     """Run `argv` (the script, then its arguments) with the environment its metadata asks for
     (`meta`: read with deep=False; checked in full before an environment is made for it)."""
-    from .toolrun import ready_environment, run_here, tool_dir
+    from .toolrun import found_environment, ready_environment, run_here, tool_dir
 
     given = [flag for attr, flag in (("extra", "--extra"), ("all_extras", "--all-extras"), ("no_dev", "--no-dev"),
                                      ("group", "--group"), ("only_group", "--only-group"), ("locked", "--locked"),
@@ -149,21 +170,25 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any]) -> in
     if given:
         raise UsageError(f"{', '.join(given)}: {argv[0]} names its own dependencies (PEP 723); "
                          "the project's selection does not apply", hint="leave the flag out")
-    script = Path(argv[0]).resolve()
-    env_args = environment_args(meta, script.parent, args)
+    script = os.path.realpath(argv[0])
+    env_args = environment_args(meta, os.path.dirname(script), args)
     # Keyed as written (spelled otherwise, the same requirement gets an environment of its own):
     # normalising them needs packaging, and a script's environment is found current without it
     requirements = [d.strip() for d in meta.get("dependencies", [])]
-    root = tool_dir(requirements, env_args, meta.get("requires-python"), kind="script")
-    venv = ready_environment(ctx, root, env_args, before_sync=lambda: _checked(meta, script))
-    cwd = Path(ctx.directory).resolve()
+    venv = found_environment(requirements, env_args, meta.get("requires-python"), kind="script")
+    if venv is None:  # made, locked again or synced: the full path
+        root = tool_dir(requirements, env_args, meta.get("requires-python"), kind="script")
+        venv = str(ready_environment(ctx, root, env_args, before_sync=lambda: _checked(meta, script)))
     ro: tuple[str, ...] = ()
-    if not script.is_relative_to(cwd):  # the script alone, read-only: not its directory (~/ holds keys)
-        if ":" in str(script):
-            raise UsageError(f"{script}: a path with ':' cannot be bound into the sandbox (SRC:DST)",
-                             hint="run it from its own directory, or rename the path")
-        ro = (str(script),)
-    return run_here(ctx, args, venv, [str(venv / "bin" / "python"), str(script), *argv[1:]], "pypm run", script.stem, ro)
+    if not getattr(args, "no_sandbox", False):
+        cwd = os.path.realpath(ctx.directory)
+        if os.path.commonpath([script, cwd]) != cwd:  # the script alone, read-only: not its directory (~/ holds keys)
+            if ":" in script:
+                raise UsageError(f"{script}: a path with ':' cannot be bound into the sandbox (SRC:DST)",
+                                 hint="run it from its own directory, or rename the path")
+            ro = (script,)
+    name = os.path.splitext(os.path.basename(script))[0]
+    return run_here(ctx, args, venv, [os.path.join(venv, "bin", "python"), script, *argv[1:]], "pypm run", name, ro)
 
 
 class _ScriptContext:
@@ -195,7 +220,7 @@ def fast_script(flags: set[str], values: dict[str, Any], cmd: list[str]) -> int 
 
     script = os.path.abspath(cmd[0])
     try:
-        meta = script_metadata(script, deep=False)
+        meta = _remembered_metadata(script)
         if meta is None:
             return None
         args = _FastArgs("--frozen" in flags, values)
@@ -205,3 +230,57 @@ def fast_script(flags: set[str], values: dict[str, Any], cmd: list[str]) -> int 
         from .errors import report_failure
 
         return report_failure(e)
+
+
+def _remembered_metadata(script: str) -> dict[str, Any] | None:
+    """script_metadata(script, deep=False), read from the cache (META_DIR) when this pypm has read
+    these very bytes before, else read and remembered there. The entry is trusted only if this
+    user owns it and its directory (as pypm.launch trusts a plan): it names what the script's
+    environment installs."""
+    from sandbox.cachedir import ours
+
+    from . import __version__
+    from .config import cache_dir_str
+    from .fastpath import json_dumps, json_loads
+
+    try:
+        from _sha256 import sha256  # not hashlib: no OpenSSL on this path (~8 ms)
+    except ImportError:  # pragma: no cover - other Python builds
+        from hashlib import sha256
+    try:
+        with open(script, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ProjectError(f"cannot read {script}: {e.strerror or e}") from None
+    # The key: pypm's version, this module's identity (an edited pypm reads blocks afresh) and the bytes
+    st = os.stat(__file__)
+    key = sha256(b"%s\0%d:%d\0" % (__version__.encode(), st.st_size, st.st_mtime_ns) + data).hexdigest()
+    path = os.path.join(cache_dir_str(), META_DIR, key[:2], key + ".json")
+    try:
+        with open(path, "rb") as f:
+            if ours(os.fstat(f.fileno())) and ours(os.stat(os.path.dirname(path))):
+                entry = json_loads(f.read().decode("utf-8"))
+                meta = entry.get("meta", False) if isinstance(entry, dict) else False
+                if meta is None or isinstance(meta, dict):
+                    return meta
+    except (OSError, ValueError):
+        pass
+    meta = _metadata_of(data, script, deep=False)
+    # What run_script reads: the other [tool] tables are not pypm's (and may hold TOML dates,
+    # which JSON has no spelling for).
+    kept = None if meta is None else {k: v for k, v in (
+        ("dependencies", meta.get("dependencies")), ("requires-python", meta.get("requires-python")),
+        ("tool", {"pypm": (meta.get("tool") or {}).get("pypm") or {}})) if v is not None}
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)  # (ours() wants no group write)
+        with open(fd, "wb") as f:
+            f.write(json_dumps({"meta": kept}, indent=False).encode())
+        os.replace(tmp, path)  # a reader sees no entry or a whole one
+    except OSError:  # a cache that cannot be written costs the next run ~10 ms, not this one
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    return kept if meta is not None else None

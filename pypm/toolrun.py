@@ -18,22 +18,27 @@ three functions: `tool_dir`, `ready_environment` and `run_here`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import sys
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
 
 from .errors import UsageError
 
-__all__ = ["x_command", "tool_dir", "ready_environment", "run_here"]
+TYPE_CHECKING = False  # (not `from typing import`: typing costs ~2-5 ms on a script's run)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Callable
 
+__all__ = ["x_command", "tool_dir", "tool_project", "found_environment", "ready_environment", "current_venv",
+           "run_here"]
+
+# This module is on the path of a PEP 723 script's run (pypm.script), where an environment found
+# current is run without the CLI: its top imports only os, sys and types. json (its decoder
+# imports re), pathlib, re, typing and hashlib (OpenSSL: ~8 ms) are imported where a Path is
+# made or a tool name parsed.
 
 # A name, optionally @ a plain release number: what str(Requirement(...)) leaves unchanged
-_SIMPLE = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?:@([0-9]+(?:\.[0-9]+)*))?")
+_SIMPLE = r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?:@([0-9]+(?:\.[0-9]+)*))?"
 
 
 class _ToolContext:
@@ -60,7 +65,9 @@ class _ToolContext:
 def _requirements(args: Any, argv: list[str]) -> tuple[list[str], str]:
     """(requirements, command): `ruff` -> ruff; `ruff@0.6.9` -> ruff==0.6.9; `--from SPEC CMD`."""
     command = argv[0]
-    simple = _SIMPLE.fullmatch(command)
+    import re
+
+    simple = re.fullmatch(_SIMPLE, command)
     if simple and not args.from_ and not args.with_:
         # The usual `pypm x ruff ...`: spelled as packaging would spell it, without importing
         # packaging.requirements (~18 ms of a ~75 ms run)
@@ -90,7 +97,28 @@ def tool_dir(requirements: list[str], args: Any, requires_python: str | None = N
     """The environment's project directory (made, with its pyproject.toml, when new). `args`: its
     python, index_url, extra_index_url and find_links; `requires_python`: the lock's range
     (default: the interpreter's minor and newer)."""
-    from .config import cache_dir
+    from pathlib import Path
+
+    root, text = tool_project(requirements, args, requires_python, kind)
+    if _pyproject_text(root) != text:
+        from .lockfile import write_atomic  # (its dataclasses: ~6 ms a run that finds it current skips)
+
+        os.makedirs(root, exist_ok=True)
+        write_atomic(Path(root) / "pyproject.toml", text)
+    return Path(root)
+
+
+def tool_project(requirements: list[str], args: Any, requires_python: str | None = None,
+                 kind: str = "x") -> tuple[str, str]:
+    """(the environment's project directory, the pyproject.toml it must hold): tool_dir's key and
+    file, computed without writing anything (and without pathlib or OpenSSL)."""
+    from .config import cache_dir_str
+    from .fastpath import json_dumps as dumps  # json.dumps without the json package (whose decoder imports re)
+
+    try:
+        from _sha256 import sha256  # CPython's own: hashlib would load OpenSSL (~8 ms) for one small hash
+    except ImportError:  # pragma: no cover - other Python builds
+        from hashlib import sha256
 
     def strip(url: str) -> str:
         # Without `user:password@` (kept for this process's requests by pypm.credentials): they key
@@ -105,12 +133,13 @@ def tool_dir(requirements: list[str], args: Any, requires_python: str | None = N
     index_url = strip(args.index_url) if args.index_url else args.index_url
     options = {"requirements": requirements, "requires-python": requires_python, "python": args.python, "index-url": index_url,
                "extra-index-url": [strip(u) for u in args.extra_index_url], "find-links": [
-                   strip(x) if "://" in x else str(Path(x).expanduser().resolve()) for x in args.find_links]}
+                   # (os.path.realpath is what Path.resolve() does, without pathlib)
+                   strip(x) if "://" in x else os.path.realpath(os.path.expanduser(x)) for x in args.find_links]}
     strategy = getattr(args, "index_strategy", None)
     if strategy:  # (only then: the other environments keep their keys)
         options["index-strategy"] = strategy
-    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
-    root = cache_dir() / "tools" / key
+    key = sha256(dumps(options, indent=False).encode()).hexdigest()[:24]
+    root = os.path.join(cache_dir_str(), "tools", key)
     tool: dict[str, Any] = {k: v for k, v in (("python", args.python), ("index-url", index_url),
                                               ("extra-index-url", options["extra-index-url"]),
                                               ("find-links", options["find-links"]),
@@ -125,22 +154,30 @@ def tool_dir(requirements: list[str], args: Any, requires_python: str | None = N
         requires_python = f">={major}.{minor}"
     lines = [f"# made by `pypm {'run' if kind == 'script' else 'x'}`; the cache's, not yours: `pypm cache clean` "
              "removes it", "[project]", f'name = "pypm-{kind}-{key[:12]}"', 'version = "0"',
-             f"requires-python = {json.dumps(requires_python)}", f"dependencies = {json.dumps(requirements)}"]
+             f"requires-python = {dumps(requires_python, indent=False)}", f"dependencies = {dumps(requirements, indent=False)}"]
     if tool:
         lines.append("\n[tool.pypm]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in tool.items()]  # JSON strings and arrays are TOML ones
-    text = "\n".join(lines) + "\n"
-    pyproject = root / "pyproject.toml"
-    try:
-        current = pyproject.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        current = None
-    if current != text:
-        from .lockfile import write_atomic  # (its dataclasses: ~6 ms a run that finds it current skips)
+        lines += [f"{k} = {dumps(v, indent=False)}" for k, v in tool.items()]  # JSON strings and arrays are TOML ones
+    return root, "\n".join(lines) + "\n"
 
-        root.mkdir(parents=True, exist_ok=True)
-        write_atomic(pyproject, text)
-    return root
+
+def found_environment(requirements: list[str], args: Any, requires_python: str | None = None,
+                      kind: str = "x") -> str | None:
+    """The venv of tool_dir's environment when it is current (its pyproject.toml as tool_dir
+    would write it, synced from it and its lock: current_venv), unless `args.upgrade` asks for
+    a new lock; else None. Writes nothing: a script's run from the entry point (pypm.script)."""
+    if getattr(args, "upgrade", False):
+        return None
+    root, text = tool_project(requirements, args, requires_python, kind)
+    return current_venv(root, args.python) if _pyproject_text(root) == text else None
+
+
+def _pyproject_text(root: str) -> str | None:
+    try:
+        with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return None
 
 
 def x_command(ctx: Any, args: Any) -> int:
@@ -168,35 +205,51 @@ def ready_environment(ctx: Any, root: Path, args: Any,
     """The venv of the environment project at `root`, locked and synced when it is not current
     (`args.upgrade`: locked again to the newest releases first; `before_sync` is called first);
     touched as used."""
-    from .run import default_state_matches
+    from pathlib import Path
 
+    upgrade = getattr(args, "upgrade", False)
+    found = None if upgrade else current_venv(str(root), args.python)
+    if found is not None:
+        ctx.debug(f"{found} matches its pyproject.toml and pypm.lock: not syncing")
+        return Path(found)
     tctx = _ToolContext(ctx, root)
     want: Any = SimpleNamespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
                                 no_install_project=False, python=args.python, frozen=False, offline=args.offline)
-    upgrade = getattr(args, "upgrade", False)
-    venv = root / ".venv"
-    if not upgrade and default_state_matches(str(root), python_flag=args.python) is not None \
-            and (venv / "bin" / "python").exists():
-        ctx.debug(f"{venv} matches its pyproject.toml and pypm.lock: not syncing")
-    else:
-        if before_sync is not None:
-            before_sync()
-        project = tctx.project()
-        if upgrade:
-            from .locking import LockOptions, lock_project
+    if before_sync is not None:
+        before_sync()
+    project = tctx.project()
+    if upgrade:
+        from .locking import LockOptions, lock_project
 
-            lock_project(tctx, project, LockOptions(upgrade=True, offline=args.offline))
-        from .sync import SyncOptions, ensure_synced
+        lock_project(tctx, project, LockOptions(upgrade=True, offline=args.offline))
+    from .sync import SyncOptions, ensure_synced
 
-        venv = ensure_synced(tctx, project, SyncOptions.from_args(want))
+    venv = ensure_synced(tctx, project, SyncOptions.from_args(want))
+    _touch(str(root))
+    return venv
+
+
+def current_venv(root: str, python: str | None) -> str | None:
+    """The venv of the environment project at `root` when it is synced from its current
+    pyproject.toml and pypm.lock (touched as used), else None: the check of ready_environment,
+    for a script's run from the entry point."""
+    from .run import default_state_matches
+
+    venv = os.path.join(root, ".venv")
+    if default_state_matches(root, python_flag=python) is None or not os.path.exists(os.path.join(venv, "bin", "python")):
+        return None
+    _touch(root)
+    return venv
+
+
+def _touch(root: str) -> None:
     try:
         os.utime(root)  # used now: `pypm cache prune` removes environments unused for its --days
     except OSError:
         pass
-    return venv
 
 
-def run_here(ctx: Any, args: Any, venv: Path, argv: list[str], who: str, name: str,
+def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, name: str,
              ro_binds: tuple[str, ...] = ()) -> int:
     """Run `argv` with `venv` activated, in the sandbox with the current directory standing in for
     the project (or on the host with --no-sandbox). `ro_binds`: more directories to show, read-only."""
@@ -208,6 +261,8 @@ def run_here(ctx: Any, args: Any, venv: Path, argv: list[str], who: str, name: s
     # The current directory is the "project": bound at its own path, as `pypm run` binds a project;
     # the sandbox's settings are the defaults and the flags (the cwd's own pyproject.toml is not
     # this environment's: its [tool.pypm.sandbox] does not apply).
+    from pathlib import Path
+
     from .config import cache_dir
     from .errors import SandboxError
     from .project import SandboxConfig

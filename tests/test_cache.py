@@ -625,6 +625,21 @@ def test_prune_removes_old_install_manifests_and_sync_recipes_with_their_entries
     assert Path(recipe_path(cache.root, cache.root / "new-project")).is_file()
 
 
+def test_prune_removes_old_script_blocks(cache):
+    """A script's block as read (pypm.script.META_DIR) goes when older than the age; a newer stays."""
+    from pypm.script import META_DIR
+
+    fan = cache.root / META_DIR / "ab"
+    fan.mkdir(parents=True)
+    old, new = fan / ("ab" + "0" * 62 + ".json"), fan / ("ab" + "1" * 62 + ".json")
+    for f in (old, new):
+        f.write_text('{"meta": null}')
+    long_ago = time.time() - 40 * 86400
+    os.utime(old, (long_ago, long_ago))
+    removed = cache.prune(max_age_days=30)
+    assert old in removed and not old.exists() and new.is_file()
+
+
 def test_entry_lock_excludes_filelock_holders_and_refuses_a_planted_symlink(tmp_path):
     """pypm's own flock (cache._EntryLock) and filelock's lock on the same file exclude each other,
     across processes and within one; a symlink planted at the lock's path is not followed."""

@@ -206,6 +206,8 @@ def test_json_dumps_is_json_dumps_indented() -> None:
               [], {}, "x", 0, [[[]]], {"k": {"k": {"k": [1]}}}]
     for v in values:
         assert json_dumps(v) == json.dumps(v, indent=2, sort_keys=True)
+        # one line, as toolrun keys its environments (a difference would orphan every one made before)
+        assert json_dumps(v, indent=False) == json.dumps(v, sort_keys=True)
     with pytest.raises(TypeError):
         json_dumps({1: 2})
     with pytest.raises((TypeError, ValueError)):

@@ -200,3 +200,46 @@ def test_init_script_makes_a_script_that_add_and_run_take(pypm, world, tmp_path)
         r = pypm(*argv, cwd=here)
         assert r.returncode == code and message in r.stderr, (argv, r.stderr)
     assert not (here / "x.py").exists() and not (here / "pyproject.toml").exists()
+
+
+def _imported_after_pypm(stderr: str) -> set[str]:
+    """The modules `-X importtime` lists once the pypm package was imported (those the test
+    runner's own start-up imported already are listed before it, or not at all)."""
+    names = [line.rsplit("|", 1)[1].strip() for line in stderr.splitlines()
+             if line.startswith("import time:") and line.count("|") == 2]
+    assert "pypm" in names, "importtime output missing"
+    return set(names[names.index("pypm") + 1:])
+
+
+def test_a_current_scripts_run_parses_nothing_again_and_imports_no_parser(pypm, world, tmp_path):
+    server, _ = world
+    here = tmp_path / "here"
+    s = script(here / "tool.py", f'dependencies = ["lib<2"]\n\n[tool.pypm]\nindex-url = "{server.url}"')
+    assert out(pypm("run", "--no-sandbox", "tool.py", cwd=here))["lib"] == "1.0"
+    entries = list((pypm.cache_dir / "script-meta").glob("*/*.json"))
+    assert len(entries) == 1 and entries[0].stat().st_mode & 0o777 == 0o600
+
+    # Again: the block comes from the cache, the environment is found current, and the script
+    # runs without tomllib, re (the block's pattern), json's decoder, pathlib, typing, OpenSSL's
+    # hashlib, packaging or the CLI.
+    server.clear_requests()
+    r = pypm("run", "--no-sandbox", "tool.py", cwd=here, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert out(r)["lib"] == "1.0" and server.requests == []
+    heavy = _imported_after_pypm(r.stderr) & {
+        "tomllib", "re", "json", "json.decoder", "pathlib", "typing", "hashlib", "_hashlib", "packaging",
+        "pypm.cli", "pypm.project", "pypm.lockfile", "pypm.locking", "pypm.sync", "argparse"}
+    assert heavy == set(), heavy
+
+    # An entry another user could have written (group-writable) is not trusted: read afresh
+    entries[0].chmod(0o666)
+    entries[0].write_text('{"meta": {"dependencies": ["lib>=2"]}}')
+    assert out(pypm("run", "--no-sandbox", "tool.py", cwd=here))["lib"] == "1.0"
+    # ... as an unreadable one is
+    entries[0].write_text("{not json")
+    entries[0].chmod(0o600)
+    assert out(pypm("run", "--no-sandbox", "tool.py", cwd=here))["lib"] == "1.0"
+
+    # A changed block is other bytes: read again, and its own environment made
+    s.write_text(s.read_text().replace('"lib<2"', '"lib>=2"'))
+    assert out(pypm("run", "--no-sandbox", "tool.py", cwd=here))["lib"] == "2.0"
+    assert len(list((pypm.cache_dir / "script-meta").glob("*/*.json"))) == 2

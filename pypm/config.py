@@ -19,7 +19,7 @@ TYPE_CHECKING = False  # (not `from typing import`: typing costs ~2-5 ms on a sc
 if TYPE_CHECKING:  # pathlib only where a Path is made: a script's run reads cache_dir_str (~4 ms)
     from pathlib import Path
 
-__all__ = ["default_index_url", "pip_config_index_url", "cache_dir", "cache_dir_str", "env_flag"]
+__all__ = ["default_index_url", "pip_config_index_url", "pip_config_extra_index_urls", "cache_dir", "cache_dir_str", "env_flag"]
 
 
 def env_flag(name: str, default: bool = False) -> bool:
@@ -54,7 +54,20 @@ def _pip_config_files() -> list[Path]:
 
 def pip_config_index_url() -> str | None:
     """`index-url` from pip's configuration files ([install] wins over [global]), if any."""
-    found: str | None = None
+    found = _pip_config("index-url")
+    return found[-1] if found else None
+
+
+def pip_config_extra_index_urls() -> list[str]:
+    """`extra-index-url` from pip's configuration files (whitespace-separated URLs, as pip reads
+    them; [install] wins over [global], a later file over an earlier one)."""
+    found = _pip_config("extra-index-url")
+    return found[-1].split() if found else []
+
+
+def _pip_config(option: str) -> list[str]:
+    """Each value pip's configuration files give `option`, in the order pip applies them."""
+    found: list[str] = []
     for f in _pip_config_files():
         if not f.is_file():
             continue
@@ -69,8 +82,8 @@ def pip_config_index_url() -> str | None:
             raise ProjectError(f"{f}: pip configuration is not UTF-8 text ({e})",
                                hint="fix or remove the file, or pass --index-url / set PYPM_INDEX_URL") from None
         for section in ("global", "install"):
-            if cp.has_option(section, "index-url"):
-                found = cp.get(section, "index-url").strip()
+            if cp.has_option(section, option):
+                found.append(cp.get(section, option).strip())
     return found
 
 

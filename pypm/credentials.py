@@ -6,8 +6,9 @@ Where they come from, for a request to scheme://host:port (a "realm", as uv and 
 2. an index or find-links URL given with them in this process (`--index-url`, `[tool.pypm]`,
    `PYPM_INDEX_URL`, ...): `strip` takes them off the URL and keeps them here;
 3. the index URLs of the environment and of pip's configuration (`PYPM_INDEX_URL`,
-   `PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`, pip.conf's `index-url`), read when first needed: a lock
-   records its index URL without the password, and a later `pypm sync` finds it again there;
+   `PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`, pip.conf's `index-url` and `extra-index-url`), read
+   when first needed: a lock records its index URL without the password, and a later
+   `pypm sync` finds it again there;
 4. `~/.netrc` (or the file `NETRC` names), by host name, as curl, pip and uv read it.
 
 Why here and not in httpx: httpx sends a URL's own `user:password@` only for that URL, and reads
@@ -108,9 +109,9 @@ def _read_configured() -> None:
         urls = [os.environ.get("PYPM_INDEX_URL", ""), os.environ.get("PIP_INDEX_URL", ""),
                 *os.environ.get("PIP_EXTRA_INDEX_URL", "").split()]
         try:
-            from .config import pip_config_index_url
+            from .config import pip_config_extra_index_urls, pip_config_index_url
 
-            urls.append(pip_config_index_url() or "")
+            urls += [pip_config_index_url() or "", *pip_config_extra_index_urls()]
         except Exception:  # noqa: BLE001 -- an unreadable pip.conf is reported where its index is used
             pass
         for u in urls:

@@ -41,6 +41,16 @@ def test_the_environment_s_index_url_is_read_when_needed(monkeypatch) -> None:
     assert credentials.for_url("https://a.example/files/x.whl") is None
 
 
+def test_pip_conf_index_url_and_extra_index_url(tmp_path, monkeypatch) -> None:
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nindex-url = https://me:one@a.example/simple\n"
+                    "extra-index-url =\n    https://b.example/simple\n    https://bot:tok@c.example/simple\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    assert credentials.for_url("https://a.example/files/x.whl") == ("me", "one")
+    assert credentials.for_url("https://c.example/files/x.whl") == ("bot", "tok")
+    assert credentials.for_url("https://b.example/files/x.whl") is None
+
+
 def test_netrc_by_host_and_its_default(tmp_path, monkeypatch) -> None:
     rc = tmp_path / "rc"
     rc.write_text("machine index.example login me password pw\ndefault login anon password guest\n")

@@ -64,6 +64,9 @@ def make_client(*, max_connections: int = 32, timeout: float | None = None) -> h
     """
     if timeout is None:
         timeout = http_timeout()
+    from .credentials import keyring_provider
+
+    keyring_provider()  # a bad PYPM_KEYRING_PROVIDER is refused here, not in the first request that needs it
     http2 = tls.http2_requested()
     if http2:
         try:

@@ -123,3 +123,84 @@ def test_an_index_source_with_credentials(pypm, dists, index_server, tmp_path: P
     assert r.returncode == 0, r.stderr
     _nothing_holds_the_password(pypm.cache_dir)
     assert PASSWORD not in (proj / "pypm.lock").read_text()
+
+
+def _fake_keyring(tmp_path: Path, services: list[str]) -> tuple[dict[str, str], Path]:
+    """A `keyring` command on PATH that knows PASSWORD for USER under `services` and logs each call
+    (the keyring is the user's program: pypm's side is what is tested)."""
+    import os
+    import sys
+
+    bindir = tmp_path / "keyring-bin"
+    bindir.mkdir()
+    log = tmp_path / "keyring.log"
+    exe = bindir / "keyring"
+    exe.write_text(f"#!{sys.executable}\n"
+                   "import sys\n"
+                   f"open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                   f"if sys.argv[1:2] == ['get'] and sys.argv[2] in {services!r} and sys.argv[3] == {USER!r}:\n"
+                   f"    print({PASSWORD!r})\n"
+                   "else:\n"
+                   "    sys.exit(1)\n")
+    exe.chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}"}, log
+
+
+@pytest.mark.parametrize("service", ["url", "host"])
+def test_a_user_without_a_password_gets_it_from_the_keyring(pypm, private, tmp_path: Path, service) -> None:
+    with_user = private.url.replace("http://", f"http://{USER}@")
+    host = private.url.split("/")[2]
+    env, log = _fake_keyring(tmp_path, [private.url if service == "url" else host])
+    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+
+    # Not asked unless told: the 401's hint says how
+    r = pypm("lock", "--index-url", with_user, cwd=proj, env=env)
+    assert r.returncode == 5 and "PYPM_KEYRING_PROVIDER=subprocess" in r.stderr, r.stderr
+    assert not log.exists()
+
+    private.clear_requests()
+    env["PYPM_KEYRING_PROVIDER"] = "subprocess"
+    r = pypm("lock", "--index-url", with_user, cwd=proj, env=env)
+    assert r.returncode == 0, r.stderr
+    # asked once (the index URL as given, without the user, then the host), whatever the number of requests
+    calls = log.read_text().splitlines()
+    assert calls == [f"get {private.url} {USER}"] + ([f"get {host} {USER}"] if service == "host" else []), calls
+    assert len(private.requests) > 2 and all(h.get("Authorization") == WANT for _, _, h in private.requests)
+    assert f'index-url = "{private.url}"' in (proj / "pypm.lock").read_text()
+
+    # sync's downloads (a process of its own) get it too; the user comes from the environment's index URL
+    r = pypm("sync", cwd=proj, env={**env, "PYPM_INDEX_URL": with_user})
+    assert r.returncode == 0, r.stderr
+    assert any(p.endswith("beta-2.0-py3-none-any.whl") for _, p, _ in private.requests)
+    _nothing_holds_the_password(proj, pypm.cache_dir)
+
+
+def test_the_keyring_with_nothing_for_the_user_and_a_bad_provider(pypm, private, tmp_path: Path) -> None:
+    with_user = private.url.replace("http://", f"http://{USER}@")
+    env, log = _fake_keyring(tmp_path, [])
+    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+    r = pypm("lock", "--index-url", with_user, cwd=proj, env={**env, "PYPM_KEYRING_PROVIDER": "subprocess"})
+    assert r.returncode == 5 and "keyring was asked" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(log.read_text().splitlines()) == 2  # the URL, then the host; once
+
+    r = pypm("lock", "--index-url", with_user, cwd=proj, env={**env, "PYPM_KEYRING_PROVIDER": "yes"})
+    assert r.returncode == 2 and "PYPM_KEYRING_PROVIDER='yes' is not one of subprocess, disabled" in r.stderr, r.stderr
+
+
+def test_the_keyring_for_the_projects_own_index_url_in_lock_and_sync(pypm, private, tmp_path: Path) -> None:
+    """[tool.pypm] index-url names the user; the keyring knows the password under that URL. The
+    sync's download process, forked before the URL was read, is handed the URL with the user."""
+    with_user = private.url.replace("http://", f"http://{USER}@")
+    env, log = _fake_keyring(tmp_path, [private.url])
+    env["PYPM_KEYRING_PROVIDER"] = "subprocess"
+    proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+    with (proj / "pyproject.toml").open("a") as f:
+        f.write(f'\n[tool.pypm]\nindex-url = "{with_user}"\n')
+    r = pypm("lock", cwd=proj, env=env)
+    assert r.returncode == 0, r.stderr
+    r = pypm("sync", cwd=proj, env=env)
+    assert r.returncode == 0, r.stderr
+    assert any(p.endswith("beta-2.0-py3-none-any.whl") for _, p, _ in private.requests)
+    assert all(h.get("Authorization") == WANT for _, _, h in private.requests)
+    assert set(log.read_text().splitlines()) == {f"get {private.url} {USER}"}
+    _nothing_holds_the_password(proj, pypm.cache_dir)

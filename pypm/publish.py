@@ -17,8 +17,9 @@ is an error before anything is uploaded (an index never lets a file be replaced)
 
 There is no default upload URL (pypm names no registry): it comes from `--publish-url`,
 `PYPM_PUBLISH_URL` or `[tool.pypm] publish-url`. Credentials come from `--token`/
-`PYPM_PUBLISH_TOKEN` or `--username`/`--password` (`PYPM_PUBLISH_USERNAME`/`_PASSWORD`), or from
-the URL itself; they are never printed, and never sent over plain HTTP to a host other than this
+`PYPM_PUBLISH_TOKEN` or `--username`/`--password` (`PYPM_PUBLISH_USERNAME`/`_PASSWORD`), or as
+an index's are found (pypm.credentials): the URL itself, its user with the keyring's password,
+or ~/.netrc; they are never printed, and never sent over plain HTTP to a host other than this
 machine.
 """
 
@@ -214,11 +215,16 @@ def _credentials(args: argparse.Namespace, url: str) -> tuple[str, str] | None:
         if not (user and password):
             raise UsageError("--username and --password go together (or PYPM_PUBLISH_USERNAME/_PASSWORD)")
         auth = (user, password)
-    elif parts.username:
-        auth = None  # in the URL: httpx sends it
     else:
-        raise UsageError("no credentials to publish with",
-                         hint="give --token (or PYPM_PUBLISH_TOKEN), or --username and --password")
+        from .credentials import for_url, strip
+
+        # As an index's requests find theirs (pypm.credentials): the URL's own user:password, its
+        # user with the keyring's password (PYPM_KEYRING_PROVIDER), or ~/.netrc's entry for the host.
+        auth = for_url(strip(url))
+        if auth is None:
+            raise UsageError("no credentials to publish with",
+                             hint=f"give --token (or PYPM_PUBLISH_TOKEN), or --username and --password, or put "
+                                  f"them in ~/.netrc (`machine {parts.hostname} login __token__ password TOKEN`)")
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
         # A token sent in clear text is a token given away to anyone on the path.
         raise UsageError(f"{_redact(url)} is plain HTTP: pypm does not send credentials unencrypted",

@@ -93,6 +93,17 @@ def test_bad_files_and_bad_credentials_upload_nothing(pypm, release):
     assert server.uploads == []
 
 
+def test_credentials_from_netrc(pypm, release):
+    """No flag, no variable: ~/.netrc's entry for the upload host, as twine and an index's requests read it."""
+    server, url, project = release
+    netrc = pypm.home / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1 login __token__ password {TOKEN}\n")
+    netrc.chmod(0o600)
+    r = pypm("publish", "--publish-url", url, cwd=project)
+    assert r.returncode == 0 and "Published 2 files" in r.stderr, r.stderr
+    assert TOKEN not in r.stderr + r.stdout and len(server.uploads) == 2
+
+
 @pytest.mark.parametrize("argv, env, message", [
     ([], {"PYPM_PUBLISH_TOKEN": TOKEN}, "no upload URL"),
     (["--publish-url", "http://pypm-test.invalid/legacy/"], {"PYPM_PUBLISH_TOKEN": TOKEN}, "is plain HTTP"),

@@ -21,6 +21,12 @@ time), or any error: nothing is launched and pypm runs as without a launcher, wh
 a new plan. A ctime cannot be set back by an unprivileged user, so a file rewritten with
 its old size and mtime still differs.
 
+A PEP 723 script's run (`pypm run script.py`, pypm.script) is recorded and replayed the same way
+when its environment is current: its plan is keyed by the script's real path and also checks the
+script's own identity (its bytes decide its environment), the environment's pyproject.toml and
+pypm.lock, and the Python pypm runs on; it holds the command's first words (the environment's
+python, the script). The directory the run binds is the current one, as for any script's run.
+
 Where: in the user's pypm cache (`run-plans/<sha256 of the project root>`), owned by the user
 and writable by nobody else, never inside the project: a plan is executed outside the
 sandbox, so a checked-out repository (or a sandboxed command, which can write the project)
@@ -42,11 +48,14 @@ TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Sequence
 
-__all__ = ["launch", "record", "plan_path", "has_script_block", "python_for_script", "PLANS_DIR", "NO_LAUNCHER_ENV"]
+__all__ = ["launch", "record", "plan_path", "script_plan_path", "has_script_block", "python_for_script", "PLANS_DIR", "NO_LAUNCHER_ENV"]
 
 PLANS_DIR = "run-plans"
 NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"
 _MAGIC = b"pypm-run-plan-1"
+# A PEP 723 script's plan (`pypm run script.py`, pypm.script): keyed by the script's real path,
+# it also holds the command's first words (the environment's python and the script).
+_SCRIPT_MAGIC = b"pypm-script-plan-1"
 _RECENT_NS = 30_000_000  # younger than this (3 ticks at HZ=100), a file's times cannot vouch for its content yet
 # When this process started deciding (set by `launch`, which pypm's entry point calls first): a
 # file changed after that may have been read before the change, so it cannot vouch for the plan.
@@ -58,7 +67,8 @@ _FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be rec
 _POLICY_FLAGS = frozenset({"--read-only-project", "--writable-project"})
 _POLICY_VALUED = frozenset({"--limit", "--network"})
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
-_CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "sandbox/policy.py",
+_CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "pypm/script.py",
+         "pypm/toolrun.py", "pypm/config.py", "sandbox/policy.py",
          "sandbox/host.py", "sandbox/seccomp.py", "sandbox/cachedir.py", "sandbox/native.py", "sandbox/caller.py", "sandbox/helper.c")
 
 
@@ -101,6 +111,16 @@ def plan_path(root: str, cache_dir: str | None = None) -> str:
     except ImportError:  # pragma: no cover - other Python builds
         from hashlib import sha256
     return os.path.join(cache_dir or default_cache_dir(), PLANS_DIR, sha256(os.fsencode(root)).hexdigest()[:32])
+
+
+def script_plan_path(script: str, cache_dir: str | None = None) -> str:
+    """Where the plan for the PEP 723 script at the real path `script` lives (beside the projects')."""
+    try:
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - other Python builds
+        from hashlib import sha256
+    return os.path.join(cache_dir or default_cache_dir(), PLANS_DIR,
+                        sha256(b"script\0" + os.fsencode(script)).hexdigest()[:32])
 
 
 def _stat_ident(st: os.stat_result) -> bytes:
@@ -163,39 +183,52 @@ def launch(argv: Sequence[str]) -> None:
         cwd = os.getcwd()
     except OSError:
         return
-    if has_script_block(os.path.join(cwd, cmd[0])):
-        return  # a PEP 723 script runs in its own environment (run.fast_main -> pypm.script)
+    script = os.path.join(cwd, cmd[0])
+    if has_script_block(script):
+        # A PEP 723 script runs in its own environment (pypm.script), whose run recorded a plan of
+        # its own: keyed by the script's real path, its identity among the checked files.
+        plan = _valid_plan(script_plan_path(os.path.realpath(script)), _SCRIPT_MAGIC, flags, cwd)
+        if plan is not None:
+            _exec(plan, list(argv), [*map(os.fsdecode, plan["prefix"]), *cmd[1:]])
+        return
     root = cwd
     while not os.path.isfile(root + "/pyproject.toml"):
         parent = os.path.dirname(root)
         if parent == root:
             return
         root = parent
-    path = plan_path(root)
+    plan = _valid_plan(plan_path(root), _MAGIC, flags, cwd)
+    if plan is not None:
+        _exec(plan, list(argv), python_for_script(cmd, cwd))
+
+
+def _valid_plan(path: str, magic: bytes, flags: list[str], cwd: str) -> dict[str, Any] | None:
+    """The plan at `path` when it is this user's, of its kind, and every input it was decided
+    from is seen unchanged (see the module's docstring); else None."""
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if not ours(st):
-                return  # only a plan this user wrote, that nobody else could have changed
+                return None  # only a plan this user wrote, that nobody else could have changed
             # ... in a directory nobody else can write either (in a shared cache, another user
             # could otherwise keep an old plan of ours aside and rename it back later)
             if not ours(os.stat(os.path.dirname(path))):
-                return
+                return None
             fields = f.read().split(b"\0")
     except OSError:
-        return
+        return None
     try:
-        plan = _parse(fields)
+        plan = _parse(fields, magic)
     except (ValueError, IndexError):
-        return
+        return None
     if plan is None or plan["flags"] != "\x1f".join(flags).encode() or plan["cwd"] != os.fsencode(cwd):
-        return
+        return None
     if plan["uid"] != os.getuid() or plan["gid"] != os.getgid() or plan["env"] != _environ(plan["names"]):
-        return
-    for path, ident in plan["idents"]:
-        if not _check(path, ident):
-            return
-    _exec(plan, list(argv), python_for_script(cmd, cwd))
+        return None
+    for p, ident in plan["idents"]:
+        if not _check(p, ident):
+            return None
+    return plan
 
 
 def has_script_block(path: str) -> bool:
@@ -220,8 +253,8 @@ def python_for_script(cmd: list[str], cwd: str) -> list[str]:
     return cmd
 
 
-def _parse(fields: list[bytes]) -> dict[str, Any] | None:
-    if fields[0] != _MAGIC:
+def _parse(fields: list[bytes], magic: bytes = _MAGIC) -> dict[str, Any] | None:
+    if fields[0] != magic:
         return None
     it = iter(fields[1:])
     plan: dict[str, Any] = {"flags": next(it), "cwd": next(it), "uid": int(next(it)), "gid": int(next(it))}
@@ -234,6 +267,9 @@ def _parse(fields: list[bytes]) -> dict[str, Any] | None:
     plan["programs"] = bytes.fromhex(next(it).decode())
     n = int(next(it))
     plan["args"] = [next(it) for _ in range(n)]
+    if magic == _SCRIPT_MAGIC:
+        n = int(next(it))
+        plan["prefix"] = [next(it) for _ in range(n)]
     if next(it) != b"end":
         return None
     return plan
@@ -348,17 +384,24 @@ def _resolve_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> l
     return out
 
 
-def record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str) -> bool:
+def record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str,
+           script: tuple[str, str, Sequence[str]] | None = None) -> bool:
     """Write the plan that `launch` can replay for this run (atomically); False when this run
     cannot be replayed (no compiled helper, the Python runner asked for, a file changed too
-    recently to vouch for, ...). Never raises: a run without a plan is only slower."""
+    recently to vouch for, ...). Never raises: a run without a plan is only slower.
+
+    `script`: a PEP 723 script's run (pypm.script), as (the script's real path, its environment's
+    project directory, the command's first words): `root` is then the directory the run binds
+    (the current one), and the plan also vouches for the script's bytes, the environment being
+    current (its pyproject.toml and pypm.lock) and the Python pypm runs on (which keys it)."""
     try:
-        return _record(root, venv, flags, policy, tool, cache_dir)
+        return _record(root, venv, flags, policy, tool, cache_dir, script)
     except Exception:  # noqa: BLE001 - recording is an optimisation; the run goes on either way
         return False
 
 
-def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str) -> bool:
+def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str,
+            script: tuple[str, str, Sequence[str]] | None = None) -> bool:
     import time
 
     from sandbox import native
@@ -382,6 +425,9 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     # (after the decision read it) would otherwise vouch for a decision made from its old content.
     since = min(time.time_ns(), _started_ns or time.time_ns())
     paths = _identity_paths(root, venv, policy, tool) + [exe]
+    if script is not None:
+        paths += [script[0], os.path.join(script[1], "pyproject.toml"), os.path.join(script[1], "pypm.lock"),
+                  os.path.realpath(sys.executable)]
     idents = []
     for p in paths:
         try:
@@ -403,16 +449,19 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     args = native.plan_argv(exe, policy, [], status_fd=-1, seccomp_fd=-1, root="ROOT", uid=os.getuid(),
                             gid=os.getgid(), old_mask=())
     args = args[:-1]  # without the "--" that plan_argv ends with (launch adds it before the command)
-    fields = [_MAGIC, "\x1f".join(flags).encode(), os.fsencode(os.getcwd()), b"%d" % os.getuid(), b"%d" % os.getgid(),
+    fields = [_MAGIC if script is None else _SCRIPT_MAGIC, "\x1f".join(flags).encode(), os.fsencode(os.getcwd()), b"%d" % os.getuid(), b"%d" % os.getgid(),
               b"%d" % len(idents)]
     for path_b, ident in idents:
         fields += [path_b, ident]
     env = _environ(names)
     fields += [b"%d" % len(names), *sorted(names), b"%d" % len(env), *env, programs.hex().encode(),
-               b"%d" % len(args), *map(os.fsencode, args), b"end"]
+               b"%d" % len(args), *map(os.fsencode, args)]
+    if script is not None:
+        fields += [b"%d" % len(script[2]), *map(os.fsencode, script[2])]
+    fields.append(b"end")
     if any(b"\0" in f for f in fields):
         return False
-    target = plan_path(root, cache_dir)
+    target = plan_path(root, cache_dir) if script is None else script_plan_path(script[0], cache_dir)
     os.makedirs(os.path.dirname(target), 0o700, exist_ok=True)
     from .fastpath import replace_file
 

@@ -477,7 +477,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
     if has_script_block(cmd[0]):  # PEP 723: the script's own environment, not the project's
         from .script import fast_script
 
-        rc = fast_script(flags, values, cmd)
+        rc = fast_script(flags, values, cmd, list(argv))
         if rc is not None:
             return rc
     frozen = "--frozen" in flags

@@ -158,9 +158,12 @@ def environment_args(meta: dict[str, Any], where: Path | str, args: Any) -> Any:
                     for x in pypm.get("find-links", [])])
 
 
-def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any]) -> int:
+def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any],
+               launch_flags: list[str] | None = None) -> int:
     """Run `argv` (the script, then its arguments) with the environment its metadata asks for
-    (`meta`: read with deep=False; checked in full before an environment is made for it)."""
+    (`meta`: read with deep=False; checked in full before an environment is made for it).
+    `launch_flags`: from the entry point, the run's flags as pypm.launch sees them; a sandboxed
+    run with a current environment is then recorded for the launcher to replay."""
     from .toolrun import found_environment, ready_environment, run_here, tool_dir
 
     given = [flag for attr, flag in (("extra", "--extra"), ("all_extras", "--all-extras"), ("no_dev", "--no-dev"),
@@ -176,9 +179,10 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any]) -> in
     # normalising them needs packaging, and a script's environment is found current without it
     requirements = [d.strip() for d in meta.get("dependencies", [])]
     venv = found_environment(requirements, env_args, meta.get("requires-python"), kind="script")
-    if venv is None:  # made, locked again or synced: the full path
+    if venv is None:  # made, locked again or synced: the full path (the next run may record a plan)
         root = tool_dir(requirements, env_args, meta.get("requires-python"), kind="script")
         venv = str(ready_environment(ctx, root, env_args, before_sync=lambda: _checked(meta, script)))
+        launch_flags = None
     ro: tuple[str, ...] = ()
     if not getattr(args, "no_sandbox", False):
         cwd = os.path.realpath(ctx.directory)
@@ -188,7 +192,8 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any]) -> in
                                  hint="run it from its own directory, or rename the path")
             ro = (script,)
     name = os.path.splitext(os.path.basename(script))[0]
-    return run_here(ctx, args, venv, [os.path.join(venv, "bin", "python"), script, *argv[1:]], "pypm run", name, ro)
+    return run_here(ctx, args, venv, [os.path.join(venv, "bin", "python"), script, *argv[1:]], "pypm run", name, ro,
+                    launch_flags=launch_flags, script=(script, os.path.dirname(venv)))
 
 
 class _ScriptContext:
@@ -211,7 +216,7 @@ class _ScriptContext:
         pass
 
 
-def fast_script(flags: set[str], values: dict[str, Any], cmd: list[str]) -> int | None:
+def fast_script(flags: set[str], values: dict[str, Any], cmd: list[str], argv: list[str]) -> int | None:
     """A script run from run's fast path (`pypm [-q] run [its flags] script.py ARGS`, parsed there
     into `flags`, `values` and `cmd`), without argparse and the CLI's handlers (~9 ms). None when
     the file's block is not a complete one after all: it then runs as any .py file does. Errors
@@ -225,7 +230,11 @@ def fast_script(flags: set[str], values: dict[str, Any], cmd: list[str]) -> int 
             return None
         args = _FastArgs("--frozen" in flags, values)
         args.no_sandbox = "--no-sandbox" in flags  # type: ignore[attr-defined]  # (run_here reads it)
-        return run_script(_ScriptContext(os.getcwd(), "-q" in flags), args, [script, *cmd[1:]], meta)
+        from .launch import _split
+
+        launchable = _split(argv)  # this run's flags as pypm.launch will see them next time
+        return run_script(_ScriptContext(os.getcwd(), "-q" in flags), args, [script, *cmd[1:]], meta,
+                          launch_flags=launchable[0] if launchable else None)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure
 

@@ -27,7 +27,7 @@ from .errors import UsageError
 TYPE_CHECKING = False  # (not `from typing import`: typing costs ~2-5 ms on a script's run)
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Any, Callable
+    from typing import Any, Callable, Sequence
 
 __all__ = ["x_command", "tool_dir", "tool_project", "found_environment", "ready_environment", "current_venv",
            "run_here"]
@@ -250,9 +250,12 @@ def _touch(root: str) -> None:
 
 
 def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, name: str,
-             ro_binds: tuple[str, ...] = ()) -> int:
+             ro_binds: tuple[str, ...] = (), *, launch_flags: Sequence[str] | None = None,
+             script: tuple[str, str] | None = None) -> int:
     """Run `argv` with `venv` activated, in the sandbox with the current directory standing in for
-    the project (or on the host with --no-sandbox). `ro_binds`: more directories to show, read-only."""
+    the project (or on the host with --no-sandbox). `ro_binds`: more directories to show, read-only.
+    `launch_flags` and `script` (its real path, its environment's project directory): a script's
+    run from the entry point, whose policy is recorded for pypm.launch to replay."""
     from .run import _run_sandboxed, spawn_and_wait, venv_environment
 
     env = venv_environment(venv)
@@ -282,4 +285,10 @@ def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, n
     stand_in = SimpleNamespace(root=cwd, name=name, tool=SimpleNamespace(sandbox=SandboxConfig(ro_bind=ro_binds)),
                                pyproject=cwd / "pyproject.toml")
     args.command = "run"
+    if launch_flags is not None and script is not None:
+        # What the plan's checks need to know of this run: the directory it binds and the
+        # script's read-only bind (as a project's [tool.pypm.sandbox] would say it).
+        plan = (str(cwd), {"sandbox": {"ro-bind": list(ro_binds)}})
+        return int(_run_sandboxed()(ctx, stand_in, venv, argv, env, args, known=plan, launch_flags=launch_flags,
+                                    script=(script[0], script[1], argv[:2])))
     return int(_run_sandboxed()(ctx, stand_in, venv, argv, env, args))

@@ -494,3 +494,107 @@ def test_a_changed_path_dependency_is_never_replayed(pypm, tmp_path) -> None:
     write_lib(tmp_path / "lib", "lib", version="0.4.0", value="two")
     launched, r = _run(pypm, project, "python", "-c", probe, flags=())
     assert not launched and r.stdout == "0.4.0 two\n", r.stderr
+
+
+# ---------------------------------------------------------------- PEP 723 scripts' plans
+
+SCRIPT_BODY = ("import json, os, socket, sys\n"
+               "import lib\n"
+               "def seen(p):\n"
+               "    try:\n"
+               "        open(p).read()\n"
+               "        return 'visible'\n"
+               "    except OSError:\n"
+               "        return 'hidden'\n"
+               "print(json.dumps({'lib': lib.__version__, 'exe': sys.executable, 'args': sys.argv[1:], 'cwd': os.getcwd(),"
+               " 'if': [n for _, n in socket.if_nameindex()], 'sandboxed': os.environ.get('PYPM_SANDBOX'),"
+               " 'secret': seen(os.environ.get('SECRET_PATH', '/nonexistent')),"
+               " 'sibling': seen(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sibling.txt'))}))\n")
+
+
+@pytest.fixture
+def script_world(dists, index_server, tmp_path, pypm):
+    """(directory to run in, script path in it, the script's text): a script whose block names a
+    package of a real index on 127.0.0.1."""
+    dists.wheel("lib", "1.0")
+    dists.wheel("lib", "2.0")
+    server = index_server()
+    here = tmp_path / "here"
+    here.mkdir()
+    text = (f'# /// script\n# dependencies = ["lib<2"]\n#\n# [tool.pypm]\n# index-url = "{server.url}"\n# ///\n'
+            + SCRIPT_BODY)
+    (here / "tool.py").write_text(text)
+    (here / "sibling.txt").write_text("next to the script")
+    return here, here / "tool.py", text
+
+
+def _script_run(pypm, cwd: Path, script: str, *args: str, env: dict | None = None):
+    r = pypm("run", script, *args, cwd=cwd, env={"PYTHONPROFILEIMPORTTIME": "1", **(env or {})})
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "pypm.launch" in imported, r.stderr
+    r.stderr = "\n".join(line for line in r.stderr.splitlines() if not line.startswith("import time:"))
+    assert r.returncode == 0, r.stderr
+    return "pypm.run" not in imported, json.loads(r.stdout.splitlines()[-1])
+
+
+def _script_recorded(pypm, cwd: Path, script: Path, arg: str = "x") -> None:
+    from pypm.launch import script_plan_path
+
+    for _ in range(4):
+        _script_run(pypm, cwd, str(script) if script.parent != cwd else script.name, arg)
+        if os.path.exists(script_plan_path(str(script.resolve()), str(pypm.cache_dir))):
+            return
+        time.sleep(0.15)
+    raise AssertionError("no plan was recorded for the script")
+
+
+def test_a_scripts_recorded_plan_is_replayed_with_the_same_result(pypm, script_world) -> None:
+    here, script, _ = script_world
+    secret = pypm.home / "secret.txt"
+    secret.write_text("s3cr3t")
+    env = {"SECRET_PATH": str(secret)}
+    _script_recorded(pypm, here, script)
+    launched, out = _script_run(pypm, here, "tool.py", "a", "b c", env=env)
+    assert launched, out
+    assert out["lib"] == "1.0" and out["args"] == ["a", "b c"] and out["cwd"] == str(here.resolve())
+    assert out["if"] == ["lo"] and out["sandboxed"] == "1" and out["sibling"] == "visible"
+    assert out["exe"].startswith(str(pypm.cache_dir / "tools"))
+    # the ordinary path gives the script the same world
+    slow, out2 = _script_run(pypm, here, "tool.py", "a", "b c", env={**env, "PYPM_NO_LAUNCHER": "1"})
+    assert not slow and out2 == out
+    # The same script from another directory: a plan of that directory's own (only the script is
+    # shown there, read-only, not its directory)
+    there = here.parent / "there"
+    there.mkdir()
+    _script_recorded(pypm, there, script)
+    launched, out = _script_run(pypm, there, str(script), "z")
+    assert launched and out["cwd"] == str(there.resolve()) and out["sibling"] == "hidden" and out["args"] == ["z"]
+    # ... and back here, that plan is not this directory's: the run is not replayed
+    launched, out = _script_run(pypm, here, "tool.py")
+    assert not launched and out["sibling"] == "visible"
+
+
+def test_a_scripts_plan_is_never_replayed_after_its_inputs_change(pypm, script_world) -> None:
+    here, script, text = script_world
+    _script_recorded(pypm, here, script)
+    assert _script_run(pypm, here, "tool.py")[0]
+    # the script's own bytes: a changed body runs as it now is
+    script.write_text(text + "print(json.dumps({'changed': True}))\n")
+    launched, out = _script_run(pypm, here, "tool.py")
+    assert not launched and out == {"changed": True}
+    # a changed block: its own environment (lib 2.0), never the plan of the old one
+    _script_recorded(pypm, here, script)
+    script.write_text(text.replace('"lib<2"', '"lib>=2"'))
+    launched, out = _script_run(pypm, here, "tool.py")
+    assert not launched and out["lib"] == "2.0"
+    # the environment re-synced (its state rewritten) or its lock touched
+    _script_recorded(pypm, here, script)
+    env_root = Path(out["exe"]).parents[2]
+    for touched in (env_root / ".venv" / ".pypm" / "state.json", env_root / "pypm.lock"):
+        os.utime(touched)
+        launched, out = _script_run(pypm, here, "tool.py")
+        assert not launched and out["lib"] == "2.0"
+        _script_recorded(pypm, here, script)
+    # a policy flag not in the plan
+    r = pypm("run", "--network", "host", "tool.py", cwd=here)
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["if"] != ["lo"], r.stderr

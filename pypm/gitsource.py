@@ -8,15 +8,24 @@ build backend, in the sandbox, and kept under the commit), and sync builds it in
 from it is cached under it.
 
 What runs here is git itself, outside the sandbox, and only `init`, `fetch`, `rev-parse`,
-`describe`, `show` and `archive` (a tar of the commit's tree, unpacked by tarfile's "data"
-filter): no checkout, so no hook, filter or attribute of the repository runs; submodules are not
-fetched. Only the https,
-http, ssh and file transports are allowed (no `ext::`), prompts are off (no stdin in CI: a
-repository that needs credentials fails with git's own message rather than waiting).
+`describe`, `show`, `config --blob`, `ls-tree` and `archive` (a tar of the commit's tree,
+unpacked by tarfile's "data" filter): no checkout, so no hook, filter or attribute of the
+repository runs. Only the https, http, ssh and file transports are allowed (no `ext::`), prompts
+are off (no stdin in CI: a repository that needs credentials fails with git's own message rather
+than waiting).
+
+Submodules are part of the tree, as `pip` and `uv` check them out (`git submodule update --init
+--recursive`): each gitlink of the commit's tree with an entry in its `.gitmodules` gets the tree
+of the commit the gitlink pins, fetched from that entry's URL (a relative URL is taken from the
+repository's own, as git does; the same transports only) into a repository of its own in the
+cache, at most _SUBMODULE_DEPTH levels down. The superproject's commit pins every submodule's, so
+the lock's commit still names the whole tree. A submodule path that leaves the tree or goes
+through a symlink is refused.
 
 The cache: `git/db/<sha256 of the URL>` (a bare repository, fetched into) and
-`git/checkouts/<commit>` (the tree, made in a temporary directory and renamed into place, so an
-interrupted checkout is never seen half-made). Both under one lock file per repository.
+`git/trees/<commit>` (the tree with its submodules, made in a temporary directory and renamed
+into place, so an interrupted checkout is never seen half-made; `git/checkouts/`, from before
+submodules, is not read). Both under one lock file per repository.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ __all__ = ["GitRef", "from_source", "from_spec", "parse_requirement_url", "parse
            "private_copy"]
 
 _SCHEMES = ("https", "http", "ssh", "file")
+_SUBMODULE_DEPTH = 8  # submodules of submodules... (a cycle of repositories stops here)
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _KINDS = ("rev", "tag", "branch")
 
@@ -228,13 +238,13 @@ def resolve(ref: GitRef, cache: Path, *, offline: bool, what: str) -> str:
 def checkout(ref: GitRef, commit: str, cache: Path, *, offline: bool, what: str) -> Path:
     """The tree of `commit` (its `subdirectory`, when the reference names one), from the cache or
     fetched. The checkout holds no .git directory: the build sees the files only."""
-    top = cache / "git" / "checkouts" / commit
+    top = cache / "git" / "trees" / commit
     if not top.is_dir():
         db = _db(cache, ref.url)
         with _locked(cache, ref.url):
             if not top.is_dir():  # (another process may have made it while this one waited)
                 _have_commit(db, ref, commit, offline=offline, what=what)
-                _export(db, ref, commit, top, what)
+                _export(db, ref, commit, top, what, cache=cache, offline=offline)
     d = top / ref.subdirectory if ref.subdirectory else top
     if not d.is_dir():
         raise ProjectError(f"{what}: commit {commit[:12]} of {ref.url} has no directory {ref.subdirectory!r}",
@@ -257,11 +267,11 @@ def _have_commit(db: Path, ref: GitRef, commit: str, *, offline: bool, what: str
                                "names now")
 
 
-def _export(db: Path, ref: GitRef, commit: str, top: Path, what: str) -> None:
-    """`commit`'s tree made at `top`: exported in a temporary directory beside it and renamed into
-    place, so an interrupted checkout is never seen half-made (the repository's lock held)."""
+def _export(db: Path, ref: GitRef, commit: str, top: Path, what: str, *, cache: Path, offline: bool) -> None:
+    """`commit`'s tree, with its submodules, made at `top`: exported in a temporary directory
+    beside it and renamed into place, so an interrupted checkout is never seen half-made (the
+    repository's lock held)."""
     import shutil
-    import tarfile
     import tempfile
 
     top.parent.mkdir(parents=True, exist_ok=True)
@@ -269,16 +279,115 @@ def _export(db: Path, ref: GitRef, commit: str, top: Path, what: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=top.parent))
     try:
-        tar = tmp / "tree.tar"
-        with open(tar, "wb") as f:
-            _git(["archive", "--format=tar", commit], what, cwd=db, stdout=f.fileno())
-        with tarfile.open(tar) as tf:
-            tf.extractall(tmp / "tree", filter="data")  # no links out, no device files
-        tar.unlink()
+        _unpack(db, commit, tmp, tmp / "tree", what)
         _archival(db, commit, tmp / "tree", ref.subdirectory)
+        _submodules(db, ref.url, commit, tmp, tmp / "tree", what, cache=cache, offline=offline, depth=1)
         os.replace(tmp / "tree", top)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unpack(db: Path, commit: str, scratch: Path, dest: Path, what: str) -> None:
+    """`git archive` of `commit` unpacked at `dest` (which must not exist), through `scratch`."""
+    import tarfile
+
+    tar = scratch / f"{commit}.tar"
+    with open(tar, "wb") as f:
+        _git(["archive", "--format=tar", commit], what, cwd=db, stdout=f.fileno())
+    try:
+        with tarfile.open(tar) as tf:
+            tf.extractall(dest, filter="data")  # no links out, no device files
+    finally:
+        tar.unlink()
+
+
+def _submodules(db: Path, url: str, commit: str, scratch: Path, tree: Path, what: str, *, cache: Path,
+                offline: bool, depth: int) -> None:
+    """Fill the gitlinks of `commit`'s tree (unpacked at `tree`) with their commits' trees: see
+    the module's docstring. A gitlink without a `.gitmodules` entry is left empty, as git leaves it."""
+    links = _gitlinks(db, commit, what)
+    if not links:
+        return
+    if depth > _SUBMODULE_DEPTH:
+        raise IndexError_(f"{what}: submodules nest deeper than {_SUBMODULE_DEPTH} levels in {url}",
+                          hint="a repository that is its own submodule's submodule cannot be checked out")
+    urls = _gitmodules(db, commit, what)
+    real_tree = os.path.realpath(tree)
+    for path, sub_commit in links.items():
+        sub_url = urls.get(path)
+        if sub_url is None:
+            continue
+        sub_url = _check_url(_submodule_url(url, sub_url), f"{what}: submodule {path}")
+        target = tree / path
+        # The tree came from the repository: a symlink on the way (`vendor -> /etc`) would put
+        # the submodule's files anywhere. Each directory on the way must be a real one inside it.
+        norm = os.path.normpath(path)
+        if os.path.isabs(norm) or norm == "." or norm.startswith(".."):
+            raise IndexError_(f"{what}: submodule path {path!r} leaves the repository's tree", hint="fix .gitmodules")
+        parent = real_tree
+        for part in Path(norm).parts[:-1]:
+            parent = os.path.join(parent, part)
+            if os.path.islink(parent) or (os.path.lexists(parent) and not os.path.isdir(parent)):
+                raise IndexError_(f"{what}: submodule path {path!r} goes through {parent}, which is not a directory "
+                                  "of the tree", hint="fix the repository's tree or its .gitmodules")
+        if os.path.islink(target) or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
+            raise IndexError_(f"{what}: submodule path {path!r} is not an empty directory of the tree",
+                              hint="fix the repository's tree or its .gitmodules")
+        if target.is_dir():
+            target.rmdir()
+        sub_db = _db(cache, sub_url)
+        sub_ref = GitRef(sub_url)
+        sub_what = f"{what}: submodule {path} ({sub_url})"
+        with _locked(cache, sub_url):
+            _have_commit(sub_db, sub_ref, sub_commit, offline=offline, what=sub_what)
+            _unpack(sub_db, sub_commit, scratch, target, sub_what)
+            _submodules(sub_db, sub_url, sub_commit, scratch, target, sub_what, cache=cache, offline=offline,
+                        depth=depth + 1)
+
+
+def _gitlinks(db: Path, commit: str, what: str) -> dict[str, str]:
+    """{path: the commit it pins} for each gitlink (mode 160000) of `commit`'s tree."""
+    out: dict[str, str] = {}
+    for entry in _git(["ls-tree", "-r", "-z", "--full-tree", commit], what, cwd=db).split(b"\0"):
+        meta, _, path = entry.partition(b"\t")
+        fields = meta.split()
+        if len(fields) == 3 and fields[0] == b"160000" and fields[1] == b"commit":
+            sha = fields[2].decode()
+            if _COMMIT.fullmatch(sha):
+                out[path.decode("utf-8", "surrogateescape")] = sha
+    return out
+
+
+def _gitmodules(db: Path, commit: str, what: str) -> dict[str, str]:
+    """{path: url} of `commit`'s .gitmodules (read by git itself from the blob: its syntax is git's
+    config syntax); {} when it has none."""
+    try:
+        text = _git(["config", "--null", "--blob", f"{commit}:.gitmodules", "--list"], what, cwd=db)
+    except IndexError_:
+        return {}
+    by_name: dict[str, dict[str, str]] = {}
+    for item in text.split(b"\0"):
+        key, _, value = item.decode("utf-8", "surrogateescape").partition("\n")
+        if key.startswith("submodule.") and key.count(".") >= 2:
+            name, _, field = key[len("submodule."):].rpartition(".")
+            by_name.setdefault(name, {})[field] = value
+    return {m["path"]: m["url"] for m in by_name.values() if m.get("path") and m.get("url")}
+
+
+def _submodule_url(base: str, url: str) -> str:
+    """A .gitmodules URL; `./x` and `../x` are taken from the superproject's URL, as git takes them
+    (the superproject's URL as a directory: each `../` removes one of its components)."""
+    if not url.startswith(("./", "../")):
+        return url
+    base = base.rstrip("/")
+    while True:
+        if url.startswith("./"):
+            url = url[2:]
+        elif url.startswith("../"):
+            url = url[3:]
+            base = base.rsplit("/", 1)[0]
+        else:
+            return f"{base}/{url}"
 
 
 def _archival(db: Path, commit: str, tree: Path, subdirectory: str | None) -> None:

@@ -142,7 +142,7 @@ def test_a_branch_stays_pinned_until_upgraded_and_a_new_reference_relocks(pypm, 
     app = write_app(tmp / "app", index.url, ["lib"], tool)
     assert pypm("sync", cwd=app).returncode == 0
     assert lock_of(app)["lib"].source == {"git": f"{url}?branch=main#{first}"}
-    checkout = pypm.cache_dir / "git" / "checkouts" / first
+    checkout = pypm.cache_dir / "git" / "trees" / first
     assert (checkout / "pyproject.toml").is_file() and not (checkout / "BUILT-HERE").exists()
     second = commit_change(repo, "", "0.4.0", "two")
     # the branch moved on: the lock is still current (its inputs did not change), and a relock
@@ -230,7 +230,7 @@ def test_a_repository_whose_pyproject_leaves_the_version_to_its_backend_is_locke
     r = pypm("sync", cwd=app)
     assert r.returncode == 0, r.stderr
     assert f"Reading the metadata of lib ({repo.as_uri()}?rev=main) from its build backend" in r.stderr, r.stderr
-    assert "checkouts" not in r.stderr
+    assert "git/trees" not in r.stderr  # the repository is named, not its tree in the cache
     assert lock_of(app)["lib"].version == "0.9.0" and installed(app / ".venv")["lib"] == "0.9.0"
     # the commit's metadata is kept: locking it again does not run the backend
     (app / "pypm.lock").unlink()
@@ -242,7 +242,7 @@ def test_a_repository_whose_pyproject_leaves_the_version_to_its_backend_is_locke
     r = pypm("lock", "--no-build", cwd=app)
     assert r.returncode == 3, r.stderr
     assert f"lib from {repo.as_uri()} (rev main): pyproject.toml: version is listed in `project.dynamic`" in r.stderr
-    assert "checkouts" not in r.stderr and not (app / "pypm.lock").exists()
+    assert "git/trees" not in r.stderr and not (app / "pypm.lock").exists()
 
 
 @pytest.mark.live
@@ -272,3 +272,77 @@ def test_live_a_version_from_git_tags_setuptools_scm(pypm, tmp_path):
     r = run_py(pypm, app, "import importlib.metadata as m, scmlib; print(m.version('scmlib'), scmlib.VALUE)")
     assert (r.returncode, r.stdout) == (0, f"2.3.1.dev1+g{head} two\n"), r.stderr
     shutil.rmtree(app)  # a lock against the default index never outlives the test
+
+
+def test_submodules_are_checked_out_at_the_commits_the_tree_pins(pypm, world):
+    """A package whose module is partly a submodule (a relative URL, nested once more): the
+    checkout holds each submodule at the commit its gitlink pins, not its branch's newest."""
+    index, tmp = world
+
+    def small_repo(path: Path, files: dict[str, str]) -> Path:
+        path.mkdir(parents=True)
+        git("init", "-q", "-b", "main", cwd=path)
+        for name, text in files.items():
+            (path / name).write_text(text)
+        git("add", "-A", cwd=path)
+        git("commit", "-q", "-m", "first", cwd=path)
+        return path
+
+    inner = small_repo(tmp / "inner", {"__init__.py": "", "deep.py": "VALUE = 'deep pinned'\n"})
+    vendored = small_repo(tmp / "vendored", {"__init__.py": "", "vmod.py": "VALUE = 'pinned'\n"})
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", "../inner", "inner", cwd=vendored)
+    git("commit", "-q", "-m", "with inner", cwd=vendored)
+    repo = make_repo(tmp / "repo")
+    (repo / "src" / "lib" / "__init__.py").write_text(
+        "from .vendor.vmod import VALUE as V\nfrom .vendor.inner.deep import VALUE as D\nVALUE = V + ' / ' + D\n")
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", "../vendored", "src/lib/vendor", cwd=repo)
+    git("commit", "-q", "-am", "vendor it", cwd=repo)
+    # The submodule's branch moves on; the superproject still pins the first commit.
+    (vendored / "vmod.py").write_text("VALUE = 'newer, not pinned'\n")
+    git("commit", "-q", "-am", "newer", cwd=vendored)
+    (inner / "deep.py").write_text("VALUE = 'newer, not pinned'\n")
+    git("commit", "-q", "-am", "newer", cwd=inner)
+
+    app = write_app(tmp / "app", index.url, [f"lib @ git+file://{repo}@main"])
+    r = pypm("sync", cwd=app)
+    assert r.returncode == 0, r.stderr
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "pinned / deep pinned\n"), r.stderr
+    tree = pypm.cache_dir / "git" / "trees" / git("rev-parse", "HEAD", cwd=repo)
+    assert (tree / "src" / "lib" / "vendor" / "inner" / "deep.py").is_file()
+    assert not (tree / "src" / "lib" / "vendor" / ".git").exists()  # files only, as the superproject's
+
+
+@pytest.mark.parametrize("base, url, expect", [
+    ("https://host/org/lib.git", "../other.git", "https://host/org/other.git"),
+    ("https://host/org/lib.git", "./sub.git", "https://host/org/lib.git/sub.git"),
+    ("https://host/org/lib.git/", "../../x/y.git", "https://host/x/y.git"),
+    ("file:///srv/git/lib", "../vendored", "file:///srv/git/vendored"),
+    ("https://host/org/lib.git", "ssh://git@other/z.git", "ssh://git@other/z.git"),
+])
+def test_a_relative_submodule_url_is_taken_from_the_repositorys(base, url, expect):
+    from pypm.gitsource import _submodule_url
+
+    assert _submodule_url(base, url) == expect
+
+
+@pytest.mark.parametrize("path", ["evil/x", "../outside", "file.txt"])
+def test_a_submodule_path_through_a_symlink_or_out_of_the_tree_is_refused(tmp_path, monkeypatch, path):
+    """A hostile tree listing (git itself cannot make one, but a crafted repository may): the
+    submodule's files never land through a symlink, outside the tree or over a file."""
+    from pypm import gitsource
+    from pypm.errors import IndexError_
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    outside = tmp_path / "outside-dir"
+    outside.mkdir()
+    (tree / "evil").symlink_to(outside)
+    (tree / "file.txt").write_text("a file of the tree")
+    monkeypatch.setattr(gitsource, "_gitlinks", lambda db, commit, what: {path: "a" * 40})
+    monkeypatch.setattr(gitsource, "_gitmodules", lambda db, commit, what: {path: "https://host/sub.git"})
+    with pytest.raises(IndexError_) as e:
+        gitsource._submodules(tmp_path / "db", "https://host/lib.git", "b" * 40, tmp_path, tree, "lib",
+                              cache=tmp_path / "cache", offline=True, depth=1)
+    assert f"submodule path {path!r}" in e.value.message
+    assert list(outside.iterdir()) == [] and (tree / "file.txt").read_text() == "a file of the tree"

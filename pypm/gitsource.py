@@ -41,11 +41,16 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .errors import IndexError_, ProjectError
 
-__all__ = ["GitRef", "from_source", "from_spec", "parse_requirement_url", "parse_lock_source", "resolve", "checkout",
+__all__ = ["TREE_FORMAT", "GitRef", "from_source", "from_spec", "parse_requirement_url", "parse_lock_source", "resolve",
+           "checkout",
            "private_copy"]
 
 _SCHEMES = ("https", "http", "ssh", "file")
 _SUBMODULE_DEPTH = 8  # submodules of submodules... (a cycle of repositories stops here)
+# What a commit's tree holds, in the keys of what is made from it (the wheel built from it, the
+# metadata its backend reported): "2", submodules included. A tree made before them ("1", empty
+# gitlinks) may have built a wheel without its submodules' files, which must not be reused.
+TREE_FORMAT = "2"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _KINDS = ("rev", "tag", "branch")
 

@@ -484,7 +484,9 @@ class LocalSources:
         import hashlib
 
         assert self.cache is not None
-        key = hashlib.sha256(self.git_checkout(name)[1].encode()).hexdigest()
+        from .gitsource import TREE_FORMAT
+
+        key = hashlib.sha256(f"{TREE_FORMAT}\0{self.git_checkout(name)[1]}".encode()).hexdigest()
         return self.cache / "git" / "metadata" / f"{key}.json"
 
     def _kept_metadata(self, name: str) -> CoreMetadata | None:

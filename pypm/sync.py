@@ -582,7 +582,9 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     # A commit is content-addressed: the wheel built from it is reused (the key also
                     # holds the subdirectory, the interpreter and the locked build dependencies).
                     # The checkout is made (or fetched) only when no such wheel is cached.
-                    key = build_key("git", w.package.git, w.token, interp.tags[0], *build_deps_key(w))
+                    from .gitsource import TREE_FORMAT
+
+                    key = build_key("git", TREE_FORMAT, w.package.git, w.token, interp.tags[0], *build_deps_key(w))
                     builds[w.name] = builder.submit(built, w, lambda w=w: _git_checkout(w.package, opts, Path(tmp)),
                                                     key, False, f"{w.name} ({w.package.git})")
                     builds[w.name].add_done_callback(install_when_built(w))

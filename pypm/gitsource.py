@@ -42,8 +42,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from .errors import IndexError_, ProjectError
 
 __all__ = ["TREE_FORMAT", "GitRef", "from_source", "from_spec", "parse_requirement_url", "parse_lock_source", "resolve",
-           "checkout",
-           "private_copy"]
+           "checkout", "private_copy"]
 
 _SCHEMES = ("https", "http", "ssh", "file")
 _SUBMODULE_DEPTH = 8  # submodules of submodules... (a cycle of repositories stops here)

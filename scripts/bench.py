@@ -69,7 +69,8 @@ PEERS = {  # tool -> what pip installs into its venv
     "poetry": ["poetry"],
 }
 ALL_TOOLS = ["pypm", "uv", "pip-tools", "pdm", "poetry"]
-SCENARIOS = ["lock_cold", "lock_warm", "lock_noop", "sync_cold", "sync_warm", "sync_noop", "run"]
+SCENARIOS = ["lock_cold", "lock_warm", "lock_noop", "sync_cold", "sync_warm", "sync_noop", "run", "script"]
+SCRIPT_NAME = "bench_script.py"
 
 
 # --------------------------------------------------------------------------- the projects
@@ -132,6 +133,17 @@ def _poetry_dep(req: str) -> tuple[str, str]:
     if r.marker:
         parts.append(f"markers = {json.dumps(str(r.marker))}")
     return r.name, "{ " + ", ".join(parts) + " }"
+
+
+def write_script(ds: Dataset, root: Path, index_url: str) -> None:
+    """A PEP 723 script that needs the set's dependencies (the `script` scenario), with the index
+    in each tool's words (uv's `[[tool.uv.index]]`, pypm's `[tool.pypm] index-url`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["/// script", f"requires-python = {json.dumps(ds.requires_python)}",
+             f"dependencies = {_toml_list(list(ds.dependencies))}", "",
+             "[tool.pypm]", f"index-url = {json.dumps(index_url)}", "",
+             "[[tool.uv.index]]", 'name = "bench"', f"url = {json.dumps(index_url)}", "default = true", "///"]
+    (root / SCRIPT_NAME).write_text("".join(f"# {x}\n" if x else "#\n" for x in lines) + "pass\n")
 
 
 def write_project(tool: str, ds: Dataset, root: Path, index_url: str, python: Path) -> None:
@@ -272,6 +284,15 @@ class Tool:
             "pdm": {"run": [str(b / "pdm"), "run", "python", "-c", "pass"]},
             "poetry": {"run": [str(b / "poetry"), "run", "python", "-c", "pass"]},
         }[self.name]
+
+    def scripts(self) -> dict[str, list[str]]:
+        """Variant label -> `TOOL run bench_script.py` (PEP 723; the tools that run such a script)."""
+        b = self.bin
+        return {
+            "pypm": {"script": [str(b / "pypm"), "run", SCRIPT_NAME],
+                     "script_nosandbox": [str(b / "pypm"), "run", "--no-sandbox", SCRIPT_NAME]},
+            "uv": {"script": [str(b / "uv"), "run", "-q", SCRIPT_NAME]},
+        }.get(self.name, {})
 
     def version(self, env: dict[str, str]) -> str:
         exe = {"pypm": "pypm", "uv": "uv", "pip-tools": "pip-compile", "pdm": "pdm",
@@ -511,7 +532,7 @@ def prepare(tool: Tool, scenario: str, root: Path, env: dict[str, str]) -> Sampl
         return bad
     elif scenario in ("sync_noop", "run"):
         return ensure_synced()
-    return None
+    return None  # script: its own environment, made by the untimed run before
 
 
 def timed_command(tool: Tool, scenario: str, variant: str, root: Path) -> list[list[str]]:
@@ -519,6 +540,8 @@ def timed_command(tool: Tool, scenario: str, variant: str, root: Path) -> list[l
         return [tool.lock()]
     if scenario.startswith("sync"):
         return tool.sync(root)
+    if scenario == "script":
+        return [tool.scripts()[variant]]
     return [tool.runs()[variant]]
 
 
@@ -573,8 +596,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             roots[name] = root
         bare: list[Sample] = []
         for scenario in args.scenarios:
+            if scenario == "script":
+                if ds.find_links:  # its wheel is a direct file reference, which a script's block cannot lock
+                    print(f"skipping scenario script for set {set_name}: its torch wheel comes from find-links",
+                          file=sys.stderr)
+                    continue
+                for name in tools:
+                    write_script(ds, roots[name], url)
             variants = [(n, v) for n, t in tools.items()
-                        for v in (t.runs() if scenario == "run" else [scenario])]
+                        for v in (t.runs() if scenario == "run" else t.scripts() if scenario == "script"
+                                  else [scenario])]
             samples: dict[tuple[str, str], list[Sample]] = {k: [] for k in variants}
             n_rounds = scenario_rounds(scenario, rounds, args.steady_rounds)
             set_res.setdefault("scenario-rounds", {})[scenario] = n_rounds
@@ -583,10 +614,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     tool, root = tools[name], roots[name]
                     env = tool.env(base_env)
                     bad = prepare(tool, scenario, root, env)
-                    if not bad and scenario == "run":
-                        # `run` is the steady state of running a command in a synced project: one
-                        # untimed run first, for every tool (pypm's launcher records its plan then;
-                        # uv and the others warm their own caches).
+                    if not bad and scenario in ("run", "script"):
+                        # `run` is the steady state of running a command in a synced project (and
+                        # `script`, of a script whose environment was made): one untimed run first,
+                        # for every tool (pypm's launcher records its plan then; uv and the others
+                        # warm their own caches; a script's environment is made).
                         measure(timed_command(tool, scenario, variant, root), root, env)
                     s = bad or measure(timed_command(tool, scenario, variant, root), root, env)
                     if bad:
@@ -635,11 +667,10 @@ def markdown(results: dict[str, Any]) -> str:
             out.append("")
         out.append("| scenario | " + " | ".join(tools) + " |")
         out.append("|---|" + "---|" * len(tools))
-        uv_run = sr["scenarios"].get("run", {}).get("uv")
         for scenario, per_tool in sr["scenarios"].items():
-            is_run = scenario.startswith("run")
-            # pypm's unsandboxed run is compared with uv's (only) run too.
-            uv = uv_run if is_run else per_tool.get("uv")
+            is_run = scenario.startswith(("run", "script"))
+            # pypm's unsandboxed run (script) is compared with uv's (only) run (script) too.
+            uv = (sr["scenarios"].get(scenario.split("_")[0], {}).get("uv") if is_run else per_tool.get("uv"))
             cells = []
             for t in tools:
                 r = per_tool.get(t)
@@ -659,12 +690,12 @@ def markdown(results: dict[str, Any]) -> str:
                     cell += f" **{_ratio(r['median'] / uv['median'])}**"
                 cell += f" {r['peak_mb']:.0f} MB"
                 cells.append(cell)
-            label = scenario.replace("run_nosandbox", "run (no sandbox)")
+            label = scenario.replace("_nosandbox", " (no sandbox)")
             out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
-STEADY_SCENARIOS = ("sync_noop", "run")
+STEADY_SCENARIOS = ("sync_noop", "run", "script")
 
 
 def scenario_rounds(scenario: str, rounds: int, steady_rounds: int) -> int:

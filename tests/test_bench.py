@@ -172,6 +172,33 @@ def test_markdown_gives_ratios_to_uv_and_run_overheads(bench) -> None:
     assert "| run (no sandbox) | 45 ms (45–45) [+35] **1.50×** 10 MB | – |" in md
 
 
+def test_the_script_scenario_writes_one_script_every_tool_reads_and_compares_with_uvs(bench, tmp_path) -> None:
+    """`script`: a PEP 723 script needing the set's dependencies, with the index in pypm's and uv's
+    words; its rows are compared with uv's script row (not its run row)."""
+    from pypm.script import script_metadata
+
+    ds = bench.datasets()["canary"]
+    bench.write_script(ds, tmp_path, "https://index.example/simple/")
+    meta = script_metadata(tmp_path / bench.SCRIPT_NAME)  # validated as pypm validates it
+    assert meta["dependencies"] == list(ds.dependencies)
+    assert meta["tool"]["pypm"] == {"index-url": "https://index.example/simple/"}
+    assert meta["tool"]["uv"]["index"] == [{"name": "bench", "url": "https://index.example/simple/", "default": True}]
+
+    def cell(med):
+        return {"ok": True, "n": 1, "failed": 0, "median": med, "min": med, "max": med, "peak_mb": 10.0}
+
+    results = {
+        "tools": {"pypm": "pypm 0.1", "uv": "uv 0.13"}, "machine": {"platform": "linux", "cpus": 2, "date": "d"},
+        "sets": {"canary": {"title": "canary", "rounds": 1, "baseline": {"python -c pass": cell(0.010)},
+                            "scenarios": {"run": {"pypm": cell(0.020), "uv": cell(0.030)},
+                                          "script": {"pypm": cell(0.036), "uv": cell(0.045)},
+                                          "script_nosandbox": {"pypm": cell(0.033)}}}},
+    }
+    md = bench.markdown(results)
+    assert "| script | 36 ms (36–36) [+26] **0.80×** 10 MB | 45 ms (45–45) [+35] 10 MB |" in md
+    assert "| script (no sandbox) | 33 ms (33–33) [+23] **0.73×** 10 MB | – |" in md
+
+
 def test_steady_state_scenarios_get_more_rounds_and_the_table_says_so(bench, monkeypatch) -> None:
     """sync_noop and run get at least --steady-rounds in every set (a 20 ms command's one or two
     samples swing by a quarter); the others keep the set's rounds; --quick keeps one of each."""
@@ -186,7 +213,7 @@ def test_steady_state_scenarios_get_more_rounds_and_the_table_says_so(bench, mon
         "sets": {"web": {"title": "web", "rounds": 1, "baseline": {}, "scenario-rounds": {"sync_cold": 1, "run": 7},
                          "scenarios": {"sync_cold": {"pypm": cell, "uv": cell}}}},
     }
-    assert "### web: 1 round(s) (sync_noop, run: 7); median" in bench.markdown(results)
+    assert "### web: 1 round(s) (sync_noop, run, script: 7); median" in bench.markdown(results)
     # The option as main() parses it (the benchmark itself is not run: it takes minutes).
     parsed: dict[str, object] = {}
 

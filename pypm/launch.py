@@ -48,7 +48,8 @@ TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Sequence
 
-__all__ = ["launch", "record", "plan_path", "script_plan_path", "has_script_block", "python_for_script", "PLANS_DIR", "NO_LAUNCHER_ENV"]
+__all__ = ["launch", "record", "plan_path", "script_plan_path", "has_script_block", "python_for_script", "PLANS_DIR",
+           "NO_LAUNCHER_ENV"]
 
 PLANS_DIR = "run-plans"
 NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"

@@ -180,6 +180,7 @@ def test_the_script_scenario_writes_one_script_every_tool_reads_and_compares_wit
     ds = bench.datasets()["canary"]
     bench.write_script(ds, tmp_path, "https://index.example/simple/")
     meta = script_metadata(tmp_path / bench.SCRIPT_NAME)  # validated as pypm validates it
+    assert meta is not None
     assert meta["dependencies"] == list(ds.dependencies)
     assert meta["tool"]["pypm"] == {"index-url": "https://index.example/simple/"}
     assert meta["tool"]["uv"]["index"] == [{"name": "bench", "url": "https://index.example/simple/", "default": True}]

@@ -711,6 +711,15 @@ class Cache:
                         removed.append(f)
                 except OSError:
                     pass
+        edits = self.root / "edits"  # a killed add's record (pypm.editjournal): its project is long gone or fixed
+        if edits.is_dir():
+            for f in sorted(edits.iterdir()):
+                try:
+                    if f.is_file() and f.stat().st_mtime < cutoff:
+                        f.unlink()
+                        removed.append(f)
+                except OSError:
+                    pass
         metas = self.root / "script-meta"  # scripts' blocks as read (pypm.script.META_DIR): read again when gone
         if metas.is_dir():
             for fan in sorted(metas.iterdir()):

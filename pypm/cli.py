@@ -63,9 +63,11 @@ class Context:
         workspace (its root's lock and .venv, as uv has it), and a command with a selection
         (sync, run, shell, export) selects the member unless --package/--all-packages say
         otherwise; `own`: the member's own project (build, publish, the file add/remove edit)."""
+        from .editjournal import recover
         from .project import find_project_root, find_workspace, load_project
 
         root = find_project_root(self.directory)
+        recover(self, root)  # what a killed `pypm add`/`remove` left here is rolled back first
         if not own:
             ws = find_workspace(root)
             if ws is not None:

@@ -131,9 +131,12 @@ def _project_locked(ctx: Any) -> Iterator[tuple[Path, str] | None]:
     from .project import find_project_root, find_workspace
     from .sync import project_lock
 
+    from .editjournal import recover
+
     root = find_project_root(ctx.directory)
     ws = find_workspace(root)  # a workspace member: the workspace's lock and .venv are what change
     with project_lock(ctx, ws[0] if ws else root):
+        recover(ctx, root)  # an add or remove killed here before: rolled back first (held: ours to do)
         yield ws
 
 
@@ -478,6 +481,7 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, ws: t
     the document, which is then written and locked again."""
     import tomlkit
 
+    from .editjournal import Journal
     from .lockfile import LOCK_NAME, read, write_atomic
     from .project import load_project
 
@@ -502,22 +506,28 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, ws: t
     changed = text.encode("utf-8") != before
     wrote: dict[Path, bytes] = {}  # what this command last wrote to each file
     done = False
+    # What a `kill -9` would leave: rolled back by the next command (pypm.editjournal)
+    journal = Journal(lock_dir, getattr(args, "command", None) or "add", what, {pyproject: before, lock_path: lock_before})
     try:
         if changed:
+            journal.ours(pyproject, text.encode("utf-8"))
             write_atomic(pyproject, text)
             wrote[pyproject] = text.encode("utf-8")
             project = load_project(project.root)  # what was written is what every later command reads
         if not args.frozen:
             _lock(ctx, locked_project(), args)
             wrote[lock_path] = lock_path.read_bytes()
+            journal.ours(lock_path, wrote[lock_path])
             if then is not None and then(read(lock_path)):
                 text = tomlkit.dumps(doc)
+                journal.ours(pyproject, text.encode("utf-8"))
                 write_atomic(pyproject, text)
                 wrote[pyproject] = text.encode("utf-8")
                 project = load_project(project.root)
                 # The same pins (the lock's own are preferred), for the new content hash: said once
                 _lock(_Quiet(ctx), locked_project(), args)
             wrote[lock_path] = lock_path.read_bytes()  # (`then` may have rewritten it)
+            journal.ours(lock_path, wrote[lock_path])
             if not args.no_sync:
                 from .sync import SyncOptions, sync_project
 
@@ -526,6 +536,7 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, ws: t
     finally:
         if not done and wrote:  # (the bounds may write pyproject.toml where the first edit did not)
             _restore(ctx, {pyproject: before, lock_path: lock_before}, wrote)
+        journal.close()  # finished, or put back here: nothing for the next command to roll back
     ctx.info(f"{what} in {pyproject}" if pyproject in wrote else f"{pyproject.name} already says so: unchanged")
     return ExitCode.OK
 

@@ -101,6 +101,36 @@ def project_lock(ctx: Any, project_root: Path) -> Iterator[None]:
         os.close(fd)  # closing the only descriptor releases the flock
 
 
+@contextmanager
+def project_lock_nowait(project_root: Path, *, held: bool = False) -> Iterator[bool]:
+    """project_lock without waiting: yields whether it is held now (`held`: by this process
+    already). A file system without flock yields False: who else works there cannot be known."""
+    import fcntl
+
+    if held:
+        yield True
+        return
+    try:
+        fd = os.open(project_root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield False
+        return
+    key = str(project_root)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another process holds it
+            yield False
+            return
+        _HELD.add(key)
+        try:
+            yield True
+        finally:
+            _HELD.discard(key)
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- workflow
 
 def _check_names(project: Any, opts: SyncOptions) -> None:

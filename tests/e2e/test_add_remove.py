@@ -272,6 +272,77 @@ def test_a_second_add_waits_for_the_first_to_finish_or_roll_back(pypm, world, di
     assert "tool" in installed(project / ".venv")
 
 
+def _kill_9(proc) -> None:
+    """SIGKILL to pypm and to what it started (the download process): nothing runs on after it."""
+    import signal
+
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    for c in children:
+        try:
+            c.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=30)
+
+
+@pytest.mark.parametrize("next_command", ["sync", "add"])
+def test_a_killed_add_is_rolled_back_by_the_next_command(pypm, world, dists, next_command):
+    """kill -9 in the middle of the sync: nothing could put the files back then. The next command
+    on the project does, says so, and goes on from the project as it was."""
+    server, project = world
+    assert pypm("sync", cwd=project).returncode == 0
+    before = (project / "pyproject.toml").read_bytes()
+    lock_before = (project / "pypm.lock").read_bytes()
+    proc = _add_caught_downloading(pypm, server, dists, project)
+    _kill_9(proc)
+    assert b"big" in (project / "pyproject.toml").read_bytes() and b"big" in (project / "pypm.lock").read_bytes()
+    assert list((pypm.cache_dir / "edits").glob("*.json"))  # what the killed command left to roll back
+    server.reset_faults()
+
+    r = pypm(*([next_command] if next_command == "sync" else ["add", "tool"]), cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "`pypm add` (added big to project.dependencies; process" in r.stderr, r.stderr
+    assert "was interrupted before it finished: rolled back" in r.stderr, r.stderr
+    if next_command == "sync":
+        assert (project / "pyproject.toml").read_bytes() == before
+        assert (project / "pypm.lock").read_bytes() == lock_before
+        assert installed(project / ".venv") == {"alpha": "1.2", "zeta": "2.0"}
+    else:  # the second add edits the file as it was, not the killed one's edit
+        deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+        assert deps == ["alpha>=1", "tool>=5.0", "zeta"]
+        assert "big" not in locked(project) and "big" not in installed(project / ".venv")
+    assert not list((pypm.cache_dir / "edits").glob("*.json"))
+
+
+def test_after_a_killed_add_a_file_changed_since_is_left_and_a_live_add_is_not_touched(pypm, world, dists):
+    server, project = world
+    assert pypm("sync", cwd=project).returncode == 0
+    lock_before = (project / "pypm.lock").read_bytes()
+    # While the add lives (its download stalled), another command leaves its files alone.
+    proc = _add_caught_downloading(pypm, server, dists, project)
+    r = pypm("tree", cwd=project)  # (the full CLI: it looks for records to roll back)
+    assert r.returncode == 0 and "big" in r.stdout, r.stderr
+    assert "interrupted" not in r.stderr and b"big" in (project / "pyproject.toml").read_bytes(), r.stderr
+    assert list((pypm.cache_dir / "edits").glob("*.json"))
+    _kill_9(proc)
+    # An editor saved pyproject.toml after the kill: theirs, kept; the lock, still the killed one's, goes back.
+    saved = (project / "pyproject.toml").read_bytes() + b"# saved by an editor\n"
+    (project / "pyproject.toml").write_bytes(saved)
+    server.reset_faults()
+    r = pypm("sync", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "rolled back, " + str(project / "pypm.lock") + " is as before it" in r.stderr, r.stderr
+    assert f"and {project / 'pyproject.toml'} has changed since: left as it is" in r.stderr, r.stderr
+    assert (project / "pyproject.toml").read_bytes() == saved
+    # then locked again from the file as saved, and synced
+    assert "big" in locked(project) and (project / "pypm.lock").read_bytes() != lock_before
+    assert "big" in installed(project / ".venv")
+
+
 # --------------------------------------------------------------------------- pypm version
 
 @pytest.mark.parametrize("current, bumps, expected", [

@@ -51,6 +51,11 @@ def main() -> int:
             # and the download process is reaped; the teardown only freed objects (~5 ms).
             return _run_without_teardown(argv)
     if "lock" in argv[:2]:  # a no-op `pypm lock` / `pypm lock --check`, likewise (locking.fast_lock)
+        from .fastpath import noop_lock
+
+        rc = noop_lock(argv)  # from its record alone, when that can tell (no pypm.locking loaded)
+        if rc is not None:
+            _exit(rc)
         from .locking import fast_lock
 
         rc = fast_lock(argv)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import LockError, ProjectError
+from .fastpath import LOCK_VERSION  # (defined there: the no-op lock keys its record by it without this module)
 
 __all__ = [
     "LOCK_VERSION",
@@ -31,7 +32,6 @@ __all__ = [
     "canonical_name",
 ]
 
-LOCK_VERSION = 1
 LOCK_NAME = "pypm.lock"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -334,39 +334,70 @@ def _count(lock: Lock) -> int:
 # A lock pypm has parsed and validated, keyed by the sha256 of its bytes (and this pypm's version:
 # another one may validate differently): what the no-op check needs from it, so that `pypm lock`
 # with unchanged inputs neither parses the whole lock (tomllib: ~40 ms on a 500 KB lock) nor trusts
-# a header whose body it has not read. Content-addressed, so it never goes stale.
-_SEEN_DIR = "lock-seen"
+# a header whose body it has not read. Content-addressed, so it never goes stale. Its path:
+# fastpath.lock_seen_path (`lock-seen/`); fastpath.noop_lock reads its "unchanged" entry.
 
 
 def _seen_path(data: bytes) -> Path:
-    import hashlib
+    from .config import cache_dir_str
+    from .fastpath import lock_seen_path
 
-    from . import __version__
-    from .config import cache_dir
-    from .lockfile import LOCK_VERSION
-
-    key = hashlib.sha256(f"{__version__}\0{LOCK_VERSION}\0".encode() + data).hexdigest()
-    return cache_dir() / _SEEN_DIR / key[:2] / f"{key}.json"
+    return Path(lock_seen_path(data, cache_dir_str()))
 
 
 def _remember(data: bytes, lock: Lock) -> None:
-    """Record that `data` is a valid lock (best effort: the cache may be read-only)."""
+    """Record that `data` is a valid lock (best effort: the cache may be read-only). A record that
+    says so already is left as it is (with what fast_lock added to it)."""
+    import json
+
+    me = lock.root()
+    record = {"content-hash": lock.content_hash, "options": lock.options, "packages": _count(lock),
+              "root-version": me.version if me is not None else None}
+    try:
+        path = _seen_path(data)
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(old, dict) and {k: v for k, v in old.items() if k != "unchanged"} == record:
+                return
+        except (OSError, ValueError):
+            pass
+        _write_seen(path, record)
+    except OSError:
+        pass
+
+
+def _write_seen(path: Path, record: dict[str, Any]) -> None:
     import json
 
     from .lockfile import write_atomic
 
-    me = lock.root()
-    text = json.dumps({"content-hash": lock.content_hash, "options": lock.options, "packages": _count(lock),
-                       "root-version": me.version if me is not None else None}, sort_keys=True) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(record, sort_keys=True) + "\n")  # (a torn or garbled one is replaced)
+
+
+def _remember_unchanged(path: Path, seen: dict[str, Any], root: Path, project: Project, opts: LockOptions,
+                        inputs: _Inputs, check: bool) -> None:
+    """Add to the lock's record that this pyproject.toml in this directory was found current by a
+    `pypm lock` (or `--check`), for fastpath.noop_lock, when the project's inputs are all in the
+    two files: no path, git or URL source and no workspace (their files are inputs too), no
+    relative find-links (resolved on disk), and the index named in the lock or the project (else
+    the environment and pip's configuration decide it)."""
+    if inputs.local or inputs.members or not (opts.index_url or project.tool.index_url):
+        return
+    if any("://" not in f and not Path(f).is_absolute() for f in project.tool.find_links):
+        return
+    from .fastpath import sha256_file
+
+    digest = sha256_file(project.pyproject)
+    memo = seen.get("unchanged")
+    modes = set(memo["modes"]) if isinstance(memo, dict) and memo.get("root") == str(root) \
+        and memo.get("pyproject-sha256") == digest and isinstance(memo.get("modes"), list) else set()
+    mode = "check" if check else "lock"
+    if digest is None or mode in modes:
+        return
     try:
-        path = _seen_path(data)
-        try:
-            if path.read_text(encoding="utf-8") == text:
-                return
-        except (OSError, UnicodeDecodeError):
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text)  # (a torn or garbled record is replaced: the fast path then trusts it again)
+        _write_seen(path, {**seen, "unchanged": {"root": str(root), "pyproject-sha256": digest,
+                                                 "modes": sorted(modes | {mode})}})
     except OSError:
         pass
 
@@ -396,13 +427,16 @@ def fast_lock(argv: list[str]) -> int | None:
         root = find_project_root(Path(os.getcwd()))
         path = root / LOCK_NAME
         data = path.read_bytes()
-        seen = json.loads(_seen_path(data).read_text(encoding="utf-8"))
+        seen_path = _seen_path(data)
+        seen = json.loads(seen_path.read_text(encoding="utf-8"))
         project = load_project(root)
         check = "--check" in argv
         opts = _with_recorded(project, LockOptions(check=check), LockOptions.from_recorded(seen["options"]))
-        if seen["content-hash"] != _inputs(project, opts).hash or seen.get("root-version") != (project.version or "0"):
+        inputs = _inputs(project, opts)
+        if seen["content-hash"] != inputs.hash or seen.get("root-version") != (project.version or "0"):
             return None
         n = int(seen["packages"])
+        _remember_unchanged(seen_path, seen, root, project, opts, inputs, check)  # (the next one: noop_lock)
     except (PypmError, OSError, ValueError, LookupError, TypeError, AttributeError):
         return None  # anything unusual: the full command says what is wrong, or re-locks
     if not ({"-q", "--quiet"} & set(argv)):

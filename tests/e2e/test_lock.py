@@ -488,6 +488,53 @@ def test_noop_lock_takes_the_fast_path_and_says_what_the_full_command_says(pypm,
     assert "index-url" in loads(before.decode()).options
 
 
+def test_a_noop_lock_seen_before_is_answered_from_its_record_alone(pypm, locked_project, tmp_path):
+    """The second no-op of a kind (`lock`, `lock --check`) reads two files, pypm.locking unloaded;
+    any byte of pyproject.toml changed, another directory, or the other kind: the first path."""
+    import shutil
+
+    server, project, before = locked_project
+    lean = {"pypm.locking", "pypm.lockfile", "packaging", "dataclasses", "pypm.project"}
+    for args in (("lock",), ("lock", "--check")):
+        first = pypm(*args, cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert first.returncode == 0 and "pypm.locking" in _imports(first.stderr), first.stderr
+        fast, took, full = _fast_and_full(pypm, project, *args)
+        assert took and not _imports(fast.stderr) & lean, _imports(fast.stderr) & lean
+        _same(fast, full)
+    assert (project / "pypm.lock").read_bytes() == before
+    # A comment in pyproject.toml: not an input, but other bytes; decided again, and recorded again
+    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text() + "# a comment\n")
+    r = pypm("lock", "--check", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0 and "pypm.locking" in _imports(r.stderr), r.stderr
+    r = pypm("lock", "--check", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0 and "pypm.locking" not in _imports(r.stderr), r.stderr
+    # The same two files in another directory: decided there first
+    other = tmp_path / "copy"
+    shutil.copytree(project, other)
+    r = pypm("lock", "--check", cwd=other, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0 and "pypm.locking" in _imports(r.stderr), r.stderr
+    # A stale lock is never answered from an old record: the requirements changed
+    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text().replace("['a']", "['a', 'b']"))
+    fast, took, full = _fast_and_full(pypm, project, "lock", "--check")
+    assert fast.returncode == 1 and "out of date" in fast.stderr
+    _same(fast, full)
+
+
+def test_a_noop_lock_whose_index_comes_from_the_environment_is_decided_every_time(pypm, dists, index_server, tmp_path):
+    """No index in the lock or the project: the environment decides it, so the two files alone
+    cannot say the lock is current, and a new PYPM_INDEX_URL makes it stale."""
+    dists.wheel("a", "1.0")
+    server = index_server()
+    project = write_project(tmp_path / "p", ["a"], build=False)
+    env = {"PYPM_INDEX_URL": server.url, "PYTHONPROFILEIMPORTTIME": "1"}
+    assert pypm("lock", cwd=project, env=env).returncode == 0
+    for _ in range(2):
+        r = pypm("lock", "--check", cwd=project, env=env)
+        assert r.returncode == 0 and "pypm.locking" in _imports(r.stderr), r.stderr
+    r = pypm("lock", "--check", cwd=project, env={**env, "PYPM_INDEX_URL": server.url + "other/"})
+    assert r.returncode == 1 and "out of date" in r.stderr, r.stderr
+
+
 def test_noop_lock_fast_path_decides_as_the_full_command(pypm, locked_project, tmp_path):
     server, project, before = locked_project
     lock = project / "pypm.lock"

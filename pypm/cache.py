@@ -705,34 +705,21 @@ class Cache:
         now = time.time() if now is None else now
         cutoff = now - max_age_days * 86400
         removed: list[Path] = []
-        syncs = self.root / "syncs"  # sync recipes (pypm.syncrecipe): rewritten by every sync that changes a venv
-        if syncs.is_dir():
-            for f in sorted(syncs.iterdir()):
+        def old_files(d: Path) -> None:
+            """Each file of `d` last written before the cutoff."""
+            for f in sorted(d.iterdir()) if d.is_dir() and not d.is_symlink() else ():
                 try:
-                    if f.is_file() and f.stat().st_mtime < cutoff:
+                    if f.is_file() and not f.is_symlink() and f.stat().st_mtime < cutoff:
                         f.unlink()
                         removed.append(f)
                 except OSError:
                     pass
-        edits = self.root / "edits"  # a killed add's record (pypm.editjournal): its project is long gone or fixed
-        if edits.is_dir():
-            for f in sorted(edits.iterdir()):
-                try:
-                    if f.is_file() and f.stat().st_mtime < cutoff:
-                        f.unlink()
-                        removed.append(f)
-                except OSError:
-                    pass
+
+        old_files(self.root / "syncs")  # sync recipes (pypm.syncrecipe): rewritten by every sync that changes a venv
+        old_files(self.root / "edits")  # a killed add's record (pypm.editjournal): its project long gone or fixed
         metas = self.root / "script-meta"  # scripts' blocks as read (pypm.script.META_DIR): read again when gone
-        if metas.is_dir():
-            for fan in sorted(metas.iterdir()):
-                for f in sorted(fan.iterdir()) if fan.is_dir() and not fan.is_symlink() else ():
-                    try:
-                        if f.stat().st_mtime < cutoff:
-                            f.unlink()
-                            removed.append(f)
-                    except OSError:
-                        pass
+        for fan in sorted(metas.iterdir()) if metas.is_dir() else ():
+            old_files(fan)
         tools = self.root / "tools"  # `pypm x` environments (pypm.toolrun): touched by every run
         if tools.is_dir():
             for d in sorted(tools.iterdir()):

@@ -625,26 +625,13 @@ def test_prune_removes_old_install_manifests_and_sync_recipes_with_their_entries
     assert Path(recipe_path(cache.root, cache.root / "new-project")).is_file()
 
 
-def test_prune_removes_old_edit_records(cache):
-    """A killed add's record (pypm.editjournal) whose project was never used again goes with age."""
-    edits = cache.root / "edits"
-    edits.mkdir(parents=True)
-    old, new = edits / ("0" * 32 + ".json"), edits / ("1" * 32 + ".json")
-    for f in (old, new):
-        f.write_text("{}")
-    long_ago = time.time() - 40 * 86400
-    os.utime(old, (long_ago, long_ago))
-    removed = cache.prune(max_age_days=30)
-    assert old in removed and not old.exists() and new.is_file()
-
-
-def test_prune_removes_old_script_blocks(cache):
-    """A script's block as read (pypm.script.META_DIR) goes when older than the age; a newer stays."""
-    from pypm.script import META_DIR
-
-    fan = cache.root / META_DIR / "ab"
-    fan.mkdir(parents=True)
-    old, new = fan / ("ab" + "0" * 62 + ".json"), fan / ("ab" + "1" * 62 + ".json")
+@pytest.mark.parametrize("where", ["edits", "script-meta/ab"])
+def test_prune_removes_old_edit_records_and_script_blocks(cache, where):
+    """A killed add's record (pypm.editjournal) whose project was never used again, and a script's
+    block as read (pypm.script.META_DIR), go when older than the age; a newer one stays."""
+    d = cache.root / where
+    d.mkdir(parents=True)
+    old, new = d / ("ab" + "0" * 62 + ".json"), d / ("ab" + "1" * 62 + ".json")
     for f in (old, new):
         f.write_text('{"meta": null}')
     long_ago = time.time() - 40 * 86400

@@ -255,6 +255,7 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
                                  hint="run `pypm lock` and commit the result")
         _refuse_stale_version(path, old, project, "run `pypm lock` and commit the result")
         ctx.info(f"{path.name} is up to date ({_count(old)} packages)")
+        _note_noop(project.root)
         return ExitCode.OK
     if fresh and not asks_change:
         assert old is not None
@@ -266,10 +267,12 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
             ctx.info(f"Signed {path.name} ({_count(old)} packages) with {opts.sign}")
             return ExitCode.OK
         ctx.info(f"Resolved {_count(old)} packages in {time.monotonic() - started:.2f}s ({path.name} is up to date)")
+        _note_noop(project.root)
         return ExitCode.OK
     lock = _relock(ctx, project, opts, inputs, old)
     _write(ctx, project, path, lock, opts)
     ctx.info(f"Resolved {_count(lock)} packages in {time.monotonic() - started:.2f}s")
+    _note_noop(project.root)  # the next `pypm lock` with nothing to do: fastpath.noop_lock
     unknown = sorted(set(opts.upgrade_package) - {canonical_name(p.name) for p in lock.packages})
     if unknown:  # a typo would otherwise look like "already the newest"
         ctx.info(f"warning: --upgrade-package {', '.join(unknown)}: no such package in {path.name}; nothing upgraded "
@@ -375,30 +378,42 @@ def _write_seen(path: Path, record: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(record, sort_keys=True) + "\n")  # (a torn or garbled one is replaced)
 
 
-def _remember_unchanged(path: Path, seen: dict[str, Any], root: Path, project: Project, opts: LockOptions,
-                        inputs: _Inputs, check: bool) -> None:
-    """Add to the lock's record that this pyproject.toml in this directory was found current by a
-    `pypm lock` (or `--check`), for fastpath.noop_lock, when the project's inputs are all in the
-    two files: no path, git or URL source and no workspace (their files are inputs too), no
-    relative find-links (resolved on disk), and the index named in the lock or the project (else
-    the environment and pip's configuration decide it)."""
-    if inputs.local or inputs.members or not (opts.index_url or project.tool.index_url):
-        return
-    if any("://" not in f and not Path(f).is_absolute() for f in project.tool.find_links):
-        return
-    from .fastpath import sha256_file
+def _note_noop(root: Path) -> None:
+    """Add to the record of the lock at `root` which kinds of bare command (`pypm lock`, `pypm lock
+    --check`) find it current with the pyproject.toml there now, for fastpath.noop_lock: decided
+    here again from the two files' bytes as read now (so the digest recorded is of what was
+    checked), and only for a project whose inputs are all in those files: no path, git or URL
+    source and no workspace (their files are inputs too), no relative find-links (resolved on
+    disk), and the index named in the lock or the project (else the environment and pip's
+    configuration decide it). Best effort, never raises."""
+    import hashlib
+    import json
+    import tomllib
 
-    digest = sha256_file(project.pyproject)
-    memo = seen.get("unchanged")
-    modes = set(memo["modes"]) if isinstance(memo, dict) and memo.get("root") == str(root) \
-        and memo.get("pyproject-sha256") == digest and isinstance(memo.get("modes"), list) else set()
-    mode = "check" if check else "lock"
-    if digest is None or mode in modes:
-        return
+    from .errors import PypmError
+    from .project import PYPROJECT, parse_pyproject
+
     try:
-        _write_seen(path, {**seen, "unchanged": {"root": str(root), "pyproject-sha256": digest,
-                                                 "modes": sorted(modes | {mode})}})
-    except OSError:
+        raw = (root / PYPROJECT).read_bytes()
+        seen_path = _seen_path((root / LOCK_NAME).read_bytes())
+        seen = json.loads(seen_path.read_text(encoding="utf-8"))
+        # (as load_project reads it: universal newlines)
+        project = parse_pyproject(tomllib.loads(raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")), root)
+        if any("://" not in f and not Path(f).is_absolute() for f in project.tool.find_links):
+            return
+        modes = []
+        for check in (False, True):
+            opts = _with_recorded(project, LockOptions(check=check), LockOptions.from_recorded(seen["options"]))
+            if not (opts.index_url or project.tool.index_url):
+                continue
+            inputs = _inputs(project, opts)
+            if (not inputs.local and not inputs.members and inputs.hash == seen["content-hash"]
+                    and seen.get("root-version") == (project.version or "0")):
+                modes.append("check" if check else "lock")
+        memo = {"root": str(root), "pyproject-sha256": hashlib.sha256(raw).hexdigest(), "modes": modes}
+        if modes and seen.get("unchanged") != memo:
+            _write_seen(seen_path, {**seen, "unchanged": memo})
+    except (PypmError, OSError, ValueError, LookupError, TypeError, AttributeError):
         pass
 
 
@@ -427,16 +442,14 @@ def fast_lock(argv: list[str]) -> int | None:
         root = find_project_root(Path(os.getcwd()))
         path = root / LOCK_NAME
         data = path.read_bytes()
-        seen_path = _seen_path(data)
-        seen = json.loads(seen_path.read_text(encoding="utf-8"))
+        seen = json.loads(_seen_path(data).read_text(encoding="utf-8"))
         project = load_project(root)
         check = "--check" in argv
         opts = _with_recorded(project, LockOptions(check=check), LockOptions.from_recorded(seen["options"]))
-        inputs = _inputs(project, opts)
-        if seen["content-hash"] != inputs.hash or seen.get("root-version") != (project.version or "0"):
+        if seen["content-hash"] != _inputs(project, opts).hash or seen.get("root-version") != (project.version or "0"):
             return None
         n = int(seen["packages"])
-        _remember_unchanged(seen_path, seen, root, project, opts, inputs, check)  # (the next one: noop_lock)
+        _note_noop(root)  # the next one: fastpath.noop_lock (which did not know this pyproject.toml)
     except (PypmError, OSError, ValueError, LookupError, TypeError, AttributeError):
         return None  # anything unusual: the full command says what is wrong, or re-locks
     if not ({"-q", "--quiet"} & set(argv)):

@@ -495,13 +495,21 @@ def test_a_noop_lock_seen_before_is_answered_from_its_record_alone(pypm, locked_
 
     server, project, before = locked_project
     lean = {"pypm.locking", "pypm.lockfile", "packaging", "dataclasses", "pypm.project"}
-    for args in (("lock",), ("lock", "--check")):
-        first = pypm(*args, cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
-        assert first.returncode == 0 and "pypm.locking" in _imports(first.stderr), first.stderr
+    # The lock just written (`pypm lock --index-url`, full) was recorded current for both kinds
+    for args in (("lock",), ("lock", "--check"), ("-q", "lock")):
         fast, took, full = _fast_and_full(pypm, project, *args)
         assert took and not _imports(fast.stderr) & lean, _imports(fast.stderr) & lean
         _same(fast, full)
     assert (project / "pypm.lock").read_bytes() == before
+    # Without that record (a lock made by an older pypm, a record from before): the first no-op
+    # decides in full and records it, the second reads the record alone.
+    for f in (pypm.cache_dir / "lock-seen").rglob("*.json"):
+        f.unlink()
+    assert pypm("sync", "--frozen", cwd=project).returncode == 0  # (reads the lock: records it as valid, no more)
+    first = pypm("lock", "--check", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert first.returncode == 0 and "pypm.locking" in _imports(first.stderr), first.stderr
+    second = pypm("lock", "--check", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert second.returncode == 0 and not _imports(second.stderr) & lean, second.stderr
     # A comment in pyproject.toml: not an input, but other bytes; decided again, and recorded again
     (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text() + "# a comment\n")
     r = pypm("lock", "--check", cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})

@@ -301,6 +301,10 @@ def _unpack(db: Path, commit: str, scratch: Path, dest: Path, what: str) -> None
     try:
         with tarfile.open(tar) as tf:
             tf.extractall(dest, filter="data")  # no links out, no device files
+    except tarfile.FilterError as e:  # a link out of the tree, an absolute path, a device file
+        raise IndexError_(f"{what}: commit {commit[:12]} holds {e.tarinfo.name!r}, which pypm does not unpack "
+                          f"({e})", hint="a tree with a link out of itself (or a device file) cannot be built "
+                                         "safely; use another commit, or a wheel of the project") from None
     finally:
         tar.unlink()
 

@@ -346,3 +346,17 @@ def test_a_submodule_path_through_a_symlink_or_out_of_the_tree_is_refused(tmp_pa
                               cache=tmp_path / "cache", offline=True, depth=1)
     assert f"submodule path {path!r}" in e.value.message
     assert list(outside.iterdir()) == [] and (tree / "file.txt").read_text() == "a file of the tree"
+
+
+def test_a_tree_with_a_link_out_of_itself_is_a_clear_error(pypm, world):
+    """tarfile's data filter refuses a symlink that leaves the tree: said as such, not a traceback."""
+    index, tmp = world
+    repo = make_repo(tmp / "repo")
+    (repo / "escape").symlink_to("../../../../etc/passwd")
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "a link out", cwd=repo)
+    app = write_app(tmp / "app", index.url, [f"lib @ git+file://{repo}@main"])
+    r = pypm("lock", cwd=app)
+    assert r.returncode == 5 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert "holds 'escape', which pypm does not unpack" in r.stderr, r.stderr
+    assert not (app / "pypm.lock").exists()

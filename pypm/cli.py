@@ -427,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-url", metavar="INDEX", type=_given,
                    help="a simple index to look at first: files it has with the same hash are skipped")
     p.add_argument("--dry-run", action="store_true", help="check the files and say what would be uploaded")
+    p.add_argument("--trusted-publishing", choices=["auto", "always", "never"], default=None,
+                   help="exchange the CI's OIDC identity (GitHub Actions) for an upload token: auto (the default, "
+                        "else PYPM_TRUSTED_PUBLISHING): when no credentials are given and the job can ask for one")
 
     p = add("cache", _lazy("cache", "cache_command"), "inspect and clean the wheel cache")
     p.add_argument("action", choices=["dir", "clean", "prune"],

@@ -19,7 +19,8 @@ There is no default upload URL (pypm names no registry): it comes from `--publis
 `PYPM_PUBLISH_URL` or `[tool.pypm] publish-url`. Credentials come from `--token`/
 `PYPM_PUBLISH_TOKEN` or `--username`/`--password` (`PYPM_PUBLISH_USERNAME`/`_PASSWORD`), or as
 an index's are found (pypm.credentials): the URL itself, its user with the keyring's password,
-or ~/.netrc; they are never printed, and never sent over plain HTTP to a host other than this
+or ~/.netrc; or, in a GitHub Actions job with none of those, from trusted publishing
+(`_trusted_token`); they are never printed, and never sent over plain HTTP to a host other than this
 machine.
 """
 
@@ -199,37 +200,112 @@ def _publish_url(ctx: Any, args: argparse.Namespace) -> str:
     return url
 
 
+# Trusted publishing (the index's OpenID Connect token exchange, as `uv publish --trusted-publishing`
+# and twine speak it): GitHub Actions gives a job with `permissions: id-token: write` these two
+# variables, with which it asks for an identity token for the index's audience; the index trades
+# that token for a short-lived upload token. TRUSTED stands for "do that exchange".
+_GH_URL, _GH_TOKEN = "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"
+TRUSTED = ("__token__", "")
+_TRUSTED_MODES = ("auto", "always", "never")
+
+
 def _credentials(args: argparse.Namespace, url: str) -> tuple[str, str] | None:
+    """(user, password) to upload with, or TRUSTED: a token to ask the index for (_trusted_token)."""
     import urllib.parse
 
     token = _setting(args.token, "PYPM_PUBLISH_TOKEN")
     user = _setting(args.username, "PYPM_PUBLISH_USERNAME")
     password = _setting(args.password, "PYPM_PUBLISH_PASSWORD")
+    mode = _setting(getattr(args, "trusted_publishing", None), "PYPM_TRUSTED_PUBLISHING") or "auto"
+    if mode not in _TRUSTED_MODES:
+        raise UsageError(f"PYPM_TRUSTED_PUBLISHING={mode!r} is not one of {', '.join(_TRUSTED_MODES)}")
     if token and (user or password):
         raise UsageError("give either a token or a username and password, not both",
                          hint="a token is sent as the password of the user __token__")
+    if mode == "always" and (token or user or password):
+        raise UsageError("--trusted-publishing always takes its token from the index: give no token or password")
+    in_actions = bool(os.environ.get(_GH_URL) and os.environ.get(_GH_TOKEN))
     parts = urllib.parse.urlsplit(url)
+    auth: tuple[str, str] | None
     if token:
-        auth: tuple[str, str] | None = ("__token__", token)
+        auth = ("__token__", token)
     elif user or password:
         if not (user and password):
             raise UsageError("--username and --password go together (or PYPM_PUBLISH_USERNAME/_PASSWORD)")
         auth = (user, password)
+    elif mode == "always":
+        if not in_actions:
+            raise UsageError("--trusted-publishing always: this job cannot ask for an identity token "
+                             f"({_GH_URL} and {_GH_TOKEN} are not set)",
+                             hint="in GitHub Actions, give the job `permissions: id-token: write`")
+        auth = TRUSTED
     else:
         from .credentials import for_url, strip
 
         # As an index's requests find theirs (pypm.credentials): the URL's own user:password, its
         # user with the keyring's password (PYPM_KEYRING_PROVIDER), or ~/.netrc's entry for the host.
         auth = for_url(strip(url))
+        if auth is None and mode == "auto" and in_actions:
+            auth = TRUSTED
         if auth is None:
             raise UsageError("no credentials to publish with",
                              hint=f"give --token (or PYPM_PUBLISH_TOKEN), or --username and --password, or put "
-                                  f"them in ~/.netrc (`machine {parts.hostname} login __token__ password TOKEN`)")
+                                  f"them in ~/.netrc (`machine {parts.hostname} login __token__ password TOKEN`); "
+                                  "in GitHub Actions, a job with `permissions: id-token: write` publishes without "
+                                  "any (trusted publishing)")
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
         # A token sent in clear text is a token given away to anyone on the path.
         raise UsageError(f"{_redact(url)} is plain HTTP: pypm does not send credentials unencrypted",
                          hint="use the index's https:// upload URL")
     return auth
+
+
+def _trusted_token(client: Any, url: str) -> str:
+    """An upload token for `url`'s index, traded for this CI job's identity (see TRUSTED): the
+    index's audience, an identity token for it from GitHub Actions, then the index's token for
+    that. Each step's failure says which step and what was answered."""
+    import urllib.parse
+
+    from .http import TransportError, describe_error
+
+    parts = urllib.parse.urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+    def ask(what: str, method: str, target: str, **kw: Any) -> dict[str, Any]:
+        try:
+            r = client.request(method, target, follow_redirects=False, **kw)
+        except TransportError as e:
+            raise IndexError_(f"trusted publishing: {what} failed: {describe_error(e)}") from None
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if r.status_code != 200 or not isinstance(data, dict):
+            detail = ""
+            if isinstance(data, dict):
+                errors = data.get("errors") or []
+                detail = "; ".join(str(e.get("description") or e.get("code") or e) if isinstance(e, dict) else str(e)
+                                   for e in errors) or str(data.get("message") or "")
+            raise IndexError_(f"trusted publishing: {what} failed: HTTP {r.status_code}" + (f": {detail}" if detail else ""),
+                              hint="check that the index has this repository and workflow as a trusted publisher "
+                                   "of the project, and that the job has `permissions: id-token: write`")
+        return data
+
+    audience = ask(f"asking {origin} for its audience", "GET", f"{origin}/_/oidc/audience").get("audience")
+    if not isinstance(audience, str) or not audience:
+        raise IndexError_(f"trusted publishing: {origin} named no audience", hint="the index may not offer it")
+    request_url = os.environ[_GH_URL]
+    sep = "&" if urllib.parse.urlsplit(request_url).query else "?"
+    identity = ask("asking GitHub Actions for an identity token", "GET",
+                   f"{request_url}{sep}audience={urllib.parse.quote(audience, safe='')}",
+                   headers={"Authorization": f"bearer {os.environ[_GH_TOKEN]}"}).get("value")
+    if not isinstance(identity, str) or not identity:
+        raise IndexError_("trusted publishing: GitHub Actions gave no identity token")
+    token = ask(f"trading the identity token at {origin}", "POST", f"{origin}/_/oidc/mint-token",
+                json={"token": identity}).get("token")
+    if not isinstance(token, str) or not token:
+        raise IndexError_(f"trusted publishing: {origin} gave no upload token")
+    return token
 
 
 def _on_index(check_url: str, u: Upload, ctx: Any) -> str | None:
@@ -274,12 +350,16 @@ def publish_command(ctx: Any, args: argparse.Namespace) -> int:
         todo.append(u)
     if args.dry_run:
         for u in todo:
-            ctx.info(f"would upload {u.path.name} ({_size(u.path)}) to {_redact(url)}")
+            ctx.info(f"would upload {u.path.name} ({_size(u.path)}) to {_redact(url)}"
+                     + (" (with a token from trusted publishing)" if auth is TRUSTED else ""))
         return ExitCode.OK
     from .http import make_client
 
     started = time.monotonic()
     with make_client(max_connections=1, timeout=300.0) as client:
+        if auth is TRUSTED and todo:
+            auth = ("__token__", _trusted_token(client, url))
+            ctx.info("Using a token from trusted publishing")
         for u in todo:
             ctx.info(f"Uploading {u.path.name} ({_size(u.path)})")
             outcome = _upload(client, url, auth, u)

@@ -104,6 +104,80 @@ def test_credentials_from_netrc(pypm, release):
     assert TOKEN not in r.stderr + r.stdout and len(server.uploads) == 2
 
 
+class _ActionsTokens:
+    """GitHub Actions' identity-token endpoint, on 127.0.0.1: answers `identity` to a request
+    with the job's request token, for the audience asked (recorded in `asked`)."""
+
+    REQUEST_TOKEN = "gh-request-token-42"
+
+    def __init__(self, identity: str) -> None:
+        import http.server
+        import json
+        import threading
+        import urllib.parse
+
+        self.asked: list[str] = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                outer.asked.append(q.get("audience", [""])[0])
+                ok = self.headers.get("Authorization") == f"bearer {outer.REQUEST_TOKEN}"
+                body = json.dumps({"value": identity} if ok else {"message": "bad token"}).encode()
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.env = {"ACTIONS_ID_TOKEN_REQUEST_URL": f"http://127.0.0.1:{self.httpd.server_address[1]}/token?api-version=2.0",
+                    "ACTIONS_ID_TOKEN_REQUEST_TOKEN": self.REQUEST_TOKEN}
+
+
+@pytest.mark.parametrize("trusted", ["registered", "not registered"])
+def test_trusted_publishing_trades_the_jobs_identity_for_an_upload_token(pypm, release, trusted):
+    """In a GitHub Actions job with no credentials, the index's audience, an identity token for
+    it, and the index's token for that: then the upload, with that token."""
+    server, url, project = release
+    server.accept_trusted_publishing("testindex", "the-jobs-identity")
+    actions = _ActionsTokens("the-jobs-identity" if trusted == "registered" else "someone-elses-identity")
+    try:
+        r = pypm("publish", "--publish-url", url, cwd=project, env=actions.env)
+    finally:
+        actions.httpd.shutdown()
+    assert actions.asked == ["testindex"]
+    if trusted == "registered":
+        assert r.returncode == 0 and "Using a token from trusted publishing" in r.stderr, r.stderr
+        assert len(server.uploads) == 2 and TOKEN not in r.stderr + r.stdout
+    else:
+        assert r.returncode == 5 and "trusted publishing: trading the identity token" in r.stderr, r.stderr
+        assert "HTTP 422: valid token, but no corresponding publisher" in r.stderr and posts(server) == 1  # the mint only
+        assert server.uploads == []
+
+
+def test_trusted_publishing_modes(pypm, release):
+    server, url, project = release
+    # never: even in a job that could, no exchange
+    r = pypm("publish", "--publish-url", url, "--trusted-publishing", "never", cwd=project,
+             env={"ACTIONS_ID_TOKEN_REQUEST_URL": "http://127.0.0.1:9/x", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t"})
+    assert r.returncode == 2 and "no credentials to publish with" in r.stderr, r.stderr
+    # always: outside a job that can, said so; with a token too, refused
+    r = pypm("publish", "--publish-url", url, "--trusted-publishing", "always", cwd=project)
+    assert r.returncode == 2 and "this job cannot ask for an identity token" in r.stderr, r.stderr
+    r = pypm("publish", "--publish-url", url, "--trusted-publishing", "always", "--token", TOKEN, cwd=project)
+    assert r.returncode == 2 and "give no token or password" in r.stderr, r.stderr
+    # auto outside a job: the usual error, which says how a job could do it
+    r = pypm("publish", "--publish-url", url, cwd=project)
+    assert r.returncode == 2 and "id-token: write" in r.stderr, r.stderr
+    assert posts(server) == 0 and not [p for _, p, _ in server.requests if p.startswith("/_/oidc")]
+
+
 @pytest.mark.parametrize("argv, env, message", [
     ([], {"PYPM_PUBLISH_TOKEN": TOKEN}, "no upload URL"),
     (["--publish-url", "http://pypm-test.invalid/legacy/"], {"PYPM_PUBLISH_TOKEN": TOKEN}, "is plain HTTP"),

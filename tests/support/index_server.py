@@ -198,7 +198,14 @@ class IndexServer:
         self.upload_dir: Path | None = None
         self.upload_token: str | None = None
         self.uploads: list[dict[str, list[str]]] = []  # the form fields of each accepted upload
+        self.oidc: tuple[str, str] | None = None  # accept_trusted_publishing's (audience, identity)
         self.add(*files)
+
+    def accept_trusted_publishing(self, audience: str, identity: str) -> None:
+        """Trusted publishing, as a public index offers it: `GET /_/oidc/audience` names `audience`,
+        and `POST /_/oidc/mint-token` with `{"token": identity}` answers the upload token (any
+        other identity: 422 with the index's kind of error list). Needs accept_uploads."""
+        self.oidc = (audience, identity)
 
     def accept_uploads(self, directory: Path, token: str) -> str:
         """Take uploads at `/legacy/` with HTTP Basic `__token__:<token>`; the upload URL."""
@@ -467,6 +474,21 @@ class _Handler(BaseHTTPRequestHandler):
         with idx._lock:  # the two lists in step
             idx.requests.append((self.command, path, {k: v for k, v in self.headers.items()}))
             idx.request_times.append(time.monotonic())
+        if path == "/_/oidc/mint-token" and idx.oidc is not None:
+            import json
+
+            try:
+                sent = json.loads(body).get("token")
+            except (ValueError, AttributeError):
+                sent = None
+            if sent == idx.oidc[1]:
+                self._send(200, json.dumps({"success": True, "token": idx.upload_token}).encode(), "application/json",
+                           head=False)
+            else:
+                self._send(422, json.dumps({"message": "Token request failed", "errors": [
+                    {"code": "invalid-publisher", "description": "valid token, but no corresponding publisher"}]}).encode(),
+                    "application/json", head=False)
+            return
         if path != "/legacy/" or idx.upload_dir is None:
             self._send(404, b"not found\n", "text/plain", head=False)
             return
@@ -525,6 +547,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+        if path == "/_/oidc/audience" and idx.oidc is not None:
+            import json
+
+            self._send(200, json.dumps({"audience": idx.oidc[0]}).encode(), "application/json", head=head)
+            return
         fault = idx._take_fault("fail", path)
         if fault is not None:
             if fault.retry_after is not None:

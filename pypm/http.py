@@ -90,7 +90,7 @@ def make_client(*, max_connections: int = 32, timeout: float | None = None) -> h
     # httpx reads HTTPS_PROXY and friends only for a client without a transport of its own: with
     # the one above they were silently ignored, and pypm went straight to the index (failing
     # behind a proxy that pip and uv use). So the environment's proxies are routed here.
-    transport = _with_env_proxies(transport, ssl_context, limits)
+    transport = _with_env_proxies(transport, ssl_context, limits, http2=http2)
     return httpx.Client(
         limits=limits,
         timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
@@ -144,10 +144,12 @@ class _IndexAuth(httpx.Auth):
         yield request
 
 
-def _with_env_proxies(direct: httpx.BaseTransport, ssl_context: Any, limits: httpx.Limits) -> httpx.BaseTransport:
+def _with_env_proxies(direct: httpx.BaseTransport, ssl_context: Any, limits: httpx.Limits, *,
+                      http2: bool = False) -> httpx.BaseTransport:
     """`direct`, or a router sending requests through the proxies of HTTPS_PROXY / HTTP_PROXY /
-    ALL_PROXY (either case) but for NO_PROXY's hosts. The proxies' transports speak HTTP/1.1 and
-    are shared by every thread, which is safe."""
+    ALL_PROXY (either case) but for NO_PROXY's hosts. A proxy's transport speaks HTTP/1.1 and is
+    shared by every thread, which is safe; with `http2`, HTTP/2 inside its CONNECT tunnels, with a
+    pool per thread as the direct transport has (_PerThreadTransport)."""
     import urllib.request
 
     env = urllib.request.getproxies_environment()  # stdlib: both cases, and CGI's HTTP_PROXY refused
@@ -161,8 +163,14 @@ def _with_env_proxies(direct: httpx.BaseTransport, ssl_context: Any, limits: htt
     for scheme, url in wanted.items():
         if "://" not in url:  # HTTPS_PROXY=host:3128, as curl takes it
             url = "http://" + url
+        def make(url: str = url) -> httpx.BaseTransport:
+            return httpx.HTTPTransport(proxy=url, verify=ssl_context, limits=limits, retries=2, http2=http2)
+
         try:
-            proxies[scheme] = httpx.HTTPTransport(proxy=url, verify=ssl_context, limits=limits, retries=2)
+            proxies[scheme] = make()  # (made now: a bad URL or a missing package is said here, once)
+            if http2:
+                proxies[scheme].close()
+                proxies[scheme] = _PerThreadTransport(make)
         except ImportError as e:  # socks5:// needs httpx's optional socksio
             raise IndexError_(f"the proxy {_redact(url)} (from the environment) needs a package that "
                               f"is not installed: {e}",

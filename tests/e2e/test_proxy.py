@@ -130,6 +130,25 @@ def test_an_https_index_is_reached_through_a_connect_tunnel(pypm, dists, index_s
         front.close()
 
 
+def test_http2_goes_through_the_tunnel_too(pypm, dists, index_server, tmp_path: Path, proxy) -> None:
+    """PYPM_HTTP2=1 behind a proxy: HTTP/2 inside the CONNECT tunnel, as without one (it spoke
+    HTTP/1.1 there: the proxy's transport was made without HTTP/2)."""
+    pytest.importorskip("h2", reason="the h2 package (HTTP/2 for httpx) is not installed")
+    cert, key = make_cert(tmp_path)
+    dists.wheel("alpha", "1.0")
+    front = H2Front(index_server(relative_urls=True).base, cert, key)
+    try:
+        proj = write_project(tmp_path / "proj", ["alpha"], build=False)
+        env = _env(HTTPS_PROXY=proxy.url, SSL_CERT_FILE=str(cert), PYPM_HTTP2="1")
+        pypm("lock", "--index-url", front.url, cwd=proj, check=True, env=env)
+        pypm("sync", cwd=proj, check=True, env=env)
+        assert f"CONNECT 127.0.0.1:{front.port} HTTP/1.1" in proxy.seen, proxy.seen
+        assert front.requests and {proto for proto, _, _ in front.requests} == {"h2"}, front.requests
+        assert any(p.endswith("alpha-1.0-py3-none-any.whl") for _, _, p in front.requests)
+    finally:
+        front.close()
+
+
 def test_no_proxy_names_the_hosts_reached_directly(pypm, dists, index_server, tmp_path: Path, proxy) -> None:
     dists.wheel("alpha", "1.0")
     idx = index_server()

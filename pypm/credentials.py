@@ -147,9 +147,11 @@ def _keyring_get(service: str, user: str) -> str | None:
     import shutil
     import subprocess
 
+    from .plugins import warn_once
+
     exe = shutil.which("keyring")
     if exe is None:
-        _warn_once(f"{KEYRING_ENV}=subprocess, but there is no `keyring` command on PATH: no password is asked "
+        warn_once(f"{KEYRING_ENV}=subprocess, but there is no `keyring` command on PATH: no password is asked "
                    "for (install it, with the plugin your index needs, e.g. `pipx install keyring`)")
         return None
     try:
@@ -158,28 +160,12 @@ def _keyring_get(service: str, user: str) -> str | None:
         r = subprocess.run([exe, "get", service, user], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=None, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        _warn_once(f"`keyring get {service} {user}` failed: {e}")
+        warn_once(f"`keyring get {service} {user}` failed: {e}")
         return None
     if r.returncode != 0:
         return None
     lines = r.stdout.decode("utf-8", "replace").splitlines()
     return lines[0] if lines and lines[0] else None
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(msg: str) -> None:
-    import sys
-
-    from .plugins import quiet
-
-    with _lock:
-        if msg in _warned:
-            return
-        _warned.add(msg)
-    if not quiet():
-        print(f"warning: {msg}", file=sys.stderr)
 
 
 def snapshot() -> list[tuple[_Realm, tuple[str, str], str | None]]:

@@ -73,8 +73,10 @@ def make_client(*, max_connections: int = 32, timeout: float | None = None) -> h
             import h2  # noqa: F401  (httpx speaks HTTP/2 only when h2 is installed)
         except ImportError:  # an extra (pypm[http2]): the answers are the same over HTTP/1.1
             http2 = False
-            _warn_once(f"{HTTP2_ENV} is set, but the h2 package is not installed: speaking HTTP/1.1 "
-                       "(install HTTP/2 support with `pip install 'pypm[http2]'`)")
+            from .plugins import warn_once  # (once per process: a command may make several clients)
+
+            warn_once(f"{HTTP2_ENV} is set, but the h2 package is not installed: speaking HTTP/1.1 "
+                      "(install HTTP/2 support with `pip install 'pypm[http2]'`)")
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     # One for all threads, and made ahead where a command called tls.start() (loading the CAs
     # is ~15 ms, with the GIL released: it overlaps the work before the first request).
@@ -258,24 +260,6 @@ class _Proxied(httpx.BaseTransport):
         for t in (self._direct, *self._proxies.values()):
             t.close()
 
-
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
-
-
-def _warn_once(msg: str) -> None:
-    """One line on stderr per process: one command may make several clients (the index's, the
-    cache's), on different threads. None with -q, which pypm.cli records in pypm.plugins (the
-    clients have no command context to ask)."""
-    from .plugins import quiet
-
-    if quiet():
-        return
-    with _warned_lock:
-        if msg in _warned:
-            return
-        _warned.add(msg)
-    print(f"warning: {msg}", file=sys.stderr)
 
 
 class _SharedLookups(httpcore.SyncBackend):

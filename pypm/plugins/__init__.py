@@ -7,6 +7,7 @@ at once, so a project without plugins pays nothing. Discovery and loading live i
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 if TYPE_CHECKING:  # pragma: no cover
     from ..project import Project
 
-__all__ = ["STAGES", "PackageInfo", "fire", "wheel_fetchers", "list_command", "set_quiet", "quiet"]
+__all__ = ["STAGES", "PackageInfo", "fire", "wheel_fetchers", "list_command", "set_quiet", "quiet", "warn_once"]
 
 # The life-cycle stages, in the order a `pypm run` after a fresh clone meets them.
 STAGES = ("pre-lock", "post-lock", "pre-sync", "post-sync", "pre-build", "post-build", "pre-run", "post-run")
@@ -25,6 +26,7 @@ Fetcher = Callable[[str, str, Path], bool]
 # because hooks are fired from deep inside lock/sync/build/run (and the fetchers from the
 # cache), none of which otherwise needs to know how loud the command is.
 _quiet = False
+_warned_lock = threading.Lock()
 
 
 def set_quiet(flag: bool) -> None:
@@ -35,6 +37,22 @@ def set_quiet(flag: bool) -> None:
 
 def quiet() -> bool:
     return _quiet
+
+
+_warned: set[str] = set()
+
+
+def warn_once(msg: str) -> None:
+    """`warning: msg` on stderr, once per process (several clients, on several threads, may meet
+    the same thing), and never with -q: for code that has no command context to ask (the HTTP
+    clients, pypm.credentials)."""
+    import sys
+
+    with _warned_lock:
+        if msg in _warned or _quiet:
+            return
+        _warned.add(msg)
+    print(f"warning: {msg}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ _VERSION = 1
 
 
 def _sha(data: bytes) -> str:
-    import hashlib
+    from .fastpath import sha256
 
-    return hashlib.sha256(data).hexdigest()
+    return sha256(data).hexdigest()
 
 
 def _path_for(lock_dir: Path) -> Path:

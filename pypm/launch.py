@@ -107,21 +107,20 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
 
 def plan_path(root: str, cache_dir: str | None = None) -> str:
     """Where the plan for the project at `root` lives (in the user's cache, never the project)."""
-    try:
-        from _sha256 import sha256  # not hashlib: no OpenSSL here
-    except ImportError:  # pragma: no cover - other Python builds
-        from hashlib import sha256
-    return os.path.join(cache_dir or default_cache_dir(), PLANS_DIR, sha256(os.fsencode(root)).hexdigest()[:32])
+    return _plan_file(os.fsencode(root), cache_dir)
 
 
 def script_plan_path(script: str, cache_dir: str | None = None) -> str:
     """Where the plan for the PEP 723 script at the real path `script` lives (beside the projects')."""
+    return _plan_file(b"script\0" + os.fsencode(script), cache_dir)
+
+
+def _plan_file(key: bytes, cache_dir: str | None) -> str:
     try:
-        from _sha256 import sha256
+        from _sha256 import sha256  # not hashlib: no OpenSSL here
     except ImportError:  # pragma: no cover - other Python builds
         from hashlib import sha256
-    return os.path.join(cache_dir or default_cache_dir(), PLANS_DIR,
-                        sha256(b"script\0" + os.fsencode(script)).hexdigest()[:32])
+    return os.path.join(cache_dir or default_cache_dir(), PLANS_DIR, sha256(key).hexdigest()[:32])
 
 
 def _stat_ident(st: os.stat_result) -> bytes:

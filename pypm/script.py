@@ -250,12 +250,8 @@ def _remembered_metadata(script: str) -> dict[str, Any] | None:
 
     from . import __version__
     from .config import cache_dir_str
-    from .fastpath import json_dumps, json_loads
+    from .fastpath import json_dumps, json_loads, read_own_file, replace_file, sha256
 
-    try:
-        from _sha256 import sha256  # not hashlib: no OpenSSL on this path (~8 ms)
-    except ImportError:  # pragma: no cover - other Python builds
-        from hashlib import sha256
     try:
         with open(script, "rb") as f:
             data = f.read()
@@ -265,13 +261,13 @@ def _remembered_metadata(script: str) -> dict[str, Any] | None:
     st = os.stat(__file__)
     key = sha256(b"%s\0%d:%d\0" % (__version__.encode(), st.st_size, st.st_mtime_ns) + data).hexdigest()
     path = os.path.join(cache_dir_str(), META_DIR, key[:2], key + ".json")
+    own = read_own_file(path)
     try:
-        with open(path, "rb") as f:
-            if ours(os.fstat(f.fileno())) and ours(os.stat(os.path.dirname(path))):
-                entry = json_loads(f.read().decode("utf-8"))
-                meta = entry.get("meta", False) if isinstance(entry, dict) else False
-                if meta is None or isinstance(meta, dict):
-                    return meta
+        if own is not None and ours(os.stat(os.path.dirname(path))):
+            entry = json_loads(own[0].decode("utf-8"))
+            meta = entry.get("meta", False) if isinstance(entry, dict) else False
+            if meta is None or isinstance(meta, dict):
+                return meta
     except (OSError, ValueError):
         pass
     meta = _metadata_of(data, script, deep=False)
@@ -280,16 +276,9 @@ def _remembered_metadata(script: str) -> dict[str, Any] | None:
     kept = None if meta is None else {k: v for k, v in (
         ("dependencies", meta.get("dependencies")), ("requires-python", meta.get("requires-python")),
         ("tool", {"pypm": (meta.get("tool") or {}).get("pypm") or {}})) if v is not None}
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)  # (ours() wants no group write)
-        with open(fd, "wb") as f:
-            f.write(json_dumps({"meta": kept}, indent=False).encode())
-        os.replace(tmp, path)  # a reader sees no entry or a whole one
+        replace_file(path, json_dumps({"meta": kept}, indent=False).encode(), mode=0o600)  # (ours() wants no group write)
     except OSError:  # a cache that cannot be written costs the next run ~10 ms, not this one
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
     return kept if meta is not None else None

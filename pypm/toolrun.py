@@ -114,11 +114,7 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
     file, computed without writing anything (and without pathlib or OpenSSL)."""
     from .config import cache_dir_str
     from .fastpath import json_dumps as dumps  # json.dumps without the json package (whose decoder imports re)
-
-    try:
-        from _sha256 import sha256  # CPython's own: hashlib would load OpenSSL (~8 ms) for one small hash
-    except ImportError:  # pragma: no cover - other Python builds
-        from hashlib import sha256
+    from .fastpath import sha256  # CPython's own: hashlib would load OpenSSL (~8 ms) for one small hash
 
     def strip(url: str) -> str:
         # Without `user:password@` (kept for this process's requests by pypm.credentials): they key

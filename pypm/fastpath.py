@@ -144,44 +144,55 @@ def lock_seen_path(data: bytes, cache_dir: str) -> str:
     return os.path.join(cache_dir, LOCK_SEEN_DIR, key[:2], f"{key}.json")
 
 
+def noop_lock_argv(argv: list[str]) -> bool:
+    """`pypm [-q] lock [-q] [--check]`: the forms the no-op lock's fast paths answer (this module's
+    noop_lock, then locking.fast_lock); anything else is the CLI's."""
+    return (argv.count("lock") == 1 and set(argv) - {"lock"} <= _NOOP_LOCK_FLAGS
+            and (argv[0] == "lock" or argv[0] in ("-q", "--quiet")))
+
+
+def say_lock_current(argv: list[str], packages: int, started: float) -> None:
+    """What the full `pypm lock` (`--check`) says of a current lock, unless -q."""
+    import sys
+    import time
+
+    if not ({"-q", "--quiet"} & set(argv)):
+        print(f"pypm.lock is up to date ({packages} packages)" if "--check" in argv else
+              f"Resolved {packages} packages in {time.monotonic() - started:.2f}s (pypm.lock is up to date)",
+              file=sys.stderr)
+
+
 def noop_lock(argv: list[str]) -> int | None:
     """`pypm [-q] lock [-q] [--check]` answered from two small files, before pypm.locking loads
     (~45 ms of imports: dataclasses, packaging, the lock's model): 0 and the full command's
     message when the lock's record (lock_seen_path) says that this very pyproject.toml, in this
     very directory, was found current with these very lock bytes by this kind of command
-    (locking.fast_lock records that, only for a project whose inputs are all in those bytes: no
+    (locking._note_noop records that, only for a project whose inputs are all in those bytes: no
     path, git or URL source, no workspace, no relative find-links, the index named in the lock or
     the project rather than taken from the environment). Else None, nothing done."""
     import time
 
     started = time.monotonic()
-    if argv.count("lock") != 1 or not set(argv) - {"lock"} <= _NOOP_LOCK_FLAGS:
-        return None
-    if argv[0] != "lock" and argv[0] not in ("-q", "--quiet"):
+    if not noop_lock_argv(argv):
         return None
     root = find_root()
     if root is None:
         return None
     from .config import cache_dir_str
 
-    check = "--check" in argv
     try:
         with open(os.path.join(root, "pypm.lock"), "rb") as f:
             data = f.read()
         with open(lock_seen_path(data, cache_dir_str()), encoding="utf-8") as f:
             seen = json_loads(f.read())
         memo = seen["unchanged"]
-        if (memo["root"] != root or ("check" if check else "lock") not in memo["modes"]
+        if (memo["root"] != root or ("check" if "--check" in argv else "lock") not in memo["modes"]
                 or memo["pyproject-sha256"] != sha256_file(os.path.join(root, "pyproject.toml"))):
             return None
         n = int(seen["packages"])
     except (OSError, ValueError, LookupError, TypeError):
         return None
-    if not ({"-q", "--quiet"} & set(argv)):
-        import sys
-
-        print(f"pypm.lock is up to date ({n} packages)" if check else
-              f"Resolved {n} packages in {time.monotonic() - started:.2f}s (pypm.lock is up to date)", file=sys.stderr)
+    say_lock_current(argv, n, started)
     return 0
 
 

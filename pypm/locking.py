@@ -378,19 +378,21 @@ def _write_seen(path: Path, record: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(record, sort_keys=True) + "\n")  # (a torn or garbled one is replaced)
 
 
-def _note_noop(root: Path) -> None:
-    """Add to the record of the lock at `root` which kinds of bare command (`pypm lock`, `pypm lock
-    --check`) find it current with the pyproject.toml there now, for fastpath.noop_lock: decided
-    here again from the two files' bytes as read now (so the digest recorded is of what was
-    checked), and only for a project whose inputs are all in those files: no path, git or URL
-    source and no workspace (their files are inputs too), no relative find-links (resolved on
+def _note_noop(root: Path) -> tuple[list[str], dict[str, Any]] | None:
+    """Which bare kinds of command (`lock`, `check`: `pypm lock`, `pypm lock --check`) find the
+    lock at `root` current with the pyproject.toml there now, and the lock's record (lock-seen);
+    None when that cannot be told from pypm's record of the lock (the full command decides).
+    Decided from the two files' bytes as read here, as lock_project decides (`_with_recorded`,
+    `_inputs`, the project's version), and added to the record for fastpath.noop_lock, with the
+    digest of what was checked, when the project's inputs are all in those files: no path, git or
+    URL source and no workspace (their files are inputs too), no relative find-links (resolved on
     disk), and the index named in the lock or the project (else the environment and pip's
-    configuration decide it). Best effort, never raises."""
-    import hashlib
+    configuration decide it). Never raises."""
     import json
     import tomllib
 
     from .errors import PypmError
+    from .fastpath import sha256
     from .project import PYPROJECT, parse_pyproject
 
     try:
@@ -399,63 +401,47 @@ def _note_noop(root: Path) -> None:
         seen = json.loads(seen_path.read_text(encoding="utf-8"))
         # (as load_project reads it: universal newlines)
         project = parse_pyproject(tomllib.loads(raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")), root)
-        if any("://" not in f and not Path(f).is_absolute() for f in project.tool.find_links):
-            return
-        modes = []
+        in_files = not any("://" not in f and not Path(f).is_absolute() for f in project.tool.find_links)
+        current, recordable = [], []
         for check in (False, True):
             opts = _with_recorded(project, LockOptions(check=check), LockOptions.from_recorded(seen["options"]))
-            if not (opts.index_url or project.tool.index_url):
-                continue
             inputs = _inputs(project, opts)
-            if (not inputs.local and not inputs.members and inputs.hash == seen["content-hash"]
-                    and seen.get("root-version") == (project.version or "0")):
-                modes.append("check" if check else "lock")
-        memo = {"root": str(root), "pyproject-sha256": hashlib.sha256(raw).hexdigest(), "modes": modes}
-        if modes and seen.get("unchanged") != memo:
+            if inputs.hash == seen["content-hash"] and seen.get("root-version") == (project.version or "0"):
+                current.append("check" if check else "lock")
+                if in_files and not inputs.local and not inputs.members and (opts.index_url or project.tool.index_url):
+                    recordable.append(current[-1])
+        memo = {"root": str(root), "pyproject-sha256": sha256(raw).hexdigest(), "modes": recordable}
+        if recordable and seen.get("unchanged") != memo:
             _write_seen(seen_path, {**seen, "unchanged": memo})
+        return current, seen
     except (PypmError, OSError, ValueError, LookupError, TypeError, AttributeError):
-        pass
-
-
-_FAST_LOCK_FLAGS = {"-q", "--quiet", "--check"}
+        return None
 
 
 def fast_lock(argv: list[str]) -> int | None:
     """`pypm [-q] lock [-q] [--check]` with unchanged inputs, from the entry point before argparse
-    and the CLI load (as `venvstate.fast_sync` does for sync): 0 and the same message as the full
-    command when the lock is current, else None and nothing was done (the full CLI then decides
-    exactly as before). The lock's bytes must be ones pypm has validated before (`_remember`);
-    pyproject.toml is loaded and hashed as `lock_project` does (`_with_recorded`, `_inputs`)."""
-    import json
+    and the CLI load (as `venvstate.fast_sync` does for sync), when fastpath.noop_lock could not
+    tell: 0 and the same message as the full command when the lock is current, else None and
+    nothing was done (the full CLI then decides exactly as before). The lock's bytes must be ones
+    pypm has validated before (`_remember`); pyproject.toml is read and hashed as `lock_project`
+    does (`_note_noop`, which records the answer for the next one)."""
     import os
-    import sys
+
+    from .errors import PypmError
+    from .fastpath import noop_lock_argv, say_lock_current
+    from .project import find_project_root
 
     started = time.monotonic()
-    if argv.count("lock") != 1 or not set(argv) - {"lock"} <= _FAST_LOCK_FLAGS:
+    if not noop_lock_argv(argv):
         return None
-    if argv[0] != "lock" and argv[0] not in ("-q", "--quiet"):
-        return None
-    from .errors import PypmError
-    from .project import find_project_root, load_project
-
     try:
-        root = find_project_root(Path(os.getcwd()))
-        path = root / LOCK_NAME
-        data = path.read_bytes()
-        seen = json.loads(_seen_path(data).read_text(encoding="utf-8"))
-        project = load_project(root)
-        check = "--check" in argv
-        opts = _with_recorded(project, LockOptions(check=check), LockOptions.from_recorded(seen["options"]))
-        if seen["content-hash"] != _inputs(project, opts).hash or seen.get("root-version") != (project.version or "0"):
+        found = _note_noop(find_project_root(Path(os.getcwd())))
+        if found is None or ("check" if "--check" in argv else "lock") not in found[0]:
             return None
-        n = int(seen["packages"])
-        _note_noop(root)  # the next one: fastpath.noop_lock (which did not know this pyproject.toml)
-    except (PypmError, OSError, ValueError, LookupError, TypeError, AttributeError):
+        n = int(found[1]["packages"])
+    except (PypmError, ValueError, LookupError, TypeError):
         return None  # anything unusual: the full command says what is wrong, or re-locks
-    if not ({"-q", "--quiet"} & set(argv)):
-        msg = (f"{path.name} is up to date ({n} packages)" if check else
-               f"Resolved {n} packages in {time.monotonic() - started:.2f}s ({path.name} is up to date)")
-        print(msg, file=sys.stderr)
+    say_lock_current(argv, n, started)
     return 0
 
 

@@ -75,20 +75,14 @@ class Journal:
             pass
 
     def _write(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        from .fastpath import replace_file
+
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-            with open(fd, "wb") as f:
-                f.write(json.dumps(self.data, sort_keys=True).encode())
-                f.flush()
-                os.fsync(f.fileno())  # on disk before the file it protects is written
-            os.replace(tmp, self.path)
+            # on disk before the file it protects is written
+            replace_file(str(self.path), json.dumps(self.data, sort_keys=True).encode(), mode=0o600, durable=True)
         except OSError:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            pass
 
 
 def recover(ctx: Any, root: Path) -> None:

@@ -93,16 +93,21 @@ def plain_sync_argv(argv: list[str]) -> bool:
     return argv[0] == "sync" or argv[0] in ("-q", "--quiet")
 
 
-def replace_file(path: str, data: bytes | list[bytes | memoryview], mode: int = 0o644) -> None:
+def replace_file(path: str, data: bytes | list[bytes | memoryview], mode: int = 0o644, *,
+                 durable: bool = False) -> None:
     """Write `data` (or its parts, one after the other) to a temp file beside `path` and rename
-    it over `path`: a reader sees the old file or the new one. No fsync: for caches and state
-    that a crash of the machine may lose (the next run re-derives them)."""
+    it over `path`: a reader sees the old file or the new one. No fsync unless `durable`: for
+    caches and state that a crash of the machine may lose (the next run re-derives them); a
+    record that must be on disk before what it protects is written asks for it."""
     tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with open(fd, "wb") as f:
             for part in [data] if isinstance(data, bytes) else data:
                 f.write(part)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -23,6 +23,15 @@ def main() -> int:
         rc = fast_main(argv)
         if rc is not None:
             _exit(rc)
+    elif "x" in argv[:2] and _is_command(argv, "x"):  # `pypm x TOOL` with its environment current, likewise
+        from .launch import launch
+
+        launch(argv)  # the tool's plan (keyed by the directory and TOOL): pypm.launch
+        from .toolrun import fast_x
+
+        rc = fast_x(argv)
+        if rc is not None:
+            _exit(rc)
     if "sync" in argv[:2]:  # a no-op `pypm sync`, likewise (venvstate.fast_sync)
         from .venvstate import fast_sync
 

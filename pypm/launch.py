@@ -26,6 +26,9 @@ when its environment is current: its plan is keyed by the script's real path and
 script's own identity (its bytes decide its environment), the environment's pyproject.toml and
 pypm.lock, and the Python pypm runs on; it holds the command's first words (the environment's
 python, the script). The directory the run binds is the current one, as for any script's run.
+So is `pypm x TOOL ARGS` (pypm.toolrun.fast_x): keyed by the current directory (the one it binds)
+and TOOL as written, the plan checks the tool's command in its environment's bin/ instead of a
+script, and holds that command.
 
 Where: in the user's pypm cache (`run-plans/<sha256 of the project root>`), owned by the user
 and writable by nobody else, never inside the project: a plan is executed outside the
@@ -48,14 +51,16 @@ TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Sequence
 
-__all__ = ["launch", "record", "plan_path", "script_plan_path", "has_script_block", "python_for_script", "PLANS_DIR",
+__all__ = ["launch", "record", "plan_path", "script_plan_path", "tool_plan_path", "has_script_block", "python_for_script", "PLANS_DIR",
            "NO_LAUNCHER_ENV"]
 
 PLANS_DIR = "run-plans"
 NO_LAUNCHER_ENV = "PYPM_NO_LAUNCHER"
 _MAGIC = b"pypm-run-plan-1"
-# A PEP 723 script's plan (`pypm run script.py`, pypm.script): keyed by the script's real path,
-# it also holds the command's first words (the environment's python and the script).
+# The plan of a command in an environment of its own: a PEP 723 script's (`pypm run script.py`,
+# pypm.script), keyed by the script's real path, or a tool's (`pypm x TOOL`, pypm.toolrun), keyed
+# by the directory and TOOL. It also holds the command's first words (the environment's python and
+# the script; the tool's command).
 _SCRIPT_MAGIC = b"pypm-script-plan-1"
 _RECENT_NS = 30_000_000  # younger than this (3 ticks at HZ=100), a file's times cannot vouch for its content yet
 # When this process started deciding (set by `launch`, which pypm's entry point calls first): a
@@ -80,13 +85,13 @@ def _now_ns() -> int:
 
 
 def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
-    """(flags, command) of `run [flags] [--] CMD...`, or None."""
-    if not argv or argv[0] != "run":
+    """(flags, command) of `run [flags] [--] CMD...` or `x [flags] [--] TOOL...`, or None."""
+    if not argv or argv[0] not in ("run", "x"):
         return None
     i, flags = 1, []
     while i < len(argv):
         a = argv[i]
-        if a in _FLAGS or a in _POLICY_FLAGS:
+        if (a in _FLAGS and not (a == "--frozen" and argv[0] == "x")) or a in _POLICY_FLAGS:  # (x has no --frozen)
             flags.append(a)
             i += 1
         elif a.partition("=")[0] in _POLICY_VALUED and "=" in a:
@@ -113,6 +118,11 @@ def plan_path(root: str, cache_dir: str | None = None) -> str:
 def script_plan_path(script: str, cache_dir: str | None = None) -> str:
     """Where the plan for the PEP 723 script at the real path `script` lives (beside the projects')."""
     return _plan_file(b"script\0" + os.fsencode(script), cache_dir)
+
+
+def tool_plan_path(cwd: str, tool: str, cache_dir: str | None = None) -> str:
+    """Where the plan for `pypm x TOOL` (TOOL as written: `ruff`, `ruff@0.6.9`) run in `cwd` lives."""
+    return _plan_file(b"x\0" + os.fsencode(cwd) + b"\0" + os.fsencode(tool), cache_dir)
 
 
 def _plan_file(key: bytes, cache_dir: str | None) -> str:
@@ -183,13 +193,18 @@ def launch(argv: Sequence[str]) -> None:
         cwd = os.getcwd()
     except OSError:
         return
+    if argv[0] == "x":  # a tool's environment (pypm.toolrun): its plan holds the tool's command
+        plan = _valid_plan(tool_plan_path(cwd, cmd[0]), _SCRIPT_MAGIC, flags, cwd)
+        if plan is not None:
+            _exec_own(plan, list(argv), cmd[1:])
+        return
     script = os.path.join(cwd, cmd[0])
     if has_script_block(script):
         # A PEP 723 script runs in its own environment (pypm.script), whose run recorded a plan of
         # its own: keyed by the script's real path, its identity among the checked files.
         plan = _valid_plan(script_plan_path(os.path.realpath(script)), _SCRIPT_MAGIC, flags, cwd)
         if plan is not None:
-            _exec(plan, list(argv), [*map(os.fsdecode, plan["prefix"]), *cmd[1:]])
+            _exec_own(plan, list(argv), cmd[1:])
         return
     root = cwd
     while not os.path.isfile(root + "/pyproject.toml"):
@@ -200,6 +215,20 @@ def launch(argv: Sequence[str]) -> None:
     plan = _valid_plan(plan_path(root), _MAGIC, flags, cwd)
     if plan is not None:
         _exec(plan, list(argv), python_for_script(cmd, cwd))
+
+
+def _exec_own(plan: dict[str, Any], argv: list[str], args: list[str]) -> None:
+    """_exec for a command in an environment of its own (its plan's prefix, then `args`), the
+    environment touched first as its ordinary run touches it (pypm.toolrun.current_venv): `pypm
+    cache prune` removes the environments unused for its --days, and a replayed run is a use."""
+    prefix = [os.fsdecode(p) for p in plan["prefix"]]
+    if not prefix:
+        return
+    try:  # the prefix's first word is <environment>/.venv/bin/<python or the tool's command>
+        os.utime(os.path.dirname(os.path.dirname(os.path.dirname(prefix[0]))))
+    except OSError:
+        pass
+    _exec(plan, argv, [*prefix, *args])
 
 
 def _valid_plan(path: str, magic: bytes, flags: list[str], cwd: str) -> dict[str, Any] | None:
@@ -385,23 +414,25 @@ def _resolve_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> l
 
 
 def record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str,
-           script: tuple[str, str, Sequence[str]] | None = None) -> bool:
+           own: tuple[str, Sequence[str], Sequence[str]] | None = None) -> bool:
     """Write the plan that `launch` can replay for this run (atomically); False when this run
     cannot be replayed (no compiled helper, the Python runner asked for, a file changed too
     recently to vouch for, ...). Never raises: a run without a plan is only slower.
 
-    `script`: a PEP 723 script's run (pypm.script), as (the script's real path, its environment's
-    project directory, the command's first words): `root` is then the directory the run binds
-    (the current one), and the plan also vouches for the script's bytes, the environment being
-    current (its pyproject.toml and pypm.lock) and the Python pypm runs on (which keys it)."""
+    `own`: a command in an environment of its own (a PEP 723 script's run, pypm.script, or
+    `pypm x`'s, pypm.toolrun), as (the plan's path: script_plan_path or tool_plan_path, the files
+    that decided the environment and the command: the script, or the tool's command, and the
+    environment's pyproject.toml and pypm.lock, the command's first words). `root` is then the
+    directory the run binds (the current one), and the plan also vouches for those files and the
+    Python pypm runs on (which keys the environment)."""
     try:
-        return _record(root, venv, flags, policy, tool, cache_dir, script)
+        return _record(root, venv, flags, policy, tool, cache_dir, own)
     except Exception:  # noqa: BLE001 - recording is an optimisation; the run goes on either way
         return False
 
 
 def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str,
-            script: tuple[str, str, Sequence[str]] | None = None) -> bool:
+            own: tuple[str, Sequence[str], Sequence[str]] | None = None) -> bool:
     import time
 
     from sandbox import native
@@ -425,9 +456,8 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     # (after the decision read it) would otherwise vouch for a decision made from its old content.
     since = min(time.time_ns(), _started_ns or time.time_ns())
     paths = _identity_paths(root, venv, policy, tool) + [exe]
-    if script is not None:
-        paths += [script[0], os.path.join(script[1], "pyproject.toml"), os.path.join(script[1], "pypm.lock"),
-                  os.path.realpath(sys.executable)]
+    if own is not None:
+        paths += [*own[1], os.path.realpath(sys.executable)]
     idents = []
     for p in paths:
         try:
@@ -449,19 +479,19 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     args = native.plan_argv(exe, policy, [], status_fd=-1, seccomp_fd=-1, root="ROOT", uid=os.getuid(),
                             gid=os.getgid(), old_mask=())
     args = args[:-1]  # without the "--" that plan_argv ends with (launch adds it before the command)
-    fields = [_MAGIC if script is None else _SCRIPT_MAGIC, "\x1f".join(flags).encode(), os.fsencode(os.getcwd()), b"%d" % os.getuid(), b"%d" % os.getgid(),
+    fields = [_MAGIC if own is None else _SCRIPT_MAGIC, "\x1f".join(flags).encode(), os.fsencode(os.getcwd()), b"%d" % os.getuid(), b"%d" % os.getgid(),
               b"%d" % len(idents)]
     for path_b, ident in idents:
         fields += [path_b, ident]
     env = _environ(names)
     fields += [b"%d" % len(names), *sorted(names), b"%d" % len(env), *env, programs.hex().encode(),
                b"%d" % len(args), *map(os.fsencode, args)]
-    if script is not None:
-        fields += [b"%d" % len(script[2]), *map(os.fsencode, script[2])]
+    if own is not None:
+        fields += [b"%d" % len(own[2]), *map(os.fsencode, own[2])]
     fields.append(b"end")
     if any(b"\0" in f for f in fields):
         return False
-    target = plan_path(root, cache_dir) if script is None else script_plan_path(script[0], cache_dir)
+    target = plan_path(root, cache_dir) if own is None else own[0]
     os.makedirs(os.path.dirname(target), 0o700, exist_ok=True)
     from .fastpath import replace_file
 

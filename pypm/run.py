@@ -334,17 +334,20 @@ def _path(p: str) -> Any:
     return Path(p)
 
 
-def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None) -> tuple[set[str], list[str]] | None:
+def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
+                command: str = "run") -> tuple[set[str], list[str]] | None:
     """(flags, command) for `[-q] run [--no-sandbox|--frozen|-q]... [--] CMD ...`; None for
     anything else (the full CLI then parses it, abbreviations and errors included). The sandbox
     flags of _FAST_VALUED and _FAST_PROJECT go into `values` (attribute -> value, as argparse
-    would set them) when it is given; without it they are "anything else"."""
+    would set them) when it is given; without it they are "anything else". `command="x"`: the
+    same for `pypm x` (pypm.toolrun.fast_x), which has no --frozen."""
+    bare = _FAST_FLAGS if command == "run" else _FAST_FLAGS - {"--frozen"}
     i = 0
     flags: set[str] = set()
     while i < len(argv) and argv[i] in ("-q", "--quiet"):
         flags.add("-q")
         i += 1
-    if i >= len(argv) or argv[i] != "run":
+    if i >= len(argv) or argv[i] != command:
         return None
     i += 1
     while i < len(argv):
@@ -378,7 +381,7 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None) -> tu
                 values[attr] = value
             i += 1
             continue
-        if a not in _FAST_FLAGS:
+        if a not in bare:
             return None
         flags.add("-q" if a == "--quiet" else a)
         i += 1

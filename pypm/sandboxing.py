@@ -195,14 +195,14 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
 def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str], env: dict[str, str],
                   args: argparse.Namespace, *, known: tuple[str, dict[str, Any]] | None = None,
                   launch_flags: Sequence[str] | None = None,
-                  script: tuple[str, str, Sequence[str]] | None = None) -> int:
+                  own: tuple[str, Sequence[str], Sequence[str]] | None = None) -> int:
     """Run `argv` in the project's sandbox; returns its exit status (128+N if killed by signal N).
 
     `env` is the environment the command would get unsandboxed (the venv activated); only
     its allowlisted part and what `--env`/`[tool.pypm.sandbox] env` ask for go in.
     `launch_flags`: run's fast path (with `known`) asks for the policy to be recorded for
-    pypm.launch to replay, for `pypm run` with these flags; `script`: it is a PEP 723 script's
-    run (see launch.record).
+    pypm.launch to replay, for `pypm run` with these flags; `own`: it is a command in an
+    environment of its own, a PEP 723 script's or `pypm x`'s (see launch.record).
     """
     import sandbox
 
@@ -221,7 +221,7 @@ def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str],
         if launch_flags is not None and known is not None:
             from .launch import record
 
-            record(known[0], str(venv), launch_flags, policy, known[1], default_cache_dir(), script)
+            record(known[0], str(venv), launch_flags, policy, known[1], default_cache_dir(), own)
         return sandbox.run(policy, list(argv), cache_dir=default_cache_dir())
     except sandbox.SandboxError as e:
         raise _err(e) from None

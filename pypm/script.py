@@ -192,28 +192,15 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any],
                                  hint="run it from its own directory, or rename the path")
             ro = (script,)
     name = os.path.splitext(os.path.basename(script))[0]
+    own = None
+    if launch_flags is not None:  # the plan: the script's bytes and its environment's files decided this run
+        from .launch import script_plan_path
+
+        env_root = os.path.dirname(venv)
+        own = (script_plan_path(script), [script, os.path.join(env_root, "pyproject.toml"),
+                                          os.path.join(env_root, "pypm.lock")], 2)
     return run_here(ctx, args, venv, [os.path.join(venv, "bin", "python"), script, *argv[1:]], "pypm run", name, ro,
-                    launch_flags=launch_flags, script=(script, os.path.dirname(venv)))
-
-
-class _ScriptContext:
-    """cli.Context for a script run from the entry point: messages as the CLI prints them (a first
-    run says what it locked and synced), no argparse."""
-
-    verbose = 0
-
-    def __init__(self, directory: str, quiet: bool) -> None:
-        self.directory = directory
-        self.quiet = quiet
-
-    def info(self, msg: str) -> None:
-        if not self.quiet:
-            import sys
-
-            print(msg, file=sys.stderr)
-
-    def debug(self, msg: str) -> None:
-        pass
+                    launch_flags=launch_flags, own=own)
 
 
 def fast_script(flags: set[str], values: dict[str, Any], cmd: list[str], argv: list[str]) -> int | None:
@@ -233,7 +220,9 @@ def fast_script(flags: set[str], values: dict[str, Any], cmd: list[str], argv: l
         from .launch import _split
 
         launchable = _split(argv)  # this run's flags as pypm.launch will see them next time
-        return run_script(_ScriptContext(os.getcwd(), "-q" in flags), args, [script, *cmd[1:]], meta,
+        from .toolrun import EntryContext
+
+        return run_script(EntryContext(os.getcwd(), "-q" in flags), args, [script, *cmd[1:]], meta,
                           launch_flags=launchable[0] if launchable else None)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure

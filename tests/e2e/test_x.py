@@ -176,3 +176,52 @@ def test_the_home_directory_or_what_holds_it_is_never_bound_in(pypm, tool, where
     assert "pypm x binds the current directory into the sandbox" in r.stderr and "cd into" in r.stderr
     assert ("pypm's cache" if where == "cache-parent" else "your home directory") in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_current_tool_runs_from_the_entry_points_fast_path(pypm, dists, index_server, tmp_path):
+    """`pypm x TOOL` with TOOL's environment current runs without the CLI (toolrun.fast_x), as the
+    CLI would have run it; what it does not handle goes to the CLI, which says what is wrong."""
+    dists.wheel("probe", "1.0", modules={"probe/__init__.py": PROBE.format(version="1.0")},
+                entry_points={"console_scripts": {"probe": "probe:main"}})
+    dists.wheel("helper", "1.0")
+    server = index_server()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pyproject.toml").write_text('[project]\nname = "mine"\nversion = "1"\n')
+    secret = pypm.home / "secret.txt"
+    secret.write_text("s3cr3t")
+    env = {"PYPM_INDEX_URL": server.url, "PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"}
+
+    def run(*args, cwd=work):
+        r = pypm("x", *args, cwd=cwd, env=env)
+        imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+        r.stderr = "\n".join(line for line in r.stderr.splitlines() if not line.startswith("import time:"))
+        out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+        return ("cli" if "pypm.cli" in imported else "fast"), r, out
+
+    how, r, out = run("probe", str(secret), str(server.port))
+    assert how == "cli" and r.returncode == 0 and out["version"] == "1.0", r.stderr  # made by the CLI
+    server.clear_requests()
+    how, r, fast = run("probe", str(secret), str(server.port))
+    assert how == "fast" and r.returncode == 0, r.stderr
+    assert fast == out and fast["secret"] == "hidden" and fast["net"] == "blocked" and fast["pyproject"] == "read-only"
+    assert server.requests == []
+    for modules in ("argparse", "pypm.project", "packaging", "httpx"):
+        assert modules not in r.stderr
+    how, r, out = run("--no-sandbox", "probe", str(secret), str(server.port))
+    assert how == "fast" and r.returncode == 0 and out["secret"] == "s3cr3t" and out["pyproject"] == "writable", r.stderr
+    how, r, out = run("--network", "host", "probe", str(secret), str(server.port))
+    assert how == "fast" and r.returncode == 0 and out["net"] == "reached" and out["pyproject"] == "read-only", r.stderr
+    how, r, out = run("--read-only-project", "probe", str(secret), str(server.port))  # (the probe writes out.txt)
+    assert how == "fast" and r.returncode == 1 and "Read-only file system: 'out.txt'" in r.stderr, r.stderr
+    # what the fast path leaves to the CLI
+    how, r, _ = run("--frozen", "probe")  # not a flag of `pypm x`
+    assert how == "cli" and r.returncode == 2 and "--frozen" in r.stderr, r.stderr
+    how, r, out = run("--no-sandbox", "--network", "host", "probe", str(secret), str(server.port))
+    assert how == "cli" and r.returncode == 0 and out["secret"] == "s3cr3t", r.stderr
+    for _ in range(2):  # made the first time; a package without that command both times
+        how, r, _ = run("helper")
+        assert how == "cli" and r.returncode == 2 and "helper is not a command of helper" in r.stderr, r.stderr
+    # from the home directory: refused there too (exit 8), before anything runs
+    how, r, _ = run("probe", str(secret), str(server.port), cwd=pypm.home)
+    assert how == "fast" and r.returncode == 8 and "your home directory" in r.stderr and "Traceback" not in r.stderr

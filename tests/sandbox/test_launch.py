@@ -508,7 +508,7 @@ SCRIPT_BODY = ("import json, os, socket, sys\n"
                "        return 'hidden'\n"
                "print(json.dumps({'lib': lib.__version__, 'exe': sys.executable, 'args': sys.argv[1:], 'cwd': os.getcwd(),"
                " 'if': [n for _, n in socket.if_nameindex()], 'sandboxed': os.environ.get('PYPM_SANDBOX'),"
-               " 'secret': seen(os.environ.get('SECRET_PATH', '/nonexistent')),"
+               " 'secret': [seen(a) for a in sys.argv[1:] if a.startswith('/')],"
                " 'sibling': seen(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sibling.txt'))}))\n")
 
 
@@ -550,18 +550,19 @@ def _script_recorded(pypm, cwd: Path, script: Path, arg: str = "x") -> None:
 
 def test_a_scripts_recorded_plan_is_replayed_with_the_same_result(pypm, script_world) -> None:
     here, script, _ = script_world
-    secret = pypm.home / "secret.txt"
+    secret = pypm.home / "secret.txt"  # (the host's home: never in the sandbox)
     secret.write_text("s3cr3t")
-    env = {"SECRET_PATH": str(secret)}
     _script_recorded(pypm, here, script)
-    launched, out = _script_run(pypm, here, "tool.py", "a", "b c", env=env)
+    launched, out = _script_run(pypm, here, "tool.py", "a", "b c", str(secret))
     assert launched, out
-    assert out["lib"] == "1.0" and out["args"] == ["a", "b c"] and out["cwd"] == str(here.resolve())
-    assert out["if"] == ["lo"] and out["sandboxed"] == "1" and out["sibling"] == "visible"
+    assert out["lib"] == "1.0" and out["args"] == ["a", "b c", str(secret)] and out["cwd"] == str(here.resolve())
+    assert out["if"] == ["lo"] and out["sandboxed"] == "1" and out["sibling"] == "visible" and out["secret"] == ["hidden"]
     assert out["exe"].startswith(str(pypm.cache_dir / "tools"))
     # the ordinary path gives the script the same world
-    slow, out2 = _script_run(pypm, here, "tool.py", "a", "b c", env={**env, "PYPM_NO_LAUNCHER": "1"})
+    slow, out2 = _script_run(pypm, here, "tool.py", "a", "b c", str(secret), env={"PYPM_NO_LAUNCHER": "1"})
     assert not slow and out2 == out
+    r = pypm("run", "--no-sandbox", "tool.py", str(secret), cwd=here)  # (the check can see it where it is there)
+    assert json.loads(r.stdout.splitlines()[-1])["secret"] == ["visible"], r.stderr
     # The same script from another directory: a plan of that directory's own (only the script is
     # shown there, read-only, not its directory)
     there = here.parent / "there"
@@ -598,3 +599,143 @@ def test_a_scripts_plan_is_never_replayed_after_its_inputs_change(pypm, script_w
     # a policy flag not in the plan
     r = pypm("run", "--network", "host", "tool.py", cwd=here)
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["if"] != ["lo"], r.stderr
+
+
+# --------------------------------------------------------------------------- `pypm x TOOL`
+
+TOOL_MAIN = ("import json, os, socket, sys\n"
+             "def main():\n"
+             "    secret = []\n"
+             "    for a in sys.argv[1:]:\n"
+             "        try:\n"
+             "            open(a).read() if a.startswith('/') else None\n"
+             "            secret.append('visible') if a.startswith('/') else None\n"
+             "        except OSError:\n"
+             "            secret.append('hidden')\n"
+             "    print(json.dumps({'version': '{version}', 'exe': sys.executable, 'args': sys.argv[1:], "
+             "'cwd': os.getcwd(), 'if': [n for _, n in socket.if_nameindex()], "
+             "'sandboxed': os.environ.get('PYPM_SANDBOX'), 'secret': secret}))\n"
+             "    sys.exit(int(sys.argv[2]) if sys.argv[1:2] == ['exit'] else 0)\n")
+
+
+@pytest.fixture
+def tool_world(dists, index_server, tmp_path, pypm):
+    """(directory to run in, the index, a function adding a release): `probe-tool`, whose command
+    is `probe-tool`, on a real index on 127.0.0.1 that is pypm's default index (PYPM_INDEX_URL):
+    `pypm x probe-tool` names no index flag, as the fast path and the launcher want."""
+    def release(version: str) -> Path:
+        return dists.wheel("probe-tool", version,
+                           modules={"probe_tool/__init__.py": TOOL_MAIN.replace("{version}", version)},
+                           entry_points={"console_scripts": {"probe-tool": "probe_tool:main"}})
+
+    release("1.0")
+    server = index_server()
+    here = tmp_path / "here"
+    here.mkdir()
+    return here, server, release
+
+
+def _x(pypm, server, cwd: Path, *args: str, env: dict | None = None, ok: bool = True):
+    """(how it ran: "launched", "fast" or "cli", the tool's JSON, the CompletedProcess)."""
+    r = pypm("x", *args, cwd=cwd, env={"PYTHONPROFILEIMPORTTIME": "1", "PYPM_INDEX_URL": server.url, **(env or {})})
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "pypm.launch" in imported, r.stderr
+    r.stderr = "\n".join(line for line in r.stderr.splitlines() if not line.startswith("import time:"))
+    how = "cli" if "pypm.cli" in imported else "fast" if "pypm.toolrun" in imported else "launched"
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return how, (json.loads(r.stdout.splitlines()[-1]) if r.stdout.strip() else None), r
+
+
+def _x_recorded(pypm, server, cwd: Path, tool: str = "probe-tool", *flags: str) -> None:
+    from pypm.launch import tool_plan_path
+
+    for _ in range(4):
+        _x(pypm, server, cwd, *flags, tool)
+        if os.path.exists(tool_plan_path(str(cwd.resolve()), tool, str(pypm.cache_dir))):
+            return
+        time.sleep(0.15)
+    raise AssertionError(f"no plan was recorded for `pypm x {tool}`")
+
+
+def test_a_tools_recorded_plan_is_replayed_with_the_same_result(pypm, tool_world) -> None:
+    here, server, _ = tool_world
+    secret = pypm.home / "secret.txt"  # (the host's home: never in the sandbox)
+    secret.write_text("s3cr3t")
+    how, out, r = _x(pypm, server, here, "probe-tool", "first")
+    assert how == "cli" and "Resolved 1 packages" in r.stderr  # made: the full CLI
+    _x_recorded(pypm, server, here)
+    how, out, _ = _x(pypm, server, here, "probe-tool", "a", "b c", str(secret))
+    assert how == "launched"
+    assert out["version"] == "1.0" and out["args"] == ["a", "b c", str(secret)] and out["cwd"] == str(here.resolve())
+    assert out["if"] == ["lo"] and out["sandboxed"] == "1" and out["secret"] == ["hidden"]
+    assert out["exe"].startswith(str(pypm.cache_dir / "tools"))
+    # the fast path without the launcher, and the full CLI (-v is not a fast-path flag), give the
+    # tool the same world
+    how, slow, _ = _x(pypm, server, here, "probe-tool", "a", "b c", str(secret), env={"PYPM_NO_LAUNCHER": "1"})
+    assert how == "fast" and slow == out
+    r = pypm("-v", "x", "probe-tool", "a", "b c", str(secret), cwd=here, env={"PYPM_INDEX_URL": server.url})
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1]) == out, r.stderr
+    how, host, _ = _x(pypm, server, here, "--no-sandbox", "probe-tool", str(secret))  # (where it is there, it is seen)
+    assert how == "fast" and host["secret"] == ["visible"] and host["sandboxed"] is None
+    # the exit status comes through
+    how, _, r = _x(pypm, server, here, "probe-tool", "exit", "7", ok=False)
+    assert how == "launched" and r.returncode == 7
+    # another directory: a plan of its own; this one's stays
+    there = here.parent / "there"
+    there.mkdir()
+    assert _x(pypm, server, there, "probe-tool")[0] == "fast"
+    _x_recorded(pypm, server, there)
+    how, out2, _ = _x(pypm, server, there, "probe-tool")
+    assert how == "launched" and out2["cwd"] == str(there.resolve())
+    assert _x(pypm, server, here, "probe-tool")[0] == "launched"
+    # a replayed run is a use of the environment: `pypm cache prune` keeps it
+    env_root = Path(out["exe"]).parents[2]
+    old = time.time() - 40 * 86400
+    os.utime(env_root, (old, old))
+    assert _x(pypm, server, here, "probe-tool")[0] == "launched"
+    assert pypm("cache", "prune", cwd=here).returncode == 0
+    assert env_root.is_dir()
+
+
+def test_a_tools_plan_is_never_replayed_after_its_inputs_change(pypm, tool_world) -> None:
+    here, server, release = tool_world
+    _x(pypm, server, here, "probe-tool")
+    _x_recorded(pypm, server, here)
+    how, out, _ = _x(pypm, server, here, "probe-tool")
+    assert how == "launched"
+    env_root = Path(out["exe"]).parents[2]
+    command = env_root / ".venv" / "bin" / "probe-tool"
+    # the environment re-synced (its state rewritten), its lock or the tool's command changed
+    for touched in (env_root / ".venv" / ".pypm" / "state.json", env_root / "pypm.lock", command):
+        os.utime(touched)
+        assert _x(pypm, server, here, "probe-tool")[0] == "fast"
+        _x_recorded(pypm, server, here)
+        assert _x(pypm, server, here, "probe-tool")[0] == "launched"
+    # a policy flag not in the plan: the ordinary path, with that policy
+    how, out, _ = _x(pypm, server, here, "--network", "host", "probe-tool")
+    assert how == "fast" and out["if"] != ["lo"]
+    # pypm's own settings changed (any PYPM_* variable)
+    assert _x(pypm, server, here, "probe-tool", env={"PYPM_HTTP2": "1"})[0] == "fast"
+    # the tool's command removed: never replayed; the CLI says what the environment provides
+    saved = command.read_bytes()
+    command.unlink()
+    how, _, r = _x(pypm, server, here, "probe-tool", ok=False)
+    assert how == "cli" and r.returncode == 2 and "probe-tool is not a command of probe-tool" in r.stderr, r.stderr
+    command.write_bytes(saved)
+    command.chmod(0o755)
+    _x_recorded(pypm, server, here)
+    # --upgrade moves the environment (the CLI: never the fast path or a plan), and the next run
+    # is not replayed from the plan of the old one
+    server.add(release("2.0"))
+    how, out, _ = _x(pypm, server, here, "--upgrade", "probe-tool")
+    assert how == "cli" and out["version"] == "2.0"
+    how, out, _ = _x(pypm, server, here, "probe-tool")
+    assert how == "fast" and out["version"] == "2.0"
+    # NAME@VERSION is an environment (and a plan) of its own
+    how, out, _ = _x(pypm, server, here, "probe-tool@1.0")
+    assert how == "cli" and out["version"] == "1.0"
+    _x_recorded(pypm, server, here, "probe-tool@1.0")
+    how, out, _ = _x(pypm, server, here, "probe-tool@1.0")
+    assert how == "launched" and out["version"] == "1.0"
+    assert _x(pypm, server, here, "probe-tool")[1]["version"] == "2.0"

@@ -37,6 +37,10 @@ __all__ = ["x_command", "fast_x", "tool_dir", "tool_project", "found_environment
 # types. json (its decoder imports re), pathlib, re, typing and hashlib (OpenSSL: ~8 ms) are
 # imported where a Path is made or a requirement parsed.
 
+# [tool.pypm.sandbox] at project.SandboxConfig's defaults, as venvstate.tool_knobs writes it into
+# state.json (a test keeps them equal): the settings of a tool's or a script's run (run_here).
+DEFAULT_SANDBOX = {"network": "none", "bind": [], "ro-bind": [], "env": [], "profile": "default",
+                   "writable-project": True, "limits": {}}
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _NAME_CHARS = _ALNUM | frozenset("._-")
 _DIGITS = frozenset("0123456789")
@@ -334,31 +338,28 @@ def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, n
     # The current directory is the "project": bound at its own path, as `pypm run` binds a project;
     # the sandbox's settings are the defaults and the flags (the cwd's own pyproject.toml is not
     # this environment's: its [tool.pypm.sandbox] does not apply).
-    from pathlib import Path
-
-    from .config import cache_dir
+    from .config import cache_dir_str
     from .errors import SandboxError
-    from .project import SandboxConfig
 
-    cwd = Path(ctx.directory).resolve()
+    cwd = os.path.realpath(ctx.directory)
     # The current directory is bound in (writable by default). Where that is the home directory,
     # or holds it or the cache, the command would get what the sandbox exists to keep from it:
     # the user's keys and tokens, and the other environments in the cache, into which it could
     # write code that a later run (perhaps with --no-sandbox) would execute.
-    home = Path(os.path.expanduser("~")).resolve()
-    for what, inner in (("your home directory", home), ("pypm's cache", cache_dir().resolve())):
-        if inner.is_relative_to(cwd):
+    home = os.path.realpath(os.path.expanduser("~"))
+    for what, inner in (("your home directory", home), ("pypm's cache", os.path.realpath(cache_dir_str()))):
+        if inner == cwd or inner.startswith(cwd.rstrip("/") + "/"):
             raise SandboxError(f"{who} binds the current directory into the sandbox, and {cwd} "
                                f"{'is' if inner == cwd else 'holds'} {what} ({inner})",
                                hint="cd into the directory it should work on, or pass --no-sandbox "
                                     "to run it on the host")
-    stand_in = SimpleNamespace(root=cwd, name=name, tool=SimpleNamespace(sandbox=SandboxConfig(ro_bind=ro_binds)),
-                               pyproject=cwd / "pyproject.toml")
+    # The stand-in project's facts as pypm.sandboxing takes a synced project's from its state.json
+    # (venvstate.tool_knobs): its name, and [tool.pypm.sandbox] at its defaults with the script's
+    # read-only bind. Not a project.SandboxConfig: pypm.project's imports (dataclasses, hashlib)
+    # cost a run ~30 ms. The plan's checks (launch.record) read the same facts.
+    known = (cwd, {"name": name, "sandbox": {**DEFAULT_SANDBOX, "ro-bind": list(ro_binds)}})
     args.command = "run"
     if launch_flags is not None and own is not None:
-        # What the plan's checks need to know of this run: the directory it binds and the
-        # script's read-only bind (as a project's [tool.pypm.sandbox] would say it).
-        plan = (str(cwd), {"sandbox": {"ro-bind": list(ro_binds)}})
-        return int(_run_sandboxed()(ctx, stand_in, venv, argv, env, args, known=plan, launch_flags=launch_flags,
+        return int(_run_sandboxed()(ctx, None, venv, argv, env, args, known=known, launch_flags=launch_flags,
                                     own=(own[0], own[1], argv[:own[2]])))
-    return int(_run_sandboxed()(ctx, stand_in, venv, argv, env, args))
+    return int(_run_sandboxed()(ctx, None, venv, argv, env, args, known=known))

@@ -66,3 +66,15 @@ def test_flags_names_every_on_off_variable_pypm_reads() -> None:
     src = Path(fastpath.__file__).parent
     named = {m for p in src.rglob("*.py") for m in re.findall(r'env_flag\(\s*"([A-Z0-9_]+)"', p.read_text())}
     assert named and named == set(fastpath.FLAGS), named
+
+
+def test_a_tools_sandbox_defaults_are_what_sync_records_for_a_default_project() -> None:
+    """toolrun.DEFAULT_SANDBOX stands in for project.SandboxConfig() (without pypm.project's imports)."""
+    from types import SimpleNamespace
+
+    from pypm.project import SandboxConfig
+    from pypm.toolrun import DEFAULT_SANDBOX
+    from pypm.venvstate import tool_knobs
+
+    default = SimpleNamespace(name="x", tool=SimpleNamespace(sandbox=SandboxConfig(), plugins=(), trusted_keys=()))
+    assert tool_knobs(default)["sandbox"] == DEFAULT_SANDBOX

@@ -69,8 +69,12 @@ PEERS = {  # tool -> what pip installs into its venv
     "poetry": ["poetry"],
 }
 ALL_TOOLS = ["pypm", "uv", "pip-tools", "pdm", "poetry"]
-SCENARIOS = ["lock_cold", "lock_warm", "lock_noop", "sync_cold", "sync_warm", "sync_noop", "run", "script"]
+SCENARIOS = ["lock_cold", "lock_warm", "lock_noop", "sync_cold", "sync_warm", "sync_noop", "run", "script", "tool"]
 SCRIPT_NAME = "bench_script.py"
+# The `tool` scenario: a command-line tool from the index in an environment of its own, made by an
+# untimed first run (`pypm x TOOL`, `uvx TOOL`), as a user runs a linter. Measured in the canary
+# set only: it does not depend on the set.
+TOOL_COMMAND = ["ruff", "--version"]
 
 
 # --------------------------------------------------------------------------- the projects
@@ -293,6 +297,22 @@ class Tool:
                      "script_nosandbox": [str(b / "pypm"), "run", "--no-sandbox", SCRIPT_NAME]},
             "uv": {"script": [str(b / "uv"), "run", "-q", SCRIPT_NAME]},
         }.get(self.name, {})
+
+    def tools(self) -> dict[str, list[str]]:
+        """Variant label -> `pypm x ruff --version` / `uvx ruff --version` (the `tool` scenario)."""
+        b = self.bin
+        return {
+            "pypm": {"tool": [str(b / "pypm"), "x", *TOOL_COMMAND],
+                     "tool_nosandbox": [str(b / "pypm"), "x", "--no-sandbox", *TOOL_COMMAND]},
+            "uv": {"tool": [str(b / "uvx"), "-q", *TOOL_COMMAND]},
+        }.get(self.name, {})
+
+    def tool_env(self, env: dict[str, str], index_url: str) -> dict[str, str]:
+        """`env` with the index as the tool's environment takes it: a tool has no project file to
+        name it in, so each tool's own variable for its default index (pypm: PYPM_INDEX_URL; uv:
+        UV_DEFAULT_INDEX), the one way a user would give it for every run."""
+        return {**env, **({"PYPM_INDEX_URL": index_url} if self.name == "pypm" else
+                          {"UV_DEFAULT_INDEX": index_url} if self.name == "uv" else {})}
 
     def version(self, env: dict[str, str]) -> str:
         exe = {"pypm": "pypm", "uv": "uv", "pip-tools": "pip-compile", "pdm": "pdm",
@@ -532,7 +552,7 @@ def prepare(tool: Tool, scenario: str, root: Path, env: dict[str, str]) -> Sampl
         return bad
     elif scenario in ("sync_noop", "run"):
         return ensure_synced()
-    return None  # script: its own environment, made by the untimed run before
+    return None  # script, tool: its own environment, made by the untimed run before
 
 
 def timed_command(tool: Tool, scenario: str, variant: str, root: Path) -> list[list[str]]:
@@ -542,6 +562,8 @@ def timed_command(tool: Tool, scenario: str, variant: str, root: Path) -> list[l
         return tool.sync(root)
     if scenario == "script":
         return [tool.scripts()[variant]]
+    if scenario == "tool":
+        return [tool.tools()[variant]]
     return [tool.runs()[variant]]
 
 
@@ -603,9 +625,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 for name in tools:
                     write_script(ds, roots[name], url)
+            if scenario == "tool" and set_name != "canary":
+                print(f"skipping scenario tool for set {set_name}: measured in the canary set only "
+                      f"(`{' '.join(TOOL_COMMAND)}` does not depend on the set)", file=sys.stderr)
+                continue
             variants = [(n, v) for n, t in tools.items()
                         for v in (t.runs() if scenario == "run" else t.scripts() if scenario == "script"
-                                  else [scenario])]
+                                  else t.tools() if scenario == "tool" else [scenario])]
             samples: dict[tuple[str, str], list[Sample]] = {k: [] for k in variants}
             n_rounds = scenario_rounds(scenario, rounds, args.steady_rounds)
             set_res.setdefault("scenario-rounds", {})[scenario] = n_rounds
@@ -613,8 +639,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 for name, variant in variants:  # A B A B ...
                     tool, root = tools[name], roots[name]
                     env = tool.env(base_env)
+                    if scenario == "tool":
+                        env = tool.tool_env(env, url)
                     bad = prepare(tool, scenario, root, env)
-                    if not bad and scenario in ("run", "script"):
+                    if not bad and scenario in ("run", "script", "tool"):
                         # `run` is the steady state of running a command in a synced project (and
                         # `script`, of a script whose environment was made): one untimed run first,
                         # for every tool (pypm's launcher records its plan then; uv and the others
@@ -655,6 +683,8 @@ def markdown(results: dict[str, Any]) -> str:
     out.append(f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} CPUs; "
                f"{results['machine']['date']}.")
     for sr in results["sets"].values():
+        if not sr["scenarios"]:  # (every scenario asked for was skipped for this set, and said why)
+            continue
         bare = sr["baseline"].get("python -c pass", {})
         out.append("")
         more = sorted({n for n in sr.get("scenario-rounds", {}).values() if n != sr["rounds"]})
@@ -665,10 +695,14 @@ def markdown(results: dict[str, Any]) -> str:
             out.append(f"`run` rows: wall time of `TOOL run python -c pass`, and in brackets its overhead "
                        f"over a bare `.venv/bin/python -c pass` ({bare['median'] * 1000:.0f} ms).")
             out.append("")
+        if "tool" in sr["scenarios"]:
+            out.append(f"`tool` rows: `pypm x {' '.join(TOOL_COMMAND)}` and `uvx {' '.join(TOOL_COMMAND)}`, "
+                       "the tool's environment made by an untimed run before.")
+            out.append("")
         out.append("| scenario | " + " | ".join(tools) + " |")
         out.append("|---|" + "---|" * len(tools))
         for scenario, per_tool in sr["scenarios"].items():
-            is_run = scenario.startswith(("run", "script"))
+            is_run = scenario.startswith(("run", "script", "tool"))
             # pypm's unsandboxed run (script) is compared with uv's (only) run (script) too.
             uv = (sr["scenarios"].get(scenario.split("_")[0], {}).get("uv") if is_run else per_tool.get("uv"))
             cells = []
@@ -682,7 +716,7 @@ def markdown(results: dict[str, Any]) -> str:
                     continue
                 if is_run:
                     cell = f"{r['median'] * 1000:.0f} ms ({r['min'] * 1000:.0f}–{r['max'] * 1000:.0f})"
-                    if bare.get("ok"):
+                    if bare.get("ok") and not scenario.startswith("tool"):  # (a tool is not `python -c pass`)
                         cell += f" [+{(r['median'] - bare['median']) * 1000:.0f}]"
                 else:
                     cell = f"{r['median']:.3f} s ({r['min']:.3f}–{r['max']:.3f})"
@@ -695,7 +729,7 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-STEADY_SCENARIOS = ("sync_noop", "run", "script")
+STEADY_SCENARIOS = ("sync_noop", "run", "script", "tool")
 
 
 def scenario_rounds(scenario: str, rounds: int, steady_rounds: int) -> int:

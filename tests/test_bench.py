@@ -214,7 +214,7 @@ def test_steady_state_scenarios_get_more_rounds_and_the_table_says_so(bench, mon
         "sets": {"web": {"title": "web", "rounds": 1, "baseline": {}, "scenario-rounds": {"sync_cold": 1, "run": 7},
                          "scenarios": {"sync_cold": {"pypm": cell, "uv": cell}}}},
     }
-    assert "### web: 1 round(s) (sync_noop, run, script: 7); median" in bench.markdown(results)
+    assert "### web: 1 round(s) (sync_noop, run, script, tool: 7); median" in bench.markdown(results)
     # The option as main() parses it (the benchmark itself is not run: it takes minutes).
     parsed: dict[str, object] = {}
 
@@ -227,3 +227,30 @@ def test_steady_state_scenarios_get_more_rounds_and_the_table_says_so(bench, mon
         parsed.clear()
         bench.main([*argv, "-o", os.devnull, "--markdown", os.devnull])
         assert parsed["steady_rounds"] == want, (argv, parsed)
+
+
+def test_the_tool_scenario_runs_pypm_x_and_uvx_on_the_same_index(bench, tmp_path) -> None:
+    """`tool`: `pypm x ruff --version` (sandboxed and not) and `uvx ruff --version`, each given the
+    index by its own default-index variable; the rows are compared with uv's, without the
+    `python -c pass` overhead (a tool is not that)."""
+    pypm = bench.Tool("pypm", tmp_path / "h", tmp_path / "bin", Path(sys.executable))
+    uv = bench.Tool("uv", tmp_path / "h", tmp_path / "bin", Path(sys.executable))
+    assert pypm.tools() == {"tool": [str(tmp_path / "bin" / "pypm"), "x", "ruff", "--version"],
+                            "tool_nosandbox": [str(tmp_path / "bin" / "pypm"), "x", "--no-sandbox", "ruff", "--version"]}
+    assert uv.tools() == {"tool": [str(tmp_path / "bin" / "uvx"), "-q", "ruff", "--version"]}
+    assert bench.Tool("pdm", tmp_path / "h", tmp_path / "bin", Path(sys.executable)).tools() == {}
+    url = "http://127.0.0.1:9/simple/"
+    assert pypm.tool_env({"A": "1"}, url) == {"A": "1", "PYPM_INDEX_URL": url}
+    assert uv.tool_env({"A": "1"}, url) == {"A": "1", "UV_DEFAULT_INDEX": url}
+
+    def cell(median: float) -> dict:
+        return {"ok": True, "n": 1, "failed": 0, "median": median, "min": median, "max": median, "peak_mb": 10.0}
+
+    results = {"tools": {"pypm": "p", "uv": "u"}, "machine": {"platform": "x", "cpus": 2, "date": "d"},
+               "sets": {"canary": {"title": "canary", "rounds": 1, "baseline": {"python -c pass": cell(0.010)},
+                                   "scenarios": {"tool": {"pypm": cell(0.021), "uv": cell(0.168)},
+                                                 "tool_nosandbox": {"pypm": cell(0.019)}}}}}
+    md = bench.markdown(results)
+    assert "| tool | 21 ms (21–21) **0.12×** 10 MB | 168 ms (168–168) 10 MB |" in md
+    assert "| tool (no sandbox) | 19 ms (19–19) **0.11×** 10 MB | – |" in md
+    assert "`tool` rows: `pypm x ruff --version` and `uvx ruff --version`" in md

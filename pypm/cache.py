@@ -717,6 +717,7 @@ class Cache:
 
         old_files(self.root / "syncs")  # sync recipes (pypm.syncrecipe): rewritten by every sync that changes a venv
         old_files(self.root / "edits")  # a killed add's record (pypm.editjournal): its project long gone or fixed
+        old_files(self.root / "path-metadata")  # directories' metadata from their backends (pathdeps.TREE_METADATA_DIR)
         metas = self.root / "script-meta"  # scripts' blocks as read (pypm.script.META_DIR): read again when gone
         for fan in sorted(metas.iterdir()) if metas.is_dir() else ():
             old_files(fan)

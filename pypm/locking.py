@@ -533,7 +533,8 @@ def _relock(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old:
         pins = {} if old is None or opts.upgrade else {
             canonical_name(p.name): p.source["git"] for p in old.packages
             if "git" in p.source and canonical_name(p.name) not in opts.upgrade_package}
-        local = LocalSources(others, project.root, cache=cache_dir(), offline=opts.offline, pins=pins)
+        local = LocalSources(others, project.root, cache=cache_dir(), offline=opts.offline, pins=pins,
+                             refresh=opts.refresh)
     client = IndexClient([inputs.index_url, *inputs.extra_index_urls], list(inputs.find_links),
                          cache_dir=cache_dir(), offline=opts.offline, refresh=opts.refresh,
                          warn=lambda m: ctx.info(f"warning: {m}"), write_behind=True,

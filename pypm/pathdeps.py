@@ -40,8 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .project import Project
     from .simpleapi import CoreMetadata, DistFile
 
-__all__ = ["PathSource", "LocalSources", "collect", "strip_direct", "inputs_token", "remote_archive", "ARCHIVES",
-           "REMOTE"]
+__all__ = ["PathSource", "LocalSources", "collect", "strip_direct", "inputs_token", "tree_identity", "remote_archive",
+           "ARCHIVES", "REMOTE", "TREE_METADATA_DIR"]
 
 ARCHIVES = (".whl", ".tar.gz", ".zip")  # the file names simpleapi.parse_filename reads
 REMOTE = ("https://", "http://")  # a remote archive's URL (`lib @ https://host/lib-1.0.tar.gz`)
@@ -100,6 +100,104 @@ def inputs_token(directory: Path | str) -> str:
     from .venvstate import project_token
 
     return project_token(directory)
+
+
+# What a build backend's output cannot depend on, skipped by tree_identity: bytecode, pypm's venv,
+# caches of linters and test runners, and setuptools' *.egg-info (which its metadata hook rewrites:
+# kept, it would change the identity at every call).
+_NOT_INPUTS = frozenset({"__pycache__", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".nox"})
+_TREE_LIMIT = 20_000  # entries: beyond it, a tree's identity costs more than it is worth (the backend is asked)
+# The cache's record of directories' metadata from their backends: <sha256 of the real path>.json
+# holding {"tree": tree_identity, "meta": CoreMetadata's fields}.
+TREE_METADATA_DIR = "path-metadata"
+
+
+def tree_identity(directory: Path | str) -> str | None:
+    """A digest of everything a build backend could read to compute `directory`'s metadata, such
+    that any change to it changes the digest: the stat identity (path, type, mode, size, inode,
+    mtime and ctime in ns: a file rewritten with its old size and mtime still differs) of every
+    entry below it, bar _NOT_INPUTS, and of the git repository holding it (HEAD, its refs, tags,
+    index: setuptools-scm and its kind take the version from there). None when that cannot be
+    had surely and cheaply: a symlink to a directory (the tree would go on outside), a `.git`
+    file (a worktree or submodule: the repository is elsewhere), more than _TREE_LIMIT entries.
+    (By hand: no library computes a tree's identity; hashing every file would cost a large
+    tree more than the backend it saves asking.)"""
+    from .fastpath import sha256
+
+    top = os.path.realpath(directory)
+    h = sha256(b"pypm-tree-1\0" + os.fsencode(top) + b"\0")
+    count = 0
+
+    def add(rel: str, st: os.stat_result) -> None:
+        h.update(b"%s\0%o %d %d %d %d\n" % (os.fsencode(rel), st.st_mode, st.st_size, st.st_ino,
+                                              st.st_mtime_ns, st.st_ctime_ns))
+
+    for base, dirs, files in os.walk(top):
+        dirs.sort()
+        keep = []
+        for name in dirs:
+            if name in _NOT_INPUTS or name.endswith(".egg-info"):
+                continue
+            path = os.path.join(base, name)
+            if os.path.islink(path):
+                return None  # os.walk does not follow it; what it points at would go unseen
+            if name == ".git":
+                continue  # the repository: below, by what decides a version
+            keep.append(name)
+        dirs[:] = keep
+        for name in sorted(files):
+            if name == ".git":
+                return None  # a worktree's or submodule's: its repository is elsewhere
+            path = os.path.join(base, name)
+            rel = os.path.relpath(path, top)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue  # removed meanwhile: as if it had not been there
+            add(rel, st)
+            if st.st_mode & 0o170000 == 0o120000:  # a link to a file: its target's identity too
+                try:
+                    add(rel + " ->", os.stat(path))
+                except OSError:
+                    h.update(b"dangling\0")
+            count += 1
+        count += len(dirs)
+        if count > _TREE_LIMIT:
+            return None
+    # The enclosing repository's HEAD, index, packed refs and refs (a tag is a new version)
+    d = top
+    while True:
+        git = os.path.join(d, ".git")
+        if os.path.lexists(git):
+            if not os.path.isdir(git) or os.path.islink(git):
+                return None
+            for rel in ("HEAD", "index", "packed-refs"):
+                try:
+                    add(".git/" + rel, os.lstat(os.path.join(git, rel)))
+                except FileNotFoundError:
+                    pass
+            try:
+                with open(os.path.join(git, "HEAD"), "rb") as f:
+                    h.update(f.read(4096))  # (a branch switch may leave its size and times alike)
+            except OSError:
+                pass
+            for base, dirs, files in os.walk(os.path.join(git, "refs")):
+                dirs.sort()
+                for name in sorted(files):
+                    path = os.path.join(base, name)
+                    try:
+                        add(os.path.relpath(path, git), os.lstat(path))
+                    except FileNotFoundError:
+                        pass  # packed meanwhile (git pack-refs): packed-refs changed too
+                    count += 1
+                if count > _TREE_LIMIT:
+                    return None
+            break
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- declaring
@@ -396,14 +494,34 @@ def _load(d: Path, s: PathSource, *, allow_dynamic: bool = False) -> Project:
 
 # --------------------------------------------------------------------------- what the index client serves
 
+def _metadata_from(d: dict[str, Any]) -> CoreMetadata:
+    from .simpleapi import CoreMetadata
+
+    return CoreMetadata(name=d["name"], version=d["version"], requires_dist=tuple(d["requires_dist"]),
+                        requires_python=d["requires_python"], provides_extra=tuple(d["provides_extra"]))
+
+
+def _keep(path: Path, data: dict[str, Any]) -> None:
+    import json
+
+    from .lockfile import write_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(data, sort_keys=True))
+    except OSError:
+        pass  # a read-only cache: the backend is asked again next time
+
+
 class LocalSources:
     """The releases and metadata of path sources, for pypm.index.IndexClient: one release each."""
 
     def __init__(self, sources: Mapping[str, PathSource], root: Path, *, cache: Path | None = None,
-                 offline: bool = False, pins: Mapping[str, str] | None = None) -> None:
+                 offline: bool = False, pins: Mapping[str, str] | None = None, refresh: bool = False) -> None:
         """`cache`: pypm's cache directory (git checkouts are made there). `pins`: {name: the old
         lock's git source} -- a git dependency whose reference is unchanged keeps its commit (a
-        branch that moved on is not followed until `--upgrade`), as uv does."""
+        branch that moved on is not followed until `--upgrade`), as uv does. `refresh` (`pypm lock
+        --refresh`): a directory's backend is asked again whatever the cache kept for its tree."""
         import threading
 
         self.sources = dict(sources)
@@ -411,6 +529,7 @@ class LocalSources:
         self.cache = cache
         self.offline = offline
         self.pins = dict(pins or {})
+        self.refresh = refresh
         self._meta: dict[str, CoreMetadata] = {}
         self._virtual: set[str] = set()  # members without [build-system] (metadata_of finds them)
         self._git: dict[str, tuple[Path, str]] = {}
@@ -465,9 +584,14 @@ class LocalSources:
                 self._static[name] = sub  # (metadata_of reads it from here, not the file again)
                 continue
             label = f"{name} ({s.git.spec() if s.git is not None else s.path})"
-            # A commit's metadata never changes: kept in the cache under it (a directory's may, with
-            # any of its files: asked again at every lock).
-            kept = self._kept_metadata(name) if s.git is not None else None
+            # A commit's metadata never changes: kept in the cache under it. A directory's may, with
+            # any of its files (or its repository's tags): kept with the tree's identity, and asked
+            # again when that changed.
+            tree = tree_identity(d) if s.git is None and self.cache is not None else None
+            if s.git is not None:
+                kept = self._kept_metadata(name)
+            else:  # (--refresh: asked again; what it says is kept for the tree as it is now)
+                kept = None if self.refresh else self._kept_tree_metadata(d, tree)
             meta = kept or build(d, name, label, s.git is not None)
             if meta.name != name:
                 raise ProjectError(f"{s.origin}: the build backend of {label} reports the metadata of {meta.name}",
@@ -477,8 +601,11 @@ class LocalSources:
             # Direct references among its requirements are the sources' business, as for a static table.
             self._meta[name] = meta = replace(meta, version=str(Version(meta.version)),
                                               requires_dist=tuple(strip_direct(t)[0] for t in meta.requires_dist))
-            if s.git is not None and kept is None:
-                self._keep_metadata(name, meta)
+            if kept is None:
+                if s.git is not None:
+                    self._keep_metadata(name, meta)
+                elif tree is not None:  # (the identity taken before the build: a change since misses)
+                    self._keep_tree_metadata(d, tree, meta)
 
     def _kept_path(self, name: str) -> Path:
         import hashlib
@@ -492,27 +619,39 @@ class LocalSources:
     def _kept_metadata(self, name: str) -> CoreMetadata | None:
         import json
 
-        from .simpleapi import CoreMetadata
-
         try:
-            d = json.loads(self._kept_path(name).read_text(encoding="utf-8"))
-            return CoreMetadata(name=d["name"], version=d["version"], requires_dist=tuple(d["requires_dist"]),
-                                requires_python=d["requires_python"], provides_extra=tuple(d["provides_extra"]))
+            return _metadata_from(json.loads(self._kept_path(name).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError):
             return None  # none yet (or unreadable: asked again, and replaced)
 
     def _keep_metadata(self, name: str, meta: CoreMetadata) -> None:
-        import json
         from dataclasses import asdict
 
-        from .lockfile import write_atomic
+        _keep(self._kept_path(name), asdict(meta))
 
+    def _tree_path(self, directory: Path) -> Path:
+        import hashlib
+
+        assert self.cache is not None
+        key = hashlib.sha256(os.fsencode(os.path.realpath(directory))).hexdigest()
+        return self.cache / TREE_METADATA_DIR / f"{key}.json"
+
+    def _kept_tree_metadata(self, directory: Path, tree: str | None) -> CoreMetadata | None:
+        """The metadata the backend gave for `directory` when its tree had the identity `tree`."""
+        import json
+
+        if tree is None:
+            return None
         try:
-            path = self._kept_path(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, json.dumps(asdict(meta), sort_keys=True))
-        except OSError:
-            pass  # a read-only cache: the backend is asked again next time
+            d = json.loads(self._tree_path(directory).read_text(encoding="utf-8"))
+            return _metadata_from(d["meta"]) if d.get("tree") == tree else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def _keep_tree_metadata(self, directory: Path, tree: str, meta: CoreMetadata) -> None:
+        from dataclasses import asdict
+
+        _keep(self._tree_path(directory), {"tree": tree, "meta": asdict(meta)})
 
     def _directory(self, s: PathSource) -> Path:
         return self.git_checkout(s.name)[0] if s.git is not None else s.location(self.root)

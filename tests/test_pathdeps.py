@@ -89,3 +89,49 @@ def test_a_directory_without_build_system_is_refused_with_the_fix(tmp_path):
     with pytest.raises(ProjectError) as e:
         collect(load_project(app))
     assert "has no [build-system]" in e.value.message and "hatchling" in (e.value.hint or "")
+
+
+def test_tree_identity_changes_with_any_input_and_not_with_outputs(tmp_path: Path) -> None:
+    import os
+
+    from pypm.pathdeps import tree_identity
+
+    lib = tmp_path / "lib"
+    (lib / "src" / "lib").mkdir(parents=True)
+    (lib / "pyproject.toml").write_text("[project]\n")
+    (lib / "src" / "lib" / "__init__.py").write_text("X = 1\n")
+    first = tree_identity(lib)
+    assert first is not None and tree_identity(lib) == first
+    # outputs and caches are not inputs
+    for out in ("__pycache__", ".venv", "src/lib.egg-info", ".pytest_cache"):
+        (lib / out).mkdir()
+        (lib / out / "f").write_text("x")
+    assert tree_identity(lib) == first
+    # a file rewritten with its old size and mtime still differs (its ctime)
+    f = lib / "src" / "lib" / "__init__.py"
+    st = f.stat()
+    f.write_text("X = 2\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = tree_identity(lib)
+    assert second != first
+    (lib / "VERSION").write_text("1\n")  # a new file
+    third = tree_identity(lib)
+    assert third not in (first, second)
+    (lib / "link").symlink_to(lib / "VERSION")  # a link to a file: its target counts
+    fourth = tree_identity(lib)
+    (lib / "VERSION").write_text("22\n")
+    assert tree_identity(lib) not in (third, fourth)
+    # the repository holding it: HEAD and refs
+    git = tmp_path / ".git"
+    (git / "refs" / "tags").mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    fifth = tree_identity(lib)
+    (git / "refs" / "tags" / "v1").write_text("0" * 40 + "\n")
+    assert tree_identity(lib) != fifth
+    # what cannot be had surely: none
+    (lib / "outside").symlink_to(tmp_path, target_is_directory=True)
+    assert tree_identity(lib) is None
+    (lib / "outside").unlink()
+    (lib / "sub").mkdir()
+    (lib / "sub" / ".git").write_text("gitdir: /elsewhere\n")
+    assert tree_identity(lib) is None

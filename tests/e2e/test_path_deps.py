@@ -315,3 +315,45 @@ def test_a_path_dependency_with_a_dynamic_version_is_locked_from_its_backend(pyp
     (app / "pypm.lock").unlink()
     r = pypm("lock", "--no-build", cwd=app)
     assert r.returncode == 3 and "version is listed in `project.dynamic`" in r.stderr, r.stderr
+
+
+def test_a_directorys_metadata_from_its_backend_is_kept_until_any_of_its_files_or_tags_change(pypm, world):
+    """The backend is asked once for a tree as it is: a relock for another reason reuses its answer;
+    any change to a file the backend could read (not only pyproject.toml: here the VERSION file it
+    reads), or a new tag in the repository holding it, has it asked again."""
+    server, tmp = world
+    lib = write_lib(tmp / "lib", "lib", "0.7.1", deps=["alpha"], dynamic='"version"')
+    app = write_app(tmp / "app", server.url, ["lib"], '\n[tool.pypm.sources]\nlib = { path = "../lib" }\n')
+    asked = "Reading the metadata of lib (../lib) from its build backend"
+
+    def relock(deps: list[str]) -> subprocess.CompletedProcess[str]:
+        text = (app / "pyproject.toml").read_text()
+        old = text.split("dependencies = ", 1)[1].split("\n", 1)[0]
+        (app / "pyproject.toml").write_text(text.replace(f"dependencies = {old}", f"dependencies = {json.dumps(deps)}"))
+        r = pypm("lock", cwd=app)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    r = pypm("lock", cwd=app)
+    assert r.returncode == 0 and asked in r.stderr, r.stderr
+    r = relock(["lib", "beta"])  # the project's own change: lib's tree is as it was
+    assert asked not in r.stderr, r.stderr
+    assert lock_of(app)["lib"].version == "0.7.1" and "beta" in lock_of(app)
+    (lib / "VERSION").write_text("0.7.2\n")  # a file outside the lock's inputs, which the backend reads
+    r = relock(["lib"])
+    assert asked in r.stderr and lock_of(app)["lib"].version == "0.7.2", r.stderr
+    r = relock(["lib", "beta"])
+    assert asked not in r.stderr, r.stderr
+    r = pypm("lock", "--refresh", cwd=app)  # (asked again when told)
+    assert r.returncode == 0 and asked in r.stderr, r.stderr
+    # the repository holding it: a new commit or tag (setuptools-scm's version) is a new tree
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"]):
+        subprocess.run([*git, *cmd], cwd=tmp, check=True, capture_output=True)
+    r = relock(["lib"])
+    assert asked in r.stderr, r.stderr
+    r = relock(["lib", "beta"])
+    assert asked not in r.stderr, r.stderr
+    subprocess.run([*git, "tag", "v0.7.2"], cwd=tmp, check=True, capture_output=True)
+    r = relock(["lib"])
+    assert asked in r.stderr, r.stderr

@@ -196,6 +196,10 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
         return project.root, venv, project, tool_knobs(project)
     from .sync import SyncOptions, ensure_synced
 
+    if not getattr(args, "no_sandbox", False) and project.tool.sandbox.enabled:
+        from .toolrun import prebuild_helper
+
+        prebuild_helper()  # the sandbox's helper, built meanwhile when it is not yet
     if upgrade:  # as `pypm lock --upgrade`, then the sync below installs what it chose
         from .locking import LockOptions, lock_project
 

@@ -181,7 +181,8 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any],
     venv = found_environment(requirements, env_args, meta.get("requires-python"), kind="script")
     if venv is None:  # made, locked again or synced: the full path (the next run may record a plan)
         root = tool_dir(requirements, env_args, meta.get("requires-python"), kind="script")
-        venv = str(ready_environment(ctx, root, env_args, before_sync=lambda: _checked(meta, script)))
+        venv = str(ready_environment(ctx, root, env_args, before_sync=lambda: _checked(meta, script),
+                                     sandboxed=not getattr(args, "no_sandbox", False)))
         launch_flags = None
     ro: tuple[str, ...] = ()
     if not getattr(args, "no_sandbox", False):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Sequence
 
 __all__ = ["x_command", "fast_x", "tool_dir", "tool_project", "found_environment", "ready_environment",
-           "current_venv", "run_here", "EntryContext"]
+           "current_venv", "run_here", "EntryContext", "prebuild_helper"]
 
 # This module is on the path of a PEP 723 script's run (pypm.script) and of `pypm x` (fast_x),
 # where an environment found current is run without the CLI: its top imports only os, sys and
@@ -217,7 +217,7 @@ def x_command(ctx: Any, args: Any) -> int:
     if not argv:
         raise UsageError("`pypm x` needs a command", hint="e.g. `pypm x ruff check .` or `pypm x --from httpie http URL`")
     requirements, command = _requirements(args, argv)
-    venv = ready_environment(ctx, tool_dir(requirements, args), args)
+    venv = ready_environment(ctx, tool_dir(requirements, args), args, sandboxed=not args.no_sandbox)
     exe = venv / "bin" / command
     if not os.path.isfile(exe):
         bins = sorted(p.name for p in (venv / "bin").iterdir()
@@ -274,10 +274,11 @@ def fast_x(argv: Sequence[str]) -> int | None:
 
 
 def ready_environment(ctx: Any, root: Path, args: Any,
-                      before_sync: Callable[[], Any] | None = None) -> Path:
+                      before_sync: Callable[[], Any] | None = None, *, sandboxed: bool = False) -> Path:
     """The venv of the environment project at `root`, locked and synced when it is not current
     (`args.upgrade`: locked again to the newest releases first; `before_sync` is called first);
-    touched as used."""
+    touched as used. `sandboxed`: the command runs in the sandbox next (its helper is built
+    meanwhile when it is not yet: sandbox.native.prebuild)."""
     from pathlib import Path
 
     upgrade = getattr(args, "upgrade", False)
@@ -285,6 +286,8 @@ def ready_environment(ctx: Any, root: Path, args: Any,
     if found is not None:
         ctx.debug(f"{found} matches its pyproject.toml and pypm.lock: not syncing")
         return Path(found)
+    if sandboxed:
+        prebuild_helper()
     tctx = _ToolContext(ctx, root)
     want: Any = SimpleNamespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
                                 no_install_project=False, python=args.python, frozen=False, offline=args.offline)
@@ -300,6 +303,17 @@ def ready_environment(ctx: Any, root: Path, args: Any,
     venv = ensure_synced(tctx, project, SyncOptions.from_args(want))
     _touch(str(root))
     return venv
+
+
+def prebuild_helper() -> None:
+    """Start building the sandbox's compiled helper, if it is not built yet, for a sandboxed run
+    that follows work of its own (a sync): the compiler's ~0.5 s overlaps that work."""
+    try:
+        from sandbox.cachedir import default_cache_dir
+        from sandbox.native import prebuild
+    except ImportError:  # a build of pypm without the sandbox: the run says so
+        return
+    prebuild(default_cache_dir())
 
 
 def current_venv(root: str, python: str | None) -> str | None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .policy import Policy
 
-__all__ = ["helper", "build", "spawn", "MODE_ENV", "FALLBACK"]
+__all__ = ["helper", "prebuild", "build", "spawn", "MODE_ENV", "FALLBACK"]
 
 MODE_ENV = "PYPM_SANDBOX_RUNNER"
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper.c")
@@ -68,10 +68,44 @@ def _read_source() -> tuple[bytes, str] | None:
     return _source
 
 
+# Builds started ahead by prebuild, by cache directory: helper() waits for one instead of
+# starting the compiler a second time.
+_pending: dict[str, object] = {}
+
+
+def prebuild(cache_dir: str) -> None:
+    """Start building the helper for `cache_dir`, on a thread, when it is not built yet: for a
+    command that will run sandboxed after work of its own (a sync, a tool's environment made),
+    which the compiler (~0.5 s, once per pypm version and cache) then overlaps. helper() waits
+    for it. Nothing when the helper is there, cannot be built, or is not wanted."""
+    if cache_dir in _pending or os.environ.get(MODE_ENV, "") not in ("", "native"):
+        return
+    src = _read_source()
+    if src is None:
+        return
+    exe = os.path.join(cache_dir, "sandbox-helper", src[1])
+    if os.access(exe, os.X_OK) or os.path.exists(exe + ".failed"):
+        return
+    import threading
+
+    # Not a daemon: a command that ends first (an error in its sync) waits for the compiler to
+    # finish and rename its binary, rather than leave a temporary file behind.
+    t = threading.Thread(target=_helper, args=(cache_dir,), name="pypm-helper-build")
+    _pending[cache_dir] = t
+    t.start()
+
+
 def helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
     """The path of the built helper for this source, building it on first use; None when it
     cannot be built here (no compiler: the Python runner is used, and the attempt is not
     repeated on every run)."""
+    pending = _pending.pop(cache_dir, None)
+    if pending is not None:  # started by prebuild: its result, not a second compiler
+        pending.join()  # type: ignore[attr-defined]
+    return _helper(cache_dir, build_if_missing=build_if_missing)
+
+
+def _helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
     src = _read_source()
     if src is None:
         return None
@@ -122,7 +156,7 @@ def build(source: bytes, exe: str) -> str | None:
         return None
     cc = _compiler()
     tmp = f"{exe}.{os.getpid()}.tmp"
-    ok = False
+    ok = interrupted = False
     if cc is not None:
         try:
             # The bytes that were hashed into the binary's name, through stdin: not the file
@@ -130,6 +164,7 @@ def build(source: bytes, exe: str) -> str | None:
             r = subprocess.run([cc, *CFLAGS, "-o", tmp, "-x", "c", "-"], input=source,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
             ok = r.returncode == 0 and os.access(tmp, os.X_OK)
+            interrupted = r.returncode < 0  # killed by a signal (Ctrl-C): not a failure to remember
         except (OSError, subprocess.SubprocessError):
             ok = False
     if not ok:
@@ -137,6 +172,8 @@ def build(source: bytes, exe: str) -> str | None:
             os.unlink(tmp)
         except OSError:
             pass
+        if interrupted:
+            return None  # the next run tries again
         try:  # remember, so that every run does not try again (cleared by `pypm cache clean`)
             with open(exe + ".failed", "w") as f:
                 f.write(f"compiler: {cc or 'none found (set CC)'}\n")

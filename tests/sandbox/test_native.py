@@ -38,6 +38,41 @@ def test_the_helper_is_built_once_per_source_and_reused(tmp_path) -> None:
     assert not [p for p in (tmp_path / "sandbox-helper").iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_build_started_ahead_is_waited_for_not_started_again(tmp_path, monkeypatch) -> None:
+    """prebuild (a sync's run to come) starts the compiler on a thread; helper() then waits for
+    that build: one compiler, one binary."""
+    log = tmp_path / "cc.log"
+    cc = tmp_path / "cc"
+    cc.write_text(f"#!/bin/sh\necho run >> {log}\nexec gcc \"$@\"\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.delenv("PYPM_SANDBOX_RUNNER", raising=False)
+    cache = str(tmp_path / "cache")
+    native.prebuild(cache)
+    native.prebuild(cache)  # (one build per cache, however often asked)
+    exe = native.helper(cache)
+    assert exe is not None and os.access(exe, os.X_OK)
+    assert log.read_text() == "run\n"
+    native.prebuild(cache)  # built: nothing to do
+    assert native.helper(cache) == exe and log.read_text() == "run\n"
+    assert not [p for p in (tmp_path / "cache" / "sandbox-helper").iterdir() if p.name != os.path.basename(exe)]
+
+
+def test_a_compiler_killed_by_a_signal_is_not_remembered_as_failed(tmp_path, monkeypatch) -> None:
+    """Ctrl-C during the build (the compiler gets SIGINT too) is not "no compiler here": the next
+    run builds the helper, instead of every run taking the Python runner from then on."""
+    cc = tmp_path / "cc"
+    cc.write_text("#!/bin/sh\nkill -INT $$\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    cache = tmp_path / "cache"
+    assert native.helper(str(cache)) is None
+    assert list((cache / "sandbox-helper").iterdir()) == []  # no .failed marker, no temporary file
+    monkeypatch.delenv("CC")
+    exe = native.helper(str(cache))
+    assert exe is not None and os.access(exe, os.X_OK)
+
+
 def test_without_a_compiler_the_python_runner_does_the_same_job(tmp_path) -> None:
     r = _sandbox([], ["sh", "-c", "echo inside; exit 3"], cache=tmp_path, cc="/bin/false")
     assert (r.returncode, r.stdout) == (3, "inside\n"), r.stderr

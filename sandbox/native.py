@@ -22,7 +22,7 @@ from .errors import SandboxError
 
 TYPE_CHECKING = False  # typing costs ~2 ms at import; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Sequence
+    from typing import Any, Sequence
 
     from .policy import Policy
 
@@ -68,31 +68,40 @@ def _read_source() -> tuple[bytes, str] | None:
     return _source
 
 
-# Builds started ahead by prebuild, by cache directory: helper() waits for one instead of
-# starting the compiler a second time.
-_pending: dict[str, object] = {}
+# Builds started ahead by prebuild, by cache directory: (the compiler's process, its output, the
+# binary's path, the compiler). helper() finishes one instead of starting the compiler again.
+_pending: dict[str, tuple[Any, str, str, str]] = {}
 
 
 def prebuild(cache_dir: str) -> None:
-    """Start building the helper for `cache_dir`, on a thread, when it is not built yet: for a
-    command that will run sandboxed after work of its own (a sync, a tool's environment made),
-    which the compiler (~0.5 s, once per pypm version and cache) then overlaps. helper() waits
-    for it. Nothing when the helper is there, cannot be built, or is not wanted."""
+    """Start the compiler for the helper of `cache_dir` when it is not built yet, for a command
+    that will run sandboxed after work of its own (a sync, a tool's environment made): its ~0.5 s
+    then overlaps that work. A process, not a thread: a sync forks its download process only
+    while no other thread runs (pypm.fetchchild). helper() finishes the build; so does the
+    interpreter's exit, for a command that ends first (an error in its sync). Nothing when the
+    helper is there, cannot be built here, or is not wanted."""
     if cache_dir in _pending or os.environ.get(MODE_ENV, "") not in ("", "native"):
         return
     src = _read_source()
     if src is None:
         return
-    exe = os.path.join(cache_dir, "sandbox-helper", src[1])
-    if os.access(exe, os.X_OK) or os.path.exists(exe + ".failed"):
+    d = os.path.join(cache_dir, "sandbox-helper")
+    exe = os.path.join(d, src[1])
+    if os.access(exe, os.X_OK) or os.path.exists(exe + ".failed") or (os.path.isdir(d) and not _ours(d)):
         return
-    import threading
+    started = _start(src[0], exe)
+    if started is None:
+        return
+    if not _pending:
+        import atexit
 
-    # Not a daemon: a command that ends first (an error in its sync) waits for the compiler to
-    # finish and rename its binary, rather than leave a temporary file behind.
-    t = threading.Thread(target=_helper, args=(cache_dir,), name="pypm-helper-build")
-    _pending[cache_dir] = t
-    t.start()
+        atexit.register(_finish_all)
+    _pending[cache_dir] = started
+
+
+def _finish_all() -> None:
+    for cache_dir in list(_pending):
+        _finish(*_pending.pop(cache_dir))
 
 
 def helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
@@ -100,12 +109,8 @@ def helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
     cannot be built here (no compiler: the Python runner is used, and the attempt is not
     repeated on every run)."""
     pending = _pending.pop(cache_dir, None)
-    if pending is not None:  # started by prebuild: its result, not a second compiler
-        pending.join()  # type: ignore[attr-defined]
-    return _helper(cache_dir, build_if_missing=build_if_missing)
-
-
-def _helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
+    if pending is not None:  # started by prebuild: its binary, not a second compiler
+        _finish(*pending)
     src = _read_source()
     if src is None:
         return None
@@ -147,6 +152,13 @@ def _compiler() -> str | None:
 
 def build(source: bytes, exe: str) -> str | None:
     """Compile helper.c into `exe` (atomically); None, and a `.failed` marker, when it fails."""
+    started = _start(source, exe)
+    return _finish(*started) if started is not None else None
+
+
+def _start(source: bytes, exe: str) -> tuple[Any, str, str, str] | None:
+    """The compiler started on `source` (written to its stdin), as (process, temp output, exe,
+    compiler); None when none could be (the `.failed` marker written when there is no compiler)."""
     import subprocess  # only here: a build happens once per pypm version and machine
 
     d = os.path.dirname(exe)
@@ -156,33 +168,56 @@ def build(source: bytes, exe: str) -> str | None:
         return None
     cc = _compiler()
     tmp = f"{exe}.{os.getpid()}.tmp"
-    ok = interrupted = False
-    if cc is not None:
-        try:
-            # The bytes that were hashed into the binary's name, through stdin: not the file
-            # again, which could have changed since it was read.
-            r = subprocess.run([cc, *CFLAGS, "-o", tmp, "-x", "c", "-"], input=source,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
-            ok = r.returncode == 0 and os.access(tmp, os.X_OK)
-            interrupted = r.returncode < 0  # killed by a signal (Ctrl-C): not a failure to remember
-        except (OSError, subprocess.SubprocessError):
-            ok = False
-    if not ok:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if interrupted:
-            return None  # the next run tries again
-        try:  # remember, so that every run does not try again (cleared by `pypm cache clean`)
-            with open(exe + ".failed", "w") as f:
-                f.write(f"compiler: {cc or 'none found (set CC)'}\n")
-        except OSError:
-            pass
+    if cc is None:
+        _failed(exe, "none found (set CC)")
         return None
-    os.chmod(tmp, 0o700)
-    os.rename(tmp, exe)
-    return exe
+    try:
+        # The bytes that were hashed into the binary's name, through stdin: not the file again,
+        # which could have changed since it was read. In pypm's process group: Ctrl-C stops it too.
+        proc = subprocess.Popen([cc, *CFLAGS, "-o", tmp, "-x", "c", "-"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        _failed(exe, cc)
+        return None
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(source)
+        proc.stdin.close()
+    except OSError:  # the compiler exited early (a broken one): its status says so
+        pass
+    return proc, tmp, exe, cc
+
+
+def _finish(proc: Any, tmp: str, exe: str, cc: str) -> str | None:
+    """Wait for a compiler `_start` started; the binary renamed into place, or None (and the
+    `.failed` marker, unless the compiler was killed by a signal: Ctrl-C is not "no compiler")."""
+    import subprocess
+
+    try:
+        code = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = 1
+    if code == 0 and os.access(tmp, os.X_OK):
+        os.chmod(tmp, 0o700)
+        os.rename(tmp, exe)
+        return exe
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    if code >= 0:  # (killed by a signal: the next run tries again)
+        _failed(exe, cc)
+    return None
+
+
+def _failed(exe: str, cc: str) -> None:
+    try:  # remember, so that every run does not try again (cleared by `pypm cache clean`)
+        with open(exe + ".failed", "w") as f:
+            f.write(f"compiler: {cc}\n")
+    except OSError:
+        pass
 
 
 def _mask_hex(signals: object) -> str:

@@ -39,8 +39,9 @@ def test_the_helper_is_built_once_per_source_and_reused(tmp_path) -> None:
 
 
 def test_a_build_started_ahead_is_waited_for_not_started_again(tmp_path, monkeypatch) -> None:
-    """prebuild (a sync's run to come) starts the compiler on a thread; helper() then waits for
-    that build: one compiler, one binary."""
+    """prebuild (a sync's run to come) starts the compiler as a process of its own (no thread: a
+    sync forks its download process only while no other thread runs); helper() then finishes that
+    build: one compiler, one binary."""
     log = tmp_path / "cc.log"
     cc = tmp_path / "cc"
     cc.write_text(f"#!/bin/sh\necho run >> {log}\nexec gcc \"$@\"\n")
@@ -48,14 +49,30 @@ def test_a_build_started_ahead_is_waited_for_not_started_again(tmp_path, monkeyp
     monkeypatch.setenv("CC", str(cc))
     monkeypatch.delenv("PYPM_SANDBOX_RUNNER", raising=False)
     cache = str(tmp_path / "cache")
+    import threading
+
     native.prebuild(cache)
     native.prebuild(cache)  # (one build per cache, however often asked)
+    assert threading.active_count() == 1
     exe = native.helper(cache)
     assert exe is not None and os.access(exe, os.X_OK)
     assert log.read_text() == "run\n"
     native.prebuild(cache)  # built: nothing to do
     assert native.helper(cache) == exe and log.read_text() == "run\n"
     assert not [p for p in (tmp_path / "cache" / "sandbox-helper").iterdir() if p.name != os.path.basename(exe)]
+
+
+def test_a_build_started_ahead_is_finished_when_the_command_ends_first(tmp_path) -> None:
+    """A command that started the compiler and then failed (its sync) leaves the helper built, not a
+    temporary file: the interpreter's exit finishes the build."""
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYPM_", "CC"))}
+    r = subprocess.run([sys.executable, "-c", "import sys; from sandbox import native; "
+                        f"native.prebuild({str(cache)!r}); sys.exit('the sync failed')"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert r.returncode == 1 and "the sync failed" in r.stderr
+    built = list((cache / "sandbox-helper").iterdir())
+    assert len(built) == 1 and not built[0].name.endswith((".tmp", ".failed")) and os.access(built[0], os.X_OK)
 
 
 def test_a_compiler_killed_by_a_signal_is_not_remembered_as_failed(tmp_path, monkeypatch) -> None:

@@ -178,18 +178,13 @@ def test_the_home_directory_or_what_holds_it_is_never_bound_in(pypm, tool, where
     assert "Traceback" not in r.stderr
 
 
-def test_a_current_tool_runs_from_the_entry_points_fast_path(pypm, dists, index_server, tmp_path):
+def test_a_current_tool_runs_from_the_entry_points_fast_path(pypm, tool, dists):
     """`pypm x TOOL` with TOOL's environment current runs without the CLI (toolrun.fast_x), as the
     CLI would have run it; what it does not handle goes to the CLI, which says what is wrong."""
+    server, work, secret, _ = tool
     dists.wheel("probe", "1.0", modules={"probe/__init__.py": PROBE.format(version="1.0")},
                 entry_points={"console_scripts": {"probe": "probe:main"}})
-    dists.wheel("helper", "1.0")
-    server = index_server()
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "pyproject.toml").write_text('[project]\nname = "mine"\nversion = "1"\n')
-    secret = pypm.home / "secret.txt"
-    secret.write_text("s3cr3t")
+    server.add(dists.dir / "probe-1.0-py3-none-any.whl")  # (a package whose command is its name)
     env = {"PYPM_INDEX_URL": server.url, "PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"}
 
     def run(*args, cwd=work):

@@ -51,9 +51,10 @@ def test_a_build_started_ahead_is_waited_for_not_started_again(tmp_path, monkeyp
     cache = str(tmp_path / "cache")
     import threading
 
+    threads = threading.active_count()  # (the suite's index servers have some)
     native.prebuild(cache)
     native.prebuild(cache)  # (one build per cache, however often asked)
-    assert threading.active_count() == 1
+    assert threading.active_count() == threads
     exe = native.helper(cache)
     assert exe is not None and os.access(exe, os.X_OK)
     assert log.read_text() == "run\n"

@@ -48,7 +48,11 @@ class Context:
     """What every handler gets besides its arguments: where the project is and how loud to be."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.directory = Path(args.directory).resolve() if args.directory else Path.cwd()
+        try:
+            self.directory = Path(args.directory).resolve() if args.directory else Path.cwd()
+        except OSError as e:  # (the shell's directory was removed under it)
+            raise UsageError(f"the current directory cannot be read: {e.strerror or e}",
+                             hint="cd into an existing directory (or give one with --directory)") from None
         self._args = args
         self.member: str | None = None  # the workspace member this command runs in (see project())
         self.verbose: int = args.verbose
@@ -473,7 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return ExitCode.USAGE
-    ctx = Context(args)
+    try:
+        ctx = Context(args)
+    except PypmError as e:
+        return report_failure(e, verbose=getattr(args, "verbose", 0))
     try:
         return int(args.handler(ctx, args) or 0)
     except (Exception, KeyboardInterrupt) as e:  # one reporting policy: errors.report_failure

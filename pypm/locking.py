@@ -439,8 +439,8 @@ def fast_lock(argv: list[str]) -> int | None:
         if found is None or ("check" if "--check" in argv else "lock") not in found[0]:
             return None
         n = int(found[1]["packages"])
-    except (PypmError, ValueError, LookupError, TypeError):
-        return None  # anything unusual: the full command says what is wrong, or re-locks
+    except (PypmError, ValueError, LookupError, TypeError, OSError):
+        return None  # anything unusual (a cwd removed): the full command says what is wrong, or re-locks
     say_lock_current(argv, n, started)
     return 0
 

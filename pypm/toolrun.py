@@ -249,6 +249,10 @@ def fast_x(argv: Sequence[str]) -> int | None:
     if simple is None or (no_sandbox and values):  # (sandbox flags without the sandbox: the CLI's call)
         return None
     name, version = simple
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None  # (removed under the shell: the CLI says so)
     args: Any = _FastArgs(False, values)
     # x's other flags at argparse's defaults (index options absent: the environment's own lock names its index)
     args.no_sandbox, args.python, args.index_url, args.extra_index_url, args.find_links = no_sandbox, None, None, [], []
@@ -257,7 +261,6 @@ def fast_x(argv: Sequence[str]) -> int | None:
         exe = os.path.join(venv, "bin", name) if venv is not None else ""
         if venv is None or not os.path.isfile(exe):
             return None  # made or synced first, or the command is not the tool's: the CLI says which
-        cwd = os.getcwd()
         own = None
         from .launch import _split, tool_plan_path
 

@@ -196,3 +196,17 @@ def test_an_empty_flag_value_is_refused_not_taken_as_unset(argv: list[str],
     assert exc.value.code == ExitCode.USAGE
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and "the value is empty" in err
+
+
+@pytest.mark.parametrize("command", [["run", "--", "python", "-c", "pass"], ["run", "script.py"], ["x", "ruff"],
+                                     ["lock"], ["lock", "--check"], ["sync"], ["add", "requests"], ["tree"]])
+def test_a_current_directory_removed_under_the_shell_is_a_clear_error(tmp_path: Path, command: list[str]) -> None:
+    """`cd build && rm -rf ../build && pypm ...`: exit 2 naming the problem and the fix, from the
+    fast paths and the CLI alike, never a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYPM_")}
+    env["PYPM_CACHE_DIR"] = str(tmp_path / "cache")
+    r = subprocess.run(["sh", "-c", 'mkdir gone && cd gone && rmdir ../gone && exec "$0" -m pypm "$@"',
+                        sys.executable, *command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "the current directory cannot be read" in r.stderr and "cd into an existing directory" in r.stderr
+    assert "Traceback" not in r.stderr

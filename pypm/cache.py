@@ -33,7 +33,7 @@ from .lockfile import FileEntry
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
-__all__ = ["Cache", "Fetcher", "FetcherMismatch", "cache_command"]
+__all__ = ["Cache", "Fetcher", "FetcherMismatch", "cache_command", "cannot_make"]
 
 CHUNK = 1 << 20
 # A download's bytes are written and hashed this many at a time, not per TLS record (16 kB): each
@@ -230,11 +230,11 @@ class Cache:
         except FileExistsError:  # something that is not a directory
             self._remove_stray(path)
         except OSError as e:
-            raise _cannot_make(path, e.strerror or e) from None
+            raise cannot_make(path, e.strerror or e) from None
         try:
             path.mkdir(exist_ok=True)
         except OSError as e:
-            raise _cannot_make(path, e.strerror or e) from None
+            raise cannot_make(path, e.strerror or e) from None
 
     def _remove_stray(self, path: Path) -> None:
         """Remove a file (or symlink) where the cache keeps an entry's directory, with a note."""
@@ -243,7 +243,7 @@ class Cache:
         except FileNotFoundError:
             return  # another process removed it first
         except OSError as e:
-            raise _cannot_make(path, f"a file is in the way and cannot be removed ({e.strerror or e})") from None
+            raise cannot_make(path, f"a file is in the way and cannot be removed ({e.strerror or e})") from None
         self._note(f"removed {path}, a file where the cache keeps a directory")
 
     # ---- verification
@@ -836,7 +836,7 @@ class _EntryLock:
             os.close(fd)  # closing the only descriptor releases the flock
 
 
-def _cannot_make(path: object, why: object) -> InstallError:
+def cannot_make(path: object, why: object) -> InstallError:
     return InstallError(f"cannot make the cache directory {path}: {why}",
                         hint="set PYPM_CACHE_DIR to a writable directory, or repair the cache with `pypm cache clean`")
 
@@ -852,11 +852,11 @@ def _make_fan(fan: Path, *, always: bool = False) -> None:
         fan.mkdir()
     except FileExistsError as e:
         if not fan.is_dir():  # a file where the directory (or its parent) goes
-            raise _cannot_make(e.filename or fan, "a file is in the way") from None
+            raise cannot_make(e.filename or fan, "a file is in the way") from None
         if not always:
             return
     except OSError as e:  # PYPM_CACHE_DIR names a file, no permission, ...
-        raise _cannot_make(e.filename or fan, e.strerror or e) from None
+        raise cannot_make(e.filename or fan, e.strerror or e) from None
     spread_subdirs(fan)
 
 

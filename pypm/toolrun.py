@@ -136,8 +136,13 @@ def tool_dir(requirements: list[str], args: Any, requires_python: str | None = N
     if _pyproject_text(root) != text:
         from .lockfile import write_atomic  # (its dataclasses: ~6 ms a run that finds it current skips)
 
-        os.makedirs(root, exist_ok=True)
-        write_atomic(Path(root) / "pyproject.toml", text)
+        try:
+            os.makedirs(root, exist_ok=True)
+            write_atomic(Path(root) / "pyproject.toml", text)
+        except OSError as e:  # a cache directory that is a file, or read-only: as the sync says it
+            from .cache import cannot_make
+
+            raise cannot_make(root, e.strerror or e) from None
     return Path(root)
 
 

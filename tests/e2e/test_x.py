@@ -221,3 +221,13 @@ def test_a_current_tool_runs_from_the_entry_points_fast_path(pypm, tool, dists):
     # from the home directory: refused there too (exit 8), before anything runs
     how, r, _ = run("probe", str(secret), str(server.port), cwd=pypm.home)
     assert how == "fast" and r.returncode == 8 and "your home directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_cache_directory_that_cannot_hold_the_environment_is_a_clear_error(pypm, tool, tmp_path):
+    server, work, secret, _ = tool
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = pypm("x", "--index-url", server.url, "--from", "probe-tool", "probe", cwd=work, env={"PYPM_CACHE_DIR": str(blocker)})
+    assert r.returncode == 7, r.stderr
+    assert f"cannot make the cache directory {blocker}/tools/" in r.stderr and "set PYPM_CACHE_DIR" in r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr

@@ -118,7 +118,7 @@ def tree_identity(directory: Path | str) -> str | None:
     mtime and ctime in ns: a file rewritten with its old size and mtime still differs) of every
     entry below it, bar _NOT_INPUTS, and of the git repository holding it (HEAD, its refs, tags,
     index: setuptools-scm and its kind take the version from there). None when that cannot be
-    had surely and cheaply: a symlink to a directory (the tree would go on outside), a `.git`
+    had surely and cheaply: a symlink to a directory outside it (the tree would go on there), a `.git`
     file (a worktree or submodule: the repository is elsewhere), more than _TREE_LIMIT entries.
     (By hand: no library computes a tree's identity; hashing every file would cost a large
     tree more than the backend it saves asking.)"""
@@ -140,7 +140,17 @@ def tree_identity(directory: Path | str) -> str | None:
                 continue
             path = os.path.join(base, name)
             if os.path.islink(path):
-                return None  # os.walk does not follow it; what it points at would go unseen
+                # os.walk does not follow it. Into the tree: its target is walked anyway, and the
+                # link itself is an entry (where it points, in its identity). Out of it: what it
+                # points at would go unseen.
+                target = os.path.realpath(path)
+                if target != top and not target.startswith(top.rstrip("/") + "/"):
+                    return None
+                try:
+                    add(os.path.relpath(path, top) + " -> " + os.readlink(path), os.lstat(path))
+                except OSError:
+                    return None
+                continue
             if name == ".git":
                 continue  # the repository: below, by what decides a version
             keep.append(name)

@@ -128,6 +128,15 @@ def test_tree_identity_changes_with_any_input_and_not_with_outputs(tmp_path: Pat
     fifth = tree_identity(lib)
     (git / "refs" / "tags" / "v1").write_text("0" * 40 + "\n")
     assert tree_identity(lib) != fifth
+    tree_identity_before_link = tree_identity(lib)
+    # a link to a directory inside the tree: an entry (its target is walked anyway)
+    (lib / "src-link").symlink_to(lib / "src", target_is_directory=True)
+    sixth = tree_identity(lib)
+    assert sixth is not None and sixth != tree_identity_before_link
+    (lib / "src-link").unlink()
+    (lib / "src-link").symlink_to(lib / "src" / "lib", target_is_directory=True)  # pointed elsewhere
+    assert tree_identity(lib) not in (None, sixth)
+    (lib / "src-link").unlink()
     # what cannot be had surely: none
     (lib / "outside").symlink_to(tmp_path, target_is_directory=True)
     assert tree_identity(lib) is None

@@ -58,6 +58,17 @@ def _simple_tool(word: str) -> tuple[str, str] | None:
     return name, version
 
 
+def _simple_requirement(text: str) -> str | None:
+    """`NAME` or `NAME==1.2.3` when `text` is one of those exactly as packaging would write the
+    requirement (str(Requirement(text)) == text); else None."""
+    name, eq, version = text.partition("==")
+    if "@" in name or _simple_tool(name) is None:
+        return None
+    if eq and (not version or not all(part and _DIGITS.issuperset(part) for part in version.split("."))):
+        return None
+    return text
+
+
 class EntryContext:
     """cli.Context for a run from the entry point (a script's, `pypm x`'s), without argparse:
     messages as the CLI prints them (a script's first run says what it locked and synced)."""
@@ -107,9 +118,12 @@ def _requirements(args: Any, argv: list[str]) -> tuple[list[str], str]:
         name, version = simple
         return [f"{name}=={version}" if version else name], name
 
-    from .edit import parse_requirement
-
     def parse(text: str, what: str) -> str:
+        simple = _simple_requirement(text)
+        if simple is not None:  # `--from httpie`, `--with rich==13.9.4`: as packaging spells them, without it (~28 ms)
+            return simple
+        from .edit import parse_requirement
+
         return str(parse_requirement(text, what, remote_urls=True))
 
     if args.from_:

@@ -78,3 +78,22 @@ def test_a_tools_sandbox_defaults_are_what_sync_records_for_a_default_project() 
 
     default = SimpleNamespace(name="x", tool=SimpleNamespace(sandbox=SandboxConfig(), plugins=(), trusted_keys=()))
     assert tool_knobs(default)["sandbox"] == DEFAULT_SANDBOX
+
+
+@pytest.mark.parametrize("text", ["ruff", "ruff==0.6.9", "Ruff_X.y-z", "r", "ruff==1.2.3.4", "ruff==", "ruff==0.6.9rc1",
+                                  "ruff>=1", "ruff[x]", "a@1", "-x", "x-", "ruff==1..2", "ruff== 1", "ruff @ file:///x"])
+def test_a_tools_simple_requirements_are_spelled_as_packaging_spells_them(text: str) -> None:
+    """toolrun keys an environment by the requirement's text; the forms it takes without packaging
+    (`pypm x ruff`, `ruff@0.6.9`, `--from ruff==0.6.9`) must be packaging's own spelling."""
+    from packaging.requirements import Requirement
+
+    from pypm.toolrun import _simple_requirement, _simple_tool
+
+    simple = _simple_requirement(text)
+    if simple is not None:
+        assert str(Requirement(text)) == simple
+    tool = _simple_tool(text.replace("==", "@"))
+    if tool is not None:
+        name, version = tool
+        assert str(Requirement(f"{name}=={version}" if version else name)) == (f"{name}=={version}" if version else name)
+        assert simple is not None or "==" not in text  # (the two agree on which versions are plain)

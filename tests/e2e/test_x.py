@@ -84,6 +84,11 @@ def test_a_tool_runs_sandboxed_in_the_current_directory(pypm, tool):
     assert out["version"] == "1.0" and "Resolved" not in r.stderr and "Synced" not in r.stderr
     assert server.requests == []
 
+    # --from and --with in their plain forms are keyed without packaging (~28 ms of imports)
+    r = pypm("x", "--index-url", server.url, "--from", "probe-tool", "probe", str(secret), str(server.port), cwd=work,
+             env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0 and "packaging.requirements" not in r.stderr, r.stderr
+
     # the sandbox's flags apply: the host's network; unsandboxed, the host's files
     r, out = x(pypm, server, work, secret, "--network", "host", "--with", "helper", "--from", "probe-tool", "probe")
     assert r.returncode == 0, r.stderr

@@ -511,14 +511,28 @@ def _metadata_from(d: dict[str, Any]) -> CoreMetadata:
                         requires_python=d["requires_python"], provides_extra=tuple(d["provides_extra"]))
 
 
+def _read_kept(path: Path) -> Any:
+    """A kept record's data, trusted only when this user alone can have written it (what it says
+    a package depends on is what a sync installs): else an OSError, as for none."""
+    import json
+
+    from .fastpath import read_own_file
+
+    own = read_own_file(str(path))
+    if own is None:
+        raise OSError(f"{path}: none, or not this user's alone")
+    return json.loads(own[0].decode("utf-8"))
+
+
 def _keep(path: Path, data: dict[str, Any]) -> None:
     import json
 
-    from .lockfile import write_atomic
+    from .fastpath import replace_file
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(data, sort_keys=True))
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # 0600, whatever the old file's mode was (_read_kept trusts only a record nobody else can write)
+        replace_file(str(path), json.dumps(data, sort_keys=True).encode(), mode=0o600)
     except OSError:
         pass  # a read-only cache: the backend is asked again next time
 
@@ -627,12 +641,10 @@ class LocalSources:
         return self.cache / "git" / "metadata" / f"{key}.json"
 
     def _kept_metadata(self, name: str) -> CoreMetadata | None:
-        import json
-
         try:
-            return _metadata_from(json.loads(self._kept_path(name).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # none yet (or unreadable: asked again, and replaced)
+            return _metadata_from(_read_kept(self._kept_path(name)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # none yet (or unreadable, or not this user's alone: asked again, and replaced)
 
     def _keep_metadata(self, name: str, meta: CoreMetadata) -> None:
         from dataclasses import asdict
@@ -648,12 +660,10 @@ class LocalSources:
 
     def _kept_tree_metadata(self, directory: Path, tree: str | None) -> CoreMetadata | None:
         """The metadata the backend gave for `directory` when its tree had the identity `tree`."""
-        import json
-
         if tree is None:
             return None
         try:
-            d = json.loads(self._tree_path(directory).read_text(encoding="utf-8"))
+            d = _read_kept(self._tree_path(directory))
             return _metadata_from(d["meta"]) if d.get("tree") == tree else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None

@@ -346,6 +346,13 @@ def test_a_directorys_metadata_from_its_backend_is_kept_until_any_of_its_files_o
     assert asked not in r.stderr, r.stderr
     r = pypm("lock", "--refresh", cwd=app)  # (asked again when told)
     assert r.returncode == 0 and asked in r.stderr, r.stderr
+    # a record somebody else could have written (group-writable) is not trusted: it names what a sync installs
+    (kept,) = (pypm.cache_dir / "path-metadata").iterdir()
+    kept.chmod(0o664)
+    r = relock(["lib"])
+    assert asked in r.stderr, r.stderr
+    r = relock(["lib", "beta"])  # (written again, this user's alone)
+    assert asked not in r.stderr, r.stderr
     # the repository holding it: a new commit or tag (setuptools-scm's version) is a new tree
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"]):

@@ -652,10 +652,10 @@ class LocalSources:
         _keep(self._kept_path(name), asdict(meta))
 
     def _tree_path(self, directory: Path) -> Path:
-        import hashlib
+        from .fastpath import sha256
 
         assert self.cache is not None
-        key = hashlib.sha256(os.fsencode(os.path.realpath(directory))).hexdigest()
+        key = sha256(os.fsencode(os.path.realpath(directory))).hexdigest()
         return self.cache / TREE_METADATA_DIR / f"{key}.json"
 
     def _kept_tree_metadata(self, directory: Path, tree: str | None) -> CoreMetadata | None:

@@ -283,6 +283,7 @@ def run_shell(ctx: Any, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- the entry point's fast path
 
 _FAST_FLAGS = frozenset({"--no-sandbox", "--frozen", "-q", "--quiet"})
+_FAST_X_FLAGS = _FAST_FLAGS - {"--frozen"}  # `pypm x` has no --frozen
 # The sandbox's flags with a value (cli._sandbox_flags), also taken on the fast path: the full CLI
 # costs ~13 ms more (argparse, the project model), for flags pypm.sandboxing reads the same way
 # from either. name -> (attribute, repeatable). Anything else, an abbreviation included, goes to
@@ -345,7 +346,7 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
     flags of _FAST_VALUED and _FAST_PROJECT go into `values` (attribute -> value, as argparse
     would set them) when it is given; without it they are "anything else". `command="x"`: the
     same for `pypm x` (pypm.toolrun.fast_x), which has no --frozen."""
-    bare = _FAST_FLAGS if command == "run" else _FAST_FLAGS - {"--frozen"}
+    bare = _FAST_FLAGS if command == "run" else _FAST_X_FLAGS
     i = 0
     flags: set[str] = set()
     while i < len(argv) and argv[i] in ("-q", "--quiet"):

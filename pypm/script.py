@@ -194,12 +194,10 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any],
             ro = (script,)
     name = os.path.splitext(os.path.basename(script))[0]
     own = None
-    if launch_flags is not None:  # the plan: the script's bytes and its environment's files decided this run
+    if launch_flags is not None:  # the plan: the script's bytes (and its environment's files) decided this run
         from .launch import script_plan_path
 
-        env_root = os.path.dirname(venv)
-        own = (script_plan_path(script), [script, os.path.join(env_root, "pyproject.toml"),
-                                          os.path.join(env_root, "pypm.lock")], 2)
+        own = (script_plan_path(script), script, 2)
     return run_here(ctx, args, venv, [os.path.join(venv, "bin", "python"), script, *argv[1:]], "pypm run", name, ro,
                     launch_flags=launch_flags, own=own)
 

@@ -285,8 +285,7 @@ def fast_x(argv: Sequence[str]) -> int | None:
 
         launchable = None if no_sandbox else _split(argv)  # this run's flags as pypm.launch will see them next time
         if launchable is not None:
-            root = os.path.dirname(venv)
-            own = (tool_plan_path(cwd, cmd[0]), [exe, os.path.join(root, "pyproject.toml"), os.path.join(root, "pypm.lock")], 1)
+            own = (tool_plan_path(cwd, cmd[0]), exe, 1)
         return run_here(EntryContext(cwd, "-q" in flags), args, venv, [exe, *cmd[1:]], "pypm x", name,
                         launch_flags=launchable[0] if launchable else None, own=own)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
@@ -360,12 +359,13 @@ def _touch(root: str) -> None:
 
 def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, name: str,
              ro_binds: tuple[str, ...] = (), *, launch_flags: Sequence[str] | None = None,
-             own: tuple[str, Sequence[str], int] | None = None) -> int:
+             own: tuple[str, str, int] | None = None) -> int:
     """Run `argv` with `venv` activated, in the sandbox with the current directory standing in for
     the project (or on the host with --no-sandbox). `ro_binds`: more directories to show, read-only.
-    `launch_flags` and `own` (the plan's path, the files that decided the environment and the
-    command, how many of argv's first words the plan holds): a run from the entry point (a
-    script's, `pypm x`'s) whose policy is recorded for pypm.launch to replay (launch.record)."""
+    `launch_flags` and `own` (the plan's path, the file that decided the command: the script or
+    the tool's command, how many of argv's first words the plan holds): a run from the entry point
+    (a script's, `pypm x`'s) whose policy is recorded for pypm.launch to replay (launch.record),
+    also vouching for the environment's pyproject.toml and pypm.lock."""
     from .run import _run_sandboxed, spawn_and_wait, venv_environment
 
     env = venv_environment(venv)
@@ -396,6 +396,8 @@ def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, n
     known = (cwd, {"name": name, "sandbox": {**DEFAULT_SANDBOX, "ro-bind": list(ro_binds)}})
     args.command = "run"
     if launch_flags is not None and own is not None:
+        env_root = os.path.dirname(venv)
+        decided = [own[1], os.path.join(env_root, "pyproject.toml"), os.path.join(env_root, "pypm.lock")]
         return int(_run_sandboxed()(ctx, None, venv, argv, env, args, known=known, launch_flags=launch_flags,
-                                    own=(own[0], own[1], argv[:own[2]])))
+                                    own=(own[0], decided, argv[:own[2]])))
     return int(_run_sandboxed()(ctx, None, venv, argv, env, args, known=known))

@@ -82,14 +82,10 @@ def prebuild(cache_dir: str) -> None:
     helper is there, cannot be built here, or is not wanted."""
     if cache_dir in _pending or os.environ.get(MODE_ENV, "") not in ("", "native"):
         return
-    src = _read_source()
-    if src is None:
+    where = _paths(cache_dir)
+    if where is None or os.access(where[2], os.X_OK) or not _buildable(where[1], where[2]):
         return
-    d = os.path.join(cache_dir, "sandbox-helper")
-    exe = os.path.join(d, src[1])
-    if os.access(exe, os.X_OK) or os.path.exists(exe + ".failed") or (os.path.isdir(d) and not _ours(d)):
-        return
-    started = _start(src[0], exe)
+    started = _start(where[0], where[2])
     if started is None:
         return
     if not _pending:
@@ -111,21 +107,31 @@ def helper(cache_dir: str, *, build_if_missing: bool = True) -> str | None:
     pending = _pending.pop(cache_dir, None)
     if pending is not None:  # started by prebuild: its binary, not a second compiler
         _finish(*pending)
-    src = _read_source()
-    if src is None:
+    where = _paths(cache_dir)
+    if where is None:
         return None
-    source, key = src
-    d = os.path.join(cache_dir, "sandbox-helper")
-    exe = os.path.join(d, key)
+    source, d, exe = where
     if os.access(exe, os.X_OK):
         # It runs outside the sandbox: only one that this user built and nobody else can
         # have replaced (a cache on a shared disk, a directory another user made first).
         return exe if _ours(exe) and _ours(d) else None
-    if not build_if_missing or os.path.exists(exe + ".failed"):
-        return None
-    if os.path.isdir(d) and not _ours(d):
+    if not build_if_missing or not _buildable(d, exe):
         return None
     return build(source, exe)
+
+
+def _paths(cache_dir: str) -> tuple[bytes, str, str] | None:
+    """(helper.c's bytes, the helpers' directory, this source's binary there); None without the source."""
+    src = _read_source()
+    if src is None:
+        return None
+    d = os.path.join(cache_dir, "sandbox-helper")
+    return src[0], d, os.path.join(d, src[1])
+
+
+def _buildable(d: str, exe: str) -> bool:
+    """Whether a missing `exe` may be built: not failed before (.failed), in a directory of ours."""
+    return not os.path.exists(exe + ".failed") and (not os.path.isdir(d) or _ours(d))
 
 
 def _ours(path: str) -> bool:

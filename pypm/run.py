@@ -197,8 +197,10 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
     from .sync import SyncOptions, ensure_synced
 
     if not getattr(args, "no_sandbox", False) and project.tool.sandbox.enabled:
+        from .sandboxing import check_flags
         from .toolrun import prebuild_helper
 
+        check_flags(ctx, args)  # a typo in a sandbox flag said now, not after the sync
         prebuild_helper()  # the sandbox's helper, built meanwhile when it is not yet
     if upgrade:  # as `pypm lock --upgrade`, then the sync below installs what it chose
         from .locking import LockOptions, lock_project

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - run's hot path imports none of these
 
     from sandbox.policy import Policy
 
-__all__ = ["build_policy", "run_sandboxed"]
+__all__ = ["build_policy", "check_flags", "run_sandboxed"]
 
 
 def _err(e: Any) -> SandboxError:
@@ -107,6 +107,42 @@ def _from_pyproject(path: Path) -> tuple[str, Any] | None:
 def _within(path: str, dirs: list[str]) -> bool:
     """`path` is one of `dirs` or below one of them."""
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def check_flags(ctx: Any, args: argparse.Namespace) -> None:
+    """Refuse malformed sandbox flags of the command line before a lock or sync starts.
+
+    build_policy checks them all again (with the project's settings) just before the run; this
+    only says a typo (`--limit memroy=2G`, `--bind` of a path that does not exist, an unknown
+    `--profile`) in a second rather than after a minute of sync that then runs nothing. Only
+    what needs no project: the project's own settings are checked when pyproject.toml is read.
+    """
+    import sandbox
+    from sandbox.host import resolve_bind
+    from sandbox.policy import check_limits, env_entry_ok, limits_with
+    from sandbox.seccomp import profile_path
+
+    cwd = str(ctx.directory)
+    try:
+        for what, attr in (("--bind", "bind"), ("--ro-bind", "ro_bind")):
+            for spec in getattr(args, attr, None) or []:
+                resolve_bind(spec, base=cwd, what=what)
+        for item in getattr(args, "env", None) or []:
+            if not env_entry_ok(item):
+                raise SandboxError(f"--env {item!r}: not NAME or NAME=VALUE", hint="e.g. --env TERM or --env DEBUG=1")
+        profile = getattr(args, "profile", None)
+        if profile is not None:
+            if "/" in profile or profile.endswith(".json"):
+                profile = os.path.join(cwd, os.path.expanduser(profile))
+            profile_path(profile)
+        try:
+            limits = limits_with((), getattr(args, "limit", None) or ())
+        except ValueError as e:
+            raise SandboxError(f"--limit {e}",
+                               hint="e.g. --limit memory=2G --limit cpu=600 --limit processes=512") from None
+        check_limits(limits.items())
+    except sandbox.SandboxError as e:
+        raise _err(e) from None
 
 
 def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], args: argparse.Namespace,

@@ -308,6 +308,9 @@ def ready_environment(ctx: Any, root: Path, args: Any,
         ctx.debug(f"{found} matches its pyproject.toml and pypm.lock: not syncing")
         return Path(found)
     if sandboxed:
+        from .sandboxing import check_flags
+
+        check_flags(ctx, args)  # a typo in a sandbox flag said now, not after the sync
         prebuild_helper()
     tctx = _ToolContext(ctx, root)
     want: Any = SimpleNamespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],

@@ -236,3 +236,17 @@ def test_a_cache_directory_that_cannot_hold_the_environment_is_a_clear_error(pyp
     assert r.returncode == 7, r.stderr
     assert f"cannot make the cache directory {blocker}/tools/" in r.stderr and "set PYPM_CACHE_DIR" in r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+def test_a_bad_sandbox_flag_is_refused_before_the_environment_is_made(pypm, tool, tmp_path):
+    server, work, secret, _ = tool
+    server.clear_requests()
+    for flags, words in ((["--limit", "memroy=2G"], "--limit unknown limit 'memroy'"),
+                         (["--bind", "not-here"], "--bind not-here: not-here does not exist")):
+        r = pypm("x", "--index-url", server.url, *flags, "--from", "probe-tool", "probe", cwd=work)
+        assert r.returncode == 8 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # Refused before any lock or sync: the index was not asked, and the tool's environment
+    # project (its pyproject.toml, written first) has neither a lock nor a venv.
+    assert server.requests == []
+    made = [p.name for d in (pypm.cache_dir / "tools").iterdir() for p in d.iterdir()]
+    assert "pypm.lock" not in made and ".venv" not in made, made

@@ -465,3 +465,28 @@ def test_the_sandboxed_hot_path_skips_the_cli_and_slow_stdlib_modules(pypm, app)
     slow = {"pypm.cli", "argparse", "dataclasses", "typing", "pathlib", "subprocess", "shutil", "hashlib",
             "pypm.venvstate", "pypm.selection", "json", "enum", "re", "signal"}
     assert not imported & slow, (sorted(imported & slow), " ".join(names[names.index("pypm"):]))
+
+
+def test_a_bad_sandbox_flag_is_refused_before_the_sync(pypm, app, tmp_path) -> None:
+    project = app()
+    venv = project / ".venv"
+    import shutil
+
+    shutil.rmtree(venv)
+    lock = (project / "pypm.lock").read_bytes()
+    for flags, words in ((["--limit", "memroy=2G"], "--limit unknown limit 'memroy'"),
+                         (["--bind", "not-here"], "--bind not-here: not-here does not exist"),
+                         (["--ro-bind", "/tmp:"], "--ro-bind '/tmp:': empty source or destination"),
+                         (["--profile", "nope"], "unknown seccomp profile 'nope'"),
+                         (["--env", "=1"], "--env '=1': not NAME or NAME=VALUE"),
+                         (["--limit", "processes=64"], "cannot be enforced when pypm runs as root")):
+        for command in (["run", *flags, "--", "python", "-c", "pass"], ["shell", *flags]):
+            r = pypm(*command, cwd=project)
+            assert r.returncode == 8 and words in r.stderr and "Traceback" not in r.stderr, (command, r.stderr)
+            # Nothing was synced for a command that could not have run.
+            assert not venv.exists() and (project / "pypm.lock").read_bytes() == lock, command
+            assert "Synced" not in r.stderr and "Created" not in r.stderr, r.stderr
+    # The same flags are only warned about when the command runs unsandboxed, which it then does.
+    r = pypm("run", "--frozen", "--no-sandbox", "--limit", "memroy=2G", "--", "python", "-c", "print('ran')", cwd=project)
+    assert r.returncode == 0 and r.stdout == "ran\n" and "--limit has no effect" in r.stderr, r.stderr
+    assert venv.is_dir()

@@ -73,6 +73,19 @@ def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_not
                          "pypm.fsalloc",
                          "__future__", "_sha256", "_json", "fcntl", "marshal", "_thread", "time"}, mods
     assert server.requests == []
+    # The plan keeps each link list's shared destination prefix, not every destination, and each
+    # entry's check lists only the files it does not link (venvplan._compact).
+    plan = marshal.loads(_plan_file(pypm, project).read_bytes())
+    links = [(e, s, d) for g in plan["groups"] for e, s, d in g["links"]]
+    assert any(isinstance(d, str) and d.endswith("/site-packages/") for _, _, d in links), links
+    # (what does not share it, as a wheel's .data files, keeps its own destinations)
+    assert all(isinstance(d, str) or not any(x.endswith("/" + y) for y, x in zip(s, d)) for _, s, d in links)
+    linked: dict[str, set[str]] = {e: set() for e, _, _ in links}
+    for e, s, _ in links:
+        linked[e].update(s)
+    assert all(not set(extra) & linked.get(e, set()) for e, _, extra in plan["checks"])
+    assert sorted(k for _, _, keys in venvplan._check_keys(plan) for k in keys) == sorted(
+        [k for s in linked.values() for k in s] + [k for _, _, extra in plan["checks"] for k in extra])
     assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
     assert_venv_exact(venv, EXPECTED)
     assert not (venv / ".pypm-building").exists()
@@ -91,9 +104,16 @@ def test_the_kept_plan_builds_the_venv_the_full_sync_builds_importing_almost_not
     assert "nothing to do" in r.stderr, r.stderr
 
 
+def _destinations(srcs: list[str], dsts: list[str] | str) -> list[str]:
+    """A plan's link destinations as a list (a plan keeps one prefix when they share it)."""
+    return [dsts + s for s in srcs] if isinstance(dsts, str) else list(dsts)
+
+
 @pytest.mark.parametrize("damage", ["other-writable", "other-recipe", "outside", "dotdot", "garbage", "format",
                                     "blob-name", "entry-outside-store", "entry-dotdot", "link-dst-outside",
-                                    "link-dst-dotdot", "link-src-dotdot", "through-symlink"])
+                                    "link-dst-dotdot", "link-src-dotdot", "through-symlink",
+                                    "prefix-outside", "prefix-dotdot", "prefix-no-slash", "prefix-through-symlink",
+                                    "prefix-count"])
 def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damage: str) -> None:
     project, _, (files, state) = planned
     path = _plan_file(pypm, project)
@@ -118,6 +138,7 @@ def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damag
         elif damage in ("link-dst-outside", "link-dst-dotdot", "link-src-dotdot"):
             # a link's own paths (not only its entry) must stay inside the store entry and the venv
             entry, srcs, dsts = plan["groups"][1]["links"][0]
+            dsts = _destinations(srcs, dsts)
             if damage == "link-src-dotdot":
                 srcs = [*srcs, "../" * 12 + str(project / "pyproject.toml").lstrip("/")]
                 dsts = [*dsts, "escaped-pyproject.toml"]
@@ -125,6 +146,26 @@ def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damag
                 srcs = [*srcs, srcs[0]]
                 dsts = [*dsts, str(project.parent / "escape") if damage == "link-dst-outside" else "../escape"]
             plan["groups"][1]["links"][0] = (entry, srcs, dsts)
+        elif damage.startswith("prefix-"):
+            # a link list kept as one destination prefix (venvplan._compact) is checked as a whole
+            [(i, entry, srcs, pre)] = [(i, e, s, d) for i, (e, s, d) in enumerate(plan["groups"][0]["links"])
+                                       if isinstance(d, str)][:1]
+            if damage == "prefix-outside":
+                pre = str(project.parent / "escape") + "/"
+            elif damage == "prefix-dotdot":
+                pre = "../escape/"
+            elif damage == "prefix-no-slash":  # "." + "./escape": each part harmless, together "../escape"
+                pre, srcs = ".", [*srcs, "./escape"]
+            elif damage == "prefix-through-symlink":  # "up" -> a directory outside, ready to take the links
+                target = project.parent / "escape-target"
+                for src in srcs:
+                    (target / src).parent.mkdir(parents=True, exist_ok=True)
+                plan["symlinks"].append((str(target), "up"))
+                pre = "up/"
+            else:  # a destination list that does not pair with its sources
+                plan["groups"][0]["links"][i] = (entry, srcs, _destinations(srcs, pre)[:-1])
+            if damage != "prefix-count":
+                plan["groups"][0]["links"][i] = (entry, srcs, pre)
         elif damage == "through-symlink":  # a path below one of the plan's own symlinks (as lib64 -> lib)
             plan["symlinks"].append((str(project.parent), "up"))
             plan["groups"][0]["dirs"].append("up/escape")
@@ -136,6 +177,7 @@ def test_a_plan_that_may_not_be_trusted_is_worked_out_again(pypm, planned, damag
     mods = _fresh(pypm, project)
     assert "pypm.installer" in mods and "pypm.cli" not in mods  # refused, then worked out again
     assert not (project.parent / "escape").exists() and not Path("/tmp/evil").exists()
+    assert not [p for p in (project.parent / "escape-target").rglob("*") if p.is_file()]
     venv = project / ".venv"
     assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
     assert "pypm.installer" not in _fresh(pypm, project)  # the new plan serves the next one
@@ -177,6 +219,7 @@ def test_a_failed_planned_build_leaves_no_venv(pypm, planned) -> None:
     path = _plan_file(pypm, project)
     plan = marshal.loads(path.read_bytes())
     entry, srcs, dsts = plan["groups"][0]["links"][0]
+    dsts = _destinations(srcs, dsts)
     plan["groups"][0]["links"][0] = (entry, [*srcs, "no-such-file.py"], [*dsts, dsts[0] + ".extra"])
     path.write_bytes(marshal.dumps(plan))
     mods = _fresh(pypm, project)

@@ -212,6 +212,52 @@ def test_a_store_file_written_since_it_was_unpacked_sends_the_planned_sync_down_
     assert _venv_files(venv) == files
 
 
+FORKED_CHECK = """
+import sys
+import pypm.venvplan as v
+v.FORK_CHECK_MIN = 0  # this small plan's store check forked as torch's is
+start = v._start_check
+def spy(checks):
+    pid = start(checks)
+    sys.stderr.write(f"check-pid {pid}\\n")
+    return pid
+v._start_check = spy
+sys.argv = ["pypm", "sync", "--frozen"]
+from pypm.__main__ import main
+sys.exit(main())
+"""
+
+
+def test_a_big_plans_store_check_runs_in_a_child_and_a_written_store_file_still_stops_it(pypm, planned) -> None:
+    project, _, (files, state) = planned
+    venv = project / ".venv"
+
+    def fresh() -> tuple[str, set[str]]:
+        subprocess.run(["rm", "-rf", str(venv)], check=True)
+        r = subprocess.run([sys.executable, "-c", FORKED_CHECK], cwd=project, capture_output=True, text=True,
+                           env=dict(pypm.env, PYTHONPROFILEIMPORTTIME="1"), timeout=120)
+        assert r.returncode == 0, r.stderr
+        [pid] = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("check-pid ")]
+        assert pid > 0, r.stderr  # forked, not checked in-process
+        return r.stderr, _imported(r.stderr)
+
+    _, mods = fresh()
+    assert "pypm.cli" not in mods
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+    # A store file written since it was unpacked: the child's verdict comes after the links were
+    # made, and the venv they began is discarded; the full path repairs the entry and builds it.
+    [store] = [p for p in (pypm.cache_dir / "unpacked").rglob("beta/__init__.py")]
+    good = store.read_bytes()
+    time.sleep(0.01)
+    with open(store, "r+b") as f:
+        f.write(b"X" * len(good))
+    _, mods = fresh()
+    assert "pypm.cli" in mods
+    assert (site_packages(venv) / "beta" / "__init__.py").read_bytes() == good
+    assert (_venv_files(venv), _state_without_mtimes(venv)) == (files, state)
+    assert not list(project.glob(".venv.pypm-old-*"))
+
+
 def test_a_failed_planned_build_leaves_no_venv(pypm, planned) -> None:
     """A link that cannot be made (the store file is gone after the plan's check passed... here:
     a plan naming a file the entry does not have) discards the half-built venv; the full sync follows."""

@@ -662,11 +662,18 @@ class LocalSources:
         """The metadata the backend gave for `directory` when its tree had the identity `tree`."""
         if tree is None:
             return None
+        path = self._tree_path(directory)
         try:
-            d = _read_kept(self._tree_path(directory))
-            return _metadata_from(d["meta"]) if d.get("tree") == tree else None
+            d = _read_kept(path)
+            meta = _metadata_from(d["meta"]) if d.get("tree") == tree else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+        if meta is not None:
+            try:  # used: `pypm cache prune` removes records by their mtime
+                os.utime(path)
+            except OSError:
+                pass  # (a read-only cache: at worst the backend is asked again after a prune)
+        return meta
 
     def _keep_tree_metadata(self, directory: Path, tree: str, meta: CoreMetadata) -> None:
         from dataclasses import asdict

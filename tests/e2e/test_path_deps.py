@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
@@ -353,6 +354,13 @@ def test_a_directorys_metadata_from_its_backend_is_kept_until_any_of_its_files_o
     assert asked in r.stderr, r.stderr
     r = relock(["lib", "beta"])  # (written again, this user's alone)
     assert asked not in r.stderr, r.stderr
+    # a record in use is kept by `pypm cache prune` (which goes by mtime): each use touches it
+    (kept,) = (pypm.cache_dir / "path-metadata").iterdir()
+    os.utime(kept, (time.time() - 40 * 86400,) * 2)
+    r = relock(["lib", "alpha"])
+    assert asked not in r.stderr and kept.stat().st_mtime > time.time() - 3600, r.stderr
+    pypm("cache", "prune", cwd=app, check=True)
+    assert kept.exists()
     # the repository holding it: a new commit or tag (setuptools-scm's version) is a new tree
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"]):

@@ -51,7 +51,7 @@ TYPE_CHECKING = False  # typing costs ~2 ms; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Sequence
 
-__all__ = ["launch", "record", "plan_path", "script_plan_path", "tool_plan_path", "has_script_block", "python_for_script", "PLANS_DIR",
+__all__ = ["launch", "record", "plan_path", "script_plan_path", "tool_plan_path", "tool_key", "has_script_block", "python_for_script", "PLANS_DIR",
            "NO_LAUNCHER_ENV"]
 
 PLANS_DIR = "run-plans"
@@ -72,6 +72,9 @@ _FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be rec
 # plan's key with their values, as given (joined with \x1f there: a value may hold a space).
 _POLICY_FLAGS = frozenset({"--read-only-project", "--writable-project"})
 _POLICY_VALUED = frozenset({"--limit", "--network"})
+# `pypm x`'s flags that choose the tool's environment (pypm.toolrun): part of the plan's flags,
+# as given, and of its key (tool_key), so that each environment of a directory has a plan.
+_X_VALUED = frozenset({"--from", "--with"})
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "pypm/script.py",
          "pypm/toolrun.py", "pypm/config.py", "sandbox/policy.py",
@@ -94,10 +97,11 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
         if (a in _FLAGS and not (a == "--frozen" and argv[0] == "x")) or a in _POLICY_FLAGS:  # (x has no --frozen)
             flags.append(a)
             i += 1
-        elif a.partition("=")[0] in _POLICY_VALUED and "=" in a:
+        elif "=" in a and (a.partition("=")[0] in _POLICY_VALUED
+                           or (argv[0] == "x" and a.partition("=")[0] in _X_VALUED)):
             flags.append(a)
             i += 1
-        elif a in _POLICY_VALUED and i + 1 < len(argv):
+        elif (a in _POLICY_VALUED or (argv[0] == "x" and a in _X_VALUED)) and i + 1 < len(argv):
             flags += [a, argv[i + 1]]
             i += 2
         else:
@@ -121,8 +125,26 @@ def script_plan_path(script: str, cache_dir: str | None = None) -> str:
 
 
 def tool_plan_path(cwd: str, tool: str, cache_dir: str | None = None) -> str:
-    """Where the plan for `pypm x TOOL` (TOOL as written: `ruff`, `ruff@0.6.9`) run in `cwd` lives."""
+    """Where the plan for `pypm x TOOL` (TOOL as written: `ruff`, `ruff@0.6.9`; with --from or
+    --with, as tool_key gives it) run in `cwd` lives."""
     return _plan_file(b"x\0" + os.fsencode(cwd) + b"\0" + os.fsencode(tool), cache_dir)
+
+
+def tool_key(flags: Sequence[str], tool: str) -> str:
+    """TOOL, or with `pypm x`'s --from/--with among `flags` (_split's), those and TOOL: the key
+    of the plan of each environment a directory runs a command from."""
+    words, i = [], 0
+    while i < len(flags):
+        name, eq, value = flags[i].partition("=")
+        if name in _X_VALUED:
+            if not eq:
+                i += 1
+                value = flags[i]
+            words += [name, value]
+        elif flags[i] in _POLICY_VALUED:
+            i += 1  # (its value: it may be spelled "--from")
+        i += 1
+    return "\x1f".join([*words, tool]) if words else tool
 
 
 def _plan_file(key: bytes, cache_dir: str | None) -> str:
@@ -194,7 +216,7 @@ def launch(argv: Sequence[str]) -> None:
     except OSError:
         return
     if argv[0] == "x":  # a tool's environment (pypm.toolrun): its plan holds the tool's command
-        plan = _valid_plan(tool_plan_path(cwd, cmd[0]), _SCRIPT_MAGIC, flags, cwd)
+        plan = _valid_plan(tool_plan_path(cwd, tool_key(flags, cmd[0])), _SCRIPT_MAGIC, flags, cwd)
         if plan is not None:
             _exec_own(plan, list(argv), cmd[1:])
         return

@@ -293,6 +293,8 @@ _FAST_X_FLAGS = _FAST_FLAGS - {"--frozen"}  # `pypm x` has no --frozen
 _FAST_VALUED = {"--limit": ("limit", True), "--bind": ("bind", True), "--ro-bind": ("ro_bind", True),
                 "--env": ("env", True), "--network": ("network", False), "--profile": ("profile", False)}
 _FAST_PROJECT = {"--writable-project": True, "--read-only-project": False}
+# `pypm x`'s flags naming its environment's requirements (pypm.toolrun.fast_x takes their plain forms)
+_FAST_X_VALUED = {"--from": ("from_", False), "--with": ("with_", True)}
 # The flags that only the sandbox applies: (attribute, flag) of each of the above.
 _SANDBOX_ONLY = (*((attr, flag) for flag, (attr, _) in _FAST_VALUED.items()),
                  ("writable_project", "--writable-project/--read-only-project"))
@@ -371,7 +373,8 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
             i += 1
             continue
         name, eq, value = a.partition("=")
-        if values is not None and name in _FAST_VALUED:
+        valued = _FAST_VALUED if command == "run" else {**_FAST_VALUED, **_FAST_X_VALUED}
+        if values is not None and name in valued:
             if not eq:
                 if i + 1 >= len(argv):
                     return None
@@ -381,7 +384,7 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
             # looks like an option, a network it does not offer.
             if not value.strip() or value.startswith("-") or (name == "--network" and value not in ("none", "host")):
                 return None
-            attr, many = _FAST_VALUED[name]
+            attr, many = valued[name]
             if many:
                 values.setdefault(attr, []).append(value)
             else:

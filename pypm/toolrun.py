@@ -249,13 +249,14 @@ def x_command(ctx: Any, args: Any) -> int:
 
 
 def fast_x(argv: Sequence[str]) -> int | None:
-    """`pypm [-q] x [run's sandbox flags] [--] TOOL[@VERSION] ARGS` straight from the entry point,
-    when TOOL's environment is current and holds its command: what x_command does then, without
-    argparse, the CLI's handlers and the project model (~25 ms). A sandboxed run is recorded for
-    pypm.launch to replay (keyed by the directory and TOOL), as a project's run is. None: not
-    handled, and nothing was done (--from, --with, --python, the index flags, --upgrade, an
-    environment to make: the full CLI then does exactly what it would have). Errors are reported
-    as the CLI reports them."""
+    """`pypm [-q] x [run's sandbox flags] [--from REQ] [--with REQ]... [--] TOOL[@VERSION] ARGS`
+    straight from the entry point, when TOOL's environment is current and holds its command: what
+    x_command does then, without argparse, the CLI's handlers and the project model (~25 ms).
+    --from and --with only in their plain forms (`NAME`, `NAME==1.2.3`). A sandboxed run is
+    recorded for pypm.launch to replay (keyed by the directory, --from/--with and TOOL), as a
+    project's run is. None: not handled, and nothing was done (other requirement forms, --python,
+    the index flags, --upgrade, an environment to make: the full CLI then does exactly what it
+    would have). Errors are reported as the CLI reports them."""
     from .run import _FastArgs, _fast_parse
 
     values: dict[str, Any] = {}
@@ -263,11 +264,25 @@ def fast_x(argv: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     flags, cmd = parsed
-    simple = _simple_tool(cmd[0])
+    from_, with_ = values.pop("from_", None), values.pop("with_", [])
     no_sandbox = "--no-sandbox" in flags
-    if simple is None or (no_sandbox and values):  # (sandbox flags without the sandbox: the CLI's call)
+    if no_sandbox and values:  # (sandbox flags without the sandbox: the CLI's call)
         return None
-    name, version = simple
+    # The requirements as _requirements gives them (the environment's key is their text), for
+    # their plain forms only; anything else is the CLI's.
+    if from_ is not None:  # `--from SPEC CMD`: CMD is a command of SPEC's, as written
+        main, name = _simple_requirement(from_), cmd[0]
+        if main is None or not _NAME_CHARS.issuperset(name) or name.strip(".") == "":
+            return None
+    else:
+        simple = _simple_tool(cmd[0])
+        if simple is None:
+            return None
+        name, version = simple
+        main = f"{name}=={version}" if version else name
+    withs = [w for w in with_ if _simple_requirement(w) is not None]  # (as written: the plain forms are)
+    if len(withs) != len(with_):
+        return None
     try:
         cwd = os.getcwd()
     except OSError:
@@ -276,16 +291,16 @@ def fast_x(argv: Sequence[str]) -> int | None:
     # x's other flags at argparse's defaults (index options absent: the environment's own lock names its index)
     args.no_sandbox, args.python, args.index_url, args.extra_index_url, args.find_links = no_sandbox, None, None, [], []
     try:
-        venv = found_environment([f"{name}=={version}" if version else name], args)
+        venv = found_environment([main, *withs], args)
         exe = os.path.join(venv, "bin", name) if venv is not None else ""
         if venv is None or not os.path.isfile(exe):
             return None  # made or synced first, or the command is not the tool's: the CLI says which
         own = None
-        from .launch import _split, tool_plan_path
+        from .launch import _split, tool_key, tool_plan_path
 
         launchable = None if no_sandbox else _split(argv)  # this run's flags as pypm.launch will see them next time
         if launchable is not None:
-            own = (tool_plan_path(cwd, cmd[0]), exe, 1)
+            own = (tool_plan_path(cwd, tool_key(launchable[0], cmd[0])), exe, 1)
         return run_here(EntryContext(cwd, "-q" in flags), args, venv, [exe, *cmd[1:]], "pypm x", name,
                         launch_flags=launchable[0] if launchable else None, own=own)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it

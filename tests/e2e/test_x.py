@@ -250,3 +250,37 @@ def test_a_bad_sandbox_flag_is_refused_before_the_environment_is_made(pypm, tool
     assert server.requests == []
     made = [p.name for d in (pypm.cache_dir / "tools").iterdir() for p in d.iterdir()]
     assert "pypm.lock" not in made and ".venv" not in made, made
+
+
+def test_from_and_with_in_plain_forms_take_the_fast_path_too(pypm, tool):
+    """`pypm x --from REQ [--with REQ]... CMD` with the environment current runs from the entry
+    point as `pypm x TOOL` does, in the same environment the CLI made for those flags; other
+    requirement forms, and a command the environment lacks, go to the CLI."""
+    server, work, secret, _ = tool
+    env = {"PYPM_INDEX_URL": server.url, "PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"}
+
+    def run(*args):
+        r = pypm("x", *args, cwd=work, env=env)
+        imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+        r.stderr = "\n".join(line for line in r.stderr.splitlines() if not line.startswith("import time:"))
+        out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+        return ("cli" if "pypm.cli" in imported else "fast"), r, out, imported
+
+    probe = [str(secret), str(server.port)]
+    for flags in (["--from", "probe-tool"], ["--from=probe-tool==1.0", "--with", "helper"],
+                  ["--with=helper==1.0", "--from", "probe-tool"]):
+        how, r, made, _ = run(*flags, "probe", *probe)
+        assert how == "cli" and r.returncode == 0, (flags, r.stderr)  # the environment made by the CLI
+        server.clear_requests()
+        how, r, out, imported = run(*flags, "probe", *probe)
+        assert how == "fast" and r.returncode == 0 and out == made, (flags, r.stderr)
+        assert server.requests == [] and not {"argparse", "packaging", "httpx", "tomllib"} & imported
+        assert out["helper"] == ("helper importable" if any("helper" in f for f in flags) else "helper missing").split(" ", 1)[1]
+    # one environment per requirement list, as the CLI keys them: three so far
+    assert len(list((pypm.cache_dir / "tools").iterdir())) == 3
+    how, r, _, _ = run("--from", "probe-tool>=1", "probe", *probe)  # not a plain form: the CLI
+    assert how == "cli" and r.returncode == 0, r.stderr
+    how, r, _, _ = run("--from", "probe-tool", "helper-cmd")  # not a command of the environment
+    assert how == "cli" and r.returncode == 2 and "helper-cmd is not a command of probe-tool" in r.stderr, r.stderr
+    how, r, _, _ = run("--from", "probe-tool", "../probe")  # not a plain command name
+    assert how == "cli" and r.returncode != 0, r.stderr

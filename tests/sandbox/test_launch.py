@@ -648,11 +648,11 @@ def _x(pypm, server, cwd: Path, *args: str, env: dict | None = None, ok: bool = 
 
 
 def _x_recorded(pypm, server, cwd: Path, tool: str = "probe-tool", *flags: str) -> None:
-    from pypm.launch import tool_plan_path
+    from pypm.launch import tool_key, tool_plan_path
 
     for _ in range(4):
         _x(pypm, server, cwd, *flags, tool)
-        if os.path.exists(tool_plan_path(str(cwd.resolve()), tool, str(pypm.cache_dir))):
+        if os.path.exists(tool_plan_path(str(cwd.resolve()), tool_key(flags, tool), str(pypm.cache_dir))):
             return
         time.sleep(0.15)
     raise AssertionError(f"no plan was recorded for `pypm x {tool}`")
@@ -739,3 +739,38 @@ def test_a_tools_plan_is_never_replayed_after_its_inputs_change(pypm, tool_world
     how, out, _ = _x(pypm, server, here, "probe-tool@1.0")
     assert how == "launched" and out["version"] == "1.0"
     assert _x(pypm, server, here, "probe-tool")[1]["version"] == "2.0"
+
+
+def test_from_and_with_runs_have_plans_of_their_own(pypm, tool_world, dists) -> None:
+    """`pypm x --from REQ [--with REQ] CMD` is replayed too, from a plan keyed by those flags: each
+    environment a directory runs a command from keeps its plan, and none replays another's."""
+    here, server, _ = tool_world
+    server.add(dists.wheel("helper", "1.0"))
+    runs = {"plain": ["probe-tool"], "from": ["--from", "probe-tool", "probe-tool"],
+            "with": ["--from=probe-tool==1.0", "--with", "helper", "probe-tool"]}
+    exes = {}
+    for label, argv in runs.items():
+        how, out, _ = _x(pypm, server, here, *argv)
+        assert how in ("cli", "fast"), label  # made by the CLI, or (plain, from) the same environment
+        _x_recorded(pypm, server, here, argv[-1], *argv[:-1])
+        exes[label] = out["exe"]
+    assert exes["plain"] == exes["from"] != exes["with"]  # the same requirement list, the same environment
+    for _ in range(2):  # each still replayed after the others ran
+        for label, argv in runs.items():
+            how, out, _ = _x(pypm, server, here, *argv, "a")
+            assert how == "launched" and out["exe"] == exes[label] and out["args"] == ["a"], label
+    # a --with the plan was not made for: not replayed (the CLI makes that environment)
+    how, out, _ = _x(pypm, server, here, "--from=probe-tool==1.0", "--with", "helper==1.0", "probe-tool")
+    assert how == "cli" and out["exe"] != exes["with"]
+
+
+def test_tool_key_names_the_environment_flags_only() -> None:
+    from pypm.launch import _split, tool_key
+
+    assert tool_key([], "ruff") == "ruff"  # the key `pypm x ruff` always had
+    parts = _split(["x", "--limit", "--from", "--from=a", "--with", "b", "-q", "--", "c", "--from", "d"])
+    assert parts is not None
+    flags, cmd = parts
+    assert cmd == ["c", "--from", "d"]
+    assert tool_key(flags, cmd[0]) == "\x1f".join(["--from", "a", "--with", "b", "c"])  # (--limit's value is its own)
+    assert _split(["run", "--from", "a", "c"]) is None  # `pypm run` has no --from

@@ -178,7 +178,7 @@ def make_plan(cache_root: str, recipe: dict[str, Any], recipe_sha: str, venv: st
 
 
 def _compact(groups: list[dict[str, Any]], checks: list[Any]) -> list[Any]:
-    """The plan's two biggest parts made smaller (torch: 2.8 -> ~1.1 MB, the strings of 15 k
+    """The plan's two biggest parts made smaller (torch: 2.8 -> 0.9 MB, the strings of 15 k
     files twice fewer), for load_plan's marshal and its path checks (~25 ms of torch's warm sync
     into a fresh venv): a link list whose every destination is one prefix plus its source keeps
     the prefix alone (a wheel's files land under site-packages/ as they sit in its entry), and

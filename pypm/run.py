@@ -118,9 +118,10 @@ def spawn_and_wait(argv: Sequence[str], env: dict[str, str]) -> int:
 
 # --------------------------------------------------------------------------- fast path
 
-def _fast_venv(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any] | None:
+def _fast_venv(ctx: Any, args: argparse.Namespace, *, exact: bool = False) -> tuple[Path, Path, Any] | None:
     """(project root, venv, state's tool knobs) when the venv is known to match the project;
-    None means: sync first."""
+    None means: sync first. `exact`: synced for this very selection (`pypm sync`, `run --exact`),
+    not one that holds it (_selection_covers)."""
     from .selection import Selection
     from .venvstate import STATE_REL, expected_state, read_state
 
@@ -140,7 +141,7 @@ def _fast_venv(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any] | N
     except PypmError:
         return None
     want = expected_state(root, sel, python_flag=args.python, frozen=args.frozen)
-    if want is None or not _state_matches(state, want, frozen=args.frozen):
+    if want is None or not _state_matches(state, want, frozen=args.frozen, exact=exact):
         return None
     if not (venv / "bin" / "python").exists():
         return None
@@ -157,9 +158,35 @@ def _project_root(start: Path) -> Path | None:
     return type(start)(found) if found is not None else None  # (a Path: run.py imports pathlib lazily)
 
 
-def _state_matches(state: dict[str, Any], want: dict[str, Any], *, frozen: bool) -> bool:
-    keys = ("version", "pyproject-sha256", "lock-sha256", "selection", "python-flag")
+def _selection_covers(have: Any, want: dict[str, Any]) -> bool:
+    """Whether a venv synced for the selection `have` (state.json's record) holds everything the
+    selection `want` installs: the same, or more extras and groups (`pypm sync --all-extras`, then
+    `pypm run`). `run` and `shell` then use it as it is, as `uv run` leaves what it does not need
+    installed (`--exact`: only the same selection will do). A lock pins one version per package
+    and environment whatever the selection, so the larger one installs the same versions. A
+    workspace selection (--package, --all-packages) must be the same."""
+    if have == want:
+        return True
+    if not isinstance(have, dict) or set(have) != set(want) or "packages" in want:
+        return False
+    for flag in ("main", "include-project"):
+        if want.get(flag) and have.get(flag) is not True:
+            return False
+    for key in ("extras", "groups"):
+        got, need = have.get(key), want.get(key)
+        if not isinstance(got, list) or not isinstance(need, list):
+            return False
+        if not set(need) <= set(got) and not (key == "extras" and "*" in got):
+            return False
+    return True
+
+
+def _state_matches(state: dict[str, Any], want: dict[str, Any], *, frozen: bool, exact: bool = False) -> bool:
+    keys = ("version", "pyproject-sha256", "lock-sha256", "python-flag")
     if any(state.get(k) != want.get(k) for k in keys):
+        return False
+    if state.get("selection") != want.get("selection") and (exact or not _selection_covers(state.get("selection"),
+                                                                                            want["selection"])):
         return False
     if "path-tokens" in state:  # a path dependency's pyproject.toml changed: relock and sync
         from .fastpath import path_tokens_current
@@ -181,7 +208,7 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
         if clash:
             raise UsageError(f"--upgrade locks again, which {clash[0]} forbids", hint="leave out one of the two")
     if not args.no_sync and not upgrade:
-        fast = _fast_venv(ctx, args)
+        fast = _fast_venv(ctx, args, exact=bool(getattr(args, "exact", False)))
         if fast is not None:
             root, venv, knobs = fast
             if not isinstance(knobs, dict):  # a state file from before knobs were recorded

@@ -183,7 +183,7 @@ def already_synced(ctx: Any, args: argparse.Namespace) -> bool:
     if fd is None:
         return False  # another sync at work: the full path waits for it
     try:  # state.json is read under the lock: no sync rewrites it meanwhile
-        fast = _fast_venv(ctx, args)
+        fast = _fast_venv(ctx, args, exact=True)  # (sync makes the venv hold exactly the selection)
         if fast is None:
             return False
         root, venv, _knobs = fast

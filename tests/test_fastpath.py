@@ -97,3 +97,27 @@ def test_a_tools_simple_requirements_are_spelled_as_packaging_spells_them(text: 
         name, version = tool
         assert str(Requirement(f"{name}=={version}" if version else name)) == (f"{name}=={version}" if version else name)
         assert simple is not None or "==" not in text  # (the two agree on which versions are plain)
+
+
+@pytest.mark.parametrize("have, want, covers", [
+    ({}, {}, True),
+    ({"extras": ["fast"]}, {}, True),  # `sync --extra fast`, then `run`
+    ({"extras": ["*"]}, {"extras": ["gui"]}, True),  # --all-extras holds every extra
+    ({"groups": ["dev", "docs"]}, {"groups": ["dev"]}, True),
+    ({}, {"groups": []}, True),  # `run --no-dev` on a venv with dev
+    ({}, {"extras": ["fast"]}, False),
+    ({"extras": ["fast"]}, {"extras": ["gui"]}, False),
+    ({"groups": []}, {}, False),  # synced --no-dev: dev is missing
+    ({"include-project": False}, {}, False),  # synced --no-install-project
+    ({"main": False, "include-project": False, "groups": ["docs"]}, {}, False),  # synced --only-group docs
+    ({}, {"main": False, "include-project": False, "groups": ["dev"]}, True),  # run --only-group dev
+    ({"packages": ["m"], "all-packages": False}, {}, False),  # a workspace member's selection
+    ({}, {"packages": ["m"], "all-packages": False}, False),
+    ({"extras": "fast"}, {}, False),  # not state.json's shape: never trusted
+])
+def test_a_venv_synced_for_more_covers_a_run_of_less(have, want, covers) -> None:
+    """run and shell use a .venv synced for a larger selection as it is (run._selection_covers)."""
+    from pypm.run import _selection_covers
+
+    base = venvstate._selection_json(Selection.from_flags())
+    assert _selection_covers({**base, **have}, {**base, **want}) is covers

@@ -85,3 +85,25 @@ def test_unknown_only_group_is_named_and_nothing_changes(pypm, project) -> None:
     assert not (root / ".venv").exists()
     r = pypm("export", "--only-group", "nosuch", cwd=root)
     assert r.returncode == 2 and "nosuch" in r.stderr, r.stderr
+
+
+def test_run_uses_a_venv_synced_for_more_and_exact_makes_it_the_same(pypm, project) -> None:
+    """`pypm run` (and shell) leave a .venv synced with more extras or groups as it is, as `uv run`
+    does; a selection it does not hold is synced exactly; --exact syncs exactly in any case."""
+    root, server = project
+    venv = root / ".venv"
+    everything = {**BASE, **DEV, **DOCS, "speed": "1.0", "widget": "1.0"}
+    pypm("sync", "--locked", "--all-extras", "--group", "docs", cwd=root, check=True)
+    for flags in ((), ("--no-dev",), ("--extra", "gui"), ("--group", "docs"), ("--only-group", "dev")):
+        r = pypm("run", "--no-sandbox", *flags, "--", "python", "-c", "print('ran')", cwd=root)
+        assert r.returncode == 0 and r.stdout == "ran\n" and "Synced" not in r.stderr, (flags, r.stderr)
+        assert installed(venv) == everything, flags
+    r = pypm("run", "--no-sandbox", "--exact", "--", "python", "-c", "print('ran')", cwd=root)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+    assert_venv_exact(venv, {**BASE, **DEV})
+    r = pypm("run", "--no-sandbox", "--extra", "fast", "--", "python", "-c", "print('ran')", cwd=root)
+    assert r.returncode == 0, r.stderr  # not held: synced, exactly that selection
+    assert_venv_exact(venv, {**BASE, **DEV, "speed": "1.0"})
+    r = pypm("run", "--no-sandbox", "--", "python", "-c", "print('ran')", cwd=root)  # (the fast path, now)
+    assert r.returncode == 0 and "Synced" not in r.stderr, r.stderr
+    assert_venv_exact(venv, {**BASE, **DEV, "speed": "1.0"})

@@ -396,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         _sync_flags(p)
         p.add_argument("--no-sync", action="store_true", help="do not sync .venv first")
         p.add_argument("--exact", action="store_true",
-                       help="sync .venv to exactly this selection first, even when it holds more (by default a "
-                            ".venv synced with more extras or groups is used as it is)")
+                       help="sync .venv to exactly this selection first, removing extras and groups it does not "
+                            "ask for (by default the ones .venv was synced for are kept)")
         p.add_argument("--upgrade", "-U", action="store_true",
                        help="lock again with every package at its newest version first (a PEP 723 script: "
                             "its environment), then sync")

@@ -529,9 +529,10 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, ws: t
             wrote[lock_path] = lock_path.read_bytes()  # (`then` may have rewritten it)
             journal.ours(lock_path, wrote[lock_path])
             if not args.no_sync:
-                from .sync import SyncOptions, sync_project
+                from .sync import SyncOptions, keeping_held, sync_project
 
-                sync_project(ctx, locked_project(), SyncOptions.from_args(selection))
+                synced = locked_project()  # (with the selection .venv was synced for: sync.keeping_held)
+                sync_project(ctx, synced, keeping_held(synced, SyncOptions.from_args(selection)))
         done = True
     finally:
         if not done and wrote:  # (the bounds may write pyproject.toml where the first edit did not)

@@ -162,7 +162,8 @@ def _selection_covers(have: Any, want: dict[str, Any]) -> bool:
     """Whether a venv synced for the selection `have` (state.json's record) holds everything the
     selection `want` installs: the same, or more extras and groups (`pypm sync --all-extras`, then
     `pypm run`). `run` and `shell` then use it as it is, as `uv run` leaves what it does not need
-    installed (`--exact`: only the same selection will do). A lock pins one version per package
+    installed (`--exact`: only the same selection will do; a sync they make keeps the larger
+    selection too: sync.keeping_held). A lock pins one version per package
     and environment whatever the selection, so the larger one installs the same versions. A
     workspace selection (--package, --all-packages) must be the same."""
     if have == want:
@@ -234,6 +235,10 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
 
         lock_project(ctx, project, LockOptions.from_args(args))
     opts = SyncOptions.from_args(args)
+    if not getattr(args, "exact", False):  # what .venv was synced for stays (sync.keeping_held)
+        from .sync import keeping_held
+
+        opts = keeping_held(project, opts)
     venv = ensure_synced(ctx, project, opts)
     return project.root, venv, project, tool_knobs(project)
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 GIL_SWITCH_INTERVAL = 0.0005  # seconds, while a sync fetches, unpacks and installs (see _sync_locked)
 
-__all__ = ["SyncOptions", "sync_project", "ensure_synced", "already_synced"]
+__all__ = ["SyncOptions", "sync_project", "ensure_synced", "already_synced", "keeping_held"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,39 @@ def sync_project(ctx: Any, project: Any, opts: SyncOptions) -> int:
     """`pypm sync`: returns an exit code; errors are PypmErrors."""
     ensure_synced(ctx, project, opts)
     return ExitCode.OK
+
+
+def keeping_held(project: Any, opts: SyncOptions) -> SyncOptions:
+    """`opts` for a sync that another command makes on its way (`run`, `shell`, `add`, `remove`,
+    `version`), with the selection `.venv` was last synced for added to it: the extras and groups
+    the project still declares, the project and its main dependencies if they were there. Only
+    `pypm sync` (and `run --exact`) leaves out what its selection does not ask for; `pypm sync
+    --all-extras` and then `pypm add x` keeps the extras, as uv's add and run keep what they do
+    not need. Packages the new lock no longer holds still go. A workspace selection (--package,
+    --all-packages), on either side, is synced as asked."""
+    from dataclasses import replace as _replace
+
+    from .lockfile import canonical_name
+    from .venvstate import read_state
+
+    sel = opts.selection
+    state = read_state(project.root / ".venv")
+    held = state.get("selection") if isinstance(state, dict) else None
+    if not isinstance(held, dict) or "packages" in held or sel.packages or sel.all_packages:
+        return opts
+    extras, groups = held.get("extras"), held.get("groups")
+    if not isinstance(extras, list) or not isinstance(groups, list) \
+            or not all(isinstance(x, str) for x in (*extras, *groups)):
+        return opts
+    if "*" in extras or "*" in sel.extras:
+        all_extras = frozenset({"*"})
+    else:
+        all_extras = sel.extras | {canonical_name(x) for x in extras if canonical_name(x) in project.optional_dependencies}
+    union = _replace(sel, main=sel.main or held.get("main") is True,
+                     include_project=sel.include_project or held.get("include-project") is True,
+                     extras=all_extras,
+                     groups=sel.groups | {canonical_name(g) for g in groups if canonical_name(g) in project.dependency_groups})
+    return opts if union == sel else _replace(opts, selection=union)
 
 
 def ensure_synced(ctx: Any, project: Any, opts: SyncOptions) -> Path:

@@ -89,7 +89,7 @@ def test_unknown_only_group_is_named_and_nothing_changes(pypm, project) -> None:
 
 def test_run_uses_a_venv_synced_for_more_and_exact_makes_it_the_same(pypm, project) -> None:
     """`pypm run` (and shell) leave a .venv synced with more extras or groups as it is, as `uv run`
-    does; a selection it does not hold is synced exactly; --exact syncs exactly in any case."""
+    does; a selection it does not hold is added to what the venv holds; --exact syncs exactly."""
     root, server = project
     venv = root / ".venv"
     everything = {**BASE, **DEV, **DOCS, "speed": "1.0", "widget": "1.0"}
@@ -102,8 +102,35 @@ def test_run_uses_a_venv_synced_for_more_and_exact_makes_it_the_same(pypm, proje
     assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
     assert_venv_exact(venv, {**BASE, **DEV})
     r = pypm("run", "--no-sandbox", "--extra", "fast", "--", "python", "-c", "print('ran')", cwd=root)
-    assert r.returncode == 0, r.stderr  # not held: synced, exactly that selection
+    assert r.returncode == 0, r.stderr  # not held: synced
     assert_venv_exact(venv, {**BASE, **DEV, "speed": "1.0"})
     r = pypm("run", "--no-sandbox", "--", "python", "-c", "print('ran')", cwd=root)  # (the fast path, now)
     assert r.returncode == 0 and "Synced" not in r.stderr, r.stderr
     assert_venv_exact(venv, {**BASE, **DEV, "speed": "1.0"})
+    # a selection not held is added to the one the venv was synced for, not put in its place
+    r = pypm("run", "--no-sandbox", "--extra", "gui", "--group", "docs", "--", "python", "-c", "pass", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(venv, everything)
+    # `pypm sync` is exact
+    pypm("sync", "--locked", "--extra", "gui", cwd=root, check=True)
+    assert_venv_exact(venv, {**BASE, **DEV, "widget": "1.0"})
+
+
+def test_add_and_remove_keep_the_selection_the_venv_was_synced_for(pypm, project) -> None:
+    """The sync `pypm add`/`remove` make keeps the extras and groups .venv was synced for (the
+    ones the project still declares); what the new lock no longer holds goes."""
+    root, server = project
+    venv = root / ".venv"
+    pypm("sync", "--locked", "--extra", "gui", "--group", "docs", cwd=root, check=True)
+    r = pypm("add", "speed", cwd=root, env={"PYPM_INDEX_URL": server.url})
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(venv, {**BASE, **DEV, **DOCS, "widget": "1.0", "speed": "1.0"})
+    r = pypm("remove", "speed", cwd=root, env={"PYPM_INDEX_URL": server.url})
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(venv, {**BASE, **DEV, **DOCS, "widget": "1.0"})
+    # an extra the project no longer declares is not asked for again
+    text = (root / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(text.replace('gui = ["widget"]', ''))
+    r = pypm("run", "--no-sandbox", "--", "python", "-c", "pass", cwd=root, env={"PYPM_INDEX_URL": server.url})
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(venv, {**BASE, **DEV, **DOCS})

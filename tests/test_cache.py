@@ -693,3 +693,15 @@ def test_a_local_copy_is_hashed_as_written_across_chunks(tmp_path):
     assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
     with pytest.raises(FileNotFoundError):
         _copy_hashing(tmp_path / "nope.bin", tmp_path / "x.bin")
+
+
+def test_downloads_start_biggest_and_smallest_in_turn() -> None:
+    from pypm.cache import download_order
+
+    def item(size: int | None) -> tuple[str, FileEntry]:
+        return f"p{size}", FileEntry(f"p{size}-1.0-py3-none-any.whl", "http://127.0.0.1:9/x.whl", "a" * 64, size)
+
+    order = [e.size for _, e in download_order([item(s) for s in (5, 100, 1, 40, 7, 60, None)])]
+    assert order == [100, None, 60, 1, 40, 5, 7]  # (an unknown size counts as the smallest)
+    assert [e.size for _, e in download_order([item(3), item(9)])] == [9, 3]
+    assert download_order([]) == [] and [e.size for _, e in download_order([item(4)])] == [4]

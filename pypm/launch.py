@@ -75,6 +75,7 @@ _POLICY_VALUED = frozenset({"--limit", "--network"})
 # `pypm x`'s flags that choose the tool's environment (pypm.toolrun): part of the plan's flags,
 # as given, and of its key (tool_key), so that each environment of a directory has a plan.
 _X_VALUED = frozenset({"--from", "--with"})
+_X_FLAGS, _X_ALL_VALUED = _FLAGS - {"--frozen"}, _POLICY_VALUED | _X_VALUED  # (x has no --frozen)
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "pypm/script.py",
          "pypm/toolrun.py", "pypm/config.py", "sandbox/policy.py",
@@ -91,17 +92,17 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
     """(flags, command) of `run [flags] [--] CMD...` or `x [flags] [--] TOOL...`, or None."""
     if not argv or argv[0] not in ("run", "x"):
         return None
+    bare, valued = (_FLAGS, _POLICY_VALUED) if argv[0] == "run" else (_X_FLAGS, _X_ALL_VALUED)
     i, flags = 1, []
     while i < len(argv):
         a = argv[i]
-        if (a in _FLAGS and not (a == "--frozen" and argv[0] == "x")) or a in _POLICY_FLAGS:  # (x has no --frozen)
+        if a in bare or a in _POLICY_FLAGS:
             flags.append(a)
             i += 1
-        elif "=" in a and (a.partition("=")[0] in _POLICY_VALUED
-                           or (argv[0] == "x" and a.partition("=")[0] in _X_VALUED)):
+        elif "=" in a and a.partition("=")[0] in valued:
             flags.append(a)
             i += 1
-        elif (a in _POLICY_VALUED or (argv[0] == "x" and a in _X_VALUED)) and i + 1 < len(argv):
+        elif a in valued and i + 1 < len(argv):
             flags += [a, argv[i + 1]]
             i += 2
         else:

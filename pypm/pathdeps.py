@@ -632,12 +632,11 @@ class LocalSources:
                     self._keep_tree_metadata(d, tree, meta)
 
     def _kept_path(self, name: str) -> Path:
-        import hashlib
-
-        assert self.cache is not None
+        from .fastpath import sha256
         from .gitsource import TREE_FORMAT
 
-        key = hashlib.sha256(f"{TREE_FORMAT}\0{self.git_checkout(name)[1]}".encode()).hexdigest()
+        assert self.cache is not None
+        key = sha256(f"{TREE_FORMAT}\0{self.git_checkout(name)[1]}".encode()).hexdigest()
         return self.cache / "git" / "metadata" / f"{key}.json"
 
     def _kept_metadata(self, name: str) -> CoreMetadata | None:

@@ -186,8 +186,8 @@ def _state_matches(state: dict[str, Any], want: dict[str, Any], *, frozen: bool,
     keys = ("version", "pyproject-sha256", "lock-sha256", "python-flag")
     if any(state.get(k) != want.get(k) for k in keys):
         return False
-    if state.get("selection") != want.get("selection") and (exact or not _selection_covers(state.get("selection"),
-                                                                                            want["selection"])):
+    held = state.get("selection")
+    if not (held == want["selection"] if exact else _selection_covers(held, want["selection"])):
         return False
     if "path-tokens" in state:  # a path dependency's pyproject.toml changed: relock and sync
         from .fastpath import path_tokens_current
@@ -225,11 +225,9 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
     from .sync import SyncOptions, ensure_synced
 
     if not getattr(args, "no_sandbox", False) and project.tool.sandbox.enabled:
-        from .sandboxing import check_flags
-        from .toolrun import prebuild_helper
+        from .toolrun import before_sandboxed_sync
 
-        check_flags(ctx, args)  # a typo in a sandbox flag said now, not after the sync
-        prebuild_helper()  # the sandbox's helper, built meanwhile when it is not yet
+        before_sandboxed_sync(ctx, args)  # flags checked, the helper's build started
     if upgrade:  # as `pypm lock --upgrade`, then the sync below installs what it chose
         from .locking import LockOptions, lock_project
 
@@ -325,8 +323,9 @@ _FAST_X_FLAGS = _FAST_FLAGS - {"--frozen"}  # `pypm x` has no --frozen
 _FAST_VALUED = {"--limit": ("limit", True), "--bind": ("bind", True), "--ro-bind": ("ro_bind", True),
                 "--env": ("env", True), "--network": ("network", False), "--profile": ("profile", False)}
 _FAST_PROJECT = {"--writable-project": True, "--read-only-project": False}
-# `pypm x`'s flags naming its environment's requirements (pypm.toolrun.fast_x takes their plain forms)
-_FAST_X_VALUED = {"--from": ("from_", False), "--with": ("with_", True)}
+# ... and for `pypm x`, with its flags naming its environment's requirements (pypm.toolrun.fast_x
+# takes their plain forms)
+_FAST_X_VALUED = {**_FAST_VALUED, "--from": ("from_", False), "--with": ("with_", True)}
 # The flags that only the sandbox applies: (attribute, flag) of each of the above.
 _SANDBOX_ONLY = (*((attr, flag) for flag, (attr, _) in _FAST_VALUED.items()),
                  ("writable_project", "--writable-project/--read-only-project"))
@@ -382,7 +381,7 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
     flags of _FAST_VALUED and _FAST_PROJECT go into `values` (attribute -> value, as argparse
     would set them) when it is given; without it they are "anything else". `command="x"`: the
     same for `pypm x` (pypm.toolrun.fast_x), which has no --frozen."""
-    bare = _FAST_FLAGS if command == "run" else _FAST_X_FLAGS
+    bare, valued = (_FAST_FLAGS, _FAST_VALUED) if command == "run" else (_FAST_X_FLAGS, _FAST_X_VALUED)
     i = 0
     flags: set[str] = set()
     while i < len(argv) and argv[i] in ("-q", "--quiet"):
@@ -405,7 +404,6 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
             i += 1
             continue
         name, eq, value = a.partition("=")
-        valued = _FAST_VALUED if command == "run" else {**_FAST_VALUED, **_FAST_X_VALUED}
         if values is not None and name in valued:
             if not eq:
                 if i + 1 >= len(argv):

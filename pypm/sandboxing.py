@@ -119,38 +119,47 @@ def check_flags(ctx: Any, args: argparse.Namespace) -> None:
     """
     import sandbox
     from sandbox.host import resolve_bind
-    from sandbox.policy import check_limits, env_entry_ok, limits_with
-    from sandbox.seccomp import profile_path
+    from sandbox.policy import check_limits, filter_env
 
     cwd = str(ctx.directory)
     try:
         for what, attr in (("--bind", "bind"), ("--ro-bind", "ro_bind")):
             for spec in getattr(args, attr, None) or []:
                 resolve_bind(spec, base=cwd, what=what)
-        for item in getattr(args, "env", None) or []:
-            if not env_entry_ok(item):
-                raise SandboxError(f"--env {item!r}: not NAME or NAME=VALUE", hint="e.g. --env TERM or --env DEBUG=1")
-        profile = getattr(args, "profile", None)
-        if profile is not None:
-            if "/" in profile or profile.endswith(".json"):
-                profile = os.path.join(cwd, os.path.expanduser(profile))
-            profile_path(profile)
-        try:
-            limits = limits_with((), getattr(args, "limit", None) or ())
-        except ValueError as e:
-            raise SandboxError(f"--limit {e}",
-                               hint="e.g. --limit memory=2G --limit cpu=600 --limit processes=512") from None
-        check_limits(limits.items())
+        filter_env({}, getattr(args, "env", None) or ())  # (each --env item's form)
+        if getattr(args, "profile", None) is not None:
+            _profile(args.profile, cwd)
+        check_limits(_limits((), args).items())
     except sandbox.SandboxError as e:
         raise _err(e) from None
+
+
+def _profile(profile: str, base: str) -> str:
+    """The seccomp profile `profile` names, a path taken from `base` (or a profile's name), once
+    it is known to exist (sandbox.seccomp.profile_path: an unknown name or a missing file fails)."""
+    from sandbox.seccomp import profile_path
+
+    if "/" in profile or profile.endswith(".json"):
+        profile = os.path.join(base, os.path.expanduser(profile))
+    profile_path(profile)
+    return profile
+
+
+def _limits(base: Any, args: argparse.Namespace) -> dict[str, int]:
+    """`base` (the project's limits) with each --limit over it; NAME=unlimited: none."""
+    from sandbox.policy import limits_with
+
+    try:
+        return limits_with(base, getattr(args, "limit", None) or ())
+    except ValueError as e:
+        raise SandboxError(f"--limit {e}", hint="e.g. --limit memory=2G --limit cpu=600 --limit processes=512") from None
 
 
 def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], args: argparse.Namespace,
                  *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None) -> Policy:
     """The policy for running a command of `project` (None: not loaded) with `venv`."""
     from sandbox.host import caller, interpreter_prefixes, link_in, pth_paths, resolve_bind
-    from sandbox.policy import limits_with, python_policy
-    from sandbox.seccomp import profile_path
+    from sandbox.policy import python_policy
 
     root_path, name, cfg, pyproject = _project_facts(ctx, project, venv, known)
     root = str(root_path)
@@ -162,12 +171,9 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
     ro_binds = [resolve_bind(b, base=root, what=f"{pyproject}: [tool.pypm.sandbox] ro-bind")
                 for b in cfg.ro_bind]
     ro_binds += [resolve_bind(b, base=cwd_host, what="--ro-bind") for b in getattr(args, "ro_bind", None) or []]
-    profile, base = getattr(args, "profile", None), cwd_host
-    if profile is None:
-        profile, base = cfg.profile, root
-    if "/" in profile or profile.endswith(".json"):
-        profile = os.path.join(base, os.path.expanduser(profile))
-    profile_path(profile)  # an unknown name or a missing file fails here, before anything starts
+    # an unknown name or a missing file fails here, before anything starts
+    given = getattr(args, "profile", None)
+    profile = _profile(given, cwd_host) if given is not None else _profile(cfg.profile, root)
 
     who = caller(env)
     real_venv = os.path.realpath(venv)
@@ -210,10 +216,7 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         path = os.path.join(real_root, control)
         if writable and os.path.isfile(path) and not os.path.islink(path):
             protect.append(path)
-    try:  # --limit NAME=VALUE, over the project's; NAME=unlimited: none
-        limits = limits_with(cfg.limits, getattr(args, "limit", None) or ())
-    except ValueError as e:
-        raise SandboxError(f"--limit {e}", hint="e.g. --limit memory=2G --limit cpu=600 --limit processes=512") from None
+    limits = _limits(cfg.limits, args)  # --limit NAME=VALUE, over the project's
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:  # a prompt that says where you are, in the shell's own syntax
         if os.path.basename(env.get("SHELL", "")) == "zsh":

@@ -211,8 +211,6 @@ def keeping_held(project: Any, opts: SyncOptions) -> SyncOptions:
     --all-extras` and then `pypm add x` keeps the extras, as uv's add and run keep what they do
     not need. Packages the new lock no longer holds still go. A workspace selection (--package,
     --all-packages), on either side, is synced as asked."""
-    from dataclasses import replace as _replace
-
     from .lockfile import canonical_name
     from .venvstate import read_state
 
@@ -229,11 +227,11 @@ def keeping_held(project: Any, opts: SyncOptions) -> SyncOptions:
         all_extras = frozenset({"*"})
     else:
         all_extras = sel.extras | {canonical_name(x) for x in extras if canonical_name(x) in project.optional_dependencies}
-    union = _replace(sel, main=sel.main or held.get("main") is True,
+    union = dataclasses.replace(sel, main=sel.main or held.get("main") is True,
                      include_project=sel.include_project or held.get("include-project") is True,
                      extras=all_extras,
                      groups=sel.groups | {canonical_name(g) for g in groups if canonical_name(g) in project.dependency_groups})
-    return opts if union == sel else _replace(opts, selection=union)
+    return opts if union == sel else dataclasses.replace(opts, selection=union)
 
 
 def ensure_synced(ctx: Any, project: Any, opts: SyncOptions) -> Path:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Sequence
 
 __all__ = ["x_command", "fast_x", "tool_dir", "tool_project", "found_environment", "ready_environment",
-           "current_venv", "run_here", "EntryContext", "prebuild_helper"]
+           "current_venv", "run_here", "EntryContext", "before_sandboxed_sync"]
 
 # This module is on the path of a PEP 723 script's run (pypm.script) and of `pypm x` (fast_x),
 # where an environment found current is run without the CLI: its top imports only os, sys and
@@ -108,15 +108,30 @@ class _ToolContext:
         self._ctx.debug(msg)
 
 
+def _plain_requirements(from_: str | None, with_: Sequence[str], command: str) -> tuple[list[str], str] | None:
+    """_requirements' answer when every requirement is in a plain form (`--from NAME`, `--with
+    NAME==1.2.3`, the command as `NAME` or `NAME@1.2.3`), spelled as packaging would spell them
+    without importing it (~28 ms); None for anything else. The only forms `pypm x`'s fast path
+    (fast_x) takes."""
+    if from_ is not None:  # `--from SPEC CMD`: CMD is a command of SPEC's, as written
+        main = _simple_requirement(from_)
+    else:
+        simple = _simple_tool(command)
+        if simple is None:
+            return None
+        command, version = simple
+        main = f"{command}=={version}" if version else command
+    if main is None or not all(_simple_requirement(w) is not None for w in with_):
+        return None
+    return [main, *with_], command
+
+
 def _requirements(args: Any, argv: list[str]) -> tuple[list[str], str]:
     """(requirements, command): `ruff` -> ruff; `ruff@0.6.9` -> ruff==0.6.9; `--from SPEC CMD`."""
     command = argv[0]
-    simple = _simple_tool(command)
-    if simple and not args.from_ and not args.with_:
-        # The usual `pypm x ruff ...`: spelled as packaging would spell it, without importing
-        # packaging.requirements (~18 ms of a ~75 ms run)
-        name, version = simple
-        return [f"{name}=={version}" if version else name], name
+    plain = _plain_requirements(args.from_ or None, args.with_, command)
+    if plain is not None:  # the usual `pypm x ruff ...` (and plain --from/--with): no packaging
+        return plain
 
     def parse(text: str, what: str) -> str:
         simple = _simple_requirement(text)
@@ -269,20 +284,12 @@ def fast_x(argv: Sequence[str]) -> int | None:
     if no_sandbox and values:  # (sandbox flags without the sandbox: the CLI's call)
         return None
     # The requirements as _requirements gives them (the environment's key is their text), for
-    # their plain forms only; anything else is the CLI's.
-    if from_ is not None:  # `--from SPEC CMD`: CMD is a command of SPEC's, as written
-        main, name = _simple_requirement(from_), cmd[0]
-        if main is None or not _NAME_CHARS.issuperset(name) or name.strip(".") == "":
-            return None
-    else:
-        simple = _simple_tool(cmd[0])
-        if simple is None:
-            return None
-        name, version = simple
-        main = f"{name}=={version}" if version else name
-    withs = [w for w in with_ if _simple_requirement(w) is not None]  # (as written: the plain forms are)
-    if len(withs) != len(with_):
+    # their plain forms only, and a command that is a plain file name in the environment's bin/;
+    # anything else is the CLI's.
+    plain = _plain_requirements(from_, with_, cmd[0])
+    if plain is None or not _NAME_CHARS.issuperset(plain[1]) or plain[1].strip(".") == "":
         return None
+    requirements, name = plain
     try:
         cwd = os.getcwd()
     except OSError:
@@ -291,7 +298,7 @@ def fast_x(argv: Sequence[str]) -> int | None:
     # x's other flags at argparse's defaults (index options absent: the environment's own lock names its index)
     args.no_sandbox, args.python, args.index_url, args.extra_index_url, args.find_links = no_sandbox, None, None, [], []
     try:
-        venv = found_environment([main, *withs], args)
+        venv = found_environment(requirements, args)
         exe = os.path.join(venv, "bin", name) if venv is not None else ""
         if venv is None or not os.path.isfile(exe):
             return None  # made or synced first, or the command is not the tool's: the CLI says which
@@ -323,10 +330,7 @@ def ready_environment(ctx: Any, root: Path, args: Any,
         ctx.debug(f"{found} matches its pyproject.toml and pypm.lock: not syncing")
         return Path(found)
     if sandboxed:
-        from .sandboxing import check_flags
-
-        check_flags(ctx, args)  # a typo in a sandbox flag said now, not after the sync
-        prebuild_helper()
+        before_sandboxed_sync(ctx, args)
     tctx = _ToolContext(ctx, root)
     want: Any = SimpleNamespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
                                 no_install_project=False, python=args.python, frozen=False, offline=args.offline)
@@ -344,14 +348,19 @@ def ready_environment(ctx: Any, root: Path, args: Any,
     return venv
 
 
-def prebuild_helper() -> None:
-    """Start building the sandbox's compiled helper, if it is not built yet, for a sandboxed run
-    that follows work of its own (a sync): the compiler's ~0.5 s overlaps that work."""
+def before_sandboxed_sync(ctx: Any, args: Any) -> None:
+    """For a command that runs sandboxed after a sync of its own (`run`, `shell`, `x`, a script):
+    a typo in a sandbox flag is said now, not after the sync (sandboxing.check_flags), and the
+    sandbox's compiled helper, if it is not built yet, starts building, so that the compiler's
+    ~0.5 s overlaps the sync (sandbox.native.prebuild)."""
     try:
         from sandbox.cachedir import default_cache_dir
         from sandbox.native import prebuild
     except ImportError:  # a build of pypm without the sandbox: the run says so
         return
+    from .sandboxing import check_flags
+
+    check_flags(ctx, args)
     prebuild(default_cache_dir())
 
 

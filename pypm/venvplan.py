@@ -334,6 +334,7 @@ def load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) 
                 for e, t, _ in plan["checks"]):
             return None  # links only from the store, checks only against its tree files
         rels += [e[len(store):] for e in entries] + [t[len(trees):] for _, t, _ in plan["checks"]]
+        symlinks = [d for _, d in plan["symlinks"]]
         for g in groups:
             rels += g["dirs"]
             rels += g["chmods"]
@@ -345,7 +346,7 @@ def load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) 
                     if len(dsts) != len(srcs):
                         return None
                     rels += dsts
-                elif not _prefix_ok(dsts, srcs, [d for _, d in plan["symlinks"]]):
+                elif not _prefix_ok(dsts, srcs, symlinks):
                     return None  # (a prefix: each destination is it plus the source)
         rels += [d for _, d in plan["records"]]
         checked = {row[0] for row in plan["blob-check"]}
@@ -354,7 +355,7 @@ def load_plan(path: str, recipe_sha: str, venv: str, exe: Any, cache_root: str) 
             return None  # every copy linked is one checked (_kept_files_intact)
         for _entry, _tree, keys in plan["checks"]:
             rels += keys
-        if not all(type(r) is str for r in rels) or _outside(rels, [d for _, d in plan["symlinks"]]):
+        if not all(type(r) is str for r in rels) or _outside(rels, symlinks):
             return None
         if not _kept_files_intact(plan, path, st.st_mtime_ns):
             return None
@@ -530,12 +531,7 @@ def _finish_check(pid: int, *, kill: bool = False) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:  # (PEP 475 retries; kept for clarity)
-            continue
+    _, status = os.waitpid(pid, 0)  # (PEP 475: retried after a signal's handler)
     if not kill and os.waitstatus_to_exitcode(status) != 0:
         raise _StoreEntryWritten(f"the check of the store (exit status {os.waitstatus_to_exitcode(status)})")
 

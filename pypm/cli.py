@@ -385,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sync", cmd_sync, "make .venv hold exactly the locked set")
     _selection_flags(p)
     _sync_flags(p)
+    p.add_argument("--inexact", action="store_true",
+                   help="keep installed packages the selection does not ask for (a package of the lock is "
+                        "still changed to its locked version)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (install/remove/replace) and change nothing")
     p.add_argument("--reinstall", action="store_true",
                    help="reinstall every package, checking the cache's unpacked copies against their wheels first")
@@ -396,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
         _sync_flags(p)
         p.add_argument("--no-sync", action="store_true", help="do not sync .venv first")
         p.add_argument("--exact", action="store_true",
-                       help="sync .venv to exactly this selection first, removing extras and groups it does not "
-                            "ask for (by default the ones .venv was synced for are kept)")
+                       help="sync .venv to exactly this selection first, removing extras, groups and packages "
+                            "it does not ask for (by default the extras and groups .venv was synced for and "
+                            "packages another installer put there are kept)")
         p.add_argument("--upgrade", "-U", action="store_true",
                        help="lock again with every package at its newest version first (a PEP 723 script: "
                             "its environment), then sync")

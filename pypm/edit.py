@@ -507,7 +507,8 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, ws: t
     wrote: dict[Path, bytes] = {}  # what this command last wrote to each file
     done = False
     # What a `kill -9` would leave: rolled back by the next command (pypm.editjournal)
-    journal = Journal(lock_dir, getattr(args, "command", None) or "add", what, {pyproject: before, lock_path: lock_before})
+    command = getattr(args, "command", None) or "add"
+    journal = Journal(lock_dir, command, what, {pyproject: before, lock_path: lock_before})
     try:
         if changed:
             journal.ours(pyproject, text.encode("utf-8"))
@@ -532,7 +533,14 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, ws: t
                 from .sync import SyncOptions, keeping_held, sync_project
 
                 synced = locked_project()  # (with the selection .venv was synced for: sync.keeping_held)
-                sync_project(ctx, synced, keeping_held(synced, SyncOptions.from_args(selection)))
+                opts = keeping_held(synced, SyncOptions.from_args(selection))
+                if command != "remove":  # as uv: add and version leave other installers' packages, remove is exact
+                    import dataclasses
+
+                    from .plan import KEEP_FOREIGN
+
+                    opts = dataclasses.replace(opts, keep=KEEP_FOREIGN)
+                sync_project(ctx, synced, opts)
         done = True
     finally:
         if not done and wrote:  # (the bounds may write pyproject.toml where the first edit did not)

@@ -20,7 +20,18 @@ __all__ = [
     "refuse_unhashed",
     "make_plan",
     "format_plan",
+    "KEEP_NONE",
+    "KEEP_FOREIGN",
+    "KEEP_ALL",
 ]
+
+# Which installed distributions the selection does not want a sync leaves in place (make_plan's
+# `keep`), as uv's exact and inexact syncs:
+KEEP_NONE = "none"  # `pypm sync`, `pypm remove`, `run --exact`: the venv holds exactly the selection
+# `pypm run`/`shell`/`add`/`version`: what another installer put there (pip, uv, by hand: no
+# pypm_source.json) stays, as `uv run` leaves it; what pypm itself installed and no longer wants goes
+KEEP_FOREIGN = "foreign"
+KEEP_ALL = "all"  # `pypm sync --inexact`: nothing is removed (a dist with the same name is still replaced)
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class Plan:
     remove: tuple[Installed, ...] = ()
     replace: tuple[tuple[Installed, Wanted], ...] = ()
     unchanged: tuple[Wanted, ...] = ()
+    kept: tuple[Installed, ...] = ()  # not wanted, and left installed (`keep`): no change
 
     @property
     def is_noop(self) -> bool:
@@ -153,8 +165,12 @@ def refuse_unhashed(packages: Iterable[LockedPackage]) -> None:
         )
 
 
-def make_plan(installed: Mapping[str, Installed] | Iterable[Installed], wanted: Iterable[Wanted]) -> Plan:
-    """Diff the venv (`installed`) against the target set (`wanted`); both keyed by canonical name."""
+def make_plan(installed: Mapping[str, Installed] | Iterable[Installed], wanted: Iterable[Wanted], *,
+              keep: str = KEEP_NONE) -> Plan:
+    """Diff the venv (`installed`) against the target set (`wanted`); both keyed by canonical name.
+    What the venv holds and `wanted` does not is removed, or kept as `keep` says (KEEP_*)."""
+    if keep not in (KEEP_NONE, KEEP_FOREIGN, KEEP_ALL):
+        raise ValueError(f"unknown keep mode {keep!r}")
     have = {canonical_name(i.name): i for i in (installed.values() if isinstance(installed, Mapping) else installed)}
     install: list[Wanted] = []
     replace: list[tuple[Installed, Wanted]] = []
@@ -172,8 +188,16 @@ def make_plan(installed: Mapping[str, Installed] | Iterable[Installed], wanted: 
             replace.append((cur, w))
         else:
             unchanged.append(w)
-    remove = [i for n, i in sorted(have.items()) if n not in want_names]
-    return Plan(tuple(install), tuple(remove), tuple(replace), tuple(unchanged))
+    remove: list[Installed] = []
+    kept: list[Installed] = []
+    for n, i in sorted(have.items()):
+        if n not in want_names:
+            # (token None: no pypm_source.json, so not installed by pypm. A half-installed or
+            # damaged dist is never kept: nothing could use it, and an interrupted install of
+            # pypm's own has no token yet either.)
+            keeps = i.complete and (keep == KEEP_ALL or (keep == KEEP_FOREIGN and i.token is None))
+            (kept if keeps else remove).append(i)
+    return Plan(tuple(install), tuple(remove), tuple(replace), tuple(unchanged), tuple(kept))
 
 
 def _why(cur: Installed, new: Wanted) -> str:
@@ -186,8 +210,10 @@ def _why(cur: Installed, new: Wanted) -> str:
 
 def format_plan(plan: Plan) -> str:
     """The plan as text, one line per change, for `pypm sync --dry-run`."""
+    kept = (f" Kept, as the selection does not ask for them: {', '.join(f'{i.name}=={i.version}' for i in plan.kept)}."
+            if plan.kept else "")
     if plan.is_noop:
-        return f"Nothing to do: {len(plan.unchanged)} packages already match the lock."
+        return f"Nothing to do: {len(plan.unchanged)} packages already match the lock.{kept}"
     lines: list[str] = []
     for w in plan.install:
         how = {"sdist": " (build from source)", "editable": " (editable)",
@@ -198,5 +224,5 @@ def format_plan(plan: Plan) -> str:
     for i in plan.remove:
         lines.append(f" - {i.name}=={i.version}")
     summary = (f"Would install {len(plan.install)}, replace {len(plan.replace)}, remove {len(plan.remove)}; "
-               f"{len(plan.unchanged)} unchanged.")
+               f"{len(plan.unchanged)} unchanged.{kept}")
     return "\n".join([summary, *lines])

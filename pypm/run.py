@@ -187,7 +187,10 @@ def _state_matches(state: dict[str, Any], want: dict[str, Any], *, frozen: bool,
     if any(state.get(k) != want.get(k) for k in keys):
         return False
     held = state.get("selection")
-    if not (held == want["selection"] if exact else _selection_covers(held, want["selection"])):
+    if exact:  # the same selection, and nothing more installed (sync.SyncOptions.keep)
+        if held != want["selection"] or state.get("extraneous"):
+            return False
+    elif not _selection_covers(held, want["selection"]):
         return False
     if "path-tokens" in state:  # a path dependency's pyproject.toml changed: relock and sync
         from .fastpath import path_tokens_current
@@ -209,7 +212,14 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
         if clash:
             raise UsageError(f"--upgrade locks again, which {clash[0]} forbids", hint="leave out one of the two")
     if not args.no_sync and not upgrade:
-        fast = _fast_venv(ctx, args, exact=bool(getattr(args, "exact", False)))
+        exact = bool(getattr(args, "exact", False))
+        fast = _fast_venv(ctx, args, exact=exact)
+        if fast is not None and exact:
+            # --exact: also nothing installed since (pip, by hand), as `pypm sync`'s no-op check
+            from .venvstate import read_state, synced_unchanged
+
+            if not synced_unchanged(fast[0], fast[1], read_state(fast[1]) or {}):
+                fast = None
         if fast is not None:
             root, venv, knobs = fast
             if not isinstance(knobs, dict):  # a state file from before knobs were recorded
@@ -233,10 +243,15 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
 
         lock_project(ctx, project, LockOptions.from_args(args))
     opts = SyncOptions.from_args(args)
-    if not getattr(args, "exact", False):  # what .venv was synced for stays (sync.keeping_held)
+    if not getattr(args, "exact", False):
+        # What .venv was synced for stays (sync.keeping_held), and so do packages another
+        # installer put there (KEEP_FOREIGN), as `uv run` leaves what it does not need.
+        import dataclasses
+
+        from .plan import KEEP_FOREIGN
         from .sync import keeping_held
 
-        opts = keeping_held(project, opts)
+        opts = dataclasses.replace(keeping_held(project, opts), keep=KEEP_FOREIGN)
     venv = ensure_synced(ctx, project, opts)
     return project.root, venv, project, tool_knobs(project)
 

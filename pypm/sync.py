@@ -46,9 +46,14 @@ class SyncOptions:
     compile: bool = False
     dry_run: bool = False
     reinstall: bool = False  # every package, from re-verified store entries (a repair beyond sync's stat checks)
+    # What the selection does not want is removed (plan.KEEP_NONE: an exact sync) or partly kept
+    # (KEEP_FOREIGN: `run`, `add`; KEEP_ALL: `sync --inexact`).
+    keep: str = "none"  # plan.KEEP_NONE (pypm.plan is not imported by the no-op path through this module)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SyncOptions":
+        from .plan import KEEP_ALL, KEEP_NONE
+
         def g(name: str, default: Any = None) -> Any:  # run and sync share this
             return getattr(args, name, default)
 
@@ -62,7 +67,7 @@ class SyncOptions:
                    locked=bool(g("locked", False)), frozen=bool(g("frozen", False)),
                    offline=bool(g("offline", False)), python=g("python"), link_mode=g("link_mode"),
                    compile=bool(g("compile", False)), dry_run=bool(g("dry_run", False)),
-                   reinstall=bool(g("reinstall", False)))
+                   reinstall=bool(g("reinstall", False)), keep=KEEP_ALL if g("inexact", False) else KEEP_NONE)
 
 
 # --------------------------------------------------------------------------- the venv lock
@@ -183,7 +188,8 @@ def already_synced(ctx: Any, args: argparse.Namespace) -> bool:
     if fd is None:
         return False  # another sync at work: the full path waits for it
     try:  # state.json is read under the lock: no sync rewrites it meanwhile
-        fast = _fast_venv(ctx, args, exact=True)  # (sync makes the venv hold exactly the selection)
+        # (sync makes the venv hold exactly the selection; --inexact: at least it)
+        fast = _fast_venv(ctx, args, exact=not getattr(args, "inexact", False))
         if fast is None:
             return False
         root, venv, _knobs = fast
@@ -333,7 +339,7 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
         installed = _installed(venv, interp) if _venv_matches(venv, interp) else {}
         if opts.reinstall:
             installed = {n: dataclasses.replace(i, complete=False) for n, i in installed.items()}
-        print(format_plan(make_plan(installed, wanted)))  # the plan is what --dry-run was asked for: stdout
+        print(format_plan(make_plan(installed, wanted, keep=opts.keep)))  # the plan is what --dry-run was asked for: stdout
         return venv
 
     want_state = expected_state(project.root, opts.selection, python_flag=opts.python, frozen=opts.frozen)
@@ -366,7 +372,7 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
         installed = _installed(venv, interp)
         if opts.reinstall:  # treated as damaged: replaced, and their store entries re-verified first
             installed = {n: dataclasses.replace(i, complete=False) for n, i in installed.items()}
-        plan = make_plan(installed, wanted)
+        plan = make_plan(installed, wanted, keep=opts.keep)
         plans: dict[str, Any] = {}  # wheel sha256 -> its installer.InstallPlan, for the recipe below
         if not (plan.is_noop and not created):
             # Downloads, unpacking and installs run on threads of this process, most of their
@@ -383,6 +389,8 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
             finally:
                 sys.setswitchinterval(switch)
         want_state["installed"] = installed_record(venv, [layout.purelib, layout.platlib])
+        if plan.kept:  # the venv holds more than the selection: no exact no-op check passes it
+            want_state["extraneous"] = [i.name for i in plan.kept]
         # Touch no file when nothing changed: the state file is rewritten only if it differs.
         if read_state(venv) != want_state:
             _write_state(venv, want_state)
@@ -401,6 +409,9 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
         ctx.info(f"Synced {venv}: +{len(plan.install)} ~{len(plan.replace)} -{len(plan.remove)} "
                  f"({len(plan.unchanged)} unchanged) in {time.monotonic() - t0:.2f}s")
         ctx.info("\n".join(format_plan(plan).splitlines()[1:]))  # one line per change, as the dry run shows
+    if plan.kept:
+        ctx.info(f"Kept {len(plan.kept)} installed package(s) the selection does not ask for: "
+                 + ", ".join(f"{i.name}=={i.version}" for i in plan.kept) + " (`pypm sync` removes them)")
     if project.tool.plugins:
         _fire(project, "post-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"),
               interpreter=str(interp.executable), packages=_package_infos(plan))
@@ -449,7 +460,8 @@ def _record_recipe(project: Any, opts: SyncOptions, state: dict[str, Any], wante
     from .config import cache_dir
     from .syncrecipe import write_recipe
 
-    write_recipe(cache_dir(), project.root, {k: v for k, v in state.items() if k != "installed"},
+    # (A venv the recipe makes holds only `wanted`: what this one holds besides is not recorded.)
+    write_recipe(cache_dir(), project.root, {k: v for k, v in state.items() if k not in ("installed", "extraneous")},
                  [(w.name, w.version, w.file.sha256, w.file.filename) for w in wanted], plans=plans)
 
 

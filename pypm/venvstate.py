@@ -392,6 +392,8 @@ def fast_sync(argv: list[str]) -> int | None:
             return None
         if state.get("frozen", False) and "--frozen" not in argv:
             return None  # a venv synced from an unchecked lock only satisfies --frozen
+        if state.get("extraneous"):
+            return None  # `pypm run` kept packages the selection does not want: sync removes them
         if not os.path.exists(os.path.join(venv, "bin", "python")):
             return None
         if not synced_unchanged(root, venv, state, pyproject=pyproject):

@@ -7,7 +7,7 @@ from packaging import tags as ptags
 
 from pypm.errors import InstallError, LockError
 from pypm.lockfile import FileEntry, LockedPackage
-from pypm.plan import Installed, Wanted, choose_file, format_plan, make_plan, refuse_unhashed
+from pypm.plan import KEEP_ALL, KEEP_FOREIGN, KEEP_NONE, Installed, Wanted, choose_file, format_plan, make_plan, refuse_unhashed
 
 H = "a" * 64
 LINUX = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64"]
@@ -126,3 +126,26 @@ def test_editable_with_a_build_time_version_is_judged_by_its_token() -> None:
     assert make_plan([cur], [W("my-lib", "0.1.0", token="p" * 64, kind="editable")]).is_noop
     plan = make_plan([cur], [W("my-lib", "0.1.0", token="q" * 64, kind="editable")])
     assert [n.name for _, n in plan.replace] == ["my-lib"]
+
+
+@pytest.mark.parametrize("keep, removed, kept", [
+    (KEEP_NONE, ["broken-foreign", "foreign", "ours"], []),
+    (KEEP_FOREIGN, ["broken-foreign", "ours"], ["foreign"]),
+    (KEEP_ALL, ["broken-foreign"], ["foreign", "ours"]),
+])
+def test_make_plan_keeps_what_it_is_told_to_keep(keep, removed, kept) -> None:
+    """Not wanted: pypm's own (a token), another installer's (none), and a broken one of another
+    installer's, which is never kept. A foreign dist with a wanted name is replaced in every mode."""
+    installed = [Installed("ours", "1.0", H), Installed("foreign", "1.0", None),
+                 Installed("broken-foreign", "1.0", None, complete=False), Installed("clash", "1.0", None)]
+    plan = make_plan(installed, [W("clash", "1.0")], keep=keep)
+    assert [i.name for i in plan.remove] == removed and [i.name for i in plan.kept] == kept
+    assert [c.name for c, _ in plan.replace] == ["clash"]
+    text = format_plan(plan)
+    assert f"remove {len(removed)};" in text
+    assert ("Kept, as the selection does not ask for them: " in text) == bool(kept)
+
+
+def test_make_plan_refuses_an_unknown_keep_mode() -> None:
+    with pytest.raises(ValueError, match="unknown keep mode"):
+        make_plan([], [], keep="some")

@@ -134,3 +134,97 @@ def test_add_and_remove_keep_the_selection_the_venv_was_synced_for(pypm, project
     r = pypm("run", "--no-sandbox", "--", "python", "-c", "pass", cwd=root, env={"PYPM_INDEX_URL": server.url})
     assert r.returncode == 0, r.stderr
     assert_venv_exact(venv, {**BASE, **DEV, **DOCS})
+
+
+def _foreign_dist(venv, name: str = "stray", installer: str = "pip"):
+    """A distribution another installer put into the venv (as `pip install` would): a module, its
+    dist-info with METADATA, INSTALLER and RECORD, and no pypm_source.json."""
+    from tests.e2e.test_sync import site_packages
+
+    sp = site_packages(venv)
+    info = sp / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (sp / f"{name}.py").write_text("VALUE = 'foreign'\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "INSTALLER").write_text(installer + "\n")
+    (info / "RECORD").write_text(f"{name}.py,,\n{name}-1.0.dist-info/METADATA,,\n"
+                                 f"{name}-1.0.dist-info/INSTALLER,,\n{name}-1.0.dist-info/RECORD,,\n")
+    return sp / f"{name}.py"
+
+
+def _touch_pyproject(root) -> None:
+    # new bytes, same project: the next run re-syncs (state.json keeps pyproject.toml's hash)
+    p = root / "pyproject.toml"
+    p.write_text(p.read_text() + "\n# touched\n")
+
+
+def test_run_add_and_sync_inexact_keep_what_another_installer_put_there(pypm, project) -> None:
+    """As uv: a sync `pypm run`/`shell`/`add` make leaves packages another installer put into .venv
+    (pip, by hand); `pypm sync`, `pypm remove` and `run --exact` remove them; `sync --inexact`
+    removes nothing. The no-op checks of the exact ones must not pass a venv that holds more."""
+    root, server = project
+    venv = root / ".venv"
+    run_ok = ("run", "--no-sandbox", "--", "python", "-c", "import stray; print(stray.VALUE)")
+    pypm("sync", "--locked", cwd=root, check=True)
+    module = _foreign_dist(venv)
+    r = pypm(*run_ok, cwd=root)  # the state matches: no sync at all
+    assert r.returncode == 0 and r.stdout == "foreign\n" and "Synced" not in r.stderr, r.stderr
+    _touch_pyproject(root)
+    r = pypm(*run_ok, cwd=root)  # a sync, which keeps it, and says so
+    assert r.returncode == 0 and r.stdout == "foreign\n", r.stderr
+    assert "Kept 1 installed package(s)" in r.stderr and "stray==1.0" in r.stderr, r.stderr
+    assert installed(venv) == {**BASE, **DEV, "stray": "1.0"}
+    # the bare `pypm sync` (the entry point's no-op check) is exact: it removes it
+    r = pypm("sync", cwd=root)
+    assert r.returncode == 0 and "nothing to do" not in r.stderr and "- stray==1.0" in r.stderr, r.stderr
+    assert "stray" not in installed(venv) and not module.exists()
+    # `pypm sync --extra fast` (the CLI's no-op check), after a run that kept one again
+    module = _foreign_dist(venv)
+    pypm("run", "--no-sandbox", "--extra", "fast", "--", "python", "-c", "pass", cwd=root, check=True)
+    assert {"stray", "speed"} <= set(installed(venv))
+    r = pypm("sync", "--extra", "fast", cwd=root)
+    assert r.returncode == 0 and "- stray==1.0" in r.stderr, r.stderr
+    assert "stray" not in installed(venv) and not module.exists()
+    assert_venv_exact(venv, {**BASE, **DEV, "speed": "1.0"})
+    # `run --exact` removes it though state.json says the venv is current
+    pypm("sync", "--locked", cwd=root, check=True)
+    module = _foreign_dist(venv)
+    r = pypm("run", "--no-sandbox", "--exact", "--", "python", "-c", "pass", cwd=root)
+    assert r.returncode == 0 and "stray" not in installed(venv) and not module.exists(), r.stderr
+    # `add` keeps it, `remove` (exact, as uv's) removes it
+    module = _foreign_dist(venv)
+    r = pypm("add", "speed", cwd=root, env={"PYPM_INDEX_URL": server.url})
+    assert r.returncode == 0 and "stray" in installed(venv) and module.exists(), r.stderr
+    r = pypm("remove", "speed", cwd=root, env={"PYPM_INDEX_URL": server.url})
+    assert r.returncode == 0 and "stray" not in installed(venv) and not module.exists(), r.stderr
+    # `sync --inexact` removes nothing, pypm's own packages of a larger selection included
+    pypm("sync", "--locked", "--all-extras", cwd=root, check=True)
+    module = _foreign_dist(venv)
+    r = pypm("sync", "--locked", "--inexact", "--dry-run", cwd=root)
+    assert r.returncode == 0 and "Nothing to do" in r.stdout, r.stdout
+    assert "Kept, as the selection does not ask for them: speed==1.0, stray==1.0, widget==1.0." in r.stdout
+    r = pypm("sync", "--locked", "--inexact", cwd=root)
+    assert r.returncode == 0 and module.exists(), r.stderr
+    assert {"stray", "speed", "widget"} <= set(installed(venv))
+    r = pypm("sync", "--locked", "--inexact", cwd=root)  # and is then a no-op
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+    r = pypm("sync", "--locked", cwd=root)
+    assert r.returncode == 0 and "stray" not in installed(venv) and "speed" not in installed(venv), r.stderr
+
+
+def test_a_package_pypm_installed_is_not_kept_by_run_and_a_broken_foreign_one_goes(pypm, project) -> None:
+    """What `run` keeps is only what another installer put there: a dist of pypm's own the
+    selection no longer wants goes (a pypm_source.json names it), and so does a foreign dist whose
+    files are gone (nothing could use it)."""
+    root, server = project
+    venv = root / ".venv"
+    pypm("sync", "--locked", "--extra", "fast", cwd=root, check=True)
+    # pypm's own `speed`, no longer asked for once the extra is gone from the project
+    text = (root / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(text.replace('fast = ["speed"]', ''))
+    module = _foreign_dist(venv, "broken")
+    module.unlink()  # RECORD names a file that is not there
+    r = pypm("run", "--no-sandbox", "--", "python", "-c", "pass", cwd=root, env={"PYPM_INDEX_URL": server.url})
+    assert r.returncode == 0, r.stderr
+    assert "speed" not in installed(venv) and "broken" not in installed(venv), r.stderr
+    assert "Kept" not in r.stderr, r.stderr

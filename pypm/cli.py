@@ -22,8 +22,9 @@ __all__ = ["main", "build_parser", "Context"]
 EPILOG = """\
 exit codes:
   0    success
-  1    a check said no (lock --check found the lock stale, outdated found
-       updates, verify found changes) or an unexpected internal error
+  1    a check said no (lock --check found the lock stale, sync --check found
+       .venv out of sync, outdated found updates, verify found changes) or an
+       unexpected internal error
   2    bad command line
   3    invalid pyproject.toml, pypm.lock or configuration
   4    no set of versions satisfies the requirements
@@ -389,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep installed packages the selection does not ask for (a package of the lock is "
                         "still changed to its locked version)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (install/remove/replace) and change nothing")
+    p.add_argument("--check", action="store_true",
+                   help="as --dry-run, and exit 1 unless .venv is in sync with pypm.lock (which must be current)")
     p.add_argument("--reinstall", action="store_true",
                    help="reinstall every package, checking the cache's unpacked copies against their wheels first")
 

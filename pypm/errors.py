@@ -12,6 +12,7 @@ __all__ = [
     "IntegrityError",
     "LockError",
     "StaleLockError",
+    "OutOfSync",
     "InstallError",
     "SandboxError",
     "PluginError",
@@ -70,6 +71,12 @@ class LockError(ProjectError):
 
 class StaleLockError(LockError):
     """pypm.lock does not match pyproject.toml (raised under --locked / --check)."""
+
+    exit_code = ExitCode.FAILURE
+
+
+class OutOfSync(PypmError):
+    """`pypm sync --check`: .venv would change."""
 
     exit_code = ExitCode.FAILURE
 

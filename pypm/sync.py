@@ -48,6 +48,9 @@ class SyncOptions:
     reinstall: bool = False  # every package, from re-verified store entries (a repair beyond sync's stat checks)
     # What the selection does not want is removed (plan.KEEP_NONE: an exact sync) or partly kept
     # (KEEP_FOREIGN: `run`, `add`; KEEP_ALL: `sync --inexact`).
+    # `sync --check`: plan as --dry-run does against the lock as it is (never re-locked), and fail
+    # (exit 1) when .venv would change
+    check: bool = False
     keep: str = "none"  # plan.KEEP_NONE (pypm.plan is not imported by the no-op path through this module)
 
     @classmethod
@@ -66,7 +69,8 @@ class SyncOptions:
                    groups=tuple(g("group", []) or ()) + tuple(g("only_group", []) or ()),
                    locked=bool(g("locked", False)), frozen=bool(g("frozen", False)),
                    offline=bool(g("offline", False)), python=g("python"), link_mode=g("link_mode"),
-                   compile=bool(g("compile", False)), dry_run=bool(g("dry_run", False)),
+                   compile=bool(g("compile", False)), dry_run=bool(g("dry_run", False) or g("check", False)),
+                   check=bool(g("check", False)),
                    reinstall=bool(g("reinstall", False)), keep=KEEP_ALL if g("inexact", False) else KEEP_NONE)
 
 
@@ -175,7 +179,7 @@ def already_synced(ctx: Any, args: argparse.Namespace) -> bool:
     or signature check is configured, and the venv is as the last sync left it, checked in
     O(directories) (`venvstate.venv_intact`): what the full plan would find, except a file edited
     in place (`pypm verify --venv`). A no-op sync went from ~110 ms to ~40 ms on the canary."""
-    if getattr(args, "dry_run", False) or getattr(args, "compile", False) or getattr(args, "reinstall", False):
+    if any(getattr(args, flag, False) for flag in ("dry_run", "check", "compile", "reinstall")):
         return False
     import time
 
@@ -257,10 +261,10 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
     _fire(project, "pre-sync", venv=str(venv), lock_path=str(project.root / "pypm.lock"), interpreter=None,
           packages=[])
     fetcher = FetchChild.take()  # forked as the process started (pypm.__main__), if it was
-    if opts.offline and fetcher is not None:
+    if (opts.offline or opts.dry_run) and fetcher is not None:  # (a plan only: nothing downloads)
         fetcher.close()
         fetcher = None
-    elif not opts.offline and fetcher is None:
+    elif not (opts.offline or opts.dry_run) and fetcher is None:
         # The fast paths (no-op, fresh venv from a recipe) end before this function: this sync
         # most likely downloads. Its downloads run in a child forked now, before this process
         # starts any thread (pypm.fetchchild): it imports the HTTP stack and makes its TLS
@@ -336,10 +340,19 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
                              _project_token(project), root_pkg))
 
     if opts.dry_run:
-        installed = _installed(venv, interp) if _venv_matches(venv, interp) else {}
+        matches = _venv_matches(venv, interp)
+        installed = _installed(venv, interp) if matches else {}
         if opts.reinstall:
             installed = {n: dataclasses.replace(i, complete=False) for n, i in installed.items()}
-        print(format_plan(make_plan(installed, wanted, keep=opts.keep)))  # the plan is what --dry-run was asked for: stdout
+        plan = make_plan(installed, wanted, keep=opts.keep)
+        print(format_plan(plan))  # the plan is what --dry-run was asked for: stdout
+        if opts.check and not (matches and plan.is_noop):
+            from .errors import OutOfSync
+
+            why = ("does not exist" if not venv.exists() else f"was not made by {interp_desc}") if not matches \
+                else f"differs from pypm.lock ({len(plan.install)} to install, {len(plan.replace)} to replace, " \
+                     f"{len(plan.remove)} to remove)"
+            raise OutOfSync(f"{venv} {why}", hint="run `pypm sync`")
         return venv
 
     want_state = expected_state(project.root, opts.selection, python_flag=opts.python, frozen=opts.frozen)
@@ -512,6 +525,14 @@ def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
     from .errors import StaleLockError
     from .locking import ensure_lock
 
+    if opts.check and not opts.frozen:
+        from .errors import StaleLockError
+
+        try:
+            return ensure_lock(ctx, project, locked=True, frozen=False, offline=opts.offline)
+        except StaleLockError as e:
+            raise StaleLockError(f"{e.message.split(', and --locked')[0]}: .venv cannot be in sync with it",
+                                 hint="run `pypm sync` (it locks first)") from None
     if opts.dry_run and not (opts.locked or opts.frozen):
         # --dry-run changes nothing, pypm.lock included: plan against the lock as it is.
         from .errors import LockError

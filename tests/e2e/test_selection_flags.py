@@ -228,3 +228,45 @@ def test_a_package_pypm_installed_is_not_kept_by_run_and_a_broken_foreign_one_go
     assert r.returncode == 0, r.stderr
     assert "speed" not in installed(venv) and "broken" not in installed(venv), r.stderr
     assert "Kept" not in r.stderr, r.stderr
+
+
+def test_sync_check_fails_unless_the_venv_is_in_sync_and_changes_nothing(pypm, project) -> None:
+    """`pypm sync --check` (as uv's): the plan as --dry-run prints it, exit 1 when .venv would
+    change or pypm.lock is not current, exit 0 when in sync; never a change to .venv or pypm.lock."""
+    root, server = project
+    venv = root / ".venv"
+    lock_before = (root / "pypm.lock").read_bytes()
+    r = pypm("sync", "--check", cwd=root)
+    assert r.returncode == 1 and "Would install 3" in r.stdout, (r.stdout, r.stderr)
+    assert f"error: {venv} does not exist" in r.stderr and "hint: run `pypm sync`" in r.stderr, r.stderr
+    assert not venv.exists()
+    pypm("sync", cwd=root, check=True)
+    r = pypm("sync", "--check", cwd=root)
+    assert r.returncode == 0 and r.stdout.startswith("Nothing to do: 3 packages"), (r.stdout, r.stderr)
+    assert pypm("sync", "--check", "--extra", "fast", cwd=root).returncode == 1  # another selection
+    # a package another installer put there: exact says no, --inexact says yes
+    module = _foreign_dist(venv)
+    r = pypm("sync", "--check", cwd=root)
+    assert r.returncode == 1 and " - stray==1.0" in r.stdout and "(0 to install, 0 to replace, 1 to remove)" in r.stderr
+    assert pypm("sync", "--check", "--inexact", cwd=root).returncode == 0
+    assert module.exists()
+    pypm("sync", cwd=root, check=True)
+    assert not module.exists()
+    # a damaged install
+    from tests.e2e.test_sync import site_packages
+
+    victim = site_packages(venv) / "beta" / "__init__.py"
+    victim.unlink()
+    r = pypm("sync", "--check", cwd=root)
+    assert r.returncode == 1 and " ~ beta==2.0 (incomplete or modified install)" in r.stdout, r.stdout
+    assert not victim.exists()
+    pypm("sync", cwd=root, check=True)
+    # a stale lock: never re-locked by a check (--frozen plans against it as it is)
+    text = (root / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(text.replace('dependencies = ["alpha"]', 'dependencies = ["alpha", "speed"]'))
+    r = pypm("sync", "--check", cwd=root, env={"PYPM_INDEX_URL": server.url})
+    assert r.returncode == 1 and "is out of date with pyproject.toml: .venv cannot be in sync with it" in r.stderr, r.stderr
+    assert "--locked" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (root / "pypm.lock").read_bytes() == lock_before
+    assert pypm("sync", "--check", "--frozen", cwd=root).returncode == 0
+    assert set(installed(venv)) == {"alpha", "beta", "devtool"}

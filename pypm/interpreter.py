@@ -340,7 +340,38 @@ def query_interpreter(executable: str | os.PathLike[str], *, use_cache: bool = T
                            hint="pass --python with a working interpreter (a version such as 3.11, or a path)") from None
 
 
+# The answers of wrappers (a pyenv shim: a script that picks the Python it runs each time it is
+# started), kept for the life of this process only. Their answer is never written to the disk
+# cache (below), and asking costs a process start or two (~200-500 ms for a pyenv shim): a lock
+# that read the metadata of four legacy sdists asked every shim on PATH four times (~2 s). What a
+# wrapper picks could change between two commands, not within one. Failures are kept too (a shim
+# of a version that is not installed fails the same way each time): {path: answer or message}.
+_WRAPPED: dict[str, "Interpreter | QueryFailed"] = {}
+
+
 def _query(path: Path, *, use_cache: bool = True) -> Interpreter:
+    if use_cache and (kept := _WRAPPED.get(str(path))) is not None:
+        if isinstance(kept, QueryFailed):
+            raise QueryFailed(str(kept))
+        return kept
+    try:
+        return _query_uncached(path, use_cache=use_cache)
+    except QueryFailed as e:
+        if use_cache and _is_wrapper(path):
+            _WRAPPED[str(path)] = e
+        raise
+
+
+def _is_wrapper(path: Path) -> bool:
+    # A script (#!) rather than a binary: what it runs is decided when it runs.
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"#!"
+    except OSError:
+        return False
+
+
+def _query_uncached(path: Path, *, use_cache: bool) -> Interpreter:
     cf = _cache_file(path) if use_cache else None
     if cf is not None and cf.is_file():
         try:
@@ -368,6 +399,8 @@ def _query(path: Path, *, use_cache: bool = True) -> Interpreter:
             os.replace(tmp, cf)
         except OSError:
             pass  # a read-only cache only costs a re-query next time
+    elif use_cache:
+        _WRAPPED[str(path)] = interp  # (for this process only: see _WRAPPED)
     return interp
 
 

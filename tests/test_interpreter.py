@@ -247,3 +247,31 @@ def test_a_program_that_prints_something_else_is_refused_with_a_clear_error(tmp_
     assert "did not answer the query" in str(e.value) and str(fake) in str(e.value)
     assert "--python" in (e.value.hint or "")
     assert not list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_a_wrapper_is_asked_once_per_process(tmp_path, monkeypatch):
+    """A pyenv shim is started once per process, however often pypm looks for an interpreter (a
+    lock reading several legacy sdists' metadata looks once per sdist); a failing one too."""
+    d = tmp_path / "shims"
+    d.mkdir()
+    log = tmp_path / "asked.log"
+    good, bad = d / "python3.11", d / "python3.13"
+    good.write_text(f"#!/bin/sh\necho good >> {log}\nexec {sys.executable} \"$@\"\n")
+    bad.write_text(f"#!/bin/sh\necho bad >> {log}\necho 'python3.13: command not found' >&2\nexit 127\n")
+    for s in (good, bad):
+        s.chmod(0o755)
+    monkeypatch.setenv("PATH", str(d))
+    for _ in range(3):
+        assert find_interpreter(None, None).executable == good
+        assert find_interpreter("3.11", ">=3.8").executable == good
+        with pytest.raises(ProjectError, match="python3.13 as the target interpreter: exit status 127"):
+            find_interpreter(str(bad), None)
+        with pytest.raises(ProjectError, match="python3.13: exit status 127"):  # (listed as found)
+            find_interpreter(None, ">=3.99")
+    assert sorted(log.read_text().split()) == ["bad", "good"]
+    # a binary (no #!) is not kept in memory: its answer is on disk, keyed by its size and mtime
+    import pypm.interpreter as interpreter
+
+    assert str(good) in interpreter._WRAPPED and str(bad) in interpreter._WRAPPED
+    query_interpreter(sys.executable)
+    assert sys.executable not in interpreter._WRAPPED and os.path.realpath(sys.executable) not in interpreter._WRAPPED

@@ -226,6 +226,11 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         except Exception as e:  # the backend's own failure (CalledProcessError) with its output
             if not hasattr(e, "returncode"):
                 raise
+            if e.returncode == _KILLED_BY_SIGINT:
+                # Ctrl-C: the terminal's SIGINT reached the backend, or the sandbox passed on the
+                # one pypm's process got (this thread waits for it with SIGINT blocked, so the
+                # interpreter never sees it): the command was interrupted, not a failed build.
+                raise KeyboardInterrupt from None
             how = f"the backend {backend} exited with status {e.returncode}"
             raise BuildError(f"building {what} failed in the sandbox: {how}; its output ends with:\n"
                              f"{_tail(box.log_path)}",
@@ -239,6 +244,9 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         return final
     finally:
         _rmtree(tmp)
+
+
+_KILLED_BY_SIGINT = 128 + 2  # the sandbox's status for a command killed by SIGINT (128+N)
 
 
 def _quiet_backend_warnings() -> None:

@@ -82,13 +82,15 @@ class Context:
                     a.package = [self.member]
         return load_project(root)
 
+    # One write per message (print writes the text and its newline apart): threads of a lock or a
+    # sync (metadata builds, downloads) report at once, and two messages ran into one line.
     def info(self, msg: str) -> None:
         if not self.quiet:
-            print(msg, file=sys.stderr)
+            sys.stderr.write(msg + "\n")
 
     def debug(self, msg: str) -> None:
         if self.verbose:
-            print(msg, file=sys.stderr)
+            sys.stderr.write(msg + "\n")
 
 
 # --------------------------------------------------------------------------- shared flag groups

@@ -7,10 +7,11 @@ answers a no-op `pypm lock` from the entry point, before the CLI loads.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import ExitCode, IndexError_, IntegrityError, LockError, ResolutionError, StaleLockError, UsageError
 from .lockfile import LOCK_NAME, Dependency, FileEntry, Lock, LockedPackage, canonical_name
@@ -593,7 +594,13 @@ def _resolve_with(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs
                                        **{f"{_WORKSPACE}:{k.split(':', 1)[1]}": v for k, v in reqs.items()
                                           if k.startswith("member-group:")}})
     with client:
-        res = resolve(client, root, ropts)
+        done = False
+        try:
+            res = resolve(client, root, ropts)
+            done = True
+        finally:
+            if ropts.build_metadata is not None:  # the look-ahead's metadata builds: none outlives the lock
+                ropts.build_metadata.close(abandon=not done)  # type: ignore[attr-defined]
         old_hashes = {} if (old is None or opts.refresh) else {
             f.url: f for p in old.packages for f in p.files() if f.has_valid_hash()}
         packages = _packages(client, res, old_hashes)
@@ -804,11 +811,76 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
     """For the resolver (ResolveOptions.build_metadata): the core metadata of an sdist whose
     PKG-INFO cannot be trusted to hold its dependencies (Metadata-Version older than 2.2, or they
     are marked Dynamic) -- most sdists of older releases -- from its build backend (see
-    `_backend_metadata`). It runs on the resolver's thread, one sdist at a time. What it finds is
-    kept in the metadata cache under the sdist's sha256, so the next lock does not build it again.
-    The build requirements themselves are locked afterwards, as any sdist's are."""
+    `_backend_metadata`). What it finds is kept in the metadata cache under the sdist's sha256, so
+    the next lock does not build it again. The build requirements themselves are locked
+    afterwards, as any sdist's are.
+
+    The resolver asks on its own thread; its look-ahead asks `build.ahead(f)` for the release it
+    guesses the resolver will pin, which starts the build on a thread of _METADATA_BUILDS (a build
+    is a backend process in the sandbox, ~1 s of it mostly outside this process's GIL): a lock
+    that read four legacy sdists' metadata one after the other spent 4 x ~1.3 s. Each sdist is
+    built once: a second ask waits for the first build and gets its metadata or its error. A
+    wrong guess costs one build. `build.close()` (after resolving) drops the builds not started
+    and waits for the running ones: none may outlive the lock (their temporary trees, the client).
+    `close(abandon=True)` (the lock failed or was interrupted) first interrupts the running ones'
+    processes, as a Ctrl-C from the terminal would (a SIGINT sent to pypm alone reaches only
+    pypm, and a backend can run for minutes)."""
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    builds: dict[str, Future[Any]] = {}  # by the sdist's URL
+    guard = threading.Lock()
+    pool: list[ThreadPoolExecutor] = []
+    closed = [False]
+    workers: set[int] = set()  # native thread ids of the jobs running now
 
     def build(f: Any) -> Any:
+        with guard:
+            fut = builds.get(f.url)
+            mine = fut is None
+            if fut is None:
+                fut = builds[f.url] = Future()
+        if not mine:
+            return fut.result()  # (the other build's metadata, or its error)
+        try:
+            meta = _build_one(f)
+        except BaseException as e:
+            fut.set_exception(e)
+            raise
+        fut.set_result(meta)
+        return meta
+
+    def ahead(f: Any, then: Callable[[Any], None]) -> None:
+        with guard:
+            if closed[0] or f.url in builds:
+                return
+            if not pool:
+                pool.append(ThreadPoolExecutor(_METADATA_BUILDS, thread_name_prefix="pypm-metadata"))
+
+        def job() -> None:
+            tid = threading.get_native_id()
+            workers.add(tid)
+            try:
+                meta = build(f)
+            except BaseException:  # noqa: BLE001 -- kept in its future for the resolver, if it asks
+                return
+            finally:
+                workers.discard(tid)
+            then(meta)
+
+        pool[0].submit(job)
+
+    def close(*, abandon: bool = False) -> None:
+        with guard:
+            closed[0] = True
+        if not pool:
+            return
+        pool[0].shutdown(wait=False, cancel_futures=True)  # (a job never started made no entry in `builds`)
+        if abandon:
+            _interrupt_children(set(workers))
+        pool[0].shutdown(wait=True)
+
+    def _build_one(f: Any) -> Any:
         from .cache import Cache
 
         label = f"{f.name}=={f.version} ({f.filename})"
@@ -832,7 +904,44 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
 
     build_requires: dict[tuple[str, str], tuple[str, ...]] = {}
     build.build_requires = build_requires  # type: ignore[attr-defined]
+    build.ahead = ahead  # type: ignore[attr-defined]
+    build.close = close  # type: ignore[attr-defined]
     return build
+
+
+def _interrupt_children(tids: set[int]) -> None:
+    """SIGINT to the child processes the threads `tids` of this process started (a build's
+    sandbox, which passes it on to the backend, as it does a terminal's Ctrl-C). Each child is
+    named by /proc/self/task/TID/children and held by a pidfd that is checked to be that child
+    still before the signal goes: never a process that merely reused a reaped child's pid."""
+    import signal
+
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
+                pids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):  # the thread is gone (its build ended), or no CONFIG_PROC_CHILDREN
+            continue
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue  # gone already
+            try:
+                with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
+                    if str(pid) not in f.read().split():
+                        continue  # reaped between the two reads: the pidfd may name another process
+                signal.pidfd_send_signal(fd, signal.SIGINT)
+            except OSError:
+                pass  # it ended meanwhile
+            finally:
+                os.close(fd)
+
+
+# Metadata builds the look-ahead may run at once, beside the resolver's own: each is a sandboxed
+# backend process, so as many as there are cores (at most 2 here: beyond, they compete with the
+# resolver and the page fetches, and each holds a build environment's memory).
+_METADATA_BUILDS = max(1, min(2, os.cpu_count() or 1))
 
 
 def _backend_metadata(project: Project, client: Any, requires_python: str, ropts: Any, cache: Any, *,

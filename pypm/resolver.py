@@ -397,7 +397,8 @@ class _State:
             except BuildError as e:  # (SdistMetadataUnsupported: pypm.index does not import here)
                 if self.opts.build_metadata is None or type(e).__name__ != "SdistMetadataUnsupported":
                     raise
-                m = self.opts.build_metadata(f)  # on this thread: the resolver's, never a look-ahead's
+                # On this thread, or the look-ahead's build of it (pypm.locking) is waited for
+                m = self.opts.build_metadata(f)
             self._meta[key] = m
         return m
 
@@ -440,10 +441,16 @@ class _Lookahead:
         try:
             if self.stopped:
                 return
-            finder, u = self.s.finder, self.s.u
+            finder = self.s.finder
             releases = self.releases_of(name)
             pick = None
-            for v, texts in releases.newest_first():
+            # As the resolver orders them: the old lock's pins first (a wrong guess of an sdist's
+            # release costs a build of its metadata), then newest first.
+            prefs = {Version(x) for x in self.s.opts.preferences.get(name, ()) if _valid(x)}
+            ordered = releases.newest_first()
+            if prefs:
+                ordered = [r for r in ordered if r[0] in prefs] + [r for r in ordered if r[0] not in prefs]
+            for v, texts in ordered:
                 if v.is_prerelease and not spec.prereleases:  # pre-releases only if named
                     continue
                 if not spec.contains(v, prereleases=True):
@@ -454,7 +461,24 @@ class _Lookahead:
                     break
             if pick is None or self.stopped:
                 return
-            meta = finder.metadata(pick)
+            try:
+                meta = finder.metadata(pick)
+            except BuildError as e:  # (SdistMetadataUnsupported: pypm.index does not import here)
+                build = self.s.opts.build_metadata
+                if build is None or type(e).__name__ != "SdistMetadataUnsupported" or not hasattr(build, "ahead"):
+                    raise
+                # Its backend is asked on a thread of the builder's (pypm.locking), and the
+                # look-ahead goes on from its answer.
+                build.ahead(pick, lambda m: self._follow(name, extras, m))
+                return
+            self._follow(name, extras, meta)
+        except Exception:  # noqa: BLE001 -- a guess only: the resolver meets any error in its own time
+            pass
+
+    def _follow(self, name: str, extras: tuple[str, ...], meta: Any) -> None:
+        """Fetch ahead for the requirements of `name`'s guessed release (its metadata `meta`)."""
+        try:
+            u = self.s.u
             deps = []
             for text in meta.requires_dist:
                 r = _parse_req(text, name)
@@ -465,7 +489,7 @@ class _Lookahead:
                     deps.append((canonicalize_name(r.name), r.specifier,
                                  tuple(sorted(canonicalize_name(e) for e in r.extras))))
             self.want(deps)
-        except Exception:  # noqa: BLE001 -- a guess only: the resolver meets any error in its own time
+        except Exception:  # noqa: BLE001 -- a guess only
             pass
 
     def _somewhere(self, f: Any) -> bool:

@@ -175,9 +175,11 @@ class PypmRunner:
         return proc
 
     def popen(
-        self, *args: str | os.PathLike[str], cwd: Path | str | None = None, env: Mapping[str, str] | None = None
+        self, *args: str | os.PathLike[str], cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
+        new_session: bool = False,
     ) -> subprocess.Popen[str]:
-        """Start pypm without waiting (for kill -9 / Ctrl-C / concurrency tests)."""
+        """Start pypm without waiting (for kill -9 / Ctrl-C / concurrency tests). `new_session`:
+        in a session and process group of its own, for a Ctrl-C as a terminal sends it (os.killpg)."""
         full_env = self.env
         full_env.update(env or {})
         return subprocess.Popen(
@@ -187,6 +189,7 @@ class PypmRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=new_session,
         )
 
 

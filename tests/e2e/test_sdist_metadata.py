@@ -79,3 +79,113 @@ def test_live_an_old_sdist_only_release_is_locked_built_and_run(pypm, tmp_path):
     r = run_py(pypm, app, "import docopt; print(docopt.__version__)")
     assert (r.returncode, r.stdout) == (0, "0.6.2\n"), r.stderr
     shutil.rmtree(app)  # a lock against the default index never outlives the test
+
+
+def test_the_look_ahead_reads_several_old_sdists_at_once(pypm, dists, index_server, tmp_path):
+    """Two old sdists a project needs directly: the resolver's look-ahead starts both backends
+    together (pypm.locking's metadata builds), seen from the host as two metadata hooks running
+    at the same moment; each is built once, the lock is what one at a time gives, and no build
+    leaves its temporary tree behind."""
+    import os
+    import threading
+    import time
+
+    dists.wheel("alpha", "1.0")
+    dists.wheel("beta", "2.0")
+    for name, dep in (("slowone", "alpha"), ("slowtwo", "beta")):
+        lib = write_lib(tmp_path / f"src-{name}", name, "1.0", deps=[dep], value=name)
+        (lib / "_backend.py").write_text((lib / "_backend.py").read_text().replace(
+            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
+            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+            "    import time; time.sleep(2)\n"))
+        _sdist_of(lib, name, "1.0", [], dists.dir, metadata_version="1.2")
+    index = index_server()
+    app = write_app(tmp_path / "app", index.url, ["slowone", "slowtwo"])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+
+    seen: dict[int, tuple[float, float]] = {}  # pid -> (first seen, last seen)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            now = time.monotonic()
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read()
+                except OSError:
+                    continue
+                if b"_in_process" in cmd and b"prepare_metadata_for_build_wheel" in cmd:
+                    first = seen.get(int(pid), (now, now))[0]
+                    seen[int(pid)] = (first, now)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        r = pypm("lock", cwd=app, env={"TMPDIR": str(scratch)})
+    finally:
+        done.set()
+        watcher.join()
+    assert r.returncode == 0, r.stderr
+    for name in ("slowone", "slowtwo"):
+        assert r.stderr.count(f"Reading the metadata of {name}==1.0") == 1, r.stderr
+    lock = lock_of(app)
+    assert [d.name for d in lock["slowone"].dependencies] == ["alpha"]
+    assert [d.name for d in lock["slowtwo"].dependencies] == ["beta"]
+    spans = sorted(seen.values())
+    assert len(spans) >= 2, spans
+    overlap = min(spans[0][1], spans[1][1]) - max(spans[0][0], spans[1][0])
+    assert overlap > 0.5, f"the two metadata builds did not run together: {spans}"
+    assert list(scratch.iterdir()) == [], list(scratch.iterdir())
+
+
+@pytest.mark.parametrize("how", ["terminal", "pypm-alone"])
+def test_ctrl_c_stops_the_look_ahead_s_metadata_builds_at_once(pypm, dists, index_server, tmp_path, how):
+    """Ctrl-C while two backends read metadata (they would take a minute): exit 130 at once, no
+    lock, no temporary tree and no backend left running. From a terminal the SIGINT reaches the
+    whole process group; sent to pypm alone, pypm interrupts its builds' sandboxes itself."""
+    import os
+    import signal
+    import time
+
+    dists.wheel("alpha", "1.0")
+    dists.wheel("beta", "2.0")
+    marker = f"sleepy-{how}"
+    for name, dep in (("slowone", "alpha"), ("slowtwo", "beta")):
+        lib = write_lib(tmp_path / f"src-{name}", name, "1.0", deps=[dep], value=name)
+        (lib / "_backend.py").write_text((lib / "_backend.py").read_text().replace(
+            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
+            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+            f"    import time; open(os.path.join(wheel_directory, '{marker}'), 'w').close(); time.sleep(120)\n"))
+        _sdist_of(lib, name, "1.0", [], dists.dir, metadata_version="1.2")
+    index = index_server()
+    app = write_app(tmp_path / "app", index.url, ["slowone", "slowtwo"])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+
+    def running() -> int:  # backends past their marker (the tree changes while it is walked)
+        try:
+            return len(list(scratch.rglob(marker)))
+        except OSError:
+            return 0
+
+    proc = pypm.popen("lock", cwd=app, env={"TMPDIR": str(scratch)}, new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and running() < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None and running() == 2, "both backends should be running"
+    started = time.monotonic()
+    if how == "terminal":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=100)
+    took = time.monotonic() - started
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert took < 30, f"pypm waited {took:.0f} s for the backends instead of stopping them"
+    assert not (app / "pypm.lock").exists()
+    assert list(scratch.iterdir()) == [], list(scratch.rglob("*"))

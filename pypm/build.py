@@ -246,6 +246,41 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         _rmtree(tmp)
 
 
+# Builds that run at once (a sync's wheels, a lock's metadata): each is a sandboxed backend
+# process, so as many as there are cores, at most 2 (beyond, they compete with the downloads, the
+# resolver and each other, and each holds a build environment's memory).
+PARALLEL_BUILDS = max(1, min(2, os.cpu_count() or 1))
+
+
+def interrupt_children(tids: set[int]) -> None:
+    """SIGINT to the child processes the threads `tids` of this process started (a build's
+    sandbox, which passes it on to the backend, as it does a terminal's Ctrl-C). Each child is
+    named by /proc/self/task/TID/children and held by a pidfd that is checked to be that child
+    still before the signal goes: never a process that merely reused a reaped child's pid."""
+    import signal
+
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
+                pids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):  # the thread is gone (its build ended), or no CONFIG_PROC_CHILDREN
+            continue
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue  # gone already
+            try:
+                with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
+                    if str(pid) not in f.read().split():
+                        continue  # reaped between the two reads: the pidfd may name another process
+                signal.pidfd_send_signal(fd, signal.SIGINT)
+            except OSError:
+                pass  # it ended meanwhile
+            finally:
+                os.close(fd)
+
+
 _KILLED_BY_SIGINT = 128 + 2  # the sandbox's status for a command killed by SIGINT (128+N)
 
 

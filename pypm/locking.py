@@ -7,7 +7,6 @@ answers a no-op `pypm lock` from the entry point, before the CLI loads.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -816,7 +815,7 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
     afterwards, as any sdist's are.
 
     The resolver asks on its own thread; its look-ahead asks `build.ahead(f)` for the release it
-    guesses the resolver will pin, which starts the build on a thread of _METADATA_BUILDS (a build
+    guesses the resolver will pin, which starts the build on one of build.PARALLEL_BUILDS threads (a build
     is a backend process in the sandbox, ~1 s of it mostly outside this process's GIL): a lock
     that read four legacy sdists' metadata one after the other spent 4 x ~1.3 s. Each sdist is
     built once: a second ask waits for the first build and gets its metadata or its error. A
@@ -855,7 +854,9 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
             if closed[0] or f.url in builds:
                 return
             if not pool:
-                pool.append(ThreadPoolExecutor(_METADATA_BUILDS, thread_name_prefix="pypm-metadata"))
+                from .build import PARALLEL_BUILDS
+
+                pool.append(ThreadPoolExecutor(PARALLEL_BUILDS, thread_name_prefix="pypm-metadata"))
 
         def job() -> None:
             tid = threading.get_native_id()
@@ -877,7 +878,9 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
             return
         pool[0].shutdown(wait=False, cancel_futures=True)  # (a job never started made no entry in `builds`)
         if abandon:
-            _interrupt_children(set(workers))
+            from .build import interrupt_children
+
+            interrupt_children(set(workers))
         pool[0].shutdown(wait=True)
 
     def _build_one(f: Any) -> Any:
@@ -907,41 +910,6 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
     build.ahead = ahead  # type: ignore[attr-defined]
     build.close = close  # type: ignore[attr-defined]
     return build
-
-
-def _interrupt_children(tids: set[int]) -> None:
-    """SIGINT to the child processes the threads `tids` of this process started (a build's
-    sandbox, which passes it on to the backend, as it does a terminal's Ctrl-C). Each child is
-    named by /proc/self/task/TID/children and held by a pidfd that is checked to be that child
-    still before the signal goes: never a process that merely reused a reaped child's pid."""
-    import signal
-
-    for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
-                pids = [int(x) for x in f.read().split()]
-        except (OSError, ValueError):  # the thread is gone (its build ended), or no CONFIG_PROC_CHILDREN
-            continue
-        for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue  # gone already
-            try:
-                with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
-                    if str(pid) not in f.read().split():
-                        continue  # reaped between the two reads: the pidfd may name another process
-                signal.pidfd_send_signal(fd, signal.SIGINT)
-            except OSError:
-                pass  # it ended meanwhile
-            finally:
-                os.close(fd)
-
-
-# Metadata builds the look-ahead may run at once, beside the resolver's own: each is a sandboxed
-# backend process, so as many as there are cores (at most 2 here: beyond, they compete with the
-# resolver and the page fetches, and each holds a build environment's memory).
-_METADATA_BUILDS = max(1, min(2, os.cpu_count() or 1))
 
 
 def _backend_metadata(project: Project, client: Any, requires_python: str, ropts: Any, cache: Any, *,

@@ -565,7 +565,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from .build import build_key, build_wheel, cached_build, remember_build
+    from .build import PARALLEL_BUILDS, build_key, build_wheel, cached_build, interrupt_children, remember_build
     from .cache import Cache
     from .extractor import Workers, worker_count
     from .plugins import wheel_fetchers
@@ -583,6 +583,14 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # Its own Cache object: a failing download on one thread cancels only its own batch.
             # `reuse` False: build again even when the cache has a wheel for `key` (a path
             # dependency's directory, whose key does not cover its sources).
+            tid = threading.get_native_id()
+            building.add(tid)  # (its sandbox is interrupted if the sync fails meanwhile)
+            try:
+                return _built(w, source, key, editable, label, reuse)
+            finally:
+                building.discard(tid)
+
+        def _built(w: Any, source: Any, key: str, editable: bool, label: str, reuse: bool) -> tuple[Path, str]:
             with Cache(offline=opts.offline, base_dir=project.root) as bcache:
                 entry = cached_build(bcache, key) if reuse else None
                 if entry is None:
@@ -603,10 +611,14 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             return [settings, *(f.sha256 for p in _build_packages(lock, w.package, interp) for f in p.files())]
 
         unpacked: dict[str, tuple[Path, str]] = {}  # name -> (unpacked tree, wheel filename)
-        # Builds run one at a time on a background thread (a build is mostly a backend
-        # subprocess), overlapping the downloads and unpacking on this one. The project's own
-        # editable build needs no download, so it starts first.
-        builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypm-build")
+        # Builds run on background threads (a build is mostly a backend subprocess in the
+        # sandbox), PARALLEL_BUILDS at once, overlapping the downloads and unpacking on this one
+        # (one at a time when plugins are configured: their build hooks fire around each build
+        # and need not be thread-safe). The project's own editable build needs no download, so it
+        # starts first.
+        builder = ThreadPoolExecutor(max_workers=1 if project.tool.plugins else PARALLEL_BUILDS,
+                                     thread_name_prefix="pypm-build")
+        building: set[int] = set()  # native ids of the builder threads inside a build now
         builds: dict[str, Future[tuple[Path, str]]] = {}
         unpacker: ThreadPoolExecutor | None = None  # made once it is known whether a worker runs
         unpacks: dict[str, Future[Path]] = {}  # sha256 -> its store entry
@@ -744,6 +756,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # for, and the extraction workers are killed first so that is at once.
             if not ok:
                 workers.close(kill=True)
+                interrupt_children(set(building))  # a backend may run for minutes: stop it now
             if unpacker is not None:
                 unpacker.shutdown(wait=True, cancel_futures=True)
             workers.close()

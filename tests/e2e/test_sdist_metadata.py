@@ -11,6 +11,65 @@ from tests.e2e.test_sync import installed
 from tests.e2e.test_url_deps import _sdist_of
 
 
+def _sleepy_sdists(dists, tmp_path, body: str, *, metadata_version: str = "1.2") -> None:
+    """sdists slowone (needs alpha) and slowtwo (needs beta), whose in-tree backend runs `body`
+    first in build_wheel (the hook a metadata read falls back to without
+    prepare_metadata_for_build_wheel); Metadata-Version 1.2: the lock asks the backend."""
+    dists.wheel("alpha", "1.0")
+    dists.wheel("beta", "2.0")
+    for name, dep in (("slowone", "alpha"), ("slowtwo", "beta")):
+        lib = write_lib(tmp_path / f"src-{name}", name, "1.0", deps=[dep], value=name)
+        (lib / "_backend.py").write_text((lib / "_backend.py").read_text().replace(
+            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
+            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+            f"    {body}\n"))
+        _sdist_of(lib, name, "1.0", [dep] if metadata_version >= "2.2" else [], dists.dir,
+                  metadata_version=metadata_version)
+
+
+def _hooks_seen(hook: bytes):
+    """A watcher of this machine's processes running `hook` through pyproject_hooks (sandboxed
+    builds are seen from the host): start() it, stop() it, then .spans: (first, last) seen per pid."""
+    import os
+    import threading
+    import time
+
+    class Watch:
+        def __init__(self) -> None:
+            self.spans: dict[int, tuple[float, float]] = {}
+            self._done = threading.Event()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+
+        def _run(self) -> None:
+            while not self._done.is_set():
+                now = time.monotonic()
+                for pid in os.listdir("/proc"):
+                    if not pid.isdigit():
+                        continue
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            cmd = f.read()
+                    except OSError:
+                        continue
+                    if b"_in_process" in cmd and hook in cmd.split(b"\0"):
+                        self.spans[int(pid)] = (self.spans.get(int(pid), (now, now))[0], now)
+                time.sleep(0.02)
+
+        def start(self) -> None:
+            self._thread.start()
+
+        def stop(self) -> None:
+            self._done.set()
+            self._thread.join()
+
+        def overlap(self) -> float:
+            spans = sorted(self.spans.values())
+            assert len(spans) >= 2, spans
+            return min(spans[0][1], spans[1][1]) - max(spans[0][0], spans[1][0])
+
+    return Watch()
+
+
 def test_an_sdist_with_old_metadata_is_locked_from_its_backend_and_cached(pypm, dists, index_server, tmp_path):
     dists.wheel("alpha", "1.0")
     lib = write_lib(tmp_path / "src-old", "oldlib", "1.5", deps=["alpha>=1"], value="built from an old sdist")
@@ -86,82 +145,61 @@ def test_the_look_ahead_reads_several_old_sdists_at_once(pypm, dists, index_serv
     together (pypm.locking's metadata builds), seen from the host as two metadata hooks running
     at the same moment; each is built once, the lock is what one at a time gives, and no build
     leaves its temporary tree behind."""
-    import os
-    import threading
-    import time
-
-    dists.wheel("alpha", "1.0")
-    dists.wheel("beta", "2.0")
-    for name, dep in (("slowone", "alpha"), ("slowtwo", "beta")):
-        lib = write_lib(tmp_path / f"src-{name}", name, "1.0", deps=[dep], value=name)
-        (lib / "_backend.py").write_text((lib / "_backend.py").read_text().replace(
-            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
-            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
-            "    import time; time.sleep(2)\n"))
-        _sdist_of(lib, name, "1.0", [], dists.dir, metadata_version="1.2")
+    _sleepy_sdists(dists, tmp_path, "import time; time.sleep(2)")
     index = index_server()
     app = write_app(tmp_path / "app", index.url, ["slowone", "slowtwo"])
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-
-    seen: dict[int, tuple[float, float]] = {}  # pid -> (first seen, last seen)
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            now = time.monotonic()
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        cmd = f.read()
-                except OSError:
-                    continue
-                if b"_in_process" in cmd and b"prepare_metadata_for_build_wheel" in cmd:
-                    first = seen.get(int(pid), (now, now))[0]
-                    seen[int(pid)] = (first, now)
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watch = _hooks_seen(b"prepare_metadata_for_build_wheel")
+    watch.start()
     try:
         r = pypm("lock", cwd=app, env={"TMPDIR": str(scratch)})
     finally:
-        done.set()
-        watcher.join()
+        watch.stop()
     assert r.returncode == 0, r.stderr
     for name in ("slowone", "slowtwo"):
         assert r.stderr.count(f"Reading the metadata of {name}==1.0") == 1, r.stderr
     lock = lock_of(app)
     assert [d.name for d in lock["slowone"].dependencies] == ["alpha"]
     assert [d.name for d in lock["slowtwo"].dependencies] == ["beta"]
-    spans = sorted(seen.values())
-    assert len(spans) >= 2, spans
-    overlap = min(spans[0][1], spans[1][1]) - max(spans[0][0], spans[1][0])
-    assert overlap > 0.5, f"the two metadata builds did not run together: {spans}"
+    assert watch.overlap() > 0.5, f"the two metadata builds did not run together: {watch.spans}"
     assert list(scratch.iterdir()) == [], list(scratch.iterdir())
 
 
+def test_sync_builds_two_sdists_at_once(pypm, dists, index_server, tmp_path):
+    """A sync builds the wheels of sdists two at a time (on two cores), each in its sandbox."""
+    _sleepy_sdists(dists, tmp_path, "import time; time.sleep(2)", metadata_version="2.2")
+    index = index_server()
+    app = write_app(tmp_path / "app", index.url, ["slowone", "slowtwo"])
+    r = pypm("lock", cwd=app)
+    assert r.returncode == 0 and "Reading the metadata" not in r.stderr, r.stderr  # (static metadata)
+    watch = _hooks_seen(b"build_wheel")
+    watch.start()
+    try:
+        r = pypm("sync", cwd=app)
+    finally:
+        watch.stop()
+    assert r.returncode == 0, r.stderr
+    assert installed(app / ".venv") == {"slowone": "1.0", "slowtwo": "1.0", "alpha": "1.0", "beta": "2.0"}
+    r = run_py(pypm, app, "import slowone, slowtwo; print(slowone.VALUE, slowtwo.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "slowone slowtwo\n"), r.stderr
+    assert watch.overlap() > 0.5, f"the two builds did not run together: {watch.spans}"
+
+
+@pytest.mark.parametrize("command", ["lock", "sync"])
 @pytest.mark.parametrize("how", ["terminal", "pypm-alone"])
-def test_ctrl_c_stops_the_look_ahead_s_metadata_builds_at_once(pypm, dists, index_server, tmp_path, how):
-    """Ctrl-C while two backends read metadata (they would take a minute): exit 130 at once, no
-    lock, no temporary tree and no backend left running. From a terminal the SIGINT reaches the
-    whole process group; sent to pypm alone, pypm interrupts its builds' sandboxes itself."""
+def test_ctrl_c_stops_running_builds_at_once(pypm, dists, index_server, tmp_path, how, command):
+    """Ctrl-C while two backends run (a lock's metadata reads, a sync's wheel builds; they would
+    take minutes): exit 130 at once, no lock or venv, no temporary tree and no backend left
+    running. From a terminal the SIGINT reaches the whole process group; sent to pypm alone,
+    pypm interrupts its builds' sandboxes itself."""
     import os
     import signal
     import time
 
-    dists.wheel("alpha", "1.0")
-    dists.wheel("beta", "2.0")
     marker = f"sleepy-{how}"
-    for name, dep in (("slowone", "alpha"), ("slowtwo", "beta")):
-        lib = write_lib(tmp_path / f"src-{name}", name, "1.0", deps=[dep], value=name)
-        (lib / "_backend.py").write_text((lib / "_backend.py").read_text().replace(
-            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
-            "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
-            f"    import time; open(os.path.join(wheel_directory, '{marker}'), 'w').close(); time.sleep(120)\n"))
-        _sdist_of(lib, name, "1.0", [], dists.dir, metadata_version="1.2")
+    _sleepy_sdists(dists, tmp_path, f"import time; open(os.path.join(wheel_directory, '{marker}'), 'w').close(); "
+                   "time.sleep(120)", metadata_version="1.2" if command == "lock" else "2.2")
     index = index_server()
     app = write_app(tmp_path / "app", index.url, ["slowone", "slowtwo"])
     scratch = tmp_path / "tmp"
@@ -173,7 +211,9 @@ def test_ctrl_c_stops_the_look_ahead_s_metadata_builds_at_once(pypm, dists, inde
         except OSError:
             return 0
 
-    proc = pypm.popen("lock", cwd=app, env={"TMPDIR": str(scratch)}, new_session=True)
+    if command == "sync":
+        assert pypm("lock", cwd=app).returncode == 0
+    proc = pypm.popen(command, cwd=app, env={"TMPDIR": str(scratch)}, new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and running() < 2 and proc.poll() is None:
         time.sleep(0.05)
@@ -187,5 +227,5 @@ def test_ctrl_c_stops_the_look_ahead_s_metadata_builds_at_once(pypm, dists, inde
     took = time.monotonic() - started
     assert proc.returncode == 130 and "interrupted" in err, err
     assert took < 30, f"pypm waited {took:.0f} s for the backends instead of stopping them"
-    assert not (app / "pypm.lock").exists()
+    assert not (app / ("pypm.lock" if command == "lock" else ".venv")).exists()
     assert list(scratch.iterdir()) == [], list(scratch.rglob("*"))

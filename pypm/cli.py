@@ -410,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--upgrade", "-U", action="store_true",
                        help="lock again with every package at its newest version first (a PEP 723 script: "
                             "its environment), then sync")
+        p.add_argument("--env-file", metavar="PATH", type=_given, action="append", default=[],
+                       help="set the NAME=VALUE variables of this dotenv file where the command's environment "
+                            "does not have them (repeatable; later files win)")
         _sandbox_flags(p)
         if name == "run":
             p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",

@@ -266,7 +266,25 @@ def _run_sandboxed() -> Callable[..., int]:
     return run_sandboxed
 
 
+def env_file_vars(ctx: Any, args: argparse.Namespace) -> dict[str, str]:
+    """--env-file's variables (later files win), read once per command and kept on `args`
+    (`env_file_vars`, which pypm.sandboxing reads): a missing file or a bad line fails the
+    command before anything is synced. The command's environment keeps what it already has: they
+    are set only where unset (as uv's --env-file)."""
+    files = getattr(args, "env_file", None) or []
+    if not files:
+        return {}
+    kept: dict[str, str] | None = getattr(args, "env_file_vars", None)
+    if kept is None:
+        from .envfile import read_env_files
+
+        kept = read_env_files([(os.path.join(str(ctx.directory), os.path.expanduser(f)), f) for f in files])
+        args.env_file_vars = kept
+    return kept
+
+
 def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
+    file_vars = env_file_vars(ctx, args)
     root, venv, project, knobs = _prepare(ctx, args)
     if knobs.get("trusted-keys"):  # issue 7: refuse a lock not signed by a trusted key (nothing to do when unset)
         from .signing import require_signed_lock
@@ -285,6 +303,8 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
     if plugins_on and project is None:  # the sandbox reads only [tool.pypm.sandbox] itself
         project = ctx.project()
     env = venv_environment(venv)
+    for name, value in file_vars.items():  # (sandboxed: pypm.sandboxing sets them inside likewise)
+        env.setdefault(name, value)
     if plugins_on:
         from . import plugins
 
@@ -307,6 +327,7 @@ def run_command(ctx: Any, args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise UsageError("`pypm run` needs a command", hint="e.g. `pypm run python -m my_lib.demo`")
+    env_file_vars(ctx, args)  # (a bad --env-file fails before a script's environment is made too)
     script = os.path.join(ctx.directory, argv[0])  # (-C DIR: the command runs there)
     if argv[0].endswith(".py") and os.path.isfile(script):  # PEP 723: a script with its own dependencies
         from .script import run_script, script_metadata

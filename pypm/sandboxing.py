@@ -223,12 +223,21 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
             extra_env.append(f"PS1=({name}) [sandbox] %~ %# ")
         else:
             extra_env.append(f"PS1=({name}) [sandbox] \\w \\$ ")
-    return python_policy(
+    policy = python_policy(
         uid=who.uid, gid=who.gid, user=who.user, home=who.home, shell=who.shell, host_env=env,
         interpreter_prefixes=interpreter_prefixes(venv=real_venv),
         venv=real_venv, project=real_root, writable_project=writable, cwd=cwd, network=network,
         binds=binds, ro_binds=ro_binds, env=extra_env, profile=profile, protect=protect, limits=limits,
     )
+    file_vars = getattr(args, "env_file_vars", None)  # --env-file (run.env_file_vars): only where unset
+    if file_vars:
+        from sandbox.record import replace
+
+        inside = dict(policy.env)
+        for var, value in file_vars.items():
+            inside.setdefault(var, value)
+        policy = replace(policy, env=tuple(sorted(inside.items())))
+    return policy
 
 
 def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str], env: dict[str, str],

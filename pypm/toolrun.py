@@ -393,9 +393,11 @@ def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, n
     the tool's command, how many of argv's first words the plan holds): a run from the entry point
     (a script's, `pypm x`'s) whose policy is recorded for pypm.launch to replay (launch.record),
     also vouching for the environment's pyproject.toml and pypm.lock."""
-    from .run import _run_sandboxed, spawn_and_wait, venv_environment
+    from .run import _run_sandboxed, env_file_vars, spawn_and_wait, venv_environment
 
     env = venv_environment(venv)
+    for var, value in env_file_vars(ctx, args).items():  # (a script's run: --env-file; sandboxed, as below)
+        env.setdefault(var, value)
     if args.no_sandbox:
         return spawn_and_wait(argv, env)
     # The current directory is the "project": bound at its own path, as `pypm run` binds a project;

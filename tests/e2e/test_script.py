@@ -243,3 +243,19 @@ def test_a_current_scripts_run_parses_nothing_again_and_imports_no_parser(pypm, 
     s.write_text(s.read_text().replace('"lib<2"', '"lib>=2"'))
     assert out(pypm("run", "--no-sandbox", "tool.py", cwd=here))["lib"] == "2.0"
     assert len(list((pypm.cache_dir / "script-meta").glob("*/*.json"))) == 2
+
+
+def test_a_script_takes_env_file_too(pypm, world, tmp_path):
+    """`pypm run --env-file F script.py`: the script's run (its own environment) gets the file's
+    variables, sandboxed and not, as a project's command does."""
+    server, _ = world
+    here = tmp_path / "here"
+    script(here / "tool.py", f'requires-python = ">=3.9"\ndependencies = ["lib<2"]\n\n'
+                             f'[tool.pypm]\nindex-url = "{server.url}"')
+    (here / "tool.py").write_text((here / "tool.py").read_text() + 'print("token", os.environ.get("TOKEN"))\n')
+    (here / "vars.env").write_text("TOKEN=from-the-file\n")
+    for flags in ((), ("--no-sandbox",)):
+        o = out(pypm("run", *flags, "--env-file", "vars.env", "tool.py", cwd=here))
+        assert o["token"] == "from-the-file" and o["lib"] == "1.0", (flags, o)
+    o = out(pypm("run", "tool.py", cwd=here))  # and only when asked
+    assert o["token"] == "None", o

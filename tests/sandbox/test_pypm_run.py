@@ -490,3 +490,39 @@ def test_a_bad_sandbox_flag_is_refused_before_the_sync(pypm, app, tmp_path) -> N
     r = pypm("run", "--frozen", "--no-sandbox", "--limit", "memroy=2G", "--", "python", "-c", "print('ran')", cwd=project)
     assert r.returncode == 0 and r.stdout == "ran\n" and "--limit has no effect" in r.stderr, r.stderr
     assert venv.is_dir()
+
+
+def test_env_file_sets_what_the_environment_lacks_sandboxed_or_not(pypm, app, tmp_path) -> None:
+    """--env-file (as uv's): its variables are set where the command's environment does not have
+    them already (sandboxed: the sandbox's own PATH, HOME, VIRTUAL_ENV stay); later files win; a
+    missing file or a bad line is said before anything is synced, naming the file and line."""
+    project = app()
+    (project / "one.env").write_text('# settings\nexport GREETING="hello\\tthere"\nTOKEN=abc # a comment\n'
+                                     "HOME=/not-home\nVIRTUAL_ENV=/elsewhere\nRAW='${not_expanded}'\n")
+    (tmp_path / "two.env").write_text("TOKEN=from-two\n")
+    code = ("import json, os; print(json.dumps({k: os.environ.get(k) for k in "
+            "('GREETING', 'TOKEN', 'HOME', 'VIRTUAL_ENV', 'RAW', 'FROM_HOST')}))")
+    for flags in ((), ("--no-sandbox",)):
+        r = pypm("run", "--frozen", *flags, "--env-file", "one.env", "--env-file", str(tmp_path / "two.env"),
+                 "--", "python", "-c", code, cwd=project, env={"FROM_HOST": "host"})
+        assert r.returncode == 0, (flags, r.stderr)
+        got = json.loads(r.stdout)
+        assert got["GREETING"] == "hello\tthere" and got["TOKEN"] == "from-two" and got["RAW"] == "${not_expanded}"
+        assert got["VIRTUAL_ENV"] == str(project / ".venv"), got
+        assert got["HOME"] != "/not-home", got
+        assert got["FROM_HOST"] == ("host" if flags else None), got  # the host's own: only unsandboxed
+    # the host's value wins unsandboxed (the environment has it), as uv's
+    r = pypm("run", "--frozen", "--no-sandbox", "--env-file", "one.env", "--", "python", "-c",
+             "import os; print(os.environ['TOKEN'])", cwd=project, env={"TOKEN": "mine"})
+    assert r.returncode == 0 and r.stdout == "mine\n", r.stderr
+    # errors: before any sync (no .venv made), with the file and the line
+    import shutil
+
+    shutil.rmtree(project / ".venv")
+    (project / "bad.env").write_text("OK=1\nnot a line\n")
+    for name, code_, words in (("missing.env", 2, f"--env-file missing.env: no such file ({project / 'missing.env'})"),
+                               ("bad.env", 3, f"{project / 'bad.env'}:2: expected NAME=VALUE, found 'not a line'")):
+        for command in (["run", "--env-file", name, "--", "python", "-c", "pass"], ["shell", "--env-file", name]):
+            r = pypm(*command, cwd=project)
+            assert r.returncode == code_ and words in r.stderr and "Traceback" not in r.stderr, (command, r.stderr)
+            assert not (project / ".venv").exists(), command

@@ -46,12 +46,13 @@ class SyncOptions:
     compile: bool = False
     dry_run: bool = False
     reinstall: bool = False  # every package, from re-verified store entries (a repair beyond sync's stat checks)
-    # What the selection does not want is removed (plan.KEEP_NONE: an exact sync) or partly kept
-    # (KEEP_FOREIGN: `run`, `add`; KEEP_ALL: `sync --inexact`).
     # `sync --check`: plan as --dry-run does against the lock as it is (never re-locked), and fail
     # (exit 1) when .venv would change
     check: bool = False
-    keep: str = "none"  # plan.KEEP_NONE (pypm.plan is not imported by the no-op path through this module)
+    # What the selection does not want is removed (plan.KEEP_NONE: an exact sync) or partly kept
+    # (KEEP_FOREIGN: `run`, `add`; KEEP_ALL: `sync --inexact`). (A string, not the constant: the
+    # no-op path, through this module, does not import pypm.plan.)
+    keep: str = "none"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SyncOptions":
@@ -526,8 +527,6 @@ def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
     from .locking import ensure_lock
 
     if opts.check and not opts.frozen:
-        from .errors import StaleLockError
-
         try:
             return ensure_lock(ctx, project, locked=True, frozen=False, offline=opts.offline)
         except StaleLockError as e:

@@ -413,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--env-file", metavar="PATH", type=_given, action="append", default=[],
                        help="set the NAME=VALUE variables of this dotenv file where the command's environment "
                             "does not have them (repeatable; later files win)")
+        if name == "run":
+            p.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
+                           help="also make this package importable, from an environment of its own layered over "
+                                ".venv (repeatable; a PEP 723 script: added to its dependencies)")
         _sandbox_flags(p)
         if name == "run":
             p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",

@@ -283,6 +283,47 @@ def env_file_vars(ctx: Any, args: argparse.Namespace) -> dict[str, str]:
     return kept
 
 
+def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: Any, sandboxed: bool) -> Any:
+    """`run --with REQ...` in a project: an environment of its own for REQ (made, locked and
+    synced as `pypm x --with` makes one, in the cache, keyed by the requirements, the project
+    venv's interpreter and the project's sources), whose packages the command sees before the
+    project's: its site-packages first on PYTHONPATH, its bin/ on PATH after the venv's (`python`
+    stays the project's). Resolved on their own, as uv's --with: they may differ from the
+    project's pins, and they win. Returns (its venv, its site-packages)."""
+    from types import SimpleNamespace
+
+    from .toolrun import parse_requirement_flag, ready_environment, tool_dir
+    from .venvstate import read_state
+
+    requirements = [parse_requirement_flag(w, "--with") for w in args.with_]
+    if project is None:
+        project = ctx.project()
+    exe = ((read_state(venv) or {}).get("interpreter") or {}).get("executable")
+    if not isinstance(exe, str) or not os.path.exists(exe):
+        exe = os.path.realpath(os.path.join(str(venv), "bin", "python"))
+    tool = project.tool
+    env_args = SimpleNamespace(python=exe, index_url=tool.index_url, extra_index_url=list(tool.extra_index_urls),
+                               find_links=list(project.find_links_paths()), index_strategy=tool.index_strategy,
+                               upgrade=bool(getattr(args, "upgrade", False)), offline=bool(getattr(args, "offline", False)))
+    overlay = ready_environment(ctx, tool_dir(requirements, env_args, kind="with"), env_args, sandboxed=sandboxed)
+    sites = sorted((overlay / "lib").glob("python*/site-packages"))
+    if not sites:
+        from .errors import InstallError
+
+        raise InstallError(f"{overlay} has no site-packages", hint="remove it (`pypm cache clean`) and run again")
+    return overlay, sites[0]
+
+
+def _layer(env: dict[str, str], venv: str, overlay: str, site: str) -> None:
+    """`env` (the project venv's, activated) with --with's environment layered on: its packages
+    first on PYTHONPATH, its commands on PATH after the venv's."""
+    env["PYTHONPATH"] = os.pathsep.join([site, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    parts = env.get("PATH", "").split(os.pathsep)
+    bindir = os.path.join(venv, "bin")
+    at = parts.index(bindir) + 1 if bindir in parts else 0
+    env["PATH"] = os.pathsep.join([*parts[:at], os.path.join(overlay, "bin"), *parts[at:]])
+
+
 def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
     file_vars = env_file_vars(ctx, args)
     root, venv, project, knobs = _prepare(ctx, args)
@@ -305,6 +346,10 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
     env = venv_environment(venv)
     for name, value in file_vars.items():  # (sandboxed: pypm.sandboxing sets them inside likewise)
         env.setdefault(name, value)
+    if getattr(args, "with_", None):
+        overlay, site = _with_environment(ctx, args, venv, project, sandboxed)
+        _layer(env, str(venv), str(overlay), str(site))
+        args.with_overlay = (str(overlay), str(site))  # (pypm.sandboxing shows it read-only, and layers it inside)
     if plugins_on:
         from . import plugins
 

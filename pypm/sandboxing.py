@@ -216,6 +216,9 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         path = os.path.join(real_root, control)
         if writable and os.path.isfile(path) and not os.path.islink(path):
             protect.append(path)
+    overlay = getattr(args, "with_overlay", None)  # `run --with`: its environment (run._with_environment)
+    if overlay:
+        ro_binds.append((overlay[0], overlay[0]))  # in pypm's cache, made by pypm: read-only inside
     limits = _limits(cfg.limits, args)  # --limit NAME=VALUE, over the project's
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:  # a prompt that says where you are, in the shell's own syntax
@@ -230,12 +233,16 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         binds=binds, ro_binds=ro_binds, env=extra_env, profile=profile, protect=protect, limits=limits,
     )
     file_vars = getattr(args, "env_file_vars", None)  # --env-file (run.env_file_vars): only where unset
-    if file_vars:
+    if file_vars or overlay:
         from sandbox.record import replace
 
         inside = dict(policy.env)
-        for var, value in file_vars.items():
+        for var, value in (file_vars or {}).items():
             inside.setdefault(var, value)
+        if overlay:  # as run._layer does outside: its packages first, its commands after the venv's
+            from .run import _layer
+
+            _layer(inside, real_venv, overlay[0], overlay[1])
         policy = replace(policy, env=tuple(sorted(inside.items())))
     return policy
 

@@ -178,6 +178,10 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any],
     # Keyed as written (spelled otherwise, the same requirement gets an environment of its own):
     # normalising them needs packaging, and a script's environment is found current without it
     requirements = [d.strip() for d in meta.get("dependencies", [])]
+    if getattr(args, "with_", None):  # `run --with REQ script.py`: added to its own (an environment of their own)
+        from .toolrun import parse_requirement_flag
+
+        requirements += [parse_requirement_flag(w, "--with") for w in args.with_]
     venv = found_environment(requirements, env_args, meta.get("requires-python"), kind="script")
     if venv is None:  # made, locked again or synced: the full path (the next run may record a plan)
         root = tool_dir(requirements, env_args, meta.get("requires-python"), kind="script")

@@ -126,20 +126,24 @@ def _plain_requirements(from_: str | None, with_: Sequence[str], command: str) -
     return [main, *with_], command
 
 
+def parse_requirement_flag(text: str, what: str) -> str:
+    """A requirement given on the command line (`--from`, `--with`) as packaging spells it, and
+    refused naming `what` when it is not one."""
+    simple = _simple_requirement(text)
+    if simple is not None:  # `--from httpie`, `--with rich==13.9.4`: as packaging spells them, without it (~28 ms)
+        return simple
+    from .edit import parse_requirement
+
+    return str(parse_requirement(text, what, remote_urls=True))
+
+
 def _requirements(args: Any, argv: list[str]) -> tuple[list[str], str]:
     """(requirements, command): `ruff` -> ruff; `ruff@0.6.9` -> ruff==0.6.9; `--from SPEC CMD`."""
     command = argv[0]
     plain = _plain_requirements(args.from_ or None, args.with_, command)
     if plain is not None:  # the usual `pypm x ruff ...` (and plain --from/--with): no packaging
         return plain
-
-    def parse(text: str, what: str) -> str:
-        simple = _simple_requirement(text)
-        if simple is not None:  # `--from httpie`, `--with rich==13.9.4`: as packaging spells them, without it (~28 ms)
-            return simple
-        from .edit import parse_requirement
-
-        return str(parse_requirement(text, what, remote_urls=True))
+    parse = parse_requirement_flag
 
     if args.from_:
         main = parse(args.from_, "--from")
@@ -201,6 +205,8 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
     strategy = getattr(args, "index_strategy", None)
     if strategy:  # (only then: the other environments keep their keys)
         options["index-strategy"] = strategy
+    if kind == "with":  # `run --with`'s: not the `pypm x` environment of the same list (another pyproject.toml)
+        options["kind"] = kind
     key = sha256(dumps(options, indent=False).encode()).hexdigest()[:24]
     root = os.path.join(cache_dir_str(), "tools", key)
     tool: dict[str, Any] = {k: v for k, v in (("python", args.python), ("index-url", index_url),
@@ -215,7 +221,8 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
         else:  # the environment gets the newest on PATH; this one's minor is the floor, as a project's
             major, minor = sys.version_info[:2]
         requires_python = f">={major}.{minor}"
-    lines = [f"# made by `pypm {'run' if kind == 'script' else 'x'}`; the cache's, not yours: `pypm cache clean` "
+    made = {"script": "run", "with": "run --with"}.get(kind, "x")
+    lines = [f"# made by `pypm {made}`; the cache's, not yours: `pypm cache clean` "
              "removes it", "[project]", f'name = "pypm-{kind}-{key[:12]}"', 'version = "0"',
              f"requires-python = {dumps(requires_python, indent=False)}", f"dependencies = {dumps(requirements, indent=False)}"]
     if tool:

@@ -1,0 +1,72 @@
+"""`pypm run --with REQ` (as uv's): packages from an environment of their own, layered over the
+project's .venv for one command, sandboxed and not; a real index on 127.0.0.1, real wheels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.test_path_deps import write_app
+from tests.e2e.test_sync import installed
+
+SHOW = ("import json, os, sys, lib; import addon; "
+        "print(json.dumps({'lib': lib.V, 'addon': addon.V, 'exe': sys.executable, 'pp': os.environ.get('PYTHONPATH')}))")
+
+
+@pytest.fixture
+def world(pypm, dists, index_server, tmp_path):
+    for v in ("1.0", "2.0"):
+        dists.wheel("lib", v, modules={"lib/__init__.py": f"V = {v!r}\n"})
+    dists.wheel("addon", "1.0", requires_dist=["lib"],
+                modules={"addon/__init__.py": "V = 'addon'\ndef main():\n    import lib; print('addon-cmd sees lib', lib.V)\n"},
+                entry_points={"console_scripts": {"addon-cmd": "addon:main"}})
+    server = index_server()
+    project = write_app(tmp_path / "proj", server.url, ["lib==1.0"])
+    r = pypm("sync", cwd=project)
+    assert r.returncode == 0, r.stderr
+    return project, server
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-sandbox",)], ids=["sandboxed", "unsandboxed"])
+def test_with_layers_packages_over_the_project_for_one_command(pypm, world, flags):
+    project, server = world
+    venv = project / ".venv"
+    before = installed(venv)
+    r = pypm("run", *flags, "--with", "addon", "--", "python", "-c", SHOW, cwd=project)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    # the project's python and pins; addon from its own environment (which resolved lib on its own)
+    assert got["addon"] == "addon" and got["lib"] == "2.0" and got["exe"] == str(venv / "bin" / "python"), got
+    assert installed(venv) == before, "the project's .venv was changed"
+    # the environment is kept: the next run asks the index nothing
+    server.clear_requests()
+    r = pypm("run", *flags, "--with", "addon", "--", "addon-cmd", cwd=project)
+    assert r.returncode == 0 and r.stdout == "addon-cmd sees lib 2.0\n", r.stderr
+    assert server.requests == []
+    # a pin given with --with wins over the project's
+    r = pypm("run", *flags, "--with", "lib==1.0", "--with", "addon", "--", "python", "-c", SHOW, cwd=project)
+    assert r.returncode == 0 and json.loads(r.stdout)["lib"] == "1.0", r.stderr
+    if not flags:  # sandboxed: the environment (pypm's cache) is shown read-only
+        r = pypm("run", "--with", "addon", "--", "python", "-c",
+                 "import addon, os; open(os.path.join(os.path.dirname(addon.__file__), 'planted.py'), 'w')", cwd=project)
+        assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr
+    # without it, nothing of it
+    r = pypm("run", *flags, "--", "python", "-c", "import addon", cwd=project)
+    assert r.returncode == 1 and "No module named 'addon'" in r.stderr, r.stderr
+
+
+def test_with_errors_and_a_script(pypm, world, tmp_path):
+    project, server = world
+    r = pypm("run", "--with", "not a requirement!", "--", "python", "-c", "pass", cwd=project)
+    assert r.returncode == 2 and "--with" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = pypm("run", "--with", "nosuchpkg", "--", "python", "-c", "pass", cwd=project)
+    assert r.returncode != 0 and "nosuchpkg" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # a PEP 723 script: --with adds to its own dependencies
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "tool.py").write_text(f'# /// script\n# requires-python = ">=3.9"\n# dependencies = ["lib==1.0"]\n#\n'
+                                  f'# [tool.pypm]\n# index-url = "{server.url}"\n# ///\n'
+                                  "import addon, lib; print(addon.V, lib.V)\n")
+    r = pypm("run", "--with", "addon", "tool.py", cwd=here)
+    assert r.returncode == 0 and r.stdout == "addon 1.0\n", r.stderr

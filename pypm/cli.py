@@ -430,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upgrade", "-U", action="store_true",
                    help="move the tool's environment to the newest releases (it keeps its first resolution otherwise)")
     p.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
+    p.add_argument("--env-file", metavar="PATH", type=_given, action="append", default=[],
+                   help="set the NAME=VALUE variables of this dotenv file where the command's environment "
+                        "does not have them (repeatable; later files win)")
     _index_flags(p, strategy=True)
     _sandbox_flags(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",

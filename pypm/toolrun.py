@@ -257,6 +257,9 @@ def x_command(ctx: Any, args: Any) -> int:
         argv = argv[1:]
     if not argv:
         raise UsageError("`pypm x` needs a command", hint="e.g. `pypm x ruff check .` or `pypm x --from httpie http URL`")
+    from .run import env_file_vars
+
+    env_file_vars(ctx, args)  # (a bad --env-file fails before the tool's environment is made)
     requirements, command = _requirements(args, argv)
     venv = ready_environment(ctx, tool_dir(requirements, args), args, sandboxed=not args.no_sandbox)
     exe = venv / "bin" / command

@@ -284,3 +284,19 @@ def test_from_and_with_in_plain_forms_take_the_fast_path_too(pypm, tool):
     assert how == "cli" and r.returncode == 2 and "helper-cmd is not a command of probe-tool" in r.stderr, r.stderr
     how, r, _, _ = run("--from", "probe-tool", "../probe")  # not a plain command name
     assert how == "cli" and r.returncode != 0, r.stderr
+
+
+def test_env_file_reaches_the_tool(pypm, tool):
+    """`pypm x --env-file F` (as uvx's): the tool gets the file's variables, sandboxed and not; a
+    missing file fails before the tool's environment is made."""
+    server, work, secret, _ = tool
+    (work / "vars.env").write_text("PROBE_TOKEN=from-the-file\n")
+    for flags in ((), ("--no-sandbox",)):
+        r = pypm("x", "--index-url", server.url, *flags, "--env-file", "vars.env", "--from", "probe-tool", "python",
+                 "-c", "import os; print(os.environ.get('PROBE_TOKEN'))", cwd=work)
+        assert r.returncode == 0 and r.stdout == "from-the-file\n", (flags, r.stderr)
+    server.clear_requests()
+    r = pypm("x", "--index-url", server.url, "--env-file", "nope.env", "--from", "helper", "python", "-c", "pass",
+             cwd=work)
+    assert r.returncode == 2 and "--env-file nope.env: no such file" in r.stderr, r.stderr
+    assert server.requests == []

@@ -226,11 +226,14 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
         except Exception as e:  # the backend's own failure (CalledProcessError) with its output
             if not hasattr(e, "returncode"):
                 raise
-            if e.returncode == _KILLED_BY_SIGINT:
-                # Ctrl-C: the terminal's SIGINT reached the backend, or the sandbox passed on the
-                # one pypm's process got (this thread waits for it with SIGINT blocked, so the
-                # interpreter never sees it): the command was interrupted, not a failed build.
-                raise KeyboardInterrupt from None
+            if e.returncode in (_KILLED_BY_SIGINT, _KILLED_BY_SIGTERM):
+                # Ctrl-C (or SIGTERM): the terminal's SIGINT reached the backend, or the sandbox
+                # passed on the signal pypm's process got (this thread waits for it with the
+                # signal blocked, so the interpreter never sees it): the command was interrupted,
+                # not a failed build.
+                from .errors import Terminated
+
+                raise (KeyboardInterrupt if e.returncode == _KILLED_BY_SIGINT else Terminated)() from None
             how = f"the backend {backend} exited with status {e.returncode}"
             raise BuildError(f"building {what} failed in the sandbox: {how}; its output ends with:\n"
                              f"{_tail(box.log_path)}",
@@ -282,6 +285,7 @@ def interrupt_children(tids: set[int]) -> None:
 
 
 _KILLED_BY_SIGINT = 128 + 2  # the sandbox's status for a command killed by SIGINT (128+N)
+_KILLED_BY_SIGTERM = 128 + 15
 
 
 def _quiet_backend_warnings() -> None:

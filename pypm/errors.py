@@ -18,6 +18,7 @@ __all__ = [
     "PluginError",
     "BuildError",
     "VerifyError",
+    "Terminated",
     "report_failure",
 ]
 
@@ -37,6 +38,7 @@ class ExitCode:
     PLUGIN = 9  # a plugin failed or could not be loaded
     BUILD = 10  # a source build failed
     INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM (128+15)
 
 
 class PypmError(Exception):
@@ -117,6 +119,12 @@ class VerifyError(PypmError):
     exit_code = ExitCode.FAILURE
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI runner's timeout, `kill`, a container stopping), raised in the main thread as
+    Ctrl-C is, so that everything Ctrl-C cleans up (a half-built venv, temporary build trees, the
+    running builds' sandboxes) is cleaned up the same way; the exit status is 143 (128+15)."""
+
+
 def report_failure(exc: BaseException, *, verbose: int = 0) -> int:
     """Tell the user how a command failed and return its exit code (the CLI's one policy).
 
@@ -126,6 +134,9 @@ def report_failure(exc: BaseException, *, verbose: int = 0) -> int:
     """
     import sys
 
+    if isinstance(exc, Terminated):
+        print("terminated", file=sys.stderr)
+        return ExitCode.TERMINATED
     if isinstance(exc, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED

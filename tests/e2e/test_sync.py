@@ -517,7 +517,9 @@ def test_an_edit_that_keeps_size_and_mtime_is_found_by_verify_and_repaired_by_re
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_ctrl_c_during_first_sync_leaves_no_venv(pypm, dists, index_server, tmp_path) -> None:
+@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_first_sync_leaves_no_venv(pypm, dists, index_server, tmp_path, sig, rc) -> None:
+    """Ctrl-C, or SIGTERM (a CI runner's timeout, `kill`), which pypm takes as it takes Ctrl-C."""
     project, _ = _big_project(dists, index_server, tmp_path)
     venv = project / ".venv"
     proc = pypm.popen("sync", "--frozen", cwd=project)
@@ -525,9 +527,9 @@ def test_ctrl_c_during_first_sync_leaves_no_venv(pypm, dists, index_server, tmp_
     while time.monotonic() < deadline and proc.poll() is None and not venv.exists():
         time.sleep(0.001)
     assert proc.poll() is None, "sync finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == rc and ("terminated" if sig == signal.SIGTERM else "interrupted") in err, err
     assert not venv.exists(), "a half-built .venv was left behind"
 
 

@@ -311,8 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("lock", cmd_lock, "resolve the project into a universal, hash-pinned pypm.lock")
     p.add_argument("--refresh", action="store_true", help="re-fetch metadata and hashes; ignore cached index pages")
-    p.add_argument("--check", action="store_true",
+    c = p.add_mutually_exclusive_group()
+    c.add_argument("--check", action="store_true",
                    help="exit 1 if pypm.lock is missing or does not match pyproject.toml; write nothing")
+    c.add_argument("--dry-run", action="store_true",
+                   help="resolve and print what would change in pypm.lock (added, removed, other versions); "
+                        "write nothing")
     u = p.add_mutually_exclusive_group()
     u.add_argument("--upgrade", "-U", action="store_true", help="allow every package to move to its newest version")
     u.add_argument("--upgrade-package", "-P", metavar="NAME", type=_given, action="append", default=[],

@@ -39,6 +39,7 @@ class LockOptions:
     offline: bool = False
     from_pylock: str | None = None
     sign: str | None = None
+    dry_run: bool = False  # `lock --dry-run`: resolve and say what would change; write nothing
 
     @classmethod
     def from_args(cls, args: Any) -> "LockOptions":
@@ -53,7 +54,7 @@ class LockOptions:
             prerelease=g("prerelease"), index_strategy=g("index_strategy"),
             no_build=bool(g("no_build", False)), no_binary=bool(g("no_binary", False)),
             exclude_newer=g("exclude_newer"), offline=bool(g("offline", False)), from_pylock=g("from_pylock"),
-            sign=g("sign"),
+            sign=g("sign"), dry_run=bool(g("dry_run", False)),
         )
         if opts.exclude_newer:
             _parse_exclude_newer(opts.exclude_newer)  # fail early on a bad date
@@ -257,6 +258,8 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
         ctx.info(f"{path.name} is up to date ({_count(old)} packages)")
         _note_noop(project.root)
         return ExitCode.OK
+    if opts.dry_run:
+        return _dry_run(ctx, project, opts, inputs, old, fresh and not asks_change, started)
     if fresh and not asks_change:
         assert old is not None
         if _stale_version(old, project) is not None:  # nothing to resolve: the record is brought up to date
@@ -277,6 +280,55 @@ def lock_project(ctx: Any, project: Project, opts: LockOptions) -> int:
     if unknown:  # a typo would otherwise look like "already the newest"
         ctx.info(f"warning: --upgrade-package {', '.join(unknown)}: no such package in {path.name}; nothing upgraded "
                  f"for {'it' if len(unknown) == 1 else 'them'}")
+    return ExitCode.OK
+
+
+def _dry_run(ctx: Any, project: Project, opts: LockOptions, inputs: _Inputs, old: Lock | None, current: bool,
+             started: float) -> int:
+    """`pypm lock --dry-run` (as uv's): resolve as `pypm lock` would, print on stdout what would
+    change in pypm.lock (packages added, removed, moved to other versions), and write nothing: not
+    the lock, not pypm's record of it."""
+    path = project.root / LOCK_NAME
+    if current:
+        assert old is not None
+        print(f"{path.name} is up to date ({_count(old)} packages): nothing would change")
+        return ExitCode.OK
+    lock = _relock(ctx, project, opts, inputs, old)
+    ctx.info(f"Resolved {_count(lock)} packages in {time.monotonic() - started:.2f}s")
+
+    def versions(lk: Lock | None) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for p in (lk.packages if lk is not None else ()):
+            if not p.is_root:
+                out.setdefault(canonical_name(p.name), []).append(p.version)
+        return {n: sorted(v) for n, v in out.items()}
+
+    before, after = versions(old), versions(lock)
+    lines = []
+    for name in sorted(before.keys() | after.keys()):
+        was, now = before.get(name), after.get(name)
+        if was == now:
+            continue
+        if was is None:
+            lines.append(f" + {name}=={', '.join(now or ())}")
+        elif now is None:
+            lines.append(f" - {name}=={', '.join(was)}")
+        else:
+            lines.append(f" ~ {name} {', '.join(was)} -> {', '.join(now)}")
+    from .lockfile import dumps
+
+    try:
+        same = path.read_bytes() == dumps(lock).encode("utf-8")
+    except OSError:
+        same = False
+    if same:
+        print(f"{path.name} would not change ({_count(lock)} packages)")
+    elif not lines:
+        print(f"{path.name} would change, with the same packages and versions (its hashes, sources or markers)")
+    else:
+        adds, removes = sum(x.startswith(" +") for x in lines), sum(x.startswith(" -") for x in lines)
+        print(f"Would add {adds}, remove {removes}, change {len(lines) - adds - removes} in {path.name}:")
+        print("\n".join(lines))
     return ExitCode.OK
 
 

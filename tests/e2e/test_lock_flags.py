@@ -336,3 +336,34 @@ def test_an_index_source_takes_a_package_from_that_index_alone(pypm, dists, inde
     assert _lock(pypm, project, "--check").returncode == 1
     r = _lock(pypm, project)
     _fails_cleanly(r, 5, "Package `special` was not found in", "(its only index: [tool.pypm.sources])")
+
+
+def test_dry_run_says_what_would_change_and_writes_nothing(pypm, dists, index_server, tmp_path):
+    """`pypm lock --dry-run` (as uv's): resolves, prints the packages that would be added, removed
+    or moved, and leaves pypm.lock as it was (its bytes, and pypm's record of it)."""
+    dists.wheel("alpha", "1.0", requires_dist=["beta"])
+    dists.wheel("beta", "1.0")
+    dists.wheel("gamma", "1.0")
+    server = index_server()
+    project = write_project(tmp_path / "p", ["alpha"], build=False)
+    assert _lock(pypm, project, "--index-url", server.url).returncode == 0
+    lock = project / "pypm.lock"
+    before = lock.read_bytes()
+    r = _lock(pypm, project, "--dry-run")
+    assert r.returncode == 0 and r.stdout == "pypm.lock is up to date (2 packages): nothing would change\n", r.stdout
+    # a newer alpha and beta on the index, gamma added to the project
+    server.add(dists.wheel("alpha", "2.0"), dists.wheel("beta", "1.1"))
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace("['alpha']", "['alpha', 'gamma']"))
+    r = _lock(pypm, project, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Would add 1, remove 0, change 0 in pypm.lock:\n + gamma==1.0\n", r.stdout  # the pins are kept
+    r = _lock(pypm, project, "--dry-run", "--upgrade")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("Would add 1, remove 1, change 1 in pypm.lock:\n"
+                        " ~ alpha 1.0 -> 2.0\n - beta==1.0\n + gamma==1.0\n"), r.stdout
+    assert lock.read_bytes() == before
+    # `pypm lock --check` still finds it stale: nothing was recorded either
+    assert _lock(pypm, project, "--check").returncode == 1
+    r = _lock(pypm, project, "--dry-run", "--check")
+    assert r.returncode == 2 and "not allowed with" in r.stderr, r.stderr

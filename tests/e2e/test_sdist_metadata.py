@@ -232,3 +232,34 @@ def test_ctrl_c_stops_running_builds_at_once(pypm, dists, index_server, tmp_path
     assert took < 30, f"pypm waited {took:.0f} s for the backends instead of stopping them"
     assert not (app / ("pypm.lock" if command == "lock" else ".venv")).exists()
     assert list(scratch.iterdir()) == [], list(scratch.rglob("*"))
+
+
+def test_builds_at_once_share_a_build_dependency_from_the_index(pypm, dists, index_server, tmp_path):
+    """Two old sdists whose backend is a package on the index (not in their tree): the two builds
+    that run at once (the lock's metadata reads, then the sync's wheels) each install it into a
+    build environment of their own from the one cache entry; both succeed, and the build
+    dependency is locked for each."""
+    from tests.e2e.test_path_deps import BACKEND
+
+    dists.wheel("alpha", "1.0")
+    dists.wheel("tinybackend", "1.0", modules={"tinybackend/__init__.py": BACKEND})
+    for name in ("oldone", "oldtwo"):
+        lib = write_lib(tmp_path / f"src-{name}", name, "1.0", deps=["alpha"], value=name)
+        (lib / "_backend.py").unlink()
+        text = (lib / "pyproject.toml").read_text()
+        (lib / "pyproject.toml").write_text(text.replace(
+            'requires = []\nbuild-backend = "_backend"\nbackend-path = ["."]', 'requires = ["tinybackend"]\n'
+            'build-backend = "tinybackend"'))
+        _sdist_of(lib, name, "1.0", [], dists.dir, metadata_version="1.2")
+    index = index_server()
+    app = write_app(tmp_path / "app", index.url, ["oldone", "oldtwo"])
+    r = pypm("sync", cwd=app)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("Reading the metadata of old") == 2, r.stderr
+    lock = lock_of(app)
+    for name in ("oldone", "oldtwo"):
+        assert [d.name for d in lock[name].dependencies] == ["alpha"]
+        assert [d.name for d in lock[name].build_dependencies] == ["tinybackend"]
+    assert installed(app / ".venv") == {"oldone": "1.0", "oldtwo": "1.0", "alpha": "1.0"}
+    r = run_py(pypm, app, "import oldone, oldtwo; print(oldone.VALUE, oldtwo.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "oldone oldtwo\n"), r.stderr

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from .buildenv import build_closure, build_environment, build_packages_of, missing_requirements
 from .errors import BuildError, ExitCode
@@ -255,7 +256,31 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
 PARALLEL_BUILDS = max(1, min(2, os.cpu_count() or 1))
 
 
-def interrupt_children(tids: set[int]) -> None:
+class RunningBuilds:
+    """The threads inside a build now (by native id), so that a command that failed or was
+    interrupted can stop those builds at once (`interrupt`), rather than wait for backends that
+    may run for minutes. Shared by the lock's metadata builds and the sync's wheel builds."""
+
+    def __init__(self) -> None:
+        self._tids: set[int] = set()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Around one build on the calling thread."""
+        import threading
+
+        tid = threading.get_native_id()
+        self._tids.add(tid)
+        try:
+            yield
+        finally:
+            self._tids.discard(tid)
+
+    def interrupt(self) -> None:
+        _interrupt_children(set(self._tids))
+
+
+def _interrupt_children(tids: set[int]) -> None:
     """SIGINT to the child processes the threads `tids` of this process started (a build's
     sandbox, which passes it on to the backend, as it does a terminal's Ctrl-C). Each child is
     named by /proc/self/task/TID/children and held by a pidfd that is checked to be that child

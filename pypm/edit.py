@@ -533,14 +533,9 @@ def _apply(ctx: Any, args: argparse.Namespace, project: Project, doc: Any, ws: t
                 from .sync import SyncOptions, keeping_held, sync_project
 
                 synced = locked_project()  # (with the selection .venv was synced for: sync.keeping_held)
-                opts = keeping_held(synced, SyncOptions.from_args(selection))
-                if command != "remove":  # as uv: add and version leave other installers' packages, remove is exact
-                    import dataclasses
-
-                    from .plan import KEEP_FOREIGN
-
-                    opts = dataclasses.replace(opts, keep=KEEP_FOREIGN)
-                sync_project(ctx, synced, opts)
+                # (as uv: add and version leave other installers' packages, remove is exact)
+                sync_project(ctx, synced, keeping_held(synced, SyncOptions.from_args(selection),
+                                                       foreign=command != "remove"))
         done = True
     finally:
         if not done and wrote:  # (the bounds may write pyproject.toml where the first edit did not)

@@ -519,8 +519,11 @@ def _write(ctx: Any, project: Project, path: Path, lock: Lock, opts: LockOptions
     plugins.fire(project, "post-lock", lock_path=path)
 
 
-def ensure_lock(ctx: Any, project: Project, *, locked: bool, frozen: bool, offline: bool) -> Lock:
-    """The project's current lock for sync/run/export, re-locking when stale (unless told not to)."""
+def ensure_lock(ctx: Any, project: Project, *, locked: bool, frozen: bool, offline: bool,
+                refusal: tuple[str, str] = (", and --locked forbids updating it",
+                                            "run `pypm lock` and commit pypm.lock, or drop --locked")) -> Lock:
+    """The project's current lock for sync/run/export, re-locking when stale (unless told not to).
+    `refusal`: what `locked` says after "PATH is out of date with pyproject.toml", and its hint."""
     path = project.root / LOCK_NAME
     if frozen:
         from .lockfile import read
@@ -536,12 +539,11 @@ def ensure_lock(ctx: Any, project: Project, *, locked: bool, frozen: bool, offli
         if _stale_version(old, project) is None:
             return old
         if locked:
-            _refuse_stale_version(path, old, project, "run `pypm lock` and commit pypm.lock, or drop --locked")
+            _refuse_stale_version(path, old, project, refusal[1])
         return _set_version(ctx, project, path, old, opts)
     if locked:
         what = "does not exist" if not path.exists() else "is out of date with pyproject.toml"
-        raise StaleLockError(f"{path} {what}, and --locked forbids updating it",
-                             hint="run `pypm lock` and commit pypm.lock, or drop --locked")
+        raise StaleLockError(f"{path} {what}{refusal[0]}", hint=refusal[1])
     started = time.monotonic()
     lock = _relock(ctx, project, opts, inputs, old)
     _write(ctx, project, path, lock, opts)
@@ -883,7 +885,9 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
     guard = threading.Lock()
     pool: list[ThreadPoolExecutor] = []
     closed = [False]
-    workers: set[int] = set()  # native thread ids of the jobs running now
+    from .build import RunningBuilds
+
+    running = RunningBuilds()
 
     def build(f: Any) -> Any:
         with guard:
@@ -911,14 +915,11 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
                 pool.append(ThreadPoolExecutor(PARALLEL_BUILDS, thread_name_prefix="pypm-metadata"))
 
         def job() -> None:
-            tid = threading.get_native_id()
-            workers.add(tid)
             try:
-                meta = build(f)
+                with running.running():
+                    meta = build(f)
             except BaseException:  # noqa: BLE001 -- kept in its future for the resolver, if it asks
                 return
-            finally:
-                workers.discard(tid)
             then(meta)
 
         pool[0].submit(job)
@@ -930,9 +931,7 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
             return
         pool[0].shutdown(wait=False, cancel_futures=True)  # (a job never started made no entry in `builds`)
         if abandon:
-            from .build import interrupt_children
-
-            interrupt_children(set(workers))
+            running.interrupt()
         pool[0].shutdown(wait=True)
 
     def _build_one(f: Any) -> Any:

@@ -402,6 +402,14 @@ class _State:
             self._meta[key] = m
         return m
 
+    def pins_first(self, name: str, newest_first: Sequence[Any], key: Callable[[Any], Any] = lambda v: v) -> Sequence[Any]:
+        """`newest_first` (releases, by `key`'s version) with the old lock's pins of `name` first:
+        re-locking keeps them. The resolver's order, and the look-ahead's guess of it."""
+        prefs = {Version(x) for x in self.opts.preferences.get(name, ()) if _valid(x)}
+        if not prefs:
+            return newest_first
+        return [r for r in newest_first if key(r) in prefs] + [r for r in newest_first if key(r) not in prefs]
+
     def prefetch_metadata(self, cands: Iterable[Cand]) -> None:
         files = [self._metadata_file_of(c) for c in cands if (c.name, c.version) not in self._meta and c.files]
         if files:
@@ -444,13 +452,9 @@ class _Lookahead:
             finder = self.s.finder
             releases = self.releases_of(name)
             pick = None
-            # As the resolver orders them: the old lock's pins first (a wrong guess of an sdist's
-            # release costs a build of its metadata), then newest first.
-            prefs = {Version(x) for x in self.s.opts.preferences.get(name, ()) if _valid(x)}
-            ordered = releases.newest_first()
-            if prefs:
-                ordered = [r for r in ordered if r[0] in prefs] + [r for r in ordered if r[0] not in prefs]
-            for v, texts in ordered:
+            # As the resolver orders them (a wrong guess of an sdist's release costs a build of
+            # its metadata)
+            for v, texts in self.s.pins_first(name, releases.newest_first(), key=lambda r: r[0]):
                 if v.is_prerelease and not spec.prereleases:  # pre-releases only if named
                     continue
                 if not spec.contains(v, prereleases=True):
@@ -623,11 +627,7 @@ class _Provider(_ProviderBase):
             raise
         self.excluded[name] = (scope, pins)
         allow_pre = self._allow_prereleases(proj, scope, pins, specs)
-        prefs = {Version(x) for x in self.s.opts.preferences.get(name, ()) if _valid(x)}
-        # The old lock's pins first (re-locking keeps them), then newest first.
-        order = proj.order
-        if prefs:
-            order = [v for v in order if v in prefs] + [v for v in order if v not in prefs]
+        order = self.s.pins_first(name, proj.order)
         state = self.s
 
         def matches() -> Iterator[Cand]:

@@ -118,10 +118,13 @@ def spawn_and_wait(argv: Sequence[str], env: dict[str, str]) -> int:
 
 # --------------------------------------------------------------------------- fast path
 
-def _fast_venv(ctx: Any, args: argparse.Namespace, *, exact: bool = False) -> tuple[Path, Path, Any] | None:
-    """(project root, venv, state's tool knobs) when the venv is known to match the project;
+def _fast_venv(ctx: Any, args: argparse.Namespace, *, exact: bool = False,
+               on_disk: bool = False) -> tuple[Path, Path, dict[str, Any]] | None:
+    """(project root, venv, its state.json) when the venv is known to match the project;
     None means: sync first. `exact`: synced for this very selection (`pypm sync`, `run --exact`),
-    not one that holds it (_selection_covers)."""
+    not one that holds it (_selection_covers). `on_disk`: the venv is also as that sync left it
+    (venvstate.synced_unchanged, O(directories): nothing installed or removed since), checked
+    with the state read here."""
     from .selection import Selection
     from .venvstate import STATE_REL, expected_state, read_state
 
@@ -145,8 +148,13 @@ def _fast_venv(ctx: Any, args: argparse.Namespace, *, exact: bool = False) -> tu
         return None
     if not (venv / "bin" / "python").exists():
         return None
+    if on_disk:
+        from .venvstate import synced_unchanged
+
+        if not synced_unchanged(root, venv, state):
+            return None
     ctx.debug(f"{venv / STATE_REL} matches pyproject.toml and pypm.lock: not syncing")
-    return root, venv, state.get("tool")
+    return root, venv, state
 
 
 def _project_root(start: Path) -> Path | None:
@@ -213,15 +221,11 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
             raise UsageError(f"--upgrade locks again, which {clash[0]} forbids", hint="leave out one of the two")
     if not args.no_sync and not upgrade:
         exact = bool(getattr(args, "exact", False))
-        fast = _fast_venv(ctx, args, exact=exact)
-        if fast is not None and exact:
-            # --exact: also nothing installed since (pip, by hand), as `pypm sync`'s no-op check
-            from .venvstate import read_state, synced_unchanged
-
-            if not synced_unchanged(fast[0], fast[1], read_state(fast[1]) or {}):
-                fast = None
+        # (--exact: also nothing installed since, by pip or by hand, as `pypm sync`'s no-op check)
+        fast = _fast_venv(ctx, args, exact=exact, on_disk=exact)
         if fast is not None:
-            root, venv, knobs = fast
+            root, venv, state = fast
+            knobs = state.get("tool")
             if not isinstance(knobs, dict):  # a state file from before knobs were recorded
                 project = ctx.project()
                 return root, venv, project, tool_knobs(project)
@@ -244,14 +248,11 @@ def _prepare(ctx: Any, args: argparse.Namespace) -> tuple[Path, Path, Any, dict[
         lock_project(ctx, project, LockOptions.from_args(args))
     opts = SyncOptions.from_args(args)
     if not getattr(args, "exact", False):
-        # What .venv was synced for stays (sync.keeping_held), and so do packages another
-        # installer put there (KEEP_FOREIGN), as `uv run` leaves what it does not need.
-        import dataclasses
-
-        from .plan import KEEP_FOREIGN
+        # What .venv was synced for stays, and so do packages another installer put there, as
+        # `uv run` leaves what it does not need (sync.keeping_held).
         from .sync import keeping_held
 
-        opts = dataclasses.replace(keeping_held(project, opts), keep=KEEP_FOREIGN)
+        opts = keeping_held(project, opts)
     venv = ensure_synced(ctx, project, opts)
     return project.root, venv, project, tool_knobs(project)
 
@@ -267,8 +268,8 @@ def _run_sandboxed() -> Callable[..., int]:
 
 
 def env_file_vars(ctx: Any, args: argparse.Namespace) -> dict[str, str]:
-    """--env-file's variables (later files win), read once per command and kept on `args`
-    (`env_file_vars`, which pypm.sandboxing reads): a missing file or a bad line fails the
+    """--env-file's variables (later files win), read once per command (kept on `args`; the
+    sandbox's policy asks again, pypm.sandboxing): a missing file or a bad line fails the
     command before anything is synced. The command's environment keeps what it already has: they
     are set only where unset (as uv's --env-file)."""
     files = getattr(args, "env_file", None) or []
@@ -346,16 +347,17 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
     env = venv_environment(venv)
     for name, value in file_vars.items():  # (sandboxed: pypm.sandboxing sets them inside likewise)
         env.setdefault(name, value)
+    overlay = None
     if getattr(args, "with_", None):
-        overlay, site = _with_environment(ctx, args, venv, project, sandboxed)
-        _layer(env, str(venv), str(overlay), str(site))
-        args.with_overlay = (str(overlay), str(site))  # (pypm.sandboxing shows it read-only, and layers it inside)
+        made, site = _with_environment(ctx, args, venv, project, sandboxed)
+        overlay = (str(made), str(site))  # (sandboxed: shown read-only, and layered inside likewise)
+        _layer(env, str(venv), *overlay)
     if plugins_on:
         from . import plugins
 
         plugins.fire(project, "pre-run", venv=str(venv))
     if sandboxed:
-        rc = _run_sandboxed()(ctx, project, venv, argv, env, args)
+        rc = _run_sandboxed()(ctx, project, venv, argv, env, args, overlay=overlay)
     else:
         rc = spawn_and_wait(argv, env)
     if plugins_on:

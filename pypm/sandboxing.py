@@ -156,8 +156,10 @@ def _limits(base: Any, args: argparse.Namespace) -> dict[str, int]:
 
 
 def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], args: argparse.Namespace,
-                 *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None) -> Policy:
-    """The policy for running a command of `project` (None: not loaded) with `venv`."""
+                 *, shell: bool = False, known: tuple[str, dict[str, Any]] | None = None,
+                 overlay: tuple[str, str] | None = None) -> Policy:
+    """The policy for running a command of `project` (None: not loaded) with `venv`. `overlay`:
+    `run --with`'s environment and its site-packages (run._with_environment), layered on."""
     from sandbox.host import caller, interpreter_prefixes, link_in, pth_paths, resolve_bind
     from sandbox.policy import python_policy
 
@@ -216,7 +218,6 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         path = os.path.join(real_root, control)
         if writable and os.path.isfile(path) and not os.path.islink(path):
             protect.append(path)
-    overlay = getattr(args, "with_overlay", None)  # `run --with`: its environment (run._with_environment)
     if overlay:
         ro_binds.append((overlay[0], overlay[0]))  # in pypm's cache, made by pypm: read-only inside
     limits = _limits(cfg.limits, args)  # --limit NAME=VALUE, over the project's
@@ -232,7 +233,9 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
         venv=real_venv, project=real_root, writable_project=writable, cwd=cwd, network=network,
         binds=binds, ro_binds=ro_binds, env=extra_env, profile=profile, protect=protect, limits=limits,
     )
-    file_vars = getattr(args, "env_file_vars", None)  # --env-file (run.env_file_vars): only where unset
+    from .run import env_file_vars
+
+    file_vars = env_file_vars(ctx, args)  # --env-file's (read once per command): only where unset
     if file_vars or overlay:
         from sandbox.record import replace
 
@@ -250,7 +253,8 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
 def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str], env: dict[str, str],
                   args: argparse.Namespace, *, known: tuple[str, dict[str, Any]] | None = None,
                   launch_flags: Sequence[str] | None = None,
-                  own: tuple[str, Sequence[str], Sequence[str]] | None = None) -> int:
+                  own: tuple[str, Sequence[str], Sequence[str]] | None = None,
+                  overlay: tuple[str, str] | None = None) -> int:
     """Run `argv` in the project's sandbox; returns its exit status (128+N if killed by signal N).
 
     `env` is the environment the command would get unsandboxed (the venv activated); only
@@ -263,7 +267,7 @@ def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str],
 
     shell = getattr(args, "command", None) == "shell"
     try:
-        policy = build_policy(ctx, project, venv, env, args, shell=shell, known=known)
+        policy = build_policy(ctx, project, venv, env, args, shell=shell, known=known, overlay=overlay)
         if getattr(args, "print_sandbox", False):
             print(policy.to_text())
             print("command:    " + " ".join(argv))

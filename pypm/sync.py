@@ -20,7 +20,6 @@ from .errors import ExitCode, UsageError
 from .selection import Selection
 from .venvstate import drop_state as _drop_state
 from .venvstate import expected_state, files_present, installed_record, project_token, read_state, tool_knobs
-from .venvstate import synced_unchanged
 from .venvstate import write_state as _write_state
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,13 +193,10 @@ def already_synced(ctx: Any, args: argparse.Namespace) -> bool:
         return False  # another sync at work: the full path waits for it
     try:  # state.json is read under the lock: no sync rewrites it meanwhile
         # (sync makes the venv hold exactly the selection; --inexact: at least it)
-        fast = _fast_venv(ctx, args, exact=not getattr(args, "inexact", False))
+        fast = _fast_venv(ctx, args, exact=not getattr(args, "inexact", False), on_disk=True)
         if fast is None:
             return False
-        root, venv, _knobs = fast
-        state = read_state(venv) or {}
-        if not synced_unchanged(root, venv, state):
-            return False
+        state = fast[2]
     finally:
         os.close(fd)
     n = len((state.get("installed") or {}).get("dists") or [])
@@ -214,17 +210,22 @@ def sync_project(ctx: Any, project: Any, opts: SyncOptions) -> int:
     return ExitCode.OK
 
 
-def keeping_held(project: Any, opts: SyncOptions) -> SyncOptions:
+def keeping_held(project: Any, opts: SyncOptions, *, foreign: bool = True) -> SyncOptions:
     """`opts` for a sync that another command makes on its way (`run`, `shell`, `add`, `remove`,
     `version`), with the selection `.venv` was last synced for added to it: the extras and groups
     the project still declares, the project and its main dependencies if they were there. Only
     `pypm sync` (and `run --exact`) leaves out what its selection does not ask for; `pypm sync
     --all-extras` and then `pypm add x` keeps the extras, as uv's add and run keep what they do
     not need. Packages the new lock no longer holds still go. A workspace selection (--package,
-    --all-packages), on either side, is synced as asked."""
+    --all-packages), on either side, is synced as asked. `foreign`: packages another installer
+    put into .venv stay too (plan.KEEP_FOREIGN), as uv's run and add leave them (its remove does
+    not: foreign=False)."""
     from .lockfile import canonical_name
+    from .plan import KEEP_FOREIGN
     from .venvstate import read_state
 
+    if foreign:
+        opts = dataclasses.replace(opts, keep=KEEP_FOREIGN)
     sel = opts.selection
     state = read_state(project.root / ".venv")
     held = state.get("selection") if isinstance(state, dict) else None
@@ -527,11 +528,8 @@ def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
     from .locking import ensure_lock
 
     if opts.check and not opts.frozen:
-        try:
-            return ensure_lock(ctx, project, locked=True, frozen=False, offline=opts.offline)
-        except StaleLockError as e:
-            raise StaleLockError(f"{e.message.split(', and --locked')[0]}: .venv cannot be in sync with it",
-                                 hint="run `pypm sync` (it locks first)") from None
+        return ensure_lock(ctx, project, locked=True, frozen=False, offline=opts.offline,
+                           refusal=(": .venv cannot be in sync with it", "run `pypm sync` (it locks first)"))
     if opts.dry_run and not (opts.locked or opts.frozen):
         # --dry-run changes nothing, pypm.lock included: plan against the lock as it is.
         from .errors import LockError
@@ -564,7 +562,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from .build import PARALLEL_BUILDS, build_key, build_wheel, cached_build, interrupt_children, remember_build
+    from .build import PARALLEL_BUILDS, RunningBuilds, build_key, build_wheel, cached_build, remember_build
     from .cache import Cache
     from .extractor import Workers, worker_count
     from .plugins import wheel_fetchers
@@ -582,12 +580,8 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # Its own Cache object: a failing download on one thread cancels only its own batch.
             # `reuse` False: build again even when the cache has a wheel for `key` (a path
             # dependency's directory, whose key does not cover its sources).
-            tid = threading.get_native_id()
-            building.add(tid)  # (its sandbox is interrupted if the sync fails meanwhile)
-            try:
+            with building.running():  # (its sandbox is interrupted if the sync fails meanwhile)
                 return _built(w, source, key, editable, label, reuse)
-            finally:
-                building.discard(tid)
 
         def _built(w: Any, source: Any, key: str, editable: bool, label: str, reuse: bool) -> tuple[Path, str]:
             with Cache(offline=opts.offline, base_dir=project.root) as bcache:
@@ -617,7 +611,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
         # starts first.
         builder = ThreadPoolExecutor(max_workers=1 if project.tool.plugins else PARALLEL_BUILDS,
                                      thread_name_prefix="pypm-build")
-        building: set[int] = set()  # native ids of the builder threads inside a build now
+        building = RunningBuilds()
         builds: dict[str, Future[tuple[Path, str]]] = {}
         unpacker: ThreadPoolExecutor | None = None  # made once it is known whether a worker runs
         unpacks: dict[str, Future[Path]] = {}  # sha256 -> its store entry
@@ -755,7 +749,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
             # for, and the extraction workers are killed first so that is at once.
             if not ok:
                 workers.close(kill=True)
-                interrupt_children(set(building))  # a backend may run for minutes: stop it now
+                building.interrupt()  # a backend may run for minutes: stop it now
             if unpacker is not None:
                 unpacker.shutdown(wait=True, cancel_futures=True)
             workers.close()

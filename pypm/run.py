@@ -290,7 +290,8 @@ def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: A
     venv's interpreter and the project's sources), whose packages the command sees before the
     project's: its site-packages first on PYTHONPATH, its bin/ on PATH after the venv's (`python`
     stays the project's). Resolved on their own, as uv's --with: they may differ from the
-    project's pins, and they win. Returns (its venv, its site-packages)."""
+    project's pins, and they win; its .pth files are read and its console scripts see the
+    project's packages (_LAYER_HOOK). Returns (its venv, its site-packages)."""
     from types import SimpleNamespace
 
     from .toolrun import parse_requirement_flag, ready_environment, tool_dir
@@ -312,13 +313,87 @@ def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: A
         from .errors import InstallError
 
         raise InstallError(f"{overlay} has no site-packages", hint="remove it (`pypm cache clean`) and run again")
+    _layer_hook(str(overlay))
     return overlay, sites[0]
 
 
+# The layer's hook, written into --with's environment (bound read-only in the sandbox, so it is
+# there inside too) and first on PYTHONPATH: Python imports `sitecustomize` at the end of its
+# start-up from wherever it is found first. PYTHONPATH alone puts the packages on sys.path but
+# leaves two holes (uv met both; its `_uv_ephemeral_overlay.pth` serves the second):
+#   - the environment's .pth files are not read: Python reads them only in its site directories
+#     (an editable's path, pytest-cov's start-up hook, setuptools' distutils shim);
+#   - a console script of the environment runs the environment's own python, which does not see
+#     the project's packages.
+# Written by hand, not a library's: it runs in every python the command starts.
+_LAYER_HOOK = """\
+# Written by pypm for `pypm run --with`: do not edit (it is written again when it differs).
+import os as _os
+import sys as _sys
+
+
+def _pypm_layer():
+    import site
+
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    overlay = _os.path.realpath(_os.path.dirname(here))
+    base = _os.environ.get("PYPM_WITH_BASE")
+    prefix = _os.path.realpath(_sys.prefix)
+    lib = "python%d.%d" % _sys.version_info[:2]
+    known = {_os.path.normcase(_os.path.abspath(p)) for p in _sys.path if p}
+    if base and prefix == _os.path.realpath(base):
+        # the project's python: the environment's site-packages is already first on sys.path
+        # (PYTHONPATH); read its .pth files as Python reads a site directory's
+        site.addsitedir(_os.path.join(overlay, "lib", lib, "site-packages"), known)
+    elif base and prefix == overlay:
+        # the environment's own python (its console scripts): its packages first, then the project's
+        site.addsitedir(_os.path.join(base, "lib", lib, "site-packages"), known)
+    # Another python, or another sitecustomize: that one is imported as if this one were not here
+    # (a Python build or the project may ship its own).
+    import importlib.machinery
+    import importlib.util
+
+    rest = [p for p in _sys.path if _os.path.realpath(p or ".") != _os.path.realpath(here)]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+    if spec is not None and spec.loader is not None:
+        module = importlib.util.module_from_spec(spec)
+        _sys.modules["sitecustomize"] = module
+        spec.loader.exec_module(module)
+
+
+_pypm_layer()
+del _pypm_layer
+"""
+_LAYER_DIR = ".pypm-layer"
+
+
+def _layer_hook(overlay: str) -> str:
+    """The directory of --with's hook in `overlay` (see _LAYER_HOOK), written when it is missing or
+    differs (atomically: a run beside it may be reading it)."""
+    hook_dir = os.path.join(overlay, _LAYER_DIR)
+    path = os.path.join(hook_dir, "sitecustomize.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == _LAYER_HOOK:
+                return hook_dir
+    except OSError:
+        pass
+    from pathlib import Path
+
+    from .lockfile import write_atomic
+
+    os.makedirs(hook_dir, exist_ok=True)
+    write_atomic(Path(path), _LAYER_HOOK)
+    return hook_dir
+
+
 def _layer(env: dict[str, str], venv: str, overlay: str, site: str) -> None:
-    """`env` (the project venv's, activated) with --with's environment layered on: its packages
-    first on PYTHONPATH, its commands on PATH after the venv's."""
-    env["PYTHONPATH"] = os.pathsep.join([site, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    """`env` (the project venv's, activated) with --with's environment layered on: its hook and its
+    packages first on PYTHONPATH, its commands on PATH after the venv's; PYPM_WITH_BASE names the
+    project's venv for the hook (see _LAYER_HOOK)."""
+    hook = os.path.join(overlay, _LAYER_DIR)
+    env["PYTHONPATH"] = os.pathsep.join([hook, site, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    env["PYPM_WITH_BASE"] = venv
     parts = env.get("PATH", "").split(os.pathsep)
     bindir = os.path.join(venv, "bin")
     at = parts.index(bindir) + 1 if bindir in parts else 0

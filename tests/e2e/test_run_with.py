@@ -19,10 +19,17 @@ def world(pypm, dists, index_server, tmp_path):
     for v in ("1.0", "2.0"):
         dists.wheel("lib", v, modules={"lib/__init__.py": f"V = {v!r}\n"})
     dists.wheel("addon", "1.0", requires_dist=["lib"],
-                modules={"addon/__init__.py": "V = 'addon'\ndef main():\n    import lib; print('addon-cmd sees lib', lib.V)\n"},
+                modules={"addon/__init__.py": "V = 'addon'\ndef main():\n    import lib; print('addon-cmd sees lib', lib.V)\n"
+                                              "    import only; print('and the project', only.V)\n"},
                 entry_points={"console_scripts": {"addon-cmd": "addon:main"}})
+    # the project's own package, and its own sitecustomize (which --with's hook must not hide)
+    dists.wheel("only", "1.0", modules={"only.py": "V = 'only'\n",
+                                         "sitecustomize.py": "import os\nos.environ['PROJECT_SITECUSTOMIZE'] = 'ran'\n"})
+    # a .pth file with a path line and an import line, as editables and pytest-cov ship
+    dists.wheel("pthpkg", "1.0", modules={"pthpkg.pth": "extra\nimport os; os.environ['PTH_RAN'] = 'yes'\n",
+                                           "extra/hidden_mod.py": "V = 'hidden'\n"})
     server = index_server()
-    project = write_app(tmp_path / "proj", server.url, ["lib==1.0"])
+    project = write_app(tmp_path / "proj", server.url, ["lib==1.0", "only"])
     r = pypm("sync", cwd=project)
     assert r.returncode == 0, r.stderr
     return project, server
@@ -42,7 +49,7 @@ def test_with_layers_packages_over_the_project_for_one_command(pypm, world, flag
     # the environment is kept: the next run asks the index nothing
     server.clear_requests()
     r = pypm("run", *flags, "--with", "addon", "--", "addon-cmd", cwd=project)
-    assert r.returncode == 0 and r.stdout == "addon-cmd sees lib 2.0\n", r.stderr
+    assert r.returncode == 0 and r.stdout == "addon-cmd sees lib 2.0\nand the project only\n", r.stderr
     assert server.requests == []
     # a pin given with --with wins over the project's
     r = pypm("run", *flags, "--with", "lib==1.0", "--with", "addon", "--", "python", "-c", SHOW, cwd=project)
@@ -54,6 +61,19 @@ def test_with_layers_packages_over_the_project_for_one_command(pypm, world, flag
     # without it, nothing of it
     r = pypm("run", *flags, "--", "python", "-c", "import addon", cwd=project)
     assert r.returncode == 1 and "No module named 'addon'" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-sandbox",)], ids=["sandboxed", "unsandboxed"])
+def test_with_reads_the_environments_pth_files_and_keeps_the_projects_sitecustomize(pypm, world, flags):
+    project, _ = world
+    code = ("import os, hidden_mod, sitecustomize; "
+            "print(hidden_mod.V, os.environ.get('PTH_RAN'), os.environ.get('PROJECT_SITECUSTOMIZE'))")
+    r = pypm("run", *flags, "--with", "pthpkg", "--", "python", "-c", code, cwd=project)
+    assert r.returncode == 0 and r.stdout == "hidden yes ran\n", r.stderr
+    # the project's python alone: the project's sitecustomize, nothing of the environment
+    r = pypm("run", *flags, "--", "python", "-c", "import os, sitecustomize; print(os.environ.get('PROJECT_SITECUSTOMIZE'))",
+             cwd=project)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
 
 
 def test_with_errors_and_a_script(pypm, world, tmp_path):

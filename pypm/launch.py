@@ -8,7 +8,7 @@ next ones (`launch`), once every input of that decision is seen unchanged, exec 
 compiled helper (sandbox/helper.c) directly: pypm imports nothing of its own, builds no
 policy and does not wait; the helper is the process the caller waits for.
 
-What "unchanged" means: the same argv shape (`pypm run [flags] CMD...` with the same flags),
+What "unchanged" means: the same argv shape (`pypm run [flags] CMD...` with the same flags; an --env-file is also a checked file below),
 working directory, uid/gid, every environment variable pypm reads on the way (the sandbox's
 allowlist, LC_*, the passthrough names of [tool.pypm.sandbox] env, PYPM_*, HOME, USER, SHELL,
 PATH, TMPDIR, PYTHONPATH, PYTHONHOME, XDG_CACHE_HOME: present or absent, same value), and the stat identity (device, inode,
@@ -76,6 +76,10 @@ _POLICY_VALUED = frozenset({"--limit", "--network"})
 # as given, and of its key (tool_key), so that each environment of a directory has a plan.
 _X_VALUED = frozenset({"--from", "--with"})
 _X_FLAGS, _X_ALL_VALUED = _FLAGS - {"--frozen"}, _POLICY_VALUED | _X_VALUED  # (x has no --frozen)
+# --env-file PATH (either command): its variables are in the policy the plan holds, so the plan
+# is keyed by it as given, and the file's identity is among the checked ones (_env_files).
+_ENV_FILE = "--env-file"
+_RUN_VALUED, _X_ALL_VALUED = _POLICY_VALUED | {_ENV_FILE}, _X_ALL_VALUED | {_ENV_FILE}
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "pypm/script.py",
          "pypm/toolrun.py", "pypm/config.py", "sandbox/policy.py",
@@ -92,7 +96,7 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
     """(flags, command) of `run [flags] [--] CMD...` or `x [flags] [--] TOOL...`, or None."""
     if not argv or argv[0] not in ("run", "x"):
         return None
-    bare, valued = (_FLAGS, _POLICY_VALUED) if argv[0] == "run" else (_X_FLAGS, _X_ALL_VALUED)
+    bare, valued = (_FLAGS, _RUN_VALUED) if argv[0] == "run" else (_X_FLAGS, _X_ALL_VALUED)
     i, flags = 1, []
     while i < len(argv):
         a = argv[i]
@@ -372,6 +376,14 @@ def _exec(plan: dict[str, Any], argv: list[str], cmd: list[str]) -> None:
 
 # --------------------------------------------------------------------------- recording
 
+def _env_files(flags: Sequence[str], cwd: str) -> list[str]:
+    """The files --env-file names in `flags` (as _split keeps them), as pypm.run.env_file_vars
+    finds them: from the current directory, `~` expanded (HOME is among the checked variables)."""
+    named = [f.partition("=")[2] for f in flags if f.startswith(_ENV_FILE + "=")]
+    named += [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == _ENV_FILE]
+    return [os.path.join(cwd, os.path.expanduser(f)) for f in named]
+
+
 def _identity_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> list[str]:
     from sandbox.seccomp import profile_path
 
@@ -478,7 +490,7 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     # Measured from when this run began deciding, not from now: a file changed in between
     # (after the decision read it) would otherwise vouch for a decision made from its old content.
     since = min(time.time_ns(), _started_ns or time.time_ns())
-    paths = _identity_paths(root, venv, policy, tool) + [exe]
+    paths = _identity_paths(root, venv, policy, tool) + [exe] + _env_files(flags, os.getcwd())
     if own is not None:
         paths += [*own[1], os.path.realpath(sys.executable)]
     idents = []

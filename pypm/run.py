@@ -267,7 +267,7 @@ def _run_sandboxed() -> Callable[..., int]:
     return run_sandboxed
 
 
-def env_file_vars(ctx: Any, args: argparse.Namespace) -> dict[str, str]:
+def env_file_vars(ctx: Any, args: Any) -> dict[str, str]:
     """--env-file's variables (later files win), read once per command (kept on `args`; the
     sandbox's policy asks again, pypm.sandboxing): a missing file or a bad line fails the
     command before anything is synced. The command's environment keeps what it already has: they
@@ -484,6 +484,8 @@ _FAST_PROJECT = {"--writable-project": True, "--read-only-project": False}
 # ... and for `pypm x`, with its flags naming its environment's requirements (pypm.toolrun.fast_x
 # takes their plain forms)
 _FAST_X_VALUED = {**_FAST_VALUED, "--from": ("from_", False), "--with": ("with_", True)}
+# ... and --env-file, for both (sandboxed or not: env_file_vars reads it the same way for either)
+_FAST_ENV_FILE = {"--env-file": ("env_file", True)}
 # The flags that only the sandbox applies: (attribute, flag) of each of the above.
 _SANDBOX_ONLY = (*((attr, flag) for flag, (attr, _) in _FAST_VALUED.items()),
                  ("writable_project", "--writable-project/--read-only-project"))
@@ -520,10 +522,15 @@ class _FastArgs:
     def __init__(self, frozen: bool, values: dict[str, Any] | None = None) -> None:
         self.frozen = frozen
         self.writable_project: bool | None = None
-        for attr, many in _FAST_VALUED.values():  # argparse's defaults: [] for a repeatable flag
+        for attr, many in [*_FAST_VALUED.values(), *_FAST_ENV_FILE.values()]:  # argparse's defaults: [] for a repeatable flag
             setattr(self, attr, [] if many else None)
         for k, v in (values or {}).items():
             setattr(self, k, v)
+
+
+def sandbox_values(values: dict[str, Any]) -> bool:
+    """Whether _fast_parse's `values` hold a flag only the sandbox applies (--env-file is not one)."""
+    return any(attr not in ("env_file", "from_", "with_") for attr in values)
 
 
 def _path(p: str) -> Any:
@@ -540,6 +547,7 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
     would set them) when it is given; without it they are "anything else". `command="x"`: the
     same for `pypm x` (pypm.toolrun.fast_x), which has no --frozen."""
     bare, valued = (_FAST_FLAGS, _FAST_VALUED) if command == "run" else (_FAST_X_FLAGS, _FAST_X_VALUED)
+    valued = {**valued, **_FAST_ENV_FILE}
     i = 0
     flags: set[str] = set()
     while i < len(argv) and argv[i] in ("-q", "--quiet"):
@@ -673,6 +681,8 @@ def fast_main(argv: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     flags, cmd = parsed
+    if "--no-sandbox" in flags and sandbox_values(values):
+        return None  # sandbox flags without the sandbox: the full CLI says they have no effect
     from .launch import has_script_block
 
     if has_script_block(cmd[0]):  # PEP 723: the script's own environment, not the project's
@@ -708,12 +718,15 @@ def fast_main(argv: Sequence[str]) -> int | None:
 
     cmd = python_for_script(cmd, start)
     try:
+        ctx, args = _FastContext(start, "-q" in flags), _FastArgs(frozen, values)
         if "--no-sandbox" in flags or tool.get("sandbox-enabled", True) is False:
-            if values:
-                return None  # sandbox flags without the sandbox: the full CLI decides what that means
+            if sandbox_values(values):
+                return None  # sandbox flags without the sandbox: the full CLI says they have no effect
+            for var, value in env_file_vars(ctx, args).items():  # as _execute: only where unset
+                env.setdefault(var, value)
             return spawn_and_wait(cmd, env)
         launchable = _split(argv)  # this run's flags as pypm.launch will see them next time
-        return _run_sandboxed()(_FastContext(start, "-q" in flags), None, venv, cmd, env, _FastArgs(frozen, values),
+        return _run_sandboxed()(ctx, None, venv, cmd, env, args,
                                 known=(root, tool), launch_flags=launchable[0] if launchable else None)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure

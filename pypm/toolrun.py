@@ -282,7 +282,7 @@ def fast_x(argv: Sequence[str]) -> int | None:
     project's run is. None: not handled, and nothing was done (other requirement forms, --python,
     the index flags, --upgrade, an environment to make: the full CLI then does exactly what it
     would have). Errors are reported as the CLI reports them."""
-    from .run import _FastArgs, _fast_parse
+    from .run import _FastArgs, _fast_parse, sandbox_values
 
     values: dict[str, Any] = {}
     parsed = _fast_parse(argv, values, command="x")
@@ -291,7 +291,7 @@ def fast_x(argv: Sequence[str]) -> int | None:
     flags, cmd = parsed
     from_, with_ = values.pop("from_", None), values.pop("with_", [])
     no_sandbox = "--no-sandbox" in flags
-    if no_sandbox and values:  # (sandbox flags without the sandbox: the CLI's call)
+    if no_sandbox and sandbox_values(values):  # (sandbox flags without the sandbox: the CLI says they do nothing)
         return None
     # The requirements as _requirements gives them (the environment's key is their text), for
     # their plain forms only, and a command that is a plain file name in the environment's bin/;

@@ -102,6 +102,32 @@ def test_a_plan_with_policy_flags_is_replayed_only_for_the_same_values(pypm, app
     assert r.stdout == f"{os.sysconf('SC_OPEN_MAX')} False True\n"
 
 
+def test_an_env_file_run_is_replayed_only_while_the_file_is_unchanged(pypm, app) -> None:
+    """--env-file's variables are in the policy the plan holds: the plan is keyed by the flag and
+    checks the file's identity, so an edited file is read again (and a missing one is an error)."""
+    project = app()
+    (project / ".env").write_text("GREETING=hello\n")
+    flags = ("--frozen", "--env-file", ".env")
+    code = "import os; print(os.environ.get('GREETING'))"
+    for _ in range(3):
+        launched, r = _run(pypm, project, "python", "-c", code, flags=flags)
+        assert r.returncode == 0 and r.stdout == "hello\n", r.stderr
+        if launched:
+            break
+        time.sleep(0.15)
+    assert launched, "never replayed"
+    time.sleep(0.05)
+    (project / ".env").write_text("GREETING=again\n")  # (same size: the identity still differs)
+    launched, r = _run(pypm, project, "python", "-c", code, flags=flags)
+    assert not launched and r.returncode == 0 and r.stdout == "again\n", r.stderr
+    # without the flag, another plan; with the file gone, pypm's error (not the launcher's replay)
+    launched, r = _run(pypm, project, "python", "-c", code)
+    assert not launched and r.stdout == "None\n", r.stderr
+    (project / ".env").unlink()
+    launched, r = _run(pypm, project, "python", "-c", code, flags=flags)
+    assert not launched and r.returncode == 2 and ".env" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def _alive(name: str) -> bool:
     try:
         os.kill(int(name.split(".")[1]), 0)

@@ -515,13 +515,24 @@ def test_env_file_sets_what_the_environment_lacks_sandboxed_or_not(pypm, app, tm
     r = pypm("run", "--frozen", "--no-sandbox", "--env-file", "one.env", "--", "python", "-c",
              "import os; print(os.environ['TOKEN'])", cwd=project, env={"TOKEN": "mine"})
     assert r.returncode == 0 and r.stdout == "mine\n", r.stderr
-    # errors: before any sync (no .venv made), with the file and the line
+    # a synced project's run with --env-file takes run's fast path, sandboxed or not (no argparse, no CLI)
+    for flags in ((), ("--no-sandbox",)):
+        r = pypm("run", "--frozen", *flags, "--env-file", "one.env", "--", "python", "-c", "pass", cwd=project,
+                 env={"PYTHONPROFILEIMPORTTIME": "1"})
+        imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+        assert r.returncode == 0 and "pypm.run" in imported and "pypm.cli" not in imported, (flags, sorted(imported))
+    # errors, with the file and the line: on that fast path, and before any sync (no .venv made)
     import shutil
 
-    shutil.rmtree(project / ".venv")
     (project / "bad.env").write_text("OK=1\nnot a line\n")
-    for name, code_, words in (("missing.env", 2, f"--env-file missing.env: no such file ({project / 'missing.env'})"),
-                               ("bad.env", 3, f"{project / 'bad.env'}:2: expected NAME=VALUE, found 'not a line'")):
+    errors = (("missing.env", 2, f"--env-file missing.env: no such file ({project / 'missing.env'})"),
+              ("bad.env", 3, f"{project / 'bad.env'}:2: expected NAME=VALUE, found 'not a line'"))
+    for name, code_, words in errors:
+        for flags in ((), ("--no-sandbox",)):
+            r = pypm("run", "--frozen", *flags, "--env-file", name, "--", "python", "-c", "pass", cwd=project)
+            assert r.returncode == code_ and words in r.stderr and "Traceback" not in r.stderr, (flags, r.stderr)
+    shutil.rmtree(project / ".venv")
+    for name, code_, words in errors:
         for command in (["run", "--env-file", name, "--", "python", "-c", "pass"], ["shell", "--env-file", name]):
             r = pypm(*command, cwd=project)
             assert r.returncode == code_ and words in r.stderr and "Traceback" not in r.stderr, (command, r.stderr)

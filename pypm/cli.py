@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
 from .errors import ExitCode, PypmError, UsageError, report_failure
+from .fastpath import terminate_as_interrupt
 
 if TYPE_CHECKING:  # pragma: no cover
     from .project import Project
@@ -508,27 +509,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = Context(args)
     except PypmError as e:
         return report_failure(e, verbose=getattr(args, "verbose", 0))
-    _terminate_as_interrupt()
+    terminate_as_interrupt()
     try:
         return int(args.handler(ctx, args) or 0)
     except (Exception, KeyboardInterrupt) as e:  # one reporting policy: errors.report_failure
         return report_failure(e, verbose=ctx.verbose)
 
-
-def _terminate_as_interrupt() -> None:
-    """SIGTERM raises errors.Terminated in the main thread, as Ctrl-C raises KeyboardInterrupt:
-    killed outright, a sync or lock left its temporary build trees behind and its running
-    builds to their end. Not when SIGTERM was ignored when pypm started (a supervisor's choice).
-    `pypm run` passes it on to its command while that runs (run.spawn_and_wait)."""
-    import signal
-
-    def terminated(signum: int, frame: object) -> None:
-        from .errors import Terminated
-
-        raise Terminated()
-
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, terminated)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -218,6 +218,9 @@ def _child(job_r: int, out_w: int) -> int:
     # with the process.
     gc.disable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills us)
+    # SIGTERM ends this process outright, whatever handler the parent had when it forked
+    # (errors.terminate_as_interrupt): the parent, which handles it, kills this one anyway.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Nothing of the child's goes to stdout, and a reader of pypm's stdout (`pypm sync | tee`)
     # must see it end with pypm, not with this process. stderr stays: the progress bars.
     null = os.open(os.devnull, os.O_WRONLY)

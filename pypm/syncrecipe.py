@@ -151,7 +151,8 @@ def _matching_recipe(root: str, frozen: bool) -> tuple[str, str, str, dict[str, 
 def fast_fresh_sync(argv: list[str]) -> int | None:
     """`pypm [-q] sync [-q] [--frozen]` with no `.venv` and a matching recipe: build the venv from
     the store and return 0; else None, having changed nothing. Ctrl-C anywhere is reported as the
-    CLI reports it ("interrupted", 130), not as a traceback: what run_plan built is gone by then."""
+    CLI reports it ("interrupted", 130), not as a traceback: what run_plan built is gone by then;
+    SIGTERM likewise ("terminated", 143)."""
     try:
         return _fast_fresh_sync(argv)
     except KeyboardInterrupt as e:
@@ -192,7 +193,10 @@ def _fast_fresh_sync(argv: list[str]) -> int | None:
             return None
         if os.path.lexists(venv):
             return None
+        from .fastpath import terminate_as_interrupt
         from .venvplan import keep_plan, load_plan, make_plan, run_plan
+
+        terminate_as_interrupt()  # SIGTERM, as Ctrl-C: run_plan removes what it built
 
         ppath = plan_path(rpath)
         plan = load_plan(ppath, recipe_sha, venv, exe, cache_root)

@@ -963,12 +963,13 @@ def test_a_first_sync_installs_every_package_while_others_still_unpack(pypm, dis
 
 def test_an_interrupted_rebuild_from_the_recipe_leaves_nothing_the_next_sync_trips_on(pypm, dists, index_server,
                                                                                       tmp_path) -> None:
-    """Ctrl-C during the fresh-venv fast path: exit 130 and no .venv; kill -9: a venv still marked
-    as being built, which the next sync replaces. Either way the next sync builds it exactly."""
+    """Ctrl-C during the fresh-venv fast path: exit 130 and no .venv; SIGTERM likewise (143); kill
+    -9: a venv still marked as being built, which the next sync replaces. Either way the next sync
+    builds it exactly."""
     project, expected = _big_project(dists, index_server, tmp_path)
     venv = project / ".venv"
     pypm("sync", "--frozen", cwd=project, check=True)  # records the recipe
-    for sig, rc in ((signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)):
+    for sig, rc in ((signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)):
         hit = False
         for _attempt in range(5):
             subprocess.run(["rm", "-rf", str(venv)], check=True)
@@ -985,7 +986,8 @@ def test_an_interrupted_rebuild_from_the_recipe_leaves_nothing_the_next_sync_tri
                 hit = True
                 break
         assert hit, f"could not interrupt the rebuild with signal {sig}"
-        if sig == signal.SIGINT:
+        if sig != signal.SIGKILL:
+            assert err.strip() == ("interrupted" if sig == signal.SIGINT else "terminated"), err
             assert not venv.exists(), "a half-built .venv was left behind"
         else:
             assert not venv.exists() or (venv / ".pypm-building").exists()

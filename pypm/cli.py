@@ -44,6 +44,8 @@ environment:
   PYPM_INDEX_URL   default index (after --index-url and [tool.pypm] index-url)
   PYPM_CACHE_DIR   cache directory (default: the user cache dir, e.g. ~/.cache/pypm)
   PYPM_OFFLINE     same as --offline when set to 1 (or true, yes, on)
+  PYPM_ENV_FILE    dotenv files for run, shell and x when no --env-file is given
+                   (separated by ':'); PYPM_NO_ENV_FILE=1 is --no-env-file
 """
 
 
@@ -166,6 +168,15 @@ def _edit_flags(p: argparse.ArgumentParser) -> None:
     x.add_argument("--frozen", action="store_true", help="only edit pyproject.toml: no lock, no sync")
     p.add_argument("--offline", action="store_true", default=_offline_default(),
                    help="use only what is cached; never touch the network")
+
+
+def _env_file_flags(p: argparse.ArgumentParser) -> None:
+    """run's, shell's and x's dotenv flags (pypm.run.env_file_vars; fastpath.env_file_names)."""
+    p.add_argument("--env-file", metavar="PATH", type=_given, action="append", default=[],
+                   help="set the NAME=VALUE variables of this dotenv file where the command's environment "
+                        "does not have them (repeatable; later files win; else PYPM_ENV_FILE)")
+    p.add_argument("--no-env-file", action="store_true",
+                   help="read no dotenv file: neither --env-file nor PYPM_ENV_FILE (also PYPM_NO_ENV_FILE=1)")
 
 
 def _sandbox_flags(p: argparse.ArgumentParser) -> None:
@@ -416,9 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--upgrade", "-U", action="store_true",
                        help="lock again with every package at its newest version first (a PEP 723 script: "
                             "its environment), then sync")
-        p.add_argument("--env-file", metavar="PATH", type=_given, action="append", default=[],
-                       help="set the NAME=VALUE variables of this dotenv file where the command's environment "
-                            "does not have them (repeatable; later files win)")
+        _env_file_flags(p)
         if name == "run":
             p.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
                            help="also make this package importable, from an environment of its own layered over "
@@ -436,9 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upgrade", "-U", action="store_true",
                    help="move the tool's environment to the newest releases (it keeps its first resolution otherwise)")
     p.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
-    p.add_argument("--env-file", metavar="PATH", type=_given, action="append", default=[],
-                   help="set the NAME=VALUE variables of this dotenv file where the command's environment "
-                        "does not have them (repeatable; later files win)")
+    _env_file_flags(p)
     _index_flags(p, strategy=True)
     _sandbox_flags(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",

@@ -23,19 +23,22 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
 
 
-def read_env_files(paths: list[tuple[str, str]]) -> dict[str, str]:
-    """The variables of the files (path on disk, as the user wrote it), later files winning."""
+def read_env_files(paths: list[tuple[str, str]], origin: str = "--env-file") -> dict[str, str]:
+    """The variables of the files (path on disk, as the user wrote it), later files winning.
+    `origin`: where they were named (the flag, or PYPM_ENV_FILE), for the errors."""
     out: dict[str, str] = {}
     for path, given in paths:
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
         except FileNotFoundError:
-            raise UsageError(f"--env-file {given}: no such file ({path})",
-                             hint="give the path of a file of NAME=VALUE lines, relative to the current directory") from None
+            hint = "give the path of a file of NAME=VALUE lines, relative to the current directory"
+            if origin != "--env-file":
+                hint += f" (or unset {origin}, or pass --no-env-file)"
+            raise UsageError(f"{origin} {given}: no such file ({path})", hint=hint) from None
         except (OSError, UnicodeDecodeError) as e:
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            raise UsageError(f"--env-file {given}: cannot read {path}: {why}",
+            raise UsageError(f"{origin} {given}: cannot read {path}: {why}",
                              hint="it must be a readable UTF-8 text file") from None
         out.update(_parse(text, path))
     return out

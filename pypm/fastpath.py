@@ -65,7 +65,7 @@ _SYNC_FLAGS = frozenset({"-q", "--quiet", "--frozen"})
 FLAG_YES = frozenset({"1", "true", "t", "yes", "y", "on"})
 FLAG_NO = frozenset({"", "0", "false", "f", "no", "n", "off"})
 # Every on/off variable pypm reads (a test checks that no other name is given to env_flag).
-FLAGS = ("PYPM_OFFLINE", "PYPM_FETCH_PROCESS", "PYPM_NATIVE_TLS")
+FLAGS = ("PYPM_OFFLINE", "PYPM_FETCH_PROCESS", "PYPM_NATIVE_TLS", "PYPM_NO_ENV_FILE")
 
 
 def flag_value(name: str, default: bool = False) -> bool | None:
@@ -83,6 +83,18 @@ def flags_readable() -> bool:
     no-op `pypm sync` once answered "nothing to do" with PYPM_OFFLINE=maybe, where every
     command that got as far as reading it stopped with exit status 2)."""
     return all(flag_value(name) is not None for name in FLAGS)
+
+
+def env_file_names(given: list[str], no_env_file: bool) -> tuple[list[str], str]:
+    """The dotenv files a run reads (`run`, `shell`, `x`, a script's), as uv's, and where they were
+    named: the --env-file flags; without any, PYPM_ENV_FILE (paths separated by os.pathsep, as
+    PATH's); none with --no-env-file or PYPM_NO_ENV_FILE. One rule for pypm.run and the
+    launcher's plans."""
+    if no_env_file or flag_value("PYPM_NO_ENV_FILE"):
+        return [], ""
+    if given:
+        return list(given), "--env-file"
+    return [f for f in os.environ.get("PYPM_ENV_FILE", "").split(os.pathsep) if f.strip()], "PYPM_ENV_FILE"
 
 
 def plain_sync_argv(argv: list[str]) -> bool:

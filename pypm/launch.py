@@ -66,7 +66,7 @@ _RECENT_NS = 30_000_000  # younger than this (3 ticks at HZ=100), a file's times
 # When this process started deciding (set by `launch`, which pypm's entry point calls first): a
 # file changed after that may have been read before the change, so it cannot vouch for the plan.
 _started_ns: int | None = None
-_FLAGS = frozenset({"--frozen", "-q", "--quiet"})  # run flags a plan can be recorded for
+_FLAGS = frozenset({"--frozen", "-q", "--quiet", "--no-env-file"})  # run flags a plan can be recorded for
 # ... and sandbox flags whose whole effect is on the policy the plan holds (no host path or
 # environment variable to check again at replay, unlike --bind or --env): they are part of the
 # plan's key with their values, as given (joined with \x1f there: a value may hold a space).
@@ -377,11 +377,15 @@ def _exec(plan: dict[str, Any], argv: list[str], cmd: list[str]) -> None:
 # --------------------------------------------------------------------------- recording
 
 def _env_files(flags: Sequence[str], cwd: str) -> list[str]:
-    """The files --env-file names in `flags` (as _split keeps them), as pypm.run.env_file_vars
-    finds them: from the current directory, `~` expanded (HOME is among the checked variables)."""
+    """The dotenv files this run reads (fastpath.env_file_names: --env-file in `flags`, as _split
+    keeps them, else PYPM_ENV_FILE, which is among the checked variables), as pypm.run.env_file_vars
+    finds them: from the current directory, `~` expanded (HOME is checked too)."""
+    from .fastpath import env_file_names
+
     named = [f.partition("=")[2] for f in flags if f.startswith(_ENV_FILE + "=")]
     named += [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == _ENV_FILE]
-    return [os.path.join(cwd, os.path.expanduser(f)) for f in named]
+    files, _ = env_file_names(named, "--no-env-file" in flags)
+    return [os.path.join(cwd, os.path.expanduser(f)) for f in files]
 
 
 def _identity_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> list[str]:

@@ -268,18 +268,20 @@ def _run_sandboxed() -> Callable[..., int]:
 
 
 def env_file_vars(ctx: Any, args: Any) -> dict[str, str]:
-    """--env-file's variables (later files win), read once per command (kept on `args`; the
+    """--env-file's variables (or PYPM_ENV_FILE's: fastpath.env_file_names; later files win), read once per command (kept on `args`; the
     sandbox's policy asks again, pypm.sandboxing): a missing file or a bad line fails the
     command before anything is synced. The command's environment keeps what it already has: they
     are set only where unset (as uv's --env-file)."""
-    files = getattr(args, "env_file", None) or []
+    from .fastpath import env_file_names
+
+    files, origin = env_file_names(getattr(args, "env_file", None) or [], bool(getattr(args, "no_env_file", False)))
     if not files:
         return {}
     kept: dict[str, str] | None = getattr(args, "env_file_vars", None)
     if kept is None:
         from .envfile import read_env_files
 
-        kept = read_env_files([(os.path.join(str(ctx.directory), os.path.expanduser(f)), f) for f in files])
+        kept = read_env_files([(os.path.join(str(ctx.directory), os.path.expanduser(f)), f) for f in files], origin)
         args.env_file_vars = kept
     return kept
 
@@ -524,13 +526,15 @@ class _FastArgs:
         self.writable_project: bool | None = None
         for attr, many in [*_FAST_VALUED.values(), *_FAST_ENV_FILE.values()]:  # argparse's defaults: [] for a repeatable flag
             setattr(self, attr, [] if many else None)
+        self.no_env_file = False
         for k, v in (values or {}).items():
             setattr(self, k, v)
 
 
 def sandbox_values(values: dict[str, Any]) -> bool:
-    """Whether _fast_parse's `values` hold a flag only the sandbox applies (--env-file is not one)."""
-    return any(attr not in ("env_file", "from_", "with_") for attr in values)
+    """Whether _fast_parse's `values` hold a flag only the sandbox applies (the dotenv flags and
+    x's requirements are not)."""
+    return any(attr not in ("env_file", "no_env_file", "from_", "with_") for attr in values)
 
 
 def _path(p: str) -> Any:
@@ -543,8 +547,9 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
                 command: str = "run") -> tuple[set[str], list[str]] | None:
     """(flags, command) for `[-q] run [--no-sandbox|--frozen|-q]... [--] CMD ...`; None for
     anything else (the full CLI then parses it, abbreviations and errors included). The sandbox
-    flags of _FAST_VALUED and _FAST_PROJECT go into `values` (attribute -> value, as argparse
-    would set them) when it is given; without it they are "anything else". `command="x"`: the
+    flags of _FAST_VALUED and _FAST_PROJECT, --env-file and --no-env-file go into `values`
+    (attribute -> value, as argparse would set them) when it is given; without it they are
+    "anything else". `command="x"`: the
     same for `pypm x` (pypm.toolrun.fast_x), which has no --frozen."""
     bare, valued = (_FAST_FLAGS, _FAST_VALUED) if command == "run" else (_FAST_X_FLAGS, _FAST_X_VALUED)
     valued = {**valued, **_FAST_ENV_FILE}
@@ -563,6 +568,10 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
             break
         if not a.startswith("-"):
             break  # argparse.REMAINDER: the command and everything after it
+        if values is not None and a == "--no-env-file":
+            values["no_env_file"] = True
+            i += 1
+            continue
         if values is not None and a in _FAST_PROJECT:
             if values.get("writable_project", _FAST_PROJECT[a]) != _FAST_PROJECT[a]:
                 return None  # both: argparse refuses them together

@@ -295,6 +295,20 @@ def test_env_file_reaches_the_tool(pypm, tool):
         r = pypm("x", "--index-url", server.url, *flags, "--env-file", "vars.env", "--from", "probe-tool", "python",
                  "-c", "import os; print(os.environ.get('PROBE_TOKEN'))", cwd=work)
         assert r.returncode == 0 and r.stdout == "from-the-file\n", (flags, r.stderr)
+    # PYPM_ENV_FILE, and --no-env-file, on x's fast path (the plain form, the environment current:
+    # the index from PYPM_INDEX_URL) and through the CLI (--index-url), sandboxed and not
+    env = {"PYPM_INDEX_URL": server.url, "PYPM_ENV_FILE": "vars.env", "PYTHONPROFILEIMPORTTIME": "1",
+           "PYPM_NO_LAUNCHER": "1"}
+    code = "import os; print(os.environ.get('PROBE_TOKEN'))"
+    assert pypm("x", "--from", "probe-tool", "python", "-c", "pass", cwd=work, env=env).returncode == 0
+    for more, out, path in (((), "from-the-file\n", "fast"), (("--no-env-file",), "None\n", "fast"),
+                            (("--index-url", server.url), "from-the-file\n", "cli"),
+                            (("--index-url", server.url, "--no-env-file"), "None\n", "cli")):
+        for flags in ((), ("--no-sandbox",)):
+            r = pypm("x", *more, *flags, "--from", "probe-tool", "python", "-c", code, cwd=work, env=env)
+            imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+            assert r.returncode == 0 and r.stdout == out, (more, flags, r.stderr[-2000:])
+            assert ("cli" if "pypm.cli" in imported else "fast") == path, (more, flags)
     server.clear_requests()
     r = pypm("x", "--index-url", server.url, "--env-file", "nope.env", "--from", "helper", "python", "-c", "pass",
              cwd=work)

@@ -120,6 +120,19 @@ def test_an_env_file_run_is_replayed_only_while_the_file_is_unchanged(pypm, app)
     (project / ".env").write_text("GREETING=again\n")  # (same size: the identity still differs)
     launched, r = _run(pypm, project, "python", "-c", code, flags=flags)
     assert not launched and r.returncode == 0 and r.stdout == "again\n", r.stderr
+    # PYPM_ENV_FILE likewise: its file is checked by a plan recorded without the flag
+    env = {"PYPM_ENV_FILE": ".env"}
+    for _ in range(3):
+        launched, r = _run(pypm, project, "python", "-c", code, env=env)
+        assert r.returncode == 0 and r.stdout == "again\n", r.stderr
+        if launched:
+            break
+        time.sleep(0.15)
+    assert launched, "never replayed with PYPM_ENV_FILE"
+    time.sleep(0.05)
+    (project / ".env").write_text("GREETING=third\n")
+    launched, r = _run(pypm, project, "python", "-c", code, env=env)
+    assert not launched and r.stdout == "third\n", r.stderr
     # without the flag, another plan; with the file gone, pypm's error (not the launcher's replay)
     launched, r = _run(pypm, project, "python", "-c", code)
     assert not launched and r.stdout == "None\n", r.stderr

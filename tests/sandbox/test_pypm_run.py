@@ -515,10 +515,11 @@ def test_env_file_sets_what_the_environment_lacks_sandboxed_or_not(pypm, app, tm
     r = pypm("run", "--frozen", "--no-sandbox", "--env-file", "one.env", "--", "python", "-c",
              "import os; print(os.environ['TOKEN'])", cwd=project, env={"TOKEN": "mine"})
     assert r.returncode == 0 and r.stdout == "mine\n", r.stderr
-    # a synced project's run with --env-file takes run's fast path, sandboxed or not (no argparse, no CLI)
+    # a synced project's run with --env-file takes run's fast path, sandboxed or not (no argparse, no
+    # CLI; the launcher's replay aside: tests/sandbox/test_launch.py)
     for flags in ((), ("--no-sandbox",)):
         r = pypm("run", "--frozen", *flags, "--env-file", "one.env", "--", "python", "-c", "pass", cwd=project,
-                 env={"PYTHONPROFILEIMPORTTIME": "1"})
+                 env={"PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"})
         imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
         assert r.returncode == 0 and "pypm.run" in imported and "pypm.cli" not in imported, (flags, sorted(imported))
     # errors, with the file and the line: on that fast path, and before any sync (no .venv made)
@@ -531,6 +532,23 @@ def test_env_file_sets_what_the_environment_lacks_sandboxed_or_not(pypm, app, tm
         for flags in ((), ("--no-sandbox",)):
             r = pypm("run", "--frozen", *flags, "--env-file", name, "--", "python", "-c", "pass", cwd=project)
             assert r.returncode == code_ and words in r.stderr and "Traceback" not in r.stderr, (flags, r.stderr)
+    # PYPM_ENV_FILE (as UV_ENV_FILE): the files when no --env-file is given, ':'-separated; the
+    # flag wins over it; --no-env-file and PYPM_NO_ENV_FILE=1 read neither; on the fast path and
+    # through the CLI (--python is not a fast-path flag) alike
+    show = "import os; print(os.environ.get('TOKEN'), os.environ.get('GREETING'))"
+    both = {"PYPM_ENV_FILE": f"one.env:{tmp_path / 'two.env'}"}
+    cases: list[tuple[tuple[str, ...], dict[str, str], str]] = [
+        ((), both, "from-two hello\tthere\n"),
+        (("--env-file", "one.env"), {"PYPM_ENV_FILE": str(tmp_path / "two.env")}, "abc hello\tthere\n"),
+        (("--no-env-file",), both, "None None\n"), ((), {**both, "PYPM_NO_ENV_FILE": "1"}, "None None\n"),
+        (("--no-env-file", "--env-file", "one.env"), {}, "None None\n")]
+    every: list[tuple[str, ...]] = [(), ("--no-sandbox",), ("--python", "3.11")]
+    for how in every:
+        for more, env, out in cases:
+            r = pypm("run", "--frozen", *how, *more, "--", "python", "-c", show, cwd=project, env=env)
+            assert r.returncode == 0 and r.stdout == out, (how, more, env, r.stderr)
+    r = pypm("run", "--frozen", "--", "python", "-c", "pass", cwd=project, env={"PYPM_ENV_FILE": "gone.env"})
+    assert r.returncode == 2 and "PYPM_ENV_FILE gone.env: no such file" in r.stderr and "--no-env-file" in r.stderr, r.stderr
     shutil.rmtree(project / ".venv")
     for name, code_, words in errors:
         for command in (["run", "--env-file", name, "--", "python", "-c", "pass"], ["shell", "--env-file", name]):

@@ -154,6 +154,9 @@ def _sync_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for .venv (default: [tool.pypm] python, "
                    "else the newest on PATH that satisfies requires-python)")
     g.add_argument("--no-install-project", action="store_true", help="do not install the project itself")
+    g.add_argument("--no-install-package", metavar="NAME", type=_given, action="append", default=[],
+                   help="do not install this package, though the selection has it (repeatable; its dependencies "
+                        "are installed)")
     g.add_argument("--link-mode", choices=["hardlink", "reflink", "copy"], default=None,
                    help="how files get from the cache into .venv (default: hardlink, else reflink, else copy)")
     g.add_argument("--compile", action="store_true", help="byte-compile installed Python files")

@@ -140,7 +140,8 @@ def _fast_venv(ctx: Any, args: argparse.Namespace, *, exact: bool = False,
                                    groups=args.group, only_groups=args.only_group,
                                    no_install_project=args.no_install_project,
                                    packages=getattr(args, "package", []) or [],
-                                   all_packages=bool(getattr(args, "all_packages", False)))
+                                   all_packages=bool(getattr(args, "all_packages", False)),
+                                   no_install_packages=getattr(args, "no_install_package", []) or [])
     except PypmError:
         return None
     want = expected_state(root, sel, python_flag=args.python, frozen=args.frozen)

@@ -168,7 +168,8 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any],
 
     given = [flag for attr, flag in (("extra", "--extra"), ("all_extras", "--all-extras"), ("no_dev", "--no-dev"),
                                      ("group", "--group"), ("only_group", "--only-group"), ("locked", "--locked"),
-                                     ("no_install_project", "--no-install-project"))
+                                     ("no_install_project", "--no-install-project"),
+                                     ("no_install_package", "--no-install-package"))
              if getattr(args, attr, None)]
     if given:
         raise UsageError(f"{', '.join(given)}: {argv[0]} names its own dependencies (PEP 723); "

@@ -26,11 +26,22 @@ class Selection:
     # the root; `--all-packages` from the root and every member.
     packages: frozenset[str] = frozenset()
     all_packages: bool = False
+    # `--no-install-package NAME` (as uv's): left out of the install, though the selection reaches
+    # it; its own dependencies are not (sync._sync_planned applies it; export does not).
+    no_install: frozenset[str] = frozenset()
 
     @classmethod
     def from_flags(cls, *, extras: Sequence[str] = (), all_extras: bool = False, no_dev: bool = False,
                    groups: Sequence[str] = (), only_groups: Sequence[str] = (), no_install_project: bool = False,
-                   packages: Sequence[str] = (), all_packages: bool = False) -> "Selection":
+                   packages: Sequence[str] = (), all_packages: bool = False,
+                   no_install_packages: Sequence[str] = ()) -> "Selection":
+        if no_install_packages:
+            from dataclasses import replace
+
+            base = cls.from_flags(extras=extras, all_extras=all_extras, no_dev=no_dev, groups=groups,
+                                  only_groups=only_groups, no_install_project=no_install_project,
+                                  packages=packages, all_packages=all_packages)
+            return replace(base, no_install=frozenset(canonical_name(x) for x in no_install_packages))
         if packages or all_packages:
             from dataclasses import replace
 

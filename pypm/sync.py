@@ -64,7 +64,8 @@ class SyncOptions:
                                    no_dev=bool(g("no_dev", False)), groups=g("group", []) or [],
                                    only_groups=g("only_group", []) or [],
                                    no_install_project=bool(g("no_install_project", False)),
-                                   packages=g("package", []) or [], all_packages=bool(g("all_packages", False)))
+                                   packages=g("package", []) or [], all_packages=bool(g("all_packages", False)),
+                                   no_install_packages=g("no_install_package", []) or [])
         return cls(selection=sel, extras=tuple(g("extra", []) or ()),
                    groups=tuple(g("group", []) or ()) + tuple(g("only_group", []) or ()),
                    locked=bool(g("locked", False)), frozen=bool(g("frozen", False)),
@@ -292,6 +293,20 @@ def _sync_locked(ctx: Any, project: Any, opts: SyncOptions, venv: Path) -> Path:
             fetcher.close()
 
 
+def _without(lock: Any, project: Any, packages: list[Any], names: frozenset[str]) -> list[Any]:
+    """`packages` less those `--no-install-package` names (as uv's: the named ones only, not their
+    dependencies). A name pypm.lock does not hold at all is refused: a typo would otherwise
+    install what it was meant to leave out."""
+    known = {p.key[0] for p in lock.packages} | {project.normalized_name}  # (key: the canonical name)
+    unknown = sorted(names - known)
+    if unknown:
+        from .errors import UsageError
+
+        raise UsageError(f"--no-install-package {', '.join(unknown)}: not in pypm.lock",
+                         hint="name a package the lock holds (`pypm tree` lists them)")
+    return [p for p in packages if p.key[0] not in names]
+
+
 def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher: Any, t0: float) -> Path:
     import time
 
@@ -317,6 +332,8 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
     interp_desc = interp.describe()
 
     packages = select_packages(lock, opts.selection, env=dict(interp.markers))
+    if opts.selection.no_install:
+        packages = _without(lock, project, packages, opts.selection.no_install)
     local_dirs = _local_directories(packages, project.root)
     wanted: list[Wanted] = []
     for p in packages:
@@ -335,7 +352,8 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
         kind, f = choose_file(p, interp.tags, interp_desc)
         wanted.append(Wanted(p.key[0], p.version, kind, f, f.sha256, p))
     root_pkg = lock.root()
-    install_project = opts.selection.include_project and not project.is_virtual and root_pkg is not None
+    install_project = (opts.selection.include_project and not project.is_virtual and root_pkg is not None
+                       and project.normalized_name not in opts.selection.no_install)
     if install_project:
         assert root_pkg is not None  # install_project is False without one
         wanted.append(Wanted(project.normalized_name, root_pkg.version, "editable", None,

@@ -33,6 +33,8 @@ def _selection_json(sel: Selection) -> dict[str, Any]:
                            "include-project": sel.include_project}
     if sel.packages or sel.all_packages:  # (only then: the default selection's record is unchanged)
         out.update({"packages": sorted(sel.packages), "all-packages": sel.all_packages})
+    if sel.no_install:  # likewise
+        out["no-install"] = sorted(sel.no_install)
     return out
 
 

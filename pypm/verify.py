@@ -449,7 +449,8 @@ def _missing_packages(ctx: Any, project: Any, lock: Lock, check: _VenvCheck, dis
         selection = Selection(main=bool(sel.get("main", True)), extras=frozenset(sel.get("extras", ())),
                               groups=frozenset(sel.get("groups", ())),
                               include_project=bool(sel.get("include-project", True)),
-                              packages=frozenset(sel.get("packages", ())), all_packages=bool(sel.get("all-packages")))
+                              packages=frozenset(sel.get("packages", ())), all_packages=bool(sel.get("all-packages")),
+                              no_install=frozenset(sel.get("no-install", ())))
         wanted = select_packages(lock, selection, env=dict(query_interpreter(exe).markers))
     except (PypmError, TypeError) as e:
         ctx.info(f"note: cannot tell which packages .venv should hold ({e}); whole missing packages not reported")
@@ -457,6 +458,7 @@ def _missing_packages(ctx: Any, project: Any, lock: Lock, check: _VenvCheck, dis
     root = lock.root()
     if root is not None and selection.include_project and not project.is_virtual:
         wanted = [*wanted, root]
+    wanted = [p for p in wanted if canonical_name(p.name) not in selection.no_install]  # (--no-install-package)
     for p in wanted:
         if canonical_name(p.name) not in dists and not p.virtual_member:  # (a virtual member is never installed)
             check.note("missing", f"{canonical_name(p.name)} {p.version}",

@@ -270,3 +270,40 @@ def test_sync_check_fails_unless_the_venv_is_in_sync_and_changes_nothing(pypm, p
     assert (root / "pypm.lock").read_bytes() == lock_before
     assert pypm("sync", "--check", "--frozen", cwd=root).returncode == 0
     assert set(installed(venv)) == {"alpha", "beta", "devtool"}
+
+
+def test_no_install_package_leaves_the_named_packages_out_and_keeps_their_dependencies(pypm, project) -> None:
+    """`sync --no-install-package NAME` (as uv's, for a container's dependency layer): the named
+    packages are not installed, though the selection has them; their dependencies are. The venv's
+    state remembers it, so the same sync again is a no-op, `sync --check` agrees and `verify` does not
+    call them missing; a plain sync installs them; a name the lock lacks is refused."""
+    root, server = project
+    venv = root / ".venv"
+    r = pypm("sync", "--locked", "--no-install-package", "Alpha", "--no-install-package", "devtool", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert_venv_exact(venv, {"beta": "2.0"})  # alpha's dependency stays
+    r = pypm("sync", "--locked", "--no-install-package", "alpha", "--no-install-package", "devtool", cwd=root)
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+    r = pypm("sync", "--check", "--no-install-package", "alpha", "--no-install-package", "devtool", cwd=root)
+    assert r.returncode == 0, r.stderr
+    r = pypm("verify", cwd=root)
+    assert r.returncode == 0 and "missing" not in r.stdout + r.stderr, r.stdout + r.stderr
+    r = pypm("sync", "--check", cwd=root)  # the default selection wants them
+    assert r.returncode == 1, r.stderr
+    pypm("sync", "--locked", cwd=root, check=True)
+    assert_venv_exact(venv, {**BASE, **DEV})
+    # an exact sync that leaves one out removes it
+    pypm("sync", "--locked", "--no-install-package", "alpha", cwd=root, check=True)
+    assert_venv_exact(venv, {"beta": "2.0", **DEV})
+    # a name the lock does not hold: said, nothing changed
+    r = pypm("sync", "--locked", "--no-install-package", "alhpa", cwd=root)
+    assert r.returncode == 2 and "--no-install-package alhpa: not in pypm.lock" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert_venv_exact(venv, {"beta": "2.0", **DEV})
+    # run takes it too (its sync leaves alpha out); a plain run syncs the default selection, as uv's
+    r = pypm("run", "--no-install-package", "alpha", "--", "python", "-c", "import beta, devtool", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert installed(venv) == {"beta": "2.0", **DEV}
+    r = pypm("run", "--", "python", "-c", "import alpha", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert installed(venv) == {**BASE, **DEV}

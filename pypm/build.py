@@ -256,6 +256,20 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
 PARALLEL_BUILDS = max(1, min(2, os.cpu_count() or 1))
 
 
+def wait_result(fut: Any) -> Any:
+    """`fut.result()` for a build (or an unpack) the main thread waits on, waited for in slices of
+    0.2 s. Why: a signal sent to pypm (SIGTERM from a CI runner, SIGINT to pypm alone) may be
+    taken by any of its threads, and Python runs its handler, which raises Terminated or
+    KeyboardInterrupt, only in the main thread, when that next runs bytecode. Blocked in a wait
+    without a timeout, the main thread would only notice when the build ended (minutes): seen
+    once in CI, a SIGTERM'd sync that waited out its backends' 120 s."""
+    from concurrent.futures import wait
+
+    while not fut.done():
+        wait([fut], timeout=0.2)
+    return fut.result()
+
+
 class RunningBuilds:
     """The threads inside a build now (by native id), so that a command that failed or was
     interrupted can stop those builds at once (`interrupt`), rather than wait for backends that

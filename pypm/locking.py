@@ -885,7 +885,7 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
     guard = threading.Lock()
     pool: list[ThreadPoolExecutor] = []
     closed = [False]
-    from .build import RunningBuilds
+    from .build import RunningBuilds, wait_result
 
     running = RunningBuilds()
 
@@ -896,7 +896,7 @@ def _metadata_builder(ctx: Any, project: Project, client: Any, requires_python: 
             if fut is None:
                 fut = builds[f.url] = Future()
         if not mine:
-            return fut.result()  # (the other build's metadata, or its error)
+            return wait_result(fut)  # (the other build's metadata, or its error; in slices: see there)
         try:
             meta = _build_one(f)
         except BaseException as e:

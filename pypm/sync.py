@@ -580,7 +580,7 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from .build import PARALLEL_BUILDS, RunningBuilds, build_key, build_wheel, cached_build, remember_build
+    from .build import PARALLEL_BUILDS, RunningBuilds, build_key, build_wheel, cached_build, remember_build, wait_result
     from .cache import Cache
     from .extractor import Workers, worker_count
     from .plugins import wheel_fetchers
@@ -757,10 +757,10 @@ def _apply(ctx: Any, project: Any, lock: Any, plan: Any, venv: Path, interp: Any
                     to_unpack.append(w)
             for w in to_unpack:  # the ones not downloaded now: their store entries exist
                 start_unpack(w.file.sha256, got.get(w.file.sha256))
-            for w in to_unpack:
-                unpacked[w.name] = (unpacks[w.file.sha256].result(), w.file.filename)
+            for w in to_unpack:  # (in slices: a signal another thread took is then acted on at once)
+                unpacked[w.name] = (wait_result(unpacks[w.file.sha256]), w.file.filename)
             for name, built_fut in builds.items():
-                unpacked[name] = built_fut.result()
+                unpacked[name] = wait_result(built_fut)
             ok = True
         finally:
             # On failure, builds and unpacks not yet started are dropped; running ones are waited

@@ -59,12 +59,14 @@ def test_flags_readable_agrees_with_env_flag(monkeypatch, value: str) -> None:
 
 
 def test_flags_names_every_on_off_variable_pypm_reads() -> None:
-    """fastpath.FLAGS is what the entry point and the CLI check up front: a new env_flag("...")
-    somewhere in pypm must be listed there, or a bad value of it would pass the fast paths."""
+    """fastpath.FLAGS is what the entry point and the CLI check up front: a new env_flag("...") or
+    flag_value("...") somewhere in pypm must be listed there, or a bad value of it would pass the
+    fast paths."""
     import re
 
     src = Path(fastpath.__file__).parent
-    named = {m for p in src.rglob("*.py") for m in re.findall(r'env_flag\(\s*"([A-Z0-9_]+)"', p.read_text())}
+    named = {m for p in src.rglob("*.py")
+             for m in re.findall(r'(?:env_flag|flag_value)\(\s*"([A-Z0-9_]+)"', p.read_text())}
     assert named and named == set(fastpath.FLAGS), named
 
 

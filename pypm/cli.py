@@ -182,7 +182,7 @@ def _env_file_flags(p: argparse.ArgumentParser) -> None:
                    help="read no dotenv file: neither --env-file nor PYPM_ENV_FILE (also PYPM_NO_ENV_FILE=1)")
 
 
-def _sandbox_flags(p: argparse.ArgumentParser) -> None:
+def _sandbox_flags(p: argparse.ArgumentParser, *, print_plan: bool = True) -> None:
     g = p.add_argument_group("sandbox")
     g.add_argument("--no-sandbox", action="store_true", help="run directly on the host, without the sandbox")
     g.add_argument("--network", choices=["none", "host"], default=None,
@@ -202,7 +202,8 @@ def _sandbox_flags(p: argparse.ArgumentParser) -> None:
                    help="the project directory is writable inside the sandbox (default)")
     w.add_argument("--read-only-project", dest="writable_project", action="store_false",
                    help="the project directory is read-only inside the sandbox")
-    g.add_argument("--print-sandbox", action="store_true", help="print the sandbox plan and exit")
+    if print_plan:
+        g.add_argument("--print-sandbox", action="store_true", help="print the sandbox plan and exit")
 
 
 # --------------------------------------------------------------------------- handlers
@@ -472,6 +473,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-publishing", choices=["auto", "always", "never"], default=None,
                    help="exchange the CI's OIDC identity (GitHub Actions) for an upload token: auto (the default, "
                         "else PYPM_TRUSTED_PUBLISHING): when no credentials are given and the job can ask for one")
+
+    p = add("tool", _lazy("toolinstall", "tool_command"),
+            "install command-line tools from the index on PATH, each in an environment of its own, run sandboxed (as uv tool)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        a = actions.add_parser(name, help=help, description=help, epilog=EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        a.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        a.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return a
+
+    a = action("install", "install a tool: its environment, and its commands in the bin directory, run sandboxed")
+    a.add_argument("requirement", metavar="REQUIREMENT", help="the tool's package, as a requirement (`ruff`, `black>=24`)")
+    a.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
+                   help="also install this package in the tool's environment (repeatable)")
+    a.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
+    a.add_argument("--force", action="store_true", help="replace files in the bin directory that pypm did not put there")
+    _index_flags(a, strategy=True)
+    _sandbox_flags(a, print_plan=False)  # (written into the commands, which run `pypm x` with them)
+    a = action("upgrade", "lock installed tools again to their newest releases, and sync them")
+    a.add_argument("names", nargs="*", metavar="NAME", help="the tools to upgrade")
+    a.add_argument("--all", action="store_true", help="every installed tool")
+    a.add_argument("--offline", action="store_true", default=_offline_default(),
+                   help="use only what is cached; never touch the network")
+    a = action("uninstall", "remove installed tools: their commands and their environments")
+    a.add_argument("names", nargs="+", metavar="NAME", help="the tools to remove")
+    a = action("list", "list the installed tools, their versions and commands")
+    a.add_argument("--show-paths", action="store_true", help="show where each tool and command is")
+    a = action("dir", "print the directory of the tools' environments")
+    a.add_argument("--bin", action="store_true", help="print the directory of their commands instead")
 
     p = add("cache", _lazy("cache", "cache_command"), "inspect and clean the wheel cache")
     p.add_argument("action", choices=["dir", "clean", "prune"],

@@ -19,7 +19,8 @@ TYPE_CHECKING = False  # (not `from typing import`: typing costs ~2-5 ms on a sc
 if TYPE_CHECKING:  # pathlib only where a Path is made: a script's run reads cache_dir_str (~4 ms)
     from pathlib import Path
 
-__all__ = ["default_index_url", "pip_config_index_url", "pip_config_extra_index_urls", "cache_dir", "cache_dir_str", "env_flag"]
+__all__ = ["default_index_url", "pip_config_index_url", "pip_config_extra_index_urls", "cache_dir", "cache_dir_str", "env_flag",
+           "tools_home_str", "tool_bin_dir_str"]
 
 
 def env_flag(name: str, default: bool = False) -> bool:
@@ -127,3 +128,24 @@ def cache_dir_str() -> str:
     from sandbox.cachedir import default_cache_dir
 
     return default_cache_dir()
+
+
+def tools_home_str() -> str:
+    """Where `pypm tool install` keeps the tools' environments (pypm.toolinstall): PYPM_TOOL_DIR,
+    else `$XDG_DATA_HOME/pypm/tools`, else `~/.local/share/pypm/tools` (as uv's, by hand: the fast
+    path of `pypm x` asks, and platformdirs costs it ~3 ms). Not in the cache: `pypm cache clean`
+    must not remove what the user installed."""
+    given = os.environ.get("PYPM_TOOL_DIR")
+    if given:
+        return os.path.abspath(os.path.expanduser(given))
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(os.path.abspath(data), "pypm", "tools")
+
+
+def tool_bin_dir_str() -> str:
+    """Where `pypm tool install` puts the tools' commands: PYPM_TOOL_BIN_DIR, else XDG_BIN_HOME,
+    else `~/.local/bin` (as uv's)."""
+    given = os.environ.get("PYPM_TOOL_BIN_DIR") or os.environ.get("XDG_BIN_HOME")
+    if given:
+        return os.path.abspath(os.path.expanduser(given))
+    return os.path.join(os.path.expanduser("~"), ".local", "bin")

@@ -221,9 +221,10 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
         else:  # the environment gets the newest on PATH; this one's minor is the floor, as a project's
             major, minor = sys.version_info[:2]
         requires_python = f">={major}.{minor}"
-    made = {"script": "run", "with": "run --with"}.get(kind, "x")
-    lines = [f"# made by `pypm {made}`; the cache's, not yours: `pypm cache clean` "
-             "removes it", "[project]", f'name = "pypm-{kind}-{key[:12]}"', 'version = "0"',
+    made = {"script": "run", "with": "run --with", "tool": "tool install"}.get(kind, "x")
+    whose = ("`pypm tool uninstall` removes it" if kind == "tool"
+             else "the cache's, not yours: `pypm cache clean` removes it")
+    lines = [f"# made by `pypm {made}`; {whose}", "[project]", f'name = "pypm-{kind}-{key[:12]}"', 'version = "0"',
              f"requires-python = {dumps(requires_python, indent=False)}", f"dependencies = {dumps(requirements, indent=False)}"]
     if tool:
         lines.append("\n[tool.pypm]")
@@ -250,6 +251,52 @@ def _pyproject_text(root: str) -> str | None:
         return None
 
 
+def _bare_name(requirements: list[str]) -> str | None:
+    """The canonical name when the requirements are one package by its bare name (`ruff`,
+    `--from ruff`: no version, no --with), the form for which an installed tool's environment is
+    taken (as uvx takes one); else None. By hand: the fast path imports no packaging."""
+    if len(requirements) != 1 or _simple_tool(requirements[0]) != (requirements[0], ""):
+        return None
+    out: list[str] = []
+    for ch in requirements[0].lower():
+        c = "-" if ch in "._-" else ch
+        if not (c == "-" and out and out[-1] == "-"):
+            out.append(c)
+    return "".join(out)
+
+
+def _installed_receipt(name: str) -> tuple[str, dict[str, Any]] | None:
+    """(its environment's project directory, its receipt) when `pypm tool install` installed the
+    tool `name` (pypm.toolinstall), else None."""
+    from .config import tools_home_str
+    from .fastpath import json_loads
+
+    root = os.path.join(tools_home_str(), name)
+    try:
+        with open(os.path.join(root, "pypm-tool.json"), encoding="utf-8") as f:
+            receipt = json_loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(receipt, dict) or receipt.get("name") != name:
+        return None
+    return root, receipt
+
+
+def _receipt_args(receipt: dict[str, Any], offline: bool) -> Any:
+    """An installed tool's environment's options, as its install gave them (its python, index)."""
+    return SimpleNamespace(python=receipt.get("python"), index_url=receipt.get("index-url"),
+                           extra_index_url=list(receipt.get("extra-index-url") or []),
+                           find_links=list(receipt.get("find-links") or []),
+                           index_strategy=receipt.get("index-strategy"), upgrade=False, offline=offline)
+
+
+def _uses_defaults(args: Any) -> bool:
+    """No flag of x's that names another environment than an installed tool's."""
+    return not (getattr(args, "python", None) or getattr(args, "index_url", None) or getattr(args, "extra_index_url", None)
+                or getattr(args, "find_links", None) or getattr(args, "index_strategy", None)
+                or getattr(args, "upgrade", False))
+
+
 def x_command(ctx: Any, args: Any) -> int:
     """`pypm x [--from SPEC] [--with REQ]... CMD ARGS...`: the command's exit status."""
     argv = list(args.cmd or [])
@@ -261,7 +308,15 @@ def x_command(ctx: Any, args: Any) -> int:
 
     env_file_vars(ctx, args)  # (a bad --env-file fails before the tool's environment is made)
     requirements, command = _requirements(args, argv)
-    venv = ready_environment(ctx, tool_dir(requirements, args), args, sandboxed=not args.no_sandbox)
+    name = _bare_name(requirements)
+    installed = _installed_receipt(name) if name is not None and _uses_defaults(args) else None
+    if installed is not None:  # `pypm tool install`'s environment, as uvx takes an installed tool's
+        from pathlib import Path
+
+        venv = ready_environment(ctx, Path(installed[0]), _receipt_args(installed[1], bool(args.offline)),
+                                 sandboxed=not args.no_sandbox)
+    else:
+        venv = ready_environment(ctx, tool_dir(requirements, args), args, sandboxed=not args.no_sandbox)
     exe = venv / "bin" / command
     if not os.path.isfile(exe):
         bins = sorted(p.name for p in (venv / "bin").iterdir()
@@ -307,8 +362,13 @@ def fast_x(argv: Sequence[str]) -> int | None:
     args: Any = _FastArgs(False, values)
     # x's other flags at argparse's defaults (index options absent: the environment's own lock names its index)
     args.no_sandbox, args.python, args.index_url, args.extra_index_url, args.find_links = no_sandbox, None, None, [], []
+    bare = _bare_name(requirements)
     try:
-        venv = found_environment(requirements, args)
+        installed = _installed_receipt(bare) if bare is not None else None
+        if installed is not None:  # an installed tool's environment (x_command's choice), when current
+            venv = current_venv(installed[0], _receipt_args(installed[1], False).python)
+        else:
+            venv = found_environment(requirements, args)
         exe = os.path.join(venv, "bin", name) if venv is not None else ""
         if venv is None or not os.path.isfile(exe):
             return None  # made or synced first, or the command is not the tool's: the CLI says which
@@ -318,8 +378,13 @@ def fast_x(argv: Sequence[str]) -> int | None:
         launchable = None if no_sandbox else _split(argv)  # this run's flags as pypm.launch will see them next time
         if launchable is not None:
             own = (tool_plan_path(cwd, tool_key(launchable[0], cmd[0])), exe, 1)
+        # (the plan also vouches for the tool's install receipt, there or not: an install or an
+        # uninstall changes which environment the same words run)
+        from .config import tools_home_str
+
+        vouch = [os.path.join(tools_home_str(), bare, "pypm-tool.json")] if bare is not None else []
         return run_here(EntryContext(cwd, "-q" in flags), args, venv, [exe, *cmd[1:]], "pypm x", name,
-                        launch_flags=launchable[0] if launchable else None, own=own)
+                        launch_flags=launchable[0] if launchable else None, own=own, vouch=vouch)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure
 
@@ -396,13 +461,13 @@ def _touch(root: str) -> None:
 
 def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, name: str,
              ro_binds: tuple[str, ...] = (), *, launch_flags: Sequence[str] | None = None,
-             own: tuple[str, str, int] | None = None) -> int:
+             own: tuple[str, str, int] | None = None, vouch: Sequence[str] = ()) -> int:
     """Run `argv` with `venv` activated, in the sandbox with the current directory standing in for
     the project (or on the host with --no-sandbox). `ro_binds`: more directories to show, read-only.
     `launch_flags` and `own` (the plan's path, the file that decided the command: the script or
     the tool's command, how many of argv's first words the plan holds): a run from the entry point
     (a script's, `pypm x`'s) whose policy is recorded for pypm.launch to replay (launch.record),
-    also vouching for the environment's pyproject.toml and pypm.lock."""
+    also vouching for the environment's pyproject.toml and pypm.lock, and for the files in `vouch`."""
     from .run import _run_sandboxed, env_file_vars, spawn_and_wait, venv_environment
 
     env = venv_environment(venv)
@@ -421,8 +486,11 @@ def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, n
     # or holds it or the cache, the command would get what the sandbox exists to keep from it:
     # the user's keys and tokens, and the other environments in the cache, into which it could
     # write code that a later run (perhaps with --no-sandbox) would execute.
+    from .config import tools_home_str
+
     home = os.path.realpath(os.path.expanduser("~"))
-    for what, inner in (("your home directory", home), ("pypm's cache", os.path.realpath(cache_dir_str()))):
+    for what, inner in (("your home directory", home), ("pypm's cache", os.path.realpath(cache_dir_str())),
+                        ("the tools pypm installed", os.path.realpath(tools_home_str()))):
         if inner == cwd or inner.startswith(cwd.rstrip("/") + "/"):
             raise SandboxError(f"{who} binds the current directory into the sandbox, and {cwd} "
                                f"{'is' if inner == cwd else 'holds'} {what} ({inner})",
@@ -436,7 +504,7 @@ def run_here(ctx: Any, args: Any, venv: Path | str, argv: list[str], who: str, n
     args.command = "run"
     if launch_flags is not None and own is not None:
         env_root = os.path.dirname(venv)
-        decided = [own[1], os.path.join(env_root, "pyproject.toml"), os.path.join(env_root, "pypm.lock")]
+        decided = [own[1], os.path.join(env_root, "pyproject.toml"), os.path.join(env_root, "pypm.lock"), *vouch]
         return int(_run_sandboxed()(ctx, None, venv, argv, env, args, known=known, launch_flags=launch_flags,
                                     own=(own[0], decided, argv[:own[2]])))
     return int(_run_sandboxed()(ctx, None, venv, argv, env, args, known=known))

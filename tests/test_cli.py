@@ -147,7 +147,8 @@ def test_docs_cli_documents_every_command_option_and_exit_code() -> None:
             continue
         section = sections[name]
         section += "".join(sections.get(other, "") for other in re.findall(r"\(#pypm-([a-z-]+)\)", section))
-        for action in sp._actions:
+        nested = [a for a in sp._actions if isinstance(a, argparse._SubParsersAction)]  # `pypm tool install`, ...
+        for action in [*sp._actions, *(x for n in nested for c in n.choices.values() for x in c._actions)]:
             if action.help == argparse.SUPPRESS:  # -v/-q accepted after the command too: global options
                 continue
             for opt in action.option_strings:

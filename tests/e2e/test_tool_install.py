@@ -1,0 +1,171 @@
+"""`pypm tool install|upgrade|uninstall|list|dir` (as uv's `uv tool`): a tool from a real index on
+127.0.0.1 kept in an environment of its own, its commands in the bin directory, run in the real
+sandbox (checked from the host: what the command could read, write and reach)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_x import PROBE
+
+
+@pytest.fixture
+def world(dists, index_server, tmp_path, pypm):
+    def probe(version: str) -> Path:
+        return dists.wheel("probe-tool", version, modules={"probe_tool/__init__.py": PROBE.format(version=version)},
+                           entry_points={"console_scripts": {"probe": "probe_tool:main"}})
+
+    probe("1.0")
+    dists.wheel("helper", "1.0")
+    server = index_server()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pyproject.toml").write_text('[project]\nname = "mine"\nversion = "1"\n')
+    secret = pypm.home / "secret.txt"
+    secret.write_text("s3cr3t")
+    bin_dir = pypm.home / ".local" / "bin"
+    tools = pypm.home / ".local" / "share" / "pypm" / "tools"
+    return server, work, secret, probe, bin_dir, tools
+
+
+def command(pypm, path: Path, work: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """Run an installed command as a shell would: by its path, with pypm's environment."""
+    r = subprocess.run([str(path), *args], cwd=work, env=pypm.env, capture_output=True, text=True, timeout=120)
+    return r, dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
+def test_install_run_upgrade_and_uninstall_a_sandboxed_tool(pypm, world):
+    server, work, secret, probe, bin_dir, tools = world
+    r = pypm("tool", "install", "--index-url", server.url, "probe-tool", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert f"Installed probe-tool 1.0: probe in {bin_dir}" in r.stderr
+    assert f"warning: {bin_dir} is not on PATH" in r.stderr
+    shim = bin_dir / "probe"
+    assert os.access(shim, os.X_OK) and not shim.is_symlink()
+    assert (tools / "probe-tool" / "pypm-tool.json").is_file()
+    assert not (pypm.cache_dir / "tools").exists() or not any((pypm.cache_dir / "tools").iterdir())
+    # the command runs sandboxed in the directory it is run from, without asking the index
+    server.clear_requests()
+    r, out = command(pypm, shim, work, str(secret), str(server.port))
+    assert r.returncode == 0, r.stderr
+    assert out["version"] == "1.0" and out["cwd"] == str(work.resolve())
+    assert out["secret"] == "hidden" and out["net"] == "blocked" and out["pyproject"] == "read-only"
+    assert (work / "out.txt").read_text() == "written by the tool"
+    assert server.requests == []
+    # `pypm x` by the bare name takes the installed environment (as uvx): nothing made in the cache
+    r = pypm("x", "probe-tool", str(secret), str(server.port), cwd=work)  # (no command of that name)
+    assert r.returncode == 2 and "probe-tool is not a command of probe-tool" in r.stderr, r.stderr
+    r = pypm("x", "--from", "probe-tool", "probe", str(secret), str(server.port), cwd=work)
+    assert r.returncode == 0 and "version 1.0" in r.stdout, r.stderr
+    assert not (pypm.cache_dir / "tools").exists() or not any((pypm.cache_dir / "tools").iterdir())
+    r = pypm("tool", "list", cwd=work)
+    assert r.returncode == 0 and r.stdout == "probe-tool v1.0\n- probe\n", r.stdout
+    r = pypm("tool", "list", "--show-paths", cwd=work)
+    assert f"probe-tool v1.0 ({tools / 'probe-tool'})\n- probe ({shim})\n" == r.stdout
+    assert pypm("tool", "dir", cwd=work).stdout == f"{tools}\n"
+    assert pypm("tool", "dir", "--bin", cwd=work).stdout == f"{bin_dir}\n"
+    # installing it again changes nothing
+    r = pypm("tool", "install", "--index-url", server.url, "probe-tool", cwd=work)
+    assert r.returncode == 0 and "Reinstalled probe-tool 1.0" in r.stderr, r.stderr
+    # upgrade: the newest release, the same command
+    server.add(probe("2.0"))
+    r = pypm("tool", "upgrade", "probe-tool", cwd=work)
+    assert r.returncode == 0 and "Upgraded probe-tool 1.0 -> 2.0" in r.stderr, r.stderr
+    r, out = command(pypm, shim, work, str(secret), str(server.port))
+    assert r.returncode == 0 and out["version"] == "2.0", r.stderr
+    r = pypm("tool", "upgrade", "--all", cwd=work)
+    assert r.returncode == 0 and "probe-tool 2.0 is the newest" in r.stderr, r.stderr
+    # uninstall: the command and the environment are gone
+    r = pypm("tool", "uninstall", "Probe_Tool", cwd=work)
+    assert r.returncode == 0 and "Uninstalled probe-tool (probe)" in r.stderr, r.stderr
+    assert not os.path.lexists(shim) and not (tools / "probe-tool").exists()
+    assert pypm("tool", "list", cwd=work).stderr.strip() == "No tools installed"
+    r = pypm("tool", "uninstall", "probe-tool", cwd=work)
+    assert r.returncode == 2 and "probe-tool is not installed" in r.stderr, r.stderr
+
+
+def test_install_flags_shape_the_commands(pypm, world):
+    server, work, secret, _, bin_dir, tools = world
+    shim = bin_dir / "probe"
+    # the sandbox flags are the command's: here the host's network, and --with's package
+    r = pypm("tool", "install", "--index-url", server.url, "--network", "host", "--with", "helper", "probe-tool==1.0",
+             cwd=work)
+    assert r.returncode == 0, r.stderr
+    r, out = command(pypm, shim, work, str(secret), str(server.port))
+    assert r.returncode == 0 and out["net"] == "reached" and out["helper"] == "importable", r.stderr
+    assert out["secret"] == "hidden"
+    # --no-sandbox: a link to the environment's own script, which runs on the host
+    r = pypm("tool", "install", "--index-url", server.url, "--no-sandbox", "probe-tool", cwd=work)
+    assert r.returncode == 0 and "(unsandboxed: --no-sandbox)" in r.stderr, r.stderr
+    assert shim.is_symlink() and os.path.realpath(shim).startswith(str(tools / "probe-tool" / ".venv" / "bin"))
+    r, out = command(pypm, shim, work, str(secret), str(server.port))
+    assert r.returncode == 0 and out["secret"] == "s3cr3t" and out["helper"] == "missing", r.stderr
+    assert "[unsandboxed]" in pypm("tool", "list", cwd=work).stdout
+    r = pypm("tool", "install", "--no-sandbox", "--network", "host", "probe-tool", cwd=work)
+    assert r.returncode == 2 and "--network with --no-sandbox" in r.stderr, r.stderr
+    # a flag another action takes is refused, not ignored
+    r = pypm("tool", "list", "--with", "helper", cwd=work)
+    assert r.returncode == 2 and "unrecognized arguments: --with helper" in r.stderr, r.stderr
+
+
+def test_a_file_pypm_did_not_put_there_is_kept_and_a_failed_install_leaves_nothing(pypm, world):
+    server, work, secret, _, bin_dir, tools = world
+    bin_dir.mkdir(parents=True)
+    mine = bin_dir / "probe"
+    mine.write_text("#!/bin/sh\necho mine\n")
+    r = pypm("tool", "install", "--index-url", server.url, "probe-tool", cwd=work)
+    assert r.returncode == 2 and f"{mine} already exists, and pypm did not put it there" in r.stderr, r.stderr
+    assert "--force" in r.stderr and "Traceback" not in r.stderr
+    assert mine.read_text() == "#!/bin/sh\necho mine\n" and not (tools / "probe-tool").exists()
+    r = pypm("tool", "install", "--index-url", server.url, "--force", "probe-tool", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "# pypm tool: probe-tool" in mine.read_text()
+    # a package without commands, and one the index lacks: said, nothing left behind
+    r = pypm("tool", "install", "--index-url", server.url, "helper", cwd=work)
+    assert r.returncode == 2 and "helper 1.0 provides no commands" in r.stderr, r.stderr
+    assert not (tools / "helper").exists()
+    r = pypm("tool", "install", "--index-url", server.url, "nosuchtool", cwd=work)
+    assert r.returncode != 0 and "nosuchtool" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tools / "nosuchtool").exists()
+    # the installed tool's environment is out of a sandboxed command's reach, even from above it
+    r = pypm("x", "--from", "probe-tool", "probe", str(secret), str(server.port), cwd=pypm.home / ".local")
+    assert r.returncode != 0 and "the tools pypm installed" in r.stderr, r.stderr
+
+
+def test_an_install_takes_over_a_replayed_pypm_x_of_the_same_words(pypm, world):
+    """A sandboxed `pypm x --from probe-tool probe` is recorded and replayed by the launcher; after
+    `pypm tool install` the same words run the installed environment (its receipt is among the
+    files the plan checks), and after uninstall the cache's again."""
+    server, work, secret, probe, bin_dir, tools = world
+
+    def x() -> str:
+        r = pypm("x", "--from", "probe-tool", "probe", str(secret), str(server.port), cwd=work,
+                 env={"PYPM_INDEX_URL": server.url})
+        assert r.returncode == 0, r.stderr
+        return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)["version"]
+
+    for _ in range(3):  # made, then recorded (a run right after the sync may find its files too fresh)
+        assert x() == "1.0"
+        time.sleep(0.15)
+    server.add(probe("2.0"))
+    r = pypm("tool", "install", "--index-url", server.url, "probe-tool", cwd=work)
+    assert r.returncode == 0 and "Installed probe-tool 2.0" in r.stderr, r.stderr
+    assert x() == "2.0"
+    pypm("tool", "uninstall", "probe-tool", cwd=work, check=True)
+    assert x() == "1.0"
+
+
+def test_a_command_the_wheel_puts_in_bin_is_a_command_too(pypm, dists, world):
+    """As ruff's binary: a file in the wheel's `.data/scripts/`, not an entry point, is one of the
+    tool's commands (as uv's), and runs in the sandbox."""
+    server, work, _, _, bin_dir, _ = world
+    server.add(dists.wheel("bintool", "1.0", data={"scripts/bintool": b"#!/bin/sh\necho bintool ran in $PYPM_SANDBOX\n"}))
+    r = pypm("tool", "install", "--index-url", server.url, "bintool", cwd=work)
+    assert r.returncode == 0 and "Installed bintool 1.0: bintool in" in r.stderr, r.stderr
+    r, _ = command(pypm, bin_dir / "bintool", work)
+    assert r.returncode == 0 and r.stdout == "bintool ran in 1\n", r.stderr

@@ -258,11 +258,12 @@ PARALLEL_BUILDS = max(1, min(2, os.cpu_count() or 1))
 
 def wait_result(fut: Any) -> Any:
     """`fut.result()` for a build (or an unpack) the main thread waits on, waited for in slices of
-    0.2 s. Why: a signal sent to pypm (SIGTERM from a CI runner, SIGINT to pypm alone) may be
-    taken by any of its threads, and Python runs its handler, which raises Terminated or
-    KeyboardInterrupt, only in the main thread, when that next runs bytecode. Blocked in a wait
-    without a timeout, the main thread would only notice when the build ended (minutes): seen
-    once in CI, a SIGTERM'd sync that waited out its backends' 120 s."""
+    0.2 s. Why: the kernel may hand a signal sent to pypm (SIGTERM from a CI runner, SIGINT to
+    pypm alone) to any thread that does not block it (a download or unpack thread; the sandboxes'
+    threads leave it alone: sandbox.caller._supervise), and Python runs its handler, which raises
+    Terminated or KeyboardInterrupt, only in the main thread, when that next runs bytecode.
+    Blocked in a wait without a timeout, the main thread would only notice when the build ended
+    (minutes)."""
     from concurrent.futures import wait
 
     while not fut.done():

@@ -249,12 +249,25 @@ def _supervise(pid: int, *, poll: float | None = None, init: bool = False) -> in
     and then to check on `pid` ourselves, for when the caller has other threads that may
     take SIGCHLD (a thread that does not block it consumes it).
     """
+    taken = _SIGNALS
+    if poll is not None:
+        import threading  # (a caller with threads has it imported already)
+
+        if threading.current_thread() is not threading.main_thread():
+            # A thread of a caller that has a main thread of its own (pypm building two sdists at
+            # once) takes only SIGCHLD. A SIGINT or SIGTERM sent to the process is the main
+            # thread's: its handler stops every build (pypm.build.interrupt_children). Taken
+            # here, it reached this one build's command alone, and the main thread, waiting on
+            # another build, never heard of it (seen under load in CI: a SIGTERM'd sync waited
+            # out its other backend's 120 s). They stay blocked in this thread, so the kernel
+            # leaves them pending for a thread that does not block them.
+            taken = {signal.SIGCHLD}
     while True:
         info: signal.struct_siginfo | None
         if poll is None:
-            info = signal.sigwaitinfo(_SIGNALS)
+            info = signal.sigwaitinfo(taken)
         else:
-            info = signal.sigtimedwait(_SIGNALS, poll)
+            info = signal.sigtimedwait(taken, poll)
         if info is None or info.si_signo == signal.SIGCHLD:
             while True:
                 try:

@@ -191,6 +191,44 @@ def test_a_multi_threaded_caller_gets_the_same_sandbox(box) -> None:
     assert r.stdout.split() == ["2", "5"]
 
 
+_NOT_STOLEN = """
+import os, signal, threading, time
+from sandbox.host import caller
+from sandbox.policy import python_policy
+from sandbox.runner import run
+who = caller()
+policy = python_policy(uid=who.uid, gid=who.gid, user=who.user, home=who.home, host_env=dict(os.environ))
+# The main thread blocks SIGTERM for a moment, so that the kernel cannot hand it the signal: only
+# the thread that runs the sandbox could take it.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+codes = []
+t = threading.Thread(target=lambda: codes.append(run(policy, ["/bin/sh", "-c", "sleep 2; exit 7"])))
+t.start()
+time.sleep(0.8)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.5)
+pending = signal.SIGTERM in signal.sigpending()
+t.join(30)
+print(pending, codes)
+"""
+
+
+def test_a_thread_running_a_sandbox_leaves_the_processs_sigterm_to_the_main_thread(box) -> None:
+    """A SIGTERM sent to a caller with threads (pypm building two sdists at once) is the main
+    thread's to take (its handler stops every build), not the one build thread's that happened to
+    wait for signals: taken there, it reached one command alone while the main thread waited on
+    another build (a CI run's SIGTERM'd sync waited 120 s). The command runs to its end here, and
+    the signal is still pending for the main thread."""
+    import subprocess
+
+    from .conftest import as_user
+
+    r = subprocess.run(as_user(box.user, [box.world.python, "-c", _NOT_STOLEN], box.env), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "[7]"], r.stdout
+
+
 def test_concurrent_runs_from_threads_with_captured_output(world) -> None:
     """What a parallel build does: several threads, each running a sandbox whose output it reads."""
     import threading

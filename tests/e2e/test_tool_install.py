@@ -11,26 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_x import PROBE
+from tests.e2e.test_x import tool  # noqa: F401  (the fixture)
 
 
 @pytest.fixture
-def world(dists, index_server, tmp_path, pypm):
-    def probe(version: str) -> Path:
-        return dists.wheel("probe-tool", version, modules={"probe_tool/__init__.py": PROBE.format(version=version)},
-                           entry_points={"console_scripts": {"probe": "probe_tool:main"}})
-
-    probe("1.0")
-    dists.wheel("helper", "1.0")
-    server = index_server()
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "pyproject.toml").write_text('[project]\nname = "mine"\nversion = "1"\n')
-    secret = pypm.home / "secret.txt"
-    secret.write_text("s3cr3t")
-    bin_dir = pypm.home / ".local" / "bin"
-    tools = pypm.home / ".local" / "share" / "pypm" / "tools"
-    return server, work, secret, probe, bin_dir, tools
+def world(tool, pypm):  # noqa: F811  (pytest passes test_x's fixture)
+    """test_x's tool (probe-tool 1.0 with its `probe` command, helper, an index, a work directory,
+    a secret in the home), and where the installs go by default."""
+    server, work, secret, probe = tool
+    return server, work, secret, probe, pypm.home / ".local" / "bin", pypm.home / ".local" / "share" / "pypm" / "tools"
 
 
 def command(pypm, path: Path, work: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:

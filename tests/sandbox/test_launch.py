@@ -38,6 +38,18 @@ def _recorded(pypm, project: Path, *cmd: str, env: dict | None = None) -> None:
     raise AssertionError("no plan was recorded")
 
 
+def _until_replayed(pypm, project: Path, code: str, out: str, flags: tuple[str, ...] = ("--frozen",),
+                    env: dict | None = None) -> None:
+    """Run `python -c code` (printing `out` each time) until the launcher replays it."""
+    for _ in range(3):
+        launched, r = _run(pypm, project, "python", "-c", code, flags=flags, env=env)
+        assert r.returncode == 0 and r.stdout == out, r.stderr
+        if launched:
+            return
+        time.sleep(0.15)
+    raise AssertionError(f"never replayed: {flags} {env}")
+
+
 def test_a_recorded_plan_is_replayed_with_the_same_result(pypm, app) -> None:
     project = app()
     _recorded(pypm, project, "python", "-c", "pass")
@@ -87,13 +99,7 @@ def test_a_plan_with_policy_flags_is_replayed_only_for_the_same_values(pypm, app
     flags = ("--frozen", "--limit", "open-files=64", "--network=host", "--read-only-project")
     code = ("import os, resource, socket; print(resource.getrlimit(resource.RLIMIT_NOFILE)[1],"
             " len(socket.if_nameindex()) > 1, os.access('.', os.W_OK))")
-    for _ in range(3):
-        launched, r = _run(pypm, project, "python", "-c", code, flags=flags)
-        assert r.returncode == 0 and r.stdout == "64 True False\n", r.stderr
-        if launched:
-            break
-        time.sleep(0.15)
-    assert launched, "never replayed"
+    _until_replayed(pypm, project, code, "64 True False\n", flags)
     launched, r = _run(pypm, project, "python", "-c", code, flags=("--frozen", "--limit", "open-files=32",
                                                                     "--network=host", "--read-only-project"))
     assert not launched and r.returncode == 0 and r.stdout == "32 True False\n", r.stderr
@@ -109,26 +115,14 @@ def test_an_env_file_run_is_replayed_only_while_the_file_is_unchanged(pypm, app)
     (project / ".env").write_text("GREETING=hello\n")
     flags = ("--frozen", "--env-file", ".env")
     code = "import os; print(os.environ.get('GREETING'))"
-    for _ in range(3):
-        launched, r = _run(pypm, project, "python", "-c", code, flags=flags)
-        assert r.returncode == 0 and r.stdout == "hello\n", r.stderr
-        if launched:
-            break
-        time.sleep(0.15)
-    assert launched, "never replayed"
+    _until_replayed(pypm, project, code, "hello\n", flags)
     time.sleep(0.05)
     (project / ".env").write_text("GREETING=again\n")  # (same size: the identity still differs)
     launched, r = _run(pypm, project, "python", "-c", code, flags=flags)
     assert not launched and r.returncode == 0 and r.stdout == "again\n", r.stderr
     # PYPM_ENV_FILE likewise: its file is checked by a plan recorded without the flag
     env = {"PYPM_ENV_FILE": ".env"}
-    for _ in range(3):
-        launched, r = _run(pypm, project, "python", "-c", code, env=env)
-        assert r.returncode == 0 and r.stdout == "again\n", r.stderr
-        if launched:
-            break
-        time.sleep(0.15)
-    assert launched, "never replayed with PYPM_ENV_FILE"
+    _until_replayed(pypm, project, code, "again\n", env=env)
     time.sleep(0.05)
     (project / ".env").write_text("GREETING=third\n")
     launched, r = _run(pypm, project, "python", "-c", code, env=env)

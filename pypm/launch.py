@@ -11,7 +11,7 @@ policy and does not wait; the helper is the process the caller waits for.
 What "unchanged" means: the same argv shape (`pypm run [flags] CMD...` with the same flags; an --env-file is also a checked file below),
 working directory, uid/gid, every environment variable pypm reads on the way (the sandbox's
 allowlist, LC_*, the passthrough names of [tool.pypm.sandbox] env, PYPM_*, HOME, USER, SHELL,
-PATH, TMPDIR, PYTHONPATH, PYTHONHOME, XDG_CACHE_HOME: present or absent, same value), and the stat identity (device, inode,
+PATH, TMPDIR, PYTHONPATH, PYTHONHOME, XDG_CACHE_HOME, XDG_DATA_HOME: present or absent, same value), and the stat identity (device, inode,
 size, mtime and ctime in ns, mode) of every file the decision read: pyproject.toml,
 pypm.lock, the venv's state.json, pyvenv.cfg and interpreter links, its site-packages
 directories and .pth files, .git, /etc/passwd, the seccomp profile, the plugin files
@@ -199,7 +199,8 @@ def _check(path: bytes, ident: bytes) -> bool:
 _ENV_PREFIXES = (b"LC_", b"PYPM_")
 # Besides the sandbox's allowlist and the passthrough names: what sandbox.host.caller,
 # venv_environment, the fast path's plugin check and the cache dir depend on.
-_ENV_READ = ("HOME", "USER", "SHELL", "PATH", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "XDG_CACHE_HOME")
+_ENV_READ = ("HOME", "USER", "SHELL", "PATH", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "XDG_CACHE_HOME",
+             "XDG_DATA_HOME")  # (XDG_DATA_HOME: where `pypm x NAME` looks for an installed tool's receipt)
 
 
 def _environ(names: frozenset[bytes]) -> list[bytes]:

@@ -95,11 +95,13 @@ def _env_args(args: Any, python: str | None) -> SimpleNamespace:
 
 def _sandbox_flags(args: Any) -> list[str]:
     """The sandbox flags given to `install`, as the command scripts pass them to `pypm x`: a bind's
-    source made absolute (a script runs from anywhere)."""
+    source and a profile's file made absolute (a script runs from anywhere)."""
     flags: list[str] = []
     for attr, flag in _SANDBOX_VALUED:
         value = getattr(args, attr, None)
         if value is not None:
+            if attr == "profile" and "/" in value:  # a profile's file, as a bind's source
+                value = os.path.abspath(os.path.expanduser(value))
             flags += [flag, value]
     for attr, flag in _SANDBOX_MANY:
         for value in getattr(args, attr, None) or []:
@@ -160,8 +162,8 @@ def _install(ctx: Any, args: Any, given: str) -> int:
             venv = _ready(ctx, root, env_args, upgrade=False)
             version, commands = _provided(venv, name)
             _place_commands(ctx, name, venv, bin_dir, commands, flags, sandboxed, old, force=args.force)
-        except BaseException:
-            _undo(root, old, old_files)
+        except BaseException as e:
+            _undo(ctx, root, old, old_files, resync=not isinstance(e, KeyboardInterrupt))
             raise
         _write_receipt(root, {"name": name, "requirement": requirement, "with": with_, "python": args.python,
                               "index-url": env_args.index_url, "extra-index-url": env_args.extra_index_url,
@@ -175,10 +177,12 @@ def _install(ctx: Any, args: Any, given: str) -> int:
     return 0
 
 
-def _undo(root: Path, old: dict[str, Any] | None, old_files: dict[str, bytes]) -> None:
+def _undo(ctx: Any, root: Path, old: dict[str, Any] | None, old_files: dict[str, bytes], *, resync: bool) -> None:
     """After a failed install: a new one leaves nothing; a reinstall puts its pyproject.toml and
-    pypm.lock back (what was synced from them was changed only if the sync itself failed, which
-    the next install or `pypm x` repairs)."""
+    pypm.lock back and syncs the environment to them again (the new ones may have been synced
+    before the failure: no commands, a file in the way). Not after Ctrl-C, which should not start
+    a sync: the environment's state then no longer matches, and the next `pypm x` of it (each
+    sandboxed command is one) or install syncs it back; a --no-sandbox link runs it as it is."""
     if old is None:
         shutil.rmtree(root, ignore_errors=True)
         return
@@ -186,6 +190,14 @@ def _undo(root: Path, old: dict[str, Any] | None, old_files: dict[str, bytes]) -
 
     for rel, data in old_files.items():
         write_atomic(root / rel, data.decode("utf-8"))
+    if resync:
+        from .toolrun import _receipt_args
+
+        try:
+            _ready(ctx, root, _receipt_args(old, bool(getattr(ctx, "offline", False))), upgrade=False)
+        except Exception as e:  # noqa: BLE001 - the install's own error is the one reported
+            ctx.info(f"warning: {root.name}'s environment could not be put back as it was ({e}); "
+                     f"`pypm tool install` it again")
 
 
 def _ready(ctx: Any, root: Path, env_args: Any, *, upgrade: bool) -> Path:

@@ -102,7 +102,7 @@ def test_install_flags_shape_the_commands(pypm, world):
     assert r.returncode == 2 and "unrecognized arguments: --with helper" in r.stderr, r.stderr
 
 
-def test_a_file_pypm_did_not_put_there_is_kept_and_a_failed_install_leaves_nothing(pypm, world):
+def test_a_file_pypm_did_not_put_there_is_kept_and_a_failed_install_leaves_nothing(pypm, dists, world):
     server, work, secret, _, bin_dir, tools = world
     bin_dir.mkdir(parents=True)
     mine = bin_dir / "probe"
@@ -114,6 +114,17 @@ def test_a_file_pypm_did_not_put_there_is_kept_and_a_failed_install_leaves_nothi
     r = pypm("tool", "install", "--index-url", server.url, "--force", "probe-tool", cwd=work)
     assert r.returncode == 0, r.stderr
     assert "# pypm tool: probe-tool" in mine.read_text()
+    # a failed reinstall (2.0 brings a second command, and a file of the user's is in its way)
+    # leaves the tool as it was: its environment synced back to 1.0, its receipt and command kept
+    server.add(dists.wheel("probe-tool", "2.0", modules={"probe_tool/__init__.py": "def main(): print('two')\n"},
+                           entry_points={"console_scripts": {"probe": "probe_tool:main", "probe2": "probe_tool:main"}}))
+    (bin_dir / "probe2").write_text("#!/bin/sh\necho mine too\n")
+    r = pypm("tool", "install", "--index-url", server.url, "probe-tool==2.0", cwd=work)
+    assert r.returncode == 2 and f"{bin_dir / 'probe2'} already exists" in r.stderr, r.stderr
+    sites = list((tools / "probe-tool" / ".venv").glob("lib/python*/site-packages"))
+    assert [d.name for d in sites[0].glob("probe_tool-*.dist-info")] == ["probe_tool-1.0.dist-info"]
+    assert pypm("tool", "list", cwd=work).stdout == "probe-tool v1.0\n- probe\n"
+    assert (bin_dir / "probe2").read_text() == "#!/bin/sh\necho mine too\n"
     # a package without commands, and one the index lacks: said, nothing left behind
     r = pypm("tool", "install", "--index-url", server.url, "helper", cwd=work)
     assert r.returncode == 2 and "helper 1.0 provides no commands" in r.stderr, r.stderr

@@ -272,56 +272,58 @@ def wait_result(fut: Any) -> Any:
 
 
 class RunningBuilds:
-    """The threads inside a build now (by native id), so that a command that failed or was
-    interrupted can stop those builds at once (`interrupt`), rather than wait for backends that
-    may run for minutes. Shared by the lock's metadata builds and the sync's wheel builds."""
+    """The builds running now, each by its sandbox's first process held as a pidfd, so that a
+    command that failed or was interrupted can stop them at once (`interrupt`) rather than wait
+    for backends that may run for minutes. Shared by the lock's metadata builds and the sync's
+    wheel builds.
+
+    The process is reported by the sandbox as soon as it exists (sandbox.caller.watch_spawns),
+    on the build's thread, which alone reaps it: the pidfd is taken while the pid still names it,
+    so the signal never reaches a process that reused the pid. (Until stop 36 the processes were
+    found in /proc/self/task/TID/children, which a kernel without CONFIG_PROC_CHILDREN lacks.)"""
 
     def __init__(self) -> None:
-        self._tids: set[int] = set()
+        import threading
+
+        self._fds: set[int] = set()
+        self._lock = threading.Lock()  # (a pidfd is closed only under it: never signalled once reused)
 
     @contextmanager
     def running(self) -> Iterator[None]:
         """Around one build on the calling thread."""
-        import threading
+        from sandbox.caller import watch_spawns
 
-        tid = threading.get_native_id()
-        self._tids.add(tid)
-        try:
-            yield
-        finally:
-            self._tids.discard(tid)
+        mine: list[int] = []
 
-    def interrupt(self) -> None:
-        _interrupt_children(set(self._tids))
-
-
-def _interrupt_children(tids: set[int]) -> None:
-    """SIGINT to the child processes the threads `tids` of this process started (a build's
-    sandbox, which passes it on to the backend, as it does a terminal's Ctrl-C). Each child is
-    named by /proc/self/task/TID/children and held by a pidfd that is checked to be that child
-    still before the signal goes: never a process that merely reused a reaped child's pid."""
-    import signal
-
-    for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
-                pids = [int(x) for x in f.read().split()]
-        except (OSError, ValueError):  # the thread is gone (its build ended), or no CONFIG_PROC_CHILDREN
-            continue
-        for pid in pids:
+        def seen(pid: int) -> None:
             try:
                 fd = os.pidfd_open(pid)
             except OSError:
-                continue  # gone already
-            try:
-                with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
-                    if str(pid) not in f.read().split():
-                        continue  # reaped between the two reads: the pidfd may name another process
-                signal.pidfd_send_signal(fd, signal.SIGINT)
-            except OSError:
-                pass  # it ended meanwhile
-            finally:
-                os.close(fd)
+                return  # (gone already: nothing to stop)
+            with self._lock:
+                self._fds.add(fd)
+                mine.append(fd)
+
+        try:
+            with watch_spawns(seen):
+                yield
+        finally:
+            with self._lock:
+                for fd in mine:
+                    self._fds.discard(fd)
+                    os.close(fd)
+
+    def interrupt(self) -> None:
+        """SIGINT to each running build's sandbox, which passes it on to the backend, as it does a
+        terminal's Ctrl-C."""
+        import signal
+
+        with self._lock:
+            for fd in self._fds:
+                try:
+                    signal.pidfd_send_signal(fd, signal.SIGINT)
+                except OSError:
+                    pass  # it ended meanwhile
 
 
 _KILLED_BY_SIGINT = 128 + 2  # the sandbox's status for a command killed by SIGINT (128+N)

@@ -15,19 +15,44 @@ import sys
 # The C module behind `signal`: the same calls with plain ints, without `signal`'s enum
 # classes (enum is ~2 ms of `pypm run`'s hot path, which otherwise loads neither enum nor re).
 import _signal as signal
+import _thread
 
 from .errors import SandboxError
 
 TYPE_CHECKING = False  # typing itself costs ~2 ms at import; annotations are strings here
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Sequence
+    from typing import Callable, Sequence
 
     from .policy import Policy
 
-__all__ = ["run", "CommandNotFound", "TEMP_PREFIX"]
+__all__ = ["run", "CommandNotFound", "TEMP_PREFIX", "watch_spawns"]
 
 TEMP_PREFIX = "pypm-sandbox."
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD}
+_WATCH = _thread._local()  # (threading.local's C implementation, without importing threading)
+
+
+class watch_spawns:
+    """Within it, on this thread, `seen(pid)` is called with each sandbox's first process as
+    soon as it exists, before this thread can reap it (so the pid still names that process):
+    pypm.build.RunningBuilds holds a pidfd of it, to stop the build when the command fails or
+    is interrupted. Nested uses restore the outer one."""
+
+    def __init__(self, seen: Callable[[int], None]) -> None:
+        self.seen = seen
+
+    def __enter__(self) -> None:
+        self.prev = getattr(_WATCH, "seen", None)
+        _WATCH.seen = self.seen
+
+    def __exit__(self, *exc: object) -> None:
+        _WATCH.seen = self.prev
+
+
+def _spawned(pid: int) -> None:
+    seen = getattr(_WATCH, "seen", None)
+    if seen is not None:
+        seen(pid)
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SEP = "\x1f"
 _EXIT_SETUP = 125  # exit status of a sandbox process whose setup step failed (reported via the pipe)
@@ -119,6 +144,7 @@ def _run_native(exe: str, policy: Policy, argv: Sequence[str], cache_dir: str,
     try:
         pid = native.spawn(exe, policy, list(argv), programs, root=root, uid=os.getuid(),
                            gid=os.getgid(), wfd=wfd, old_mask=old_mask, stdio=stdio)
+        _spawned(pid)
         os.close(wfd)
         wfd = -1
         report = _read_all(rfd)  # EOF: the command was exec'd, or every sandbox process is gone
@@ -256,7 +282,7 @@ def _supervise(pid: int, *, poll: float | None = None, init: bool = False) -> in
         if threading.current_thread() is not threading.main_thread():
             # A thread of a caller that has a main thread of its own (pypm building two sdists at
             # once) takes only SIGCHLD. A SIGINT or SIGTERM sent to the process is the main
-            # thread's: its handler stops every build (pypm.build.interrupt_children). Taken
+            # thread's: its handler stops every build (pypm.build.RunningBuilds). Taken
             # here, it reached this one build's command alone, and the main thread, waiting on
             # another build, never heard of it (seen under load in CI: a SIGTERM'd sync waited
             # out its other backend's 120 s). They stay blocked in this thread, so the kernel

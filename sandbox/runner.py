@@ -34,7 +34,7 @@ import _signal as signal
 
 from . import syscalls as sc
 from .caller import (_EXIT_SETUP, _SEP, _SIGNALS, TEMP_PREFIX, CommandNotFound, _error_from, _hint,
-                     _make_root, _read_all, _remove_root, _single_threaded, _supervise, _waitpid)
+                     _make_root, _read_all, _remove_root, _single_threaded, _spawned, _supervise, _waitpid)
 from .errors import SandboxError
 from .policy import Policy
 from .rootfs import StepFailed, build_root, pivot, write_file
@@ -95,6 +95,7 @@ def run(policy: Policy, argv: Sequence[str], *, cache_dir: str | None = None,
                 _guard(wfd, _outer, *args)
         if gc_enabled:
             gc.enable()
+        _spawned(pid)
         os.close(wfd)
         wfd = -1
         report = _read_all(rfd)

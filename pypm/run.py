@@ -125,7 +125,7 @@ def _fast_venv(ctx: Any, args: argparse.Namespace, *, exact: bool = False,
     not one that holds it (_selection_covers). `on_disk`: the venv is also as that sync left it
     (venvstate.synced_unchanged, O(directories): nothing installed or removed since), checked
     with the state read here."""
-    from .selection import Selection
+    from .selection import selection_of
     from .venvstate import STATE_REL, expected_state, read_state
 
     root = _project_root(ctx.directory)
@@ -136,12 +136,7 @@ def _fast_venv(ctx: Any, args: argparse.Namespace, *, exact: bool = False,
     if state is None:
         return None
     try:
-        sel = Selection.from_flags(extras=args.extra, all_extras=args.all_extras, no_dev=args.no_dev,
-                                   groups=args.group, only_groups=args.only_group,
-                                   no_install_project=args.no_install_project,
-                                   packages=getattr(args, "package", []) or [],
-                                   all_packages=bool(getattr(args, "all_packages", False)),
-                                   no_install_packages=getattr(args, "no_install_package", []) or [])
+        sel = selection_of(args)
     except PypmError:
         return None
     want = expected_state(root, sel, python_flag=args.python, frozen=args.frozen)

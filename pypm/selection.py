@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 from .errors import LockError
 from .lockfile import Dependency, Lock, LockedPackage, canonical_name
 
-__all__ = ["Selection", "select_packages", "entry_dependencies"]
+__all__ = ["Selection", "selection_of", "select_packages", "entry_dependencies"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,20 @@ class Selection:
             g.add("dev")
         ex = frozenset({"*"}) if all_extras else frozenset(canonical_name(x) for x in extras)
         return cls(main=True, extras=ex, groups=frozenset(g), include_project=not no_install_project)
+
+
+def selection_of(args: object) -> Selection:
+    """The selection flags on a command's parsed arguments (sync's, run's, shell's: absent ones at
+    their defaults), for SyncOptions and run's freshness check alike."""
+    def g(name: str) -> list[str]:
+        return list(getattr(args, name, None) or [])
+
+    return Selection.from_flags(extras=g("extra"), all_extras=bool(getattr(args, "all_extras", False)),
+                                no_dev=bool(getattr(args, "no_dev", False)), groups=g("group"),
+                                only_groups=g("only_group"),
+                                no_install_project=bool(getattr(args, "no_install_project", False)),
+                                packages=g("package"), all_packages=bool(getattr(args, "all_packages", False)),
+                                no_install_packages=g("no_install_package"))
 
 
 def _edge_applies(dep: Dependency, env: Mapping[str, str] | None) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ExitCode, UsageError
-from .selection import Selection
+from .selection import Selection, selection_of
 from .venvstate import drop_state as _drop_state
 from .venvstate import expected_state, files_present, installed_record, project_token, read_state, tool_knobs
 from .venvstate import write_state as _write_state
@@ -60,13 +60,7 @@ class SyncOptions:
         def g(name: str, default: Any = None) -> Any:  # run and sync share this
             return getattr(args, name, default)
 
-        sel = Selection.from_flags(extras=g("extra", []) or [], all_extras=bool(g("all_extras", False)),
-                                   no_dev=bool(g("no_dev", False)), groups=g("group", []) or [],
-                                   only_groups=g("only_group", []) or [],
-                                   no_install_project=bool(g("no_install_project", False)),
-                                   packages=g("package", []) or [], all_packages=bool(g("all_packages", False)),
-                                   no_install_packages=g("no_install_package", []) or [])
-        return cls(selection=sel, extras=tuple(g("extra", []) or ()),
+        return cls(selection=selection_of(args), extras=tuple(g("extra", []) or ()),
                    groups=tuple(g("group", []) or ()) + tuple(g("only_group", []) or ()),
                    locked=bool(g("locked", False)), frozen=bool(g("frozen", False)),
                    offline=bool(g("offline", False)), python=g("python"), link_mode=g("link_mode"),

@@ -30,31 +30,13 @@ from typing import Any
 
 from .errors import InstallError, UsageError
 from .lockfile import canonical_name
+from .toolrun import RECEIPT, receipt_args, read_receipt
 
-__all__ = ["tool_command", "RECEIPT", "receipt_path"]
+__all__ = ["tool_command"]
 
-RECEIPT = "pypm-tool.json"
 _MARK = "# pypm tool:"  # the second line of each command script pypm writes
 _SANDBOX_VALUED = (("network", "--network"), ("profile", "--profile"))
 _SANDBOX_MANY = (("bind", "--bind"), ("ro_bind", "--ro-bind"), ("env", "--env"), ("limit", "--limit"))
-
-
-def receipt_path(name: str) -> str:
-    """The receipt of the installed tool `name` (canonical), whether or not it exists."""
-    from .config import tools_home_str
-
-    return os.path.join(tools_home_str(), name, RECEIPT)
-
-
-def read_receipt(name: str) -> dict[str, Any] | None:
-    from .fastpath import json_loads
-
-    try:
-        with open(receipt_path(name), encoding="utf-8") as f:
-            data = json_loads(f.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("name") == name else None
 
 
 def tool_command(ctx: Any, args: Any) -> int:
@@ -85,8 +67,9 @@ def tool_command(ctx: Any, args: Any) -> int:
 
 # --------------------------------------------------------------------------- install
 
-def _env_args(args: Any, python: str | None) -> SimpleNamespace:
-    return SimpleNamespace(python=python, index_url=getattr(args, "index_url", None),
+def _env_args(args: Any) -> SimpleNamespace:
+    """The environment's options as `install` was given them (the receipt keeps them: receipt_args)."""
+    return SimpleNamespace(python=args.python, index_url=getattr(args, "index_url", None),
                            extra_index_url=list(getattr(args, "extra_index_url", None) or []),
                            find_links=list(getattr(args, "find_links", None) or []),
                            index_strategy=getattr(args, "index_strategy", None),
@@ -143,7 +126,7 @@ def _install(ctx: Any, args: Any, given: str) -> int:
         if given_flags:
             raise UsageError(f"{', '.join(given_flags)} with --no-sandbox: the commands would run without the sandbox",
                              hint="leave out --no-sandbox, or the sandbox flags")
-    env_args = _env_args(args, args.python)
+    env_args = _env_args(args)
     _, text = tool_project([requirement, *with_], env_args, kind="tool")
     with _home_lock(home):
         old = read_receipt(name)
@@ -151,8 +134,7 @@ def _install(ctx: Any, args: Any, given: str) -> int:
             if old else {}
         if old is None and root.exists():
             shutil.rmtree(root)  # an install that did not finish (no receipt): started over
-        same = old is not None and (root / "pyproject.toml").is_file() \
-            and (root / "pyproject.toml").read_text(encoding="utf-8") == text
+        same = old_files.get("pyproject.toml") == text.encode("utf-8")
         try:
             root.mkdir(parents=True, exist_ok=True)
             if not same:
@@ -191,10 +173,8 @@ def _undo(ctx: Any, root: Path, old: dict[str, Any] | None, old_files: dict[str,
     for rel, data in old_files.items():
         write_atomic(root / rel, data.decode("utf-8"))
     if resync:
-        from .toolrun import _receipt_args
-
         try:
-            _ready(ctx, root, _receipt_args(old, bool(getattr(ctx, "offline", False))), upgrade=False)
+            _ready(ctx, root, receipt_args(old, bool(getattr(ctx, "offline", False))), upgrade=False)
         except Exception as e:  # noqa: BLE001 - the install's own error is the one reported
             ctx.info(f"warning: {root.name}'s environment could not be put back as it was ({e}); "
                      f"`pypm tool install` it again")
@@ -369,12 +349,7 @@ def _upgrade(ctx: Any, args: Any, name: str) -> None:
         if receipt is None:
             raise UsageError(f"{name} is not installed", hint="install it with `pypm tool install`")
         before = receipt.get("version")
-        env_args = _env_args(SimpleNamespace(index_url=receipt.get("index-url"),
-                                             extra_index_url=receipt.get("extra-index-url"),
-                                             find_links=receipt.get("find-links"),
-                                             index_strategy=receipt.get("index-strategy"),
-                                             offline=getattr(args, "offline", False)), receipt.get("python"))
-        venv = _ready(ctx, root, env_args, upgrade=True)
+        venv = _ready(ctx, root, receipt_args(receipt, bool(args.offline)), upgrade=True)
         version, commands = _provided(venv, name)
         sandboxed = receipt.get("sandboxed") is not False
         bin_dir = Path(str(receipt.get("bin-dir")))

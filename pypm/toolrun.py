@@ -265,24 +265,29 @@ def _bare_name(requirements: list[str]) -> str | None:
     return "".join(out)
 
 
-def _installed_receipt(name: str) -> tuple[str, dict[str, Any]] | None:
-    """(its environment's project directory, its receipt) when `pypm tool install` installed the
-    tool `name` (pypm.toolinstall), else None."""
+RECEIPT = "pypm-tool.json"  # an installed tool's record (pypm.toolinstall), written last
+
+
+def receipt_path(name: str) -> str:
+    """The receipt of the installed tool `name` (canonical), whether or not it exists."""
     from .config import tools_home_str
+
+    return os.path.join(tools_home_str(), name, RECEIPT)
+
+
+def read_receipt(name: str) -> dict[str, Any] | None:
+    """The receipt when `pypm tool install` installed the tool `name`, else None."""
     from .fastpath import json_loads
 
-    root = os.path.join(tools_home_str(), name)
     try:
-        with open(os.path.join(root, "pypm-tool.json"), encoding="utf-8") as f:
+        with open(receipt_path(name), encoding="utf-8") as f:
             receipt = json_loads(f.read())
     except (OSError, ValueError):
         return None
-    if not isinstance(receipt, dict) or receipt.get("name") != name:
-        return None
-    return root, receipt
+    return receipt if isinstance(receipt, dict) and receipt.get("name") == name else None
 
 
-def _receipt_args(receipt: dict[str, Any], offline: bool) -> Any:
+def receipt_args(receipt: dict[str, Any], offline: bool) -> Any:
     """An installed tool's environment's options, as its install gave them (its python, index)."""
     return SimpleNamespace(python=receipt.get("python"), index_url=receipt.get("index-url"),
                            extra_index_url=list(receipt.get("extra-index-url") or []),
@@ -309,11 +314,12 @@ def x_command(ctx: Any, args: Any) -> int:
     env_file_vars(ctx, args)  # (a bad --env-file fails before the tool's environment is made)
     requirements, command = _requirements(args, argv)
     name = _bare_name(requirements)
-    installed = _installed_receipt(name) if name is not None and _uses_defaults(args) else None
-    if installed is not None:  # `pypm tool install`'s environment, as uvx takes an installed tool's
+    installed = read_receipt(name) if name is not None and _uses_defaults(args) else None
+    if name is not None and installed is not None:  # `pypm tool install`'s environment, as uvx takes one
         from pathlib import Path
 
-        venv = ready_environment(ctx, Path(installed[0]), _receipt_args(installed[1], bool(args.offline)),
+        root = os.path.dirname(receipt_path(name))
+        venv = ready_environment(ctx, Path(root), receipt_args(installed, bool(args.offline)),
                                  sandboxed=not args.no_sandbox)
     else:
         venv = ready_environment(ctx, tool_dir(requirements, args), args, sandboxed=not args.no_sandbox)
@@ -364,9 +370,9 @@ def fast_x(argv: Sequence[str]) -> int | None:
     args.no_sandbox, args.python, args.index_url, args.extra_index_url, args.find_links = no_sandbox, None, None, [], []
     bare = _bare_name(requirements)
     try:
-        installed = _installed_receipt(bare) if bare is not None else None
-        if installed is not None:  # an installed tool's environment (x_command's choice), when current
-            venv = current_venv(installed[0], _receipt_args(installed[1], False).python)
+        installed = read_receipt(bare) if bare is not None else None
+        if bare is not None and installed is not None:  # an installed tool's environment (x_command's choice), when current
+            venv = current_venv(os.path.dirname(receipt_path(bare)), installed.get("python"))
         else:
             venv = found_environment(requirements, args)
         exe = os.path.join(venv, "bin", name) if venv is not None else ""
@@ -380,9 +386,7 @@ def fast_x(argv: Sequence[str]) -> int | None:
             own = (tool_plan_path(cwd, tool_key(launchable[0], cmd[0])), exe, 1)
         # (the plan also vouches for the tool's install receipt, there or not: an install or an
         # uninstall changes which environment the same words run)
-        from .config import tools_home_str
-
-        vouch = [os.path.join(tools_home_str(), bare, "pypm-tool.json")] if bare is not None else []
+        vouch = [receipt_path(bare)] if bare is not None else []
         return run_here(EntryContext(cwd, "-q" in flags), args, venv, [exe, *cmd[1:]], "pypm x", name,
                         launch_flags=launchable[0] if launchable else None, own=own, vouch=vouch)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it

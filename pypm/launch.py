@@ -75,11 +75,11 @@ _POLICY_VALUED = frozenset({"--limit", "--network"})
 # `pypm x`'s flags that choose the tool's environment (pypm.toolrun): part of the plan's flags,
 # as given, and of its key (tool_key), so that each environment of a directory has a plan.
 _X_VALUED = frozenset({"--from", "--with"})
-_X_FLAGS, _X_ALL_VALUED = _FLAGS - {"--frozen"}, _POLICY_VALUED | _X_VALUED  # (x has no --frozen)
 # --env-file PATH (either command): its variables are in the policy the plan holds, so the plan
 # is keyed by it as given, and the file's identity is among the checked ones (_env_files).
 _ENV_FILE = "--env-file"
-_RUN_VALUED, _X_ALL_VALUED = _POLICY_VALUED | {_ENV_FILE}, _X_ALL_VALUED | {_ENV_FILE}
+_RUN_VALUED = _POLICY_VALUED | {_ENV_FILE}
+_X_FLAGS, _X_ALL_VALUED = _FLAGS - {"--frozen"}, _RUN_VALUED | _X_VALUED  # (x has no --frozen)
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "pypm/script.py",
          "pypm/toolrun.py", "pypm/config.py", "sandbox/policy.py",

@@ -365,15 +365,15 @@ del _pypm_layer
 _LAYER_DIR = ".pypm-layer"
 
 
-def _layer_hook(overlay: str) -> str:
-    """The directory of --with's hook in `overlay` (see _LAYER_HOOK), written when it is missing or
-    differs (atomically: a run beside it may be reading it)."""
+def _layer_hook(overlay: str) -> None:
+    """--with's hook in `overlay` (see _LAYER_HOOK; `_layer` puts its directory on PYTHONPATH),
+    written when it is missing or differs (atomically: a run beside it may be reading it)."""
     hook_dir = os.path.join(overlay, _LAYER_DIR)
     path = os.path.join(hook_dir, "sitecustomize.py")
     try:
         with open(path, encoding="utf-8") as f:
             if f.read() == _LAYER_HOOK:
-                return hook_dir
+                return
     except OSError:
         pass
     from pathlib import Path
@@ -382,7 +382,6 @@ def _layer_hook(overlay: str) -> str:
 
     os.makedirs(hook_dir, exist_ok=True)
     write_atomic(Path(path), _LAYER_HOOK)
-    return hook_dir
 
 
 def _layer(env: dict[str, str], venv: str, overlay: str, site: str) -> None:

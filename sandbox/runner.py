@@ -178,9 +178,27 @@ def _caller_alive(wfd: int) -> bool:
     return not any(ev & select.POLLERR for _, ev in p.poll(0))
 
 
+def _close_inherited(wfd: int, stdio: _Stdio) -> None:
+    """Close every fd this child got from the caller but the status pipe and the command's
+    stdio. The sandbox's outer process and its init live as long as the command and never
+    execve, so close-on-exec does not clear them, and a caller with threads (pypm running two
+    builds, unpacking, downloading) has other fds open at the fork: another sandbox's status
+    pipe, whose end-of-file that sandbox's caller then waited for until this one's command
+    ended; a cache entry's flock, released by its holder but held on here, so other syncs
+    waited for this build; a wheel being written. (The command itself gets only 0-2: _command.)"""
+    keep = sorted({wfd, *(fd for fd in stdio if fd is not None)} - {0, 1, 2})
+    first = 3
+    for fd in keep:
+        if fd > first:
+            sc.close_range(first, fd - 1)
+        first = max(first, fd + 1)
+    sc.close_range(first, 0xFFFFFFFF)
+
+
 def _pid1(policy: Policy, argv: list[str], env: dict[str, str], programs: list[bytes], root: str, uid: int,
           gid: int, wfd: int, stdio: _Stdio, old_mask: set[int]) -> int:
     """Born by clone() inside the new namespaces: map ids, then be the namespace's init."""
+    _close_inherited(wfd, stdio)
     if policy.die_with_parent:
         _die_with_parent()
         if not _caller_alive(wfd):
@@ -192,6 +210,7 @@ def _pid1(policy: Policy, argv: list[str], env: dict[str, str], programs: list[b
 def _outer(policy: Policy, argv: list[str], env: dict[str, str], programs: list[bytes], root: str, uid: int,
            gid: int, wfd: int, stdio: _Stdio, old_mask: set[int]) -> int:
     """Forked normally (the caller has threads): unshare, map ids, fork the init, wait for it."""
+    _close_inherited(wfd, stdio)
     if policy.die_with_parent:
         _die_with_parent()
         if not _caller_alive(wfd):

@@ -206,6 +206,11 @@ def keyctl_join_session(name: str | None = None) -> None:
     _syscall("keyctl", ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), name.encode() if name else None)
 
 
+def close_range(first: int, last: int) -> None:
+    """Close every fd from `first` to `last` (inclusive; 0xFFFFFFFF: all above)."""
+    _syscall("close_range", ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0))
+
+
 def close_range_cloexec(first: int) -> None:
     """Mark every fd >= first close-on-exec (they then vanish at execve, while a setup error
     can still be reported through the status pipe until then)."""

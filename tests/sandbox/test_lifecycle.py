@@ -229,6 +229,44 @@ def test_a_thread_running_a_sandbox_leaves_the_processs_sigterm_to_the_main_thre
     assert r.stdout.split() == ["True", "[7]"], r.stdout
 
 
+_NOT_HELD = """
+import os, select, threading, time
+from sandbox.host import caller
+from sandbox.policy import python_policy
+from sandbox.runner import run
+who = caller()
+policy = python_policy(uid=who.uid, gid=who.gid, user=who.user, home=who.home, host_env=dict(os.environ))
+r, w = os.pipe()  # an fd of the caller's own (close-on-exec, as Python makes them all)
+codes = []
+t = threading.Thread(target=lambda: codes.append(run(policy, ["/bin/sh", "-c", "sleep 4; exit 3"])))
+t.start()
+time.sleep(1.0)  # the sandbox's processes were forked while `w` was open
+os.close(w)
+ready = select.select([r], [], [], 1.5)[0]
+print(bool(ready) and os.read(r, 1) == b"", codes)
+t.join(30)
+print(codes)
+"""
+
+
+def test_a_sandbox_holds_none_of_its_threaded_caller_s_other_fds(box) -> None:
+    """The outer process and the init of a sandbox forked from a caller with threads live as
+    long as the command and never execve, so close-on-exec does not clear what they inherited:
+    they close every fd but the status pipe and the command's stdio at once. Held, another
+    thread's fd stayed open for the command's whole life: a second build's status pipe, whose
+    caller then waited for this build to end, or a cache entry's flock, released by its holder
+    but still held here. The caller's pipe reads end-of-file once the caller closes its end,
+    while the command still runs."""
+    import subprocess
+
+    from .conftest import as_user
+
+    r = subprocess.run(as_user(box.user, [box.world.python, "-c", _NOT_HELD], box.env), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["True []", "[3]"], r.stdout
+
+
 def test_concurrent_runs_from_threads_with_captured_output(world) -> None:
     """What a parallel build does: several threads, each running a sandbox whose output it reads."""
     import threading

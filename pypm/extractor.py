@@ -118,6 +118,12 @@ class _Worker:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         cwd = os.getcwd()
         path = [p for p in sys.path if os.path.abspath(p or ".") != cwd or os.path.abspath(p or ".") == here]
+        # pypm's own directory first, when sys.path does not name it: an editable install
+        # (setuptools' import-hook finder, loaded by a .pth that -S skips) finds pypm through
+        # no entry of sys.path, and without this every worker exited 3 at once and each sync
+        # unpacked in-process (as every e2e test's did, silently: the fallback is a debug note).
+        if here not in (os.path.abspath(p or ".") for p in path):
+            path.insert(0, here)
         # A worker that cannot import pypm exits with status 3 (the parent then extracts
         # in-process): no traceback for the user from a helper process.
         boot = (f"import sys\nsys.path[:] = {path!r}\n"
@@ -219,6 +225,7 @@ class Workers:
         self._idle = [w for w in self._all for _ in range(DEPTH)]  # free places, DEPTH per worker
         self._broken = not self._all
         self.started = len(self._all)
+        self.counts = {"worker": 0, "here": 0}  # wheels unpacked by a worker / in this process (--verbose)
 
     def __enter__(self) -> "Workers":
         return self
@@ -253,6 +260,8 @@ class Workers:
         with self._here if self._here is not None else nullcontext():
             self._refuse_if_closed()  # after any wait: the sync may have been abandoned meanwhile
             make_entry(*args)
+            with self._guard:
+                self.counts["here"] += 1
 
     def _refuse_if_closed(self) -> None:
         if self._closed:
@@ -285,6 +294,8 @@ class Workers:
         self._give_back(w)
         if not ok:
             raise value
+        with self._guard:
+            self.counts["worker"] += 1
 
     def close(self, kill: bool = False) -> None:
         """Stop every worker: at once (`kill`, an abandoned sync) or after its current job."""
@@ -293,6 +304,9 @@ class Workers:
             workers, self._all = self._all, []
         for w in workers:
             w.close(kill)
+        if workers and not kill:
+            self._note(f"unpacked {self.counts['worker']} wheels in the extraction worker, "
+                       f"{self.counts['here']} in this process")
 
 
 def _serve() -> None:
@@ -302,7 +316,7 @@ def _serve() -> None:
     import sys
 
     from . import wheelfile
-    from .framing import dumps_or, recv, send_pickled
+    from .framing import dumps_or, note_origin, recv, send_pickled
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills us)
     # One thread: the worker is the parallelism (wheels this small gain little from threads, and
@@ -325,7 +339,7 @@ def _serve() -> None:
             make_entry(*job)
             reply: tuple[bool, Any] = (True, None)
         except BaseException as e:  # handed to the parent, which raises it as its own
-            reply = (False, e)
+            reply = (False, note_origin(e, "the extraction worker"))
 
         def fallback(err: BaseException | None = reply[1], label: str = job[6]) -> tuple[bool, Any]:
             from .errors import InstallError

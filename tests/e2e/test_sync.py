@@ -6,6 +6,7 @@ import base64
 import csv
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -562,6 +563,20 @@ def test_ctrl_c_while_a_worker_extracts_ends_the_worker_too(pypm, dists, index_s
     assert not (project / ".venv").exists(), "a half-built .venv was left behind"
     for w in workers:
         assert not w.is_running() or w.status() == psutil.STATUS_ZOMBIE, f"worker {w.pid} outlived pypm"
+
+
+def test_the_extraction_worker_unpacks_from_a_project_elsewhere(pypm, small) -> None:
+    """A sync started in a project (pypm's own tree is not on the worker's import path then) gets
+    a worker that starts and unpacks. Until stop 37 a worker of an editable install of pypm (this
+    suite's: setuptools' import-hook finder, which `-S` skips) exited 3 at once, and every sync
+    unpacked in-process behind a debug note."""
+    project, _, _ = small
+    r = pypm("--verbose", "sync", "--frozen", cwd=project, env={"PYPM_EXTRACT_WORKERS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "extraction worker stopped" not in r.stderr and "cannot start" not in r.stderr, r.stderr
+    m = re.search(r"unpacked (\d+) wheels in the extraction worker, (\d+) in this process", r.stderr)
+    assert m and int(m[1]) >= 1 and int(m[1]) + int(m[2]) == 3, r.stderr
+    assert_venv_exact(project / ".venv", {"alpha": "1.0", "beta": "2.0", "devtool": "3.0"})
 
 
 def test_two_syncs_at_once_are_serialised(pypm, small) -> None:

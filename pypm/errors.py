@@ -129,7 +129,8 @@ def report_failure(exc: BaseException, *, verbose: int = 0) -> int:
     """Tell the user how a command failed and return its exit code (the CLI's one policy).
 
     A PypmError prints its message (and hint); Ctrl-C prints "interrupted" (130); a closed
-    pipe is quiet; anything else is a bug in pypm, said plainly. Tracebacks only with -v.
+    pipe is quiet; anything else is a bug in pypm, said plainly. Tracebacks only with -v (or,
+    for a bug, PYPM_TRACEBACK=1).
     Used by `cli.main` and by the hot-path entry points that run before the CLI loads.
     """
     import sys
@@ -142,7 +143,15 @@ def report_failure(exc: BaseException, *, verbose: int = 0) -> int:
         return ExitCode.INTERRUPTED
     if isinstance(exc, BrokenPipeError):
         return ExitCode.FAILURE
-    if verbose:
+    # PYPM_TRACEBACK=1: also the traceback of an internal error without -v (a bug seen once, in
+    # CI, that a second run may not show again: the test suite sets it). Read here, when it is
+    # needed, not by the entry points (no cost to a command that succeeds).
+    import os
+
+    from .fastpath import FLAG_YES
+
+    internal = not isinstance(exc, PypmError)
+    if verbose or (internal and os.environ.get("PYPM_TRACEBACK", "").strip().lower() in FLAG_YES):
         import traceback
 
         traceback.print_exception(exc)

@@ -233,7 +233,7 @@ def _child(job_r: int, out_w: int) -> int:
     tls.start()
     from . import http  # noqa: F401
     from .cache import Cache
-    from .framing import dumps_or, recv, send, send_pickled
+    from .framing import dumps_or, note_origin, recv, send, send_pickled
 
     job = recv(job_r)
     if job is None:
@@ -264,7 +264,7 @@ def _child(job_r: int, out_w: int) -> int:
         cache.fetch_many(items, progress=progress, on_fetched=fetched)
         reply: tuple[Any, ...] = ("done", cache.events)
     except BaseException as e:  # handed to the parent, which raises it as its own
-        reply = ("error", e, cache.events)
+        reply = ("error", note_origin(e, "the download process"), cache.events)
 
     def fallback(err: Any = reply[1] if reply[0] == "error" else None) -> tuple[Any, ...]:
         from .errors import IndexError_

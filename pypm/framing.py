@@ -10,7 +10,7 @@ import pickle
 import struct
 from typing import Any, Callable
 
-__all__ = ["send", "send_pickled", "recv", "dumps_or"]
+__all__ = ["send", "send_pickled", "recv", "dumps_or", "note_origin"]
 
 
 def send(fd: int, obj: Any) -> None:
@@ -51,3 +51,20 @@ def dumps_or(obj: Any, fallback: Callable[[], Any]) -> bytes:
         return pickle.dumps(obj)
     except Exception:
         return pickle.dumps(fallback())
+
+
+def note_origin(exc: BaseException, where: str) -> BaseException:
+    """`exc`, about to be handed to the parent, with the helper's traceback added as a note when
+    it is a bug rather than pypm's own error: the parent's traceback (`--verbose`,
+    `PYPM_TRACEBACK`) ends where it re-raises the exception, and a pickled exception carries no
+    traceback of its own. Notes live in its `__dict__`, which pickling keeps."""
+    from .errors import PypmError
+
+    if not isinstance(exc, PypmError) and isinstance(exc, Exception):
+        import traceback
+
+        try:
+            exc.add_note(f"in {where}:\n" + "".join(traceback.format_exception(exc)).rstrip())
+        except Exception:  # pragma: no cover - a note is a courtesy
+            pass
+    return exc

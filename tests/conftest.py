@@ -128,6 +128,9 @@ class PypmRunner:
             XDG_CONFIG_HOME=str(self.home / ".config"),
             COLUMNS="200",  # rich wraps at the terminal width; keep messages on one line
             PYTHONUNBUFFERED="1",
+            # An internal error (a bug) prints its traceback: a rare one seen in CI must say
+            # where it came from the first time (pypm's own errors are printed as always).
+            PYPM_TRACEBACK="1",
         )
         if not self.live:
             env["PYPM_INDEX_URL"] = NO_INDEX_URL

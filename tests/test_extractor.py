@@ -102,6 +102,37 @@ def test_a_worker_refusal_is_raised_as_the_same_error(tmp_path, no_parent_extrac
     assert no_parent_extraction == []
 
 
+def test_a_bug_in_the_worker_comes_back_with_the_worker_s_traceback(tmp_path, no_parent_extraction, capsys,
+                                                                     monkeypatch) -> None:
+    """An exception that is not pypm's own (a bug) is raised in the parent with a note holding the
+    worker's traceback, which a pickled exception lacks; `PYPM_TRACEBACK=1` prints it with the
+    parent's, as --verbose does, and never for pypm's own errors."""
+    from pypm.errors import report_failure
+
+    w = build_wheel(tmp_path, "alpha", "1.0")
+    cache, sha = tmp_path / "c", sha256_file(w)
+    (cache / "unpacked").mkdir(parents=True)
+    job = (str(cache), str(w), str(cache / "unpacked" / f".tmp-{sha}"), str(cache / "elsewhere" / sha),
+           w.name, sha, w.name)  # not a store entry's path: make_entry's ValueError
+    with Workers(1) as workers:
+        with pytest.raises(ValueError, match="is not a store entry") as got:
+            workers.make_entry(*job)
+    notes = getattr(got.value, "__notes__", [])
+    assert len(notes) == 1 and notes[0].startswith("in the extraction worker:\nTraceback"), notes
+    assert "in make_entry" in notes[0] and "ValueError: " in notes[0], notes[0]
+    monkeypatch.delenv("PYPM_TRACEBACK", raising=False)
+    assert report_failure(got.value) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("internal error: ValueError: "), err
+    monkeypatch.setenv("PYPM_TRACEBACK", "1")
+    assert report_failure(got.value) == 1
+    err = capsys.readouterr().err
+    assert "in the extraction worker:" in err and "internal error: ValueError: " in err, err
+    assert report_failure(UsageError("bad flag", hint="fix it")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: bad flag"), err
+
+
 def _occupy(workers: Workers, cache: Path, tmp_path: Path, n: int) -> tuple[list[threading.Thread], list[Path]]:
     """Start `n` jobs on FIFOs that nobody writes yet: each holds a place in the worker (the first
     blocks it in open(); the next waits in its pipe). Returns the threads and the FIFOs."""

@@ -6,7 +6,7 @@ import sys
 
 def main() -> int:
     """The process entry point (it may end the process itself: never call it in-process)."""
-    argv = sys.argv[1:]
+    argv = tool_run_as_x(sys.argv[1:])
     if any(k.startswith("PYPM_") for k in os.environ):  # (fastpath is not imported on a run's exec path)
         from .fastpath import flags_readable
 
@@ -77,6 +77,15 @@ def main() -> int:
     from .cli import main as cli_main
 
     return cli_main(argv)
+
+
+def tool_run_as_x(argv: list[str]) -> list[str]:
+    """`pypm tool run ARGS...` is `pypm x ARGS...`, as `uv tool run` is uvx: rewritten before
+    anything else looks at the command line, so it takes x's fast path and launcher plan too."""
+    i = 1 if argv[:1] in (["-q"], ["--quiet"]) else 0
+    if argv[i:i + 2] == ["tool", "run"]:
+        return [*argv[:i], "x", *argv[i + 2:]]
+    return argv
 
 
 def _is_command(argv: list[str], name: str) -> bool:

@@ -504,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--show-paths", action="store_true", help="show where each tool and command is")
     a = action("dir", "print the directory of the tools' environments")
     a.add_argument("--bin", action="store_true", help="print the directory of their commands instead")
+    # (never parsed: `tool run` is rewritten to `x` before the parser sees it; listed for --help)
+    a = action("run", "run a tool, as `pypm x` (the same options), sandboxed: as uv tool run is uvx")
+    a.add_argument("args", nargs=argparse.REMAINDER, metavar="[OPTIONS] COMMAND [ARGS...]",
+                   help="as for `pypm x`")
+    a = action("update-shell", "add the tools' bin directory to PATH in the shell's startup files")
 
     p = add("cache", _lazy("cache", "cache_command"), "inspect and clean the wheel cache")
     p.add_argument("action", choices=["dir", "clean", "prune"],
@@ -530,8 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .__main__ import tool_run_as_x
     from .config import env_flag
     from .fastpath import FLAGS
+
+    argv = tool_run_as_x(list(sys.argv[1:] if argv is None else argv))
 
     try:
         # Every on/off environment variable, whatever the command (as PYPM_OFFLINE always was,

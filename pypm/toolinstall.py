@@ -1,4 +1,4 @@
-"""`pypm tool install|upgrade|uninstall|list|dir`: command-line tools kept installed, as uv's `uv tool`.
+"""`pypm tool install|upgrade|uninstall|list|dir|run|update-shell`: command-line tools kept installed, as uv's `uv tool`.
 
 Each tool gets an environment of its own, a virtual project locked and synced as `pypm x`'s are
 (verified wheels, linked from the cache), kept in `tools_home()/<name>/` (not in the cache:
@@ -50,6 +50,8 @@ def tool_command(ctx: Any, args: Any) -> int:
         return _list(ctx, args)
     if action == "install":
         return _install(ctx, args, args.requirement)
+    if action == "update-shell":
+        return _update_shell(ctx)
     names = list(args.names or [])
     if action == "upgrade":
         if bool(names) == bool(args.all):
@@ -289,11 +291,93 @@ def _write_receipt(root: Path, data: dict[str, Any]) -> None:
     write_atomic(root / RECEIPT, json_dumps(data) + "\n")
 
 
-def _say_path(ctx: Any, bin_dir: Path) -> None:
+def _on_path(bin_dir: Path) -> bool:
     entries = [os.path.realpath(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
-    if os.path.realpath(bin_dir) not in entries:
-        ctx.info(f"warning: {bin_dir} is not on PATH: add it (export PATH=\"{bin_dir}:$PATH\") to run the "
-                 "commands by name")
+    return os.path.realpath(bin_dir) in entries
+
+
+def _say_path(ctx: Any, bin_dir: Path) -> None:
+    if not _on_path(bin_dir):
+        ctx.info(f"warning: {bin_dir} is not on PATH: run `pypm tool update-shell` (or add it yourself: "
+                 f"export PATH=\"{bin_dir}:$PATH\") to run the commands by name")
+
+
+# --------------------------------------------------------------------------- update-shell
+
+_SHELL_MARK = "# added by `pypm tool update-shell`"
+
+
+def _shell_files(home: Path) -> list[tuple[Path, str]]:
+    """The startup files to put the bin directory on PATH in, with their syntax ("sh" or "fish"):
+    ~/.profile always (login shells of sh, dash, and bash without a ~/.bash_profile), and a
+    shell's own files when it is the user's shell ($SHELL) or its file is there already: bash's
+    ~/.bashrc (interactive shells) and ~/.bash_profile (which makes bash skip ~/.profile), zsh's
+    .zshenv (every zsh, in $ZDOTDIR), and a fish snippet in conf.d. As uv's update-shell."""
+    shell = os.path.basename(os.environ.get("SHELL", ""))
+    files = [(home / ".profile", "sh")]
+    if shell == "bash" or (home / ".bashrc").exists():
+        files.append((home / ".bashrc", "sh"))
+    if (home / ".bash_profile").exists():
+        files.append((home / ".bash_profile", "sh"))
+    zdot = Path(os.environ.get("ZDOTDIR") or home)
+    if shell == "zsh" or (zdot / ".zshenv").exists():
+        files.append((zdot / ".zshenv", "sh"))
+    fish = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "fish"
+    if shell == "fish" or fish.is_dir():
+        files.append((fish / "conf.d" / "pypm-tools.fish", "fish"))
+    return files
+
+
+def _path_line(bin_dir: str, syntax: str) -> str:
+    if syntax == "fish":
+        quoted = '"' + "".join("\\" + c if c in '"$\\' else c for c in bin_dir) + '"'
+        return f"contains {quoted} $PATH; or set -gx PATH {quoted} $PATH"
+    quoted = "".join("\\" + c if c in '"$`\\' else c for c in bin_dir)
+    return f'export PATH="{quoted}:$PATH"'
+
+
+def _update_shell(ctx: Any) -> int:
+    """Add the tools' bin directory to PATH in the shell's startup files, unless it is on PATH
+    already (once: a file that has the line already is left alone). Each file is rewritten whole, atomically, keeping its mode."""
+    from .config import tool_bin_dir_str
+    from .fastpath import replace_file
+
+    bin_dir = tool_bin_dir_str()
+    if _on_path(Path(bin_dir)):  # (as uv's: nothing to add)
+        ctx.info(f"{bin_dir} is on PATH already")
+        return 0
+    home = Path(os.path.expanduser("~"))
+    changed, present = [], []
+    for path, syntax in _shell_files(home):
+        line = _path_line(bin_dir, syntax)
+        try:
+            old = path.read_text(encoding="utf-8", errors="surrogateescape") if path.exists() else None
+        except OSError as e:
+            raise InstallError(f"cannot read {path}: {e.strerror or e}",
+                               hint=f"add `{line}` to it yourself, or fix its permissions") from None
+        if old is not None and line in old.splitlines():
+            present.append(path)
+            continue
+        text = (old or "")
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += f"\n{_SHELL_MARK}\n{line}\n"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mode = path.stat().st_mode & 0o7777 if old is not None else 0o644
+            replace_file(str(path), text.encode("utf-8", "surrogateescape"), mode)
+        except OSError as e:
+            raise InstallError(f"cannot write {path}: {e.strerror or e}",
+                               hint=f"add `{line}` to it yourself, or fix its permissions") from None
+        changed.append(path)
+    for path in changed:
+        ctx.info(f"Added {bin_dir} to PATH in {path}")
+    if changed:
+        ctx.info("Start a new shell (or `source` the file) for it to take effect")
+    else:
+        ctx.info(f"{bin_dir} is added to PATH in {', '.join(map(str, present))} already: start a new shell "
+                 "for it to take effect")
+    return 0
 
 
 class _home_lock:

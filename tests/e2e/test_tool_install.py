@@ -169,3 +169,58 @@ def test_a_command_the_wheel_puts_in_bin_is_a_command_too(pypm, dists, world):
     assert r.returncode == 0 and "Installed bintool 1.0: bintool in" in r.stderr, r.stderr
     r, _ = command(pypm, bin_dir / "bintool", work)
     assert r.returncode == 0 and r.stdout == "bintool ran in 1\n", r.stderr
+
+
+def test_tool_run_is_pypm_x(pypm, world):
+    """`pypm tool run` is `pypm x` (as `uv tool run` is uvx), with x's options: an installed tool's
+    environment by its bare name, the index otherwise, and x's help."""
+    server, work, secret, _, _, _ = world
+    r = pypm("tool", "run", "--index-url", server.url, "--from", "probe-tool", "probe", str(secret),
+             str(server.port), cwd=work)
+    assert r.returncode == 0 and "version 1.0" in r.stdout and "net blocked" in r.stdout, r.stderr
+    assert any((pypm.cache_dir / "tools").iterdir())  # (not installed: an environment in the cache)
+    pypm("tool", "install", "--index-url", server.url, "probe-tool", cwd=work, check=True)
+    server.clear_requests()
+    r = pypm("-q", "tool", "run", "--from", "probe-tool", "probe", str(secret), str(server.port), cwd=work)
+    assert r.returncode == 0 and "version 1.0" in r.stdout and r.stderr == "", r.stderr
+    assert server.requests == []
+    r = pypm("tool", "run", "--help", cwd=work)
+    assert r.returncode == 0 and r.stdout.startswith("usage: pypm x "), r.stdout
+    r = pypm("tool", "--help", cwd=work)
+    assert "run " in r.stdout and "update-shell" in r.stdout, r.stdout
+
+
+def test_update_shell_puts_the_bin_directory_on_path_once(pypm, world, tmp_path):
+    """`pypm tool update-shell` (as uv's): the bin directory goes on PATH in ~/.profile and the
+    user's shell's files, once; a login bash then has it; a file's own lines and mode are kept;
+    nothing is written when PATH has it already."""
+    _, work, _, _, bin_dir, _ = world
+    home = pypm.home
+    (home / ".bashrc").write_text("alias ll='ls -l'")  # (no newline at its end)
+    (home / ".bashrc").chmod(0o600)
+    (home / ".config" / "fish").mkdir(parents=True)
+    env = {"SHELL": "/bin/zsh", "PATH": "/usr/bin:/bin"}
+    r = pypm("tool", "update-shell", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    line = f'export PATH="{bin_dir}:$PATH"'
+    for name in (".profile", ".bashrc", ".zshenv"):
+        assert f"Added {bin_dir} to PATH in {home / name}" in r.stderr, r.stderr
+        assert (home / name).read_text().endswith(f"\n# added by `pypm tool update-shell`\n{line}\n")
+    assert (home / ".bashrc").read_text().startswith("alias ll='ls -l'\n\n")
+    assert (home / ".bashrc").stat().st_mode & 0o777 == 0o600 and (home / ".profile").stat().st_mode & 0o777 == 0o644
+    fish = home / ".config" / "fish" / "conf.d" / "pypm-tools.fish"
+    assert f'contains "{bin_dir}" $PATH; or set -gx PATH "{bin_dir}" $PATH' in fish.read_text()
+    assert not (home / ".bash_profile").exists()
+    before = {p: p.read_text() for p in (home / ".profile", home / ".bashrc", home / ".zshenv", fish)}
+    r = pypm("tool", "update-shell", cwd=work, env=env)  # again: nothing added twice
+    assert r.returncode == 0 and "added to PATH in" in r.stderr and "start a new shell" in r.stderr, r.stderr
+    assert {p: p.read_text() for p in before} == before
+    # a login shell of bash (no ~/.bash_profile: it reads ~/.profile) has it
+    r = subprocess.run(["bash", "-l", "-c", 'echo "$PATH"'], env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=30)
+    assert str(bin_dir) in r.stdout.strip().split(":"), (r.stdout, r.stderr)
+    # on PATH already: nothing to do, nothing written
+    (home / ".profile").unlink()
+    r = pypm("tool", "update-shell", cwd=work, env={"SHELL": "/bin/bash", "PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert r.returncode == 0 and f"{bin_dir} is on PATH already" in r.stderr, r.stderr
+    assert not (home / ".profile").exists()

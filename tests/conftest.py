@@ -25,6 +25,22 @@ EXAMPLE = REPO / "examples" / "my-lib"
 # 127.0.0.1, so a test that forgot `--index-url` fails loudly instead of reaching the internet.
 NO_INDEX_URL = "http://127.0.0.1:9/no-index-configured-in-this-test/simple/"
 
+def _as_a_foreground_job() -> None:
+    """A suite started as a background job of a non-interactive shell (`bash .ci/run &`) inherits
+    SIGINT and SIGQUIT ignored, and under nohup SIGHUP too; every pypm it starts would inherit
+    that (an ignored signal stays ignored across execve, and pypm keeps a caller's dispositions
+    for the sandboxed command, as any Unix program does). The tests of Ctrl-C and of passing
+    signals on would then fail for the harness's reason, not pypm's (seen: a fresh-clone CI
+    started that way). Reset here, as a terminal's foreground job has them."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+
+
+_as_a_foreground_job()
+
 # Host environment variables that would change what pypm or pip/uv do inside tests.
 _LEAKY_PREFIXES = ("PIP_", "PYPM_", "UV_", "VIRTUAL_ENV", "CONDA_", "PYTHONPATH", "PYTHONHOME", "XDG_")
 

@@ -312,7 +312,28 @@ def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: A
 
         raise InstallError(f"{overlay} has no site-packages", hint="remove it (`pypm cache clean`) and run again")
     _layer_hook(str(overlay))
+    _keep_index_knobs(venv, project)
     return overlay, sites[0]
+
+
+def _keep_index_knobs(venv: Path, project: Any) -> None:
+    """Add the project's index settings to a state.json written before it kept them (an older
+    pypm's sync), so that the next `run --with` takes the fast path (_fast_with) without waiting
+    for a sync that changes the venv. Only under the project's lock, with no sync at work, and
+    only that key: the rest of the state is the last sync's."""
+    from .sync import project_lock_nowait
+    from .venvstate import read_state, tool_knobs, write_state
+
+    with project_lock_nowait(project.root) as held:
+        state = read_state(venv) if held else None
+        tool = state.get("tool") if state else None
+        if state is None or not isinstance(tool, dict) or "index" in tool:
+            return
+        tool["index"] = tool_knobs(project)["index"]
+        try:
+            write_state(venv, state)
+        except OSError:
+            pass  # (a read-only venv: the full path each time, as before)
 
 
 # The layer's hook, written into --with's environment (bound read-only in the sandbox, so it is
@@ -481,6 +502,8 @@ _FAST_PROJECT = {"--writable-project": True, "--read-only-project": False}
 # ... and for `pypm x`, with its flags naming its environment's requirements (pypm.toolrun.fast_x
 # takes their plain forms)
 _FAST_X_VALUED = {**_FAST_VALUED, "--from": ("from_", False), "--with": ("with_", True)}
+# ... and for `pypm run`, --with (its plain forms: fast_main's _fast_with)
+_FAST_RUN_VALUED = {**_FAST_VALUED, "--with": ("with_", True)}
 # ... and --env-file, for both (sandboxed or not: env_file_vars reads it the same way for either)
 _FAST_ENV_FILE = {"--env-file": ("env_file", True)}
 # The flags that only the sandbox applies: (attribute, flag) of each of the above.
@@ -546,7 +569,7 @@ def _fast_parse(argv: Sequence[str], values: dict[str, Any] | None = None,
     (attribute -> value, as argparse would set them) when it is given; without it they are
     "anything else". `command="x"`: the
     same for `pypm x` (pypm.toolrun.fast_x), which has no --frozen."""
-    bare, valued = (_FAST_FLAGS, _FAST_VALUED) if command == "run" else (_FAST_X_FLAGS, _FAST_X_VALUED)
+    bare, valued = (_FAST_FLAGS, _FAST_RUN_VALUED) if command == "run" else (_FAST_X_FLAGS, _FAST_X_VALUED)
     valued = {**valued, **_FAST_ENV_FILE}
     i = 0
     flags: set[str] = set()
@@ -676,6 +699,47 @@ def _member_venv(member: str, frozen: bool) -> tuple[str, dict[str, Any]] | None
     return (root, state) if state is not None else None
 
 
+def _fast_with(state: dict[str, Any], venv: str, tool: dict[str, Any], with_: list[str]) -> tuple[str, str] | None:
+    """(environment, its site-packages) of `run --with`'s requirements, as _with_environment finds
+    them, when they are in plain forms (`NAME`, `NAME==1.2.3`) and the environment is current and
+    has its hook; else None (the full CLI makes, syncs or writes them). Writes nothing. The
+    environment's key needs the project's index settings, which state.json keeps (tool_knobs)."""
+    from types import SimpleNamespace
+
+    from .toolrun import _simple_requirement, found_environment
+
+    requirements = [_simple_requirement(w) for w in with_]
+    index = tool.get("index")
+    if not all(requirements) or not isinstance(index, dict):
+        return None  # other forms are parsed by packaging; a state.json from before the index was kept
+    interp = state.get("interpreter") or {}
+    exe, version = interp.get("executable"), interp.get("version")
+    # The lock's lower bound, as tool_project derives it from the interpreter (its minor), taken
+    # from the state that names that interpreter: pypm.interpreter's query costs ~13 ms here.
+    floor = None
+    if isinstance(exe, str) and os.path.exists(exe) and isinstance(version, str) and version.count(".") >= 1:
+        floor = ">=" + ".".join(version.split(".")[:2])
+    else:
+        exe = os.path.realpath(os.path.join(venv, "bin", "python"))
+    env_args = SimpleNamespace(python=exe, index_url=index.get("index-url"),
+                               extra_index_url=list(index.get("extra-index-url") or []),
+                               find_links=list(index.get("find-links") or []),
+                               index_strategy=index.get("index-strategy"), upgrade=False)
+    found = found_environment([r for r in requirements if r], env_args, kind="with", floor=floor)
+    if found is None:
+        return None
+    try:
+        sites = sorted(os.path.join(found, "lib", d, "site-packages") for d in os.listdir(os.path.join(found, "lib"))
+                       if d.startswith("python"))
+        with open(os.path.join(found, _LAYER_DIR, "sitecustomize.py"), encoding="utf-8") as f:
+            hooked = f.read() == _LAYER_HOOK
+    except OSError:
+        return None
+    if not hooked or not sites or not os.path.isdir(sites[0]):
+        return None
+    return found, sites[0]
+
+
 def fast_main(argv: Sequence[str]) -> int | None:
     """`pypm run` on a synced project with no run hooks and no trusted keys, straight from the entry
     point: the same checks as `_fast_venv` and the same run as `_execute`. None: not handled, and
@@ -689,7 +753,10 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return None  # sandbox flags without the sandbox: the full CLI says they have no effect
     from .launch import has_script_block
 
+    with_ = values.pop("with_", None)
     if has_script_block(cmd[0]):  # PEP 723: the script's own environment, not the project's
+        if with_:
+            return None  # (added to the script's dependencies: the CLI's run_script)
         from .script import fast_script
 
         rc = fast_script(flags, values, cmd, list(argv))
@@ -718,6 +785,12 @@ def fast_main(argv: Sequence[str]) -> int | None:
             or not os.path.exists(os.path.join(venv, "bin", "python"))):
         return None  # run hooks and the signature check live in the full path
     env = venv_environment(venv)
+    overlay = None
+    if with_:  # --with's environment, when current: layered on as _execute layers it
+        overlay = _fast_with(state, venv, tool, with_)
+        if overlay is None:
+            return None  # made, synced or its hook written first: the CLI does it
+        _layer(env, venv, *overlay)
     from .launch import _split, python_for_script
 
     cmd = python_for_script(cmd, start)
@@ -729,9 +802,10 @@ def fast_main(argv: Sequence[str]) -> int | None:
             for var, value in env_file_vars(ctx, args).items():  # as _execute: only where unset
                 env.setdefault(var, value)
             return spawn_and_wait(cmd, env)
-        launchable = _split(argv)  # this run's flags as pypm.launch will see them next time
-        return _run_sandboxed()(ctx, None, venv, cmd, env, args,
-                                known=(root, tool), launch_flags=launchable[0] if launchable else None)
+        launchable = _split(argv)  # this run's flags as pypm.launch will see them next time (not --with's)
+        return _run_sandboxed()(ctx, None, venv, cmd, env, args, known=(root, tool),
+                                launch_flags=launchable[0] if launchable and overlay is None else None,
+                                overlay=overlay)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure
 

@@ -180,9 +180,11 @@ def tool_dir(requirements: list[str], args: Any, requires_python: str | None = N
 
 
 def tool_project(requirements: list[str], args: Any, requires_python: str | None = None,
-                 kind: str = "x") -> tuple[str, str]:
+                 kind: str = "x", floor: str | None = None) -> tuple[str, str]:
     """(the environment's project directory, the pyproject.toml it must hold): tool_dir's key and
-    file, computed without writing anything (and without pathlib or OpenSSL)."""
+    file, computed without writing anything (and without pathlib or OpenSSL). `floor`: the
+    default requires-python (`>=3.11`) when the caller knows `args.python`'s version already
+    (run's fast path, from state.json): it is not part of the key."""
     from .config import cache_dir_str
     from .fastpath import json_dumps as dumps  # json.dumps without the json package (whose decoder imports re)
     from .fastpath import sha256  # CPython's own: hashlib would load OpenSSL (~8 ms) for one small hash
@@ -213,7 +215,9 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
                                               ("extra-index-url", options["extra-index-url"]),
                                               ("find-links", options["find-links"]),
                                               ("index-strategy", strategy)) if v}
-    if requires_python is None:
+    if requires_python is None and floor is not None:
+        requires_python = floor
+    elif requires_python is None:
         if args.python:  # the lock's lower bound: the interpreter's minor (queried once, then cached)
             from .interpreter import find_interpreter
 
@@ -233,13 +237,13 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
 
 
 def found_environment(requirements: list[str], args: Any, requires_python: str | None = None,
-                      kind: str = "x") -> str | None:
+                      kind: str = "x", floor: str | None = None) -> str | None:
     """The venv of tool_dir's environment when it is current (its pyproject.toml as tool_dir
     would write it, synced from it and its lock: current_venv), unless `args.upgrade` asks for
     a new lock; else None. Writes nothing: a script's run from the entry point (pypm.script)."""
     if getattr(args, "upgrade", False):
         return None
-    root, text = tool_project(requirements, args, requires_python, kind)
+    root, text = tool_project(requirements, args, requires_python, kind, floor)
     return current_venv(root, args.python) if _pyproject_text(root) == text else None
 
 

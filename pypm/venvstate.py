@@ -55,6 +55,10 @@ def tool_knobs(project: Any) -> dict[str, Any]:
     return {"sandbox-enabled": sb.enabled, "plugins": bool(project.tool.plugins),
             "plugin-run": _plugin_run(project),
             "trusted-keys": list(project.tool.trusted_keys),
+            # The index settings `run --with`'s environment is keyed by (run._with_environment),
+            # for its fast path (run.fast_main).
+            "index": {"index-url": project.tool.index_url, "extra-index-url": list(project.tool.extra_index_urls),
+                      "find-links": list(project.find_links_paths()), "index-strategy": project.tool.index_strategy},
             # The validated [tool.pypm.sandbox] and the name, for pypm.sandboxing on the fast path.
             "name": project.name,
             "sandbox": {"network": sb.network, "bind": list(sb.bind), "ro-bind": list(sb.ro_bind), "env": list(sb.env),

@@ -78,7 +78,9 @@ def test_a_tools_sandbox_defaults_are_what_sync_records_for_a_default_project() 
     from pypm.toolrun import DEFAULT_SANDBOX
     from pypm.venvstate import tool_knobs
 
-    default = SimpleNamespace(name="x", tool=SimpleNamespace(sandbox=SandboxConfig(), plugins=(), trusted_keys=()))
+    default = SimpleNamespace(name="x", find_links_paths=tuple,
+                              tool=SimpleNamespace(sandbox=SandboxConfig(), plugins=(), trusted_keys=(), index_url=None,
+                                                   extra_index_urls=(), index_strategy=None))
     assert tool_knobs(default)["sandbox"] == DEFAULT_SANDBOX
 
 

@@ -51,6 +51,23 @@ def test_with_layers_packages_over_the_project_for_one_command(pypm, world, flag
     r = pypm("run", *flags, "--with", "addon", "--", "addon-cmd", cwd=project)
     assert r.returncode == 0 and r.stdout == "addon-cmd sees lib 2.0\nand the project only\n", r.stderr
     assert server.requests == []
+    # ... and such a run takes run's fast path: no argparse, no CLI, the same layering
+    r = pypm("run", *flags, "--with", "addon", "--", "python", "-c", SHOW, cwd=project,
+             env={"PYTHONPROFILEIMPORTTIME": "1"})
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert r.returncode == 0 and "pypm.run" in imported and "pypm.cli" not in imported, sorted(imported)
+    assert json.loads(r.stdout) == got
+    # a state.json from before it kept the index settings: the CLI's run adds them, then the fast path
+    state_path = venv / ".pypm" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["tool"]["index"]
+    state_path.write_text(json.dumps(state))
+    for cli in (True, False):
+        r = pypm("run", *flags, "--with", "addon", "--", "python", "-c", SHOW, cwd=project,
+                 env={"PYTHONPROFILEIMPORTTIME": "1"})
+        imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+        assert r.returncode == 0 and ("pypm.cli" in imported) == cli and json.loads(r.stdout) == got, r.stderr[-500:]
+    assert json.loads(state_path.read_text())["tool"]["index"]["index-url"] == server.url
     # a pin given with --with wins over the project's
     r = pypm("run", *flags, "--with", "lib==1.0", "--with", "addon", "--", "python", "-c", SHOW, cwd=project)
     assert r.returncode == 0 and json.loads(r.stdout)["lib"] == "1.0", r.stderr

@@ -78,8 +78,11 @@ _X_VALUED = frozenset({"--from", "--with"})
 # --env-file PATH (either command): its variables are in the policy the plan holds, so the plan
 # is keyed by it as given, and the file's identity is among the checked ones (_env_files).
 _ENV_FILE = "--env-file"
-_RUN_VALUED = _POLICY_VALUED | {_ENV_FILE}
-_X_FLAGS, _X_ALL_VALUED = _FLAGS - {"--frozen"}, _RUN_VALUED | _X_VALUED  # (x has no --frozen)
+# `run --with REQ` (pypm.run._fast_with): the layered environment's files are among the plan's
+# checked ones (record's `vouch`), and the flag with its value is part of the plan's key.
+_WITH = "--with"
+_RUN_VALUED = _POLICY_VALUED | {_ENV_FILE, _WITH}
+_X_FLAGS, _X_ALL_VALUED = _FLAGS - {"--frozen"}, _POLICY_VALUED | {_ENV_FILE} | _X_VALUED  # (x has no --frozen)
 # pypm's own modules whose code decides the plan: a new pypm version records a new one.
 _CODE = ("pypm/launch.py", "pypm/run.py", "pypm/sandboxing.py", "pypm/fastpath.py", "pypm/script.py",
          "pypm/toolrun.py", "pypm/config.py", "sandbox/policy.py",
@@ -454,7 +457,7 @@ def _resolve_paths(root: str, venv: str, policy: Any, tool: dict[str, Any]) -> l
 
 
 def record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str,
-           own: tuple[str, Sequence[str], Sequence[str]] | None = None) -> bool:
+           own: tuple[str, Sequence[str], Sequence[str]] | None = None, vouch: Sequence[str] = ()) -> bool:
     """Write the plan that `launch` can replay for this run (atomically); False when this run
     cannot be replayed (no compiled helper, the Python runner asked for, a file changed too
     recently to vouch for, ...). Never raises: a run without a plan is only slower.
@@ -464,15 +467,16 @@ def record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[s
     that decided the environment and the command: the script, or the tool's command, and the
     environment's pyproject.toml and pypm.lock, the command's first words). `root` is then the
     directory the run binds (the current one), and the plan also vouches for those files and the
-    Python pypm runs on (which keys the environment)."""
+    Python pypm runs on (which keys the environment). `vouch`: more files the plan checks (a
+    project run's `--with` environment: its pyproject.toml, pypm.lock, state and hook)."""
     try:
-        return _record(root, venv, flags, policy, tool, cache_dir, own)
+        return _record(root, venv, flags, policy, tool, cache_dir, own, vouch)
     except Exception:  # noqa: BLE001 - recording is an optimisation; the run goes on either way
         return False
 
 
 def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[str, Any], cache_dir: str,
-            own: tuple[str, Sequence[str], Sequence[str]] | None = None) -> bool:
+            own: tuple[str, Sequence[str], Sequence[str]] | None = None, vouch: Sequence[str] = ()) -> bool:
     import time
 
     from sandbox import native
@@ -498,6 +502,7 @@ def _record(root: str, venv: str, flags: Sequence[str], policy: Any, tool: dict[
     paths = _identity_paths(root, venv, policy, tool) + [exe] + _env_files(flags, os.getcwd())
     if own is not None:
         paths += [*own[1], os.path.realpath(sys.executable)]
+    paths += list(vouch)
     idents = []
     for p in paths:
         try:

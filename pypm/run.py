@@ -699,6 +699,15 @@ def _member_venv(member: str, frozen: bool) -> tuple[str, dict[str, Any]] | None
     return (root, state) if state is not None else None
 
 
+def _with_files(overlay: str) -> list[str]:
+    """The files that decide what `run --with`'s environment `overlay` (a venv) is and holds: its
+    project's pyproject.toml (the requirements and the index) and pypm.lock, the venv's state
+    and --with's hook. A plan of such a run checks them (pypm.launch)."""
+    env_root = os.path.dirname(overlay)
+    return [os.path.join(env_root, "pyproject.toml"), os.path.join(env_root, "pypm.lock"),
+            os.path.join(overlay, ".pypm", "state.json"), os.path.join(overlay, _LAYER_DIR, "sitecustomize.py")]
+
+
 def _fast_with(state: dict[str, Any], venv: str, tool: dict[str, Any], with_: list[str]) -> tuple[str, str] | None:
     """(environment, its site-packages) of `run --with`'s requirements, as _with_environment finds
     them, when they are in plain forms (`NAME`, `NAME==1.2.3`) and the environment is current and
@@ -802,10 +811,12 @@ def fast_main(argv: Sequence[str]) -> int | None:
             for var, value in env_file_vars(ctx, args).items():  # as _execute: only where unset
                 env.setdefault(var, value)
             return spawn_and_wait(cmd, env)
-        launchable = _split(argv)  # this run's flags as pypm.launch will see them next time (not --with's)
+        launchable = _split(argv)  # this run's flags as pypm.launch will see them next time
+        # (--with's: the plan also checks its environment's files, which decided it and what it holds)
+        vouch = [] if overlay is None else _with_files(overlay[0])
         return _run_sandboxed()(ctx, None, venv, cmd, env, args, known=(root, tool),
-                                launch_flags=launchable[0] if launchable and overlay is None else None,
-                                overlay=overlay)
+                                launch_flags=launchable[0] if launchable else None,
+                                overlay=overlay, vouch=vouch)
     except (Exception, KeyboardInterrupt) as e:  # reported as cli.main reports it
         from .errors import report_failure
 

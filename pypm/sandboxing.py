@@ -254,7 +254,7 @@ def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str],
                   args: argparse.Namespace, *, known: tuple[str, dict[str, Any]] | None = None,
                   launch_flags: Sequence[str] | None = None,
                   own: tuple[str, Sequence[str], Sequence[str]] | None = None,
-                  overlay: tuple[str, str] | None = None) -> int:
+                  overlay: tuple[str, str] | None = None, vouch: Sequence[str] = ()) -> int:
     """Run `argv` in the project's sandbox; returns its exit status (128+N if killed by signal N).
 
     `env` is the environment the command would get unsandboxed (the venv activated); only
@@ -280,7 +280,7 @@ def run_sandboxed(ctx: Any, project: Any, venv: Path | str, argv: Sequence[str],
         if launch_flags is not None and known is not None:
             from .launch import record
 
-            record(known[0], str(venv), launch_flags, policy, known[1], default_cache_dir(), own)
+            record(known[0], str(venv), launch_flags, policy, known[1], default_cache_dir(), own, vouch)
         return sandbox.run(policy, list(argv), cache_dir=default_cache_dir())
     except sandbox.SandboxError as e:
         raise _err(e) from None

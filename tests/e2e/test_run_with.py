@@ -51,9 +51,10 @@ def test_with_layers_packages_over_the_project_for_one_command(pypm, world, flag
     r = pypm("run", *flags, "--with", "addon", "--", "addon-cmd", cwd=project)
     assert r.returncode == 0 and r.stdout == "addon-cmd sees lib 2.0\nand the project only\n", r.stderr
     assert server.requests == []
-    # ... and such a run takes run's fast path: no argparse, no CLI, the same layering
+    # ... and such a run takes run's fast path: no argparse, no CLI, the same layering (the
+    # launcher's replay aside: test_a_with_run_is_replayed_by_the_launcher_while_its_environment_holds)
     r = pypm("run", *flags, "--with", "addon", "--", "python", "-c", SHOW, cwd=project,
-             env={"PYTHONPROFILEIMPORTTIME": "1"})
+             env={"PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"})
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert r.returncode == 0 and "pypm.run" in imported and "pypm.cli" not in imported, sorted(imported)
     assert json.loads(r.stdout) == got
@@ -64,7 +65,7 @@ def test_with_layers_packages_over_the_project_for_one_command(pypm, world, flag
     state_path.write_text(json.dumps(state))
     for cli in (True, False):
         r = pypm("run", *flags, "--with", "addon", "--", "python", "-c", SHOW, cwd=project,
-                 env={"PYTHONPROFILEIMPORTTIME": "1"})
+                 env={"PYTHONPROFILEIMPORTTIME": "1", "PYPM_NO_LAUNCHER": "1"})
         imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
         assert r.returncode == 0 and ("pypm.cli" in imported) == cli and json.loads(r.stdout) == got, r.stderr[-500:]
     assert json.loads(state_path.read_text())["tool"]["index"]["index-url"] == server.url
@@ -107,3 +108,32 @@ def test_with_errors_and_a_script(pypm, world, tmp_path):
                                   "import addon, lib; print(addon.V, lib.V)\n")
     r = pypm("run", "--with", "addon", "tool.py", cwd=here)
     assert r.returncode == 0 and r.stdout == "addon 1.0\n", r.stderr
+
+
+def test_a_with_run_is_replayed_by_the_launcher_while_its_environment_holds(pypm, world):
+    """A sandboxed `run --with addon` is recorded and replayed by the launcher (keyed by the flag and
+    its value), and its plan also checks the layered environment's files: once that environment is
+    gone (`pypm cache clean` of it), the run is not replayed but made again through the CLI."""
+    import shutil
+
+    from tests.sandbox.test_launch import _run, _until_replayed
+
+    project, _ = world
+    code = "import addon, lib; print(addon.V, lib.V)"
+    _until_replayed(pypm, project, code, "addon 2.0\n", flags=("--with", "addon"))
+    launched, r = _run(pypm, project, "python", "-c", code, flags=("--with", "lib==1.0", "--with", "addon"))
+    assert not launched and r.returncode == 0 and r.stdout == "addon 1.0\n", r.stderr  # other flags: another plan
+    _until_replayed(pypm, project, code, "addon 2.0\n", flags=("--with", "addon"))
+    envs = [e for e in (pypm.cache_dir / "tools").iterdir()
+            if "run --with" in (e / "pyproject.toml").read_text() and '["addon"]' in (e / "pyproject.toml").read_text()]
+    assert len(envs) == 1, envs
+    # an edit of the environment's files (here --with's hook): not replayed; the CLI writes the hook again
+    hook = envs[0] / ".venv" / ".pypm-layer" / "sitecustomize.py"
+    hook.write_text(hook.read_text() + "import os\nos.environ['HOOK_EDITED'] = '1'\n")
+    edited = code + "; import os; print(os.environ.get('HOOK_EDITED'))"
+    launched, r = _run(pypm, project, "python", "-c", edited, flags=("--with", "addon"))
+    assert not launched and r.returncode == 0 and r.stdout == "addon 2.0\nNone\n", r.stderr
+    _until_replayed(pypm, project, code, "addon 2.0\n", flags=("--with", "addon"))
+    shutil.rmtree(envs[0])  # gone (`pypm cache clean`): made again through the CLI
+    launched, r = _run(pypm, project, "python", "-c", code, flags=("--with", "addon"))
+    assert not launched and r.returncode == 0 and r.stdout == "addon 2.0\n", r.stderr

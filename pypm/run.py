@@ -282,54 +282,88 @@ def env_file_vars(ctx: Any, args: Any) -> dict[str, str]:
     return kept
 
 
-def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: Any, sandboxed: bool) -> Any:
+def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: Any, knobs: dict[str, Any],
+                      sandboxed: bool) -> Any:
     """`run --with REQ...` in a project: an environment of its own for REQ (made, locked and
     synced as `pypm x --with` makes one, in the cache, keyed by the requirements, the project
     venv's interpreter and the project's sources), whose packages the command sees before the
     project's: its site-packages first on PYTHONPATH, its bin/ on PATH after the venv's (`python`
     stays the project's). Resolved on their own, as uv's --with: they may differ from the
     project's pins, and they win; its .pth files are read and its console scripts see the
-    project's packages (_LAYER_HOOK). Returns (its venv, its site-packages)."""
-    from types import SimpleNamespace
-
+    project's packages (_LAYER_HOOK). `knobs`: the venv's state's (or the project's) tool knobs,
+    whose index settings key the environment. Returns (its venv, its site-packages)."""
     from .toolrun import parse_requirement_flag, ready_environment, tool_dir
     from .venvstate import read_state
 
     requirements = [parse_requirement_flag(w, "--with") for w in args.with_]
-    if project is None:
-        project = ctx.project()
-    exe = ((read_state(venv) or {}).get("interpreter") or {}).get("executable")
-    if not isinstance(exe, str) or not os.path.exists(exe):
-        exe = os.path.realpath(os.path.join(str(venv), "bin", "python"))
-    tool = project.tool
-    env_args = SimpleNamespace(python=exe, index_url=tool.index_url, extra_index_url=list(tool.extra_index_urls),
-                               find_links=list(project.find_links_paths()), index_strategy=tool.index_strategy,
-                               upgrade=bool(getattr(args, "upgrade", False)), offline=bool(getattr(args, "offline", False)))
-    overlay = ready_environment(ctx, tool_dir(requirements, env_args, kind="with"), env_args, sandboxed=sandboxed)
-    sites = sorted((overlay / "lib").glob("python*/site-packages"))
-    if not sites:
+    state = read_state(venv) or {}
+    index = knobs.get("index")
+    if not isinstance(index, dict):  # knobs from a state.json from before it kept them
+        from .venvstate import index_knobs
+
+        index = index_knobs(project if project is not None else ctx.project())
+    if not isinstance((state.get("tool") or {}).get("index"), dict):
+        _keep_index_knobs(venv, index)  # for the next run's fast path
+    env_args, floor = _with_args(state, str(venv), index, upgrade=bool(getattr(args, "upgrade", False)),
+                                 offline=bool(getattr(args, "offline", False)))
+    overlay = ready_environment(ctx, tool_dir(requirements, env_args, kind="with", floor=floor), env_args,
+                                sandboxed=sandboxed)
+    site = _site_packages(str(overlay))
+    if site is None:
         from .errors import InstallError
 
         raise InstallError(f"{overlay} has no site-packages", hint="remove it (`pypm cache clean`) and run again")
     _layer_hook(str(overlay))
-    _keep_index_knobs(venv, project)
-    return overlay, sites[0]
+    return overlay, site
 
 
-def _keep_index_knobs(venv: Path, project: Any) -> None:
+def _with_args(state: dict[str, Any], venv: str, index: dict[str, Any], *, upgrade: bool = False,
+               offline: bool = False) -> tuple[Any, str | None]:
+    """(the options `run --with`'s environment is keyed and made by, its requires-python floor)
+    from the venv's state and the project's index settings (venvstate.index_knobs): one place
+    for the full path and the fast path, whose keys must agree. The interpreter is the venv's
+    (its state's), and the floor its minor, so that tool_project need not query it (~13 ms)."""
+    from types import SimpleNamespace
+
+    interp = state.get("interpreter") or {}
+    exe, version = interp.get("executable"), interp.get("version")
+    floor = None
+    if isinstance(exe, str) and os.path.exists(exe):
+        if isinstance(version, str) and version.count(".") >= 1:
+            floor = ">=" + ".".join(version.split(".")[:2])
+    else:
+        exe = os.path.realpath(os.path.join(venv, "bin", "python"))
+    args = SimpleNamespace(python=exe, index_url=index.get("index-url"),
+                           extra_index_url=list(index.get("extra-index-url") or []),
+                           find_links=list(index.get("find-links") or []), index_strategy=index.get("index-strategy"),
+                           upgrade=upgrade, offline=offline)
+    return args, floor
+
+
+def _site_packages(overlay: str) -> str | None:
+    """The environment's site-packages directory, or None."""
+    try:
+        names = sorted(d for d in os.listdir(os.path.join(overlay, "lib")) if d.startswith("python"))
+    except OSError:
+        return None
+    sites = [os.path.join(overlay, "lib", d, "site-packages") for d in names]
+    return next((p for p in sites if os.path.isdir(p)), None)
+
+
+def _keep_index_knobs(venv: Path, index: dict[str, Any]) -> None:
     """Add the project's index settings to a state.json written before it kept them (an older
     pypm's sync), so that the next `run --with` takes the fast path (_fast_with) without waiting
     for a sync that changes the venv. Only under the project's lock, with no sync at work, and
     only that key: the rest of the state is the last sync's."""
     from .sync import project_lock_nowait
-    from .venvstate import read_state, tool_knobs, write_state
+    from .venvstate import read_state, write_state
 
-    with project_lock_nowait(project.root) as held:
+    with project_lock_nowait(venv.parent) as held:
         state = read_state(venv) if held else None
         tool = state.get("tool") if state else None
         if state is None or not isinstance(tool, dict) or "index" in tool:
             return
-        tool["index"] = tool_knobs(project)["index"]
+        tool["index"] = index
         try:
             write_state(venv, state)
         except OSError:
@@ -386,23 +420,29 @@ del _pypm_layer
 _LAYER_DIR = ".pypm-layer"
 
 
+def _hook_path(overlay: str) -> str:
+    return os.path.join(overlay, _LAYER_DIR, "sitecustomize.py")
+
+
+def _hook_current(overlay: str) -> bool:
+    try:
+        with open(_hook_path(overlay), encoding="utf-8") as f:
+            return f.read() == _LAYER_HOOK
+    except OSError:
+        return False
+
+
 def _layer_hook(overlay: str) -> None:
     """--with's hook in `overlay` (see _LAYER_HOOK; `_layer` puts its directory on PYTHONPATH),
     written when it is missing or differs (atomically: a run beside it may be reading it)."""
-    hook_dir = os.path.join(overlay, _LAYER_DIR)
-    path = os.path.join(hook_dir, "sitecustomize.py")
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == _LAYER_HOOK:
-                return
-    except OSError:
-        pass
+    if _hook_current(overlay):
+        return
     from pathlib import Path
 
     from .lockfile import write_atomic
 
-    os.makedirs(hook_dir, exist_ok=True)
-    write_atomic(Path(path), _LAYER_HOOK)
+    os.makedirs(os.path.join(overlay, _LAYER_DIR), exist_ok=True)
+    write_atomic(Path(_hook_path(overlay)), _LAYER_HOOK)
 
 
 def _layer(env: dict[str, str], venv: str, overlay: str, site: str) -> None:
@@ -442,7 +482,7 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
         env.setdefault(name, value)
     overlay = None
     if getattr(args, "with_", None):
-        made, site = _with_environment(ctx, args, venv, project, sandboxed)
+        made, site = _with_environment(ctx, args, venv, project, knobs, sandboxed)
         overlay = (str(made), str(site))  # (sandboxed: shown read-only, and layered inside likewise)
         _layer(env, str(venv), *overlay)
     if plugins_on:
@@ -705,7 +745,7 @@ def _with_files(overlay: str) -> list[str]:
     and --with's hook. A plan of such a run checks them (pypm.launch)."""
     env_root = os.path.dirname(overlay)
     return [os.path.join(env_root, "pyproject.toml"), os.path.join(env_root, "pypm.lock"),
-            os.path.join(overlay, ".pypm", "state.json"), os.path.join(overlay, _LAYER_DIR, "sitecustomize.py")]
+            os.path.join(overlay, ".pypm", "state.json"), _hook_path(overlay)]
 
 
 def _fast_with(state: dict[str, Any], venv: str, tool: dict[str, Any], with_: list[str]) -> tuple[str, str] | None:
@@ -713,40 +753,18 @@ def _fast_with(state: dict[str, Any], venv: str, tool: dict[str, Any], with_: li
     them, when they are in plain forms (`NAME`, `NAME==1.2.3`) and the environment is current and
     has its hook; else None (the full CLI makes, syncs or writes them). Writes nothing. The
     environment's key needs the project's index settings, which state.json keeps (tool_knobs)."""
-    from types import SimpleNamespace
-
     from .toolrun import _simple_requirement, found_environment
 
-    requirements = [_simple_requirement(w) for w in with_]
+    requirements = [r for r in map(_simple_requirement, with_) if r is not None]
     index = tool.get("index")
-    if not all(requirements) or not isinstance(index, dict):
+    if len(requirements) != len(with_) or not isinstance(index, dict):
         return None  # other forms are parsed by packaging; a state.json from before the index was kept
-    interp = state.get("interpreter") or {}
-    exe, version = interp.get("executable"), interp.get("version")
-    # The lock's lower bound, as tool_project derives it from the interpreter (its minor), taken
-    # from the state that names that interpreter: pypm.interpreter's query costs ~13 ms here.
-    floor = None
-    if isinstance(exe, str) and os.path.exists(exe) and isinstance(version, str) and version.count(".") >= 1:
-        floor = ">=" + ".".join(version.split(".")[:2])
-    else:
-        exe = os.path.realpath(os.path.join(venv, "bin", "python"))
-    env_args = SimpleNamespace(python=exe, index_url=index.get("index-url"),
-                               extra_index_url=list(index.get("extra-index-url") or []),
-                               find_links=list(index.get("find-links") or []),
-                               index_strategy=index.get("index-strategy"), upgrade=False)
-    found = found_environment([r for r in requirements if r], env_args, kind="with", floor=floor)
-    if found is None:
+    env_args, floor = _with_args(state, venv, index)
+    found = found_environment(requirements, env_args, kind="with", floor=floor)
+    site = _site_packages(found) if found is not None else None
+    if found is None or site is None or not _hook_current(found):
         return None
-    try:
-        sites = sorted(os.path.join(found, "lib", d, "site-packages") for d in os.listdir(os.path.join(found, "lib"))
-                       if d.startswith("python"))
-        with open(os.path.join(found, _LAYER_DIR, "sitecustomize.py"), encoding="utf-8") as f:
-            hooked = f.read() == _LAYER_HOOK
-    except OSError:
-        return None
-    if not hooked or not sites or not os.path.isdir(sites[0]):
-        return None
-    return found, sites[0]
+    return found, site
 
 
 def fast_main(argv: Sequence[str]) -> int | None:

@@ -159,13 +159,13 @@ def _requirements(args: Any, argv: list[str]) -> tuple[list[str], str]:
 
 
 def tool_dir(requirements: list[str], args: Any, requires_python: str | None = None,
-             kind: str = "x") -> Path:
+             kind: str = "x", floor: str | None = None) -> Path:
     """The environment's project directory (made, with its pyproject.toml, when new). `args`: its
     python, index_url, extra_index_url and find_links; `requires_python`: the lock's range
-    (default: the interpreter's minor and newer)."""
+    (default: the interpreter's minor and newer; `floor`: see tool_project)."""
     from pathlib import Path
 
-    root, text = tool_project(requirements, args, requires_python, kind)
+    root, text = tool_project(requirements, args, requires_python, kind, floor)
     if _pyproject_text(root) != text:
         from .lockfile import write_atomic  # (its dataclasses: ~6 ms a run that finds it current skips)
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .selection import Selection
 
-__all__ = ["STATE_VERSION", "STATE_REL", "expected_state", "tool_knobs", "read_state", "write_state",
+__all__ = ["STATE_VERSION", "STATE_REL", "expected_state", "tool_knobs", "index_knobs", "read_state", "write_state",
            "drop_state", "project_token", "files_present", "installed_record", "record_dirs", "venv_intact",
            "shared_sync_lock", "synced_unchanged", "fast_sync"]
 
@@ -55,15 +55,20 @@ def tool_knobs(project: Any) -> dict[str, Any]:
     return {"sandbox-enabled": sb.enabled, "plugins": bool(project.tool.plugins),
             "plugin-run": _plugin_run(project),
             "trusted-keys": list(project.tool.trusted_keys),
-            # The index settings `run --with`'s environment is keyed by (run._with_environment),
-            # for its fast path (run.fast_main).
-            "index": {"index-url": project.tool.index_url, "extra-index-url": list(project.tool.extra_index_urls),
-                      "find-links": list(project.find_links_paths()), "index-strategy": project.tool.index_strategy},
+            "index": index_knobs(project),
             # The validated [tool.pypm.sandbox] and the name, for pypm.sandboxing on the fast path.
             "name": project.name,
             "sandbox": {"network": sb.network, "bind": list(sb.bind), "ro-bind": list(sb.ro_bind), "env": list(sb.env),
                         "profile": sb.profile, "writable-project": sb.writable_project,
                         "limits": dict(sb.limits)}}
+
+
+def index_knobs(project: Any) -> dict[str, Any]:
+    """The index settings `run --with`'s environment is keyed by (run._with_args), kept in
+    state.json for run's fast path (run._fast_with)."""
+    tool = project.tool
+    return {"index-url": tool.index_url, "extra-index-url": list(tool.extra_index_urls),
+            "find-links": list(project.find_links_paths()), "index-strategy": tool.index_strategy}
 
 
 def _plugin_run(project: Any) -> dict[str, Any] | None:

@@ -486,10 +486,15 @@ def build_parser() -> argparse.ArgumentParser:
         return a
 
     a = action("install", "install a tool: its environment, and its commands in the bin directory, run sandboxed")
-    a.add_argument("requirement", metavar="REQUIREMENT", help="the tool's package, as a requirement (`ruff`, `black>=24`)")
+    a.add_argument("requirement", metavar="REQUIREMENT",
+                   help="the tool's package, as a requirement (`ruff`, `black>=24`) or the path of its project, wheel or sdist")
     a.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
                    help="also install this package in the tool's environment (repeatable)")
     a.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
+    a.add_argument("--editable", "-e", action="store_true",
+                   help="install the tool editable from its project directory (REQUIREMENT is its path): its sources stay live")
+    a.add_argument("--reinstall", action="store_true",
+                   help="reinstall every package of the tool's environment (a path's project is built again)")
     a.add_argument("--force", action="store_true", help="replace files in the bin directory that pypm did not put there")
     _index_flags(a, strategy=True)
     _sandbox_flags(a, print_plan=False)  # (written into the commands, which run `pypm x` with them)

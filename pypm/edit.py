@@ -149,7 +149,7 @@ def _add(ctx: Any, args: argparse.Namespace, ws: tuple[Path, str] | None) -> int
     editable = bool(getattr(args, "editable", False))
     reqs, local = [], []
     for text in args.requirements:
-        if _looks_local(text):  # `pypm add ../lib`: a path dependency, named in [tool.pypm.sources] (as uv)
+        if looks_local(text):  # `pypm add ../lib`: a path dependency, named in [tool.pypm.sources] (as uv)
             name, path = _local_target(text, project, ctx.directory)
             if editable and not Path(project.root, path).is_dir():
                 raise UsageError(f"--editable {text}: only a project directory can be installed editable")
@@ -289,13 +289,25 @@ def parse_requirement(text: str, what: str = "", *, local_urls: bool = False, re
     return req
 
 
-def _looks_local(text: str) -> bool:
+def looks_local(text: str) -> bool:
+    """Whether a requirement given on the command line is a path (`../lib`, `./dist/x.whl`, `~/src/x`)."""
     return "@" not in text and ("/" in text or text.startswith((".", "~")) or text.endswith(ARCHIVES))
 
 
 def _local_target(text: str, project: Project, cwd: Path) -> tuple[str, str]:
     """(name, path as [tool.pypm.sources] writes it) of the directory or file `text` names (`pypm
     add ../lib`): relative to the project when given relative, absolute when given absolute."""
+    import os
+
+    name, where = local_source(text, cwd)
+    path = str(where) if os.path.isabs(os.path.expanduser(text)) else Path(os.path.relpath(where, project.root)).as_posix()
+    return name, path
+
+
+def local_source(text: str, cwd: Path) -> tuple[str, Path]:
+    """(name, absolute path) of the project directory, wheel or sdist that `text` names, relative
+    to `cwd`: the name from its pyproject.toml's [project] table or the file's name. A UsageError
+    naming it when it is none of those."""
     import os
     import tomllib
 
@@ -320,8 +332,7 @@ def _local_target(text: str, project: Project, cwd: Path) -> tuple[str, str]:
         raise UsageError(f"{text}: {where} is not a project directory, a wheel or an sdist",
                          hint="give the path of a directory with a pyproject.toml, or of a .whl/.tar.gz file; "
                               f"a package from an index is added by name. {_LOCAL_HINT}")
-    path = str(where) if os.path.isabs(given) else Path(os.path.relpath(where, project.root)).as_posix()
-    return name, path
+    return name, where
 
 
 def _set_source(doc: Any, name: str, path: str, editable: bool) -> None:

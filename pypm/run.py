@@ -295,7 +295,7 @@ def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: A
     from .toolrun import parse_requirement_flag, ready_environment, tool_dir
     from .venvstate import read_state
 
-    requirements = [parse_requirement_flag(w, "--with") for w in args.with_]
+    requirements = [parse_requirement_flag(w, "--with", str(ctx.directory)) for w in args.with_]
     state = read_state(venv) or {}
     index = knobs.get("index")
     if not isinstance(index, dict):  # knobs from a state.json from before it kept them

@@ -335,8 +335,11 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
             continue
         if p.local_directory:  # a path dependency's directory: built (or installed editable), no file
             d = _local_dir(project, p)
-            wanted.append(Wanted(p.key[0], p.version, "editable" if "editable" in p.source else "directory", None,
-                                 local_dirs[str(d)], p))
+            # The kind is part of the token: a source made editable (or no longer) with the same
+            # build inputs is installed again, the other way
+            editable = "editable" in p.source
+            wanted.append(Wanted(p.key[0], p.version, "editable" if editable else "directory", None,
+                                 local_dirs[str(d)] if editable else f"built-{local_dirs[str(d)]}", p))
             continue
         if p.git:  # a git dependency: built from its commit (the lock's source says which)
             import hashlib

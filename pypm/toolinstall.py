@@ -112,11 +112,17 @@ def _install(ctx: Any, args: Any, given: str) -> int:
     from packaging.requirements import Requirement
 
     from .config import tool_bin_dir_str, tools_home_str
-    from .toolrun import parse_requirement_flag, tool_project
+    from .toolrun import local_directory, parse_requirement_flag, tool_project
 
-    requirement = parse_requirement_flag(given, "the tool")
+    cwd = str(ctx.directory)
+    requirement = parse_requirement_flag(given, "the tool", cwd)
     name = canonical_name(Requirement(requirement).name)
-    with_ = [parse_requirement_flag(w, "--with") for w in args.with_]
+    editable = bool(args.editable)
+    if editable and local_directory(requirement) is None:
+        raise UsageError(f"--editable {given}: only a project directory can be installed editable",
+                         hint="give the path of its source (`pypm tool install --editable ./tool`); "
+                              "a package from an index is never editable")
+    with_ = [parse_requirement_flag(w, "--with", cwd) for w in args.with_]
     home, bin_dir = Path(tools_home_str()), Path(tool_bin_dir_str())
     root = home / name
     sandboxed = not args.no_sandbox
@@ -129,7 +135,9 @@ def _install(ctx: Any, args: Any, given: str) -> int:
             raise UsageError(f"{', '.join(given_flags)} with --no-sandbox: the commands would run without the sandbox",
                              hint="leave out --no-sandbox, or the sandbox flags")
     env_args = _env_args(args)
+    env_args.editable = [name] if editable else []
     _, text = tool_project([requirement, *with_], env_args, kind="tool")
+    env_args.reinstall = bool(args.reinstall)
     with _home_lock(home):
         old = read_receipt(name)
         old_files = {f: (root / f).read_bytes() for f in ("pyproject.toml", "pypm.lock") if (root / f).is_file()} \
@@ -152,6 +160,7 @@ def _install(ctx: Any, args: Any, given: str) -> int:
         _write_receipt(root, {"name": name, "requirement": requirement, "with": with_, "python": args.python,
                               "index-url": env_args.index_url, "extra-index-url": env_args.extra_index_url,
                               "find-links": env_args.find_links, "index-strategy": env_args.index_strategy,
+                              **({"editable": True} if editable else {}),
                               "sandboxed": sandboxed, "sandbox-flags": flags, "bin-dir": str(bin_dir),
                               "commands": commands, "version": version})
     verb = "Reinstalled" if old is not None else "Installed"

@@ -126,24 +126,58 @@ def _plain_requirements(from_: str | None, with_: Sequence[str], command: str) -
     return [main, *with_], command
 
 
-def parse_requirement_flag(text: str, what: str) -> str:
+def parse_requirement_flag(text: str, what: str, cwd: str | None = None) -> str:
     """A requirement given on the command line (`--from`, `--with`) as packaging spells it, and
-    refused naming `what` when it is not one."""
+    refused naming `what` when it is not one. A path (`./tool`, `~/src/tool`, `dist/x.whl`;
+    relative to `cwd`, default the working directory) is `NAME @ file:///ABS`, NAME read from its
+    pyproject.toml or file name, as uv takes one: the environment's lock then builds it from
+    there (pypm.pathdeps), and its absolute path keys the environment."""
     simple = _simple_requirement(text)
     if simple is not None:  # `--from httpie`, `--with rich==13.9.4`: as packaging spells them, without it (~28 ms)
         return simple
-    from .edit import parse_requirement
+    from pathlib import Path
 
-    return str(parse_requirement(text, what, remote_urls=True))
+    from .edit import local_source, looks_local, parse_requirement
+
+    if looks_local(text):
+        from packaging.requirements import Requirement
+
+        name, where = local_source(text, Path(cwd if cwd is not None else os.getcwd()))
+        return str(Requirement(f"{name} @ {where.as_uri()}"))
+    req = parse_requirement(text, what, remote_urls=True, local_urls=True)
+    if req.url and req.url.startswith("file:") and not _absolute_file_url(req.url):
+        raise UsageError(f"{what} {text!r}: a relative file: URL has nothing to be relative to here",
+                         hint=f"give the path itself ({what} ./{req.url[5:].lstrip('/')}), or an absolute file:/// URL")
+    return str(req)
 
 
-def _requirements(args: Any, argv: list[str]) -> tuple[list[str], str]:
-    """(requirements, command): `ruff` -> ruff; `ruff@0.6.9` -> ruff==0.6.9; `--from SPEC CMD`."""
+def _absolute_file_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.netloc in ("", "localhost") and parts.path.startswith("/")
+
+
+def local_directory(requirement: str) -> str | None:
+    """The directory a `NAME @ file:///ABS` requirement names, when it is one; else None."""
+    if "@ file:" not in requirement:
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    path = unquote(urlsplit(requirement.partition("@")[2].strip().split(";")[0].strip()).path)
+    return path if os.path.isdir(path) else None
+
+
+def _requirements(args: Any, argv: list[str], cwd: str) -> tuple[list[str], str]:
+    """(requirements, command): `ruff` -> ruff; `ruff@0.6.9` -> ruff==0.6.9; `--from SPEC CMD`
+    (`--from ./tool CMD`: a path, relative to `cwd`)."""
     command = argv[0]
     plain = _plain_requirements(args.from_ or None, args.with_, command)
     if plain is not None:  # the usual `pypm x ruff ...` (and plain --from/--with): no packaging
         return plain
-    parse = parse_requirement_flag
+
+    def parse(text: str, what: str) -> str:
+        return parse_requirement_flag(text, what, cwd)
 
     if args.from_:
         main = parse(args.from_, "--from")
@@ -207,6 +241,22 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
     strategy = getattr(args, "index_strategy", None)
     if strategy:  # (only then: the other environments keep their keys)
         options["index-strategy"] = strategy
+    # `tool install --editable DIR`: its requirement (`NAME @ file:///DIR`) becomes a source of
+    # [tool.pypm.sources], the one way a project says editable (pypm.pathdeps)
+    editable: dict[str, str] = {}
+    for name in getattr(args, "editable", None) or ():
+        from .lockfile import canonical_name
+
+        for i, req in enumerate(requirements):
+            if canonical_name(req.partition("@")[0].partition("[")[0].strip()) == name and local_directory(req):
+                editable[name] = str(local_directory(req))
+                requirements = [*requirements[:i], req.partition("@")[0].strip(), *requirements[i + 1:]]
+                break
+        else:
+            raise UsageError(f"--editable {name}: only a project directory can be installed editable",
+                             hint="give the path of its source (`pypm tool install --editable ./tool`)")
+    if editable:
+        options["requirements"], options["editable"] = requirements, editable
     if kind == "with":  # `run --with`'s: not the `pypm x` environment of the same list (another pyproject.toml)
         options["kind"] = kind
     key = sha256(dumps(options, indent=False).encode()).hexdigest()[:24]
@@ -233,6 +283,10 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
     if tool:
         lines.append("\n[tool.pypm]")
         lines += [f"{k} = {dumps(v, indent=False)}" for k, v in tool.items()]  # JSON strings and arrays are TOML ones
+    if editable:
+        lines.append("\n[tool.pypm.sources]")
+        lines += [f"{dumps(n, indent=False)} = {{ path = {dumps(d, indent=False)}, editable = true }}"
+                  for n, d in sorted(editable.items())]
     return root, "\n".join(lines) + "\n"
 
 
@@ -292,11 +346,13 @@ def read_receipt(name: str) -> dict[str, Any] | None:
 
 
 def receipt_args(receipt: dict[str, Any], offline: bool) -> Any:
-    """An installed tool's environment's options, as its install gave them (its python, index)."""
+    """An installed tool's environment's options, as its install gave them (its python, index,
+    whether it is installed editable from its directory)."""
     return SimpleNamespace(python=receipt.get("python"), index_url=receipt.get("index-url"),
                            extra_index_url=list(receipt.get("extra-index-url") or []),
                            find_links=list(receipt.get("find-links") or []),
-                           index_strategy=receipt.get("index-strategy"), upgrade=False, offline=offline)
+                           index_strategy=receipt.get("index-strategy"), upgrade=False, offline=offline,
+                           editable=[receipt["name"]] if receipt.get("editable") else [])
 
 
 def _uses_defaults(args: Any) -> bool:
@@ -316,7 +372,7 @@ def x_command(ctx: Any, args: Any) -> int:
     from .run import env_file_vars
 
     env_file_vars(ctx, args)  # (a bad --env-file fails before the tool's environment is made)
-    requirements, command = _requirements(args, argv)
+    requirements, command = _requirements(args, argv, str(ctx.directory))
     name = _bare_name(requirements)
     installed = read_receipt(name) if name is not None and _uses_defaults(args) else None
     if name is not None and installed is not None:  # `pypm tool install`'s environment, as uvx takes one
@@ -408,7 +464,8 @@ def ready_environment(ctx: Any, root: Path, args: Any,
     from pathlib import Path
 
     upgrade = getattr(args, "upgrade", False)
-    found = None if upgrade else current_venv(str(root), args.python)
+    reinstall = getattr(args, "reinstall", False)  # (`tool install --reinstall`: a path dependency built again too)
+    found = None if upgrade or reinstall else current_venv(str(root), args.python)
     if found is not None:
         ctx.debug(f"{found} matches its pyproject.toml and pypm.lock: not syncing")
         return Path(found)
@@ -416,7 +473,8 @@ def ready_environment(ctx: Any, root: Path, args: Any,
         before_sandboxed_sync(ctx, args)
     tctx = _ToolContext(ctx, root)
     want: Any = SimpleNamespace(extra=[], all_extras=False, no_dev=False, group=[], only_group=[],
-                                no_install_project=False, python=args.python, frozen=False, offline=args.offline)
+                                no_install_project=False, python=args.python, frozen=False, offline=args.offline,
+                                reinstall=reinstall)
     if before_sync is not None:
         before_sync()
     project = tctx.project()

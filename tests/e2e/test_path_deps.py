@@ -44,6 +44,9 @@ def _wheel(directory, files):
     meta += "".join(f"Requires-Dist: {d}\\n" for d in p.get("dependencies", []))
     files = dict(files)
     files[f"{di}/METADATA"] = meta.encode()
+    if p.get("scripts"):  # [project.scripts]: console scripts
+        files[f"{di}/entry_points.txt"] = ("[console_scripts]\\n" + "".join(
+            f"{k} = {v}\\n" for k, v in p["scripts"].items())).encode()
     files[f"{di}/WHEEL"] = b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
     record = "".join(f"{k},{_h(v)},{len(v)}\\n" for k, v in files.items()) + f"{di}/RECORD,,\\n"
     out = f"{name}-{version}-py3-none-any.whl"
@@ -78,7 +81,8 @@ get_requires_for_build_editable = get_requires_for_build_wheel
 
 
 def write_lib(root: Path, name: str, version: str = "0.3.0", deps: list[str] | None = None, *,
-              value: str = "one", tool: str = "", dynamic: str = "", build: bool = True) -> Path:
+              value: str = "one", tool: str = "", dynamic: str = "", build: bool = True,
+              scripts: dict[str, str] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     module = name.replace("-", "_")
     (root / "_backend.py").write_text(BACKEND)
@@ -89,7 +93,9 @@ def write_lib(root: Path, name: str, version: str = "0.3.0", deps: list[str] | N
     if "version" in dynamic:  # the in-tree backend reads it from here
         (root / "VERSION").write_text(version + "\n")
     text = (head + f'[project]\nname = "{name}"\n{ver}requires-python = ">=3.9"\n'
-            f"dependencies = {json.dumps(deps or [])}\n" + tool)
+            f"dependencies = {json.dumps(deps or [])}\n"
+            + ("[project.scripts]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in scripts.items()) if scripts else "")
+            + tool)
     (root / "pyproject.toml").write_text(text)
     return root
 
@@ -166,6 +172,27 @@ def test_file_url_requirement_is_built_and_a_change_to_its_dependencies_relocks_
     # then a no-op: nothing relocked or rebuilt
     r = pypm("sync", cwd=app)
     assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+
+
+def test_a_source_made_editable_or_built_again_is_installed_the_other_way(pypm, world):
+    """The same directory, the same build inputs, another kind: the venv's copy is replaced (it was
+    kept as it was: a built lib stayed a copy after `editable = true`)."""
+    server, tmp = world
+    write_lib(tmp / "lib", "lib")
+    app = write_app(tmp / "app", server.url, ["lib"], '\n[tool.pypm.sources]\nlib = { path = "../lib" }\n')
+    assert pypm("sync", cwd=app).returncode == 0
+    (tmp / "lib" / "src" / "lib" / "__init__.py").write_text("VALUE = 'two'\n")
+    assert run_py(pypm, app, "import lib; print(lib.VALUE)").stdout == "one\n"  # a copy
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"../lib" }', '"../lib", editable = true }'))
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "two\n"), r.stderr  # the sources themselves now
+    pyproject.write_text(pyproject.read_text().replace(", editable = true", ""))
+    (tmp / "lib" / "src" / "lib" / "__init__.py").write_text("VALUE = 'three'\n")
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "three\n"), r.stderr  # built again
+    (tmp / "lib" / "src" / "lib" / "__init__.py").write_text("VALUE = 'four'\n")
+    assert run_py(pypm, app, "import lib; print(lib.VALUE)").stdout == "three\n"  # a copy again
 
 
 def test_sources_are_followed_into_path_dependencies_and_a_local_wheel_is_hashed(pypm, world, dists):

@@ -137,3 +137,21 @@ def test_a_with_run_is_replayed_by_the_launcher_while_its_environment_holds(pypm
     shutil.rmtree(envs[0])  # gone (`pypm cache clean`): made again through the CLI
     launched, r = _run(pypm, project, "python", "-c", code, flags=("--with", "addon"))
     assert not launched and r.returncode == 0 and r.stdout == "addon 2.0\n", r.stderr
+
+
+def test_with_a_path_builds_it_from_its_directory(pypm, world):
+    """`run --with ../plugin` (as uv's): NAME from its pyproject.toml, built into the --with
+    environment, which its absolute path keys; relative to where pypm runs."""
+    from tests.e2e.test_path_deps import write_lib
+
+    project, server = world
+    write_lib(project.parent / "plugin", "plugin", value="built")
+    code = "import plugin, lib; print(plugin.VALUE, lib.V)"
+    r = pypm("run", "--with", "../plugin", "--", "python", "-c", code, cwd=project)
+    assert (r.returncode, r.stdout) == (0, "built 1.0\n"), r.stderr
+    (project / "sub").mkdir()
+    server.clear_requests()
+    r = pypm("run", "--with", "../../plugin", "--", "python", "-c", code, cwd=project / "sub")  # the same environment
+    assert (r.returncode, r.stdout) == (0, "built 1.0\n") and server.requests == [], r.stderr
+    r = pypm("run", "--with", "../nowhere", "--", "python", "-c", "pass", cwd=project)
+    assert r.returncode == 2 and "is not a project directory, a wheel or an sdist" in r.stderr, r.stderr

@@ -224,3 +224,70 @@ def test_update_shell_puts_the_bin_directory_on_path_once(pypm, world, tmp_path)
     r = pypm("tool", "update-shell", cwd=work, env={"SHELL": "/bin/bash", "PATH": f"{bin_dir}:/usr/bin:/bin"})
     assert r.returncode == 0 and f"{bin_dir} is on PATH already" in r.stderr, r.stderr
     assert not (home / ".profile").exists()
+
+
+def test_a_tool_from_its_project_directory_built_or_editable(pypm, world, tmp_path):
+    """`pypm tool install ./DIR` builds the tool from its directory (as uv's); `--editable` keeps its
+    sources live (the sandboxed command sees them, read-only); `--reinstall` builds it again; `pypm x
+    --from ./DIR` runs it from there too."""
+    from tests.e2e.test_path_deps import write_lib
+
+    server, work, _, _, bin_dir, tools = world
+    src = write_lib(tmp_path / "src" / "greeter", "greeter", scripts={"greet": "greeter:main"})
+    module = src / "src" / "greeter" / "__init__.py"
+
+    def say(value: str) -> None:
+        module.write_text(f"import os\nVALUE = {value!r}\n"
+                          "def main():\n    print('greet', VALUE)\n"
+                          "    try:\n        open(__file__, 'a').close()\n        print('sources writable')\n"
+                          "    except OSError:\n        print('sources read-only')\n")
+
+    say("one")
+    shim = bin_dir / "greet"
+    r = pypm("tool", "install", "--index-url", server.url, "../src/greeter", cwd=work.parent / "work")
+    assert r.returncode == 0, r.stderr
+    assert f"Installed greeter 0.3.0: greet in {bin_dir}" in r.stderr
+    r, _ = command(pypm, shim, work)
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "greet one", r.stderr
+    # built into a wheel: an edit of the sources is not seen until the tool is built again
+    say("two")
+    assert command(pypm, shim, work)[0].stdout.splitlines()[0] == "greet one"
+    r = pypm("tool", "install", "--reinstall", str(src), cwd=work)
+    assert r.returncode == 0 and "Reinstalled greeter 0.3.0" in r.stderr, r.stderr
+    assert command(pypm, shim, work)[0].stdout.splitlines()[0] == "greet two"
+    # editable: the sources are live, and the sandboxed command sees them read-only
+    r = pypm("tool", "install", "--index-url", server.url, "-e", str(src), cwd=work)
+    assert r.returncode == 0, r.stderr
+    say("three")
+    r, _ = command(pypm, shim, work)
+    assert r.returncode == 0 and r.stdout.splitlines() == ["greet three", "sources read-only"], (r.stdout, r.stderr)
+    receipt = (tools / "greeter" / "pypm-tool.json").read_text()
+    assert '"editable": true' in receipt and src.as_uri() in receipt
+    # run again (the launcher may replay it), then its dependencies change: locked and synced again
+    assert command(pypm, shim, work)[0].stdout.splitlines()[0] == "greet three"
+    write_lib(src, "greeter", deps=["helper"], scripts={"greet": "greeter:main"})
+    say("helped")
+    module.write_text(module.read_text().replace("import os\n", "import os, helper\n"))
+    r, _ = command(pypm, shim, work)
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "greet helped", (r.stdout, r.stderr)
+    # upgrade keeps it editable
+    r = pypm("tool", "upgrade", "greeter", cwd=work)
+    assert r.returncode == 0 and "greeter 0.3.0 is the newest" in r.stderr, r.stderr
+    say("four")
+    assert command(pypm, shim, work)[0].stdout.splitlines()[0] == "greet four"
+    # `pypm x --from ./DIR`: an environment of its own in the cache, built from the directory
+    r = pypm("x", "--index-url", server.url, "--from", str(src), "greet", cwd=work)
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "greet four", r.stderr
+    r = pypm("x", "--index-url", server.url, "--from", "../src/greeter", "greet", cwd=work)  # the same environment
+    assert r.returncode == 0 and "Resolved" not in r.stderr, r.stderr
+    # what cannot be: said, nothing installed
+    r = pypm("tool", "install", "--index-url", server.url, "-e", "probe-tool", cwd=work)
+    assert r.returncode == 2 and "--editable probe-tool: only a project directory can be installed editable" in r.stderr
+    r = pypm("tool", "install", "./nowhere", cwd=work)
+    assert r.returncode == 2 and f"{work / 'nowhere'} is not a project directory, a wheel or an sdist" in r.stderr
+    assert not (tools / "nowhere").exists()
+    r = pypm("x", "--from", "greeter @ file:src/greeter", "greet", cwd=tmp_path)
+    assert r.returncode == 2 and "a relative file: URL has nothing to be relative to here" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = pypm("tool", "uninstall", "greeter", cwd=work)
+    assert r.returncode == 0 and not shim.exists() and not (tools / "greeter").exists()

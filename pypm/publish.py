@@ -19,7 +19,7 @@ There is no default upload URL (pypm names no registry): it comes from `--publis
 `PYPM_PUBLISH_URL` or `[tool.pypm] publish-url`. Credentials come from `--token`/
 `PYPM_PUBLISH_TOKEN` or `--username`/`--password` (`PYPM_PUBLISH_USERNAME`/`_PASSWORD`), or as
 an index's are found (pypm.credentials): the URL itself, its user with the keyring's password,
-or ~/.netrc; or, in a GitHub Actions job with none of those, from trusted publishing
+or ~/.netrc; or, in a GitHub Actions or GitLab CI job with none of those, from trusted publishing
 (`_trusted_token`); they are never printed, and never sent over plain HTTP to a host other than this
 machine.
 """
@@ -201,12 +201,34 @@ def _publish_url(ctx: Any, args: argparse.Namespace) -> str:
 
 
 # Trusted publishing (the index's OpenID Connect token exchange, as `uv publish --trusted-publishing`
-# and twine speak it): GitHub Actions gives a job with `permissions: id-token: write` these two
-# variables, with which it asks for an identity token for the index's audience; the index trades
-# that token for a short-lived upload token. TRUSTED stands for "do that exchange".
+# and twine speak it): a CI job's identity token for the index's audience, which the index trades
+# for a short-lived upload token. GitHub Actions gives a job with `permissions: id-token: write`
+# two variables with which it asks for that token; GitLab CI puts the token a job's `id_tokens:`
+# asks for in the variable that entry names, which for the index is <AUDIENCE>_ID_TOKEN (the
+# audience upper-cased, each character but a letter, digit or underscore made `_`: PYPI_ID_TOKEN),
+# the name PyPA's tools look for. TRUSTED stands for "do that exchange".
 _GH_URL, _GH_TOKEN = "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"
 TRUSTED = ("__token__", "")
 _TRUSTED_MODES = ("auto", "always", "never")
+_HOW = ("in GitHub Actions, give the job `permissions: id-token: write`; in GitLab CI, give it "
+        "`id_tokens: PYPI_ID_TOKEN: aud: pypi` (the index's audience)")
+
+
+def _ci() -> str | None:
+    """The CI service whose job this is and that can give it an identity token: "github" (the
+    job may ask for one), "gitlab" (a GitLab CI job: its token, if it has one, is in a variable);
+    None elsewhere."""
+    if os.environ.get(_GH_URL) and os.environ.get(_GH_TOKEN):
+        return "github"
+    if os.environ.get("GITLAB_CI") == "true":
+        return "gitlab"
+    return None
+
+
+def _gitlab_variable(audience: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Z0-9_]", "_", audience.upper()) + "_ID_TOKEN"
 
 
 def _credentials(args: argparse.Namespace, url: str) -> tuple[str, str] | None:
@@ -224,7 +246,7 @@ def _credentials(args: argparse.Namespace, url: str) -> tuple[str, str] | None:
                          hint="a token is sent as the password of the user __token__")
     if mode == "always" and (token or user or password):
         raise UsageError("--trusted-publishing always takes its token from the index: give no token or password")
-    in_actions = bool(os.environ.get(_GH_URL) and os.environ.get(_GH_TOKEN))
+    ci = _ci()
     parts = urllib.parse.urlsplit(url)
     auth: tuple[str, str] | None
     if token:
@@ -234,10 +256,9 @@ def _credentials(args: argparse.Namespace, url: str) -> tuple[str, str] | None:
             raise UsageError("--username and --password go together (or PYPM_PUBLISH_USERNAME/_PASSWORD)")
         auth = (user, password)
     elif mode == "always":
-        if not in_actions:
+        if ci is None:
             raise UsageError("--trusted-publishing always: this job cannot ask for an identity token "
-                             f"({_GH_URL} and {_GH_TOKEN} are not set)",
-                             hint="in GitHub Actions, give the job `permissions: id-token: write`")
+                             f"({_GH_URL} and {_GH_TOKEN} are not set, nor GITLAB_CI)", hint=_HOW)
         auth = TRUSTED
     else:
         from .credentials import for_url, strip
@@ -245,14 +266,13 @@ def _credentials(args: argparse.Namespace, url: str) -> tuple[str, str] | None:
         # As an index's requests find theirs (pypm.credentials): the URL's own user:password, its
         # user with the keyring's password (PYPM_KEYRING_PROVIDER), or ~/.netrc's entry for the host.
         auth = for_url(strip(url))
-        if auth is None and mode == "auto" and in_actions:
+        if auth is None and mode == "auto" and ci is not None:
             auth = TRUSTED
         if auth is None:
             raise UsageError("no credentials to publish with",
                              hint=f"give --token (or PYPM_PUBLISH_TOKEN), or --username and --password, or put "
                                   f"them in ~/.netrc (`machine {parts.hostname} login __token__ password TOKEN`); "
-                                  "in GitHub Actions, a job with `permissions: id-token: write` publishes without "
-                                  "any (trusted publishing)")
+                                  f"a CI job publishes without any (trusted publishing): {_HOW}")
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
         # A token sent in clear text is a token given away to anyone on the path.
         raise UsageError(f"{_redact(url)} is plain HTTP: pypm does not send credentials unencrypted",
@@ -262,14 +282,17 @@ def _credentials(args: argparse.Namespace, url: str) -> tuple[str, str] | None:
 
 def _trusted_token(client: Any, url: str) -> str:
     """An upload token for `url`'s index, traded for this CI job's identity (see TRUSTED): the
-    index's audience, an identity token for it from GitHub Actions, then the index's token for
-    that. Each step's failure says which step and what was answered."""
+    index's audience, an identity token for it from GitHub Actions (or GitLab CI's variable),
+    then the index's token for that. Each step's failure says which step and what was answered."""
     import urllib.parse
 
     from .http import TransportError, describe_error
 
     parts = urllib.parse.urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    ci = _ci()
+    job = ("the job has `permissions: id-token: write`" if ci == "github" else
+           "the job's `id_tokens:` entry names the index's audience")
 
     def ask(what: str, method: str, target: str, **kw: Any) -> dict[str, Any]:
         try:
@@ -288,19 +311,28 @@ def _trusted_token(client: Any, url: str) -> str:
                                    for e in errors) or str(data.get("message") or "")
             raise IndexError_(f"trusted publishing: {what} failed: HTTP {r.status_code}" + (f": {detail}" if detail else ""),
                               hint="check that the index has this repository and workflow as a trusted publisher "
-                                   "of the project, and that the job has `permissions: id-token: write`")
+                                   f"of the project, and that {job}")
         return data
 
     audience = ask(f"asking {origin} for its audience", "GET", f"{origin}/_/oidc/audience").get("audience")
     if not isinstance(audience, str) or not audience:
         raise IndexError_(f"trusted publishing: {origin} named no audience", hint="the index may not offer it")
-    request_url = os.environ[_GH_URL]
-    sep = "&" if urllib.parse.urlsplit(request_url).query else "?"
-    identity = ask("asking GitHub Actions for an identity token", "GET",
-                   f"{request_url}{sep}audience={urllib.parse.quote(audience, safe='')}",
-                   headers={"Authorization": f"bearer {os.environ[_GH_TOKEN]}"}).get("value")
-    if not isinstance(identity, str) or not identity:
-        raise IndexError_("trusted publishing: GitHub Actions gave no identity token")
+    if ci == "gitlab":
+        variable = _gitlab_variable(audience)
+        identity = os.environ.get(variable, "")
+        if not identity:
+            raise UsageError(f"trusted publishing: this GitLab CI job has no identity token for {origin} "
+                             f"({variable} is not set)",
+                             hint=f"give the job `id_tokens: {variable}: aud: {audience}` in .gitlab-ci.yml")
+    else:
+        request_url = os.environ[_GH_URL]
+        sep = "&" if urllib.parse.urlsplit(request_url).query else "?"
+        given = ask("asking GitHub Actions for an identity token", "GET",
+                    f"{request_url}{sep}audience={urllib.parse.quote(audience, safe='')}",
+                    headers={"Authorization": f"bearer {os.environ[_GH_TOKEN]}"}).get("value")
+        if not isinstance(given, str) or not given:
+            raise IndexError_("trusted publishing: GitHub Actions gave no identity token")
+        identity = given
     token = ask(f"trading the identity token at {origin}", "POST", f"{origin}/_/oidc/mint-token",
                 json={"token": identity}).get("token")
     if not isinstance(token, str) or not token:

@@ -41,8 +41,10 @@ def _as_a_foreground_job() -> None:
 
 _as_a_foreground_job()
 
-# Host environment variables that would change what pypm or pip/uv do inside tests.
-_LEAKY_PREFIXES = ("PIP_", "PYPM_", "UV_", "VIRTUAL_ENV", "CONDA_", "PYTHONPATH", "PYTHONHOME", "XDG_")
+# Host environment variables that would change what pypm or pip/uv do inside tests (a suite run
+# in a CI job that could publish by trusted publishing, too: pypm publish would try it).
+_LEAKY_PREFIXES = ("PIP_", "PYPM_", "UV_", "VIRTUAL_ENV", "CONDA_", "PYTHONPATH", "PYTHONHOME", "XDG_",
+                   "ACTIONS_ID_TOKEN_", "GITLAB_CI")
 
 
 # --- the live marker ------------------------------------------------------------------------

@@ -161,6 +161,33 @@ def test_trusted_publishing_trades_the_jobs_identity_for_an_upload_token(pypm, r
         assert server.uploads == []
 
 
+def test_trusted_publishing_in_gitlab_ci_takes_the_jobs_id_token_for_the_audience(pypm, release):
+    """A GitLab CI job's identity token is in the variable its `id_tokens:` entry names:
+    <AUDIENCE>_ID_TOKEN for the index's audience (PYPI_ID_TOKEN for "pypi"), as PyPA's tools read it."""
+    server, url, project = release
+    server.accept_trusted_publishing("test-index", "the-jobs-identity")
+    # no such variable: said, with the line .gitlab-ci.yml needs; nothing uploaded
+    r = pypm("publish", "--publish-url", url, cwd=project, env={"GITLAB_CI": "true", "PYPI_ID_TOKEN": "x"})
+    assert r.returncode == 2 and "this GitLab CI job has no identity token" in r.stderr, r.stderr
+    assert "TEST_INDEX_ID_TOKEN is not set" in r.stderr and "id_tokens: TEST_INDEX_ID_TOKEN: aud: test-index" in r.stderr
+    assert posts(server) == 0
+    # another job's identity: the index's refusal, with a hint for GitLab
+    r = pypm("publish", "--publish-url", url, cwd=project,
+             env={"GITLAB_CI": "true", "TEST_INDEX_ID_TOKEN": "someone-elses-identity"})
+    assert r.returncode == 5 and "HTTP 422" in r.stderr and "`id_tokens:` entry" in r.stderr, r.stderr
+    assert server.uploads == []
+    # its own: traded, and the upload made with the index's token
+    r = pypm("publish", "--publish-url", url, cwd=project,
+             env={"GITLAB_CI": "true", "TEST_INDEX_ID_TOKEN": "the-jobs-identity"})
+    assert r.returncode == 0 and "Using a token from trusted publishing" in r.stderr, r.stderr
+    assert len(server.uploads) == 2
+    assert TOKEN not in r.stderr + r.stdout and "the-jobs-identity" not in r.stderr + r.stdout
+    # --trusted-publishing always: a GitLab CI job is one that can
+    r = pypm("publish", "--publish-url", url, "--trusted-publishing", "always", "--dry-run", cwd=project,
+             env={"GITLAB_CI": "true"})
+    assert r.returncode == 0, r.stderr
+
+
 def test_trusted_publishing_modes(pypm, release):
     server, url, project = release
     # never: even in a job that could, no exchange

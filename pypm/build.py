@@ -195,8 +195,8 @@ def _build(source: Path, out_dir: Path, *, kind: str, build_packages: Sequence[A
                 raise MissingBuildRequirements(
                     f"the build backend {backend} of {label or source} also needs {', '.join(missing)}, "
                     "which the lock's build dependencies do not provide", missing,
-                    hint="re-lock with `pypm lock` (it asks an sdist's backend what it needs); for "
-                    "the project, add them to [build-system] requires")
+                    hint="lock again with `pypm lock --refresh`, which asks the backend what its build needs "
+                    "(a lock made by an older pypm did not ask a project directory's)")
             # The hooks are given the directory as the sandbox sees it (pyproject_hooks only abspath()s it).
             if kind == "metadata":
                 # PEP 517's prepare_metadata_for_build_wheel; a backend without it builds the wheel,
@@ -578,6 +578,104 @@ def mark_build_network(ctx: Any, project: Any, packages: Sequence[Any]) -> None:
             if canonical_name(v) not in names:
                 ctx.info(f"warning: {project.pyproject}: [tool.pypm.build] network names {v}, "
                          "which is not in the lock")
+
+
+def _build_config_token(directory: Path) -> str:
+    """What a backend's get_requires_for_build_* answer depends on, as one sha256: setup.py,
+    setup.cfg and pyproject.toml without what `pypm add`, `remove` and `version` change (the
+    project's version, dependency lists and dependency groups) and pypm's own table. Asking
+    setuptools costs ~0.4 s here: keyed by the whole file, every `pypm add` to a buildable
+    project paid it. A backend whose answer follows the dependency lists (hatch's
+    `require-runtime-dependencies` build hooks) is asked again with `pypm lock --refresh`, which
+    the build's error names."""
+    import hashlib
+    import json
+    import tomllib
+
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "setup.py", "setup.cfg"):
+        try:
+            data = (directory / name).read_bytes()
+        except OSError:
+            h.update(f"{name}: none\0".encode())
+            continue
+        if name == "pyproject.toml":
+            try:
+                doc = tomllib.loads(data.decode("utf-8"))
+                project = doc.get("project")
+                if isinstance(project, dict):
+                    for key in ("version", "dependencies", "optional-dependencies"):
+                        project.pop(key, None)
+                doc.pop("dependency-groups", None)
+                tool = doc.get("tool")
+                if isinstance(tool, dict):
+                    tool.pop("pypm", None)
+                data = json.dumps(doc, sort_keys=True, default=str).encode()
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+                pass  # (its bytes, then: the backend will say what is wrong)
+        h.update(f"{name}: {len(data)}\0".encode() + data)
+    return h.hexdigest()
+
+
+# What a directory's backend asked for beyond its locked [build-system] requires:
+# <cache>/build-requires/<key>.json, {"missing": [...]}, key over directory_backend_extras' inputs.
+BUILD_REQUIRES_DIR = "build-requires"
+
+
+def directory_backend_extras(ctx: Any, project: Any, directory: Path, kind: str, name: str, label: str,
+                             deps: Sequence[Any], lookup: Any, state: dict[str, Any]) -> list[str]:
+    """For `pypm lock`: what the backend of a project directory (the project itself, a path or
+    git dependency) asks for through get_requires_for_build_<kind> ("editable" or "wheel") beyond
+    its locked build set `deps`, as backend_extras asks an sdist's: hatchling's editable build asks
+    for `editables`, which no [build-system] requires names. Asked in the build sandbox, once per
+    change of what the answer depends on, which the cache keys: the directory, its build
+    configuration (_build_config_token), the build set's versions and the interpreter;
+    `state["refresh"]` (`pypm lock --refresh`) asks again. Failures are warnings: the build itself
+    checks again and names what is missing."""
+    import hashlib
+    import json
+
+    from .cache import Cache
+    from .config import cache_dir
+    from .errors import PypmError
+    from .interpreter import find_interpreter
+
+    try:
+        if "interpreter" not in state:
+            state["interpreter"] = find_interpreter(project.tool.python, state.get("requires_python"),
+                                                    pyproject=project.pyproject)
+        interp = state["interpreter"]
+        closure = build_closure(lookup, name, deps, interp.markers)
+        key = hashlib.sha256("\0".join(
+            ["1", kind, os.path.realpath(directory), _build_config_token(Path(directory)), interp.describe(),
+             *sorted(f"{p.name}=={p.version}" for p in closure)]).encode()).hexdigest()
+        record = Path(cache_dir()) / BUILD_REQUIRES_DIR / key[:2] / f"{key}.json"
+        if not state.get("refresh"):
+            try:
+                missing = json.loads(record.read_text(encoding="utf-8"))["missing"]
+                if isinstance(missing, list) and all(isinstance(m, str) for m in missing):
+                    return list(missing)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        ctx.debug(f"asking the build backend of {label} what its {kind} build needs")
+        with Cache(offline=bool(state.get("offline", False)), base_dir=project.root) as cache, \
+                tempfile.TemporaryDirectory(prefix="pypm-requires-") as out:
+            missing = list(_build(directory, Path(out), kind=kind, build_packages=closure, interpreter=interp,
+                                  cache=cache, link_mode=None, fetchers=(), label=label,
+                                  network=network_allowed(project, name), epoch=None, requires_only=True,
+                                  limits=project.tool.build_limits))
+    except PypmError as e:
+        ctx.info(f"warning: could not ask the build backend of {label} what else its {kind} build needs: "
+                 f"{e.message.splitlines()[0]}")
+        return []
+    try:
+        from .index import _write_atomic
+
+        record.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(record, json.dumps({"missing": missing}).encode())
+    except OSError:
+        pass  # (asked again next time)
+    return missing
 
 
 def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup: Any,

@@ -819,16 +819,32 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
         memo[requires] = [_dep(e) for e in res.root_dependencies]
         return memo[requires]
 
-    from .build import backend_extras
+    from .build import backend_extras, directory_backend_extras
 
-    state = {"requires_python": requires_python, "offline": bool(getattr(client, "offline", False))}
+    state = {"requires_python": requires_python, "offline": bool(getattr(client, "offline", False)),
+             "refresh": bool(getattr(client, "refresh", False))}
     queue: list[LockedPackage] = [p for p in packages if not p.is_root]
+
+    def lookup(n: str, v: str) -> LockedPackage | None:
+        return by_key.get((canonical_name(n), v))
+
+    def with_backend_extras(directory: Path, kind: str, name: str, who: str, reqs: tuple[str, ...],
+                            deps: list[Dependency]) -> list[Dependency]:
+        """`deps`, or the set locked again with what the directory's backend asks for beyond it
+        (hatchling's editable build: `editables`); not with --no-build, which runs no backend."""
+        if ropts.no_build:
+            return deps
+        extra = directory_backend_extras(ctx, project, directory, kind, name, who, deps, lookup, state)
+        return (lock_set(reqs + tuple(extra), who) or deps) if extra else deps
+
     if project.build_system is not None:
         reqs = tuple(project.build_system.get("requires", ()) or ())
-        if reqs:
-            deps = lock_set(reqs, project.name)
-            if deps:
-                root_pkg.build_dependencies = deps
+        deps = lock_set(reqs, project.name) if reqs else []
+        if deps is not None:  # (its editable build at sync time)
+            deps = with_backend_extras(project.root, "editable", project.name, f"the project {project.name}",
+                                       reqs, deps)
+        if deps:
+            root_pkg.build_dependencies = deps
     while queue:
         p = queue.pop(0)
         if p.local_directory or "git" in p.source:  # a path or git dependency's build-system.requires
@@ -838,9 +854,12 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
                 directory, label = (project.root / p.local_directory).resolve(), p.local_directory
             else:  # its checkout, made while resolving
                 directory, label = client._local.git_checkout(canonical_name(p.name))[0], p.source["git"]
-            deps = lock_set(tuple(read_build_system(directory)[0]), f"{p.name} ({label})")
-            if deps:
-                p.build_dependencies = deps
+            reqs = tuple(read_build_system(directory)[0])
+            deps = lock_set(reqs, f"{p.name} ({label})") if reqs else []
+            if deps is not None:
+                p.build_dependencies = with_backend_extras(
+                    directory, "editable" if "editable" in p.source else "wheel", p.name, f"{p.name} ({label})",
+                    reqs, deps)
             continue
         if p.wheels or p.sdist is None:
             continue
@@ -854,7 +873,7 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
         deps = lock_set(reqs, f"{p.name} {p.version}")
         if deps is not None:
             # Issue 5: ask the backend (in the sandbox) what else it needs; lock that set instead.
-            extra = backend_extras(ctx, project, p, deps, lambda n, v: by_key.get((canonical_name(n), v)), state)
+            extra = backend_extras(ctx, project, p, deps, lookup, state)
             if extra:
                 deps = lock_set(tuple(reqs) + tuple(extra), f"{p.name} {p.version}") or deps
             p.build_dependencies = deps

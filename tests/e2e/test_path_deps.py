@@ -67,7 +67,14 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     return _wheel(wheel_directory, files)
 
 
+def _editable_requires():
+    with open("pyproject.toml", "rb") as f:
+        return tomllib.load(f).get("tool", {}).get("backend", {}).get("editable-requires", [])
+
+
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    for r in _editable_requires():  # as hatchling needs `editables`: an import, which fails without it
+        __import__(r.replace("-", "_"))
     module = _project()["name"].replace("-", "_")
     return _wheel(wheel_directory, {f"_{module}_editable.pth": (os.path.abspath("src") + "\\n").encode()})
 
@@ -76,7 +83,8 @@ def get_requires_for_build_wheel(config_settings=None):
     return []
 
 
-get_requires_for_build_editable = get_requires_for_build_wheel
+def get_requires_for_build_editable(config_settings=None):
+    return _editable_requires()
 '''
 
 
@@ -193,6 +201,48 @@ def test_a_source_made_editable_or_built_again_is_installed_the_other_way(pypm, 
     assert (r.returncode, r.stdout) == (0, "three\n"), r.stderr  # built again
     (tmp / "lib" / "src" / "lib" / "__init__.py").write_text("VALUE = 'four'\n")
     assert run_py(pypm, app, "import lib; print(lib.VALUE)").stdout == "three\n"  # a copy again
+
+
+def test_what_a_backend_asks_for_an_editable_build_is_locked_for_the_project_and_its_path_dependencies(
+        pypm, world, dists):
+    """hatchling's editable build asks for `editables` (get_requires_for_build_editable), which
+    no [build-system] requires names: the lock asks the backend (in the sandbox) and locks it as a
+    build dependency, of the project and of an editable path dependency; the answer is kept in
+    the cache until the directory's build inputs change. Without it the sync's build stopped:
+    "also needs edhelper, which the lock's build dependencies do not provide"."""
+    server, tmp = world
+    server.add(dists.wheel("edhelper", "1.0", modules={"edhelper.py": ""}))
+    asks = '\n[tool.backend]\neditable-requires = ["edhelper"]\n'
+    write_lib(tmp / "lib", "lib", tool=asks)
+    app = write_lib(tmp / "app", "app", deps=["lib"], tool=asks + f'\n[tool.pypm]\nindex-url = "{server.url}"\n'
+                    '\n[tool.pypm.sources]\nlib = { path = "../lib", editable = true }\n')
+    r = pypm("sync", "--verbose", cwd=app)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("what its editable build needs") == 2, r.stderr  # the project's, lib's
+    lock = lock_of(app)
+    assert [d.name for d in lock["app"].build_dependencies] == ["edhelper"]
+    assert [d.name for d in lock["lib"].build_dependencies] == ["edhelper"]
+    assert installed(app / ".venv") == {"app": "0.3.0", "lib": "0.3.0"}
+    r = run_py(pypm, app, "import lib; print(lib.VALUE)")
+    assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+    # locked again with the same inputs: the backends are not asked again
+    (app / "pypm.lock").unlink()
+    r = pypm("lock", "--verbose", cwd=app)
+    assert r.returncode == 0 and "what its editable build needs" not in r.stderr, r.stderr
+    assert [d.name for d in lock_of(app)["app"].build_dependencies] == ["edhelper"]
+    # a dependency added (what `pypm add` changes): not asked again either
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('dependencies = ["lib"]', 'dependencies = ["lib", "alpha"]'))
+    r = pypm("lock", "--verbose", cwd=app)
+    assert r.returncode == 0 and "what its editable build needs" not in r.stderr, r.stderr
+    # lib's build configuration changes: its backend is asked again, the project's is not
+    write_lib(tmp / "lib", "lib", tool=asks.replace('"edhelper"', ""))
+    r = pypm("lock", "--verbose", cwd=app)
+    assert r.returncode == 0 and r.stderr.count("what its editable build needs") == 1, r.stderr
+    assert lock_of(app)["lib"].build_dependencies == []
+    # --refresh asks every backend again
+    r = pypm("lock", "--refresh", "--verbose", cwd=app)
+    assert r.returncode == 0 and r.stderr.count("what its editable build needs") == 2, r.stderr
 
 
 def test_sources_are_followed_into_path_dependencies_and_a_local_wheel_is_hashed(pypm, world, dists):

@@ -436,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
                            help="also make this package importable, from an environment of its own layered over "
                                 ".venv (repeatable; a PEP 723 script: added to its dependencies)")
+            p.add_argument("--with-editable", dest="with_editable", metavar="PATH", type=_given, action="append",
+                           default=[], help="as --with, for a project directory installed editable (repeatable)")
         _sandbox_flags(p)
         if name == "run":
             p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
@@ -446,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the package that provides the command (default: the command's name; NAME@VERSION pins it)")
     p.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
                    help="install this package beside the tool (repeatable)")
+    p.add_argument("--with-editable", dest="with_editable", metavar="PATH", type=_given, action="append", default=[],
+                   help="install this project directory beside the tool, editable (repeatable)")
     p.add_argument("--upgrade", "-U", action="store_true",
                    help="move the tool's environment to the newest releases (it keeps its first resolution otherwise)")
     p.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
@@ -490,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the tool's package, as a requirement (`ruff`, `black>=24`) or the path of its project, wheel or sdist")
     a.add_argument("--with", dest="with_", metavar="REQUIREMENT", type=_given, action="append", default=[],
                    help="also install this package in the tool's environment (repeatable)")
+    a.add_argument("--with-editable", dest="with_editable", metavar="PATH", type=_given, action="append", default=[],
+                   help="also install this project directory in the tool's environment, editable (repeatable)")
     a.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
     a.add_argument("--editable", "-e", action="store_true",
                    help="install the tool editable from its project directory (REQUIREMENT is its path): its sources stay live")

@@ -296,6 +296,12 @@ def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: A
     from .venvstate import read_state
 
     requirements = [parse_requirement_flag(w, "--with", str(ctx.directory)) for w in args.with_]
+    editable: list[str] = []
+    if getattr(args, "with_editable", None):
+        from .toolrun import editable_requirements
+
+        extra, editable = editable_requirements(args.with_editable, str(ctx.directory))
+        requirements += extra
     state = read_state(venv) or {}
     index = knobs.get("index")
     if not isinstance(index, dict):  # knobs from a state.json from before it kept them
@@ -306,6 +312,7 @@ def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: A
         _keep_index_knobs(venv, index)  # for the next run's fast path
     env_args, floor = _with_args(state, str(venv), index, upgrade=bool(getattr(args, "upgrade", False)),
                                  offline=bool(getattr(args, "offline", False)))
+    env_args.editable = editable
     overlay = ready_environment(ctx, tool_dir(requirements, env_args, kind="with", floor=floor), env_args,
                                 sandboxed=sandboxed)
     site = _site_packages(str(overlay))
@@ -481,7 +488,7 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
     for name, value in file_vars.items():  # (sandboxed: pypm.sandboxing sets them inside likewise)
         env.setdefault(name, value)
     overlay = None
-    if getattr(args, "with_", None):
+    if getattr(args, "with_", None) or getattr(args, "with_editable", None):
         made, site = _with_environment(ctx, args, venv, project, knobs, sandboxed)
         overlay = (str(made), str(site))  # (sandboxed: shown read-only, and layered inside likewise)
         _layer(env, str(venv), *overlay)

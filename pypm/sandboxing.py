@@ -220,6 +220,9 @@ def build_policy(ctx: Any, project: Any, venv: Path | str, env: dict[str, str], 
             protect.append(path)
     if overlay:
         ro_binds.append((overlay[0], overlay[0]))  # in pypm's cache, made by pypm: read-only inside
+        # and its editables' sources (`run --with-editable`), as the venv's above
+        ro_binds += [(p, p) for p in pth_paths(os.path.realpath(overlay[0]), untrusted)
+                     if not _within(p, visible) and (p, p) not in ro_binds]
     limits = _limits(cfg.limits, args)  # --limit NAME=VALUE, over the project's
     extra_env = list(cfg.env) + list(getattr(args, "env", None) or [])
     if shell and "PS1" not in env:  # a prompt that says where you are, in the shell's own syntax

@@ -112,7 +112,7 @@ def _install(ctx: Any, args: Any, given: str) -> int:
     from packaging.requirements import Requirement
 
     from .config import tool_bin_dir_str, tools_home_str
-    from .toolrun import local_directory, parse_requirement_flag, tool_project
+    from .toolrun import editable_requirements, local_directory, parse_requirement_flag, tool_project
 
     cwd = str(ctx.directory)
     requirement = parse_requirement_flag(given, "the tool", cwd)
@@ -123,6 +123,8 @@ def _install(ctx: Any, args: Any, given: str) -> int:
                          hint="give the path of its source (`pypm tool install --editable ./tool`); "
                               "a package from an index is never editable")
     with_ = [parse_requirement_flag(w, "--with", cwd) for w in args.with_]
+    with_editable, editable_names = editable_requirements(args.with_editable, cwd)
+    with_ += with_editable
     home, bin_dir = Path(tools_home_str()), Path(tool_bin_dir_str())
     root = home / name
     sandboxed = not args.no_sandbox
@@ -135,7 +137,7 @@ def _install(ctx: Any, args: Any, given: str) -> int:
             raise UsageError(f"{', '.join(given_flags)} with --no-sandbox: the commands would run without the sandbox",
                              hint="leave out --no-sandbox, or the sandbox flags")
     env_args = _env_args(args)
-    env_args.editable = [name] if editable else []
+    env_args.editable = ([name] if editable else []) + editable_names
     _, text = tool_project([requirement, *with_], env_args, kind="tool")
     env_args.reinstall = bool(args.reinstall)
     with _home_lock(home):
@@ -161,6 +163,7 @@ def _install(ctx: Any, args: Any, given: str) -> int:
                               "index-url": env_args.index_url, "extra-index-url": env_args.extra_index_url,
                               "find-links": env_args.find_links, "index-strategy": env_args.index_strategy,
                               **({"editable": True} if editable else {}),
+                              **({"with-editable": editable_names} if editable_names else {}),
                               "sandboxed": sandboxed, "sandbox-flags": flags, "bin-dir": str(bin_dir),
                               "commands": commands, "version": version})
     verb = "Reinstalled" if old is not None else "Installed"

@@ -158,6 +158,23 @@ def _absolute_file_url(url: str) -> bool:
     return parts.netloc in ("", "localhost") and parts.path.startswith("/")
 
 
+def editable_requirements(paths: Sequence[str], cwd: str) -> tuple[list[str], list[str]]:
+    """`--with-editable PATH...` (as uv's): (their requirements, `NAME @ file:///DIR`, and their
+    canonical names, which tool_project's `args.editable` makes editable sources). Only a
+    project directory can be installed editable (a UsageError naming the flag otherwise)."""
+    from .lockfile import canonical_name
+
+    requirements, names = [], []
+    for path in paths:
+        req = parse_requirement_flag(path, "--with-editable", cwd)
+        if local_directory(req) is None:
+            raise UsageError(f"--with-editable {path}: only a project directory can be installed editable",
+                             hint="give the path of its source; a package from an index goes in --with")
+        requirements.append(req)
+        names.append(canonical_name(req.partition("@")[0].partition("[")[0].strip()))
+    return requirements, names
+
+
 def local_directory(requirement: str) -> str | None:
     """The directory a `NAME @ file:///ABS` requirement names, when it is one; else None."""
     if "@ file:" not in requirement:
@@ -352,7 +369,8 @@ def receipt_args(receipt: dict[str, Any], offline: bool) -> Any:
                            extra_index_url=list(receipt.get("extra-index-url") or []),
                            find_links=list(receipt.get("find-links") or []),
                            index_strategy=receipt.get("index-strategy"), upgrade=False, offline=offline,
-                           editable=[receipt["name"]] if receipt.get("editable") else [])
+                           editable=([receipt["name"]] if receipt.get("editable") else [])
+                           + list(receipt.get("with-editable") or []))
 
 
 def _uses_defaults(args: Any) -> bool:
@@ -373,6 +391,9 @@ def x_command(ctx: Any, args: Any) -> int:
 
     env_file_vars(ctx, args)  # (a bad --env-file fails before the tool's environment is made)
     requirements, command = _requirements(args, argv, str(ctx.directory))
+    if getattr(args, "with_editable", None):
+        extra, args.editable = editable_requirements(args.with_editable, str(ctx.directory))
+        requirements += extra
     name = _bare_name(requirements)
     installed = read_receipt(name) if name is not None and _uses_defaults(args) else None
     if name is not None and installed is not None:  # `pypm tool install`'s environment, as uvx takes one

@@ -155,3 +155,16 @@ def test_with_a_path_builds_it_from_its_directory(pypm, world):
     assert (r.returncode, r.stdout) == (0, "built 1.0\n") and server.requests == [], r.stderr
     r = pypm("run", "--with", "../nowhere", "--", "python", "-c", "pass", cwd=project)
     assert r.returncode == 2 and "is not a project directory, a wheel or an sdist" in r.stderr, r.stderr
+    # --with-editable: its sources themselves, live, read-only in the sandbox
+    r = pypm("run", "--with-editable", "../plugin", "--", "python", "-c", code, cwd=project)
+    assert (r.returncode, r.stdout) == (0, "built 1.0\n"), r.stderr
+    (project.parent / "plugin" / "src" / "plugin" / "__init__.py").write_text("VALUE = 'live'\n")
+    r = pypm("run", "--with-editable", "../plugin", "--", "python", "-c", code, cwd=project)
+    assert (r.returncode, r.stdout) == (0, "live 1.0\n"), r.stderr
+    r = pypm("run", "--with-editable", "../plugin", "--", "python", "-c", "open(__import__('plugin').__file__, 'a')",
+             cwd=project)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr, r.stderr
+    r = pypm("run", "--with", "../plugin", "--", "python", "-c", code, cwd=project)  # (built: the copy of before)
+    assert (r.returncode, r.stdout) == (0, "built 1.0\n"), r.stderr
+    r = pypm("run", "--with-editable", "lib", "--", "python", "-c", "pass", cwd=project)
+    assert r.returncode == 2 and "--with-editable lib: only a project directory can be installed editable" in r.stderr

@@ -4,6 +4,7 @@ sandbox (checked from the host: what the command could read, write and reach).""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -280,6 +281,18 @@ def test_a_tool_from_its_project_directory_built_or_editable(pypm, world, tmp_pa
     assert r.returncode == 0 and r.stdout.splitlines()[0] == "greet four", r.stderr
     r = pypm("x", "--index-url", server.url, "--from", "../src/greeter", "greet", cwd=work)  # the same environment
     assert r.returncode == 0 and "Resolved" not in r.stderr, r.stderr
+    # --with-editable: another project beside the tool, from its live sources
+    plugin = write_lib(tmp_path / "src" / "plugin", "plugin", value="live")
+    r = pypm("x", "--index-url", server.url, "--from", str(src), "--with-editable", str(plugin),
+             "python", "-c", "import plugin; print(plugin.VALUE)", cwd=work)
+    assert (r.returncode, r.stdout) == (0, "live\n"), r.stderr
+    r = pypm("tool", "install", "--index-url", server.url, "--with-editable", str(plugin), "-e", str(src), cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tools / "greeter" / "pypm-tool.json").read_text())["with-editable"] == ["plugin"]
+    lock = (tools / "greeter" / "pypm.lock").read_text()
+    assert f'source = {{ editable = "{plugin}" }}' in lock and f'source = {{ editable = "{src}" }}' in lock
+    assert pypm("tool", "upgrade", "greeter", cwd=work).returncode == 0
+    assert f'source = {{ editable = "{plugin}" }}' in (tools / "greeter" / "pypm.lock").read_text()
     # what cannot be: said, nothing installed
     r = pypm("tool", "install", "--index-url", server.url, "-e", "probe-tool", cwd=work)
     assert r.returncode == 2 and "--editable probe-tool: only a project directory can be installed editable" in r.stderr

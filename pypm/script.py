@@ -182,11 +182,11 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any],
     if getattr(args, "with_", None):  # `run --with REQ script.py`: added to its own (an environment of their own)
         from .toolrun import parse_requirement_flag
 
-        requirements += [parse_requirement_flag(w, "--with") for w in args.with_]
+        requirements += [parse_requirement_flag(w, "--with", str(ctx.directory)) for w in args.with_]
     if getattr(args, "with_editable", None):  # (an environment of their own too, keyed by the paths)
         from .toolrun import editable_requirements
 
-        extra, env_args.editable = editable_requirements(args.with_editable, os.getcwd())
+        extra, env_args.editable = editable_requirements(args.with_editable, str(ctx.directory))
         requirements += extra
     venv = found_environment(requirements, env_args, meta.get("requires-python"), kind="script")
     if venv is None:  # made, locked again or synced: the full path (the next run may record a plan)

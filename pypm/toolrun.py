@@ -171,8 +171,13 @@ def editable_requirements(paths: Sequence[str], cwd: str) -> tuple[list[str], li
             raise UsageError(f"--with-editable {path}: only a project directory can be installed editable",
                              hint="give the path of its source; a package from an index goes in --with")
         requirements.append(req)
-        names.append(canonical_name(req.partition("@")[0].partition("[")[0].strip()))
+        names.append(canonical_name(_name_of(req)))
     return requirements, names
+
+
+def _name_of(requirement: str) -> str:
+    """The name of a requirement as parse_requirement_flag writes it (`NAME[extras] @ URL`)."""
+    return requirement.partition("@")[0].partition("[")[0].strip()
 
 
 def local_directory(requirement: str) -> str | None:
@@ -265,8 +270,9 @@ def tool_project(requirements: list[str], args: Any, requires_python: str | None
         from .lockfile import canonical_name
 
         for i, req in enumerate(requirements):
-            if canonical_name(req.partition("@")[0].partition("[")[0].strip()) == name and local_directory(req):
-                editable[name] = str(local_directory(req))
+            directory = local_directory(req) if canonical_name(_name_of(req)) == name else None
+            if directory is not None:
+                editable[name] = directory
                 requirements = [*requirements[:i], req.partition("@")[0].strip(), *requirements[i + 1:]]
                 break
         else:
@@ -364,7 +370,7 @@ def read_receipt(name: str) -> dict[str, Any] | None:
 
 def receipt_args(receipt: dict[str, Any], offline: bool) -> Any:
     """An installed tool's environment's options, as its install gave them (its python, index,
-    whether it is installed editable from its directory)."""
+    which of its packages are installed editable: the tool's (`--editable`), `--with-editable`'s)."""
     return SimpleNamespace(python=receipt.get("python"), index_url=receipt.get("index-url"),
                            extra_index_url=list(receipt.get("extra-index-url") or []),
                            find_links=list(receipt.get("find-links") or []),

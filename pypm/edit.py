@@ -156,7 +156,7 @@ def _add(ctx: Any, args: argparse.Namespace, ws: tuple[Path, str] | None) -> int
             reqs.append(Requirement(name))
             local.append((name, path))
         else:
-            reqs.append(parse_requirement(text, local_urls=True))
+            reqs.append(parse_requirement(named_url(text, ""), local_urls=True))
     if editable and not local:
         raise UsageError("--editable takes a project directory (pypm add --editable ../lib)",
                          hint="a package from an index is never editable; give the path of its source")
@@ -291,7 +291,25 @@ def parse_requirement(text: str, what: str = "", *, local_urls: bool = False, re
 
 def looks_local(text: str) -> bool:
     """Whether a requirement given on the command line is a path (`../lib`, `./dist/x.whl`, `~/src/x`)."""
-    return "@" not in text and ("/" in text or text.startswith((".", "~")) or text.endswith(ARCHIVES))
+    return "@" not in text and "://" not in text and ("/" in text or text.startswith((".", "~"))
+                                                      or text.endswith(ARCHIVES))
+
+
+def named_url(text: str, what: str) -> str:
+    """`text`, or for the bare URL of a wheel or sdist (`https://host/tool-1.0-py3-none-any.whl`,
+    as uv takes one) `NAME @ URL`, named by its file name. A bare URL that names neither is a
+    UsageError saying to name it."""
+    if not text.startswith(REMOTE) or " " in text:
+        return text
+    from urllib.parse import unquote, urlsplit
+
+    from .simpleapi import parse_filename
+
+    parsed = parse_filename(unquote(urlsplit(text).path.rpartition("/")[2]))
+    if parsed is None:
+        raise UsageError(f"{what or 'the requirement'} {text}: a URL needs a name (`NAME @ URL`) unless it names "
+                         "a wheel or an sdist", hint=f"e.g. 'pkg @ {text}'")
+    return f"{parsed[1]} @ {text}"
 
 
 def _local_target(text: str, project: Project, cwd: Path) -> tuple[str, str]:

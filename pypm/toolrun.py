@@ -137,14 +137,14 @@ def parse_requirement_flag(text: str, what: str, cwd: str | None = None) -> str:
         return simple
     from pathlib import Path
 
-    from .edit import local_source, looks_local, parse_requirement
+    from .edit import local_source, looks_local, named_url, parse_requirement
 
     if looks_local(text):
         from packaging.requirements import Requirement
 
         name, where = local_source(text, Path(cwd if cwd is not None else os.getcwd()))
         return str(Requirement(f"{name} @ {where.as_uri()}"))
-    req = parse_requirement(text, what, remote_urls=True, local_urls=True)
+    req = parse_requirement(named_url(text, what), what, remote_urls=True, local_urls=True)
     if req.url and req.url.startswith("file:") and not _absolute_file_url(req.url):
         raise UsageError(f"{what} {text!r}: a relative file: URL has nothing to be relative to here",
                          hint=f"give the path itself ({what} ./{req.url[5:].lstrip('/')}), or an absolute file:/// URL")

@@ -139,3 +139,10 @@ def test_a_url_that_is_not_there_is_a_clear_error_and_add_by_url_writes_the_requ
     r = pypm("remove", "delta", cwd=app2)
     assert r.returncode == 0, r.stderr
     assert "delta" not in lock_of(app2) and installed(app2 / ".venv") == {}
+    # the URL alone (as uv takes it): named by its file name
+    r = pypm("add", url, cwd=app2)
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads((app2 / "pyproject.toml").read_text())["project"]["dependencies"] == [f"delta @ {url}"]
+    assert installed(app2 / ".venv") == {"delta": "2.0"}
+    r = pypm("add", index.url, cwd=app2)  # a URL that names no file
+    assert r.returncode == 2 and "a URL needs a name (`NAME @ URL`)" in r.stderr and "Traceback" not in r.stderr

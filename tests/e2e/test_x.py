@@ -314,3 +314,21 @@ def test_env_file_reaches_the_tool(pypm, tool):
              cwd=work)
     assert r.returncode == 2 and "--env-file nope.env: no such file" in r.stderr, r.stderr
     assert server.requests == []
+
+
+def test_from_a_wheel_s_url_names_the_tool_by_its_file_name(pypm, tool, dists, index_server, tmp_path):
+    """`pypm x --from https://host/probe_tool-3.0-py3-none-any.whl probe` (as uvx): the URL alone
+    is `probe-tool @ URL`, locked with the file's hash; a URL that names no wheel or sdist needs
+    `NAME @`, which the error says."""
+    server, work, secret, probe = tool
+    files = tmp_path / "files"
+    files.mkdir()
+    wheel = probe("3.0")
+    (files / wheel.name).write_bytes(wheel.read_bytes())
+    host = index_server([files])
+    url = host.file_url(wheel.name)
+    r, out = x(pypm, server, work, secret, "--from", url, "probe")
+    assert r.returncode == 0 and out["version"] == "3.0", r.stderr
+    r = pypm("x", "--index-url", server.url, "--from", host.base + "/files/", "probe", cwd=work)
+    assert r.returncode == 2 and "a URL needs a name (`NAME @ URL`) unless it names a wheel or an sdist" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

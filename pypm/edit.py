@@ -296,9 +296,13 @@ def looks_local(text: str) -> bool:
 
 
 def named_url(text: str, what: str) -> str:
-    """`text`, or for the bare URL of a wheel or sdist (`https://host/tool-1.0-py3-none-any.whl`,
-    as uv takes one) `NAME @ URL`, named by its file name. A bare URL that names neither is a
-    UsageError saying to name it."""
+    """`text`, or for a bare URL, as uv takes one, `NAME @ URL`: a wheel's or sdist's
+    (`https://host/tool-1.0-py3-none-any.whl`) named by its file name, a git repository's
+    (`git+https://host/tool.git@v1`) by the [project] name of the commit's pyproject.toml (fetched
+    into the cache, where its lock finds it). A bare URL that names neither is a UsageError saying
+    to name it."""
+    if text.startswith("git+") and " " not in text:
+        return f"{_git_project_name(text, what)} @ {text}"
     if not text.startswith(REMOTE) or " " in text:
         return text
     from urllib.parse import unquote, urlsplit
@@ -310,6 +314,30 @@ def named_url(text: str, what: str) -> str:
         raise UsageError(f"{what or 'the requirement'} {text}: a URL needs a name (`NAME @ URL`) unless it names "
                          "a wheel or an sdist", hint=f"e.g. 'pkg @ {text}'")
     return f"{parsed[1]} @ {text}"
+
+
+def _git_project_name(url: str, what: str) -> str:
+    import tomllib
+
+    from .config import cache_dir
+    from .errors import ProjectError
+    from .gitsource import checkout, parse_requirement_url, resolve
+
+    said = f"{what or 'the requirement'} {url}"
+    try:
+        ref = parse_requirement_url(url, said)
+        commit = resolve(ref, cache_dir(), offline=False, what=said)
+        tree = checkout(ref, commit, cache_dir(), offline=False, what=said)
+    except ProjectError as e:  # a bad command line (exit 2), not a bad project
+        raise UsageError(e.message, hint=e.hint) from None
+    try:
+        name = tomllib.loads((tree / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        name = None
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UsageError(f"{said}: commit {commit[:12]} has no pyproject.toml with a [project] name to take the "
+                         "package's name from", hint=f"name it: 'NAME @ {url}'")
+    return name
 
 
 def _local_target(text: str, project: Project, cwd: Path) -> tuple[str, str]:

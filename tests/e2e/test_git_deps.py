@@ -193,6 +193,14 @@ def test_add_by_git_url_writes_the_requirement_and_remove_takes_it_away(pypm, wo
     r = pypm("remove", "lib", cwd=app)
     assert r.returncode == 0, r.stderr
     assert installed(app / ".venv") == {}
+    # the URL alone (as uv takes it): named by the commit's pyproject.toml
+    r = pypm("add", f"git+{repo.as_uri()}@v1", cwd=app)
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads((app / "pyproject.toml").read_text())["project"]["dependencies"] == [req]
+    assert installed(app / ".venv") == {"lib": "0.3.0", "alpha": "1.0"}
+    r = pypm("add", f"git+{repo.as_uri()}@v9", cwd=app)  # no such tag: said, nothing changed
+    assert r.returncode == 5 and "has no rev 'v9'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert tomllib.loads((app / "pyproject.toml").read_text())["project"]["dependencies"] == [req]
 
 
 def test_pypm_x_and_a_script_take_a_git_repository_and_a_wheel_url(pypm, world, dists):
@@ -203,6 +211,9 @@ def test_pypm_x_and_a_script_take_a_git_repository_and_a_wheel_url(pypm, world, 
     r = pypm("x", "--index-url", index.url, "--from", f"lib @ git+{repo.as_uri()}@v1",
              "python", "-c", "import lib; print(lib.VALUE)", cwd=work)
     assert (r.returncode, r.stdout) == (0, "one\n"), r.stderr
+    r = pypm("x", "--index-url", index.url, "--from", f"git+{repo.as_uri()}@v1",  # (the same environment)
+             "python", "-c", "import lib; print(lib.VALUE)", cwd=work)
+    assert (r.returncode, r.stdout) == (0, "one\n") and "Resolved" not in r.stderr, r.stderr
     wheel = dists.wheel("gamma", "4.0")
     index.add(wheel)
     (work / "s.py").write_text(

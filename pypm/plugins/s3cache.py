@@ -214,6 +214,12 @@ class S3CachePlugin:
             path = Path(p.wheel_path) if p.wheel_path else _cached_file(p.sha256)
             if path is not None and path.is_file():
                 candidates[p.sha256] = path
+        # The build dependencies the local cache held already (`pypm lock` fetches them to ask a
+        # project's backend what its build needs; or an earlier sync did): the fetcher was not
+        # asked for them, and a second machine building the same packages needs them.
+        for sha, path in _cached_build_files(ctx.lock_path):
+            if sha not in sess.served and sha not in sess.uploaded:
+                candidates.setdefault(sha, path)
 
         def needs_upload(item: tuple[str, Path]) -> bool:
             sha, path = item
@@ -253,6 +259,37 @@ class S3CachePlugin:
         elif sess.served:
             ctx.report(f"{len(sess.served)} file(s) came from {sess.settings.where()}")
         return 0
+
+
+def _cached_build_files(lock_path: str | None) -> list[tuple[str, Path]]:
+    """(sha256, path) of each file in pypm's cache of the packages the lock's build dependencies
+    need (their `build-dependencies` edges, and those packages' own dependencies)."""
+    from ..errors import PypmError
+    from ..lockfile import canonical_name, read
+
+    if not lock_path:
+        return []
+    try:
+        lock = read(Path(lock_path))
+    except PypmError:
+        return []
+    by_key = {p.key: p for p in lock.packages}
+    todo = [d for p in lock.packages for d in p.build_dependencies]
+    seen: set[tuple[str, str]] = set()
+    out = []
+    while todo:
+        d = todo.pop()
+        key = (canonical_name(d.name), d.version)
+        pkg = by_key.get(key)
+        if key in seen or pkg is None:
+            continue
+        seen.add(key)
+        todo.extend(pkg.dependencies)
+        for f in pkg.files():
+            path = _cached_file(f.sha256, f.filename) if f.sha256 else None
+            if path is not None:
+                out.append((f.sha256, path))
+    return out
 
 
 def _cached_file(sha256: str, filename: str | None = None) -> Path | None:

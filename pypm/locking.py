@@ -804,7 +804,10 @@ def _add_build_dependencies(ctx: Any, client: Any, project: Project, requires_py
         memo[requires] = None
         spec = RootSpec(name=f"{who} (build)", requires_python=requires_python, dependencies=requires)
         try:
-            res = resolve(client, spec, replace(ropts, preferences=runtime_prefs, initial_forks=(), build_metadata=None))
+            # no_binary off: a build set is installed from wheels only (pypm does not build the build
+            # tools from source), so `--no-binary` locked setuptools as an sdist no build could use
+            res = resolve(client, spec, replace(ropts, preferences=runtime_prefs, initial_forks=(), build_metadata=None,
+                                                no_binary=False))
         except (ResolutionError, IndexError_) as e:  # a hash mismatch is not a "cannot lock": it stops
             ctx.info(f"warning: the build dependencies of {who} ({', '.join(requires)}) were not locked: "
                      f"{e.message}")

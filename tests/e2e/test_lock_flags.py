@@ -117,6 +117,23 @@ def test_no_build_and_no_binary(pypm, dists, index_server, tmp_path):
     assert m.wheels == [] and m.sdist is not None and m.sdist.filename == mixed_sdist.name
     assert loads(text).options.get("no-binary") is True
 
+    # the build set of an sdist is locked with wheels all the same: a build installs wheels only
+    # (locked as sdists, the build tools could not be installed: `--no-binary` was unusable)
+    tool_whl = dists.wheel("buildtool", "1.0")
+    dists.sdist("buildtool", "1.0", build_requires=())
+    dists.sdist("needsbuild", "1.0", build_requires=("buildtool",))
+    server.add(*dists.files())
+    write_project(project, ["mixed", "needsbuild"], build=False)
+    r = _lock(pypm, project, "--index-url", server.url, "--no-binary")
+    assert r.returncode == 0, r.stderr
+    text = (project / "pypm.lock").read_text()
+    assert one(text, "needsbuild").wheels == [] and [d.name for d in one(text, "needsbuild").build_dependencies] == [
+        "buildtool"]
+    assert [w.filename for w in one(text, "buildtool").wheels] == [tool_whl.name]
+    write_project(project, ["mixed"], build=False)
+    r = _lock(pypm, project, "--index-url", server.url, "--no-binary")
+    assert r.returncode == 0, r.stderr
+
     before = (project / "pypm.lock").read_bytes()
     write_project(project, ["mixed", "srconly"], build=False)
     r = _lock(pypm, project, "--index-url", server.url, "--no-build")

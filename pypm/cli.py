@@ -351,9 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("remove", _lazy("edit", "remove_command"), "remove requirements from pyproject.toml, then lock and sync")):
         p = add(name, handler, text)
         if name == "add":
-            p.add_argument("requirements", nargs="+", metavar="REQUIREMENT",
+            p.add_argument("requirements", nargs="*", metavar="REQUIREMENT",
                            help="PEP 508 requirements (NAME, NAME>=1.2, NAME[extra], a marker after ;), or the "
                                 "path of a project directory, wheel or sdist (../lib)")
+            p.add_argument("-r", "--requirements", dest="requirements_files", metavar="FILE", type=_given,
+                           action="append", default=[],
+                           help="also add every requirement of this pip requirements file (repeatable)")
         else:
             p.add_argument("packages", nargs="+", metavar="NAME", help="the names to remove")
         g = p.add_argument_group("which array of pyproject.toml (default: [project] dependencies)")

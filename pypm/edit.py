@@ -107,6 +107,19 @@ class _Target:
 
 def add_command(ctx: Any, args: argparse.Namespace) -> int:
     """`pypm add REQ...`."""
+    files = getattr(args, "requirements_files", None) or []
+    if files:  # `-r requirements.txt` (as uv's): its requirements after those given, in order
+        args.requirements, editables = list(args.requirements), []
+        for f in files:
+            reqs, edits = read_requirements_file(ctx, Path(ctx.directory, f))
+            args.requirements += reqs
+            editables += edits
+        # `-e DIR` lines: path dependencies installed editable, as --editable makes them
+        args.requirements += editables
+        args.editable_paths = set(editables)
+    if not args.requirements:
+        raise UsageError("`pypm add` needs a requirement or -r FILE", hint="e.g. `pypm add requests` or "
+                                                                         "`pypm add -r requirements.txt`")
     if getattr(args, "script", None):
         return _edit_script(ctx, args, add=True)
     with _project_locked(ctx) as ws:
@@ -147,14 +160,17 @@ def _add(ctx: Any, args: argparse.Namespace, ws: tuple[Path, str] | None) -> int
     from packaging.requirements import Requirement
 
     editable = bool(getattr(args, "editable", False))
+    editable_paths: set[str] = getattr(args, "editable_paths", set())  # (`-e DIR` lines of a -r file)
     reqs, local = [], []
     for text in args.requirements:
         if looks_local(text):  # `pypm add ../lib`: a path dependency, named in [tool.pypm.sources] (as uv)
             name, path = _local_target(text, project, ctx.directory)
-            if editable and not Path(project.root, path).is_dir():
-                raise UsageError(f"--editable {text}: only a project directory can be installed editable")
+            this = editable or text in editable_paths
+            if this and not Path(project.root, path).is_dir():
+                raise UsageError(f"{'--editable' if editable else '-e'} {text}: only a project directory can be "
+                                 "installed editable")
             reqs.append(Requirement(name))
-            local.append((name, path))
+            local.append((name, path, this))
         else:
             reqs.append(parse_requirement(named_url(text, ""), local_urls=True))
     if editable and not local:
@@ -172,10 +188,10 @@ def _add(ctx: Any, args: argparse.Namespace, ws: tuple[Path, str] | None) -> int
     from .project import load_project
 
     members = workspace_members(load_project(ws[0]) if ws is not None else project)
-    local_names = {canonical_name(n) for n, _ in local} | set(members) | {
+    local_names = {canonical_name(n) for n, _, _ in local} | set(members) | {
         n for n, where, _ in project.tool.sources if not where.startswith("index+")}  # (an index's: a version)
-    for name, path in local:
-        _set_source(doc, name, path, editable)
+    for name, path, this in local:
+        _set_source(doc, name, path, this)
     for req in reqs:
         entry = _upsert(array, req)
         if not args.raw and not entry.specifier and not entry.url and canonical_name(entry.name) not in local_names:
@@ -287,6 +303,96 @@ def parse_requirement(text: str, what: str = "", *, local_urls: bool = False, re
     if not (local_urls and req.url.startswith("file:")):
         raise UsageError(f"{said} is a direct URL, which pypm cannot lock yet", hint=_LOCAL_HINT)
     return req
+
+
+# pip's options that change what or how it installs, not which requirements: said and skipped
+# (pypm takes its sources from [tool.pypm] and its hashes from the lock).
+_REQ_FILE_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host",
+                     "--pre", "--prefer-binary", "--only-binary", "--no-binary", "--no-index", "--use-feature")
+
+
+def read_requirements_file(ctx: Any, path: Path, seen: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
+    """(requirements, `-e` paths) of a pip requirements file, in order: comments, blank lines and
+    `--hash` options dropped, `\\` continuations joined, `-r FILE` followed (relative to the
+    file). pip's source options (`--index-url`, `--find-links` ...) are skipped with a warning
+    naming the line: pypm reads them from [tool.pypm]. A constraints file (`-c`) and anything
+    else pip does not take is an error naming the file and the line."""
+    import os
+    import shlex
+
+    def beside(target: str) -> str:
+        """A path the file names, relative to the file, as one relative to the working directory
+        (absolute stays absolute): [tool.pypm.sources] then writes it relative to the project."""
+        target = os.path.expanduser(target)
+        if os.path.isabs(target):
+            return target
+        rel = os.path.relpath(os.path.join(path.parent, target), ctx.directory)
+        return rel if "/" in rel else f"./{rel}"
+
+    where = path.resolve()
+    if where in seen:
+        raise UsageError(f"{path}: it includes itself (-r)", hint="remove the cycle of -r lines")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read the requirements file {path}: {getattr(e, 'strerror', None) or e}",
+                         hint="give the path of a pip requirements file") from None
+    reqs: list[str] = []
+    editables: list[str] = []
+    logical: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw if raw.lstrip().startswith("#") else raw.split(" #", 1)[0]
+        if line.lstrip().startswith("#"):
+            line = ""
+        if not pending:
+            start = n
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        logical.append((start, (pending + line).strip()))
+        pending = ""
+    if pending.strip():
+        logical.append((start, pending.strip()))
+    for n, line in logical:
+        if not line:
+            continue
+        at = f"{path}:{n}"
+        if line.startswith("-"):
+            try:
+                words = shlex.split(line)
+            except ValueError as e:
+                raise UsageError(f"{at}: {e}: {line}") from None
+            flag, _, value = words[0].partition("=")
+            rest = [value] if value else words[1:]
+            if flag in ("-r", "--requirement") and rest:
+                sub, edits = read_requirements_file(ctx, Path(ctx.directory, beside(rest[0])), (*seen, where))
+                reqs += sub
+                editables += edits
+            elif flag in ("-e", "--editable") and rest:
+                target = os.path.expanduser(rest[0])
+                if "://" in target or target.startswith("git+"):
+                    raise UsageError(f"{at}: `-e {rest[0]}`: pypm installs only a local directory editable",
+                                     hint="clone it and give the directory, or drop -e to add it built")
+                editables.append(beside(target))
+            elif flag in _REQ_FILE_OPTIONS:
+                ctx.info(f"warning: {at}: `{line}` is not applied: pypm takes its index and find-links from "
+                         "[tool.pypm] (index-url, extra-index-url, find-links) and uses wheels and sdists as they lock")
+            else:
+                raise UsageError(f"{at}: `{line}` is not something `pypm add -r` takes",
+                                 hint="requirements, -r FILE and -e DIR lines are added; a constraints file (-c) "
+                                      "is not a list of requirements")
+            continue
+        # `NAME==1.0 --hash=sha256:...`: the lock keeps the hashes, not pyproject.toml
+        words = line.split()
+        kept = [w for w in words if not w.startswith("--hash")]
+        if any(w.startswith("-") for w in kept):
+            raise UsageError(f"{at}: `{line}`: only --hash options may follow a requirement here")
+        req = " ".join(kept)
+        if looks_local(req):  # `./lib` or `lib.whl`: relative to the requirements file, as pip reads it
+            req = beside(req)
+        reqs.append(req)
+    return reqs, editables
 
 
 def looks_local(text: str) -> bool:

@@ -492,3 +492,43 @@ def test_layout_is_kept_unless_an_array_grows_past_one_entry(pypm, world):
     text = path.read_text()
     assert 'lint = ["zeta", "alpha", "mid"]\n' in text  # several on one line: stays on one line
     assert 'docs = [\n    "mid",\n    "zeta",\n]\n' in text  # from one entry to two: one per line
+
+
+def test_add_from_a_requirements_file(pypm, world):
+    """`pypm add -r requirements.txt` (as uv's): its requirements in order, with what pip files
+    hold: comments, continuations, `--hash` options (the lock keeps hashes), `-r` includes
+    (relative to the file), `-e DIR` and plain paths (relative to the file), and pip's source
+    options, which are said and skipped. What it cannot take is refused naming the line, with
+    pyproject.toml untouched."""
+    from tests.e2e.test_path_deps import write_lib
+
+    server, project = world
+    write_lib(project.parent / "libs" / "shared", "shared")
+    write_lib(project.parent / "libs" / "util", "util")
+    reqs = project / "reqs"
+    reqs.mkdir()
+    (reqs / "base.txt").write_text("mid==3.1.4 \\\n    --hash=sha256:00  # pinned by pip-compile\n"
+                                   "-e ../../libs/shared\n")
+    (reqs / "all.txt").write_text("# the whole set\n--index-url https://example.invalid/simple\n-r base.txt\n\n"
+                                  "tool>=5 ; python_version >= '3.9'\n../../libs/util\n")
+    before = (project / "pyproject.toml").read_text()
+    r = pypm("add", "-r", "reqs/all.txt", "--raw", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {reqs / 'all.txt'}:2: `--index-url https://example.invalid/simple` is not applied" in r.stderr
+    doc = tomllib.loads((project / "pyproject.toml").read_text())
+    assert doc["project"]["dependencies"] == ["alpha>=1", "mid==3.1.4", "shared", "tool>=5; python_version >= '3.9'",
+                                              "util", "zeta"], doc["project"]["dependencies"]
+    assert doc["tool"]["pypm"]["sources"] == {"shared": {"path": "../libs/shared", "editable": True},
+                                              "util": {"path": "../libs/util"}}
+    assert installed(project / ".venv") == {"alpha": "1.2", "zeta": "2.0", "mid": "3.1.4", "helper": "1.0",
+                                            "tool": "5.0", "shared": "0.3.0", "util": "0.3.0"}
+    # refused, naming the file and the line; nothing changed
+    (project / "pyproject.toml").write_text(before)
+    (reqs / "bad.txt").write_text("lib\n-c constraints.txt\n")
+    r = pypm("add", "-r", "reqs/bad.txt", cwd=project)
+    assert r.returncode == 2 and f"{reqs / 'bad.txt'}:2: `-c constraints.txt` is not something" in r.stderr, r.stderr
+    assert (project / "pyproject.toml").read_text() == before
+    r = pypm("add", "-r", "reqs/missing.txt", cwd=project)
+    assert r.returncode == 2 and "cannot read the requirements file" in r.stderr and "Traceback" not in r.stderr
+    r = pypm("add", cwd=project)
+    assert r.returncode == 2 and "needs a requirement or -r FILE" in r.stderr, r.stderr

@@ -208,8 +208,10 @@ def _why(cur: Installed, new: Wanted) -> str:
     return "different file"
 
 
-def format_plan(plan: Plan) -> str:
-    """The plan as text, one line per change, for `pypm sync --dry-run`."""
+def format_plan(plan: Plan, versions: Mapping[str, str] | None = None) -> str:
+    """The plan as text, one line per change, for `pypm sync --dry-run`. `versions`: a version to
+    show instead of the locked one (the project's, when its backend computes it: locked as 0)."""
+    versions = versions or {}
     kept = (f" Kept, as the selection does not ask for them: {', '.join(f'{i.name}=={i.version}' for i in plan.kept)}."
             if plan.kept else "")
     if plan.is_noop:
@@ -218,9 +220,9 @@ def format_plan(plan: Plan) -> str:
     for w in plan.install:
         how = {"sdist": " (build from source)", "editable": " (editable)",
                "directory": " (build from its directory)", "git": " (build from its git commit)"}.get(w.kind, "")
-        lines.append(f" + {w.name}=={w.version}{how}")
+        lines.append(f" + {w.name}=={versions.get(w.name, w.version)}{how}")
     for cur, w in plan.replace:
-        lines.append(f" ~ {w.name}=={w.version} ({_why(cur, w)})")
+        lines.append(f" ~ {w.name}=={versions.get(w.name, w.version)} ({_why(cur, w)})")
     for i in plan.remove:
         lines.append(f" - {i.name}=={i.version}")
     summary = (f"Would install {len(plan.install)}, replace {len(plan.replace)}, remove {len(plan.remove)}; "

@@ -438,7 +438,10 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
     else:
         ctx.info(f"Synced {venv}: +{len(plan.install)} ~{len(plan.replace)} -{len(plan.remove)} "
                  f"({len(plan.unchanged)} unchanged) in {time.monotonic() - t0:.2f}s")
-        ctx.info("\n".join(format_plan(plan).splitlines()[1:]))  # one line per change, as the dry run shows
+        # (a project whose backend computes its version is locked as 0: the version it was built with)
+        built = _dynamic_version(project, layout.purelib) if project.version is None else None
+        ctx.info("\n".join(format_plan(plan, {project.normalized_name: built} if built else None)
+                           .splitlines()[1:]))  # one line per change, as the dry run shows
     if plan.kept:
         ctx.info(f"Kept {len(plan.kept)} installed package(s) the selection does not ask for: "
                  + ", ".join(f"{i.name}=={i.version}" for i in plan.kept) + " (`pypm sync` removes them)")
@@ -537,6 +540,22 @@ def _package_infos(plan: Any) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- apply
+
+def _dynamic_version(project: Any, site: Any) -> str | None:
+    """The version of the project's own dist-info in `site` (its editable install), if any."""
+    from .lockfile import canonical_name
+
+    try:
+        names: list[str] = os.listdir(site)
+    except OSError:
+        return None
+    for d in names:
+        if d.endswith(".dist-info"):
+            name, _, version = d[:-len(".dist-info")].rpartition("-")
+            if canonical_name(name) == project.normalized_name:
+                return version
+    return None
+
 
 def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
     from .errors import StaleLockError

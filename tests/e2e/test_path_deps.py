@@ -393,6 +393,12 @@ def test_a_path_dependency_with_a_dynamic_version_is_locked_from_its_backend(pyp
     (app / "pypm.lock").unlink()
     r = pypm("lock", "--no-build", cwd=app)
     assert r.returncode == 3 and "version is listed in `project.dynamic`" in r.stderr, r.stderr
+    # the project itself with a computed version: locked as 0, shown as built (it said `==0`)
+    me = write_lib(tmp / "me", "me", "2.5.0", dynamic='"version"',
+                   tool=f'\n[tool.pypm]\nindex-url = "{server.url}"\n')
+    r = pypm("sync", cwd=me)
+    assert r.returncode == 0 and " + me==2.5.0 (editable)" in r.stderr, r.stderr
+    assert lock_of(me)["me"].version == "0" and installed(me / ".venv") == {"me": "2.5.0"}
 
 
 def test_a_directorys_metadata_from_its_backend_is_kept_until_any_of_its_files_or_tags_change(pypm, world):

@@ -227,8 +227,9 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     if args.script:
         from .scaffold import init_script
 
-        if args.path or args.name:
-            raise UsageError("--script FILE makes a script, not a project: PATH and --name do not apply")
+        if args.path or args.name or args.lib or args.package or args.build_backend:
+            raise UsageError("--script FILE makes a script, not a project: PATH, --name, --lib, --package and "
+                             "--build-backend do not apply")
         path = init_script(ctx.directory / args.script, python=args.python)
         ctx.info(f"created {path}: `pypm add --script {args.script} NAME` adds dependencies, "
                  f"`pypm run {args.script}` runs it")
@@ -243,7 +244,10 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
 
     ws = None if args.no_workspace else nearest_workspace(directory)
     existed = directory.exists()
-    path = init_project(directory, name=args.name)
+    kind = "lib" if args.lib else "package" if args.package else None
+    if args.build_backend and kind is None:
+        raise UsageError("--build-backend goes with --lib or --package (a virtual project is not built)")
+    path = init_project(directory, name=args.name, kind=kind, backend=args.build_backend or "hatchling")
     done = None
     if ws is not None:
         try:
@@ -324,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", metavar="3.X", type=_given, help="with --script: its requires-python floor")
     p.add_argument("--no-workspace", action="store_true",
                    help="inside a workspace, do not add the new project to its members")
+    k = p.add_mutually_exclusive_group()
+    k.add_argument("--lib", action="store_true",
+                   help="an installable library: src/NAME/__init__.py and py.typed, with a [build-system]")
+    k.add_argument("--package", action="store_true",
+                   help="an installable application: src/NAME/__init__.py with main(), a [project.scripts] "
+                        "command and a [build-system]")
+    p.add_argument("--build-backend", choices=["hatchling", "setuptools", "flit-core", "pdm-backend"],  # scaffold.BACKENDS
+                   help="with --lib or --package: its build backend (default: hatchling)")
 
     p = add("lock", cmd_lock, "resolve the project into a universal, hash-pinned pypm.lock")
     p.add_argument("--refresh", action="store_true", help="re-fetch metadata and hashes; ignore cached index pages")

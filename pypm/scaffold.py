@@ -13,7 +13,7 @@ __all__ = ["init_project", "render_pyproject", "join_workspace"]
 
 
 def render_pyproject(name: str, requires_python: str = ">=3.9") -> str:
-    module = re.sub(r"[^A-Za-z0-9_]", "_", name).lower()
+    module = _module(name)
     return f'''[project]
 name = "{name}"
 version = "0.1.0"
@@ -44,20 +44,66 @@ writable-project = true
 '''
 
 
-def init_project(directory: Path, name: str | None = None) -> Path:
+# `pypm init --lib/--package --build-backend NAME`: [build-system] of each backend, which all find
+# the code in src/<module>/ without configuration.
+BACKENDS = {
+    "hatchling": (["hatchling"], "hatchling.build"),
+    "setuptools": (["setuptools>=68"], "setuptools.build_meta"),
+    "flit-core": (["flit_core>=3.4,<4"], "flit_core.buildapi"),
+    "pdm-backend": (["pdm-backend"], "pdm.backend"),
+}
+
+
+def _module(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name).lower()
+
+
+def render_package(name: str, kind: str, backend: str, requires_python: str = ">=3.9") -> str:
+    """pyproject.toml of an installable project (`kind` "lib" or "package": a library, or an
+    application with a command of its own), built by `backend` from src/<module>/."""
+    requires, api = BACKENDS[backend]
+    text = render_pyproject(name, requires_python)
+    text = text[:text.index("# Uncomment to make")]
+    if kind == "package":
+        text = text.replace("\n[dependency-groups]", f'\n[project.scripts]\n"{name}" = "{_module(name)}:main"\n\n'
+                                                     "[dependency-groups]", 1)
+    requires_toml = ", ".join(f'"{r}"' for r in requires)
+    return text + f'[build-system]\nrequires = [{requires_toml}]\nbuild-backend = "{api}"\n'
+
+
+def init_project(directory: Path, name: str | None = None, kind: str | None = None,
+                 backend: str = "hatchling") -> Path:
+    """pyproject.toml of a new project in `directory`: virtual (`kind` None), or a library ("lib")
+    or an application with a command ("package") built from src/<module>/, which is made too."""
     target = directory / PYPROJECT
     if target.exists():
         raise ProjectError(f"{target} already exists", hint="edit it, or run `pypm init` in an empty directory")
     name = name or directory.name
     if not re.match(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$", name):
         raise ProjectError(f"{name!r} is not a valid project name", hint="pass --name with letters, digits, - _ or .")
+    code = directory / "src" / _module(name)
+    if kind is not None and code.exists():
+        raise ProjectError(f"{code} already exists", hint="move it away, or write pyproject.toml by hand")
     # Validate first: a refused init leaves no empty directory behind.
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # read-only file system, a file in the way, no permission
         raise ProjectError(f"cannot create the directory {directory}: {e.strerror or e}",
                            hint="pick a path in a writable directory") from None
-    write_atomic(target, render_pyproject(name))
+    if kind is None:
+        write_atomic(target, render_pyproject(name))
+        return target
+    try:
+        code.mkdir(parents=True)
+        if kind == "lib":
+            body = f'"""{name}."""\n\n\ndef hello() -> str:\n    return "Hello from {name}!"\n'
+            (code / "py.typed").write_text("")
+        else:
+            body = f'"""{name}."""\n\n\ndef main() -> None:\n    print("Hello from {name}!")\n'
+        (code / "__init__.py").write_text(body, encoding="utf-8")
+        write_atomic(target, render_package(name, kind, backend))
+    except OSError as e:
+        raise ProjectError(f"cannot write {code}: {e.strerror or e}", hint="pick a path in a writable directory") from None
     return target
 
 

@@ -103,6 +103,16 @@ def test_init_rejects_a_bad_name_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "x" / "pyproject.toml").exists()
 
 
+def test_init_flags_that_do_not_go_together_are_refused(tmp_path: Path) -> None:
+    r = pypm("init", str(tmp_path / "a"), "--build-backend", "setuptools")
+    assert r.returncode == 2 and "--build-backend goes with --lib or --package" in r.stderr, r.stderr
+    r = pypm("init", str(tmp_path / "b"), "--lib", "--package")
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr, r.stderr
+    r = pypm("-C", str(tmp_path), "init", "--script", "s.py", "--lib")
+    assert r.returncode == 2 and "--lib" in r.stderr and "do not apply" in r.stderr, r.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_quiet_silences_info(tmp_path: Path) -> None:
     r = pypm("-q", "init", str(tmp_path))
     assert r.returncode == 0 and r.stderr == ""

@@ -57,3 +57,40 @@ def test_init_where_the_directory_cannot_be_made_is_a_project_error(tmp_path: Pa
     with pytest.raises(ProjectError, match=r"cannot create the directory .*afile/proj") as e:
         init_project(tmp_path / "afile" / "proj")
     assert e.value.hint and (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("backend", ["hatchling", "setuptools", "flit-core", "pdm-backend"])
+@pytest.mark.parametrize("kind", ["lib", "package"])
+def test_init_lib_and_package_write_an_installable_project_and_its_code(tmp_path: Path, kind: str,
+                                                                        backend: str) -> None:
+    from pypm.scaffold import BACKENDS
+
+    target = init_project(tmp_path / "My.Tool", kind=kind, backend=backend)
+    p = load_project(target.parent)
+    assert p.name == "My.Tool" and not p.is_virtual and p.build_system is not None
+    assert p.build_system["build-backend"] == BACKENDS[backend][1]
+    assert list(p.build_system["requires"]) == BACKENDS[backend][0]
+    code = (target.parent / "src" / "my_tool" / "__init__.py").read_text()
+    if kind == "lib":
+        assert "def hello() -> str:" in code and (target.parent / "src" / "my_tool" / "py.typed").is_file()
+        assert "[project.scripts]" not in target.read_text()
+    else:
+        assert "def main() -> None:" in code
+        assert tomllib.loads(target.read_text())["project"]["scripts"] == {"My.Tool": "my_tool:main"}
+    assert "Uncomment" not in target.read_text()
+
+
+def test_init_lib_refuses_code_already_there_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "p" / "src" / "p").mkdir(parents=True)
+    with pytest.raises(ProjectError, match="already exists"):
+        init_project(tmp_path / "p", kind="lib")
+    assert not (tmp_path / "p" / "pyproject.toml").exists()
+
+
+def test_the_cli_offers_every_backend_init_knows() -> None:
+    from pypm.cli import build_parser
+    from pypm.scaffold import BACKENDS
+
+    init = build_parser()._subparsers._group_actions[0].choices["init"]  # type: ignore[union-attr,index]
+    [action] = [a for a in init._actions if a.dest == "build_backend"]
+    assert sorted(action.choices or ()) == sorted(BACKENDS)

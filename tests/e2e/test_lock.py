@@ -618,3 +618,25 @@ def test_noop_lock_fast_path_decides_as_the_full_command(pypm, locked_project, t
     # Flags the fast path does not know go to the CLI: --refresh re-fetches, -C elsewhere, a typo is a usage error.
     r = pypm("lock", "--check", "--nonsense", cwd=project)
     assert r.returncode == 2 and "--nonsense" in r.stderr
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("kind", ["--lib", "--package"])
+def test_live_init_lib_and_package_with_hatchling_sync_run_and_build(pypm, tmp_path, kind):
+    """`pypm init --lib|--package` (hatchling, from the default index) is synced, run and built as
+    made: hatchling's editable build asks for `editables`, which the lock asks its backend for
+    (before, such a project's sync stopped: "also needs editables")."""
+    project = tmp_path / "greet-kit"
+    r = pypm("init", kind, str(project))
+    assert r.returncode == 0, r.stderr
+    r = pypm("sync", cwd=project, timeout=900)
+    assert r.returncode == 0 and " + greet-kit==0.1.0 (editable)" in r.stderr, r.stderr
+    assert "editables" in {p.name for p in loads((project / "pypm.lock").read_text()).packages}
+    if kind == "--lib":
+        r = pypm("run", "--", "python", "-c", "import greet_kit; print(greet_kit.hello())", cwd=project)
+    else:
+        r = pypm("run", "greet-kit", cwd=project)
+    assert (r.returncode, r.stdout) == (0, "Hello from greet-kit!\n"), r.stderr
+    r = pypm("build", cwd=project, timeout=900)
+    assert r.returncode == 0 and (project / "dist" / "greet_kit-0.1.0-py3-none-any.whl").is_file(), r.stderr
+    shutil.rmtree(project)  # a lock against the default index never outlives the test

@@ -240,7 +240,7 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError("--python goes with --script (a project's interpreter is [tool.pypm] python)")
     directory = Path(args.path).resolve() if args.path else ctx.directory
     from .project import nearest_workspace
-    from .scaffold import join_workspace
+    from .scaffold import default_name, join_workspace
 
     ws = None if args.no_workspace else nearest_workspace(directory)
     existed = directory.exists()
@@ -251,7 +251,7 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     done = None
     if ws is not None:
         try:
-            done = join_workspace(ws, directory, args.name or directory.name)
+            done = join_workspace(ws, directory, args.name or default_name(directory))
         except BaseException:  # (a member of that name already, say): nothing of this init is left
             path.unlink(missing_ok=True)
             if not existed:

@@ -71,6 +71,11 @@ def render_package(name: str, kind: str, backend: str, requires_python: str = ">
     return text + f'[build-system]\nrequires = [{requires_toml}]\nbuild-backend = "{api}"\n'
 
 
+def default_name(directory: Path) -> str:
+    """The directory's name, made a valid project name as uv does ("my project" -> my-project)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", directory.name).strip("-._") or directory.name
+
+
 def init_project(directory: Path, name: str | None = None, kind: str | None = None,
                  backend: str = "hatchling") -> Path:
     """pyproject.toml of a new project in `directory`: virtual (`kind` None), or a library ("lib")
@@ -78,7 +83,7 @@ def init_project(directory: Path, name: str | None = None, kind: str | None = No
     target = directory / PYPROJECT
     if target.exists():
         raise ProjectError(f"{target} already exists", hint="edit it, or run `pypm init` in an empty directory")
-    name = name or directory.name
+    name = name if name is not None else default_name(directory)
     if not re.match(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$", name):
         raise ProjectError(f"{name!r} is not a valid project name", hint="pass --name with letters, digits, - _ or .")
     code = directory / "src" / _module(name)

@@ -97,6 +97,12 @@ def test_init_with_directory_flag_and_name(tmp_path: Path) -> None:
     assert load_project(tmp_path).name == "Fancy.Name"
 
 
+def test_init_makes_a_valid_name_of_the_directory_s(tmp_path: Path) -> None:
+    r = pypm("init", str(tmp_path / "my project (v2)"))
+    assert r.returncode == 0, r.stderr
+    assert load_project(tmp_path / "my project (v2)").name == "my-project-v2"
+
+
 def test_init_rejects_a_bad_name_and_writes_nothing(tmp_path: Path) -> None:
     r = pypm("init", str(tmp_path / "x"), "--name", "bad name!")
     assert r.returncode == ExitCode.PROJECT and "'bad name!' is not a valid project name" in r.stderr

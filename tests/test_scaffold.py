@@ -47,7 +47,7 @@ def test_init_project_writes_and_refuses_to_overwrite(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["bad name", "-lead", "trail-", "ü", ""])
 def test_init_rejects_invalid_names_without_writing(tmp_path: Path, name: str) -> None:
     with pytest.raises(ProjectError) as e:
-        init_project(tmp_path, name=name or None) if name else init_project(tmp_path / "-bad-")
+        init_project(tmp_path, name=name or None) if name else init_project(tmp_path / "üö")  # (no valid name in it)
     assert "not a valid project name" in str(e.value) and "--name" in (e.value.hint or "")
     assert list(tmp_path.iterdir()) == []  # not even the directory
 

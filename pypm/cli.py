@@ -227,9 +227,11 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     if args.script:
         from .scaffold import init_script
 
-        if args.path or args.name or args.lib or args.package or args.build_backend:
-            raise UsageError("--script FILE makes a script, not a project: PATH, --name, --lib, --package and "
-                             "--build-backend do not apply")
+        given = [flag for flag, value in (("PATH", args.path), ("--name", args.name), ("--lib", args.lib),
+                                          ("--package", args.package), ("--build-backend", args.build_backend)) if value]
+        if given:
+            raise UsageError(f"--script FILE makes a script, not a project: {' and '.join(given)} "
+                             f"{'does' if len(given) == 1 else 'do'} not apply")
         path = init_script(ctx.directory / args.script, python=args.python)
         ctx.info(f"created {path}: `pypm add --script {args.script} NAME` adds dependencies, "
                  f"`pypm run {args.script}` runs it")
@@ -453,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 ".venv (repeatable; a PEP 723 script: added to its dependencies)")
             p.add_argument("--with-editable", dest="with_editable", metavar="PATH", type=_given, action="append",
                            default=[], help="as --with, for a project directory installed editable (repeatable)")
+            p.add_argument("--with-requirements", dest="with_requirements", metavar="FILE", type=_given,
+                           action="append", default=[], help="as --with, for each requirement of a pip requirements "
+                                                             "file (repeatable)")
         _sandbox_flags(p)
         if name == "run":
             p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
@@ -465,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="install this package beside the tool (repeatable)")
     p.add_argument("--with-editable", dest="with_editable", metavar="PATH", type=_given, action="append", default=[],
                    help="install this project directory beside the tool, editable (repeatable)")
+    p.add_argument("--with-requirements", dest="with_requirements", metavar="FILE", type=_given, action="append",
+                   default=[], help="install the requirements of this pip requirements file beside the tool (repeatable)")
     p.add_argument("--upgrade", "-U", action="store_true",
                    help="move the tool's environment to the newest releases (it keeps its first resolution otherwise)")
     p.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
@@ -511,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also install this package in the tool's environment (repeatable)")
     a.add_argument("--with-editable", dest="with_editable", metavar="PATH", type=_given, action="append", default=[],
                    help="also install this project directory in the tool's environment, editable (repeatable)")
+    a.add_argument("--with-requirements", dest="with_requirements", metavar="FILE", type=_given, action="append",
+                   default=[], help="also install the requirements of this pip requirements file (repeatable)")
     a.add_argument("--python", metavar="VERSION|PATH", type=_given, help="the interpreter for the tool's environment")
     a.add_argument("--editable", "-e", action="store_true",
                    help="install the tool editable from its project directory (REQUIREMENT is its path): its sources stay live")

@@ -515,6 +515,10 @@ def run_command(ctx: Any, args: argparse.Namespace) -> int:
     if not argv:
         raise UsageError("`pypm run` needs a command", hint="e.g. `pypm run python -m my_lib.demo`")
     env_file_vars(ctx, args)  # (a bad --env-file fails before a script's environment is made too)
+    if getattr(args, "with_requirements", None):  # (into --with and --with-editable, for a script too)
+        from .toolrun import with_requirements_files
+
+        with_requirements_files(ctx, args)
     script = os.path.join(ctx.directory, argv[0])  # (-C DIR: the command runs there)
     if argv[0].endswith(".py") and os.path.isfile(script):  # PEP 723: a script with its own dependencies
         from .script import run_script, script_metadata

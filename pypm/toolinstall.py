@@ -112,9 +112,11 @@ def _install(ctx: Any, args: Any, given: str) -> int:
     from packaging.requirements import Requirement
 
     from .config import tool_bin_dir_str, tools_home_str
-    from .toolrun import editable_requirements, local_directory, parse_requirement_flag, tool_project
+    from .toolrun import (editable_requirements, local_directory, parse_requirement_flag, tool_project,
+                          with_requirements_files)
 
     cwd = str(ctx.directory)
+    with_requirements_files(ctx, args)
     requirement = parse_requirement_flag(given, "the tool", cwd)
     name = canonical_name(Requirement(requirement).name)
     editable = bool(args.editable)

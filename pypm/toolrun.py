@@ -158,6 +158,23 @@ def _absolute_file_url(url: str) -> bool:
     return parts.netloc in ("", "localhost") and parts.path.startswith("/")
 
 
+def with_requirements_files(ctx: Any, args: Any) -> None:
+    """`--with-requirements FILE` (as uv's): the file's requirements added to `args.with_`, its
+    `-e DIR` lines to `args.with_editable` (pypm.edit.read_requirements_file reads it as pip does)."""
+    files = getattr(args, "with_requirements", None) or []
+    if not files:
+        return
+    from pathlib import Path
+
+    from .edit import read_requirements_file
+
+    args.with_, args.with_editable = list(args.with_), list(getattr(args, "with_editable", None) or [])
+    for f in files:
+        reqs, edits = read_requirements_file(ctx, Path(ctx.directory, f))
+        args.with_ += reqs
+        args.with_editable += edits
+
+
 def editable_requirements(paths: Sequence[str], cwd: str) -> tuple[list[str], list[str]]:
     """`--with-editable PATH...` (as uv's): (their requirements, `NAME @ file:///DIR`, and their
     canonical names, which tool_project's `args.editable` makes editable sources). Only a
@@ -396,6 +413,7 @@ def x_command(ctx: Any, args: Any) -> int:
     from .run import env_file_vars
 
     env_file_vars(ctx, args)  # (a bad --env-file fails before the tool's environment is made)
+    with_requirements_files(ctx, args)
     requirements, command = _requirements(args, argv, str(ctx.directory))
     if getattr(args, "with_editable", None):
         extra, args.editable = editable_requirements(args.with_editable, str(ctx.directory))

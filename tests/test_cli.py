@@ -115,7 +115,7 @@ def test_init_flags_that_do_not_go_together_are_refused(tmp_path: Path) -> None:
     r = pypm("init", str(tmp_path / "b"), "--lib", "--package")
     assert r.returncode == 2 and "not allowed with argument" in r.stderr, r.stderr
     r = pypm("-C", str(tmp_path), "init", "--script", "s.py", "--lib")
-    assert r.returncode == 2 and "--lib" in r.stderr and "do not apply" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--lib does not apply" in r.stderr, r.stderr
     assert not any(tmp_path.iterdir())
 
 

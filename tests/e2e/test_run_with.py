@@ -168,3 +168,9 @@ def test_with_a_path_builds_it_from_its_directory(pypm, world):
     assert (r.returncode, r.stdout) == (0, "built 1.0\n"), r.stderr
     r = pypm("run", "--with-editable", "lib", "--", "python", "-c", "pass", cwd=project)
     assert r.returncode == 2 and "--with-editable lib: only a project directory can be installed editable" in r.stderr
+    # --with-requirements FILE: its requirements as --with, its `-e DIR` lines as --with-editable
+    (project / "extra.txt").write_text("addon  # the layered package\n-e ../plugin\n")
+    (project / "sub" / "all.txt").write_text("-r ../extra.txt\n")
+    r = pypm("run", "--with-requirements", "sub/all.txt", "--", "python", "-c",
+             "import addon, plugin; print(addon.V, plugin.VALUE)", cwd=project)
+    assert (r.returncode, r.stdout) == (0, "addon live\n"), r.stderr

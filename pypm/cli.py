@@ -249,7 +249,8 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     kind = "lib" if args.lib else "package" if args.package else None
     if args.build_backend and kind is None:
         raise UsageError("--build-backend goes with --lib or --package (a virtual project is not built)")
-    path = init_project(directory, name=args.name, kind=kind, backend=args.build_backend or "hatchling")
+    path = init_project(directory, name=args.name, kind=kind, backend=args.build_backend or "hatchling",
+                        requires_python=ws.requires_python if ws is not None else None)
     done = None
     if ws is not None:
         try:

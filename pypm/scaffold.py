@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from .errors import ProjectError
@@ -77,7 +78,7 @@ def default_name(directory: Path) -> str:
 
 
 def init_project(directory: Path, name: str | None = None, kind: str | None = None,
-                 backend: str = "hatchling") -> Path:
+                 backend: str = "hatchling", requires_python: str | None = None) -> Path:
     """pyproject.toml of a new project in `directory`: virtual (`kind` None), or a library ("lib")
     or an application with a command ("package") built from src/<module>/, which is made too."""
     target = directory / PYPROJECT
@@ -95,8 +96,12 @@ def init_project(directory: Path, name: str | None = None, kind: str | None = No
     except OSError as e:  # read-only file system, a file in the way, no permission
         raise ProjectError(f"cannot create the directory {directory}: {e.strerror or e}",
                            hint="pick a path in a writable directory") from None
+    # requires-python: this interpreter's minor and newer, as uv's init and `pypm init --script`
+    # (a fixed old floor made every lock pick releases that still support it: numpy 2.0 on 3.11)
+    # (`requires_python`: a workspace's own, for a new member, as uv's)
+    floor = requires_python or f">={sys.version_info[0]}.{sys.version_info[1]}"
     if kind is None:
-        write_atomic(target, render_pyproject(name))
+        write_atomic(target, render_pyproject(name, floor))
         return target
     try:
         code.mkdir(parents=True)
@@ -106,7 +111,7 @@ def init_project(directory: Path, name: str | None = None, kind: str | None = No
         else:
             body = f'"""{name}."""\n\n\ndef main() -> None:\n    print("Hello from {name}!")\n'
         (code / "__init__.py").write_text(body, encoding="utf-8")
-        write_atomic(target, render_package(name, kind, backend))
+        write_atomic(target, render_package(name, kind, backend, floor))
     except OSError as e:
         raise ProjectError(f"cannot write {code}: {e.strerror or e}", hint="pick a path in a writable directory") from None
     return target

@@ -34,6 +34,15 @@ def test_uncommenting_build_system_makes_it_installable(tmp_path: Path) -> None:
     assert "src/my_lib/" in text  # where the comment tells the user to put the code
 
 
+def test_init_project_s_requires_python_is_this_interpreter_s_minor(tmp_path: Path) -> None:
+    import sys
+
+    target = init_project(tmp_path / "p")
+    assert load_project(target.parent).requires_python == f">={sys.version_info[0]}.{sys.version_info[1]}"
+    target = init_project(tmp_path / "q", kind="lib")
+    assert load_project(target.parent).requires_python == f">={sys.version_info[0]}.{sys.version_info[1]}"
+
+
 def test_init_project_writes_and_refuses_to_overwrite(tmp_path: Path) -> None:
     target = init_project(tmp_path / "new" / "proj")
     assert target == tmp_path / "new" / "proj" / "pyproject.toml"

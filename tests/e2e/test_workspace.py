@@ -268,7 +268,10 @@ def test_init_inside_a_workspace_adds_the_new_project_to_its_members(pypm, ws):
     assert "added tools/lint to [tool.pypm.workspace] members" in r.stderr
     after = (root / "pyproject.toml").read_text()
     assert after == before.replace('members = ["packages/*"]', 'members = ["packages/*", "tools/lint"]')
-    assert pypm("lock", cwd=root).returncode == 0
+    # a member takes the workspace's requires-python, not this interpreter's minor (as uv): its lock works
+    assert 'requires-python = ">=3.9"' in (root / "tools" / "lint" / "pyproject.toml").read_text()
+    r = pypm("lock", cwd=root)
+    assert r.returncode == 0, r.stderr
     assert "lint" in loads((root / "pypm.lock").read_text()).members
     # excluded, or --no-workspace: not added
     r = pypm("init", "packages/scratch", cwd=root)

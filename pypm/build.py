@@ -617,6 +617,17 @@ def _build_config_token(directory: Path) -> str:
     return h.hexdigest()
 
 
+def _lock_interpreter(project: Any, state: dict[str, Any]) -> Any:
+    """The interpreter a lock's backend questions run with (sync's choice), found once per lock
+    (`state`, shared by its calls)."""
+    if "interpreter" not in state:
+        from .interpreter import find_interpreter
+
+        state["interpreter"] = find_interpreter(project.tool.python, state.get("requires_python"),
+                                                pyproject=project.pyproject)
+    return state["interpreter"]
+
+
 # What a directory's backend asked for beyond its locked [build-system] requires:
 # <cache>/build-requires/<key>.json, {"missing": [...]}, key over directory_backend_extras' inputs.
 BUILD_REQUIRES_DIR = "build-requires"
@@ -638,13 +649,9 @@ def directory_backend_extras(ctx: Any, project: Any, directory: Path, kind: str,
     from .cache import Cache
     from .config import cache_dir
     from .errors import PypmError
-    from .interpreter import find_interpreter
 
     try:
-        if "interpreter" not in state:
-            state["interpreter"] = find_interpreter(project.tool.python, state.get("requires_python"),
-                                                    pyproject=project.pyproject)
-        interp = state["interpreter"]
+        interp = _lock_interpreter(project, state)
         closure = build_closure(lookup, name, deps, interp.markers)
         key = hashlib.sha256("\0".join(
             ["1", kind, os.path.realpath(directory), _build_config_token(Path(directory)), interp.describe(),
@@ -687,18 +694,14 @@ def backend_extras(ctx: Any, project: Any, pkg: Any, deps: Sequence[Any], lookup
     checks again and names what is missing."""
     from .cache import Cache
     from .errors import PypmError
-    from .interpreter import find_interpreter
 
     label = f"{pkg.name}=={pkg.version} ({pkg.sdist.filename})"
     try:
-        if "interpreter" not in state:
-            state["interpreter"] = find_interpreter(project.tool.python, state.get("requires_python"),
-                                                    pyproject=project.pyproject)
+        interp = _lock_interpreter(project, state)
         with Cache(offline=bool(state.get("offline", False)), base_dir=project.root) as cache:
             sdist = cache.fetch(pkg.sdist, package=pkg.name)
-            env = state["interpreter"].markers
-            return discover_build_requires(sdist, build_packages=build_closure(lookup, pkg.name, deps, env),
-                                           interpreter=state["interpreter"], cache=cache,
+            return discover_build_requires(sdist, build_packages=build_closure(lookup, pkg.name, deps, interp.markers),
+                                           interpreter=interp, cache=cache,
                                            network=network_allowed(project, pkg.name), label=label,
                                            limits=project.tool.build_limits)
     except PypmError as e:

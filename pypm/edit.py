@@ -423,8 +423,6 @@ def named_url(text: str, what: str) -> str:
 
 
 def _git_project_name(url: str, what: str) -> str:
-    import tomllib
-
     from .config import cache_dir
     from .errors import ProjectError
     from .gitsource import checkout, parse_requirement_url, resolve
@@ -436,14 +434,21 @@ def _git_project_name(url: str, what: str) -> str:
         tree = checkout(ref, commit, cache_dir(), offline=False, what=said)
     except ProjectError as e:  # a bad command line (exit 2), not a bad project
         raise UsageError(e.message, hint=e.hint) from None
-    try:
-        name = tomllib.loads((tree / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
-        name = None
+    name = _project_name(tree)
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise UsageError(f"{said}: commit {commit[:12]} has no pyproject.toml with a [project] name to take the "
-                         "package's name from", hint=f"name it: 'NAME @ {url}'")
+        raise UsageError(f"{said}: commit {commit[:12]} has no pyproject.toml with a valid [project] name to take "
+                         "the package's name from", hint=f"name it: 'NAME @ {url}'")
     return name
+
+
+def _project_name(directory: Path) -> object:
+    """`project.name` of the directory's pyproject.toml as written (not checked), or None."""
+    import tomllib
+
+    try:
+        return tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        return None
 
 
 def _local_target(text: str, project: Project, cwd: Path) -> tuple[str, str]:
@@ -461,16 +466,14 @@ def local_source(text: str, cwd: Path) -> tuple[str, Path]:
     to `cwd`: the name from its pyproject.toml's [project] table or the file's name. A UsageError
     naming it when it is none of those."""
     import os
-    import tomllib
 
     given = os.path.expanduser(text)
     where = Path(os.path.normpath(os.path.join(cwd, given)))
     if where.is_dir():
-        try:
-            name = tomllib.loads((where / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        name = _project_name(where)
+        if name is None:
             raise UsageError(f"{text}: {where} holds no pyproject.toml with a [project] name",
-                             hint="pypm takes a path dependency's metadata from its [project] table") from None
+                             hint="pypm takes a path dependency's metadata from its [project] table")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise UsageError(f"{where / 'pyproject.toml'}: `project.name` is {name!r}, not a valid name", hint=_NAME_HINT)
     elif where.is_file() and where.name.endswith(ARCHIVES):

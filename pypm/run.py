@@ -282,6 +282,9 @@ def env_file_vars(ctx: Any, args: Any) -> dict[str, str]:
     return kept
 
 
+_WITH_FLAGS = ("with_", "with_editable", "with_requirements")  # run's, layered over the venv (and a script's)
+
+
 def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: Any, knobs: dict[str, Any],
                       sandboxed: bool) -> Any:
     """`run --with REQ...` in a project: an environment of its own for REQ (made, locked and
@@ -292,16 +295,10 @@ def _with_environment(ctx: Any, args: argparse.Namespace, venv: Path, project: A
     project's pins, and they win; its .pth files are read and its console scripts see the
     project's packages (_LAYER_HOOK). `knobs`: the venv's state's (or the project's) tool knobs,
     whose index settings key the environment. Returns (its venv, its site-packages)."""
-    from .toolrun import parse_requirement_flag, ready_environment, tool_dir
+    from .toolrun import layered_requirements, ready_environment, tool_dir
     from .venvstate import read_state
 
-    requirements = [parse_requirement_flag(w, "--with", str(ctx.directory)) for w in args.with_]
-    editable: list[str] = []
-    if getattr(args, "with_editable", None):
-        from .toolrun import editable_requirements
-
-        extra, editable = editable_requirements(args.with_editable, str(ctx.directory))
-        requirements += extra
+    requirements, editable = layered_requirements(ctx, args)
     state = read_state(venv) or {}
     index = knobs.get("index")
     if not isinstance(index, dict):  # knobs from a state.json from before it kept them
@@ -488,7 +485,7 @@ def _execute(ctx: Any, args: argparse.Namespace, argv: list[str]) -> int:
     for name, value in file_vars.items():  # (sandboxed: pypm.sandboxing sets them inside likewise)
         env.setdefault(name, value)
     overlay = None
-    if getattr(args, "with_", None) or getattr(args, "with_editable", None):
+    if any(getattr(args, flag, None) for flag in _WITH_FLAGS):
         made, site = _with_environment(ctx, args, venv, project, knobs, sandboxed)
         overlay = (str(made), str(site))  # (sandboxed: shown read-only, and layered inside likewise)
         _layer(env, str(venv), *overlay)
@@ -515,10 +512,6 @@ def run_command(ctx: Any, args: argparse.Namespace) -> int:
     if not argv:
         raise UsageError("`pypm run` needs a command", hint="e.g. `pypm run python -m my_lib.demo`")
     env_file_vars(ctx, args)  # (a bad --env-file fails before a script's environment is made too)
-    if getattr(args, "with_requirements", None):  # (into --with and --with-editable, for a script too)
-        from .toolrun import with_requirements_files
-
-        with_requirements_files(ctx, args)
     script = os.path.join(ctx.directory, argv[0])  # (-C DIR: the command runs there)
     if argv[0].endswith(".py") and os.path.isfile(script):  # PEP 723: a script with its own dependencies
         from .script import run_script, script_metadata

@@ -179,14 +179,11 @@ def run_script(ctx: Any, args: Any, argv: list[str], meta: dict[str, Any],
     # Keyed as written (spelled otherwise, the same requirement gets an environment of its own):
     # normalising them needs packaging, and a script's environment is found current without it
     requirements = [d.strip() for d in meta.get("dependencies", [])]
-    if getattr(args, "with_", None):  # `run --with REQ script.py`: added to its own (an environment of their own)
-        from .toolrun import parse_requirement_flag
+    if any(getattr(args, flag, None) for flag in ("with_", "with_editable", "with_requirements")):
+        # `run --with REQ script.py`: added to its own (an environment of their own)
+        from .toolrun import layered_requirements
 
-        requirements += [parse_requirement_flag(w, "--with", str(ctx.directory)) for w in args.with_]
-    if getattr(args, "with_editable", None):  # (an environment of their own too, keyed by the paths)
-        from .toolrun import editable_requirements
-
-        extra, env_args.editable = editable_requirements(args.with_editable, str(ctx.directory))
+        extra, env_args.editable = layered_requirements(ctx, args)
         requirements += extra
     venv = found_environment(requirements, env_args, meta.get("requires-python"), kind="script")
     if venv is None:  # made, locked again or synced: the full path (the next run may record a plan)

@@ -439,7 +439,12 @@ def _sync_planned(ctx: Any, project: Any, opts: SyncOptions, venv: Path, fetcher
         ctx.info(f"Synced {venv}: +{len(plan.install)} ~{len(plan.replace)} -{len(plan.remove)} "
                  f"({len(plan.unchanged)} unchanged) in {time.monotonic() - t0:.2f}s")
         # (a project whose backend computes its version is locked as 0: the version it was built with)
-        built = _dynamic_version(project, layout.purelib) if project.version is None else None
+        built = None
+        if project.version is None:
+            from .installer import installed_distributions
+
+            mine = installed_distributions(layout).get(project.normalized_name)
+            built = mine.version if mine is not None else None
         ctx.info("\n".join(format_plan(plan, {project.normalized_name: built} if built else None)
                            .splitlines()[1:]))  # one line per change, as the dry run shows
     if plan.kept:
@@ -540,22 +545,6 @@ def _package_infos(plan: Any) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- apply
-
-def _dynamic_version(project: Any, site: Any) -> str | None:
-    """The version of the project's own dist-info in `site` (its editable install), if any."""
-    from .lockfile import canonical_name
-
-    try:
-        names: list[str] = os.listdir(site)
-    except OSError:
-        return None
-    for d in names:
-        if d.endswith(".dist-info"):
-            name, _, version = d[:-len(".dist-info")].rpartition("-")
-            if canonical_name(name) == project.normalized_name:
-                return version
-    return None
-
 
 def _lock_for(ctx: Any, project: Any, opts: SyncOptions) -> Any:
     from .errors import StaleLockError

@@ -112,21 +112,15 @@ def _install(ctx: Any, args: Any, given: str) -> int:
     from packaging.requirements import Requirement
 
     from .config import tool_bin_dir_str, tools_home_str
-    from .toolrun import (editable_requirements, local_directory, parse_requirement_flag, tool_project,
-                          with_requirements_files)
+    from .toolrun import editable_requirements, layered_requirements, parse_requirement_flag, tool_project
 
-    cwd = str(ctx.directory)
-    with_requirements_files(ctx, args)
-    requirement = parse_requirement_flag(given, "the tool", cwd)
-    name = canonical_name(Requirement(requirement).name)
     editable = bool(args.editable)
-    if editable and local_directory(requirement) is None:
-        raise UsageError(f"--editable {given}: only a project directory can be installed editable",
-                         hint="give the path of its source (`pypm tool install --editable ./tool`); "
-                              "a package from an index is never editable")
-    with_ = [parse_requirement_flag(w, "--with", cwd) for w in args.with_]
-    with_editable, editable_names = editable_requirements(args.with_editable, cwd)
-    with_ += with_editable
+    if editable:
+        [requirement], _ = editable_requirements([given], str(ctx.directory), "--editable")
+    else:
+        requirement = parse_requirement_flag(given, "the tool", str(ctx.directory))
+    name = canonical_name(Requirement(requirement).name)
+    with_, editable_names = layered_requirements(ctx, args)
     home, bin_dir = Path(tools_home_str()), Path(tool_bin_dir_str())
     root = home / name
     sandboxed = not args.no_sandbox

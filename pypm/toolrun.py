@@ -175,18 +175,28 @@ def with_requirements_files(ctx: Any, args: Any) -> None:
         args.with_editable += edits
 
 
-def editable_requirements(paths: Sequence[str], cwd: str) -> tuple[list[str], list[str]]:
-    """`--with-editable PATH...` (as uv's): (their requirements, `NAME @ file:///DIR`, and their
-    canonical names, which tool_project's `args.editable` makes editable sources). Only a
-    project directory can be installed editable (a UsageError naming the flag otherwise)."""
+def layered_requirements(ctx: Any, args: Any) -> tuple[list[str], list[str]]:
+    """`--with`, `--with-editable` and `--with-requirements` (run's, a script's run's, tool
+    install's): (the requirements, the names tool_project's `args.editable` makes editable)."""
+    cwd = str(ctx.directory)
+    with_requirements_files(ctx, args)
+    extra, names = editable_requirements(getattr(args, "with_editable", None) or [], cwd)
+    return [parse_requirement_flag(w, "--with", cwd) for w in args.with_] + extra, names
+
+
+def editable_requirements(paths: Sequence[str], cwd: str, what: str = "--with-editable") -> tuple[list[str], list[str]]:
+    """`--with-editable PATH...` (as uv's; `what`: the flag): (their requirements, `NAME @
+    file:///DIR`, and their canonical names, which tool_project's `args.editable` makes editable
+    sources). Only a project directory can be installed editable (a UsageError naming the flag
+    otherwise)."""
     from .lockfile import canonical_name
 
     requirements, names = [], []
     for path in paths:
-        req = parse_requirement_flag(path, "--with-editable", cwd)
+        req = parse_requirement_flag(path, what, cwd)
         if local_directory(req) is None:
-            raise UsageError(f"--with-editable {path}: only a project directory can be installed editable",
-                             hint="give the path of its source; a package from an index goes in --with")
+            raise UsageError(f"{what} {path}: only a project directory can be installed editable",
+                             hint="give the path of its source directory; a package from an index is never editable")
         requirements.append(req)
         names.append(canonical_name(_name_of(req)))
     return requirements, names

@@ -262,30 +262,22 @@ class S3CachePlugin:
 
 
 def _cached_build_files(lock_path: str | None) -> list[tuple[str, Path]]:
-    """(sha256, path) of each file in pypm's cache of the packages the lock's build dependencies
-    need (their `build-dependencies` edges, and those packages' own dependencies)."""
+    """(sha256, path) of each file in pypm's cache of the packages the lock's builds need (every
+    package's build environment, pypm.buildenv.build_packages_of, on any platform)."""
+    from ..buildenv import build_packages_of
     from ..errors import PypmError
-    from ..lockfile import canonical_name, read
+    from ..lockfile import read
 
     if not lock_path:
         return []
     try:
         lock = read(Path(lock_path))
+        needed = {p.key: p for pkg in lock.packages if pkg.build_dependencies for p in build_packages_of(lock, pkg)}
     except PypmError:
         return []
-    by_key = {p.key: p for p in lock.packages}
-    todo = [d for p in lock.packages for d in p.build_dependencies]
-    seen: set[tuple[str, str]] = set()
     out = []
-    while todo:
-        d = todo.pop()
-        key = (canonical_name(d.name), d.version)
-        pkg = by_key.get(key)
-        if key in seen or pkg is None:
-            continue
-        seen.add(key)
-        todo.extend(pkg.dependencies)
-        for f in pkg.files():
+    for p in needed.values():
+        for f in p.files():
             path = _cached_file(f.sha256, f.filename) if f.sha256 else None
             if path is not None:
                 out.append((f.sha256, path))
